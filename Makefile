@@ -1,0 +1,78 @@
+# neuronlab — build, test, demo, bench.
+#   make            build/neuronlab and build/libneuronlab.a (release, -O2)
+#   make test       install missing Debian packages, build, run every test suite and script
+#   make demo       install, build, run the main job on the bundled default model and data
+#   make bench      benchmarks (tokens/s, GB/s, peak RSS, ratios against baselines)
+#   make debug      build/debug/ with -g -fsanitize=address,undefined
+#   make check-slow heavy checks kept out of `make test`
+#   make clean
+
+CC      ?= cc
+BUILD   ?= build
+OPT     ?= -O2 -march=x86-64-v2 -mtune=native
+HDF5_CFLAGS := -I/usr/include/hdf5/serial
+HDF5_LIBS   := -L/usr/lib/x86_64-linux-gnu/hdf5/serial -lhdf5
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wshadow $(OPT) -fopenmp \
+           -Iinclude -Isrc $(HDF5_CFLAGS) -I/usr/include/x86_64-linux-gnu/openblas-pthread
+LDLIBS  += $(HDF5_LIBS) -lopenblas -ljansson -lsqlite3 -lm -fopenmp -lpthread
+SAN     := -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined
+
+LIB_SRC := $(shell find src -name '*.c' -not -path 'src/cli/*' | sort)
+CLI_SRC := $(shell find src/cli -name '*.c' | sort)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+TEST_SRC := $(sort $(wildcard tests/test_*.c))
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+DEPS    := $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
+
+.PHONY: all deps test demo bench debug check-slow clean tests-build
+all: $(BUILD)/neuronlab
+
+# Installs missing Debian packages (idempotent; prints the command when not root).
+deps:
+	@bash scripts/install-deps.sh
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libneuronlab.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/neuronlab: $(CLI_OBJ) $(BUILD)/libneuronlab.a
+	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libneuronlab.a $(LDLIBS)
+
+# One Criterion binary per tests/test_<module>.c.
+$(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libneuronlab.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -o $@ $< $(BUILD)/libneuronlab.a $(LDLIBS) -lcriterion
+
+tests-build: $(BUILD)/neuronlab $(TEST_BIN)
+
+# Every Criterion suite and every tests/*.sh script; ends with "N passed, M failed".
+test: deps
+	@$(MAKE) --no-print-directory tests-build
+	@bash scripts/run-tests.sh $(BUILD)
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@bash scripts/demo.sh $(BUILD)
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@bash bench/run.sh $(BUILD)
+
+check-slow: deps
+	@$(MAKE) --no-print-directory tests-build
+	@NL_SLOW=1 bash scripts/run-tests.sh $(BUILD)
+
+# Sanitizer build of the CLI and the tests into build/debug/.
+debug:
+	@$(MAKE) --no-print-directory BUILD=build/debug OPT="$(SAN)" LDLIBS="$(LDLIBS) -fsanitize=address,undefined" \
+	    build/debug/neuronlab $(TEST_SRC:tests/%.c=build/debug/tests/%)
+
+clean:
+	rm -rf build
+
+-include $(DEPS)

@@ -1,0 +1,43 @@
+/* dataset.h — JSONL datasets: one document per line, tokenised into memory.
+ *
+ * Rows: {"tokens": [1, 403, …]} used verbatim (no BOS added); {"text": "…"};
+ * {"prompt": "…", "response": "…"}. Any row may carry "label" (the ability, default "").
+ * Text rows need a tokenizer. Blank lines are skipped. A bad line is an error naming the
+ * file and the line number. The token ids of a dataset are small next to its activations,
+ * so they are held in memory; activations never are.
+ * Checked by tests/test_dataset.c.
+ */
+#ifndef NEURONLAB_DATASET_H
+#define NEURONLAB_DATASET_H
+
+#include "neuronlab/common.h"
+
+typedef struct nl_tokenizer nl_tokenizer; /* tokenizer.h (text rows) */
+
+typedef struct {
+    int32_t *tokens;  /* (n_tokens) owned by the dataset */
+    int n_tokens;
+    int prompt_len;   /* tokens pooled as the prompt: the prompt of a prompt/response row, else all */
+    int score_from;   /* first token index whose prediction counts in perplexity (≥ 1) */
+    char *label;      /* owned, "" when none */
+    int line;         /* 1-based line in the file */
+} nl_doc;
+
+typedef struct {
+    nl_doc *docs;     /* (Dc) owned */
+    int n_docs;
+    int64_t n_tokens; /* N: sum of n_tokens */
+    char path[4096];
+    char **labels;    /* distinct labels in first-seen order, owned */
+    int n_labels;
+} nl_dataset;
+
+/* Loads path. vocab_size > 0 checks every id; tok may be NULL (then text rows are an error).
+ * On success *out is owned by the caller: nl_dataset_destroy. */
+nl_status nl_dataset_load(nl_ctx *ctx, const char *path, const nl_tokenizer *tok, int vocab_size, nl_dataset **out);
+void nl_dataset_destroy(nl_dataset *d); /* NULL is a no-op */
+
+/* Index of label in d->labels, or -1. */
+int nl_dataset_label_index(const nl_dataset *d, const char *label);
+
+#endif

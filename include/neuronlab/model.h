@@ -1,0 +1,149 @@
+/* model.h — a loaded checkpoint: configuration, stored tensors, f32 layer views.
+ *
+ * Rules: weights stay memory-mapped in their stored dtype. nl_model_layer() hands out
+ * one layer in f32: stored-f32 tensors are borrowed straight from the mapping (no copy),
+ * f16/bf16 tensors are converted into a per-model slot that holds one layer, so peak
+ * memory is about file size + one layer in f32. Every loader (llama2.c, Hugging Face,
+ * later GGUF) fills the same private struct (src/model/model_internal.h) and shares the
+ * conversion code in src/model/model.c.
+ * Checked by tests/test_model.c and tests/test_forward.c (PyTorch fixtures).
+ */
+#ifndef NEURONLAB_MODEL_H
+#define NEURONLAB_MODEL_H
+
+#include "neuronlab/common.h"
+
+typedef enum { NL_DT_F32 = 0, NL_DT_F16, NL_DT_BF16 } nl_dtype;
+const char *nl_dtype_name(nl_dtype dt);
+size_t nl_dtype_size(nl_dtype dt);
+
+/* Borrowed view of a stored tensor (row-major, usually inside an mmap). data == NULL
+ * means "absent". */
+typedef struct {
+    const void *data;
+    nl_dtype dtype;
+    int ndim;
+    int64_t shape[4];
+} nl_tensor;
+
+int64_t nl_tensor_numel(const nl_tensor *t);
+
+typedef enum {
+    NL_ARCH_LLAMA = 0, /* llama2.c files and HF model_type "llama" */
+    NL_ARCH_MISTRAL,
+    NL_ARCH_QWEN2,
+    NL_ARCH_GPT2,
+    NL_ARCH_GPT_NEOX,
+    NL_ARCH_PHI,
+} nl_arch;
+
+typedef enum {
+    NL_ACT_SILU = 0,
+    NL_ACT_GELU,      /* exact: 0.5 x (1 + erf(x/√2)) — HF "gelu" */
+    NL_ACT_GELU_TANH, /* tanh approximation — HF "gelu_new", "gelu_pytorch_tanh", "gelu_fast" */
+    NL_ACT_RELU,
+    NL_ACT_RELU2,     /* relu(x)² */
+} nl_act;
+const char *nl_act_name(nl_act a);
+/* Parses an HF hidden_act string; returns -1 when unknown. */
+int nl_act_parse(const char *s);
+
+typedef enum { NL_NORM_RMS = 0, NL_NORM_LAYER } nl_norm;
+typedef enum { NL_POS_ROPE = 0, NL_POS_LEARNED } nl_pos;
+typedef enum { NL_ROPE_SCALING_NONE = 0, NL_ROPE_SCALING_LLAMA3, NL_ROPE_SCALING_LINEAR } nl_rope_scaling;
+
+/* How the attention input projection is stored. */
+typedef enum {
+    NL_QKV_SEPARATE = 0,    /* wq, wk, wv */
+    NL_QKV_CONCAT,          /* wqkv rows = [q (H*Dh) | k (Hk*Dh) | v (Hk*Dh)] (GPT-2 c_attn) */
+    NL_QKV_HEAD_INTERLEAVED /* wqkv rows = per head h: [q_h | k_h | v_h] (GPT-NeoX) */
+} nl_qkv_layout;
+
+typedef struct nl_config {
+    nl_arch arch;
+    char model_type[32];   /* "llama", "gpt2" … ("llama2c" for llama2.c files) */
+    int n_layers;          /* L */
+    int d_model;           /* D */
+    int d_ff;              /* F */
+    int n_heads;           /* H */
+    int n_kv_heads;        /* Hk (grouped-query when < H) */
+    int head_dim;          /* Dh */
+    int vocab_size;        /* V */
+    int max_pos;           /* context length the model was trained for */
+    int ffn_gated;         /* 1: a = act(x·W_gate) ⊙ (x·W_up); 0: a = act(x·W_in + b_in) */
+    nl_act act;
+    nl_norm norm;
+    float norm_eps;
+    nl_pos pos;
+    float rope_theta;
+    int rotary_dim;        /* leading dims of each head that are rotated (≤ Dh; partial rotary) */
+    int rope_interleaved;  /* 1: rotate adjacent pairs (llama2.c); 0: rotate halves (HF) */
+    nl_rope_scaling rope_scaling;
+    float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int rope_orig_max_pos;
+    int parallel_residual; /* x + attn(n1(x)) + ffn(n2(x)) (GPT-NeoX) */
+    int shared_norm;       /* parallel with one norm: x + attn(n1(x)) + ffn(n1(x)) (Phi) */
+    int sliding_window;    /* 0 = full causal attention */
+    int tie_embeddings;    /* LM head is the token embedding */
+    int bos_id, eos_id;    /* -1 when unknown */
+} nl_config;
+
+/* A weight matrix in f32 for y = x·Wᵀ. trans == 0: stored (n_out, n_in) like torch.nn.Linear;
+ * trans == 1: stored (n_in, n_out) like GPT-2's Conv1D. ld is the row stride in floats. */
+typedef struct {
+    const float *w;
+    int n_out, n_in;
+    int trans;
+    int ld;
+} nl_mat;
+
+/* One layer's weights in f32. Absent tensors are NULL / w == NULL. Borrowed from the model:
+ * valid until the next nl_model_layer() call on the same model or nl_model_close(). */
+typedef struct {
+    const float *ln1_w, *ln1_b; /* (D) attention-input norm (b: LayerNorm only) */
+    const float *ln2_w, *ln2_b; /* (D) FFN-input norm; NULL when shared_norm */
+    nl_qkv_layout qkv_layout;
+    nl_mat wq, wk, wv;          /* (H*Dh, D), (Hk*Dh, D), (Hk*Dh, D) when SEPARATE */
+    const float *bq, *bk, *bv;  /* (H*Dh), (Hk*Dh), (Hk*Dh) or NULL */
+    nl_mat wqkv;                /* ((H+2Hk)*Dh, D) when fused */
+    const float *bqkv;          /* ((H+2Hk)*Dh) or NULL */
+    nl_mat wo;                  /* (D, H*Dh) */
+    const float *bo;            /* (D) or NULL */
+    nl_mat w_gate;              /* (F, D) gated FFN only */
+    nl_mat w_up;                /* (F, D) gated: W_up; plain: W_in */
+    const float *b_up;          /* (F) plain FFN bias or NULL */
+    nl_mat w_down;              /* (D, F) W_out */
+    const float *b_down;        /* (D) or NULL */
+} nl_layer;
+
+/* The embedding, final norm and LM head in f32 (borrowed like nl_layer). */
+typedef struct {
+    const float *norm_w, *norm_b; /* (D) */
+    nl_mat lm_head;               /* (V, D) */
+    const float *lm_head_b;       /* (V) or NULL */
+} nl_head;
+
+typedef struct nl_model nl_model;
+
+/* Opens a checkpoint: a directory (Hugging Face: config.json + safetensors files) or a
+ * llama2.c .bin file. On success *out owns the mappings; free with nl_model_close. */
+nl_status nl_model_open(nl_ctx *ctx, const char *path, nl_model **out);
+void nl_model_close(nl_model *m); /* NULL is a no-op */
+
+const nl_config *nl_model_config(const nl_model *m);
+const char *nl_model_path(const nl_model *m);
+/* Dtype of the bulk of the weights (the first layer's FFN). */
+nl_dtype nl_model_dtype(const nl_model *m);
+int64_t nl_model_n_params(const nl_model *m);
+/* Bytes of the stored weights (mapped files). */
+int64_t nl_model_bytes(const nl_model *m);
+
+/* Layer l (0 ≤ l < L) in f32; see nl_layer for lifetime. */
+nl_status nl_model_layer(nl_ctx *ctx, nl_model *m, int l, nl_layer *out);
+/* Final norm and LM head in f32; valid until nl_model_close (converted once if needed). */
+nl_status nl_model_head(nl_ctx *ctx, nl_model *m, nl_head *out);
+/* Token embedding rows: dst (n, D) = embedding[tokens[i]] in f32 (+ learned position
+ * pos0+i when the model has them). Token ids must be checked by the caller. */
+void nl_model_embed(const nl_model *m, const int32_t *tokens, int n, int pos0, float *dst);
+
+#endif

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# install-deps.sh — installs the Debian packages neuronlab needs, only those missing.
+# Idempotent. As root it runs apt-get; otherwise it prints the exact command to run.
+set -euo pipefail
+pkgs=(build-essential pkg-config libhdf5-dev libopenblas-dev libjansson-dev libsqlite3-dev
+      libpcre2-dev libcriterion-dev gnuplot-nox sqlite3
+      python3-torch python3-numpy python3-h5py python3-sentencepiece)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+cmd="apt-get install -y --no-install-recommends ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "neuronlab needs these Debian packages; run as root:" >&2
+  echo "  apt-get update && $cmd" >&2
+  exit 1
+fi
+echo "installing: ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q >&2 || true
+apt-get install -y -q --no-install-recommends "${missing[@]}" >&2

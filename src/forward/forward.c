@@ -1,0 +1,313 @@
+/* forward.c — the batched, instrumented forward pass (see forward.h).
+ *
+ * One call runs T tokens through every layer: norms, one GEMM per projection, causal
+ * grouped-query attention against the KV cache (one GEMM for scores and one for values per
+ * head), the FFN, and the hook points of hooks.h. Layer weights come from nl_model_layer()
+ * one layer at a time. Block wiring per architecture:
+ *   sequential:         h = x + attn(n1(x));  x = h + ffn(n2(h))        (Llama, GPT-2, …)
+ *   parallel_residual:  x = x + attn(n1(x)) + ffn(n2(x))                (GPT-NeoX)
+ *   shared_norm:        x = x + attn(n1(x)) + ffn(n1(x))                (Phi)
+ * Checked by tests/test_forward.c against PyTorch fixtures and stories260K.
+ */
+#include "neuronlab/forward.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "neuronlab/ops.h"
+
+#define NL_HEAD_BLOCK 32 /* rows of logits computed at once by nl_forward_nll */
+
+struct nl_forward {
+    nl_model *m;
+    const nl_config *c;
+    int max_T, max_P, pos;
+    nl_hooks hooks;
+    float *x;        /* (T, D) residual stream */
+    float *xn;       /* (T, D) normalised input of attention (and of the FFN when shared) */
+    float *xn2;      /* (T, D) normalised input of the FFN */
+    float *qkv;      /* (T, Q + 2 KV) fused projection output */
+    float *q;        /* (T, Q) queries */
+    float *att;      /* (T, Q) attention output before the output projection */
+    float *attn_out; /* (T, D) */
+    float *pre;      /* (T, F) FFN pre-activation, then the activation a */
+    float *up;       /* (T, F) gated FFN: x·W_up */
+    float *ffn_out;  /* (T, D) */
+    float *scores;   /* (T, P) attention scores of one head */
+    float *k_cache;  /* (L, P, KV) */
+    float *v_cache;  /* (L, P, KV) */
+    float *logits;   /* (NL_HEAD_BLOCK, V) */
+    float *inv_freq; /* (rotary_dim / 2) */
+};
+
+nl_status nl_forward_create(nl_ctx *ctx, nl_model *m, int max_T, int max_P, nl_forward **out) {
+    *out = NULL;
+    const nl_config *c = nl_model_config(m);
+    if (max_T <= 0 || max_P <= 0) return nl_errorf(ctx, NL_EINVAL, "batch (%d) and context (%d) must be positive", max_T, max_P);
+    if (max_T > max_P) max_T = max_P;
+    if (c->pos == NL_POS_LEARNED && max_P > c->max_pos)
+        return nl_errorf(ctx, NL_EINVAL, "context %d exceeds the %d learned positions of '%s'", max_P, c->max_pos,
+                         nl_model_path(m));
+    nl_forward *f = calloc(1, sizeof *f);
+    if (!f) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    f->m = m;
+    f->c = c;
+    f->max_T = max_T;
+    f->max_P = max_P;
+    nl_hooks_init(&f->hooks);
+    const size_t T = (size_t)max_T, D = c->d_model, F = c->d_ff, Q = (size_t)c->n_heads * c->head_dim,
+                 KV = (size_t)c->n_kv_heads * c->head_dim, P = (size_t)max_P, L = c->n_layers;
+    f->x = malloc(T * D * sizeof(float));
+    f->xn = malloc(T * D * sizeof(float));
+    f->xn2 = malloc(T * D * sizeof(float));
+    f->qkv = malloc(T * (Q + 2 * KV) * sizeof(float));
+    f->q = malloc(T * Q * sizeof(float));
+    f->att = malloc(T * Q * sizeof(float));
+    f->attn_out = malloc(T * D * sizeof(float));
+    f->pre = malloc(T * F * sizeof(float));
+    f->up = malloc(T * F * sizeof(float));
+    f->ffn_out = malloc(T * D * sizeof(float));
+    f->scores = malloc(T * P * sizeof(float));
+    f->k_cache = malloc(L * P * KV * sizeof(float));
+    f->v_cache = malloc(L * P * KV * sizeof(float));
+    f->logits = malloc((size_t)NL_HEAD_BLOCK * c->vocab_size * sizeof(float));
+    f->inv_freq = malloc((size_t)(c->rotary_dim / 2 + 1) * sizeof(float));
+    if (!f->x || !f->xn || !f->xn2 || !f->qkv || !f->q || !f->att || !f->attn_out || !f->pre || !f->up ||
+        !f->ffn_out || !f->scores || !f->k_cache || !f->v_cache || !f->logits || !f->inv_freq) {
+        nl_forward_destroy(f);
+        return nl_errorf(ctx, NL_ENOMEM, "cannot allocate the forward pass (batch %d, context %d): out of memory", max_T,
+                         max_P);
+    }
+    if (c->pos == NL_POS_ROPE) nl_rope_inv_freq(c, f->inv_freq);
+    *out = f;
+    return NL_OK;
+}
+
+void nl_forward_destroy(nl_forward *f) {
+    if (!f) return;
+    free(f->x); free(f->xn); free(f->xn2); free(f->qkv); free(f->q); free(f->att); free(f->attn_out);
+    free(f->pre); free(f->up); free(f->ffn_out); free(f->scores); free(f->k_cache); free(f->v_cache);
+    free(f->logits); free(f->inv_freq);
+    free(f);
+}
+
+nl_hooks *nl_forward_hooks(nl_forward *f) { return &f->hooks; }
+void nl_forward_reset(nl_forward *f) { f->pos = 0; }
+int nl_forward_pos(const nl_forward *f) { return f->pos; }
+int nl_forward_max_T(const nl_forward *f) { return f->max_T; }
+int nl_forward_max_P(const nl_forward *f) { return f->max_P; }
+nl_model *nl_forward_model(const nl_forward *f) { return f->m; }
+
+static void norm(const nl_config *c, float *out, const float *x, const float *w, const float *b, int T) {
+    if (c->norm == NL_NORM_RMS) nl_rmsnorm(out, x, w, T, c->d_model, c->norm_eps);
+    else nl_layernorm(out, x, w, b, T, c->d_model, c->norm_eps);
+}
+
+static nl_status fire(nl_forward *f, nl_ctx *ctx, nl_hook_point p, int l, int T, int width, const int32_t *tokens,
+                      float *x) {
+    if (!nl_hooks_wants(&f->hooks, p, l)) return NL_OK;
+    nl_hook_info info = {p, l, T, width, f->pos, tokens};
+    return nl_hooks_fire(&f->hooks, ctx, &info, x);
+}
+
+/* Projects xn into queries (f->q) and this call's rows of the KV cache for layer l. */
+static void qkv_project(nl_forward *f, const nl_layer *w, int l, int T) {
+    const nl_config *c = f->c;
+    const int D = c->d_model, Dh = c->head_dim, H = c->n_heads, Hk = c->n_kv_heads;
+    const int Q = H * Dh, KV = Hk * Dh;
+    float *kc = f->k_cache + ((size_t)l * f->max_P + f->pos) * KV;
+    float *vc = f->v_cache + ((size_t)l * f->max_P + f->pos) * KV;
+    if (w->qkv_layout == NL_QKV_SEPARATE) {
+        nl_matmul(f->q, Q, f->xn, D, T, &w->wq, w->bq);
+        nl_matmul(kc, KV, f->xn, D, T, &w->wk, w->bk);
+        nl_matmul(vc, KV, f->xn, D, T, &w->wv, w->bv);
+        return;
+    }
+    const int W = Q + 2 * KV;
+    nl_matmul(f->qkv, W, f->xn, D, T, &w->wqkv, w->bqkv);
+#pragma omp parallel for schedule(static) if (T > 8)
+    for (int t = 0; t < T; t++) {
+        const float *r = f->qkv + (size_t)t * W;
+        float *qr = f->q + (size_t)t * Q, *kr = kc + (size_t)t * KV, *vr = vc + (size_t)t * KV;
+        if (w->qkv_layout == NL_QKV_CONCAT) {
+            memcpy(qr, r, Q * sizeof(float));
+            memcpy(kr, r + Q, KV * sizeof(float));
+            memcpy(vr, r + Q + KV, KV * sizeof(float));
+        } else { /* per head [q_h | k_h | v_h]; this layout has Hk == H */
+            for (int h = 0; h < H; h++) {
+                memcpy(qr + h * Dh, r + (size_t)h * 3 * Dh, Dh * sizeof(float));
+                memcpy(kr + h * Dh, r + (size_t)h * 3 * Dh + Dh, Dh * sizeof(float));
+                memcpy(vr + h * Dh, r + (size_t)h * 3 * Dh + 2 * Dh, Dh * sizeof(float));
+            }
+        }
+    }
+}
+
+/* Causal grouped-query attention of this call's T queries against the P = pos+T cached keys. */
+static void attention(nl_forward *f, int l, int T) {
+    const nl_config *c = f->c;
+    const int Dh = c->head_dim, H = c->n_heads, Hk = c->n_kv_heads, Q = H * Dh, KV = Hk * Dh;
+    const int P = f->pos + T, group = H / Hk, win = c->sliding_window;
+    const float scale = 1.0f / sqrtf((float)Dh);
+    const float *kc = f->k_cache + (size_t)l * f->max_P * KV;
+    const float *vc = f->v_cache + (size_t)l * f->max_P * KV;
+    for (int h = 0; h < H; h++) {
+        const int g = h / group;
+        /* scores (T, P) = q_h (T, Dh) · k_g (P, Dh)ᵀ · scale */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, P, Dh, scale, f->q + h * Dh, Q, kc + g * Dh, KV, 0.0f,
+                    f->scores, P);
+#pragma omp parallel for schedule(static) if (T > 8)
+        for (int t = 0; t < T; t++) {
+            float *s = f->scores + (size_t)t * P;
+            const int p = f->pos + t;
+            const int lo = win > 0 && p - win + 1 > 0 ? p - win + 1 : 0;
+            float mx = -INFINITY;
+            for (int j = lo; j <= p; j++) mx = s[j] > mx ? s[j] : mx;
+            double sum = 0;
+            for (int j = lo; j <= p; j++) { s[j] = expf(s[j] - mx); sum += s[j]; }
+            const float inv = (float)(1.0 / sum);
+            for (int j = 0; j < lo; j++) s[j] = 0.0f;
+            for (int j = lo; j <= p; j++) s[j] *= inv;
+            for (int j = p + 1; j < P; j++) s[j] = 0.0f;
+        }
+        /* att_h (T, Dh) = scores (T, P) · v_g (P, Dh) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, Dh, P, 1.0f, f->scores, P, vc + g * Dh, KV, 0.0f,
+                    f->att + h * Dh, Q);
+    }
+}
+
+/* FFN of layer l on input xin (T, D) into f->ffn_out, firing the FFN hook points. */
+static nl_status ffn(nl_forward *f, nl_ctx *ctx, const nl_layer *w, int l, int T, const int32_t *tokens,
+                     const float *xin) {
+    const nl_config *c = f->c;
+    const int D = c->d_model, F = c->d_ff;
+    nl_status st;
+    if (c->ffn_gated) {
+        nl_matmul(f->pre, F, xin, D, T, &w->w_gate, NULL);
+        if ((st = fire(f, ctx, NL_HOOK_FFN_PRE, l, T, F, tokens, f->pre)) != NL_OK) return st;
+        nl_matmul(f->up, F, xin, D, T, &w->w_up, NULL);
+        if ((st = fire(f, ctx, NL_HOOK_FFN_UP, l, T, F, tokens, f->up)) != NL_OK) return st;
+        const int64_t n = (int64_t)T * F;
+        const nl_act act = c->act;
+        float *pre = f->pre;
+        const float *up = f->up;
+#pragma omp parallel for schedule(static) if (n > 16384)
+        for (int64_t i = 0; i < n; i++) pre[i] = nl_act_scalar(pre[i], act) * up[i];
+    } else {
+        nl_matmul(f->pre, F, xin, D, T, &w->w_up, w->b_up);
+        if ((st = fire(f, ctx, NL_HOOK_FFN_PRE, l, T, F, tokens, f->pre)) != NL_OK) return st;
+        nl_activate(f->pre, (int64_t)T * F, c->act);
+    }
+    if ((st = fire(f, ctx, NL_HOOK_FFN_ACT, l, T, F, tokens, f->pre)) != NL_OK) return st;
+    nl_matmul(f->ffn_out, D, f->pre, F, T, &w->w_down, w->b_down);
+    return fire(f, ctx, NL_HOOK_FFN_OUT, l, T, D, tokens, f->ffn_out);
+}
+
+/* Runs the blocks; leaves the final residual in f->x. Does not advance f->pos. */
+static nl_status blocks(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, int T) {
+    const nl_config *c = f->c;
+    const int D = c->d_model, Q = c->n_heads * c->head_dim, KV = c->n_kv_heads * c->head_dim;
+    nl_model_embed(f->m, tokens, T, f->pos, f->x);
+    for (int l = 0; l < c->n_layers; l++) {
+        if (nl_interrupted) return nl_errorf(ctx, NL_EINTR, "interrupted");
+        nl_layer w;
+        nl_status st = nl_model_layer(ctx, f->m, l, &w);
+        if (st != NL_OK) return st;
+        norm(c, f->xn, f->x, w.ln1_w, w.ln1_b, T);
+        qkv_project(f, &w, l, T);
+        if (c->pos == NL_POS_ROPE) {
+            float *kc = f->k_cache + ((size_t)l * f->max_P + f->pos) * KV;
+            nl_rope(f->q, Q, T, c->n_heads, c->head_dim, c->rotary_dim, c->rope_interleaved, f->pos, f->inv_freq);
+            nl_rope(kc, KV, T, c->n_kv_heads, c->head_dim, c->rotary_dim, c->rope_interleaved, f->pos, f->inv_freq);
+        }
+        attention(f, l, T);
+        nl_matmul(f->attn_out, D, f->att, Q, T, &w.wo, w.bo);
+        if ((st = fire(f, ctx, NL_HOOK_ATTN_OUT, l, T, D, tokens, f->attn_out)) != NL_OK) return st;
+        const float *ffn_in;
+        if (c->shared_norm) {
+            ffn_in = f->xn;
+        } else if (c->parallel_residual) {
+            norm(c, f->xn2, f->x, w.ln2_w, w.ln2_b, T);
+            ffn_in = f->xn2;
+        } else {
+            for (size_t i = 0; i < (size_t)T * D; i++) f->x[i] += f->attn_out[i];
+            norm(c, f->xn2, f->x, w.ln2_w, w.ln2_b, T);
+            ffn_in = f->xn2;
+        }
+        if ((st = ffn(f, ctx, &w, l, T, tokens, ffn_in)) != NL_OK) return st;
+        const int par = c->shared_norm || c->parallel_residual;
+        float *x = f->x;
+        const float *ao = f->attn_out, *fo = f->ffn_out;
+        const size_t n = (size_t)T * D;
+#pragma omp parallel for schedule(static) if (n > 65536)
+        for (size_t i = 0; i < n; i++) x[i] += (par ? ao[i] : 0.0f) + fo[i];
+        if ((st = fire(f, ctx, NL_HOOK_RESID, l, T, D, tokens, f->x)) != NL_OK) return st;
+    }
+    return NL_OK;
+}
+
+static nl_status check_input(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, int T) {
+    if (T <= 0 || T > f->max_T) return nl_errorf(ctx, NL_EINVAL, "batch of %d tokens is outside 1..%d", T, f->max_T);
+    if (f->pos + T > f->max_P)
+        return nl_errorf(ctx, NL_EINVAL, "context full: %d cached + %d new tokens exceed %d", f->pos, T, f->max_P);
+    for (int t = 0; t < T; t++)
+        if (tokens[t] < 0 || tokens[t] >= f->c->vocab_size)
+            return nl_errorf(ctx, NL_EINVAL, "token id %d is outside the vocabulary (size %d)", tokens[t], f->c->vocab_size);
+    return NL_OK;
+}
+
+/* Final norm into f->xn and the head; returns the head via *h. */
+static nl_status final_norm(nl_forward *f, nl_ctx *ctx, int T, nl_head *h) {
+    nl_status st = nl_model_head(ctx, f->m, h);
+    if (st != NL_OK) return st;
+    norm(f->c, f->xn, f->x, h->norm_w, h->norm_b, T);
+    return NL_OK;
+}
+
+nl_status nl_forward_run(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, int T, float *logits) {
+    nl_status st = check_input(f, ctx, tokens, T);
+    if (st == NL_OK) st = blocks(f, ctx, tokens, T);
+    if (st != NL_OK) return st;
+    if (logits) {
+        nl_head h;
+        if ((st = final_norm(f, ctx, T, &h)) != NL_OK) return st;
+        nl_matmul(logits, f->c->vocab_size, f->xn, f->c->d_model, T, &h.lm_head, h.lm_head_b);
+    }
+    f->pos += T;
+    return NL_OK;
+}
+
+nl_status nl_forward_nll(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, const int32_t *targets, int T,
+                         double *nll) {
+    nl_status st = check_input(f, ctx, tokens, T);
+    if (st == NL_OK) st = blocks(f, ctx, tokens, T);
+    if (st != NL_OK) return st;
+    const int V = f->c->vocab_size, D = f->c->d_model;
+    for (int t = 0; t < T; t++)
+        if (targets[t] >= V)
+            return nl_errorf(ctx, NL_EINVAL, "token id %d is outside the vocabulary (size %d)", targets[t], V);
+    nl_head h;
+    if ((st = final_norm(f, ctx, T, &h)) != NL_OK) return st;
+    for (int t0 = 0; t0 < T; t0 += NL_HEAD_BLOCK) {
+        int n = T - t0 < NL_HEAD_BLOCK ? T - t0 : NL_HEAD_BLOCK;
+        int any = 0;
+        for (int t = t0; t < t0 + n; t++) any |= targets[t] >= 0;
+        if (!any) { for (int t = t0; t < t0 + n; t++) nll[t] = 0; continue; }
+        nl_matmul(f->logits, V, f->xn + (size_t)t0 * D, D, n, &h.lm_head, h.lm_head_b);
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < n; i++) {
+            const int tg = targets[t0 + i];
+            if (tg < 0) { nll[t0 + i] = 0; continue; }
+            const float *z = f->logits + (size_t)i * V;
+            float mx = z[0];
+            for (int v = 1; v < V; v++) mx = z[v] > mx ? z[v] : mx;
+            double s = 0;
+            for (int v = 0; v < V; v++) s += exp((double)z[v] - mx);
+            nll[t0 + i] = log(s) + mx - z[tg];
+        }
+    }
+    f->pos += T;
+    return NL_OK;
+}

@@ -1,0 +1,87 @@
+/* llama2c.c — loader for llama2.c legacy checkpoints (.bin).
+ *
+ * Format: seven int32 (dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size,
+ * seq_len; a negative vocab_size means the classifier is stored separately), then f32
+ * weights: token embedding (V, D), attention norms (L, D), wq (L, D, D), wk (L, KV, D),
+ * wv (L, KV, D), wo (L, D, D), ffn norms (L, D), w1 (L, F, D), w2 (L, D, F), w3 (L, F, D),
+ * final norm (D), two RoPE tables (seq_len, Dh/2) that are skipped, classifier (V, D).
+ * Matrices are (out, in) like torch.nn.Linear; RoPE rotates adjacent pairs.
+ * Checked by tests/test_model.c and the stories260K tests.
+ */
+#include "model/model_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static nl_tensor f32_tensor(const float **p, int64_t d0, int64_t d1) {
+    nl_tensor t = {.data = *p, .dtype = NL_DT_F32, .ndim = d1 > 0 ? 2 : 1, .shape = {d0, d1 > 0 ? d1 : 0}};
+    *p += d0 * (d1 > 0 ? d1 : 1);
+    return t;
+}
+
+nl_status nl_llama2c_open(nl_ctx *ctx, const char *path, nl_model **out) {
+    *out = NULL;
+    nl_model *m = nl_model_alloc(path);
+    if (!m) return nl_errorf(ctx, NL_ENOMEM, "cannot open '%s': out of memory", path);
+    const void *base;
+    size_t size;
+    nl_status st = nl_model_map(ctx, m, path, &base, &size);
+    if (st != NL_OK) goto fail;
+    if (size < 28) {
+        st = nl_errorf(ctx, NL_EFORMAT, "'%s' is not a llama2.c checkpoint: %zu bytes is shorter than its header", path, size);
+        goto fail;
+    }
+    int32_t h[7];
+    memcpy(h, base, sizeof h);
+    int shared = h[5] > 0;
+    int64_t D = h[0], F = h[1], L = h[2], H = h[3], Hk = h[4], V = shared ? h[5] : -(int64_t)h[5], S = h[6];
+    if (D <= 0 || F <= 0 || L <= 0 || H <= 0 || Hk <= 0 || V <= 0 || S <= 0 || D % H || H % Hk || D > (1 << 20) ||
+        F > (1 << 22) || L > 4096 || V > (1 << 24) || S > (1 << 24) || (D / H) % 2) {
+        st = nl_errorf(ctx, NL_EFORMAT,
+                       "'%s' is not a llama2.c checkpoint: implausible header (dim %d, hidden %d, layers %d, heads %d, "
+                       "kv heads %d, vocab %d, seq_len %d)", path, h[0], h[1], h[2], h[3], h[4], h[5], h[6]);
+        goto fail;
+    }
+    int64_t Dh = D / H, KV = Hk * Dh;
+    int64_t floats = V * D + L * D + L * D * D + 2 * L * KV * D + L * D * D + L * D + 3 * L * F * D + D + S * Dh +
+                     (shared ? 0 : V * D);
+    if ((int64_t)size != 28 + 4 * floats) {
+        st = nl_errorf(ctx, NL_EFORMAT, "'%s': file has %zu bytes, its header (dim %lld, layers %lld, vocab %lld%s) implies %lld",
+                       path, size, (long long)D, (long long)L, (long long)V, shared ? "" : ", separate classifier",
+                       (long long)(28 + 4 * floats));
+        goto fail;
+    }
+    nl_config *c = &m->cfg;
+    c->arch = NL_ARCH_LLAMA;
+    snprintf(c->model_type, sizeof c->model_type, "llama2c");
+    c->n_layers = (int)L; c->d_model = (int)D; c->d_ff = (int)F; c->n_heads = (int)H; c->n_kv_heads = (int)Hk;
+    c->head_dim = (int)Dh; c->vocab_size = (int)V; c->max_pos = (int)S;
+    c->ffn_gated = 1; c->act = NL_ACT_SILU; c->norm = NL_NORM_RMS; c->norm_eps = 1e-5f;
+    c->pos = NL_POS_ROPE; c->rope_theta = 10000.0f; c->rotary_dim = (int)Dh; c->rope_interleaved = 1;
+    c->tie_embeddings = shared; c->bos_id = 1; c->eos_id = 2;
+    m->qkv_layout = NL_QKV_SEPARATE;
+    m->layers = calloc((size_t)L, sizeof *m->layers);
+    if (!m->layers) { st = nl_errorf(ctx, NL_ENOMEM, "cannot open '%s': out of memory", path); goto fail; }
+
+    const float *p = (const float *)((const char *)base + 28);
+    m->tok_emb = f32_tensor(&p, V, D);
+    for (int l = 0; l < L; l++) m->layers[l].ln1_w = f32_tensor(&p, D, 0);
+    for (int l = 0; l < L; l++) m->layers[l].wq = f32_tensor(&p, D, D);
+    for (int l = 0; l < L; l++) m->layers[l].wk = f32_tensor(&p, KV, D);
+    for (int l = 0; l < L; l++) m->layers[l].wv = f32_tensor(&p, KV, D);
+    for (int l = 0; l < L; l++) m->layers[l].wo = f32_tensor(&p, D, D);
+    for (int l = 0; l < L; l++) m->layers[l].ln2_w = f32_tensor(&p, D, 0);
+    for (int l = 0; l < L; l++) m->layers[l].w_gate = f32_tensor(&p, F, D);
+    for (int l = 0; l < L; l++) m->layers[l].w_down = f32_tensor(&p, D, F);
+    for (int l = 0; l < L; l++) m->layers[l].w_up = f32_tensor(&p, F, D);
+    m->norm_w = f32_tensor(&p, D, 0);
+    p += S * Dh; /* freq_cis_real and freq_cis_imag, (S, Dh/2) each: recomputed, not read */
+    if (!shared) m->lm_head = f32_tensor(&p, V, D);
+    if ((st = nl_model_validate(ctx, m, path)) != NL_OK) goto fail;
+    *out = m;
+    return NL_OK;
+fail:
+    nl_model_close(m);
+    return st;
+}

@@ -1,0 +1,333 @@
+/* model.c — model lifecycle shared by every loader: file mapping, validation of tensor
+ * shapes against the config, and f32 views of one layer at a time.
+ *
+ * Rules: stored-f32 tensors are used in place; f16/bf16 tensors are converted into the
+ * model's one-layer slot (m->slot), reused for every layer; the head is converted once.
+ * Checked by tests/test_model.c and tests/test_forward.c.
+ */
+#include "model/model_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+const char *nl_dtype_name(nl_dtype dt) {
+    switch (dt) {
+    case NL_DT_F32: return "f32";
+    case NL_DT_F16: return "f16";
+    case NL_DT_BF16: return "bf16";
+    }
+    return "?";
+}
+
+size_t nl_dtype_size(nl_dtype dt) { return dt == NL_DT_F32 ? 4 : 2; }
+
+int64_t nl_tensor_numel(const nl_tensor *t) {
+    if (!t->data) return 0;
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+
+const char *nl_act_name(nl_act a) {
+    switch (a) {
+    case NL_ACT_SILU: return "silu";
+    case NL_ACT_GELU: return "gelu";
+    case NL_ACT_GELU_TANH: return "gelu_tanh";
+    case NL_ACT_RELU: return "relu";
+    case NL_ACT_RELU2: return "relu2";
+    }
+    return "?";
+}
+
+int nl_act_parse(const char *s) {
+    static const struct { const char *name; nl_act act; } tab[] = {
+        {"silu", NL_ACT_SILU},           {"swish", NL_ACT_SILU},
+        {"gelu", NL_ACT_GELU},           {"gelu_new", NL_ACT_GELU_TANH},
+        {"gelu_pytorch_tanh", NL_ACT_GELU_TANH}, {"gelu_fast", NL_ACT_GELU_TANH},
+        {"gelu_tanh", NL_ACT_GELU_TANH}, {"relu", NL_ACT_RELU},
+        {"relu2", NL_ACT_RELU2},
+    };
+    for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
+        if (strcmp(s, tab[i].name) == 0) return (int)tab[i].act;
+    return -1;
+}
+
+nl_model *nl_model_alloc(const char *path) {
+    nl_model *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    snprintf(m->path, sizeof m->path, "%s", path);
+    m->cfg.bos_id = m->cfg.eos_id = -1;
+    m->slot_layer = -1;
+    return m;
+}
+
+nl_status nl_model_map(nl_ctx *ctx, nl_model *m, const char *path, const void **base, size_t *size) {
+    if (m->n_maps >= NL_MAX_MAPS) return nl_errorf(ctx, NL_EUNSUPPORTED, "cannot map '%s': more than %d files", path, NL_MAX_MAPS);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return nl_errorf(ctx, NL_EIO, "cannot open '%s': %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return nl_errorf(ctx, NL_EIO, "cannot read '%s': not a regular file", path);
+    }
+    if (st.st_size == 0) {
+        close(fd);
+        return nl_errorf(ctx, NL_EFORMAT, "cannot read '%s': file is empty", path);
+    }
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) return nl_errorf(ctx, NL_EIO, "cannot map '%s': %s", path, strerror(errno));
+    m->maps[m->n_maps].base = p;
+    m->maps[m->n_maps].size = (size_t)st.st_size;
+    m->n_maps++;
+    *base = p;
+    *size = (size_t)st.st_size;
+    return NL_OK;
+}
+
+void nl_model_close(nl_model *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n_maps; i++) munmap(m->maps[i].base, m->maps[i].size);
+    free(m->layers);
+    free(m->slot);
+    free(m->head_buf);
+    free(m);
+}
+
+nl_status nl_model_open(nl_ctx *ctx, const char *path, nl_model **out) {
+    *out = NULL;
+    struct stat st;
+    if (stat(path, &st) != 0) return nl_errorf(ctx, NL_EIO, "cannot open '%s': %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) return nl_hf_open(ctx, path, out);
+    size_t n = strlen(path);
+    if (n >= 5 && strcmp(path + n - 5, ".gguf") == 0)
+        return nl_errorf(ctx, NL_EUNSUPPORTED, "cannot open '%s': GGUF files are not supported yet (use a Hugging Face folder or a llama2.c .bin)", path);
+    if (n >= 12 && strcmp(path + n - 12, ".safetensors") == 0)
+        return nl_errorf(ctx, NL_EINVAL, "cannot open '%s': pass the model folder (with config.json), not the .safetensors file", path);
+    return nl_llama2c_open(ctx, path, out);
+}
+
+const nl_config *nl_model_config(const nl_model *m) { return &m->cfg; }
+const char *nl_model_path(const nl_model *m) { return m->path; }
+
+nl_dtype nl_model_dtype(const nl_model *m) {
+    if (m->cfg.n_layers > 0 && m->layers[0].w_up.data) return m->layers[0].w_up.dtype;
+    return m->tok_emb.dtype;
+}
+
+int64_t nl_model_bytes(const nl_model *m) {
+    int64_t b = 0;
+    for (int i = 0; i < m->n_maps; i++) b += (int64_t)m->maps[i].size;
+    return b;
+}
+
+#define NL_LAYER_TENSORS(X)                                                                   \
+    X(ln1_w) X(ln1_b) X(ln2_w) X(ln2_b) X(wq) X(wk) X(wv) X(bq) X(bk) X(bv) X(wqkv) X(bqkv)  \
+    X(wo) X(bo) X(w_gate) X(w_up) X(b_up) X(w_down) X(b_down)
+
+int64_t nl_model_n_params(const nl_model *m) {
+    int64_t n = nl_tensor_numel(&m->tok_emb) + nl_tensor_numel(&m->pos_emb) + nl_tensor_numel(&m->norm_w) +
+                nl_tensor_numel(&m->norm_b) + nl_tensor_numel(&m->lm_head) + nl_tensor_numel(&m->lm_head_b);
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        const nl_stored_layer *s = &m->layers[l];
+#define X(f) n += nl_tensor_numel(&s->f);
+        NL_LAYER_TENSORS(X)
+#undef X
+    }
+    return n;
+}
+
+/* ---- validation --------------------------------------------------------------------- */
+
+static nl_status check_shape(nl_ctx *ctx, const char *what, const char *name, int l, const nl_tensor *t,
+                             int required, int64_t d0, int64_t d1) {
+    char full[96];
+    if (l >= 0) snprintf(full, sizeof full, "layer %d %s", l, name);
+    else snprintf(full, sizeof full, "%s", name);
+    if (!t->data) {
+        if (required) return nl_errorf(ctx, NL_EFORMAT, "'%s': missing tensor %s", what, full);
+        return NL_OK;
+    }
+    int nd = d1 < 0 ? 1 : 2;
+    if (t->ndim != nd || t->shape[0] != d0 || (nd == 2 && t->shape[1] != d1)) {
+        char got[64] = "", want[64];
+        int k = 0;
+        for (int i = 0; i < t->ndim && k < (int)sizeof got - 24; i++)
+            k += snprintf(got + k, sizeof got - k, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+        if (nd == 2) snprintf(want, sizeof want, "%lld, %lld", (long long)d0, (long long)d1);
+        else snprintf(want, sizeof want, "%lld", (long long)d0);
+        return nl_errorf(ctx, NL_EFORMAT, "'%s': tensor %s has shape [%s], the config implies [%s]", what, full, got,
+                         want);
+    }
+    return NL_OK;
+}
+
+nl_status nl_model_validate(nl_ctx *ctx, const nl_model *m, const char *what) {
+    const nl_config *c = &m->cfg;
+    if (c->n_layers <= 0 || c->d_model <= 0 || c->d_ff <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 ||
+        c->head_dim <= 0 || c->vocab_size <= 0)
+        return nl_errorf(ctx, NL_EFORMAT, "'%s': config has a non-positive dimension", what);
+    if (c->n_heads % c->n_kv_heads != 0)
+        return nl_errorf(ctx, NL_EFORMAT, "'%s': %d heads is not a multiple of %d key/value heads", what, c->n_heads,
+                         c->n_kv_heads);
+    if (c->pos == NL_POS_ROPE && (c->rotary_dim <= 0 || c->rotary_dim > c->head_dim || c->rotary_dim % 2))
+        return nl_errorf(ctx, NL_EFORMAT, "'%s': rotary dimension %d is invalid for head dimension %d", what,
+                         c->rotary_dim, c->head_dim);
+    const int64_t D = c->d_model, F = c->d_ff, V = c->vocab_size, Q = (int64_t)c->n_heads * c->head_dim,
+                  KV = (int64_t)c->n_kv_heads * c->head_dim;
+    const int lnb = c->norm == NL_NORM_LAYER;
+    nl_status st;
+#define CK(name, l, t, req, a, b)                                                            \
+    if ((st = check_shape(ctx, what, name, l, t, req, a, b)) != NL_OK) return st;
+    CK("token embedding", -1, &m->tok_emb, 1, V, D);
+    if (c->pos == NL_POS_LEARNED) CK("position embedding", -1, &m->pos_emb, 1, c->max_pos, D);
+    CK("final norm weight", -1, &m->norm_w, 1, D, -1);
+    CK("final norm bias", -1, &m->norm_b, 0, D, -1);
+    CK("lm head", -1, &m->lm_head, !c->tie_embeddings, V, D);
+    CK("lm head bias", -1, &m->lm_head_b, 0, V, -1);
+    for (int l = 0; l < c->n_layers; l++) {
+        const nl_stored_layer *s = &m->layers[l];
+        const int tr = m->conv1d;
+        CK("attention norm weight", l, &s->ln1_w, 1, D, -1);
+        CK("attention norm bias", l, &s->ln1_b, lnb, D, -1);
+        CK("ffn norm weight", l, &s->ln2_w, !c->shared_norm, D, -1);
+        CK("ffn norm bias", l, &s->ln2_b, lnb && !c->shared_norm, D, -1);
+        if (m->qkv_layout == NL_QKV_SEPARATE) {
+            CK("q projection", l, &s->wq, 1, tr ? D : Q, tr ? Q : D);
+            CK("k projection", l, &s->wk, 1, tr ? D : KV, tr ? KV : D);
+            CK("v projection", l, &s->wv, 1, tr ? D : KV, tr ? KV : D);
+            CK("q bias", l, &s->bq, 0, Q, -1);
+            CK("k bias", l, &s->bk, 0, KV, -1);
+            CK("v bias", l, &s->bv, 0, KV, -1);
+        } else {
+            CK("qkv projection", l, &s->wqkv, 1, tr ? D : Q + 2 * KV, tr ? Q + 2 * KV : D);
+            CK("qkv bias", l, &s->bqkv, 0, Q + 2 * KV, -1);
+        }
+        CK("attention output projection", l, &s->wo, 1, tr ? Q : D, tr ? D : Q);
+        CK("attention output bias", l, &s->bo, 0, D, -1);
+        CK("ffn gate projection", l, &s->w_gate, c->ffn_gated, tr ? D : F, tr ? F : D);
+        CK("ffn up projection", l, &s->w_up, 1, tr ? D : F, tr ? F : D);
+        CK("ffn up bias", l, &s->b_up, 0, F, -1);
+        CK("ffn down projection", l, &s->w_down, 1, tr ? F : D, tr ? D : F);
+        CK("ffn down bias", l, &s->b_down, 0, D, -1);
+    }
+#undef CK
+    return NL_OK;
+}
+
+/* ---- f32 views ----------------------------------------------------------------------- */
+
+static void convert(const nl_tensor *t, float *dst) {
+    int64_t n = nl_tensor_numel(t);
+    const uint16_t *s = t->data;
+    if (t->dtype == NL_DT_F16) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+        for (int64_t i = 0; i < n; i++) dst[i] = nl_f16_to_f32(s[i]);
+    } else {
+#pragma omp parallel for schedule(static) if (n > 65536)
+        for (int64_t i = 0; i < n; i++) dst[i] = nl_bf16_to_f32(s[i]);
+    }
+}
+
+/* Floats needed in the slot for t (0 when it can be used in place). */
+static size_t slot_need(const nl_tensor *t) {
+    return (t->data && t->dtype != NL_DT_F32) ? (size_t)nl_tensor_numel(t) : 0;
+}
+
+/* Walks tensors in a fixed order through a conversion buffer: returns an f32 pointer for t
+ * (in place when stored f32, else the next span of *cur, converted when do_convert). */
+typedef struct { float *cur; int do_convert; } nl_walk;
+
+static const float *view(nl_walk *w, const nl_tensor *t) {
+    if (!t->data) return NULL;
+    if (t->dtype == NL_DT_F32) return t->data;
+    float *dst = w->cur;
+    if (w->do_convert) convert(t, dst);
+    w->cur += nl_tensor_numel(t);
+    return dst;
+}
+
+static nl_mat mat(nl_walk *w, const nl_tensor *t, int trans) {
+    nl_mat r = {0};
+    r.w = view(w, t);
+    if (!r.w) return r;
+    r.trans = trans;
+    if (trans) { r.n_in = (int)t->shape[0]; r.n_out = (int)t->shape[1]; r.ld = r.n_out; }
+    else { r.n_out = (int)t->shape[0]; r.n_in = (int)t->shape[1]; r.ld = r.n_in; }
+    return r;
+}
+
+nl_status nl_model_layer(nl_ctx *ctx, nl_model *m, int l, nl_layer *out) {
+    NL_ASSERT(l >= 0 && l < m->cfg.n_layers);
+    const nl_stored_layer *s = &m->layers[l];
+    size_t need = 0;
+#define X(f) need += slot_need(&s->f);
+    NL_LAYER_TENSORS(X)
+#undef X
+    if (need > m->slot_cap) {
+        free(m->slot);
+        m->slot = malloc(need * sizeof(float));
+        m->slot_cap = m->slot ? need : 0;
+        m->slot_layer = -1;
+        if (!m->slot) return nl_errorf(ctx, NL_ENOMEM, "cannot convert layer %d of '%s' to f32: out of memory", l, m->path);
+    }
+    nl_walk w = {m->slot, m->slot_layer != l};
+    const int tr = m->conv1d;
+    memset(out, 0, sizeof *out);
+    out->ln1_w = view(&w, &s->ln1_w); out->ln1_b = view(&w, &s->ln1_b);
+    out->ln2_w = view(&w, &s->ln2_w); out->ln2_b = view(&w, &s->ln2_b);
+    out->wq = mat(&w, &s->wq, tr); out->wk = mat(&w, &s->wk, tr); out->wv = mat(&w, &s->wv, tr);
+    out->bq = view(&w, &s->bq); out->bk = view(&w, &s->bk); out->bv = view(&w, &s->bv);
+    out->wqkv = mat(&w, &s->wqkv, tr); out->bqkv = view(&w, &s->bqkv);
+    out->wo = mat(&w, &s->wo, tr); out->bo = view(&w, &s->bo);
+    out->w_gate = mat(&w, &s->w_gate, tr); out->w_up = mat(&w, &s->w_up, tr); out->b_up = view(&w, &s->b_up);
+    out->w_down = mat(&w, &s->w_down, tr); out->b_down = view(&w, &s->b_down);
+    out->qkv_layout = m->qkv_layout;
+    m->slot_layer = need ? l : -1;
+    return NL_OK;
+}
+
+nl_status nl_model_head(nl_ctx *ctx, nl_model *m, nl_head *out) {
+    const nl_tensor *lm = m->lm_head.data ? &m->lm_head : &m->tok_emb;
+    int first = !m->head_ready;
+    if (first) {
+        size_t need = slot_need(&m->norm_w) + slot_need(&m->norm_b) + slot_need(lm) + slot_need(&m->lm_head_b);
+        if (need && !(m->head_buf = malloc(need * sizeof(float))))
+            return nl_errorf(ctx, NL_ENOMEM, "cannot convert the LM head of '%s': out of memory", m->path);
+        m->head_ready = 1;
+    }
+    nl_walk w = {m->head_buf, first};
+    out->norm_w = view(&w, &m->norm_w);
+    out->norm_b = view(&w, &m->norm_b);
+    out->lm_head = mat(&w, lm, 0); /* the LM head and a tied embedding are both (V, D) */
+    out->lm_head_b = view(&w, &m->lm_head_b);
+    return NL_OK;
+}
+
+void nl_model_embed(const nl_model *m, const int32_t *tokens, int n, int pos0, float *dst) {
+    const int D = m->cfg.d_model;
+    for (int i = 0; i < n; i++) {
+        float *row = dst + (size_t)i * D;
+        const nl_tensor *t = &m->tok_emb;
+        size_t off = (size_t)tokens[i] * D;
+        if (t->dtype == NL_DT_F32) memcpy(row, (const float *)t->data + off, D * sizeof(float));
+        else if (t->dtype == NL_DT_F16) for (int j = 0; j < D; j++) row[j] = nl_f16_to_f32(((const uint16_t *)t->data)[off + j]);
+        else for (int j = 0; j < D; j++) row[j] = nl_bf16_to_f32(((const uint16_t *)t->data)[off + j]);
+        if (m->pos_emb.data) {
+            const nl_tensor *p = &m->pos_emb;
+            size_t po = (size_t)(pos0 + i) * D;
+            for (int j = 0; j < D; j++) {
+                float v = p->dtype == NL_DT_F32 ? ((const float *)p->data)[po + j]
+                          : p->dtype == NL_DT_F16 ? nl_f16_to_f32(((const uint16_t *)p->data)[po + j])
+                                                  : nl_bf16_to_f32(((const uint16_t *)p->data)[po + j]);
+                row[j] += v;
+            }
+        }
+    }
+}

@@ -1,0 +1,61 @@
+/* model_internal.h — the private model struct every loader fills.
+ *
+ * A loader maps its files (nl_model_map), fills cfg and the stored tensor views below,
+ * and returns; model.c does everything else (f32 conversion, embedding, head).
+ * Conversion rule: a stored tensor that is f32 is used in place; f16/bf16 tensors are
+ * converted into m->slot (one layer) or m->head_buf (final norm + LM head, once).
+ */
+#ifndef NEURONLAB_MODEL_INTERNAL_H
+#define NEURONLAB_MODEL_INTERNAL_H
+
+#include "neuronlab/model.h"
+
+#define NL_MAX_MAPS 256
+
+typedef struct {
+    nl_tensor ln1_w, ln1_b, ln2_w, ln2_b;
+    nl_tensor wq, wk, wv, bq, bk, bv; /* NL_QKV_SEPARATE */
+    nl_tensor wqkv, bqkv;             /* fused layouts */
+    nl_tensor wo, bo;
+    nl_tensor w_gate, w_up, b_up, w_down, b_down;
+} nl_stored_layer;
+
+struct nl_model {
+    nl_config cfg;
+    char path[4096];
+    nl_qkv_layout qkv_layout;
+    int conv1d;               /* 1: matrices stored (n_in, n_out) (GPT-2 Conv1D) */
+
+    struct { void *base; size_t size; } maps[NL_MAX_MAPS];
+    int n_maps;
+
+    nl_tensor tok_emb;        /* (V, D) */
+    nl_tensor pos_emb;        /* (max_pos, D) learned positions or absent */
+    nl_tensor norm_w, norm_b; /* (D) final norm */
+    nl_tensor lm_head;        /* (V, D) absent when tied */
+    nl_tensor lm_head_b;      /* (V) or absent */
+    nl_stored_layer *layers;  /* (L) owned */
+
+    float *slot;              /* f32 conversion buffer for one layer, owned */
+    size_t slot_cap;          /* floats */
+    int slot_layer;           /* layer currently in slot, -1 none */
+    float *head_buf;          /* converted head, owned, or NULL */
+    int head_ready;
+};
+
+/* Maps a whole file read-only; the mapping is owned by m and released by nl_model_close.
+ * On success base and size describe it. Errors name the file. */
+nl_status nl_model_map(nl_ctx *ctx, nl_model *m, const char *path, const void **base, size_t *size);
+
+/* Allocates an empty model with path set; cfg zeroed with bos/eos = -1. */
+nl_model *nl_model_alloc(const char *path);
+
+/* Validates every tensor's presence and shape against cfg (message names `what`,
+ * usually the file). Loaders call it last. */
+nl_status nl_model_validate(nl_ctx *ctx, const nl_model *m, const char *what);
+
+/* Loaders. */
+nl_status nl_llama2c_open(nl_ctx *ctx, const char *path, nl_model **out);
+nl_status nl_hf_open(nl_ctx *ctx, const char *dir, nl_model **out);
+
+#endif
