@@ -2,11 +2,14 @@
  *
  * Contract: within a document, token i predicts token i+1 for every i+1 ≥ doc.score_from
  * (all tokens after the first for plain rows; the response for prompt/response rows).
- * Documents longer than the context C are cut into consecutive, non-overlapping windows
- * of C tokens; each window starts with an empty KV cache, and its last token still
- * predicts the first token of the next window. So the number of predictions never depends
- * on C; only the context each prediction sees does. Within a window, tokens go through
- * the forward pass in chunks of at most the batch size (the KV cache carries the rest).
+ * Documents longer than the context C are scored in sliding windows of C tokens that
+ * start every S tokens (the stride, default C/2): window k covers tokens [kS, kS+C), starts
+ * with an empty KV cache, and scores only the predictions not scored by window k-1, so every
+ * prediction after the first window sees at least C-S tokens of context, and each is
+ * counted exactly once (a window's last token still predicts the next window's first).
+ * The number of predictions never depends on C or S; only the context they see does.
+ * Within a window, tokens go through the forward pass in chunks of at most the batch size
+ * (the KV cache carries the rest).
  * Checked by tests/test_forward.c (stories260K perplexity).
  */
 #ifndef NEURONLAB_PERPLEXITY_H
@@ -31,17 +34,20 @@ typedef struct {
 double nl_nll_mean(nl_nll_sum s); /* nll / n (NaN when n == 0) */
 double nl_nll_ppl(nl_nll_sum s);  /* exp(mean) */
 
-/* Called for each chunk of a document: rows doc->tokens[start .. start+T) have just been
- * handed to the forward pass by the callback itself (it chooses run or nll). */
-typedef nl_status (*nl_chunk_fn)(void *user, nl_ctx *ctx, nl_forward *f, const nl_doc *doc, int start, int T);
+/* Called for each chunk of a document: the callback hands rows doc->tokens[start .. start+T)
+ * to the forward pass itself (it chooses run or nll). Rows with index < new_from were
+ * already covered by the previous window (context only): skip them when counting. */
+typedef nl_status (*nl_chunk_fn)(void *user, nl_ctx *ctx, nl_forward *f, const nl_doc *doc, int start, int T,
+                                 int new_from);
 
-/* Walks doc in windows of the forward pass's context and chunks of its batch size,
- * resetting the KV cache at each window start, and calls fn per chunk. */
-nl_status nl_forward_doc(nl_forward *f, nl_ctx *ctx, const nl_doc *doc, nl_chunk_fn fn, void *user);
+/* Walks doc in sliding windows of the forward pass's context (stride as above; stride ≤ 0
+ * means C/2) and chunks of its batch size, resetting the KV cache at each window start. */
+nl_status nl_forward_doc(nl_forward *f, nl_ctx *ctx, const nl_doc *doc, int stride, nl_chunk_fn fn, void *user);
 
-/* Scores every document of ds. progress may be NULL. *out is caller-owned: release with
+/* Scores every document of ds (stride as in nl_forward_doc). progress may be NULL. *out is caller-owned: release with
  * nl_ppl_result_release. */
-nl_status nl_ppl_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, nl_progress *progress, nl_ppl_result *out);
+nl_status nl_ppl_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, int stride, nl_progress *progress,
+                     nl_ppl_result *out);
 void nl_ppl_result_release(nl_ppl_result *r);
 
 #endif

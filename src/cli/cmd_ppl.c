@@ -7,8 +7,8 @@
 #include "neuronlab/perplexity.h"
 
 static int run(nl_ctx *ctx, int argc, char **argv);
-const nl_command nl_cmd_ppl = {"ppl", "MODEL DATA.jsonl [--json] [--batch N] [--ctx N]",
-                               "perplexity overall, per label and per document (documents longer than --ctx are scored in windows)", run};
+const nl_command nl_cmd_ppl = {"ppl", "MODEL DATA.jsonl [--json] [--batch N] [--ctx N] [--stride N]",
+                               "perplexity overall, per label and per document (longer documents: sliding windows of --ctx tokens every --stride, default ctx/2)", run};
 
 static void print_sum(const char *key, nl_nll_sum s) {
     if (key) { nl_cli_json_str(key); putchar(':'); }
@@ -19,7 +19,7 @@ static void print_sum(const char *key, nl_nll_sum s) {
 static int run(nl_ctx *ctx, int argc, char **argv) {
     const char *paths[2] = {0}, *v;
     int np = 0, json = 0;
-    long batch = 512, clen = 0;
+    long batch = 512, clen = 0, stride = 0;
     for (int i = 1; i < argc; i++) {
         int r;
         if (!strcmp(argv[i], "--json")) json = 1;
@@ -27,6 +27,8 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
             if (r < 0 || !nl_cli_int(v, 1, 1 << 20, &batch)) return nl_cli_usage(&nl_cmd_ppl, "--batch needs a positive integer");
         } else if ((r = nl_cli_opt(argc, argv, &i, "--ctx", &v))) {
             if (r < 0 || !nl_cli_int(v, 1, 1 << 24, &clen)) return nl_cli_usage(&nl_cmd_ppl, "--ctx needs a positive integer");
+        } else if ((r = nl_cli_opt(argc, argv, &i, "--stride", &v))) {
+            if (r < 0 || !nl_cli_int(v, 1, 1 << 24, &stride)) return nl_cli_usage(&nl_cmd_ppl, "--stride needs a positive integer");
         } else if (argv[i][0] == '-' && argv[i][1]) return nl_cli_usage(&nl_cmd_ppl, "unknown option '%s'", argv[i]);
         else if (np < 2) paths[np++] = argv[i];
         else return nl_cli_usage(&nl_cmd_ppl, "unexpected argument '%s'", argv[i]);
@@ -43,12 +45,13 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         const nl_config *c = nl_model_config(m);
         if (!clen) clen = c->max_pos > 0 ? c->max_pos : 2048;
         if (c->pos == NL_POS_LEARNED && clen > c->max_pos) clen = c->max_pos;
-        st = nl_forward_create(ctx, m, (int)(batch < clen ? batch : clen), (int)clen, &f);
+        if (stride > clen) st = nl_errorf(ctx, NL_EINVAL, "--stride %ld exceeds the context %ld", stride, clen);
+        if (st == NL_OK) st = nl_forward_create(ctx, m, (int)(batch < clen ? batch : clen), (int)clen, &f);
     }
     nl_progress prog;
     if (st == NL_OK) {
         nl_progress_init(&prog, "ppl", ds->n_tokens, "tok", ctx->progress);
-        st = nl_ppl_run(ctx, f, ds, &prog, &res);
+        st = nl_ppl_run(ctx, f, ds, (int)stride, &prog, &res);
         nl_progress_end(&prog);
     }
     if (st != NL_OK) {
@@ -58,7 +61,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         nl_cli_json_str(paths[0]);
         printf(",\"dataset\":");
         nl_cli_json_str(paths[1]);
-        printf(",\"ctx\":%ld,\"tokens\":%lld,\"nll\":%.6f,\"ppl\":%.6f,\"by_label\":{", clen, (long long)res.total.n,
+        printf(",\"ctx\":%ld,\"stride\":%ld,\"tokens\":%lld,\"nll\":%.6f,\"ppl\":%.6f,\"by_label\":{", clen, stride ? stride : clen / 2, (long long)res.total.n,
                nl_nll_mean(res.total), nl_nll_ppl(res.total));
         for (int l = 0, k = 0; l < ds->n_labels; l++) {
             if (!ds->labels[l][0]) continue;

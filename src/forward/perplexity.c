@@ -8,16 +8,21 @@
 double nl_nll_mean(nl_nll_sum s) { return s.n > 0 ? s.nll / (double)s.n : NAN; }
 double nl_nll_ppl(nl_nll_sum s) { return exp(nl_nll_mean(s)); }
 
-nl_status nl_forward_doc(nl_forward *f, nl_ctx *ctx, const nl_doc *doc, nl_chunk_fn fn, void *user) {
-    const int C = nl_forward_max_P(f), B = nl_forward_max_T(f);
-    for (int w0 = 0; w0 < doc->n_tokens; w0 += C) {
+nl_status nl_forward_doc(nl_forward *f, nl_ctx *ctx, const nl_doc *doc, int stride, nl_chunk_fn fn, void *user) {
+    const int C = nl_forward_max_P(f), B = nl_forward_max_T(f), n = doc->n_tokens;
+    const int S = stride > 0 && stride <= C ? stride : (C > 1 ? C / 2 : 1);
+    int prev_end = 0;
+    for (int w0 = 0;; w0 += S) {
+        int wend = w0 + C < n ? w0 + C : n;
+        if (wend <= prev_end) continue; /* window adds nothing new (only when S < C at the end) */
         nl_forward_reset(f);
-        int wend = w0 + C < doc->n_tokens ? w0 + C : doc->n_tokens;
         for (int s = w0; s < wend; s += B) {
             int T = wend - s < B ? wend - s : B;
-            nl_status st = fn(user, ctx, f, doc, s, T);
+            nl_status st = fn(user, ctx, f, doc, s, T, prev_end);
             if (st != NL_OK) return st;
         }
+        prev_end = wend;
+        if (wend == n) break;
     }
     return NL_OK;
 }
@@ -29,11 +34,12 @@ typedef struct {
     nl_progress *progress;
 } ppl_state;
 
-static nl_status ppl_chunk(void *user, nl_ctx *ctx, nl_forward *f, const nl_doc *doc, int start, int T) {
+static nl_status ppl_chunk(void *user, nl_ctx *ctx, nl_forward *f, const nl_doc *doc, int start, int T,
+                           int new_from) {
     ppl_state *s = user;
     for (int t = 0; t < T; t++) {
         int j = start + t + 1; /* index of the predicted token */
-        s->targets[t] = (j < doc->n_tokens && j >= doc->score_from) ? doc->tokens[j] : -1;
+        s->targets[t] = (start + t >= new_from && j < doc->n_tokens && j >= doc->score_from) ? doc->tokens[j] : -1;
     }
     nl_status st = nl_forward_nll(f, ctx, doc->tokens + start, s->targets, T, s->nll);
     if (st != NL_OK) return st;
@@ -50,7 +56,8 @@ void nl_ppl_result_release(nl_ppl_result *r) {
     memset(r, 0, sizeof *r);
 }
 
-nl_status nl_ppl_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, nl_progress *progress, nl_ppl_result *out) {
+nl_status nl_ppl_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, int stride, nl_progress *progress,
+                     nl_ppl_result *out) {
     memset(out, 0, sizeof *out);
     const int B = nl_forward_max_T(f);
     ppl_state s = {malloc((size_t)B * sizeof(int32_t)), malloc((size_t)B * sizeof(double)), {0, 0}, progress};
@@ -62,7 +69,7 @@ nl_status nl_ppl_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, nl_progre
     if (!s.targets || !s.nll || !out->by_label || !out->by_doc) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
     for (int d = 0; st == NL_OK && d < ds->n_docs; d++) {
         s.sum = (nl_nll_sum){0, 0};
-        st = nl_forward_doc(f, ctx, &ds->docs[d], ppl_chunk, &s);
+        st = nl_forward_doc(f, ctx, &ds->docs[d], stride, ppl_chunk, &s);
         if (st != NL_OK) break;
         out->by_doc[d] = s.sum;
         int li = nl_dataset_label_index(ds, ds->docs[d].label);
