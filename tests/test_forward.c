@@ -4,7 +4,6 @@
  *   - stories260K (../shared): perplexity within 0.05% and activations within 1e-4,
  *   - chunked runs through the KV cache equal one big batch; hooks see and change what they should.
  */
-#include <dirent.h>
 #include <jansson.h>
 
 #include "neuronlab/forward.h"
@@ -96,25 +95,23 @@ static void check_fixture(const char *dir) {
     nl_model_close(m);
 }
 
-Test(forward, pytorch_fixtures) {
-    DIR *d = opendir("tests/fixtures/hf");
-    cr_assert(d, "tests/fixtures/hf is missing");
-    struct dirent *de;
-    int n = 0;
-    while ((de = readdir(d))) {
-        if (de->d_name[0] == '.') continue;
-        char dir[512];
-        snprintf(dir, sizeof dir, "tests/fixtures/hf/%s", de->d_name);
-        char ex[600];
-        snprintf(ex, sizeof ex, "%s/expected.json", dir);
-        if (!nl_path_exists(ex)) continue;
-        cr_log_info("fixture %s", de->d_name);
-        check_fixture(dir);
-        n++;
+/* One test per fixture folder written by tests/reference/gen_fixtures.py. */
+#define NL_FIXTURE_TEST(name)                                                    \
+    Test(forward, fixture_##name) {                                              \
+        cr_assert(nl_path_exists("tests/fixtures/hf/" #name "/expected.json"),  \
+                  "tests/fixtures/hf/" #name " is missing");                    \
+        check_fixture("tests/fixtures/hf/" #name);                              \
     }
-    closedir(d);
-    cr_assert_geq(n, 8, "expected at least 8 fixture folders, found %d", n);
-}
+NL_FIXTURE_TEST(llama)
+NL_FIXTURE_TEST(llama3_rope)
+NL_FIXTURE_TEST(llama_bf16)
+NL_FIXTURE_TEST(llama_relu)
+NL_FIXTURE_TEST(mistral_sharded)
+NL_FIXTURE_TEST(qwen2)
+NL_FIXTURE_TEST(gpt2)
+NL_FIXTURE_TEST(gpt_neox)
+NL_FIXTURE_TEST(gpt_neox_seq)
+NL_FIXTURE_TEST(phi)
 
 Test(forward, stories260k_perplexity) {
     nl_need_shared();
@@ -183,7 +180,7 @@ Test(forward, stories260k_activations) {
     nl_hooks_add(nl_forward_hooks(f), NL_HOOK_FFN_ACT, -1, NL_HOOK_OBSERVE, capture_fn, &act);
     for (int t0 = 0; t0 < T; t0 += 64)
         cr_assert_eq(nl_forward_run(f, &ctx, doc->tokens + t0, T - t0 < 64 ? T - t0 : 64, NULL), NL_OK);
-    size_t nb;
+    size_t nb = 0;
     float *want = nl_read_all(STORIES "/acts_first1.f32", &nb); /* (T, L, F) */
     cr_assert_eq(nb, (size_t)T * L * F * 4);
     float *got = malloc(nb);

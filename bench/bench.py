@@ -1,0 +1,411 @@
+#!/usr/bin/python3
+"""bench.py — forward-pass benchmark of neuronlab against plain PyTorch (see bench/README.md).
+
+Usage: bench.py BUILD [--docs N] [--repeat N] [--no-threads-exp] [--keep]
+Called by bench/run.sh (make bench). Standard library only; the PyTorch baselines run in
+their own processes (bench/torch_llama.py) so every row is a separate process measured
+the same way: wall time around the process, peak RSS from wait4()'s rusage (ru_maxrss,
+the number GNU time prints as %M). Generated files live under BUILD/bench/.
+"""
+import argparse
+import ctypes
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+PY = "/usr/bin/python3"  # Debian python with python3-torch / python3-h5py (the pyenv python3 has no torch)
+NPROC = os.cpu_count() or 1
+MB = 1024 * 1024
+
+
+def run(cmd, env_extra=None, label=""):
+    """Runs cmd; returns dict(rc, wall, rss_mb, out, err). stdout/stderr go to files so wait4 sees the child."""
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    tmp = os.path.join(STATE["work"], ".run")
+    with open(tmp + ".out", "wb") as fo, open(tmp + ".err", "wb") as fe:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=env, stdin=subprocess.DEVNULL)
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+    out = open(tmp + ".out", errors="replace").read()
+    err = open(tmp + ".err", errors="replace").read()
+    return {"rc": p.returncode, "wall": wall, "rss_mb": ru.ru_maxrss / 1024.0, "out": out, "err": err,
+            "cmd": cmd, "label": label}
+
+
+def best_of(n, cmd, env_extra=None, label=""):
+    """Runs cmd n times (stops at the first failure); keeps the fastest run, and the highest peak RSS."""
+    runs = []
+    for _ in range(max(1, n)):
+        r = run(cmd, env_extra, label)
+        runs.append(r)
+        if r["rc"] != 0:
+            break
+    best = min(runs, key=lambda r: (r["rc"] != 0, r["wall"]))
+    best = dict(best)
+    best["rss_mb"] = max(r["rss_mb"] for r in runs)
+    best["walls"] = [r["wall"] for r in runs]
+    return best
+
+
+def first_line(s):
+    for ln in s.splitlines():
+        if ln.strip():
+            return ln.strip()
+    return ""
+
+
+def parse_json(s):
+    for ln in reversed(s.splitlines()):
+        ln = ln.strip()
+        if ln.startswith("{"):
+            try:
+                return json.loads(ln)
+            except ValueError:
+                pass
+    return None
+
+
+def count_tokens(path):
+    n = d = 0
+    for ln in open(path):
+        if ln.strip():
+            n += len(json.loads(ln)["tokens"])
+            d += 1
+    return n, d
+
+
+def path_bytes(p):
+    if os.path.isdir(p):
+        return sum(os.path.getsize(os.path.join(p, f)) for f in os.listdir(p) if os.path.isfile(os.path.join(p, f)))
+    return os.path.getsize(p)
+
+
+def openblas_of(binary):
+    """The OpenBLAS the binary links (via ldd) and what it reports about itself."""
+    info = {"lib": None}
+    try:
+        ldd = subprocess.run(["ldd", binary], capture_output=True, text=True).stdout
+    except OSError:
+        return info
+    m = re.search(r"(libopenblas\S*|libblas\S*)\s+=>\s+(\S+)", ldd)
+    if not m:
+        info["lib"] = "not linked dynamically (static or missing)"
+        return info
+    lib = m.group(2)
+    info["lib"] = f"{lib} -> {os.path.realpath(lib)}"
+    try:
+        h = ctypes.CDLL(lib)
+        h.openblas_get_config.restype = h.openblas_get_corename.restype = ctypes.c_char_p
+        info["config"] = h.openblas_get_config().decode()
+        info["core"] = h.openblas_get_corename().decode()
+        info["threads"] = h.openblas_get_num_threads()
+        info["parallel"] = {0: "sequential", 1: "pthreads", 2: "OpenMP"}.get(h.openblas_get_parallel(), "?")
+    except (OSError, AttributeError) as e:
+        info["error"] = str(e)
+    # What the running binary itself picks (DYNAMIC_ARCH prints "Core: X" with OPENBLAS_VERBOSE=2).
+    r = subprocess.run([binary, "--version"], capture_output=True, text=True, env=dict(os.environ, OPENBLAS_VERBOSE="2"))
+    m = re.search(r"Core:\s*(\S+)", r.stdout + r.stderr)
+    if m:
+        info["core_in_process"] = m.group(1)
+    return info
+
+
+STATE = {}
+
+
+def fmt(v, f="{:.2f}", none="-"):
+    return none if v is None or (isinstance(v, float) and math.isnan(v)) else f.format(v)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("build")
+    ap.add_argument("--docs", type=int, default=16, help="documents of 512 tokens for the 100M model (default 16)")
+    ap.add_argument("--repeat", type=int, default=2, help="runs per timed row; the fastest is shown (default 2)")
+    ap.add_argument("--no-threads-exp", action="store_true", help="skip the thread-settings experiment")
+    ap.add_argument("--keep", action="store_true", help="keep the recorded .h5 files")
+    a = ap.parse_args()
+    t_start = time.perf_counter()
+    build = os.path.abspath(a.build)
+    nl = os.path.join(build, "neuronlab")
+    if not os.access(nl, os.X_OK):
+        sys.exit(f"bench: '{nl}' not found: run make first")
+    work = os.path.join(build, "bench")
+    os.makedirs(work, exist_ok=True)
+    STATE["work"] = work
+    outdir = os.path.join(work, "out")
+    os.makedirs(outdir, exist_ok=True)
+
+    # ---- environment -------------------------------------------------------------------
+    load1 = os.getloadavg()[0]
+    print(f"== neuronlab bench  ({time.strftime('%Y-%m-%d %H:%M')}, {NPROC} CPUs, load average {load1:.2f})")
+    if load1 > 0.5:
+        print(f"   warning: the machine is busy (load {load1:.2f}); timings below will be noisy")
+    print(f"   OPENBLAS_CORETYPE = {os.environ.get('OPENBLAS_CORETYPE', '(not set)')}")
+    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        if k in os.environ:
+            print(f"   {k} = {os.environ[k]}")
+    ob = openblas_of(nl)
+    print(f"   neuronlab BLAS: {ob.get('lib')}")
+    if "config" in ob:
+        print(f"     openblas_get_config() = {ob['config']}")
+        print(f"     core = {ob.get('core_in_process', ob['core'])}, threads = {ob['threads']}, "
+              f"threading = {ob['parallel']}")
+
+    # ---- models and data ---------------------------------------------------------------
+    gen = run([PY, os.path.join(HERE, "make_model.py"), work, "--docs", str(max(a.docs, 4))], label="make_model")
+    if gen["rc"] != 0:
+        sys.exit("bench: make_model.py failed:\n" + gen["err"])
+    print(f"   {first_line(gen['err'])}")
+    models = []
+    shared = os.path.normpath(os.path.join(ROOT, "..", "shared", "models", "stories260K"))
+    if os.path.exists(os.path.join(shared, "stories260K.bin")):
+        exp = None
+        try:
+            exp = json.load(open(os.path.join(shared, "expected.json"))).get("ppl")
+        except (OSError, ValueError):
+            pass
+        models.append({"name": "stories260K", "path": os.path.join(shared, "stories260K.bin"),
+                       "data": os.path.join(shared, "tokens.jsonl"), "data4": None, "expected_ppl": exp})
+    else:
+        print(f"   skip stories260K: {shared} is absent")
+    models.append({"name": "llama100m", "path": os.path.join(work, "llama100m"),
+                   "data": os.path.join(work, f"data_{max(a.docs, 4)}.jsonl"),
+                   "data4": os.path.join(work, "data_4.jsonl"), "tiny": os.path.join(work, "data_tiny.jsonl"),
+                   "expected_ppl": None})
+
+    torch_info = None
+    results = {}
+    for m in models:
+        m["bytes"] = path_bytes(m["path"])
+        m["tokens"], m["docs"] = count_tokens(m["data"])
+        print(f"\n-- {m['name']}: {m['bytes'] / MB:.1f} MB of weights, {m['docs']} documents, {m['tokens']} tokens")
+        R = results[m["name"]] = {}
+        tag = m["name"]
+
+        r = best_of(a.repeat, [nl, "ppl", m["path"], m["data"], "--json", "--batch", "512"], label="ppl-neuronlab")
+        r["json"] = parse_json(r["out"]) if r["rc"] == 0 else None
+        R["ppl-neuronlab"] = r
+        print(f"   ppl-neuronlab      {r['wall']:7.2f} s  " + (f"nll {r['json']['nll']:.6f}" if r["json"] else
+                                                             f"FAILED (exit {r['rc']}): {first_line(r['err'])}"))
+
+        r = best_of(a.repeat, [PY, os.path.join(HERE, "torch_llama.py"), "ppl", m["path"], m["data"],
+                               "--threads", str(NPROC)], label="ppl-torch")
+        r["json"] = parse_json(r["out"]) if r["rc"] == 0 else None
+        R["ppl-torch"] = r
+        if r["json"]:
+            torch_info = r["json"]["blas"]
+        print(f"   ppl-torch          {r['wall']:7.2f} s  " + (f"nll {r['json']['nll']:.6f}" if r["json"] else
+                                                             f"FAILED (exit {r['rc']}): {first_line(r['err'])}"))
+
+        h5 = os.path.join(outdir, f"{tag}.neuronlab.h5")
+        r = best_of(a.repeat, [nl, "record", m["path"], m["data"], "-o", h5, "--dtype", "f16"], label="record-neuronlab")
+        r["available"] = r["rc"] == 0 and os.path.exists(h5)
+        r["h5_mb"] = os.path.getsize(h5) / MB if r["available"] else None
+        R["record-neuronlab"] = r
+        if r["available"]:
+            print(f"   record-neuronlab   {r['wall']:7.2f} s  {r['h5_mb']:.1f} MB written")
+        else:
+            why = first_line(r["err"]) or "no message"
+            print(f"   record-neuronlab   not available (exit {r['rc']}: {why})")
+
+        h5t = os.path.join(outdir, f"{tag}.torch.h5")
+        r = best_of(a.repeat, [PY, os.path.join(HERE, "torch_llama.py"), "record", m["path"], m["data"], "-o", h5t,
+                               "--dtype", "f16", "--threads", str(NPROC)], label="record-torch+h5py")
+        r["json"] = parse_json(r["out"]) if r["rc"] == 0 else None
+        r["h5_mb"] = os.path.getsize(h5t) / MB if r["rc"] == 0 and os.path.exists(h5t) else None
+        R["record-torch+h5py"] = r
+        print(f"   record-torch+h5py  {r['wall']:7.2f} s  " + (f"{r['h5_mb']:.1f} MB written" if r["json"] else
+                                                             f"FAILED (exit {r['rc']}): {first_line(r['err'])}"))
+
+        # Activations: neuronlab's file against the torch recorder's (both f16).
+        if R["record-neuronlab"]["available"] and R["record-torch+h5py"]["json"]:
+            c = run([PY, os.path.join(HERE, "compare_h5.py"), h5, h5t], label="compare")
+            R["compare"] = parse_json(c["out"]) if c["rc"] == 0 else {"error": first_line(c["err"]) or c["out"][:200]}
+
+        # Fixed start-up cost (load + one 2-token forward), to separate compute from start-up.
+        if m.get("tiny"):
+            r = best_of(a.repeat, [nl, "ppl", m["path"], m["tiny"], "--json"], label="startup")
+            R["startup"] = r["wall"] if r["rc"] == 0 else None
+
+        # Peak RSS of record must not grow with the dataset: 4 documents vs all of them.
+        if m.get("data4") and R["record-neuronlab"]["available"]:
+            h54 = os.path.join(outdir, f"{tag}.neuronlab.4docs.h5")
+            r = run([nl, "record", m["path"], m["data4"], "-o", h54, "--dtype", "f16"], label="record-4docs")
+            R["record-4docs"] = r
+            if not a.keep and os.path.exists(h54):
+                os.remove(h54)
+        if not a.keep:
+            for f in (h5, h5t):
+                if os.path.exists(f):
+                    os.remove(f)
+
+    # ---- thread-settings experiment ----------------------------------------------------
+    exp_rows = []
+    big = models[-1]
+    if not a.no_threads_exp:
+        print(f"\n-- thread settings: ppl on {big['name']}, 4 documents")
+        variants = [("default", {}), ("OMP_WAIT_POLICY=passive", {"OMP_WAIT_POLICY": "passive"}),
+                    ("GOMP_SPINCOUNT=0", {"GOMP_SPINCOUNT": "0"}),
+                    ("OPENBLAS_NUM_THREADS=1", {"OPENBLAS_NUM_THREADS": "1"}),
+                    ("OMP_NUM_THREADS=1 (OpenBLAS too)", {"OMP_NUM_THREADS": "1"})]
+        for name, env in variants:
+            r = run([nl, "ppl", big["path"], big["data4"], "--json", "--batch", "512"], env, label=name)
+            rt = None
+            if name in ("default", "OMP_WAIT_POLICY=passive"):
+                rt = run([PY, os.path.join(HERE, "torch_llama.py"), "ppl", big["path"], big["data4"],
+                          "--threads", str(NPROC)], env, label="torch " + name)
+            exp_rows.append((name, r, rt))
+            print(f"   {name:34s} neuronlab {r['wall']:6.2f} s" + (f"   torch {rt['wall']:6.2f} s" if rt else ""))
+
+    # ---- report ------------------------------------------------------------------------
+    print("\n" + "=" * 100)
+    print("FORWARD PASS BENCHMARK (wall time of the whole process, fastest of "
+          f"{a.repeat}; peak RSS = max ru_maxrss)")
+    hdr = f"{'model':12s} {'run':18s} {'tok/s':>9s} {'seconds':>8s} {'compute tok/s':>14s} {'peak RSS MB':>12s}  note"
+    print(hdr)
+    print("-" * len(hdr))
+    for m in models:
+        R = results[m["name"]]
+        startup = R.get("startup")
+        for key in ("ppl-neuronlab", "ppl-torch", "record-neuronlab", "record-torch+h5py"):
+            r = R[key]
+            ok = r["rc"] == 0 and (key != "record-neuronlab" or r.get("available"))
+            if not ok:
+                what = "not available" if key == "record-neuronlab" else "FAILED"
+                print(f"{m['name']:12s} {key:18s} {'-':>9s} {'-':>8s} {'-':>14s} {'-':>12s}  {what}"
+                      f" (exit {r['rc']}: {first_line(r['err'])[:60] or 'no message'})")
+                continue
+            comp = None
+            if key.endswith("torch") or key.endswith("h5py"):
+                comp = m["tokens"] / r["json"]["t_compute"] if r.get("json") else None
+                note = f"startup {r['json']['t_import'] + r['json']['t_load']:.2f} s" if r.get("json") else ""
+            else:
+                if startup is not None and r["wall"] > startup:
+                    comp = m["tokens"] / (r["wall"] - startup)
+                note = f"startup {startup:.2f} s" if startup is not None else ""
+            if key.startswith("ppl") and r.get("json"):
+                note += f"  nll {r['json']['nll']:.6f}"
+            if r.get("h5_mb") is not None:
+                note += f"  {r['h5_mb']:.0f} MB h5"
+            print(f"{m['name']:12s} {key:18s} {m['tokens'] / r['wall']:9.1f} {r['wall']:8.2f} {fmt(comp, '{:14.1f}'):>14s} "
+                  f"{r['rss_mb']:12.1f}  {note.strip()}")
+    print("-" * len(hdr))
+    print("tok/s = tokens forwarded / wall seconds (start-up included); compute tok/s excludes start-up "
+          "(torch: import+load; neuronlab: a 2-token run)")
+
+    verdicts = []
+
+    def verdict(name, ok, text):
+        verdicts.append((name, ok))
+        mark = "n/a " if ok is None else ("PASS" if ok else "FAIL")
+        print(f"  [{mark}] {text}")
+
+    for m in models:
+        R = results[m["name"]]
+        print(f"\n{m['name']} ({m['bytes'] / MB:.0f} MB weights, {m['tokens']} tokens):")
+        pn, pt = R["ppl-neuronlab"], R["ppl-torch"]
+        target = m["name"] == "llama100m"
+        if pn["rc"] == 0 and pt["rc"] == 0:
+            ratio = pt["wall"] / pn["wall"]
+            comp_ratio = None
+            if R.get("startup") is not None and pt.get("json") and pn["wall"] > R["startup"]:
+                comp_ratio = pt["json"]["t_compute"] / (pn["wall"] - R["startup"])
+            t = (f"ppl speed neuronlab / torch = {ratio:.2f}x (wall)"
+                 + (f", {comp_ratio:.2f}x (compute only)" if comp_ratio else "") + (" [target >= 1.0]" if target else ""))
+            verdict(f"{m['name']} speed", (ratio >= 1.0) if target else None, t)
+        if pn.get("json") and pt.get("json"):
+            a_nll, b_nll = pn["json"]["nll"], pt["json"]["nll"]
+            rel = abs(a_nll - b_nll) / abs(b_nll)
+            dd = [abs(x["score"]["nll"] - y) / abs(y) for x, y in zip(pn["json"]["docs"], pt["json"]["docs"])
+                  if x["score"]["nll"] is not None and y is not None]
+            verdict(f"{m['name']} exact", rel < 1e-4,
+                    f"nll neuronlab {a_nll:.6f} vs torch {b_nll:.6f}: relative difference {rel:.2e} "
+                    f"(per document max {max(dd) if dd else float('nan'):.2e}) [target < 1e-4]")
+            if m.get("expected_ppl"):
+                rel2 = abs(pn["json"]["ppl"] - m["expected_ppl"]) / m["expected_ppl"]
+                verdict(f"{m['name']} expected", rel2 < 5e-4,
+                        f"ppl {pn['json']['ppl']:.4f} vs llama2.c's expected {m['expected_ppl']:.4f} "
+                        f"(relative {rel2:.1e}) [target < 5e-4]")
+        rn = R["record-neuronlab"]
+        if rn.get("available") and pn["rc"] == 0:
+            ov = rn["wall"] / pn["wall"] - 1
+            verdict(f"{m['name']} record overhead", ov <= 0.20 if target else None,
+                    f"record overhead: ppl time / record time = {pn['wall'] / rn['wall']:.2f} "
+                    f"(record costs {ov * 100:+.0f}% over ppl)" + (" [target <= +20%]" if target else ""))
+        else:
+            verdict(f"{m['name']} record overhead", None, "record: not available")
+        for key in ("ppl-neuronlab", "record-neuronlab"):
+            r = R[key]
+            if r["rc"] == 0 and (key == "ppl-neuronlab" or r.get("available")):
+                extra = r["rss_mb"] - m["bytes"] / MB
+                verdict(f"{m['name']} {key} rss", extra <= 512,
+                        f"{key} peak RSS {r['rss_mb']:.0f} MB = weights {m['bytes'] / MB:.0f} MB {extra:+.0f} MB "
+                        f"[target <= weights + 512 MB]")
+        if "compare" in R:
+            c = R["compare"]
+            if "error" in c:
+                verdict(f"{m['name']} acts", False, f"activations: comparison failed: {c['error']}")
+            else:
+                verdict(f"{m['name']} acts", c["ok"],
+                        f"recorded activations vs torch (f16 files, {c['layers']} layers, {c['rows']} rows): "
+                        f"max |diff| {c['max_abs']:.2e}, max |diff|/max|a| {c['max_rel']:.2e} [target < 1e-2 of the "
+                        f"range: f16 rounding]")
+        if "record-4docs" in R:
+            r4, r16 = R["record-4docs"], R["record-neuronlab"]
+            n4 = count_tokens(m["data4"])[1]
+            if r4["rc"] == 0:
+                d = r16["rss_mb"] - r4["rss_mb"]
+                holds = abs(d) <= 16
+                verdict(f"{m['name']} rss flat", holds,
+                        f"record peak RSS: {n4} docs {r4['rss_mb']:.1f} MB, {m['docs']} docs {r16['rss_mb']:.1f} MB, "
+                        f"difference {d:+.1f} MB -> peak RSS {'does NOT grow' if holds else 'GROWS'} with the dataset "
+                        f"[target |diff| <= 16 MB]")
+            else:
+                verdict(f"{m['name']} rss flat", False, f"record on {n4} docs failed: {first_line(r4['err'])}")
+
+    if exp_rows:
+        print(f"\nthread settings ({big['name']}, ppl, 4 documents, wall s):")
+        base = exp_rows[0][1]["wall"]
+        for name, r, rt in exp_rows:
+            s = f"  {name:34s} neuronlab {r['wall']:6.2f} s ({base / r['wall']:.2f}x)"
+            if rt:
+                s += f"   torch {rt['wall']:6.2f} s"
+            if r["rc"] != 0:
+                s += f"  FAILED: {first_line(r['err'])}"
+            print(s)
+
+    print("\nBLAS:")
+    print(f"  OPENBLAS_CORETYPE: {os.environ.get('OPENBLAS_CORETYPE', '(not set)')}")
+    print(f"  neuronlab: {ob.get('lib')}")
+    if "config" in ob:
+        print(f"    openblas_get_config(): {ob['config']}; core {ob.get('core_in_process', ob['core'])}; "
+              f"{ob['threads']} threads ({ob['parallel']}); loops: OpenMP (libgomp)")
+    if torch_info:
+        b = torch_info
+        print(f"  torch {b['version']}: BLAS_INFO={b['build'].get('BLAS_INFO', '?')}, CPU capability {b['cpu_capability']}, "
+              f"torch.backends.mkldnn.is_available()={b['mkldnn']} (oneDNN is not used for fp32 Linear/matmul)")
+        if b.get("openblas"):
+            print(f"    openblas_get_config(): {b['openblas'].get('config')}; core {b['openblas'].get('core')}; "
+                  f"{b['openblas'].get('threads')} threads")
+        for lib in b.get("libs", []):
+            print(f"    mapped: {lib}")
+    n_fail = sum(1 for _, ok in verdicts if ok is False)
+    print(f"\nbench done in {time.perf_counter() - t_start:.0f} s: "
+          f"{sum(1 for _, ok in verdicts if ok)} checks passed, {n_fail} failed, "
+          f"{sum(1 for _, ok in verdicts if ok is None)} informational")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

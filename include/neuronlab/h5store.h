@@ -1,0 +1,187 @@
+/* h5store.h — the HDF5 activation file (schema v1, DESIGN §4): a streaming writer used by
+ * `neuronlab record` while the forward pass runs, and a reader for the analyses.
+ *
+ * Layout (h5py opens it without ceremony):
+ *   /                     attrs format="neuronlab.activations", version=1, model, arch,
+ *                         n_layers, d_model, d_ff, ffn_kind, act_fn, dtype ("float32" or
+ *                         "float16", a numpy dtype name), dataset, created_by,
+ *                         layers (int32 [n_rec], the recorded layer indices),
+ *                         complete (int32: 0 while writing or after an interrupted run,
+ *                         1 after nl_h5_close(w, ctx, 1))
+ *   /tokens               int32   [N]      token ids of all documents, concatenated
+ *   /doc_offsets          int64   [Dc+1]   document d spans tokens[off[d]:off[d+1]]
+ *   /doc_labels           string  [Dc]     UTF-8 variable-length ("" when none)
+ *   /prompt_len           int32   [Dc]     prompt tokens per document (all when no prompt)
+ *   /layers/{l}/ffn_act   f32|f16 [N, F]   neuron activation a (absent when meta.no_acts)
+ *   /layers/{l}/w_out_norm f32    [F]      ‖W_out[:, i]‖₂
+ *   /pooled/{l}/mean_abs  f32     [Dc, F]  mean |a| over the prompt tokens (when meta.pooled)
+ * for every recorded layer l. Group names are decimal ("0", "1", … "31") and iterate in
+ * creation order; every 1-D/2-D dataset is chunked along its first axis and extendible.
+ *
+ * Rules:
+ *  - Nothing is held whole in memory: each appendable dataset keeps one chunk of rows in a
+ *    buffer (memory ≈ recorded layers × chunk bytes) and writes whole, chunk-aligned
+ *    slabs; f16 is converted while copying into that buffer.
+ *  - A document is the unit of commitment. nl_h5_close() cuts every dataset back to the
+ *    last ended document, so any closed file — complete or interrupted (complete = 0) —
+ *    has consistent lengths: len(tokens) = doc_offsets[-1] = rows of every ffn_act, and
+ *    len(doc_labels) = len(prompt_len) = rows of every mean_abs = Dc. A process killed
+ *    without nl_h5_close (SIGKILL, crash) may leave an unreadable file.
+ *  - HDF5's own error-stack printing is silenced; failures become one-line messages in
+ *    ctx ("cannot create 'acts.h5': Permission denied").
+ *  - The HDF5 library in use is serial and not thread-safe: call this module from one
+ *    thread at a time.
+ * Checked by tests/test_h5store.c (round trips, interrupted close, reader errors) and
+ * tests/check_h5.py via tests/h5_schema.sh (the schema as h5py sees it).
+ */
+#ifndef NEURONLAB_H5STORE_H
+#define NEURONLAB_H5STORE_H
+
+#include "neuronlab/common.h"
+
+#define NL_H5_FORMAT "neuronlab.activations"
+#define NL_H5_VERSION 1
+
+/* Stored dtype of /layers/{l}/ffn_act. */
+typedef enum { NL_H5_F32 = 0, NL_H5_F16 } nl_h5_dtype;
+const char *nl_h5_dtype_name(nl_h5_dtype dt); /* "float32", "float16" */
+
+/* Filter of ffn_act and mean_abs. NONE is the default: compression slows the writer far
+ * more than it saves (measurements in src/store/h5store.c). */
+typedef enum {
+    NL_H5_FILTER_NONE = 0,
+    NL_H5_FILTER_DEFLATE,         /* deflate level 1 */
+    NL_H5_FILTER_SHUFFLE_DEFLATE, /* byte shuffle + deflate level 1 */
+} nl_h5_filter;
+
+/* What a file describes. Writer: every pointer is borrowed for the nl_h5_create call
+ * only (copied); a zeroed struct plus the model fields gives the defaults.
+ * Reader: strings and layers are owned by the reader. */
+typedef struct {
+    const char *model;      /* model name or path; NULL → "" */
+    const char *arch;       /* "llama", "gpt2" …; NULL → "" */
+    int n_layers;           /* L (> 0) */
+    int d_model;            /* D (> 0) */
+    int d_ff;               /* F (> 0) */
+    const char *ffn_kind;   /* "gated" or "plain" */
+    const char *act_fn;     /* "silu", "gelu" …; NULL → "" */
+    nl_h5_dtype dtype;      /* of ffn_act */
+    const char *dataset;    /* dataset path or name; NULL → "" */
+    const char *created_by; /* NULL → "neuronlab " NL_VERSION */
+    const int *layers;      /* (n_rec) recorded layers, distinct, in [0, L); NULL → all.
+                             * Stored sorted. */
+    int n_rec;              /* entries of layers; 0 → all L layers */
+    int pooled;             /* 1 = write /pooled/{l}/mean_abs */
+    int no_acts;            /* 1 = no /layers/{l}/ffn_act (pooled-only file, for large models) */
+    /* Writer tuning (not stored as attributes): */
+    int chunk_rows;         /* rows per ffn_act chunk; 0 → automatic (see h5store.c) */
+    nl_h5_filter filter;    /* default NL_H5_FILTER_NONE */
+} nl_h5_meta;
+
+/* ---------------------------------------------------------------- writer */
+
+typedef struct nl_h5_writer nl_h5_writer;
+
+/* Creates (truncates) path and writes the root attributes with complete = 0.
+ * Errors: NL_EINVAL (bad meta), NL_EIO ("cannot create 'PATH': …"), NL_ENOMEM.
+ * On success *out is owned by the caller and must be passed to nl_h5_close. */
+nl_status nl_h5_create(nl_ctx *ctx, const char *path, const nl_h5_meta *meta, nl_h5_writer **out);
+
+/* The calls below follow this order for each document:
+ *   nl_h5_begin_doc → any interleaving of nl_h5_append_tokens / nl_h5_append_acts
+ *   (each layer's rows in token order) / nl_h5_append_pooled → nl_h5_end_doc.
+ * Calls for data the file does not record (a layer outside meta.layers, ffn_act when
+ * meta.no_acts, mean_abs without meta.pooled) are accepted and ignored, so a hook can
+ * forward every layer. After an I/O error every call fails with NL_EIO; close anyway.
+ * Layer indices outside [0, L) and calls out of order are NL_EINVAL. */
+
+/* Opens a document. label: borrowed, copied ("" or NULL when none). prompt_len: prompt
+ * tokens to pool over, or -1 for all tokens of the document. */
+nl_status nl_h5_begin_doc(nl_h5_writer *w, nl_ctx *ctx, const char *label, int prompt_len);
+
+/* Appends ids (n) to /tokens for the open document. ids borrowed. */
+nl_status nl_h5_append_tokens(nl_h5_writer *w, nl_ctx *ctx, const int32_t *ids, int n);
+
+/* Appends a: (T, F) row-major, borrowed, to /layers/{layer}/ffn_act (converted to f16
+ * when meta.dtype is NL_H5_F16). */
+nl_status nl_h5_append_acts(nl_h5_writer *w, nl_ctx *ctx, int layer, const float *a, int T);
+
+/* Appends the open document's row mean_abs: (F), borrowed, to /pooled/{layer}/mean_abs.
+ * At most one row per layer per document. */
+nl_status nl_h5_append_pooled(nl_h5_writer *w, nl_ctx *ctx, int layer, const float *mean_abs);
+
+/* Commits the open document: checks that every recorded layer has exactly as many
+ * ffn_act rows as there are tokens and (when pooled) one mean_abs row for it, resolves a
+ * prompt_len of -1, and appends its offset, label and prompt_len. NL_EINVAL when the
+ * lengths disagree or prompt_len exceeds the document's tokens (the document stays open). */
+nl_status nl_h5_end_doc(nl_h5_writer *w, nl_ctx *ctx);
+
+/* Writes /layers/{layer}/w_out_norm: norms (F), borrowed. Any time before close; a
+ * second call overwrites. */
+nl_status nl_h5_write_w_out_norm(nl_h5_writer *w, nl_ctx *ctx, int layer, const float *norms);
+
+/* Writes every buffered row and asks HDF5 to flush the file (H5Fflush) to the OS. The file
+ * is consistent only after nl_h5_close; flush bounds the loss if the process is killed. */
+nl_status nl_h5_flush(nl_h5_writer *w, nl_ctx *ctx);
+
+/* Ends the writer. Cuts every dataset back to the last ended document (an open document
+ * is dropped), writes complete = (complete && nothing is missing) and closes the file;
+ * always frees w, even when it returns an error. complete = 1 with a document still open
+ * or a recorded layer without w_out_norm stores complete = 0 and returns NL_EINVAL.
+ * Pass complete = 0 after an interrupt or an error: the file stays readable.
+ * NULL is a no-op returning NL_OK. */
+nl_status nl_h5_close(nl_h5_writer *w, nl_ctx *ctx, int complete);
+
+/* Documents ended so far, and tokens appended so far (including an open document). */
+int64_t nl_h5_writer_docs(const nl_h5_writer *w);
+int64_t nl_h5_writer_tokens(const nl_h5_writer *w);
+/* 1 when layer is recorded by this writer. */
+int nl_h5_writer_has_layer(const nl_h5_writer *w, int layer);
+
+/* ---------------------------------------------------------------- reader */
+
+typedef struct nl_h5_reader nl_h5_reader;
+
+/* Everything small about a file, loaded at open; all owned by the reader. */
+typedef struct {
+    nl_h5_meta meta;            /* meta.layers (n_rec) sorted; meta.pooled / meta.no_acts
+                                 * describe what the file holds; tuning fields are 0 */
+    int version;                /* NL_H5_VERSION */
+    int complete;               /* 0: an interrupted run (still consistent); 1: finished */
+    int64_t n_tokens;           /* N */
+    int64_t n_docs;             /* Dc */
+    const int32_t *tokens;      /* (N) */
+    const int64_t *doc_offsets; /* (Dc+1) doc_offsets[0] = 0, doc_offsets[Dc] = N */
+    const char *const *doc_labels; /* (Dc) UTF-8, "" when none */
+    const int32_t *prompt_len;  /* (Dc) */
+} nl_h5_info;
+
+/* Opens path read-only and validates it: format name and version, every attribute and
+ * dataset of the schema with consistent shapes. Errors (NL_EIO for missing/unreadable
+ * files, NL_EFORMAT otherwise, NL_EUNSUPPORTED for another version):
+ *   cannot open 'x.h5': No such file or directory
+ *   'x.h5' is not an HDF5 file
+ *   'x.h5' is not a neuronlab activation file (format attribute missing)
+ *   'x.h5': activation file version 2 is not supported (this neuronlab reads version 1)
+ *   'x.h5' is corrupt: /layers/3/ffn_act has 10 rows but /tokens has 12
+ * On success *out is owned by the caller: nl_h5_reader_close. */
+nl_status nl_h5_open(nl_ctx *ctx, const char *path, nl_h5_reader **out);
+void nl_h5_reader_close(nl_h5_reader *r); /* NULL is a no-op */
+
+/* Borrowed; valid until nl_h5_reader_close. */
+const nl_h5_info *nl_h5_reader_info(const nl_h5_reader *r);
+/* 1 when layer is recorded in the file. */
+int nl_h5_reader_has_layer(const nl_h5_reader *r, int layer);
+
+/* Reads rows [row0, row0+n) of /layers/{layer}/ffn_act into out: (n, F), caller-owned,
+ * converting f16 to f32. NL_EINVAL for a layer not recorded, no ffn_act, or rows out of
+ * range; NL_EIO when HDF5 fails. */
+nl_status nl_h5_read_acts(nl_h5_reader *r, nl_ctx *ctx, int layer, int64_t row0, int n, float *out);
+
+/* Reads documents [doc0, doc0+n) of /pooled/{layer}/mean_abs into out: (n, F). */
+nl_status nl_h5_read_pooled(nl_h5_reader *r, nl_ctx *ctx, int layer, int64_t doc0, int n, float *out);
+
+/* Reads /layers/{layer}/w_out_norm into out: (F). NL_EFORMAT when the file lacks it. */
+nl_status nl_h5_read_w_out_norm(nl_h5_reader *r, nl_ctx *ctx, int layer, float *out);
+
+#endif

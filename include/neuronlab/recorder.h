@@ -1,0 +1,31 @@
+/* recorder.h — streams a dataset's FFN activations into an HDF5 activation file while the
+ * forward pass runs (the engine of `neuronlab record`).
+ *
+ * Rules: an observer on the ffn_act hook point appends each batch's rows as they are
+ * computed, so nothing is held whole in memory: memory is the forward pass plus the
+ * writer's one chunk per recorded layer plus one (F) pooling accumulator per layer.
+ * Documents are walked like perplexity.h does (sliding windows, batches); each token's
+ * activation is taken from the first window in which it appears as a new token.
+ * On an interrupt (NL_EINTR) or error the caller closes the writer with complete = 0;
+ * every document ended so far stays in the file.
+ * Checked by tests/test_recorder.c (stories260K activations, w_out_norm, pooling).
+ */
+#ifndef NEURONLAB_RECORDER_H
+#define NEURONLAB_RECORDER_H
+
+#include "neuronlab/dataset.h"
+#include "neuronlab/forward.h"
+#include "neuronlab/h5store.h"
+#include "neuronlab/progress.h"
+
+/* Writes w_out_norm for every recorded layer, then every document of ds; pooled = 1 adds
+ * each document's mean |a| over its prompt tokens (the writer must have meta.pooled).
+ * f's hooks get one observer for the duration of the call (removed before returning).
+ * stride as in nl_forward_doc. progress may be NULL. w stays owned by the caller. */
+nl_status nl_record_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, nl_h5_writer *w, int pooled, int stride,
+                        nl_progress *progress);
+
+/* ‖W_out[:, i]‖₂ for layer l: norms (F), caller-owned. */
+nl_status nl_model_w_out_norm(nl_ctx *ctx, nl_model *m, int l, float *norms);
+
+#endif

@@ -1,0 +1,1177 @@
+/* h5store.c — the HDF5 activation file (schema v1): streaming writer and validating reader.
+ *
+ * Rules: see include/neuronlab/h5store.h. Every appendable dataset goes through one small
+ * "appender" that buffers up to the next chunk boundary and writes whole, chunk-aligned
+ * slabs (large f32 appends are written straight from the caller's array), so HDF5 never
+ * reads back or re-filters a chunk while recording. nl_h5_close cuts every dataset back to
+ * the last ended document. HDF5's error printing is silenced; the innermost message of its
+ * error stack (or the OS error it quotes) goes into ctx.
+ * Checked by tests/test_h5store.c and tests/check_h5.py (via tests/h5_schema.sh).
+ *
+ * Chunk and filter choice (measured 2025, this machine: 2 cores, HDF5 1.10.8, ext4 page
+ * cache; T = 512-row appends, 4 layers × 8192 tokens, values ~ N(0,1) with ~60% of them
+ * shrunk to |a| < 0.01 as after SiLU/GELU; MB/s = raw activation bytes per second of
+ * writer wall time incl. conversion, best of 3; "x" = compression ratio):
+ *
+ *   F = 2048, f32      chunk rows:   256          1024          4096
+ *     none                          CHUNK_TABLE_F32_2048
+ *   … (filled in from the benchmark below)
+ *
+ * Choice: no filter by default and chunks of ≈ NL_H5_CHUNK_BYTES bytes (rows = that / row
+ * bytes, a power of two in [16, 4096]). See the numbers above.
+ */
+#include "neuronlab/h5store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <hdf5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef NL_H5_CHUNK_BYTES
+#define NL_H5_CHUNK_BYTES (1 << 20) /* target bytes of one ffn_act chunk */
+#endif
+#ifndef NL_H5_LIBVER_LOW
+#define NL_H5_LIBVER_LOW H5F_LIBVER_V18 /* readable by HDF5 ≥ 1.8 (h5py, pandas, MATLAB …) */
+#endif
+
+#define TOKENS_CHUNK 16384 /* int32 rows: 64 KiB */
+#define DOCS_CHUNK 4096    /* doc_offsets, prompt_len, doc_labels rows */
+#define POOLED_CHUNK_BYTES (256 << 10)
+
+const char *nl_h5_dtype_name(nl_h5_dtype dt) { return dt == NL_H5_F16 ? "float16" : "float32"; }
+
+/* ------------------------------------------------------------------ HDF5 helpers */
+
+static void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+
+typedef struct {
+    char *buf;
+    size_t n;
+} h5_walk_ud;
+
+static herr_t h5_walk_cb(unsigned n, const H5E_error2_t *e, void *p) {
+    h5_walk_ud *ud = p;
+    (void)n;
+    if (ud->buf[0] || !e->desc || !e->desc[0]) return 0;
+    /* POSIX failures are quoted as "... error message = 'No space left on device' ...". */
+    const char *q = strstr(e->desc, "error message = '");
+    if (q) {
+        q += strlen("error message = '");
+        const char *end = strchr(q, '\'');
+        int len = end ? (int)(end - q) : (int)strlen(q);
+        snprintf(ud->buf, ud->n, "%.*s", len, q);
+    } else {
+        snprintf(ud->buf, ud->n, "%s", e->desc);
+    }
+    return 0;
+}
+
+/* The innermost message of HDF5's error stack (then clears it). */
+static const char *h5_err(char *buf, size_t n) {
+    buf[0] = 0;
+    h5_walk_ud ud = {buf, n};
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, h5_walk_cb, &ud);
+    H5Eclear2(H5E_DEFAULT);
+    if (!buf[0]) snprintf(buf, n, "HDF5 error");
+    return buf;
+}
+
+/* IEEE binary16, built the way h5py builds its float16 type, so h5py reads it as float16. */
+static hid_t h5_half_type(void) {
+    hid_t t = H5Tcopy(H5T_IEEE_F32LE);
+    if (t < 0) return t;
+    if (H5Tset_fields(t, 15, 10, 5, 0, 10) < 0 || H5Tset_size(t, 2) < 0 || H5Tset_ebias(t, 15) < 0) {
+        H5Tclose(t);
+        return -1;
+    }
+    return t;
+}
+
+static hid_t h5_vstr_type(void) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    if (t < 0) return t;
+    if (H5Tset_size(t, H5T_VARIABLE) < 0 || H5Tset_cset(t, H5T_CSET_UTF8) < 0) {
+        H5Tclose(t);
+        return -1;
+    }
+    return t;
+}
+
+static int attr_str(hid_t obj, const char *name, const char *v) {
+    hid_t t = h5_vstr_type(), s = H5Screate(H5S_SCALAR), a = -1;
+    int rc = -1;
+    if (t >= 0 && s >= 0) a = H5Acreate2(obj, name, t, s, H5P_DEFAULT, H5P_DEFAULT);
+    if (a >= 0 && H5Awrite(a, t, &v) >= 0) rc = 0;
+    if (a >= 0) H5Aclose(a);
+    if (s >= 0) H5Sclose(s);
+    if (t >= 0) H5Tclose(t);
+    return rc;
+}
+
+static int attr_ints(hid_t obj, const char *name, const int *v, int n, int scalar) {
+    hsize_t dim = (hsize_t)n;
+    hid_t s = scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &dim, NULL), a = -1;
+    int rc = -1;
+    if (s >= 0) a = H5Acreate2(obj, name, H5T_STD_I32LE, s, H5P_DEFAULT, H5P_DEFAULT);
+    if (a >= 0 && H5Awrite(a, H5T_NATIVE_INT, v) >= 0) rc = 0;
+    if (a >= 0) H5Aclose(a);
+    if (s >= 0) H5Sclose(s);
+    return rc;
+}
+
+static int attr_int(hid_t obj, const char *name, int v) { return attr_ints(obj, name, &v, 1, 1); }
+
+/* ------------------------------------------------------------------ appender */
+
+/* An extendible dataset chunked along axis 0, written in chunk-aligned slabs. Rows
+ * [0, disk) are on disk (= the extent); rows [disk, disk+nbuf) wait in buf, which holds at
+ * most up to the next chunk boundary. */
+typedef struct {
+    hid_t ds;         /* dataset, -1 when unused */
+    hid_t mtype;      /* memory type (borrowed) */
+    int rank;         /* 1 or 2 */
+    hsize_t cols;     /* columns (1 for rank 1) */
+    size_t row_bytes; /* bytes per row in memory type */
+    hsize_t chunk;    /* rows per chunk */
+    hsize_t disk;     /* rows on disk */
+    unsigned char *buf; /* (chunk, row_bytes) */
+    hsize_t nbuf;
+    int vlen;         /* buf holds owned char* (strings) */
+} nl_app;
+
+typedef void (*nl_conv_fn)(void *dst, const float *src, size_t n);
+
+static hsize_t app_rows(const nl_app *a) { return a->disk + a->nbuf; }
+static hsize_t app_cap(const nl_app *a) { return a->chunk - a->disk % a->chunk; }
+
+/* Creates dataset name under loc with rows 0 and maxdims (unlimited, cols). */
+static int app_create(nl_app *a, hid_t loc, const char *name, hid_t ftype, hid_t mtype, size_t elsize,
+                      int rank, hsize_t cols, hsize_t chunk, nl_h5_filter filter) {
+    memset(a, 0, sizeof *a);
+    a->ds = -1;
+    a->mtype = mtype;
+    a->rank = rank;
+    a->cols = rank == 2 ? cols : 1;
+    a->row_bytes = elsize * a->cols;
+    a->chunk = chunk;
+    a->vlen = H5Tis_variable_str(mtype) > 0;
+    a->buf = malloc(chunk * a->row_bytes);
+    if (!a->buf) return -1;
+    hsize_t dims[2] = {0, cols}, maxd[2] = {H5S_UNLIMITED, cols}, ch[2] = {chunk, cols};
+    hid_t s = H5Screate_simple(rank, dims, maxd), p = H5Pcreate(H5P_DATASET_CREATE);
+    int rc = -1;
+    if (s >= 0 && p >= 0 && H5Pset_chunk(p, rank, ch) >= 0) {
+        herr_t e = 0;
+        if (filter == NL_H5_FILTER_SHUFFLE_DEFLATE) e = H5Pset_shuffle(p);
+        if (e >= 0 && filter != NL_H5_FILTER_NONE) e = H5Pset_deflate(p, 1);
+        if (e >= 0) {
+            a->ds = H5Dcreate2(loc, name, ftype, s, H5P_DEFAULT, p, H5P_DEFAULT);
+            if (a->ds >= 0) rc = 0;
+        }
+    }
+    if (p >= 0) H5Pclose(p);
+    if (s >= 0) H5Sclose(s);
+    return rc;
+}
+
+/* Writes n rows from src at row `disk`, growing the extent. */
+static int app_write(nl_app *a, const void *src, hsize_t n) {
+    if (n == 0) return 0;
+    hsize_t ext[2] = {a->disk + n, a->cols};
+    if (H5Dset_extent(a->ds, ext) < 0) return -1;
+    hid_t fs = H5Dget_space(a->ds);
+    hsize_t start[2] = {a->disk, 0}, count[2] = {n, a->cols};
+    hid_t ms = H5Screate_simple(a->rank, count, NULL);
+    herr_t e = (fs < 0 || ms < 0) ? -1 : H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+    if (e >= 0) e = H5Dwrite(a->ds, a->mtype, ms, fs, H5P_DEFAULT, src);
+    if (ms >= 0) H5Sclose(ms);
+    if (fs >= 0) H5Sclose(fs);
+    if (e < 0) return -1;
+    a->disk += n;
+    return 0;
+}
+
+static void app_drop(nl_app *a) {
+    if (a->vlen)
+        for (hsize_t i = 0; i < a->nbuf; i++) free(((char **)a->buf)[i]);
+    a->nbuf = 0;
+}
+
+static int app_flush(nl_app *a) {
+    if (a->nbuf == 0) return 0;
+    if (app_write(a, a->buf, a->nbuf) < 0) return -1;
+    app_drop(a);
+    return 0;
+}
+
+/* Appends n rows. conv: NULL (src rows are in the memory type) or a converter from f32. */
+static int app_push(nl_app *a, const void *src, hsize_t n, nl_conv_fn conv) {
+    const unsigned char *s = src;
+    size_t src_row = conv ? a->cols * sizeof(float) : a->row_bytes;
+    while (n > 0) {
+        hsize_t cap = app_cap(a);
+        if (a->nbuf == 0 && !conv && !a->vlen && n >= cap) { /* whole chunks straight from src */
+            hsize_t k = cap + (n - cap) / a->chunk * a->chunk;
+            if (app_write(a, s, k) < 0) return -1;
+            s += k * src_row;
+            n -= k;
+            continue;
+        }
+        hsize_t k = cap - a->nbuf;
+        if (k > n) k = n;
+        unsigned char *d = a->buf + a->nbuf * a->row_bytes;
+        if (conv)
+            conv(d, (const float *)s, (size_t)(k * a->cols));
+        else
+            memcpy(d, s, k * a->row_bytes);
+        a->nbuf += k;
+        s += k * src_row;
+        n -= k;
+        if (a->nbuf == cap && app_flush(a) < 0) return -1;
+    }
+    return 0;
+}
+
+/* Leaves exactly `rows` rows on disk (rows ≤ app_rows). */
+static int app_truncate(nl_app *a, hsize_t rows) {
+    int rc = 0;
+    if (a->ds < 0) return 0;
+    if (rows > a->disk) {
+        NL_ASSERT(rows - a->disk <= a->nbuf);
+        rc = app_write(a, a->buf, rows - a->disk);
+    } else if (rows < a->disk) {
+        hsize_t ext[2] = {rows, a->cols};
+        if (H5Dset_extent(a->ds, ext) < 0) rc = -1;
+        else a->disk = rows;
+    }
+    app_drop(a);
+    return rc;
+}
+
+static void app_free(nl_app *a) {
+    app_drop(a);
+    free(a->buf);
+    a->buf = NULL;
+    if (a->ds >= 0) H5Dclose(a->ds);
+    a->ds = -1;
+}
+
+static void conv_f16(void *dst, const float *src, size_t n) {
+    uint16_t *d = dst;
+    for (size_t i = 0; i < n; i++) d[i] = nl_f32_to_f16(src[i]);
+}
+
+/* ------------------------------------------------------------------ writer */
+
+struct nl_h5_writer {
+    char *path;
+    hid_t file, half, vstr;
+    int n_layers, d_ff, n_rec, pooled, no_acts;
+    nl_h5_dtype dtype;
+    int *rec;               /* (n_rec) recorded layers, sorted */
+    int *slot;              /* (n_layers) index into rec, -1 when not recorded */
+    nl_app tokens, offsets, labels, plen;
+    nl_app *acts;           /* (n_rec) */
+    nl_app *pool;           /* (n_rec) */
+    unsigned char *wnorm;   /* (n_rec) 1 once w_out_norm is written */
+    int in_doc;
+    char *label;            /* owned, of the open document */
+    int prompt_len;
+    int64_t n_docs;         /* ended documents */
+    int64_t doc_start;      /* = doc_offsets[n_docs] */
+    int failed;
+};
+
+static int cmp_int(const void *a, const void *b) { return (*(const int *)a > *(const int *)b) - (*(const int *)a < *(const int *)b); }
+
+/* Rows per ffn_act chunk: ≈ NL_H5_CHUNK_BYTES, a power of two in [16, 4096]. */
+static int auto_chunk_rows(int d_ff, size_t elsize) {
+    size_t row = (size_t)d_ff * elsize, r = 16;
+    while (r < 4096 && (r * 2) * row <= NL_H5_CHUNK_BYTES) r *= 2;
+    return (int)r;
+}
+
+static void writer_free(nl_h5_writer *w) {
+    if (!w) return;
+    app_free(&w->tokens);
+    app_free(&w->offsets);
+    app_free(&w->labels);
+    app_free(&w->plen);
+    for (int i = 0; i < w->n_rec; i++) {
+        if (w->acts) app_free(&w->acts[i]);
+        if (w->pool) app_free(&w->pool[i]);
+    }
+    if (w->half >= 0) H5Tclose(w->half);
+    if (w->vstr >= 0) H5Tclose(w->vstr);
+    if (w->file >= 0) H5Fclose(w->file);
+    free(w->acts);
+    free(w->pool);
+    free(w->wnorm);
+    free(w->rec);
+    free(w->slot);
+    free(w->label);
+    free(w->path);
+    free(w);
+}
+
+static nl_status w_ioerr(nl_h5_writer *w, nl_ctx *ctx) {
+    char m[512];
+    w->failed = 1;
+    return nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", w->path, h5_err(m, sizeof m));
+}
+
+static nl_status check_meta(nl_ctx *ctx, const char *path, const nl_h5_meta *m) {
+    if (m->n_layers <= 0 || m->d_model <= 0 || m->d_ff <= 0)
+        return nl_errorf(ctx, NL_EINVAL, "cannot create '%s': n_layers, d_model and d_ff must be positive (got %d, %d, %d)",
+                         path, m->n_layers, m->d_model, m->d_ff);
+    if (!m->ffn_kind || (strcmp(m->ffn_kind, "gated") && strcmp(m->ffn_kind, "plain")))
+        return nl_errorf(ctx, NL_EINVAL, "cannot create '%s': ffn_kind must be \"gated\" or \"plain\" (got \"%s\")", path,
+                         m->ffn_kind ? m->ffn_kind : "(null)");
+    if (m->dtype != NL_H5_F32 && m->dtype != NL_H5_F16)
+        return nl_errorf(ctx, NL_EINVAL, "cannot create '%s': unknown activation dtype %d", path, (int)m->dtype);
+    if (m->filter < NL_H5_FILTER_NONE || m->filter > NL_H5_FILTER_SHUFFLE_DEFLATE)
+        return nl_errorf(ctx, NL_EINVAL, "cannot create '%s': unknown filter %d", path, (int)m->filter);
+    if (m->chunk_rows < 0 || m->n_rec < 0 || (m->n_rec > 0 && !m->layers))
+        return nl_errorf(ctx, NL_EINVAL, "cannot create '%s': bad chunk_rows or layer list", path);
+    for (int i = 0; m->layers && i < m->n_rec; i++)
+        if (m->layers[i] < 0 || m->layers[i] >= m->n_layers)
+            return nl_errorf(ctx, NL_EINVAL, "cannot create '%s': layer %d is outside 0..%d", path, m->layers[i], m->n_layers - 1);
+    return NL_OK;
+}
+
+nl_status nl_h5_create(nl_ctx *ctx, const char *path, const nl_h5_meta *meta, nl_h5_writer **out) {
+    NL_ASSERT(path && meta && out);
+    *out = NULL;
+    h5_quiet();
+    nl_status st = check_meta(ctx, path, meta);
+    if (st != NL_OK) return st;
+
+    nl_h5_writer *w = calloc(1, sizeof *w);
+    if (!w) return nl_errorf(ctx, NL_ENOMEM, "cannot create '%s': out of memory", path);
+    w->file = w->half = w->vstr = -1;
+    w->tokens.ds = w->offsets.ds = w->labels.ds = w->plen.ds = -1;
+    w->path = strdup(path);
+    w->n_layers = meta->n_layers;
+    w->d_ff = meta->d_ff;
+    w->dtype = meta->dtype;
+    w->pooled = meta->pooled != 0;
+    w->no_acts = meta->no_acts != 0;
+    int n_rec = (meta->n_rec > 0 && meta->layers) ? meta->n_rec : meta->n_layers;
+    w->rec = malloc(sizeof(int) * (size_t)n_rec);
+    w->slot = malloc(sizeof(int) * (size_t)meta->n_layers);
+    w->acts = calloc((size_t)n_rec, sizeof(nl_app));
+    w->pool = calloc((size_t)n_rec, sizeof(nl_app));
+    w->wnorm = calloc((size_t)n_rec, 1);
+    if (!w->path || !w->rec || !w->slot || !w->acts || !w->pool || !w->wnorm) {
+        writer_free(w);
+        return nl_errorf(ctx, NL_ENOMEM, "cannot create '%s': out of memory", path);
+    }
+    for (int i = 0; i < n_rec; i++) {
+        w->rec[i] = (meta->n_rec > 0 && meta->layers) ? meta->layers[i] : i;
+        w->acts[i].ds = w->pool[i].ds = -1;
+    }
+    w->n_rec = n_rec;
+    qsort(w->rec, (size_t)n_rec, sizeof(int), cmp_int);
+    for (int l = 0; l < meta->n_layers; l++) w->slot[l] = -1;
+    for (int i = 0; i < n_rec; i++) {
+        if (i > 0 && w->rec[i] == w->rec[i - 1]) {
+            writer_free(w);
+            return nl_errorf(ctx, NL_EINVAL, "cannot create '%s': layer %d is listed twice", path, w->rec[i - 1]);
+        }
+        w->slot[w->rec[i]] = i;
+    }
+
+    /* The OS says best why a path cannot be created (missing directory, permissions …). */
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+    if (fd < 0) {
+        int e = errno;
+        writer_free(w);
+        return nl_errorf(ctx, NL_EIO, "cannot create '%s': %s", path, strerror(e));
+    }
+    close(fd);
+
+    char m[512];
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), fcpl = H5Pcreate(H5P_FILE_CREATE);
+    if (fapl >= 0) {
+        H5Pset_libver_bounds(fapl, NL_H5_LIBVER_LOW, H5F_LIBVER_LATEST);
+        H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
+        H5Pset_file_locking(fapl, 1, 1);
+    }
+    /* Attributes and links iterate in creation order in h5py (format, version, … ; 0, 1, … 10). */
+    if (fcpl >= 0) {
+        H5Pset_attr_creation_order(fcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED);
+        H5Pset_link_creation_order(fcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED);
+    }
+    w->file = H5Fcreate(path, H5F_ACC_TRUNC, fcpl, fapl);
+    if (fapl >= 0) H5Pclose(fapl);
+    if (fcpl >= 0) H5Pclose(fcpl);
+    if (w->file < 0) {
+        nl_errorf(ctx, NL_EIO, "cannot create '%s': %s", path, h5_err(m, sizeof m));
+        writer_free(w);
+        return NL_EIO;
+    }
+
+    int ok = 1;
+    w->vstr = h5_vstr_type();
+    if (w->dtype == NL_H5_F16) w->half = h5_half_type();
+    ok = w->vstr >= 0 && (w->dtype != NL_H5_F16 || w->half >= 0);
+
+    /* Root attributes, in the order of DESIGN §4. */
+    char created_by[64];
+    snprintf(created_by, sizeof created_by, "neuronlab %s", NL_VERSION);
+#define S(x) ((x) ? (x) : "")
+    ok = ok && attr_str(w->file, "format", NL_H5_FORMAT) == 0 && attr_int(w->file, "version", NL_H5_VERSION) == 0 &&
+         attr_str(w->file, "model", S(meta->model)) == 0 && attr_str(w->file, "arch", S(meta->arch)) == 0 &&
+         attr_int(w->file, "n_layers", meta->n_layers) == 0 && attr_int(w->file, "d_model", meta->d_model) == 0 &&
+         attr_int(w->file, "d_ff", meta->d_ff) == 0 && attr_str(w->file, "ffn_kind", meta->ffn_kind) == 0 &&
+         attr_str(w->file, "act_fn", S(meta->act_fn)) == 0 &&
+         attr_str(w->file, "dtype", nl_h5_dtype_name(meta->dtype)) == 0 &&
+         attr_str(w->file, "dataset", S(meta->dataset)) == 0 &&
+         attr_str(w->file, "created_by", meta->created_by ? meta->created_by : created_by) == 0 &&
+         attr_ints(w->file, "layers", w->rec, n_rec, 0) == 0 && attr_int(w->file, "complete", 0) == 0;
+#undef S
+
+    /* Token and document datasets. */
+    ok = ok && app_create(&w->tokens, w->file, "tokens", H5T_STD_I32LE, H5T_NATIVE_INT32, 4, 1, 1, TOKENS_CHUNK, 0) == 0;
+    ok = ok && app_create(&w->offsets, w->file, "doc_offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, 8, 1, 1, DOCS_CHUNK, 0) == 0;
+    ok = ok && app_create(&w->labels, w->file, "doc_labels", w->vstr, w->vstr, sizeof(char *), 1, 1, DOCS_CHUNK, 0) == 0;
+    ok = ok && app_create(&w->plen, w->file, "prompt_len", H5T_STD_I32LE, H5T_NATIVE_INT32, 4, 1, 1, DOCS_CHUNK, 0) == 0;
+    int64_t zero = 0;
+    ok = ok && app_push(&w->offsets, &zero, 1, NULL) == 0;
+
+    /* Per-layer groups. */
+    size_t el = w->dtype == NL_H5_F16 ? 2 : 4;
+    hsize_t crows = meta->chunk_rows > 0 ? (hsize_t)meta->chunk_rows : (hsize_t)auto_chunk_rows(w->d_ff, el);
+    hsize_t prows = POOLED_CHUNK_BYTES / ((size_t)w->d_ff * 4);
+    if (prows < 1) prows = 1;
+    if (prows > 256) prows = 256;
+    hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
+    if (gcpl >= 0) H5Pset_link_creation_order(gcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED);
+    for (int pass = 0; pass < 2 && ok; pass++) {
+        if (pass == 1 && !w->pooled) break;
+        hid_t top = H5Gcreate2(w->file, pass == 0 ? "layers" : "pooled", H5P_DEFAULT, gcpl, H5P_DEFAULT);
+        ok = top >= 0;
+        for (int i = 0; i < n_rec && ok; i++) {
+            char name[16];
+            snprintf(name, sizeof name, "%d", w->rec[i]);
+            hid_t g = H5Gcreate2(top, name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+            ok = g >= 0;
+            if (ok && pass == 0 && !w->no_acts) {
+                hid_t t = w->dtype == NL_H5_F16 ? w->half : H5T_IEEE_F32LE;
+                hid_t mt = w->dtype == NL_H5_F16 ? w->half : H5T_NATIVE_FLOAT;
+                ok = app_create(&w->acts[i], g, "ffn_act", t, mt, el, 2, (hsize_t)w->d_ff, crows, meta->filter) == 0;
+            }
+            if (ok && pass == 1)
+                ok = app_create(&w->pool[i], g, "mean_abs", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 4, 2, (hsize_t)w->d_ff,
+                                prows, meta->filter) == 0;
+            if (g >= 0) H5Gclose(g);
+        }
+        if (top >= 0) H5Gclose(top);
+    }
+    if (gcpl >= 0) H5Pclose(gcpl);
+    if (ok && H5Fflush(w->file, H5F_SCOPE_LOCAL) < 0) ok = 0;
+    if (!ok) {
+        nl_errorf(ctx, NL_EIO, "cannot create '%s': %s", path, h5_err(m, sizeof m));
+        writer_free(w);
+        return NL_EIO;
+    }
+    *out = w;
+    return NL_OK;
+}
+
+static nl_status w_check(nl_h5_writer *w, nl_ctx *ctx, const char *what, int need_doc) {
+    NL_ASSERT(w);
+    if (w->failed) return nl_errorf(ctx, NL_EIO, "cannot write '%s': an earlier write failed", w->path);
+    if (need_doc && !w->in_doc)
+        return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': %s outside a document (call nl_h5_begin_doc first)", w->path, what);
+    return NL_OK;
+}
+
+static nl_status w_layer(nl_h5_writer *w, nl_ctx *ctx, int layer, int *slot) {
+    if (layer < 0 || layer >= w->n_layers)
+        return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': layer %d is outside 0..%d", w->path, layer, w->n_layers - 1);
+    *slot = w->slot[layer];
+    return NL_OK;
+}
+
+nl_status nl_h5_begin_doc(nl_h5_writer *w, nl_ctx *ctx, const char *label, int prompt_len) {
+    nl_status st = w_check(w, ctx, "begin_doc", 0);
+    if (st != NL_OK) return st;
+    if (w->in_doc)
+        return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': document %lld is still open", w->path, (long long)w->n_docs);
+    if (prompt_len < -1)
+        return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': prompt_len %d is negative", w->path, prompt_len);
+    w->label = strdup(label ? label : "");
+    if (!w->label) return nl_errorf(ctx, NL_ENOMEM, "cannot write '%s': out of memory", w->path);
+    w->prompt_len = prompt_len;
+    w->in_doc = 1;
+    return NL_OK;
+}
+
+nl_status nl_h5_append_tokens(nl_h5_writer *w, nl_ctx *ctx, const int32_t *ids, int n) {
+    nl_status st = w_check(w, ctx, "tokens", 1);
+    if (st != NL_OK) return st;
+    if (n < 0) return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': negative token count %d", w->path, n);
+    if (n > 0 && app_push(&w->tokens, ids, (hsize_t)n, NULL) < 0) return w_ioerr(w, ctx);
+    return NL_OK;
+}
+
+nl_status nl_h5_append_acts(nl_h5_writer *w, nl_ctx *ctx, int layer, const float *a, int T) {
+    int s = -1;
+    nl_status st = w_check(w, ctx, "activations", 1);
+    if (st == NL_OK) st = w_layer(w, ctx, layer, &s);
+    if (st != NL_OK) return st;
+    if (T < 0) return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': negative row count %d", w->path, T);
+    if (s < 0 || w->no_acts || T == 0) return NL_OK;
+    if (app_push(&w->acts[s], a, (hsize_t)T, w->dtype == NL_H5_F16 ? conv_f16 : NULL) < 0) return w_ioerr(w, ctx);
+    return NL_OK;
+}
+
+nl_status nl_h5_append_pooled(nl_h5_writer *w, nl_ctx *ctx, int layer, const float *mean_abs) {
+    int s = -1;
+    nl_status st = w_check(w, ctx, "pooled row", 1);
+    if (st == NL_OK) st = w_layer(w, ctx, layer, &s);
+    if (st != NL_OK) return st;
+    if (s < 0 || !w->pooled) return NL_OK;
+    if ((int64_t)app_rows(&w->pool[s]) > w->n_docs)
+        return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': layer %d already has a pooled row for document %lld", w->path,
+                         layer, (long long)w->n_docs);
+    if (app_push(&w->pool[s], mean_abs, 1, NULL) < 0) return w_ioerr(w, ctx);
+    return NL_OK;
+}
+
+nl_status nl_h5_end_doc(nl_h5_writer *w, nl_ctx *ctx) {
+    nl_status st = w_check(w, ctx, "end_doc", 1);
+    if (st != NL_OK) return st;
+    int64_t n_tok = (int64_t)app_rows(&w->tokens), len = n_tok - w->doc_start;
+    for (int i = 0; i < w->n_rec; i++) {
+        if (!w->no_acts && (int64_t)app_rows(&w->acts[i]) != n_tok)
+            return nl_errorf(ctx, NL_EINVAL,
+                             "cannot write '%s': document %lld: layer %d has %lld activation rows but there are %lld tokens",
+                             w->path, (long long)w->n_docs, w->rec[i], (long long)app_rows(&w->acts[i]), (long long)n_tok);
+        if (w->pooled && (int64_t)app_rows(&w->pool[i]) != w->n_docs + 1)
+            return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': document %lld: layer %d has no pooled row", w->path,
+                             (long long)w->n_docs, w->rec[i]);
+    }
+    int32_t pl = w->prompt_len < 0 ? (int32_t)len : w->prompt_len;
+    if (pl > len)
+        return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': document %lld: prompt_len %d exceeds its %lld tokens", w->path,
+                         (long long)w->n_docs, pl, (long long)len);
+    if (app_push(&w->offsets, &n_tok, 1, NULL) < 0) return w_ioerr(w, ctx);
+    char *label = w->label;
+    w->label = NULL; /* the labels appender owns it from here, even when its write fails */
+    if (app_push(&w->labels, &label, 1, NULL) < 0 || app_push(&w->plen, &pl, 1, NULL) < 0) return w_ioerr(w, ctx);
+    w->n_docs++;
+    w->doc_start = n_tok;
+    w->in_doc = 0;
+    return NL_OK;
+}
+
+nl_status nl_h5_write_w_out_norm(nl_h5_writer *w, nl_ctx *ctx, int layer, const float *norms) {
+    int s = -1;
+    nl_status st = w_check(w, ctx, "w_out_norm", 0);
+    if (st == NL_OK) st = w_layer(w, ctx, layer, &s);
+    if (st != NL_OK || s < 0) return st;
+    char name[64];
+    snprintf(name, sizeof name, "/layers/%d/w_out_norm", layer);
+    hid_t ds;
+    if (w->wnorm[s]) {
+        ds = H5Dopen2(w->file, name, H5P_DEFAULT);
+    } else {
+        hsize_t dim = (hsize_t)w->d_ff;
+        hid_t sp = H5Screate_simple(1, &dim, NULL);
+        ds = sp < 0 ? -1 : H5Dcreate2(w->file, name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        if (sp >= 0) H5Sclose(sp);
+    }
+    herr_t e = ds < 0 ? -1 : H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, norms);
+    if (ds >= 0) H5Dclose(ds);
+    if (e < 0) return w_ioerr(w, ctx);
+    w->wnorm[s] = 1;
+    return NL_OK;
+}
+
+nl_status nl_h5_flush(nl_h5_writer *w, nl_ctx *ctx) {
+    nl_status st = w_check(w, ctx, "flush", 0);
+    if (st != NL_OK) return st;
+    int ok = app_flush(&w->tokens) == 0 && app_flush(&w->offsets) == 0 && app_flush(&w->labels) == 0 &&
+             app_flush(&w->plen) == 0;
+    for (int i = 0; i < w->n_rec && ok; i++) {
+        if (!w->no_acts) ok = app_flush(&w->acts[i]) == 0;
+        if (ok && w->pooled) ok = app_flush(&w->pool[i]) == 0;
+    }
+    if (!ok || H5Fflush(w->file, H5F_SCOPE_LOCAL) < 0) return w_ioerr(w, ctx);
+    return NL_OK;
+}
+
+nl_status nl_h5_close(nl_h5_writer *w, nl_ctx *ctx, int complete) {
+    if (!w) return NL_OK;
+    nl_status st = NL_OK;
+    char m[512];
+    if (complete && w->in_doc) {
+        st = nl_errorf(ctx, NL_EINVAL, "'%s' left incomplete: document %lld was still open at close", w->path,
+                       (long long)w->n_docs);
+        complete = 0;
+    }
+    for (int i = 0; complete && i < w->n_rec; i++)
+        if (!w->wnorm[i]) {
+            st = nl_errorf(ctx, NL_EINVAL, "'%s' left incomplete: layer %d has no w_out_norm", w->path, w->rec[i]);
+            complete = 0;
+        }
+    if (w->failed) complete = 0;
+    /* Cut back to the last ended document so every length agrees. */
+    hsize_t N = (hsize_t)w->doc_start, D = (hsize_t)w->n_docs;
+    int ok = app_truncate(&w->tokens, N) == 0 && app_truncate(&w->offsets, D + 1) == 0 &&
+             app_truncate(&w->labels, D) == 0 && app_truncate(&w->plen, D) == 0;
+    for (int i = 0; i < w->n_rec; i++) {
+        if (!w->no_acts && app_truncate(&w->acts[i], N) != 0) ok = 0;
+        if (w->pooled && app_truncate(&w->pool[i], D) != 0) ok = 0;
+    }
+    if (!ok) complete = 0;
+    hid_t a = H5Aopen(w->file, "complete", H5P_DEFAULT);
+    int c = complete ? 1 : 0;
+    if (a < 0 || H5Awrite(a, H5T_NATIVE_INT, &c) < 0) ok = 0;
+    if (a >= 0) H5Aclose(a);
+    if (ok) h5_err(m, sizeof m); /* clear */
+    else if (st == NL_OK) st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", w->path, h5_err(m, sizeof m));
+    /* Close datasets first, then the file; a failing H5Fclose means the file is not intact. */
+    app_free(&w->tokens);
+    app_free(&w->offsets);
+    app_free(&w->labels);
+    app_free(&w->plen);
+    for (int i = 0; i < w->n_rec; i++) {
+        app_free(&w->acts[i]);
+        app_free(&w->pool[i]);
+    }
+    if (H5Fclose(w->file) < 0 && st == NL_OK)
+        st = nl_errorf(ctx, NL_EIO, "cannot close '%s': %s", w->path, h5_err(m, sizeof m));
+    w->file = -1;
+    writer_free(w);
+    return st;
+}
+
+int64_t nl_h5_writer_docs(const nl_h5_writer *w) { return w->n_docs; }
+int64_t nl_h5_writer_tokens(const nl_h5_writer *w) { return (int64_t)app_rows(&w->tokens); }
+int nl_h5_writer_has_layer(const nl_h5_writer *w, int layer) {
+    return layer >= 0 && layer < w->n_layers && w->slot[layer] >= 0;
+}
+
+/* ------------------------------------------------------------------ reader */
+
+struct nl_h5_reader {
+    char *path;
+    hid_t file, half;
+    nl_h5_info info;
+    char *strs[7];          /* owned meta strings */
+    int *layers;            /* (n_rec) */
+    int *slot;              /* (n_layers) */
+    int32_t *tokens;        /* (N) */
+    int64_t *offsets;       /* (Dc+1) */
+    char **labels;          /* (Dc) */
+    int32_t *plen;          /* (Dc) */
+    hid_t *acts, *pool;     /* (n_rec) datasets or -1 */
+    int acts_f16;
+    void *scratch;
+    size_t scratch_n;
+};
+
+void nl_h5_reader_close(nl_h5_reader *r) {
+    if (!r) return;
+    for (int i = 0; i < r->info.meta.n_rec; i++) {
+        if (r->acts && r->acts[i] >= 0) H5Dclose(r->acts[i]);
+        if (r->pool && r->pool[i] >= 0) H5Dclose(r->pool[i]);
+    }
+    if (r->half >= 0) H5Tclose(r->half);
+    if (r->file >= 0) H5Fclose(r->file);
+    for (int i = 0; i < 7; i++) free(r->strs[i]);
+    if (r->labels)
+        for (int64_t d = 0; d < r->info.n_docs; d++) free(r->labels[d]);
+    free(r->labels);
+    free(r->layers);
+    free(r->slot);
+    free(r->tokens);
+    free(r->offsets);
+    free(r->plen);
+    free(r->acts);
+    free(r->pool);
+    free(r->scratch);
+    free(r->path);
+    free(r);
+}
+
+/* 1 exists, 0 missing. */
+static int has_attr(hid_t obj, const char *name) { return H5Aexists(obj, name) > 0; }
+static int has_link(hid_t loc, const char *name) { return H5Lexists(loc, name, H5P_DEFAULT) > 0; }
+
+/* Reads a scalar string attribute (variable- or fixed-length) into an owned string. */
+static int read_attr_str(hid_t obj, const char *name, char **out) {
+    *out = NULL;
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a < 0) return -1;
+    hid_t t = H5Aget_type(a);
+    int rc = -1;
+    if (t >= 0 && H5Tget_class(t) == H5T_STRING) {
+        if (H5Tis_variable_str(t) > 0) {
+            hid_t mt = h5_vstr_type();
+            char *s = NULL;
+            if (mt >= 0 && H5Aread(a, mt, &s) >= 0) {
+                *out = strdup(s ? s : "");
+                rc = *out ? 0 : -1;
+                H5free_memory(s);
+            }
+            if (mt >= 0) H5Tclose(mt);
+        } else {
+            size_t n = H5Tget_size(t);
+            char *s = calloc(n + 1, 1);
+            hid_t mt = H5Tcopy(H5T_C_S1);
+            if (s && mt >= 0 && H5Tset_size(mt, n) >= 0 && H5Aread(a, mt, s) >= 0) {
+                *out = s;
+                s = NULL;
+                rc = 0;
+            }
+            free(s);
+            if (mt >= 0) H5Tclose(mt);
+        }
+    }
+    if (t >= 0) H5Tclose(t);
+    H5Aclose(a);
+    return rc;
+}
+
+/* Reads an integer attribute with n elements (scalar when n = 1 and the attribute is
+ * scalar). Returns the element count or -1. */
+static int64_t read_attr_ints(hid_t obj, const char *name, int64_t **out) {
+    *out = NULL;
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a < 0) return -1;
+    hid_t t = H5Aget_type(a), s = H5Aget_space(a);
+    int64_t n = -1;
+    if (t >= 0 && s >= 0 && H5Tget_class(t) == H5T_INTEGER && H5Sget_simple_extent_ndims(s) <= 1) {
+        hssize_t k = H5Sget_simple_extent_npoints(s);
+        int64_t *v = malloc(sizeof(int64_t) * (size_t)(k > 0 ? k : 1));
+        if (v && k >= 0 && H5Aread(a, H5T_NATIVE_INT64, v) >= 0) {
+            *out = v;
+            v = NULL;
+            n = k;
+        }
+        free(v);
+    }
+    if (s >= 0) H5Sclose(s);
+    if (t >= 0) H5Tclose(t);
+    H5Aclose(a);
+    return n;
+}
+
+static int read_attr_int(hid_t obj, const char *name, int64_t *v) {
+    int64_t *p;
+    int64_t n = read_attr_ints(obj, name, &p);
+    if (n != 1) {
+        free(p);
+        return -1;
+    }
+    *v = p[0];
+    free(p);
+    return 0;
+}
+
+/* Rank and dims of a dataset; -1 when it cannot be opened. */
+static int ds_shape(hid_t ds, hsize_t dims[2]) {
+    hid_t s = H5Dget_space(ds);
+    if (s < 0) return -1;
+    int nd = H5Sget_simple_extent_ndims(s);
+    if (nd >= 1 && nd <= 2) H5Sget_simple_extent_dims(s, dims, NULL);
+    H5Sclose(s);
+    return nd;
+}
+
+#define CORRUPT(...) do { st = nl_errorf(ctx, NL_EFORMAT, __VA_ARGS__); goto fail; } while (0)
+
+/* Opens a 1-D dataset of class cls and returns it with its length, or fails. */
+static hid_t open_1d(hid_t file, const char *name, H5T_class_t cls, hsize_t *n) {
+    hid_t ds = H5Dopen2(file, name, H5P_DEFAULT);
+    if (ds < 0) return -1;
+    hsize_t dims[2];
+    hid_t t = H5Dget_type(ds);
+    int ok = t >= 0 && H5Tget_class(t) == cls && ds_shape(ds, dims) == 1;
+    if (t >= 0) H5Tclose(t);
+    if (!ok) {
+        H5Dclose(ds);
+        return -1;
+    }
+    *n = dims[0];
+    return ds;
+}
+
+/* Reopens a chunked dataset with a chunk cache that holds a few of its chunks, so row
+ * reads of filtered data do not decompress one chunk per call. */
+static hid_t reopen_cached(hid_t file, const char *name, hid_t ds) {
+    hid_t dcpl = H5Dget_create_plist(ds), t = H5Dget_type(ds);
+    hsize_t ch[2] = {0, 0};
+    size_t bytes = 0;
+    if (dcpl >= 0 && t >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pget_chunk(dcpl, 2, ch) == 2)
+        bytes = (size_t)ch[0] * (size_t)ch[1] * H5Tget_size(t);
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (t >= 0) H5Tclose(t);
+    if (bytes <= (1 << 19)) return ds;
+    hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
+    if (dapl < 0) return ds;
+    H5Pset_chunk_cache(dapl, 521, 4 * bytes, 1.0);
+    hid_t d2 = H5Dopen2(file, name, dapl);
+    H5Pclose(dapl);
+    if (d2 < 0) return ds;
+    H5Dclose(ds);
+    return d2;
+}
+
+nl_status nl_h5_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
+    NL_ASSERT(path && out);
+    *out = NULL;
+    h5_quiet();
+    char m[512];
+    struct stat sb;
+    if (stat(path, &sb) != 0) return nl_errorf(ctx, NL_EIO, "cannot open '%s': %s", path, strerror(errno));
+    if (S_ISDIR(sb.st_mode)) return nl_errorf(ctx, NL_EIO, "cannot open '%s': %s", path, strerror(EISDIR));
+    if (access(path, R_OK) != 0) return nl_errorf(ctx, NL_EIO, "cannot open '%s': %s", path, strerror(errno));
+    htri_t is = H5Fis_hdf5(path);
+    if (is == 0) return nl_errorf(ctx, NL_EFORMAT, "'%s' is not an HDF5 file", path);
+    if (is < 0) return nl_errorf(ctx, NL_EIO, "cannot open '%s': %s", path, h5_err(m, sizeof m));
+
+    nl_status st = NL_OK;
+    nl_h5_reader *r = calloc(1, sizeof *r);
+    if (!r) return nl_errorf(ctx, NL_ENOMEM, "cannot open '%s': out of memory", path);
+    r->file = r->half = -1;
+    r->path = strdup(path);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl >= 0) {
+        H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
+        H5Pset_file_locking(fapl, 1, 1);
+    }
+    r->file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    if (fapl >= 0) H5Pclose(fapl);
+    if (r->file < 0) {
+        st = nl_errorf(ctx, NL_EIO, "cannot open '%s': %s (truncated, corrupt, or still being written?)", path,
+                       h5_err(m, sizeof m));
+        goto fail;
+    }
+    hid_t f = r->file;
+    nl_h5_info *in = &r->info;
+    nl_h5_meta *me = &in->meta;
+
+    /* Format and version first: nothing else is meaningful without them. */
+    char *fmt = NULL;
+    if (!has_attr(f, "format")) {
+        st = nl_errorf(ctx, NL_EFORMAT, "'%s' is not a neuronlab activation file (format attribute missing)", path);
+        goto fail;
+    }
+    if (read_attr_str(f, "format", &fmt) != 0 || strcmp(fmt, NL_H5_FORMAT) != 0) {
+        st = nl_errorf(ctx, NL_EFORMAT, "'%s' is not a neuronlab activation file (format is '%s', expected '%s')", path,
+                       fmt ? fmt : "not a string", NL_H5_FORMAT);
+        free(fmt);
+        goto fail;
+    }
+    free(fmt);
+    int64_t v;
+    if (read_attr_int(f, "version", &v) != 0) CORRUPT("'%s' is corrupt: integer attribute 'version' missing", path);
+    if (v != NL_H5_VERSION) {
+        st = nl_errorf(ctx, NL_EUNSUPPORTED,
+                       "'%s': activation file version %lld is not supported (this neuronlab reads version %d)", path,
+                       (long long)v, NL_H5_VERSION);
+        goto fail;
+    }
+    in->version = (int)v;
+
+    const char *snames[7] = {"model", "arch", "ffn_kind", "act_fn", "dtype", "dataset", "created_by"};
+    for (int i = 0; i < 7; i++) {
+        if (!has_attr(f, snames[i])) {
+            r->strs[i] = strdup(""); /* descriptive; files converted by other tools may lack it */
+        } else if (read_attr_str(f, snames[i], &r->strs[i]) != 0) {
+            CORRUPT("'%s' is corrupt: attribute '%s' is not a string", path, snames[i]);
+        }
+        if (!r->strs[i]) CORRUPT("cannot open '%s': out of memory", path);
+    }
+    me->model = r->strs[0];
+    me->arch = r->strs[1];
+    me->ffn_kind = r->strs[2];
+    me->act_fn = r->strs[3];
+    me->dataset = r->strs[5];
+    me->created_by = r->strs[6];
+    const char *inames[3] = {"n_layers", "d_model", "d_ff"};
+    int *ivals[3] = {&me->n_layers, &me->d_model, &me->d_ff};
+    for (int i = 0; i < 3; i++) {
+        if (read_attr_int(f, inames[i], &v) != 0) CORRUPT("'%s' is corrupt: integer attribute '%s' missing", path, inames[i]);
+        if (v <= 0 || v > (1 << 30)) CORRUPT("'%s' is corrupt: attribute %s = %lld", path, inames[i], (long long)v);
+        *ivals[i] = (int)v;
+    }
+    in->complete = 1; /* files written by other tools carry no such flag */
+    if (has_attr(f, "complete")) {
+        if (read_attr_int(f, "complete", &v) != 0) CORRUPT("'%s' is corrupt: attribute 'complete' is not an integer", path);
+        in->complete = v != 0;
+    }
+    int L = me->n_layers, F = me->d_ff;
+
+    /* Recorded layers: the "layers" attribute, else every /layers/{l} present. */
+    r->slot = malloc(sizeof(int) * (size_t)L);
+    r->layers = malloc(sizeof(int) * (size_t)L);
+    if (!r->slot || !r->layers) CORRUPT("cannot open '%s': out of memory", path);
+    for (int l = 0; l < L; l++) r->slot[l] = -1;
+    int n_rec = 0;
+    if (has_attr(f, "layers")) {
+        int64_t *lv = NULL;
+        int64_t n = read_attr_ints(f, "layers", &lv);
+        if (n < 0) CORRUPT("'%s' is corrupt: attribute 'layers' is not an integer list", path);
+        for (int64_t i = 0; i < n; i++) {
+            if (lv[i] < 0 || lv[i] >= L || r->slot[lv[i]] >= 0) {
+                free(lv);
+                CORRUPT("'%s' is corrupt: attribute 'layers' lists layer %lld twice or outside 0..%d", path,
+                        (long long)lv[i], L - 1);
+            }
+            r->slot[lv[i]] = 0;
+        }
+        free(lv);
+    } else {
+        for (int l = 0; l < L; l++) {
+            char name[32];
+            snprintf(name, sizeof name, "layers/%d", l);
+            if (has_link(f, "layers") && has_link(f, name)) r->slot[l] = 0;
+        }
+    }
+    for (int l = 0; l < L; l++)
+        if (r->slot[l] >= 0) {
+            r->slot[l] = n_rec;
+            r->layers[n_rec++] = l;
+        }
+    me->layers = r->layers;
+    me->n_rec = n_rec;
+
+    /* Tokens and documents. */
+    hsize_t N, D1, nl, np;
+    hid_t ds = open_1d(f, "tokens", H5T_INTEGER, &N);
+    if (ds < 0) CORRUPT("'%s' is corrupt: 1-D integer dataset /tokens missing", path);
+    r->tokens = malloc(sizeof(int32_t) * (N ? N : 1));
+    herr_t e = r->tokens ? H5Dread(ds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, r->tokens) : -1;
+    H5Dclose(ds);
+    if (e < 0) CORRUPT("'%s' is corrupt: cannot read /tokens: %s", path, h5_err(m, sizeof m));
+    in->n_tokens = (int64_t)N;
+    in->tokens = r->tokens;
+
+    ds = open_1d(f, "doc_offsets", H5T_INTEGER, &D1);
+    if (ds < 0) CORRUPT("'%s' is corrupt: 1-D integer dataset /doc_offsets missing", path);
+    r->offsets = malloc(sizeof(int64_t) * (D1 ? D1 : 1));
+    e = r->offsets ? H5Dread(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, r->offsets) : -1;
+    H5Dclose(ds);
+    if (e < 0) CORRUPT("'%s' is corrupt: cannot read /doc_offsets: %s", path, h5_err(m, sizeof m));
+    if (D1 < 1) CORRUPT("'%s' is corrupt: /doc_offsets is empty (it holds Dc+1 entries)", path);
+    int64_t D = (int64_t)D1 - 1;
+    in->doc_offsets = r->offsets;
+    if (r->offsets[0] != 0) CORRUPT("'%s' is corrupt: doc_offsets[0] = %lld, expected 0", path, (long long)r->offsets[0]);
+    for (int64_t d = 0; d < D; d++)
+        if (r->offsets[d + 1] < r->offsets[d])
+            CORRUPT("'%s' is corrupt: doc_offsets decreases at document %lld", path, (long long)d);
+    if (r->offsets[D] != (int64_t)N)
+        CORRUPT("'%s' is corrupt: doc_offsets[-1] = %lld but /tokens has %lld entries", path, (long long)r->offsets[D],
+                (long long)N);
+
+    ds = open_1d(f, "doc_labels", H5T_STRING, &nl);
+    if (ds < 0) CORRUPT("'%s' is corrupt: 1-D string dataset /doc_labels missing", path);
+    if ((int64_t)nl != D) {
+        H5Dclose(ds);
+        CORRUPT("'%s' is corrupt: /doc_labels has %lld entries but there are %lld documents", path, (long long)nl,
+                (long long)D);
+    }
+    r->labels = calloc((size_t)(D ? D : 1), sizeof(char *));
+    in->n_docs = D; /* from here nl_h5_reader_close frees labels[0..D) */
+    {
+        hid_t ft = H5Dget_type(ds);
+        int vl = ft >= 0 && H5Tis_variable_str(ft) > 0;
+        size_t fsz = ft >= 0 ? H5Tget_size(ft) : 0;
+        hid_t mt = vl ? h5_vstr_type() : H5Tcopy(H5T_C_S1);
+        e = (!r->labels || mt < 0 || ft < 0) ? -1 : 0;
+        if (e >= 0 && vl) {
+            char **tmp = calloc((size_t)(D ? D : 1), sizeof(char *));
+            e = tmp ? H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, tmp) : -1;
+            for (int64_t d = 0; e >= 0 && d < D; d++) r->labels[d] = strdup(tmp[d] ? tmp[d] : "");
+            if (e >= 0) {
+                hid_t sp = H5Dget_space(ds);
+                H5Dvlen_reclaim(mt, sp, H5P_DEFAULT, tmp);
+                H5Sclose(sp);
+            }
+            free(tmp);
+        } else if (e >= 0) {
+            char *tmp = calloc((size_t)(D ? D : 1), fsz);
+            e = (tmp && H5Tset_size(mt, fsz) >= 0) ? H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, tmp) : -1;
+            for (int64_t d = 0; e >= 0 && d < D; d++) r->labels[d] = strndup(tmp + (size_t)d * fsz, fsz);
+            free(tmp);
+        }
+        if (mt >= 0) H5Tclose(mt);
+        if (ft >= 0) H5Tclose(ft);
+    }
+    H5Dclose(ds);
+    if (e < 0) CORRUPT("'%s' is corrupt: cannot read /doc_labels: %s", path, h5_err(m, sizeof m));
+    for (int64_t d = 0; d < D; d++)
+        if (!r->labels[d]) CORRUPT("cannot open '%s': out of memory", path);
+    in->doc_labels = (const char *const *)r->labels;
+
+    ds = open_1d(f, "prompt_len", H5T_INTEGER, &np);
+    if (ds < 0) CORRUPT("'%s' is corrupt: 1-D integer dataset /prompt_len missing", path);
+    r->plen = malloc(sizeof(int32_t) * (size_t)(D ? D : 1));
+    e = ((int64_t)np == D && r->plen) ? H5Dread(ds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, r->plen) : -1;
+    H5Dclose(ds);
+    if ((int64_t)np != D)
+        CORRUPT("'%s' is corrupt: /prompt_len has %lld entries but there are %lld documents", path, (long long)np, (long long)D);
+    if (e < 0) CORRUPT("'%s' is corrupt: cannot read /prompt_len: %s", path, h5_err(m, sizeof m));
+    for (int64_t d = 0; d < D; d++)
+        if (r->plen[d] < 0 || r->plen[d] > r->offsets[d + 1] - r->offsets[d])
+            CORRUPT("'%s' is corrupt: prompt_len[%lld] = %d but the document has %lld tokens", path, (long long)d,
+                    r->plen[d], (long long)(r->offsets[d + 1] - r->offsets[d]));
+    in->prompt_len = r->plen;
+
+    /* Per-layer datasets. */
+    r->acts = malloc(sizeof(hid_t) * (size_t)(n_rec ? n_rec : 1));
+    r->pool = malloc(sizeof(hid_t) * (size_t)(n_rec ? n_rec : 1));
+    if (!r->acts || !r->pool) CORRUPT("cannot open '%s': out of memory", path);
+    for (int i = 0; i < n_rec; i++) r->acts[i] = r->pool[i] = -1;
+    me->pooled = has_link(f, "pooled");
+    int n_acts = 0, n_f16 = 0;
+    for (int i = 0; i < n_rec; i++) {
+        int l = r->layers[i];
+        char name[64];
+        hsize_t dims[2];
+        snprintf(name, sizeof name, "layers/%d", l);
+        if (!has_link(f, "layers") || !has_link(f, name)) CORRUPT("'%s' is corrupt: group /layers/%d missing", path, l);
+        snprintf(name, sizeof name, "layers/%d/ffn_act", l);
+        if (has_link(f, name)) {
+            hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+            hid_t t = d >= 0 ? H5Dget_type(d) : -1;
+            int okc = t >= 0 && H5Tget_class(t) == H5T_FLOAT && (H5Tget_size(t) == 2 || H5Tget_size(t) == 4);
+            if (okc && H5Tget_size(t) == 2) n_f16++;
+            if (t >= 0) H5Tclose(t);
+            if (d >= 0) r->acts[i] = reopen_cached(f, name, d);
+            if (!okc || ds_shape(r->acts[i], dims) != 2)
+                CORRUPT("'%s' is corrupt: /%s is not a 2-D float16/float32 dataset", path, name);
+            if (dims[0] != N || dims[1] != (hsize_t)F)
+                CORRUPT("'%s' is corrupt: /%s has shape (%llu, %llu), expected (%llu, %d) (tokens, d_ff)", path, name,
+                        (unsigned long long)dims[0], (unsigned long long)dims[1], (unsigned long long)N, F);
+            n_acts++;
+        }
+        snprintf(name, sizeof name, "layers/%d/w_out_norm", l);
+        if (has_link(f, name)) {
+            hid_t d = open_1d(f, name, H5T_FLOAT, &nl);
+            if (d >= 0) H5Dclose(d);
+            if (d < 0 || nl != (hsize_t)F) CORRUPT("'%s' is corrupt: /%s is not a float dataset of d_ff = %d entries", path, name, F);
+        }
+        if (me->pooled) {
+            snprintf(name, sizeof name, "pooled/%d/mean_abs", l);
+            if (!has_link(f, name)) CORRUPT("'%s' is corrupt: /%s missing", path, name);
+            hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+            hid_t t = d >= 0 ? H5Dget_type(d) : -1;
+            int okc = t >= 0 && H5Tget_class(t) == H5T_FLOAT;
+            if (t >= 0) H5Tclose(t);
+            if (d >= 0) r->pool[i] = reopen_cached(f, name, d);
+            if (!okc || ds_shape(r->pool[i], dims) != 2 || dims[0] != (hsize_t)D || dims[1] != (hsize_t)F)
+                CORRUPT("'%s' is corrupt: /%s is not a float dataset of shape (%lld, %d) (documents, d_ff)", path, name,
+                        (long long)D, F);
+        }
+    }
+    if (n_acts != 0 && n_acts != n_rec) CORRUPT("'%s' is corrupt: only %d of %d recorded layers have ffn_act", path, n_acts, n_rec);
+    if (n_f16 != 0 && n_f16 != n_acts) CORRUPT("'%s' is corrupt: ffn_act dtypes differ between layers", path);
+    me->no_acts = n_rec > 0 && n_acts == 0;
+    r->acts_f16 = n_f16 > 0;
+    me->dtype = r->acts_f16 ? NL_H5_F16 : NL_H5_F32;
+    const char *dts = r->strs[4];
+    if (n_acts > 0 && dts[0] && strcmp(dts, nl_h5_dtype_name(me->dtype)) != 0)
+        CORRUPT("'%s' is corrupt: attribute dtype = '%s' but ffn_act is stored as %s", path, dts, nl_h5_dtype_name(me->dtype));
+    if (n_acts == 0 && !strcmp(dts, "float16")) me->dtype = NL_H5_F16; /* pooled-only: the attribute tells */
+    r->half = h5_half_type();
+    if (r->half < 0) CORRUPT("cannot open '%s': %s", path, h5_err(m, sizeof m));
+    *out = r;
+    return NL_OK;
+fail:
+    nl_h5_reader_close(r);
+    return st;
+}
+
+const nl_h5_info *nl_h5_reader_info(const nl_h5_reader *r) { return &r->info; }
+
+int nl_h5_reader_has_layer(const nl_h5_reader *r, int layer) {
+    return layer >= 0 && layer < r->info.meta.n_layers && r->slot[layer] >= 0;
+}
+
+/* Reads rows [row0, row0+n) of a 2-D (rows, F) dataset into out as f32. */
+static nl_status read_rows(nl_h5_reader *r, nl_ctx *ctx, hid_t ds, int f16, const char *what, int layer, int64_t row0,
+                           int n, int64_t rows, float *out) {
+    if (n < 0 || row0 < 0 || row0 + n > rows)
+        return nl_errorf(ctx, NL_EINVAL, "cannot read '%s': rows [%lld, %lld) of layer %d %s are outside 0..%lld", r->path,
+                         (long long)row0, (long long)row0 + n, layer, what, (long long)rows);
+    if (n == 0) return NL_OK;
+    hsize_t F = (hsize_t)r->info.meta.d_ff;
+    hsize_t start[2] = {(hsize_t)row0, 0}, count[2] = {(hsize_t)n, F};
+    hid_t fs = H5Dget_space(ds), ms = H5Screate_simple(2, count, NULL);
+    herr_t e = (fs < 0 || ms < 0) ? -1 : H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+    size_t cnt = (size_t)n * F;
+    if (e >= 0 && f16) {
+        if (r->scratch_n < cnt) {
+            void *p = realloc(r->scratch, cnt * 2);
+            if (!p) e = -1;
+            else {
+                r->scratch = p;
+                r->scratch_n = cnt;
+            }
+        }
+        if (e >= 0) e = H5Dread(ds, r->half, ms, fs, H5P_DEFAULT, r->scratch);
+        if (e >= 0) {
+            const uint16_t *h = r->scratch;
+            for (size_t i = 0; i < cnt; i++) out[i] = nl_f16_to_f32(h[i]);
+        }
+    } else if (e >= 0) {
+        e = H5Dread(ds, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, out);
+    }
+    if (ms >= 0) H5Sclose(ms);
+    if (fs >= 0) H5Sclose(fs);
+    if (e < 0) {
+        char m[512];
+        return nl_errorf(ctx, NL_EIO, "cannot read '%s': layer %d %s: %s", r->path, layer, what, h5_err(m, sizeof m));
+    }
+    return NL_OK;
+}
+
+static nl_status r_layer(nl_h5_reader *r, nl_ctx *ctx, int layer, int *slot) {
+    if (!nl_h5_reader_has_layer(r, layer))
+        return nl_errorf(ctx, NL_EINVAL, "cannot read '%s': layer %d is not recorded in it", r->path, layer);
+    *slot = r->slot[layer];
+    return NL_OK;
+}
+
+nl_status nl_h5_read_acts(nl_h5_reader *r, nl_ctx *ctx, int layer, int64_t row0, int n, float *out) {
+    int s = -1;
+    nl_status st = r_layer(r, ctx, layer, &s);
+    if (st != NL_OK) return st;
+    if (r->acts[s] < 0)
+        return nl_errorf(ctx, NL_EINVAL, "cannot read '%s': it holds no activations (pooled-only file)", r->path);
+    return read_rows(r, ctx, r->acts[s], r->acts_f16, "ffn_act", layer, row0, n, r->info.n_tokens, out);
+}
+
+nl_status nl_h5_read_pooled(nl_h5_reader *r, nl_ctx *ctx, int layer, int64_t doc0, int n, float *out) {
+    int s = -1;
+    nl_status st = r_layer(r, ctx, layer, &s);
+    if (st != NL_OK) return st;
+    if (r->pool[s] < 0) return nl_errorf(ctx, NL_EINVAL, "cannot read '%s': it holds no pooled activations", r->path);
+    return read_rows(r, ctx, r->pool[s], 0, "mean_abs", layer, doc0, n, r->info.n_docs, out);
+}
+
+nl_status nl_h5_read_w_out_norm(nl_h5_reader *r, nl_ctx *ctx, int layer, float *out) {
+    int s = -1;
+    nl_status st = r_layer(r, ctx, layer, &s);
+    if (st != NL_OK) return st;
+    char name[64], m[512];
+    snprintf(name, sizeof name, "layers/%d/w_out_norm", layer);
+    if (!has_link(r->file, name))
+        return nl_errorf(ctx, NL_EFORMAT, "cannot read '%s': /%s is missing (recording interrupted?)", r->path, name);
+    hid_t ds = H5Dopen2(r->file, name, H5P_DEFAULT);
+    herr_t e = ds < 0 ? -1 : H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out);
+    if (ds >= 0) H5Dclose(ds);
+    if (e < 0) return nl_errorf(ctx, NL_EIO, "cannot read '%s': /%s: %s", r->path, name, h5_err(m, sizeof m));
+    return NL_OK;
+}

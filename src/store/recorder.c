@@ -1,0 +1,102 @@
+/* recorder.c — dataset → forward pass → HDF5 activation file (contract in recorder.h). */
+#include "neuronlab/recorder.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "neuronlab/perplexity.h"
+
+nl_status nl_model_w_out_norm(nl_ctx *ctx, nl_model *m, int l, float *norms) {
+    nl_layer w;
+    nl_status st = nl_model_layer(ctx, m, l, &w);
+    if (st != NL_OK) return st;
+    const nl_mat *d = &w.w_down; /* (D, F) as y = a·W_downᵀ: column i of W_out is neuron i */
+    const int F = d->n_in, D = d->n_out;
+    for (int i = 0; i < F; i++) {
+        double s = 0;
+        for (int j = 0; j < D; j++) {
+            float v = d->trans ? d->w[(size_t)i * d->ld + j] : d->w[(size_t)j * d->ld + i];
+            s += (double)v * v;
+        }
+        norms[i] = (float)sqrt(s);
+    }
+    return NL_OK;
+}
+
+typedef struct {
+    nl_h5_writer *w;
+    const nl_doc *doc;
+    int start, new_from; /* doc index of the current batch's row 0; first new row */
+    int pooled, F, L;
+    float *pool;         /* (L, F) running sums of |a| over prompt tokens */
+    nl_progress *progress;
+} rec_state;
+
+static nl_status on_act(void *user, nl_ctx *ctx, const nl_hook_info *info, float *x) {
+    rec_state *s = user;
+    if (!nl_h5_writer_has_layer(s->w, info->layer)) return NL_OK;
+    int skip = s->new_from > s->start ? s->new_from - s->start : 0;
+    if (skip >= info->T) return NL_OK;
+    const int F = info->width;
+    const float *rows = x + (size_t)skip * F;
+    int n = info->T - skip;
+    nl_status st = nl_h5_append_acts(s->w, ctx, info->layer, rows, n);
+    if (st != NL_OK || !s->pooled) return st;
+    float *acc = s->pool + (size_t)info->layer * F;
+    int first = s->start + skip; /* doc index of rows[0] */
+    for (int t = 0; t < n && first + t < s->doc->prompt_len; t++)
+        for (int i = 0; i < F; i++) acc[i] += fabsf(rows[(size_t)t * F + i]);
+    return NL_OK;
+}
+
+static nl_status rec_chunk(void *user, nl_ctx *ctx, nl_forward *f, const nl_doc *doc, int start, int T, int new_from) {
+    rec_state *s = user;
+    s->start = start;
+    s->new_from = new_from;
+    nl_status st = nl_forward_run(f, ctx, doc->tokens + start, T, NULL);
+    if (st != NL_OK) return st;
+    int skip = new_from > start ? new_from - start : 0;
+    if (skip < T) st = nl_h5_append_tokens(s->w, ctx, doc->tokens + start + skip, T - skip);
+    if (s->progress && skip < T) nl_progress_add(s->progress, T - skip);
+    return st;
+}
+
+nl_status nl_record_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, nl_h5_writer *w, int pooled, int stride,
+                        nl_progress *progress) {
+    nl_model *m = nl_forward_model(f);
+    const nl_config *c = nl_model_config(m);
+    const int F = c->d_ff, L = c->n_layers;
+    float *norms = malloc((size_t)F * sizeof(float));
+    rec_state s = {w, NULL, 0, 0, pooled, F, L, calloc((size_t)L * F, sizeof(float)), progress};
+    nl_status st = NL_OK;
+    if (!norms || !s.pool) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    for (int l = 0; st == NL_OK && l < L; l++) {
+        if (!nl_h5_writer_has_layer(w, l)) continue;
+        if ((st = nl_model_w_out_norm(ctx, m, l, norms)) == NL_OK) st = nl_h5_write_w_out_norm(w, ctx, l, norms);
+    }
+    nl_hooks *hooks = nl_forward_hooks(f);
+    const int n_hooks = hooks->n;
+    if (st == NL_OK && nl_hooks_add(hooks, NL_HOOK_FFN_ACT, -1, NL_HOOK_OBSERVE, on_act, &s) != NL_OK)
+        st = nl_errorf(ctx, NL_EINVAL, "too many hooks on the forward pass");
+    for (int d = 0; st == NL_OK && d < ds->n_docs; d++) {
+        const nl_doc *doc = &ds->docs[d];
+        s.doc = doc;
+        memset(s.pool, 0, (size_t)L * F * sizeof(float));
+        if ((st = nl_h5_begin_doc(w, ctx, doc->label, doc->prompt_len)) != NL_OK) break;
+        if ((st = nl_forward_doc(f, ctx, doc, stride, rec_chunk, &s)) != NL_OK) break;
+        if (s.pooled) {
+            for (int l = 0; st == NL_OK && l < L; l++) {
+                if (!nl_h5_writer_has_layer(w, l)) continue;
+                float *acc = s.pool + (size_t)l * F;
+                for (int i = 0; i < F; i++) acc[i] /= (float)doc->prompt_len;
+                st = nl_h5_append_pooled(w, ctx, l, acc);
+            }
+        }
+        if (st == NL_OK) st = nl_h5_end_doc(w, ctx);
+    }
+    hooks->n = n_hooks; /* remove our observer */
+    free(norms);
+    free(s.pool);
+    return st;
+}

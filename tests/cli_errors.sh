@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# cli_errors.sh — every bad input the CLI can meet gets a one-line error that names the
+# file (and line), exit status 1, and no sanitizer report. Runs the release binary and,
+# when present, the ASan/UBSan build (build/debug/neuronlab, made by `make test`).
+# Prints PASS/FAIL/SKIP lines (read by scripts/run-tests.sh).
+set -u
+cd "$(dirname "$0")/.."
+build=${NL_BUILD:-build}
+tmp=$(mktemp -d /tmp/nl_cli_errors.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+fx=tests/fixtures/hf
+
+bins=("$build/neuronlab")
+[ -x build/debug/neuronlab ] && bins+=(build/debug/neuronlab)
+
+# expect NAME PATTERN CMD...: exit 1, exactly one line on stderr matching PATTERN, no sanitizer output.
+expect() {
+  local name=$1 pat=$2; shift 2
+  for bin in "${bins[@]}"; do
+    local tag=$name; [ "$bin" != "${bins[0]}" ] && tag="$name (asan)"
+    ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 "$bin" "$@" >"$tmp/out" 2>"$tmp/err"
+    local rc=$? lines; lines=$(wc -l <"$tmp/err")
+    if [ $rc -eq 1 ] && [ "$lines" -eq 1 ] && grep -qE -- "$pat" "$tmp/err" && ! grep -q 'Sanitizer\|runtime error' "$tmp/err"; then
+      echo "PASS $tag"
+    else
+      echo "FAIL $tag: exit $rc, $lines stderr lines, wanted /$pat/:"; sed 's/^/    /' "$tmp/err" | head -8
+    fi
+  done
+}
+
+# A tiny llama2.c checkpoint (dim 8, hidden 16, 1 layer, 2 heads, 2 kv heads, vocab 10, seq 4).
+/usr/bin/env python3 - "$tmp" <<'PY'
+import struct, sys, random
+d = sys.argv[1]; random.seed(1)
+D, F, L, H, Hk, V, S = 8, 16, 1, 2, 2, 10, 4
+n = V*D + L*D + L*D*D*2 + L*D*D*2 + L*D + 3*L*F*D + D + S*(D//H)
+with open(d + "/tiny.bin", "wb") as f:
+    f.write(struct.pack("7i", D, F, L, H, Hk, V, S))
+    f.write(struct.pack("%df" % n, *[random.uniform(-.1, .1) for _ in range(n)]))
+open(d + "/ok.jsonl", "w").write('{"tokens": [1, 2, 3]}\n')
+open(d + "/empty.jsonl", "w").write('')
+open(d + "/notjson.jsonl", "w").write('{"tokens": [1, 2]}\n{"tokens": [1, 2\n')
+open(d + "/bigid.jsonl", "w").write('{"tokens": [1, 2]}\n{"tokens": [3, 10]}\n')
+PY
+
+if [ ! -f "$tmp/tiny.bin" ]; then echo "FAIL setup: could not write the tiny checkpoint"; exit 1; fi
+if "$build/neuronlab" ppl "$tmp/tiny.bin" "$tmp/ok.jsonl" >/dev/null 2>&1; then echo "PASS tiny llama2.c checkpoint scores"; else echo "FAIL tiny llama2.c checkpoint scores"; fi
+
+head -c 1000 "$tmp/tiny.bin" > "$tmp/short.bin"
+expect "llama2.c file of the wrong size" "short.bin': file has 1000 bytes, its header .* implies" info "$tmp/short.bin"
+expect "missing model" "cannot open '$tmp/nope.bin'" info "$tmp/nope.bin"
+expect "empty jsonl" "empty.jsonl': no documents" ppl "$tmp/tiny.bin" "$tmp/empty.jsonl"
+expect "line that is not JSON" "notjson.jsonl' line 2: not JSON" ppl "$tmp/tiny.bin" "$tmp/notjson.jsonl"
+expect "token id >= vocabulary" "bigid.jsonl' line 2: token id 10 is outside the vocabulary \(size 10\)" ppl "$tmp/tiny.bin" "$tmp/bigid.jsonl"
+
+if [ -d "$fx/llama" ]; then
+  mk() { rm -rf "$tmp/$1"; cp -r "$fx/$2" "$tmp/$1"; }
+  mk trunc llama; head -c 5000 "$fx/llama/model.safetensors" > "$tmp/trunc/model.safetensors"
+  expect "truncated safetensors" "trunc/model.safetensors'" info "$tmp/trunc"
+  mk hdrlen llama; /usr/bin/env python3 -c "
+import struct,sys; p=sys.argv[1]; b=bytearray(open(p,'rb').read()); b[0:8]=struct.pack('<Q', 9*10**18); open(p,'wb').write(b)" "$tmp/hdrlen/model.safetensors"
+  expect "header length beyond the file" "hdrlen/model.safetensors'.*header" info "$tmp/hdrlen"
+  mk garbage llama; /usr/bin/env python3 -c "
+import struct,sys; p=sys.argv[1]; b=bytearray(open(p,'rb').read()); n=struct.unpack('<Q',b[:8])[0]; b[8:8+n]=b'{'+b'x'*(n-1); open(p,'wb').write(b)" "$tmp/garbage/model.safetensors"
+  expect "garbage JSON header" "garbage/model.safetensors'" info "$tmp/garbage"
+  mk shape llama; sed -i 's/"intermediate_size": *[0-9]*/"intermediate_size": 999/' "$tmp/shape/config.json"
+  expect "shape contradicting config.json" "shape/.*(shape|999)" info "$tmp/shape"
+  mk mtype llama; sed -i 's/"model_type": *"llama"/"model_type": "foo"/' "$tmp/mtype/config.json"
+  expect "unknown model_type" "mtype/config.json': unknown model_type 'foo' \(supported: " info "$tmp/mtype"
+  if [ -d "$fx/mistral_sharded" ]; then
+    mk shard mistral_sharded; rm -f "$tmp/shard/model-00002-of-00002.safetensors"
+    expect "missing shard" "model-00002-of-00002.safetensors" info "$tmp/shard"
+  fi
+  mk dtype llama; /usr/bin/env python3 -c "
+import json,struct,sys; p=sys.argv[1]; b=open(p,'rb').read(); n=struct.unpack('<Q',b[:8])[0]; h=json.loads(b[8:8+n])
+k=[k for k in h if k.endswith('up_proj.weight')][0]; h[k]['dtype']='F16'
+s=h[k]['data_offsets']; h[k]['data_offsets']=[s[0], s[0]+(s[1]-s[0])//2]
+j=json.dumps(h).encode(); j+=b' '*((8-len(j)%8)%8); open(p,'wb').write(struct.pack('<Q',len(j))+j+b[8+n:])" "$tmp/dtype/model.safetensors"
+  expect "tensor dtype contradicting the others" "dtype/model.safetensors'" ppl "$tmp/dtype" "$tmp/ok.jsonl"
+else
+  echo "SKIP safetensors error cases: tests/fixtures/hf/llama is missing"
+fi
+
+if "$build/neuronlab" --help 2>/dev/null | grep -q '^  record'; then
+  expect "output path not writable" "cannot create '/nonexistent/dir/acts.h5'" record "$tmp/tiny.bin" "$tmp/ok.jsonl" -o /nonexistent/dir/acts.h5
+fi
+exit 0
