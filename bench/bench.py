@@ -378,7 +378,8 @@ def main():
         print(f"\nthread settings ({big['name']}, ppl, 4 documents, wall s):")
         base = exp_rows[0][1]["wall"]
         for name, r, rt in exp_rows:
-            s = f"  {name:34s} neuronlab {r['wall']:6.2f} s ({base / r['wall']:.2f}x)"
+            s = (f"  {name:34s} neuronlab {r['wall']:6.2f} s ({base / r['wall']:.2f}x)" if r["rc"] == 0 and
+                 exp_rows[0][1]["rc"] == 0 else f"  {name:34s} neuronlab {'-':>6s}          ")
             if rt:
                 s += f"   torch {rt['wall']:6.2f} s"
             if r["rc"] != 0:

@@ -186,7 +186,7 @@ class Llama(nn.Module):
         self.lm_head = linear(w["lm_head.weight"])
         self.inv_freq = 1.0 / (c["theta"] ** (torch.arange(0, c["Dh"], 2, dtype=torch.float32) / c["Dh"]))
 
-    def forward(self, tokens):  # tokens (B, T) -> logits (B, T, V)
+    def forward(self, tokens, head=True):  # tokens (B, T) -> logits (B, T, V), or None without the head
         T = tokens.shape[1]
         ang = torch.outer(torch.arange(T, dtype=torch.float32), self.inv_freq)  # (T, Dh/2)
         cos, sin = ang.cos(), ang.sin()
@@ -194,7 +194,7 @@ class Llama(nn.Module):
         x = Fn.embedding(tokens, self.embed)
         for layer in self.layers:
             x = layer(x, cos, sin, mask)
-        return self.lm_head(self.norm(x))
+        return self.lm_head(self.norm(x)) if head else None
 
 
 class H5Recorder:
@@ -289,7 +289,7 @@ def main():
             n_tok += len(d)
             if rec:
                 rec.add_doc(d)
-                model(toks)  # the hooks do the work; logits are computed like `neuronlab record` would
+                model(toks, head=False)  # the hooks do the work; like `neuronlab record`, no LM head
                 continue
             logits = model(toks)[0, :-1].float()
             if len(d) < 2:

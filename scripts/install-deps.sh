@@ -2,7 +2,7 @@
 # install-deps.sh — installs the Debian packages neuronlab needs, only those missing.
 # Idempotent. As root it runs apt-get; otherwise it prints the exact command to run.
 set -euo pipefail
-pkgs=(build-essential pkg-config libhdf5-dev libopenblas-dev libjansson-dev libsqlite3-dev
+pkgs=(build-essential pkg-config libhdf5-dev libopenblas-dev libopenblas0-openmp libjansson-dev libsqlite3-dev
       libpcre2-dev libcriterion-dev gnuplot-nox sqlite3
       python3-torch python3-numpy python3-h5py python3-sentencepiece)
 missing=()

@@ -57,7 +57,7 @@ static void check_fixture(const char *dir) {
     /* Two runs: one batch of T, then chunks of 3 through the KV cache; both must match. */
     for (int chunk = T; chunk >= 3; chunk = chunk == T ? 3 : 0) {
         nl_forward *f;
-        cr_assert_eq(nl_forward_create(&ctx, m, chunk, 64, &f), NL_OK, "%s", ctx.msg);
+        cr_assert_eq(nl_forward_create(&ctx, m, chunk, c->max_pos < 64 ? c->max_pos : 64, &f), NL_OK, "%s", ctx.msg);
         capture act = {calloc((size_t)L * T * F, 4), T, F, L, 0}, pre = {calloc((size_t)L * T * F, 4), T, F, L, 0},
                 res = {calloc((size_t)L * T * D, 4), T, D, L, 0};
         nl_hooks_add(nl_forward_hooks(f), NL_HOOK_FFN_ACT, -1, NL_HOOK_OBSERVE, capture_fn, &act);

@@ -653,6 +653,11 @@ Test(hf, gpt_neox_defaults_and_mask_buffers) {
     cr_assert_eq(nl_model_config(m)->rotary_dim, 2); /* default rotary_pct 0.25 of head_dim 8 */
     cr_assert_float_eq(nl_model_config(m)->rope_theta, 500.0f, 0);
     nl_model_close(m);
+
+    /* rotary_pct 0.25 of head_dim 4 rotates one dim: refused, naming config.json */
+    write_text(P("config.json"), "{\"model_type\": \"gpt_neox\", \"hidden_size\": 8, \"intermediate_size\": 32,"
+                                 " \"num_hidden_layers\": 2, \"num_attention_heads\": 2, \"vocab_size\": 10}");
+    open_fails(tmpdir, NL_EFORMAT, "config.json", "rotates 1 dims");
 }
 
 Test(hf, phi_shared_norm_and_head_bias) {

@@ -8,6 +8,10 @@
 
 #include "neuronlab/model.h"
 
+/* Element-wise loops run in OpenMP threads only above this many elements: below it the
+ * fork/join costs more than the work (measured on stories260K). */
+#define NL_PAR_MIN (1 << 16)
+
 /* y (T, w.n_out; row stride ldy) = x (T, w.n_in; row stride ldx) · Wᵀ (+ b (n_out) if b). */
 void nl_matmul(float *y, int ldy, const float *x, int ldx, int T, const nl_mat *w, const float *b);
 /* Plain triple loop version of nl_matmul (the slow reference for tests). */

@@ -127,7 +127,7 @@ static void qkv_project(nl_forward *f, const nl_layer *w, int l, int T) {
     }
     const int W = Q + 2 * KV;
     nl_matmul(f->qkv, W, f->xn, D, T, &w->wqkv, w->bqkv);
-#pragma omp parallel for schedule(static) if (T > 8)
+#pragma omp parallel for schedule(static) if ((int64_t)T * W > NL_PAR_MIN)
     for (int t = 0; t < T; t++) {
         const float *r = f->qkv + (size_t)t * W;
         float *qr = f->q + (size_t)t * Q, *kr = kc + (size_t)t * KV, *vr = vc + (size_t)t * KV;
@@ -158,7 +158,7 @@ static void attention(nl_forward *f, int l, int T) {
         /* scores (T, P) = q_h (T, Dh) · k_g (P, Dh)ᵀ · scale */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, P, Dh, scale, f->q + h * Dh, Q, kc + g * Dh, KV, 0.0f,
                     f->scores, P);
-#pragma omp parallel for schedule(static) if (T > 8)
+#pragma omp parallel for schedule(static) if ((int64_t)T * P > NL_PAR_MIN)
         for (int t = 0; t < T; t++) {
             float *s = f->scores + (size_t)t * P;
             const int p = f->pos + t;
@@ -193,7 +193,7 @@ static nl_status ffn(nl_forward *f, nl_ctx *ctx, const nl_layer *w, int l, int T
         const nl_act act = c->act;
         float *pre = f->pre;
         const float *up = f->up;
-#pragma omp parallel for schedule(static) if (n > 16384)
+#pragma omp parallel for schedule(static) if (n > NL_PAR_MIN)
         for (int64_t i = 0; i < n; i++) pre[i] = nl_act_scalar(pre[i], act) * up[i];
     } else {
         nl_matmul(f->pre, F, xin, D, T, &w->w_up, w->b_up);
@@ -241,7 +241,7 @@ static nl_status blocks(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, int T
         float *x = f->x;
         const float *ao = f->attn_out, *fo = f->ffn_out;
         const size_t n = (size_t)T * D;
-#pragma omp parallel for schedule(static) if (n > 65536)
+#pragma omp parallel for schedule(static) if (n > NL_PAR_MIN)
         for (size_t i = 0; i < n; i++) x[i] += (par ? ao[i] : 0.0f) + fo[i];
         if ((st = fire(f, ctx, NL_HOOK_RESID, l, T, D, tokens, f->x)) != NL_OK) return st;
     }
@@ -296,7 +296,7 @@ nl_status nl_forward_nll(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, cons
         for (int t = t0; t < t0 + n; t++) any |= targets[t] >= 0;
         if (!any) { for (int t = t0; t < t0 + n; t++) nll[t] = 0; continue; }
         nl_matmul(f->logits, V, f->xn + (size_t)t0 * D, D, n, &h.lm_head, h.lm_head_b);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((int64_t)n * V > NL_PAR_MIN)
         for (int i = 0; i < n; i++) {
             const int tg = targets[t0 + i];
             if (tg < 0) { nll[t0 + i] = 0; continue; }

@@ -16,7 +16,7 @@ void nl_matmul(float *y, int ldy, const float *x, int ldx, int T, const nl_mat *
     cblas_sgemm(CblasRowMajor, CblasNoTrans, w->trans ? CblasNoTrans : CblasTrans, T, w->n_out, w->n_in, 1.0f, x, ldx,
                 w->w, w->ld, 0.0f, y, ldy);
     if (b) {
-#pragma omp parallel for schedule(static) if (T > 8)
+#pragma omp parallel for schedule(static) if ((int64_t)T * w->n_out > NL_PAR_MIN)
         for (int t = 0; t < T; t++) {
             float *row = y + (size_t)t * ldy;
             for (int i = 0; i < w->n_out; i++) row[i] += b[i];
@@ -37,7 +37,7 @@ void nl_matmul_ref(float *y, int ldy, const float *x, int ldx, int T, const nl_m
 }
 
 void nl_rmsnorm(float *out, const float *x, const float *w, int T, int D, float eps) {
-#pragma omp parallel for schedule(static) if (T > 8)
+#pragma omp parallel for schedule(static) if ((int64_t)T * D > NL_PAR_MIN)
     for (int t = 0; t < T; t++) {
         const float *xr = x + (size_t)t * D;
         float *o = out + (size_t)t * D;
@@ -49,7 +49,7 @@ void nl_rmsnorm(float *out, const float *x, const float *w, int T, int D, float 
 }
 
 void nl_layernorm(float *out, const float *x, const float *w, const float *b, int T, int D, float eps) {
-#pragma omp parallel for schedule(static) if (T > 8)
+#pragma omp parallel for schedule(static) if ((int64_t)T * D > NL_PAR_MIN)
     for (int t = 0; t < T; t++) {
         const float *xr = x + (size_t)t * D;
         float *o = out + (size_t)t * D;
@@ -75,7 +75,7 @@ float nl_act_scalar(float x, nl_act act) {
 }
 
 void nl_activate(float *x, int64_t n, nl_act act) {
-#pragma omp parallel for schedule(static) if (n > 16384)
+#pragma omp parallel for schedule(static) if (n > NL_PAR_MIN)
     for (int64_t i = 0; i < n; i++) x[i] = nl_act_scalar(x[i], act);
 }
 
@@ -103,7 +103,7 @@ void nl_rope_inv_freq(const nl_config *c, float *inv_freq) {
 void nl_rope(float *x, int ld, int T, int n_heads, int Dh, int rotary_dim, int interleaved, int pos0,
              const float *inv_freq) {
     const int half = rotary_dim / 2;
-#pragma omp parallel for schedule(static) if (T > 8)
+#pragma omp parallel for schedule(static) if ((int64_t)T * n_heads * rotary_dim > NL_PAR_MIN)
     for (int t = 0; t < T; t++) {
         float cs[512], sn[512];
         NL_ASSERT(half <= 512);

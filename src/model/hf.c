@@ -397,6 +397,10 @@ static nl_status parse_rope(hf_loader *L, nl_config *c) {
         return nl_errorf(L->ctx, NL_EFORMAT, "'%s': partial rotary factor must be in (0, 1], got %g", L->cfg_path, frac);
     c->rope_theta = (float)theta;
     c->rotary_dim = (int)(c->head_dim * frac); /* HF: int(head_dim * partial_rotary_factor) */
+    if (c->rotary_dim < 2 || c->rotary_dim % 2)
+        return nl_errorf(L->ctx, NL_EFORMAT,
+                         "'%s': partial rotary factor %g of head dimension %d rotates %d dims, which must be even and >= 2",
+                         L->cfg_path, frac, c->head_dim, c->rotary_dim);
 
     c->rope_scaling = NL_ROPE_SCALING_NONE;
     json_t *r = L->rope;
@@ -440,6 +444,10 @@ static nl_status parse_sliding(hf_loader *L, nl_config *c) {
     int w, on;
     c->sliding_window = 0;
     if (L->a->sliding == SW_NONE) return NL_OK;
+    if (L->a->sliding == SW_QWEN2) {
+        if ((st = cfg_bool(L, "use_sliding_window", 0, &on)) != NL_OK) return st;
+        if (!on) return NL_OK;
+    }
     json_t *v = json_object_get(L->cfg, "sliding_window");
     if (v && json_is_null(v)) return NL_OK; /* null: full attention */
     if ((st = cfg_int(L, "sliding_window", 1, 4096, &w)) != NL_OK) return st;
@@ -448,10 +456,8 @@ static nl_status parse_sliding(hf_loader *L, nl_config *c) {
         c->sliding_window = w;
         return NL_OK;
     }
-    /* Qwen2: only with use_sliding_window, and then only layers >= max_window_layers slide
-     * (or as layer_types lists); one window for the whole model is all nl_config holds. */
-    if ((st = cfg_bool(L, "use_sliding_window", 0, &on)) != NL_OK) return st;
-    if (!on) return NL_OK;
+    /* Qwen2 with use_sliding_window: only layers >= max_window_layers slide (or as
+     * layer_types lists); one window for the whole model is all nl_config holds. */
     int n_slide = 0;
     json_t *lt = json_object_get(L->cfg, "layer_types");
     if (json_is_array(lt)) {
@@ -651,11 +657,14 @@ static const nl_st_entry *find1(hf_loader *L, const char *name, const nl_safeten
         if (f)
             for (int i = 0; i < L->n_shards; i++)
                 if (strcmp(L->shard_names[i], json_string_value(f)) == 0) {
-                    *shard = L->shards[i];
-                    return nl_safetensors_find(L->shards[i], name);
+                    const nl_st_entry *e = nl_safetensors_find(L->shards[i], name);
+                    if (e) {
+                        *shard = L->shards[i];
+                        return e;
+                    }
                 }
     }
-    for (int i = 0; i < L->n_shards; i++) { /* single file, or a tensor the index forgot */
+    for (int i = 0; i < L->n_shards; i++) { /* single file, or a tensor the index misplaced */
         const nl_st_entry *e = nl_safetensors_find(L->shards[i], name);
         if (e) {
             *shard = L->shards[i];
