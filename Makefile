@@ -29,7 +29,7 @@ TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 DEPS    := $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
 
-.PHONY: all deps test demo bench debug check-slow clean tests-build
+.PHONY: all deps test demo bench debug debug-cli check-slow clean tests-build
 all: $(BUILD)/neuronlab
 
 # Installs missing Debian packages (idempotent; prints the command when not root).
@@ -55,8 +55,10 @@ $(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libneuronlab.a
 tests-build: $(BUILD)/neuronlab $(TEST_BIN)
 
 # Every Criterion suite and every tests/*.sh script; ends with "N passed, M failed".
+# The sanitizer build of the CLI runs the bad-input script too (tests/cli_errors.sh).
 test: deps
 	@$(MAKE) --no-print-directory tests-build
+	@$(MAKE) --no-print-directory debug-cli
 	@bash scripts/run-tests.sh $(BUILD)
 
 demo: deps
@@ -75,6 +77,9 @@ check-slow: deps
 debug:
 	@$(MAKE) --no-print-directory BUILD=build/debug OPT="$(SAN)" LDLIBS="$(LDLIBS) -fsanitize=address,undefined" \
 	    build/debug/neuronlab $(TEST_SRC:tests/%.c=build/debug/tests/%)
+
+debug-cli:
+	@$(MAKE) --no-print-directory BUILD=build/debug OPT="$(SAN)" LDLIBS="$(LDLIBS) -fsanitize=address,undefined" build/debug/neuronlab
 
 clean:
 	rm -rf build

@@ -261,6 +261,11 @@ typedef struct {
     int n_shards;
     int attn_bias;
     nl_model *m;
+    /* dtype agreement of the layer matrices (see check_dtypes) */
+    int n_mats, n_odd;             /* layer matrices seen; those whose dtype differs from want_dt */
+    int want_dt;                   /* torch_dtype of config.json, or the first matrix's dtype; -1 unset */
+    char odd_name[256], odd_file[4096];
+    nl_dtype odd_dt;
 } hf_loader;
 
 static int file_exists(const char *p) {
@@ -729,6 +734,15 @@ static nl_status load_tensor(hf_loader *L, const char *name, tflag flag, const s
         want[0] = want[1];
         want[1] = t;
     }
+    if (nd == 2 && in_layer) {
+        if (L->want_dt < 0) L->want_dt = (int)dst->dtype;
+        L->n_mats++;
+        if ((int)dst->dtype != L->want_dt && L->n_odd++ == 0) {
+            snprintf(L->odd_name, sizeof L->odd_name, "%s", e->name);
+            snprintf(L->odd_file, sizeof L->odd_file, "%s", nl_safetensors_path(shard));
+            L->odd_dt = dst->dtype;
+        }
+    }
     if (dst->ndim != nd || dst->shape[0] != want[0] || (nd == 2 && dst->shape[1] != want[1])) {
         char got[96], exp[96];
         fmt_shape(got, sizeof got, dst->ndim, dst->shape);
@@ -766,6 +780,27 @@ static nl_status load_tensors(hf_loader *L) {
         }
     }
     return NL_OK;
+}
+
+/* The layer matrices must share config.json's torch_dtype. A checkpoint whose matrices all
+ * share one other dtype is only mislabelled and loads (the file is self-consistent); a
+ * mix is refused, naming the first matrix that disagrees. */
+static int dtype_of_torch(const char *s) {
+    if (!strcmp(s, "float32")) return NL_DT_F32;
+    if (!strcmp(s, "float16")) return NL_DT_F16;
+    if (!strcmp(s, "bfloat16")) return NL_DT_BF16;
+    return -1;
+}
+
+static nl_status check_dtypes(hf_loader *L) {
+    if (L->n_odd == 0 || L->n_odd == L->n_mats) return NL_OK;
+    json_t *td = json_object_get(L->cfg, "torch_dtype");
+    const char *tds = json_is_string(td) ? json_string_value(td) : NULL;
+    if (tds && dtype_of_torch(tds) >= 0)
+        return nl_errorf(L->ctx, NL_EFORMAT, "'%s': tensor '%s' is %s, but config.json says torch_dtype %s like the other %d matrices",
+                         L->odd_file, L->odd_name, nl_dtype_name(L->odd_dt), tds, L->n_mats - L->n_odd);
+    return nl_errorf(L->ctx, NL_EFORMAT, "'%s': tensor '%s' is %s, unlike the other layer matrices (%s)", L->odd_file,
+                     L->odd_name, nl_dtype_name(L->odd_dt), nl_dtype_name((nl_dtype)L->want_dt));
 }
 
 /* Copies tensors whose data is not aligned to their element size into one aligned
@@ -864,7 +899,10 @@ nl_status nl_hf_open(nl_ctx *ctx, const char *dir, nl_model **out) {
     if ((st = read_config(L)) != NL_OK) goto done;
     if ((st = parse_config(L)) != NL_OK) goto done;
     if ((st = open_weights(L)) != NL_OK) goto done;
+    json_t *td = json_object_get(L->cfg, "torch_dtype");
+    L->want_dt = json_is_string(td) ? dtype_of_torch(json_string_value(td)) : -1;
     if ((st = load_tensors(L)) != NL_OK) goto done;
+    if ((st = check_dtypes(L)) != NL_OK) goto done;
     if ((st = realign(L)) != NL_OK) goto done;
     st = nl_model_validate(ctx, L->m, L->weights_path);
 done:
