@@ -32,7 +32,7 @@
 #include <unistd.h>
 
 #ifndef NL_H5_CHUNK_BYTES
-#define NL_H5_CHUNK_BYTES (1 << 20) /* target bytes of one ffn_act chunk */
+#define NL_H5_CHUNK_BYTES (2 << 20) /* target bytes of one ffn_act chunk */
 #endif
 #ifndef NL_H5_LIBVER_LOW
 #define NL_H5_LIBVER_LOW H5F_LIBVER_V18 /* readable by HDF5 ≥ 1.8 (h5py, pandas, MATLAB …) */
@@ -588,11 +588,12 @@ nl_status nl_h5_end_doc(nl_h5_writer *w, nl_ctx *ctx) {
     nl_status st = w_check(w, ctx, "end_doc", 1);
     if (st != NL_OK) return st;
     int64_t n_tok = (int64_t)app_rows(&w->tokens), len = n_tok - w->doc_start;
-    for (int i = 0; i < w->n_rec; i++) {
-        if (!w->no_acts && (int64_t)app_rows(&w->acts[i]) != n_tok)
+    for (int i = 0; i < w->n_rec && !w->no_acts; i++)
+        if ((int64_t)app_rows(&w->acts[i]) != n_tok)
             return nl_errorf(ctx, NL_EINVAL,
                              "cannot write '%s': document %lld: layer %d has %lld activation rows but there are %lld tokens",
                              w->path, (long long)w->n_docs, w->rec[i], (long long)app_rows(&w->acts[i]), (long long)n_tok);
+    for (int i = 0; i < w->n_rec; i++) {
         if (w->pooled && (int64_t)app_rows(&w->pool[i]) != w->n_docs + 1)
             return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': document %lld: layer %d has no pooled row", w->path,
                              (long long)w->n_docs, w->rec[i]);

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# record.sh — the CLI end to end: `ppl --json` on stories260K matches llama2.c's perplexity,
+# `record` writes a file h5py reads with the whole documented schema, Ctrl-C leaves a valid
+# (incomplete) file, and peak RSS while recording does not grow with the dataset.
+# Prints PASS/FAIL/SKIP lines (read by scripts/run-tests.sh).
+set -u
+cd "$(dirname "$0")/.."
+nl=${NL_BUILD:-build}/neuronlab
+py=/usr/bin/python3
+tmp=$(mktemp -d /tmp/nl_record.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+st=../shared/models/stories260K
+
+if ! $py -c 'import h5py' 2>/dev/null; then echo "SKIP record checks: python3-h5py is not installed"; exit 0; fi
+
+# 1. ppl --json against expected.json (0.05%).
+if [ -f $st/stories260K.bin ]; then
+  "$nl" ppl $st/stories260K.bin $st/tokens.jsonl --json > "$tmp/ppl.json" 2>/dev/null
+  $py - "$tmp/ppl.json" $st/expected.json <<'PY' && echo "PASS ppl --json on stories260K within 0.05%" || echo "FAIL ppl --json on stories260K"
+import json, sys
+got = json.load(open(sys.argv[1])); want = json.load(open(sys.argv[2]))
+rel = abs(got["ppl"] - want["ppl"]) / want["ppl"]
+print(f"ppl {got['ppl']:.5f} expected {want['ppl']:.5f} rel {rel:.2e}; tokens {got['tokens']} expected {want['n_predicted_tokens']}")
+sys.exit(0 if rel < 5e-4 and got["tokens"] == want["n_predicted_tokens"] else 1)
+PY
+else
+  echo "SKIP ppl --json on stories260K: ../shared is absent"
+fi
+
+# A labelled dataset for the in-repo fixture model (vocab 256): 40 documents of 64 tokens.
+$py - "$tmp" <<'PY'
+import json, random, sys
+random.seed(3)
+labels = ["code", "math", "", "prose"]
+with open(sys.argv[1] + "/small.jsonl", "w") as f:
+    for d in range(40):
+        row = {"tokens": [1] + [random.randrange(2, 256) for _ in range(63)], "label": labels[d % 4]}
+        if d % 3 == 0: row["prompt_len"] = 20
+        f.write(json.dumps(row) + "\n")
+with open(sys.argv[1] + "/big.jsonl", "w") as f:
+    for d in range(4000):
+        f.write(json.dumps({"tokens": [1] + [random.randrange(2, 256) for _ in range(127)]}) + "\n")
+PY
+model=tests/fixtures/hf/llama
+
+# 2. record → the documented schema, as h5py sees it.
+for dt in f32 f16; do
+  if "$nl" record $model "$tmp/small.jsonl" -o "$tmp/acts_$dt.h5" --dtype $dt --pool 2>"$tmp/err"; then
+    if $py tests/check_h5.py "$tmp/acts_$dt.h5" > "$tmp/check" 2>&1; then echo "PASS record --dtype $dt --pool: h5py schema check"
+    else echo "FAIL record --dtype $dt --pool: h5py schema check"; cat "$tmp/check"; fi
+  else echo "FAIL record --dtype $dt exited non-zero: $(cat "$tmp/err")"; fi
+done
+"$nl" record $model "$tmp/small.jsonl" -o "$tmp/sub.h5" --layers 1 2>/dev/null
+$py - "$tmp/sub.h5" <<'PY' && echo "PASS record --layers 1 records only layer 1" || echo "FAIL record --layers 1"
+import h5py, sys
+f = h5py.File(sys.argv[1], "r")
+sys.exit(0 if list(f["layers"]) == ["1"] and list(f.attrs["layers"]) == [1] and f.attrs["complete"] == 1 else 1)
+PY
+
+# 3. Ctrl-C during record: exit 130, a readable file marked incomplete with whole documents.
+"$nl" record $model "$tmp/big.jsonl" -o "$tmp/int.h5" 2>"$tmp/int.err" &
+pid=$!
+sleep 1.5
+kill -INT $pid 2>/dev/null
+wait $pid; rc=$?
+$py - "$tmp/int.h5" <<PY && echo "PASS Ctrl-C during record leaves a valid incomplete file (exit $rc)" || { echo "FAIL Ctrl-C during record (exit $rc)"; cat "$tmp/int.err"; }
+import h5py, sys
+f = h5py.File(sys.argv[1], "r")
+n = len(f["tokens"]); off = f["doc_offsets"][:]
+ok = $rc == 130 and f.attrs["complete"] == 0 and 0 < len(off) - 1 < 4000 and off[-1] == n and n % 128 == 0
+ok = ok and all(f[f"layers/{l}/ffn_act"].shape[0] == n for l in f["layers"])
+print(f"exit $rc, {len(off) - 1} documents kept, {n} tokens, complete={f.attrs['complete']}")
+sys.exit(0 if ok else 1)
+PY
+
+# 4. Peak RSS while recording does not grow with the dataset (10x more documents).
+head -n 400 "$tmp/big.jsonl" > "$tmp/b400.jsonl"
+$py - "$nl" $model "$tmp" <<'PY' && echo "PASS peak RSS of record is flat in dataset size" || echo "FAIL peak RSS of record grows with dataset size"
+import resource, subprocess, sys
+nl, model, tmp = sys.argv[1:4]
+def peak(data):
+    p = subprocess.run(["/usr/bin/env", "python3", "-c",
+        "import resource,subprocess,sys; subprocess.run(sys.argv[1:], check=True, stderr=subprocess.DEVNULL);"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)", nl, "record", model, data, "-o", tmp + "/rss.h5"],
+        capture_output=True, text=True, check=True)
+    return int(p.stdout) / 1024
+small, big = peak(tmp + "/b400.jsonl"), peak(tmp + "/big.jsonl")
+print(f"peak RSS: {small:.1f} MB for 400 documents, {big:.1f} MB for 4000 documents (activations written: {4000*128*2*128*4/1e6:.0f} MB)")
+sys.exit(0 if big - small < 8 else 1)
+PY
+exit 0

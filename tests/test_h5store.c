@@ -1,0 +1,665 @@
+/* test_h5store.c — the HDF5 activation store: f32/f16 round trips with uneven appends,
+ * layer subsets, pooled rows, interrupted closes, writer misuse and reader errors.
+ * The f16 fast path (F16C) is checked value by value against the scalar conversions of
+ * common.c. One test also leaves BUILD/test_h5store_schema*.h5 for tests/h5_schema.sh,
+ * which runs tests/check_h5.py (h5py's view of the schema) on them. */
+#include "neuronlab/h5store.h"
+
+#include <ftw.h>
+#include <hdf5.h>
+#include <limits.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+/* ------------------------------------------------------------------ helpers */
+
+static char g_dir[64];
+
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb, (void)flag, (void)ftw;
+    return remove(p);
+}
+
+static void mk_dir(void) {
+    strcpy(g_dir, "/tmp/nl_h5store_XXXXXX");
+    cr_assert_not_null(mkdtemp(g_dir));
+}
+static void rm_dir(void) {
+    if (g_dir[0]) nftw(g_dir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+}
+TestSuite(h5store, .init = mk_dir, .fini = rm_dir);
+
+static const char *tmp_path(const char *name) {
+    static char buf[4][256];
+    static int k;
+    char *p = buf[k++ & 3];
+    snprintf(p, 256, "%s/%s", g_dir, name);
+    return p;
+}
+
+/* Deterministic activation of layer l, global token row, column c: a mix of O(1) values
+ * and many near-zero ones, like SiLU/GELU outputs. */
+static float act_val(int l, int64_t row, int c) {
+    float v = sinf(0.37f * (float)row + 1.31f * (float)c + 0.7f * (float)l) * (1.0f + 0.25f * (float)l);
+    return (c % 3 == 0) ? v * 1e-3f : v;
+}
+
+typedef struct {
+    int n_layers, d_ff;
+    const int *rec; /* recorded layers, or NULL = all */
+    int n_rec;
+    nl_h5_dtype dtype;
+    int pooled, no_acts, chunk_rows;
+    int n_docs;
+    const int *doc_len;   /* (n_docs) */
+    const char **labels;  /* (n_docs) */
+    const int *prompt;    /* (n_docs) -1 = all */
+} spec;
+
+static int in_rec(const spec *s, int l) {
+    if (!s->rec) return 1;
+    for (int i = 0; i < s->n_rec; i++)
+        if (s->rec[i] == l) return 1;
+    return 0;
+}
+
+/* Pooled value of layer l, document d: a simple function of (l, d, c). */
+static float pool_val(int l, int d, int c) { return 0.01f * (float)(l * 1000 + d * 10) + (float)c * 1e-4f; }
+
+static nl_h5_meta meta_of(const spec *s) {
+    nl_h5_meta m = {
+        .model = "test-model",
+        .arch = "llama",
+        .n_layers = s->n_layers,
+        .d_model = 16,
+        .d_ff = s->d_ff,
+        .ffn_kind = "gated",
+        .act_fn = "silu",
+        .dtype = s->dtype,
+        .dataset = "tests/fixtures/docs.jsonl",
+        .layers = s->rec,
+        .n_rec = s->rec ? s->n_rec : 0,
+        .pooled = s->pooled,
+        .no_acts = s->no_acts,
+        .chunk_rows = s->chunk_rows,
+    };
+    return m;
+}
+
+/* Appends documents [d0, d1) of s, each in uneven pieces; tokens and layers interleaved in
+ * varying orders. Every layer of the model is offered (the writer ignores the others). */
+static void write_docs(nl_h5_writer *w, nl_ctx *ctx, const spec *s, int d0, int d1, int64_t *row) {
+    static const int pieces[] = {3, 8, 1, 13, 5};
+    int F = s->d_ff;
+    float *a = malloc(sizeof(float) * 64 * (size_t)F);
+    int32_t ids[64];
+    for (int d = d0; d < d1; d++) {
+        cr_assert_eq(nl_h5_begin_doc(w, ctx, s->labels[d], s->prompt[d]), NL_OK, "%s", ctx->msg);
+        int len = s->doc_len[d], done = 0, k = d;
+        while (done < len) {
+            int T = pieces[k++ % 5];
+            if (T > len - done) T = len - done;
+            for (int t = 0; t < T; t++) ids[t] = (int32_t)((*row + done + t) * 7 % 1000);
+            if (k % 2) cr_assert_eq(nl_h5_append_tokens(w, ctx, ids, T), NL_OK, "%s", ctx->msg);
+            for (int l = s->n_layers - 1; l >= 0; l--) {
+                for (int t = 0; t < T; t++)
+                    for (int c = 0; c < F; c++) a[(size_t)t * F + c] = act_val(l, *row + done + t, c);
+                cr_assert_eq(nl_h5_append_acts(w, ctx, l, a, T), NL_OK, "%s", ctx->msg);
+            }
+            if (!(k % 2)) cr_assert_eq(nl_h5_append_tokens(w, ctx, ids, T), NL_OK, "%s", ctx->msg);
+            done += T;
+        }
+        for (int l = 0; l < s->n_layers; l++) {
+            for (int c = 0; c < F; c++) a[c] = pool_val(l, d, c);
+            cr_assert_eq(nl_h5_append_pooled(w, ctx, l, a), NL_OK, "%s", ctx->msg);
+        }
+        cr_assert_eq(nl_h5_end_doc(w, ctx), NL_OK, "%s", ctx->msg);
+        *row += len;
+    }
+    free(a);
+}
+
+static void write_norms(nl_h5_writer *w, nl_ctx *ctx, const spec *s) {
+    float *n = malloc(sizeof(float) * (size_t)s->d_ff);
+    for (int l = 0; l < s->n_layers; l++) {
+        for (int c = 0; c < s->d_ff; c++) n[c] = (float)l + 0.5f * (float)c;
+        cr_assert_eq(nl_h5_write_w_out_norm(w, ctx, l, n), NL_OK, "%s", ctx->msg);
+    }
+    free(n);
+}
+
+static void write_file(const char *path, const spec *s) {
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_h5_meta m = meta_of(s);
+    nl_h5_writer *w = NULL;
+    cr_assert_eq(nl_h5_create(&ctx, path, &m, &w), NL_OK, "%s", ctx.msg);
+    int64_t row = 0;
+    write_docs(w, &ctx, s, 0, s->n_docs, &row);
+    write_norms(w, &ctx, s);
+    cr_assert_eq(nl_h5_writer_docs(w), s->n_docs);
+    cr_assert_eq(nl_h5_close(w, &ctx, 1), NL_OK, "%s", ctx.msg);
+}
+
+static float expect_act(const spec *s, int l, int64_t row, int c) {
+    float v = act_val(l, row, c);
+    return s->dtype == NL_H5_F16 ? nl_f16_to_f32(nl_f32_to_f16(v)) : v;
+}
+
+/* Checks everything a reader sees for the first n_docs documents of s. */
+static void check_file(const char *path, const spec *s, int n_docs, int complete) {
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_h5_reader *r = NULL;
+    cr_assert_eq(nl_h5_open(&ctx, path, &r), NL_OK, "%s", ctx.msg);
+    const nl_h5_info *in = nl_h5_reader_info(r);
+    int F = s->d_ff;
+    cr_assert_str_eq(in->meta.model, "test-model");
+    cr_assert_str_eq(in->meta.arch, "llama");
+    cr_assert_str_eq(in->meta.ffn_kind, "gated");
+    cr_assert_str_eq(in->meta.act_fn, "silu");
+    cr_assert_str_eq(in->meta.dataset, "tests/fixtures/docs.jsonl");
+    cr_assert_str_eq(in->meta.created_by, "neuronlab " NL_VERSION);
+    cr_assert_eq(in->meta.n_layers, s->n_layers);
+    cr_assert_eq(in->meta.d_model, 16);
+    cr_assert_eq(in->meta.d_ff, F);
+    cr_assert_eq(in->meta.dtype, s->dtype);
+    cr_assert_eq(in->meta.pooled, s->pooled);
+    cr_assert_eq(in->meta.no_acts, s->no_acts);
+    cr_assert_eq(in->version, 1);
+    cr_assert_eq(in->complete, complete);
+    cr_assert_eq(in->n_docs, n_docs);
+    int n_rec = 0;
+    for (int l = 0; l < s->n_layers; l++) {
+        cr_assert_eq(nl_h5_reader_has_layer(r, l), in_rec(s, l), "layer %d", l);
+        if (in_rec(s, l)) cr_assert_eq(in->meta.layers[n_rec++], l, "layers are stored sorted");
+    }
+    cr_assert_eq(in->meta.n_rec, n_rec);
+
+    int64_t N = 0;
+    for (int d = 0; d < n_docs; d++) {
+        cr_assert_eq(in->doc_offsets[d], N);
+        N += s->doc_len[d];
+        cr_assert_str_eq(in->doc_labels[d], s->labels[d]);
+        cr_assert_eq(in->prompt_len[d], s->prompt[d] < 0 ? s->doc_len[d] : s->prompt[d]);
+    }
+    cr_assert_eq(in->doc_offsets[n_docs], N);
+    cr_assert_eq(in->n_tokens, N);
+    for (int64_t t = 0; t < N; t++) cr_assert_eq(in->tokens[t], (int32_t)(t * 7 % 1000), "token %lld", (long long)t);
+
+    float *got = malloc(sizeof(float) * (size_t)(N ? N : 1) * F), *want = malloc(sizeof(float) * (size_t)(N ? N : 1) * F);
+    for (int l = 0; l < s->n_layers; l++) {
+        if (!in_rec(s, l)) {
+            cr_assert_eq(nl_h5_read_acts(r, &ctx, l, 0, 0, got), NL_EINVAL);
+            cr_assert(strstr(ctx.msg, "not recorded"), "%s", ctx.msg);
+            continue;
+        }
+        if (s->no_acts) {
+            cr_assert_eq(nl_h5_read_acts(r, &ctx, l, 0, 1, got), NL_EINVAL);
+        } else {
+            for (int64_t t = 0; t < N; t++)
+                for (int c = 0; c < F; c++) want[t * F + c] = expect_act(s, l, t, c);
+            /* Whole layer, then windows that straddle chunk boundaries. */
+            cr_assert_eq(nl_h5_read_acts(r, &ctx, l, 0, (int)N, got), NL_OK, "%s", ctx.msg);
+            cr_assert_eq(memcmp(got, want, sizeof(float) * (size_t)N * F), 0, "layer %d differs", l);
+            for (int64_t r0 = 0; r0 < N; r0 += 5) {
+                int n = (int)(N - r0 < 11 ? N - r0 : 11);
+                cr_assert_eq(nl_h5_read_acts(r, &ctx, l, r0, n, got), NL_OK, "%s", ctx.msg);
+                cr_assert_eq(memcmp(got, want + r0 * F, sizeof(float) * (size_t)n * F), 0, "layer %d rows %lld", l, (long long)r0);
+            }
+            cr_assert_eq(nl_h5_read_acts(r, &ctx, l, N - 1, 2, got), NL_EINVAL);
+            cr_assert_eq(nl_h5_read_acts(r, &ctx, l, -1, 1, got), NL_EINVAL);
+        }
+        if (complete) {
+            cr_assert_eq(nl_h5_read_w_out_norm(r, &ctx, l, got), NL_OK, "%s", ctx.msg);
+            for (int c = 0; c < F; c++) cr_assert_eq(got[c], (float)l + 0.5f * (float)c);
+        }
+        if (s->pooled) {
+            cr_assert_eq(nl_h5_read_pooled(r, &ctx, l, 0, n_docs, got), NL_OK, "%s", ctx.msg);
+            for (int d = 0; d < n_docs; d++)
+                for (int c = 0; c < F; c++) cr_assert_eq(got[(size_t)d * F + c], pool_val(l, d, c));
+            if (n_docs > 1) {
+                cr_assert_eq(nl_h5_read_pooled(r, &ctx, l, 1, 1, got), NL_OK, "%s", ctx.msg);
+                cr_assert_eq(got[0], pool_val(l, 1, 0));
+            }
+            cr_assert_eq(nl_h5_read_pooled(r, &ctx, l, n_docs, 1, got), NL_EINVAL);
+        } else {
+            cr_assert_eq(nl_h5_read_pooled(r, &ctx, l, 0, 1, got), NL_EINVAL);
+        }
+    }
+    free(got);
+    free(want);
+    nl_h5_reader_close(r);
+}
+
+static const int k_len[] = {7, 0, 23, 1, 40, 9, 16};
+static const char *k_lab[] = {"code", "", "math", "código ✓", "", "code", "story"};
+static const int k_prm[] = {-1, -1, 10, 1, -1, 0, 16};
+
+/* ------------------------------------------------------------------ round trips */
+
+Test(h5store, roundtrip_f32) {
+    /* chunk_rows 8: many chunk boundaries, pieces larger than a chunk take the direct path. */
+    spec s = {.n_layers = 3, .d_ff = 37, .dtype = NL_H5_F32, .pooled = 1, .chunk_rows = 8,
+              .n_docs = 7, .doc_len = k_len, .labels = k_lab, .prompt = k_prm};
+    const char *p = tmp_path("f32.h5");
+    write_file(p, &s);
+    check_file(p, &s, 7, 1);
+}
+
+Test(h5store, roundtrip_f16_auto_chunks) {
+    spec s = {.n_layers = 2, .d_ff = 45, .dtype = NL_H5_F16, .pooled = 1,
+              .n_docs = 7, .doc_len = k_len, .labels = k_lab, .prompt = k_prm};
+    const char *p = tmp_path("f16.h5");
+    write_file(p, &s);
+    check_file(p, &s, 7, 1);
+}
+
+Test(h5store, roundtrip_f16_scalar_path) {
+    setenv("NL_NO_F16C", "1", 1); /* read once per process: Criterion runs each test in its own */
+    spec s = {.n_layers = 2, .d_ff = 19, .dtype = NL_H5_F16, .chunk_rows = 4,
+              .n_docs = 7, .doc_len = k_len, .labels = k_lab, .prompt = k_prm};
+    const char *p = tmp_path("f16s.h5");
+    write_file(p, &s);
+    check_file(p, &s, 7, 1);
+}
+
+Test(h5store, subset_of_layers) {
+    static const int rec[] = {3, 1}; /* unsorted on purpose */
+    spec s = {.n_layers = 5, .d_ff = 8, .rec = rec, .n_rec = 2, .dtype = NL_H5_F32, .pooled = 1, .chunk_rows = 16,
+              .n_docs = 7, .doc_len = k_len, .labels = k_lab, .prompt = k_prm};
+    const char *p = tmp_path("subset.h5");
+    write_file(p, &s);
+    check_file(p, &s, 7, 1);
+}
+
+Test(h5store, pooled_only) {
+    spec s = {.n_layers = 2, .d_ff = 12, .dtype = NL_H5_F16, .pooled = 1, .no_acts = 1,
+              .n_docs = 7, .doc_len = k_len, .labels = k_lab, .prompt = k_prm};
+    const char *p = tmp_path("pooled.h5");
+    write_file(p, &s);
+    check_file(p, &s, 7, 1);
+}
+
+Test(h5store, no_documents) {
+    spec s = {.n_layers = 2, .d_ff = 5, .dtype = NL_H5_F32, .pooled = 1, .n_docs = 0,
+              .doc_len = k_len, .labels = k_lab, .prompt = k_prm};
+    const char *p = tmp_path("empty.h5");
+    write_file(p, &s);
+    check_file(p, &s, 0, 1);
+}
+
+/* Every half value (but NaNs) survives f32 → f16 → f32 exactly, and rounding of values
+ * between halves (ties, subnormals, overflow) matches nl_f32_to_f16, on whichever
+ * conversion path this CPU takes. */
+Test(h5store, f16_conversion_matches_scalar) {
+    enum { F = 64 };
+    int n = 0, cap = 65536 + 4 * 65536;
+    float *v = malloc(sizeof(float) * (size_t)cap);
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = nl_f16_to_f32((uint16_t)h);
+        if (f == f) v[n++] = f;
+    }
+    uint32_t x = 12345;
+    for (uint32_t h = 0; h < 65535; h++) { /* midpoints and near-midpoints between neighbours */
+        float a = nl_f16_to_f32((uint16_t)h), b = nl_f16_to_f32((uint16_t)(h + 1));
+        if (a != a || b != b || isinf(a) || isinf(b) || (h & 0x7fff) == 0x7fff) continue;
+        float mid = (float)(((double)a + (double)b) / 2);
+        v[n++] = mid;
+        v[n++] = nextafterf(mid, INFINITY);
+        v[n++] = nextafterf(mid, -INFINITY);
+        x = x * 1103515245u + 12345u;
+        v[n++] = a + (b - a) * (float)(x >> 8) / 16777216.0f;
+    }
+    v[n++] = 65519.0f;
+    v[n++] = 65520.0f;
+    v[n++] = 1e30f;
+    v[n++] = -1e-30f;
+    while (n % F) v[n++] = 0.0f;
+    int T = n / F;
+
+    const char *p = tmp_path("conv.h5");
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_h5_meta m = {.n_layers = 1, .d_model = 1, .d_ff = F, .ffn_kind = "plain", .dtype = NL_H5_F16};
+    nl_h5_writer *w;
+    cr_assert_eq(nl_h5_create(&ctx, p, &m, &w), NL_OK, "%s", ctx.msg);
+    int32_t *ids = calloc((size_t)T, sizeof(int32_t));
+    cr_assert_eq(nl_h5_begin_doc(w, &ctx, NULL, -1), NL_OK);
+    cr_assert_eq(nl_h5_append_tokens(w, &ctx, ids, T), NL_OK);
+    cr_assert_eq(nl_h5_append_acts(w, &ctx, 0, v, T), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_end_doc(w, &ctx), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_close(w, &ctx, 0), NL_OK, "%s", ctx.msg);
+
+    nl_h5_reader *r;
+    cr_assert_eq(nl_h5_open(&ctx, p, &r), NL_OK, "%s", ctx.msg);
+    float *got = malloc(sizeof(float) * (size_t)n);
+    cr_assert_eq(nl_h5_read_acts(r, &ctx, 0, 0, T, got), NL_OK, "%s", ctx.msg);
+    for (int i = 0; i < n; i++) {
+        float want = nl_f16_to_f32(nl_f32_to_f16(v[i]));
+        uint32_t gb, wb;
+        memcpy(&gb, &got[i], 4);
+        memcpy(&wb, &want, 4);
+        cr_assert_eq(gb, wb, "value %d: %a stored as %a, scalar path gives %a", i, (double)v[i], (double)got[i], (double)want);
+    }
+    nl_h5_reader_close(r);
+    free(got);
+    free(ids);
+    free(v);
+}
+
+/* ------------------------------------------------------------------ interrupted runs */
+
+/* Two whole documents, then a third one cut off mid-way (tokens beyond a chunk boundary
+ * already on disk, layers unevenly advanced): close(w, 0) keeps the two. */
+Test(h5store, interrupted_close_is_consistent) {
+    spec s = {.n_layers = 3, .d_ff = 10, .dtype = NL_H5_F16, .pooled = 1, .chunk_rows = 4,
+              .n_docs = 3, .doc_len = (const int[]){9, 5, 30}, .labels = (const char *[]){"a", "b", "c"},
+              .prompt = (const int[]){-1, 2, -1}};
+    const char *p = tmp_path("interrupted.h5");
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_h5_meta m = meta_of(&s);
+    nl_h5_writer *w;
+    cr_assert_eq(nl_h5_create(&ctx, p, &m, &w), NL_OK, "%s", ctx.msg);
+    int64_t row = 0;
+    write_docs(w, &ctx, &s, 0, 2, &row);
+    cr_assert_eq(nl_h5_flush(w, &ctx), NL_OK, "%s", ctx.msg);
+    /* Document 3: 17 tokens, layer 0 gets 17 rows, layer 1 gets 6, layer 2 none; one pooled row. */
+    int32_t ids[17] = {0};
+    float a[17 * 10] = {0};
+    cr_assert_eq(nl_h5_begin_doc(w, &ctx, "c", -1), NL_OK);
+    cr_assert_eq(nl_h5_append_tokens(w, &ctx, ids, 17), NL_OK);
+    cr_assert_eq(nl_h5_append_acts(w, &ctx, 0, a, 17), NL_OK);
+    cr_assert_eq(nl_h5_append_acts(w, &ctx, 1, a, 6), NL_OK);
+    cr_assert_eq(nl_h5_append_pooled(w, &ctx, 0, a), NL_OK);
+    cr_assert_eq(nl_h5_writer_tokens(w), 14 + 17);
+    cr_assert_eq(nl_h5_close(w, &ctx, 0), NL_OK, "%s", ctx.msg);
+    check_file(p, &s, 2, 0);
+}
+
+Test(h5store, complete_close_with_open_document_is_an_error) {
+    spec s = {.n_layers = 1, .d_ff = 4, .dtype = NL_H5_F32, .n_docs = 2, .doc_len = (const int[]){3, 4},
+              .labels = (const char *[]){"x", "y"}, .prompt = (const int[]){-1, -1}};
+    const char *p = tmp_path("open.h5");
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_h5_meta m = meta_of(&s);
+    nl_h5_writer *w;
+    cr_assert_eq(nl_h5_create(&ctx, p, &m, &w), NL_OK, "%s", ctx.msg);
+    int64_t row = 0;
+    write_docs(w, &ctx, &s, 0, 1, &row);
+    write_norms(w, &ctx, &s);
+    cr_assert_eq(nl_h5_begin_doc(w, &ctx, "y", -1), NL_OK);
+    cr_assert_eq(nl_h5_close(w, &ctx, 1), NL_EINVAL);
+    cr_assert(strstr(ctx.msg, "still open"), "%s", ctx.msg);
+    check_file(p, &s, 1, 0);
+}
+
+Test(h5store, complete_close_without_w_out_norm_is_an_error) {
+    spec s = {.n_layers = 2, .d_ff = 4, .dtype = NL_H5_F32, .n_docs = 1, .doc_len = (const int[]){3},
+              .labels = (const char *[]){"x"}, .prompt = (const int[]){-1}};
+    const char *p = tmp_path("nonorm.h5");
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_h5_meta m = meta_of(&s);
+    nl_h5_writer *w;
+    cr_assert_eq(nl_h5_create(&ctx, p, &m, &w), NL_OK, "%s", ctx.msg);
+    int64_t row = 0;
+    write_docs(w, &ctx, &s, 0, 1, &row);
+    cr_assert_eq(nl_h5_close(w, &ctx, 1), NL_EINVAL);
+    cr_assert(strstr(ctx.msg, "w_out_norm"), "%s", ctx.msg);
+    check_file(p, &s, 1, 0);
+    nl_h5_reader *r;
+    float out[4];
+    cr_assert_eq(nl_h5_open(&ctx, p, &r), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_read_w_out_norm(r, &ctx, 0, out), NL_EFORMAT);
+    nl_h5_reader_close(r);
+}
+
+/* ------------------------------------------------------------------ writer misuse */
+
+Test(h5store, writer_rejects_misuse) {
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    const char *p = tmp_path("misuse.h5");
+    nl_h5_meta m = {.model = "m", .n_layers = 2, .d_model = 4, .d_ff = 3, .ffn_kind = "gated", .pooled = 1};
+    nl_h5_writer *w;
+
+    nl_h5_meta bad = m;
+    bad.ffn_kind = "moe";
+    cr_assert_eq(nl_h5_create(&ctx, p, &bad, &w), NL_EINVAL);
+    cr_assert(strstr(ctx.msg, "ffn_kind"), "%s", ctx.msg);
+    bad = m;
+    bad.layers = (const int[]){0, 2};
+    bad.n_rec = 2;
+    cr_assert_eq(nl_h5_create(&ctx, p, &bad, &w), NL_EINVAL);
+    bad.layers = (const int[]){1, 1};
+    cr_assert_eq(nl_h5_create(&ctx, p, &bad, &w), NL_EINVAL);
+    cr_assert(strstr(ctx.msg, "twice"), "%s", ctx.msg);
+
+    cr_assert_eq(nl_h5_create(&ctx, p, &m, &w), NL_OK, "%s", ctx.msg);
+    int32_t ids[4] = {1, 2, 3, 4};
+    float a[12] = {0};
+    cr_assert_eq(nl_h5_append_tokens(w, &ctx, ids, 4), NL_EINVAL);
+    cr_assert(strstr(ctx.msg, "outside a document"), "%s", ctx.msg);
+    cr_assert_eq(nl_h5_end_doc(w, &ctx), NL_EINVAL);
+    cr_assert_eq(nl_h5_begin_doc(w, &ctx, "x", 5), NL_OK);
+    cr_assert_eq(nl_h5_begin_doc(w, &ctx, "x", 5), NL_EINVAL);
+    cr_assert_eq(nl_h5_append_tokens(w, &ctx, ids, 4), NL_OK);
+    cr_assert_eq(nl_h5_append_acts(w, &ctx, 2, a, 4), NL_EINVAL);
+    cr_assert(strstr(ctx.msg, "layer 2 is outside 0..1"), "%s", ctx.msg);
+    cr_assert_eq(nl_h5_append_acts(w, &ctx, 0, a, 4), NL_OK);
+    cr_assert_eq(nl_h5_end_doc(w, &ctx), NL_EINVAL); /* layer 1 lacks rows */
+    cr_assert(strstr(ctx.msg, "layer 1 has 0 activation rows but there are 4 tokens"), "%s", ctx.msg);
+    cr_assert_eq(nl_h5_append_acts(w, &ctx, 1, a, 4), NL_OK);
+    cr_assert_eq(nl_h5_end_doc(w, &ctx), NL_EINVAL); /* no pooled rows */
+    cr_assert(strstr(ctx.msg, "no pooled row"), "%s", ctx.msg);
+    cr_assert_eq(nl_h5_append_pooled(w, &ctx, 0, a), NL_OK);
+    cr_assert_eq(nl_h5_append_pooled(w, &ctx, 0, a), NL_EINVAL);
+    cr_assert(strstr(ctx.msg, "already has a pooled row"), "%s", ctx.msg);
+    cr_assert_eq(nl_h5_append_pooled(w, &ctx, 1, a), NL_OK);
+    cr_assert_eq(nl_h5_end_doc(w, &ctx), NL_EINVAL); /* prompt_len 5 > 4 tokens */
+    cr_assert(strstr(ctx.msg, "prompt_len 5 exceeds its 4 tokens"), "%s", ctx.msg);
+    cr_assert_eq(nl_h5_close(w, &ctx, 0), NL_OK, "%s", ctx.msg);
+
+    nl_h5_reader *r;
+    cr_assert_eq(nl_h5_open(&ctx, p, &r), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_reader_info(r)->n_docs, 0);
+    cr_assert_eq(nl_h5_reader_info(r)->n_tokens, 0);
+    nl_h5_reader_close(r);
+
+    cr_assert_eq(nl_h5_close(NULL, &ctx, 1), NL_OK);
+    nl_h5_reader_close(NULL);
+}
+
+Test(h5store, unwritable_path) {
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_h5_meta m = {.n_layers = 1, .d_model = 4, .d_ff = 3, .ffn_kind = "plain"};
+    nl_h5_writer *w = (nl_h5_writer *)1;
+    cr_assert_eq(nl_h5_create(&ctx, "/nonexistent-dir/acts.h5", &m, &w), NL_EIO);
+    cr_assert_null(w);
+    cr_assert_str_eq(ctx.msg, "cannot create '/nonexistent-dir/acts.h5': No such file or directory");
+    cr_assert_eq(nl_h5_create(&ctx, g_dir, &m, &w), NL_EIO);
+    cr_assert(strstr(ctx.msg, "cannot create '") == ctx.msg && strstr(ctx.msg, "Is a directory"), "%s", ctx.msg);
+    cr_assert_null(strchr(ctx.msg, '\n'));
+}
+
+/* ------------------------------------------------------------------ reader errors */
+
+static void small_file(const char *p) {
+    spec s = {.n_layers = 2, .d_ff = 4, .dtype = NL_H5_F32, .pooled = 1, .n_docs = 2, .doc_len = (const int[]){3, 2},
+              .labels = (const char *[]){"x", ""}, .prompt = (const int[]){-1, 1}};
+    write_file(p, &s);
+}
+
+static void set_int_attr(const char *p, const char *name, int v) {
+    hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert_geq(f, 0);
+    hid_t a = H5Aopen(f, name, H5P_DEFAULT);
+    cr_assert_geq(a, 0);
+    cr_assert_geq(H5Awrite(a, H5T_NATIVE_INT, &v), 0);
+    H5Aclose(a);
+    H5Fclose(f);
+}
+
+Test(h5store, reader_missing_file) {
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_h5_reader *r = (nl_h5_reader *)1;
+    const char *p = tmp_path("nope.h5");
+    cr_assert_eq(nl_h5_open(&ctx, p, &r), NL_EIO);
+    cr_assert_null(r);
+    char want[512];
+    snprintf(want, sizeof want, "cannot open '%s': No such file or directory", p);
+    cr_assert_str_eq(ctx.msg, want);
+}
+
+Test(h5store, reader_not_hdf5) {
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    const char *p = tmp_path("text.h5");
+    FILE *f = fopen(p, "w");
+    fputs("{\"text\": \"not an HDF5 file\"}\n", f);
+    fclose(f);
+    nl_h5_reader *r;
+    cr_assert_eq(nl_h5_open(&ctx, p, &r), NL_EFORMAT);
+    char want[512];
+    snprintf(want, sizeof want, "'%s' is not an HDF5 file", p);
+    cr_assert_str_eq(ctx.msg, want);
+}
+
+Test(h5store, reader_other_hdf5_format) {
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    const char *p = tmp_path("other.h5");
+    hid_t f = H5Fcreate(p, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hsize_t n = 4;
+    hid_t sp = H5Screate_simple(1, &n, NULL);
+    hid_t ds = H5Dcreate2(f, "x", H5T_NATIVE_FLOAT, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dclose(ds);
+    H5Sclose(sp);
+    H5Fclose(f);
+    nl_h5_reader *r;
+    cr_assert_eq(nl_h5_open(&ctx, p, &r), NL_EFORMAT);
+    char want[512];
+    snprintf(want, sizeof want, "'%s' is not a neuronlab activation file (format attribute missing)", p);
+    cr_assert_str_eq(ctx.msg, want);
+
+    /* A format attribute naming something else. */
+    f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, 9);
+    sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(f, "format", t, sp, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, t, "other.v1");
+    H5Aclose(a);
+    H5Sclose(sp);
+    H5Tclose(t);
+    H5Fclose(f);
+    cr_assert_eq(nl_h5_open(&ctx, p, &r), NL_EFORMAT);
+    cr_assert(strstr(ctx.msg, "is not a neuronlab activation file (format is 'other.v1'"), "%s", ctx.msg);
+}
+
+Test(h5store, reader_version_2) {
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    const char *p = tmp_path("v2.h5");
+    small_file(p);
+    set_int_attr(p, "version", 2);
+    nl_h5_reader *r;
+    cr_assert_eq(nl_h5_open(&ctx, p, &r), NL_EUNSUPPORTED);
+    char want[512];
+    snprintf(want, sizeof want, "'%s': activation file version 2 is not supported (this neuronlab reads version 1)", p);
+    cr_assert_str_eq(ctx.msg, want);
+}
+
+Test(h5store, reader_inconsistent_lengths) {
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    const char *p = tmp_path("short.h5");
+    small_file(p);
+    hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t ds = H5Dopen2(f, "layers/1/ffn_act", H5P_DEFAULT);
+    hsize_t ext[2] = {4, 4};
+    cr_assert_geq(H5Dset_extent(ds, ext), 0);
+    H5Dclose(ds);
+    H5Fclose(f);
+    nl_h5_reader *r;
+    cr_assert_eq(nl_h5_open(&ctx, p, &r), NL_EFORMAT);
+    cr_assert(strstr(ctx.msg, "is corrupt: /layers/1/ffn_act has shape (4, 4), expected (5, 4)"), "%s", ctx.msg);
+}
+
+Test(h5store, reader_truncated_file) {
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    const char *p = tmp_path("trunc.h5");
+    small_file(p);
+    struct stat st;
+    cr_assert_eq(stat(p, &st), 0);
+    cr_assert_eq(truncate(p, st.st_size / 2), 0);
+    nl_h5_reader *r;
+    nl_status s = nl_h5_open(&ctx, p, &r);
+    cr_assert(s == NL_EIO || s == NL_EFORMAT, "status %d: %s", s, ctx.msg);
+    cr_assert(strstr(ctx.msg, p), "%s", ctx.msg);
+    cr_assert_null(strchr(ctx.msg, '\n'));
+}
+
+/* ------------------------------------------------------------------ files for check_h5.py */
+
+/* BUILD/ from this binary's path (BUILD/tests/test_h5store), else "build" when it exists. */
+static int build_dir(char *out, size_t n) {
+    char exe[PATH_MAX];
+    ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (k > 0) {
+        exe[k] = 0;
+        char *s = strrchr(exe, '/');
+        if (s) {
+            *s = 0;
+            s = strrchr(exe, '/');
+            if (s && !strcmp(s + 1, "tests")) {
+                *s = 0;
+                snprintf(out, n, "%s", exe);
+                return 1;
+            }
+        }
+    }
+    if (nl_path_exists("build")) {
+        snprintf(out, n, "build");
+        return 1;
+    }
+    return 0;
+}
+
+Test(h5store, schema_files_for_check_h5) {
+    char dir[PATH_MAX], p[PATH_MAX + 64];
+    if (!build_dir(dir, sizeof dir)) cr_skip_test("no build directory to leave schema files in");
+    static const int rec[] = {0, 2};
+    spec s = {.n_layers = 3, .d_ff = 24, .rec = rec, .n_rec = 2, .dtype = NL_H5_F16, .pooled = 1, .chunk_rows = 8,
+              .n_docs = 7, .doc_len = k_len, .labels = k_lab, .prompt = k_prm};
+    snprintf(p, sizeof p, "%s/test_h5store_schema.h5", dir);
+    write_file(p, &s);
+    check_file(p, &s, 7, 1);
+
+    spec s2 = s;
+    s2.dtype = NL_H5_F32;
+    s2.rec = NULL;
+    s2.pooled = 0;
+    snprintf(p, sizeof p, "%s/test_h5store_schema_interrupted.h5", dir);
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_h5_meta m = meta_of(&s2);
+    nl_h5_writer *w;
+    cr_assert_eq(nl_h5_create(&ctx, p, &m, &w), NL_OK, "%s", ctx.msg);
+    int64_t row = 0;
+    write_docs(w, &ctx, &s2, 0, 4, &row);
+    int32_t ids[5] = {0};
+    float a[5 * 24] = {0};
+    cr_assert_eq(nl_h5_begin_doc(w, &ctx, "cut", -1), NL_OK);
+    cr_assert_eq(nl_h5_append_tokens(w, &ctx, ids, 5), NL_OK);
+    cr_assert_eq(nl_h5_append_acts(w, &ctx, 0, a, 5), NL_OK);
+    cr_assert_eq(nl_h5_close(w, &ctx, 0), NL_OK, "%s", ctx.msg);
+    check_file(p, &s2, 4, 0);
+}
