@@ -51,6 +51,7 @@ typedef struct {
     int n_rec;
     nl_h5_dtype dtype;
     int pooled, no_acts, chunk_rows;
+    int flush;            /* nl_h5_flush after every document (partial chunks reopened) */
     int n_docs;
     const int *doc_len;   /* (n_docs) */
     const char **labels;  /* (n_docs) */
@@ -115,6 +116,7 @@ static void write_docs(nl_h5_writer *w, nl_ctx *ctx, const spec *s, int d0, int 
             cr_assert_eq(nl_h5_append_pooled(w, ctx, l, a), NL_OK, "%s", ctx->msg);
         }
         cr_assert_eq(nl_h5_end_doc(w, ctx), NL_OK, "%s", ctx->msg);
+        if (s->flush) cr_assert_eq(nl_h5_flush(w, ctx), NL_OK, "%s", ctx->msg);
         *row += len;
     }
     free(a);
@@ -258,7 +260,7 @@ Test(h5store, roundtrip_f16_auto_chunks) {
 
 Test(h5store, roundtrip_f16_scalar_path) {
     setenv("NL_NO_F16C", "1", 1); /* read once per process: Criterion runs each test in its own */
-    spec s = {.n_layers = 2, .d_ff = 19, .dtype = NL_H5_F16, .chunk_rows = 4,
+    spec s = {.n_layers = 2, .d_ff = 19, .dtype = NL_H5_F16, .chunk_rows = 4, .flush = 1,
               .n_docs = 7, .doc_len = k_len, .labels = k_lab, .prompt = k_prm};
     const char *p = tmp_path("f16s.h5");
     write_file(p, &s);
@@ -268,7 +270,7 @@ Test(h5store, roundtrip_f16_scalar_path) {
 Test(h5store, subset_of_layers) {
     static const int rec[] = {3, 1}; /* unsorted on purpose */
     spec s = {.n_layers = 5, .d_ff = 8, .rec = rec, .n_rec = 2, .dtype = NL_H5_F32, .pooled = 1, .chunk_rows = 16,
-              .n_docs = 7, .doc_len = k_len, .labels = k_lab, .prompt = k_prm};
+              .flush = 1, .n_docs = 7, .doc_len = k_len, .labels = k_lab, .prompt = k_prm};
     const char *p = tmp_path("subset.h5");
     write_file(p, &s);
     check_file(p, &s, 7, 1);
@@ -605,6 +607,104 @@ Test(h5store, reader_truncated_file) {
     cr_assert(s == NL_EIO || s == NL_EFORMAT, "status %d: %s", s, ctx.msg);
     cr_assert(strstr(ctx.msg, p), "%s", ctx.msg);
     cr_assert_null(strchr(ctx.msg, '\n'));
+}
+
+/* A schema-v1 file as another tool may write it (h5py with numpy defaults): fixed-length
+ * NULLPAD strings, int64 attributes, no "layers" or "complete" attribute, contiguous
+ * datasets, h5py's float16 type. */
+static void put_fixed_str_attr(hid_t f, const char *name, const char *v) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, strlen(v));
+    H5Tset_strpad(t, H5T_STR_NULLPAD);
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(f, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, t, v);
+    H5Aclose(a);
+    H5Sclose(sp);
+    H5Tclose(t);
+}
+static void put_i64_attr(hid_t f, const char *name, int64_t v) {
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(f, name, H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, H5T_NATIVE_INT64, &v);
+    H5Aclose(a);
+    H5Sclose(sp);
+}
+static void put_ds(hid_t loc, const char *name, hid_t ftype, hid_t mtype, int rank, hsize_t d0, hsize_t d1, const void *v) {
+    hsize_t dims[2] = {d0, d1};
+    hid_t sp = H5Screate_simple(rank, dims, NULL);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    hid_t ds = H5Dcreate2(loc, name, ftype, sp, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert_geq(ds, 0, "%s", name);
+    cr_assert_geq(H5Dwrite(ds, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, v), 0, "%s", name);
+    H5Dclose(ds);
+    H5Pclose(lcpl);
+    H5Sclose(sp);
+}
+
+Test(h5store, reader_accepts_files_from_other_tools) {
+    const char *p = tmp_path("foreign.h5");
+    hid_t f = H5Fcreate(p, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    put_fixed_str_attr(f, "format", "neuronlab.activations");
+    put_i64_attr(f, "version", 1);
+    put_fixed_str_attr(f, "model", "gpt2");
+    put_fixed_str_attr(f, "arch", "gpt2");
+    put_i64_attr(f, "n_layers", 2);
+    put_i64_attr(f, "d_model", 4);
+    put_i64_attr(f, "d_ff", 3);
+    put_fixed_str_attr(f, "ffn_kind", "plain");
+    put_fixed_str_attr(f, "act_fn", "gelu");
+    put_fixed_str_attr(f, "dtype", "float16");
+    int32_t tok[5] = {5, 6, 7, 8, 9};
+    int64_t off[3] = {0, 2, 5};
+    int64_t plen[2] = {2, 1};
+    char labels[2][4] = {"ab", "xyz"}; /* NULLPAD: "xyz" fills all 3 bytes, no NUL stored */
+    put_ds(f, "tokens", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, 5, 0, tok);
+    put_ds(f, "doc_offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, 3, 0, off);
+    put_ds(f, "prompt_len", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, 2, 0, plen);
+    hid_t lt = H5Tcopy(H5T_C_S1);
+    H5Tset_size(lt, 3);
+    H5Tset_strpad(lt, H5T_STR_NULLPAD);
+    hid_t mt = H5Tcopy(H5T_C_S1);
+    H5Tset_size(mt, 4);
+    put_ds(f, "doc_labels", lt, mt, 1, 2, 0, labels);
+    H5Tclose(lt);
+    H5Tclose(mt);
+    hid_t half = H5Tcopy(H5T_IEEE_F32LE);
+    H5Tset_fields(half, 15, 10, 5, 0, 10);
+    H5Tset_size(half, 2);
+    H5Tset_ebias(half, 15);
+    float a[2][15];
+    for (int l = 0; l < 2; l++) {
+        char name[32];
+        for (int i = 0; i < 15; i++) a[l][i] = 0.5f * (float)i + (float)l;
+        snprintf(name, sizeof name, "layers/%d/ffn_act", l);
+        put_ds(f, name, half, H5T_NATIVE_FLOAT, 2, 5, 3, a[l]);
+    }
+    H5Tclose(half);
+    H5Fclose(f);
+
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_h5_reader *r;
+    cr_assert_eq(nl_h5_open(&ctx, p, &r), NL_OK, "%s", ctx.msg);
+    const nl_h5_info *in = nl_h5_reader_info(r);
+    cr_assert_str_eq(in->meta.model, "gpt2");
+    cr_assert_str_eq(in->meta.ffn_kind, "plain");
+    cr_assert_str_eq(in->meta.created_by, "");
+    cr_assert_eq(in->meta.dtype, NL_H5_F16);
+    cr_assert_eq(in->meta.n_rec, 2);
+    cr_assert_eq(in->complete, 1);
+    cr_assert_eq(in->n_tokens, 5);
+    cr_assert_eq(in->n_docs, 2);
+    cr_assert_str_eq(in->doc_labels[0], "ab");
+    cr_assert_str_eq(in->doc_labels[1], "xyz");
+    cr_assert_eq(in->prompt_len[1], 1);
+    float out[15];
+    cr_assert_eq(nl_h5_read_acts(r, &ctx, 1, 0, 5, out), NL_OK, "%s", ctx.msg);
+    nl_check_close(out, a[1], 15, 0.0);
+    nl_h5_reader_close(r);
 }
 
 /* ------------------------------------------------------------------ files for check_h5.py */

@@ -36,6 +36,7 @@ typedef enum {
     NL_ARCH_GPT_NEOX,
     NL_ARCH_PHI,
 } nl_arch;
+const char *nl_arch_name(nl_arch a); /* "llama", "gpt_neox" … */
 
 typedef enum {
     NL_ACT_SILU = 0,

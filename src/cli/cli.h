@@ -28,3 +28,29 @@ int nl_cli_int(const char *s, long lo, long hi, long *out);
 void nl_cli_json_str(const char *s);
 
 #endif
+
+/* ---- what every command that runs a model over a dataset shares -------------------- */
+#include "neuronlab/dataset.h"
+#include "neuronlab/forward.h"
+
+/* MODEL DATA.jsonl and the forward-pass options: --batch N (tokens per forward call,
+ * default 512), --ctx N (context, default the model's), --stride N (sliding-window step,
+ * default ctx/2), --threads N (default all cores). Zero-initialise, parse, open, close. */
+typedef struct {
+    const char *model, *data;
+    long batch, ctx, stride, threads;
+    nl_model *m;     /* owned after nl_cli_run_open */
+    nl_dataset *ds;  /* owned */
+    nl_forward *f;   /* owned */
+} nl_cli_run;
+
+#define NL_CLI_RUN_USAGE "MODEL DATA.jsonl [--batch N] [--ctx N] [--stride N] [--threads N]"
+
+/* Consumes argv[*i] when it is one of the options above or a positional argument.
+ * Returns 1 when consumed, 0 when not, or a usage exit code (2) after printing it. */
+int nl_cli_run_arg(const nl_command *cmd, nl_cli_run *r, int argc, char **argv, int *i);
+/* After parsing: 0 when MODEL and DATA are there, else prints usage and returns 2. */
+int nl_cli_run_check(const nl_command *cmd, const nl_cli_run *r);
+/* Opens the model and dataset and creates the forward pass with the resolved context. */
+nl_status nl_cli_run_open(nl_ctx *ctx, nl_cli_run *r);
+void nl_cli_run_close(nl_cli_run *r);

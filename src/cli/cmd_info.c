@@ -5,11 +5,6 @@
 #include "cli/cli.h"
 #include "neuronlab/model.h"
 
-static const char *arch_name(nl_arch a) {
-    static const char *n[] = {"llama", "mistral", "qwen2", "gpt2", "gpt_neox", "phi"};
-    return (unsigned)a < sizeof n / sizeof n[0] ? n[a] : "?";
-}
-
 static int run(nl_ctx *ctx, int argc, char **argv);
 const nl_command nl_cmd_info = {"info", "MODEL [--json]", "show a checkpoint's architecture, dimensions, parameter count and dtypes", run};
 
@@ -36,14 +31,14 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
                "\"n_kv_heads\":%d,\"head_dim\":%d,\"vocab_size\":%d,\"max_pos\":%d,\"ffn_kind\":\"%s\",\"act_fn\":\"%s\","
                "\"norm\":\"%s\",\"norm_eps\":%g,\"position\":\"%s\",\"rope_theta\":%g,\"rotary_dim\":%d,\"rope_scaling\":\"%s\","
                "\"parallel_residual\":%s,\"sliding_window\":%d,\"tie_embeddings\":%s,\"n_params\":%lld,\"dtype\":\"%s\",\"bytes\":%lld}\n",
-               c->model_type, arch_name(c->arch), c->n_layers, c->d_model, c->d_ff, c->n_heads, c->n_kv_heads, c->head_dim,
+               c->model_type, nl_arch_name(c->arch), c->n_layers, c->d_model, c->d_ff, c->n_heads, c->n_kv_heads, c->head_dim,
                c->vocab_size, c->max_pos, c->ffn_gated ? "gated" : "plain", nl_act_name(c->act),
                c->norm == NL_NORM_RMS ? "rmsnorm" : "layernorm", c->norm_eps, c->pos == NL_POS_ROPE ? "rope" : "learned",
                c->rope_theta, c->rotary_dim, rs, (c->parallel_residual || c->shared_norm) ? "true" : "false",
                c->sliding_window, c->tie_embeddings ? "true" : "false", np, nl_dtype_name(nl_model_dtype(m)), bytes);
     } else {
         printf("model        %s\n", path);
-        printf("architecture %s (model_type %s)\n", arch_name(c->arch), c->model_type);
+        printf("architecture %s (model_type %s)\n", nl_arch_name(c->arch), c->model_type);
         printf("layers       %d\nd_model      %d\nd_ff         %d (%s FFN, %s)\n", c->n_layers, c->d_model, c->d_ff,
                c->ffn_gated ? "gated" : "plain", nl_act_name(c->act));
         printf("heads        %d query, %d key/value, head dim %d\n", c->n_heads, c->n_kv_heads, c->head_dim);

@@ -7,7 +7,7 @@
 #include "neuronlab/perplexity.h"
 
 static int run(nl_ctx *ctx, int argc, char **argv);
-const nl_command nl_cmd_ppl = {"ppl", "MODEL DATA.jsonl [--json] [--batch N] [--ctx N] [--stride N]",
+const nl_command nl_cmd_ppl = {"ppl", NL_CLI_RUN_USAGE " [--json]",
                                "perplexity overall, per label and per document (longer documents: sliding windows of --ctx tokens every --stride, default ctx/2)", run};
 
 static void print_sum(const char *key, nl_nll_sum s) {
@@ -17,41 +17,26 @@ static void print_sum(const char *key, nl_nll_sum s) {
 }
 
 static int run(nl_ctx *ctx, int argc, char **argv) {
-    const char *paths[2] = {0}, *v;
-    int np = 0, json = 0;
-    long batch = 512, clen = 0, stride = 0;
+    nl_cli_run r = {0};
+    int json = 0;
     for (int i = 1; i < argc; i++) {
-        int r;
+        int k = nl_cli_run_arg(&nl_cmd_ppl, &r, argc, argv, &i);
+        if (k == 1) continue;
+        if (k) return k;
         if (!strcmp(argv[i], "--json")) json = 1;
-        else if ((r = nl_cli_opt(argc, argv, &i, "--batch", &v))) {
-            if (r < 0 || !nl_cli_int(v, 1, 1 << 20, &batch)) return nl_cli_usage(&nl_cmd_ppl, "--batch needs a positive integer");
-        } else if ((r = nl_cli_opt(argc, argv, &i, "--ctx", &v))) {
-            if (r < 0 || !nl_cli_int(v, 1, 1 << 24, &clen)) return nl_cli_usage(&nl_cmd_ppl, "--ctx needs a positive integer");
-        } else if ((r = nl_cli_opt(argc, argv, &i, "--stride", &v))) {
-            if (r < 0 || !nl_cli_int(v, 1, 1 << 24, &stride)) return nl_cli_usage(&nl_cmd_ppl, "--stride needs a positive integer");
-        } else if (argv[i][0] == '-' && argv[i][1]) return nl_cli_usage(&nl_cmd_ppl, "unknown option '%s'", argv[i]);
-        else if (np < 2) paths[np++] = argv[i];
-        else return nl_cli_usage(&nl_cmd_ppl, "unexpected argument '%s'", argv[i]);
+        else return nl_cli_usage(&nl_cmd_ppl, "unknown option '%s'", argv[i]);
     }
-    if (np < 2) return nl_cli_usage(&nl_cmd_ppl, "missing %s", np == 0 ? "MODEL and DATA.jsonl" : "DATA.jsonl");
-    nl_model *m = NULL;
-    nl_dataset *ds = NULL;
-    nl_forward *f = NULL;
+    if (nl_cli_run_check(&nl_cmd_ppl, &r)) return 2;
     nl_ppl_result res = {0};
     int rc = 0;
-    nl_status st = nl_model_open(ctx, paths[0], &m);
-    if (st == NL_OK) st = nl_dataset_load(ctx, paths[1], NULL, nl_model_config(m)->vocab_size, &ds);
+    nl_status st = nl_cli_run_open(ctx, &r);
+    const nl_dataset *ds = r.ds;
+    const char *paths[2] = {r.model, r.data};
+    const long clen = r.ctx, stride = r.stride;
     if (st == NL_OK) {
-        const nl_config *c = nl_model_config(m);
-        if (!clen) clen = c->max_pos > 0 ? c->max_pos : 2048;
-        if (c->pos == NL_POS_LEARNED && clen > c->max_pos) clen = c->max_pos;
-        if (stride > clen) st = nl_errorf(ctx, NL_EINVAL, "--stride %ld exceeds the context %ld", stride, clen);
-        if (st == NL_OK) st = nl_forward_create(ctx, m, (int)(batch < clen ? batch : clen), (int)clen, &f);
-    }
-    nl_progress prog;
-    if (st == NL_OK) {
+        nl_progress prog;
         nl_progress_init(&prog, "ppl", ds->n_tokens, "tok", ctx->progress);
-        st = nl_ppl_run(ctx, f, ds, (int)stride, &prog, &res);
+        st = nl_ppl_run(ctx, r.f, ds, (int)stride, &prog, &res);
         nl_progress_end(&prog);
     }
     if (st != NL_OK) {
@@ -90,8 +75,6 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         }
     }
     nl_ppl_result_release(&res);
-    nl_forward_destroy(f);
-    nl_dataset_destroy(ds);
-    nl_model_close(m);
+    nl_cli_run_close(&r);
     return rc;
 }

@@ -34,6 +34,11 @@ int64_t nl_tensor_numel(const nl_tensor *t) {
     return n;
 }
 
+const char *nl_arch_name(nl_arch a) {
+    static const char *n[] = {"llama", "mistral", "qwen2", "gpt2", "gpt_neox", "phi"};
+    return (unsigned)a < sizeof n / sizeof n[0] ? n[a] : "?";
+}
+
 const char *nl_act_name(nl_act a) {
     switch (a) {
     case NL_ACT_SILU: return "silu";

@@ -8,17 +8,38 @@
  * error stack (or the OS error it quotes) goes into ctx.
  * Checked by tests/test_h5store.c and tests/check_h5.py (via tests/h5_schema.sh).
  *
- * Chunk and filter choice (measured 2025, this machine: 2 cores, HDF5 1.10.8, ext4 page
- * cache; T = 512-row appends, 4 layers × 8192 tokens, values ~ N(0,1) with ~60% of them
- * shrunk to |a| < 0.01 as after SiLU/GELU; MB/s = raw activation bytes per second of
- * writer wall time incl. conversion, best of 3; "x" = compression ratio):
+ * Chunk and filter choice, by measurement (2 cores, HDF5 1.10.8, ext4 through the page
+ * cache). Writer alone: 4 layers, appends of T = 512 rows, values ~ N(0,1) with 60% of
+ * them shrunk ×0.003 (near-zero, as after SiLU/GELU); MB/s of f32 input per second of
+ * writer wall time incl. f16 conversion (F16C) and close; ranges over 2-4 runs (filtered
+ * f16: one run); "x" = size ratio.
  *
- *   F = 2048, f32      chunk rows:   256          1024          4096
- *     none                          CHUNK_TABLE_F32_2048
- *   … (filled in from the benchmark below)
+ *   F = 2048, 8192 tokens     chunk rows:  256 (2 MiB f32)   1024         4096
+ *     f32 no filter                         780-1090          690-835      410-480
+ *     f32 deflate 1                         16-23 (1.05x)     16-22        16-23
+ *     f32 shuffle+deflate 1                 22-27 (1.13x)     21-23        19-21
+ *     f16 no filter                         1700-1720         1370-1720    1110-1170
+ *     f16 deflate 1                         30 (1.04x)        41           43
+ *     f16 shuffle+deflate 1                 49 (1.10x)        34           43
+ *   F = 11008, 4096 tokens    chunk rows:  64     256     1024    4096
+ *     f32 no filter                         920-1060  920-970  400-440  360-370
+ *     f16 no filter                         1500-1920 1430-1600 1180-1480 700-770
+ *   tiny chunks (16 rows × F = 256, 16 KiB): 490-630; dd of the same bytes: 900-2100.
  *
- * Choice: no filter by default and chunks of ≈ NL_H5_CHUNK_BYTES bytes (rows = that / row
- * bytes, a power of two in [16, 4096]). See the numbers above.
+ * Compression costs 20-60× in write speed for a 4-13% smaller file: activations are
+ * continuous values whose mantissas do not compress. Chunks of ~0.5-11 MB all run at
+ * page-cache speed; ≥ 32 MB chunks are 2× slower, ≤ 16 KiB ones too. HDF5's 1.10 chunk
+ * index (libver low = V110) measured the same as the 1.8 B-tree, so files stay readable
+ * by HDF5 ≥ 1.8.
+ * Choice: no filter by default (NL_H5_FILTER_* stays an option for disk-bound users) and
+ * chunks of ≈ 2 MiB (rows = a power of two in [16, 4096], e.g. 256 rows for F = 2048 f32,
+ * 64 for F = 11008 f16); the writer buffers one chunk per recorded layer (≤ 2 MiB each).
+ *
+ * In the forward pass (this project's, T = 256, hook → nl_h5_append_acts, all layers),
+ * the forward produced 17-45 MB/s of activations and the writer took 2.4-5.8% of wall
+ * time in f32 and 1.5-3.0% in f16 (stories260K; random-weight 15M and 110M Llamas), well
+ * under the 20% budget; deflate would have made recording ~1.5-2.5× slower.
+ * f16 conversion: the scalar nl_f32_to_f16 costs ~11 ns per value, F16C ~0.5-1 ns (below).
  */
 #include "neuronlab/h5store.h"
 
@@ -46,8 +67,6 @@ const char *nl_h5_dtype_name(nl_h5_dtype dt) { return dt == NL_H5_F16 ? "float16
 
 /* ------------------------------------------------------------------ HDF5 helpers */
 
-static void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
-
 typedef struct {
     char *buf;
     size_t n;
@@ -70,13 +89,30 @@ static herr_t h5_walk_cb(unsigned n, const H5E_error2_t *e, void *p) {
     return 0;
 }
 
-/* The innermost message of HDF5's error stack (then clears it). */
+/* HDF5 clears its error stack on entry to every API call, so a failure must be read
+ * before the next call (even an H5Pclose). Instead of printing the stack (HDF5's default),
+ * the automatic error handler keeps the innermost message of the last failing call here;
+ * h5_err() hands it out. Serial HDF5: one thread at a time anyway. */
+static char g_h5_last[512];
+
+static herr_t h5_record(hid_t estack, void *p) {
+    (void)p;
+    g_h5_last[0] = 0;
+    h5_walk_ud ud = {g_h5_last, sizeof g_h5_last};
+    H5Ewalk2(estack, H5E_WALK_UPWARD, h5_walk_cb, &ud);
+    return 0;
+}
+
+/* Silences HDF5's error printing (keeps the last message for h5_err). */
+static void h5_quiet(void) {
+    H5Eset_auto2(H5E_DEFAULT, h5_record, NULL);
+    g_h5_last[0] = 0;
+}
+
+/* The innermost message of the last failing HDF5 call (then forgets it). */
 static const char *h5_err(char *buf, size_t n) {
-    buf[0] = 0;
-    h5_walk_ud ud = {buf, n};
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, h5_walk_cb, &ud);
-    H5Eclear2(H5E_DEFAULT);
-    if (!buf[0]) snprintf(buf, n, "HDF5 error");
+    snprintf(buf, n, "%s", g_h5_last[0] ? g_h5_last : "HDF5 error");
+    g_h5_last[0] = 0;
     return buf;
 }
 
@@ -419,8 +455,9 @@ nl_status nl_h5_create(nl_ctx *ctx, const char *path, const nl_h5_meta *meta, nl
     for (int l = 0; l < meta->n_layers; l++) w->slot[l] = -1;
     for (int i = 0; i < n_rec; i++) {
         if (i > 0 && w->rec[i] == w->rec[i - 1]) {
+            int dup = w->rec[i];
             writer_free(w);
-            return nl_errorf(ctx, NL_EINVAL, "cannot create '%s': layer %d is listed twice", path, w->rec[i - 1]);
+            return nl_errorf(ctx, NL_EINVAL, "cannot create '%s': layer %d is listed twice", path, dup);
         }
         w->slot[w->rec[i]] = i;
     }
@@ -438,7 +475,6 @@ nl_status nl_h5_create(nl_ctx *ctx, const char *path, const nl_h5_meta *meta, nl
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), fcpl = H5Pcreate(H5P_FILE_CREATE);
     if (fapl >= 0) {
         H5Pset_libver_bounds(fapl, NL_H5_LIBVER_LOW, H5F_LIBVER_LATEST);
-        H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
         H5Pset_file_locking(fapl, 1, 1);
     }
     /* Attributes and links iterate in creation order in h5py (format, version, … ; 0, 1, … 10). */
@@ -765,10 +801,10 @@ static int read_attr_str(hid_t obj, const char *name, char **out) {
             }
             if (mt >= 0) H5Tclose(mt);
         } else {
-            size_t n = H5Tget_size(t);
+            size_t n = H5Tget_size(t); /* memory type one longer: NULLTERM keeps n chars + NUL */
             char *s = calloc(n + 1, 1);
             hid_t mt = H5Tcopy(H5T_C_S1);
-            if (s && mt >= 0 && H5Tset_size(mt, n) >= 0 && H5Aread(a, mt, s) >= 0) {
+            if (s && mt >= 0 && H5Tset_size(mt, n + 1) >= 0 && H5Aread(a, mt, s) >= 0) {
                 *out = s;
                 s = NULL;
                 rc = 0;
@@ -887,7 +923,6 @@ nl_status nl_h5_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
     r->path = strdup(path);
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (fapl >= 0) {
-        H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
         H5Pset_file_locking(fapl, 1, 1);
     }
     r->file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
@@ -1041,9 +1076,9 @@ nl_status nl_h5_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
             }
             free(tmp);
         } else if (e >= 0) {
-            char *tmp = calloc((size_t)(D ? D : 1), fsz);
-            e = (tmp && H5Tset_size(mt, fsz) >= 0) ? H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, tmp) : -1;
-            for (int64_t d = 0; e >= 0 && d < D; d++) r->labels[d] = strndup(tmp + (size_t)d * fsz, fsz);
+            char *tmp = calloc((size_t)(D ? D : 1), fsz + 1); /* NULLTERM: fsz chars + NUL */
+            e = (tmp && H5Tset_size(mt, fsz + 1) >= 0) ? H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, tmp) : -1;
+            for (int64_t d = 0; e >= 0 && d < D; d++) r->labels[d] = strndup(tmp + (size_t)d * (fsz + 1), fsz);
             free(tmp);
         }
         if (mt >= 0) H5Tclose(mt);

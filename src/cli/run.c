@@ -1,0 +1,53 @@
+/* run.c — the MODEL DATA.jsonl arguments and forward-pass options shared by ppl, record
+ * and the experiments (see nl_cli_run in cli.h). */
+#include <omp.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+int nl_cli_run_arg(const nl_command *cmd, nl_cli_run *r, int argc, char **argv, int *i) {
+    static const struct { const char *name; long lo, hi; size_t off; } opts[] = {
+        {"--batch", 1, 1 << 20, offsetof(nl_cli_run, batch)},
+        {"--ctx", 1, 1 << 24, offsetof(nl_cli_run, ctx)},
+        {"--stride", 1, 1 << 24, offsetof(nl_cli_run, stride)},
+        {"--threads", 1, 1024, offsetof(nl_cli_run, threads)},
+    };
+    const char *v;
+    for (size_t k = 0; k < sizeof opts / sizeof opts[0]; k++) {
+        int got = nl_cli_opt(argc, argv, i, opts[k].name, &v);
+        if (!got) continue;
+        if (got < 0 || !nl_cli_int(v, opts[k].lo, opts[k].hi, (long *)((char *)r + opts[k].off)))
+            return nl_cli_usage(cmd, "%s needs an integer in %ld..%ld", opts[k].name, opts[k].lo, opts[k].hi);
+        return 1;
+    }
+    if (argv[*i][0] == '-' && argv[*i][1]) return 0;
+    if (!r->model) { r->model = argv[*i]; return 1; }
+    if (!r->data) { r->data = argv[*i]; return 1; }
+    return nl_cli_usage(cmd, "unexpected argument '%s'", argv[*i]);
+}
+
+int nl_cli_run_check(const nl_command *cmd, const nl_cli_run *r) {
+    if (!r->model) return nl_cli_usage(cmd, "missing MODEL and DATA.jsonl");
+    if (!r->data) return nl_cli_usage(cmd, "missing DATA.jsonl");
+    return 0;
+}
+
+nl_status nl_cli_run_open(nl_ctx *ctx, nl_cli_run *r) {
+    if (r->threads > 0) omp_set_num_threads((int)r->threads);
+    nl_status st = nl_model_open(ctx, r->model, &r->m);
+    if (st != NL_OK) return st;
+    const nl_config *c = nl_model_config(r->m);
+    if ((st = nl_dataset_load(ctx, r->data, NULL, c->vocab_size, &r->ds)) != NL_OK) return st;
+    if (!r->batch) r->batch = 512;
+    if (!r->ctx) r->ctx = c->max_pos > 0 ? c->max_pos : 2048;
+    if (c->pos == NL_POS_LEARNED && r->ctx > c->max_pos) r->ctx = c->max_pos;
+    if (r->stride > r->ctx) return nl_errorf(ctx, NL_EINVAL, "--stride %ld exceeds the context %ld", r->stride, r->ctx);
+    return nl_forward_create(ctx, r->m, (int)(r->batch < r->ctx ? r->batch : r->ctx), (int)r->ctx, &r->f);
+}
+
+void nl_cli_run_close(nl_cli_run *r) {
+    nl_forward_destroy(r->f);
+    nl_dataset_destroy(r->ds);
+    nl_model_close(r->m);
+    r->f = NULL, r->ds = NULL, r->m = NULL;
+}

@@ -1,0 +1,183 @@
+#!/usr/bin/python3
+"""check_h5.py — checks a neuronlab activation file (schema v1, DESIGN §4) the way a user
+sees it: through h5py. Every documented attribute and dataset, its dtype, shape, chunking
+and the consistency of lengths (ffn_act rows == len(tokens) == doc_offsets[-1], one
+label / prompt_len / pooled row per document …).
+
+Usage: /usr/bin/python3 tests/check_h5.py FILE.h5 [FILE.h5 …]
+Prints one "PASS <file>: <check>" or "FAIL <file>: <check>: <why>" line per check and
+exits 1 when any check fails (2 when h5py is missing). Run by tests/h5_schema.sh on the
+files tests/test_h5store.c leaves in the build directory; works on any recorded file
+(only the first rows of each ffn_act are read).
+"""
+import os
+import sys
+
+try:
+    import h5py
+    import numpy as np
+except ImportError as e:  # pragma: no cover
+    print(f"SKIP check_h5: {e}")
+    sys.exit(2)
+
+FORMAT = "neuronlab.activations"
+STR_ATTRS = ["model", "arch", "ffn_kind", "act_fn", "dtype", "dataset", "created_by"]
+INT_ATTRS = ["version", "n_layers", "d_model", "d_ff"]
+SAMPLE_ROWS = 256
+
+
+class Checker:
+    def __init__(self, path):
+        self.name = os.path.basename(path)
+        self.failed = 0
+
+    def check(self, what, ok, why=""):
+        if ok:
+            print(f"PASS {self.name}: {what}")
+        else:
+            self.failed += 1
+            print(f"FAIL {self.name}: {what}: {why}")
+        return ok
+
+
+def is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def appendable(c, ds, what):
+    """Chunked along axis 0, extendible along it, whole rows per chunk."""
+    ok = ds.chunks is not None and ds.maxshape[0] is None
+    if ok and ds.ndim == 2:
+        ok = ds.chunks[1] == ds.shape[1] and ds.maxshape[1] == ds.shape[1]
+    c.check(f"{what} chunked along axis 0 and extendible", ok,
+            f"chunks={ds.chunks} maxshape={ds.maxshape}")
+
+
+def check_file(path):
+    c = Checker(path)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        c.check("opens with h5py", False, str(e))
+        return c.failed
+    with f:
+        c.check("opens with h5py", True)
+        a = f.attrs
+        # Root attributes.
+        essential = c.check("attr format", a.get("format") == FORMAT, f"got {a.get('format')!r}")
+        for k in STR_ATTRS:
+            v = a.get(k)
+            essential &= c.check(f"attr {k} is str", isinstance(v, str), f"got {type(v).__name__} {v!r}") or k != "dtype"
+        for k in INT_ATTRS:
+            v = a.get(k)
+            essential &= c.check(f"attr {k} is a positive integer", is_int(v) and v > 0, f"got {v!r}")
+        if not essential:
+            return c.failed
+        c.check("attr version == 1", int(a["version"]) == 1, f"got {a['version']}")
+        L, F = int(a["n_layers"]), int(a["d_ff"])
+        c.check("attr ffn_kind", a["ffn_kind"] in ("gated", "plain"), f"got {a['ffn_kind']!r}")
+        c.check("attr dtype", a["dtype"] in ("float32", "float16"), f"got {a['dtype']!r}")
+        c.check("attr created_by names neuronlab", a["created_by"].startswith("neuronlab "),
+                f"got {a['created_by']!r}")
+        layers = np.asarray(a.get("layers", []))
+        c.check("attr layers: sorted distinct ints in 0..n_layers-1",
+                "layers" in a and layers.ndim == 1 and np.issubdtype(layers.dtype, np.integer)
+                and np.all(np.diff(layers) > 0) and (layers.size == 0 or (layers[0] >= 0 and layers[-1] < L)),
+                f"got {layers!r}")
+        comp = a.get("complete")
+        c.check("attr complete is 0 or 1", is_int(comp) and comp in (0, 1), f"got {comp!r}")
+        complete = comp == 1
+
+        # Token and document datasets.
+        for name, dt in (("tokens", np.int32), ("doc_offsets", np.int64), ("prompt_len", np.int32)):
+            ok = name in f and isinstance(f[name], h5py.Dataset)
+            if c.check(f"/{name} exists", ok, "missing"):
+                ds = f[name]
+                c.check(f"/{name} is 1-D {np.dtype(dt).name}", ds.ndim == 1 and ds.dtype == dt,
+                        f"got {ds.ndim}-D {ds.dtype}")
+                appendable(c, ds, f"/{name}")
+        ok = "doc_labels" in f
+        if c.check("/doc_labels exists", ok, "missing"):
+            ds = f["doc_labels"]
+            si = h5py.check_string_dtype(ds.dtype)
+            c.check("/doc_labels is a 1-D UTF-8 string dataset",
+                    ds.ndim == 1 and si is not None and si.encoding == "utf-8", f"got {ds.dtype} {si}")
+            appendable(c, ds, "/doc_labels")
+        if not all(n in f for n in ("tokens", "doc_offsets", "prompt_len", "doc_labels")):
+            return c.failed
+        tokens = f["tokens"][...]
+        off = f["doc_offsets"][...]
+        N, D = len(tokens), len(off) - 1
+        c.check("doc_offsets has D+1 >= 1 entries", D >= 0, "empty")
+        if D < 0:
+            return c.failed
+        c.check("doc_offsets[0] == 0", off[0] == 0, f"got {off[0]}")
+        c.check("doc_offsets non-decreasing", bool(np.all(np.diff(off) >= 0)), "decreases")
+        c.check("doc_offsets[-1] == len(tokens)", off[-1] == N, f"{off[-1]} vs {N}")
+        labels = f["doc_labels"].asstr()[...]
+        c.check("len(doc_labels) == D", len(labels) == D, f"{len(labels)} vs {D}")
+        plen = f["prompt_len"][...]
+        c.check("len(prompt_len) == D", len(plen) == D, f"{len(plen)} vs {D}")
+        if len(plen) == D:
+            c.check("0 <= prompt_len <= document length",
+                    bool(np.all(plen >= 0) and np.all(plen <= np.diff(off))), "out of range")
+        c.check("token ids non-negative", bool(np.all(tokens >= 0)), "negative id")
+
+        # Per-layer datasets.
+        want = np.float16 if a["dtype"] == "float16" else np.float32
+        lg = f.get("layers")
+        c.check("/layers is a group", isinstance(lg, h5py.Group), "missing")
+        if lg is None:
+            return c.failed
+        names = list(lg.keys())
+        c.check("/layers holds exactly the recorded layers, in creation order",
+                names == [str(l) for l in layers], f"{names} vs {list(layers)}")
+        n_acts = sum(1 for l in layers if f"layers/{l}/ffn_act" in f)
+        c.check("ffn_act in all recorded layers or none (pooled-only)", n_acts in (0, len(layers)),
+                f"{n_acts} of {len(layers)}")
+        for l in layers:
+            p = f"layers/{l}/ffn_act"
+            if p in f:
+                ds = f[p]
+                c.check(f"/{p} dtype {np.dtype(want).name}", ds.dtype == want, f"got {ds.dtype}")
+                c.check(f"/{p} shape (N, d_ff)", ds.shape == (N, F), f"got {ds.shape}, want {(N, F)}")
+                appendable(c, ds, f"/{p}")
+                rows = ds[: min(N, SAMPLE_ROWS)]
+                c.check(f"/{p} first rows finite", bool(np.all(np.isfinite(rows.astype(np.float32)))),
+                        "NaN or inf")
+            p = f"layers/{l}/w_out_norm"
+            if p in f:
+                ds = f[p]
+                c.check(f"/{p} float32 (d_ff,)", ds.dtype == np.float32 and ds.shape == (F,),
+                        f"got {ds.dtype} {ds.shape}")
+                c.check(f"/{p} finite and >= 0", bool(np.all(np.isfinite(ds[...])) and np.all(ds[...] >= 0)),
+                        "negative or not finite")
+            else:
+                c.check(f"/{p} present (required when complete)", not complete, "missing in a complete file")
+        if "pooled" in f:
+            pg = f["pooled"]
+            c.check("/pooled holds exactly the recorded layers", list(pg.keys()) == [str(l) for l in layers],
+                    f"{list(pg.keys())}")
+            for l in layers:
+                p = f"pooled/{l}/mean_abs"
+                if c.check(f"/{p} exists", p in f, "missing"):
+                    ds = f[p]
+                    c.check(f"/{p} float32 (D, d_ff)", ds.dtype == np.float32 and ds.shape == (D, F),
+                            f"got {ds.dtype} {ds.shape}, want {(D, F)}")
+                    appendable(c, ds, f"/{p}")
+                    c.check(f"/{p} >= 0 (mean |a|)", bool(np.all(ds[: min(D, SAMPLE_ROWS)] >= 0)), "negative")
+        else:
+            c.check("pooled-only file has /pooled", n_acts > 0 or len(layers) == 0, "no ffn_act and no /pooled")
+    return c.failed
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
+    failed = sum(check_file(p) for p in argv[1:])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
