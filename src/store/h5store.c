@@ -300,7 +300,8 @@ static void app_free(nl_app *a) {
  * exponent), 20× the F16C instruction, which would make f16 recording slower than f32; so
  * x86 CPUs with F16C (checked at run time: the build targets x86-64-v2) convert 8 values
  * per instruction with round-to-nearest-even — bit-identical to the scalar functions except
- * for NaN payloads. tests/test_h5store.c checks both directions against the scalar ones. */
+ * for NaN payloads. NL_NO_F16C=1 in the environment forces the scalar path.
+ * tests/test_h5store.c checks both paths, both directions, against the scalar functions. */
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
 __attribute__((target("avx,f16c"))) static void f32_to_f16_f16c(uint16_t *d, const float *s, size_t n) {
@@ -488,6 +489,7 @@ nl_status nl_h5_create(nl_ctx *ctx, const char *path, const nl_h5_meta *meta, nl
     if (w->file < 0) {
         nl_errorf(ctx, NL_EIO, "cannot create '%s': %s", path, h5_err(m, sizeof m));
         writer_free(w);
+        unlink(path); /* no half-made file left behind */
         return NL_EIO;
     }
 
@@ -553,6 +555,7 @@ nl_status nl_h5_create(nl_ctx *ctx, const char *path, const nl_h5_meta *meta, nl
     if (!ok) {
         nl_errorf(ctx, NL_EIO, "cannot create '%s': %s", path, h5_err(m, sizeof m));
         writer_free(w);
+        unlink(path);
         return NL_EIO;
     }
     *out = w;
