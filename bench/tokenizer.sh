@@ -7,8 +7,9 @@
 #
 #   neuronlab   `neuronlab tokenize TOKENIZER.json --no-special < text.jsonl > out.jsonl`, the
 #               whole command (loading the tokenizer, JSON in and out included; nothing
-#               subtracted), fastest of 3 runs. The time of the same command on empty input
-#               (loading alone) is shown beside it.
+#               subtracted), default threads, fastest of 3 runs; also with --threads 1
+#               (the JS encoder is single-threaded). The time of the same command on empty
+#               input (loading alone) is shown beside it.
 #   JS loop     the encode loop only (tok.encode per row, no I/O, no JSON), inside node.
 #   JS process  the whole `node bench/tokenizer/js_bench.js` process (start-up, loading,
 #               reading, encoding, writing the same JSONL).
@@ -44,7 +45,7 @@ now() { date +%s%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
 mbps() { awk -v b="$1" -v s="$2" 'BEGIN { if (s > 0) printf "%.2f", b / 1e6 / s; else printf "inf" }'; }
 
-printf '\n%-22s %-36s %-12s %-12s %-20s %s\n' tokenizer "neuronlab (whole command)" "JS loop" "JS process" "ratio loop/process" "ids"
+printf '\n%-22s %-36s %-12s %-12s %-12s %-20s %s\n' tokenizer "neuronlab (whole command)" "1 thread" "JS loop" "JS process" "ratio loop/process" "ids"
 results=()
 for name in llama3 llama2; do
   tok=$npm_dir/node_modules/@lenml/tokenizer-$name/models/tokenizer.json
@@ -59,7 +60,7 @@ for name in llama3 llama2; do
   js_loop_mbps=$(mbps "$tbytes" "$js_loop"); js_proc_mbps=$(mbps "$tbytes" "$js_proc")
   # neuronlab
   if [ -n "$nl_reason" ]; then
-    printf '%-22s %-36s %-12s %-12s %-20s %s\n' "$label" "n/a" "$js_loop_mbps MB/s" "$js_proc_mbps MB/s" "n/a" "n/a"
+    printf '%-22s %-36s %-12s %-12s %-12s %-20s %s\n' "$label" "n/a" "n/a" "$js_loop_mbps MB/s" "$js_proc_mbps MB/s" "n/a" "n/a"
     results+=("$label: neuronlab tokenize $nl_reason")
     continue
   fi
@@ -73,12 +74,23 @@ for name in llama3 llama2; do
     if [ -z "$best" ] || awk -v a="$s" -v b="$best" 'BEGIN { exit !(a < b) }'; then best=$s; fi
   done
   if [ $rc -ne 0 ]; then
-    printf '%-22s %-36s %-12s %-12s %-20s %s\n' "$label" "failed (exit $rc)" "$js_loop_mbps MB/s" "$js_proc_mbps MB/s" "n/a" "n/a"
+    printf '%-22s %-36s %-12s %-12s %-12s %-20s %s\n' "$label" "failed (exit $rc)" "n/a" "$js_loop_mbps MB/s" "$js_proc_mbps MB/s" "n/a" "n/a"
     results+=("$label: neuronlab tokenize exited $rc: $(head -1 "$work/nl.$name.err")")
     continue
   fi
   t0=$(now); "$nl" tokenize "$tok" --no-special < /dev/null > /dev/null 2>&1; t1=$(now)
   load=$(secs "$t0" "$t1")
+  one="n/a"   # one thread, when the command has --threads (the JS encoder is single-threaded)
+  if grep -q -- --threads "$work/help"; then
+    best1=""
+    for ((r = 0; r < repeat; r++)); do
+      t0=$(now)
+      "$nl" tokenize "$tok" --no-special --threads 1 < "$text" > /dev/null 2>&1 || { best1=""; break; }
+      t1=$(now); s=$(secs "$t0" "$t1")
+      if [ -z "$best1" ] || awk -v a="$s" -v b="$best1" 'BEGIN { exit !(a < b) }'; then best1=$s; fi
+    done
+    [ -n "$best1" ] && one="$(mbps "$tbytes" "$best1") MB/s"
+  fi
   nl_mbps=$(mbps "$tbytes" "$best")
   ratio_loop=$(awk -v a="$nl_mbps" -v b="$js_loop_mbps" 'BEGIN { printf "%.1f", a / b }')
   ratio_proc=$(awk -v a="$nl_mbps" -v b="$js_proc_mbps" 'BEGIN { printf "%.1f", a / b }')
@@ -92,8 +104,8 @@ except ValueError:
 print("%d/%d identical" % (sum(1 for x, y in zip(a, b) if x == y), len(a)))
 PY
 )
-  printf '%-22s %-36s %-12s %-12s %-20s %s\n' "$label" "$nl_mbps MB/s (${best} s; load ${load} s)" \
-    "$js_loop_mbps MB/s" "$js_proc_mbps MB/s" "${ratio_loop}× / ${ratio_proc}×" "$same"
+  printf '%-22s %-36s %-12s %-12s %-12s %-20s %s\n' "$label" "$nl_mbps MB/s (${best} s; load ${load} s)" \
+    "$one" "$js_loop_mbps MB/s" "$js_proc_mbps MB/s" "${ratio_loop}× / ${ratio_proc}×" "$same"
   verdict=$(awk -v r="$ratio_loop" 'BEGIN { print (r >= 5 ? "PASS" : "FAIL") }')
   [ "${same%%/*}" = "$rows" ] || verdict="FAIL (ids differ: $same)"
   results+=("$label: neuronlab ${ratio_loop}× the JS encode loop (target ≥ 5×): $verdict")

@@ -25,6 +25,7 @@ const tok = TokenizerLoader.fromPreTrained({
 });
 tok.added_tokens_splitter = new tok.added_tokens_splitter.constructor(
   tok.added_tokens.filter((t) => !t.special).map((t) => t.content));
+tok.added_tokens_map = new Map([...tok.added_tokens_map].filter(([, t]) => !t.special));
 const t1 = performance.now();
 
 const texts = fs.readFileSync(input, "utf8").split("\n").filter((l) => l).map((l) => JSON.parse(l).text);
