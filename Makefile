@@ -68,6 +68,7 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@bash bench/run.sh $(BUILD)
+	@bash bench/tokenizer.sh $(BUILD)
 
 check-slow: deps
 	@$(MAKE) --no-print-directory tests-build

@@ -84,4 +84,29 @@ fi
 if "$build/neuronlab" --help 2>/dev/null | grep -q '^  record'; then
   expect "output path not writable" "cannot create '/nonexistent/dir/acts.h5'" record "$tmp/tiny.bin" "$tmp/ok.jsonl" -o /nonexistent/dir/acts.h5
 fi
+
+# tokenizers (issue 3): `tokenize` on bad tokenizer files, text rows without a tokenizer, generate
+printf '{"text": "hi"}\n' > "$tmp/text.jsonl"
+printf '{"version": "1.0", "added_tokens": []}' > "$tmp/nomodel.json"
+printf '{"model": {"type": "WordPiece", "vocab": {"a": 0}}}' > "$tmp/wordpiece.json"
+printf '{"pre_tokenizer": {"type": "CharDelimiterSplit", "delimiter": " "}, "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}}' > "$tmp/pretok.json"
+printf '{"model": {"type": "BPE", "vocab": {"a": 0, "ab": 1}, "merges": ["a b"]}}' > "$tmp/merge.json"
+expect "tokenizer.json without a model" "nomodel.json'.*no \"model\"" tokenize "$tmp/nomodel.json" < "$tmp/text.jsonl"
+expect "unsupported tokenizer model type" "wordpiece.json'.*unsupported model type 'WordPiece' \(supported: BPE\)" tokenize "$tmp/wordpiece.json" < "$tmp/text.jsonl"
+expect "unsupported pre-tokenizer type" "pretok.json'.*unsupported pre_tokenizer type 'CharDelimiterSplit' \(supported: Sequence, Split, ByteLevel" tokenize "$tmp/pretok.json" < "$tmp/text.jsonl"
+expect "merge naming an unknown token" "merge.json'.*names the token 'b', which is not in the vocabulary" tokenize "$tmp/merge.json" < "$tmp/text.jsonl"
+if [ -f ../shared/tokenizers/llama2/tokenizer.model ]; then
+  mkdir -p "$tmp/tm"; head -c 100000 ../shared/tokenizers/llama2/tokenizer.model > "$tmp/tm/tokenizer.model"
+  expect "truncated tokenizer.model" "tokenizer.model'.*truncated" tokenize "$tmp/tm/tokenizer.model" < "$tmp/text.jsonl"
+else
+  echo "SKIP truncated tokenizer.model: ../shared/tokenizers/llama2/tokenizer.model is absent"
+fi
+printf '{"tokens": [1]}\n{"text": 5}\n' > "$tmp/badtext.jsonl"
+expect "text rows without a tokenizer" "text.jsonl' line 1: text rows need a tokenizer" ppl "$tmp/tiny.bin" "$tmp/text.jsonl"
+if [ -d "$fx/gpt2" ]; then
+  expect "text that is not a string" "badtext.jsonl' line 2: \"text\" must be a string" ppl "$fx/gpt2" "$tmp/badtext.jsonl"
+  expect "tokenizer id beyond the model" "tokenizer.json' gave token id 256, outside the vocabulary of .*gpt_neox' \(size 256\)" generate "$fx/gpt_neox" --tokenizer "$fx/gpt2" --prompt "" --temp 0
+  expect "missing --tokenizer file" "cannot open '$tmp/none.json'" ppl "$fx/gpt2" "$tmp/text.jsonl" --tokenizer "$tmp/none.json"
+  expect "generate without a tokenizer" "'$fx/llama': no tokenizer found with the model \(give --tokenizer PATH\)" generate "$fx/llama" --prompt hi
+fi
 exit 0

@@ -1,5 +1,6 @@
 /* test_dataset.c — JSONL loading: rows, labels, prompt_len, and every bad-row message. */
 #include "neuronlab/dataset.h"
+#include "neuronlab/tokenizer.h"
 #include "testutil.h"
 
 static char dir[] = "/tmp/nl_dataset_XXXXXX";
@@ -71,4 +72,88 @@ Test(dataset, missing_file) {
     nl_dataset *d;
     cr_assert_eq(nl_dataset_load(&ctx, "/nonexistent/x.jsonl", NULL, 10, &d), NL_EIO);
     cr_assert(strstr(ctx.msg, "cannot open '/nonexistent/x.jsonl'"), "%s", ctx.msg);
+}
+
+/* Text rows through the fixtures' tokenizers (tests/reference/gen_tokenizers.py): with no merges,
+ * each character of the byte-level one is its byte, and the SentencePiece-style one maps "▁" to
+ * 259 and other characters to their byte-fallback pieces 3 + byte, after BOS (1). */
+static nl_tokenizer *fixture_tokenizer(const char *name) {
+    char path[256];
+    snprintf(path, sizeof path, "tests/fixtures/hf/%s", name);
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_tokenizer *t = NULL;
+    cr_assert_eq(nl_tokenizer_for_model(&ctx, path, &t), NL_OK, "%s", ctx.msg);
+    cr_assert_not_null(t, "no tokenizer found in %s", path);
+    return t;
+}
+
+Test(dataset, text_rows_byte_level) {
+    nl_tokenizer *t = fixture_tokenizer("gpt2");
+    const char *p = write_file("text.jsonl", "{\"text\": \"hi \\u00e9\", \"label\": \"w\"}\n"
+                                             "{\"prompt\": \"Q: a\", \"response\": \" b\"}\n"
+                                             "{\"tokens\": [7, 8]}\n");
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_dataset *d;
+    cr_assert_eq(nl_dataset_load(&ctx, p, t, 257, &d), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(d->n_text, 2);
+    int32_t want0[] = {'h', 'i', ' ', 0xc3, 0xa9};
+    cr_assert_eq(d->docs[0].n_tokens, 5);
+    cr_assert_arr_eq(d->docs[0].tokens, want0, sizeof want0);
+    cr_assert_eq(d->docs[0].prompt_len, 5);
+    cr_assert_eq(d->docs[0].score_from, 1);
+    int32_t want1[] = {'Q', ':', ' ', 'a', ' ', 'b'};
+    cr_assert_eq(d->docs[1].n_tokens, 6);
+    cr_assert_arr_eq(d->docs[1].tokens, want1, sizeof want1);
+    cr_assert_eq(d->docs[1].prompt_len, 4);
+    cr_assert_eq(d->docs[1].score_from, 4);
+    cr_assert_eq(d->n_tokens, 13);
+    nl_dataset_destroy(d);
+    /* an id the tokenizer knows but the model does not */
+    p = write_file("eot.jsonl", "{\"text\": \"x\"}\n");
+    cr_assert_eq(nl_dataset_load(&ctx, p, t, 100, &d), NL_EINVAL);
+    cr_assert(strstr(ctx.msg, "line 1: the tokenizer gave id 120, outside the model's vocabulary (size 100)"), "%s", ctx.msg);
+    nl_tokenizer_close(t);
+}
+
+Test(dataset, text_rows_with_bos_template) {
+    nl_tokenizer *t = fixture_tokenizer("llama_bf16");
+    /* "a" + " b" is read as one text "▁a▁b"; the prompt alone is "▁a". */
+    const char *p = write_file("bos.jsonl", "{\"prompt\": \"a\", \"response\": \" b\"}\n{\"text\": \"\"}\n");
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_dataset *d;
+    cr_assert_eq(nl_dataset_load(&ctx, p, t, 260, &d), NL_OK, "%s", ctx.msg);
+    int32_t want[] = {1, 259, 3 + 'a', 259, 3 + 'b'};
+    cr_assert_eq(d->docs[0].n_tokens, 5);
+    cr_assert_arr_eq(d->docs[0].tokens, want, sizeof want);
+    cr_assert_eq(d->docs[0].prompt_len, 3);
+    cr_assert_eq(d->docs[0].score_from, 3);
+    cr_assert_eq(d->docs[1].n_tokens, 1, "an empty text is BOS alone");
+    nl_dataset_destroy(d);
+    nl_tokenizer_close(t);
+}
+
+static void expect_text_error(nl_tokenizer *t, const char *name, const char *text, const char *needle) {
+    const char *p = write_file(name, text);
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_dataset *d = (void *)1;
+    cr_assert_neq(nl_dataset_load(&ctx, p, t, 257, &d), NL_OK, "%s loaded", name);
+    cr_assert_null(d);
+    cr_assert(strstr(ctx.msg, name) && strstr(ctx.msg, needle), "message '%s' lacks '%s'", ctx.msg, needle);
+}
+
+Test(dataset, text_row_errors) {
+    nl_tokenizer *t = fixture_tokenizer("gpt2");
+    expect_text_error(NULL, "notok.jsonl", "{\"text\": \"x\"}\n", "line 1: text rows need a tokenizer");
+    expect_text_error(t, "emptytext.jsonl", "{\"tokens\": [1]}\n{\"text\": \"\"}\n", "line 2: \"text\" gives no tokens");
+    expect_text_error(t, "noresp.jsonl", "{\"prompt\": \"x\"}\n", "line 1: \"prompt\" without \"response\"");
+    expect_text_error(t, "emptyresp.jsonl", "{\"prompt\": \"x\", \"response\": \"\"}\n", "line 1: \"response\" gives no tokens");
+    expect_text_error(t, "emptyprompt.jsonl", "{\"prompt\": \"\", \"response\": \"y\"}\n", "line 1: \"prompt\" gives no tokens");
+    expect_text_error(t, "both.jsonl", "{\"text\": \"x\", \"prompt\": \"y\", \"response\": \"z\"}\n", "not both");
+    expect_text_error(t, "nonstr.jsonl", "{\"text\": 5}\n", "line 1: \"text\" must be a string");
+    expect_text_error(t, "nonstr2.jsonl", "{\"prompt\": \"a\", \"response\": [1]}\n", "line 1: \"response\" must be a string");
+    nl_tokenizer_close(t);
 }

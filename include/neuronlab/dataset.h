@@ -1,9 +1,14 @@
 /* dataset.h — JSONL datasets: one document per line, tokenised into memory.
  *
- * Rows: {"tokens": [1, 403, …]} used verbatim (no BOS added); {"text": "…"};
- * {"prompt": "…", "response": "…"}. Any row may carry "label" (the ability, default "").
- * Text rows need a tokenizer. Blank lines are skipped. A bad line is an error naming the
- * file and the line number. The token ids of a dataset are small next to its activations,
+ * Rows: {"tokens": [1, 403, …]} used verbatim (no BOS added; optional "prompt_len");
+ * {"text": "…"}; {"prompt": "…", "response": "…"}. Any row may carry "label" (the
+ * ability, default ""). Text rows need a tokenizer: the text (for prompt/response rows the
+ * string prompt + response, tokenized as one text as the model reads it) is encoded without
+ * special tokens and wrapped in the tokenizer's template (BOS … EOS, as add_special gives).
+ * prompt_len = template-pre + the leading ids the prompt alone also encodes to (a token
+ * spanning the boundary counts as response); score_from = prompt_len, so perplexity counts
+ * the response only. A text that gives no tokens is an error. Blank lines are skipped.
+ * A bad line is an error naming the file and the line number. The token ids of a dataset are small next to its activations,
  * so they are held in memory; activations never are.
  * Checked by tests/test_dataset.c.
  */
@@ -30,6 +35,7 @@ typedef struct {
     char path[4096];
     char **labels;    /* distinct labels in first-seen order, owned */
     int n_labels;
+    int n_text;       /* documents tokenized from "text"/"prompt" rows (0: ids given) */
 } nl_dataset;
 
 /* Loads path. vocab_size > 0 checks every id; tok may be NULL (then text rows are an error).

@@ -67,6 +67,7 @@ typedef struct {
     const char *act_fn;     /* "silu", "gelu" …; NULL → "" */
     nl_h5_dtype dtype;      /* of ffn_act */
     const char *dataset;    /* dataset path or name; NULL → "" */
+    const char *tokenizer;  /* tokenizer that turned the dataset's text into ids; NULL → "" (ids given) */
     const char *created_by; /* NULL → "neuronlab " NL_VERSION */
     const int *layers;      /* (n_rec) recorded layers, distinct, in [0, L); NULL → all.
                              * Stored sorted. */

@@ -70,6 +70,11 @@ nl_status nl_tokenizer_encode(nl_ctx *ctx, const nl_tokenizer *t, const char *te
 nl_status nl_tokenizer_decode(nl_ctx *ctx, const nl_tokenizer *t, const int32_t *ids, int n, int skip_special,
                               char **text, size_t *len);
 
+/* The post-processor template around one text, as add_special applies it: *pre ids come before
+ * the text (e.g. BOS), *post after it (e.g. EOS); both borrowed, zero counts when there is none.
+ * Lets a caller tokenize pieces separately (a prompt and its response) and wrap the whole once. */
+void nl_tokenizer_template(const nl_tokenizer *t, const int32_t **pre, int *n_pre, const int32_t **post, int *n_post);
+
 /* Bytes that token id adds when decoded after prev_id (-1 at the start), for streaming
  * generation: writes min(needed, cap) bytes into buf and returns the number needed.
  * SentencePiece-style tokenizers drop the leading space of the first token (after nothing or a

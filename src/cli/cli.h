@@ -35,16 +35,19 @@ void nl_cli_json_str(const char *s);
 
 /* MODEL DATA.jsonl and the forward-pass options: --batch N (tokens per forward call,
  * default 512), --ctx N (context, default the model's), --stride N (sliding-window step,
- * default ctx/2), --threads N (default all cores). Zero-initialise, parse, open, close. */
+ * default ctx/2), --threads N (default all cores), --tokenizer PATH (for "text" and
+ * "prompt"/"response" rows; default the model's own, nl_tokenizer_for_model).
+ * Zero-initialise, parse, open, close. */
 typedef struct {
-    const char *model, *data;
+    const char *model, *data, *tokenizer;
+    nl_tokenizer *tok; /* owned after nl_cli_run_open; NULL when the model has none */
     long batch, ctx, stride, threads;
     nl_model *m;     /* owned after nl_cli_run_open */
     nl_dataset *ds;  /* owned */
     nl_forward *f;   /* owned */
 } nl_cli_run;
 
-#define NL_CLI_RUN_USAGE "MODEL DATA.jsonl [--batch N] [--ctx N] [--stride N] [--threads N]"
+#define NL_CLI_RUN_USAGE "MODEL DATA.jsonl [--batch N] [--ctx N] [--stride N] [--threads N] [--tokenizer PATH]"
 
 /* Consumes argv[*i] when it is one of the options above or a positional argument.
  * Returns 1 when consumed, 0 when not, or a usage exit code (2) after printing it. */

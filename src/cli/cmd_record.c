@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "neuronlab/tokenizer.h"
 #include "neuronlab/recorder.h"
 
 static int run(nl_ctx *ctx, int argc, char **argv);
@@ -86,6 +87,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         meta.act_fn = nl_act_name(c->act);
         meta.dtype = dtype;
         meta.dataset = paths[1];
+        meta.tokenizer = r.tok && r.ds->n_text ? nl_tokenizer_path(r.tok) : NULL;
         meta.layers = layers;
         meta.n_rec = n_layers;
         meta.pooled = pool;

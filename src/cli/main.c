@@ -7,9 +7,9 @@
 
 #include "cli/cli.h"
 
-extern const nl_command nl_cmd_info, nl_cmd_ppl, nl_cmd_record, nl_cmd_tokenize;
+extern const nl_command nl_cmd_info, nl_cmd_ppl, nl_cmd_record, nl_cmd_tokenize, nl_cmd_generate;
 
-static const nl_command *commands[] = {&nl_cmd_info, &nl_cmd_ppl, &nl_cmd_record, &nl_cmd_tokenize};
+static const nl_command *commands[] = {&nl_cmd_info, &nl_cmd_ppl, &nl_cmd_record, &nl_cmd_tokenize, &nl_cmd_generate};
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
 int nl_cli_fail(nl_ctx *ctx, nl_status st) {

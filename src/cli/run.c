@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "neuronlab/tokenizer.h"
 
 int nl_cli_run_arg(const nl_command *cmd, nl_cli_run *r, int argc, char **argv, int *i) {
     static const struct { const char *name; long lo, hi; size_t off; } opts[] = {
@@ -13,6 +14,9 @@ int nl_cli_run_arg(const nl_command *cmd, nl_cli_run *r, int argc, char **argv, 
         {"--threads", 1, 1024, offsetof(nl_cli_run, threads)},
     };
     const char *v;
+    int tk = nl_cli_opt(argc, argv, i, "--tokenizer", &v);
+    if (tk < 0) return nl_cli_usage(cmd, "--tokenizer needs a path");
+    if (tk) { r->tokenizer = v; return 1; }
     for (size_t k = 0; k < sizeof opts / sizeof opts[0]; k++) {
         int got = nl_cli_opt(argc, argv, i, opts[k].name, &v);
         if (!got) continue;
@@ -37,7 +41,9 @@ nl_status nl_cli_run_open(nl_ctx *ctx, nl_cli_run *r) {
     nl_status st = nl_model_open(ctx, r->model, &r->m);
     if (st != NL_OK) return st;
     const nl_config *c = nl_model_config(r->m);
-    if ((st = nl_dataset_load(ctx, r->data, NULL, c->vocab_size, &r->ds)) != NL_OK) return st;
+    st = r->tokenizer ? nl_tokenizer_open(ctx, r->tokenizer, &r->tok) : nl_tokenizer_for_model(ctx, r->model, &r->tok);
+    if (st != NL_OK) return st;
+    if ((st = nl_dataset_load(ctx, r->data, r->tok, c->vocab_size, &r->ds)) != NL_OK) return st;
     if (!r->batch) r->batch = 512;
     if (!r->ctx) r->ctx = c->max_pos > 0 ? c->max_pos : 2048;
     if (c->pos == NL_POS_LEARNED && r->ctx > c->max_pos) r->ctx = c->max_pos;
@@ -48,6 +54,7 @@ nl_status nl_cli_run_open(nl_ctx *ctx, nl_cli_run *r) {
 void nl_cli_run_close(nl_cli_run *r) {
     nl_forward_destroy(r->f);
     nl_dataset_destroy(r->ds);
+    nl_tokenizer_close(r->tok);
     nl_model_close(r->m);
-    r->f = NULL, r->ds = NULL, r->m = NULL;
+    r->f = NULL, r->ds = NULL, r->m = NULL, r->tok = NULL;
 }

@@ -1,6 +1,7 @@
 /* dataset.c — JSONL dataset loader (see dataset.h). Parses each line with jansson.
  * Checked by tests/test_dataset.c. */
 #include "neuronlab/dataset.h"
+#include "neuronlab/tokenizer.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -36,9 +37,86 @@ static nl_status add_label(nl_dataset *d, const char *label) {
     return NL_OK;
 }
 
+/* Encodes text (len bytes) without the template; a one-line error naming the file and line. */
+static nl_status encode_text(nl_ctx *ctx, const char *path, int line, const nl_tokenizer *tok, const char *text, size_t len,
+                             int32_t **ids, int *n) {
+    nl_status st = nl_tokenizer_encode(ctx, tok, text, len, NULL, ids, n);
+    if (st != NL_OK) {
+        char why[sizeof ctx->msg];
+        snprintf(why, sizeof why, "%s", ctx->msg);
+        return nl_errorf(ctx, st, "'%s' line %d: %s", path, line, why);
+    }
+    return NL_OK;
+}
+
+/* A {"text"} or {"prompt","response"} row. The document is the tokenizer's template around the
+ * ids of the whole text — for prompt/response the text prompt + response, tokenized as one string
+ * (as the model would read it; lm-evaluation-harness does the same). The prompt is the longest
+ * run of leading ids that the prompt alone also encodes to, so a token spanning the boundary
+ * counts as response: prompt_len = template-pre + that run, and perplexity counts the response
+ * (and template-post ids such as EOS) only. */
+static nl_status encode_row(nl_ctx *ctx, const char *path, int line, json_t *o, const nl_tokenizer *tok, int vocab_size,
+                            nl_doc *doc) {
+    json_t *text = json_object_get(o, "text"), *prompt = json_object_get(o, "prompt"), *resp = json_object_get(o, "response");
+    if (text && prompt) return nl_errorf(ctx, NL_EFORMAT, "'%s' line %d: a row has either \"text\" or \"prompt\", not both", path, line);
+    if (prompt && !resp) return nl_errorf(ctx, NL_EFORMAT, "'%s' line %d: \"prompt\" without \"response\"", path, line);
+    if ((text && !json_is_string(text)) || (prompt && !json_is_string(prompt)) || (resp && !json_is_string(resp)))
+        return nl_errorf(ctx, NL_EFORMAT, "'%s' line %d: \"%s\" must be a string", path, line,
+                         text ? "text" : !json_is_string(prompt) ? "prompt" : "response");
+    if (!tok)
+        return nl_errorf(ctx, NL_EUNSUPPORTED,
+                         "'%s' line %d: text rows need a tokenizer and none was found with the model (give --tokenizer PATH)", path,
+                         line);
+    const int32_t *pre, *post;
+    int n_pre, n_post, n_body = 0, n_prompt = 0;
+    nl_tokenizer_template(tok, &pre, &n_pre, &post, &n_post);
+    int32_t *body = NULL, *pids = NULL, *ids = NULL;
+    nl_status st;
+    if (text) {
+        st = encode_text(ctx, path, line, tok, json_string_value(text), json_string_length(text), &body, &n_body);
+    } else {
+        size_t lp = json_string_length(prompt), lr = json_string_length(resp);
+        char *whole = malloc(lp + lr + 1);
+        if (!whole) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+        memcpy(whole, json_string_value(prompt), lp);
+        memcpy(whole + lp, json_string_value(resp), lr);
+        st = encode_text(ctx, path, line, tok, whole, lp + lr, &body, &n_body);
+        free(whole);
+        if (st == NL_OK) st = encode_text(ctx, path, line, tok, json_string_value(prompt), lp, &pids, &n_prompt);
+        if (st == NL_OK) {
+            int k = 0;
+            while (k < n_prompt && k < n_body && pids[k] == body[k]) k++;
+            n_prompt = k;
+            if (n_pre + n_prompt == 0) st = nl_errorf(ctx, NL_EFORMAT, "'%s' line %d: \"prompt\" gives no tokens", path, line);
+            else if (n_prompt == n_body && n_post == 0)
+                st = nl_errorf(ctx, NL_EFORMAT, "'%s' line %d: \"response\" gives no tokens", path, line);
+        }
+    }
+    int n = n_pre + n_body + n_post;
+    if (st == NL_OK && n == 0) st = nl_errorf(ctx, NL_EFORMAT, "'%s' line %d: \"text\" gives no tokens", path, line);
+    if (st == NL_OK && !(ids = malloc((size_t)n * sizeof *ids))) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    if (st == NL_OK) {
+        if (n_pre) memcpy(ids, pre, (size_t)n_pre * sizeof *ids);
+        if (n_body) memcpy(ids + n_pre, body, (size_t)n_body * sizeof *ids);
+        if (n_post) memcpy(ids + n_pre + n_body, post, (size_t)n_post * sizeof *ids);
+    }
+    for (int i = 0; st == NL_OK && i < n; i++)
+        if (vocab_size > 0 && ids[i] >= vocab_size)
+            st = nl_errorf(ctx, NL_EINVAL, "'%s' line %d: the tokenizer gave id %d, outside the model's vocabulary (size %d)", path,
+                           line, ids[i], vocab_size);
+    free(body);
+    free(pids);
+    if (st != NL_OK) { free(ids); return st; }
+    doc->tokens = ids;
+    doc->n_tokens = n;
+    doc->prompt_len = text ? n : n_pre + n_prompt;
+    doc->score_from = text || doc->prompt_len < 1 ? 1 : doc->prompt_len;
+    return NL_OK;
+}
+
 /* Parses one JSON object into doc. */
 static nl_status parse_row(nl_ctx *ctx, const char *path, int line, const char *text, const nl_tokenizer *tok,
-                           int vocab_size, nl_doc *doc) {
+                           int vocab_size, nl_doc *doc, int *from_text) {
     json_error_t err;
     json_t *o = json_loads(text, JSON_REJECT_DUPLICATES, &err);
     nl_status st = NL_OK;
@@ -83,11 +161,8 @@ static nl_status parse_row(nl_ctx *ctx, const char *path, int line, const char *
             if (doc->prompt_len < (int)n) doc->score_from = doc->prompt_len;
         }
     } else if (json_object_get(o, "text") || json_object_get(o, "prompt")) {
-        (void)tok;
-        st = nl_errorf(ctx, NL_EUNSUPPORTED,
-                       "'%s' line %d: text rows need a tokenizer, which this build cannot load yet; use {\"tokens\": [...]} rows",
-                       path, line);
-        goto done;
+        st = encode_row(ctx, path, line, o, tok, vocab_size, doc);
+        *from_text = 1;
     } else {
         st = nl_errorf(ctx, NL_EFORMAT, "'%s' line %d: row has none of \"tokens\", \"text\" or \"prompt\"", path, line);
         goto done;
@@ -124,9 +199,11 @@ nl_status nl_dataset_load(nl_ctx *ctx, const char *path, const nl_tokenizer *tok
         nl_doc *doc = &d->docs[d->n_docs];
         memset(doc, 0, sizeof *doc);
         d->n_docs++;
-        if ((st = parse_row(ctx, path, lineno, line, tok, vocab_size, doc)) != NL_OK) break;
+        int from_text = 0;
+        if ((st = parse_row(ctx, path, lineno, line, tok, vocab_size, doc, &from_text)) != NL_OK) break;
         if (!doc->label || add_label(d, doc->label) != NL_OK) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); break; }
         d->n_tokens += doc->n_tokens;
+        d->n_text += from_text;
     }
     if (st == NL_OK && ferror(fp)) st = nl_errorf(ctx, NL_EIO, "cannot read '%s': %s", path, strerror(errno));
     if (st == NL_OK && d->n_docs == 0) st = nl_errorf(ctx, NL_EFORMAT, "'%s': no documents (the file is empty)", path);

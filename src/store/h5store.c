@@ -508,7 +508,7 @@ nl_status nl_h5_create(nl_ctx *ctx, const char *path, const nl_h5_meta *meta, nl
          attr_int(w->file, "d_ff", meta->d_ff) == 0 && attr_str(w->file, "ffn_kind", meta->ffn_kind) == 0 &&
          attr_str(w->file, "act_fn", S(meta->act_fn)) == 0 &&
          attr_str(w->file, "dtype", nl_h5_dtype_name(meta->dtype)) == 0 &&
-         attr_str(w->file, "dataset", S(meta->dataset)) == 0 &&
+         attr_str(w->file, "dataset", S(meta->dataset)) == 0 && attr_str(w->file, "tokenizer", S(meta->tokenizer)) == 0 &&
          attr_str(w->file, "created_by", meta->created_by ? meta->created_by : created_by) == 0 &&
          attr_ints(w->file, "layers", w->rec, n_rec, 0) == 0 && attr_int(w->file, "complete", 0) == 0;
 #undef S

@@ -381,6 +381,14 @@ const char *nl_tokenizer_token(const nl_tokenizer *t, int id, size_t *len) {
     return s;
 }
 
+void nl_tokenizer_template(const nl_tokenizer *t, const int32_t **pre, int *n_pre, const int32_t **post, int *n_post) {
+    int k = 0;
+    while (k < t->n_tmpl && t->tmpl[k] >= 0) k++; /* the text's slot (-1); none: all before */
+    *pre = t->tmpl, *n_pre = k;
+    *post = k < t->n_tmpl ? t->tmpl + k + 1 : NULL;
+    *n_post = k < t->n_tmpl ? t->n_tmpl - k - 1 : 0;
+}
+
 int nl_tokenizer_is_special(const nl_tokenizer *t, int id) {
     if (id < 0 || id >= t->v.n) return 0;
     int ty = t->v.type[id];

@@ -504,6 +504,8 @@ def main():
     for d in os.listdir(OUT):                      # stale cases from older generator versions
         if d not in keep and os.path.isdir(os.path.join(OUT, d)):
             shutil.rmtree(os.path.join(OUT, d))
+    import gen_tokenizers                          # the folders were rewritten: their tokenizers too
+    gen_tokenizers.main()
     total = 0
     for dp, _, fns in os.walk(OUT):
         for fn in fns:
