@@ -18,6 +18,9 @@ import argparse
 import json
 import sys
 
+# texts with lone surrogates must print as escapes, not stop the report
+sys.stdout.reconfigure(errors="backslashreplace")
+
 
 def read_jsonl(path, key):
     """Rows of a JSONL file (bytes decoded with U+FFFD replacement); key's value per row."""
