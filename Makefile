@@ -13,7 +13,7 @@ OPT     ?= -O2 -march=x86-64-v2 -mtune=native
 HDF5_CFLAGS := -I/usr/include/hdf5/serial
 HDF5_LIBS   := -L/usr/lib/x86_64-linux-gnu/hdf5/serial -lhdf5
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wshadow $(OPT) -fopenmp \
-           -Iinclude -Isrc $(HDF5_CFLAGS) -I/usr/include/x86_64-linux-gnu/openblas-pthread
+           -Iinclude -Isrc -I. $(HDF5_CFLAGS) -I/usr/include/x86_64-linux-gnu/openblas-pthread
 LDLIBS  += $(HDF5_LIBS) $(BLAS_LIBS) -ljansson -lsqlite3 -lpcre2-8 -lm -fopenmp -lpthread
 # OpenBLAS built for OpenMP shares one thread pool with our OpenMP loops; the pthread
 # build spins against them on small machines (measured: 30x slower on 2 cores).
@@ -21,7 +21,8 @@ BLAS_DIR    := /usr/lib/x86_64-linux-gnu/openblas-openmp
 BLAS_LIBS   := $(BLAS_DIR)/libopenblas.so.0 -Wl,-rpath,$(BLAS_DIR)
 SAN     := -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined
 
-LIB_SRC := $(shell find src -name '*.c' -not -path 'src/cli/*' | sort)
+# The library: src/ (but the CLI) and analyses/ (one module per analysis, see analyses/README.md).
+LIB_SRC := $(shell find src analyses -name '*.c' -not -path 'src/cli/*' 2>/dev/null | sort)
 CLI_SRC := $(shell find src/cli -name '*.c' | sort)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)

@@ -1,0 +1,73 @@
+/* results.h — the SQLite results store: every analysis result with its provenance.
+ *
+ * Schema (version NL_RESULTS_VERSION; meta table holds format="neuronlab.results" and
+ * schema_version, checked on open):
+ *   meta(key TEXT PRIMARY KEY, value TEXT)
+ *   runs(id INTEGER PRIMARY KEY, kind TEXT, model TEXT, dataset TEXT, source TEXT,
+ *        params TEXT (JSON), tool_version TEXT, started_at TEXT, ended_at TEXT,
+ *        status TEXT ('running' | 'complete' | 'interrupted' | 'failed'), message TEXT)
+ * Each analysis creates its own tables (CREATE TABLE IF NOT EXISTS) keyed by run_id
+ * REFERENCES runs(id), through nl_results_exec. A run is inserted with status 'running'
+ * in its own transaction before the work starts and ended with its final status, so an
+ * interrupted or failed run is visible as such; results are written in transactions, so
+ * rerunning an analysis adds a run and never damages an earlier one.
+ *
+ * Rules: one writer at a time (SQLite's lock; a busy database is waited on for
+ * NL_RESULTS_BUSY_MS — or $NEURONLAB_DB_TIMEOUT_MS — then refused with "'x.db' is locked
+ * by another process"). Times are
+ * UTC ISO-8601. Library code: statuses and one-line messages naming the file.
+ * Checked by tests/test_results.c.
+ */
+#ifndef NEURONLAB_RESULTS_H
+#define NEURONLAB_RESULTS_H
+
+#include "neuronlab/common.h"
+
+#define NL_RESULTS_FORMAT "neuronlab.results"
+#define NL_RESULTS_VERSION 1
+#define NL_RESULTS_BUSY_MS 5000
+
+typedef struct nl_results nl_results;
+typedef struct sqlite3 sqlite3;
+
+/* Opens (creating when missing, unless readonly) the database at path and checks or creates
+ * the schema. readonly = 1 opens for queries only (a report). Errors:
+ *   cannot open 'x.db': …                       (NL_EIO: missing directory, permissions)
+ *   'x.db' is not an SQLite database            (NL_EFORMAT)
+ *   'x.db' is not a neuronlab results database  (NL_EFORMAT: tables but no meta format)
+ *   'x.db': results schema version 9 is not supported (this neuronlab reads version 1)
+ *   'x.db' is read-only / is locked by another process (NL_EIO)
+ * On success *out is owned by the caller: nl_results_close. */
+nl_status nl_results_open(nl_ctx *ctx, const char *path, int readonly, nl_results **out);
+void nl_results_close(nl_results *r); /* NULL is a no-op */
+
+/* The connection, borrowed, for prepared statements of the analyses. */
+sqlite3 *nl_results_db(nl_results *r);
+const char *nl_results_path(const nl_results *r);
+
+/* Provenance of a run; strings borrowed (NULL → NULL in the table). params: a JSON object. */
+typedef struct {
+    const char *kind;    /* analysis name: "sparsity", "perturb" … */
+    const char *model;   /* model path or name */
+    const char *dataset; /* dataset path */
+    const char *source;  /* input file the analysis read (activation file), if any */
+    const char *params;  /* JSON text of the parameters */
+} nl_run_info;
+
+/* Inserts a run with status 'running' and the start time, committed at once. */
+nl_status nl_results_begin_run(nl_ctx *ctx, nl_results *r, const nl_run_info *info, int64_t *run_id);
+/* Sets the run's final status ("complete", "interrupted", "failed"), end time and message
+ * (NULL or ""), committed at once. */
+nl_status nl_results_end_run(nl_ctx *ctx, nl_results *r, int64_t run_id, const char *status, const char *message);
+
+/* Executes one or more SQL statements without results (DDL, BEGIN/COMMIT). */
+nl_status nl_results_exec(nl_ctx *ctx, nl_results *r, const char *sql);
+/* BEGIN IMMEDIATE / COMMIT / ROLLBACK (rollback never fails; it is a no-op outside one). */
+nl_status nl_results_begin(nl_ctx *ctx, nl_results *r);
+nl_status nl_results_commit(nl_ctx *ctx, nl_results *r);
+void nl_results_rollback(nl_results *r);
+
+/* Reports the SQLite error of the last call as "'x.db': <what>: <sqlite message>". */
+nl_status nl_results_error(nl_ctx *ctx, nl_results *r, const char *what);
+
+#endif

@@ -1,0 +1,120 @@
+/* test_results.c — the SQLite results store: schema creation and checks, runs, transactions,
+ * and every bad-database message. */
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include "neuronlab/results.h"
+#include "testutil.h"
+
+static char dir[] = "/tmp/nl_results_XXXXXX";
+
+static const char *path_of(const char *name) {
+    static char p[256];
+    if (dir[strlen(dir) - 1] == 'X') cr_assert(mkdtemp(dir));
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return p;
+}
+
+static int64_t count(sqlite3 *db, const char *sql) {
+    sqlite3_stmt *s;
+    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
+    cr_assert_eq(sqlite3_step(s), SQLITE_ROW);
+    int64_t n = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return n;
+}
+
+Test(results, creates_schema_and_records_runs) {
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    const char *p = path_of("a.db");
+    nl_results *r;
+    cr_assert_eq(nl_results_open(&ctx, p, 0, &r), NL_OK, "%s", ctx.msg);
+    nl_run_info info = {.kind = "sparsity", .model = "m", .dataset = "d.jsonl", .source = "a.h5", .params = "{\"x\":1}"};
+    int64_t id1, id2;
+    cr_assert_eq(nl_results_begin_run(&ctx, r, &info, &id1), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(count(nl_results_db(r), "SELECT count(*) FROM runs WHERE status = 'running'"), 1);
+    cr_assert_eq(nl_results_exec(&ctx, r, "CREATE TABLE IF NOT EXISTS t(run_id INTEGER REFERENCES runs(id), v REAL)"), NL_OK);
+    cr_assert_eq(nl_results_begin(&ctx, r), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_results_exec(&ctx, r, "INSERT INTO t VALUES(1, 2.5)"), NL_OK);
+    cr_assert_eq(nl_results_commit(&ctx, r), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_results_end_run(&ctx, r, id1, "complete", NULL), NL_OK, "%s", ctx.msg);
+    /* a second run whose transaction is abandoned leaves the first intact */
+    cr_assert_eq(nl_results_begin_run(&ctx, r, &info, &id2), NL_OK);
+    cr_assert_eq(id2, id1 + 1);
+    cr_assert_eq(nl_results_begin(&ctx, r), NL_OK);
+    cr_assert_eq(nl_results_exec(&ctx, r, "INSERT INTO t VALUES(2, 9.0)"), NL_OK);
+    cr_assert_eq(nl_results_end_run(&ctx, r, id2, "interrupted", "stopped by the user"), NL_OK, "%s", ctx.msg);
+    /* foreign keys are on: a row for a run that does not exist is refused */
+    cr_assert_neq(nl_results_exec(&ctx, r, "INSERT INTO t VALUES(99, 1.0)"), NL_OK);
+    nl_results_close(r);
+
+    cr_assert_eq(nl_results_open(&ctx, p, 1, &r), NL_OK, "%s", ctx.msg);
+    sqlite3 *db = nl_results_db(r);
+    cr_assert_eq(count(db, "SELECT count(*) FROM t"), 1, "the abandoned transaction's row is gone");
+    cr_assert_eq(count(db, "SELECT count(*) FROM runs WHERE status = 'complete' AND ended_at IS NOT NULL AND tool_version LIKE 'neuronlab %'"), 1);
+    cr_assert_eq(count(db, "SELECT count(*) FROM runs WHERE status = 'interrupted' AND message = 'stopped by the user'"), 1);
+    cr_assert_eq(count(db, "SELECT count(*) FROM runs WHERE started_at LIKE '____-__-__T__:__:__.___Z'"), 2);
+    cr_assert_eq(count(db, "SELECT schema_version FROM (SELECT CAST(value AS INTEGER) AS schema_version FROM meta WHERE key = 'schema_version')"),
+                 NL_RESULTS_VERSION);
+    /* read-only connections cannot write */
+    cr_assert_neq(nl_results_exec(&ctx, r, "INSERT INTO t VALUES(1, 0)"), NL_OK);
+    nl_results_close(r);
+}
+
+static void expect_open_error(const char *p, int readonly, nl_status want, const char *needle) {
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_results *r = (void *)1;
+    nl_status st = nl_results_open(&ctx, p, readonly, &r);
+    cr_assert_eq(st, want, "%s: status %d '%s'", p, st, ctx.msg);
+    cr_assert_null(r);
+    cr_assert(strstr(ctx.msg, p), "message does not name the file: %s", ctx.msg);
+    cr_assert(strstr(ctx.msg, needle), "message '%s' lacks '%s'", ctx.msg, needle);
+    cr_assert_null(strchr(ctx.msg, '\n'));
+}
+
+static void sql_file(const char *p, const char *sql) {
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(p, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
+    sqlite3_close(db);
+}
+
+Test(results, bad_databases_name_the_file) {
+    const char *p = path_of("garbage.db");
+    FILE *f = fopen(p, "w");
+    for (int i = 0; i < 200; i++) fputs("this is not a database file at all ", f);
+    fclose(f);
+    expect_open_error(p, 0, NL_EFORMAT, "is not an SQLite database");
+    p = path_of("other.db");
+    sql_file(p, "CREATE TABLE people(name TEXT)");
+    expect_open_error(p, 0, NL_EFORMAT, "is not a neuronlab results database");
+    p = path_of("future.db");
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_results *r;
+    cr_assert_eq(nl_results_open(&ctx, p, 0, &r), NL_OK, "%s", ctx.msg);
+    nl_results_close(r);
+    sql_file(p, "UPDATE meta SET value = '9' WHERE key = 'schema_version'");
+    expect_open_error(p, 0, NL_EUNSUPPORTED, "results schema version 9 is not supported (this neuronlab reads version 1)");
+    expect_open_error("/nonexistent/dir/r.db", 0, NL_EIO, "cannot open '/nonexistent/dir/r.db'");
+    expect_open_error(path_of("missing.db"), 1, NL_EIO, "cannot open");
+}
+
+Test(results, locked_database_is_refused_after_the_timeout) {
+    setenv("NEURONLAB_DB_TIMEOUT_MS", "200", 1);
+    const char *p = path_of("locked.db");
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_results *r;
+    cr_assert_eq(nl_results_open(&ctx, p, 0, &r), NL_OK, "%s", ctx.msg);
+    nl_results_close(r);
+    sqlite3 *other;
+    cr_assert_eq(sqlite3_open(p, &other), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(other, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK);
+    expect_open_error(p, 0, NL_EIO, "is locked by another process");
+    sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(other);
+    unsetenv("NEURONLAB_DB_TIMEOUT_MS");
+}
