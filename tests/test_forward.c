@@ -260,3 +260,36 @@ Test(forward, rejects_bad_tokens_and_overflow) {
     nl_forward_destroy(f);
     nl_model_close(m);
 }
+
+/* The unigram baseline by hand: train ids {0, 1, 1, 2} over V = 4 → p = (c + 1) / (4 + 4) =
+ * 2/8, 3/8, 2/8, 1/8; scored rows count token j ≥ max(1, score_from). */
+Test(perplexity, unigram_baseline_by_hand) {
+    int32_t t0[] = {0, 1, 1, 2}, t1[] = {3, 1}, t2[] = {2, 0, 3};
+    nl_doc docs[3] = {{t0, 4, 4, 1, "a", 1}, {t1, 2, 2, 1, "b", 2}, {t2, 3, 2, 2, "a", 3}};
+    char *labels[2] = {"a", "b"};
+    nl_dataset ds = {docs, 3, 9, "mem", labels, 2, 0};
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    double *lp;
+    nl_dataset train = {docs, 1, 4, "mem", labels, 1, 0};
+    cr_assert_eq(nl_unigram_fit(&ctx, &train, 4, &lp), NL_OK, "%s", ctx.msg);
+    cr_assert_float_eq(exp(lp[1]), 3.0 / 8, 1e-12);
+    cr_assert_float_eq(exp(lp[3]), 1.0 / 8, 1e-12);
+    nl_ppl_result r;
+    cr_assert_eq(nl_unigram_score(&ctx, &ds, lp, 4, &r), NL_OK, "%s", ctx.msg);
+    /* doc0 scores 1,1,2; doc1 scores 1; doc2 (score_from 2) scores 3 */
+    double want_a = -(2 * log(3.0 / 8) + log(2.0 / 8)) - log(1.0 / 8), want_b = -log(3.0 / 8);
+    cr_assert_eq(r.total.n, 5);
+    cr_assert_eq(r.by_label[0].n, 4);
+    cr_assert_float_eq(r.by_label[0].nll, want_a, 1e-12);
+    cr_assert_float_eq(r.by_label[1].nll, want_b, 1e-12);
+    cr_assert_eq(r.by_doc[2].n, 1);
+    nl_ppl_result_release(&r);
+    free(lp);
+    int32_t bad[] = {7};
+    nl_doc bd = {bad, 1, 1, 1, "", 5};
+    nl_dataset bds = {&bd, 1, 1, "bad.jsonl", labels, 1, 0};
+    cr_assert_eq(nl_unigram_fit(&ctx, &bds, 4, &lp), NL_EINVAL);
+    cr_assert_null(lp);
+    cr_assert(strstr(ctx.msg, "'bad.jsonl' line 5: token id 7 is outside the vocabulary (size 4)"), "%s", ctx.msg);
+}

@@ -50,4 +50,13 @@ nl_status nl_ppl_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, int strid
                      nl_ppl_result *out);
 void nl_ppl_result_release(nl_ppl_result *r);
 
+/* Unigram baseline, the floor a trained model must clear: p(v) = (c(v) + 1) / (N + V), where
+ * c(v) counts id v over every token of train (N tokens) — maximum likelihood with add-one
+ * smoothing so unseen ids keep a finite loss. *logp: (V) log-probabilities, malloc'd, caller
+ * frees. NL_EINVAL when train has an id ≥ V. */
+nl_status nl_unigram_fit(nl_ctx *ctx, const nl_dataset *train, int V, double **logp);
+/* Scores ds with the unigram: exactly the predictions nl_ppl_run counts (token j of a document
+ * for j ≥ max(1, score_from)), nll = -logp[token]. *out as from nl_ppl_run. */
+nl_status nl_unigram_score(nl_ctx *ctx, const nl_dataset *ds, const double *logp, int V, nl_ppl_result *out);
+
 #endif

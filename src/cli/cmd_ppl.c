@@ -1,14 +1,15 @@
 /* cmd_ppl.c — `neuronlab ppl MODEL DATA.jsonl [--json] [--batch N] [--ctx N]`:
  * perplexity overall, per label and per document (contract in perplexity.h). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
 #include "neuronlab/perplexity.h"
 
 static int run(nl_ctx *ctx, int argc, char **argv);
-const nl_command nl_cmd_ppl = {"ppl", NL_CLI_RUN_USAGE " [--json]",
-                               "perplexity overall, per label and per document (longer documents: sliding windows of --ctx tokens every --stride, default ctx/2)", run};
+const nl_command nl_cmd_ppl = {"ppl", NL_CLI_RUN_USAGE " [--json] [--unigram TRAIN.jsonl]",
+                               "perplexity overall, per label and per document (longer documents: sliding windows of --ctx tokens every --stride, default ctx/2); --unigram adds the add-one unigram baseline fitted on TRAIN", run};
 
 static void print_sum(const char *key, nl_nll_sum s) {
     if (key) { nl_cli_json_str(key); putchar(':'); }
@@ -19,15 +20,21 @@ static void print_sum(const char *key, nl_nll_sum s) {
 static int run(nl_ctx *ctx, int argc, char **argv) {
     nl_cli_run r = {0};
     int json = 0;
+    const char *unigram = NULL, *v;
     for (int i = 1; i < argc; i++) {
         int k = nl_cli_run_arg(&nl_cmd_ppl, &r, argc, argv, &i);
         if (k == 1) continue;
         if (k) return k;
-        if (!strcmp(argv[i], "--json")) json = 1;
+        if ((k = nl_cli_opt(argc, argv, &i, "--unigram", &v)) != 0) {
+            if (k < 0) return nl_cli_usage(&nl_cmd_ppl, "--unigram needs a training JSONL file");
+            unigram = v;
+        } else if (!strcmp(argv[i], "--json")) json = 1;
         else return nl_cli_usage(&nl_cmd_ppl, "unknown option '%s'", argv[i]);
     }
     if (nl_cli_run_check(&nl_cmd_ppl, &r)) return 2;
-    nl_ppl_result res = {0};
+    nl_ppl_result res = {0}, uni = {0};
+    nl_dataset *train = NULL;
+    double *logp = NULL;
     int rc = 0;
     nl_status st = nl_cli_run_open(ctx, &r);
     const nl_dataset *ds = r.ds;
@@ -38,6 +45,12 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         nl_progress_init(&prog, "ppl", ds->n_tokens, "tok", ctx->progress);
         st = nl_ppl_run(ctx, r.f, ds, (int)stride, &prog, &res);
         nl_progress_end(&prog);
+    }
+    if (st == NL_OK && unigram) {
+        const int V = nl_model_config(r.m)->vocab_size;
+        st = nl_dataset_load(ctx, unigram, r.tok, V, &train);
+        if (st == NL_OK) st = nl_unigram_fit(ctx, train, V, &logp);
+        if (st == NL_OK) st = nl_unigram_score(ctx, ds, logp, V, &uni);
     }
     if (st != NL_OK) {
         rc = nl_cli_fail(ctx, st);
@@ -53,7 +66,20 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
             if (k++) putchar(',');
             print_sum(ds->labels[l], res.by_label[l]);
         }
-        printf("},\"docs\":[");
+        printf("}");
+        if (unigram) {
+            printf(",\"unigram\":{\"train\":");
+            nl_cli_json_str(unigram);
+            printf(",\"train_tokens\":%lld,\"tokens\":%lld,\"nll\":%.6f,\"ppl\":%.6f,\"by_label\":{", (long long)train->n_tokens,
+                   (long long)uni.total.n, nl_nll_mean(uni.total), nl_nll_ppl(uni.total));
+            for (int l = 0, k = 0; l < ds->n_labels; l++) {
+                if (!ds->labels[l][0]) continue;
+                if (k++) putchar(',');
+                print_sum(ds->labels[l], uni.by_label[l]);
+            }
+            printf("}}");
+        }
+        printf(",\"docs\":[");
         for (int d = 0; d < ds->n_docs; d++) {
             if (d) putchar(',');
             printf("{\"line\":%d,\"label\":", ds->docs[d].line);
@@ -67,14 +93,25 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         printf("model    %s\ndataset  %s (%d documents, %lld tokens)\n", paths[0], paths[1], ds->n_docs, (long long)ds->n_tokens);
         printf("overall  ppl %.4f  nll %.5f  over %lld predicted tokens (context %ld)\n", nl_nll_ppl(res.total),
                nl_nll_mean(res.total), (long long)res.total.n, clen);
+        if (unigram)
+            printf("unigram  ppl %.4f  nll %.5f  (add-one unigram fitted on %lld tokens of %s)\n", nl_nll_ppl(uni.total),
+                   nl_nll_mean(uni.total), (long long)train->n_tokens, unigram);
         if (ds->n_labels > 1 || (ds->n_labels == 1 && ds->labels[0][0])) {
-            printf("\n%-20s %10s %10s %10s\n", "label", "tokens", "nll", "ppl");
-            for (int l = 0; l < ds->n_labels; l++)
-                printf("%-20s %10lld %10.5f %10.4f\n", ds->labels[l][0] ? ds->labels[l] : "(none)", (long long)res.by_label[l].n,
+            printf("\n%-20s %10s %10s %10s", "label", "tokens", "nll", "ppl");
+            printf(unigram ? " %12s %8s\n" : "\n", "unigram ppl", "ratio");
+            for (int l = 0; l < ds->n_labels; l++) {
+                printf("%-20s %10lld %10.5f %10.4f", ds->labels[l][0] ? ds->labels[l] : "(none)", (long long)res.by_label[l].n,
                        nl_nll_mean(res.by_label[l]), nl_nll_ppl(res.by_label[l]));
+                if (unigram)
+                    printf(" %12.4f %8.3f", nl_nll_ppl(uni.by_label[l]), nl_nll_ppl(res.by_label[l]) / nl_nll_ppl(uni.by_label[l]));
+                putchar('\n');
+            }
         }
     }
     nl_ppl_result_release(&res);
+    nl_ppl_result_release(&uni);
+    nl_dataset_destroy(train);
+    free(logp);
     nl_cli_run_close(&r);
     return rc;
 }
