@@ -7,7 +7,8 @@ static char dir[] = "/tmp/nl_dataset_XXXXXX";
 
 static const char *write_file(const char *name, const char *text) {
     static char path[256];
-    if (dir[strlen(dir) - 1] == 'X') cr_assert(mkdtemp(dir));
+    static int made; /* mkdtemp once per test process (a generated name may end in 'X') */
+    if (!made) { cr_assert(mkdtemp(dir)); made = 1; }
     snprintf(path, sizeof path, "%s/%s", dir, name);
     FILE *f = fopen(path, "w");
     fputs(text, f);

@@ -15,7 +15,8 @@ static char dir[] = "/tmp/nl_tokenizer_XXXXXX";
 
 static const char *path_of(const char *name) {
     static char path[512];
-    if (dir[strlen(dir) - 1] == 'X') cr_assert(mkdtemp(dir));
+    static int made; /* mkdtemp once per test process (a generated name may end in 'X') */
+    if (!made) { cr_assert(mkdtemp(dir)); made = 1; }
     snprintf(path, sizeof path, "%s/%s", dir, name);
     return path;
 }

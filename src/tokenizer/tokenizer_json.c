@@ -585,8 +585,8 @@ static void find_bos_eos(nl_tokenizer *t) {
     }
     if (t->tmpl && t->n_tmpl > 1 && t->tmpl[0] >= 0) t->bos_id = t->tmpl[0];
     if (t->tmpl && t->n_tmpl > 1 && t->tmpl[t->n_tmpl - 1] >= 0) t->eos_id = t->tmpl[t->n_tmpl - 1];
-    static const char *const bos[] = {"<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>"};
-    static const char *const eos[] = {"</s>", "<|end_of_text|>", "<eos>", "<|endoftext|>", "<|im_end|>"};
+    static const char *const bos[] = {"<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>", "<|bos|>"};
+    static const char *const eos[] = {"</s>", "<|end_of_text|>", "<eos>", "<|endoftext|>", "<|im_end|>", "<|eos|>"};
     for (size_t i = 0; t->bos_id < 0 && i < sizeof bos / sizeof *bos; i++) t->bos_id = token_id(t, bos[i]);
     for (size_t i = 0; t->eos_id < 0 && i < sizeof eos / sizeof *eos; i++) t->eos_id = token_id(t, eos[i]);
 }
