@@ -24,7 +24,8 @@ SAN     := -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined
 # The library: src/ (but the CLI) and analyses/ (one module per analysis, see analyses/README.md).
 LIB_SRC := $(shell find src analyses -name '*.c' -not -path 'src/cli/*' 2>/dev/null | sort)
 CLI_SRC := $(shell find src/cli -name '*.c' | sort)
-LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/plots.o
+PLOTS   := $(sort $(wildcard plots/*.gp))
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
@@ -40,6 +41,24 @@ deps:
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+# The gnuplot templates of plots/ compiled into the library (include/neuronlab/report.h).
+$(BUILD)/gen/plots.c: $(PLOTS) Makefile
+	@mkdir -p $(dir $@)
+	@{ echo '/* generated from the plots/ templates by the Makefile: do not edit */'; \
+	   echo '#include "neuronlab/report.h"'; \
+	   echo 'const nl_plot_template nl_plot_templates[] = {'; \
+	   for f in $(PLOTS); do \
+	     printf '    {"%s",\n' "$$(basename $$f .gp)"; \
+	     sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/     "/' -e 's/$$/\\n"/' $$f; \
+	     echo '    },'; \
+	   done; \
+	   echo '};'; \
+	   echo 'const int nl_n_plot_templates = sizeof nl_plot_templates / sizeof nl_plot_templates[0];'; } > $@
+
+$(BUILD)/obj/gen/plots.o: $(BUILD)/gen/plots.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libneuronlab.a: $(LIB_OBJ)
 	@rm -f $@

@@ -1,0 +1,59 @@
+/* cmd_report.c — `neuronlab report --db results.db -o report/ [--run KIND=ID]… [--gnuplot PROG]`:
+ * draws every figure of the results database as PNG + PDF with its CSV and gnuplot script,
+ * and writes index.html (contract in report.h). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "neuronlab/report.h"
+
+static int run(nl_ctx *ctx, int argc, char **argv);
+const nl_command nl_cmd_report = {"report", "--db results.db -o DIR [--run KIND=ID]... [--gnuplot PROG]",
+                                  "draw the figures of a results database (PNG, PDF, CSV, gnuplot script) and an index.html", run};
+
+#define MAX_RUNS 32
+
+static int run(nl_ctx *ctx, int argc, char **argv) {
+    const nl_command *cmd = &nl_cmd_report;
+    const char *db_path = NULL, *out = NULL, *gnuplot = NULL, *v;
+    const char *kinds[MAX_RUNS];
+    char kind_buf[MAX_RUNS][64];
+    int64_t runs[MAX_RUNS];
+    int n_runs = 0, k;
+    for (int i = 1; i < argc; i++) {
+        if ((k = nl_cli_opt(argc, argv, &i, "--db", &v)) != 0) {
+            if (k < 0) return nl_cli_usage(cmd, "--db needs a database path");
+            db_path = v;
+        } else if ((k = nl_cli_opt(argc, argv, &i, "-o", &v)) != 0 || (k = nl_cli_opt(argc, argv, &i, "--out", &v)) != 0) {
+            if (k < 0) return nl_cli_usage(cmd, "-o needs a directory");
+            out = v;
+        } else if ((k = nl_cli_opt(argc, argv, &i, "--gnuplot", &v)) != 0) {
+            if (k < 0) return nl_cli_usage(cmd, "--gnuplot needs a program");
+            gnuplot = v;
+        } else if ((k = nl_cli_opt(argc, argv, &i, "--run", &v)) != 0) {
+            const char *eq = k > 0 ? strchr(v, '=') : NULL;
+            long id;
+            if (!eq || eq == v || (size_t)(eq - v) >= sizeof kind_buf[0] || !nl_cli_int(eq + 1, 1, 1L << 62, &id))
+                return nl_cli_usage(cmd, "--run needs KIND=ID, e.g. --run sparsity=3");
+            if (n_runs == MAX_RUNS) return nl_cli_usage(cmd, "at most %d --run options", MAX_RUNS);
+            snprintf(kind_buf[n_runs], sizeof kind_buf[0], "%.*s", (int)(eq - v), v);
+            kinds[n_runs] = kind_buf[n_runs];
+            runs[n_runs++] = id;
+        } else {
+            return nl_cli_usage(cmd, "unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (!db_path) return nl_cli_usage(cmd, "missing --db results.db");
+    if (!out) return nl_cli_usage(cmd, "missing -o DIR");
+    nl_results *db;
+    nl_status st = nl_results_open(ctx, db_path, 1, &db);
+    if (st != NL_OK) return nl_cli_fail(ctx, st);
+    nl_report_opts o = {.out_dir = out, .gnuplot = gnuplot, .runs = runs, .kinds = kinds, .n_runs = n_runs};
+    nl_report_summary sum;
+    st = nl_report_write(ctx, db, &o, &sum);
+    nl_results_close(db);
+    if (st != NL_OK) return nl_cli_fail(ctx, st);
+    printf("report: %s/index.html (%d figures drawn, %d without data)\n", out, sum.drawn, sum.missing);
+    return 0;
+}

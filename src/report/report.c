@@ -1,0 +1,354 @@
+/* report.c — figures from the results database (see report.h): per figure, the SQL rows are
+ * pivoted into panel CSVs, a NAME.gp (settings + compiled-in template) is written, and
+ * gnuplot draws NAME.png and NAME.pdf; index.html lists every figure with its caption, its
+ * run's provenance and links to the data. Checked by tests/report.sh. */
+#include "neuronlab/report.h"
+
+#include <errno.h>
+#include <math.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* ---- the rows of one figure, pivoted ---------------------------------------------------------- */
+typedef struct {
+    char **names;
+    int n, cap;
+} strlist;
+
+static int strlist_index(strlist *l, const char *s, int add) {
+    for (int i = 0; i < l->n; i++)
+        if (!strcmp(l->names[i], s)) return i;
+    if (!add) return -1;
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 8;
+        char **g = realloc(l->names, (size_t)cap * sizeof *g);
+        if (!g) return -2;
+        l->names = g, l->cap = cap;
+    }
+    if (!(l->names[l->n] = strdup(s))) return -2;
+    return l->n++;
+}
+
+static void strlist_free(strlist *l) {
+    for (int i = 0; i < l->n; i++) free(l->names[i]);
+    free(l->names);
+    memset(l, 0, sizeof *l);
+}
+
+typedef struct {
+    int panel, series;
+    double x, y;
+} row;
+
+static int by_x(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Lower-case letters, digits and '-' for file names. */
+static void slug(char *out, size_t n, const char *s) {
+    size_t k = 0;
+    for (; *s && k + 1 < n; s++) {
+        char c = *s;
+        if (c >= 'A' && c <= 'Z') c = (char)(c - 'A' + 'a');
+        if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) out[k++] = c;
+        else if (k && out[k - 1] != '-') out[k++] = '-';
+    }
+    while (k && out[k - 1] == '-') k--;
+    out[k] = 0;
+    if (!k) snprintf(out, n, "all");
+}
+
+static void gp_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\') fputc('\\', f);
+        fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+static void html(FILE *f, const char *s) {
+    for (; s && *s; s++) {
+        if (*s == '<') fputs("&lt;", f);
+        else if (*s == '>') fputs("&gt;", f);
+        else if (*s == '&') fputs("&amp;", f);
+        else if (*s == '"') fputs("&quot;", f);
+        else fputc(*s, f);
+    }
+}
+
+static const char *template_text(const char *name) {
+    for (int i = 0; i < nl_n_plot_templates; i++)
+        if (!strcmp(nl_plot_templates[i].name, name)) return nl_plot_templates[i].text;
+    return NULL;
+}
+
+/* Runs `gnuplot NAME.gp` in dir, stderr to NAME.log; on failure the message quotes its first line. */
+static nl_status run_gnuplot(nl_ctx *ctx, const char *prog, const char *dir, const char *name) {
+    char gp[512], log[512];
+    snprintf(gp, sizeof gp, "%s.gp", name);
+    snprintf(log, sizeof log, "%s/%s.log", dir, name);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) return nl_errorf(ctx, NL_EIO, "cannot start %s: %s", prog, strerror(errno));
+    if (pid == 0) {
+        if (chdir(dir) != 0) _exit(126);
+        FILE *e = freopen(log, "w", stderr);
+        (void)e;
+        execlp(prog, prog, gp, (char *)NULL);
+        fprintf(stderr, "cannot run %s: %s\n", prog, strerror(errno));
+        _exit(127);
+    }
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) return nl_errorf(ctx, NL_EIO, "cannot wait for %s: %s", prog, strerror(errno));
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        remove(log);
+        return NL_OK;
+    }
+    char first[300] = "";
+    FILE *f = fopen(log, "r");
+    if (f) {
+        while (fgets(first, sizeof first, f))
+            if (strspn(first, " \t\r\n^") != strlen(first)) break;
+        fclose(f);
+        first[strcspn(first, "\r\n")] = 0;
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
+        return nl_errorf(ctx, NL_EIO, "cannot run '%s' (is gnuplot installed? Debian: apt-get install gnuplot-nox): %s", prog, first);
+    return nl_errorf(ctx, NL_EIO, "gnuplot failed on '%s/%s.gp' (see %s): %s", dir, name, log, first);
+}
+
+static int64_t latest_run(sqlite3 *db, const char *kind) {
+    sqlite3_stmt *s;
+    int64_t id = -1;
+    if (sqlite3_prepare_v2(db, "SELECT id FROM runs WHERE kind = ?1 AND status = 'complete' ORDER BY id DESC LIMIT 1", -1, &s,
+                           NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(s, 1, kind, -1, SQLITE_STATIC);
+    if (sqlite3_step(s) == SQLITE_ROW) id = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return id;
+}
+
+/* Draws one figure for run id. *drawn = 0 when the query returns no rows. */
+static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, const nl_figure *fig, int64_t run, int *drawn,
+                      strlist *files) {
+    *drawn = 0;
+    sqlite3 *h = nl_results_db(db);
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(h, fig->sql, -1, &s, NULL) != SQLITE_OK) {
+        char what[128];
+        snprintf(what, sizeof what, "cannot query the data of figure '%s'", fig->name);
+        return nl_results_error(ctx, db, what);
+    }
+    sqlite3_bind_int64(s, 1, run);
+    strlist panels = {0}, series = {0};
+    row *rows = NULL;
+    size_t n = 0, cap = 0;
+    nl_status st = NL_OK;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *p = (const char *)sqlite3_column_text(s, 0), *q = (const char *)sqlite3_column_text(s, 1);
+        if (sqlite3_column_type(s, 2) == SQLITE_NULL) continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 256;
+            row *g = realloc(rows, cap * sizeof *g);
+            if (!g) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); break; }
+            rows = g;
+        }
+        int pi = strlist_index(&panels, p ? p : "", 1), si = strlist_index(&series, q ? q : "", 1);
+        if (pi < 0 || si < 0) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); break; }
+        double y = sqlite3_column_type(s, 3) == SQLITE_NULL ? NAN : sqlite3_column_double(s, 3);
+        rows[n++] = (row){pi, si, sqlite3_column_double(s, 2), y};
+    }
+    if (st == NL_OK && rc != SQLITE_DONE) {
+        char what[128];
+        snprintf(what, sizeof what, "cannot read the data of figure '%s'", fig->name);
+        st = nl_results_error(ctx, db, what);
+    }
+    sqlite3_finalize(s);
+    char path[4096], csvs[8192] = "";
+    FILE *titles = NULL;
+    if (st == NL_OK && n > 0) {
+        snprintf(path, sizeof path, "%s/%s.titles", o->out_dir, fig->name);
+        if (!(titles = fopen(path, "w"))) st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno));
+    }
+    double *xs = n ? malloc(n * sizeof *xs) : NULL, *cell = NULL;
+    if (st == NL_OK && n > 0 && !xs) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    for (int p = 0; st == NL_OK && n > 0 && p < panels.n; p++) {
+        /* distinct x of the panel, sorted; which series appear in it */
+        size_t nx = 0;
+        int *used = calloc((size_t)series.n, sizeof *used);
+        if (!used) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); break; }
+        for (size_t i = 0; i < n; i++)
+            if (rows[i].panel == p) { xs[nx++] = rows[i].x; used[rows[i].series] = 1; }
+        qsort(xs, nx, sizeof *xs, by_x);
+        size_t k = 0;
+        for (size_t i = 0; i < nx; i++)
+            if (!k || xs[i] != xs[k - 1]) xs[k++] = xs[i];
+        nx = k;
+        free(cell);
+        cell = malloc(nx * (size_t)series.n * sizeof *cell);
+        if (!cell) { free(used); st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); break; }
+        for (size_t i = 0; i < nx * (size_t)series.n; i++) cell[i] = NAN;
+        for (size_t i = 0; i < n; i++) {
+            if (rows[i].panel != p) continue;
+            double *hit = bsearch(&rows[i].x, xs, nx, sizeof *xs, by_x);
+            cell[(size_t)(hit - xs) * (size_t)series.n + (size_t)rows[i].series] = rows[i].y;
+        }
+        char sl[128], file[512];
+        slug(sl, sizeof sl, panels.names[p]);
+        snprintf(file, sizeof file, "%s-%d-%s.csv", fig->name, p + 1, sl);
+        snprintf(path, sizeof path, "%s/%s", o->out_dir, file);
+        FILE *f = fopen(path, "w");
+        if (!f) { free(used); st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno)); break; }
+        fputs(fig->xlabel, f);
+        for (int j = 0; j < series.n; j++) {
+            if (!used[j]) continue;
+            fputc(',', f);
+            for (const char *c = series.names[j]; *c; c++) fputc(*c == ',' ? ';' : *c, f);
+        }
+        fputc('\n', f);
+        for (size_t i = 0; i < nx; i++) {
+            fprintf(f, "%.9g", xs[i]);
+            for (int j = 0; j < series.n; j++)
+                if (used[j]) {
+                    double v = cell[i * (size_t)series.n + (size_t)j];
+                    if (isnan(v)) fputs(",NaN", f);
+                    else fprintf(f, ",%.9g", v);
+                }
+            fputc('\n', f);
+        }
+        free(used);
+        if (fclose(f) != 0) { st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno)); break; }
+        fprintf(titles, "%s\n", panels.names[p][0] ? panels.names[p] : "all");
+        if (strlen(csvs) + strlen(file) + 2 < sizeof csvs) {
+            if (csvs[0]) strcat(csvs, " ");
+            strcat(csvs, file);
+        }
+        if (strlist_index(files, file, 1) < 0) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); break; }
+    }
+    free(cell);
+    free(xs);
+    if (titles && fclose(titles) != 0 && st == NL_OK) st = nl_errorf(ctx, NL_EIO, "cannot write the titles of '%s'", fig->name);
+    if (st == NL_OK && n > 0) {
+        const char *tpl = template_text(fig->template);
+        if (!tpl) st = nl_errorf(ctx, NL_EINVAL, "figure '%s': no template plots/%s.gp in this build", fig->name, fig->template);
+        snprintf(path, sizeof path, "%s/%s.gp", o->out_dir, fig->name);
+        FILE *f = st == NL_OK ? fopen(path, "w") : NULL;
+        if (st == NL_OK && !f) st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno));
+        if (f) {
+            fprintf(f, "# %s — drawn by neuronlab report from run %lld (kind %s); rerun: gnuplot %s.gp\n", fig->name, (long long)run,
+                    fig->kind, fig->name);
+            fputs("csvs = ", f), gp_string(f, csvs), fputc('\n', f);
+            fprintf(f, "titles = \"%s.titles\"\nout = \"%s\"\n", fig->name, fig->name);
+            fputs("xlabel = ", f), gp_string(f, fig->xlabel), fputc('\n', f);
+            fputs("ylabel = ", f), gp_string(f, fig->ylabel), fputc('\n', f);
+            fprintf(f, "logx = %d\nlogy = %d\nstyle = \"%s\"\n", fig->logx, fig->logy, fig->style ? fig->style : "lines");
+            const char *colon = fig->xrange ? strchr(fig->xrange, ':') : NULL;
+            if (colon) fprintf(f, "xmin = \"%.*s\"\nxmax = \"%s\"\n", (int)(colon - fig->xrange), fig->xrange, colon + 1);
+            fputc('\n', f);
+            fputs(tpl, f);
+            if (fclose(f) != 0) st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno));
+        }
+        if (st == NL_OK) st = run_gnuplot(ctx, o->gnuplot ? o->gnuplot : "gnuplot", o->out_dir, fig->name);
+        if (st == NL_OK) *drawn = 1;
+    }
+    free(rows);
+    strlist_free(&panels);
+    strlist_free(&series);
+    return st;
+}
+
+/* The provenance line of a run for index.html. */
+static void run_line(FILE *f, sqlite3 *db, int64_t run) {
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(db, "SELECT kind, model, dataset, source, params, tool_version, started_at, ended_at FROM runs WHERE id = ?1",
+                           -1, &s, NULL) != SQLITE_OK)
+        return;
+    sqlite3_bind_int64(s, 1, run);
+    if (sqlite3_step(s) == SQLITE_ROW) {
+        static const char *const what[] = {"kind", "model", "dataset", "source", "parameters", "tool", "started", "ended"};
+        fprintf(f, "<p class=\"prov\">run %lld", (long long)run);
+        for (int c = 0; c < 8; c++) {
+            const char *v = (const char *)sqlite3_column_text(s, c);
+            if (!v || !*v) continue;
+            fprintf(f, " · %s <code>", what[c]);
+            html(f, v);
+            fputs("</code>", f);
+        }
+        fputs("</p>\n", f);
+    }
+    sqlite3_finalize(s);
+}
+
+nl_status nl_report_write(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, nl_report_summary *sum) {
+    memset(sum, 0, sizeof *sum);
+    if (mkdir(o->out_dir, 0777) != 0 && errno != EEXIST)
+        return nl_errorf(ctx, NL_EIO, "cannot create '%s': %s", o->out_dir, strerror(errno));
+    char path[4096];
+    snprintf(path, sizeof path, "%s/index.html", o->out_dir);
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *idx = fopen(tmp, "w");
+    if (!idx) return nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", tmp, strerror(errno));
+    fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>neuronlab report</title>\n"
+          "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+          "figure{margin:2em 0;border-top:1px solid #ddd;padding-top:1em}img{max-width:100%}"
+          "figcaption{margin-top:.5em;line-height:1.4}.prov{color:#666;font-size:.85em}"
+          ".missing{color:#a33}code{font-size:.9em}</style></head><body>\n",
+          idx);
+    fprintf(idx, "<h1>neuronlab report</h1>\n<p>Database <code>");
+    html(idx, nl_results_path(db));
+    fprintf(idx, "</code>, drawn by neuronlab %s. Each figure has its data as CSV and its gnuplot script beside it.</p>\n",
+            NL_VERSION);
+    nl_status st = NL_OK;
+    strlist files = {0};
+    for (int i = 0; st == NL_OK && i < nl_n_figures; i++) {
+        const nl_figure *fig = &nl_figures[i];
+        int64_t run = -1;
+        for (int k = 0; k < o->n_runs; k++)
+            if (!strcmp(o->kinds[k], fig->kind)) run = o->runs[k];
+        if (run < 0) run = latest_run(nl_results_db(db), fig->kind);
+        int drawn = 0;
+        int before = files.n;
+        if (run >= 0) st = draw(ctx, db, o, fig, run, &drawn, &files);
+        if (st != NL_OK) break;
+        fprintf(idx, "<figure id=\"%s\">\n<h2>", fig->name);
+        html(idx, fig->title);
+        fputs("</h2>\n", idx);
+        if (drawn) {
+            fprintf(idx, "<a href=\"%s.pdf\"><img src=\"%s.png\" alt=\"", fig->name, fig->name);
+            html(idx, fig->title);
+            fputs("\"></a>\n<figcaption>", idx);
+            html(idx, fig->caption);
+            fprintf(idx, "<br>Files: <a href=\"%s.png\">PNG</a> · <a href=\"%s.pdf\">PDF</a> · <a href=\"%s.gp\">gnuplot</a>", fig->name,
+                    fig->name, fig->name);
+            for (int k = before; k < files.n; k++) fprintf(idx, " · <a href=\"%s\">%s</a>", files.names[k], files.names[k]);
+            fputs("</figcaption>\n", idx);
+            run_line(idx, nl_results_db(db), run);
+            sum->drawn++;
+        } else {
+            fprintf(idx, "<p class=\"missing\">Not drawn: %s.</p>\n",
+                    run < 0 ? "the database has no complete run of this analysis" : "the run has no rows for this figure");
+            fputs("<figcaption>", idx);
+            html(idx, fig->caption);
+            fputs("</figcaption>\n", idx);
+            sum->missing++;
+        }
+        fputs("</figure>\n", idx);
+    }
+    fputs("</body></html>\n", idx);
+    strlist_free(&files);
+    if (fclose(idx) != 0 && st == NL_OK) st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", tmp, strerror(errno));
+    if (st == NL_OK && rename(tmp, path) != 0) st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno));
+    if (st != NL_OK) remove(tmp);
+    return st;
+}
