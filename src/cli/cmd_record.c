@@ -1,19 +1,24 @@
 /* cmd_record.c — `neuronlab record MODEL DATA.jsonl -o acts.h5 [--layers LIST]
- * [--dtype f32|f16] [--pool] [--batch N] [--ctx N] [--stride N]`: streams every FFN
- * neuron activation into the HDF5 activation file (schema in h5store.h) while the forward
- * pass runs. Ctrl-C keeps every finished document and marks the file incomplete. */
+ * [--dtype f32|f16] [--pool] [--batch N] [--ctx N] [--stride N] [--db results.db]`: streams
+ * every FFN neuron activation into the HDF5 activation file (schema in h5store.h) while the
+ * forward pass runs. Ctrl-C keeps every finished document and marks the file incomplete.
+ * --db registers a run (kind "record", source = the .h5 file, params) in the results database
+ * and ends it 'complete', 'interrupted' or 'failed' (results.h); without --db nothing changes.
+ * Checked by tests/record.sh and tests/perturb_cli.sh (--db). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "neuronlab/results.h"
 #include "neuronlab/tokenizer.h"
 #include "neuronlab/recorder.h"
 
 static int run(nl_ctx *ctx, int argc, char **argv);
 const nl_command nl_cmd_record = {
-    "record", NL_CLI_RUN_USAGE " -o acts.h5 [--layers LIST] [--dtype f32|f16] [--pool]",
-    "stream every FFN neuron's activation into an HDF5 file (LIST like 0,2,5-7; --pool adds per-document mean |a|)", run};
+    "record", NL_CLI_RUN_USAGE " -o acts.h5 [--layers LIST] [--dtype f32|f16] [--pool] [--db results.db]",
+    "stream every FFN neuron's activation into an HDF5 file (LIST like 0,2,5-7; --pool adds per-document mean |a|; --db "
+    "registers the run in a results database)", run};
 
 /* Parses "0,2,5-7" into a sorted distinct set of layers < L; returns count, -1 on error. */
 static int parse_layers(const char *s, int L, int *out) {
@@ -43,7 +48,7 @@ static int parse_layers(const char *s, int L, int *out) {
 
 static int run(nl_ctx *ctx, int argc, char **argv) {
     nl_cli_run r = {0};
-    const char *outp = NULL, *layers_s = NULL, *v;
+    const char *outp = NULL, *layers_s = NULL, *dbpath = NULL, *v;
     int pool = 0;
     nl_h5_dtype dtype = NL_H5_F32;
     for (int i = 1; i < argc; i++) {
@@ -54,6 +59,9 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         else if ((k = nl_cli_opt(argc, argv, &i, "-o", &v)) || (k = nl_cli_opt(argc, argv, &i, "--output", &v))) {
             if (k < 0) return nl_cli_usage(&nl_cmd_record, "-o needs a path");
             outp = v;
+        } else if ((k = nl_cli_opt(argc, argv, &i, "--db", &v))) {
+            if (k < 0 || !*v) return nl_cli_usage(&nl_cmd_record, "--db needs a path");
+            dbpath = v;
         } else if ((k = nl_cli_opt(argc, argv, &i, "--layers", &v))) {
             if (k < 0) return nl_cli_usage(&nl_cmd_record, "--layers needs a list like 0,2,5-7");
             layers_s = v;
@@ -67,7 +75,10 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     const char *paths[2] = {r.model, r.data};
     nl_h5_writer *w = NULL;
     int *layers = NULL, n_layers = 0;
-    nl_status st = nl_cli_run_open(ctx, &r);
+    nl_results *db = NULL; /* --db: the run is registered once the inputs are valid */
+    int64_t run_id = 0;
+    nl_status st = dbpath ? nl_results_open(ctx, dbpath, 0, &db) : NL_OK;
+    if (st == NL_OK) st = nl_cli_run_open(ctx, &r);
     nl_dataset *ds = r.ds;
     const nl_config *c = r.m ? nl_model_config(r.m) : NULL;
     if (st == NL_OK && layers_s) {
@@ -75,6 +86,18 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         n_layers = layers ? parse_layers(layers_s, c->n_layers, layers) : -1;
         if (n_layers <= 0)
             st = nl_errorf(ctx, NL_EINVAL, "--layers '%s': expected a list like 0,2,5-7 of layers in 0..%d", layers_s, c->n_layers - 1);
+    }
+    if (st == NL_OK && db) {
+        char params[4096];
+        int o = snprintf(params, sizeof params, "{\"layers\":");
+        if (!layers_s) o += snprintf(params + o, sizeof params - (size_t)o, "\"all\"");
+        for (int l = 0; l < n_layers && o < (int)sizeof params - 64; l++)
+            o += snprintf(params + o, sizeof params - (size_t)o, "%s%d", l ? "," : "[", layers[l]);
+        if (layers_s) o += snprintf(params + o, sizeof params - (size_t)o, "]");
+        snprintf(params + o, sizeof params - (size_t)o, ",\"dtype\":\"%s\",\"pool\":%s,\"ctx\":%ld,\"stride\":%ld,\"batch\":%ld}",
+                 dtype == NL_H5_F16 ? "f16" : "f32", pool ? "true" : "false", r.ctx, r.stride ? r.stride : r.ctx / 2, r.batch);
+        nl_run_info info = {.kind = "record", .model = paths[0], .dataset = paths[1], .source = outp, .params = params};
+        st = nl_results_begin_run(ctx, db, &info, &run_id);
     }
     if (st == NL_OK) {
         nl_h5_meta meta = {0};
@@ -107,6 +130,15 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
             fprintf(stderr, "neuronlab: interrupted: '%s' keeps the %lld finished documents (marked incomplete)\n", outp, kept);
         }
     }
+    if (db && run_id > 0) {
+        nl_ctx ectx; /* keep the run's own message */
+        nl_ctx_init(&ectx);
+        const char *status = st == NL_OK ? "complete" : st == NL_EINTR ? "interrupted" : "failed";
+        nl_status est = nl_results_end_run(&ectx, db, run_id, status,
+                                           st == NL_OK ? NULL : st == NL_EINTR ? "interrupted by the user" : ctx->msg);
+        if (est != NL_OK && st == NL_OK) { st = est; memcpy(ctx->msg, ectx.msg, sizeof ctx->msg); }
+    }
+    nl_results_close(db);
     int rc = st == NL_OK ? 0 : st == NL_EINTR ? 130 : nl_cli_fail(ctx, st);
     if (st == NL_OK) fprintf(stderr, "wrote '%s': %d documents, %lld tokens\n", outp, ds->n_docs, (long long)ds->n_tokens);
     free(layers);

@@ -1,0 +1,255 @@
+/* cmd_perturb.c — `neuronlab perturb MODEL DATA.jsonl [--metric value,norm,random]
+ * [--ratios 0,0.1,…,0.9] [--seed N] [--db results.db] [--json]` plus the forward-pass options
+ * of ppl: perplexity with the lowest-indicator FFN neurons masked (analyses/perturb.h), a table
+ * metric × ratio overall and per label on stdout, one run with its perturb rows in the
+ * database. Ctrl-C keeps the finished settings (run 'interrupted', exit 130); an error after the
+ * run started marks it 'failed' with the message. Bad option values are usage errors (exit 2).
+ * Checked by tests/perturb_cli.sh. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "analyses/perturb.h"
+#include "cli/cli.h"
+
+static int run(nl_ctx *ctx, int argc, char **argv);
+const nl_command nl_cmd_perturb = {
+    "perturb", NL_CLI_RUN_USAGE " [--metric value,norm,random] [--ratios 0,0.1,...,0.9] [--seed N] [--db results.db] [--json]",
+    "perplexity with the floor(ratio x d_ff) lowest-indicator FFN neurons zeroed per token and layer (value |a|, norm "
+    "|a|*||W_out[:,i]||, random control; defaults: all metrics, ratios 0,0.1,...,0.9, seed 0), overall and per label; "
+    "--db stores a run",
+    run};
+
+#define MAX_RATIOS 256
+
+/* "a,b,c" → ratios in [0, 1), no repeats; returns the count or -1 with why in err. */
+static int parse_ratios(const char *s, double *out, char *err, size_t n) {
+    int k = 0;
+    const char *p = s;
+    for (;;) {
+        char *end;
+        errno = 0;
+        double v = strtod(p, &end);
+        if (end == p || (*end && *end != ',') || errno || !(v >= 0.0 && v < 1.0)) {
+            size_t len = strcspn(p, ",");
+            snprintf(err, n, "--ratios: '%.*s' is not a ratio in [0, 1)", (int)len, p);
+            return -1;
+        }
+        for (int i = 0; i < k; i++)
+            if (out[i] == v) {
+                snprintf(err, n, "--ratios: %g is given twice", v);
+                return -1;
+            }
+        if (k == MAX_RATIOS) {
+            snprintf(err, n, "--ratios: more than %d ratios", MAX_RATIOS);
+            return -1;
+        }
+        out[k++] = v;
+        if (!*end) return k;
+        p = end + 1;
+    }
+}
+
+static int parse_metrics(const char *s, nl_mask_metric *out, char *err, size_t n) {
+    int k = 0;
+    const char *p = s;
+    for (;;) {
+        size_t len = strcspn(p, ",");
+        char name[32];
+        snprintf(name, sizeof name, "%.*s", (int)(len < 31 ? len : 31), p);
+        int m = len < 31 ? nl_mask_metric_parse(name) : -1;
+        if (m < 0) {
+            snprintf(err, n, "--metric: '%.*s' is not one of value, norm, random", (int)len, p);
+            return -1;
+        }
+        for (int i = 0; i < k; i++)
+            if (out[i] == (nl_mask_metric)m) {
+                snprintf(err, n, "--metric: '%s' is given twice", name);
+                return -1;
+            }
+        out[k++] = (nl_mask_metric)m;
+        if (!p[len]) return k;
+        p += len + 1;
+    }
+}
+
+static void json_sum(const char *key, nl_nll_sum s) {
+    if (key) { nl_cli_json_str(key); putchar(':'); }
+    if (s.n > 0) printf("{\"tokens\":%lld,\"nll\":%.6f,\"ppl\":%.6f}", (long long)s.n, nl_nll_mean(s), nl_nll_ppl(s));
+    else printf("{\"tokens\":0,\"nll\":null,\"ppl\":null}");
+}
+
+/* One block of the text table: ratio rows × metric columns for label li (-1 = all). */
+static void print_block(const nl_perturb_options *o, const nl_perturb_cell *cells, int li) {
+    const int NR = o->n_ratios;
+    printf("\n%-8s %6s", "ratio", "masked");
+    for (int m = 0; m < o->n_metrics; m++) printf(" %12s", nl_mask_metric_name(o->metrics[m]));
+    putchar('\n');
+    for (int r = 0; r < NR; r++) {
+        printf("%-8g %6d", o->ratios[r], cells[r].masked);
+        for (int m = 0; m < o->n_metrics; m++) {
+            const nl_perturb_cell *c = &cells[m * NR + r];
+            nl_nll_sum s = c->done ? (li < 0 ? c->ppl.total : c->ppl.by_label[li]) : (nl_nll_sum){0, 0};
+            if (c->done && s.n > 0) printf(" %12.4f", nl_nll_ppl(s));
+            else printf(" %12s", "-");
+        }
+        putchar('\n');
+    }
+}
+
+static void print_text(const nl_cli_run *r, const nl_perturb_options *o, const nl_perturb_cell *cells, int64_t tokens) {
+    const nl_dataset *ds = r->ds;
+    const nl_config *c = nl_model_config(r->m);
+    printf("model    %s\ndataset  %s (%d documents, %lld tokens, %lld predictions)\n", r->model, r->data, ds->n_docs,
+           (long long)ds->n_tokens, (long long)tokens);
+    printf("masking  the floor(ratio x %d) lowest-indicator FFN neurons per token in each of %d layers (context %ld", c->d_ff,
+           c->n_layers, r->ctx);
+    for (int m = 0; m < o->n_metrics; m++)
+        if (o->metrics[m] == NL_MASK_RANDOM) printf(", random seed %llu", (unsigned long long)o->seed);
+    printf(")\n\nperplexity, all documents");
+    print_block(o, cells, -1);
+    for (int l = 0; l < ds->n_labels; l++) {
+        if (!ds->labels[l][0]) continue;
+        printf("\nperplexity, label '%s'", ds->labels[l]);
+        print_block(o, cells, l);
+    }
+}
+
+static void print_json(const nl_cli_run *r, const nl_perturb_options *o, const nl_perturb_cell *cells, int64_t run_id,
+                       const char *status) {
+    const nl_dataset *ds = r->ds;
+    const nl_config *c = nl_model_config(r->m);
+    printf("{\"model\":");
+    nl_cli_json_str(r->model);
+    printf(",\"dataset\":");
+    nl_cli_json_str(r->data);
+    printf(",\"ctx\":%ld,\"stride\":%ld,\"seed\":%llu,\"n_layers\":%d,\"d_ff\":%d,\"run_id\":", r->ctx,
+           r->stride ? r->stride : r->ctx / 2, (unsigned long long)o->seed, c->n_layers, c->d_ff);
+    if (run_id > 0) printf("%lld", (long long)run_id);
+    else printf("null");
+    printf(",\"status\":\"%s\",\"results\":[", status);
+    int k = 0;
+    for (int i = 0; i < o->n_metrics * o->n_ratios; i++) {
+        const nl_perturb_cell *x = &cells[i];
+        if (!x->done) continue;
+        if (k++) putchar(',');
+        printf("{\"metric\":\"%s\",\"ratio\":%.15g,\"masked\":%d,", nl_mask_metric_name(x->metric), x->ratio, x->masked);
+        if (x->ppl.total.n > 0)
+            printf("\"tokens\":%lld,\"nll\":%.6f,\"ppl\":%.6f", (long long)x->ppl.total.n, nl_nll_mean(x->ppl.total),
+                   nl_nll_ppl(x->ppl.total));
+        else printf("\"tokens\":0,\"nll\":null,\"ppl\":null");
+        printf(",\"by_label\":{");
+        for (int l = 0, j = 0; l < ds->n_labels; l++) {
+            if (!ds->labels[l][0]) continue;
+            if (j++) putchar(',');
+            json_sum(ds->labels[l], x->ppl.by_label[l]);
+        }
+        printf("}}");
+    }
+    printf("]}\n");
+}
+
+static int run(nl_ctx *ctx, int argc, char **argv) {
+    nl_cli_run r = {0};
+    const nl_command *cmd = &nl_cmd_perturb;
+    nl_mask_metric metrics[NL_MASK_N_METRICS] = {NL_MASK_VALUE, NL_MASK_NORM, NL_MASK_RANDOM};
+    double ratios[MAX_RATIOS] = {0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9};
+    nl_perturb_options opt = {metrics, NL_MASK_N_METRICS, ratios, 10, 0, 0};
+    const char *dbpath = NULL, *v;
+    int json = 0;
+    char err[256];
+    for (int i = 1; i < argc; i++) {
+        int k = nl_cli_run_arg(cmd, &r, argc, argv, &i);
+        if (k == 1) continue;
+        if (k) return k;
+        if ((k = nl_cli_opt(argc, argv, &i, "--metric", &v)) || (k = nl_cli_opt(argc, argv, &i, "--metrics", &v))) {
+            if (k < 0) return nl_cli_usage(cmd, "--metric needs a list like value,norm,random");
+            if ((opt.n_metrics = parse_metrics(v, metrics, err, sizeof err)) < 0) return nl_cli_usage(cmd, "%s", err);
+        } else if ((k = nl_cli_opt(argc, argv, &i, "--ratios", &v))) {
+            if (k < 0) return nl_cli_usage(cmd, "--ratios needs a list like 0,0.5,0.9");
+            if ((opt.n_ratios = parse_ratios(v, ratios, err, sizeof err)) < 0) return nl_cli_usage(cmd, "%s", err);
+        } else if ((k = nl_cli_opt(argc, argv, &i, "--seed", &v))) {
+            char *end;
+            errno = 0;
+            unsigned long long s = k > 0 && *v && *v != '-' ? strtoull(v, &end, 10) : 0;
+            if (k < 0 || !*v || *v == '-' || *end || errno) return nl_cli_usage(cmd, "--seed needs an integer in 0..2^64-1");
+            opt.seed = s;
+        } else if ((k = nl_cli_opt(argc, argv, &i, "--db", &v))) {
+            if (k < 0 || !*v) return nl_cli_usage(cmd, "--db needs a path");
+            dbpath = v;
+        } else if (!strcmp(argv[i], "--json")) json = 1;
+        else return nl_cli_usage(cmd, "unknown option '%s'", argv[i]);
+    }
+    if (nl_cli_run_check(cmd, &r)) return 2;
+
+    /* The database first, so a bad one fails before the model is read. */
+    nl_results *db = NULL;
+    nl_status st = dbpath ? nl_results_open(ctx, dbpath, 0, &db) : NL_OK;
+    if (st == NL_OK && db) st = nl_perturb_tables(ctx, db);
+    if (st == NL_OK) st = nl_cli_run_open(ctx, &r);
+    if (st != NL_OK) {
+        int rc = nl_cli_fail(ctx, st);
+        nl_results_close(db);
+        nl_cli_run_close(&r);
+        return rc;
+    }
+    opt.stride = (int)r.stride;
+    const int F = nl_model_config(r.m)->d_ff, NC = opt.n_metrics * opt.n_ratios;
+    const long stride = r.stride ? r.stride : r.ctx / 2;
+    int64_t run_id = 0;
+    if (db) {
+        char params[8192];
+        nl_perturb_params_json(&opt, (int)r.ctx, (int)stride, (int)r.batch, params, sizeof params);
+        nl_run_info info = {.kind = "perturb", .model = r.model, .dataset = r.data, .params = params};
+        st = nl_results_begin_run(ctx, db, &info, &run_id);
+    }
+    nl_perturb_cell *cells = calloc((size_t)NC, sizeof *cells);
+    if (st == NL_OK && !cells) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    if (st == NL_OK) {
+        nl_progress prog;
+        nl_progress_init(&prog, "perturb", (int64_t)nl_perturb_passes(&opt, F) * r.ds->n_tokens, "tok", ctx->progress);
+        st = nl_perturb_run(ctx, r.f, r.ds, &opt, db, run_id, &prog, cells);
+        nl_progress_end(&prog);
+        if (db) {
+            nl_ctx ectx; /* keep the run's own message */
+            nl_ctx_init(&ectx);
+            const char *status = st == NL_OK ? "complete" : st == NL_EINTR ? "interrupted" : "failed";
+            nl_status est = nl_results_end_run(&ectx, db, run_id, status, st == NL_OK ? NULL : st == NL_EINTR ? "interrupted by the user" : ctx->msg);
+            if (est != NL_OK && (st == NL_OK || st == NL_EINTR)) {
+                st = est;
+                memcpy(ctx->msg, ectx.msg, sizeof ctx->msg);
+            }
+        }
+    } else if (db && run_id > 0) {
+        nl_ctx ectx;
+        nl_ctx_init(&ectx);
+        nl_results_end_run(&ectx, db, run_id, "failed", ctx->msg);
+    }
+    int done = 0;
+    int64_t predicted = 0;
+    for (int i = 0; cells && i < NC; i++)
+        if (cells[i].done) done++, predicted = cells[i].ppl.total.n;
+    if (done && (st == NL_OK || st == NL_EINTR)) {
+        if (json) print_json(&r, &opt, cells, run_id, st == NL_OK ? "complete" : "interrupted");
+        else print_text(&r, &opt, cells, predicted);
+    }
+    int rc = 0;
+    if (st == NL_EINTR) {
+        if (db)
+            fprintf(stderr, "neuronlab: interrupted: '%s' keeps %d of %d settings (run %lld marked interrupted)\n", dbpath, done,
+                    NC, (long long)run_id);
+        else fprintf(stderr, "neuronlab: interrupted after %d of %d settings\n", done, NC);
+        rc = 130;
+    } else if (st != NL_OK) {
+        rc = nl_cli_fail(ctx, st);
+    } else if (db) {
+        fprintf(stderr, "wrote run %lld to '%s': %d settings\n", (long long)run_id, dbpath, NC);
+    }
+    nl_perturb_cells_release(cells, NC);
+    free(cells);
+    nl_results_close(db);
+    nl_cli_run_close(&r);
+    return rc;
+}
