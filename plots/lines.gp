@@ -38,7 +38,7 @@ do for [pass = 1:2] {
     set autoscale y
     set grid lc rgb "#dddddd"
     set border lc rgb "#444444"
-    set key @key noenhanced box lc rgb "#bbbbbb" samplen 2 spacing 1.1 font ",9"
+    set key @key noenhanced Left reverse box lc rgb "#bbbbbb" samplen 2 spacing 1.1 font ",9"
     ncol = int(system(sprintf("head -1 '%s' | awk -F, '{print NF}'", f)))
     if (style eq "histeps") {
       plot for [c = 2:ncol] f using 1:c with histeps lw 1.5 lc rgb palette[(c - 2) % 8 + 1] title columnhead(c)

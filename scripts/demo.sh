@@ -1,30 +1,44 @@
 #!/usr/bin/env bash
-# demo.sh — the main job on the bundled default model and dataset: inspect the model,
-# score the dataset, record every FFN activation to HDF5. Outputs go to build/demo/.
-# Until the model zoo lands, the default model is stories260K from ../shared (a real
-# pretrained llama2.c checkpoint) or, without ../shared, the tiny random-weight Llama
-# fixture in tests/fixtures/hf/llama.
+# demo.sh — the main job on the bundled default model and dataset: inspect the model, score
+# the eval sets, record every FFN activation to HDF5, measure sparsity, mask neurons, and draw
+# the report. Outputs go to build/demo/ (acts.h5, results.db, report/index.html).
+# The default model is the zoo's SiLU model (notebooks-data/models/silu) with the committed
+# eval sets (notebooks-data/eval/all.jsonl); while the zoo is not trained in a checkout, it
+# falls back to stories260K from ../shared (a real pretrained llama2.c checkpoint), and
+# without ../shared to the tiny random-weight Llama fixture.
+# NL_DEMO_DOCS (default 40) documents per ability keep the demo within a few minutes.
 set -euo pipefail
 build=${1:-build}
 cd "$(dirname "$0")/.."
+nl=$build/neuronlab
 out=build/demo
+rm -rf "$out/report" "$out/results.db"
 mkdir -p "$out"
-if [ -f ../shared/models/stories260K/stories260K.bin ]; then
+per=${NL_DEMO_DOCS:-40}
+if [ -f notebooks-data/models/silu/config.json ]; then
+  model=notebooks-data/models/silu
+  data=$out/eval.jsonl
+  # the first $per documents of each ability's eval set
+  for f in notebooks-data/eval/*.jsonl; do [ "$(basename "$f")" = all.jsonl ] || head -n "$per" "$f"; done > "$data"
+elif [ -f ../shared/models/stories260K/stories260K.bin ]; then
+  echo "demo: the zoo model notebooks-data/models/silu is not here; using stories260K from ../shared" >&2
   model=../shared/models/stories260K/stories260K.bin
   data=../shared/models/stories260K/tokens.jsonl
 else
-  echo "demo: ../shared is absent; using the tiny random-weight fixture model" >&2
+  echo "demo: neither the zoo model nor ../shared is here; using the tiny random-weight fixture model" >&2
   model=tests/fixtures/hf/llama
   data=$out/random_tokens.jsonl
-  awk 'BEGIN { srand(1); for (d = 0; d < 8; d++) { printf "{\"tokens\": [1"; for (i = 0; i < 63; i++) printf ", %d", 2 + int(rand() * 250); print "]}" } }' > "$data"
+  awk 'BEGIN { srand(1); for (d = 0; d < 8; d++) { printf "{\"tokens\": [1"; for (i = 0; i < 63; i++) printf ", %d", 2 + int(rand() * 250); print "], \"label\": \"" (d % 2 ? "a" : "b") "\"}" } }' > "$data"
 fi
-echo "== neuronlab info $model"
-"$build/neuronlab" info "$model"
+step() { echo; echo "== neuronlab $*"; "$nl" "$@"; }
+step info "$model"
+step ppl "$model" "$data"
+step record "$model" "$data" -o "$out/acts.h5" --pool --db "$out/results.db"
+step sparsity "$out/acts.h5" --db "$out/results.db"
+step perturb "$model" "$data" --db "$out/results.db"
+step report --db "$out/results.db" -o "$out/report"
 echo
-echo "== neuronlab ppl $model $data"
-"$build/neuronlab" ppl "$model" "$data"
-echo
-echo "== neuronlab record $model $data -o $out/acts.h5 --pool"
-"$build/neuronlab" record "$model" "$data" -o "$out/acts.h5" --pool
-echo
-echo "demo outputs: $out/acts.h5 (open with h5py: h5py.File('$out/acts.h5')['layers/0/ffn_act'])"
+echo "demo outputs:"
+echo "  $out/acts.h5      activations (h5py.File('$out/acts.h5')['layers/0/ffn_act'])"
+echo "  $out/results.db   results (sqlite3 $out/results.db < notebooks-data/sql/layer_sparsity.sql)"
+echo "  $out/report/index.html   the figures"
