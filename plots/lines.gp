@@ -40,6 +40,13 @@ do for [pass = 1:2] {
     set border lc rgb "#444444"
     set key @key noenhanced Left reverse box lc rgb "#bbbbbb" samplen 2 spacing 1.1 font ",9"
     ncol = int(system(sprintf("head -1 '%s' | awk -F, '{print NF}'", f)))
+    if (xlabel eq "layer") {   # integer ticks, at most about 12 of them
+      xmaxv = real(system(sprintf("tail -n +2 '%s' | cut -d, -f1 | sort -g | tail -1", f)))
+      set xtics 0, (xmaxv > 12 ? ceil(xmaxv / 12.0) : 1)
+      set format x "%.0f"
+    } else {
+      set xtics autofreq
+    }
     if (style eq "histeps") {
       plot for [c = 2:ncol] f using 1:c with histeps lw 1.5 lc rgb palette[(c - 2) % 8 + 1] title columnhead(c)
     } else {
