@@ -89,6 +89,8 @@ bench: deps
 	@$(MAKE) --no-print-directory all
 	@bash bench/run.sh $(BUILD)
 	@bash bench/tokenizer.sh $(BUILD)
+	@bash bench/sparsity.sh $(BUILD)
+	@bash bench/train.sh $(BUILD)
 
 check-slow: deps
 	@$(MAKE) --no-print-directory tests-build

@@ -1,0 +1,183 @@
+/* st_writer.c — safetensors writer with atomic replacement (see st_writer.h).
+ * Checked by tests/test_st_writer.c. */
+#include "neuronlab/st_writer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct {
+    char *name;
+    nl_dtype dtype;
+    int ndim;
+    int64_t shape[4];
+    const float *data;
+    int64_t numel;
+} st_item;
+
+struct nl_st_writer {
+    st_item *items;
+    int n, cap;
+    json_t *meta;
+};
+
+nl_status nl_st_writer_create(nl_ctx *ctx, nl_st_writer **out) {
+    *out = calloc(1, sizeof **out);
+    if (!*out) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    (*out)->meta = json_object();
+    json_object_set_new((*out)->meta, "format", json_string("pt"));
+    return NL_OK;
+}
+
+void nl_st_writer_destroy(nl_st_writer *w) {
+    if (!w) return;
+    for (int i = 0; i < w->n; i++) free(w->items[i].name);
+    free(w->items);
+    json_decref(w->meta);
+    free(w);
+}
+
+nl_status nl_st_writer_meta(nl_ctx *ctx, nl_st_writer *w, const char *key, const char *value) {
+    if (json_object_set_new(w->meta, key, json_string(value)))
+        return nl_errorf(ctx, NL_EINVAL, "safetensors metadata '%s' is not valid UTF-8", key);
+    return NL_OK;
+}
+
+nl_status nl_st_writer_add(nl_ctx *ctx, nl_st_writer *w, const char *name, nl_dtype dtype, int ndim,
+                           const int64_t *shape, const float *data) {
+    NL_ASSERT(ndim >= 0 && ndim <= 4);
+    for (int i = 0; i < w->n; i++)
+        if (!strcmp(w->items[i].name, name)) return nl_errorf(ctx, NL_EINVAL, "duplicate tensor name '%s'", name);
+    if (w->n == w->cap) {
+        int nc = w->cap ? w->cap * 2 : 32;
+        st_item *ni = realloc(w->items, (size_t)nc * sizeof *ni);
+        if (!ni) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+        w->items = ni;
+        w->cap = nc;
+    }
+    st_item *it = &w->items[w->n];
+    memset(it, 0, sizeof *it);
+    if (!(it->name = strdup(name))) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    it->dtype = dtype;
+    it->ndim = ndim;
+    it->numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        it->shape[i] = shape[i];
+        it->numel *= shape[i];
+    }
+    it->data = data;
+    w->n++;
+    return NL_OK;
+}
+
+static const char *st_dtype(nl_dtype d) { return d == NL_DT_F32 ? "F32" : d == NL_DT_F16 ? "F16" : "BF16"; }
+
+static int fsync_dir_of(const char *path) {
+    char *dup = strdup(path);
+    if (!dup) return -1;
+    int fd = open(dirname(dup), O_RDONLY | O_DIRECTORY);
+    free(dup);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+/* Opens path.tmp for writing; *tmp gets its name. */
+static FILE *open_tmp(nl_ctx *ctx, const char *path, char *tmp, size_t cap, nl_status *st) {
+    snprintf(tmp, cap, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) *st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", tmp, strerror(errno));
+    return f;
+}
+
+static nl_status finish_tmp(nl_ctx *ctx, FILE *f, const char *tmp, const char *path) {
+    int bad = fflush(f) != 0 || ferror(f) || fsync(fileno(f)) != 0;
+    int err = errno;
+    if (fclose(f) != 0 && !bad) { bad = 1; err = errno; }
+    if (bad) {
+        unlink(tmp);
+        return nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", tmp, strerror(err));
+    }
+    if (rename(tmp, path) != 0) {
+        err = errno;
+        unlink(tmp);
+        return nl_errorf(ctx, NL_EIO, "cannot rename '%s' to '%s': %s", tmp, path, strerror(err));
+    }
+    fsync_dir_of(path);
+    return NL_OK;
+}
+
+nl_status nl_write_file_atomic(nl_ctx *ctx, const char *path, const void *data, size_t n) {
+    char tmp[4200];
+    nl_status st = NL_OK;
+    FILE *f = open_tmp(ctx, path, tmp, sizeof tmp, &st);
+    if (!f) return st;
+    if (n && fwrite(data, 1, n, f) != n) {
+        int err = errno;
+        fclose(f);
+        unlink(tmp);
+        return nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", tmp, strerror(err));
+    }
+    return finish_tmp(ctx, f, tmp, path);
+}
+
+nl_status nl_st_writer_write(nl_ctx *ctx, nl_st_writer *w, const char *path) {
+    /* header: "__metadata__" first, then the tensors in order (jansson keeps insertion order) */
+    json_t *h = json_object();
+    json_object_set(h, "__metadata__", w->meta);
+    uint64_t off = 0;
+    for (int i = 0; i < w->n; i++) {
+        st_item *it = &w->items[i];
+        json_t *e = json_object(), *shape = json_array(), *offs = json_array();
+        for (int d = 0; d < it->ndim; d++) json_array_append_new(shape, json_integer(it->shape[d]));
+        uint64_t nb = (uint64_t)it->numel * nl_dtype_size(it->dtype);
+        json_array_append_new(offs, json_integer((json_int_t)off));
+        json_array_append_new(offs, json_integer((json_int_t)(off + nb)));
+        json_object_set_new(e, "dtype", json_string(st_dtype(it->dtype)));
+        json_object_set_new(e, "shape", shape);
+        json_object_set_new(e, "data_offsets", offs);
+        json_object_set_new(h, it->name, e);
+        off += nb;
+    }
+    char *hj = json_dumps(h, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(h);
+    if (!hj) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    size_t hl = strlen(hj), pad = (8 - (8 + hl) % 8) % 8;
+    char tmp[4200];
+    nl_status st = NL_OK;
+    FILE *f = open_tmp(ctx, path, tmp, sizeof tmp, &st);
+    if (!f) { free(hj); return st; }
+    uint64_t n = hl + pad;
+    unsigned char len8[8];
+    for (int i = 0; i < 8; i++) len8[i] = (unsigned char)(n >> (8 * i));
+    int ok = fwrite(len8, 1, 8, f) == 8 && fwrite(hj, 1, hl, f) == hl && fwrite("        ", 1, pad, f) == pad;
+    free(hj);
+    enum { CH = 1 << 16 };
+    static _Thread_local uint16_t half[CH];
+    for (int i = 0; ok && i < w->n; i++) {
+        st_item *it = &w->items[i];
+        if (it->dtype == NL_DT_F32) {
+            ok = fwrite(it->data, sizeof(float), (size_t)it->numel, f) == (size_t)it->numel;
+            continue;
+        }
+        for (int64_t a = 0; ok && a < it->numel; a += CH) {
+            int64_t m = it->numel - a < CH ? it->numel - a : CH;
+            for (int64_t k = 0; k < m; k++)
+                half[k] = it->dtype == NL_DT_BF16 ? nl_f32_to_bf16(it->data[a + k]) : nl_f32_to_f16(it->data[a + k]);
+            ok = fwrite(half, 2, (size_t)m, f) == (size_t)m;
+        }
+    }
+    if (!ok) {
+        int err = errno;
+        fclose(f);
+        unlink(tmp);
+        return nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", tmp, strerror(err));
+    }
+    return finish_tmp(ctx, f, tmp, path);
+}
