@@ -16,7 +16,7 @@ if (!exists("style")) style = "lines"
 if (!exists("key") || key eq "") key = (style eq "histeps") ? "top right" : "top left"
 if (!exists("xmin")) xmin = ""
 if (!exists("xmax")) xmax = ""
-array palette[8] = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
+array palette[8] = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
 
 do for [pass = 1:2] {
   if (pass == 1) {

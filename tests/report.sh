@@ -55,6 +55,7 @@ for name in figs:
     for c in csvs:
         rows = open(c).read().splitlines()
         assert len(rows) >= 2 and len(rows[0].split(",")) >= 2, c
+        assert all(len(r.split(",")) == len(rows[0].split(",")) for r in rows), f"{c}: header and rows differ in columns"
         assert os.path.basename(c) in html, c
 print(f"{len(figs)} figures with PNG, PDF, gnuplot script and CSV")
 PY

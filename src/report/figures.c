@@ -17,7 +17,7 @@ const nl_figure nl_figures[] = {
      "residual stream; it is the indicator behind CETT.",
      "SELECT 'output norm', CASE WHEN layer < 0 THEN 'all layers' ELSE 'layer ' || layer END, x, cdf FROM sparsity_cdf"
      " WHERE run_id = ?1 AND indicator = 'norm' AND label = '' AND x > 0 ORDER BY layer < 0, layer, x",
-     "lines", "|a_i|·‖W_out[:,i]‖ / max (per token and layer)", "fraction of (token, neuron) pairs ≤ x", 1, 0, "lines", NULL},
+     "lines", "|a_i|·‖w_i‖ / max (per token and layer; w_i: column i of W_out)", "fraction of (token, neuron) pairs ≤ x", 1, 0, "lines", NULL},
     {"activation_frequency", "sparsity", "How often each neuron is active",
      "Histogram of the neurons' activation frequency: the fraction of tokens on which a neuron's value exceeds 0.1 of "
      "its layer's largest at that token, one curve per layer (share of the layer's neurons per bin of width 0.05). Mass "

@@ -209,7 +209,7 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
         snprintf(path, sizeof path, "%s/%s", o->out_dir, file);
         FILE *f = fopen(path, "w");
         if (!f) { free(used); st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno)); break; }
-        fputs(fig->xlabel, f);
+        for (const char *c = fig->xlabel; *c; c++) fputc(*c == ',' ? ';' : *c, f); /* a comma would split the header */
         for (int j = 0; j < series.n; j++) {
             if (!used[j]) continue;
             fputc(',', f);
