@@ -141,6 +141,12 @@ int64_t nl_model_bytes(const nl_model *m);
 
 /* Layer l (0 ≤ l < L) in f32; see nl_layer for lifetime. */
 nl_status nl_model_layer(nl_ctx *ctx, nl_model *m, int l, nl_layer *out);
+/* For token-by-token work (generation), where converting every layer on every call would
+ * dominate: keeps each f16/bf16 layer's f32 conversion after its first use (views then stay
+ * valid until nl_model_close), when all layers in f32 need at most max_bytes. Returns 1 when
+ * the layers are (or will be) kept, 0 when the model is stored f32 or too large (streaming as
+ * before). */
+int nl_model_keep_f32(nl_model *m, size_t max_bytes);
 /* Final norm and LM head in f32; valid until nl_model_close (converted once if needed). */
 nl_status nl_model_head(nl_ctx *ctx, nl_model *m, nl_head *out);
 /* Token embedding rows: dst (n, D) = embedding[tokens[i]] in f32 (+ learned position

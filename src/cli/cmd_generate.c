@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "neuronlab/sampler.h"
@@ -157,7 +158,12 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         n_new = ctx_len - n_prompt;
     }
     const int max_T = n_prompt < 256 ? n_prompt : 256;
-    if (st == NL_OK) st = nl_forward_create(ctx, m, max_T, n_prompt + (int)n_new, &f);
+    if (st == NL_OK) {
+        /* one token per call: keep f16/bf16 layers converted when they fit in half the RAM */
+        long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+        nl_model_keep_f32(m, pages > 0 && page > 0 ? (size_t)pages * (size_t)page / 2 : (size_t)1 << 30);
+        st = nl_forward_create(ctx, m, max_T, n_prompt + (int)n_new, &f);
+    }
     if (st == NL_OK && (!(smp = nl_sampler_create(V, (float)temp, (float)top_p, seed)) || !(logits = malloc((size_t)V * sizeof *logits))))
         st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
     if (st != NL_OK) goto done;

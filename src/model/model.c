@@ -101,6 +101,9 @@ void nl_model_close(nl_model *m) {
     for (int i = 0; i < m->n_maps; i++) munmap(m->maps[i].base, m->maps[i].size);
     free(m->layers);
     free(m->slot);
+    if (m->resident)
+        for (int l = 0; l < m->cfg.n_layers; l++) free(m->resident[l]);
+    free(m->resident);
     free(m->head_buf);
     free(m);
 }
@@ -283,6 +286,15 @@ nl_status nl_model_layer(nl_ctx *ctx, nl_model *m, int l, nl_layer *out) {
         if (!m->slot) return nl_errorf(ctx, NL_ENOMEM, "cannot convert layer %d of '%s' to f32: out of memory", l, m->path);
     }
     nl_walk w = {m->slot, m->slot_layer != l};
+    if (m->resident) { /* each layer converted once into its own copy (nl_model_keep_f32) */
+        if (need && !m->resident[l]) {
+            if (!(m->resident[l] = malloc(need * sizeof(float))))
+                return nl_errorf(ctx, NL_ENOMEM, "cannot convert layer %d of '%s' to f32: out of memory", l, m->path);
+            w = (nl_walk){m->resident[l], 1};
+        } else {
+            w = (nl_walk){m->resident[l], 0};
+        }
+    }
     const int tr = m->conv1d;
     memset(out, 0, sizeof *out);
     out->ln1_w = view(&w, &s->ln1_w); out->ln1_b = view(&w, &s->ln1_b);
@@ -294,8 +306,22 @@ nl_status nl_model_layer(nl_ctx *ctx, nl_model *m, int l, nl_layer *out) {
     out->w_gate = mat(&w, &s->w_gate, tr); out->w_up = mat(&w, &s->w_up, tr); out->b_up = view(&w, &s->b_up);
     out->w_down = mat(&w, &s->w_down, tr); out->b_down = view(&w, &s->b_down);
     out->qkv_layout = m->qkv_layout;
-    m->slot_layer = need ? l : -1;
+    if (!m->resident) m->slot_layer = need ? l : -1;
     return NL_OK;
+}
+
+int nl_model_keep_f32(nl_model *m, size_t max_bytes) {
+    if (m->resident) return 1;
+    size_t total = 0;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        const nl_stored_layer *s = &m->layers[l];
+#define X(f) total += slot_need(&s->f);
+        NL_LAYER_TENSORS(X)
+#undef X
+    }
+    if (total == 0 || total * sizeof(float) > max_bytes) return 0;
+    m->resident = calloc((size_t)m->cfg.n_layers, sizeof *m->resident);
+    return m->resident != NULL;
 }
 
 nl_status nl_model_head(nl_ctx *ctx, nl_model *m, nl_head *out) {

@@ -39,6 +39,7 @@ struct nl_model {
     float *slot;              /* f32 conversion buffer for one layer, owned */
     size_t slot_cap;          /* floats */
     int slot_layer;           /* layer currently in slot, -1 none */
+    float **resident;         /* (n_layers) f32 copies kept by nl_model_keep_f32, owned; NULL: streaming */
     float *head_buf;          /* converted head, owned, or NULL */
     int head_ready;
 };
