@@ -60,6 +60,24 @@ PY
 rc=$?; cat "$tmp/why.2" >> "$tmp/why"
 ok $rc "ppl on text and prompt/response rows equals ppl on the same ids (own tokenizer and --tokenizer)"
 
+# 1b. ppl --unigram: the add-one unigram fitted on the training file's ids, by hand
+"$nl" ppl $fx/llama_bf16 "$tmp/text.jsonl" --unigram "$tmp/tokens.jsonl" --json > "$tmp/u.json" 2> "$tmp/why"
+$py - "$tmp" >> "$tmp/why" 2>&1 <<'PY'
+import json, math, sys
+d = sys.argv[1]
+rows = [json.loads(l) for l in open(d + "/tokens.jsonl")]
+V, ids = 260, [t for r in rows for t in r["tokens"]]
+logp = {v: math.log((ids.count(v) + 1) / (len(ids) + V)) for v in range(V)}
+nll = n = 0
+for r in rows:
+    for j in range(max(1, r.get("prompt_len", 1)), len(r["tokens"])):
+        nll -= logp[r["tokens"][j]]; n += 1
+u = json.load(open(d + "/u.json"))["unigram"]
+assert u["tokens"] == n and u["train_tokens"] == len(ids), (u, n)
+assert abs(u["nll"] - nll / n) < 1e-6, (u["nll"], nll / n)
+PY
+ok $? "ppl --unigram equals the add-one unigram computed by hand"
+
 # 2. record on text rows
 "$nl" record $fx/llama_bf16 "$tmp/text.jsonl" -o "$tmp/text.h5" --pool > "$tmp/why" 2>&1
 $py - "$tmp" >> "$tmp/why" 2>&1 <<'PY'
