@@ -1,0 +1,875 @@
+/* ability.c — ability neurons: FuncScore (AP) and predictivity per neuron and ability, layer
+ * statistics beside random and shuffled-label baselines, top sets (see ability.h). */
+#include "analyses/ability.h"
+
+#include <limits.h>
+#include <math.h>
+#include <omp.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "neuronlab/recorder.h"
+#include "neuronlab/rng.h"
+
+#define RNG_SHUFFLE 0x61626c /* nl_rng_derive purpose: label shuffling */
+
+const char *nl_ability_method_name(nl_ability_method m) { return m == NL_ABILITY_PREDICTIVITY ? "predictivity" : "ap"; }
+
+int nl_ability_method_parse(const char *s) {
+    if (!strcmp(s, "ap")) return NL_ABILITY_AP;
+    if (!strcmp(s, "predictivity")) return NL_ABILITY_PREDICTIVITY;
+    return -1;
+}
+
+void nl_ability_opts_init(nl_ability_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->method = NL_ABILITY_AP;
+    o->top = 0.05;
+}
+
+/* ---- scores ---------------------------------------------------------------------------- */
+
+typedef struct {
+    float v;
+    int i;
+} vpair;
+
+/* Descending by value; NaN was mapped to -inf before, so the order is total. Ties by index
+ * (any order gives the same AP; this one makes the sort deterministic). */
+static int by_value_desc(const void *a, const void *b) {
+    const vpair *x = a, *y = b;
+    if (x->v != y->v) return x->v > y->v ? -1 : 1;
+    return (x->i > y->i) - (x->i < y->i);
+}
+
+static float clean(float v) { return isnan(v) ? -INFINITY : v; }
+
+/* AP of the sorted values vs (n, descending) against labels ys (in the same order), P
+ * positives; flip = 1 scores against 1 − y (P is then the number of negatives). */
+static double ap_sorted(const vpair *vs, const uint8_t *y, int n, int P, int flip) {
+    if (P <= 0) return NAN;
+    double ap = 0;
+    int tp = 0;
+    for (int k = 0; k < n;) {
+        int j = k, g = 0;
+        while (j < n && vs[j].v == vs[k].v) g += y[vs[j].i] ^ flip, j++;
+        tp += g;
+        if (g) ap += (double)g / P * ((double)tp / j);
+        k = j;
+    }
+    return ap;
+}
+
+double nl_ability_ap(const float *v, const uint8_t *y, int n) {
+    if (n <= 0) return NAN;
+    vpair *vs = malloc((size_t)n * sizeof *vs);
+    if (!vs) return NAN;
+    int P = 0;
+    for (int d = 0; d < n; d++) vs[d] = (vpair){clean(v[d]), d}, P += y[d] != 0;
+    qsort(vs, (size_t)n, sizeof *vs, by_value_desc);
+    uint8_t *yy = malloc((size_t)n);
+    double r = NAN;
+    if (yy) {
+        for (int d = 0; d < n; d++) yy[d] = y[d] != 0;
+        r = ap_sorted(vs, yy, n, P, 0);
+    }
+    free(yy);
+    free(vs);
+    return r;
+}
+
+/* Balanced accuracy of 1[v > mean] (mean given) against y. */
+static double bacc(const float *v, const uint8_t *y, int n, double mean, int P) {
+    int N = n - P, tp = 0, tn = 0;
+    if (P <= 0 || N <= 0) return NAN;
+    for (int d = 0; d < n; d++) {
+        int pred = (double)v[d] > mean;
+        if (y[d]) tp += pred;
+        else tn += !pred;
+    }
+    return 0.5 * ((double)tp / P + (double)tn / N);
+}
+
+static double mean_of(const float *v, int n) {
+    double s = 0;
+    for (int d = 0; d < n; d++) s += v[d];
+    return n ? s / n : 0;
+}
+
+double nl_ability_predictivity(const float *v, const uint8_t *y, int n) {
+    if (n <= 0) return NAN;
+    int P = 0;
+    for (int d = 0; d < n; d++) P += y[d] != 0;
+    uint8_t *yy = malloc((size_t)n);
+    if (!yy) return NAN;
+    for (int d = 0; d < n; d++) yy[d] = y[d] != 0;
+    double r = bacc(v, yy, n, mean_of(v, n), P);
+    free(yy);
+    return r;
+}
+
+/* ---- top sets ---------------------------------------------------------------------------- */
+
+typedef struct {
+    float s;
+    int idx; /* layer * F + neuron */
+} spair;
+
+static int by_score_desc(const void *a, const void *b) {
+    const spair *x = a, *y = b;
+    if (x->s != y->s) return x->s > y->s ? -1 : 1;
+    return (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+static int top_k(double top, int64_t n) {
+    int64_t k = (int64_t)floor(top * (double)n + 1e-9);
+    return (int)(k < 1 ? 1 : k);
+}
+
+/* rank (Lr, F) for one ability: 0 = not in the set, else the rank (within the layer for the
+ * per-layer scope, over all layers for global). work: (Lr·F) pairs. */
+static void select_ranks(const float *scores, int Lr, int F, const uint8_t *excluded, double top, int global, int *rank,
+                         spair *work) {
+    memset(rank, 0, (size_t)Lr * F * sizeof *rank);
+    int groups = global ? 1 : Lr;
+    int64_t width = global ? (int64_t)Lr * F : F;
+    for (int g = 0; g < groups; g++) {
+        int m = 0;
+        for (int64_t x = 0; x < width; x++) {
+            int64_t idx = (int64_t)g * F + x;
+            if (excluded && excluded[idx]) continue;
+            work[m++] = (spair){clean(scores[idx]), (int)idx};
+        }
+        qsort(work, (size_t)m, sizeof *work, by_score_desc);
+        int k = top_k(top, width);
+        if (k > m) k = m;
+        for (int r = 0; r < k; r++) rank[work[r].idx] = r + 1;
+    }
+}
+
+void nl_ability_select(const float *scores, int A, int Lr, int F, const uint8_t *excluded, double top, int global,
+                       uint8_t *member, int *count) {
+    size_t LF = (size_t)Lr * F;
+    int *rank = malloc(LF * sizeof *rank);
+    spair *work = malloc(LF * sizeof *work);
+    NL_ASSERT(rank && work);
+    for (int a = 0; a < A; a++) {
+        select_ranks(scores + a * LF, Lr, F, excluded, top, global, rank, work);
+        for (int j = 0; j < Lr; j++) {
+            int c = 0;
+            for (int i = 0; i < F; i++) {
+                uint8_t in = rank[(size_t)j * F + i] > 0;
+                member[a * LF + (size_t)j * F + i] = in;
+                c += in;
+            }
+            count[a * Lr + j] = c;
+        }
+    }
+    free(rank);
+    free(work);
+}
+
+/* ---- the analysis ------------------------------------------------------------------------- */
+
+static const char *DDL =
+    "CREATE TABLE IF NOT EXISTS ability_run(run_id INTEGER PRIMARY KEY REFERENCES runs(id), method TEXT NOT NULL,"
+    " symmetric INTEGER NOT NULL, top REAL NOT NULL, scope TEXT NOT NULL, resident_run INTEGER, seed INTEGER NOT NULL,"
+    " docs INTEGER NOT NULL, layers INTEGER NOT NULL, d_ff INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS ability_label(run_id INTEGER NOT NULL REFERENCES runs(id), ability TEXT NOT NULL,"
+    " docs INTEGER NOT NULL, positives INTEGER NOT NULL, baseline REAL NOT NULL, PRIMARY KEY (run_id, ability)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS ability_score(run_id INTEGER NOT NULL REFERENCES runs(id), ability TEXT NOT NULL,"
+    " layer INTEGER NOT NULL, neuron INTEGER NOT NULL, score REAL, PRIMARY KEY (run_id, ability, layer, neuron)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS ability_layer(run_id INTEGER NOT NULL REFERENCES runs(id), ability TEXT NOT NULL,"
+    " layer INTEGER NOT NULL, best REAL, top_permille REAL, mean REAL, baseline REAL, shuffled_best REAL,"
+    " shuffled_top_permille REAL, shuffled_mean REAL, PRIMARY KEY (run_id, ability, layer)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS ability_top(run_id INTEGER NOT NULL REFERENCES runs(id), ability TEXT NOT NULL,"
+    " layer INTEGER NOT NULL, neuron INTEGER NOT NULL, rank INTEGER NOT NULL,"
+    " PRIMARY KEY (run_id, ability, layer, neuron)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS ability_depth(run_id INTEGER NOT NULL REFERENCES runs(id), ability TEXT NOT NULL,"
+    " layer INTEGER NOT NULL, neurons INTEGER NOT NULL, share REAL NOT NULL, PRIMARY KEY (run_id, ability, layer)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS ability_excluded(run_id INTEGER NOT NULL REFERENCES runs(id), layer INTEGER NOT NULL,"
+    " neuron INTEGER NOT NULL, PRIMARY KEY (run_id, layer, neuron)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS ability_model(run_id INTEGER NOT NULL REFERENCES runs(id), layer INTEGER NOT NULL,"
+    " w_out_norm_sum REAL NOT NULL, PRIMARY KEY (run_id, layer)) WITHOUT ROWID;";
+
+typedef struct {
+    nl_ability_opts o;
+    const char *path;
+    nl_h5_reader *r;
+    const nl_h5_info *in;
+    int Lr, F, A, Ds;
+    char **names;          /* (A) */
+    int *docs;             /* (Ds) file document index of each scored document */
+    uint8_t *y, *ysh;      /* (A, Ds) labels and shuffled labels */
+    int *pos;              /* (A) positives */
+    float *vals;           /* (Dc, F) one layer's pooled values */
+    float *scores;         /* (A, Lr, F) */
+    float *shuf;           /* (A, Lr, F) shuffled-label scores */
+    uint8_t *excluded;     /* (Lr, F) or NULL */
+    double *wn_sum;        /* (Lr) */
+    int64_t resident_run;
+} ab;
+
+static void ab_free(ab *s) {
+    for (int a = 0; s->names && a < s->A; a++) free(s->names[a]);
+    free(s->names);
+    free(s->docs);
+    free(s->y);
+    free(s->ysh);
+    free(s->pos);
+    free(s->vals);
+    free(s->scores);
+    free(s->shuf);
+    free(s->excluded);
+    free(s->wn_sum);
+    nl_h5_reader_close(s->r);
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* The abilities and the labels of the scored documents. */
+static nl_status setup_labels(nl_ctx *ctx, ab *s) {
+    const nl_h5_info *in = s->in;
+    int64_t Dc = in->n_docs;
+    if (Dc > INT_MAX) return nl_errorf(ctx, NL_EUNSUPPORTED, "'%s': %lld documents are too many", s->path, (long long)Dc);
+    const char **all = malloc((size_t)(Dc ? Dc : 1) * sizeof *all);
+    s->docs = malloc((size_t)(Dc ? Dc : 1) * sizeof *s->docs);
+    if (!all || !s->docs) return free(all), nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    int n = 0;
+    for (int64_t d = 0; d < Dc; d++)
+        if (in->doc_labels[d][0]) all[n] = in->doc_labels[d], s->docs[n++] = (int)d;
+    s->Ds = n;
+    if (n == 0) {
+        free(all);
+        return nl_errorf(ctx, NL_EINVAL, "'%s' has no labelled documents (ability scores need the documents' labels)", s->path);
+    }
+    const char **u = malloc((size_t)n * sizeof *u);
+    if (!u) return free(all), nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    memcpy(u, all, (size_t)n * sizeof *u);
+    qsort(u, (size_t)n, sizeof *u, cmp_str);
+    int nu = 0;
+    for (int i = 0; i < n; i++)
+        if (!nu || strcmp(u[i], u[nu - 1])) u[nu++] = u[i];
+    nl_status st = NL_OK;
+    const char *const *want = s->o.abilities ? s->o.abilities : u;
+    int A = s->o.abilities ? s->o.n_abilities : nu;
+    if (A <= 0) st = nl_errorf(ctx, NL_EINVAL, "no abilities to score");
+    s->names = calloc((size_t)(A > 0 ? A : 1), sizeof *s->names);
+    if (st == NL_OK && !s->names) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    for (int a = 0; st == NL_OK && a < A; a++) {
+        if (!bsearch(&want[a], u, (size_t)nu, sizeof *u, cmp_str))
+            st = nl_errorf(ctx, NL_EINVAL, "'%s' has no document labelled '%s'", s->path, want[a]);
+        else if (!(s->names[a] = strdup(want[a])))
+            st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+        s->A = a + 1;
+    }
+    if (st == NL_OK) {
+        qsort(s->names, (size_t)A, sizeof *s->names, cmp_str);
+        for (int a = 1; a < A; a++)
+            if (!strcmp(s->names[a], s->names[a - 1])) st = nl_errorf(ctx, NL_EINVAL, "ability '%s' is given twice", s->names[a]);
+    }
+    free(u);
+    if (st == NL_OK) {
+        s->y = malloc((size_t)A * n);
+        s->ysh = malloc((size_t)A * n);
+        s->pos = calloc((size_t)A, sizeof *s->pos);
+        int64_t *perm = malloc((size_t)n * sizeof *perm);
+        if (!s->y || !s->ysh || !s->pos || !perm) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+        for (int a = 0; st == NL_OK && a < A; a++) {
+            uint8_t *y = s->y + (size_t)a * n, *ys = s->ysh + (size_t)a * n;
+            for (int d = 0; d < n; d++) y[d] = !strcmp(all[d], s->names[a]), s->pos[a] += y[d];
+            if (s->pos[a] == n)
+                st = nl_errorf(ctx, NL_EINVAL, "ability '%s' labels every scored document of '%s': nothing to tell it from",
+                               s->names[a], s->path);
+            nl_rng r;
+            nl_rng_derive(&r, s->o.seed, RNG_SHUFFLE, (uint64_t)a);
+            nl_rng_permutation(&r, perm, n);
+            for (int d = 0; d < n; d++) ys[d] = y[perm[d]];
+        }
+        free(perm);
+    }
+    free(all);
+    return st;
+}
+
+static int same_file(const char *a, const char *b) {
+    if (!a || !b) return 0;
+    char ra[PATH_MAX], rb[PATH_MAX];
+    if (realpath(a, ra) && realpath(b, rb)) return !strcmp(ra, rb);
+    return !strcmp(a, b);
+}
+
+/* The resident neurons of a complete sparsity run of the same activation file. */
+static nl_status load_resident(nl_ctx *ctx, ab *s, nl_results *db) {
+    sqlite3 *h = nl_results_db(db);
+    sqlite3_stmt *q = NULL;
+    int64_t run = -1;
+    int exists = sqlite3_prepare_v2(h, "SELECT 1 FROM sqlite_master WHERE name = 'neurons'", -1, &q, NULL) == SQLITE_OK &&
+                 sqlite3_step(q) == SQLITE_ROW;
+    sqlite3_finalize(q);
+    if (s->o.resident_run > 0) {
+        if (sqlite3_prepare_v2(h, "SELECT kind, status, source FROM runs WHERE id = ?1", -1, &q, NULL) != SQLITE_OK)
+            return nl_results_error(ctx, db, "cannot read the runs");
+        sqlite3_bind_int64(q, 1, s->o.resident_run);
+        nl_status st = NL_OK;
+        if (sqlite3_step(q) != SQLITE_ROW)
+            st = nl_errorf(ctx, NL_EINVAL, "no run %lld in '%s'", (long long)s->o.resident_run, nl_results_path(db));
+        else if (strcmp((const char *)sqlite3_column_text(q, 0), "sparsity") ||
+                 strcmp((const char *)sqlite3_column_text(q, 1), "complete") ||
+                 !same_file((const char *)sqlite3_column_text(q, 2), s->path))
+            st = nl_errorf(ctx, NL_EINVAL, "run %lld of '%s' is not a complete sparsity run of '%s'", (long long)s->o.resident_run,
+                           nl_results_path(db), s->path);
+        sqlite3_finalize(q);
+        if (st != NL_OK) return st;
+        run = s->o.resident_run;
+    } else {
+        if (sqlite3_prepare_v2(h, "SELECT id, source FROM runs WHERE kind = 'sparsity' AND status = 'complete' ORDER BY id DESC",
+                               -1, &q, NULL) != SQLITE_OK)
+            return nl_results_error(ctx, db, "cannot read the runs");
+        while (sqlite3_step(q) == SQLITE_ROW)
+            if (same_file((const char *)sqlite3_column_text(q, 1), s->path)) {
+                run = sqlite3_column_int64(q, 0);
+                break;
+            }
+        sqlite3_finalize(q);
+        if (run < 0)
+            return nl_errorf(ctx, NL_EINVAL,
+                             "no complete sparsity run of '%s' in '%s' to tell resident neurons (run neuronlab sparsity first)",
+                             s->path, nl_results_path(db));
+    }
+    if (!exists) return nl_errorf(ctx, NL_EFORMAT, "'%s' has no neurons table for run %lld", nl_results_path(db), (long long)run);
+    s->resident_run = run;
+    s->excluded = calloc((size_t)s->Lr * s->F, 1);
+    if (!s->excluded) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    if (sqlite3_prepare_v2(h, "SELECT layer, neuron, resident FROM neurons WHERE run_id = ?1 AND label = ''", -1, &q, NULL) !=
+        SQLITE_OK)
+        return nl_results_error(ctx, db, "cannot read the neurons table");
+    sqlite3_bind_int64(q, 1, run);
+    int *seen = calloc((size_t)s->Lr, sizeof *seen);
+    nl_status st = seen ? NL_OK : nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    while (st == NL_OK && sqlite3_step(q) == SQLITE_ROW) {
+        int l = sqlite3_column_int(q, 0), i = sqlite3_column_int(q, 1), j = -1;
+        for (int k = 0; k < s->Lr; k++)
+            if (s->in->meta.layers[k] == l) j = k;
+        if (j < 0 || i < 0 || i >= s->F) continue;
+        seen[j]++;
+        s->excluded[(size_t)j * s->F + i] = sqlite3_column_int(q, 2) != 0;
+    }
+    for (int j = 0; st == NL_OK && j < s->Lr; j++)
+        if (seen[j] != s->F)
+            st = nl_errorf(ctx, NL_EINVAL, "sparsity run %lld of '%s' has %d neuron rows for layer %d, not %d", (long long)run,
+                           nl_results_path(db), seen[j], s->in->meta.layers[j], s->F);
+    free(seen);
+    sqlite3_finalize(q);
+    return st;
+}
+
+/* One layer's values (Dc, F): the pooled dataset, or means of |a| over the prompt rows. */
+static nl_status read_values(nl_ctx *ctx, ab *s, int l) {
+    const nl_h5_info *in = s->in;
+    int64_t Dc = in->n_docs;
+    if (in->meta.pooled && !s->o.from_acts) return nl_h5_read_pooled(s->r, ctx, l, 0, (int)Dc, s->vals);
+    const int F = s->F, B = 256;
+    float *buf = malloc((size_t)B * F * sizeof *buf);
+    if (!buf) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    nl_status st = NL_OK;
+    for (int64_t d = 0; d < Dc && st == NL_OK; d++) {
+        float *acc = s->vals + (size_t)d * F;
+        memset(acc, 0, (size_t)F * sizeof *acc);
+        if (!in->doc_labels[d][0]) continue; /* not scored */
+        int64_t r0 = in->doc_offsets[d];
+        int P = in->prompt_len[d];
+        for (int t0 = 0; t0 < P && st == NL_OK; t0 += B) {
+            int n = P - t0 < B ? P - t0 : B;
+            st = nl_h5_read_acts(s->r, ctx, l, r0 + t0, n, buf);
+            for (int t = 0; st == NL_OK && t < n; t++)
+                for (int i = 0; i < F; i++) acc[i] += fabsf(buf[(size_t)t * F + i]);
+        }
+        for (int i = 0; P > 0 && i < F; i++) acc[i] /= (float)P;
+    }
+    free(buf);
+    return st;
+}
+
+static double baseline_of(const ab *s, int a) {
+    if (s->o.method == NL_ABILITY_PREDICTIVITY) return 0.5;
+    double p = (double)s->pos[a] / s->Ds;
+    return s->o.symmetric && 1 - p > p ? 1 - p : p;
+}
+
+/* Scores of every neuron of layer index j against every ability (and shuffled labels). */
+static nl_status score_layer(nl_ctx *ctx, ab *s, int j) {
+    const int F = s->F, Ds = s->Ds, A = s->A;
+    const size_t LF = (size_t)s->Lr * F;
+    int fail = 0;
+#pragma omp parallel
+    {
+        vpair *vs = malloc((size_t)Ds * sizeof *vs);
+        float *col = malloc((size_t)Ds * sizeof *col);
+        if (!vs || !col) {
+#pragma omp atomic write
+            fail = 1;
+        }
+#pragma omp for schedule(dynamic, 16)
+        for (int i = 0; i < F; i++) {
+            if (!vs || !col) continue;
+            for (int d = 0; d < Ds; d++) col[d] = s->vals[(size_t)s->docs[d] * F + i];
+            if (s->o.method == NL_ABILITY_AP) {
+                for (int d = 0; d < Ds; d++) vs[d] = (vpair){clean(col[d]), d};
+                qsort(vs, (size_t)Ds, sizeof *vs, by_value_desc);
+            }
+            double mu = mean_of(col, Ds);
+            for (int a = 0; a < A; a++)
+                for (int sh = 0; sh < 2; sh++) {
+                    const uint8_t *y = (sh ? s->ysh : s->y) + (size_t)a * Ds;
+                    int P = s->pos[a];
+                    double r;
+                    if (s->o.method == NL_ABILITY_AP) {
+                        r = ap_sorted(vs, y, Ds, P, 0);
+                        if (s->o.symmetric) {
+                            double r2 = ap_sorted(vs, y, Ds, Ds - P, 1);
+                            if (r2 > r) r = r2;
+                        }
+                    } else {
+                        r = bacc(col, y, Ds, mu, P);
+                        if (s->o.symmetric && 1 - r > r) r = 1 - r;
+                    }
+                    (sh ? s->shuf : s->scores)[a * LF + (size_t)j * F + i] = (float)r;
+                }
+        }
+        free(vs);
+        free(col);
+    }
+    return fail ? nl_errorf(ctx, NL_ENOMEM, "out of memory") : NL_OK;
+}
+
+static int by_float_desc(const void *a, const void *b) {
+    float x = clean(*(const float *)a), y = clean(*(const float *)b);
+    return x > y ? -1 : x < y;
+}
+
+/* best, top-5‰ score and mean of n scores (x copied into work). */
+static void stats(const float *x, size_t n, float *work, double out[3]) {
+    memcpy(work, x, n * sizeof *work);
+    qsort(work, n, sizeof *work, by_float_desc);
+    size_t r = (size_t)ceil(0.005 * (double)n - 1e-9);
+    if (r < 1) r = 1;
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m += x[i];
+    out[0] = work[0], out[1] = work[r - 1], out[2] = m / (double)n;
+}
+
+static nl_status step_stmt(nl_ctx *ctx, nl_results *db, sqlite3_stmt *q) {
+    int rc = sqlite3_step(q);
+    sqlite3_reset(q);
+    return rc == SQLITE_DONE ? NL_OK : nl_results_error(ctx, db, "cannot write the ability tables");
+}
+
+static nl_status write_all(nl_ctx *ctx, ab *s, nl_results *db, int64_t run) {
+    static const char *INS[] = {
+        "INSERT INTO ability_run VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO ability_label VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO ability_score VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO ability_layer VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO ability_top VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO ability_depth VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO ability_excluded VALUES (?1, ?2, ?3)",
+        "INSERT INTO ability_model VALUES (?1, ?2, ?3)",
+    };
+    enum { N_INS = sizeof INS / sizeof INS[0] };
+    sqlite3_stmt *q[N_INS] = {0};
+    const int F = s->F, Lr = s->Lr, A = s->A;
+    const size_t LF = (size_t)Lr * F;
+    const int *layers = s->in->meta.layers;
+    int *rank = malloc(LF * sizeof *rank), *grank = malloc(LF * sizeof *grank);
+    spair *work = malloc(LF * sizeof *work);
+    float *fwork = malloc(LF * sizeof *fwork);
+    nl_status st = rank && grank && work && fwork ? NL_OK : nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    if (st == NL_OK) st = nl_results_begin(ctx, db);
+    for (int k = 0; k < N_INS && st == NL_OK; k++)
+        if (sqlite3_prepare_v2(nl_results_db(db), INS[k], -1, &q[k], NULL) != SQLITE_OK)
+            st = nl_results_error(ctx, db, "cannot prepare the ability tables");
+    if (st == NL_OK) {
+        sqlite3_stmt *x = q[0];
+        sqlite3_bind_int64(x, 1, run);
+        sqlite3_bind_text(x, 2, nl_ability_method_name(s->o.method), -1, SQLITE_STATIC);
+        sqlite3_bind_int(x, 3, s->o.symmetric);
+        sqlite3_bind_double(x, 4, s->o.top);
+        sqlite3_bind_text(x, 5, s->o.global ? "global" : "layer", -1, SQLITE_STATIC);
+        if (s->excluded) sqlite3_bind_int64(x, 6, s->resident_run);
+        else sqlite3_bind_null(x, 6);
+        sqlite3_bind_int64(x, 7, (sqlite3_int64)s->o.seed);
+        sqlite3_bind_int(x, 8, s->Ds);
+        sqlite3_bind_int(x, 9, Lr);
+        sqlite3_bind_int(x, 10, F);
+        st = step_stmt(ctx, db, x);
+    }
+    for (int j = 0; j < Lr && st == NL_OK; j++) {
+        sqlite3_bind_int64(q[7], 1, run);
+        sqlite3_bind_int(q[7], 2, layers[j]);
+        sqlite3_bind_double(q[7], 3, s->wn_sum[j]);
+        st = step_stmt(ctx, db, q[7]);
+        for (int i = 0; s->excluded && i < F && st == NL_OK; i++)
+            if (s->excluded[(size_t)j * F + i]) {
+                sqlite3_bind_int64(q[6], 1, run);
+                sqlite3_bind_int(q[6], 2, layers[j]);
+                sqlite3_bind_int(q[6], 3, i);
+                st = step_stmt(ctx, db, q[6]);
+            }
+    }
+    for (int a = 0; a < A && st == NL_OK; a++) {
+        const char *name = s->names[a];
+        const float *sc = s->scores + a * LF, *sh = s->shuf + a * LF;
+        sqlite3_bind_int64(q[1], 1, run);
+        sqlite3_bind_text(q[1], 2, name, -1, SQLITE_STATIC);
+        sqlite3_bind_int(q[1], 3, s->Ds);
+        sqlite3_bind_int(q[1], 4, s->pos[a]);
+        sqlite3_bind_double(q[1], 5, baseline_of(s, a));
+        st = step_stmt(ctx, db, q[1]);
+        for (int j = -1; j < Lr && st == NL_OK; j++) { /* -1: every layer pooled */
+            double b[3], c[3];
+            size_t off = j < 0 ? 0 : (size_t)j * F, n = j < 0 ? LF : (size_t)F;
+            stats(sc + off, n, fwork, b);
+            stats(sh + off, n, fwork, c);
+            sqlite3_stmt *x = q[3];
+            sqlite3_bind_int64(x, 1, run);
+            sqlite3_bind_text(x, 2, name, -1, SQLITE_STATIC);
+            sqlite3_bind_int(x, 3, j < 0 ? -1 : layers[j]);
+            for (int k = 0; k < 3; k++) sqlite3_bind_double(x, 4 + k, b[k]), sqlite3_bind_double(x, 8 + k, c[k]);
+            sqlite3_bind_double(x, 7, baseline_of(s, a));
+            st = step_stmt(ctx, db, x);
+        }
+        for (size_t x = 0; x < LF && st == NL_OK; x++) {
+            sqlite3_bind_int64(q[2], 1, run);
+            sqlite3_bind_text(q[2], 2, name, -1, SQLITE_STATIC);
+            sqlite3_bind_int(q[2], 3, layers[x / F]);
+            sqlite3_bind_int(q[2], 4, (int)(x % F));
+            if (isnan(sc[x])) sqlite3_bind_null(q[2], 5);
+            else sqlite3_bind_double(q[2], 5, sc[x]);
+            st = step_stmt(ctx, db, q[2]);
+        }
+        select_ranks(sc, Lr, F, s->excluded, s->o.top, s->o.global, rank, work);
+        select_ranks(sc, Lr, F, s->excluded, s->o.top, 1, grank, work);
+        for (size_t x = 0; x < LF && st == NL_OK; x++)
+            if (rank[x]) {
+                sqlite3_bind_int64(q[4], 1, run);
+                sqlite3_bind_text(q[4], 2, name, -1, SQLITE_STATIC);
+                sqlite3_bind_int(q[4], 3, layers[x / F]);
+                sqlite3_bind_int(q[4], 4, (int)(x % F));
+                sqlite3_bind_int(q[4], 5, rank[x]);
+                st = step_stmt(ctx, db, q[4]);
+            }
+        int total = 0;
+        for (size_t x = 0; x < LF; x++) total += grank[x] > 0;
+        for (int j = 0; j < Lr && st == NL_OK; j++) {
+            int c = 0;
+            for (int i = 0; i < F; i++) c += grank[(size_t)j * F + i] > 0;
+            sqlite3_bind_int64(q[5], 1, run);
+            sqlite3_bind_text(q[5], 2, name, -1, SQLITE_STATIC);
+            sqlite3_bind_int(q[5], 3, layers[j]);
+            sqlite3_bind_int(q[5], 4, c);
+            sqlite3_bind_double(q[5], 5, total ? (double)c / total : 0);
+            st = step_stmt(ctx, db, q[5]);
+        }
+    }
+    for (int k = 0; k < N_INS; k++) sqlite3_finalize(q[k]);
+    if (st == NL_OK) st = nl_results_commit(ctx, db);
+    else nl_results_rollback(db);
+    free(rank);
+    free(grank);
+    free(work);
+    free(fwork);
+    return st;
+}
+
+static void jstr(char *buf, size_t n, const char *v) {
+    size_t k = strlen(buf);
+    if (k + 3 >= n) return;
+    buf[k++] = '"';
+    for (const unsigned char *p = (const unsigned char *)v; *p && k + 8 < n; p++) {
+        if (*p == '"' || *p == '\\') buf[k++] = '\\', buf[k++] = (char)*p;
+        else if (*p < 0x20) k += (size_t)snprintf(buf + k, n - k, "\\u%04x", *p);
+        else buf[k++] = (char)*p;
+    }
+    buf[k++] = '"';
+    buf[k] = 0;
+}
+
+nl_status nl_ability_run(nl_ctx *ctx, const char *acts_path, const nl_ability_opts *opts, nl_results *db, nl_progress *prog,
+                         int64_t *run_id) {
+    *run_id = -1;
+    ab s = {.o = *opts, .path = acts_path};
+    if (!(opts->top > 0 && opts->top <= 1))
+        return nl_errorf(ctx, NL_EINVAL, "top fraction %g is outside (0, 1]", opts->top);
+    nl_status st = nl_h5_open(ctx, acts_path, &s.r);
+    if (st != NL_OK) return st;
+    s.in = nl_h5_reader_info(s.r);
+    s.Lr = s.in->meta.n_rec, s.F = s.in->meta.d_ff;
+    if (s.Lr <= 0) st = nl_errorf(ctx, NL_EFORMAT, "'%s' records no layers", acts_path);
+    else if (!s.in->meta.pooled && s.in->meta.no_acts)
+        st = nl_errorf(ctx, NL_EFORMAT, "'%s' has neither /pooled mean_abs nor ffn_act to score", acts_path);
+    else if (s.o.from_acts && s.in->meta.no_acts)
+        st = nl_errorf(ctx, NL_EFORMAT, "'%s' has no ffn_act (recorded pooled-only)", acts_path);
+    if (st == NL_OK) st = setup_labels(ctx, &s);
+    if (st == NL_OK && s.o.exclude_resident) st = load_resident(ctx, &s, db);
+    const size_t LF = (size_t)s.Lr * s.F;
+    if (st == NL_OK) {
+        s.vals = malloc((size_t)(s.in->n_docs ? s.in->n_docs : 1) * s.F * sizeof *s.vals);
+        s.scores = malloc((size_t)s.A * LF * sizeof *s.scores);
+        s.shuf = malloc((size_t)s.A * LF * sizeof *s.shuf);
+        s.wn_sum = calloc((size_t)s.Lr, sizeof *s.wn_sum);
+        if (!s.vals || !s.scores || !s.shuf || !s.wn_sum) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    }
+    float *wn = st == NL_OK ? malloc((size_t)s.F * sizeof *wn) : NULL;
+    if (st == NL_OK && !wn) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    for (int j = 0; j < s.Lr && st == NL_OK; j++) {
+        st = nl_h5_read_w_out_norm(s.r, ctx, s.in->meta.layers[j], wn);
+        for (int i = 0; st == NL_OK && i < s.F; i++) s.wn_sum[j] += wn[i];
+    }
+    free(wn);
+    if (st == NL_OK) st = nl_results_exec(ctx, db, DDL);
+    if (st != NL_OK) {
+        ab_free(&s);
+        return st;
+    }
+    char p[16384] = "{\"method\":";
+    jstr(p, sizeof p, nl_ability_method_name(s.o.method));
+    snprintf(p + strlen(p), sizeof p - strlen(p), ",\"symmetric\":%s,\"top\":%.17g,\"scope\":\"%s\",\"seed\":%llu,\"abilities\":[",
+             s.o.symmetric ? "true" : "false", s.o.top, s.o.global ? "global" : "layer", (unsigned long long)s.o.seed);
+    for (int a = 0; a < s.A; a++) {
+        if (a) strncat(p, ",", sizeof p - strlen(p) - 1);
+        jstr(p, sizeof p, s.names[a]);
+    }
+    snprintf(p + strlen(p), sizeof p - strlen(p), "],\"resident_run\":");
+    if (s.excluded) snprintf(p + strlen(p), sizeof p - strlen(p), "%lld", (long long)s.resident_run);
+    else strncat(p, "null", sizeof p - strlen(p) - 1);
+    snprintf(p + strlen(p), sizeof p - strlen(p), ",\"values\":\"%s\",\"docs\":%d,\"file_complete\":%d}",
+             s.in->meta.pooled && !s.o.from_acts ? "pooled" : "ffn_act", s.Ds, s.in->complete);
+    nl_run_info info = {"ability", s.in->meta.model, s.in->meta.dataset, acts_path, p};
+    int64_t run;
+    st = nl_results_begin_run(ctx, db, &info, &run);
+    if (st != NL_OK) {
+        ab_free(&s);
+        return st;
+    }
+    *run_id = run;
+    if (prog) prog->total = s.Lr;
+    int done = 0;
+    for (int j = 0; j < s.Lr && st == NL_OK; j++) {
+        if (nl_interrupted) st = nl_errorf(ctx, NL_EINTR, "interrupted");
+        if (st == NL_OK) st = read_values(ctx, &s, s.in->meta.layers[j]);
+        if (st == NL_OK) st = score_layer(ctx, &s, j);
+        if (st == NL_OK && nl_interrupted) st = nl_errorf(ctx, NL_EINTR, "interrupted");
+        if (st == NL_OK) done++;
+        if (prog && st == NL_OK) nl_progress_add(prog, 1);
+    }
+    if (st == NL_OK) st = write_all(ctx, &s, db, run);
+    nl_ctx c2;
+    nl_ctx_init(&c2);
+    char msg[1100];
+    const char *status = st == NL_OK ? "complete" : st == NL_EINTR ? "interrupted" : "failed";
+    if (st == NL_EINTR) snprintf(msg, sizeof msg, "interrupted after %d of %d layers (no rows kept)", done, s.Lr);
+    else snprintf(msg, sizeof msg, "%s", st == NL_OK ? "" : ctx->msg);
+    nl_status st2 = nl_results_end_run(&c2, db, run, status, msg);
+    if (st == NL_OK && st2 != NL_OK) {
+        memcpy(ctx->msg, c2.msg, sizeof ctx->msg);
+        st = st2;
+    }
+    ab_free(&s);
+    return st;
+}
+
+/* ---- loading a run's top sets -------------------------------------------------------------- */
+
+void nl_ability_sets_release(nl_ability_sets *s) {
+    if (!s) return;
+    for (int a = 0; s->abilities && a < s->n_abilities; a++) free(s->abilities[a]);
+    free(s->abilities);
+    free(s->layers);
+    free(s->excluded);
+    free(s->member);
+    free(s->count);
+    free(s->w_out_norm_sum);
+    free(s->source);
+    free(s->model);
+    memset(s, 0, sizeof *s);
+}
+
+int nl_ability_sets_find(const nl_ability_sets *s, const char *ability) {
+    for (int a = 0; a < s->n_abilities; a++)
+        if (!strcmp(s->abilities[a], ability)) return a;
+    return -1;
+}
+
+static int layer_index(const nl_ability_sets *s, int layer) {
+    for (int j = 0; j < s->n_layers; j++)
+        if (s->layers[j] == layer) return j;
+    return -1;
+}
+
+static char *dup_col(sqlite3_stmt *q, int c) {
+    const char *v = (const char *)sqlite3_column_text(q, c);
+    return strdup(v ? v : "");
+}
+
+nl_status nl_ability_sets_load(nl_ctx *ctx, nl_results *db, int64_t run_id, double top, nl_ability_sets *out) {
+    memset(out, 0, sizeof *out);
+    out->run_id = run_id;
+    if (!(top <= 0 || (top > 0 && top <= 1)) || isnan(top))
+        return nl_errorf(ctx, NL_EINVAL, "top fraction %g is outside (0, 1]", top);
+    sqlite3 *h = nl_results_db(db);
+    const char *path = nl_results_path(db);
+    sqlite3_stmt *q = NULL;
+    nl_status st = NL_OK;
+    if (sqlite3_prepare_v2(h, "SELECT kind, status, source, model FROM runs WHERE id = ?1", -1, &q, NULL) != SQLITE_OK)
+        return nl_results_error(ctx, db, "cannot read the runs");
+    sqlite3_bind_int64(q, 1, run_id);
+    if (sqlite3_step(q) != SQLITE_ROW) st = nl_errorf(ctx, NL_EINVAL, "no run %lld in '%s'", (long long)run_id, path);
+    else if (strcmp((const char *)sqlite3_column_text(q, 0), "ability"))
+        st = nl_errorf(ctx, NL_EINVAL, "run %lld of '%s' is a '%s' run, not an ability run", (long long)run_id, path,
+                       (const char *)sqlite3_column_text(q, 0));
+    else if (strcmp((const char *)sqlite3_column_text(q, 1), "complete"))
+        st = nl_errorf(ctx, NL_EINVAL, "ability run %lld of '%s' is '%s' (only complete runs have scores)", (long long)run_id,
+                       path, (const char *)sqlite3_column_text(q, 1));
+    else {
+        out->source = dup_col(q, 2);
+        out->model = dup_col(q, 3);
+    }
+    sqlite3_finalize(q);
+    if (st != NL_OK) return st;
+    double run_top = 0;
+    if (sqlite3_prepare_v2(h, "SELECT top, scope, layers, d_ff FROM ability_run WHERE run_id = ?1", -1, &q, NULL) != SQLITE_OK)
+        return nl_results_error(ctx, db, "cannot read the ability tables");
+    sqlite3_bind_int64(q, 1, run_id);
+    if (sqlite3_step(q) == SQLITE_ROW) {
+        run_top = sqlite3_column_double(q, 0);
+        out->global = !strcmp((const char *)sqlite3_column_text(q, 1), "global");
+        out->n_layers = sqlite3_column_int(q, 2);
+        out->d_ff = sqlite3_column_int(q, 3);
+    } else st = nl_errorf(ctx, NL_EFORMAT, "ability run %lld of '%s' has no parameters row", (long long)run_id, path);
+    sqlite3_finalize(q);
+    if (st == NL_OK && (out->n_layers <= 0 || out->d_ff <= 0))
+        st = nl_errorf(ctx, NL_EFORMAT, "ability run %lld of '%s' has no layers", (long long)run_id, path);
+    const int Lr = out->n_layers, F = out->d_ff;
+    const size_t LF = (size_t)Lr * F;
+    out->top = top > 0 ? top : run_top;
+    /* abilities */
+    if (st == NL_OK && sqlite3_prepare_v2(h, "SELECT ability FROM ability_label WHERE run_id = ?1 ORDER BY ability", -1, &q,
+                                          NULL) != SQLITE_OK)
+        st = nl_results_error(ctx, db, "cannot read the ability tables");
+    if (st == NL_OK) {
+        sqlite3_bind_int64(q, 1, run_id);
+        while (st == NL_OK && sqlite3_step(q) == SQLITE_ROW) {
+            char **g = realloc(out->abilities, (size_t)(out->n_abilities + 1) * sizeof *g);
+            if (!g || !(g[out->n_abilities] = dup_col(q, 0))) {
+                if (g) out->abilities = g;
+                st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+            } else out->abilities = g, out->n_abilities++;
+        }
+        sqlite3_finalize(q);
+        if (st == NL_OK && !out->n_abilities)
+            st = nl_errorf(ctx, NL_EFORMAT, "ability run %lld of '%s' has no abilities", (long long)run_id, path);
+    }
+    const int A = out->n_abilities;
+    if (st == NL_OK) {
+        out->layers = calloc((size_t)Lr, sizeof *out->layers);
+        out->w_out_norm_sum = calloc((size_t)Lr, sizeof *out->w_out_norm_sum);
+        out->excluded = calloc(LF, 1);
+        out->member = calloc((size_t)A * LF, 1);
+        out->count = calloc((size_t)A * Lr, sizeof *out->count);
+        if (!out->layers || !out->w_out_norm_sum || !out->excluded || !out->member || !out->count)
+            st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    }
+    if (st == NL_OK &&
+        sqlite3_prepare_v2(h, "SELECT layer, w_out_norm_sum FROM ability_model WHERE run_id = ?1 ORDER BY layer", -1, &q, NULL) !=
+            SQLITE_OK)
+        st = nl_results_error(ctx, db, "cannot read the ability tables");
+    if (st == NL_OK) {
+        int n = 0;
+        sqlite3_bind_int64(q, 1, run_id);
+        while (sqlite3_step(q) == SQLITE_ROW && n < Lr)
+            out->layers[n] = sqlite3_column_int(q, 0), out->w_out_norm_sum[n++] = sqlite3_column_double(q, 1);
+        sqlite3_finalize(q);
+        if (n != Lr) st = nl_errorf(ctx, NL_EFORMAT, "ability run %lld of '%s' lacks its layers", (long long)run_id, path);
+    }
+    if (st == NL_OK &&
+        sqlite3_prepare_v2(h, "SELECT layer, neuron FROM ability_excluded WHERE run_id = ?1", -1, &q, NULL) != SQLITE_OK)
+        st = nl_results_error(ctx, db, "cannot read the ability tables");
+    if (st == NL_OK) {
+        sqlite3_bind_int64(q, 1, run_id);
+        while (sqlite3_step(q) == SQLITE_ROW) {
+            int j = layer_index(out, sqlite3_column_int(q, 0)), i = sqlite3_column_int(q, 1);
+            if (j >= 0 && i >= 0 && i < F) out->excluded[(size_t)j * F + i] = 1;
+        }
+        sqlite3_finalize(q);
+    }
+    int stored = top <= 0 || fabs(top - run_top) < 1e-12;
+    if (st == NL_OK && stored) {
+        if (sqlite3_prepare_v2(h, "SELECT ability, layer, neuron FROM ability_top WHERE run_id = ?1", -1, &q, NULL) != SQLITE_OK)
+            st = nl_results_error(ctx, db, "cannot read the ability tables");
+        else {
+            sqlite3_bind_int64(q, 1, run_id);
+            while (sqlite3_step(q) == SQLITE_ROW) {
+                int a = nl_ability_sets_find(out, (const char *)sqlite3_column_text(q, 0));
+                int j = layer_index(out, sqlite3_column_int(q, 1)), i = sqlite3_column_int(q, 2);
+                if (a < 0 || j < 0 || i < 0 || i >= F) continue;
+                out->member[a * LF + (size_t)j * F + i] = 1;
+            }
+            sqlite3_finalize(q);
+            for (int a = 0; a < A; a++)
+                for (int j = 0; j < Lr; j++) {
+                    int c = 0;
+                    for (int i = 0; i < F; i++) c += out->member[a * LF + (size_t)j * F + i];
+                    out->count[a * Lr + j] = c;
+                }
+        }
+    } else if (st == NL_OK) {
+        float *sc = malloc((size_t)A * LF * sizeof *sc);
+        if (!sc) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+        else {
+            for (size_t x = 0; x < (size_t)A * LF; x++) sc[x] = NAN;
+            if (sqlite3_prepare_v2(h, "SELECT ability, layer, neuron, score FROM ability_score WHERE run_id = ?1", -1, &q, NULL) !=
+                SQLITE_OK)
+                st = nl_results_error(ctx, db, "cannot read the ability tables");
+            else {
+                sqlite3_bind_int64(q, 1, run_id);
+                while (sqlite3_step(q) == SQLITE_ROW) {
+                    int a = nl_ability_sets_find(out, (const char *)sqlite3_column_text(q, 0));
+                    int j = layer_index(out, sqlite3_column_int(q, 1)), i = sqlite3_column_int(q, 2);
+                    if (a < 0 || j < 0 || i < 0 || i >= F || sqlite3_column_type(q, 3) == SQLITE_NULL) continue;
+                    sc[a * LF + (size_t)j * F + i] = (float)sqlite3_column_double(q, 3);
+                }
+                sqlite3_finalize(q);
+                nl_ability_select(sc, A, Lr, F, out->excluded, out->top, out->global, out->member, out->count);
+            }
+            free(sc);
+        }
+    }
+    if (st != NL_OK) nl_ability_sets_release(out);
+    return st;
+}
+
+nl_status nl_ability_sets_check_model(nl_ctx *ctx, const nl_ability_sets *s, nl_model *m, const char *model_path) {
+    const nl_config *c = nl_model_config(m);
+    float *wn = malloc((size_t)(c->d_ff > 0 ? c->d_ff : 1) * sizeof *wn);
+    if (!wn) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    nl_status st = NL_OK;
+    for (int j = 0; j < s->n_layers && st == NL_OK; j++) {
+        int l = s->layers[j];
+        if (l >= c->n_layers || c->d_ff != s->d_ff) {
+            st = nl_errorf(ctx, NL_EINVAL, "scores run %lld ('%s') is from another model than '%s': %s", (long long)s->run_id,
+                           s->source, model_path, l >= c->n_layers ? "it has more layers" : "d_ff differs");
+            break;
+        }
+        if ((st = nl_model_w_out_norm(ctx, m, l, wn)) != NL_OK) break;
+        double sum = 0;
+        for (int i = 0; i < c->d_ff; i++) sum += wn[i];
+        if (!(fabs(sum - s->w_out_norm_sum[j]) <= 1e-4 * fabs(s->w_out_norm_sum[j])))
+            st = nl_errorf(ctx, NL_EINVAL, "scores run %lld ('%s') is from another model than '%s': layer %d W_out norms differ",
+                           (long long)s->run_id, s->source, model_path, l);
+    }
+    free(wn);
+    return st;
+}

@@ -1,0 +1,202 @@
+/* cmd_ability.c — `neuronlab ability acts.h5 --db results.db [--method ap|predictivity]
+ * [--symmetric] [--top F] [--global] [--exclude-resident [--resident-run N]] [--abilities LIST]
+ * [--seed N] [--threads N] [--json]`: ability neurons (analyses/ability.h has the definitions
+ * and tables). One run in the database; a summary per ability (all layers) and the best score
+ * per layer on stdout, read back from the run's rows. Checked by tests/ability_cli.sh. */
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "analyses/ability.h"
+#include "cli/cli.h"
+
+static int run(nl_ctx *ctx, int argc, char **argv);
+const nl_command nl_cmd_ability = {
+    "ability",
+    "acts.h5 --db results.db [--method ap|predictivity] [--symmetric] [--top F] [--global] [--exclude-resident] "
+    "[--resident-run N] [--abilities a,b,...] [--seed N] [--threads N] [--json]",
+    "ability neurons: each neuron's score per document label (AP of the per-document mean |a| over the prompt, or "
+    "skill-neuron predictivity), per-layer best/top-5 permille/mean beside the random and shuffled-label baselines, and "
+    "each ability's top set (default: top 0.05 of every layer) for prune and overlap",
+    run};
+
+#define MAX_ABILITIES 256
+
+/* "a,b" → names (pointers into a copy kept in buf); returns the count or -1. */
+static int parse_names(char *buf, const char **out, int max) {
+    int n = 0;
+    for (char *p = buf; *p;) {
+        size_t len = strcspn(p, ",");
+        if (!len || n == max) return -1;
+        out[n++] = p;
+        if (!p[len]) break;
+        p[len] = 0;
+        p += len + 1;
+        if (!*p) return -1;
+    }
+    return n;
+}
+
+static void jnum(double v) {
+    if (isnan(v) || isinf(v)) fputs("null", stdout);
+    else printf("%.6g", v);
+}
+
+/* Prints the run's rows: a summary per ability and the best score per layer. */
+static int print_run(nl_results *db, const char *acts, const char *dbp, int64_t run, const nl_ability_opts *o, int json) {
+    sqlite3 *h = nl_results_db(db);
+    sqlite3_stmt *q;
+    const char *sql =
+        "SELECT l.ability, b.docs, b.positives, l.layer, l.best, l.top_permille, l.mean, l.baseline, l.shuffled_best,"
+        " l.shuffled_top_permille, l.shuffled_mean,"
+        " (SELECT COUNT(*) FROM ability_top t WHERE t.run_id = l.run_id AND t.ability = l.ability"
+        "   AND (l.layer < 0 OR t.layer = l.layer))"
+        " FROM ability_layer l JOIN ability_label b ON b.run_id = l.run_id AND b.ability = l.ability"
+        " WHERE l.run_id = ?1 ORDER BY l.ability, l.layer";
+    if (sqlite3_prepare_v2(h, sql, -1, &q, NULL) != SQLITE_OK) {
+        fprintf(stderr, "neuronlab: cannot read run %lld back from '%s': %s\n", (long long)run, dbp, sqlite3_errmsg(h));
+        return 1;
+    }
+    sqlite3_bind_int64(q, 1, run);
+    const char *m = nl_ability_method_name(o->method);
+    if (json) {
+        printf("{\"source\":");
+        nl_cli_json_str(acts);
+        printf(",\"db\":");
+        nl_cli_json_str(dbp);
+        printf(",\"run_id\":%lld,\"method\":\"%s\",\"symmetric\":%s,\"top\":%.9g,\"scope\":\"%s\",\"rows\":[", (long long)run, m,
+               o->symmetric ? "true" : "false", o->top, o->global ? "global" : "layer");
+        int k = 0;
+        while (sqlite3_step(q) == SQLITE_ROW) {
+            printf("%s{\"ability\":", k++ ? "," : "");
+            nl_cli_json_str((const char *)sqlite3_column_text(q, 0));
+            printf(",\"docs\":%d,\"positives\":%d,\"layer\":%d", sqlite3_column_int(q, 1), sqlite3_column_int(q, 2),
+                   sqlite3_column_int(q, 3));
+            static const char *keys[] = {"best", "top_permille", "mean", "baseline", "shuffled_best", "shuffled_top_permille",
+                                         "shuffled_mean"};
+            for (int c = 0; c < 7; c++) {
+                printf(",\"%s\":", keys[c]);
+                jnum(sqlite3_column_type(q, 4 + c) == SQLITE_NULL ? NAN : sqlite3_column_double(q, 4 + c));
+            }
+            printf(",\"top_set\":%d}", sqlite3_column_int(q, 11));
+        }
+        printf("]}\n");
+        sqlite3_finalize(q);
+        return 0;
+    }
+    printf("ability scores of '%s' (%s%s) -> run %lld in '%s'\n", acts, m, o->symmetric ? ", symmetric" : ", one-sided",
+           (long long)run, dbp);
+    printf("%-14s %5s %5s %8s %7s %7s %7s %9s %10s %8s\n", "ability", "docs", "pos", "baseline", "best", "top5pm", "mean",
+           "shuf-best", "best-layer", "top-set");
+    /* rows come ability by ability, layer -1 first */
+    char cur[256] = "";
+    double best_l = -INFINITY;
+    int best_layer = -1, have = 0;
+    struct { int docs, pos, top; double base, best, tp, mean, shuf; } all = {0};
+    for (int more = 1; more;) {
+        more = sqlite3_step(q) == SQLITE_ROW;
+        const char *a = more ? (const char *)sqlite3_column_text(q, 0) : "";
+        if (have && (!more || strcmp(a, cur))) {
+            printf("%-14.14s %5d %5d %8.4f %7.4f %7.4f %7.4f %9.4f %10d %8d\n", cur, all.docs, all.pos, all.base, all.best, all.tp,
+                   all.mean, all.shuf, best_layer, all.top);
+            have = 0, best_l = -INFINITY, best_layer = -1;
+        }
+        if (!more) break;
+        snprintf(cur, sizeof cur, "%s", a);
+        have = 1;
+        int layer = sqlite3_column_int(q, 3);
+        if (layer < 0) {
+            all.docs = sqlite3_column_int(q, 1), all.pos = sqlite3_column_int(q, 2), all.top = sqlite3_column_int(q, 11);
+            all.best = sqlite3_column_double(q, 4), all.tp = sqlite3_column_double(q, 5), all.mean = sqlite3_column_double(q, 6);
+            all.base = sqlite3_column_double(q, 7), all.shuf = sqlite3_column_double(q, 8);
+        } else if (sqlite3_column_double(q, 4) > best_l) best_l = sqlite3_column_double(q, 4), best_layer = layer;
+    }
+    sqlite3_finalize(q);
+    printf("baseline: the score of a neuron unrelated to the label (%s); shuf-best: the best score with the labels shuffled "
+           "(chance level of the best of many neurons); top5pm: score at rank ceil(0.005 x neurons); top-set: neurons in the "
+           "ability's top %g%s\n",
+           o->method == NL_ABILITY_AP ? "the positive rate" : "0.5", o->top, o->global ? " over all layers" : " of each layer");
+    return 0;
+}
+
+static int run(nl_ctx *ctx, int argc, char **argv) {
+    const nl_command *me = &nl_cmd_ability;
+    const char *acts = NULL, *dbp = NULL, *v;
+    int json = 0, k;
+    long threads = 0;
+    static char names_buf[8192];
+    static const char *names[MAX_ABILITIES];
+    nl_ability_opts o;
+    nl_ability_opts_init(&o);
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--symmetric")) o.symmetric = 1;
+        else if (!strcmp(argv[i], "--global")) o.global = 1;
+        else if (!strcmp(argv[i], "--exclude-resident")) o.exclude_resident = 1;
+        else if ((k = nl_cli_opt(argc, argv, &i, "--db", &v))) {
+            if (k < 0 || !*v) return nl_cli_usage(me, "--db needs a path");
+            dbp = v;
+        } else if ((k = nl_cli_opt(argc, argv, &i, "--method", &v))) {
+            int mm = k > 0 ? nl_ability_method_parse(v) : -1;
+            if (mm < 0) return nl_cli_usage(me, "--method must be ap or predictivity");
+            o.method = (nl_ability_method)mm;
+        } else if ((k = nl_cli_opt(argc, argv, &i, "--top", &v))) {
+            char *end;
+            double t = k > 0 ? strtod(v, &end) : NAN;
+            if (k < 0 || !*v || *end || !(t > 0 && t <= 1))
+                return nl_cli_usage(me, "--top: '%s' is not a fraction in (0, 1]", k > 0 ? v : "");
+            o.top = t;
+        } else if ((k = nl_cli_opt(argc, argv, &i, "--resident-run", &v))) {
+            long r;
+            if (k < 0 || !nl_cli_int(v, 1, 0x7fffffffL, &r)) return nl_cli_usage(me, "--resident-run needs a run id");
+            o.resident_run = r, o.exclude_resident = 1;
+        } else if ((k = nl_cli_opt(argc, argv, &i, "--abilities", &v))) {
+            if (k < 0 || strlen(v) >= sizeof names_buf) return nl_cli_usage(me, "--abilities needs a list like code,math");
+            strcpy(names_buf, v);
+            if ((o.n_abilities = parse_names(names_buf, names, MAX_ABILITIES)) < 1)
+                return nl_cli_usage(me, "--abilities needs a list like code,math");
+            o.abilities = names;
+        } else if ((k = nl_cli_opt(argc, argv, &i, "--seed", &v))) {
+            char *end;
+            errno = 0;
+            unsigned long long s = k > 0 && *v && *v != '-' ? strtoull(v, &end, 10) : 0;
+            if (k < 0 || !*v || *v == '-' || *end || errno) return nl_cli_usage(me, "--seed needs an integer in 0..2^64-1");
+            o.seed = s;
+        } else if ((k = nl_cli_opt(argc, argv, &i, "--threads", &v))) {
+            if (k < 0 || !nl_cli_int(v, 1, 1024, &threads)) return nl_cli_usage(me, "--threads needs a count in 1..1024");
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            return nl_cli_usage(me, "unknown option '%s'", argv[i]);
+        } else if (!acts) {
+            acts = argv[i];
+        } else {
+            return nl_cli_usage(me, "unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (!acts) return nl_cli_usage(me, "missing the activation file (acts.h5)");
+    if (!dbp) return nl_cli_usage(me, "missing --db results.db");
+    if (threads > 0) {
+        ctx->n_threads = (int)threads;
+        omp_set_num_threads((int)threads);
+    }
+    nl_results *db = NULL;
+    int64_t run_id = -1;
+    nl_status st = nl_results_open(ctx, dbp, 0, &db);
+    if (st == NL_OK) {
+        nl_progress prog;
+        nl_progress_init(&prog, "ability", 0, "layers", ctx->progress);
+        st = nl_ability_run(ctx, acts, &o, db, &prog, &run_id);
+        nl_progress_end(&prog);
+    }
+    int rc = 0;
+    if (st == NL_OK) rc = print_run(db, acts, dbp, run_id, &o, json);
+    else if (st == NL_EINTR) {
+        fprintf(stderr, "neuronlab: interrupted: run %lld in '%s' marked interrupted (no scores kept)\n", (long long)run_id, dbp);
+        rc = 130;
+    } else rc = nl_cli_fail(ctx, st);
+    nl_results_close(db);
+    return rc;
+}
