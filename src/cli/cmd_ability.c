@@ -43,7 +43,7 @@ static int parse_names(char *buf, const char **out, int max) {
 
 static void jnum(double v) {
     if (isnan(v) || isinf(v)) fputs("null", stdout);
-    else printf("%.6g", v);
+    else printf("%.9g", v);
 }
 
 /* Prints the run's rows: a summary per ability and the best score per layer. */
