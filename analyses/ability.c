@@ -723,6 +723,15 @@ nl_status nl_ability_sets_load(nl_ctx *ctx, nl_results *db, int64_t run_id, doub
     const char *path = nl_results_path(db);
     sqlite3_stmt *q = NULL;
     nl_status st = NL_OK;
+    if (run_id <= 0) { /* the latest complete ability run */
+        if (sqlite3_prepare_v2(h, "SELECT id FROM runs WHERE kind = 'ability' AND status = 'complete' ORDER BY id DESC LIMIT 1",
+                               -1, &q, NULL) != SQLITE_OK)
+            return nl_results_error(ctx, db, "cannot read the runs");
+        if (sqlite3_step(q) == SQLITE_ROW) run_id = out->run_id = sqlite3_column_int64(q, 0);
+        sqlite3_finalize(q);
+        if (run_id <= 0)
+            return nl_errorf(ctx, NL_EINVAL, "'%s' has no complete ability run (run neuronlab ability first)", path);
+    }
     if (sqlite3_prepare_v2(h, "SELECT kind, status, source, model FROM runs WHERE id = ?1", -1, &q, NULL) != SQLITE_OK)
         return nl_results_error(ctx, db, "cannot read the runs");
     sqlite3_bind_int64(q, 1, run_id);

@@ -137,7 +137,7 @@ typedef struct {
     char *model;          /* its model */
 } nl_ability_sets;
 
-/* Loads the top sets of ability run run_id from db: the stored ability_top rows when top ≤ 0
+/* Loads the top sets of ability run run_id (≤ 0: the latest complete ability run) from db: the stored ability_top rows when top ≤ 0
  * or equal to the run's fraction, else chosen again from ability_score with the run's scope
  * and exclusions. Errors (one line): no run N in 'r.db'; run N of 'r.db' is a 'sparsity' run,
  * not an ability run; run N is 'failed' (only complete runs); top outside (0, 1].

@@ -80,10 +80,10 @@ nl_status nl_overlap_run(nl_ctx *ctx, nl_results *db, int64_t scores_run, double
     int64_t run = -1;
     if (st == NL_OK) {
         char params[256];
-        snprintf(params, sizeof params, "{\"scores_run\":%lld,\"top\":%.17g,\"scope\":\"%s\"}", (long long)scores_run, s->top,
+        snprintf(params, sizeof params, "{\"scores_run\":%lld,\"top\":%.17g,\"scope\":\"%s\"}", (long long)s->run_id, s->top,
                  s->global ? "global" : "layer");
         char dataset[64];
-        snprintf(dataset, sizeof dataset, "ability run %lld", (long long)scores_run);
+        snprintf(dataset, sizeof dataset, "ability run %lld", (long long)s->run_id);
         nl_run_info info = {"overlap", s->model, dataset, s->source, params};
         st = nl_results_begin_run(ctx, db, &info, &run);
     }

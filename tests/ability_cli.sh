@@ -165,3 +165,7 @@ bad "overlap --scores of a sparsity run: one-line error" 1 "is a 'sparsity' run,
 bad "overlap --scores of a missing run: one-line error" 1 "no run 999 in" "$nl" overlap --db "$db" --scores 999
 bad "ability on a missing file: one-line error" 1 "cannot open" "$nl" ability "$tmp/none.h5" --db "$db"
 bad "ability without --db is a usage error" 2 "missing --db" "$nl" ability "$tmp/a.h5"
+"$nl" overlap --db "$db" --scores latest > "$tmp/out" 2> "$tmp/err" &&
+  grep -q "^overlap of the top sets of ability run $($py -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(\"SELECT MAX(id) FROM runs WHERE kind='ability' AND status='complete'\").fetchone()[0])" "$db") " "$tmp/out" &&
+  pass "overlap --scores latest takes the latest complete ability run" || fail "overlap --scores latest" "$tmp/out"
+bad "overlap --scores latest without an ability run: one-line error" 1 "has no complete ability run" "$nl" overlap --db "$tmp/empty.db" --scores latest

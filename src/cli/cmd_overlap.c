@@ -12,7 +12,7 @@
 
 static int run(nl_ctx *ctx, int argc, char **argv);
 const nl_command nl_cmd_overlap = {
-    "overlap", "--db results.db --scores RUN [--top F] [--json]",
+    "overlap", "--db results.db --scores RUN|latest [--top F] [--json]",
     "overlap of the abilities' top sets of an ability run: |A and B|/|A| and Jaccard per layer and over all layers, "
     "beside the random baseline (default --top: the run's own fraction)",
     run};
@@ -44,7 +44,9 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
             if (k < 0 || !*v) return nl_cli_usage(me, "--db needs a path");
             dbp = v;
         } else if ((k = nl_cli_opt(argc, argv, &i, "--scores", &v))) {
-            if (k < 0 || !nl_cli_int(v, 1, 0x7fffffffL, &scores)) return nl_cli_usage(me, "--scores needs an ability run id");
+            if (k > 0 && !strcmp(v, "latest")) scores = -1;
+            else if (k < 0 || !nl_cli_int(v, 1, 0x7fffffffL, &scores))
+                return nl_cli_usage(me, "--scores needs an ability run id (or latest)");
         } else if ((k = nl_cli_opt(argc, argv, &i, "--top", &v))) {
             char *end;
             top = k > 0 ? strtod(v, &end) : NAN;
@@ -66,7 +68,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     else if (json) {
         printf("{\"db\":");
         nl_cli_json_str(dbp);
-        printf(",\"run_id\":%lld,\"scores_run\":%ld,\"top\":%.9g,\"scope\":\"%s\",\"cells\":[", (long long)run_id, scores, s.top,
+        printf(",\"run_id\":%lld,\"scores_run\":%lld,\"top\":%.9g,\"scope\":\"%s\",\"cells\":[", (long long)run_id, (long long)s.run_id, s.top,
                s.global ? "global" : "layer");
         for (int i = 0; i < n; i++) {
             const nl_overlap_cell *x = &c[i];
@@ -81,7 +83,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         }
         printf("]}\n");
     } else {
-        printf("overlap of the top sets of ability run %ld (top %g %s) -> run %lld in '%s'\n\n", scores, s.top,
+        printf("overlap of the top sets of ability run %lld (top %g %s) -> run %lld in '%s'\n\n", (long long)s.run_id, s.top,
                s.global ? "over all layers" : "of each layer", (long long)run_id, dbp);
         matrix(&s, c, 0);
         putchar('\n');
