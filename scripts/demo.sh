@@ -7,21 +7,26 @@
 # falls back to stories260K from ../shared (a real pretrained llama2.c checkpoint), and
 # without ../shared to the tiny random-weight Llama fixture.
 # NL_DEMO_DOCS (default 40) documents per ability keep the demo within a few minutes.
+# NL_DEMO_MODEL picks another zoo model (gelu, relu) or any model folder; its outputs go to
+# build/demo-<name>/ (the default SiLU model's to build/demo/).
 set -euo pipefail
 build=${1:-build}
 cd "$(dirname "$0")/.."
 nl=$build/neuronlab
+zoo=${NL_DEMO_MODEL:-silu}
+[ -d "$zoo" ] || zoo=notebooks-data/models/$zoo
 out=build/demo
+[ "$zoo" = notebooks-data/models/silu ] || out=build/demo-$(basename "$zoo")
 rm -rf "$out/report" "$out/results.db"
 mkdir -p "$out"
 per=${NL_DEMO_DOCS:-40}
-if [ -f notebooks-data/models/silu/config.json ]; then
-  model=notebooks-data/models/silu
+if [ -f "$zoo/config.json" ]; then
+  model=$zoo
   data=$out/eval.jsonl
   # the first $per documents of each ability's eval set
   for f in notebooks-data/eval/*.jsonl; do [ "$(basename "$f")" = all.jsonl ] || head -n "$per" "$f"; done > "$data"
 elif [ -f ../shared/models/stories260K/stories260K.bin ]; then
-  echo "demo: the zoo model notebooks-data/models/silu is not here; using stories260K from ../shared" >&2
+  echo "demo: the zoo model $zoo is not here; using stories260K from ../shared" >&2
   model=../shared/models/stories260K/stories260K.bin
   data=../shared/models/stories260K/tokens.jsonl
 else
@@ -36,6 +41,15 @@ step ppl "$model" "$data"
 step record "$model" "$data" -o "$out/acts.h5" --pool --db "$out/results.db"
 step sparsity "$out/acts.h5" --db "$out/results.db"
 step perturb "$model" "$data" --db "$out/results.db"
+if grep -q '"label": *"[^"]' "$data"; then
+  # ability neurons from the pooled activations, how their top sets overlap, and what
+  # zeroing each ability's top 5% per layer does to every ability (with the random control)
+  step ability "$out/acts.h5" --db "$out/results.db"
+  step overlap --db "$out/results.db" --scores latest
+  step prune "$model" "$data" --db "$out/results.db" --scores latest
+else
+  echo; echo "demo: '$data' has no document labels: skipping ability, overlap and prune"
+fi
 step report --db "$out/results.db" -o "$out/report"
 echo
 echo "demo outputs:"
