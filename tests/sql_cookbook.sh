@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # sql_cookbook.sh — every query of notebooks-data/sql/ runs without error and returns rows
 # against a results database built the way `make demo` builds one (record → sparsity →
-# perturb, here on the fixture model with labelled documents), through sqlite3 and pandas-
+# perturb → ability → overlap → prune, here on the fixture model with labelled documents), through sqlite3 and pandas-
 # style Python sqlite3. Prints PASS/FAIL/SKIP lines (read by scripts/run-tests.sh).
 set -u
 cd "$(dirname "$0")/.."
@@ -16,8 +16,10 @@ with open(sys.argv[1], "w") as f:
     for i in range(12):
         f.write(json.dumps({"tokens": [1] + [random.randrange(2, 256) for _ in range(30)], "label": ["code", "math"][i % 2]}) + "\n")
 PY
-if ! { "$nl" record tests/fixtures/hf/llama "$tmp/d.jsonl" -o "$tmp/a.h5" --db "$tmp/r.db" &&
-       "$nl" sparsity "$tmp/a.h5" --db "$tmp/r.db" && "$nl" perturb tests/fixtures/hf/llama "$tmp/d.jsonl" --ratios 0,0.5 --db "$tmp/r.db"; } > "$tmp/log" 2>&1; then
+if ! { "$nl" record tests/fixtures/hf/llama "$tmp/d.jsonl" -o "$tmp/a.h5" --pool --db "$tmp/r.db" &&
+       "$nl" sparsity "$tmp/a.h5" --db "$tmp/r.db" && "$nl" perturb tests/fixtures/hf/llama "$tmp/d.jsonl" --ratios 0,0.5 --db "$tmp/r.db" &&
+       "$nl" ability "$tmp/a.h5" --db "$tmp/r.db" && "$nl" overlap --db "$tmp/r.db" --scores latest &&
+       "$nl" prune tests/fixtures/hf/llama "$tmp/d.jsonl" --db "$tmp/r.db" --scores latest; } > "$tmp/log" 2>&1; then
   echo "FAIL building the database for the cookbook:"; sed 's/^/    /' "$tmp/log" | tail -5; exit 0
 fi
 for f in notebooks-data/sql/*.sql; do
