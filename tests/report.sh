@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # report.sh — `neuronlab report` end to end on the fixture model: record → sparsity → perturb →
-# report; every figure's PNG, PDF, gnuplot script and CSV exist (each gnuplot call exited 0,
-# or report fails), the PNGs are real images, index.html links them; a figure whose analysis
-# has no run is listed as missing; bad input gives one-line errors.
+# report, then synthetic ability / prune / overlap runs (rows inserted with the sqlite3 CLI into
+# tables with the analyses' schemas) for the ability figures and the heatmaps; every figure's
+# PNG, PDF, gnuplot script and CSV exist (each gnuplot call exited 0, or report fails), the PNGs
+# are real images, index.html links them; the heatmap CSVs hold the expected matrices; a figure
+# whose analysis has no complete run (or no rows) is listed as missing; bad input gives
+# one-line errors.
 # Prints PASS/FAIL/SKIP lines (read by scripts/run-tests.sh).
 set -u
 cd "$(dirname "$0")/.."
@@ -33,6 +36,91 @@ ok $? "perturb for the report"
 rc=$?
 cat "$tmp/out" >> "$tmp/why"
 ok $rc "report exits 0 (every gnuplot call exited 0)"
+for f in ability_scores ability_depth prune_matrix overlap; do
+  sed -n "/<figure id=\"$f\">/,/<\/figure>/p" "$tmp/rep/index.html" | grep -q 'Not drawn: the database has no complete run' && [ ! -e "$tmp/rep/$f.png" ] || echo "$f is not listed as missing" >> "$tmp/why"
+done
+! grep -q 'is not listed' "$tmp/why"
+ok $? "without ability, prune and overlap runs their four figures are listed as not drawn"
+
+# ability, prune and overlap runs: synthetic rows in the analyses' tables (ability.h, prune.h, overlap.h)
+if ! command -v sqlite3 > /dev/null; then
+  echo "SKIP report heatmaps: the sqlite3 CLI is not installed (apt-get install sqlite3)"
+  exit 0
+fi
+cat > "$tmp/schema.sql" <<'SQL'
+CREATE TABLE IF NOT EXISTS ability_run(run_id INTEGER PRIMARY KEY REFERENCES runs(id), method TEXT NOT NULL,
+  symmetric INTEGER NOT NULL, top REAL NOT NULL, scope TEXT NOT NULL, resident_run INTEGER, seed INTEGER NOT NULL,
+  docs INTEGER NOT NULL, layers INTEGER NOT NULL, d_ff INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS ability_label(run_id INTEGER NOT NULL REFERENCES runs(id), ability TEXT NOT NULL,
+  docs INTEGER NOT NULL, positives INTEGER NOT NULL, baseline REAL NOT NULL, PRIMARY KEY (run_id, ability)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ability_layer(run_id INTEGER NOT NULL REFERENCES runs(id), ability TEXT NOT NULL,
+  layer INTEGER NOT NULL, best REAL, top_permille REAL, mean REAL, baseline REAL, shuffled_best REAL,
+  shuffled_top_permille REAL, shuffled_mean REAL, PRIMARY KEY (run_id, ability, layer)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ability_depth(run_id INTEGER NOT NULL REFERENCES runs(id), ability TEXT NOT NULL,
+  layer INTEGER NOT NULL, neurons INTEGER NOT NULL, share REAL NOT NULL, PRIMARY KEY (run_id, ability, layer)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS prune_effect(run_id INTEGER NOT NULL REFERENCES runs(id), pruned TEXT NOT NULL,
+  control TEXT NOT NULL CHECK (control IN ('none','ability','random')), seed INTEGER NOT NULL, label TEXT NOT NULL,
+  neurons INTEGER NOT NULL, tokens INTEGER NOT NULL, nll REAL, ppl REAL, rel_change REAL,
+  PRIMARY KEY (run_id, pruned, control, seed, label)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS prune_control(run_id INTEGER NOT NULL REFERENCES runs(id), pruned TEXT NOT NULL,
+  label TEXT NOT NULL, seeds INTEGER NOT NULL, mean REAL, sd REAL, min REAL, max REAL,
+  PRIMARY KEY (run_id, pruned, label)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS overlap(run_id INTEGER NOT NULL REFERENCES runs(id), a TEXT NOT NULL, b TEXT NOT NULL,
+  layer INTEGER NOT NULL, size_a INTEGER NOT NULL, size_b INTEGER NOT NULL, inter INTEGER NOT NULL, frac REAL,
+  jaccard REAL, baseline_frac REAL, baseline_jaccard REAL, PRIMARY KEY (run_id, a, b, layer)) WITHOUT ROWID;
+SQL
+run_row() { # id kind status
+  echo "INSERT INTO runs(id, kind, model, dataset, source, params, tool_version, started_at, ended_at, status)
+    VALUES ($1, '$2', '$fx', 'd.jsonl', 'a.h5', '{}', 'test', '2026-01-01T00:00:00Z', '2026-01-01T00:01:00Z', '$3');"
+}
+# a complete overlap run before the table exists: its figure has no rows, the report goes on
+run_row 90 overlap complete | sqlite3 "$tmp/r.db" 2> "$tmp/why" && "$nl" report --db "$tmp/r.db" -o "$tmp/notab" > /dev/null 2>> "$tmp/why" \
+  && sed -n '/<figure id="overlap">/,/<\/figure>/p' "$tmp/notab/index.html" | grep -q 'Not drawn: the run has no rows for this figure'
+ok $? "an overlap run whose table does not exist is listed as not drawn, the report goes on"
+{ cat "$tmp/schema.sql"; run_row 100 ability complete; cat <<'SQL'
+INSERT INTO ability_run VALUES (100, 'ap', 0, 0.05, 'layer', NULL, 0, 18, 4, 64);
+WITH ab(k, name) AS (VALUES (0, 'code'), (1, 'math'), (2, 'prose'))
+INSERT INTO ability_label SELECT 100, name, 18, 6, 6 / 18.0 FROM ab;
+WITH ab(k, name) AS (VALUES (0, 'code'), (1, 'math'), (2, 'prose')), ly(l) AS (VALUES (0), (1), (2), (3))
+INSERT INTO ability_layer SELECT 100, name, l, 0.45 + 0.1 * l + 0.02 * k, 0.35 + 0.08 * l, 0.34, 6 / 18.0, 0.42, 0.37, 6 / 18.0
+  FROM ab, ly UNION ALL SELECT 100, name, -1, 0.8, 0.6, 0.34, 6 / 18.0, 0.45, 0.38, 6 / 18.0 FROM ab;
+WITH ab(k, name) AS (VALUES (0, 'code'), (1, 'math'), (2, 'prose')), ly(l) AS (VALUES (0), (1), (2), (3))
+INSERT INTO ability_depth SELECT 100, name, l, 3 + l + k * (3 - l), (3 + l + k * (3 - l)) / (18.0 + 6 * k) FROM ab, ly;
+SQL
+  run_row 102 overlap complete; cat <<'SQL'
+WITH ab(name) AS (VALUES ('code'), ('math'), ('prose')),
+  x(a, b, i) AS (SELECT p.name, q.name, CASE WHEN p.name = q.name THEN 40 WHEN p.name || q.name IN ('codemath', 'mathcode')
+    THEN 12 WHEN p.name || q.name IN ('codeprose', 'prosecode') THEN 3 ELSE 5 END FROM ab p, ab q)
+INSERT INTO overlap SELECT 102, a, b, l, 40, 40, i, i / 40.0, i / (80.0 - i), 0.05, 0.05 / 1.95
+  FROM x, (SELECT -1 AS l UNION ALL SELECT 0);
+SQL
+  # a prune run that failed half-way: its rows must not be drawn
+  run_row 101 prune failed
+  echo "INSERT INTO prune_effect VALUES (101, 'code', 'ability', -1, 'code', 12, 80, 5.1, 150.0, 0.9);"
+} > "$tmp/abl.sql"
+sqlite3 "$tmp/r.db" < "$tmp/abl.sql" > "$tmp/why" 2>&1 && "$nl" report --db "$tmp/r.db" -o "$tmp/part" > /dev/null 2>> "$tmp/why" \
+  && sed -n '/<figure id="prune_matrix">/,/<\/figure>/p' "$tmp/part/index.html" | grep -q 'Not drawn: the database has no complete run' \
+  && [ ! -e "$tmp/part/prune_matrix.png" ] && [ -s "$tmp/part/overlap.png" ] && [ -s "$tmp/part/ability_scores.png" ]
+ok $? "a prune run that failed is not drawn (listed as missing) while the ability and overlap figures are"
+{ run_row 103 prune complete; cat <<'SQL'
+WITH lb(c) AS (VALUES (''), ('code'), ('math'), ('prose'))
+INSERT INTO prune_effect SELECT 103, '', 'none', -1, c, 0, 240, 5.0, 148.4, 0 FROM lb;
+WITH m(p, c, r) AS (VALUES ('code', 'code', 0.352), ('code', 'math', 0.021), ('code', 'prose', -0.004), ('code', '', 0.125),
+  ('math', 'code', 0.015), ('math', 'math', 0.298), ('math', 'prose', 0.009), ('math', '', 0.104),
+  ('prose', 'code', 0.003), ('prose', 'math', 0.012), ('prose', 'prose', 0.187), ('prose', '', 0.061))
+INSERT INTO prune_effect SELECT 103, p, 'ability', -1, c, 12, 80, 5.1, 150.0, r FROM m
+  UNION ALL SELECT 103, p, 'random', s, c, 12, 80, 5.0, 149.0, 0.01 + 0.002 * s FROM m, (SELECT 0 AS s UNION ALL SELECT 1 UNION ALL SELECT 2);
+-- no random control for (prose, math): that cell stays empty (NaN) in the random and difference panels
+INSERT INTO prune_control SELECT 103, pruned, label, 3, AVG(rel_change), 0.002, MIN(rel_change), MAX(rel_change) FROM prune_effect
+  WHERE run_id = 103 AND control = 'random' AND NOT (pruned = 'prose' AND label = 'math') GROUP BY pruned, label;
+SQL
+} | sqlite3 "$tmp/r.db" > "$tmp/why" 2>&1
+ok $? "synthetic ability, prune and overlap runs inserted with the sqlite3 CLI"
+"$nl" report --db "$tmp/r.db" -o "$tmp/rep" > "$tmp/out" 2> "$tmp/why"
+rc=$?
+cat "$tmp/out" >> "$tmp/why"
+grep -q '(9 figures drawn, 0 without data)' "$tmp/out"
+ok $(( rc | $? )) "report with every analysis exits 0 and draws all 9 figures (every gnuplot call exited 0)"
 $py - "$tmp/rep" >> "$tmp/why" 2>&1 <<'PY'
 import glob, os, re, sys
 d = sys.argv[1]
@@ -60,8 +148,57 @@ for name in figs:
 print(f"{len(figs)} figures with PNG, PDF, gnuplot script and CSV")
 PY
 ok $? "every figure has its PNG, PDF, gnuplot script and CSV, linked from index.html"
-(cd "$tmp/rep" && gnuplot perturbation.gp) > "$tmp/why" 2>&1
-ok $? "a figure's gnuplot script redraws it in place"
+$py - "$tmp/rep" > "$tmp/why" 2>&1 <<'PY'
+import math, os, sys
+d = sys.argv[1]
+def matrix(name):
+    rows = [r.split(",") for r in open(os.path.join(d, name), encoding="utf-8").read().splitlines()]
+    return rows[0], {r[0]: [float(v) for v in r[1:]] for r in rows[1:]}, [r[0] for r in rows[1:]]
+def same(got, want, what):
+    assert len(got) == len(want), (what, got, want)
+    for g, w in zip(got, want):
+        assert (math.isnan(g) and w is None) or (w is not None and abs(g - w) < 1e-6), (what, got, want)
+nan = None
+# prune: rows = pruned ability, columns = evaluated label ('' shown as "all", last), 100 x rel_change
+h, m, order = matrix("prune_matrix-1-top-set-of-the-row-s-ability-zeroed.csv")
+assert h == ["evaluated on", "code", "math", "prose", "all"] and order == ["code", "math", "prose"], (h, order)
+same(m["code"], [35.2, 2.1, -0.4, 12.5], "ability code"); same(m["math"], [1.5, 29.8, 0.9, 10.4], "ability math")
+same(m["prose"], [0.3, 1.2, 18.7, 6.1], "ability prose")
+h, m, order = matrix("prune_matrix-2-same-size-random-neurons-mean-of-3-seeds.csv")
+assert h == ["evaluated on", "code", "math", "prose", "all"] and order == ["code", "math", "prose"], (h, order)
+same(m["code"], [1.2] * 4, "random code"); same(m["prose"], [1.2, nan, 1.2, 1.2], "random prose (no control for math)")
+h, m, order = matrix("prune_matrix-3-ability-random-percentage-points.csv")
+same(m["code"], [34.0, 0.9, -1.6, 11.3], "difference code"); same(m["prose"], [-0.9, nan, 17.5, 4.9], "difference prose")
+t = open(os.path.join(d, "prune_matrix.titles"), encoding="utf-8").read().splitlines()
+assert t == ["top set of the row's ability zeroed", "same-size random neurons (mean of 3 seeds)",
+             "ability − random (percentage points)"], t
+gp = open(os.path.join(d, "prune_matrix.gp"), encoding="utf-8").read()
+for line in ("cbmin = -1.6", "cbmax = 35.2", 'style = "%.1f"', 'ylabel = "relative perplexity change (%)"',
+             "array prows[3] = [3, 3, 3]", "array pcols[3] = [4, 4, 4]"):
+    assert line + "\n" in gp, line
+# overlap: rows = a, columns = b, layer -1; the diagonal (always 1) is left empty; the comma of the xlabel became ';'
+h, m, order = matrix("overlap-1-a-b-a-all-layers-random-0-05.csv")
+assert h == ["B (column ability); A = row ability", "code", "math", "prose"] and order == ["code", "math", "prose"], h
+same(m["code"], [nan, 0.3, 0.075], "frac code"); same(m["math"], [0.3, nan, 0.125], "frac math")
+h, m, order = matrix("overlap-2-jaccard-all-layers-random-0-0256.csv")
+same(m["code"], [nan, 12 / 68, 3 / 77], "jaccard code"); same(m["prose"], [3 / 77, 5 / 75, nan], "jaccard prose")
+t = open(os.path.join(d, "overlap.titles"), encoding="utf-8").read().splitlines()
+assert t == ["|A∩B| / |A|, all layers (random: 0.05)", "Jaccard, all layers (random: 0.0256)"], t
+gp = open(os.path.join(d, "overlap.gp"), encoding="utf-8").read()
+assert "cbmin = 0.038961039\n" in gp and "cbmax = 0.3\n" in gp and 'style = "%.2f"\n' in gp, "overlap colour range"
+# ability: one panel per ability, x = layer (>= 0 only)
+rows = open(os.path.join(d, "ability_scores-1-code-ap-6-of-18-documents.csv"), encoding="utf-8").read().splitlines()
+assert rows[0] == "layer,best,top 5‰,mean,best (shuffled labels),random baseline", rows[0]
+assert len(rows) == 5 and [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2", "3"], rows
+same([float(v) for v in rows[1].split(",")], [0, 0.45, 0.35, 0.34, 0.42, 6 / 18], "code layer 0")
+rows = open(os.path.join(d, "ability_depth-1-global-top-set-best-5-of-all-recorded-neurons.csv"), encoding="utf-8").read().splitlines()
+assert rows[0] == "layer,code,math,prose", rows[0]
+same([float(v) for v in rows[4].split(",")], [3, 6 / 18, 6 / 24, 6 / 30], "depth layer 3")
+print("heatmap and ability CSVs hold the expected values")
+PY
+ok $? "heatmap CSVs (prune matrix, overlap) and ability CSVs hold the expected rows, columns and values"
+(cd "$tmp/rep" && gnuplot perturbation.gp && gnuplot prune_matrix.gp && gnuplot overlap.gp) > "$tmp/why" 2>&1
+ok $? "a figure's gnuplot script redraws it in place (lines and heatmaps)"
 
 # bad input: one line naming the file, exit 1
 expect() {

@@ -10,8 +10,21 @@
  * writes NAME.png and NAME.pdf — so `gnuplot NAME.gp` there redraws a figure after editing.
  * Each figure uses the latest complete run of its analysis kind (or the run given for that
  * kind); a figure whose analysis has no complete run is listed in index.html as missing,
- * never drawn from partial data.
- * Checked by tests/report.sh (every file exists, every gnuplot call exits 0).
+ * never drawn from partial data (so is one whose query finds no rows, or names a table the
+ * database does not have).
+ *
+ * Heatmaps (template "heatmap"): the SQL returns (panel TEXT, row TEXT, col TEXT, value REAL)
+ * instead, and each panel is pivoted into a matrix CSV: header `<xlabel>,col1,col2,…`, then
+ * one line `rowname,v1,v2,…` per row, rows and columns in order of first appearance in the
+ * query (its ORDER BY decides), NaN for a cell without a row (or with a NULL value); a later
+ * row for the same cell replaces an earlier one. In CSV names (series, rows, columns, the
+ * xlabel) a comma becomes ';', a double quote an apostrophe, a line break a space. NAME.gp gets
+ * cbmin/cbmax, the smallest and largest finite value over all cells of all panels (one colour
+ * scale per figure: diverging and centred at 0 when the values have both signs, sequential
+ * from 0 otherwise), and the panels' sizes. ylabel labels the colour box, xlabel the columns;
+ * style is the printf format of the cell annotations (one conversion of e, f or g, e.g.
+ * "%.1f"; NULL → "%.2f"); logx, logy and xrange are unused.
+ * Checked by tests/report.sh (every file exists, every gnuplot call exits 0, heatmap CSVs).
  */
 #ifndef NEURONLAB_REPORT_H
 #define NEURONLAB_REPORT_H
@@ -23,11 +36,13 @@ typedef struct {
     const char *kind;     /* analysis kind (runs.kind) whose run it draws */
     const char *title;    /* heading in index.html */
     const char *caption;  /* what the figure shows, for index.html */
-    const char *sql;      /* rows (panel, series, x, y) for run ?1, ordered as they should appear */
-    const char *template; /* plots/<template>.gp */
-    const char *xlabel, *ylabel;
+    const char *sql;      /* rows (panel, series, x, y) for run ?1, ordered as they should appear;
+                             heatmap: rows (panel, row, col, value) */
+    const char *template; /* plots/<template>.gp: "lines" or "heatmap" */
+    const char *xlabel, *ylabel; /* heatmap: label of the columns, of the colour box */
     int logx, logy;
-    const char *style;    /* lines, linespoints, histeps (a histogram of bin centres) */
+    const char *style;    /* lines, linespoints, histeps (a histogram of bin centres);
+                             heatmap: printf format of the cell annotations, "%.1f" */
     const char *xrange;   /* gnuplot range "0:1", or NULL for automatic */
 } nl_figure;
 
@@ -57,7 +72,8 @@ typedef struct {
 } nl_report_summary;
 
 /* Writes the report. Errors: the database (results.h), an unwritable directory, a missing
- * template, gnuplot not installed or failing (the message quotes its first error line). */
+ * template, a heatmap style that is not a one-number printf format, gnuplot not installed or
+ * failing (the message quotes its first error line). */
 nl_status nl_report_write(nl_ctx *ctx, nl_results *db, const nl_report_opts *opts, nl_report_summary *sum);
 
 #endif

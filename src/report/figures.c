@@ -1,6 +1,7 @@
 /* figures.c — the figures of `neuronlab report`, as data (see nl_figure in report.h): each
- * query returns (panel, series, x, y) rows of one run (?1) of its analysis. Adding a figure is
- * adding an entry here (and a template under plots/ if it needs a new kind of plot). */
+ * query returns (panel, series, x, y) rows of one run (?1) of its analysis, or (panel, row,
+ * col, value) for a heatmap. Adding a figure is adding an entry here (and a template under
+ * plots/ if it needs a new kind of plot). */
 #include "neuronlab/report.h"
 
 const nl_figure nl_figures[] = {
@@ -43,5 +44,72 @@ const nl_figure nl_figures[] = {
      "SELECT CASE WHEN label = '' THEN 'all documents' ELSE label END, metric, ratio, nll FROM perturb"
      " WHERE run_id = ?1 ORDER BY label <> '', label, CASE metric WHEN 'value' THEN 0 WHEN 'norm' THEN 1 ELSE 2 END, ratio",
      "lines", "fraction of neurons masked per token and layer", "loss (nats)", 0, 0, "linespoints", NULL},
+    {"ability_scores", "ability", "Ability neurons: how well single neurons tell an ability's documents apart",
+     "For each ability (one panel) and layer, the FuncScore of the layer's FFN neurons: how well a neuron's value on a "
+     "document (its mean |activation| over the prompt tokens) separates the documents of that ability from the others, "
+     "as average precision (AP) or as predictivity (balanced accuracy of 'value above its mean'), as named in the panel "
+     "title and the run's parameters. Curves: the best neuron of the layer, the neuron at rank 5‰ (the best 0.5% of "
+     "the layer's neurons score at least this), the mean over all neurons, and the best neuron when the ability labels "
+     "are randomly shuffled — what the best of the layer's neurons reaches by chance alone. The random baseline is the "
+     "score of a neuron that ignores the label (AP: the share of the ability's documents; predictivity: 0.5). Neurons "
+     "are ability-specific where the best and 5‰ curves rise clearly above the shuffled curve, not merely above the "
+     "baseline.",
+     "SELECT l.ability || CASE WHEN b.docs IS NULL OR r.method IS NULL THEN '' ELSE printf(' (%s; %d of %d documents)',"
+     "   CASE r.method WHEN 'ap' THEN 'AP' ELSE r.method END, b.positives, b.docs) END, s.name, l.layer,"
+     " CASE s.k WHEN 0 THEN l.best WHEN 1 THEN l.top_permille WHEN 2 THEN l.mean WHEN 3 THEN l.shuffled_best ELSE l.baseline END"
+     " FROM ability_layer l"
+     " JOIN (SELECT 0 AS k, 'best' AS name UNION ALL SELECT 1, 'top 5‰' UNION ALL SELECT 2, 'mean'"
+     "   UNION ALL SELECT 3, 'best (shuffled labels)' UNION ALL SELECT 4, 'random baseline') s"
+     " LEFT JOIN ability_run r ON r.run_id = l.run_id"
+     " LEFT JOIN ability_label b ON b.run_id = l.run_id AND b.ability = l.ability"
+     " WHERE l.run_id = ?1 AND l.layer >= 0 ORDER BY l.ability, s.k, l.layer",
+     "lines", "layer", "score (AP or predictivity)", 0, 0, "linespoints", NULL},
+    {"ability_depth", "ability", "Ability neurons: in which layers they sit",
+     "Where each ability's neurons lie: for every ability (one curve), the share of its global top set (the "
+     "best-scoring neurons over all recorded layers together) that falls in each layer; each curve sums to 1. With "
+     "no preference for depth every layer would hold 1 / (number of recorded layers).",
+     "SELECT printf('global top set: best %g%% of all recorded neurons', 100.0 * r.top), d.ability, d.layer, d.share"
+     " FROM ability_depth d JOIN ability_run r ON r.run_id = d.run_id"
+     " WHERE d.run_id = ?1 AND d.layer >= 0 ORDER BY d.ability, d.layer",
+     "lines", "layer", "share of the ability's top set in the layer", 0, 0, "linespoints", NULL},
+    {"prune_matrix", "prune", "Pruning ability neurons: which abilities suffer",
+     "Relative change of perplexity against the unpruned model (percent; 0 = no change, red = worse, blue = better) "
+     "when FFN neurons are zeroed at every token. Rows: the ability whose top set (from the ability run) is zeroed; "
+     "columns: the documents the model is evaluated on ('all' = every document). Left: the row's ability neurons "
+     "zeroed. Middle: the same number of neurons in each layer chosen at random, mean over the random seeds — the "
+     "chance level of removing that many neurons. Right: the difference (percentage points). Specific ability "
+     "neurons show a red diagonal: their own ability's documents suffer more than the others, and more than after "
+     "the random control. Grey cells: no value.",
+     "SELECT panel, r, CASE c WHEN '' THEN 'all' ELSE c END, v FROM ("
+     " SELECT 0 AS k, 'top set of the row''s ability zeroed' AS panel, pruned AS r, label AS c, 100.0 * rel_change AS v"
+     "  FROM prune_effect WHERE run_id = ?1 AND control = 'ability' AND pruned <> ''"
+     " UNION ALL"
+     " SELECT 1, printf('same-size random neurons (mean of %d seeds)',"
+     "   (SELECT MAX(seeds) FROM prune_control WHERE run_id = ?1)), pruned, label, 100.0 * mean"
+     "  FROM prune_control WHERE run_id = ?1 AND pruned <> ''"
+     " UNION ALL"
+     " SELECT 2, 'ability − random (percentage points)', e.pruned, e.label, 100.0 * (e.rel_change - c.mean)"
+     "  FROM prune_effect e JOIN prune_control c ON c.run_id = e.run_id AND c.pruned = e.pruned AND c.label = e.label"
+     "  WHERE e.run_id = ?1 AND e.control = 'ability' AND e.pruned <> '')"
+     " ORDER BY k, r, c = '', c",
+     "heatmap", "evaluated on", "relative perplexity change (%)", 0, 0, "%.1f", NULL},
+    {"overlap", "overlap", "Overlap of the abilities' top sets",
+     "How many neurons the top sets of two abilities share, over all recorded layers. Left: |A∩B| / |A|, the share of "
+     "the row ability A's neurons that are also in the column ability B's set (not symmetric). Right: Jaccard index "
+     "|A∩B| / |A∪B| (symmetric). The panel titles give the chance level: the expected value for random sets of the "
+     "same sizes (per layer when the sets were chosen per layer). Values well above it mean the two abilities share "
+     "neurons; the diagonal (an ability with itself, always 1) is left blank.",
+     "SELECT panel, a, b, v FROM ("
+     " SELECT 0 AS k, printf('|A∩B| / |A|, all layers (random: %s)', (SELECT CASE WHEN MAX(baseline_frac) - MIN(baseline_frac)"
+     "   < 5e-4 THEN printf('%.3g', AVG(baseline_frac)) ELSE printf('%.3g–%.3g', MIN(baseline_frac), MAX(baseline_frac)) END"
+     "   FROM overlap WHERE run_id = ?1 AND layer = -1)) AS panel, a, b, CASE WHEN a = b THEN NULL ELSE frac END AS v"
+     "  FROM overlap WHERE run_id = ?1 AND layer = -1"
+     " UNION ALL"
+     " SELECT 1, printf('Jaccard, all layers (random: %s)', (SELECT CASE WHEN MAX(baseline_jaccard) - MIN(baseline_jaccard)"
+     "   < 5e-4 THEN printf('%.3g', AVG(baseline_jaccard)) ELSE printf('%.3g–%.3g', MIN(baseline_jaccard), MAX(baseline_jaccard))"
+     "   END FROM overlap WHERE run_id = ?1 AND layer = -1)), a, b, CASE WHEN a = b THEN NULL ELSE jaccard END"
+     "  FROM overlap WHERE run_id = ?1 AND layer = -1)"
+     " ORDER BY k, a, b",
+     "heatmap", "B (column ability); A = row ability", "overlap of the top sets", 0, 0, "%.2f", NULL},
 };
 const int nl_n_figures = sizeof nl_figures / sizeof nl_figures[0];
