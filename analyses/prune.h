@@ -1,0 +1,171 @@
+/* prune.h — pruning ability neurons: perplexity of every ability with one ability's top set
+ * zeroed, against same-size random sets (the engine of `neuronlab prune`).
+ *
+ * Definition (README "Definitions"): the top sets come from a complete ability run
+ * (analyses/ability.h, nl_ability_sets: Lr recorded layers, F neurons per layer).
+ *   passes       one unpruned base pass; per pruned ability A one pass with A's top set zeroed:
+ *                for every token, at NL_HOOK_FFN_ACT of each recorded layer sets.layers[j],
+ *                a[:, i] = 0 for every i with sets.member[(A·Lr + j)·F + i] (the input of the
+ *                down projection, so neuron i contributes nothing to the FFN output);
+ *                per seed s = 0 … S−1 (S ≥ 1, default 3) one random-control pass.
+ *   random sets  the same per-layer counts sets.count[A·Lr + j] drawn uniformly among the
+ *                layer's non-excluded neurons (sets.excluded): neuron i of model layer l gets
+ *                the priority p(s, l, i) = mix(s ⊕ mix(l·2^32 + i)) (mix = splitmix64's
+ *                finaliser, on 64-bit values) and the k eligible neurons with the lowest
+ *                priorities are chosen (ties by the lower index). The set depends on
+ *                (seed, layer, k, the layer's exclusions) only — never on the ability beyond its
+ *                counts — and the sets of one seed are nested across k. Abilities with identical count vectors share their
+ *                random passes (with the per-layer scope every ability has the same counts, so S
+ *                random passes are made in all); their rows are still written for each ability.
+ *   metric       per (pass, evaluated label): ppl = exp(mean nll) over the predictions of the
+ *                documents with that label (perplexity.h; label '' = all documents), and
+ *                rel_change = (ppl − ppl_base) / ppl_base against the base pass on the same label.
+ *   columns      the evaluated labels: the dataset's non-empty labels in byte order, then ''
+ *                (all documents). Each pruned ability needs at least one document labelled
+ *                with it; labels that are no ability of the run are evaluated too.
+ *   control      per (pruned ability, label): mean, sample sd (n − 1; 0 for one seed), min and
+ *                max of rel_change over the random seeds.
+ * Zeroing leaves every other value untouched, so an empty set reproduces nl_ppl_run bit for bit.
+ * Pass order: base; then for each pruned ability (in the order asked for; default the run's
+ * byte order) its pass, followed by the random passes of its count vector when that vector is
+ * new. The zeroed sets never depend on the thread count or the batch size (the forward pass's
+ * own sums may change in the last digits with the thread count: ~1e-6 relative on stories260K).
+ *
+ * Tables (CREATE TABLE IF NOT EXISTS; run_id REFERENCES runs(id); WITHOUT ROWID):
+ *   prune_effect(run_id INTEGER NOT NULL, pruned TEXT NOT NULL ('' for the base pass),
+ *       control TEXT NOT NULL ('none' | 'ability' | 'random'), seed INTEGER NOT NULL (-1 unless
+ *       random), label TEXT NOT NULL ('' = all documents), neurons INTEGER NOT NULL (neurons
+ *       zeroed, summed over layers), tokens INTEGER NOT NULL (predictions), nll REAL (mean, nats;
+ *       NULL when tokens = 0), ppl REAL, rel_change REAL (NULL when either ppl is NULL),
+ *       PRIMARY KEY (run_id, pruned, control, seed, label))
+ *   prune_control(run_id INTEGER NOT NULL, pruned TEXT NOT NULL, label TEXT NOT NULL,
+ *       seeds INTEGER NOT NULL, mean REAL, sd REAL, min REAL, max REAL,
+ *       PRIMARY KEY (run_id, pruned, label))
+ * The run (kind "prune", written by the caller): model = the model path, dataset = the data
+ * path, source = the scores run's activation file, params from nl_prune_params_json.
+ * Each pass's rows are committed in their own transaction as soon as it is computed (a random
+ * pass: the 'random' rows of every ability sharing its counts); a count vector's prune_control
+ * rows are committed when its last seed is done. An interrupted run keeps every finished pass.
+ * Checked by tests/test_prune.c (the intervener, random sets, empty sets = ppl bit for bit,
+ * tables on the fixture model) and tests/prune_cli.sh (stories260K end to end).
+ */
+#ifndef NEURONLAB_ANALYSES_PRUNE_H
+#define NEURONLAB_ANALYSES_PRUNE_H
+
+#include "analyses/ability.h"
+#include "neuronlab/dataset.h"
+#include "neuronlab/forward.h"
+#include "neuronlab/perplexity.h"
+#include "neuronlab/progress.h"
+#include "neuronlab/results.h"
+
+/* ---- the pruning intervener ---------------------------------------------------------- */
+
+/* Fixed neurons to zero per layer, for every token. Caller-owned: nl_prune_mask_init /
+ * nl_prune_mask_release. */
+typedef struct {
+    int n_layers; /* L: layers of the model */
+    int d_ff;     /* F */
+    int *count;   /* (L) neurons zeroed in each layer (0: the layer is left untouched) */
+    int *index;   /* (L, F) row l: the count[l] zeroed neurons, ascending, then unused */
+} nl_prune_mask;
+
+/* An empty mask for L layers of F neurons. NL_ENOMEM on failure (m is then released). */
+nl_status nl_prune_mask_init(nl_ctx *ctx, nl_prune_mask *m, int L, int F);
+void nl_prune_mask_release(nl_prune_mask *m); /* zeroes it; a zeroed struct is a no-op */
+void nl_prune_mask_clear(nl_prune_mask *m);   /* every count to 0 */
+int64_t nl_prune_mask_total(const nl_prune_mask *m); /* Σ_l count[l] */
+/* Sets layer l from flags (F) (1 = zero the neuron). */
+void nl_prune_mask_set_layer(nl_prune_mask *m, int l, const uint8_t *flags);
+
+/* The intervener (nl_hook_fn): register with
+ *   nl_hooks_add(hooks, NL_HOOK_FFN_ACT, -1, NL_HOOK_INTERVENE, nl_prune_hook, mask).
+ * x: (T, F) activations of layer info->layer; sets x[t, i] = 0 for the listed i, nothing else.
+ * The mask is only read, so one mask may serve several forward passes. */
+nl_status nl_prune_hook(void *user, nl_ctx *ctx, const nl_hook_info *info, float *x);
+
+/* The mask of ability a of sets (member rows mapped to the model layers sets->layers[j]);
+ * m must have n_layers > every sets->layers[j] and d_ff = sets->d_ff. */
+void nl_prune_mask_ability(nl_prune_mask *m, const nl_ability_sets *sets, int a);
+/* The random control of seed for counts (Lr) per recorded layer (definition above). */
+void nl_prune_mask_random(nl_prune_mask *m, const nl_ability_sets *sets, const int *counts, uint64_t seed);
+
+/* The random set of one layer: out (F) gets flags (1 = chosen) for the min(k, eligible) neurons
+ * of model layer `layer` with the lowest priority p(seed, layer, i) among those with
+ * excluded[i] == 0 (excluded (F) may be NULL). Returns the number chosen, -1 when out of
+ * memory. */
+int nl_prune_random_layer(uint64_t seed, int layer, int F, const uint8_t *excluded, int k, uint8_t *out);
+
+/* ---- the analysis -------------------------------------------------------------------- */
+
+typedef struct {
+    const char *const *abilities; /* NULL → every ability of the sets; else n_abilities names */
+    int n_abilities;
+    int seeds;                    /* random-control seeds 0 … seeds−1; ≥ 1 (default 3) */
+    int stride;                   /* sliding-window stride as in nl_forward_doc (≤ 0: ctx/2) */
+} nl_prune_opts;
+
+void nl_prune_opts_init(nl_prune_opts *o);
+
+/* Layout and results of a prune run (nl_prune_plan fills the layout, nl_prune_run the sums). */
+typedef struct {
+    int n_rows;           /* R: pruned abilities */
+    int *ability;         /* (R) index of each in sets->abilities */
+    int *diag;            /* (R) column of each row's own label */
+    int n_cols;           /* C: evaluated labels (non-empty ones in byte order, then all documents) */
+    int *col_label;       /* (C) index into ds->labels; -1 for the last column (all documents) */
+    int n_seeds;          /* S */
+    int n_groups;         /* G: distinct count vectors among the rows */
+    int *group;           /* (R) the group of each row (groups numbered in row order) */
+    int64_t *neurons;     /* (R) neurons zeroed in the row's passes, summed over layers */
+    int base_done;        /* 1 once the base pass is computed (and committed with a database) */
+    nl_nll_sum *base;     /* (C) */
+    uint8_t *pruned_done; /* (R) */
+    nl_nll_sum *pruned;   /* (R, C) ability passes */
+    uint8_t *random_done; /* (G, S) */
+    nl_nll_sum *random;   /* (G, S, C) random passes */
+} nl_prune_result;
+
+/* Validates the request against the sets and the dataset and fills r's layout (all sums
+ * zero, nothing done). Errors (one line, NL_EINVAL):
+ *   scores run N has no ability 'x' (its abilities: a, b, c)
+ *   ability 'x' is asked for twice
+ *   'data.jsonl' has no documents labelled 'math' (an ability of scores run N)
+ *   the random control needs at least one seed
+ * r is caller-owned: nl_prune_result_release (also after an error). */
+nl_status nl_prune_plan(nl_ctx *ctx, const nl_ability_sets *sets, const nl_dataset *ds, const nl_prune_opts *o,
+                        nl_prune_result *r);
+void nl_prune_result_release(nl_prune_result *r); /* zeroes it; a zeroed struct is a no-op */
+/* Forward passes of the plan: 1 + R + G·S (to size a progress bar). */
+int nl_prune_passes(const nl_prune_result *r);
+/* The name of column c ("" for all documents), borrowed from ds. */
+const char *nl_prune_col_name(const nl_prune_result *r, const nl_dataset *ds, int c);
+
+/* (ppl(x) − ppl(base)) / ppl(base); NaN when either has no predictions. */
+double nl_prune_rel(nl_nll_sum x, nl_nll_sum base);
+/* The random control of (row, column) over the finished seeds: n seeds, mean, sample sd
+ * (0 for one seed), min, max of rel_change; NaN statistics when n = 0 or the cell has no
+ * predictions. */
+typedef struct {
+    int n;
+    double mean, sd, min, max;
+} nl_prune_stat;
+nl_prune_stat nl_prune_control(const nl_prune_result *r, int row, int col);
+
+/* Creates the prune tables when missing (idempotent). */
+nl_status nl_prune_tables(nl_ctx *ctx, nl_results *db);
+
+/* The run's parameters as a JSON object into buf (n bytes): {"scores_run":N,"top":F,
+ * "scope":"layer"|"global","seeds":S,"abilities":[…],"ctx":C,"stride":S,"batch":B}. */
+void nl_prune_params_json(const nl_ability_sets *sets, const nl_prune_result *r, int ctx_len, int stride, int batch,
+                          char *buf, size_t n);
+
+/* Makes the passes of plan r on f (the intervener is registered for the call and removed
+ * before returning; the model must match the sets: every sets->layers[j] < its layers, d_ff =
+ * F, else NL_EINVAL). db may be NULL; otherwise rows are committed under run_id as described
+ * above. progress (may be NULL) counts tokens over all passes. On NL_EINTR or an error the
+ * finished passes stay done (and in the database); the caller ends the run. */
+nl_status nl_prune_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, const nl_ability_sets *sets,
+                       const nl_prune_opts *o, nl_results *db, int64_t run_id, nl_progress *progress, nl_prune_result *r);
+
+#endif

@@ -1,0 +1,357 @@
+/* cmd_prune.c — `neuronlab prune MODEL DATA.jsonl --db results.db --scores RUN|latest [--top F]
+ * [--seeds N] [--abilities a,b,...] [--json]` plus the forward-pass options of ppl: perplexity
+ * on every label with one ability's top set (from ability run RUN, or the latest complete one)
+ * zeroed, beside same-size random sets (analyses/prune.h). Prints the matrix pruned ability × evaluated label of relative
+ * perplexity changes, the random-control matrix and one diagonal / off-diagonal / random line
+ * per row; --json the same as JSON. One run (kind "prune") with its rows in the database, each
+ * pass committed as computed. Ctrl-C keeps the finished passes (run 'interrupted', exit 130); an
+ * error after the run started marks it 'failed'. Bad option values are usage errors (exit 2).
+ * Checked by tests/prune_cli.sh. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "analyses/prune.h"
+#include "cli/cli.h"
+
+static int run(nl_ctx *ctx, int argc, char **argv);
+const nl_command nl_cmd_prune = {
+    "prune", NL_CLI_RUN_USAGE " --db results.db --scores RUN|latest [--top F] [--seeds N] [--abilities a,b,...] [--json]",
+    "perplexity on every label with one ability's top neurons (ability run RUN or the latest; --top F re-chooses them) zeroed, "
+    "beside N same-size random sets (default 3): relative change per pruned ability x label",
+    run};
+
+#define MAX_ABILITIES 256
+
+/* "a,b" → names pointing into buf (split in place); the count, or -1 for an empty name. */
+static int parse_names(char *buf, const char **out, int max) {
+    int n = 0;
+    for (char *p = buf;;) {
+        size_t len = strcspn(p, ",");
+        if (!len || n == max) return -1;
+        out[n++] = p;
+        if (!p[len]) return n;
+        p[len] = 0;
+        p += len + 1;
+    }
+}
+
+/* ---- printing ----------------------------------------------------------------------------- */
+
+static double rel_at(const nl_prune_result *r, int row, int c) {
+    return r->pruned_done[row] && r->base_done ? nl_prune_rel(r->pruned[(size_t)row * r->n_cols + c], r->base[c]) : NAN;
+}
+
+/* Mean rel_change of row over the non-empty labels other than its own (NaN when none). */
+static double off_diagonal(const nl_prune_result *r, int row) {
+    double s = 0;
+    int n = 0;
+    for (int c = 0; c < r->n_cols - 1; c++) {
+        if (c == r->diag[row]) continue;
+        const double v = rel_at(r, row, c);
+        if (!isnan(v)) s += v, n++;
+    }
+    return n ? s / n : NAN;
+}
+
+static const char *col_title(const nl_prune_result *r, const nl_dataset *ds, int c) {
+    const char *n = nl_prune_col_name(r, ds, c);
+    return n[0] ? n : "all";
+}
+
+static void pct(char *buf, size_t n, double v) {
+    if (isnan(v)) snprintf(buf, n, "-");
+    else snprintf(buf, n, "%+.2f", 100 * v);
+}
+
+static void print_text(const nl_cli_run *cr, const char *dbpath, const nl_ability_sets *sets, const nl_prune_result *r,
+                       int64_t predictions) {
+    const nl_dataset *ds = cr->ds;
+    const int C = r->n_cols, R = r->n_rows, S = r->n_seeds;
+    int64_t excluded = 0;
+    for (size_t i = 0; i < (size_t)sets->n_layers * sets->d_ff; i++) excluded += sets->excluded[i];
+    printf("model    %s\ndataset  %s (%d documents, %lld tokens, %lld predictions)\n", cr->model, cr->data, ds->n_docs,
+           (long long)ds->n_tokens, (long long)predictions);
+    printf("scores   run %lld of '%s' ('%s'): top %g %s of %d recorded layers x %d neurons, %lld resident neurons "
+           "excluded\n",
+           (long long)sets->run_id, dbpath, sets->source, sets->top, sets->global ? "over all layers" : "per layer",
+           sets->n_layers, sets->d_ff, (long long)excluded);
+    printf("control  %d same-size random set%s per pruned ability (seeds 0..%d), %d distinct count vector%s\n", S,
+           S == 1 ? "" : "s", S - 1, r->n_groups, r->n_groups == 1 ? "" : "s");
+    int w = 9, wr = 19, wn = 6;
+    for (int c = 0; c < C; c++) {
+        int len = (int)strlen(col_title(r, ds, c));
+        if (len > w) w = len;
+        if (len > wr) wr = len;
+    }
+    for (int i = 0; i < R; i++) {
+        int len = (int)strlen(sets->abilities[r->ability[i]]);
+        if (len > wn) wn = len;
+    }
+    char b[64];
+    printf("\nbase perplexity\n%-*s %7s", wn, "", "");
+    for (int c = 0; c < C; c++) printf(" %*s", w, col_title(r, ds, c));
+    printf("\n%-*s %7s", wn, "", "");
+    for (int c = 0; c < C; c++) {
+        if (r->base_done && r->base[c].n > 0) snprintf(b, sizeof b, "%.4f", nl_nll_ppl(r->base[c]));
+        else snprintf(b, sizeof b, "-");
+        printf(" %*s", w, b);
+    }
+    printf("\n\nrelative perplexity change (%%) with the ability's top set zeroed (rows: pruned ability)\n%-*s %7s", wn,
+           "pruned", "neurons");
+    for (int c = 0; c < C; c++) printf(" %*s", w, col_title(r, ds, c));
+    putchar('\n');
+    for (int i = 0; i < R; i++) {
+        printf("%-*s %7lld", wn, sets->abilities[r->ability[i]], (long long)r->neurons[i]);
+        for (int c = 0; c < C; c++) {
+            pct(b, sizeof b, rel_at(r, i, c));
+            printf(" %*s", w, b);
+        }
+        putchar('\n');
+    }
+    printf("\nrandom control: same-size random sets, relative change (%%), mean ± sd over %d seed%s\n%-*s %7s", S,
+           S == 1 ? "" : "s", wn, "pruned", "neurons");
+    for (int c = 0; c < C; c++) printf(" %*s", wr, col_title(r, ds, c));
+    putchar('\n');
+    for (int i = 0; i < R; i++) {
+        printf("%-*s %7lld", wn, sets->abilities[r->ability[i]], (long long)r->neurons[i]);
+        for (int c = 0; c < C; c++) {
+            const nl_prune_stat st = r->base_done ? nl_prune_control(r, i, c) : (nl_prune_stat){0, NAN, NAN, NAN, NAN};
+            if (st.n == 0 || isnan(st.mean)) snprintf(b, sizeof b, "-");
+            else snprintf(b, sizeof b, "%+.2f ± %.2f", 100 * st.mean, 100 * st.sd);
+            printf(" %*s", wr + (int)(strchr(b, 0xc2) ? 1 : 0), b); /* '±' is two bytes */
+        }
+        putchar('\n');
+    }
+    printf("\nown label vs other labels vs random sets (relative change, %%)\n");
+    for (int i = 0; i < R; i++) {
+        const int d = r->diag[i];
+        char own[32], off[32], rnd[48];
+        pct(own, sizeof own, rel_at(r, i, d));
+        pct(off, sizeof off, off_diagonal(r, i));
+        const nl_prune_stat st = r->base_done ? nl_prune_control(r, i, d) : (nl_prune_stat){0, NAN, NAN, NAN, NAN};
+        if (st.n == 0 || isnan(st.mean)) snprintf(rnd, sizeof rnd, "-");
+        else snprintf(rnd, sizeof rnd, "%+.2f ± %.2f", 100 * st.mean, 100 * st.sd);
+        printf("%-*s  on '%s' %s, on the other labels (mean) %s, random sets on '%s' %s\n", wn,
+               sets->abilities[r->ability[i]], sets->abilities[r->ability[i]], own, off, sets->abilities[r->ability[i]], rnd);
+    }
+}
+
+static void jnum(double v, const char *fmt) {
+    if (isnan(v) || isinf(v)) fputs("null", stdout);
+    else printf(fmt, v);
+}
+
+static void json_sum(nl_nll_sum s, nl_nll_sum base, int with_rel) {
+    printf("{\"tokens\":%lld,\"nll\":", (long long)s.n);
+    jnum(nl_nll_mean(s), "%.9g");
+    printf(",\"ppl\":");
+    jnum(nl_nll_ppl(s), "%.9g");
+    if (with_rel) {
+        printf(",\"rel_change\":");
+        jnum(nl_prune_rel(s, base), "%.9g");
+    }
+    putchar('}');
+}
+
+static void print_json(const nl_cli_run *cr, const nl_ability_sets *sets, const nl_prune_result *r, int64_t run_id,
+                       const char *status) {
+    const nl_dataset *ds = cr->ds;
+    const int C = r->n_cols, S = r->n_seeds;
+    printf("{\"model\":");
+    nl_cli_json_str(cr->model);
+    printf(",\"dataset\":");
+    nl_cli_json_str(cr->data);
+    printf(",\"scores_run\":%lld,\"source\":", (long long)sets->run_id);
+    nl_cli_json_str(sets->source);
+    printf(",\"top\":%.15g,\"scope\":\"%s\",\"seeds\":%d,\"ctx\":%ld,\"stride\":%ld,\"run_id\":", sets->top,
+           sets->global ? "global" : "layer", S, cr->ctx, cr->stride ? cr->stride : cr->ctx / 2);
+    if (run_id > 0) printf("%lld", (long long)run_id);
+    else printf("null");
+    printf(",\"status\":\"%s\",\"labels\":[", status);
+    for (int c = 0; c < C; c++) {
+        if (c) putchar(',');
+        nl_cli_json_str(nl_prune_col_name(r, ds, c));
+    }
+    printf("],\"base\":");
+    if (r->base_done) {
+        putchar('{');
+        for (int c = 0; c < C; c++) {
+            if (c) putchar(',');
+            nl_cli_json_str(nl_prune_col_name(r, ds, c));
+            putchar(':');
+            json_sum(r->base[c], r->base[c], 0);
+        }
+        putchar('}');
+    } else printf("null");
+    printf(",\"rows\":[");
+    for (int i = 0; i < r->n_rows; i++) {
+        const int g = r->group[i];
+        if (i) putchar(',');
+        printf("{\"pruned\":");
+        nl_cli_json_str(sets->abilities[r->ability[i]]);
+        printf(",\"neurons\":%lld,\"effect\":", (long long)r->neurons[i]);
+        if (r->pruned_done[i] && r->base_done) {
+            putchar('{');
+            for (int c = 0; c < C; c++) {
+                if (c) putchar(',');
+                nl_cli_json_str(nl_prune_col_name(r, ds, c));
+                putchar(':');
+                json_sum(r->pruned[(size_t)i * C + c], r->base[c], 1);
+            }
+            putchar('}');
+        } else printf("null");
+        printf(",\"random\":{");
+        for (int c = 0; r->base_done && c < C; c++) {
+            const nl_prune_stat st = nl_prune_control(r, i, c);
+            if (c) putchar(',');
+            nl_cli_json_str(nl_prune_col_name(r, ds, c));
+            printf(":{\"seeds\":%d,\"mean\":", st.n);
+            jnum(st.mean, "%.9g");
+            printf(",\"sd\":");
+            jnum(st.sd, "%.9g");
+            printf(",\"min\":");
+            jnum(st.min, "%.9g");
+            printf(",\"max\":");
+            jnum(st.max, "%.9g");
+            printf(",\"rel_change\":[");
+            for (int s = 0, k = 0; s < S; s++) {
+                if (!r->random_done[g * S + s]) continue;
+                if (k++) putchar(',');
+                jnum(nl_prune_rel(r->random[((size_t)g * S + s) * C + c], r->base[c]), "%.9g");
+            }
+            printf("]}");
+        }
+        printf("},\"diagonal\":");
+        jnum(rel_at(r, i, r->diag[i]), "%.9g");
+        printf(",\"off_diagonal_mean\":");
+        jnum(off_diagonal(r, i), "%.9g");
+        printf(",\"random_mean\":");
+        jnum(r->base_done ? nl_prune_control(r, i, r->diag[i]).mean : NAN, "%.9g");
+        putchar('}');
+    }
+    printf("]}\n");
+}
+
+/* ---- the command ------------------------------------------------------------------------------ */
+
+static int run(nl_ctx *ctx, int argc, char **argv) {
+    nl_cli_run cr = {0};
+    const nl_command *cmd = &nl_cmd_prune;
+    nl_prune_opts opt;
+    nl_prune_opts_init(&opt);
+    const char *dbpath = NULL, *v, *names[MAX_ABILITIES];
+    char *abl = NULL;
+    long scores = 0, seeds = 3;
+    double top = 0;
+    int json = 0, rc = 0;
+    for (int i = 1; i < argc; i++) {
+        int k = nl_cli_run_arg(cmd, &cr, argc, argv, &i);
+        if (k == 1) continue;
+        if (k) { rc = k; goto out; }
+        if ((k = nl_cli_opt(argc, argv, &i, "--db", &v))) {
+            if (k < 0 || !*v) { rc = nl_cli_usage(cmd, "--db needs a path"); goto out; }
+            dbpath = v;
+        } else if ((k = nl_cli_opt(argc, argv, &i, "--scores", &v))) {
+            if (k > 0 && !strcmp(v, "latest")) scores = -1; /* nl_ability_sets_load: the latest complete ability run */
+            else if (k < 0 || !nl_cli_int(v, 1, 0x7fffffffL, &scores)) {
+                rc = nl_cli_usage(cmd, "--scores needs the id of an ability run (or latest)");
+                goto out;
+            }
+        } else if ((k = nl_cli_opt(argc, argv, &i, "--top", &v))) {
+            char *end = NULL;
+            errno = 0;
+            top = k > 0 ? strtod(v, &end) : NAN;
+            if (k < 0 || end == v || *end || errno || !(top > 0 && top <= 1)) {
+                rc = nl_cli_usage(cmd, "--top needs a fraction in (0, 1]");
+                goto out;
+            }
+        } else if ((k = nl_cli_opt(argc, argv, &i, "--seeds", &v))) {
+            if (k < 0 || !nl_cli_int(v, 1, 100000, &seeds)) {
+                rc = nl_cli_usage(cmd, "--seeds needs a number of random sets, at least 1");
+                goto out;
+            }
+        } else if ((k = nl_cli_opt(argc, argv, &i, "--abilities", &v))) {
+            free(abl);
+            abl = k > 0 ? strdup(v) : NULL;
+            if (k < 0 || !abl || (opt.n_abilities = parse_names(abl, names, MAX_ABILITIES)) < 0) {
+                rc = nl_cli_usage(cmd, "--abilities needs a list like code,math");
+                goto out;
+            }
+            opt.abilities = names;
+        } else if (!strcmp(argv[i], "--json")) json = 1;
+        else { rc = nl_cli_usage(cmd, "unknown option '%s'", argv[i]); goto out; }
+    }
+    if (nl_cli_run_check(cmd, &cr)) { rc = 2; goto out; }
+    if (!dbpath) { rc = nl_cli_usage(cmd, "--db is required: the results database with the ability run"); goto out; }
+    if (!scores) { rc = nl_cli_usage(cmd, "--scores is required: the id of an ability run"); goto out; }
+    opt.seeds = (int)seeds;
+
+    /* The database and the sets first, so a bad run fails before the model is read. */
+    nl_results *db = NULL;
+    nl_ability_sets sets = {0};
+    nl_prune_result res = {0};
+    int64_t run_id = 0;
+    nl_status st = nl_results_open(ctx, dbpath, 0, &db);
+    if (st == NL_OK) st = nl_ability_sets_load(ctx, db, scores, top, &sets);
+    if (st == NL_OK) st = nl_cli_run_open(ctx, &cr);
+    if (st == NL_OK) st = nl_ability_sets_check_model(ctx, &sets, cr.m, cr.model);
+    if (st == NL_OK) st = nl_prune_plan(ctx, &sets, cr.ds, &opt, &res);
+    if (st == NL_OK) st = nl_prune_tables(ctx, db);
+    if (st != NL_OK) {
+        rc = nl_cli_fail(ctx, st);
+        goto close;
+    }
+    opt.stride = (int)cr.stride;
+    const long stride = cr.stride ? cr.stride : cr.ctx / 2;
+    char params[16384];
+    nl_prune_params_json(&sets, &res, (int)cr.ctx, (int)stride, (int)cr.batch, params, sizeof params);
+    nl_run_info info = {.kind = "prune", .model = cr.model, .dataset = cr.data, .source = sets.source, .params = params};
+    if ((st = nl_results_begin_run(ctx, db, &info, &run_id)) != NL_OK) {
+        rc = nl_cli_fail(ctx, st);
+        goto close;
+    }
+    const int passes = nl_prune_passes(&res);
+    nl_progress prog;
+    nl_progress_init(&prog, "prune", (int64_t)passes * cr.ds->n_tokens, "tok", ctx->progress);
+    st = nl_prune_run(ctx, cr.f, cr.ds, &sets, &opt, db, run_id, &prog, &res);
+    nl_progress_end(&prog);
+    {
+        nl_ctx ectx; /* keep the run's own message */
+        nl_ctx_init(&ectx);
+        const char *status = st == NL_OK ? "complete" : st == NL_EINTR ? "interrupted" : "failed";
+        nl_status est = nl_results_end_run(&ectx, db, run_id, status,
+                                           st == NL_OK ? NULL : st == NL_EINTR ? "interrupted by the user" : ctx->msg);
+        if (est != NL_OK && (st == NL_OK || st == NL_EINTR)) {
+            st = est;
+            memcpy(ctx->msg, ectx.msg, sizeof ctx->msg);
+        }
+    }
+    int done = res.base_done;
+    for (int i = 0; i < res.n_rows; i++) done += res.pruned_done[i];
+    for (int i = 0; i < res.n_groups * res.n_seeds; i++) done += res.random_done[i];
+    if (res.base_done && (st == NL_OK || st == NL_EINTR)) {
+        if (json) print_json(&cr, &sets, &res, run_id, st == NL_OK ? "complete" : "interrupted");
+        else print_text(&cr, dbpath, &sets, &res, res.base[res.n_cols - 1].n);
+    }
+    if (st == NL_EINTR) {
+        fprintf(stderr, "neuronlab: interrupted: '%s' keeps %d of %d passes (run %lld marked interrupted)\n", dbpath, done,
+                passes, (long long)run_id);
+        rc = 130;
+    } else if (st != NL_OK) {
+        rc = nl_cli_fail(ctx, st);
+    } else {
+        fprintf(stderr, "wrote run %lld to '%s': %d passes, %d pruned abilities x %d labels\n", (long long)run_id, dbpath,
+                passes, res.n_rows, res.n_cols);
+    }
+close:
+    nl_prune_result_release(&res);
+    nl_ability_sets_release(&sets);
+    nl_results_close(db);
+out:
+    free(abl);
+    nl_cli_run_close(&cr);
+    return rc;
+}
