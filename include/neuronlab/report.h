@@ -44,6 +44,7 @@ typedef struct {
     const char *style;    /* lines, linespoints, histeps (a histogram of bin centres);
                              heatmap: printf format of the cell annotations, "%.1f" */
     const char *xrange;   /* gnuplot range "0:1", or NULL for automatic */
+    const char *key;      /* lines: gnuplot key placement ("outside right top vertical"); NULL → the template's */
 } nl_figure;
 
 /* The templates compiled in from the .gp files of plots/ (generated build/gen/plots.c). */

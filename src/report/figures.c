@@ -11,14 +11,14 @@ const nl_figure nl_figures[] = {
      "most neurons carry a tiny fraction of the layer's largest activation: the long tail behind activation sparsity.",
      "SELECT 'value', CASE WHEN layer < 0 THEN 'all layers' ELSE 'layer ' || layer END, x, cdf FROM sparsity_cdf"
      " WHERE run_id = ?1 AND indicator = 'value' AND label = '' AND x > 0 ORDER BY layer < 0, layer, x",
-     "lines", "|a_i| / max_j |a_j| (per token and layer)", "fraction of (token, neuron) pairs ≤ x", 1, 0, "lines", NULL},
+     "lines", "|a_i| / max_j |a_j| (per token and layer)", "fraction of (token, neuron) pairs ≤ x", 1, 0, "lines", NULL, NULL},
     {"sparsity_cdf_norm", "sparsity", "Long tail of the output norm",
      "Cumulative distribution of each neuron's output norm |a_i|·‖W_out[:, i]‖₂ normalised by the largest of its layer "
      "at the same token (log axis), one curve per layer. The output norm measures what a neuron actually adds to the "
      "residual stream; it is the indicator behind CETT.",
      "SELECT 'output norm', CASE WHEN layer < 0 THEN 'all layers' ELSE 'layer ' || layer END, x, cdf FROM sparsity_cdf"
      " WHERE run_id = ?1 AND indicator = 'norm' AND label = '' AND x > 0 ORDER BY layer < 0, layer, x",
-     "lines", "|a_i|·‖w_i‖ / max (per token and layer; w_i: column i of W_out)", "fraction of (token, neuron) pairs ≤ x", 1, 0, "lines", NULL},
+     "lines", "|a_i|·‖w_i‖ / max (per token and layer; w_i: column i of W_out)", "fraction of (token, neuron) pairs ≤ x", 1, 0, "lines", NULL, NULL},
     {"activation_frequency", "sparsity", "How often each neuron is active",
      "Histogram of the neurons' activation frequency: the fraction of tokens on which a neuron's value exceeds 0.1 of "
      "its layer's largest at that token, one curve per layer (share of the layer's neurons per bin of width 0.05). Mass "
@@ -28,14 +28,14 @@ const nl_figure nl_figures[] = {
      "   AND g.label = '' AND g.threshold = f.threshold)"
      " FROM neuron_freq f WHERE run_id = ?1 AND label = '' AND ABS(threshold - 0.1) < 1e-9"
      " GROUP BY layer, MIN(CAST(freq * 20 AS INTEGER), 19) ORDER BY layer, 3",
-     "lines", "activation frequency (fraction of tokens with r > 0.1)", "share of the layer's neurons", 0, 0, "histeps", "0:1"},
+     "lines", "activation frequency (fraction of tokens with r > 0.1)", "share of the layer's neurons", 0, 0, "histeps", "0:1", NULL},
     {"cett_sparsity", "sparsity", "Sparsity at fixed CETT, by layer",
      "For each layer, the fraction of (token, neuron) pairs whose output norm lies below the threshold ε at which the "
      "cumulative error of tail truncation (CETT: ‖Σ of the truncated neurons' outputs‖ / ‖FFN output‖, averaged over "
      "tokens) reaches the target. Higher means more neurons can be skipped for the same error.",
      "SELECT 'CETT sparsity', 'CETT ' || printf('%g', target), layer, sparsity FROM sparsity_cett"
      " WHERE run_id = ?1 AND label = '' AND layer >= 0 ORDER BY target, layer",
-     "lines", "layer", "sparsity (fraction of neurons below ε)", 0, 0, "linespoints", NULL},
+     "lines", "layer", "sparsity (fraction of neurons below ε)", 0, 0, "linespoints", NULL, NULL},
     {"perturbation", "perturb", "Loss when the lowest-indicator neurons are masked",
      "Loss (mean negative log-likelihood, nats) when, for every token and layer, the given fraction of FFN neurons "
      "with the lowest indicator is zeroed: by activation value, by output norm, or at random (the control). One panel "
@@ -43,7 +43,7 @@ const nl_figure nl_figures[] = {
      "long tail does not need.",
      "SELECT CASE WHEN label = '' THEN 'all documents' ELSE label END, metric, ratio, nll FROM perturb"
      " WHERE run_id = ?1 ORDER BY label <> '', label, CASE metric WHEN 'value' THEN 0 WHEN 'norm' THEN 1 ELSE 2 END, ratio",
-     "lines", "fraction of neurons masked per token and layer", "loss (nats)", 0, 0, "linespoints", NULL},
+     "lines", "fraction of neurons masked per token and layer", "loss (nats)", 0, 0, "linespoints", NULL, NULL},
     {"ability_scores", "ability", "Ability neurons: how well single neurons tell an ability's documents apart",
      "For each ability (one panel) and layer, the FuncScore of the layer's FFN neurons: how well a neuron's value on a "
      "document (its mean |activation| over the prompt tokens) separates the documents of that ability from the others, "
@@ -63,7 +63,7 @@ const nl_figure nl_figures[] = {
      " LEFT JOIN ability_run r ON r.run_id = l.run_id"
      " LEFT JOIN ability_label b ON b.run_id = l.run_id AND b.ability = l.ability"
      " WHERE l.run_id = ?1 AND l.layer >= 0 ORDER BY l.ability, s.k, l.layer",
-     "lines", "layer", "score (AP or predictivity)", 0, 0, "linespoints", NULL},
+     "lines", "layer", "score (AP or predictivity)", 0, 0, "linespoints", NULL, "outside right top vertical"},
     {"ability_depth", "ability", "Ability neurons: in which layers they sit",
      "Where each ability's neurons lie: for every ability (one curve), the share of its global top set (the "
      "best-scoring neurons over all recorded layers together) that falls in each layer; each curve sums to 1. With "
@@ -71,7 +71,7 @@ const nl_figure nl_figures[] = {
      "SELECT printf('global top set: best %g%% of all recorded neurons', 100.0 * r.top), d.ability, d.layer, d.share"
      " FROM ability_depth d JOIN ability_run r ON r.run_id = d.run_id"
      " WHERE d.run_id = ?1 AND d.layer >= 0 ORDER BY d.ability, d.layer",
-     "lines", "layer", "share of the ability's top set in the layer", 0, 0, "linespoints", NULL},
+     "lines", "layer", "share of the ability's top set in the layer", 0, 0, "linespoints", NULL, NULL},
     {"prune_matrix", "prune", "Pruning ability neurons: which abilities suffer",
      "Relative change of perplexity against the unpruned model (percent; 0 = no change, red = worse, blue = better) "
      "when FFN neurons are zeroed at every token. Rows: the ability whose top set (from the ability run) is zeroed; "
@@ -92,7 +92,7 @@ const nl_figure nl_figures[] = {
      "  FROM prune_effect e JOIN prune_control c ON c.run_id = e.run_id AND c.pruned = e.pruned AND c.label = e.label"
      "  WHERE e.run_id = ?1 AND e.control = 'ability' AND e.pruned <> '')"
      " ORDER BY k, r, c = '', c",
-     "heatmap", "evaluated on", "relative perplexity change (%)", 0, 0, "%.1f", NULL},
+     "heatmap", "evaluated on", "relative perplexity change (%)", 0, 0, "%.1f", NULL, NULL},
     {"overlap", "overlap", "Overlap of the abilities' top sets",
      "How many neurons the top sets of two abilities share, over all recorded layers. Left: |A∩B| / |A|, the share of "
      "the row ability A's neurons that are also in the column ability B's set (not symmetric). Right: Jaccard index "
@@ -110,6 +110,6 @@ const nl_figure nl_figures[] = {
      "   END FROM overlap WHERE run_id = ?1 AND layer = -1)), a, b, CASE WHEN a = b THEN NULL ELSE jaccard END"
      "  FROM overlap WHERE run_id = ?1 AND layer = -1)"
      " ORDER BY k, a, b",
-     "heatmap", "B (column ability); A = row ability", "overlap of the top sets", 0, 0, "%.2f", NULL},
+     "heatmap", "B (column ability); A = row ability", "overlap of the top sets", 0, 0, "%.2f", NULL, NULL},
 };
 const int nl_n_figures = sizeof nl_figures / sizeof nl_figures[0];

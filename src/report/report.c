@@ -413,6 +413,7 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
                 fprintf(f, "logx = %d\nlogy = %d\nstyle = \"%s\"\n", fig->logx, fig->logy, fig->style ? fig->style : "lines");
                 const char *colon = fig->xrange ? strchr(fig->xrange, ':') : NULL;
                 if (colon) fprintf(f, "xmin = \"%.*s\"\nxmax = \"%s\"\n", (int)(colon - fig->xrange), fig->xrange, colon + 1);
+                if (fig->key) fputs("key = ", f), gp_string(f, fig->key), fputc('\n', f);
             }
             fputc('\n', f);
             fputs(tpl, f);
