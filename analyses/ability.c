@@ -584,19 +584,6 @@ static nl_status write_all(nl_ctx *ctx, ab *s, nl_results *db, int64_t run) {
     return st;
 }
 
-static void jstr(char *buf, size_t n, const char *v) {
-    size_t k = strlen(buf);
-    if (k + 3 >= n) return;
-    buf[k++] = '"';
-    for (const unsigned char *p = (const unsigned char *)v; *p && k + 8 < n; p++) {
-        if (*p == '"' || *p == '\\') buf[k++] = '\\', buf[k++] = (char)*p;
-        else if (*p < 0x20) k += (size_t)snprintf(buf + k, n - k, "\\u%04x", *p);
-        else buf[k++] = (char)*p;
-    }
-    buf[k++] = '"';
-    buf[k] = 0;
-}
-
 nl_status nl_ability_run(nl_ctx *ctx, const char *acts_path, const nl_ability_opts *opts, nl_results *db, nl_progress *prog,
                          int64_t *run_id) {
     *run_id = -1;
@@ -635,12 +622,12 @@ nl_status nl_ability_run(nl_ctx *ctx, const char *acts_path, const nl_ability_op
         return st;
     }
     char p[16384] = "{\"method\":";
-    jstr(p, sizeof p, nl_ability_method_name(s.o.method));
+    nl_json_cat(p, sizeof p, nl_ability_method_name(s.o.method));
     snprintf(p + strlen(p), sizeof p - strlen(p), ",\"symmetric\":%s,\"top\":%.17g,\"scope\":\"%s\",\"seed\":%llu,\"abilities\":[",
              s.o.symmetric ? "true" : "false", s.o.top, s.o.global ? "global" : "layer", (unsigned long long)s.o.seed);
     for (int a = 0; a < s.A; a++) {
         if (a) strncat(p, ",", sizeof p - strlen(p) - 1);
-        jstr(p, sizeof p, s.names[a]);
+        nl_json_cat(p, sizeof p, s.names[a]);
     }
     snprintf(p + strlen(p), sizeof p - strlen(p), "],\"resident_run\":");
     if (s.excluded) snprintf(p + strlen(p), sizeof p - strlen(p), "%lld", (long long)s.resident_run);
@@ -749,7 +736,8 @@ nl_status nl_ability_sets_load(nl_ctx *ctx, nl_results *db, int64_t run_id, doub
     sqlite3_finalize(q);
     if (st != NL_OK) return st;
     double run_top = 0;
-    if (sqlite3_prepare_v2(h, "SELECT top, scope, layers, d_ff FROM ability_run WHERE run_id = ?1", -1, &q, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(h, "SELECT top, scope, layers, d_ff, method, symmetric FROM ability_run WHERE run_id = ?1", -1, &q,
+                           NULL) != SQLITE_OK)
         return nl_results_error(ctx, db, "cannot read the ability tables");
     sqlite3_bind_int64(q, 1, run_id);
     if (sqlite3_step(q) == SQLITE_ROW) {
@@ -757,6 +745,8 @@ nl_status nl_ability_sets_load(nl_ctx *ctx, nl_results *db, int64_t run_id, doub
         out->global = !strcmp((const char *)sqlite3_column_text(q, 1), "global");
         out->n_layers = sqlite3_column_int(q, 2);
         out->d_ff = sqlite3_column_int(q, 3);
+        snprintf(out->method, sizeof out->method, "%s", (const char *)sqlite3_column_text(q, 4));
+        out->symmetric = sqlite3_column_int(q, 5);
     } else st = nl_errorf(ctx, NL_EFORMAT, "ability run %lld of '%s' has no parameters row", (long long)run_id, path);
     sqlite3_finalize(q);
     if (st == NL_OK && (out->n_layers <= 0 || out->d_ff <= 0))

@@ -129,6 +129,8 @@ typedef struct {
     char **abilities;     /* (A) names, in byte order */
     double top;           /* fraction the sets were chosen with */
     int global;           /* scope */
+    char method[16];      /* "ap" or "predictivity" */
+    int symmetric;        /* the run scored max(S(y), S(1 − y)) */
     uint8_t *excluded;    /* (Lr, F) 1 = never chosen (resident) */
     uint8_t *member;      /* (A, Lr, F) 1 = in the ability's top set */
     int *count;           /* (A, Lr) set size per layer */

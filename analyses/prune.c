@@ -305,8 +305,9 @@ void nl_prune_params_json(const nl_ability_sets *sets, const nl_prune_result *r,
                           char *buf, size_t n) {
     size_t o = 0;
 #define PUT(...) (o += (size_t)snprintf(buf + (o < n ? o : n), o < n ? n - o : 0, __VA_ARGS__))
-    PUT("{\"scores_run\":%lld,\"top\":%.15g,\"scope\":\"%s\",\"seeds\":%d,\"abilities\":[", (long long)sets->run_id,
-        sets->top, sets->global ? "global" : "layer", r->n_seeds);
+    PUT("{\"scores_run\":%lld,\"method\":\"%s\",\"symmetric\":%s,\"top\":%.15g,\"scope\":\"%s\",\"seeds\":%d,\"abilities\":[",
+        (long long)sets->run_id, sets->method[0] ? sets->method : "ap", sets->symmetric ? "true" : "false", sets->top,
+        sets->global ? "global" : "layer", r->n_seeds);
     for (int i = 0; i < r->n_rows; i++) {
         PUT("%s\"", i ? "," : "");
         for (const unsigned char *p = (const unsigned char *)sets->abilities[r->ability[i]]; *p; p++) {

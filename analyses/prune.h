@@ -155,7 +155,7 @@ nl_prune_stat nl_prune_control(const nl_prune_result *r, int row, int col);
 /* Creates the prune tables when missing (idempotent). */
 nl_status nl_prune_tables(nl_ctx *ctx, nl_results *db);
 
-/* The run's parameters as a JSON object into buf (n bytes): {"scores_run":N,"top":F,
+/* The run's parameters as a JSON object into buf (n bytes): {"scores_run":N,"method":M,"symmetric":B,"top":F,
  * "scope":"layer"|"global","seeds":S,"abilities":[…],"ctx":C,"stride":S,"batch":B}. */
 void nl_prune_params_json(const nl_ability_sets *sets, const nl_prune_result *r, int ctx_len, int stride, int batch,
                           char *buf, size_t n);

@@ -1512,19 +1512,6 @@ static nl_status process_layer(nl_ctx *ctx, nl_sparsity *s, int l, nl_progress *
     return write_layer(ctx, s, l);
 }
 
-/* JSON string into buf (escaped). */
-static void jstr(char *buf, size_t n, const char *v) {
-    size_t k = strlen(buf);
-    if (k + 3 >= n) return;
-    buf[k++] = '"';
-    for (const unsigned char *p = (const unsigned char *)v; *p && k + 8 < n; p++) {
-        if (*p == '"' || *p == '\\') buf[k++] = '\\', buf[k++] = (char)*p;
-        else if (*p < 0x20) k += (size_t)snprintf(buf + k, n - k, "\\u%04x", *p);
-        else buf[k++] = (char)*p;
-    }
-    buf[k++] = '"';
-    buf[k] = 0;
-}
 #define JCAT(...) snprintf(p + strlen(p), sizeof p - strlen(p), __VA_ARGS__)
 
 nl_status nl_sparsity_run(nl_ctx *ctx, nl_sparsity *s, nl_results *db, nl_progress *prog, int64_t *run_id) {
@@ -1541,7 +1528,7 @@ nl_status nl_sparsity_run(nl_ctx *ctx, nl_sparsity *s, nl_results *db, nl_progre
         JCAT("[");
         for (int j = 0; j < s->o.n_cett_targets; j++) JCAT("%s%.17g", j ? "," : "", s->o.cett_targets[j]);
         JCAT("],\"cett_tokens\":%lld,\"cett_model\":", (long long)s->n_samp);
-        jstr(p, sizeof p, s->model_path);
+        nl_json_cat(p, sizeof p, s->model_path);
     }
     JCAT(",\"layers\":[");
     for (int i = 0; i < s->n_rec; i++) JCAT("%s%d", i ? "," : "", s->in->meta.layers[i]);

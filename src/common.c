@@ -111,3 +111,16 @@ uint16_t nl_f32_to_bf16(float f) {
     x += 0x7fff + ((x >> 16) & 1);
     return (uint16_t)(x >> 16);
 }
+
+void nl_json_cat(char *buf, size_t n, const char *v) {
+    size_t k = strlen(buf);
+    if (k + 3 >= n) return;
+    buf[k++] = '"';
+    for (const unsigned char *p = (const unsigned char *)v; *p && k + 8 < n; p++) {
+        if (*p == '"' || *p == '\\') buf[k++] = '\\', buf[k++] = (char)*p;
+        else if (*p < 0x20) k += (size_t)snprintf(buf + k, n - k, "\\u%04x", *p);
+        else buf[k++] = (char)*p;
+    }
+    buf[k++] = '"';
+    buf[k] = 0;
+}

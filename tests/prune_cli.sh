@@ -60,7 +60,7 @@ run = c.execute("SELECT id, kind, status, model, dataset, source, params FROM ru
 assert run[1:5] == ("prune", "complete", "tests/fixtures/hf/llama", sys.argv[3]), run
 assert run[5] == c.execute("SELECT source FROM runs WHERE id = 2").fetchone()[0], run
 p = json.loads(run[6])
-assert p == {"scores_run": 2, "top": 0.05, "scope": "layer", "seeds": 3, "abilities": ["code", "math", "prose"],
+assert p == {"scores_run": 2, "method": "ap", "symmetric": False, "top": 0.05, "scope": "layer", "seeds": 3, "abilities": ["code", "math", "prose"],
              "ctx": 128, "stride": 64, "batch": 512}, p
 cols = [r[1] for r in c.execute("PRAGMA table_info(prune_effect)")]
 assert cols == ["run_id", "pruned", "control", "seed", "label", "neurons", "tokens", "nll", "ppl", "rel_change"], cols

@@ -355,7 +355,7 @@ Test(prune, hand_built_sets_on_the_fixture_model) {
     cr_assert_eq(nl_prune_tables(&ctx, db), NL_OK, "%s", ctx.msg);
     char params[512];
     nl_prune_params_json(&s, &r, 128, 64, 16, params, sizeof params);
-    cr_assert_str_eq(params, "{\"scores_run\":7,\"top\":0.05,\"scope\":\"layer\",\"seeds\":2,\"abilities\":[\"code\",\"math\","
+    cr_assert_str_eq(params, "{\"scores_run\":7,\"method\":\"ap\",\"symmetric\":false,\"top\":0.05,\"scope\":\"layer\",\"seeds\":2,\"abilities\":[\"code\",\"math\","
                              "\"prose\"],\"ctx\":128,\"stride\":64,\"batch\":16}");
     nl_run_info info = {.kind = "prune", .model = FIXTURE, .dataset = x.data, .source = "acts.h5", .params = params};
     int64_t id;

@@ -47,6 +47,10 @@ nl_status nl_errorf(nl_ctx *ctx, nl_status st, const char *fmt, ...)
 
 const char *nl_status_name(nl_status st);
 
+/* Appends v to the NUL-terminated buf (n bytes) as a JSON string literal (quotes, escapes);
+ * truncates rather than overflow. For the params JSON of the results database. */
+void nl_json_cat(char *buf, size_t n, const char *v);
+
 /* Set by the CLI's SIGINT handler; long loops poll it and stop cleanly with NL_EINTR. */
 extern volatile sig_atomic_t nl_interrupted;
 
