@@ -34,8 +34,10 @@ def main():
     rows = sorted({p for p, _ in eff})
     cols = sorted({l for _, l in eff if l}) + [""]
     name = lambda l: l if l else "all"
-    params = c.execute("SELECT params FROM runs WHERE id = ?", (pr,)).fetchone()[0]
-    print(f"**{title}** — pruning (prune run {pr}, {params}); cells: relative perplexity change, %\n")
+    import json
+    p = json.loads(c.execute("SELECT params FROM runs WHERE id = ?", (pr,)).fetchone()[0])
+    print(f"**{title}** — prune run {pr} (top {p['top']:g} {'per layer' if p['scope'] == 'layer' else 'over all layers'} "
+          f"of ability run {p['scores_run']}, {p['seeds']} random seeds); cells: relative perplexity change, %\n")
     print("| pruned \\ evaluated | " + " | ".join(name(l) for l in cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
     print("| (base perplexity) | " + " | ".join(f"{base.get(l, float('nan')):.2f}" for l in cols) + " |")
