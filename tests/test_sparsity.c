@@ -21,27 +21,8 @@
 
 /* ------------------------------------------------------------------ helpers */
 
-static char g_dir[64];
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(p);
-}
-static void mk_dir(void) {
-    strcpy(g_dir, "/tmp/nl_sparsity_XXXXXX");
-    cr_assert_not_null(mkdtemp(g_dir));
-}
-static void rm_dir(void) {
-    if (g_dir[0]) nftw(g_dir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
-}
-TestSuite(sparsity, .init = mk_dir, .fini = rm_dir, .timeout = 120);
-
-static const char *tmp_path(const char *name) {
-    static char buf[8][256];
-    static int k;
-    char *p = buf[k++ & 7];
-    snprintf(p, 256, "%s/%s", g_dir, name);
-    return p;
-}
+NL_TEST_TMPDIR("nl_sparsity")
+TestSuite(sparsity, .init = nl_mk_tmpdir, .fini = nl_rm_tmpdir, .timeout = 120);
 
 typedef float (*act_fn)(int l, int64_t row, int i, void *u);
 

@@ -62,4 +62,29 @@ static inline void *nl_read_all(const char *path, size_t *n) {
     return buf;
 }
 
+
+/* A per-test temporary directory: NL_TEST_TMPDIR("nl_x") defines g_dir, nl_mk_tmpdir (a fresh
+ * /tmp/nl_x_XXXXXX; the suite's .init), nl_rm_tmpdir (removes it with its files; .fini) and
+ * tmp_path(name) (g_dir/name; eight rotating buffers). Needs <ftw.h>. */
+#define NL_TEST_TMPDIR(prefix)                                                               \
+    static char g_dir[64];                                                                   \
+    static int nl_rm_cb_(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {  \
+        (void)sb, (void)flag, (void)ftw;                                                     \
+        return remove(p);                                                                    \
+    }                                                                                        \
+    static void nl_mk_tmpdir(void) {                                                         \
+        snprintf(g_dir, sizeof g_dir, "/tmp/%s_XXXXXX", prefix);                             \
+        cr_assert_not_null(mkdtemp(g_dir));                                                  \
+    }                                                                                        \
+    static void nl_rm_tmpdir(void) {                                                         \
+        if (g_dir[0]) nftw(g_dir, nl_rm_cb_, 8, FTW_DEPTH | FTW_PHYS);                      \
+    }                                                                                        \
+    static const char *tmp_path(const char *name) {                                         \
+        static char buf[8][256];                                                             \
+        static int k;                                                                        \
+        char *p = buf[k++ & 7];                                                              \
+        snprintf(p, 256, "%s/%s", g_dir, name);                                              \
+        return p;                                                                            \
+    }
+
 #endif
