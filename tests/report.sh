@@ -194,6 +194,9 @@ same([float(v) for v in rows[1].split(",")], [0, 0.45, 0.35, 0.34, 0.42, 6 / 18]
 rows = open(os.path.join(d, "ability_depth-1-global-top-set-best-5-of-all-recorded-neurons.csv"), encoding="utf-8").read().splitlines()
 assert rows[0] == "layer,code,math,prose", rows[0]
 same([float(v) for v in rows[4].split(",")], [3, 6 / 18, 6 / 24, 6 / 30], "depth layer 3")
+gp = open(os.path.join(d, "ability_scores.gp"), encoding="utf-8").read()
+assert 'key = "outside right top vertical"\n' in gp, "ability_scores legend placement"
+assert "\nkey = " not in open(os.path.join(d, "ability_depth.gp"), encoding="utf-8").read(), "a figure without a key setting got one"
 print("heatmap and ability CSVs hold the expected values")
 PY
 ok $? "heatmap CSVs (prune matrix, overlap) and ability CSVs hold the expected rows, columns and values"

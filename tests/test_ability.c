@@ -426,6 +426,46 @@ Test(ability, symmetric_and_shuffled) {
     sqlite3_close(h);
 }
 
+Test(ability, symmetric_predictivity_and_interrupt) {
+    const char *acts = tmp_path("acts.h5"), *dbp = tmp_path("r.db");
+    write_acts(acts, 1, NULL);
+    nl_ability_opts o;
+    nl_ability_opts_init(&o);
+    o.method = NL_ABILITY_PREDICTIVITY;
+    o.symmetric = 1;
+    int64_t r1 = run_ability(acts, dbp, &o, NL_OK, NULL);
+    sqlite3 *h;
+    cr_assert_eq(sqlite3_open(dbp, &h), SQLITE_OK);
+    sqlite3_stmt *q;
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT ability, layer, neuron, score FROM ability_score WHERE run_id = %lld", (long long)r1);
+    cr_assert_eq(sqlite3_prepare_v2(h, sql, -1, &q, NULL), SQLITE_OK);
+    int flipped = 0;
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        const char *ab = (const char *)sqlite3_column_text(q, 0);
+        int a = !strcmp(ab, "code") ? 0 : !strcmp(ab, "math") ? 1 : 2;
+        float v[D_];
+        uint8_t y[D_];
+        int n = column(sqlite3_column_int(q, 1), sqlite3_column_int(q, 2), a, v, y);
+        double b = brute_pred(v, y, n);
+        flipped += b < 0.5;
+        cr_assert(fabs(sqlite3_column_double(q, 3) - fmax(b, 1 - b)) < 1e-6);
+    }
+    sqlite3_finalize(q);
+    cr_assert(flipped > 0, "no neuron below 0.5: the symmetric case is not exercised");
+    sqlite3_close(h);
+    /* Ctrl-C before the first layer: the run is marked interrupted and keeps no rows */
+    o.symmetric = 0;
+    nl_interrupted = 1;
+    int64_t r2 = run_ability(acts, dbp, &o, NL_EINTR, NULL);
+    nl_interrupted = 0;
+    cr_assert_eq(sqlite3_open(dbp, &h), SQLITE_OK);
+    snprintf(sql, sizeof sql, "SELECT (SELECT status = 'interrupted' FROM runs WHERE id = %lld) +"
+             " (SELECT COUNT(*) FROM ability_score WHERE run_id = %lld)", (long long)r2, (long long)r2);
+    cr_assert_eq((int)db_real(h, sql), 1, "interrupted run: status or leftover rows wrong");
+    sqlite3_close(h);
+}
+
 Test(ability, resident_exclusion) {
     const char *acts = tmp_path("acts.h5"), *dbp = tmp_path("r.db");
     write_acts(acts, 1, NULL);
