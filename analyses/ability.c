@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "neuronlab/recorder.h"
+#include "neuronlab/model.h"
 #include "neuronlab/rng.h"
 
 #define RNG_SHUFFLE 0x61626c /* nl_rng_derive purpose: label shuffling */

@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "neuronlab/ops.h"
-#include "neuronlab/recorder.h"
+#include "neuronlab/model.h"
 
 static const char *METRIC_NAMES[NL_MASK_N_METRICS] = {"value", "norm", "random"};
 

@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "neuronlab/rng.h"
+
 /* ---- the intervener ------------------------------------------------------------------ */
 
 nl_status nl_prune_mask_init(nl_ctx *ctx, nl_prune_mask *m, int L, int F) {
@@ -74,13 +76,8 @@ void nl_prune_mask_ability(nl_prune_mask *m, const nl_ability_sets *sets, int a)
     }
 }
 
-/* splitmix64's finaliser: a bijective 64-bit mix. */
-static inline uint64_t mix64(uint64_t z) {
-    z += 0x9e3779b97f4a7c15ULL;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
+/* splitmix64's step: a bijective 64-bit mix of z + the golden-ratio increment. */
+static inline uint64_t mix64(uint64_t z) { return nl_mix64(z + 0x9e3779b97f4a7c15ULL); }
 
 static inline uint64_t priority(uint64_t seed, int layer, int i) {
     return mix64(seed ^ mix64(((uint64_t)(uint32_t)layer << 32) + (uint64_t)(uint32_t)i));

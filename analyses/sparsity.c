@@ -18,7 +18,7 @@
 #include <string.h>
 
 #include "neuronlab/model.h"
-#include "neuronlab/recorder.h"
+#include "neuronlab/model.h"
 
 const double nl_sparsity_quantiles[NL_SPARSITY_N_QUANTILES] = {0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99};
 

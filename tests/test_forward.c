@@ -8,6 +8,7 @@
 
 #include "neuronlab/forward.h"
 #include "neuronlab/perplexity.h"
+#include "neuronlab/unigram.h"
 #include "testutil.h"
 
 #define STORIES NL_SHARED "/models/stories260K"

@@ -153,4 +153,7 @@ nl_status nl_model_head(nl_ctx *ctx, nl_model *m, nl_head *out);
  * pos0+i when the model has them). Token ids must be checked by the caller. */
 void nl_model_embed(const nl_model *m, const int32_t *tokens, int n, int pos0, float *dst);
 
+/* ‖W_out[:, i]‖₂ for layer l: norms (F), caller-owned. */
+nl_status nl_model_w_out_norm(nl_ctx *ctx, nl_model *m, int l, float *norms);
+
 #endif

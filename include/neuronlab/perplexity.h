@@ -17,6 +17,7 @@
 
 #include "neuronlab/dataset.h"
 #include "neuronlab/forward.h"
+#include "neuronlab/walk.h"
 #include "neuronlab/progress.h"
 
 typedef struct {
@@ -34,29 +35,10 @@ typedef struct {
 double nl_nll_mean(nl_nll_sum s); /* nll / n (NaN when n == 0) */
 double nl_nll_ppl(nl_nll_sum s);  /* exp(mean) */
 
-/* Called for each chunk of a document: the callback hands rows doc->tokens[start .. start+T)
- * to the forward pass itself (it chooses run or nll). Rows with index < new_from were
- * already covered by the previous window (context only): skip them when counting. */
-typedef nl_status (*nl_chunk_fn)(void *user, nl_ctx *ctx, nl_forward *f, const nl_doc *doc, int start, int T,
-                                 int new_from);
-
-/* Walks doc in sliding windows of the forward pass's context (stride as above; stride ≤ 0
- * means C/2) and chunks of its batch size, resetting the KV cache at each window start. */
-nl_status nl_forward_doc(nl_forward *f, nl_ctx *ctx, const nl_doc *doc, int stride, nl_chunk_fn fn, void *user);
-
 /* Scores every document of ds (stride as in nl_forward_doc). progress may be NULL. *out is caller-owned: release with
  * nl_ppl_result_release. */
 nl_status nl_ppl_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, int stride, nl_progress *progress,
                      nl_ppl_result *out);
 void nl_ppl_result_release(nl_ppl_result *r);
-
-/* Unigram baseline, the floor a trained model must clear: p(v) = (c(v) + 1) / (N + V), where
- * c(v) counts id v over every token of train (N tokens) — maximum likelihood with add-one
- * smoothing so unseen ids keep a finite loss. *logp: (V) log-probabilities, malloc'd, caller
- * frees. NL_EINVAL when train has an id ≥ V. */
-nl_status nl_unigram_fit(nl_ctx *ctx, const nl_dataset *train, int V, double **logp);
-/* Scores ds with the unigram: exactly the predictions nl_ppl_run counts (token j of a document
- * for j ≥ max(1, score_from)), nll = -logp[token]. *out as from nl_ppl_run. */
-nl_status nl_unigram_score(nl_ctx *ctx, const nl_dataset *ds, const double *logp, int V, nl_ppl_result *out);
 
 #endif

@@ -25,7 +25,4 @@
 nl_status nl_record_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, nl_h5_writer *w, int pooled, int stride,
                         nl_progress *progress);
 
-/* ‖W_out[:, i]‖₂ for layer l: norms (F), caller-owned. */
-nl_status nl_model_w_out_norm(nl_ctx *ctx, nl_model *m, int l, float *norms);
-
 #endif

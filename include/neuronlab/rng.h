@@ -1,4 +1,4 @@
-/* rng.h — the seeded random numbers of training: splitmix64 streams, uniform and normal draws.
+/* rng.h — the seeded random numbers of the trainer and the analyses (core module): splitmix64 streams, uniform and normal draws.
  *
  * Rules: everything random in a training run is a pure function of the config's seed, so a run
  * repeats bit for bit on any machine and thread count. A stream is one 64-bit state (caller-owned
@@ -22,6 +22,9 @@ typedef struct {
     double spare;      /* second Box–Muller draw */
     int has_spare;
 } nl_rng;
+
+/* splitmix64's output finaliser: a bijective 64-bit mix (hashes a key into a priority). */
+uint64_t nl_mix64(uint64_t z);
 
 /* A stream seeded from (seed, purpose, index); purpose is a small constant per use. */
 void nl_rng_derive(nl_rng *r, uint64_t seed, uint64_t purpose, uint64_t index);

@@ -6,6 +6,7 @@
 
 #include "cli/cli.h"
 #include "neuronlab/perplexity.h"
+#include "neuronlab/unigram.h"
 
 static int run(nl_ctx *ctx, int argc, char **argv);
 const nl_command nl_cmd_ppl = {"ppl", NL_CLI_RUN_USAGE " [--json] [--unigram TRAIN.jsonl]",

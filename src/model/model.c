@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -361,4 +362,21 @@ void nl_model_embed(const nl_model *m, const int32_t *tokens, int n, int pos0, f
             }
         }
     }
+}
+
+nl_status nl_model_w_out_norm(nl_ctx *ctx, nl_model *m, int l, float *norms) {
+    nl_layer w;
+    nl_status st = nl_model_layer(ctx, m, l, &w);
+    if (st != NL_OK) return st;
+    const nl_mat *d = &w.w_down; /* (D, F) as y = a·W_downᵀ: column i of W_out is neuron i */
+    const int F = d->n_in, D = d->n_out;
+    for (int i = 0; i < F; i++) {
+        double s = 0;
+        for (int j = 0; j < D; j++) {
+            float v = d->trans ? d->w[(size_t)i * d->ld + j] : d->w[(size_t)j * d->ld + i];
+            s += (double)v * v;
+        }
+        norms[i] = (float)sqrt(s);
+    }
+    return NL_OK;
 }

@@ -1,25 +1,25 @@
-/* rng.c — splitmix64 streams, uniform/normal draws, permutations, FNV-1a (see rng.h).
+/* rng.c — the seeded random numbers of every module: splitmix64 streams, uniform/normal draws, permutations, FNV-1a (see rng.h).
  * Checked by tests/test_train_data.c. */
 #include "neuronlab/rng.h"
 
 #include <math.h>
 #include <stddef.h>
 
-static uint64_t mix64(uint64_t z) {
+uint64_t nl_mix64(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     return z ^ (z >> 31);
 }
 
 void nl_rng_derive(nl_rng *r, uint64_t seed, uint64_t purpose, uint64_t index) {
-    r->s = mix64(mix64(mix64(seed + 0x9e3779b97f4a7c15ULL) ^ purpose) + index);
+    r->s = nl_mix64(nl_mix64(nl_mix64(seed + 0x9e3779b97f4a7c15ULL) ^ purpose) + index);
     r->has_spare = 0;
     r->spare = 0;
 }
 
 uint64_t nl_rng_next(nl_rng *r) {
     r->s += 0x9e3779b97f4a7c15ULL;
-    return mix64(r->s);
+    return nl_mix64(r->s);
 }
 
 double nl_rng_uniform(nl_rng *r) { return (double)(nl_rng_next(r) >> 11) * 0x1.0p-53; }

@@ -5,24 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "neuronlab/perplexity.h"
-
-nl_status nl_model_w_out_norm(nl_ctx *ctx, nl_model *m, int l, float *norms) {
-    nl_layer w;
-    nl_status st = nl_model_layer(ctx, m, l, &w);
-    if (st != NL_OK) return st;
-    const nl_mat *d = &w.w_down; /* (D, F) as y = a·W_downᵀ: column i of W_out is neuron i */
-    const int F = d->n_in, D = d->n_out;
-    for (int i = 0; i < F; i++) {
-        double s = 0;
-        for (int j = 0; j < D; j++) {
-            float v = d->trans ? d->w[(size_t)i * d->ld + j] : d->w[(size_t)j * d->ld + i];
-            s += (double)v * v;
-        }
-        norms[i] = (float)sqrt(s);
-    }
-    return NL_OK;
-}
+#include "neuronlab/walk.h"
 
 typedef struct {
     nl_h5_writer *w;

@@ -1,0 +1,66 @@
+/* perplexity.c — dataset scoring in windows and chunks (contract in perplexity.h). */
+#include "neuronlab/perplexity.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+double nl_nll_mean(nl_nll_sum s) { return s.n > 0 ? s.nll / (double)s.n : NAN; }
+double nl_nll_ppl(nl_nll_sum s) { return exp(nl_nll_mean(s)); }
+
+typedef struct {
+    int32_t *targets; /* (B) */
+    double *nll;      /* (B) */
+    nl_nll_sum sum;
+    nl_progress *progress;
+} ppl_state;
+
+static nl_status ppl_chunk(void *user, nl_ctx *ctx, nl_forward *f, const nl_doc *doc, int start, int T,
+                           int new_from) {
+    ppl_state *s = user;
+    for (int t = 0; t < T; t++) {
+        int j = start + t + 1; /* index of the predicted token */
+        s->targets[t] = (start + t >= new_from && j < doc->n_tokens && j >= doc->score_from) ? doc->tokens[j] : -1;
+    }
+    nl_status st = nl_forward_nll(f, ctx, doc->tokens + start, s->targets, T, s->nll);
+    if (st != NL_OK) return st;
+    for (int t = 0; t < T; t++)
+        if (s->targets[t] >= 0) { s->sum.nll += s->nll[t]; s->sum.n++; }
+    if (s->progress) nl_progress_add(s->progress, T);
+    return NL_OK;
+}
+
+void nl_ppl_result_release(nl_ppl_result *r) {
+    if (!r) return;
+    free(r->by_label);
+    free(r->by_doc);
+    memset(r, 0, sizeof *r);
+}
+
+nl_status nl_ppl_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, int stride, nl_progress *progress,
+                     nl_ppl_result *out) {
+    memset(out, 0, sizeof *out);
+    const int B = nl_forward_max_T(f);
+    ppl_state s = {malloc((size_t)B * sizeof(int32_t)), malloc((size_t)B * sizeof(double)), {0, 0}, progress};
+    out->by_label = calloc((size_t)ds->n_labels + 1, sizeof(nl_nll_sum));
+    out->by_doc = calloc((size_t)ds->n_docs, sizeof(nl_nll_sum));
+    out->n_labels = ds->n_labels;
+    out->n_docs = ds->n_docs;
+    nl_status st = NL_OK;
+    if (!s.targets || !s.nll || !out->by_label || !out->by_doc) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    for (int d = 0; st == NL_OK && d < ds->n_docs; d++) {
+        s.sum = (nl_nll_sum){0, 0};
+        st = nl_forward_doc(f, ctx, &ds->docs[d], stride, ppl_chunk, &s);
+        if (st != NL_OK) break;
+        out->by_doc[d] = s.sum;
+        int li = nl_dataset_label_index(ds, ds->docs[d].label);
+        out->by_label[li].nll += s.sum.nll;
+        out->by_label[li].n += s.sum.n;
+        out->total.nll += s.sum.nll;
+        out->total.n += s.sum.n;
+    }
+    free(s.targets);
+    free(s.nll);
+    if (st != NL_OK) nl_ppl_result_release(out);
+    return st;
+}
