@@ -27,8 +27,4 @@ nl_status nl_st_writer_add(nl_ctx *ctx, nl_st_writer *w, const char *name, nl_dt
 /* Writes the file atomically (see above). */
 nl_status nl_st_writer_write(nl_ctx *ctx, nl_st_writer *w, const char *path);
 
-/* Atomic file helpers shared by the trainer's outputs: writes n bytes to path via path.tmp + fsync +
- * rename (+ fsync of the folder). */
-nl_status nl_write_file_atomic(nl_ctx *ctx, const char *path, const void *data, size_t n);
-
 #endif

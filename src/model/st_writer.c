@@ -2,6 +2,8 @@
  * Checked by tests/test_st_writer.c. */
 #include "neuronlab/st_writer.h"
 
+#include "neuronlab/atomic_file.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -77,56 +79,6 @@ nl_status nl_st_writer_add(nl_ctx *ctx, nl_st_writer *w, const char *name, nl_dt
 
 static const char *st_dtype(nl_dtype d) { return d == NL_DT_F32 ? "F32" : d == NL_DT_F16 ? "F16" : "BF16"; }
 
-static int fsync_dir_of(const char *path) {
-    char *dup = strdup(path);
-    if (!dup) return -1;
-    int fd = open(dirname(dup), O_RDONLY | O_DIRECTORY);
-    free(dup);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
-/* Opens path.tmp for writing; *tmp gets its name. */
-static FILE *open_tmp(nl_ctx *ctx, const char *path, char *tmp, size_t cap, nl_status *st) {
-    snprintf(tmp, cap, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) *st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", tmp, strerror(errno));
-    return f;
-}
-
-static nl_status finish_tmp(nl_ctx *ctx, FILE *f, const char *tmp, const char *path) {
-    int bad = fflush(f) != 0 || ferror(f) || fsync(fileno(f)) != 0;
-    int err = errno;
-    if (fclose(f) != 0 && !bad) { bad = 1; err = errno; }
-    if (bad) {
-        unlink(tmp);
-        return nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", tmp, strerror(err));
-    }
-    if (rename(tmp, path) != 0) {
-        err = errno;
-        unlink(tmp);
-        return nl_errorf(ctx, NL_EIO, "cannot rename '%s' to '%s': %s", tmp, path, strerror(err));
-    }
-    fsync_dir_of(path);
-    return NL_OK;
-}
-
-nl_status nl_write_file_atomic(nl_ctx *ctx, const char *path, const void *data, size_t n) {
-    char tmp[4200];
-    nl_status st = NL_OK;
-    FILE *f = open_tmp(ctx, path, tmp, sizeof tmp, &st);
-    if (!f) return st;
-    if (n && fwrite(data, 1, n, f) != n) {
-        int err = errno;
-        fclose(f);
-        unlink(tmp);
-        return nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", tmp, strerror(err));
-    }
-    return finish_tmp(ctx, f, tmp, path);
-}
-
 nl_status nl_st_writer_write(nl_ctx *ctx, nl_st_writer *w, const char *path) {
     /* header: "__metadata__" first, then the tensors in order (jansson keeps insertion order) */
     json_t *h = json_object();
@@ -149,10 +101,10 @@ nl_status nl_st_writer_write(nl_ctx *ctx, nl_st_writer *w, const char *path) {
     json_decref(h);
     if (!hj) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
     size_t hl = strlen(hj), pad = (8 - (8 + hl) % 8) % 8;
-    char tmp[4200];
-    nl_status st = NL_OK;
-    FILE *f = open_tmp(ctx, path, tmp, sizeof tmp, &st);
-    if (!f) { free(hj); return st; }
+    nl_atomic_file af;
+    nl_status st = nl_atomic_open(ctx, path, &af);
+    if (st != NL_OK) { free(hj); return st; }
+    FILE *f = af.f;
     uint64_t n = hl + pad;
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)(n >> (8 * i));
@@ -175,9 +127,8 @@ nl_status nl_st_writer_write(nl_ctx *ctx, nl_st_writer *w, const char *path) {
     }
     if (!ok) {
         int err = errno;
-        fclose(f);
-        unlink(tmp);
-        return nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", tmp, strerror(err));
+        nl_atomic_abort(&af);
+        return nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(err ? err : EIO));
     }
-    return finish_tmp(ctx, f, tmp, path);
+    return nl_atomic_commit(ctx, &af);
 }

@@ -5,6 +5,8 @@
  * the data. Checked by tests/report.sh. */
 #include "neuronlab/report.h"
 
+#include "neuronlab/atomic_file.h"
+
 #include <errno.h>
 #include <math.h>
 #include <sqlite3.h>
@@ -458,10 +460,10 @@ nl_status nl_report_write(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, 
         return nl_errorf(ctx, NL_EIO, "cannot create '%s': %s", o->out_dir, strerror(errno));
     char path[4096];
     snprintf(path, sizeof path, "%s/index.html", o->out_dir);
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *idx = fopen(tmp, "w");
-    if (!idx) return nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", tmp, strerror(errno));
+    nl_atomic_file af;
+    nl_status ast = nl_atomic_open(ctx, path, &af);
+    if (ast != NL_OK) return ast;
+    FILE *idx = af.f;
     fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>neuronlab report</title>\n"
           "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
           "figure{margin:2em 0;border-top:1px solid #ddd;padding-top:1em}img{max-width:100%}"
@@ -510,8 +512,9 @@ nl_status nl_report_write(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, 
     }
     fputs("</body></html>\n", idx);
     strlist_free(&files);
-    if (fclose(idx) != 0 && st == NL_OK) st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", tmp, strerror(errno));
-    if (st == NL_OK && rename(tmp, path) != 0) st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno));
-    if (st != NL_OK) remove(tmp);
-    return st;
+    if (st != NL_OK) {
+        nl_atomic_abort(&af);
+        return st;
+    }
+    return nl_atomic_commit(ctx, &af);
 }

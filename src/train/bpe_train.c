@@ -35,6 +35,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "neuronlab/atomic_file.h"
 #include "neuronlab/progress.h"
 #include "tokenizer/tok_internal.h"
 #include "tokenizer/unicode.h"
@@ -973,38 +974,13 @@ static void write_json(FILE *f, const nl_bpe_trainer *t) {
 
 nl_status nl_bpe_trainer_save(nl_ctx *ctx, const nl_bpe_trainer *t, const char *path) {
     if (!t->trained || !t->ranks.slot) return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': the trainer has not been trained", path);
-    size_t pn = strlen(path);
-    char *tmp = malloc(pn + 16);
-    if (!tmp) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
-    memcpy(tmp, path, pn);
-    memcpy(tmp + pn, ".tmp.XXXXXX", 12);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int e = errno;
-        free(tmp);
-        return nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(e));
-    }
-    mode_t um = umask(0);
-    umask(um);
-    if (fchmod(fd, 0666 & ~um) != 0) { /* mkstemp makes 0600; a tokenizer is an ordinary file */ }
-    FILE *f = fdopen(fd, "w+");
-    if (!f) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        free(tmp);
-        return nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(e));
-    }
+    nl_atomic_file af;
+    nl_status st = nl_atomic_open(ctx, path, &af);
+    if (st != NL_OK) return st;
     char *fbuf = malloc(1 << 16);
-    if (fbuf) setvbuf(f, fbuf, _IOFBF, 1 << 16);
-    write_json(f, t);
-    int e = 0;
-    if (fflush(f) != 0 || ferror(f) || fsync(fileno(f)) != 0) e = errno ? errno : EIO;
-    if (fclose(f) != 0 && !e) e = errno ? errno : EIO;
+    if (fbuf) setvbuf(af.f, fbuf, _IOFBF, 1 << 16);
+    write_json(af.f, t);
+    st = nl_atomic_commit(ctx, &af);
     free(fbuf);
-    if (!e && rename(tmp, path) != 0) e = errno;
-    if (e) unlink(tmp);
-    free(tmp);
-    if (e) return nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(e));
-    return NL_OK;
+    return st;
 }

@@ -2,6 +2,8 @@
  * Checked by tests/test_train_data.c and tests/train.sh. */
 #include "neuronlab/checkpoint.h"
 
+#include "neuronlab/atomic_file.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -50,13 +52,13 @@ nl_status nl_checkpoint_save(nl_ctx *ctx, const char *path, const nl_checkpoint 
     if (!hj) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
     const size_t hl = strlen(hj), pad = (64 - (24 + hl) % 64) % 64;
 
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
+    nl_atomic_file af;
+    nl_status st = nl_atomic_open(ctx, path, &af);
+    if (st != NL_OK) {
         free(hj);
-        return nl_errorf(ctx, NL_EIO, "cannot write checkpoint '%s': %s", tmp, strerror(errno));
+        return nl_errorf(ctx, NL_EIO, "cannot write checkpoint %s", ctx->msg + strlen("cannot write "));
     }
+    FILE *f = af.f;
     unsigned char head[24] = {0}, zeros[64] = {0}, sum[8];
     memcpy(head, MAGIC, 8);
     put_u32(head + 8, NL_CHECKPOINT_VERSION);
@@ -67,24 +69,14 @@ nl_status nl_checkpoint_save(nl_ctx *ctx, const char *path, const nl_checkpoint 
              hwrite(f, &h, ck->params, nb) && hwrite(f, &h, ck->m, nb) && hwrite(f, &h, ck->v, nb);
     free(hj);
     put_u64(sum, h);
-    ok = ok && fwrite(sum, 1, 8, f) == 8 && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    int err = errno;
-    if (fclose(f) != 0 && ok) { ok = 0; err = errno; }
+    ok = ok && fwrite(sum, 1, 8, f) == 8;
     if (!ok) {
-        unlink(tmp);
-        return nl_errorf(ctx, NL_EIO, "cannot write checkpoint '%s': %s", tmp, strerror(err));
+        int err = errno;
+        nl_atomic_abort(&af);
+        return nl_errorf(ctx, NL_EIO, "cannot write checkpoint '%s': %s", path, strerror(err ? err : EIO));
     }
-    if (rename(tmp, path) != 0) {
-        err = errno;
-        unlink(tmp);
-        return nl_errorf(ctx, NL_EIO, "cannot rename '%s' to '%s': %s", tmp, path, strerror(err));
-    }
-    char *dup = strdup(path);
-    if (dup) {
-        int fd = open(dirname(dup), O_RDONLY | O_DIRECTORY);
-        if (fd >= 0) { fsync(fd); close(fd); }
-        free(dup);
-    }
+    if ((st = nl_atomic_commit(ctx, &af)) != NL_OK)
+        return nl_errorf(ctx, NL_EIO, "cannot write checkpoint %s", ctx->msg + strlen("cannot write "));
     return NL_OK;
 }
 

@@ -23,6 +23,7 @@
 #include "neuronlab/adamw.h"
 #include "neuronlab/checkpoint.h"
 #include "neuronlab/rng.h"
+#include "neuronlab/atomic_file.h"
 #include "neuronlab/st_writer.h"
 #include "neuronlab/token_stream.h"
 #include "neuronlab/tokenizer.h"
@@ -107,25 +108,23 @@ static nl_train_dims dims_of(const nl_train_config *c) {
 static nl_status trim_log(nl_ctx *ctx, const char *path, int64_t upto) {
     FILE *f = fopen(path, "r");
     if (!f) return NL_OK;
-    char tmp[4300];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *o = fopen(tmp, "w");
-    if (!o) {
+    nl_atomic_file af;
+    nl_status st = nl_atomic_open(ctx, path, &af);
+    if (st != NL_OK) {
         fclose(f);
-        return nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", tmp, strerror(errno));
+        return st;
     }
     char *line = NULL;
     size_t cap = 0;
     while (getline(&line, &cap, f) > 0) {
         json_t *r = json_loads(line, 0, NULL);
         json_t *s = r ? json_object_get(r, "step") : NULL;
-        if (json_is_integer(s) && json_integer_value(s) <= upto) fputs(line, o);
+        if (json_is_integer(s) && json_integer_value(s) <= upto) fputs(line, af.f);
         json_decref(r);
     }
     free(line);
     fclose(f);
-    if (fclose(o) != 0 || rename(tmp, path) != 0) return nl_errorf(ctx, NL_EIO, "cannot rewrite '%s'", path);
-    return NL_OK;
+    return nl_atomic_commit(ctx, &af);
 }
 
 static void append_log(nl_trainer *t, json_t *row) {
