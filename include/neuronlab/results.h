@@ -60,6 +60,15 @@ nl_status nl_results_begin_run(nl_ctx *ctx, nl_results *r, const nl_run_info *in
  * (NULL or ""), committed at once. */
 nl_status nl_results_end_run(nl_ctx *ctx, nl_results *r, int64_t run_id, const char *status, const char *message);
 
+/* Ends a run with the status its work returned — the one end-of-run block of every analysis:
+ *   st == NL_OK    → 'complete' (message NULL)
+ *   st == NL_EINTR → 'interrupted', message `note` or "interrupted by the user"
+ *   otherwise      → 'failed', message ctx->msg (the error that stopped the run)
+ * `note` (may be NULL) replaces the default message of an interrupted run (e.g. "interrupted
+ * after 3 of 6 layers"). ctx->msg is kept; returns st, except that a run that completed or was
+ * interrupted but whose status cannot be written returns that error (message in ctx). */
+nl_status nl_results_finish_run(nl_ctx *ctx, nl_results *r, int64_t run_id, nl_status st, const char *note);
+
 /* Executes one or more SQL statements without results (DDL, BEGIN/COMMIT). */
 nl_status nl_results_exec(nl_ctx *ctx, nl_results *r, const char *sql);
 /* BEGIN IMMEDIATE / COMMIT / ROLLBACK (rollback never fails; it is a no-op outside one). */

@@ -210,3 +210,19 @@ nl_status nl_results_end_run(nl_ctx *ctx, nl_results *r, int64_t run_id, const c
     if (rc != SQLITE_DONE) return nl_results_error(ctx, r, "cannot end the run");
     return NL_OK;
 }
+
+nl_status nl_results_finish_run(nl_ctx *ctx, nl_results *r, int64_t run_id, nl_status st, const char *note) {
+    const char *status = st == NL_OK ? "complete" : st == NL_EINTR ? "interrupted" : "failed";
+    char msg[sizeof ctx->msg];
+    if (st == NL_OK) msg[0] = 0;
+    else if (st == NL_EINTR) snprintf(msg, sizeof msg, "%s", note && *note ? note : "interrupted by the user");
+    else snprintf(msg, sizeof msg, "%s", ctx->msg);
+    nl_ctx ectx; /* keeps the run's own message in ctx */
+    nl_ctx_init(&ectx);
+    nl_status est = nl_results_end_run(&ectx, r, run_id, status, msg);
+    if (est != NL_OK && (st == NL_OK || st == NL_EINTR)) {
+        memcpy(ctx->msg, ectx.msg, sizeof ctx->msg);
+        return est;
+    }
+    return st;
+}
