@@ -158,3 +158,55 @@ Test(dataset, text_row_errors) {
     expect_text_error(t, "nonstr2.jsonl", "{\"prompt\": \"a\", \"response\": [1]}\n", "line 1: \"response\" must be a string");
     nl_tokenizer_close(t);
 }
+
+Test(dataset, label_length_is_bounded) {
+    char *row = malloc(NL_LABEL_MAX + 64);
+    int n = sprintf(row, "{\"tokens\": [1, 2], \"label\": \"");
+    for (int i = 0; i < NL_LABEL_MAX; i++) row[n++] = 'x';
+    strcpy(row + n, "\"}\n");
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_dataset *d;
+    cr_assert_eq(nl_dataset_load(&ctx, write_file("lab_max.jsonl", row), NULL, 10, &d), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(strlen(d->docs[0].label), NL_LABEL_MAX);
+    nl_dataset_destroy(d);
+    strcpy(row + n, "y\"}\n"); /* one byte more */
+    char text[600];
+    snprintf(text, sizeof text, "{\"tokens\": [1]}\n%s", row);
+    const char *p = write_file("lab_long.jsonl", text);
+    cr_assert_eq(nl_dataset_load(&ctx, p, NULL, 10, &d), NL_EFORMAT);
+    char want[512];
+    snprintf(want, sizeof want, "'%s' line 2: \"label\" is %d bytes long (at most %d)", p, NL_LABEL_MAX + 1, NL_LABEL_MAX);
+    cr_assert_str_eq(ctx.msg, want);
+    free(row);
+    p = write_file("lab_nul.jsonl", "{\"tokens\": [1], \"label\": \"a\\u0000b\"}\n");
+    cr_assert_eq(nl_dataset_load(&ctx, p, NULL, 10, &d), NL_EFORMAT);
+    cr_assert(strstr(ctx.msg, "line 1: not JSON: \\u0000 is not allowed"), "%s", ctx.msg); /* jansson refuses NUL */
+}
+
+Test(dataset, unknown_keys_are_reported_with_a_suggestion) {
+    const char *p = write_file("keys.jsonl", "{\"tokens\": [1, 2], \"label\": \"a\"}\n"
+                                             "{\"tokens\": [1, 2], \"lable\": \"b\"}\n"
+                                             "{\"tokens\": [3], \"source\": \"web\"}\n");
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_dataset *d;
+    cr_assert_eq(nl_dataset_load(&ctx, p, NULL, 10, &d), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(d->n_unknown, 2);
+    char want[512];
+    snprintf(want, sizeof want,
+             "'%s' line 2: unknown key \"lable\" ignored (did you mean \"label\"?); 2 rows have keys that are not part of the format", p);
+    cr_assert_str_eq(d->warning, want);
+    cr_assert_str_eq(d->docs[1].label, ""); /* the misspelt key is not a label */
+    nl_dataset_destroy(d);
+    p = write_file("keys1.jsonl", "{\"tokens\": [1, 2], \"source\": \"web\"}\n{\"tokens\": [1], \"label\": \"x\"}\n");
+    cr_assert_eq(nl_dataset_load(&ctx, p, NULL, 10, &d), NL_OK, "%s", ctx.msg);
+    snprintf(want, sizeof want, "'%s' line 1: unknown key \"source\" ignored", p);
+    cr_assert_str_eq(d->warning, want);
+    nl_dataset_destroy(d);
+    p = write_file("keys0.jsonl", "{\"prompt_len\": 1, \"tokens\": [1, 2], \"label\": \"a\"}\n");
+    cr_assert_eq(nl_dataset_load(&ctx, p, NULL, 10, &d), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(d->n_unknown, 0);
+    cr_assert_str_eq(d->warning, "");
+    nl_dataset_destroy(d);
+}

@@ -8,6 +8,10 @@
  * prompt_len = template-pre + the leading ids the prompt alone also encodes to (a token
  * spanning the boundary counts as response); score_from = prompt_len, so perplexity counts
  * the response only. A text that gives no tokens is an error. Blank lines are skipped.
+ * A label is at most NL_LABEL_MAX bytes of UTF-8 (JSON's \\u0000 is refused; it is repeated in every result
+ * row of its ability). A key other than tokens, text, prompt, response, label and prompt_len
+ * is ignored, and the dataset keeps a warning naming the first one (with the known key it
+ * was probably meant to be) for the command to print.
  * A bad line is an error naming the file and the line number. The token ids of a dataset are small next to its activations,
  * so they are held in memory; activations never are.
  * Checked by tests/test_dataset.c.
@@ -18,6 +22,8 @@
 #include "neuronlab/common.h"
 
 typedef struct nl_tokenizer nl_tokenizer; /* tokenizer.h (text rows) */
+
+#define NL_LABEL_MAX 256 /* bytes of a document label */
 
 typedef struct {
     int32_t *tokens;  /* (n_tokens) owned by the dataset */
@@ -36,6 +42,8 @@ typedef struct {
     char **labels;    /* distinct labels in first-seen order, owned */
     int n_labels;
     int n_text;       /* documents tokenized from "text"/"prompt" rows (0: ids given) */
+    int n_unknown;    /* rows with keys that are not part of the format (ignored) */
+    char warning[512]; /* "" or one line about the unknown keys, for the command to print */
 } nl_dataset;
 
 /* Loads path. vocab_size > 0 checks every id; tok may be NULL (then text rows are an error).

@@ -114,8 +114,53 @@ static nl_status encode_row(nl_ctx *ctx, const char *path, int line, json_t *o, 
     return NL_OK;
 }
 
+static const char *const KNOWN_KEYS[] = {"tokens", "text", "prompt", "response", "label", "prompt_len"};
+#define N_KNOWN (int)(sizeof KNOWN_KEYS / sizeof KNOWN_KEYS[0])
+
+/* Optimal string alignment distance of a and b, capped at 3 (enough to suggest a key). */
+static int near_distance(const char *a, const char *b) {
+    size_t n = strlen(a), m = strlen(b);
+    if (n > 32 || m > 32) return 3;
+    int d[34][34];
+    for (size_t i = 0; i <= n; i++) d[i][0] = (int)i;
+    for (size_t j = 0; j <= m; j++) d[0][j] = (int)j;
+    for (size_t i = 1; i <= n; i++)
+        for (size_t j = 1; j <= m; j++) {
+            int c = a[i - 1] != b[j - 1];
+            int v = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < v) v = d[i][j - 1] + 1;
+            if (d[i - 1][j - 1] + c < v) v = d[i - 1][j - 1] + c;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < v) v = d[i - 2][j - 2] + 1;
+            d[i][j] = v;
+        }
+    return d[n][m] < 3 ? d[n][m] : 3;
+}
+
+/* Counts a row with keys outside the format; the first one becomes the dataset's warning. */
+static void note_unknown_keys(nl_dataset *d, int line, json_t *o) {
+    const char *key;
+    json_t *v;
+    const char *first = NULL;
+    json_object_foreach(o, key, v) {
+        int known = 0;
+        for (int k = 0; k < N_KNOWN; k++) known |= strcmp(key, KNOWN_KEYS[k]) == 0;
+        if (!known) { first = key; break; }
+    }
+    if (!first) return;
+    if (d->n_unknown++ > 0) return;
+    const char *best = NULL;
+    int bd = 3;
+    for (int k = 0; k < N_KNOWN; k++) {
+        int dist = near_distance(first, KNOWN_KEYS[k]);
+        if (dist < bd) { bd = dist; best = KNOWN_KEYS[k]; }
+    }
+    char hint[64] = "";
+    if (best) snprintf(hint, sizeof hint, " (did you mean \"%s\"?)", best);
+    snprintf(d->warning, sizeof d->warning, "'%.300s' line %d: unknown key \"%.60s\" ignored%s", d->path, line, first, hint);
+}
+
 /* Parses one JSON object into doc. */
-static nl_status parse_row(nl_ctx *ctx, const char *path, int line, const char *text, const nl_tokenizer *tok,
+static nl_status parse_row(nl_ctx *ctx, nl_dataset *d, const char *path, int line, const char *text, const nl_tokenizer *tok,
                            int vocab_size, nl_doc *doc, int *from_text) {
     json_error_t err;
     json_t *o = json_loads(text, JSON_REJECT_DUPLICATES, &err);
@@ -127,6 +172,14 @@ static nl_status parse_row(nl_ctx *ctx, const char *path, int line, const char *
         st = nl_errorf(ctx, NL_EFORMAT, "'%s' line %d: \"label\" must be a string", path, line);
         goto done;
     }
+    if (lab && json_is_string(lab)) {
+        size_t ll = json_string_length(lab);
+        if (ll > NL_LABEL_MAX) {
+            st = nl_errorf(ctx, NL_EFORMAT, "'%s' line %d: \"label\" is %zu bytes long (at most %d)", path, line, ll, NL_LABEL_MAX);
+            goto done;
+        }
+    }
+    note_unknown_keys(d, line, o);
     doc->label = strdup(lab && json_is_string(lab) ? json_string_value(lab) : "");
     doc->line = line;
     json_t *toks = json_object_get(o, "tokens");
@@ -200,13 +253,17 @@ nl_status nl_dataset_load(nl_ctx *ctx, const char *path, const nl_tokenizer *tok
         memset(doc, 0, sizeof *doc);
         d->n_docs++;
         int from_text = 0;
-        if ((st = parse_row(ctx, path, lineno, line, tok, vocab_size, doc, &from_text)) != NL_OK) break;
+        if ((st = parse_row(ctx, d, path, lineno, line, tok, vocab_size, doc, &from_text)) != NL_OK) break;
         if (!doc->label || add_label(d, doc->label) != NL_OK) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); break; }
         d->n_tokens += doc->n_tokens;
         d->n_text += from_text;
     }
     if (st == NL_OK && ferror(fp)) st = nl_errorf(ctx, NL_EIO, "cannot read '%s': %s", path, strerror(errno));
     if (st == NL_OK && d->n_docs == 0) st = nl_errorf(ctx, NL_EFORMAT, "'%s': no documents (the file is empty)", path);
+    if (st == NL_OK && d->n_unknown > 1) {
+        size_t k = strlen(d->warning);
+        snprintf(d->warning + k, sizeof d->warning - k, "; %d rows have keys that are not part of the format", d->n_unknown);
+    }
     free(line);
     fclose(fp);
     if (st != NL_OK) { nl_dataset_destroy(d); return st; }
