@@ -8,7 +8,7 @@
  * prompt_len = template-pre + the leading ids the prompt alone also encodes to (a token
  * spanning the boundary counts as response); score_from = prompt_len, so perplexity counts
  * the response only. A text that gives no tokens is an error. Blank lines are skipped.
- * A label is at most NL_LABEL_MAX bytes of UTF-8 (JSON's \\u0000 is refused; it is repeated in every result
+ * A label is at most NL_LABEL_MAX bytes of UTF-8 (JSON's \u0000 is refused; it is repeated in every result
  * row of its ability). A key other than tokens, text, prompt, response, label and prompt_len
  * is ignored, and the dataset keeps a warning naming the first one (with the known key it
  * was probably meant to be) for the command to print.
