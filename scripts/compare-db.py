@@ -3,8 +3,9 @@
 
 Used to show that a change of structure leaves the results unchanged: every table of A must
 exist in B with the same columns and the same rows (ordered by all columns), except the
-columns that differ between any two runs (runs.started_at, runs.ended_at, runs.tool_version
-and meta.created_by). REAL values are compared with a relative tolerance (--rtol, default 0:
+columns that differ between any two runs (runs.started_at, runs.ended_at, runs.tool_version,
+meta.created_by) and meta.schema_version; columns that B adds to a table of A are noted, not
+compared. REAL values are compared with a relative tolerance (--rtol, default 0:
 bit-identical); NaN equals NaN.
 
 usage: scripts/compare-db.py A.db B.db [--rtol 1e-6] [--ignore TABLE.COLUMN ...]
@@ -54,12 +55,16 @@ def main(argv):
     for t in sorted(set(ta) & set(tb)):
         ca = [r[1] for r in A.execute('PRAGMA table_info("%s")' % t)]
         cb = [r[1] for r in B.execute('PRAGMA table_info("%s")' % t)]
-        if ca != cb:
-            print("table %s: columns %s vs %s" % (t, ca, cb)); bad += 1; continue
+        missing = [c for c in ca if c not in cb]
+        if missing:
+            print("table %s: columns %s missing in %s" % (t, missing, args[1])); bad += 1; continue
+        added = [c for c in cb if c not in ca]
+        if added:
+            print("note: table %s: %s adds columns %s (not compared)" % (t, args[1], added))
         cols = [c for c in ca if (t, c) not in ignore and not (t == "meta" and c == "value")]
         if t == "meta":
-            ra = [r for r in A.execute("SELECT key, value FROM meta WHERE key != 'created_by' ORDER BY key")]
-            rb = [r for r in B.execute("SELECT key, value FROM meta WHERE key != 'created_by' ORDER BY key")]
+            ra = [r for r in A.execute("SELECT key, value FROM meta WHERE key NOT IN ('created_by', 'schema_version') ORDER BY key")]
+            rb = [r for r in B.execute("SELECT key, value FROM meta WHERE key NOT IN ('created_by', 'schema_version') ORDER BY key")]
         else:
             ra, rb = rows(A, t, cols), rows(B, t, cols)
         n_rows += len(ra)

@@ -1,6 +1,10 @@
 /* test_results.c — the SQLite results store: schema creation and checks, runs, transactions,
  * and every bad-database message. */
+#include <pthread.h>
 #include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "neuronlab/results.h"
@@ -98,7 +102,7 @@ Test(results, bad_databases_name_the_file) {
     cr_assert_eq(nl_results_open(&ctx, p, 0, &r), NL_OK, "%s", ctx.msg);
     nl_results_close(r);
     sql_file(p, "UPDATE meta SET value = '9' WHERE key = 'schema_version'");
-    expect_open_error(p, 0, NL_EUNSUPPORTED, "results schema version 9 is not supported (this neuronlab reads version 1)");
+    expect_open_error(p, 0, NL_EUNSUPPORTED, "results schema version 9 is not supported (this neuronlab reads versions 1 to 2)");
     expect_open_error("/nonexistent/dir/r.db", 0, NL_EIO, "cannot open '/nonexistent/dir/r.db'");
     expect_open_error(path_of("missing.db"), 1, NL_EIO, "cannot open");
 }
@@ -118,4 +122,62 @@ Test(results, locked_database_is_refused_after_the_timeout) {
     sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL);
     sqlite3_close(other);
     unsetenv("NEURONLAB_DB_TIMEOUT_MS");
+}
+
+/* Holds an exclusive lock on path for `ms` milliseconds from another connection. */
+typedef struct { const char *path; int ms; volatile int locked; } lock_holder;
+static void *hold_lock(void *arg) {
+    lock_holder *h = arg;
+    sqlite3 *db;
+    sqlite3_open(h->path, &db);
+    sqlite3_exec(db, "BEGIN EXCLUSIVE", NULL, NULL, NULL);
+    h->locked = 1;
+    usleep((useconds_t)h->ms * 1000);
+    sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    sqlite3_close(db);
+    return NULL;
+}
+
+Test(results, final_status_waits_past_the_busy_timeout) {
+    /* R9: a lock held longer than the busy timeout made the run fail, then its final status
+     * write fail too, leaving it 'running' for good. The end of a run waits NL_RESULTS_END_MS. */
+    setenv("NEURONLAB_DB_TIMEOUT_MS", "200", 1);
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_results *r;
+    const char *p = path_of("busy.db");
+    cr_assert_eq(nl_results_open(&ctx, p, 0, &r), NL_OK, "%s", ctx.msg);
+    nl_run_info info = {.kind = "sparsity"};
+    int64_t id;
+    cr_assert_eq(nl_results_begin_run(&ctx, r, &info, &id), NL_OK, "%s", ctx.msg);
+    lock_holder h = {p, 1500, 0};
+    pthread_t th;
+    pthread_create(&th, NULL, hold_lock, &h);
+    while (!h.locked) usleep(1000);
+    /* an ordinary statement gives up after 200 ms and says the database is locked */
+    cr_assert_eq(nl_results_begin(&ctx, r), NL_EIO);
+    cr_assert(strstr(ctx.msg, "is locked by another process"), "%s", ctx.msg);
+    /* the run fails with that message, and its status is written once the lock is gone */
+    cr_assert_eq(nl_results_finish_run(&ctx, r, id, NL_EIO, NULL), NL_EIO);
+    cr_assert(strstr(ctx.msg, "is locked by another process"), "%s", ctx.msg);
+    pthread_join(th, NULL);
+    cr_assert_eq(count(nl_results_db(r), "SELECT count(*) FROM runs WHERE status = 'failed' AND message LIKE '%locked%'"), 1);
+    nl_results_close(r);
+    unsetenv("NEURONLAB_DB_TIMEOUT_MS");
+}
+
+Test(results, stale_runs) {
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    pid_t child = fork();
+    if (child == 0) _exit(0);
+    waitpid(child, NULL, 0);
+    cr_assert_eq(nl_run_is_stale(host, child, "2026-01-01T00:00:00.000Z"), 1); /* gone */
+    /* this process, for a run that started after it: alive */
+    cr_assert_eq(nl_run_is_stale(host, getpid(), "2099-01-01T00:00:00.000Z"), 0);
+    /* the same pid for a run that started before this process existed: the pid was reused */
+    cr_assert_eq(nl_run_is_stale(host, getpid(), "2000-01-01T00:00:00.000Z"), 1);
+    cr_assert_eq(nl_run_is_stale("another-host", child, "2026-01-01T00:00:00.000Z"), 0);
+    cr_assert_eq(nl_run_is_stale(host, 0, "2026-01-01T00:00:00.000Z"), 0);
+    cr_assert_eq(nl_run_is_stale(NULL, child, NULL), 0);
 }

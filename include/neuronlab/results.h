@@ -5,12 +5,19 @@
  *   meta(key TEXT PRIMARY KEY, value TEXT)
  *   runs(id INTEGER PRIMARY KEY, kind TEXT, model TEXT, dataset TEXT, source TEXT,
  *        params TEXT (JSON), tool_version TEXT, started_at TEXT, ended_at TEXT,
- *        status TEXT ('running' | 'complete' | 'interrupted' | 'failed'), message TEXT)
+ *        status TEXT ('running' | 'complete' | 'interrupted' | 'failed'), message TEXT,
+ *        pid INTEGER, host TEXT)  -- the process that ran it (schema version 2)
  * Each analysis creates its own tables (CREATE TABLE IF NOT EXISTS) keyed by run_id
  * REFERENCES runs(id), through nl_results_exec. A run is inserted with status 'running'
  * in its own transaction before the work starts and ended with its final status, so an
  * interrupted or failed run is visible as such; results are written in transactions, so
  * rerunning an analysis adds a run and never damages an earlier one.
+ * A run whose process died without ending it (SIGKILL, power loss) stays 'running' in the
+ * table; readers compute it as stale (nl_run_row.stale: its pid is gone from its host, or now
+ * belongs to a process started later) and `neuronlab runs --repair` marks it 'interrupted'.
+ * Opening a version-1 database for writing adds the pid/host columns (version 2); version 1
+ * is still read as it is. Schema creation is one BEGIN IMMEDIATE transaction, so processes
+ * creating the same new database at once wait for each other instead of failing.
  *
  * Rules: one writer at a time (SQLite's lock; a busy database is waited on for
  * NL_RESULTS_BUSY_MS — or $NEURONLAB_DB_TIMEOUT_MS — then refused with "'x.db' is locked
@@ -24,8 +31,9 @@
 #include "neuronlab/common.h"
 
 #define NL_RESULTS_FORMAT "neuronlab.results"
-#define NL_RESULTS_VERSION 1
+#define NL_RESULTS_VERSION 2
 #define NL_RESULTS_BUSY_MS 5000
+#define NL_RESULTS_END_MS 60000 /* busy timeout of the final status write of a run */
 
 typedef struct nl_results nl_results;
 typedef struct sqlite3 sqlite3;
@@ -68,6 +76,24 @@ nl_status nl_results_end_run(nl_ctx *ctx, nl_results *r, int64_t run_id, const c
  * after 3 of 6 layers"). ctx->msg is kept; returns st, except that a run that completed or was
  * interrupted but whose status cannot be written returns that error (message in ctx). */
 nl_status nl_results_finish_run(nl_ctx *ctx, nl_results *r, int64_t run_id, nl_status st, const char *note);
+
+/* One row of the runs table, as `neuronlab runs` lists it. Strings owned by the list. */
+typedef struct {
+    int64_t id, pid;   /* pid 0 when unknown (version-1 rows) */
+    char *kind, *model, *dataset, *source, *status, *started_at, *ended_at, *message, *host;
+    int stale;         /* 1: status 'running' but its process is gone (decidable on its own host only) */
+} nl_run_row;
+
+/* Every run in id order into *rows (n). Release with nl_results_runs_free. */
+nl_status nl_results_runs(nl_ctx *ctx, nl_results *r, nl_run_row **rows, int *n);
+void nl_results_runs_free(nl_run_row *rows, int n);
+/* Marks every stale run 'interrupted' with a message naming the process that left it;
+ * *n_repaired gets their number. One transaction. */
+nl_status nl_results_repair(nl_ctx *ctx, nl_results *r, int *n_repaired);
+/* 1 when a run started at started_at (ISO-8601 UTC) by pid on host is not running any more:
+ * host is this machine and pid is gone or belongs to a process that started later. 0 when it
+ * may still run (or is on another host). */
+int nl_run_is_stale(const char *host, int64_t pid, const char *started_at);
 
 /* Executes one or more SQL statements without results (DDL, BEGIN/COMMIT). */
 nl_status nl_results_exec(nl_ctx *ctx, nl_results *r, const char *sql);

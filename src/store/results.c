@@ -7,11 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 struct nl_results {
     sqlite3 *db;
     char path[4096];
     int readonly;
+    int busy_ms;  /* busy timeout of ordinary statements */
+    int has_pid;  /* runs has the pid/host columns (schema ≥ 2) */
 };
 
 static const char SCHEMA[] =
@@ -24,7 +27,8 @@ static const char SCHEMA[] =
     " tool_version TEXT NOT NULL,"
     " started_at TEXT NOT NULL, ended_at TEXT,"
     " status TEXT NOT NULL CHECK (status IN ('running','complete','interrupted','failed')),"
-    " message TEXT);";
+    " message TEXT,"
+    " pid INTEGER, host TEXT);";
 
 nl_status nl_results_error(nl_ctx *ctx, nl_results *r, const char *what) {
     int code = sqlite3_extended_errcode(r->db) & 0xff;
@@ -80,41 +84,60 @@ static char *query_text(sqlite3 *db, const char *sql, int *rc) {
     return out;
 }
 
+/* Creates the schema of an empty database, or checks format and version and brings a
+ * version-1 database to version 2 (runs.pid, runs.host). A writer does this inside one
+ * BEGIN IMMEDIATE transaction, so processes that create the same new database at once wait
+ * for each other and the later ones find the schema made (CREATE … IF NOT EXISTS). */
 static nl_status check_schema(nl_ctx *ctx, nl_results *r) {
     int rc;
+    if (!r->readonly && sqlite3_exec(r->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return nl_results_error(ctx, r, "cannot read the schema");
+    nl_status st = NL_OK;
     char *n = query_text(r->db, "SELECT count(*) FROM sqlite_master", &rc);
-    if (rc != SQLITE_OK) { free(n); return nl_results_error(ctx, r, "cannot read the schema"); }
     int n_tables = n ? atoi(n) : 0;
     free(n);
-    if (n_tables == 0) {
+    if (rc != SQLITE_OK) {
+        st = nl_results_error(ctx, r, "cannot read the schema");
+    } else if (n_tables == 0) {
         if (r->readonly) return nl_errorf(ctx, NL_EFORMAT, "'%s' is empty (no neuronlab results in it)", r->path);
         char sql[2048];
         snprintf(sql, sizeof sql,
-                 "BEGIN IMMEDIATE;%sINSERT INTO meta VALUES('format','%s'),('schema_version','%d'),('created_by','neuronlab %s');"
-                 "COMMIT;",
-                 SCHEMA, NL_RESULTS_FORMAT, NL_RESULTS_VERSION, NL_VERSION);
-        if (sqlite3_exec(r->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
-            nl_status st = nl_results_error(ctx, r, "cannot create the schema");
-            nl_results_rollback(r);
-            return st;
+                 "%sINSERT INTO meta VALUES('format','%s'),('schema_version','%d'),('created_by','neuronlab %s');", SCHEMA,
+                 NL_RESULTS_FORMAT, NL_RESULTS_VERSION, NL_VERSION);
+        if (sqlite3_exec(r->db, sql, NULL, NULL, NULL) != SQLITE_OK) st = nl_results_error(ctx, r, "cannot create the schema");
+    } else {
+        char *fmt = query_text(r->db, "SELECT value FROM meta WHERE key = 'format'", &rc);
+        if (rc != SQLITE_OK || !fmt || strcmp(fmt, NL_RESULTS_FORMAT) != 0) {
+            if ((sqlite3_extended_errcode(r->db) & 0xff) == SQLITE_BUSY) st = nl_results_error(ctx, r, "cannot read the schema");
+            else st = nl_errorf(ctx, NL_EFORMAT, "'%s' is not a neuronlab results database (no meta format '%s')", r->path,
+                                NL_RESULTS_FORMAT);
         }
-        return NL_OK;
-    }
-    char *fmt = query_text(r->db, "SELECT value FROM meta WHERE key = 'format'", &rc);
-    if (rc != SQLITE_OK || !fmt || strcmp(fmt, NL_RESULTS_FORMAT) != 0) {
         free(fmt);
-        if ((sqlite3_extended_errcode(r->db) & 0xff) == SQLITE_BUSY) return nl_results_error(ctx, r, "cannot read the schema");
-        return nl_errorf(ctx, NL_EFORMAT, "'%s' is not a neuronlab results database (no meta format '%s')", r->path,
-                         NL_RESULTS_FORMAT);
+        int v = 0;
+        if (st == NL_OK) {
+            char *ver = query_text(r->db, "SELECT value FROM meta WHERE key = 'schema_version'", &rc);
+            v = ver ? atoi(ver) : 0;
+            free(ver);
+            if (v < 1 || v > NL_RESULTS_VERSION)
+                st = nl_errorf(ctx, NL_EUNSUPPORTED,
+                               "'%s': results schema version %d is not supported (this neuronlab reads versions 1 to %d)", r->path,
+                               v, NL_RESULTS_VERSION);
+        }
+        if (st == NL_OK && v == 1 && !r->readonly &&
+            sqlite3_exec(r->db,
+                         "ALTER TABLE runs ADD COLUMN pid INTEGER; ALTER TABLE runs ADD COLUMN host TEXT;"
+                         "UPDATE meta SET value = '2' WHERE key = 'schema_version';",
+                         NULL, NULL, NULL) != SQLITE_OK)
+            st = nl_results_error(ctx, r, "cannot bring the schema to version 2");
+        r->has_pid = v >= 2 || !r->readonly;
     }
-    free(fmt);
-    char *ver = query_text(r->db, "SELECT value FROM meta WHERE key = 'schema_version'", &rc);
-    int v = ver ? atoi(ver) : 0;
-    free(ver);
-    if (v != NL_RESULTS_VERSION)
-        return nl_errorf(ctx, NL_EUNSUPPORTED, "'%s': results schema version %d is not supported (this neuronlab reads version %d)",
-                         r->path, v, NL_RESULTS_VERSION);
-    return NL_OK;
+    if (n_tables == 0) r->has_pid = 1;
+    if (!r->readonly) {
+        if (st == NL_OK && sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+            st = nl_results_error(ctx, r, "cannot create the schema");
+        nl_results_rollback(r);
+    }
+    return st;
 }
 
 nl_status nl_results_open(nl_ctx *ctx, const char *path, int readonly, nl_results **out) {
@@ -131,7 +154,8 @@ nl_status nl_results_open(nl_ctx *ctx, const char *path, int readonly, nl_result
     }
     sqlite3_extended_result_codes(r->db, 1);
     const char *ms = getenv("NEURONLAB_DB_TIMEOUT_MS");
-    sqlite3_busy_timeout(r->db, ms && *ms ? atoi(ms) : NL_RESULTS_BUSY_MS);
+    r->busy_ms = ms && *ms ? atoi(ms) : NL_RESULTS_BUSY_MS;
+    sqlite3_busy_timeout(r->db, r->busy_ms);
     nl_status st = NL_OK;
     if (!readonly && sqlite3_db_readonly(r->db, "main") == 1) st = nl_errorf(ctx, NL_EIO, "'%s' is read-only", path);
     if (st == NL_OK) st = nl_results_exec(ctx, r, "PRAGMA foreign_keys = ON");
@@ -176,10 +200,14 @@ nl_status nl_results_begin_run(nl_ctx *ctx, nl_results *r, const nl_run_info *in
     now_utc(t, sizeof t);
     snprintf(ver, sizeof ver, "neuronlab %s", NL_VERSION);
     if (sqlite3_prepare_v2(r->db,
-                           "INSERT INTO runs(kind, model, dataset, source, params, tool_version, started_at, status)"
-                           " VALUES(?, ?, ?, ?, ?, ?, ?, 'running')",
+                           "INSERT INTO runs(kind, model, dataset, source, params, tool_version, started_at, status, pid, host)"
+                           " VALUES(?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
                            -1, &s, NULL) != SQLITE_OK)
         return nl_results_error(ctx, r, "cannot record the run");
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    sqlite3_bind_int64(s, 8, (sqlite3_int64)getpid());
+    bind_text(s, 9, host);
     bind_text(s, 1, info->kind);
     bind_text(s, 2, info->model);
     bind_text(s, 3, info->dataset);
@@ -199,16 +227,21 @@ nl_status nl_results_end_run(nl_ctx *ctx, nl_results *r, int64_t run_id, const c
     char t[40];
     now_utc(t, sizeof t);
     nl_results_rollback(r); /* a failed analysis may have left its transaction open */
-    if (sqlite3_prepare_v2(r->db, "UPDATE runs SET status = ?, ended_at = ?, message = ? WHERE id = ?", -1, &s, NULL) != SQLITE_OK)
-        return nl_results_error(ctx, r, "cannot end the run");
-    bind_text(s, 1, status);
-    bind_text(s, 2, t);
-    bind_text(s, 3, message && *message ? message : NULL);
-    sqlite3_bind_int64(s, 4, run_id);
-    int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
-    if (rc != SQLITE_DONE) return nl_results_error(ctx, r, "cannot end the run");
-    return NL_OK;
+    /* The final status is what tells a reader the run stopped: wait longer for it than for
+     * ordinary statements, so a lock held past the busy timeout does not leave it 'running'. */
+    sqlite3_busy_timeout(r->db, r->busy_ms > NL_RESULTS_END_MS ? r->busy_ms : NL_RESULTS_END_MS);
+    int rc = sqlite3_prepare_v2(r->db, "UPDATE runs SET status = ?, ended_at = ?, message = ? WHERE id = ?", -1, &s, NULL);
+    if (rc == SQLITE_OK) {
+        bind_text(s, 1, status);
+        bind_text(s, 2, t);
+        bind_text(s, 3, message && *message ? message : NULL);
+        sqlite3_bind_int64(s, 4, run_id);
+        rc = sqlite3_step(s);
+        sqlite3_finalize(s);
+    }
+    nl_status st = rc == SQLITE_DONE ? NL_OK : nl_results_error(ctx, r, "cannot end the run");
+    sqlite3_busy_timeout(r->db, r->busy_ms);
+    return st;
 }
 
 nl_status nl_results_finish_run(nl_ctx *ctx, nl_results *r, int64_t run_id, nl_status st, const char *note) {
@@ -224,5 +257,136 @@ nl_status nl_results_finish_run(nl_ctx *ctx, nl_results *r, int64_t run_id, nl_s
         memcpy(ctx->msg, ectx.msg, sizeof ctx->msg);
         return est;
     }
+    return st;
+}
+
+/* Seconds since the epoch of an ISO-8601 UTC time "YYYY-MM-DDTHH:MM:SS(.mmm)Z", or -1. */
+static double iso_to_epoch(const char *t) {
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    int ms = 0;
+    if (!t || sscanf(t, "%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) < 6)
+        return -1;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    return (double)timegm(&tm) + ms / 1000.0;
+}
+
+/* Start time (epoch seconds) of process pid from /proc, or -1 when it does not exist. */
+static double process_start(int64_t pid) {
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/%lld/stat", (long long)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    if (!p) return -1;
+    unsigned long long start = 0;
+    int field = 2;
+    for (const char *q = p + 1; *q && field < 22; q++)
+        if (*q == ' ') {
+            field++;
+            if (field == 22) start = strtoull(q + 1, NULL, 10);
+        }
+    FILE *s = fopen("/proc/stat", "r");
+    if (!s) return -1;
+    double btime = -1;
+    char line[256];
+    while (fgets(line, sizeof line, s))
+        if (strncmp(line, "btime ", 6) == 0) btime = atof(line + 6);
+    fclose(s);
+    long hz = sysconf(_SC_CLK_TCK);
+    return btime < 0 || hz <= 0 ? -1 : btime + (double)start / (double)hz;
+}
+
+int nl_run_is_stale(const char *host, int64_t pid, const char *started_at) {
+    char me[256] = "";
+    gethostname(me, sizeof me - 1);
+    if (!host || !*host || pid <= 0 || strcmp(host, me) != 0) return 0;
+    double began = process_start(pid);
+    if (began < 0) return 1; /* no such process */
+    double run_start = iso_to_epoch(started_at);
+    return run_start >= 0 && began > run_start + 2.0; /* pid reused by a later process (clock ticks, btime in s) */
+}
+
+static char *col_dup(sqlite3_stmt *s, int i) {
+    const unsigned char *t = sqlite3_column_text(s, i);
+    return t ? strdup((const char *)t) : NULL;
+}
+
+void nl_results_runs_free(nl_run_row *rows, int n) {
+    for (int i = 0; rows && i < n; i++) {
+        nl_run_row *w = &rows[i];
+        free(w->kind), free(w->model), free(w->dataset), free(w->source), free(w->status);
+        free(w->started_at), free(w->ended_at), free(w->message), free(w->host);
+    }
+    free(rows);
+}
+
+nl_status nl_results_runs(nl_ctx *ctx, nl_results *r, nl_run_row **rows, int *n) {
+    *rows = NULL;
+    *n = 0;
+    sqlite3_stmt *s;
+    const char *sql = r->has_pid
+                          ? "SELECT id, kind, model, dataset, source, status, started_at, ended_at, message, pid, host FROM runs ORDER BY id"
+                          : "SELECT id, kind, model, dataset, source, status, started_at, ended_at, message, 0, NULL FROM runs ORDER BY id";
+    if (sqlite3_prepare_v2(r->db, sql, -1, &s, NULL) != SQLITE_OK) return nl_results_error(ctx, r, "cannot list the runs");
+    int cap = 0, rc;
+    nl_status st = NL_OK;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 16;
+            nl_run_row *nr = realloc(*rows, (size_t)cap * sizeof *nr);
+            if (!nr) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); break; }
+            *rows = nr;
+        }
+        nl_run_row *w = &(*rows)[(*n)++];
+        w->id = sqlite3_column_int64(s, 0);
+        w->kind = col_dup(s, 1), w->model = col_dup(s, 2), w->dataset = col_dup(s, 3), w->source = col_dup(s, 4);
+        w->status = col_dup(s, 5), w->started_at = col_dup(s, 6), w->ended_at = col_dup(s, 7), w->message = col_dup(s, 8);
+        w->pid = sqlite3_column_int64(s, 9);
+        w->host = col_dup(s, 10);
+        w->stale = w->status && strcmp(w->status, "running") == 0 && nl_run_is_stale(w->host, w->pid, w->started_at);
+    }
+    if (st == NL_OK && rc != SQLITE_DONE) st = nl_results_error(ctx, r, "cannot list the runs");
+    sqlite3_finalize(s);
+    if (st != NL_OK) {
+        nl_results_runs_free(*rows, *n);
+        *rows = NULL, *n = 0;
+    }
+    return st;
+}
+
+nl_status nl_results_repair(nl_ctx *ctx, nl_results *r, int *n_repaired) {
+    *n_repaired = 0;
+    nl_run_row *rows;
+    int n;
+    nl_status st = nl_results_runs(ctx, r, &rows, &n);
+    if (st != NL_OK) return st;
+    if ((st = nl_results_begin(ctx, r)) != NL_OK) {
+        nl_results_runs_free(rows, n);
+        return st;
+    }
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(r->db, "UPDATE runs SET status = 'interrupted', message = ? WHERE id = ? AND status = 'running'", -1, &s,
+                           NULL) != SQLITE_OK)
+        st = nl_results_error(ctx, r, "cannot repair the runs");
+    for (int i = 0; st == NL_OK && i < n; i++) {
+        if (!rows[i].stale) continue;
+        char msg[512];
+        snprintf(msg, sizeof msg, "stale: process %lld on %.200s ended without closing the run (marked by runs --repair)",
+                 (long long)rows[i].pid, rows[i].host);
+        sqlite3_reset(s);
+        bind_text(s, 1, msg);
+        sqlite3_bind_int64(s, 2, rows[i].id);
+        if (sqlite3_step(s) != SQLITE_DONE) st = nl_results_error(ctx, r, "cannot repair the runs");
+        else *n_repaired += sqlite3_changes(r->db);
+    }
+    sqlite3_finalize(s);
+    nl_results_runs_free(rows, n);
+    if (st == NL_OK) return nl_results_commit(ctx, r);
+    nl_results_rollback(r);
     return st;
 }
