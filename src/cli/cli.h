@@ -32,6 +32,10 @@ void nl_cli_json_str(const char *s);
 int nl_cli_u64(const char *s, uint64_t *out);
 int nl_cli_double(const char *s, double *out);
 
+/* "a,b,c" → out[0..n) pointing into buf, which is split in place (commas become NULs).
+ * Returns n, or -1 for an empty list, an empty name or more than max names. */
+int nl_cli_names(char *buf, const char **out, int max);
+
 /* ---- the options the analysis commands share (options.c) ---------------------------- */
 
 enum {

@@ -24,21 +24,6 @@ const nl_command nl_cmd_ability = {
 
 #define MAX_ABILITIES 256
 
-/* "a,b" → names (pointers into a copy kept in buf); returns the count or -1. */
-static int parse_names(char *buf, const char **out, int max) {
-    int n = 0;
-    for (char *p = buf; *p;) {
-        size_t len = strcspn(p, ",");
-        if (!len || n == max) return -1;
-        out[n++] = p;
-        if (!p[len]) break;
-        p[len] = 0;
-        p += len + 1;
-        if (!*p) return -1;
-    }
-    return n;
-}
-
 static void jnum(double v) {
     if (isnan(v) || isinf(v)) fputs("null", stdout);
     else printf("%.9g", v);
@@ -148,7 +133,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         } else if ((k = nl_cli_opt(argc, argv, &i, "--abilities", &v))) {
             if (k < 0 || strlen(v) >= sizeof names_buf) return nl_cli_usage(me, "--abilities needs a list like code,math");
             strcpy(names_buf, v);
-            if ((o.n_abilities = parse_names(names_buf, names, MAX_ABILITIES)) < 1)
+            if ((o.n_abilities = nl_cli_names(names_buf, names, MAX_ABILITIES)) < 1)
                 return nl_cli_usage(me, "--abilities needs a list like code,math");
             o.abilities = names;
         } else if ((k = nl_cli_positional(me, argv, i, &acts)) != 1) {

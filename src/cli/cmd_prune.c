@@ -24,19 +24,6 @@ const nl_command nl_cmd_prune = {
 
 #define MAX_ABILITIES 256
 
-/* "a,b" → names pointing into buf (split in place); the count, or -1 for an empty name. */
-static int parse_names(char *buf, const char **out, int max) {
-    int n = 0;
-    for (char *p = buf;;) {
-        size_t len = strcspn(p, ",");
-        if (!len || n == max) return -1;
-        out[n++] = p;
-        if (!p[len]) return n;
-        p[len] = 0;
-        p += len + 1;
-    }
-}
-
 /* ---- printing ----------------------------------------------------------------------------- */
 
 static double rel_at(const nl_prune_result *r, int row, int c) {
@@ -260,7 +247,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         } else if ((k = nl_cli_opt(argc, argv, &i, "--abilities", &v))) {
             free(abl);
             abl = k > 0 ? strdup(v) : NULL;
-            if (k < 0 || !abl || (opt.n_abilities = parse_names(abl, names, MAX_ABILITIES)) < 0) {
+            if (k < 0 || !abl || (opt.n_abilities = nl_cli_names(abl, names, MAX_ABILITIES)) < 0) {
                 rc = nl_cli_usage(cmd, "--abilities needs a list like code,math");
                 goto out;
             }

@@ -31,6 +31,18 @@ int nl_cli_double(const char *s, double *out) {
     return 1;
 }
 
+int nl_cli_names(char *buf, const char **out, int max) {
+    int n = 0;
+    for (char *p = buf;;) {
+        size_t len = strcspn(p, ",");
+        if (!len || n == max) return -1;
+        out[n++] = p;
+        if (!p[len]) return n;
+        p[len] = 0;
+        p += len + 1;
+    }
+}
+
 int nl_cli_common_arg(const nl_command *cmd, nl_ctx *ctx, unsigned which, nl_cli_common *c, int argc, char **argv, int *i) {
     const char *v;
     int k;
