@@ -584,9 +584,20 @@ static nl_status write_all(nl_ctx *ctx, ab *s, nl_results *db, int64_t run) {
     return st;
 }
 
-nl_status nl_ability_run(nl_ctx *ctx, const char *acts_path, const nl_ability_opts *opts, nl_results *db, nl_progress *prog,
-                         int64_t *run_id) {
-    *run_id = -1;
+nl_status nl_ability_create_tables(nl_ctx *ctx, nl_results *db) { return nl_results_exec(ctx, db, DDL); }
+
+void nl_ability_result_release(nl_ability_result *r) {
+    if (r) memset(r, 0, sizeof *r), r->run_id = -1;
+}
+
+nl_status nl_ability_run(nl_ctx *ctx, const nl_ability_opts *opts, const char *acts_path, nl_results *db, nl_progress *prog,
+                         nl_ability_result *out) {
+    NL_ASSERT(acts_path && db && out);
+    memset(out, 0, sizeof *out);
+    out->run_id = -1;
+    nl_ability_opts def;
+    if (!opts) nl_ability_opts_init(&def), opts = &def;
+    nl_ctx_apply_threads(ctx);
     ab s = {.o = *opts, .path = acts_path};
     if (!(opts->top > 0 && opts->top <= 1))
         return nl_errorf(ctx, NL_EINVAL, "top fraction %g is outside (0, 1]", opts->top);
@@ -616,7 +627,7 @@ nl_status nl_ability_run(nl_ctx *ctx, const char *acts_path, const nl_ability_op
         for (int i = 0; st == NL_OK && i < s.F; i++) s.wn_sum[j] += wn[i];
     }
     free(wn);
-    if (st == NL_OK) st = nl_results_exec(ctx, db, DDL);
+    if (st == NL_OK) st = nl_ability_create_tables(ctx, db);
     if (st != NL_OK) {
         ab_free(&s);
         return st;
@@ -641,7 +652,8 @@ nl_status nl_ability_run(nl_ctx *ctx, const char *acts_path, const nl_ability_op
         ab_free(&s);
         return st;
     }
-    *run_id = run;
+    out->run_id = run;
+    out->docs = s.Ds, out->n_abilities = s.A, out->n_layers = s.Lr, out->d_ff = s.F;
     if (prog) prog->total = s.Lr;
     int done = 0;
     for (int j = 0; j < s.Lr && st == NL_OK; j++) {
@@ -653,17 +665,9 @@ nl_status nl_ability_run(nl_ctx *ctx, const char *acts_path, const nl_ability_op
         if (prog && st == NL_OK) nl_progress_add(prog, 1);
     }
     if (st == NL_OK) st = write_all(ctx, &s, db, run);
-    nl_ctx c2;
-    nl_ctx_init(&c2);
-    char msg[1100];
-    const char *status = st == NL_OK ? "complete" : st == NL_EINTR ? "interrupted" : "failed";
-    if (st == NL_EINTR) snprintf(msg, sizeof msg, "interrupted after %d of %d layers (no rows kept)", done, s.Lr);
-    else snprintf(msg, sizeof msg, "%s", st == NL_OK ? "" : ctx->msg);
-    nl_status st2 = nl_results_end_run(&c2, db, run, status, msg);
-    if (st == NL_OK && st2 != NL_OK) {
-        memcpy(ctx->msg, c2.msg, sizeof ctx->msg);
-        st = st2;
-    }
+    char note[128];
+    snprintf(note, sizeof note, "interrupted after %d of %d layers (no rows kept)", done, s.Lr);
+    st = nl_results_finish_run(ctx, db, run, st, note);
     ab_free(&s);
     return st;
 }

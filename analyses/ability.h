@@ -105,18 +105,33 @@ typedef struct {
 
 void nl_ability_opts_init(nl_ability_opts *o);
 
+/* What a run leaves for printing (the rows themselves are in the database). Caller-owned:
+ * zero-initialise; nl_ability_result_release (nothing is allocated today; call it anyway). */
+typedef struct {
+    int64_t run_id;  /* the run; -1 when it was never begun */
+    int docs;        /* documents scored */
+    int n_abilities; /* abilities scored */
+    int n_layers;    /* recorded layers */
+    int d_ff;        /* F */
+} nl_ability_result;
+void nl_ability_result_release(nl_ability_result *r);
+
+/* Creates the tables above when missing (idempotent). */
+nl_status nl_ability_create_tables(nl_ctx *ctx, nl_results *db);
+
 /* Runs the analysis of the activation file at acts_path into db as a run of kind "ability"
- * (model, dataset from the file; source = acts_path). Errors, one line each, nothing
- * written before the inputs are validated:
+ * (opts NULL → defaults; model, dataset from the file; source = acts_path). Errors, one line
+ * each, nothing written before the inputs are validated:
  *   top outside (0, 1]; 'acts.h5' has no document labelled 'x' (an asked-for ability);
  *   'acts.h5' has no labelled documents / ability 'x' labels every scored document;
  *   the activation file's own errors (h5store.h); neither mean_abs nor ffn_act;
  *   no complete sparsity run of 'acts.h5' in 'r.db' / run N is not a sparsity run of 'acts.h5'
  *   (exclude_resident).
- * prog (may be NULL) counts layers. *run_id gets the run's id (or -1 before it exists).
- * NL_EINTR when interrupted (run marked 'interrupted', no rows). */
-nl_status nl_ability_run(nl_ctx *ctx, const char *acts_path, const nl_ability_opts *opts, nl_results *db,
-                         nl_progress *prog, int64_t *run_id);
+ * The run is ended by nl_results_finish_run: NL_EINTR when interrupted (run 'interrupted',
+ * "interrupted after N of M layers (no rows kept)"). prog (may be NULL) counts layers.
+ * Threads: ctx->n_threads (0 = all cores). */
+nl_status nl_ability_run(nl_ctx *ctx, const nl_ability_opts *opts, const char *acts_path, nl_results *db,
+                         nl_progress *prog, nl_ability_result *out);
 
 /* ---- top sets of a finished run (for prune and overlap) --------------------------------- */
 

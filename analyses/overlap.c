@@ -1,4 +1,5 @@
-/* overlap.c — shared neurons between the abilities' top sets (see overlap.h). */
+/* overlap.c — shared neurons between the abilities' top sets and the overlap run (definitions and
+ * table in overlap.h). Checked by tests/test_overlap.c and tests/ability_cli.sh. */
 #include "analyses/overlap.h"
 
 #include <sqlite3.h>
@@ -62,67 +63,77 @@ nl_status nl_overlap_compute(nl_ctx *ctx, const nl_ability_sets *s, nl_overlap_c
     return NL_OK;
 }
 
-nl_status nl_overlap_run(nl_ctx *ctx, nl_results *db, int64_t scores_run, double top, int64_t *run_id, nl_ability_sets *sets,
-                         nl_overlap_cell **cells, int *ncells) {
-    *run_id = -1;
-    nl_ability_sets own = {0}, *s = sets ? sets : &own;
-    nl_status st = nl_ability_sets_load(ctx, db, scores_run, top, s);
-    if (st != NL_OK) return st;
-    nl_overlap_cell *c = NULL;
-    int n = 0;
-    st = nl_overlap_compute(ctx, s, &c, &n);
-    if (st == NL_OK)
-        st = nl_results_exec(ctx, db,
-                             "CREATE TABLE IF NOT EXISTS overlap(run_id INTEGER NOT NULL REFERENCES runs(id), a TEXT NOT NULL,"
-                             " b TEXT NOT NULL, layer INTEGER NOT NULL, size_a INTEGER NOT NULL, size_b INTEGER NOT NULL,"
-                             " inter INTEGER NOT NULL, frac REAL, jaccard REAL, baseline_frac REAL, baseline_jaccard REAL,"
-                             " PRIMARY KEY (run_id, a, b, layer)) WITHOUT ROWID");
-    int64_t run = -1;
-    if (st == NL_OK) {
-        char params[256];
-        snprintf(params, sizeof params, "{\"scores_run\":%lld,\"top\":%.17g,\"scope\":\"%s\"}", (long long)s->run_id, s->top,
-                 s->global ? "global" : "layer");
-        char dataset[64];
-        snprintf(dataset, sizeof dataset, "ability run %lld", (long long)s->run_id);
-        nl_run_info info = {"overlap", s->model, dataset, s->source, params};
-        st = nl_results_begin_run(ctx, db, &info, &run);
+void nl_overlap_opts_init(nl_overlap_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->top = 0; /* the scores run's own fraction */
+}
+
+void nl_overlap_result_release(nl_overlap_result *r) {
+    if (!r) return;
+    free(r->cells);
+    nl_ability_sets_release(&r->sets);
+    memset(r, 0, sizeof *r);
+    r->run_id = -1;
+}
+
+nl_status nl_overlap_create_tables(nl_ctx *ctx, nl_results *db) {
+    return nl_results_exec(ctx, db,
+                           "CREATE TABLE IF NOT EXISTS overlap(run_id INTEGER NOT NULL REFERENCES runs(id), a TEXT NOT NULL,"
+                           " b TEXT NOT NULL, layer INTEGER NOT NULL, size_a INTEGER NOT NULL, size_b INTEGER NOT NULL,"
+                           " inter INTEGER NOT NULL, frac REAL, jaccard REAL, baseline_frac REAL, baseline_jaccard REAL,"
+                           " PRIMARY KEY (run_id, a, b, layer)) WITHOUT ROWID");
+}
+
+/* The overlap rows of run under one transaction. */
+static nl_status write_rows(nl_ctx *ctx, nl_results *db, int64_t run, const nl_ability_sets *s, const nl_overlap_cell *c, int n) {
+    sqlite3_stmt *q = NULL;
+    nl_status st = nl_results_begin(ctx, db);
+    if (st == NL_OK && sqlite3_prepare_v2(nl_results_db(db), "INSERT INTO overlap VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)", -1,
+                                          &q, NULL) != SQLITE_OK)
+        st = nl_results_error(ctx, db, "cannot prepare the overlap table");
+    for (int i = 0; i < n && st == NL_OK; i++) {
+        const nl_overlap_cell *x = &c[i];
+        sqlite3_bind_int64(q, 1, run);
+        sqlite3_bind_text(q, 2, s->abilities[x->a], -1, SQLITE_STATIC);
+        sqlite3_bind_text(q, 3, s->abilities[x->b], -1, SQLITE_STATIC);
+        sqlite3_bind_int(q, 4, x->layer);
+        sqlite3_bind_int64(q, 5, x->size_a);
+        sqlite3_bind_int64(q, 6, x->size_b);
+        sqlite3_bind_int64(q, 7, x->inter);
+        sqlite3_bind_double(q, 8, x->frac);
+        sqlite3_bind_double(q, 9, x->jaccard);
+        sqlite3_bind_double(q, 10, x->baseline_frac);
+        sqlite3_bind_double(q, 11, x->baseline_jaccard);
+        if (sqlite3_step(q) != SQLITE_DONE) st = nl_results_error(ctx, db, "cannot write the overlap table");
+        sqlite3_reset(q);
     }
-    if (st == NL_OK) {
-        *run_id = run;
-        sqlite3_stmt *q = NULL;
-        st = nl_results_begin(ctx, db);
-        if (st == NL_OK && sqlite3_prepare_v2(nl_results_db(db), "INSERT INTO overlap VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
-                                              -1, &q, NULL) != SQLITE_OK)
-            st = nl_results_error(ctx, db, "cannot prepare the overlap table");
-        for (int i = 0; i < n && st == NL_OK; i++) {
-            const nl_overlap_cell *x = &c[i];
-            sqlite3_bind_int64(q, 1, run);
-            sqlite3_bind_text(q, 2, s->abilities[x->a], -1, SQLITE_STATIC);
-            sqlite3_bind_text(q, 3, s->abilities[x->b], -1, SQLITE_STATIC);
-            sqlite3_bind_int(q, 4, x->layer);
-            sqlite3_bind_int64(q, 5, x->size_a);
-            sqlite3_bind_int64(q, 6, x->size_b);
-            sqlite3_bind_int64(q, 7, x->inter);
-            sqlite3_bind_double(q, 8, x->frac);
-            sqlite3_bind_double(q, 9, x->jaccard);
-            sqlite3_bind_double(q, 10, x->baseline_frac);
-            sqlite3_bind_double(q, 11, x->baseline_jaccard);
-            if (sqlite3_step(q) != SQLITE_DONE) st = nl_results_error(ctx, db, "cannot write the overlap table");
-            sqlite3_reset(q);
-        }
-        sqlite3_finalize(q);
-        if (st == NL_OK) st = nl_results_commit(ctx, db);
-        else nl_results_rollback(db);
-        nl_ctx c2;
-        nl_ctx_init(&c2);
-        nl_status st2 = nl_results_end_run(&c2, db, run, st == NL_OK ? "complete" : "failed", st == NL_OK ? "" : ctx->msg);
-        if (st == NL_OK && st2 != NL_OK) {
-            memcpy(ctx->msg, c2.msg, sizeof ctx->msg);
-            st = st2;
-        }
-    }
-    if (st == NL_OK && cells) *cells = c, *ncells = n;
-    else free(c);
-    if (!sets || st != NL_OK) nl_ability_sets_release(s);
+    sqlite3_finalize(q);
+    if (st == NL_OK) st = nl_results_commit(ctx, db);
+    else nl_results_rollback(db);
     return st;
+}
+
+nl_status nl_overlap_run(nl_ctx *ctx, const nl_overlap_opts *opts, int64_t scores_run, nl_results *db, nl_progress *prog,
+                         nl_overlap_result *out) {
+    NL_ASSERT(db && out);
+    memset(out, 0, sizeof *out);
+    out->run_id = -1;
+    nl_overlap_opts def;
+    if (!opts) nl_overlap_opts_init(&def), opts = &def;
+    nl_ability_sets *s = &out->sets;
+    nl_status st = nl_ability_sets_load(ctx, db, scores_run, opts->top, s);
+    if (st == NL_OK) st = nl_overlap_compute(ctx, s, &out->cells, &out->n_cells);
+    if (st == NL_OK) st = nl_overlap_create_tables(ctx, db);
+    if (st != NL_OK) return st;
+    char params[256];
+    snprintf(params, sizeof params, "{\"scores_run\":%lld,\"top\":%.17g,\"scope\":\"%s\"}", (long long)s->run_id, s->top,
+             s->global ? "global" : "layer");
+    char dataset[64];
+    snprintf(dataset, sizeof dataset, "ability run %lld", (long long)s->run_id);
+    nl_run_info info = {"overlap", s->model, dataset, s->source, params};
+    if ((st = nl_results_begin_run(ctx, db, &info, &out->run_id)) != NL_OK) return st;
+    if (prog) prog->total = 1;
+    st = write_rows(ctx, db, out->run_id, s, out->cells, out->n_cells);
+    if (prog && st == NL_OK) nl_progress_add(prog, 1);
+    return nl_results_finish_run(ctx, db, out->run_id, st, NULL);
 }

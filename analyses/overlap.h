@@ -27,6 +27,7 @@
 #define NEURONLAB_ANALYSES_OVERLAP_H
 
 #include "analyses/ability.h"
+#include "neuronlab/progress.h"
 
 /* One pair at one layer (layer -1: all). */
 typedef struct {
@@ -40,10 +41,29 @@ typedef struct {
  * caller frees. Pure. */
 nl_status nl_overlap_compute(nl_ctx *ctx, const nl_ability_sets *s, nl_overlap_cell **out, int *n);
 
-/* Computes the overlap of ability run scores_run's sets (top ≤ 0: the run's fraction) and
- * writes it as a run of kind "overlap". Errors: those of nl_ability_sets_load. *run_id gets
- * the new run (or -1). cells/n as from nl_overlap_compute when not NULL (caller frees). */
-nl_status nl_overlap_run(nl_ctx *ctx, nl_results *db, int64_t scores_run, double top, int64_t *run_id,
-                         nl_ability_sets *sets, nl_overlap_cell **cells, int *n);
+/* Options; nl_overlap_opts_init sets the defaults. */
+typedef struct {
+    double top; /* top fraction of the sets, in (0, 1]; ≤ 0 (default): the scores run's own */
+} nl_overlap_opts;
+void nl_overlap_opts_init(nl_overlap_opts *o);
+
+/* What a run leaves for printing. Caller-owned: zero-initialise, nl_overlap_result_release
+ * (also after an error). */
+typedef struct {
+    int64_t run_id;          /* the overlap run; -1 when it was never begun */
+    nl_ability_sets sets;    /* the sets compared (owned) */
+    nl_overlap_cell *cells;  /* (n_cells) as from nl_overlap_compute (owned) */
+    int n_cells;
+} nl_overlap_result;
+void nl_overlap_result_release(nl_overlap_result *r); /* zeroes it; a zeroed struct is a no-op */
+
+/* Creates the overlap table when missing (idempotent). */
+nl_status nl_overlap_create_tables(nl_ctx *ctx, nl_results *db);
+
+/* Computes the overlap of ability run scores_run's sets (≤ 0: the latest complete ability
+ * run) and writes it as a run of kind "overlap", ended by nl_results_finish_run. Errors:
+ * those of nl_ability_sets_load (nothing written). prog (may be NULL) counts one step. */
+nl_status nl_overlap_run(nl_ctx *ctx, const nl_overlap_opts *opts, int64_t scores_run, nl_results *db, nl_progress *prog,
+                         nl_overlap_result *out);
 
 #endif

@@ -217,7 +217,7 @@ nl_status nl_mask_hook(void *user, nl_ctx *ctx, const nl_hook_info *info, float 
 
 /* ---- the analysis --------------------------------------------------------------------- */
 
-nl_status nl_perturb_tables(nl_ctx *ctx, nl_results *db) {
+nl_status nl_perturb_create_tables(nl_ctx *ctx, nl_results *db) {
     return nl_results_exec(ctx, db,
                            "CREATE TABLE IF NOT EXISTS perturb("
                            " run_id INTEGER NOT NULL REFERENCES runs(id),"
@@ -226,7 +226,17 @@ nl_status nl_perturb_tables(nl_ctx *ctx, nl_results *db) {
                            "CREATE INDEX IF NOT EXISTS perturb_run_id ON perturb(run_id);");
 }
 
-void nl_perturb_params_json(const nl_perturb_options *opt, int ctx_len, int stride, int batch, char *buf, size_t n) {
+static const nl_mask_metric default_metrics[NL_MASK_N_METRICS] = {NL_MASK_VALUE, NL_MASK_NORM, NL_MASK_RANDOM};
+static const double default_ratios[10] = {0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9};
+
+void nl_perturb_opts_init(nl_perturb_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->metrics = default_metrics, o->n_metrics = NL_MASK_N_METRICS;
+    o->ratios = default_ratios, o->n_ratios = 10;
+}
+
+/* The run's parameters as a JSON object into buf (n bytes). */
+static void params_json(const nl_perturb_opts *opt, int ctx_len, int stride, int batch, char *buf, size_t n) {
     size_t o = 0;
 #define PUT(...) (o += (size_t)snprintf(buf + (o < n ? o : n), o < n ? n - o : 0, __VA_ARGS__))
     PUT("{\"metrics\":[");
@@ -237,7 +247,7 @@ void nl_perturb_params_json(const nl_perturb_options *opt, int ctx_len, int stri
 #undef PUT
 }
 
-int nl_perturb_passes(const nl_perturb_options *opt, int F) {
+int nl_perturb_passes(const nl_perturb_opts *opt, int F) {
     int n = 0, base = 0;
     for (int m = 0; m < opt->n_metrics; m++)
         for (int r = 0; r < opt->n_ratios; r++) {
@@ -247,11 +257,12 @@ int nl_perturb_passes(const nl_perturb_options *opt, int F) {
     return n + base;
 }
 
-void nl_perturb_cells_release(nl_perturb_cell *cells, int n) {
-    for (int i = 0; cells && i < n; i++) {
-        nl_ppl_result_release(&cells[i].ppl);
-        cells[i].done = 0;
-    }
+void nl_perturb_result_release(nl_perturb_result *r) {
+    if (!r) return;
+    for (int i = 0; r->cells && i < r->n_cells; i++) nl_ppl_result_release(&r->cells[i].ppl);
+    free(r->cells);
+    memset(r, 0, sizeof *r);
+    r->run_id = -1;
 }
 
 static nl_status copy_result(nl_ctx *ctx, const nl_ppl_result *a, nl_ppl_result *b) {
@@ -307,17 +318,23 @@ static nl_status finish_cell(nl_ctx *ctx, nl_results *db, int64_t run_id, const 
     return st;
 }
 
-nl_status nl_perturb_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, const nl_perturb_options *opt,
-                         nl_results *db, int64_t run_id, nl_progress *progress, nl_perturb_cell *cells) {
-    nl_model *m = nl_forward_model(f);
-    const int F = nl_model_config(m)->d_ff, NR = opt->n_ratios, NC = opt->n_metrics * opt->n_ratios;
-    if (opt->n_metrics <= 0 || NR <= 0) return nl_errorf(ctx, NL_EINVAL, "perturb needs at least one metric and one ratio");
-    for (int r = 0; r < NR; r++)
+static nl_status check_opts(nl_ctx *ctx, const nl_perturb_opts *opt) {
+    if (opt->n_metrics <= 0 || opt->n_ratios <= 0)
+        return nl_errorf(ctx, NL_EINVAL, "perturb needs at least one metric and one ratio");
+    for (int r = 0; r < opt->n_ratios; r++)
         if (!(opt->ratios[r] >= 0.0 && opt->ratios[r] < 1.0))
             return nl_errorf(ctx, NL_EINVAL, "masking ratio %g is outside [0, 1)", opt->ratios[r]);
     for (int i = 0; i < opt->n_metrics; i++)
         if (opt->metrics[i] < 0 || opt->metrics[i] >= NL_MASK_N_METRICS)
             return nl_errorf(ctx, NL_EINVAL, "unknown masking metric %d", (int)opt->metrics[i]);
+    return NL_OK;
+}
+
+/* The passes of a validated opt into cells (n_metrics × n_ratios), rows under run_id when db. */
+static nl_status run_passes(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, const nl_perturb_opts *opt, nl_results *db,
+                            int64_t run_id, nl_progress *progress, nl_perturb_cell *cells) {
+    nl_model *m = nl_forward_model(f);
+    const int F = nl_model_config(m)->d_ff, NR = opt->n_ratios, NC = opt->n_metrics * opt->n_ratios;
     int any_zero = 0;
     for (int i = 0; i < NC; i++) {
         memset(&cells[i], 0, sizeof cells[i]);
@@ -326,7 +343,7 @@ nl_status nl_perturb_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, const
         cells[i].masked = nl_mask_count(cells[i].ratio, F);
         if (cells[i].masked == 0) any_zero = 1;
     }
-    nl_status st = db ? nl_perturb_tables(ctx, db) : NL_OK;
+    nl_status st = NL_OK;
     nl_mask *mask = NULL;
     if (st == NL_OK) st = nl_mask_create_for_model(ctx, m, NL_MASK_VALUE, 0.0, opt->seed, &mask);
     if (st != NL_OK) return st;
@@ -355,4 +372,37 @@ nl_status nl_perturb_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, const
     hooks->n = n_hooks; /* remove our intervener */
     nl_mask_destroy(mask);
     return st;
+}
+
+nl_status nl_perturb_run(nl_ctx *ctx, const nl_perturb_opts *opts, nl_forward *f, const nl_dataset *ds, nl_results *db,
+                         nl_progress *progress, nl_perturb_result *out) {
+    NL_ASSERT(f && ds && out);
+    memset(out, 0, sizeof *out);
+    out->run_id = -1;
+    nl_perturb_opts def;
+    if (!opts) nl_perturb_opts_init(&def), opts = &def;
+    nl_status st = check_opts(ctx, opts);
+    if (st != NL_OK) return st;
+    nl_ctx_apply_threads(ctx);
+    nl_model *m = nl_forward_model(f);
+    const int F = nl_model_config(m)->d_ff;
+    out->n_cells = opts->n_metrics * opts->n_ratios;
+    out->passes = nl_perturb_passes(opts, F);
+    if (!(out->cells = calloc((size_t)out->n_cells, sizeof *out->cells))) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    if (db) {
+        const int ctx_len = nl_forward_max_P(f);
+        char params[8192];
+        params_json(opts, ctx_len, opts->stride > 0 ? opts->stride : ctx_len / 2, opts->batch > 0 ? opts->batch : nl_forward_max_T(f),
+                    params, sizeof params);
+        nl_run_info info = {.kind = "perturb",
+                            .model = opts->model ? opts->model : nl_model_path(m),
+                            .dataset = opts->dataset ? opts->dataset : ds->path,
+                            .params = params};
+        if ((st = nl_perturb_create_tables(ctx, db)) != NL_OK) return st;
+        if ((st = nl_results_begin_run(ctx, db, &info, &out->run_id)) != NL_OK) return st;
+    }
+    if (progress) progress->total = (int64_t)out->passes * ds->n_tokens;
+    st = run_passes(ctx, f, ds, opts, db, out->run_id, progress, out->cells);
+    for (int i = 0; i < out->n_cells; i++) out->n_done += out->cells[i].done;
+    return db ? nl_results_finish_run(ctx, db, out->run_id, st, NULL) : st;
 }

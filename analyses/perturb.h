@@ -30,6 +30,8 @@
  *           tokens = 0), ppl REAL (exp(nll)), masked INTEGER NOT NULL (k: neurons masked
  *           per token and layer))
  *   index perturb_run_id ON perturb(run_id)
+ * The run: kind "perturb", model and dataset from the options (default the model's and the
+ * dataset's paths), params {"metrics":[…],"ratios":[…],"seed":S,"ctx":C,"stride":S,"batch":B}.
  * Each (metric, ratio) is committed in its own transaction as soon as it is computed, so an
  * interrupted run keeps every finished setting.
  * Checked by tests/test_perturb.c (hand-made rows against a brute-force sort, stories260K
@@ -81,14 +83,21 @@ nl_status nl_mask_hook(void *user, nl_ctx *ctx, const nl_hook_info *info, float 
 
 /* ---- the analysis ------------------------------------------------------------------- */
 
+/* Options; nl_perturb_opts_init sets the defaults noted. Caller-owned; arrays borrowed. */
 typedef struct {
-    const nl_mask_metric *metrics; /* (n_metrics) */
+    const nl_mask_metric *metrics; /* (n_metrics); default value, norm, random */
     int n_metrics;
-    const double *ratios;          /* (n_ratios), each in [0, 1) */
+    const double *ratios;          /* (n_ratios), each in [0, 1); default 0, 0.1, …, 0.9 */
     int n_ratios;
-    uint64_t seed;                 /* random control */
+    uint64_t seed;                 /* random control; default 0 */
     int stride;                    /* sliding-window stride as in nl_forward_doc (≤ 0: ctx/2) */
-} nl_perturb_options;
+    int batch;                     /* provenance: tokens per forward call as asked, written to the
+                                    * params (≤ 0: the forward pass's nl_forward_max_T) */
+    const char *model, *dataset;   /* provenance: runs.model / runs.dataset (NULL: the model's
+                                    * path, the dataset's path) */
+} nl_perturb_opts;
+
+void nl_perturb_opts_init(nl_perturb_opts *o);
 
 /* One (metric, ratio) setting's result. */
 typedef struct {
@@ -99,25 +108,33 @@ typedef struct {
     nl_ppl_result ppl; /* owned when done */
 } nl_perturb_cell;
 
-/* Creates the perturb table and its index when missing (idempotent). */
-nl_status nl_perturb_tables(nl_ctx *ctx, nl_results *db);
+/* What a run leaves for printing. Caller-owned: zero-initialise, nl_perturb_result_release
+ * (also after an error). */
+typedef struct {
+    int64_t run_id;        /* the run; -1 without a database or when it was never begun */
+    nl_perturb_cell *cells; /* (n_metrics × n_ratios): cells[m * n_ratios + r] for metrics[m],
+                            * ratios[r]; finished ones have done = 1 (owned) */
+    int n_cells;
+    int n_done;            /* finished settings */
+    int passes;            /* forward passes the options need (nl_perturb_passes) */
+} nl_perturb_result;
+void nl_perturb_result_release(nl_perturb_result *r); /* zeroes it; a zeroed struct is a no-op */
 
-/* The run's parameters as a JSON object into buf (n bytes):
- * {"metrics":[…],"ratios":[…],"seed":S,"ctx":C,"stride":S,"batch":B}. */
-void nl_perturb_params_json(const nl_perturb_options *opt, int ctx_len, int stride, int batch, char *buf, size_t n);
+/* Creates the perturb table and its index when missing (idempotent). */
+nl_status nl_perturb_create_tables(nl_ctx *ctx, nl_results *db);
 
 /* Scores ds once per (metric, ratio) with the mask intervener on f (registered for the call
- * and removed before returning): cells[m * n_ratios + r] for metrics[m], ratios[r] (caller
- * allocates n_metrics × n_ratios cells, release with nl_perturb_cells_release). Settings with
- * k = 0 share one unmasked pass. Order: the unmasked pass first, then metric by metric, ratio
- * by ratio. db may be NULL; otherwise each finished setting's rows (label '' and every
- * non-empty label) are committed under run_id at once. progress (may be NULL) counts tokens
- * over all passes. On NL_EINTR or an error the finished cells stay done (and in the database);
- * the caller ends the run. */
-nl_status nl_perturb_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, const nl_perturb_options *opt,
-                         nl_results *db, int64_t run_id, nl_progress *progress, nl_perturb_cell *cells);
+ * and removed before returning). Settings with k = 0 share one unmasked pass. Order: the
+ * unmasked pass first, then metric by metric, ratio by ratio. Options are validated first
+ * (NL_EINVAL: no metric or ratio, a ratio outside [0, 1), an unknown metric), before anything
+ * is written. db may be NULL (nothing stored); otherwise the run (above) is begun, each
+ * finished setting's rows (label '' and every non-empty label) are committed at once, and
+ * the run is ended by nl_results_finish_run (an interrupted run keeps its finished settings).
+ * progress (may be NULL) counts tokens over all passes (its total is set here). Threads:
+ * ctx->n_threads (0 = all cores). */
+nl_status nl_perturb_run(nl_ctx *ctx, const nl_perturb_opts *opts, nl_forward *f, const nl_dataset *ds, nl_results *db,
+                         nl_progress *progress, nl_perturb_result *out);
 /* Forward passes nl_perturb_run makes for opt (to size a progress bar). */
-int nl_perturb_passes(const nl_perturb_options *opt, int F);
-void nl_perturb_cells_release(nl_perturb_cell *cells, int n);
+int nl_perturb_passes(const nl_perturb_opts *opt, int F);
 
 #endif

@@ -190,6 +190,7 @@ static nl_status unknown_ability(nl_ctx *ctx, const nl_ability_sets *sets, const
 nl_status nl_prune_plan(nl_ctx *ctx, const nl_ability_sets *sets, const nl_dataset *ds, const nl_prune_opts *o,
                         nl_prune_result *r) {
     memset(r, 0, sizeof *r);
+    r->run_id = -1;
     if (o->seeds < 1) return nl_errorf(ctx, NL_EINVAL, "the random control needs at least one seed");
     if (sets->n_abilities <= 0) return nl_errorf(ctx, NL_EINVAL, "scores run %lld has no abilities", (long long)sets->run_id);
     const int R = o->abilities ? o->n_abilities : sets->n_abilities, Lr = sets->n_layers, S = o->seeds;
@@ -284,7 +285,7 @@ nl_prune_stat nl_prune_control(const nl_prune_result *r, int row, int col) {
 
 /* ---- tables ----------------------------------------------------------------------------- */
 
-nl_status nl_prune_tables(nl_ctx *ctx, nl_results *db) {
+nl_status nl_prune_create_tables(nl_ctx *ctx, nl_results *db) {
     return nl_results_exec(ctx, db,
                            "CREATE TABLE IF NOT EXISTS prune_effect("
                            " run_id INTEGER NOT NULL REFERENCES runs(id), pruned TEXT NOT NULL,"
@@ -298,8 +299,9 @@ nl_status nl_prune_tables(nl_ctx *ctx, nl_results *db) {
                            " PRIMARY KEY (run_id, pruned, label)) WITHOUT ROWID;");
 }
 
-void nl_prune_params_json(const nl_ability_sets *sets, const nl_prune_result *r, int ctx_len, int stride, int batch,
-                          char *buf, size_t n) {
+/* The run's parameters as a JSON object into buf (n bytes). */
+static void params_json(const nl_ability_sets *sets, const nl_prune_result *r, int ctx_len, int stride, int batch, char *buf,
+                        size_t n) {
     size_t o = 0;
 #define PUT(...) (o += (size_t)snprintf(buf + (o < n ? o : n), o < n ? n - o : 0, __VA_ARGS__))
     PUT("{\"scores_run\":%lld,\"method\":\"%s\",\"symmetric\":%s,\"top\":%.15g,\"scope\":\"%s\",\"seeds\":%d,\"abilities\":[",
@@ -406,20 +408,26 @@ static nl_status score(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, int str
     return st;
 }
 
-nl_status nl_prune_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, const nl_ability_sets *sets,
-                       const nl_prune_opts *o, nl_results *db, int64_t run_id, nl_progress *progress, nl_prune_result *r) {
+/* The model of f must hold the sets' layers with F neurons each. */
+static nl_status check_model(nl_ctx *ctx, nl_forward *f, const nl_ability_sets *sets) {
+    const nl_config *cfg = nl_model_config(nl_forward_model(f));
+    if (sets->d_ff != cfg->d_ff)
+        return nl_errorf(ctx, NL_EINVAL, "scores run %lld has %d neurons per layer, the model %d", (long long)sets->run_id,
+                         sets->d_ff, cfg->d_ff);
+    for (int j = 0; j < sets->n_layers; j++)
+        if (sets->layers[j] < 0 || sets->layers[j] >= cfg->n_layers)
+            return nl_errorf(ctx, NL_EINVAL, "scores run %lld has layer %d, the model %d layers", (long long)sets->run_id,
+                             sets->layers[j], cfg->n_layers);
+    return NL_OK;
+}
+
+/* The passes of plan r (model checked), rows under run_id when db. */
+static nl_status run_passes(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, const nl_ability_sets *sets,
+                            const nl_prune_opts *o, nl_results *db, int64_t run_id, nl_progress *progress, nl_prune_result *r) {
     const nl_config *cfg = nl_model_config(nl_forward_model(f));
     const int L = cfg->n_layers, F = cfg->d_ff, Lr = sets->n_layers, C = r->n_cols, S = r->n_seeds;
-    if (sets->d_ff != F)
-        return nl_errorf(ctx, NL_EINVAL, "scores run %lld has %d neurons per layer, the model %d", (long long)sets->run_id,
-                         sets->d_ff, F);
-    for (int j = 0; j < Lr; j++)
-        if (sets->layers[j] < 0 || sets->layers[j] >= L)
-            return nl_errorf(ctx, NL_EINVAL, "scores run %lld has layer %d, the model %d layers", (long long)sets->run_id,
-                             sets->layers[j], L);
-    nl_status st = db ? nl_prune_tables(ctx, db) : NL_OK;
     nl_prune_mask mask = {0};
-    if (st == NL_OK) st = nl_prune_mask_init(ctx, &mask, L, F);
+    nl_status st = nl_prune_mask_init(ctx, &mask, L, F);
     if (st != NL_OK) return st;
     nl_hooks *hooks = nl_forward_hooks(f);
     const int n_hooks = hooks->n;
@@ -455,4 +463,33 @@ nl_status nl_prune_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, const n
     hooks->n = n_hooks; /* remove our intervener */
     nl_prune_mask_release(&mask);
     return st;
+}
+
+nl_status nl_prune_run(nl_ctx *ctx, const nl_prune_opts *opts, nl_forward *f, const nl_dataset *ds, const nl_ability_sets *sets,
+                       nl_results *db, nl_progress *progress, nl_prune_result *r) {
+    NL_ASSERT(f && ds && sets && r);
+    nl_prune_opts def;
+    if (!opts) nl_prune_opts_init(&def), opts = &def;
+    nl_status st = nl_prune_plan(ctx, sets, ds, opts, r); /* zeroes r first */
+    r->run_id = -1;
+    if (st == NL_OK) st = check_model(ctx, f, sets);
+    if (st != NL_OK) return st;
+    nl_ctx_apply_threads(ctx);
+    nl_model *m = nl_forward_model(f);
+    if (db) {
+        const int ctx_len = nl_forward_max_P(f);
+        char params[16384];
+        params_json(sets, r, ctx_len, opts->stride > 0 ? opts->stride : ctx_len / 2, opts->batch > 0 ? opts->batch : nl_forward_max_T(f),
+                    params, sizeof params);
+        nl_run_info info = {.kind = "prune",
+                            .model = opts->model ? opts->model : nl_model_path(m),
+                            .dataset = opts->dataset ? opts->dataset : ds->path,
+                            .source = sets->source,
+                            .params = params};
+        if ((st = nl_prune_create_tables(ctx, db)) != NL_OK) return st;
+        if ((st = nl_results_begin_run(ctx, db, &info, &r->run_id)) != NL_OK) return st;
+    }
+    if (progress) progress->total = (int64_t)nl_prune_passes(r) * ds->n_tokens;
+    st = run_passes(ctx, f, ds, sets, opts, db, r->run_id, progress, r);
+    return db ? nl_results_finish_run(ctx, db, r->run_id, st, NULL) : st;
 }

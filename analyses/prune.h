@@ -41,8 +41,10 @@
  *   prune_control(run_id INTEGER NOT NULL, pruned TEXT NOT NULL, label TEXT NOT NULL,
  *       seeds INTEGER NOT NULL, mean REAL, sd REAL, min REAL, max REAL,
  *       PRIMARY KEY (run_id, pruned, label))
- * The run (kind "prune", written by the caller): model = the model path, dataset = the data
- * path, source = the scores run's activation file, params from nl_prune_params_json.
+ * The run (kind "prune", written by nl_prune_run): model = the model path, dataset = the data
+ * path (both from the options, default the model's and the dataset's), source = the scores
+ * run's activation file, params {"scores_run":N,"method":M,"symmetric":B,"top":F,
+ * "scope":"layer"|"global","seeds":S,"abilities":[…],"ctx":C,"stride":S,"batch":B}.
  * Each pass's rows are committed in their own transaction as soon as it is computed (a random
  * pass: the 'random' rows of every ability sharing its counts); a count vector's prune_control
  * rows are committed when its last seed is done. An interrupted run keeps every finished pass.
@@ -103,12 +105,17 @@ typedef struct {
     int n_abilities;
     int seeds;                    /* random-control seeds 0 … seeds−1; ≥ 1 (default 3) */
     int stride;                   /* sliding-window stride as in nl_forward_doc (≤ 0: ctx/2) */
+    int batch;                    /* provenance: tokens per forward call as asked, written to the
+                                   * params (≤ 0: the forward pass's nl_forward_max_T) */
+    const char *model, *dataset;  /* provenance: runs.model / runs.dataset (NULL: the model's
+                                   * path, the dataset's path) */
 } nl_prune_opts;
 
 void nl_prune_opts_init(nl_prune_opts *o);
 
 /* Layout and results of a prune run (nl_prune_plan fills the layout, nl_prune_run the sums). */
 typedef struct {
+    int64_t run_id;       /* the run nl_prune_run wrote; -1 without a database or before it began */
     int n_rows;           /* R: pruned abilities */
     int *ability;         /* (R) index of each in sets->abilities */
     int *diag;            /* (R) column of each row's own label */
@@ -153,19 +160,17 @@ typedef struct {
 nl_prune_stat nl_prune_control(const nl_prune_result *r, int row, int col);
 
 /* Creates the prune tables when missing (idempotent). */
-nl_status nl_prune_tables(nl_ctx *ctx, nl_results *db);
+nl_status nl_prune_create_tables(nl_ctx *ctx, nl_results *db);
 
-/* The run's parameters as a JSON object into buf (n bytes): {"scores_run":N,"method":M,"symmetric":B,"top":F,
- * "scope":"layer"|"global","seeds":S,"abilities":[…],"ctx":C,"stride":S,"batch":B}. */
-void nl_prune_params_json(const nl_ability_sets *sets, const nl_prune_result *r, int ctx_len, int stride, int batch,
-                          char *buf, size_t n);
-
-/* Makes the passes of plan r on f (the intervener is registered for the call and removed
- * before returning; the model must match the sets: every sets->layers[j] < its layers, d_ff =
- * F, else NL_EINVAL). db may be NULL; otherwise rows are committed under run_id as described
- * above. progress (may be NULL) counts tokens over all passes. On NL_EINTR or an error the
- * finished passes stay done (and in the database); the caller ends the run. */
-nl_status nl_prune_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, const nl_ability_sets *sets,
-                       const nl_prune_opts *o, nl_results *db, int64_t run_id, nl_progress *progress, nl_prune_result *r);
+/* The prune analysis with the top sets of a scores run (opts NULL → defaults): plans r
+ * (nl_prune_plan's errors) and checks the model of f against the sets (every sets->layers[j]
+ * < its layers, d_ff = F, else NL_EINVAL) before anything is written; then, when db is not
+ * NULL, begins the run (above), makes the passes with the intervener registered on f (removed
+ * before returning), committing rows as described above, and ends the run with
+ * nl_results_finish_run (an interrupted run keeps its finished passes). db NULL: the passes
+ * only. progress (may be NULL) counts tokens over all passes (its total is set here).
+ * r is caller-owned: nl_prune_result_release (also after an error). Threads: ctx->n_threads. */
+nl_status nl_prune_run(nl_ctx *ctx, const nl_prune_opts *opts, nl_forward *f, const nl_dataset *ds, const nl_ability_sets *sets,
+                       nl_results *db, nl_progress *progress, nl_prune_result *r);
 
 #endif

@@ -18,7 +18,6 @@
 #include <string.h>
 
 #include "neuronlab/model.h"
-#include "neuronlab/model.h"
 
 const double nl_sparsity_quantiles[NL_SPARSITY_N_QUANTILES] = {0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99};
 
@@ -180,7 +179,6 @@ struct nl_sparsity {
     /* rows */
     nl_sparsity_row *rows;
     int n_rows, cap_rows;
-    int ran;
     /* this layer's CETT results and curve, for writing */
     nl_sparsity_row *cur;      /* (n_out) rows of the current layer */
     double *curve;             /* (n_out, curve_max, 3) epsilon, sparsity, cett */
@@ -212,14 +210,7 @@ void nl_sparsity_opts_init(nl_sparsity_opts *o) {
     o->label_neurons = 1;
 }
 
-const nl_h5_info *nl_sparsity_info(const nl_sparsity *s) { return s->in; }
-const char *nl_sparsity_model(const nl_sparsity *s) { return s->m ? s->model_path : NULL; }
-const nl_sparsity_row *nl_sparsity_rows(const nl_sparsity *s, int *n) {
-    *n = s->n_rows;
-    return s->rows;
-}
-
-void nl_sparsity_close(nl_sparsity *s) {
+static void sparsity_close(nl_sparsity *s) {
     if (!s) return;
     for (int i = 0; i < 8; i++) sqlite3_finalize(s->st[i]);
     nl_h5_reader_close(s->r);
@@ -327,7 +318,8 @@ static nl_status open_model(nl_ctx *ctx, nl_sparsity *s) {
     return st;
 }
 
-nl_status nl_sparsity_open(nl_ctx *ctx, const char *acts_path, const nl_sparsity_opts *opts, nl_sparsity **out) {
+/* Validates the inputs and allocates the state; nothing is written anywhere. */
+static nl_status sparsity_open(nl_ctx *ctx, const char *acts_path, const nl_sparsity_opts *opts, nl_sparsity **out) {
     NL_ASSERT(acts_path && out);
     *out = NULL;
     nl_sparsity_opts def;
@@ -482,7 +474,7 @@ nl_status nl_sparsity_open(nl_ctx *ctx, const char *acts_path, const nl_sparsity
     *out = s;
     return NL_OK;
 fail:
-    nl_sparsity_close(s);
+    sparsity_close(s);
     return st;
 }
 
@@ -1514,11 +1506,8 @@ static nl_status process_layer(nl_ctx *ctx, nl_sparsity *s, int l, nl_progress *
 
 #define JCAT(...) snprintf(p + strlen(p), sizeof p - strlen(p), __VA_ARGS__)
 
-nl_status nl_sparsity_run(nl_ctx *ctx, nl_sparsity *s, nl_results *db, nl_progress *prog, int64_t *run_id) {
-    NL_ASSERT(!s->ran);
-    s->ran = 1;
+static nl_status run_analysis(nl_ctx *ctx, nl_sparsity *s, nl_results *db, nl_progress *prog) {
     s->db = db;
-    *run_id = -1;
     char p[8192] = "{\"thresholds\":[";
     for (int j = 0; j < s->ntau; j++) JCAT("%s%.17g", j ? "," : "", s->o.thresholds[j]);
     JCAT("],\"dead_threshold\":%.17g,\"resident_threshold\":%.17g,\"resident_frac\":%.17g,\"cett\":", s->o.dead_threshold,
@@ -1536,8 +1525,7 @@ nl_status nl_sparsity_run(nl_ctx *ctx, nl_sparsity *s, nl_results *db, nl_progre
     nl_run_info info = {"sparsity", s->m ? s->model_path : s->in->meta.model, s->in->meta.dataset, s->path, p};
     nl_status st = nl_results_begin_run(ctx, db, &info, &s->run_id);
     if (st != NL_OK) return st;
-    *run_id = s->run_id;
-    st = nl_results_exec(ctx, db, DDL);
+    st = nl_sparsity_create_tables(ctx, db);
     for (int i = 0; i < 8 && st == NL_OK; i++)
         if (sqlite3_prepare_v2(nl_results_db(db), INS[i], -1, &s->st[i], NULL) != SQLITE_OK)
             st = nl_results_error(ctx, db, "cannot prepare the sparsity tables");
@@ -1557,16 +1545,34 @@ nl_status nl_sparsity_run(nl_ctx *ctx, nl_sparsity *s, nl_results *db, nl_progre
     }
     if (st == NL_OK) st = write_overall(ctx, s);
     for (int i = 0; i < 8; i++) sqlite3_finalize(s->st[i]), s->st[i] = NULL; /* the database may close before s */
-    nl_ctx c2;
-    nl_ctx_init(&c2);
-    char msg[1100];
-    const char *status = st == NL_OK ? "complete" : st == NL_EINTR ? "interrupted" : "failed";
-    if (st == NL_EINTR) snprintf(msg, sizeof msg, "interrupted after %d of %d layers", done, s->n_rec);
-    else snprintf(msg, sizeof msg, "%s", st == NL_OK ? "" : ctx->msg);
-    nl_status st2 = nl_results_end_run(&c2, db, s->run_id, status, msg);
-    if (st == NL_OK && st2 != NL_OK) {
-        memcpy(ctx->msg, c2.msg, sizeof ctx->msg);
-        st = st2;
-    }
+    char note[128];
+    snprintf(note, sizeof note, "interrupted after %d of %d layers", done, s->n_rec);
+    return nl_results_finish_run(ctx, db, s->run_id, st, note);
+}
+
+nl_status nl_sparsity_create_tables(nl_ctx *ctx, nl_results *db) { return nl_results_exec(ctx, db, DDL); }
+
+nl_status nl_sparsity_run(nl_ctx *ctx, const nl_sparsity_opts *opts, const char *acts_path, nl_results *db,
+                          nl_progress *prog, nl_sparsity_result *out) {
+    NL_ASSERT(acts_path && db && out);
+    memset(out, 0, sizeof *out);
+    out->run_id = -1;
+    nl_ctx_apply_threads(ctx);
+    nl_sparsity *s = NULL;
+    nl_status st = sparsity_open(ctx, acts_path, opts, &s);
+    if (st != NL_OK) return st;
+    out->impl = s;
+    out->info = s->in;
+    out->model = s->m ? s->model_path : NULL;
+    st = run_analysis(ctx, s, db, prog);
+    out->run_id = s->run_id;
+    out->rows = s->rows;
+    out->n_rows = s->n_rows;
     return st;
+}
+
+void nl_sparsity_result_release(nl_sparsity_result *r) {
+    if (!r) return;
+    sparsity_close(r->impl);
+    memset(r, 0, sizeof *r);
 }

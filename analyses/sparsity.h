@@ -106,7 +106,7 @@
 /* The quantiles reported: 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99. */
 extern const double nl_sparsity_quantiles[NL_SPARSITY_N_QUANTILES];
 
-/* Options; nl_sparsity_opts_init sets the defaults noted. Caller-owned, copied by open. */
+/* Options; nl_sparsity_opts_init sets the defaults noted. Caller-owned, copied by the run. */
 typedef struct {
     const char *model;        /* model for CETT (path); NULL → the file's `model` attribute */
     int no_cett;              /* 1 = skip CETT (no model needed) */
@@ -147,34 +147,40 @@ typedef struct {
     } cett[NL_SPARSITY_MAX_TARGETS];
 } nl_sparsity_row;
 
-typedef struct nl_sparsity nl_sparsity;
+typedef struct nl_sparsity nl_sparsity; /* the analysis state, private to sparsity.c */
 
-/* Opens and validates the inputs: the activation file (nl_h5_open's errors; a file without
- * ffn_act, without recorded layers or without tokens is refused naming it), and unless
- * no_cett the model (opts->model or the file's attribute), whose n_layers, d_model and
- * d_ff must equal the file's, and whose W_out column norms must match the file's first
- * recorded layer's w_out_norm (relative 1e-4):
+/* What a run leaves for printing. Caller-owned: zero-initialise, pass to nl_sparsity_run,
+ * then nl_sparsity_result_release (also after an error). Pointers are owned by the result. */
+typedef struct {
+    int64_t run_id;           /* the run in the database; -1 when it was never begun */
+    const nl_h5_info *info;   /* the activation file's description (complete = 0 for an
+                               * interrupted record); NULL when the inputs were refused */
+    const char *model;        /* the model path used for CETT; NULL with no_cett */
+    const nl_sparsity_row *rows; /* (n_rows) the finished layers' summary rows, in order: each
+                               * recorded layer ascending, then layer -1; within a layer
+                               * label "" first, then the labels in byte order */
+    int n_rows;
+    nl_sparsity *impl;        /* private: owns everything above */
+} nl_sparsity_result;
+
+/* Creates the tables above when missing (idempotent). */
+nl_status nl_sparsity_create_tables(nl_ctx *ctx, nl_results *db);
+
+/* Runs the analysis of the activation file at acts_path into db (opts NULL → defaults).
+ * First validates the inputs, before anything is written: the activation file (nl_h5_open's
+ * errors; a file without ffn_act, without recorded layers or without tokens is refused
+ * naming it), and unless no_cett the model (opts->model or the file's attribute), whose
+ * n_layers, d_model and d_ff must equal the file's, and whose W_out column norms must match
+ * the file's first recorded layer's w_out_norm (relative 1e-4):
  *   'tiny/' does not match 'acts.h5': d_ff 128 vs 100
- * Options out of range are NL_EINVAL. On success *out is owned by the caller
- * (nl_sparsity_close); nothing has been written anywhere. */
-nl_status nl_sparsity_open(nl_ctx *ctx, const char *acts_path, const nl_sparsity_opts *opts, nl_sparsity **out);
-void nl_sparsity_close(nl_sparsity *s); /* NULL is a no-op */
-
-/* Borrowed: the activation file's description (complete = 0 for an interrupted record). */
-const nl_h5_info *nl_sparsity_info(const nl_sparsity *s);
-/* The model path used for CETT, or NULL with no_cett. Borrowed. */
-const char *nl_sparsity_model(const nl_sparsity *s);
-
-/* Runs the analysis into db: a run of kind "sparsity" (source = the .h5 path, model and
- * dataset from the file, params as JSON) with the tables above, ended 'complete',
- * 'interrupted' (nl_interrupted set: returns NL_EINTR, finished layers kept) or 'failed'
- * (the error's message). prog (may be NULL) gets the rows read (several passes per layer
- * with CETT; its total is raised as passes are added). *run_id gets the run's id (also on
- * failure once the run exists, else -1). Call once per nl_sparsity. */
-nl_status nl_sparsity_run(nl_ctx *ctx, nl_sparsity *s, nl_results *db, nl_progress *prog, int64_t *run_id);
-
-/* The summary rows of the finished layers, in order: each recorded layer ascending, then
- * layer -1; within a layer label "" first, then the labels in byte order. Borrowed. */
-const nl_sparsity_row *nl_sparsity_rows(const nl_sparsity *s, int *n);
+ * Options out of range are NL_EINVAL. Then a run of kind "sparsity" (source = the .h5 path,
+ * model and dataset from the file, params as JSON) with the tables above, ended by
+ * nl_results_finish_run: 'complete', 'interrupted' (nl_interrupted set: returns NL_EINTR,
+ * finished layers kept, message "interrupted after N of M layers") or 'failed' (the
+ * error's message). prog (may be NULL) gets the rows read (several passes per layer with
+ * CETT; its total is raised as passes are added). Threads: ctx->n_threads (0 = all cores). */
+nl_status nl_sparsity_run(nl_ctx *ctx, const nl_sparsity_opts *opts, const char *acts_path, nl_results *db,
+                          nl_progress *prog, nl_sparsity_result *out);
+void nl_sparsity_result_release(nl_sparsity_result *r); /* zeroes it; a zeroed struct is a no-op */
 
 #endif

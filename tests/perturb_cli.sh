@@ -106,7 +106,7 @@ pid=$!
 $py - "$idb" <<'PY'
 import sqlite3, sys, time, os
 t0 = time.time()
-while time.time() - t0 < 120:  # wait for the first committed setting
+while time.time() - t0 < 600:  # wait for the first committed setting (a busy machine is slow)
     try:
         if os.path.exists(sys.argv[1]) and sqlite3.connect(sys.argv[1], timeout=5).execute(
                 "SELECT count(*) FROM perturb").fetchone()[0] > 0: break

@@ -190,8 +190,8 @@ bad 1 "'$tmp/noprose.jsonl' has no documents labelled 'prose' (an ability of sco
 bad 1 "scores run 2 has no ability 'poetry' (its abilities: code, math, prose)" $model "$tmp/small.jsonl" --db "$db" --scores 2 --abilities code,poetry
 bad 1 "'$tmp/empty.db' has no complete ability run" $model "$tmp/small.jsonl" --db "$tmp/empty.db" --scores latest
 bad 2 "--scores needs the id of an ability run (or latest)" $model "$tmp/small.jsonl" --db "$db" --scores last
-bad 2 "--top needs a fraction in (0, 1]" $model "$tmp/small.jsonl" --db "$db" --scores 2 --top 0
-bad 2 "--top needs a fraction in (0, 1]" $model "$tmp/small.jsonl" --db "$db" --scores 2 --top 1.5
+bad 2 "--top: '0' is not a fraction in (0, 1]" $model "$tmp/small.jsonl" --db "$db" --scores 2 --top 0
+bad 2 "--top: '1.5' is not a fraction in (0, 1]" $model "$tmp/small.jsonl" --db "$db" --scores 2 --top 1.5
 bad 2 "--seeds needs a number of random sets, at least 1" $model "$tmp/small.jsonl" --db "$db" --scores 2 --seeds 0
 bad 2 "--db is required" $model "$tmp/small.jsonl" --scores 2
 bad 2 "--scores is required" $model "$tmp/small.jsonl" --db "$db"

@@ -1,14 +1,13 @@
-/* test_ability.c — ability scores (analyses/ability.h) and overlap (analyses/overlap.h):
+/* test_ability.c — ability scores (analyses/ability.h):
  * AP and predictivity against hand-computed cases (ties included) and brute-force
  * implementations, top-set selection, the analysis on a constructed activation file (pooled
- * and from ffn_act), loading sets back, overlap on constructed sets, and every bad input. */
+ * and from ffn_act), loading sets back, and every bad input (overlap: tests/test_overlap.c). */
 #include <ftw.h>
 #include <sqlite3.h>
 #include <stdint.h>
 #include <unistd.h>
 
 #include "analyses/ability.h"
-#include "analyses/overlap.h"
 #include "neuronlab/rng.h"
 #include "testutil.h"
 
@@ -270,11 +269,13 @@ static int64_t run_ability(const char *acts, const char *dbp, const nl_ability_o
     nl_ctx_init(&ctx);
     nl_results *db;
     cr_assert_eq(nl_results_open(&ctx, dbp, 0, &db), NL_OK, "%s", ctx.msg);
-    int64_t run = -1;
-    nl_status st = nl_ability_run(&ctx, acts, o, db, NULL, &run);
+    nl_ability_result res = {0};
+    nl_status st = nl_ability_run(&ctx, o, acts, db, NULL, &res);
     cr_assert_eq(st, want, "status %d: %s", st, ctx.msg);
     if (msg) strcpy(msg, ctx.msg);
     nl_results_close(db);
+    int64_t run = res.run_id;
+    nl_ability_result_release(&res);
     return run;
 }
 
@@ -477,8 +478,9 @@ Test(ability, resident_exclusion) {
     nl_ability_opts o;
     nl_ability_opts_init(&o);
     o.exclude_resident = 1;
-    int64_t run;
-    cr_assert_eq(nl_ability_run(&ctx, acts, &o, db, NULL, &run), NL_EINVAL);
+    nl_ability_result res = {0};
+    cr_assert_eq(nl_ability_run(&ctx, &o, acts, db, NULL, &res), NL_EINVAL);
+    cr_assert_eq(res.run_id, -1);
     cr_assert(strstr(ctx.msg, "no complete sparsity run of"), "%s", ctx.msg);
     /* a hand-made sparsity run flagging neurons 0 and 3 of layer 0 resident */
     int64_t sp;
@@ -498,7 +500,9 @@ Test(ability, resident_exclusion) {
         }
     cr_assert_eq(nl_results_end_run(&ctx, db, sp, "complete", NULL), NL_OK);
     o.top = 0.25;
-    cr_assert_eq(nl_ability_run(&ctx, acts, &o, db, NULL, &run), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_ability_run(&ctx, &o, acts, db, NULL, &res), NL_OK, "%s", ctx.msg);
+    int64_t run = res.run_id;
+    cr_assert_eq(res.n_abilities, 3);
     nl_ability_sets s = {0};
     cr_assert_eq(nl_ability_sets_load(&ctx, db, run, 0, &s), NL_OK, "%s", ctx.msg);
     cr_assert(s.excluded[0] && s.excluded[3] && !s.excluded[1]);
@@ -509,7 +513,7 @@ Test(ability, resident_exclusion) {
     nl_ability_sets_release(&s);
     /* an explicit run that is not a sparsity run of this file */
     o.resident_run = run;
-    cr_assert_eq(nl_ability_run(&ctx, acts, &o, db, NULL, &run), NL_EINVAL);
+    cr_assert_eq(nl_ability_run(&ctx, &o, acts, db, NULL, &res), NL_EINVAL);
     cr_assert(strstr(ctx.msg, "is not a complete sparsity run of"), "%s", ctx.msg);
     nl_results_close(db);
 }
@@ -558,68 +562,3 @@ Test(ability, bad_inputs) {
     cr_assert(strstr(msg, "ability 'code' labels every scored document"), "%s", msg);
 }
 
-/* ---------------------------------------------------------------- overlap */
-
-Test(ability, overlap_on_constructed_sets) {
-    /* A = 3, Lr = 2, F = 10; sets by hand */
-    enum { A = 3, Lr = 2, F = 10 };
-    uint8_t member[A * Lr * F] = {0}, excl[Lr * F] = {0};
-    int count[A * Lr];
-    int layers[Lr] = {0, 3};
-    char n0[] = "a", n1[] = "b", n2[] = "c";
-    char *names[A] = {n0, n1, n2};
-    /* a: layer 0 {0,1,2}, layer 1 {0}; b: layer 0 {1,2,3}, layer 1 {5}; c: layer 0 {9}, layer 1 {0,5} */
-    int sets[A][Lr][4] = {{{0, 1, 2, -1}, {0, -1}}, {{1, 2, 3, -1}, {5, -1}}, {{9, -1}, {0, 5, -1}}};
-    for (int a = 0; a < A; a++)
-        for (int j = 0; j < Lr; j++) {
-            count[a * Lr + j] = 0;
-            for (int k = 0; k < 4 && sets[a][j][k] >= 0; k++) member[(a * Lr + j) * F + sets[a][j][k]] = 1, count[a * Lr + j]++;
-        }
-    excl[1 * F + 9] = excl[1 * F + 8] = 1; /* layer 3 has 8 eligible neurons */
-    nl_ability_sets s = {.n_layers = Lr, .layers = layers, .d_ff = F, .n_abilities = A, .abilities = names, .top = 0.2,
-                         .excluded = excl, .member = member, .count = count};
-    nl_ctx ctx;
-    nl_ctx_init(&ctx);
-    nl_overlap_cell *c;
-    int n;
-    cr_assert_eq(nl_overlap_compute(&ctx, &s, &c, &n), NL_OK);
-    cr_assert_eq(n, A * A * (Lr + 1));
-#define CELL(a, b, j) (&c[((a) * A + (b)) * (Lr + 1) + 1 + (j)])
-    /* a vs b, layer 0: {1,2} shared of 3 → 2/3; union 4 → Jaccard 1/2 */
-    cr_assert_eq(CELL(0, 1, 0)->inter, 2);
-    cr_assert_float_eq(CELL(0, 1, 0)->frac, 2.0 / 3, 1e-12);
-    cr_assert_float_eq(CELL(0, 1, 0)->jaccard, 0.5, 1e-12);
-    cr_assert_eq(CELL(0, 1, 0)->layer, 0);
-    /* baseline, layer 0: |B|/N = 3/10; E = 3·3/10 = 0.9; Jaccard 0.9/(6 − 0.9) */
-    cr_assert_float_eq(CELL(0, 1, 0)->baseline_frac, 0.3, 1e-12);
-    cr_assert_float_eq(CELL(0, 1, 0)->baseline_jaccard, 0.9 / 5.1, 1e-12);
-    /* layer 3 (index 1): a {0}, b {5}: nothing shared; c {0,5} vs a: 1 of 2, N = 8 */
-    cr_assert_eq(CELL(0, 1, 1)->inter, 0);
-    cr_assert_eq(CELL(0, 1, 1)->layer, 3);
-    cr_assert_float_eq(CELL(2, 0, 1)->frac, 0.5, 1e-12);
-    cr_assert_float_eq(CELL(2, 0, 1)->baseline_frac, 1.0 / 8, 1e-12);
-    /* all layers, a vs b: 2 of 4; union 6 → 1/3; E = 0.9 + 1·1/8 */
-    nl_overlap_cell *all = &c[(0 * A + 1) * (Lr + 1)];
-    cr_assert_eq(all->layer, -1);
-    cr_assert_eq(all->size_a, 4);
-    cr_assert_eq(all->size_b, 4);
-    cr_assert_float_eq(all->frac, 0.5, 1e-12);
-    cr_assert_float_eq(all->jaccard, 2.0 / 6, 1e-12);
-    double e = 0.9 + 1.0 / 8;
-    cr_assert_float_eq(all->baseline_frac, e / 4, 1e-12);
-    cr_assert_float_eq(all->baseline_jaccard, e / (8 - e), 1e-12);
-    /* the diagonal is 1; frac is not symmetric when sizes differ (c: 3 neurons) */
-    cr_assert_float_eq(c[(2 * A + 2) * (Lr + 1)].frac, 1.0, 1e-12);
-    nl_overlap_cell *ca = &c[(2 * A + 0) * (Lr + 1)], *ac = &c[(0 * A + 2) * (Lr + 1)];
-    cr_assert_eq(ca->inter, 1);
-    cr_assert_float_eq(ca->frac, 1.0 / 3, 1e-12);
-    cr_assert_float_eq(ac->frac, 1.0 / 4, 1e-12);
-    cr_assert_float_eq(ca->jaccard, ac->jaccard, 1e-15);
-    /* global scope: one pool of 18 eligible neurons */
-    s.global = 1;
-    free(c);
-    cr_assert_eq(nl_overlap_compute(&ctx, &s, &c, &n), NL_OK);
-    all = &c[(0 * A + 1) * (Lr + 1)];
-    cr_assert_float_eq(all->baseline_frac, 4.0 / 18, 1e-12);
-    free(c);
-}

@@ -269,9 +269,12 @@ Test(perturb, stories260k_matches_expected_masked_perplexities) {
     cr_assert_eq(nl_forward_create(&ctx, m, 512, 512, &f), NL_OK, "%s", ctx.msg);
     nl_ppl_result plain;
     cr_assert_eq(nl_ppl_run(&ctx, f, ds, 0, NULL, &plain), NL_OK, "%s", ctx.msg);
-    nl_perturb_options opt = {metrics, 2, ratios, nr, 0, 0};
-    nl_perturb_cell cells[2 * 16];
-    cr_assert_eq(nl_perturb_run(&ctx, f, ds, &opt, NULL, 0, NULL, cells), NL_OK, "%s", ctx.msg);
+    nl_perturb_opts opt = {.metrics = metrics, .n_metrics = 2, .ratios = ratios, .n_ratios = nr};
+    nl_perturb_result res;
+    cr_assert_eq(nl_perturb_run(&ctx, &opt, f, ds, NULL, NULL, &res), NL_OK, "%s", ctx.msg);
+    const nl_perturb_cell *cells = res.cells;
+    cr_assert_eq(res.run_id, -1, "no database, no run");
+    cr_assert_eq(res.n_done, 2 * nr);
     cr_assert_eq(nl_forward_hooks(f)->n, 0, "the intervener was left on the forward pass");
     for (int mi = 0; mi < 2; mi++) {
         double worst = 0, worst_r = 0;
@@ -291,16 +294,16 @@ Test(perturb, stories260k_matches_expected_masked_perplexities) {
         fprintf(stderr, "perturb stories260K: %s metric: worst relative error %.2e (ratio %.1f) over %d ratios\n", mname[mi],
                 worst, worst_r, nr);
     }
-    nl_perturb_cells_release(cells, 2 * nr);
+    nl_perturb_result_release(&res);
     nl_ppl_result_release(&plain);
     /* the random control hurts more than masking the weakest neurons at the same ratio */
     nl_mask_metric rm[2] = {NL_MASK_VALUE, NL_MASK_RANDOM};
     double r5[1] = {0.5};
-    nl_perturb_options o2 = {rm, 2, r5, 1, 0, 0};
-    cr_assert_eq(nl_perturb_run(&ctx, f, ds, &o2, NULL, 0, NULL, cells), NL_OK, "%s", ctx.msg);
-    cr_assert_gt(nl_nll_ppl(cells[1].ppl.total), 1.5 * nl_nll_ppl(cells[0].ppl.total), "random %.3f vs value %.3f",
-                 nl_nll_ppl(cells[1].ppl.total), nl_nll_ppl(cells[0].ppl.total));
-    nl_perturb_cells_release(cells, 2);
+    nl_perturb_opts o2 = {.metrics = rm, .n_metrics = 2, .ratios = r5, .n_ratios = 1};
+    cr_assert_eq(nl_perturb_run(&ctx, &o2, f, ds, NULL, NULL, &res), NL_OK, "%s", ctx.msg);
+    cr_assert_gt(nl_nll_ppl(res.cells[1].ppl.total), 1.5 * nl_nll_ppl(res.cells[0].ppl.total), "random %.3f vs value %.3f",
+                 nl_nll_ppl(res.cells[1].ppl.total), nl_nll_ppl(res.cells[0].ppl.total));
+    nl_perturb_result_release(&res);
     nl_forward_destroy(f);
     json_decref(e);
     nl_dataset_destroy(ds);
@@ -318,16 +321,16 @@ Test(perturb, stories260k_random_independent_of_batch) {
     cr_assert_eq(nl_dataset_load(&ctx, STORIES "/tokens.jsonl", NULL, 512, &ds), NL_OK, "%s", ctx.msg);
     nl_mask_metric rm[1] = {NL_MASK_RANDOM};
     double r[1] = {0.5};
-    nl_perturb_options o = {rm, 1, r, 1, 3, 0};
+    nl_perturb_opts o = {.metrics = rm, .n_metrics = 1, .ratios = r, .n_ratios = 1, .seed = 3};
     double got[2];
     int batches[2] = {512, 37};
     for (int b = 0; b < 2; b++) {
         nl_forward *f;
         cr_assert_eq(nl_forward_create(&ctx, m, batches[b], 512, &f), NL_OK);
-        nl_perturb_cell c;
-        cr_assert_eq(nl_perturb_run(&ctx, f, ds, &o, NULL, 0, NULL, &c), NL_OK, "%s", ctx.msg);
-        got[b] = nl_nll_ppl(c.ppl.total);
-        nl_perturb_cells_release(&c, 1);
+        nl_perturb_result c;
+        cr_assert_eq(nl_perturb_run(&ctx, &o, f, ds, NULL, NULL, &c), NL_OK, "%s", ctx.msg);
+        got[b] = nl_nll_ppl(c.cells[0].ppl.total);
+        nl_perturb_result_release(&c);
         nl_forward_destroy(f);
     }
     cr_assert(fabs(got[0] - got[1]) / got[0] < 1e-5, "batch 512: %.6f, batch 37: %.6f", got[0], got[1]);
@@ -379,47 +382,65 @@ Test(perturb, writes_rows_per_setting_and_keeps_them_when_interrupted) {
     cr_assert_eq(nl_results_open(&ctx, dbp, 0, &db), NL_OK, "%s", ctx.msg);
     nl_mask_metric ms[3] = {NL_MASK_VALUE, NL_MASK_NORM, NL_MASK_RANDOM};
     double rs[3] = {0, 0.5, 0.9};
-    nl_perturb_options opt = {ms, 3, rs, 3, 0, 0};
-    char params[512];
-    nl_perturb_params_json(&opt, 128, 64, 16, params, sizeof params);
-    cr_assert_str_eq(params, "{\"metrics\":[\"value\",\"norm\",\"random\"],\"ratios\":[0,0.5,0.9],\"seed\":0,\"ctx\":128,"
-                             "\"stride\":64,\"batch\":16}");
+    nl_perturb_opts opt;
+    nl_perturb_opts_init(&opt);
+    cr_assert_eq(opt.n_metrics, 3);
+    cr_assert_eq(opt.n_ratios, 10);
+    cr_assert(opt.ratios[9] == 0.9 && opt.metrics[2] == NL_MASK_RANDOM && opt.seed == 0 && opt.stride == 0);
+    opt.ratios = rs, opt.n_ratios = 3, opt.metrics = ms, opt.model = "m";
     cr_assert_eq(nl_perturb_passes(&opt, 128), 7);
-    nl_run_info info = {.kind = "perturb", .model = "m", .dataset = data, .params = params};
-    int64_t id;
-    cr_assert_eq(nl_results_begin_run(&ctx, db, &info, &id), NL_OK, "%s", ctx.msg);
-    nl_perturb_cell cells[9];
-    cr_assert_eq(nl_perturb_run(&ctx, f, ds, &opt, db, id, NULL, cells), NL_OK, "%s", ctx.msg);
+    nl_perturb_result res;
+    cr_assert_eq(nl_perturb_run(&ctx, &opt, f, ds, db, NULL, &res), NL_OK, "%s", ctx.msg);
+    const int64_t id1 = res.run_id;
+    cr_assert_gt(id1, 0);
     sqlite3 *h = nl_results_db(db);
+    char q[512];
+    /* the run: params JSON text as the CLI always wrote it, ended 'complete' without a message */
+    snprintf(q, sizeof q,
+             "SELECT count(*) FROM runs WHERE id = %lld AND kind = 'perturb' AND model = 'm' AND dataset = '%s' AND status = "
+             "'complete' AND message IS NULL AND params = '{\"metrics\":[\"value\",\"norm\",\"random\"],\"ratios\":[0,0.5,0.9],"
+             "\"seed\":0,\"ctx\":128,\"stride\":64,\"batch\":16}'",
+             (long long)id1, data);
+    cr_assert_eq(count(h, q), 1, "%s", q);
     cr_assert_eq(count(h, "SELECT count(*) FROM perturb"), 9 * 3, "a row for '' and each of the 2 labels per setting");
     cr_assert_eq(count(h, "SELECT count(DISTINCT ppl) FROM perturb WHERE ratio = 0 AND label = ''"), 1);
     cr_assert_eq(count(h, "SELECT count(*) FROM perturb WHERE ratio = 0.9 AND masked = 115"), 9);
     cr_assert_eq(count(h, "SELECT sum(tokens) FROM perturb WHERE label <> '' AND metric = 'norm' AND ratio = 0.5"), 4 * 40);
     cr_assert_eq(count(h, "SELECT count(*) FROM sqlite_master WHERE name = 'perturb_run_id'"), 1);
-    for (int i = 0; i < 9; i++) cr_assert(cells[i].done);
-    double want_code = nl_nll_ppl(cells[4].ppl.by_label[0]); /* norm 0.5, label code */
-    char q[256];
+    cr_assert_eq(res.n_cells, 9);
+    cr_assert_eq(res.n_done, 9);
+    for (int i = 0; i < 9; i++) cr_assert(res.cells[i].done);
+    double want_code = nl_nll_ppl(res.cells[4].ppl.by_label[0]); /* norm 0.5, label code */
     snprintf(q, sizeof q, "SELECT count(*) FROM perturb WHERE metric='norm' AND ratio=0.5 AND label='code' AND abs(ppl - %.17g) < 1e-9",
              want_code);
     cr_assert_eq(count(h, q), 1);
-    nl_perturb_cells_release(cells, 9);
-    nl_results_end_run(&ctx, db, id, "complete", NULL);
+    nl_perturb_result_release(&res);
 
     /* Interrupted inside the fourth masked pass: the unmasked pass and three settings stay. */
     int left = 4 * 6 * 3 * 2 + 1; /* 4 passes × 6 docs × 3 chunks (41 tokens / 16) × 2 layers, then 1 more */
     nl_hooks_add(nl_forward_hooks(f), NL_HOOK_FFN_ACT, -1, NL_HOOK_OBSERVE, interrupt_after, &left);
-    cr_assert_eq(nl_results_begin_run(&ctx, db, &info, &id), NL_OK, "%s", ctx.msg);
-    nl_status st = nl_perturb_run(&ctx, f, ds, &opt, db, id, NULL, cells);
+    nl_status st = nl_perturb_run(&ctx, &opt, f, ds, db, NULL, &res);
     nl_interrupted = 0;
     cr_assert_eq(st, NL_EINTR, "%s", ctx.msg);
-    int done = 0;
-    for (int i = 0; i < 9; i++) done += cells[i].done;
-    cr_assert_eq(done, 3 + 3, "3 unmasked settings + 3 masked ones finished, got %d", done);
+    const int64_t id = res.run_id;
+    cr_assert_eq(id, id1 + 1);
+    cr_assert_eq(res.n_done, 3 + 3, "3 unmasked settings + 3 masked ones finished, got %d", res.n_done);
     snprintf(q, sizeof q, "SELECT count(*) FROM perturb WHERE run_id = %lld", (long long)id);
     cr_assert_eq(count(h, q), 6 * 3);
+    snprintf(q, sizeof q, "SELECT count(*) FROM runs WHERE id = %lld AND status = 'interrupted' AND message = 'interrupted by the user'",
+             (long long)id);
+    cr_assert_eq(count(h, q), 1, "the run ends 'interrupted' with the default message");
     cr_assert_eq(count(h, "SELECT count(*) FROM perturb"), 27 + 18, "the first run's rows are untouched");
     cr_assert_eq(nl_forward_hooks(f)->n, 1, "only the test's observer is left");
-    nl_perturb_cells_release(cells, 9);
+    nl_perturb_result_release(&res);
+    /* options out of range are refused before a run begins */
+    double bad[1] = {1.0};
+    opt.ratios = bad, opt.n_ratios = 1;
+    cr_assert_eq(nl_perturb_run(&ctx, &opt, f, ds, db, NULL, &res), NL_EINVAL);
+    cr_assert(strstr(ctx.msg, "outside [0, 1)"), "%s", ctx.msg);
+    cr_assert_eq(res.run_id, -1);
+    cr_assert_eq(count(h, "SELECT count(*) FROM runs"), 2, "a refused run is not begun");
+    nl_perturb_result_release(&res);
     nl_results_close(db);
     nl_forward_destroy(f);
     nl_dataset_destroy(ds);

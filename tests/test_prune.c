@@ -272,7 +272,9 @@ Test(prune, empty_sets_reproduce_ppl_bit_for_bit) {
     cr_assert_eq(nl_prune_plan(&ctx, &s, x.ds, &o, &r), NL_OK, "%s", ctx.msg);
     cr_assert_eq(r.n_groups, 1);
     cr_assert_eq(nl_prune_passes(&r), 1 + 2 + 3);
-    cr_assert_eq(nl_prune_run(&ctx, x.f, x.ds, &s, &o, NULL, 0, NULL, &r), NL_OK, "%s", ctx.msg);
+    nl_prune_result_release(&r);
+    cr_assert_eq(nl_prune_run(&ctx, &o, x.f, x.ds, &s, NULL, NULL, &r), NL_OK, "%s", ctx.msg); /* plans again */
+    cr_assert_eq(r.run_id, -1, "no database, no run");
     cr_assert_eq(nl_forward_hooks(x.f)->n, 0, "the intervener was left on the forward pass");
     nl_ppl_result p;
     cr_assert_eq(nl_ppl_run(&ctx, x.f, x.ds, 0, NULL, &p), NL_OK);
@@ -352,15 +354,21 @@ Test(prune, hand_built_sets_on_the_fixture_model) {
 
     nl_results *db;
     cr_assert_eq(nl_results_open(&ctx, x.db, 0, &db), NL_OK, "%s", ctx.msg);
-    cr_assert_eq(nl_prune_tables(&ctx, db), NL_OK, "%s", ctx.msg);
-    char params[512];
-    nl_prune_params_json(&s, &r, 128, 64, 16, params, sizeof params);
-    cr_assert_str_eq(params, "{\"scores_run\":7,\"method\":\"ap\",\"symmetric\":false,\"top\":0.05,\"scope\":\"layer\",\"seeds\":2,\"abilities\":[\"code\",\"math\","
-                             "\"prose\"],\"ctx\":128,\"stride\":64,\"batch\":16}");
-    nl_run_info info = {.kind = "prune", .model = FIXTURE, .dataset = x.data, .source = "acts.h5", .params = params};
-    int64_t id;
-    cr_assert_eq(nl_results_begin_run(&ctx, db, &info, &id), NL_OK, "%s", ctx.msg);
-    cr_assert_eq(nl_prune_run(&ctx, x.f, x.ds, &s, &o, db, id, NULL, &r), NL_OK, "%s", ctx.msg);
+    nl_prune_result_release(&r);
+    o.model = FIXTURE;
+    cr_assert_eq(nl_prune_run(&ctx, &o, x.f, x.ds, &s, db, NULL, &r), NL_OK, "%s", ctx.msg);
+    const int64_t id1 = r.run_id;
+    cr_assert_gt(id1, 0);
+    {
+        char q[1024];
+        snprintf(q, sizeof q,
+                 "SELECT count(*) FROM runs WHERE id = %lld AND kind = 'prune' AND model = '%s' AND dataset = '%s' AND source = "
+                 "'acts.h5' AND status = 'complete' AND message IS NULL AND params = '{\"scores_run\":7,\"method\":\"ap\","
+                 "\"symmetric\":false,\"top\":0.05,\"scope\":\"layer\",\"seeds\":2,\"abilities\":[\"code\",\"math\","
+                 "\"prose\"],\"ctx\":128,\"stride\":64,\"batch\":16}'",
+                 (long long)id1, FIXTURE, x.data);
+        cr_assert_eq(count(nl_results_db(db), q), 1, "the run row: %s", q);
+    }
     cr_assert_eq(nl_forward_hooks(x.f)->n, 0);
     cr_assert(r.base_done && r.pruned_done[0] && r.pruned_done[1] && r.pruned_done[2]);
     for (int i = 0; i < 4; i++) cr_assert(r.random_done[i]);
@@ -417,17 +425,16 @@ Test(prune, hand_built_sets_on_the_fixture_model) {
     cr_assert_eq(real(h, "SELECT max FROM prune_control WHERE pruned = 'prose' AND label = 'math'"), fmax(rel[0], rel[1]));
     nl_prune_stat st = nl_prune_control(&r, 2, 1);
     cr_assert(st.n == 2 && fabs(st.mean - mean) < 1e-15 && fabs(st.sd - sdv) < 1e-15);
-    cr_assert_eq(nl_results_end_run(&ctx, db, id, "complete", NULL), NL_OK);
     nl_prune_result_release(&r);
 
     /* Interrupted inside the fourth pass (base, code, random 0 done): those rows stay. */
     int left = 3 * 8 * 3 * 2 + 1; /* 3 passes × 8 docs × 3 chunks (41 tokens / 16) × 2 layers, then 1 more */
     nl_hooks_add(nl_forward_hooks(x.f), NL_HOOK_FFN_ACT, -1, NL_HOOK_OBSERVE, interrupt_after, &left);
-    cr_assert_eq(nl_prune_plan(&ctx, &s, x.ds, &o, &r), NL_OK, "%s", ctx.msg);
-    cr_assert_eq(nl_results_begin_run(&ctx, db, &info, &id), NL_OK, "%s", ctx.msg);
-    nl_status rc = nl_prune_run(&ctx, x.f, x.ds, &s, &o, db, id, NULL, &r);
+    nl_status rc = nl_prune_run(&ctx, &o, x.f, x.ds, &s, db, NULL, &r);
     nl_interrupted = 0;
     cr_assert_eq(rc, NL_EINTR, "%s", ctx.msg);
+    const int64_t id = r.run_id;
+    cr_assert_eq(id, id1 + 1);
     cr_assert(r.base_done && r.pruned_done[0] && !r.pruned_done[1] && r.random_done[0] && !r.random_done[1]);
     char q[256];
     snprintf(q, sizeof q, "SELECT count(*) FROM prune_effect WHERE run_id = %lld", (long long)id);
@@ -435,6 +442,9 @@ Test(prune, hand_built_sets_on_the_fixture_model) {
     snprintf(q, sizeof q, "SELECT count(*) FROM prune_control WHERE run_id = %lld", (long long)id);
     cr_assert_eq(count(h, q), 0, "no control rows before the last seed");
     cr_assert_eq(count(h, "SELECT count(*) FROM prune_effect WHERE run_id = 1"), 40, "the first run's rows are untouched");
+    snprintf(q, sizeof q, "SELECT count(*) FROM runs WHERE id = %lld AND status = 'interrupted' AND message = 'interrupted by the user'",
+             (long long)id);
+    cr_assert_eq(count(h, q), 1, "the run ends 'interrupted' with the default message");
     cr_assert_eq(nl_forward_hooks(x.f)->n, 1, "only the test's observer is left");
     nl_forward_hooks(x.f)->n = 0;
     nl_prune_result_release(&r);
@@ -485,8 +495,9 @@ Test(prune, plan_errors_are_one_line) {
     free(s.abilities[2]);
     s.abilities[2] = strdup("prose");
     cr_assert_eq(nl_prune_plan(&ctx, &s, x.ds, &o, &r), NL_OK);
+    nl_prune_result_release(&r);
     s.layers[1] = 2;
-    cr_assert_eq(nl_prune_run(&ctx, x.f, x.ds, &s, &o, NULL, 0, NULL, &r), NL_EINVAL);
+    cr_assert_eq(nl_prune_run(&ctx, &o, x.f, x.ds, &s, NULL, NULL, &r), NL_EINVAL);
     cr_assert_str_eq(ctx.msg, "scores run 7 has layer 2, the model 2 layers");
     nl_prune_result_release(&r);
     sets_free(&s);
@@ -534,7 +545,8 @@ Test(prune, stories260k_empty_sets_are_ppl_and_random_sets_hurt) {
     nl_prune_result r;
     cr_assert_eq(nl_prune_plan(&ctx, &s, ds, &o, &r), NL_OK, "%s", ctx.msg);
     cr_assert_eq(r.n_groups, 2);
-    cr_assert_eq(nl_prune_run(&ctx, f, ds, &s, &o, NULL, 0, NULL, &r), NL_OK, "%s", ctx.msg);
+    nl_prune_result_release(&r);
+    cr_assert_eq(nl_prune_run(&ctx, &o, f, ds, &s, NULL, NULL, &r), NL_OK, "%s", ctx.msg);
     nl_ppl_result p;
     cr_assert_eq(nl_ppl_run(&ctx, f, ds, 0, NULL, &p), NL_OK);
     cr_assert_eq(p.total.n, 1525);

@@ -1,5 +1,5 @@
 /* test_results.c — the SQLite results store: schema creation and checks, runs, transactions,
- * and every bad-database message. */
+ * every bad-database message, nl_results_finish_run (the one end-of-run block), stale runs. */
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdlib.h>
@@ -180,4 +180,81 @@ Test(results, stale_runs) {
     cr_assert_eq(nl_run_is_stale("another-host", child, "2026-01-01T00:00:00.000Z"), 0);
     cr_assert_eq(nl_run_is_stale(host, 0, "2026-01-01T00:00:00.000Z"), 0);
     cr_assert_eq(nl_run_is_stale(NULL, child, NULL), 0);
+}
+
+/* The one end-of-run block: the status its work returned decides the run's end. */
+static int64_t run_with(nl_results *r, nl_ctx *ctx) {
+    nl_run_info info = {.kind = "test", .params = "{}"};
+    int64_t id;
+    cr_assert_eq(nl_results_begin_run(ctx, r, &info, &id), NL_OK, "%s", ctx->msg);
+    return id;
+}
+
+static int64_t count_run(sqlite3 *db, int64_t id, const char *where) {
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM runs WHERE id = %lld AND ended_at IS NOT NULL AND %s", (long long)id, where);
+    return count(db, sql);
+}
+
+Test(results, finish_run_ends_every_run_by_its_status) {
+    setenv("NEURONLAB_DB_TIMEOUT_MS", "100", 1);
+    setenv("NEURONLAB_DB_END_TIMEOUT_MS", "300", 1); /* the final status write waits longer (60 s by default) */
+    const char *p = path_of("finish.db");
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_results *r;
+    cr_assert_eq(nl_results_open(&ctx, p, 0, &r), NL_OK, "%s", ctx.msg);
+    sqlite3 *db = nl_results_db(r);
+    /* complete: no message, NL_OK, ctx untouched */
+    int64_t id = run_with(r, &ctx);
+    cr_assert_eq(nl_results_finish_run(&ctx, r, id, NL_OK, "ignored note"), NL_OK);
+    cr_assert_eq(count_run(db, id, "status = 'complete' AND message IS NULL"), 1);
+    /* interrupted: the note, or the default message for NULL and "" */
+    id = run_with(r, &ctx);
+    cr_assert_eq(nl_results_finish_run(&ctx, r, id, NL_EINTR, "interrupted after 3 of 6 layers"), NL_EINTR);
+    cr_assert_eq(count_run(db, id, "status = 'interrupted' AND message = 'interrupted after 3 of 6 layers'"), 1);
+    id = run_with(r, &ctx);
+    cr_assert_eq(nl_results_finish_run(&ctx, r, id, NL_EINTR, NULL), NL_EINTR);
+    cr_assert_eq(count_run(db, id, "status = 'interrupted' AND message = 'interrupted by the user'"), 1);
+    id = run_with(r, &ctx);
+    cr_assert_eq(nl_results_finish_run(&ctx, r, id, NL_EINTR, ""), NL_EINTR);
+    cr_assert_eq(count_run(db, id, "status = 'interrupted' AND message = 'interrupted by the user'"), 1);
+    /* failed: the message that stopped the run, kept in ctx; an open transaction is rolled back */
+    id = run_with(r, &ctx);
+    cr_assert_eq(nl_results_exec(&ctx, r, "CREATE TABLE IF NOT EXISTS t2(run_id INTEGER REFERENCES runs(id), v REAL)"), NL_OK);
+    cr_assert_eq(nl_results_begin(&ctx, r), NL_OK);
+    cr_assert_eq(nl_results_exec(&ctx, r, "INSERT INTO t2 VALUES(1, 1.0)"), NL_OK);
+    nl_errorf(&ctx, NL_EFORMAT, "cannot read 'acts.h5': layer 2 is truncated");
+    cr_assert_eq(nl_results_finish_run(&ctx, r, id, NL_EFORMAT, "not used"), NL_EFORMAT);
+    cr_assert_str_eq(ctx.msg, "cannot read 'acts.h5': layer 2 is truncated");
+    cr_assert_eq(count_run(db, id, "status = 'failed' AND message = 'cannot read ''acts.h5'': layer 2 is truncated'"), 1);
+    cr_assert_eq(count(db, "SELECT count(*) FROM t2"), 0, "the failed run's open transaction was rolled back");
+    /* none of these runs is left 'running' */
+    cr_assert_eq(count(db, "SELECT count(*) FROM runs WHERE status = 'running' OR ended_at IS NULL"), 0);
+
+    /* the status cannot be written (another process holds the lock): a complete or interrupted
+     * run reports that error instead of success; a failed one keeps its own status and message */
+    const int64_t a = run_with(r, &ctx), b = run_with(r, &ctx), c = run_with(r, &ctx);
+    sqlite3 *other;
+    cr_assert_eq(sqlite3_open(p, &other), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(other, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK);
+    nl_ctx_init(&ctx);
+    nl_status st = nl_results_finish_run(&ctx, r, a, NL_OK, NULL);
+    cr_assert_neq(st, NL_OK, "a run whose status was not written reported success");
+    cr_assert(strstr(ctx.msg, p), "%s", ctx.msg);
+    nl_ctx_init(&ctx);
+    st = nl_results_finish_run(&ctx, r, b, NL_EINTR, NULL);
+    cr_assert(st != NL_OK && st != NL_EINTR, "status %d", st);
+    cr_assert(strstr(ctx.msg, p), "%s", ctx.msg);
+    nl_errorf(&ctx, NL_ENOMEM, "out of memory");
+    cr_assert_eq(nl_results_finish_run(&ctx, r, c, NL_ENOMEM, NULL), NL_ENOMEM);
+    cr_assert_str_eq(ctx.msg, "out of memory");
+    sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(other);
+    /* once the lock is gone the same call ends the run */
+    cr_assert_eq(nl_results_finish_run(&ctx, r, a, NL_OK, NULL), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(count_run(db, a, "status = 'complete'"), 1);
+    nl_results_close(r);
+    unsetenv("NEURONLAB_DB_TIMEOUT_MS");
+    unsetenv("NEURONLAB_DB_END_TIMEOUT_MS");
 }

@@ -94,24 +94,23 @@ static float stored(const spec *s, int l, int64_t row, int i) {
     return s->dtype == NL_H5_F16 ? nl_f16_to_f32(nl_f32_to_f16(v)) : v;
 }
 
-/* Runs the analysis; returns the status, leaves the handle in *out (caller closes). */
-static nl_status analyse(const char *acts, const char *db, nl_sparsity_opts *o, int threads, nl_sparsity **out, int64_t *run_id,
-                         char *msg) {
+/* Runs the analysis; returns the status, leaves the result in *out (caller releases). */
+static nl_status analyse(const char *acts, const char *db, nl_sparsity_opts *o, int threads, nl_sparsity_result *out,
+                         int64_t *run_id, char *msg) {
     nl_ctx ctx;
     nl_ctx_init(&ctx);
     ctx.n_threads = threads;
     ctx.progress = 0;
-    nl_sparsity *s = NULL;
+    nl_sparsity_result res = {0};
     nl_results *r = NULL;
-    nl_status st = nl_sparsity_open(&ctx, acts, o, &s);
-    if (st == NL_OK) st = nl_results_open(&ctx, db, 0, &r);
-    int64_t id = -1;
-    if (st == NL_OK) st = nl_sparsity_run(&ctx, s, r, NULL, &id);
-    if (run_id) *run_id = id;
+    nl_status st = nl_results_open(&ctx, db, 0, &r);
+    res.run_id = -1;
+    if (st == NL_OK) st = nl_sparsity_run(&ctx, o, acts, r, NULL, &res);
+    if (run_id) *run_id = res.run_id;
     if (msg) strcpy(msg, ctx.msg);
     nl_results_close(r);
-    if (out) *out = s;
-    else nl_sparsity_close(s);
+    if (out) *out = res;
+    else nl_sparsity_result_release(&res);
     return st;
 }
 
@@ -316,7 +315,7 @@ static void closed_form(nl_h5_dtype dt) {
     o.no_cett = 1;
     char msg[1024];
     int64_t run;
-    nl_sparsity *sp;
+    nl_sparsity_result sp;
     cr_assert_eq(analyse(acts, dbp, &o, 2, &sp, &run, msg), NL_OK, "%s", msg);
     sqlite3 *db = open_db(dbp);
     /* Hand-computed anchors (layer 0, all 80 tokens; see act_closed): r < 0.1 in 747 of 1280
@@ -376,8 +375,8 @@ static void closed_form(nl_h5_dtype dt) {
                                  "%s τ %g", w, tau[j]);
             }
     /* the summary rows agree with the tables */
-    int nr;
-    const nl_sparsity_row *rows = nl_sparsity_rows(sp, &nr);
+    const int nr = sp.n_rows;
+    const nl_sparsity_row *rows = sp.rows;
     cr_assert_eq(nr, 3 * 3);
     cr_assert_eq(rows[0].layer, 0);
     cr_assert_str_eq(rows[0].label, "");
@@ -388,7 +387,7 @@ static void closed_form(nl_h5_dtype dt) {
     cr_assert_eq(qd(db, "SELECT count(*) FROM runs WHERE status = 'complete' AND kind = 'sparsity' AND params LIKE '%%\"cett\":null%%'"), 1);
     cr_assert_eq(qd(db, "SELECT count(*) FROM sparsity_cett"), 0);
     sqlite3_close(db);
-    nl_sparsity_close(sp);
+    nl_sparsity_result_release(&sp);
 }
 
 Test(sparsity, closed_form_f32) { closed_form(NL_H5_F32); }
@@ -747,13 +746,26 @@ Test(sparsity, same_tables_for_any_threads_and_block_size) {
 
 /* ----------------------------------------------------------------- bad input */
 
+/* Refused inputs: the status and message, and nothing written (no run begun). */
 static void expect_open_err(const char *acts, const nl_sparsity_opts *o, nl_status want, const char *n1, const char *n2) {
     nl_ctx ctx;
     nl_ctx_init(&ctx);
-    nl_sparsity *s = (void *)1;
-    nl_status st = nl_sparsity_open(&ctx, acts, o, &s);
+    nl_results *db = NULL;
+    cr_assert_eq(nl_results_open(&ctx, tmp_path("refused.db"), 0, &db), NL_OK, "%s", ctx.msg);
+    nl_sparsity_result res = {0};
+    nl_status st = nl_sparsity_run(&ctx, o, acts, db, NULL, &res);
     cr_assert_eq(st, want, "%s: status %d: %s", acts, st, ctx.msg);
-    cr_assert_null(s);
+    cr_assert_eq(res.run_id, -1);
+    cr_assert_null(res.info);
+    cr_assert_null(res.impl);
+    sqlite3 *h = nl_results_db(db);
+    sqlite3_stmt *q;
+    cr_assert_eq(sqlite3_prepare_v2(h, "SELECT count(*) FROM runs", -1, &q, NULL), SQLITE_OK);
+    cr_assert_eq(sqlite3_step(q), SQLITE_ROW);
+    cr_assert_eq(sqlite3_column_int(q, 0), 0, "a refused input began a run");
+    sqlite3_finalize(q);
+    nl_sparsity_result_release(&res);
+    nl_results_close(db);
     cr_assert(strstr(ctx.msg, n1), "message '%s' lacks '%s'", ctx.msg, n1);
     if (n2) cr_assert(strstr(ctx.msg, n2), "message '%s' lacks '%s'", ctx.msg, n2);
     cr_assert_null(strchr(ctx.msg, '\n'));
@@ -798,9 +810,13 @@ Test(sparsity, bad_activation_files) {
     free(b);
     nl_ctx ctx;
     nl_ctx_init(&ctx);
-    nl_sparsity *sp;
-    cr_assert_neq(nl_sparsity_open(&ctx, p, &o, &sp), NL_OK);
+    nl_sparsity_result sp = {0};
+    nl_results *tdb = NULL;
+    cr_assert_eq(nl_results_open(&ctx, tmp_path("trunc.db"), 0, &tdb), NL_OK, "%s", ctx.msg);
+    cr_assert_neq(nl_sparsity_run(&ctx, &o, p, tdb, NULL, &sp), NL_OK);
     cr_assert(strstr(ctx.msg, p), "%s", ctx.msg);
+    nl_sparsity_result_release(&sp);
+    nl_results_close(tdb);
     /* pooled-only */
     s.no_acts = 1;
     p = tmp_path("pooled.h5");
@@ -956,11 +972,11 @@ Test(sparsity, incomplete_file_is_analysed) {
     nl_sparsity_opts o;
     nl_sparsity_opts_init(&o);
     o.no_cett = 1;
-    nl_sparsity *sp;
+    nl_sparsity_result sp;
     char msg[1024];
     cr_assert_eq(analyse(acts, dbp, &o, 2, &sp, NULL, msg), NL_OK, "%s", msg);
-    cr_assert_eq(nl_sparsity_info(sp)->complete, 0);
-    nl_sparsity_close(sp);
+    cr_assert_eq(sp.info->complete, 0);
+    nl_sparsity_result_release(&sp);
     sqlite3 *db = open_db(dbp);
     cr_assert_eq(qd(db, "SELECT count(*) FROM runs WHERE params LIKE '%%\"file_complete\":0%%' AND status = 'complete'"), 1);
     sqlite3_close(db);

@@ -35,11 +35,17 @@ typedef enum {
  * Initialise with nl_ctx_init; nothing inside needs releasing. */
 typedef struct nl_ctx {
     char msg[1024];    /* last error message, "" when none */
-    int n_threads;     /* worker threads for non-BLAS loops; 0 = all cores */
+    int n_threads;     /* OpenMP worker threads of the library's loops; 0 = all cores.
+                        * Set by the caller (the CLI's --threads); applied by nl_ctx_apply_threads,
+                        * which every analysis run and the CLI's forward-pass setup call. */
     int progress;      /* 1 = draw progress on stderr when it is a TTY */
 } nl_ctx;
 
 void nl_ctx_init(nl_ctx *ctx);
+/* Applies ctx->n_threads to OpenMP (omp_set_num_threads) when it is > 0; 0 leaves the
+ * current setting (all cores unless OMP_NUM_THREADS says otherwise). The one place the
+ * library honours n_threads. */
+void nl_ctx_apply_threads(const nl_ctx *ctx);
 
 /* Formats a message into ctx->msg and returns st (so `return nl_errorf(...)` works). */
 nl_status nl_errorf(nl_ctx *ctx, nl_status st, const char *fmt, ...)

@@ -33,7 +33,8 @@
 #define NL_RESULTS_FORMAT "neuronlab.results"
 #define NL_RESULTS_VERSION 2
 #define NL_RESULTS_BUSY_MS 5000
-#define NL_RESULTS_END_MS 60000 /* busy timeout of the final status write of a run */
+#define NL_RESULTS_END_MS 60000 /* busy timeout of the final status write of a run
+                                  * ($NEURONLAB_DB_END_TIMEOUT_MS overrides it) */
 
 typedef struct nl_results nl_results;
 typedef struct sqlite3 sqlite3;

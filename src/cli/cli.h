@@ -27,9 +27,48 @@ int nl_cli_int(const char *s, long lo, long hi, long *out);
 /* JSON string escaping to stdout. */
 void nl_cli_json_str(const char *s);
 
-#endif
+/* Option values (options.c): the whole string must be the number. nl_cli_u64: a decimal in
+ * 0..2^64-1 (no sign, range checked); nl_cli_double: a finite number. 1 on success, else 0. */
+int nl_cli_u64(const char *s, uint64_t *out);
+int nl_cli_double(const char *s, double *out);
 
-/* ---- what every command that runs a model over a dataset shares -------------------- */
+/* "a,b,c" → out[0..n) pointing into buf, which is split in place (commas become NULs).
+ * Returns n, or -1 for an empty list, an empty name or more than max names. */
+int nl_cli_names(char *buf, const char **out, int max);
+
+/* ---- the options the analysis commands share (options.c) ---------------------------- */
+
+enum {
+    NL_CLI_DB = 1,      /* --db PATH (non-empty) */
+    NL_CLI_JSON = 2,    /* --json */
+    NL_CLI_THREADS = 4, /* --threads N (1..1024) → ctx->n_threads (the library applies it) */
+    NL_CLI_TOP = 8,     /* --top F, F in (0, 1] */
+    NL_CLI_SCORES = 16, /* --scores RUN | latest (an ability run) */
+    NL_CLI_SEED = 32,   /* --seed N, N in 0..2^64-1 */
+};
+
+/* Values of the shared options; zero-initialise (0 / NULL = not given). */
+typedef struct {
+    const char *db;
+    int json;
+    double top;     /* 0 = not given */
+    int64_t scores; /* > 0 a run id, -1 = latest, 0 = not given */
+    uint64_t seed;
+    int have_seed;
+} nl_cli_common;
+
+/* Consumes argv[*i] when it is one of the options selected by `which` (NL_CLI_* bits).
+ * Returns 1 when consumed, 0 when not, or 2 after printing a usage error. */
+int nl_cli_common_arg(const nl_command *cmd, nl_ctx *ctx, unsigned which, nl_cli_common *c, int argc, char **argv, int *i);
+/* A positional argument argv[i] into *slot when it is still NULL: returns 1; an unknown
+ * option ("-x…") or a surplus argument prints the usage error and returns 2. */
+int nl_cli_positional(const nl_command *cmd, char **argv, int i, const char **slot);
+/* The exit code of a command's final status: 0 for NL_OK; for NL_EINTR prints
+ * "neuronlab: <interrupted_fmt…>" (when not NULL) to stderr and returns 130; otherwise
+ * nl_cli_fail. */
+int nl_cli_finish(nl_ctx *ctx, nl_status st, const char *interrupted_fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* ---- what every command that runs a model over a dataset shares (run.c) ------------- */
 #include "neuronlab/dataset.h"
 #include "neuronlab/forward.h"
 
@@ -54,6 +93,9 @@ typedef struct {
 int nl_cli_run_arg(const nl_command *cmd, nl_cli_run *r, int argc, char **argv, int *i);
 /* After parsing: 0 when MODEL and DATA are there, else prints usage and returns 2. */
 int nl_cli_run_check(const nl_command *cmd, const nl_cli_run *r);
-/* Opens the model and dataset and creates the forward pass with the resolved context. */
+/* Opens the model and dataset and creates the forward pass with the resolved context;
+ * --threads goes to ctx->n_threads and is applied (nl_ctx_apply_threads). */
 nl_status nl_cli_run_open(nl_ctx *ctx, nl_cli_run *r);
 void nl_cli_run_close(nl_cli_run *r);
+
+#endif

@@ -3,9 +3,7 @@
  * [--seed N] [--threads N] [--json]`: ability neurons (analyses/ability.h has the definitions
  * and tables). One run in the database; a summary per ability (all layers) and the best score
  * per layer on stdout, read back from the run's rows. Checked by tests/ability_cli.sh. */
-#include <errno.h>
 #include <math.h>
-#include <omp.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,21 +23,6 @@ const nl_command nl_cmd_ability = {
     run};
 
 #define MAX_ABILITIES 256
-
-/* "a,b" → names (pointers into a copy kept in buf); returns the count or -1. */
-static int parse_names(char *buf, const char **out, int max) {
-    int n = 0;
-    for (char *p = buf; *p;) {
-        size_t len = strcspn(p, ",");
-        if (!len || n == max) return -1;
-        out[n++] = p;
-        if (!p[len]) break;
-        p[len] = 0;
-        p += len + 1;
-        if (!*p) return -1;
-    }
-    return n;
-}
 
 static void jnum(double v) {
     if (isnan(v) || isinf(v)) fputs("null", stdout);
@@ -125,31 +108,24 @@ static int print_run(nl_results *db, const char *acts, const char *dbp, int64_t 
 
 static int run(nl_ctx *ctx, int argc, char **argv) {
     const nl_command *me = &nl_cmd_ability;
-    const char *acts = NULL, *dbp = NULL, *v;
-    int json = 0, k;
-    long threads = 0;
+    const char *acts = NULL, *v;
+    int k;
     static char names_buf[8192];
     static const char *names[MAX_ABILITIES];
+    nl_cli_common co = {0};
     nl_ability_opts o;
     nl_ability_opts_init(&o);
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) json = 1;
-        else if (!strcmp(argv[i], "--symmetric")) o.symmetric = 1;
+        if ((k = nl_cli_common_arg(me, ctx, NL_CLI_DB | NL_CLI_JSON | NL_CLI_THREADS | NL_CLI_TOP | NL_CLI_SEED, &co, argc, argv,
+                                   &i))) {
+            if (k != 1) return k;
+        } else if (!strcmp(argv[i], "--symmetric")) o.symmetric = 1;
         else if (!strcmp(argv[i], "--global")) o.global = 1;
         else if (!strcmp(argv[i], "--exclude-resident")) o.exclude_resident = 1;
-        else if ((k = nl_cli_opt(argc, argv, &i, "--db", &v))) {
-            if (k < 0 || !*v) return nl_cli_usage(me, "--db needs a path");
-            dbp = v;
-        } else if ((k = nl_cli_opt(argc, argv, &i, "--method", &v))) {
+        else if ((k = nl_cli_opt(argc, argv, &i, "--method", &v))) {
             int mm = k > 0 ? nl_ability_method_parse(v) : -1;
             if (mm < 0) return nl_cli_usage(me, "--method must be ap or predictivity");
             o.method = (nl_ability_method)mm;
-        } else if ((k = nl_cli_opt(argc, argv, &i, "--top", &v))) {
-            char *end;
-            double t = k > 0 ? strtod(v, &end) : NAN;
-            if (k < 0 || !*v || *end || !(t > 0 && t <= 1))
-                return nl_cli_usage(me, "--top: '%s' is not a fraction in (0, 1]", k > 0 ? v : "");
-            o.top = t;
         } else if ((k = nl_cli_opt(argc, argv, &i, "--resident-run", &v))) {
             long r;
             if (k < 0 || !nl_cli_int(v, 1, 0x7fffffffL, &r)) return nl_cli_usage(me, "--resident-run needs a run id");
@@ -157,46 +133,30 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         } else if ((k = nl_cli_opt(argc, argv, &i, "--abilities", &v))) {
             if (k < 0 || strlen(v) >= sizeof names_buf) return nl_cli_usage(me, "--abilities needs a list like code,math");
             strcpy(names_buf, v);
-            if ((o.n_abilities = parse_names(names_buf, names, MAX_ABILITIES)) < 1)
+            if ((o.n_abilities = nl_cli_names(names_buf, names, MAX_ABILITIES)) < 1)
                 return nl_cli_usage(me, "--abilities needs a list like code,math");
             o.abilities = names;
-        } else if ((k = nl_cli_opt(argc, argv, &i, "--seed", &v))) {
-            char *end;
-            errno = 0;
-            unsigned long long s = k > 0 && *v && *v != '-' ? strtoull(v, &end, 10) : 0;
-            if (k < 0 || !*v || *v == '-' || *end || errno) return nl_cli_usage(me, "--seed needs an integer in 0..2^64-1");
-            o.seed = s;
-        } else if ((k = nl_cli_opt(argc, argv, &i, "--threads", &v))) {
-            if (k < 0 || !nl_cli_int(v, 1, 1024, &threads)) return nl_cli_usage(me, "--threads needs a count in 1..1024");
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            return nl_cli_usage(me, "unknown option '%s'", argv[i]);
-        } else if (!acts) {
-            acts = argv[i];
-        } else {
-            return nl_cli_usage(me, "unexpected argument '%s'", argv[i]);
+        } else if ((k = nl_cli_positional(me, argv, i, &acts)) != 1) {
+            return k;
         }
     }
     if (!acts) return nl_cli_usage(me, "missing the activation file (acts.h5)");
-    if (!dbp) return nl_cli_usage(me, "missing --db results.db");
-    if (threads > 0) {
-        ctx->n_threads = (int)threads;
-        omp_set_num_threads((int)threads);
-    }
+    if (!co.db) return nl_cli_usage(me, "missing --db results.db");
+    if (co.top > 0) o.top = co.top;
+    if (co.have_seed) o.seed = co.seed;
     nl_results *db = NULL;
-    int64_t run_id = -1;
-    nl_status st = nl_results_open(ctx, dbp, 0, &db);
+    nl_ability_result res = {0};
+    nl_status st = nl_results_open(ctx, co.db, 0, &db);
     if (st == NL_OK) {
         nl_progress prog;
         nl_progress_init(&prog, "ability", 0, "layers", ctx->progress);
-        st = nl_ability_run(ctx, acts, &o, db, &prog, &run_id);
+        st = nl_ability_run(ctx, &o, acts, db, &prog, &res);
         nl_progress_end(&prog);
     }
-    int rc = 0;
-    if (st == NL_OK) rc = print_run(db, acts, dbp, run_id, &o, json);
-    else if (st == NL_EINTR) {
-        fprintf(stderr, "neuronlab: interrupted: run %lld in '%s' marked interrupted (no scores kept)\n", (long long)run_id, dbp);
-        rc = 130;
-    } else rc = nl_cli_fail(ctx, st);
+    int rc = st == NL_OK ? print_run(db, acts, co.db, res.run_id, &o, co.json)
+                         : nl_cli_finish(ctx, st, "interrupted: run %lld in '%s' marked interrupted (no scores kept)",
+                                         (long long)res.run_id, co.db);
+    nl_ability_result_release(&res);
     nl_results_close(db);
     return rc;
 }

@@ -8,7 +8,6 @@
  * then one token per step; generation stops after N tokens, at EOS, at the end of the
  * context, or on Ctrl-C. Statistics go to stderr; --json prints one object instead of
  * streaming (prompt ids, generated ids, text, why it stopped, seed). */
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,12 +75,14 @@ static int parse_float(const char *s, double lo, double hi, double *out) {
 static int run(nl_ctx *ctx, int argc, char **argv) {
     const nl_command *cmd = &nl_cmd_generate;
     const char *model_path = NULL, *prompt = NULL, *tok_path = NULL, *v;
-    long n_new = 128, threads = 0;
+    long n_new = 128;
     double temp = 1.0, top_p = 0.9;
-    unsigned long long seed = 0;
-    int have_seed = 0, json = 0, k;
+    nl_cli_common co = {0};
+    int k;
     for (int i = 1; i < argc; i++) {
-        if ((k = nl_cli_opt(argc, argv, &i, "--prompt", &v)) != 0) {
+        if ((k = nl_cli_common_arg(cmd, ctx, NL_CLI_SEED | NL_CLI_THREADS | NL_CLI_JSON, &co, argc, argv, &i))) {
+            if (k != 1) return k;
+        } else if ((k = nl_cli_opt(argc, argv, &i, "--prompt", &v)) != 0) {
             if (k < 0) return nl_cli_usage(cmd, "--prompt needs a text");
             prompt = v;
         } else if ((k = nl_cli_opt(argc, argv, &i, "-n", &v)) != 0) {
@@ -90,29 +91,18 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
             if (k < 0 || !parse_float(v, 0, 1e4, &temp)) return nl_cli_usage(cmd, "--temp needs a number ≥ 0 (0 = greedy)");
         } else if ((k = nl_cli_opt(argc, argv, &i, "--top-p", &v)) != 0) {
             if (k < 0 || !parse_float(v, 1e-9, 1, &top_p)) return nl_cli_usage(cmd, "--top-p needs a number in (0, 1]");
-        } else if ((k = nl_cli_opt(argc, argv, &i, "--seed", &v)) != 0) {
-            char *end;
-            if (k < 0 || !*v || *v == '-' || (seed = strtoull(v, &end, 10), *end)) return nl_cli_usage(cmd, "--seed needs a non-negative integer");
-            have_seed = 1;
         } else if ((k = nl_cli_opt(argc, argv, &i, "--tokenizer", &v)) != 0) {
             if (k < 0) return nl_cli_usage(cmd, "--tokenizer needs a path");
             tok_path = v;
-        } else if ((k = nl_cli_opt(argc, argv, &i, "--threads", &v)) != 0) {
-            if (k < 0 || !nl_cli_int(v, 1, 1024, &threads)) return nl_cli_usage(cmd, "--threads needs an integer in 1..1024");
-        } else if (!strcmp(argv[i], "--json")) {
-            json = 1;
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            return nl_cli_usage(cmd, "unknown option '%s'", argv[i]);
-        } else if (!model_path) {
-            model_path = argv[i];
-        } else {
-            return nl_cli_usage(cmd, "unexpected argument '%s'", argv[i]);
+        } else if ((k = nl_cli_positional(cmd, argv, i, &model_path)) != 1) {
+            return k;
         }
     }
     if (!model_path) return nl_cli_usage(cmd, "missing MODEL");
     if (!prompt) return nl_cli_usage(cmd, "missing --prompt TEXT (it may be empty: --prompt '')");
-    if (!have_seed) seed = (unsigned long long)time(NULL);
-    if (threads > 0) omp_set_num_threads((int)threads);
+    const unsigned long long seed = co.have_seed ? co.seed : (unsigned long long)time(NULL);
+    const int json = co.json;
+    nl_ctx_apply_threads(ctx);
 
     nl_model *m = NULL;
     nl_tokenizer *tok = NULL;

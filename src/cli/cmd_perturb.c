@@ -82,7 +82,7 @@ static void json_sum(const char *key, nl_nll_sum s) {
 }
 
 /* One block of the text table: ratio rows × metric columns for label li (-1 = all). */
-static void print_block(const nl_perturb_options *o, const nl_perturb_cell *cells, int li) {
+static void print_block(const nl_perturb_opts *o, const nl_perturb_cell *cells, int li) {
     const int NR = o->n_ratios;
     printf("\n%-8s %6s", "ratio", "masked");
     for (int m = 0; m < o->n_metrics; m++) printf(" %12s", nl_mask_metric_name(o->metrics[m]));
@@ -99,7 +99,7 @@ static void print_block(const nl_perturb_options *o, const nl_perturb_cell *cell
     }
 }
 
-static void print_text(const nl_cli_run *r, const nl_perturb_options *o, const nl_perturb_cell *cells, int64_t tokens) {
+static void print_text(const nl_cli_run *r, const nl_perturb_opts *o, const nl_perturb_cell *cells, int64_t tokens) {
     const nl_dataset *ds = r->ds;
     const nl_config *c = nl_model_config(r->m);
     printf("model    %s\ndataset  %s (%d documents, %lld tokens, %lld predictions)\n", r->model, r->data, ds->n_docs,
@@ -117,7 +117,7 @@ static void print_text(const nl_cli_run *r, const nl_perturb_options *o, const n
     }
 }
 
-static void print_json(const nl_cli_run *r, const nl_perturb_options *o, const nl_perturb_cell *cells, int64_t run_id,
+static void print_json(const nl_cli_run *r, const nl_perturb_opts *o, const nl_perturb_cell *cells, int64_t run_id,
                        const char *status) {
     const nl_dataset *ds = r->ds;
     const nl_config *c = nl_model_config(r->m);
@@ -154,101 +154,58 @@ static void print_json(const nl_cli_run *r, const nl_perturb_options *o, const n
 static int run(nl_ctx *ctx, int argc, char **argv) {
     nl_cli_run r = {0};
     const nl_command *cmd = &nl_cmd_perturb;
-    nl_mask_metric metrics[NL_MASK_N_METRICS] = {NL_MASK_VALUE, NL_MASK_NORM, NL_MASK_RANDOM};
-    double ratios[MAX_RATIOS] = {0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9};
-    nl_perturb_options opt = {metrics, NL_MASK_N_METRICS, ratios, 10, 0, 0};
-    const char *dbpath = NULL, *v;
-    int json = 0;
+    nl_mask_metric metrics[NL_MASK_N_METRICS];
+    double ratios[MAX_RATIOS];
+    nl_perturb_opts opt;
+    nl_perturb_opts_init(&opt);
+    nl_cli_common co = {0};
+    const char *v;
     char err[256];
     for (int i = 1; i < argc; i++) {
         int k = nl_cli_run_arg(cmd, &r, argc, argv, &i);
         if (k == 1) continue;
         if (k) return k;
-        if ((k = nl_cli_opt(argc, argv, &i, "--metric", &v)) || (k = nl_cli_opt(argc, argv, &i, "--metrics", &v))) {
+        if ((k = nl_cli_common_arg(cmd, ctx, NL_CLI_DB | NL_CLI_JSON | NL_CLI_SEED, &co, argc, argv, &i))) {
+            if (k != 1) return k;
+        } else if ((k = nl_cli_opt(argc, argv, &i, "--metric", &v)) || (k = nl_cli_opt(argc, argv, &i, "--metrics", &v))) {
             if (k < 0) return nl_cli_usage(cmd, "--metric needs a list like value,norm,random");
             if ((opt.n_metrics = parse_metrics(v, metrics, err, sizeof err)) < 0) return nl_cli_usage(cmd, "%s", err);
+            opt.metrics = metrics;
         } else if ((k = nl_cli_opt(argc, argv, &i, "--ratios", &v))) {
             if (k < 0) return nl_cli_usage(cmd, "--ratios needs a list like 0,0.5,0.9");
             if ((opt.n_ratios = parse_ratios(v, ratios, err, sizeof err)) < 0) return nl_cli_usage(cmd, "%s", err);
-        } else if ((k = nl_cli_opt(argc, argv, &i, "--seed", &v))) {
-            char *end;
-            errno = 0;
-            unsigned long long s = k > 0 && *v && *v != '-' ? strtoull(v, &end, 10) : 0;
-            if (k < 0 || !*v || *v == '-' || *end || errno) return nl_cli_usage(cmd, "--seed needs an integer in 0..2^64-1");
-            opt.seed = s;
-        } else if ((k = nl_cli_opt(argc, argv, &i, "--db", &v))) {
-            if (k < 0 || !*v) return nl_cli_usage(cmd, "--db needs a path");
-            dbpath = v;
-        } else if (!strcmp(argv[i], "--json")) json = 1;
-        else return nl_cli_usage(cmd, "unknown option '%s'", argv[i]);
+            opt.ratios = ratios;
+        } else return nl_cli_usage(cmd, "unknown option '%s'", argv[i]);
     }
     if (nl_cli_run_check(cmd, &r)) return 2;
+    if (co.have_seed) opt.seed = co.seed;
 
     /* The database first, so a bad one fails before the model is read. */
     nl_results *db = NULL;
-    nl_status st = dbpath ? nl_results_open(ctx, dbpath, 0, &db) : NL_OK;
-    if (st == NL_OK && db) st = nl_perturb_tables(ctx, db);
+    nl_perturb_result res = {0};
+    nl_status st = co.db ? nl_results_open(ctx, co.db, 0, &db) : NL_OK;
+    if (st == NL_OK && db) st = nl_perturb_create_tables(ctx, db);
     if (st == NL_OK) st = nl_cli_run_open(ctx, &r);
-    if (st != NL_OK) {
-        int rc = nl_cli_fail(ctx, st);
-        nl_results_close(db);
-        nl_cli_run_close(&r);
-        return rc;
-    }
-    opt.stride = (int)r.stride;
-    const int F = nl_model_config(r.m)->d_ff, NC = opt.n_metrics * opt.n_ratios;
-    const long stride = r.stride ? r.stride : r.ctx / 2;
-    int64_t run_id = 0;
-    if (db) {
-        char params[8192];
-        nl_perturb_params_json(&opt, (int)r.ctx, (int)stride, (int)r.batch, params, sizeof params);
-        nl_run_info info = {.kind = "perturb", .model = r.model, .dataset = r.data, .params = params};
-        st = nl_results_begin_run(ctx, db, &info, &run_id);
-    }
-    nl_perturb_cell *cells = calloc((size_t)NC, sizeof *cells);
-    if (st == NL_OK && !cells) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
     if (st == NL_OK) {
+        opt.stride = (int)r.stride, opt.batch = (int)r.batch, opt.model = r.model, opt.dataset = r.data;
         nl_progress prog;
-        nl_progress_init(&prog, "perturb", (int64_t)nl_perturb_passes(&opt, F) * r.ds->n_tokens, "tok", ctx->progress);
-        st = nl_perturb_run(ctx, r.f, r.ds, &opt, db, run_id, &prog, cells);
+        nl_progress_init(&prog, "perturb", 0, "tok", ctx->progress);
+        st = nl_perturb_run(ctx, &opt, r.f, r.ds, db, &prog, &res);
         nl_progress_end(&prog);
-        if (db) {
-            nl_ctx ectx; /* keep the run's own message */
-            nl_ctx_init(&ectx);
-            const char *status = st == NL_OK ? "complete" : st == NL_EINTR ? "interrupted" : "failed";
-            nl_status est = nl_results_end_run(&ectx, db, run_id, status, st == NL_OK ? NULL : st == NL_EINTR ? "interrupted by the user" : ctx->msg);
-            if (est != NL_OK && (st == NL_OK || st == NL_EINTR)) {
-                st = est;
-                memcpy(ctx->msg, ectx.msg, sizeof ctx->msg);
-            }
-        }
-    } else if (db && run_id > 0) {
-        nl_ctx ectx;
-        nl_ctx_init(&ectx);
-        nl_results_end_run(&ectx, db, run_id, "failed", ctx->msg);
     }
-    int done = 0;
     int64_t predicted = 0;
-    for (int i = 0; cells && i < NC; i++)
-        if (cells[i].done) done++, predicted = cells[i].ppl.total.n;
-    if (done && (st == NL_OK || st == NL_EINTR)) {
-        if (json) print_json(&r, &opt, cells, run_id, st == NL_OK ? "complete" : "interrupted");
-        else print_text(&r, &opt, cells, predicted);
+    for (int i = 0; i < res.n_cells; i++)
+        if (res.cells[i].done) predicted = res.cells[i].ppl.total.n;
+    if (res.n_done && (st == NL_OK || st == NL_EINTR)) {
+        if (co.json) print_json(&r, &opt, res.cells, res.run_id, st == NL_OK ? "complete" : "interrupted");
+        else print_text(&r, &opt, res.cells, predicted);
     }
-    int rc = 0;
-    if (st == NL_EINTR) {
-        if (db)
-            fprintf(stderr, "neuronlab: interrupted: '%s' keeps %d of %d settings (run %lld marked interrupted)\n", dbpath, done,
-                    NC, (long long)run_id);
-        else fprintf(stderr, "neuronlab: interrupted after %d of %d settings\n", done, NC);
-        rc = 130;
-    } else if (st != NL_OK) {
-        rc = nl_cli_fail(ctx, st);
-    } else if (db) {
-        fprintf(stderr, "wrote run %lld to '%s': %d settings\n", (long long)run_id, dbpath, NC);
-    }
-    nl_perturb_cells_release(cells, NC);
-    free(cells);
+    int rc;
+    if (st == NL_EINTR && !db) rc = nl_cli_finish(ctx, st, "interrupted after %d of %d settings", res.n_done, res.n_cells);
+    else rc = nl_cli_finish(ctx, st, "interrupted: '%s' keeps %d of %d settings (run %lld marked interrupted)", co.db, res.n_done,
+                            res.n_cells, (long long)res.run_id);
+    if (st == NL_OK && db) fprintf(stderr, "wrote run %lld to '%s': %d settings\n", (long long)res.run_id, co.db, res.n_cells);
+    nl_perturb_result_release(&res);
     nl_results_close(db);
     nl_cli_run_close(&r);
     return rc;

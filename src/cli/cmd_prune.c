@@ -7,7 +7,6 @@
  * pass committed as computed. Ctrl-C keeps the finished passes (run 'interrupted', exit 130); an
  * error after the run started marks it 'failed'. Bad option values are usage errors (exit 2).
  * Checked by tests/prune_cli.sh. */
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,19 +23,6 @@ const nl_command nl_cmd_prune = {
     run};
 
 #define MAX_ABILITIES 256
-
-/* "a,b" → names pointing into buf (split in place); the count, or -1 for an empty name. */
-static int parse_names(char *buf, const char **out, int max) {
-    int n = 0;
-    for (char *p = buf;;) {
-        size_t len = strcspn(p, ",");
-        if (!len || n == max) return -1;
-        out[n++] = p;
-        if (!p[len]) return n;
-        p[len] = 0;
-        p += len + 1;
-    }
-}
 
 /* ---- printing ----------------------------------------------------------------------------- */
 
@@ -242,32 +228,17 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     const nl_command *cmd = &nl_cmd_prune;
     nl_prune_opts opt;
     nl_prune_opts_init(&opt);
-    const char *dbpath = NULL, *v, *names[MAX_ABILITIES];
+    nl_cli_common co = {0};
+    const char *v, *names[MAX_ABILITIES];
     char *abl = NULL;
-    long scores = 0, seeds = 3;
-    double top = 0;
-    int json = 0, rc = 0;
+    long seeds = opt.seeds;
+    int rc = 0;
     for (int i = 1; i < argc; i++) {
         int k = nl_cli_run_arg(cmd, &cr, argc, argv, &i);
         if (k == 1) continue;
         if (k) { rc = k; goto out; }
-        if ((k = nl_cli_opt(argc, argv, &i, "--db", &v))) {
-            if (k < 0 || !*v) { rc = nl_cli_usage(cmd, "--db needs a path"); goto out; }
-            dbpath = v;
-        } else if ((k = nl_cli_opt(argc, argv, &i, "--scores", &v))) {
-            if (k > 0 && !strcmp(v, "latest")) scores = -1; /* nl_ability_sets_load: the latest complete ability run */
-            else if (k < 0 || !nl_cli_int(v, 1, 0x7fffffffL, &scores)) {
-                rc = nl_cli_usage(cmd, "--scores needs the id of an ability run (or latest)");
-                goto out;
-            }
-        } else if ((k = nl_cli_opt(argc, argv, &i, "--top", &v))) {
-            char *end = NULL;
-            errno = 0;
-            top = k > 0 ? strtod(v, &end) : NAN;
-            if (k < 0 || end == v || *end || errno || !(top > 0 && top <= 1)) {
-                rc = nl_cli_usage(cmd, "--top needs a fraction in (0, 1]");
-                goto out;
-            }
+        if ((k = nl_cli_common_arg(cmd, ctx, NL_CLI_DB | NL_CLI_JSON | NL_CLI_TOP | NL_CLI_SCORES, &co, argc, argv, &i))) {
+            if (k != 1) { rc = k; goto out; }
         } else if ((k = nl_cli_opt(argc, argv, &i, "--seeds", &v))) {
             if (k < 0 || !nl_cli_int(v, 1, 100000, &seeds)) {
                 rc = nl_cli_usage(cmd, "--seeds needs a number of random sets, at least 1");
@@ -276,77 +247,46 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         } else if ((k = nl_cli_opt(argc, argv, &i, "--abilities", &v))) {
             free(abl);
             abl = k > 0 ? strdup(v) : NULL;
-            if (k < 0 || !abl || (opt.n_abilities = parse_names(abl, names, MAX_ABILITIES)) < 0) {
+            if (k < 0 || !abl || (opt.n_abilities = nl_cli_names(abl, names, MAX_ABILITIES)) < 0) {
                 rc = nl_cli_usage(cmd, "--abilities needs a list like code,math");
                 goto out;
             }
             opt.abilities = names;
-        } else if (!strcmp(argv[i], "--json")) json = 1;
-        else { rc = nl_cli_usage(cmd, "unknown option '%s'", argv[i]); goto out; }
+        } else { rc = nl_cli_usage(cmd, "unknown option '%s'", argv[i]); goto out; }
     }
     if (nl_cli_run_check(cmd, &cr)) { rc = 2; goto out; }
-    if (!dbpath) { rc = nl_cli_usage(cmd, "--db is required: the results database with the ability run"); goto out; }
-    if (!scores) { rc = nl_cli_usage(cmd, "--scores is required: the id of an ability run"); goto out; }
+    if (!co.db) { rc = nl_cli_usage(cmd, "--db is required: the results database with the ability run"); goto out; }
+    if (!co.scores) { rc = nl_cli_usage(cmd, "--scores is required: the id of an ability run"); goto out; }
     opt.seeds = (int)seeds;
 
     /* The database and the sets first, so a bad run fails before the model is read. */
     nl_results *db = NULL;
     nl_ability_sets sets = {0};
     nl_prune_result res = {0};
-    int64_t run_id = 0;
-    nl_status st = nl_results_open(ctx, dbpath, 0, &db);
-    if (st == NL_OK) st = nl_ability_sets_load(ctx, db, scores, top, &sets);
+    nl_status st = nl_results_open(ctx, co.db, 0, &db);
+    if (st == NL_OK) st = nl_ability_sets_load(ctx, db, co.scores, co.top, &sets);
     if (st == NL_OK) st = nl_cli_run_open(ctx, &cr);
     if (st == NL_OK) st = nl_ability_sets_check_model(ctx, &sets, cr.m, cr.model);
-    if (st == NL_OK) st = nl_prune_plan(ctx, &sets, cr.ds, &opt, &res);
-    if (st == NL_OK) st = nl_prune_tables(ctx, db);
-    if (st != NL_OK) {
-        rc = nl_cli_fail(ctx, st);
-        goto close;
-    }
-    opt.stride = (int)cr.stride;
-    const long stride = cr.stride ? cr.stride : cr.ctx / 2;
-    char params[16384];
-    nl_prune_params_json(&sets, &res, (int)cr.ctx, (int)stride, (int)cr.batch, params, sizeof params);
-    nl_run_info info = {.kind = "prune", .model = cr.model, .dataset = cr.data, .source = sets.source, .params = params};
-    if ((st = nl_results_begin_run(ctx, db, &info, &run_id)) != NL_OK) {
-        rc = nl_cli_fail(ctx, st);
-        goto close;
+    if (st == NL_OK) {
+        opt.stride = (int)cr.stride, opt.batch = (int)cr.batch, opt.model = cr.model, opt.dataset = cr.data;
+        nl_progress prog;
+        nl_progress_init(&prog, "prune", 0, "tok", ctx->progress);
+        st = nl_prune_run(ctx, &opt, cr.f, cr.ds, &sets, db, &prog, &res);
+        nl_progress_end(&prog);
     }
     const int passes = nl_prune_passes(&res);
-    nl_progress prog;
-    nl_progress_init(&prog, "prune", (int64_t)passes * cr.ds->n_tokens, "tok", ctx->progress);
-    st = nl_prune_run(ctx, cr.f, cr.ds, &sets, &opt, db, run_id, &prog, &res);
-    nl_progress_end(&prog);
-    {
-        nl_ctx ectx; /* keep the run's own message */
-        nl_ctx_init(&ectx);
-        const char *status = st == NL_OK ? "complete" : st == NL_EINTR ? "interrupted" : "failed";
-        nl_status est = nl_results_end_run(&ectx, db, run_id, status,
-                                           st == NL_OK ? NULL : st == NL_EINTR ? "interrupted by the user" : ctx->msg);
-        if (est != NL_OK && (st == NL_OK || st == NL_EINTR)) {
-            st = est;
-            memcpy(ctx->msg, ectx.msg, sizeof ctx->msg);
-        }
-    }
     int done = res.base_done;
     for (int i = 0; i < res.n_rows; i++) done += res.pruned_done[i];
     for (int i = 0; i < res.n_groups * res.n_seeds; i++) done += res.random_done[i];
     if (res.base_done && (st == NL_OK || st == NL_EINTR)) {
-        if (json) print_json(&cr, &sets, &res, run_id, st == NL_OK ? "complete" : "interrupted");
-        else print_text(&cr, dbpath, &sets, &res, res.base[res.n_cols - 1].n);
+        if (co.json) print_json(&cr, &sets, &res, res.run_id, st == NL_OK ? "complete" : "interrupted");
+        else print_text(&cr, co.db, &sets, &res, res.base[res.n_cols - 1].n);
     }
-    if (st == NL_EINTR) {
-        fprintf(stderr, "neuronlab: interrupted: '%s' keeps %d of %d passes (run %lld marked interrupted)\n", dbpath, done,
-                passes, (long long)run_id);
-        rc = 130;
-    } else if (st != NL_OK) {
-        rc = nl_cli_fail(ctx, st);
-    } else {
-        fprintf(stderr, "wrote run %lld to '%s': %d passes, %d pruned abilities x %d labels\n", (long long)run_id, dbpath,
+    rc = nl_cli_finish(ctx, st, "interrupted: '%s' keeps %d of %d passes (run %lld marked interrupted)", co.db, done, passes,
+                       (long long)res.run_id);
+    if (st == NL_OK)
+        fprintf(stderr, "wrote run %lld to '%s': %d passes, %d pruned abilities x %d labels\n", (long long)res.run_id, co.db,
                 passes, res.n_rows, res.n_cols);
-    }
-close:
     nl_prune_result_release(&res);
     nl_ability_sets_release(&sets);
     nl_results_close(db);

@@ -3,7 +3,7 @@
  * every FFN neuron activation into the HDF5 activation file (schema in h5store.h) while the
  * forward pass runs. Ctrl-C keeps every finished document and marks the file incomplete.
  * --db registers a run (kind "record", source = the .h5 file, params) in the results database
- * and ends it 'complete', 'interrupted' or 'failed' (results.h); without --db nothing changes.
+ * and ends it with nl_results_finish_run (results.h); without --db nothing changes.
  * Checked by tests/record.sh and tests/perturb_cli.sh (--db). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,7 +48,8 @@ static int parse_layers(const char *s, int L, int *out) {
 
 static int run(nl_ctx *ctx, int argc, char **argv) {
     nl_cli_run r = {0};
-    const char *outp = NULL, *layers_s = NULL, *dbpath = NULL, *v;
+    const char *outp = NULL, *layers_s = NULL, *v;
+    nl_cli_common co = {0};
     int pool = 0;
     nl_h5_dtype dtype = NL_H5_F32;
     for (int i = 1; i < argc; i++) {
@@ -59,9 +60,8 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         else if ((k = nl_cli_opt(argc, argv, &i, "-o", &v)) || (k = nl_cli_opt(argc, argv, &i, "--output", &v))) {
             if (k < 0) return nl_cli_usage(&nl_cmd_record, "-o needs a path");
             outp = v;
-        } else if ((k = nl_cli_opt(argc, argv, &i, "--db", &v))) {
-            if (k < 0 || !*v) return nl_cli_usage(&nl_cmd_record, "--db needs a path");
-            dbpath = v;
+        } else if ((k = nl_cli_common_arg(&nl_cmd_record, ctx, NL_CLI_DB, &co, argc, argv, &i))) {
+            if (k != 1) return k;
         } else if ((k = nl_cli_opt(argc, argv, &i, "--layers", &v))) {
             if (k < 0) return nl_cli_usage(&nl_cmd_record, "--layers needs a list like 0,2,5-7");
             layers_s = v;
@@ -72,6 +72,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     }
     if (nl_cli_run_check(&nl_cmd_record, &r)) return 2;
     if (!outp) return nl_cli_usage(&nl_cmd_record, "missing -o OUTPUT.h5");
+    const char *dbpath = co.db;
     const char *paths[2] = {r.model, r.data};
     nl_h5_writer *w = NULL;
     int *layers = NULL, n_layers = 0;
@@ -130,16 +131,9 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
             fprintf(stderr, "neuronlab: interrupted: '%s' keeps the %lld finished documents (marked incomplete)\n", outp, kept);
         }
     }
-    if (db && run_id > 0) {
-        nl_ctx ectx; /* keep the run's own message */
-        nl_ctx_init(&ectx);
-        const char *status = st == NL_OK ? "complete" : st == NL_EINTR ? "interrupted" : "failed";
-        nl_status est = nl_results_end_run(&ectx, db, run_id, status,
-                                           st == NL_OK ? NULL : st == NL_EINTR ? "interrupted by the user" : ctx->msg);
-        if (est != NL_OK && st == NL_OK) { st = est; memcpy(ctx->msg, ectx.msg, sizeof ctx->msg); }
-    }
+    if (db && run_id > 0) st = nl_results_finish_run(ctx, db, run_id, st, NULL);
     nl_results_close(db);
-    int rc = st == NL_OK ? 0 : st == NL_EINTR ? 130 : nl_cli_fail(ctx, st);
+    int rc = nl_cli_finish(ctx, st, NULL); /* the interruption was reported above */
     if (st == NL_OK) fprintf(stderr, "wrote '%s': %d documents, %lld tokens\n", outp, ds->n_docs, (long long)ds->n_tokens);
     free(layers);
     nl_cli_run_close(&r);

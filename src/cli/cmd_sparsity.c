@@ -1,10 +1,9 @@
 /* cmd_sparsity.c — `neuronlab sparsity acts.h5 --db results.db [--model MODEL] [options]`:
  * how sparse the FFN activations are (analyses/sparsity.h has the definitions and tables).
- * Validates the inputs before touching the database, writes one run, prints a per-layer
+ * The analysis validates its inputs before writing anything, writes one run; prints a per-layer
  * summary (or --json) on stdout. Ctrl-C keeps the finished layers (run 'interrupted', exit
  * 130). Checked by tests/sparsity_cli.sh. */
 #include <math.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,30 +37,25 @@ static int parse_list(const char *s, double *out, int max) {
     return n;
 }
 
-static int parse_real(const char *s, double *v) {
-    char *end;
-    *v = strtod(s, &end);
-    return *s && !*end;
-}
-
 static void jnum(double v) {
     if (isnan(v) || isinf(v)) fputs("null", stdout);
     else printf("%.9g", v);
 }
 
-static void print_json(const nl_sparsity *s, const char *acts, const char *dbp, int64_t run_id, int64_t rows_read) {
-    const nl_h5_info *in = nl_sparsity_info(s);
-    int n;
-    const nl_sparsity_row *rows = nl_sparsity_rows(s, &n);
+static void print_json(const nl_sparsity_result *s, const char *acts, const char *dbp, int64_t rows_read) {
+    const nl_h5_info *in = s->info;
+    const int64_t run_id = s->run_id;
+    const int n = s->n_rows;
+    const nl_sparsity_row *rows = s->rows;
     printf("{\"source\":");
     nl_cli_json_str(acts);
     printf(",\"db\":");
     nl_cli_json_str(dbp);
     printf(",\"run_id\":%lld,\"model\":", (long long)run_id);
-    if (nl_sparsity_model(s)) nl_cli_json_str(nl_sparsity_model(s));
+    if (s->model) nl_cli_json_str(s->model);
     else fputs("null", stdout);
     printf(",\"file_complete\":%s,\"tokens\":%lld,\"d_ff\":%d,\"cett\":%s,\"rows_read\":%lld,\"rows\":[",
-           in->complete ? "true" : "false", (long long)in->n_tokens, in->meta.d_ff, nl_sparsity_model(s) ? "true" : "false",
+           in->complete ? "true" : "false", (long long)in->n_tokens, in->meta.d_ff, s->model ? "true" : "false",
            (long long)rows_read);
     static const char *ind[2] = {"value", "norm"};
     for (int i = 0; i < n; i++) {
@@ -100,10 +94,11 @@ static void print_json(const nl_sparsity *s, const char *acts, const char *dbp, 
     printf("]}\n");
 }
 
-static void print_text(const nl_sparsity *s, const char *acts, const char *dbp, int64_t run_id, const nl_sparsity_opts *o) {
-    const nl_h5_info *in = nl_sparsity_info(s);
-    int n;
-    const nl_sparsity_row *rows = nl_sparsity_rows(s, &n);
+static void print_text(const nl_sparsity_result *s, const char *acts, const char *dbp, const nl_sparsity_opts *o) {
+    const nl_h5_info *in = s->info;
+    const int64_t run_id = s->run_id;
+    const int n = s->n_rows;
+    const nl_sparsity_row *rows = s->rows;
     int n_labels = 0;
     for (int i = 0; i < n && rows[i].layer == rows[0].layer; i++) n_labels += rows[i].label[0] != 0;
     printf("sparsity of '%s': %lld tokens, %d layer%s x %d neurons%s -> run %lld in '%s'\n", acts, (long long)in->n_tokens,
@@ -112,7 +107,7 @@ static void print_text(const nl_sparsity *s, const char *acts, const char *dbp, 
     /* The CETT target shown: 0.2 when asked for, else the last one. */
     int cj = -1;
     double ct = 0;
-    if (nl_sparsity_model(s)) {
+    if (s->model) {
         cj = o->n_cett_targets - 1;
         for (int j = 0; j < o->n_cett_targets; j++)
             if (fabs(o->cett_targets[j] - 0.2) < 1e-12) cj = j;
@@ -137,7 +132,7 @@ static void print_text(const nl_sparsity *s, const char *acts, const char *dbp, 
         printf("%-6s %12.4f %12.4f %18s %11s %8lld %9lld\n", lay, r->ind[0].frac_below_0_1, r->ind[1].frac_below_0_1, sp, ep,
                (long long)r->dead, (long long)r->resident);
     }
-    if (!nl_sparsity_model(s)) printf("CETT: skipped (--no-cett)\n");
+    if (!s->model) printf("CETT: skipped (--no-cett)\n");
     printf("value/norm<0.1max: fraction of (token, neuron) pairs with |a| (|a|*||W_out[:,i]||) below 0.1 x the token's max; "
            "dead: r never > %g; resident: r > %g in >= %g%% of tokens\n",
            o->dead_threshold, o->resident_threshold, 100 * o->resident_frac);
@@ -145,20 +140,18 @@ static void print_text(const nl_sparsity *s, const char *acts, const char *dbp, 
 
 static int run(nl_ctx *ctx, int argc, char **argv) {
     const nl_command *me = &nl_cmd_sparsity;
-    const char *acts = NULL, *dbp = NULL, *v;
-    int json = 0, k;
-    long threads = 0, block = 0, ctok = 0;
+    const char *acts = NULL, *v;
+    int k;
+    long block = 0, ctok = 0;
+    nl_cli_common co = {0};
     nl_sparsity_opts o;
     nl_sparsity_opts_init(&o);
     for (int i = 1; i < argc; i++) {
-        double d;
-        if (!strcmp(argv[i], "--json")) json = 1;
-        else if (!strcmp(argv[i], "--no-cett")) o.no_cett = 1;
+        if ((k = nl_cli_common_arg(me, ctx, NL_CLI_DB | NL_CLI_JSON | NL_CLI_THREADS, &co, argc, argv, &i))) {
+            if (k != 1) return k;
+        } else if (!strcmp(argv[i], "--no-cett")) o.no_cett = 1;
         else if (!strcmp(argv[i], "--no-label-neurons")) o.label_neurons = 0;
-        else if ((k = nl_cli_opt(argc, argv, &i, "--db", &v))) {
-            if (k < 0) return nl_cli_usage(me, "--db needs a path");
-            dbp = v;
-        } else if ((k = nl_cli_opt(argc, argv, &i, "--model", &v))) {
+        else if ((k = nl_cli_opt(argc, argv, &i, "--model", &v))) {
             if (k < 0) return nl_cli_usage(me, "--model needs a path");
             o.model = v;
         } else if ((k = nl_cli_opt(argc, argv, &i, "--cett", &v))) {
@@ -168,68 +161,45 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
             if (k < 0 || (o.n_thresholds = parse_list(v, o.thresholds, NL_SPARSITY_MAX_THRESHOLDS)) < 1)
                 return nl_cli_usage(me, "--thresholds needs a list like 0,0.01,0.1,0.2 (at most %d)", NL_SPARSITY_MAX_THRESHOLDS);
         } else if ((k = nl_cli_opt(argc, argv, &i, "--dead", &v))) {
-            if (k < 0 || !parse_real(v, &d)) return nl_cli_usage(me, "--dead needs a number like 0.01");
-            o.dead_threshold = d;
+            if (k < 0 || !nl_cli_double(v, &o.dead_threshold)) return nl_cli_usage(me, "--dead needs a number like 0.01");
         } else if ((k = nl_cli_opt(argc, argv, &i, "--resident-frac", &v))) {
-            if (k < 0 || !parse_real(v, &d)) return nl_cli_usage(me, "--resident-frac needs a number like 0.9");
-            o.resident_frac = d;
+            if (k < 0 || !nl_cli_double(v, &o.resident_frac)) return nl_cli_usage(me, "--resident-frac needs a number like 0.9");
         } else if ((k = nl_cli_opt(argc, argv, &i, "--resident", &v))) {
-            if (k < 0 || !parse_real(v, &d)) return nl_cli_usage(me, "--resident needs a number like 0.1");
-            o.resident_threshold = d;
+            if (k < 0 || !nl_cli_double(v, &o.resident_threshold)) return nl_cli_usage(me, "--resident needs a number like 0.1");
         } else if ((k = nl_cli_opt(argc, argv, &i, "--cett-tokens", &v))) {
             if (k < 0 || !nl_cli_int(v, 1, (long)4e18, &ctok)) return nl_cli_usage(me, "--cett-tokens needs a positive count");
             o.cett_tokens = ctok;
-        } else if ((k = nl_cli_opt(argc, argv, &i, "--threads", &v))) {
-            if (k < 0 || !nl_cli_int(v, 1, 1024, &threads)) return nl_cli_usage(me, "--threads needs a count in 1..1024");
         } else if ((k = nl_cli_opt(argc, argv, &i, "--block", &v))) {
             if (k < 0 || !nl_cli_int(v, 1, 1 << 24, &block)) return nl_cli_usage(me, "--block needs a row count");
             o.block_rows = (int)block;
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            return nl_cli_usage(me, "unknown option '%s'", argv[i]);
-        } else if (!acts) {
-            acts = argv[i];
-        } else {
-            return nl_cli_usage(me, "unexpected argument '%s'", argv[i]);
+        } else if ((k = nl_cli_positional(me, argv, i, &acts)) != 1) {
+            return k;
         }
     }
     if (!acts) return nl_cli_usage(me, "missing the activation file (acts.h5)");
-    if (!dbp) return nl_cli_usage(me, "missing --db results.db");
+    if (!co.db) return nl_cli_usage(me, "missing --db results.db");
     if (o.no_cett && o.model) return nl_cli_usage(me, "--model is for CETT: drop it or --no-cett");
-    if (threads > 0) {
-        ctx->n_threads = (int)threads;
-        omp_set_num_threads((int)threads);
-    }
 
-    nl_sparsity *s = NULL;
+    nl_sparsity_result res = {0};
     nl_results *db = NULL;
-    int64_t run_id = -1, rows_read = 0;
-    nl_status st = nl_sparsity_open(ctx, acts, &o, &s);
+    nl_progress prog;
+    nl_status st = nl_results_open(ctx, co.db, 0, &db);
     if (st == NL_OK) {
-        const nl_h5_info *in = nl_sparsity_info(s);
-        if (!in->complete)
-            fprintf(stderr, "neuronlab: warning: '%s' is incomplete (its recording was interrupted): analysing its %lld finished documents\n",
-                    acts, (long long)in->n_docs);
-        st = nl_results_open(ctx, dbp, 0, &db);
-    }
-    if (st == NL_OK) {
-        nl_progress prog;
         nl_progress_init(&prog, "sparsity", 0, "rows", ctx->progress);
-        st = nl_sparsity_run(ctx, s, db, &prog, &run_id);
+        st = nl_sparsity_run(ctx, &o, acts, db, &prog, &res);
         nl_progress_end(&prog);
-        rows_read = prog.done; /* rows of ffn_act read, over all layers and passes */
     }
-    int rc = 0;
+    if (res.info && !res.info->complete)
+        fprintf(stderr, "neuronlab: warning: '%s' is incomplete (its recording was interrupted): analysed its %lld finished documents\n",
+                acts, (long long)res.info->n_docs);
     if (st == NL_OK) {
-        if (json) print_json(s, acts, dbp, run_id, rows_read);
-        else print_text(s, acts, dbp, run_id, &o);
-    } else if (st == NL_EINTR) {
-        fprintf(stderr, "neuronlab: interrupted: run %lld in '%s' keeps its finished layers (marked interrupted)\n",
-                (long long)run_id, dbp);
-        rc = 130;
-    } else {
-        rc = nl_cli_fail(ctx, st);
+        /* prog.done: rows of ffn_act read, over all layers and passes */
+        if (co.json) print_json(&res, acts, co.db, prog.done);
+        else print_text(&res, acts, co.db, &o);
     }
+    int rc = nl_cli_finish(ctx, st, "interrupted: run %lld in '%s' keeps its finished layers (marked interrupted)",
+                           (long long)res.run_id, co.db);
     nl_results_close(db);
-    nl_sparsity_close(s);
+    nl_sparsity_result_release(&res);
     return rc;
 }

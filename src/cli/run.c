@@ -1,6 +1,6 @@
 /* run.c — the MODEL DATA.jsonl arguments and forward-pass options shared by ppl, record
  * and the experiments (see nl_cli_run in cli.h). */
-#include <omp.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "cli/cli.h"
@@ -37,7 +37,8 @@ int nl_cli_run_check(const nl_command *cmd, const nl_cli_run *r) {
 }
 
 nl_status nl_cli_run_open(nl_ctx *ctx, nl_cli_run *r) {
-    if (r->threads > 0) omp_set_num_threads((int)r->threads);
+    if (r->threads > 0) ctx->n_threads = (int)r->threads;
+    nl_ctx_apply_threads(ctx);
     nl_status st = nl_model_open(ctx, r->model, &r->m);
     if (st != NL_OK) return st;
     const nl_config *c = nl_model_config(r->m);

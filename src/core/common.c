@@ -3,6 +3,7 @@
 #include "neuronlab/common.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,10 @@ volatile sig_atomic_t nl_interrupted = 0;
 void nl_ctx_init(nl_ctx *ctx) {
     memset(ctx, 0, sizeof *ctx);
     ctx->progress = 1;
+}
+
+void nl_ctx_apply_threads(const nl_ctx *ctx) {
+    if (ctx && ctx->n_threads > 0) omp_set_num_threads(ctx->n_threads);
 }
 
 nl_status nl_errorf(nl_ctx *ctx, nl_status st, const char *fmt, ...) {

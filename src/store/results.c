@@ -14,6 +14,7 @@ struct nl_results {
     char path[4096];
     int readonly;
     int busy_ms;  /* busy timeout of ordinary statements */
+    int end_ms;   /* busy timeout of the final status write of a run */
     int has_pid;  /* runs has the pid/host columns (schema ≥ 2) */
 };
 
@@ -156,6 +157,8 @@ nl_status nl_results_open(nl_ctx *ctx, const char *path, int readonly, nl_result
     const char *ms = getenv("NEURONLAB_DB_TIMEOUT_MS");
     r->busy_ms = ms && *ms ? atoi(ms) : NL_RESULTS_BUSY_MS;
     sqlite3_busy_timeout(r->db, r->busy_ms);
+    const char *ems = getenv("NEURONLAB_DB_END_TIMEOUT_MS");
+    r->end_ms = ems && *ems ? atoi(ems) : NL_RESULTS_END_MS;
     nl_status st = NL_OK;
     if (!readonly && sqlite3_db_readonly(r->db, "main") == 1) st = nl_errorf(ctx, NL_EIO, "'%s' is read-only", path);
     if (st == NL_OK) st = nl_results_exec(ctx, r, "PRAGMA foreign_keys = ON");
@@ -229,7 +232,7 @@ nl_status nl_results_end_run(nl_ctx *ctx, nl_results *r, int64_t run_id, const c
     nl_results_rollback(r); /* a failed analysis may have left its transaction open */
     /* The final status is what tells a reader the run stopped: wait longer for it than for
      * ordinary statements, so a lock held past the busy timeout does not leave it 'running'. */
-    sqlite3_busy_timeout(r->db, r->busy_ms > NL_RESULTS_END_MS ? r->busy_ms : NL_RESULTS_END_MS);
+    sqlite3_busy_timeout(r->db, r->busy_ms > r->end_ms ? r->busy_ms : r->end_ms);
     int rc = sqlite3_prepare_v2(r->db, "UPDATE runs SET status = ?, ended_at = ?, message = ? WHERE id = ?", -1, &s, NULL);
     if (rc == SQLITE_OK) {
         bind_text(s, 1, status);
