@@ -2,12 +2,16 @@
  * the dtype table (f16/bf16 decoding against hand-computed values, every row's block sizes),
  * the loader chosen by magic bytes whatever the file is called, W_out column norms against a
  * brute-force computation from the stored weights, nl_model_keep_f32 against streaming, and
- * the embedding of f16/bf16 storage against its f32 conversion.
+ * the embedding of f16/bf16 storage against its f32 conversion, and the architecture table:
+ * every architecture's Hugging Face names resolve on its fixture through the safetensors
+ * tensor source, the rows are consistent with the structure they declare, and a tensor a
+ * source lacks is named in the error.
  */
 #include <ftw.h>
 #include <stdint.h>
 #include <unistd.h>
 
+#include "model/arch.h"
 #include "model/model_internal.h"
 #include "neuronlab/model.h"
 #include "neuronlab/safetensors.h"
@@ -430,4 +434,174 @@ Test(model, embed_bf16_fixture_matches_file) {
     free(got);
     raw_close(&r);
     nl_model_close(m);
+}
+
+/* ---- the architecture table -------------------------------------------------------------- */
+
+/* One fixture per architecture. */
+static const struct { nl_arch arch; const char *dir; } arch_fixtures[] = {
+    {NL_ARCH_LLAMA, FX "/llama"},   {NL_ARCH_MISTRAL, FX "/mistral_sharded"}, {NL_ARCH_QWEN2, FX "/qwen2"},
+    {NL_ARCH_GPT2, FX "/gpt2"},     {NL_ARCH_GPT_NEOX, FX "/gpt_neox"},       {NL_ARCH_PHI, FX "/phi"},
+};
+#define N_ARCH_FIXTURES ((int)(sizeof arch_fixtures / sizeof arch_fixtures[0]))
+
+Test(model, arch_rows_match_their_structure) {
+    for (int i = 0; i < N_ARCH_FIXTURES; i++) {
+        const nl_arch_desc *d = nl_arch_desc_of(arch_fixtures[i].arch);
+        const nl_name_table *t = d->hf;
+        cr_assert_eq(d->arch, arch_fixtures[i].arch);
+        cr_assert_str_eq(nl_arch_name(d->arch), d->name);
+        cr_assert_not_null(t, "%s has no Hugging Face names", d->name);
+        cr_assert(nl_act_parse(d->act_def) >= 0, "%s: activation '%s'", d->name, d->act_def);
+        cr_assert_not_null(t->global[NL_G_TOK_EMB].name);
+        cr_assert_not_null(t->global[NL_G_NORM_W].name);
+        cr_assert_eq(t->global[NL_G_NORM_B].name != NULL, d->norm == NL_NORM_LAYER, "%s: final norm bias", d->name);
+        cr_assert_eq(t->global[NL_G_POS_EMB].name != NULL, d->pos == NL_POS_LEARNED, "%s: positions", d->name);
+        cr_assert_eq(t->global[NL_G_LM_HEAD].flag, NL_TN_UNTIED, "%s: the LM head is skipped when tied", d->name);
+        cr_assert_eq(d->pos == NL_POS_ROPE, d->rotary_def > 0 && d->rotary_def <= 1, "%s: rotary fraction", d->name);
+        cr_assert_eq(t->layer[NL_R_W_GATE].name != NULL, d->ffn_gated, "%s: gate", d->name);
+        cr_assert_not_null(t->layer[NL_R_W_UP].name);
+        cr_assert_not_null(t->layer[NL_R_W_DOWN].name);
+        cr_assert_not_null(t->layer[NL_R_WO].name);
+        cr_assert_eq(t->layer[NL_R_LN2_W].name == NULL, d->block == NL_BLOCK_SHARED_NORM, "%s: ffn norm", d->name);
+        cr_assert_eq(t->layer[NL_R_LN1_B].name != NULL, d->norm == NL_NORM_LAYER, "%s: norm bias", d->name);
+        int sep = t->qkv == NL_QKV_SEPARATE;
+        cr_assert(sep ? t->layer[NL_R_WQ].name && t->layer[NL_R_WK].name && t->layer[NL_R_WV].name &&
+                            !t->layer[NL_R_WQKV].name
+                      : t->layer[NL_R_WQKV].name && !t->layer[NL_R_WQ].name,
+                  "%s: qkv layout", d->name);
+        for (int r = 0; r < NL_R_COUNT; r++) { /* every layer pattern takes the layer index once */
+            const char *n = t->layer[r].name;
+            if (!n) continue;
+            const char *pc = strchr(n, '%');
+            cr_assert(pc && pc[1] == 'd' && !strchr(pc + 1, '%'), "%s: pattern '%s'", d->name, n);
+        }
+        for (int g = 0; g < NL_G_COUNT; g++) cr_assert(!t->global[g].name || !strchr(t->global[g].name, '%'));
+    }
+    /* every architecture has a fixture above */
+    for (int a = 0; a <= NL_ARCH_PHI; a++) {
+        int seen = 0;
+        for (int i = 0; i < N_ARCH_FIXTURES; i++) seen |= arch_fixtures[i].arch == (nl_arch)a;
+        cr_assert(seen, "architecture %s has no fixture in this test", nl_arch_name((nl_arch)a));
+    }
+}
+
+/* A tensor source that hides one name of another source (to check missing-tensor messages). */
+typedef struct {
+    nl_tensor_source *inner;
+    const char *hide;
+    int n_lookups;
+} hiding_source;
+
+static nl_status hide_lookup(nl_ctx *ctx, void *impl, const char *name, nl_source_tensor *out, int *found) {
+    hiding_source *h = impl;
+    h->n_lookups++;
+    if (h->hide && strcmp(name, h->hide) == 0) {
+        *found = 0;
+        return NL_OK;
+    }
+    return h->inner->lookup(ctx, h->inner->impl, name, out, found);
+}
+
+static int same_tensor(const nl_tensor *a, const nl_tensor *b) {
+    if (!a->data || !b->data) return !a->data && !b->data;
+    if (a->dtype != b->dtype || a->ndim != b->ndim) return 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i]) return 0;
+    return memcmp(a->data, b->data, nl_dtype_bytes(a->dtype, nl_tensor_numel(a))) == 0;
+}
+
+/* Resolves the fixture's HF names into a fresh model with cfg copied from ref; hide: a name
+ * the source pretends not to have. */
+static nl_status resolve_fixture(const nl_model *ref, const char *dir, const char *hide, nl_model **out, char *msg,
+                                 size_t cap, int *n_lookups) {
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_model *m = nl_model_alloc(dir);
+    cr_assert_not_null(m);
+    m->cfg = ref->cfg;
+    nl_tensor_source *st = NULL;
+    cr_assert_eq(nl_st_source_open(&ctx, m, dir, &st), NL_OK, "%s", ctx.msg);
+    hiding_source h = {st, hide, 0};
+    nl_tensor_source src = {.path = st->path, .impl = &h, .lookup = hide_lookup};
+    const nl_arch_desc *d = nl_arch_desc_of(ref->cfg.arch);
+    nl_resolver r = {.names = d->hf, .src = &src, .model_type = ref->cfg.model_type, .cfg_name = "config.json",
+                     .attn_bias = ref->layers[0].bq.data || ref->layers[0].bqkv.data || ref->layers[0].bo.data,
+                     .want_dt = -1};
+    nl_status s = nl_arch_resolve(&ctx, m, &r);
+    snprintf(msg, cap, "%s", ctx.msg);
+    if (n_lookups) *n_lookups = h.n_lookups;
+    if (s == NL_OK) cr_assert_eq(r.n_odd, 0);
+    nl_tensor_source_close(st);
+    *out = m;
+    return s;
+}
+
+Test(model, arch_names_resolve_on_fixtures) {
+    for (int i = 0; i < N_ARCH_FIXTURES; i++) {
+        const char *dir = arch_fixtures[i].dir;
+        if (!nl_path_exists(dir)) continue;
+        nl_model *ref = open_ok(dir);
+        cr_assert_eq(ref->cfg.arch, arch_fixtures[i].arch, "%s", dir);
+        nl_model *m = NULL;
+        char msg[1024];
+        int n_lookups = 0;
+        cr_assert_eq(resolve_fixture(ref, dir, NULL, &m, msg, sizeof msg, &n_lookups), NL_OK, "%s: %s", dir, msg);
+        cr_assert(n_lookups > 0);
+        cr_assert_eq(m->conv1d, nl_arch_desc_of(ref->cfg.arch)->hf->conv1d);
+        cr_assert_eq(m->qkv_layout, nl_arch_desc_of(ref->cfg.arch)->hf->qkv);
+        /* the same tensors as the loader found, role by role */
+        for (int g = 0; g < NL_G_COUNT; g++) {
+            const nl_tensor *a = (const nl_tensor *)((const char *)m + nl_global_roles[g].off),
+                            *b = (const nl_tensor *)((const char *)ref + nl_global_roles[g].off);
+            cr_assert(same_tensor(a, b), "%s: role %s differs", dir, nl_global_roles[g].role);
+        }
+        int n_present = 0;
+        for (int l = 0; l < ref->cfg.n_layers; l++)
+            for (int r = 0; r < NL_R_COUNT; r++) {
+                const nl_tensor *a = (const nl_tensor *)((const char *)&m->layers[l] + nl_layer_roles[r].off),
+                                *b = (const nl_tensor *)((const char *)&ref->layers[l] + nl_layer_roles[r].off);
+                cr_assert(same_tensor(a, b), "%s: layer %d role %s differs", dir, l, nl_layer_roles[r].role);
+                n_present += a->data != NULL;
+            }
+        cr_assert(n_present >= 7 * ref->cfg.n_layers, "%s: only %d layer tensors", dir, n_present);
+        cr_assert_eq(nl_model_validate(&(nl_ctx){0}, m, dir), NL_OK);
+        nl_model_close(m);
+        nl_model_close(ref);
+    }
+}
+
+Test(model, arch_missing_tensor_is_named) {
+    int n_checked = 0;
+    for (int i = 0; i < N_ARCH_FIXTURES; i++) {
+        const char *dir = arch_fixtures[i].dir;
+        if (!nl_path_exists(dir)) continue;
+        nl_model *ref = open_ok(dir);
+        const nl_name_table *t = nl_arch_desc_of(ref->cfg.arch)->hf;
+        const int last = ref->cfg.n_layers - 1;
+        for (int r = 0; r < NL_R_COUNT; r++) { /* every required role of the last layer, hidden in turn */
+            if (!t->layer[r].name || t->layer[r].flag != NL_TN_REQ) continue;
+            char name[256], msg[1024];
+            snprintf(name, sizeof name, t->layer[r].name, last);
+            nl_model *m = NULL;
+            cr_assert_eq(resolve_fixture(ref, dir, name, &m, msg, sizeof msg, NULL), NL_EFORMAT, "%s without %s", dir,
+                         name);
+            char want[512];
+            snprintf(want, sizeof want, "missing tensor '%s' (model_type %s)", name, ref->cfg.model_type);
+            cr_assert(strstr(msg, want), "%s: got '%s', want '%s'", dir, msg, want);
+            cr_assert(strstr(msg, ".safetensors"), "the message names the file: %s", msg);
+            nl_model_close(m);
+            n_checked++;
+        }
+        if (!ref->cfg.tie_embeddings) { /* an untied head is required too */
+            char msg[1024];
+            nl_model *m = NULL;
+            cr_assert_eq(resolve_fixture(ref, dir, t->global[NL_G_LM_HEAD].name, &m, msg, sizeof msg, NULL), NL_EFORMAT);
+            cr_assert(strstr(msg, t->global[NL_G_LM_HEAD].name), "%s", msg);
+            nl_model_close(m);
+        }
+        nl_model_close(ref);
+    }
+    if (n_checked == 0) cr_skip_test("no fixtures");
+    cr_assert(n_checked >= 30, "%d", n_checked);
 }

@@ -79,11 +79,6 @@ int64_t nl_tensor_numel(const nl_tensor *t) {
     return n;
 }
 
-const char *nl_arch_name(nl_arch a) {
-    static const char *n[] = {"llama", "mistral", "qwen2", "gpt2", "gpt_neox", "phi"};
-    return (unsigned)a < sizeof n / sizeof n[0] ? n[a] : "?";
-}
-
 const char *nl_act_name(nl_act a) {
     switch (a) {
     case NL_ACT_SILU: return "silu";
@@ -210,6 +205,7 @@ int64_t nl_model_bytes(const nl_model *m) {
 #define NL_LAYER_TENSORS(X)                                                                   \
     X(ln1_w) X(ln1_b) X(ln2_w) X(ln2_b) X(wq) X(wk) X(wv) X(bq) X(bk) X(bv) X(wqkv) X(bqkv)  \
     X(wo) X(bo) X(w_gate) X(w_up) X(b_up) X(w_down) X(b_down)
+#define NL_LAYER_N_TENSORS 19
 
 int64_t nl_model_n_params(const nl_model *m) {
     int64_t n = nl_tensor_numel(&m->tok_emb) + nl_tensor_numel(&m->pos_emb) + nl_tensor_numel(&m->norm_w) +
@@ -221,6 +217,55 @@ int64_t nl_model_n_params(const nl_model *m) {
 #undef X
     }
     return n;
+}
+
+nl_status nl_model_realign(nl_ctx *ctx, nl_model *m) {
+    nl_tensor *glob[] = {&m->tok_emb, &m->pos_emb, &m->norm_w, &m->norm_b, &m->lm_head, &m->lm_head_b};
+    const int n_glob = (int)(sizeof glob / sizeof glob[0]);
+    size_t total = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        char *dst = NULL;
+        if (pass == 1) {
+            if (total == 0) return NL_OK;
+            if (m->n_maps >= NL_MAX_MAPS)
+                return nl_errorf(ctx, NL_EUNSUPPORTED, "cannot open '%s': too many files", m->path);
+            void *p = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (p == MAP_FAILED)
+                return nl_errorf(ctx, NL_ENOMEM, "cannot open '%s': out of memory aligning %zu bytes of tensors",
+                                 m->path, total);
+            m->maps[m->n_maps].base = p;
+            m->maps[m->n_maps].size = total;
+            m->n_maps++;
+            dst = p;
+        }
+        for (int i = 0; i < n_glob + m->cfg.n_layers; i++) {
+            nl_tensor *one[NL_LAYER_N_TENSORS], **ts = one;
+            int n = 1;
+            if (i < n_glob) {
+                one[0] = glob[i];
+            } else {
+                nl_stored_layer *s = &m->layers[i - n_glob];
+                n = 0;
+#define X(f) one[n++] = &s->f;
+                NL_LAYER_TENSORS(X)
+#undef X
+            }
+            for (int k = 0; k < n; k++) {
+                nl_tensor *t = ts[k];
+                size_t es = t->data ? nl_dtype_size(t->dtype) : 0; /* block types are read bytewise */
+                if (!es || (uintptr_t)t->data % es == 0) continue;
+                size_t nb = nl_dtype_bytes(t->dtype, nl_tensor_numel(t)), padded = (nb + 63) & ~(size_t)63;
+                if (pass == 0) {
+                    total += padded;
+                } else {
+                    memcpy(dst, t->data, nb);
+                    t->data = dst;
+                    dst += padded;
+                }
+            }
+        }
+    }
+    return NL_OK;
 }
 
 /* ---- validation --------------------------------------------------------------------- */
