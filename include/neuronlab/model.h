@@ -13,9 +13,28 @@
 
 #include "neuronlab/common.h"
 
-typedef enum { NL_DT_F32 = 0, NL_DT_F16, NL_DT_BF16 } nl_dtype;
-const char *nl_dtype_name(nl_dtype dt);
+/* Stored element types. A dtype stores its elements in blocks: block_elems elements in
+ * block_bytes bytes (1 element per block for F32/F16/BF16; GGUF's quantised types such as
+ * Q8_0 = 32 elements in 34 bytes add rows later). Ranges handed to to_f32 start on a
+ * block boundary and span whole blocks. */
+typedef enum { NL_DT_F32 = 0, NL_DT_F16, NL_DT_BF16, NL_DT_COUNT } nl_dtype;
+
+typedef struct {
+    const char *name;   /* "f32", "f16", "bf16" */
+    int block_bytes;    /* bytes of one block */
+    int block_elems;    /* elements of one block */
+    /* dst (n) = src decoded; src holds n / block_elems blocks (n a multiple of block_elems).
+     * src may be unaligned for its element type. */
+    void (*to_f32)(const void *src, float *dst, int64_t n);
+} nl_dtype_info;
+
+/* The table row of dt (every nl_dtype below NL_DT_COUNT has one). Borrowed, static. */
+const nl_dtype_info *nl_dtype_info_of(nl_dtype dt);
+const char *nl_dtype_name(nl_dtype dt); /* "?" for values outside the table */
+/* Bytes per element of a dtype with one element per block (block types: 0). */
 size_t nl_dtype_size(nl_dtype dt);
+/* Bytes of n elements (n a multiple of the block size): n / block_elems * block_bytes. */
+size_t nl_dtype_bytes(nl_dtype dt, int64_t n);
 
 /* Borrowed view of a stored tensor (row-major, usually inside an mmap). data == NULL
  * means "absent". */
@@ -126,8 +145,12 @@ typedef struct {
 
 typedef struct nl_model nl_model;
 
-/* Opens a checkpoint: a directory (Hugging Face: config.json + safetensors files) or a
- * llama2.c .bin file. On success *out owns the mappings; free with nl_model_close. */
+/* Opens a checkpoint, choosing the loader by what `path` is, never by its name: a directory
+ * is a Hugging Face folder (config.json + safetensors files); a file starting with "GGUF"
+ * fails with NL_EUNSUPPORTED (not supported yet); a bare safetensors file (8-byte header
+ * length, then '{') fails with NL_EINVAL asking for its folder; any other file is a llama2.c
+ * checkpoint, whose header is validated. Messages name the path. On success *out owns the
+ * mappings; free with nl_model_close. */
 nl_status nl_model_open(nl_ctx *ctx, const char *path, nl_model **out);
 void nl_model_close(nl_model *m); /* NULL is a no-op */
 

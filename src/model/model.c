@@ -1,8 +1,11 @@
 /* model.c — model lifecycle shared by every loader: file mapping, validation of tensor
  * shapes against the config, and f32 views of one layer at a time.
  *
- * Rules: stored-f32 tensors are used in place; f16/bf16 tensors are converted into the
- * model's one-layer slot (m->slot), reused for every layer; the head is converted once.
+ * Rules: stored-f32 tensors are used in place; tensors of any other dtype are converted into
+ * the model's one-layer slot (m->slot), reused for every layer; the head is converted once.
+ * Every conversion to f32 goes through the one dtype table below (dtype_table: name, block
+ * size, to_f32 per row or range); a new stored type (GGUF's Q8_0, Q4_K …) is a new row.
+ * The loader is chosen by the file's first bytes (sniff), not by its name.
  * Checked by tests/test_model.c and tests/test_forward.c.
  */
 #include "model/model_internal.h"
@@ -17,27 +20,63 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-const char *nl_dtype_name(nl_dtype dt) {
-    switch (dt) {
-    case NL_DT_F32: return "f32";
-    case NL_DT_F16: return "f16";
-    case NL_DT_BF16: return "bf16";
+/* ---- dtypes: one row per stored type --------------------------------------------------- */
+
+static void f32_to_f32(const void *src, float *dst, int64_t n) { memcpy(dst, src, (size_t)n * sizeof(float)); }
+
+static void f16_to_f32(const void *src, float *dst, int64_t n) {
+    const unsigned char *s = src;
+    for (int64_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, s + 2 * i, 2); /* the view may be unaligned */
+        dst[i] = nl_f16_to_f32(h);
     }
-    return "?";
 }
 
-size_t nl_dtype_size(nl_dtype dt) { return dt == NL_DT_F32 ? 4 : 2; }
+static void bf16_to_f32(const void *src, float *dst, int64_t n) {
+    const unsigned char *s = src;
+    for (int64_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, s + 2 * i, 2);
+        dst[i] = nl_bf16_to_f32(h);
+    }
+}
+
+static const nl_dtype_info dtype_table[NL_DT_COUNT] = {
+    [NL_DT_F32] = {"f32", 4, 1, f32_to_f32},
+    [NL_DT_F16] = {"f16", 2, 1, f16_to_f32},
+    [NL_DT_BF16] = {"bf16", 2, 1, bf16_to_f32},
+};
+
+const nl_dtype_info *nl_dtype_info_of(nl_dtype dt) {
+    NL_ASSERT((unsigned)dt < NL_DT_COUNT);
+    return &dtype_table[dt];
+}
+
+const char *nl_dtype_name(nl_dtype dt) { return (unsigned)dt < NL_DT_COUNT ? dtype_table[dt].name : "?"; }
+
+size_t nl_dtype_size(nl_dtype dt) {
+    const nl_dtype_info *d = nl_dtype_info_of(dt);
+    return d->block_elems == 1 ? (size_t)d->block_bytes : 0;
+}
+
+size_t nl_dtype_bytes(nl_dtype dt, int64_t n) {
+    const nl_dtype_info *d = nl_dtype_info_of(dt);
+    NL_ASSERT(n % d->block_elems == 0);
+    return (size_t)(n / d->block_elems) * (size_t)d->block_bytes;
+}
+
+/* dst (n) = elements [first, first + n) of a tensor's data of type dt, decoded. */
+static void decode_range(nl_dtype dt, const void *data, int64_t first, int64_t n, float *dst) {
+    const nl_dtype_info *d = &dtype_table[dt];
+    d->to_f32((const char *)data + nl_dtype_bytes(dt, first), dst, n);
+}
 
 int64_t nl_tensor_numel(const nl_tensor *t) {
     if (!t->data) return 0;
     int64_t n = 1;
     for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
     return n;
-}
-
-const char *nl_arch_name(nl_arch a) {
-    static const char *n[] = {"llama", "mistral", "qwen2", "gpt2", "gpt_neox", "phi"};
-    return (unsigned)a < sizeof n / sizeof n[0] ? n[a] : "?";
 }
 
 const char *nl_act_name(nl_act a) {
@@ -109,16 +148,43 @@ void nl_model_close(nl_model *m) {
     free(m);
 }
 
+/* The loader is chosen by the first bytes of the file, never by its name:
+ *   a directory                                  → Hugging Face folder (config.json + safetensors)
+ *   "GGUF"                                       → GGUF (not supported yet)
+ *   u64 little-endian header length < 2^32, '{'  → a bare safetensors file (the folder is needed)
+ *   anything else                                → llama2.c, whose loader validates its header */
+typedef enum { NL_FMT_LLAMA2C = 0, NL_FMT_GGUF, NL_FMT_SAFETENSORS } nl_file_format;
+
+static nl_file_format sniff(const unsigned char *b, size_t n) {
+    if (n >= 4 && memcmp(b, "GGUF", 4) == 0) return NL_FMT_GGUF;
+    /* A llama2.c header read as a u64 has hidden_dim (> 0) in its upper half. */
+    if (n >= 9 && b[8] == '{' && b[4] == 0 && b[5] == 0 && b[6] == 0 && b[7] == 0) return NL_FMT_SAFETENSORS;
+    return NL_FMT_LLAMA2C;
+}
+
 nl_status nl_model_open(nl_ctx *ctx, const char *path, nl_model **out) {
     *out = NULL;
     struct stat st;
     if (stat(path, &st) != 0) return nl_errorf(ctx, NL_EIO, "cannot open '%s': %s", path, strerror(errno));
     if (S_ISDIR(st.st_mode)) return nl_hf_open(ctx, path, out);
-    size_t n = strlen(path);
-    if (n >= 5 && strcmp(path + n - 5, ".gguf") == 0)
+    unsigned char magic[16];
+    size_t n = 0;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return nl_errorf(ctx, NL_EIO, "cannot open '%s': %s", path, strerror(errno));
+    while (n < sizeof magic) {
+        ssize_t r = read(fd, magic + n, sizeof magic - n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        n += (size_t)r;
+    }
+    close(fd);
+    switch (sniff(magic, n)) {
+    case NL_FMT_GGUF:
         return nl_errorf(ctx, NL_EUNSUPPORTED, "cannot open '%s': GGUF files are not supported yet (use a Hugging Face folder or a llama2.c .bin)", path);
-    if (n >= 12 && strcmp(path + n - 12, ".safetensors") == 0)
+    case NL_FMT_SAFETENSORS:
         return nl_errorf(ctx, NL_EINVAL, "cannot open '%s': pass the model folder (with config.json), not the .safetensors file", path);
+    case NL_FMT_LLAMA2C: break;
+    }
     return nl_llama2c_open(ctx, path, out);
 }
 
@@ -139,6 +205,7 @@ int64_t nl_model_bytes(const nl_model *m) {
 #define NL_LAYER_TENSORS(X)                                                                   \
     X(ln1_w) X(ln1_b) X(ln2_w) X(ln2_b) X(wq) X(wk) X(wv) X(bq) X(bk) X(bv) X(wqkv) X(bqkv)  \
     X(wo) X(bo) X(w_gate) X(w_up) X(b_up) X(w_down) X(b_down)
+#define NL_LAYER_N_TENSORS 19
 
 int64_t nl_model_n_params(const nl_model *m) {
     int64_t n = nl_tensor_numel(&m->tok_emb) + nl_tensor_numel(&m->pos_emb) + nl_tensor_numel(&m->norm_w) +
@@ -150,6 +217,55 @@ int64_t nl_model_n_params(const nl_model *m) {
 #undef X
     }
     return n;
+}
+
+nl_status nl_model_realign(nl_ctx *ctx, nl_model *m) {
+    nl_tensor *glob[] = {&m->tok_emb, &m->pos_emb, &m->norm_w, &m->norm_b, &m->lm_head, &m->lm_head_b};
+    const int n_glob = (int)(sizeof glob / sizeof glob[0]);
+    size_t total = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        char *dst = NULL;
+        if (pass == 1) {
+            if (total == 0) return NL_OK;
+            if (m->n_maps >= NL_MAX_MAPS)
+                return nl_errorf(ctx, NL_EUNSUPPORTED, "cannot open '%s': too many files", m->path);
+            void *p = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (p == MAP_FAILED)
+                return nl_errorf(ctx, NL_ENOMEM, "cannot open '%s': out of memory aligning %zu bytes of tensors",
+                                 m->path, total);
+            m->maps[m->n_maps].base = p;
+            m->maps[m->n_maps].size = total;
+            m->n_maps++;
+            dst = p;
+        }
+        for (int i = 0; i < n_glob + m->cfg.n_layers; i++) {
+            nl_tensor *one[NL_LAYER_N_TENSORS], **ts = one;
+            int n = 1;
+            if (i < n_glob) {
+                one[0] = glob[i];
+            } else {
+                nl_stored_layer *s = &m->layers[i - n_glob];
+                n = 0;
+#define X(f) one[n++] = &s->f;
+                NL_LAYER_TENSORS(X)
+#undef X
+            }
+            for (int k = 0; k < n; k++) {
+                nl_tensor *t = ts[k];
+                size_t es = t->data ? nl_dtype_size(t->dtype) : 0; /* block types are read bytewise */
+                if (!es || (uintptr_t)t->data % es == 0) continue;
+                size_t nb = nl_dtype_bytes(t->dtype, nl_tensor_numel(t)), padded = (nb + 63) & ~(size_t)63;
+                if (pass == 0) {
+                    total += padded;
+                } else {
+                    memcpy(dst, t->data, nb);
+                    t->data = dst;
+                    dst += padded;
+                }
+            }
+        }
+    }
+    return NL_OK;
 }
 
 /* ---- validation --------------------------------------------------------------------- */
@@ -232,15 +348,14 @@ nl_status nl_model_validate(nl_ctx *ctx, const nl_model *m, const char *what) {
 
 /* ---- f32 views ----------------------------------------------------------------------- */
 
+/* dst = t in f32, in chunks of whole blocks shared among the OpenMP threads. */
 static void convert(const nl_tensor *t, float *dst) {
-    int64_t n = nl_tensor_numel(t);
-    const uint16_t *s = t->data;
-    if (t->dtype == NL_DT_F16) {
+    const int64_t n = nl_tensor_numel(t), be = dtype_table[t->dtype].block_elems;
+    const int64_t chunk = (16384 + be - 1) / be * be, n_chunks = (n + chunk - 1) / chunk;
 #pragma omp parallel for schedule(static) if (n > 65536)
-        for (int64_t i = 0; i < n; i++) dst[i] = nl_f16_to_f32(s[i]);
-    } else {
-#pragma omp parallel for schedule(static) if (n > 65536)
-        for (int64_t i = 0; i < n; i++) dst[i] = nl_bf16_to_f32(s[i]);
+    for (int64_t c = 0; c < n_chunks; c++) {
+        int64_t first = c * chunk, len = n - first < chunk ? n - first : chunk;
+        decode_range(t->dtype, t->data, first, len, dst + first);
     }
 }
 
@@ -344,24 +459,27 @@ nl_status nl_model_head(nl_ctx *ctx, nl_model *m, nl_head *out) {
 
 void nl_model_embed(const nl_model *m, const int32_t *tokens, int n, int pos0, float *dst) {
     const int D = m->cfg.d_model;
+    float *pos_row = NULL;
+    if (m->pos_emb.data && m->pos_emb.dtype != NL_DT_F32) pos_row = malloc((size_t)D * sizeof(float));
     for (int i = 0; i < n; i++) {
         float *row = dst + (size_t)i * D;
-        const nl_tensor *t = &m->tok_emb;
-        size_t off = (size_t)tokens[i] * D;
-        if (t->dtype == NL_DT_F32) memcpy(row, (const float *)t->data + off, D * sizeof(float));
-        else if (t->dtype == NL_DT_F16) for (int j = 0; j < D; j++) row[j] = nl_f16_to_f32(((const uint16_t *)t->data)[off + j]);
-        else for (int j = 0; j < D; j++) row[j] = nl_bf16_to_f32(((const uint16_t *)t->data)[off + j]);
+        decode_range(m->tok_emb.dtype, m->tok_emb.data, (int64_t)tokens[i] * D, D, row);
         if (m->pos_emb.data) {
-            const nl_tensor *p = &m->pos_emb;
-            size_t po = (size_t)(pos0 + i) * D;
-            for (int j = 0; j < D; j++) {
-                float v = p->dtype == NL_DT_F32 ? ((const float *)p->data)[po + j]
-                          : p->dtype == NL_DT_F16 ? nl_f16_to_f32(((const uint16_t *)p->data)[po + j])
-                                                  : nl_bf16_to_f32(((const uint16_t *)p->data)[po + j]);
+            const int64_t po = (int64_t)(pos0 + i) * D;
+            const float *p = (const float *)m->pos_emb.data + po;
+            if (m->pos_emb.dtype != NL_DT_F32) {
+                if (pos_row) decode_range(m->pos_emb.dtype, m->pos_emb.data, po, D, pos_row);
+                p = pos_row;
+            }
+            if (p) for (int j = 0; j < D; j++) row[j] += p[j];
+            else for (int j = 0; j < D; j++) { /* no memory for a row: one element at a time */
+                float v;
+                decode_range(m->pos_emb.dtype, m->pos_emb.data, po + j, 1, &v);
                 row[j] += v;
             }
         }
     }
+    free(pos_row);
 }
 
 nl_status nl_model_w_out_norm(nl_ctx *ctx, nl_model *m, int l, float *norms) {

@@ -1,9 +1,11 @@
 /* model_internal.h — the private model struct every loader fills.
  *
- * A loader maps its files (nl_model_map), fills cfg and the stored tensor views below,
- * and returns; model.c does everything else (f32 conversion, embedding, head).
- * Conversion rule: a stored tensor that is f32 is used in place; f16/bf16 tensors are
- * converted into m->slot (one layer) or m->head_buf (final norm + LM head, once).
+ * A loader maps its files (nl_model_map), fills cfg and the stored tensor views below
+ * (usually through the architecture table and a tensor source, src/model/arch.h), and
+ * returns; model.c does everything else (f32 conversion, embedding, head).
+ * Conversion rule: a stored tensor that is f32 is used in place; tensors of other dtypes
+ * are converted (through the dtype table) into m->slot (one layer) or m->head_buf (final
+ * norm + LM head, once).
  */
 #ifndef NEURONLAB_MODEL_INTERNAL_H
 #define NEURONLAB_MODEL_INTERNAL_H
@@ -54,6 +56,12 @@ nl_model *nl_model_alloc(const char *path);
 /* Validates every tensor's presence and shape against cfg (message names `what`,
  * usually the file). Loaders call it last. */
 nl_status nl_model_validate(nl_ctx *ctx, const nl_model *m, const char *what);
+
+/* Copies every stored tensor whose data is not aligned to its element size (formats such
+ * as safetensors do not promise alignment) into one aligned anonymous mapping registered in
+ * m->maps, so model.c may read every f32 view as a float array. Loaders call it after
+ * filling the tensors. */
+nl_status nl_model_realign(nl_ctx *ctx, nl_model *m);
 
 /* Loaders. */
 nl_status nl_llama2c_open(nl_ctx *ctx, const char *path, nl_model **out);
