@@ -1,8 +1,20 @@
 #!/usr/bin/env bash
-# sql_cookbook.sh — every query of notebooks-data/sql/ runs without error and returns rows
-# against a results database built the way `make demo` builds one (record → sparsity →
-# perturb → ability → overlap → prune, here on the fixture model with labelled documents), through sqlite3 and pandas-
-# style Python sqlite3. Prints PASS/FAIL/SKIP lines (read by scripts/run-tests.sh).
+# sql_cookbook.sh — every query of notebooks-data/sql/ returns the right values, against a results
+# database built the way `make demo` builds one (record → sparsity → perturb → ability → overlap →
+# prune, here on the fixture model tests/fixtures/hf/llama with 12 labelled documents).
+# Each query's rows are checked against values computed independently of neuronlab's analyses:
+#   sparsity queries   from the activation file itself (h5py/numpy): normalised indicators,
+#                      fractions below 0.1, dead/resident counts, per-neuron frequencies, mean and
+#                      max |a|, ‖W_out‖, quantiles (within the documented one-bin error), rankings;
+#   ability/overlap    average precision recomputed from /pooled (ties as one step), layer
+#                      best/mean/5‰ score, the top-5 neurons, the top-5% sets and their overlap;
+#   perturb/prune      perplexities of the PyTorch reference (tests/reference/nlref.py) on the same
+#                      documents, unmasked, with the lowest 50% |a| (or |a|·‖W_out‖) zeroed per
+#                      token, and with each ability's recomputed top sets zeroed; random-control
+#                      mean/sd from the seed rows;
+#   runs               the six runs in order, all complete, naming the dataset and the file.
+# A query without a check fails, so a new cookbook query needs one here.
+# Prints PASS/FAIL/SKIP lines (read by scripts/run-tests.sh).
 set -u
 cd "$(dirname "$0")/.."
 nl=${NL_BUILD:-build}/neuronlab
@@ -22,17 +34,252 @@ if ! { "$nl" record tests/fixtures/hf/llama "$tmp/d.jsonl" -o "$tmp/a.h5" --pool
        "$nl" prune tests/fixtures/hf/llama "$tmp/d.jsonl" --db "$tmp/r.db" --scores latest; } > "$tmp/log" 2>&1; then
   echo "FAIL building the database for the cookbook:"; sed 's/^/    /' "$tmp/log" | tail -5; exit 0
 fi
-for f in notebooks-data/sql/*.sql; do
-  $py - "$tmp/r.db" "$f" > "$tmp/out" 2>&1 <<'PY'
-import sqlite3, sys
-con = sqlite3.connect(sys.argv[1])
-cur = con.execute(open(sys.argv[2]).read())
-cols = [d[0] for d in cur.description]
-rows = cur.fetchall()
-assert rows, "no rows"
-assert all(any(v is not None for v in r) for r in rows), "empty rows"
-print(f"{len(rows)} rows, columns {', '.join(cols)}")
+cat > "$tmp/check.py" <<'PY'
+# values of every cookbook query against independent recomputations (see sql_cookbook.sh)
+import json, math, os, sqlite3, sys, traceback
+root, db, h5, jsonl = sys.argv[1:5]
+try:
+    import numpy as np
+    import h5py
+    import torch
+except ImportError as e:
+    print(f"SKIP sql cookbook values: {e} (needs Debian's python3-numpy, python3-h5py, python3-torch)")
+    sys.exit(0)
+sys.path.insert(0, os.path.join(root, "tests", "reference"))
+import nlref
+
+con = sqlite3.connect(db)
+f = h5py.File(h5, "r")
+L, F = int(f.attrs["n_layers"]), int(f.attrs["d_ff"])
+off = f["doc_offsets"][:]
+labels = [x.decode() if isinstance(x, bytes) else x for x in f["doc_labels"][:]]
+D = len(labels)
+tok_label = np.repeat(np.array(labels, dtype=object), np.diff(off))
+act = [f[f"layers/{l}/ffn_act"][:].astype(np.float32) for l in range(L)]
+wn = [f[f"layers/{l}/w_out_norm"][:].astype(np.float32) for l in range(L)]
+pooled = [f[f"pooled/{l}/mean_abs"][:].astype(np.float64) for l in range(L)]
+docs = [json.loads(line) for line in open(jsonl)]
+abilities = sorted(set(labels) - {""})
+
+def rnorm(x):  # per token: x / max over the layer's neurons (float32 quotient), 0 when the max is 0
+    m = x.max(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(m > 0, x / np.where(m > 0, m, 1), 0).astype(np.float32)
+    return r
+rv = [rnorm(np.abs(a)) for a in act]
+rn = [rnorm(np.abs(a) * w[None, :]) for a, w in zip(act, wn)]
+def sel(l, lab):  # rows of label lab ('' = all)
+    m = np.ones(len(tok_label), bool) if lab == "" else tok_label == lab
+    return m
+
+def ap(v, y):  # average precision with tied values as one step (analyses/ability.h)
+    order = np.argsort(-v, kind="stable"); v, y = v[order], y[order]
+    npos = y.sum(); s = 0.0; tp = 0; seen = 0; i = 0
+    while i < len(v):
+        j = i
+        while j < len(v) and v[j] == v[i]: j += 1
+        tp_new = tp + y[i:j].sum(); seen = j
+        s += (tp_new - tp) / npos * (tp_new / seen); tp = tp_new; i = j
+    return s
+score = {a: np.array([[ap(pooled[l][:, i], np.array([lb == a for lb in labels], float)) for i in range(F)] for l in range(L)]) for a in abilities}
+k_layer = max(1, int(math.floor(0.05 * F + 1e-9)))
+def top_sets(a):  # per layer: top k by score desc, then lower neuron
+    return {(l, int(i)) for l in range(L) for i in sorted(range(F), key=lambda i: (-score[a][l][i], i))[:k_layer]}
+tops = {a: top_sets(a) for a in abilities}
+
+# perplexities of the fixture model through the PyTorch reference, FFN activations masked on demand
+cfg, tensors = nlref.load_folder(os.path.join(root, "tests/fixtures/hf/llama"))
+def ppl_by_label(mask=None):  # mask(l, fa) -> fa; returns {label: ppl} with '' = all
+    nll = {}; cnt = {}
+    for d, row in zip(labels, docs):
+        t = row["tokens"]
+        o = nlref.forward(cfg, tensors, t) if mask is None else masked_forward(t, mask)
+        lp = torch.log_softmax(o["logits"].double(), dim=-1)
+        s = -sum(lp[p, t[p + 1]].item() for p in range(len(t) - 1))
+        for key in ("", d):
+            nll[key] = nll.get(key, 0.0) + s; cnt[key] = cnt.get(key, 0) + len(t) - 1
+    return {k: math.exp(nll[k] / cnt[k]) for k in nll}, cnt
+def masked_forward(t, mask):  # nlref's forward with mask(l, a) applied to the down projection's input a
+    lin = nlref.linear; state = {"l": 0}
+    def patched(x, w, b=None):
+        if w.shape[1] == F and w.shape[0] == cfg["hidden_size"]:  # the down projection: x is a (T, F)
+            x = mask(state["l"], x); state["l"] += 1
+        return lin(x, w, b)
+    nlref.linear = patched
+    try: return nlref.forward(cfg, tensors, t)
+    finally: nlref.linear = lin
+def lowest_k(metric, k):
+    def m(l, fa):
+        ind = fa.abs() if metric == "value" else fa.abs() * torch.tensor(wn[l])
+        out = fa.clone()
+        for r in range(fa.shape[0]):
+            idx = sorted(range(F), key=lambda i: (ind[r, i].item(), i))[:k]
+            out[r, idx] = 0
+        return out
+    return m
+def prune(a):
+    def m(l, fa):
+        out = fa.clone()
+        out[:, [i for (ll, i) in tops[a] if ll == l]] = 0
+        return out
+    return m
+base, cnt = ppl_by_label()
+kmask = int(math.floor(0.5 * F))
+masked = {m: ppl_by_label(lowest_k(m, kmask))[0] for m in ("value", "norm")}
+pruned = {a: ppl_by_label(prune(a))[0] for a in abilities}
+
+def close(x, y, tol, what):
+    assert x is not None and abs(x - y) <= tol, f"{what}: query {x}, expected {y} (tolerance {tol})"
+def rows(q):
+    cur = con.execute(open(q).read()); cols = [c[0] for c in cur.description]
+    return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+def check_runs(R):
+    assert [r["kind"] for r in R] == ["record", "sparsity", "perturb", "ability", "overlap", "prune"], [r["kind"] for r in R]
+    assert all(r["status"] == "complete" and r["ended_at"] for r in R), "a run is not complete"
+    assert R[0]["dataset"] == jsonl and R[0]["source"] == h5, (R[0]["dataset"], R[0]["source"])
+    return f"{len(R)} runs in order, all complete"
+def frac_below(r, m): return float((r[m] < np.float32(0.1)).mean())
+def check_layer_sparsity(R):
+    assert [r["layer"] for r in R] == list(range(L)) + [-1]
+    for r in R:
+        ls = range(L) if r["layer"] < 0 else [r["layer"]]
+        m = sel(0, "")
+        v = np.concatenate([rv[l][m] for l in ls]); n = np.concatenate([rn[l][m] for l in ls])
+        close(r["value_below_0_1"], float((v < np.float32(0.1)).mean()), 6e-5, f"layer {r['layer']} value_below_0_1")
+        close(r["norm_below_0_1"], float((n < np.float32(0.1)).mean()), 6e-5, f"layer {r['layer']} norm_below_0_1")
+        assert r["neurons"] == F * len(ls), r["neurons"]
+        dead = sum(int((rv[l].max(axis=0) <= 0.01).sum()) for l in ls)
+        res = sum(int(((rv[l] > np.float32(0.1)).mean(axis=0) >= 0.9).sum()) for l in ls)
+        assert (r["dead"], r["resident"]) == (dead, res), f"layer {r['layer']} dead/resident {r['dead']},{r['resident']} != {dead},{res}"
+        assert r["cett_0_2_sparsity"] is not None and 0 <= r["cett_0_2_sparsity"] <= 1
+    return f"{len(R)} layers: fractions, dead, resident recomputed from the HDF5 file"
+def check_label_sparsity(R):
+    assert [r["label"] for r in R] == ["(all)"] + abilities, [r["label"] for r in R]
+    for r in R:
+        lab = "" if r["label"] == "(all)" else r["label"]; m = sel(0, lab)
+        assert r["tokens"] == int(m.sum()), (r["tokens"], int(m.sum()))
+        v = np.concatenate([rv[l][m] for l in range(L)])
+        close(r["value_below_0_1"], float((v < np.float32(0.1)).mean()), 6e-5, f"{r['label']} value_below_0_1")
+        close(r["mean_r"], float(v.astype(np.float64).mean()), 6e-5, f"{r['label']} mean_r")
+    return f"{len(R)} labels: token counts and fractions recomputed"
+def check_quantiles(R):
+    assert [r["layer"] for r in R] == list(range(L)) + [-1]
+    for r in R:
+        ls = range(L) if r["layer"] < 0 else [r["layer"]]
+        v = np.sort(np.concatenate([rv[l].ravel() for l in ls]).astype(np.float64))
+        for col, q in (("q10", .1), ("q25", .25), ("median", .5), ("q90", .9), ("q99", .99)):
+            exact = v[min(len(v) - 1, max(0, int(math.ceil(q * len(v))) - 1))]
+            close(r[col], exact, exact / 32 + 2e-6, f"layer {r['layer']} {col}")
+    return f"{len(R)} layers x 5 quantiles within one histogram bin of the exact order statistic"
+def freq(l): return (rv[l] > np.float32(0.1)).mean(axis=0)
+def check_most_active(R):
+    for l in range(L):
+        fr = freq(l); want = sorted(range(F), key=lambda i: (-fr[i], i))[:10]
+        got = [r for r in R if r["layer"] == l]
+        assert [r["neuron"] for r in got] == want, f"layer {l}: neurons {[r['neuron'] for r in got]} != {want}"
+        for r in got:
+            i = r["neuron"]
+            close(r["freq"], fr[i], 6e-5, f"layer {l} neuron {i} freq")
+            close(r["mean_abs"], float(np.abs(act[l][:, i]).astype(np.float64).mean()), 1e-5 + 1e-4 * abs(r["mean_abs"]), f"layer {l} neuron {i} mean_abs")
+            close(r["w_out_norm"], float(wn[l][i]), 6e-5, f"layer {l} neuron {i} w_out_norm")
+            assert r["resident"] == int(fr[i] >= 0.9)
+    return f"{len(R)} rows: ranking, frequencies, mean |a|, ||W_out|| recomputed"
+def check_least_active(R):
+    for l in range(L):
+        fr = freq(l); mx = np.abs(act[l]).max(axis=0)
+        want = sorted(range(F), key=lambda i: (fr[i], mx[i], i))[:10]
+        got = [r for r in R if r["layer"] == l]
+        assert [r["neuron"] for r in got] == want, f"layer {l}: neurons {[r['neuron'] for r in got]} != {want}"
+        for r in got:
+            i = r["neuron"]
+            close(r["freq"], fr[i], 6e-6, f"layer {l} neuron {i} freq")
+            close(r["max_abs"], float(mx[i]), 6e-6 + 1e-5 * float(mx[i]), f"layer {l} neuron {i} max_abs")
+            assert r["dead"] == int(rv[l][:, i].max() <= 0.01)
+    return f"{len(R)} rows: ranking, frequencies, max |a| recomputed"
+def check_ability_by_layer(R):
+    assert len(R) == len(abilities) * (L + 1)
+    for r in R:
+        s = score[r["ability"]]; v = s.ravel() if r["layer"] < 0 else s[r["layer"]]
+        n_pos = sum(lb == r["ability"] for lb in labels)
+        close(r["baseline"], n_pos / D, 6e-5, f"{r['ability']} baseline")
+        close(r["best"], float(v.max()), 6e-5, f"{r['ability']} layer {r['layer']} best")
+        close(r["mean"], float(v.mean()), 6e-5, f"{r['ability']} layer {r['layer']} mean")
+        close(r["top_5permille"], float(np.sort(v)[::-1][int(math.ceil(0.005 * len(v))) - 1]), 6e-5, f"{r['ability']} layer {r['layer']} top_5permille")
+    return f"{len(R)} rows: average precision recomputed from /pooled"
+def check_ability_top(R):
+    for a in abilities:
+        flat = sorted(((-score[a][l][i], l, i) for l in range(L) for i in range(F)))[:5]
+        got = [r for r in R if r["ability"] == a]
+        assert [(r["layer"], r["neuron"]) for r in got] == [(l, i) for _, l, i in flat], f"{a}: top 5 differ"
+        for r, (s, l, i) in zip(got, flat):
+            close(r["score"], -s, 6e-5, f"{a} {l}/{i} score")
+            close(r["active_freq_0_1"], float(freq(l)[i]), 6e-5, f"{a} {l}/{i} active_freq_0_1")
+    return f"{len(R)} rows: ranks, scores, activity recomputed"
+def check_overlap(R):
+    pairs = [(a, b) for a in abilities for b in abilities if a < b]
+    assert sorted((r["a"], r["b"]) for r in R) == pairs, [(r["a"], r["b"]) for r in R]
+    for r in R:
+        A, B = tops[r["a"]], tops[r["b"]]
+        assert (r["shared"], r["size_a"]) == (len(A & B), len(A)), f"{r['a']}/{r['b']}: {r['shared']}/{r['size_a']} != {len(A & B)}/{len(A)}"
+        close(r["jaccard"], len(A & B) / len(A | B), 6e-5, "jaccard")
+        close(r["random_shared_of_a"], k_layer / F, 6e-5, "baseline")
+        e = L * k_layer * k_layer / F
+        close(r["random_jaccard"], e / (2 * L * k_layer - e), 6e-5, "baseline jaccard")
+    return f"{len(R)} pairs: top-5% sets rebuilt from recomputed scores"
+def check_perturb_table(R):
+    assert [r["ratio"] for r in R] == [0.0, 0.5]
+    r0, r5 = R
+    assert (r0["masked"], r5["masked"]) == (0, kmask), (r0["masked"], r5["masked"])
+    for m in ("value", "norm", "random"): close(r0["ppl_" + m], base[""], 1e-4 * base[""], f"ratio 0 ppl_{m} vs PyTorch")
+    for m in ("value", "norm"): close(r5["ppl_" + m], masked[m][""], 1e-3 * masked[m][""], f"ratio 0.5 ppl_{m} vs PyTorch")
+    return f"ppl {base['']:.4f} unmasked, {masked['value']['']:.4f} / {masked['norm']['']:.4f} masked: PyTorch reference"
+def check_perturb_by_label(R):
+    assert len(R) == 2 * (1 + len(abilities))
+    for r in R:
+        lab = "" if r["label"] == "(all)" else r["label"]
+        want = 0.0 if r["ratio"] == 0 else masked["norm"][lab] / base[lab] - 1
+        close(r["rel_increase"], want, 2e-4, f"{r['label']} ratio {r['ratio']}")
+    return f"{len(R)} rows: relative increase against PyTorch masked perplexities"
+def random_stats(a, lab):
+    x = [v for (v,) in con.execute("SELECT rel_change FROM prune_effect WHERE run_id = (SELECT max(id) FROM runs WHERE kind = 'prune') AND pruned = ? AND control = 'random' AND label = ?", (a, lab))]
+    return float(np.mean(x)), float(np.std(x, ddof=1)) if len(x) > 1 else 0.0
+def check_prune_matrix(R):
+    assert len(R) == len(abilities) * (1 + len(abilities))
+    for r in R:
+        lab = "" if r["evaluated"] == "all" else r["evaluated"]
+        want = pruned[r["pruned"]][lab] / base[lab] - 1
+        close(r["change_pct"], 100 * want, 0.02, f"{r['pruned']} on {r['evaluated']} vs PyTorch")
+        mu, sd = random_stats(r["pruned"], lab)
+        close(r["random_pct"], 100 * mu, 0.006, "random mean"); close(r["random_sd_pct"], 100 * sd, 0.006, "random sd")
+        close(r["excess_pct"], r["change_pct"] - r["random_pct"], 0.02, "excess")
+    return f"{len(R)} cells: pruned perplexities from PyTorch, random control from its seed rows"
+def check_prune_specificity(R):
+    assert [r["pruned"] for r in R] == abilities
+    for r in R:
+        a = r["pruned"]
+        close(r["own_pct"], 100 * (pruned[a][a] / base[a] - 1), 0.02, f"{a} own")
+        others = [pruned[a][b] / base[b] - 1 for b in abilities if b != a]
+        close(r["others_pct"], 100 * float(np.mean(others)), 0.02, f"{a} others")
+        mu, sd = random_stats(a, a)
+        close(r["random_own_pct"], 100 * mu, 0.006, "random own")
+    return f"{len(R)} abilities: own and others' change from PyTorch"
+
+checks = {"runs": check_runs, "layer_sparsity": check_layer_sparsity, "label_sparsity": check_label_sparsity,
+          "quantiles": check_quantiles, "most_active_neurons": check_most_active, "least_active_neurons": check_least_active,
+          "ability_by_layer": check_ability_by_layer, "ability_top_neurons": check_ability_top, "overlap_pairs": check_overlap,
+          "perturbation_table": check_perturb_table, "perturbation_by_label": check_perturb_by_label,
+          "prune_matrix": check_prune_matrix, "prune_specificity": check_prune_specificity}
+for q in sorted(os.listdir(os.path.join(root, "notebooks-data/sql"))):
+    if not q.endswith(".sql"): continue
+    name = q[:-4]
+    try:
+        R = rows(os.path.join(root, "notebooks-data/sql", q))
+        assert R, "no rows"
+        if name not in checks: raise AssertionError("no value check for this query (add one to tests/sql_cookbook.sh)")
+        print(f"PASS sql cookbook {q}: {checks[name](R)}")
+    except Exception as e:
+        print(f"FAIL sql cookbook {q}: {type(e).__name__}: {e}")
 PY
-  if [ $? -eq 0 ]; then echo "PASS sql cookbook $(basename "$f"): $(cat "$tmp/out")"; else echo "FAIL sql cookbook $(basename "$f"):"; sed 's/^/    /' "$tmp/out" | tail -3; fi
-done
+$py "$tmp/check.py" "$PWD" "$tmp/r.db" "$tmp/a.h5" "$tmp/d.jsonl" 2>&1 || echo "FAIL sql cookbook: the checker stopped (exit $?)"
 exit 0

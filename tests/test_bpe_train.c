@@ -16,7 +16,6 @@
 #include "neuronlab/bpe_train.h"
 #include "neuronlab/tokenizer.h"
 #include "testutil.h"
-#include "tokenizer/tok_internal.h"
 
 static char dir[] = "/tmp/nl_bpe_train_XXXXXX";
 static int made; /* the folder exists (a made name may end in 'X' too) */
@@ -427,7 +426,7 @@ static void real_texts(texts *x, size_t want_bytes) {
 }
 
 static int cmp_span(const void *x, const void *y) {
-    const tk_span *a = x, *b = y;
+    const nl_text_piece *a = x, *b = y;
     size_t m = a->n < b->n ? a->n : b->n;
     int c = memcmp(a->p, b->p, m);
     return c ? c : (a->n > b->n) - (a->n < b->n);
@@ -446,17 +445,25 @@ Test(bpe_train, real_text_matches_the_slow_trainer) {
     cr_assert_eq(nl_bpe_trainer_n_merges(t), 500);
     /* the slow trainer's words: the same pre-tokenizer (what it splits is checked by the
      * encoder agreement tests), counted by sorting */
-    tk_pretok pt = {.kind = PT_SPLIT, .behavior = SB_ISOLATED, .has_re = 1};
-    char err[256];
-    cr_assert_eq(tk_regex_compile(&pt.re, nl_bpe_split_pattern, strlen(nl_bpe_split_pattern), 0, err, sizeof err), 0, "%s", err);
-    tk_scratch s;
-    memset(&s, 0, sizeof s);
-    tk_spans in = {0}, out = {0}, all = {0};
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_splitter *sp;
+    cr_assert_eq(nl_splitter_create(&ctx, nl_bpe_split_pattern, &sp), NL_OK, "%s", ctx.msg);
+    nl_split_scratch *s = nl_split_scratch_create();
+    cr_assert(s);
+    struct { nl_text_piece *p; size_t n, cap; } all = {0};
     for (int i = 0; i < x.count; i++) {
-        in.n = out.n = 0;
-        tk_spans_push(&in, x.s[i], x.n[i], 1);
-        cr_assert_eq(tk_pretok_apply(&pt, &s, &in, &out), 0);
-        for (size_t k = 0; k < out.n; k++) tk_spans_push(&all, out.p[k].p, out.p[k].n, 0);
+        const nl_text_piece *pc;
+        size_t np;
+        cr_assert_eq(nl_splitter_split(sp, s, x.s[i], x.n[i], &pc, &np), NL_OK);
+        size_t sum = 0;
+        for (size_t k = 0; k < np; k++) {
+            cr_assert(pc[k].n > 0 && pc[k].p == x.s[i] + sum, "piece %zu of text %d: not the next bytes of the text", k, i);
+            sum += pc[k].n;
+            if (all.n == all.cap) all.p = realloc(all.p, (all.cap = all.cap ? all.cap * 2 : 1024) * sizeof *all.p);
+            all.p[all.n++] = pc[k];
+        }
+        cr_assert_eq(sum, x.n[i], "the pieces of text %d do not cover it", i);
     }
     qsort(all.p, all.n, sizeof *all.p, cmp_span);
     rword *w = malloc(all.n * sizeof *w);
@@ -471,55 +478,64 @@ Test(bpe_train, real_text_matches_the_slow_trainer) {
     expect_same_merges(t, w, nw, 258 + 500, 2);
     for (int i = 0; i < nw; i++) free(w[i].s);
     free(w);
-    free(in.p);
-    free(out.p);
     free(all.p);
-    tk_scratch_release(&s);
-    tk_pretok_free(&pt);
+    nl_split_scratch_destroy(s);
+    nl_splitter_destroy(sp);
     nl_bpe_trainer_destroy(t);
     texts_free(&x);
 }
 
 /* Merges applied in rank order to each pre-token (lowest rank first, leftmost first), from the
  * merge list alone: what any rank-order BPE encoder does. */
-typedef struct { tk_u64map rk; tk_pretok pt; tk_scratch s; } naive_seg;
+/* merge pairs sorted by (left, right), searched with bsearch */
+typedef struct { uint64_t key; uint32_t rank; } npair;
+typedef struct { npair *rk; int nm; nl_splitter *sp; nl_split_scratch *s; } naive_seg;
+
+static int cmp_npair(const void *x, const void *y) {
+    const npair *a = x, *b = y;
+    return (a->key > b->key) - (a->key < b->key);
+}
 
 static void naive_init(naive_seg *ns, const nl_bpe_trainer *t) {
     memset(ns, 0, sizeof *ns);
     int nm = nl_bpe_trainer_n_merges(t);
-    cr_assert_eq(tk_u64map_init(&ns->rk, (size_t)nm + 16), 0);
+    ns->nm = nm;
+    ns->rk = malloc(((size_t)nm + 1) * sizeof *ns->rk);
     for (int k = 0; k < nm; k++) {
         int32_t l, r;
         nl_bpe_trainer_merge(t, k, &l, &r);
-        tk_u64map_put(&ns->rk, (uint64_t)(uint32_t)l << 32 | (uint32_t)r, (uint32_t)k, (uint32_t)(258 + k));
+        ns->rk[k] = (npair){(uint64_t)(uint32_t)l << 32 | (uint32_t)r, (uint32_t)k};
     }
-    ns->pt = (tk_pretok){.kind = PT_SPLIT, .behavior = SB_ISOLATED, .has_re = 1};
-    char err[256];
-    cr_assert_eq(tk_regex_compile(&ns->pt.re, nl_bpe_split_pattern, strlen(nl_bpe_split_pattern), 0, err, sizeof err), 0, "%s", err);
+    qsort(ns->rk, (size_t)nm, sizeof *ns->rk, cmp_npair);
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    cr_assert_eq(nl_splitter_create(&ctx, nl_bpe_split_pattern, &ns->sp), NL_OK, "%s", ctx.msg);
+    cr_assert(ns->s = nl_split_scratch_create());
 }
 
 static void naive_release(naive_seg *ns) {
-    tk_u64map_release(&ns->rk);
-    tk_pretok_free(&ns->pt);
-    tk_scratch_release(&ns->s);
+    free(ns->rk);
+    nl_splitter_destroy(ns->sp);
+    nl_split_scratch_destroy(ns->s);
 }
 
 static void naive_segment(naive_seg *ns, const char *text, size_t len, int32_t **ids, int *n) {
-    tk_spans in = {0}, out = {0};
-    tk_spans_push(&in, text, len, 1);
-    cr_assert_eq(tk_pretok_apply(&ns->pt, &ns->s, &in, &out), 0);
+    const nl_text_piece *out;
+    size_t nout;
+    cr_assert_eq(nl_splitter_split(ns->sp, ns->s, text, len, &out, &nout), NL_OK);
     int32_t *res = malloc((len + 1) * sizeof *res);
     int k = 0;
-    for (size_t i = 0; i < out.n; i++) {
+    for (size_t i = 0; i < nout; i++) {
         int32_t *w = res + k;
-        int m = (int)out.p[i].n;
-        for (int j = 0; j < m; j++) w[j] = 2 + (unsigned char)out.p[i].p[j];
+        int m = (int)out[i].n;
+        for (int j = 0; j < m; j++) w[j] = 2 + (unsigned char)out[i].p[j];
         for (;;) {
             int best = -1;
             uint32_t br = UINT32_MAX, bid = 0;
             for (int j = 0; j + 1 < m; j++) {
-                const tk_u64slot *q = tk_u64map_get(&ns->rk, (uint64_t)(uint32_t)w[j] << 32 | (uint32_t)w[j + 1]);
-                if (q && q->a < br) { br = q->a; bid = q->b; best = j; }
+                npair want = {(uint64_t)(uint32_t)w[j] << 32 | (uint32_t)w[j + 1], 0};
+                const npair *q = bsearch(&want, ns->rk, (size_t)ns->nm, sizeof *ns->rk, cmp_npair);
+                if (q && q->rank < br) { br = q->rank; bid = 258 + q->rank; best = j; }
             }
             if (best < 0) break;
             w[best] = (int32_t)bid;
@@ -528,8 +544,6 @@ static void naive_segment(naive_seg *ns, const char *text, size_t len, int32_t *
         }
         k += m;
     }
-    free(in.p);
-    free(out.p);
     *ids = res;
     *n = k;
 }

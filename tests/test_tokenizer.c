@@ -590,3 +590,141 @@ Test(tokenizer, llama2_model_and_bin_match_sentencepiece) {
         nl_tokenizer_close(t);
     }
 }
+
+/* ---- the trainer's building blocks: byte-level table, splitter, tokenizer.json writer ---------- */
+Test(tokenizer, bytelevel_table_is_a_bijection) {
+    int seen[324] = {0};
+    for (int b = 0; b < 256; b++) {
+        uint32_t cp = nl_bytelevel_char(b);
+        cr_assert_lt(cp, 324u, "byte %d -> U+%04X", b, cp);
+        cr_assert_eq(seen[cp]++, 0, "U+%04X stands for two bytes", cp);
+        cr_assert_eq(nl_bytelevel_byte(cp), b);
+    }
+    cr_assert_eq(nl_bytelevel_char(' '), 0x120u); /* 'Ġ' */
+    cr_assert_eq(nl_bytelevel_char('\n'), 0x10Au); /* 'Ċ' */
+    cr_assert_eq(nl_bytelevel_char('a'), (uint32_t)'a');
+    cr_assert_eq(nl_bytelevel_byte(0x144), -1);
+    cr_assert_eq(nl_bytelevel_byte(0x7F), -1); /* DEL is not printable: it is U+0121 */
+}
+
+Test(tokenizer, splitter_cuts_matches_and_gaps) {
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_splitter *sp;
+    cr_assert_eq(nl_splitter_create(&ctx, "\\s?\\p{L}+|\\p{N}{1,3}", &sp), NL_OK, "%s", ctx.msg);
+    cr_assert_str_eq(nl_splitter_pattern(sp), "\\s?\\p{L}+|\\p{N}{1,3}");
+    nl_split_scratch *s = nl_split_scratch_create();
+    const char *text = "héllo world12345!!";
+    const nl_text_piece *pc;
+    size_t n;
+    cr_assert_eq(nl_splitter_split(sp, s, text, strlen(text), &pc, &n), NL_OK);
+    const char *want[] = {"héllo", " world", "123", "45", "!!"};
+    cr_assert_eq(n, 5);
+    for (size_t i = 0; i < n; i++) {
+        cr_assert_eq(pc[i].n, strlen(want[i]), "piece %zu", i);
+        cr_assert(!memcmp(pc[i].p, want[i], pc[i].n), "piece %zu: '%.*s'", i, (int)pc[i].n, pc[i].p);
+    }
+    cr_assert_eq(nl_splitter_split(sp, s, "", 0, &pc, &n), NL_OK);
+    cr_assert_eq(n, 0);
+    nl_split_scratch_destroy(s);
+    nl_splitter_destroy(sp);
+    nl_splitter *bad = (nl_splitter *)1;
+    cr_assert_eq(nl_splitter_create(&ctx, "(unclosed", &bad), NL_EINVAL);
+    cr_assert_null(bad);
+    cr_assert(strstr(ctx.msg, "'(unclosed'"), "%s", ctx.msg);
+}
+
+/* specials "<s>" and "<q\"x>", the 256 bytes (ids 2 … 257), merges a+b, ab+c, Ġ+ab */
+typedef struct { const char *piece[261]; size_t len[261]; char bytes[256]; int32_t l[3], r[3]; } small_bpe;
+
+static void small_bpe_init(small_bpe *v) {
+    v->piece[0] = "<s>";
+    v->piece[1] = "<q\"x>";
+    for (int b = 0; b < 256; b++) {
+        v->bytes[b] = (char)b;
+        v->piece[2 + b] = &v->bytes[b];
+        v->len[2 + b] = 1;
+    }
+    v->piece[258] = "ab";
+    v->piece[259] = "abc";
+    v->piece[260] = " ab";
+    for (int i = 0; i < 2; i++) v->len[i] = strlen(v->piece[i]);
+    for (int i = 258; i < 261; i++) v->len[i] = strlen(v->piece[i]);
+    int32_t l[3] = {2 + 'a', 258, 2 + ' '}, r[3] = {2 + 'b', 2 + 'c', 258};
+    memcpy(v->l, l, sizeof l);
+    memcpy(v->r, r, sizeof r);
+}
+
+static char *slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    cr_assert(f, "cannot read %s", path);
+    static char buf[1 << 16];
+    *n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    char *c = malloc(*n + 1);
+    memcpy(c, buf, *n);
+    c[*n] = 0;
+    return c;
+}
+
+Test(tokenizer, json_writer_output_opens_and_encodes) {
+    small_bpe v;
+    small_bpe_init(&v);
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_tokenizer_json_opts o = {.split_pattern = " ?\\p{L}+| ?[^\\s\\p{L}]+|\\s+", .n_special = 2, .bos_id = 0};
+    const char *p1 = path_of("written.json");
+    cr_assert_eq(nl_tokenizer_json_write(&ctx, p1, 261, v.piece, v.len, 3, v.l, v.r, &o), NL_OK, "%s", ctx.msg);
+    nl_tokenizer *t = open_ok(p1);
+    cr_assert_eq(nl_tokenizer_vocab_size(t), 261);
+    cr_assert_eq(nl_tokenizer_bos(t), 0);
+    EXPECT(t, "abc ab!", 1, 0, 0, 259, 260, 2 + '!'); /* <s> first, then the merges */
+    EXPECT(t, "abc ab!", 0, 0, 259, 260, 2 + '!');
+    EXPECT(t, "<q\"x>", 0, 1, 1);                     /* the escaped special token is found again */
+    expect_roundtrip(t, "abc ab! \xe2\x82\xac\n\"\\");
+    size_t n;
+    const char *s = nl_tokenizer_token(t, 2 + ' ', &n);
+    cr_assert(n == 1 && s[0] == ' ');
+    cr_assert(nl_tokenizer_is_special(t, 1));
+    nl_tokenizer_close(t);
+    /* the same input twice gives the same bytes */
+    const char *p2 = path_of("written2.json");
+    cr_assert_eq(nl_tokenizer_json_write(&ctx, p2, 261, v.piece, v.len, 3, v.l, v.r, &o), NL_OK, "%s", ctx.msg);
+    size_t n1, n2;
+    char *a = slurp(p1, &n1), *b = slurp(p2, &n2);
+    cr_assert(n1 == n2 && !memcmp(a, b, n1));
+    cr_assert(strstr(a, "\"<q\\\"x>\": 1,"), "special tokens are written as is, escaped");
+    cr_assert(strstr(a, "\"\xc4\xa0 ab\""), "merge Ġ ab");
+    free(a);
+    free(b);
+    /* no post-processor */
+    o.bos_id = -1;
+    const char *p3 = path_of("written3.json");
+    cr_assert_eq(nl_tokenizer_json_write(&ctx, p3, 261, v.piece, v.len, 3, v.l, v.r, &o), NL_OK, "%s", ctx.msg);
+    t = open_ok(p3);
+    EXPECT(t, "abc", 1, 0, 259);
+    nl_tokenizer_close(t);
+}
+
+Test(tokenizer, json_writer_refuses_bad_input_and_writes_nothing) {
+    small_bpe v;
+    small_bpe_init(&v);
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_tokenizer_json_opts o = {.split_pattern = "\\s+", .n_special = 2, .bos_id = 0};
+    const char *p = path_of("refused.json");
+    v.r[1] = 261;
+    cr_assert_eq(nl_tokenizer_json_write(&ctx, p, 261, v.piece, v.len, 3, v.l, v.r, &o), NL_EINVAL);
+    cr_assert(strstr(ctx.msg, "merge 1") && strstr(ctx.msg, "refused.json"), "%s", ctx.msg);
+    v.r[1] = 2 + 'c';
+    o.bos_id = 2;
+    cr_assert_eq(nl_tokenizer_json_write(&ctx, p, 261, v.piece, v.len, 3, v.l, v.r, &o), NL_EINVAL);
+    cr_assert(strstr(ctx.msg, "bos id 2"), "%s", ctx.msg);
+    o.bos_id = 0;
+    v.piece[1] = "\xff";
+    v.len[1] = 1;
+    cr_assert_eq(nl_tokenizer_json_write(&ctx, p, 261, v.piece, v.len, 3, v.l, v.r, &o), NL_EINVAL);
+    cr_assert(strstr(ctx.msg, "not valid UTF-8"), "%s", ctx.msg);
+    struct stat sb;
+    cr_assert_neq(stat(p, &sb), 0, "a refused write left a file");
+}

@@ -96,4 +96,68 @@ int nl_tokenizer_is_special(const nl_tokenizer *t, int id);
  * out of memory. */
 char *nl_utf8_repair(const char *s, size_t len, size_t *out_len);
 
+/* 1 when s (len bytes) is valid UTF-8 (no encoded surrogates, no overlong forms), else 0: the
+ * text nl_utf8_repair would return unchanged. */
+int nl_utf8_valid(const char *s, size_t len);
+
+/* ---- building blocks for tokenizer trainers (src/train/bpe_train.c) ---------------------------- */
+
+/* GPT-2's byte ↔ unicode table, used by byte-level tokenizers to write raw bytes as printable
+ * characters: nl_bytelevel_char gives the code point standing for byte b (0 … 255: printable
+ * bytes stand for themselves, the others for U+0100 … U+0143, e.g. ' ' → U+0120 'Ġ');
+ * nl_bytelevel_byte is its inverse (-1 for a code point that stands for no byte). */
+uint32_t nl_bytelevel_char(int b);
+int nl_bytelevel_byte(uint32_t cp);
+
+/* A Split pre-tokenizer (Hugging Face "Split" with behavior Isolated, invert false): the text is
+ * cut into the matches of a regular expression and the stretches between them, each one piece,
+ * in order, none empty; the pieces concatenate to the text. The pattern is a Hugging Face /
+ * JavaScript one (\s \S \d \w with JavaScript's classes, as in tokenizer.json files), run by the
+ * same PCRE2 code that encodes, so a trainer splits text exactly as the written tokenizer will.
+ * Immutable after create: one splitter may be shared by threads, each with its own scratch. */
+typedef struct nl_splitter nl_splitter;
+typedef struct nl_split_scratch nl_split_scratch;
+typedef struct { const char *p; size_t n; } nl_text_piece; /* borrowed bytes of the split text */
+
+/* Compiles pattern (NUL-terminated); *out owned by the caller (nl_splitter_destroy). A pattern
+ * PCRE2 refuses: NL_EINVAL "cannot compile the pre-tokenizer pattern '…': reason". */
+nl_status nl_splitter_create(nl_ctx *ctx, const char *pattern, nl_splitter **out);
+void nl_splitter_destroy(nl_splitter *sp); /* NULL is a no-op */
+const char *nl_splitter_pattern(const nl_splitter *sp); /* the pattern as given, borrowed */
+
+/* Per-thread matching state and result buffer; NULL when out of memory. */
+nl_split_scratch *nl_split_scratch_create(void);
+void nl_split_scratch_destroy(nl_split_scratch *s); /* NULL is a no-op */
+
+/* Splits len bytes of valid UTF-8 text (repair it first with nl_utf8_repair) into *pieces
+ * (*n of them; borrowed from s, valid until the next call with s; pointing into text). Empty
+ * text gives no pieces. Returns NL_OK, NL_ENOMEM or NL_EINVAL (PCRE2's match limit); it writes
+ * no message, so threads may call it without a context of their own. */
+nl_status nl_splitter_split(const nl_splitter *sp, nl_split_scratch *s, const char *text, size_t len,
+                            const nl_text_piece **pieces, size_t *n);
+
+/* Writes a byte-level BPE tokenizer.json (Hugging Face layout; read by nl_tokenizer_open, Hugging
+ * Face tokenizers and transformers.js) atomically: temporary file beside path, then rename.
+ *   vocabulary  id i = pieces[i] (piece_len[i] raw bytes), i < n_vocab; ids < n_special are special
+ *               added tokens (their text, valid UTF-8, written as is in added_tokens and model.vocab),
+ *               the others are written through nl_bytelevel_char;
+ *   merges      merge k = (left[k], right[k]), in rank order, written "a b";
+ *   normalizer  null; pre_tokenizer Sequence[Split(split_pattern, Isolated, invert false),
+ *               ByteLevel(add_prefix_space false, trim_offsets true, use_regex false)];
+ *   post_processor TemplateProcessing single = bos $A, pair = bos $A bos $B (type ids 0, 0, 1, 1),
+ *               or null when bos_id < 0; decoder ByteLevel; model BPE without unk, dropout,
+ *               byte fallback, prefixes or suffixes, ignore_merges false.
+ * The layout is fixed (two-space indentation, keys in the order above) so equal inputs give
+ * byte-identical files. Errors: bad arguments (an id out of range, a special token that is not
+ * valid UTF-8, bos_id not special) NL_EINVAL; the file cannot be written NL_EIO. */
+typedef struct {
+    const char *split_pattern; /* required */
+    int n_special;             /* ids 0 … n_special-1 are special added tokens */
+    int bos_id;                /* the post-processor's token (< n_special), -1 for none */
+} nl_tokenizer_json_opts;
+
+nl_status nl_tokenizer_json_write(nl_ctx *ctx, const char *path, int n_vocab, const char *const *pieces,
+                                  const size_t *piece_len, int n_merges, const int32_t *left, const int32_t *right,
+                                  const nl_tokenizer_json_opts *opts);
+
 #endif

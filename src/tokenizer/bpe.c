@@ -141,7 +141,7 @@ static int push_rank(const nl_tokenizer *t, tk_scratch *s, int l, int r) {
 
 static int bpe_ranks(const nl_tokenizer *t, tk_scratch *s, const char *w, size_t n, tk_ids *out);
 
-int tk_bpe_ranks(const nl_tokenizer *t, tk_scratch *s, const char *w, size_t n, tk_ids *out) {
+int nl_tk_bpe_ranks(const nl_tokenizer *t, tk_scratch *s, const char *w, size_t n, tk_ids *out) {
     if (n == 0) return 0;
     if (n > CACHE_WORD) return bpe_ranks(t, s, w, n, out);
     uint64_t tag;
@@ -149,7 +149,7 @@ int tk_bpe_ranks(const nl_tokenizer *t, tk_scratch *s, const char *w, size_t n, 
     if (!e) return bpe_ranks(t, s, w, n, out);
     if (e->tag == tag && e->gen == t->gen && e->wlen == n && !memcmp(e->word, w, n)) {
         for (int k = 0; k < e->nids; k++)
-            if (tk_ids_push(out, e->ids[k])) return -1;
+            if (nl_tk_ids_push(out, e->ids[k])) return -1;
         return 0;
     }
     size_t before = out->n;
@@ -168,8 +168,8 @@ int tk_bpe_ranks(const nl_tokenizer *t, tk_scratch *s, const char *w, size_t n, 
 
 static int bpe_ranks(const nl_tokenizer *t, tk_scratch *s, const char *w, size_t n, tk_ids *out) {
     if (t->ignore_merges) {
-        int id = tk_strmap_get(&t->vmap, w, n);
-        if (id >= 0) return tk_ids_push(out, id);
+        int id = nl_tk_strmap_get(&t->vmap, w, n);
+        if (id >= 0) return nl_tk_ids_push(out, id);
     }
     if (reserve_syms(s, n)) return -1;
     int nsym = 0;
@@ -188,15 +188,15 @@ static int bpe_ranks(const nl_tokenizer *t, tk_scratch *s, const char *w, size_t
         if (plain) {
             if (t->byte_level) id = t->byte_ids[u[i]];
             else if (cp < 0x10000 && t->bmp_ids) id = t->bmp_ids[cp];
-            else id = tk_strmap_get(&t->vmap, str, strn);
+            else id = nl_tk_strmap_get(&t->vmap, str, strn);
         } else {
             s->tmp.n = 0;
-            if (i > 0 && t->cs_prefix && tk_buf_put(&s->tmp, t->cs_prefix, t->cs_prefix_n)) return -1;
-            if (tk_buf_put(&s->tmp, w + i, cl)) return -1;
-            if (i + cl == n && t->eow_suffix && tk_buf_put(&s->tmp, t->eow_suffix, t->eow_suffix_n)) return -1;
+            if (i > 0 && t->cs_prefix && nl_tk_buf_put(&s->tmp, t->cs_prefix, t->cs_prefix_n)) return -1;
+            if (nl_tk_buf_put(&s->tmp, w + i, cl)) return -1;
+            if (i + cl == n && t->eow_suffix && nl_tk_buf_put(&s->tmp, t->eow_suffix, t->eow_suffix_n)) return -1;
             str = s->tmp.p;
             strn = s->tmp.n;
-            id = tk_strmap_get(&t->vmap, str, strn);
+            id = nl_tk_strmap_get(&t->vmap, str, strn);
         }
         if (id >= 0) {
             if (unk >= 0) { add_sym(s, &nsym, unk, unk_start, unk_len, 0); unk = -1; }
@@ -248,7 +248,7 @@ static int bpe_ranks(const nl_tokenizer *t, tk_scratch *s, const char *w, size_t
         if (s->sym[l].next >= 0 && push_rank(t, s, l, s->sym[l].next)) return -1;
     }
     for (int k = 0; k >= 0; k = s->sym[k].next)
-        if (tk_ids_push(out, s->sym[k].id)) return -1;
+        if (nl_tk_ids_push(out, s->sym[k].id)) return -1;
     return 0;
 }
 
@@ -263,7 +263,7 @@ static int push_score(const nl_tokenizer *t, tk_scratch *s, const char *w, int l
     const tk_sym *sy = s->sym;
     if (sy[l].freeze || sy[r].freeze) return 0;
     uint32_t size = sy[l].len + sy[r].len;
-    int id = tk_strmap_get(&t->vmap, w + sy[l].start, size);
+    int id = nl_tk_strmap_get(&t->vmap, w + sy[l].start, size);
     if (id < 0) return 0;
     tk_ment e = {((uint64_t)~float_order(t->v.score[id]) << 32) | (uint32_t)l, l, r, id, size};
     if (t->v.type[id] == TK_UNUSED) { /* remember how it was made, for resegmentation */
@@ -289,8 +289,8 @@ static int push_score(const nl_tokenizer *t, tk_scratch *s, const char *w, int l
 }
 
 static int piece_to_id(const nl_tokenizer *t, const char *p, size_t n) {
-    int id = tk_strmap_get(&t->rmap, p, n);
-    if (id < 0) id = tk_strmap_get(&t->vmap, p, n);
+    int id = nl_tk_strmap_get(&t->rmap, p, n);
+    if (id < 0) id = nl_tk_strmap_get(&t->vmap, p, n);
     return id < 0 ? t->unk_id : id;
 }
 
@@ -309,16 +309,16 @@ static int emit_piece(const nl_tokenizer *t, tk_scratch *s, const char *w, uint3
     if (is_unk && t->byte_fallback) {
         for (uint32_t k = 0; k < len; k++) {
             int b = t->byte_ids[(unsigned char)w[start + k]];
-            if (tk_ids_push(out, b >= 0 ? b : t->unk_id)) return -1;
+            if (nl_tk_ids_push(out, b >= 0 ? b : t->unk_id)) return -1;
         }
     } else if (!(is_unk && *prev_unk)) {
-        if (tk_ids_push(out, id)) return -1;
+        if (nl_tk_ids_push(out, id)) return -1;
     }
     *prev_unk = is_unk;
     return 0;
 }
 
-int tk_bpe_scores(const nl_tokenizer *t, tk_scratch *s, const char *w, size_t n, tk_ids *out) {
+int nl_tk_bpe_scores(const nl_tokenizer *t, tk_scratch *s, const char *w, size_t n, tk_ids *out) {
     if (n == 0) return 0;
     if (reserve_syms(s, n)) return -1;
     int nsym = 0;

@@ -8,7 +8,7 @@
 typedef struct { tk_buf b; tk_ids len; } toklist;
 
 static int tl_add(toklist *l, const char *s, size_t n) {
-    if (tk_buf_put(&l->b, s, n) || tk_ids_push(&l->len, (int32_t)n)) return -1;
+    if (nl_tk_buf_put(&l->b, s, n) || nl_tk_ids_push(&l->len, (int32_t)n)) return -1;
     return 0;
 }
 
@@ -19,11 +19,11 @@ static void tl_free(toklist *l) {
 
 /* Appends the lossy UTF-8 reading of s to o. */
 static int put_repaired(tk_buf *o, const char *s, size_t n) {
-    if (tk_utf8_valid(s, n)) return tk_buf_put(o, s, n);
+    if (nl_utf8_valid(s, n)) return nl_tk_buf_put(o, s, n);
     size_t rn;
-    char *r = tk_utf8_repair(s, n, 0, TK_SUR_INVALID, &rn);
+    char *r = nl_tk_utf8_repair(s, n, 0, TK_SUR_INVALID, &rn);
     if (!r) return -1;
-    int rc = tk_buf_put(o, r, rn);
+    int rc = nl_tk_buf_put(o, r, rn);
     free(r);
     return rc;
 }
@@ -52,23 +52,23 @@ static int step(const nl_tokenizer *t, const tk_dec *d, const toklist *in, tokli
             const char *s = in->b.p + off;
             size_t n = (size_t)in->len.p[i];
             off += n;
-            if (t->byte_level) { if (tk_buf_put(&raw, s, n)) goto oom_bl; continue; }
+            if (t->byte_level) { if (nl_tk_buf_put(&raw, s, n)) goto oom_bl; continue; }
             /* map each character back to its byte; a token with another character stays as is */
             size_t mark = raw.n;
             int ok = 1;
             for (size_t k = 0; k < n && ok;) {
                 uint32_t cp;
                 k += (size_t)nl_utf8_next((const unsigned char *)s + k, n - k, &cp);
-                int b = tk_cp_to_byte(cp);
+                int b = nl_bytelevel_byte(cp);
                 if (b < 0) ok = 0;
                 else {
                     char c = (char)b;
-                    if (tk_buf_put(&raw, &c, 1)) goto oom_bl;
+                    if (nl_tk_buf_put(&raw, &c, 1)) goto oom_bl;
                 }
             }
             if (!ok) {
                 raw.n = mark;
-                if (tk_buf_put(&raw, s, n)) goto oom_bl;
+                if (nl_tk_buf_put(&raw, s, n)) goto oom_bl;
             }
         }
         {
@@ -105,14 +105,14 @@ static int step(const nl_tokenizer *t, const tk_dec *d, const toklist *in, tokli
             size_t mark = out->b.n;
             for (size_t k = 0; k < n;) {
                 if (pn && k + pn <= n && !memcmp(s + k, pat, pn)) {
-                    if (tk_buf_put(&out->b, rep, repn)) return -1;
+                    if (nl_tk_buf_put(&out->b, rep, repn)) return -1;
                     k += pn;
                 } else {
-                    if (tk_buf_put(&out->b, s + k, 1)) return -1;
+                    if (nl_tk_buf_put(&out->b, s + k, 1)) return -1;
                     k++;
                 }
             }
-            if (tk_ids_push(&out->len, (int32_t)(out->b.n - mark))) return -1;
+            if (nl_tk_ids_push(&out->len, (int32_t)(out->b.n - mark))) return -1;
         }
         return 0;
     }
@@ -126,7 +126,7 @@ static int step(const nl_tokenizer *t, const tk_dec *d, const toklist *in, tokli
             int byte;
             if (s && is_byte_token(s, n, &byte)) {
                 char c = (char)byte;
-                rc = tk_buf_put(&bytes, &c, 1);
+                rc = nl_tk_buf_put(&bytes, &c, 1);
                 continue;
             }
             if (bytes.n) {
@@ -156,9 +156,9 @@ static int step(const nl_tokenizer *t, const tk_dec *d, const toklist *in, tokli
     }
     case DC_SEQUENCE: {
         toklist cur = {0}, nxt = {0};
-        if (tk_buf_put(&cur.b, in->b.p ? in->b.p : "", in->b.n)) return -1;
+        if (nl_tk_buf_put(&cur.b, in->b.p ? in->b.p : "", in->b.n)) return -1;
         for (size_t i = 0; i < in->len.n; i++)
-            if (tk_ids_push(&cur.len, in->len.p[i])) { tl_free(&cur); return -1; }
+            if (nl_tk_ids_push(&cur.len, in->len.p[i])) { tl_free(&cur); return -1; }
         for (int i = 0; i < d->n_items; i++) {
             nxt.b.n = 0;
             nxt.len.n = 0;
@@ -181,14 +181,14 @@ static int step(const nl_tokenizer *t, const tk_dec *d, const toklist *in, tokli
     return 0;
 }
 
-int tk_decode_tokens(const nl_tokenizer *t, const tk_dec *d, tk_buf *toks, tk_ids *lens, tk_buf *out) {
+int nl_tk_decode_tokens(const nl_tokenizer *t, const tk_dec *d, tk_buf *toks, tk_ids *lens, tk_buf *out) {
     toklist in = {*toks, *lens}, res = {0};
     int rc = 0;
     if (!d) { /* no decoder: tokens joined by spaces, as tokenizers does */
         size_t off = 0;
         for (size_t i = 0; i < lens->n && !rc; i++) {
-            if (i) rc = tk_buf_put(out, " ", 1);
-            if (!rc) rc = tk_buf_put(out, toks->p + off, (size_t)lens->p[i]);
+            if (i) rc = nl_tk_buf_put(out, " ", 1);
+            if (!rc) rc = nl_tk_buf_put(out, toks->p + off, (size_t)lens->p[i]);
             off += (size_t)lens->p[i];
         }
         return rc;
@@ -196,18 +196,18 @@ int tk_decode_tokens(const nl_tokenizer *t, const tk_dec *d, tk_buf *toks, tk_id
     if (step(t, d, &in, &res)) { tl_free(&res); return -1; }
     size_t off = 0;
     for (size_t i = 0; i < res.len.n && !rc; i++) {
-        rc = tk_buf_put(out, res.b.p + off, (size_t)res.len.p[i]);
+        rc = nl_tk_buf_put(out, res.b.p + off, (size_t)res.len.p[i]);
         off += (size_t)res.len.p[i];
     }
     tl_free(&res);
     return rc;
 }
 
-void tk_dec_free(tk_dec *d) {
+void nl_tk_dec_free(tk_dec *d) {
     if (!d) return;
     free(d->pat);
     free(d->content);
-    for (int i = 0; i < d->n_items; i++) tk_dec_free(&d->items[i]);
+    for (int i = 0; i < d->n_items; i++) nl_tk_dec_free(&d->items[i]);
     free(d->items);
     d->items = NULL;
     d->n_items = 0;

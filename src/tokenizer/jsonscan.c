@@ -14,12 +14,12 @@ static void skip_ws(js_scan *s) {
     while (s->p < s->end && (*s->p == ' ' || *s->p == '\n' || *s->p == '\r' || *s->p == '\t')) s->p++;
 }
 
-int js_peek(js_scan *s) {
+int nl_js_peek(js_scan *s) {
     skip_ws(s);
     return s->p < s->end ? (unsigned char)*s->p : -1;
 }
 
-int js_expect(js_scan *s, char c) {
+int nl_js_expect(js_scan *s, char c) {
     skip_ws(s);
     if (s->p >= s->end || *s->p != c) return -1;
     s->p++;
@@ -40,7 +40,7 @@ static int hex4(const char *p, uint32_t *v) {
     return 0;
 }
 
-int js_string(js_scan *s, tk_buf *out) {
+int nl_js_string(js_scan *s, tk_buf *out) {
     skip_ws(s);
     out->n = 0;
     if (s->p >= s->end || *s->p != '"') return -1;
@@ -49,7 +49,7 @@ int js_string(js_scan *s, tk_buf *out) {
         const char *q = p;
         while (q < s->end && *q != '"' && *q != '\\') q++;
         if (q >= s->end) return -1;
-        if (tk_buf_put(out, p, (size_t)(q - p))) return -1;
+        if (nl_tk_buf_put(out, p, (size_t)(q - p))) return -1;
         if (*q == '"') { s->p = q + 1; return 0; }
         if (q + 1 >= s->end) return -1;
         char e = q[1];
@@ -74,16 +74,16 @@ int js_string(js_scan *s, tk_buf *out) {
                 p += 6;
             } else if (v >= 0xD800 && v <= 0xDFFF) v = 0xFFFD;
             char u[4];
-            if (tk_buf_put(out, u, (size_t)nl_utf8_put(v, u))) return -1;
+            if (nl_tk_buf_put(out, u, (size_t)nl_utf8_put(v, u))) return -1;
             continue;
         }
         default: return -1;
         }
-        if (tk_buf_put(out, &c, 1)) return -1;
+        if (nl_tk_buf_put(out, &c, 1)) return -1;
     }
 }
 
-int js_int(js_scan *s, long long *v) {
+int nl_js_int(js_scan *s, long long *v) {
     skip_ws(s);
     const char *p = s->p;
     int neg = 0;
@@ -100,7 +100,7 @@ int js_int(js_scan *s, long long *v) {
     return 0;
 }
 
-int js_skip(js_scan *s) {
+int nl_js_skip(js_scan *s) {
     skip_ws(s);
     if (s->p >= s->end) return -1;
     char c = *s->p;
@@ -139,37 +139,37 @@ int js_skip(js_scan *s) {
     return 0;
 }
 
-int js_find_model_members(const char *buf, size_t n, js_span *vocab, js_span *merges) {
+int nl_js_find_model_members(const char *buf, size_t n, js_span *vocab, js_span *merges) {
     js_scan s = {buf, buf + n};
     tk_buf key = {0};
     int rc = -1;
     vocab->a = vocab->b = merges->a = merges->b = 0;
-    if (js_expect(&s, '{')) goto done;
-    if (js_peek(&s) == '}') { rc = 0; goto done; }
+    if (nl_js_expect(&s, '{')) goto done;
+    if (nl_js_peek(&s) == '}') { rc = 0; goto done; }
     for (;;) {
-        if (js_string(&s, &key) || js_expect(&s, ':')) goto done;
-        if (key.n == 5 && !memcmp(key.p, "model", 5) && js_peek(&s) == '{') {
+        if (nl_js_string(&s, &key) || nl_js_expect(&s, ':')) goto done;
+        if (key.n == 5 && !memcmp(key.p, "model", 5) && nl_js_peek(&s) == '{') {
             s.p++;
-            if (js_peek(&s) != '}')
+            if (nl_js_peek(&s) != '}')
                 for (;;) {
-                    if (js_string(&s, &key) || js_expect(&s, ':')) goto done;
+                    if (nl_js_string(&s, &key) || nl_js_expect(&s, ':')) goto done;
                     int which = key.n == 5 && !memcmp(key.p, "vocab", 5) ? 1 : key.n == 6 && !memcmp(key.p, "merges", 6) ? 2 : 0;
-                    js_peek(&s);
+                    nl_js_peek(&s);
                     size_t a = (size_t)(s.p - buf);
-                    if (js_skip(&s)) goto done;
+                    if (nl_js_skip(&s)) goto done;
                     if (which) {
                         js_span *sp = which == 1 ? vocab : merges;
                         sp->a = a;
                         sp->b = (size_t)(s.p - buf);
                     }
-                    int c = js_peek(&s);
+                    int c = nl_js_peek(&s);
                     if (c == ',') { s.p++; continue; }
                     if (c == '}') { s.p++; break; }
                     goto done;
                 }
             else s.p++;
-        } else if (js_skip(&s)) goto done;
-        int c = js_peek(&s);
+        } else if (nl_js_skip(&s)) goto done;
+        int c = nl_js_peek(&s);
         if (c == ',') { s.p++; continue; }
         if (c == '}') break;
         goto done;

@@ -21,7 +21,7 @@ static int is_byte_piece(const char *s, size_t n) {
     return 1;
 }
 
-nl_status tk_load_llama2c(nl_ctx *ctx, const char *path, nl_tokenizer **out) {
+nl_status nl_tk_load_llama2c(nl_ctx *ctx, const char *path, nl_tokenizer **out) {
     *out = NULL;
     FILE *f = fopen(path, "rb");
     if (!f) return nl_errorf(ctx, NL_EIO, "cannot open '%s': %s", path, strerror(errno));
@@ -57,9 +57,9 @@ nl_status tk_load_llama2c(nl_ctx *ctx, const char *path, nl_tokenizer **out) {
         n++;
     }
     if (n == 0 || n > INT32_MAX / 2) { st = nl_errorf(ctx, NL_EFORMAT, "'%s': no tokens", path); goto done; }
-    t = tk_new(path);
+    t = nl_tk_new(path);
     piece = malloc((size_t)maxlen * 3 + 8);
-    if (!t || !piece || tk_vocab_init(&t->v, (int)n) || !(t->v.score = malloc(n * sizeof(float)))) {
+    if (!t || !piece || nl_tk_vocab_init(&t->v, (int)n) || !(t->v.score = malloc(n * sizeof(float)))) {
         st = nl_errorf(ctx, NL_ENOMEM, "'%s': out of memory", path);
         goto done;
     }
@@ -85,7 +85,7 @@ nl_status tk_load_llama2c(nl_ctx *ctx, const char *path, nl_tokenizer **out) {
             if (s[j] == ' ' && type == TK_NORMAL) { memcpy(piece + k, "\xE2\x96\x81", 3); k += 3; }
             else piece[k++] = s[j];
         }
-        if (tk_vocab_set(&t->v, (int)i, piece, k)) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); goto done; }
+        if (nl_tk_vocab_set(&t->v, (int)i, piece, k)) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); goto done; }
         t->v.score[i] = score;
         t->v.type[i] = (uint8_t)type;
     }
@@ -100,7 +100,7 @@ nl_status tk_load_llama2c(nl_ctx *ctx, const char *path, nl_tokenizer **out) {
     t->sp_add_dummy_prefix = 1;
     t->sp_remove_extra_ws = 0;
     t->sp_escape_ws = 1;
-    st = tk_spm_build(ctx, t, "<s>", "</s>");
+    st = nl_tk_spm_build(ctx, t, "<s>", "</s>");
     goto done;
 trunc:
     st = nl_errorf(ctx, NL_EFORMAT, "'%s': truncated llama2.c tokenizer (record %zu at byte %zu)", path, n, off);

@@ -20,20 +20,20 @@ static int dup_out(const char *s, size_t n, char **out, size_t *out_n) {
 static int replace_all(const tk_regex *re, const char *lit, size_t litn, const char *repl, size_t repln, const char *s,
                        size_t n, char **out, size_t *out_n) {
     tk_buf b = {0};
-    if (tk_buf_reserve(&b, n)) return -1;
+    if (nl_tk_buf_reserve(&b, n)) return -1;
     size_t prev = 0;
     if (!re) {
         if (litn == 0) { free(b.p); return dup_out(s, n, out, out_n); }
         for (size_t i = 0; i + litn <= n;) {
             if (!memcmp(s + i, lit, litn)) {
-                if (tk_buf_put(&b, s + prev, i - prev) || tk_buf_put(&b, repl, repln)) goto oom;
+                if (nl_tk_buf_put(&b, s + prev, i - prev) || nl_tk_buf_put(&b, repl, repln)) goto oom;
                 i += litn;
                 prev = i;
             } else i++;
         }
     } else {
         tk_buf sub = {0};
-        const char *subj = tk_match_subject(s, n, &sub);
+        const char *subj = nl_tk_match_subject(s, n, &sub);
         pcre2_match_data *md = subj ? pcre2_match_data_create(16, NULL) : NULL;
         if (!md) { free(sub.p); goto oom; }
         size_t pos = 0;
@@ -47,7 +47,7 @@ static int replace_all(const tk_regex *re, const char *lit, size_t litn, const c
                 pos = a + (size_t)nl_utf8_len((unsigned char)s[a]);
                 continue;
             }
-            if (tk_buf_put(&b, s + prev, a - prev) || tk_buf_put(&b, repl, repln)) {
+            if (nl_tk_buf_put(&b, s + prev, a - prev) || nl_tk_buf_put(&b, repl, repln)) {
                 pcre2_match_data_free(md);
                 free(sub.p);
                 goto oom;
@@ -57,7 +57,7 @@ static int replace_all(const tk_regex *re, const char *lit, size_t litn, const c
         pcre2_match_data_free(md);
         free(sub.p);
     }
-    if (tk_buf_put(&b, s + prev, n - prev)) goto oom;
+    if (nl_tk_buf_put(&b, s + prev, n - prev)) goto oom;
     *out = b.p;
     *out_n = b.n;
     return 0;
@@ -67,7 +67,7 @@ oom:
 }
 
 /* ---- precompiled charsmap ------------------------------------------------------------------ */
-int tk_charsmap_init(tk_charsmap *cm, const void *blob, size_t n) {
+int nl_tk_charsmap_init(tk_charsmap *cm, const void *blob, size_t n) {
     memset(cm, 0, sizeof *cm);
     if (n <= 4) return -1;
     const unsigned char *b = blob;
@@ -84,12 +84,12 @@ int tk_charsmap_init(tk_charsmap *cm, const void *blob, size_t n) {
     return 0;
 }
 
-void tk_charsmap_release(tk_charsmap *cm) {
+void nl_tk_charsmap_release(tk_charsmap *cm) {
     free(cm->blob);
     memset(cm, 0, sizeof *cm);
 }
 
-size_t tk_charsmap_match(const tk_charsmap *cm, const char *s, size_t n, const char **rep, size_t *repn) {
+size_t nl_tk_charsmap_match(const tk_charsmap *cm, const char *s, size_t n, const char **rep, size_t *repn) {
     if (!cm->n_units) return 0;
     const uint32_t *a = cm->units;
     size_t best = 0;
@@ -118,17 +118,17 @@ size_t tk_charsmap_match(const tk_charsmap *cm, const char *s, size_t n, const c
 
 static int charsmap_apply(const tk_charsmap *cm, const char *s, size_t n, char **out, size_t *out_n) {
     tk_buf b = {0};
-    if (tk_buf_reserve(&b, n)) return -1;
+    if (nl_tk_buf_reserve(&b, n)) return -1;
     for (size_t i = 0; i < n;) {
         const char *rep;
-        size_t repn, m = tk_charsmap_match(cm, s + i, n - i, &rep, &repn);
+        size_t repn, m = nl_tk_charsmap_match(cm, s + i, n - i, &rep, &repn);
         if (m) {
-            if (tk_buf_put(&b, rep, repn)) goto oom;
+            if (nl_tk_buf_put(&b, rep, repn)) goto oom;
             i += m;
         } else {
             size_t l = (size_t)nl_utf8_len((unsigned char)s[i]);
             if (l > n - i) l = n - i;
-            if (tk_buf_put(&b, s + i, l)) goto oom;
+            if (nl_tk_buf_put(&b, s + i, l)) goto oom;
             i += l;
         }
     }
@@ -140,7 +140,7 @@ oom:
     return -1;
 }
 
-int tk_norm_apply(const tk_norm *nm, const char *s, size_t n, char **out, size_t *out_n) {
+int nl_tk_norm_apply(const tk_norm *nm, const char *s, size_t n, char **out, size_t *out_n) {
     switch (nm->kind) {
     case NM_SEQUENCE: {
         char *cur = NULL;
@@ -149,7 +149,7 @@ int tk_norm_apply(const tk_norm *nm, const char *s, size_t n, char **out, size_t
         for (int i = 0; i < nm->n_items; i++) {
             char *nx;
             size_t nxn;
-            if (tk_norm_apply(&nm->items[i], cur, curn, &nx, &nxn)) { free(cur); return -1; }
+            if (nl_tk_norm_apply(&nm->items[i], cur, curn, &nx, &nxn)) { free(cur); return -1; }
             free(cur);
             cur = nx;
             curn = nxn;
@@ -199,13 +199,13 @@ int tk_norm_apply(const tk_norm *nm, const char *s, size_t n, char **out, size_t
     return dup_out(s, n, out, out_n);
 }
 
-void tk_norm_free(tk_norm *nm) {
+void nl_tk_norm_free(tk_norm *nm) {
     if (!nm) return;
     free(nm->s);
     free(nm->repl);
-    tk_regex_release(&nm->re);
-    tk_charsmap_release(&nm->cm);
-    for (int i = 0; i < nm->n_items; i++) tk_norm_free(&nm->items[i]);
+    nl_tk_regex_release(&nm->re);
+    nl_tk_charsmap_release(&nm->cm);
+    for (int i = 0; i < nm->n_items; i++) nl_tk_norm_free(&nm->items[i]);
     free(nm->items);
     nm->items = NULL;
     nm->n_items = 0;

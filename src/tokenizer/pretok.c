@@ -8,7 +8,9 @@
  * agree with the reference encoders. \p{L}, \p{N} … use PCRE2's Unicode tables.
  * Split behaviours (Removed, Isolated, MergedWithPrevious, MergedWithNext, Contiguous) and
  * invert follow tokenizers' Rust implementation. Empty matches are skipped (JavaScript matchAll).
- * Checked by tests/test_tokenizer.c and tests/tokenizer_conformance.sh. */
+ * The public splitter (nl_splitter_*, tokenizer.h) is one Split node (Isolated) with its own
+ * scratch, for the BPE trainer: it splits text exactly as an opened tokenizer.json does.
+ * Checked by tests/test_tokenizer.c, tests/test_bpe_train.c and tests/tokenizer_conformance.sh. */
 #include "tokenizer/tok_internal.h"
 #include "tokenizer/unicode.h"
 
@@ -26,7 +28,7 @@ static int translate(const char *pat, size_t n, tk_buf *o) {
     int in_class = 0;
     for (size_t i = 0; i < n;) {
         if (!in_class && n - i >= sizeof CONTRACTIONS - 1 && !memcmp(pat + i, CONTRACTIONS, sizeof CONTRACTIONS - 1)) {
-            if (tk_buf_put(o, CONTRACTIONS_JS, sizeof CONTRACTIONS_JS - 1)) return -1;
+            if (nl_tk_buf_put(o, CONTRACTIONS_JS, sizeof CONTRACTIONS_JS - 1)) return -1;
             i += sizeof CONTRACTIONS - 1;
             continue;
         }
@@ -34,44 +36,44 @@ static int translate(const char *pat, size_t n, tk_buf *o) {
         if (c == '\\' && i + 1 < n) {
             char d = pat[i + 1];
             int r = 0;
-            if (d == 's') r = tk_buf_put(o, in_class ? JS_WS : "[" JS_WS "]", strlen(in_class ? JS_WS : "[" JS_WS "]"));
-            else if (d == 'S' && !in_class) r = tk_buf_put(o, "[^" JS_WS "]", strlen("[^" JS_WS "]"));
+            if (d == 's') r = nl_tk_buf_put(o, in_class ? JS_WS : "[" JS_WS "]", strlen(in_class ? JS_WS : "[" JS_WS "]"));
+            else if (d == 'S' && !in_class) r = nl_tk_buf_put(o, "[^" JS_WS "]", strlen("[^" JS_WS "]"));
             else if (d == 'u' && i + 2 < n && pat[i + 2] == '{') {
                 size_t j = i + 3;
                 while (j < n && is_hex(pat[j])) j++;
                 if (j < n && pat[j] == '}') {
-                    r = tk_buf_put(o, "\\x{", 3) || tk_buf_put(o, pat + i + 3, j - (i + 3)) || tk_buf_put(o, "}", 1);
+                    r = nl_tk_buf_put(o, "\\x{", 3) || nl_tk_buf_put(o, pat + i + 3, j - (i + 3)) || nl_tk_buf_put(o, "}", 1);
                     if (r) return -1;
                     i = j + 1;
                     continue;
                 }
-                r = tk_buf_put(o, pat + i, 2);
+                r = nl_tk_buf_put(o, pat + i, 2);
             } else if (d == 'u' && i + 5 < n + 0 && is_hex(pat[i + 2]) && is_hex(pat[i + 3]) && is_hex(pat[i + 4]) &&
                        is_hex(pat[i + 5])) {
-                r = tk_buf_put(o, "\\x{", 3) || tk_buf_put(o, pat + i + 2, 4) || tk_buf_put(o, "}", 1);
+                r = nl_tk_buf_put(o, "\\x{", 3) || nl_tk_buf_put(o, pat + i + 2, 4) || nl_tk_buf_put(o, "}", 1);
                 if (r) return -1;
                 i += 6;
                 continue;
-            } else r = tk_buf_put(o, pat + i, 2);
+            } else r = nl_tk_buf_put(o, pat + i, 2);
             if (r) return -1;
             i += 2;
             continue;
         }
         if (c == '[' && !in_class) {
             in_class = 1;
-            if (tk_buf_put(o, pat + i, 1)) return -1;
+            if (nl_tk_buf_put(o, pat + i, 1)) return -1;
             i++;
-            if (i < n && pat[i] == '^') { if (tk_buf_put(o, "^", 1)) return -1; i++; }
+            if (i < n && pat[i] == '^') { if (nl_tk_buf_put(o, "^", 1)) return -1; i++; }
             continue;
         }
         if (c == ']' && in_class) in_class = 0;
-        if (tk_buf_put(o, &c, 1)) return -1;
+        if (nl_tk_buf_put(o, &c, 1)) return -1;
         i++;
     }
     return 0;
 }
 
-int tk_regex_compile(tk_regex *re, const char *pat, size_t n, int is_literal, char *err, size_t errcap) {
+int nl_tk_regex_compile(tk_regex *re, const char *pat, size_t n, int is_literal, char *err, size_t errcap) {
     memset(re, 0, sizeof *re);
     tk_buf b = {0};
     const char *src = pat;
@@ -97,12 +99,12 @@ int tk_regex_compile(tk_regex *re, const char *pat, size_t n, int is_literal, ch
     return 0;
 }
 
-void tk_regex_release(tk_regex *re) {
+void nl_tk_regex_release(tk_regex *re) {
     if (re->code) pcre2_code_free(re->code);
     re->code = NULL;
 }
 
-int tk_spans_push(tk_spans *v, const char *p, size_t n, int first) {
+int nl_tk_spans_push(tk_spans *v, const char *p, size_t n, int first) {
     if (v->n == v->cap) {
         size_t c = v->cap ? v->cap * 2 : 64;
         tk_span *np = realloc(v->p, c * sizeof *np);
@@ -135,7 +137,7 @@ static int seg_push(tk_scratch *s, size_t a, size_t b, int m) {
 /* Segments of p: the non-empty matches of re and the gaps between them. 0, -1 OOM, -2 match error. */
 static int find_segments(const tk_regex *re, tk_scratch *s, const char *p, size_t n) {
     s->seg_n = 0;
-    if (!(p = tk_match_subject(p, n, &s->tmp))) return -1; /* offsets are the same */
+    if (!(p = nl_tk_match_subject(p, n, &s->tmp))) return -1; /* offsets are the same */
     if (!s->md && !(s->md = pcre2_match_data_create(16, NULL))) return -1;
     size_t prev = 0, pos = 0;
     while (pos <= n) {
@@ -226,7 +228,7 @@ static int emit_segments(tk_scratch *s, const char *p, int behavior, int invert,
     int emitted = 0;
     for (size_t i = 0; i < k; i++) {
         if (g[i].b <= g[i].a) continue;
-        if (tk_spans_push(out, p + g[i].a, g[i].b - g[i].a, first && !emitted && g[i].a == 0)) return -1;
+        if (nl_tk_spans_push(out, p + g[i].a, g[i].b - g[i].a, first && !emitted && g[i].a == 0)) return -1;
         emitted = 1;
     }
     return 0;
@@ -243,14 +245,14 @@ static int apply_one(const tk_pretok *pt, tk_scratch *s, const tk_span *in, tk_s
     }
     case PT_BYTELEVEL: {
         if (pt->add_prefix_space && (n == 0 || p[0] != ' ')) {
-            char *q = tk_arena_alloc(s, n + 1);
+            char *q = nl_tk_arena_alloc(s, n + 1);
             if (!q) return -1;
             q[0] = ' ';
             memcpy(q + 1, p, n);
             p = q;
             n++;
         }
-        if (!pt->has_re) return tk_spans_push(out, p, n, in->first);
+        if (!pt->has_re) return nl_tk_spans_push(out, p, n, in->first);
         int r = find_segments(&pt->re, s, p, n);
         if (r) return r;
         return emit_segments(s, p, SB_ISOLATED, 0, in->first, out);
@@ -263,20 +265,20 @@ static int apply_one(const tk_pretok *pt, tk_scratch *s, const tk_span *in, tk_s
         /* the prefix test sees the text after the spaces are replaced */
         if (pt->prepend_scheme != PS_NEVER && n > 0 && p[0] == ' ') prepend = 0;
         size_t m = n + spaces * ((size_t)pt->repl_n - 1) + (prepend ? (size_t)pt->repl_n : 0);
-        char *q = tk_arena_alloc(s, m ? m : 1), *o = q;
+        char *q = nl_tk_arena_alloc(s, m ? m : 1), *o = q;
         if (!q) return -1;
         if (prepend) { memcpy(o, pt->repl, (size_t)pt->repl_n); o += pt->repl_n; }
         for (size_t i = 0; i < n; i++) {
             if (p[i] == ' ') { memcpy(o, pt->repl, (size_t)pt->repl_n); o += pt->repl_n; }
             else *o++ = p[i];
         }
-        if (!pt->split) return tk_spans_push(out, q, m, in->first);
+        if (!pt->split) return nl_tk_spans_push(out, q, m, in->first);
         if (literal_segments(s, q, m, pt->repl, (size_t)pt->repl_n)) return -1;
         return emit_segments(s, q, SB_MERGED_NEXT, 0, in->first, out);
     }
     case PT_SEQUENCE: {
         tk_spans a = {0}, b = {0};
-        int r = tk_spans_push(&a, in->p, in->n, in->first);
+        int r = nl_tk_spans_push(&a, in->p, in->n, in->first);
         for (int i = 0; !r && i < pt->n_items; i++) {
             b.n = 0;
             for (size_t j = 0; !r && j < a.n; j++) r = apply_one(&pt->items[i], s, &a.p[j], &b);
@@ -284,7 +286,7 @@ static int apply_one(const tk_pretok *pt, tk_scratch *s, const tk_span *in, tk_s
             a = b;
             b = t;
         }
-        for (size_t j = 0; !r && j < a.n; j++) r = tk_spans_push(out, a.p[j].p, a.p[j].n, a.p[j].first);
+        for (size_t j = 0; !r && j < a.n; j++) r = nl_tk_spans_push(out, a.p[j].p, a.p[j].n, a.p[j].first);
         free(a.p);
         free(b.p);
         return r;
@@ -293,7 +295,7 @@ static int apply_one(const tk_pretok *pt, tk_scratch *s, const tk_span *in, tk_s
     return 0;
 }
 
-int tk_pretok_apply(const tk_pretok *pt, tk_scratch *s, const tk_spans *in, tk_spans *out) {
+int nl_tk_pretok_apply(const tk_pretok *pt, tk_scratch *s, const tk_spans *in, tk_spans *out) {
     for (size_t i = 0; i < in->n; i++) {
         int r = apply_one(pt, s, &in->p[i], out);
         if (r) return r;
@@ -301,19 +303,96 @@ int tk_pretok_apply(const tk_pretok *pt, tk_scratch *s, const tk_spans *in, tk_s
     return 0;
 }
 
-int tk_pretok_has_bytelevel(const tk_pretok *pt) {
+int nl_tk_pretok_has_bytelevel(const tk_pretok *pt) {
     if (!pt) return 0;
     if (pt->kind == PT_BYTELEVEL) return 1;
     for (int i = 0; i < pt->n_items; i++)
-        if (tk_pretok_has_bytelevel(&pt->items[i])) return 1;
+        if (nl_tk_pretok_has_bytelevel(&pt->items[i])) return 1;
     return 0;
 }
 
-void tk_pretok_free(tk_pretok *pt) {
+void nl_tk_pretok_free(tk_pretok *pt) {
     if (!pt) return;
-    tk_regex_release(&pt->re);
-    for (int i = 0; i < pt->n_items; i++) tk_pretok_free(&pt->items[i]);
+    nl_tk_regex_release(&pt->re);
+    for (int i = 0; i < pt->n_items; i++) nl_tk_pretok_free(&pt->items[i]);
     free(pt->items);
     pt->items = NULL;
     pt->n_items = 0;
+}
+
+/* ---- public splitter (tokenizer.h) ---------------------------------------------------------------- */
+struct nl_splitter {
+    tk_pretok node; /* PT_SPLIT, SB_ISOLATED, invert 0 */
+    char *pattern;
+};
+
+struct nl_split_scratch {
+    tk_scratch s;
+    tk_spans in, out;
+    nl_text_piece *pieces;
+    size_t cap;
+};
+
+
+nl_status nl_splitter_create(nl_ctx *ctx, const char *pattern, nl_splitter **out) {
+    *out = NULL;
+    nl_splitter *sp = calloc(1, sizeof *sp);
+    if (!sp || !(sp->pattern = strdup(pattern))) {
+        free(sp);
+        return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    }
+    sp->node.kind = PT_SPLIT;
+    sp->node.behavior = SB_ISOLATED;
+    sp->node.invert = 0;
+    sp->node.has_re = 1;
+    char err[256];
+    if (nl_tk_regex_compile(&sp->node.re, pattern, strlen(pattern), 0, err, sizeof err)) {
+        nl_status st = nl_errorf(ctx, NL_EINVAL, "cannot compile the pre-tokenizer pattern '%s': %s", pattern, err);
+        nl_splitter_destroy(sp);
+        return st;
+    }
+    *out = sp;
+    return NL_OK;
+}
+
+void nl_splitter_destroy(nl_splitter *sp) {
+    if (!sp) return;
+    nl_tk_pretok_free(&sp->node);
+    free(sp->pattern);
+    free(sp);
+}
+
+const char *nl_splitter_pattern(const nl_splitter *sp) { return sp->pattern; }
+
+nl_split_scratch *nl_split_scratch_create(void) { return calloc(1, sizeof(nl_split_scratch)); }
+
+void nl_split_scratch_destroy(nl_split_scratch *s) {
+    if (!s) return;
+    nl_tk_scratch_release(&s->s);
+    free(s->in.p);
+    free(s->out.p);
+    free(s->pieces);
+    free(s);
+}
+
+nl_status nl_splitter_split(const nl_splitter *sp, nl_split_scratch *s, const char *text, size_t len,
+                            const nl_text_piece **pieces, size_t *n) {
+    *pieces = s->pieces;
+    *n = 0;
+    s->in.n = s->out.n = 0;
+    if (!len) return NL_OK;
+    if (nl_tk_spans_push(&s->in, text, len, 1)) return NL_ENOMEM;
+    int rc = nl_tk_pretok_apply(&sp->node, &s->s, &s->in, &s->out);
+    if (rc) return rc == -2 ? NL_EINVAL : NL_ENOMEM;
+    if (s->out.n > s->cap) {
+        size_t c = s->out.n + s->out.n / 2 + 16;
+        nl_text_piece *np = realloc(s->pieces, c * sizeof *np);
+        if (!np) return NL_ENOMEM;
+        s->pieces = np;
+        s->cap = c;
+    }
+    for (size_t i = 0; i < s->out.n; i++) s->pieces[i] = (nl_text_piece){s->out.p[i].p, s->out.p[i].n};
+    *pieces = s->pieces;
+    *n = s->out.n;
+    return NL_OK;
 }

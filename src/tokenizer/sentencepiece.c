@@ -67,10 +67,10 @@ static int pb_float(pb *r, float *f) {
 
 typedef struct { const char *s; size_t n; float score; int type; } spiece;
 
-nl_status tk_spm_build(nl_ctx *ctx, nl_tokenizer *t, const char *bos_piece, const char *eos_piece) {
+nl_status nl_tk_spm_build(nl_ctx *ctx, nl_tokenizer *t, const char *bos_piece, const char *eos_piece) {
     t->family = TK_SCORES;
-    if (tk_strmap_init(&t->vmap, &t->v, (size_t)t->v.n) || tk_strmap_init(&t->rmap, &t->v, 1024) ||
-        tk_trie_init(&t->sp_user) || tk_trie_init(&t->sp_ctrl))
+    if (nl_tk_strmap_init(&t->vmap, &t->v, (size_t)t->v.n) || nl_tk_strmap_init(&t->rmap, &t->v, 1024) ||
+        nl_tk_trie_init(&t->sp_user) || nl_tk_trie_init(&t->sp_ctrl))
         return nl_errorf(ctx, NL_ENOMEM, "'%s': out of memory", t->path);
     int unk = -1;
     for (int id = 0; id < t->v.n; id++) {
@@ -80,14 +80,14 @@ nl_status tk_spm_build(nl_ctx *ctx, nl_tokenizer *t, const char *bos_piece, cons
         const char *s = tk_piece(&t->v, id, &n);
         if (!s || n == 0) return nl_errorf(ctx, NL_EFORMAT, "'%s': piece %d is empty", t->path, id);
         if (memchr(s, 0, n)) return nl_errorf(ctx, NL_EFORMAT, "'%s': piece %d contains a NUL byte", t->path, id);
-        int r = tk_strmap_add(normal ? &t->vmap : &t->rmap, id);
+        int r = nl_tk_strmap_add(normal ? &t->vmap : &t->rmap, id);
         if (r < 0) return nl_errorf(ctx, NL_ENOMEM, "'%s': out of memory", t->path);
         if (r > 0) return nl_errorf(ctx, NL_EFORMAT, "'%s': piece '%.*s' (id %d) is defined twice", t->path, (int)n, s, id);
         if (ty == TK_USER) {
-            if (tk_trie_add(&t->sp_user, s, n, id)) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+            if (nl_tk_trie_add(&t->sp_user, s, n, id)) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
             t->has_sp_user = 1;
         }
-        if ((ty == TK_CONTROL || ty == TK_UNKNOWN) && tk_trie_add(&t->sp_ctrl, s, n, id))
+        if ((ty == TK_CONTROL || ty == TK_UNKNOWN) && nl_tk_trie_add(&t->sp_ctrl, s, n, id))
             return nl_errorf(ctx, NL_ENOMEM, "out of memory");
         if (ty == TK_UNKNOWN) {
             if (unk >= 0) return nl_errorf(ctx, NL_EFORMAT, "'%s': two unknown pieces (ids %d and %d)", t->path, unk, id);
@@ -98,9 +98,9 @@ nl_status tk_spm_build(nl_ctx *ctx, nl_tokenizer *t, const char *bos_piece, cons
     }
     if (unk < 0) return nl_errorf(ctx, NL_EFORMAT, "'%s': no unknown piece (<unk>) is defined", t->path);
     t->unk_id = unk;
-    int b = tk_strmap_get(&t->rmap, bos_piece, strlen(bos_piece));
+    int b = nl_tk_strmap_get(&t->rmap, bos_piece, strlen(bos_piece));
     t->bos_id = b >= 0 && t->v.type[b] == TK_CONTROL ? b : -1;
-    int e = tk_strmap_get(&t->rmap, eos_piece, strlen(eos_piece));
+    int e = nl_tk_strmap_get(&t->rmap, eos_piece, strlen(eos_piece));
     t->eos_id = e >= 0 && t->v.type[e] == TK_CONTROL ? e : -1;
     if (t->bos_id >= 0) {
         t->tmpl = malloc(2 * sizeof *t->tmpl);
@@ -110,14 +110,14 @@ nl_status tk_spm_build(nl_ctx *ctx, nl_tokenizer *t, const char *bos_piece, cons
         t->n_tmpl = 2;
     }
     t->dummy_prefix = t->sp_add_dummy_prefix;
-    nl_status st = tk_finish(ctx, t);
+    nl_status st = nl_tk_finish(ctx, t);
     if (st != NL_OK) return st;
     if (t->byte_fallback && !t->has_all_bytes)
         return nl_errorf(ctx, NL_EFORMAT, "'%s': byte_fallback is set but not all 256 <0xXX> byte pieces exist", t->path);
     return NL_OK;
 }
 
-nl_status tk_load_spm(nl_ctx *ctx, const char *path, nl_tokenizer **out) {
+nl_status nl_tk_load_spm(nl_ctx *ctx, const char *path, nl_tokenizer **out) {
     *out = NULL;
     FILE *f = fopen(path, "rb");
     if (!f) return nl_errorf(ctx, NL_EIO, "cannot open '%s': %s", path, strerror(errno));
@@ -238,13 +238,13 @@ nl_status tk_load_spm(nl_ctx *ctx, const char *path, nl_tokenizer **out) {
         goto done;
     }
     if (np > INT32_MAX / 2) goto bad;
-    t = tk_new(path);
-    if (!t || tk_vocab_init(&t->v, (int)np) || !(t->v.score = malloc(np * sizeof(float)))) {
+    t = nl_tk_new(path);
+    if (!t || nl_tk_vocab_init(&t->v, (int)np) || !(t->v.score = malloc(np * sizeof(float)))) {
         st = nl_errorf(ctx, NL_ENOMEM, "'%s': out of memory", path);
         goto done;
     }
     for (size_t i = 0; i < np; i++) {
-        if (tk_vocab_set(&t->v, (int)i, pieces[i].s, pieces[i].n)) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); goto done; }
+        if (nl_tk_vocab_set(&t->v, (int)i, pieces[i].s, pieces[i].n)) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); goto done; }
         t->v.score[i] = pieces[i].score;
         t->v.type[i] = (uint8_t)pieces[i].type;
     }
@@ -253,11 +253,11 @@ nl_status tk_load_spm(nl_ctx *ctx, const char *path, nl_tokenizer **out) {
     t->sp_remove_extra_ws = remove_ws;
     t->sp_escape_ws = escape_ws;
     t->sp_ws_suffix = ws_suffix;
-    if (cm_n && tk_charsmap_init(&t->sp_cm, cm, cm_n)) {
+    if (cm_n && nl_tk_charsmap_init(&t->sp_cm, cm, cm_n)) {
         st = nl_errorf(ctx, NL_EFORMAT, "'%s': malformed precompiled_charsmap of normalizer '%s'", path, name);
         goto done;
     }
-    st = tk_spm_build(ctx, t, bos_piece, eos_piece);
+    st = nl_tk_spm_build(ctx, t, bos_piece, eos_piece);
     goto done;
 bad:
     st = nl_errorf(ctx, NL_EFORMAT, "'%s': truncated or malformed SentencePiece model (at byte %zu of %ld)", path,

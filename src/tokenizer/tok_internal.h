@@ -24,9 +24,9 @@
 typedef struct { char *p; size_t n, cap; } tk_buf;
 typedef struct { int32_t *p; size_t n, cap; } tk_ids;
 
-int tk_buf_reserve(tk_buf *b, size_t extra); /* 0, or -1 out of memory */
-int tk_buf_put(tk_buf *b, const void *s, size_t n);
-int tk_ids_push(tk_ids *v, int32_t id);
+int nl_tk_buf_reserve(tk_buf *b, size_t extra); /* 0, or -1 out of memory */
+int nl_tk_buf_put(tk_buf *b, const void *s, size_t n);
+int nl_tk_ids_push(tk_ids *v, int32_t id);
 
 /* ---- hashing ------------------------------------------------------------------------ */
 static inline uint64_t tk_hash(const void *data, size_t n) {
@@ -74,9 +74,9 @@ typedef struct {
     uint8_t *type;
 } tk_vocab;
 
-int tk_vocab_init(tk_vocab *v, int n); /* all holes; -1 out of memory */
-void tk_vocab_release(tk_vocab *v);
-int tk_vocab_set(tk_vocab *v, int id, const char *s, size_t n); /* -1 out of memory */
+int nl_tk_vocab_init(tk_vocab *v, int n); /* all holes; -1 out of memory */
+void nl_tk_vocab_release(tk_vocab *v);
+int nl_tk_vocab_set(tk_vocab *v, int id, const char *s, size_t n); /* -1 out of memory */
 static inline const char *tk_piece(const tk_vocab *v, int id, size_t *n) {
     if (id < 0 || id >= v->n || v->off[id] == UINT32_MAX) { *n = 0; return NULL; }
     *n = v->len[id];
@@ -94,12 +94,12 @@ typedef struct {
     const tk_vocab *v;
 } tk_strmap;
 
-int tk_strmap_init(tk_strmap *m, const tk_vocab *v, size_t expect);
-void tk_strmap_release(tk_strmap *m);
+int nl_tk_strmap_init(tk_strmap *m, const tk_vocab *v, size_t expect);
+void nl_tk_strmap_release(tk_strmap *m);
 /* Adds id under its vocabulary string; returns 0, 1 when the string is already there
  * (the map keeps the first id), -1 out of memory. */
-int tk_strmap_add(tk_strmap *m, int id);
-int tk_strmap_get(const tk_strmap *m, const char *s, size_t n); /* -1 when absent */
+int nl_tk_strmap_add(tk_strmap *m, int id);
+int nl_tk_strmap_get(const tk_strmap *m, const char *s, size_t n); /* -1 when absent */
 
 /* (uint64 key) → two uint32 values (merges: pair → rank, new id; trie edges) */
 typedef struct { uint64_t key; uint32_t a, b; } tk_u64slot;
@@ -109,9 +109,9 @@ typedef struct {
     size_t count;
 } tk_u64map;
 
-int tk_u64map_init(tk_u64map *m, size_t expect);
-void tk_u64map_release(tk_u64map *m);
-int tk_u64map_put(tk_u64map *m, uint64_t key, uint32_t a, uint32_t b); /* 1 when the key was there (kept) */
+int nl_tk_u64map_init(tk_u64map *m, size_t expect);
+void nl_tk_u64map_release(tk_u64map *m);
+int nl_tk_u64map_put(tk_u64map *m, uint64_t key, uint32_t a, uint32_t b); /* 1 when the key was there (kept) */
 static inline const tk_u64slot *tk_u64map_get(const tk_u64map *m, uint64_t key) {
     if (!m->slot) return NULL;
     uint64_t i = tk_mix64(key) & m->mask;
@@ -131,9 +131,9 @@ typedef struct {
     uint8_t first[256]; /* bit 0: some string starts with this byte; bit 1: some non-special one */
 } tk_trie;
 
-int tk_trie_init(tk_trie *t);
-void tk_trie_release(tk_trie *t);
-int tk_trie_add(tk_trie *t, const char *s, size_t n, int32_t value);
+int nl_tk_trie_init(tk_trie *t);
+void nl_tk_trie_release(tk_trie *t);
+int nl_tk_trie_add(tk_trie *t, const char *s, size_t n, int32_t value);
 
 /* ---- regular expressions (PCRE2, JavaScript semantics for \s \S \d \w) --------------- */
 typedef struct {
@@ -143,8 +143,8 @@ typedef struct {
 
 /* Compiles a Hugging Face / JavaScript pattern (literal when is_literal). On failure returns -1
  * and writes PCRE2's message into err. */
-int tk_regex_compile(tk_regex *re, const char *pat, size_t n, int is_literal, char *err, size_t errcap);
-void tk_regex_release(tk_regex *re);
+int nl_tk_regex_compile(tk_regex *re, const char *pat, size_t n, int is_literal, char *err, size_t errcap);
+void nl_tk_regex_release(tk_regex *re);
 
 /* ---- added tokens -------------------------------------------------------------------- */
 typedef struct {
@@ -267,62 +267,59 @@ typedef struct {
     size_t seg_n, seg_cap;
 } tk_scratch;
 
-void tk_scratch_release(tk_scratch *s);
-char *tk_arena_alloc(tk_scratch *s, size_t n); /* NULL out of memory */
+void nl_tk_scratch_release(tk_scratch *s);
+char *nl_tk_arena_alloc(tk_scratch *s, size_t n); /* NULL out of memory */
 
 /* ---- engine entry points -------------------------------------------------------------- */
 /* bpe.c: one pre-token (TK_RANKS) or one normalized text (TK_SCORES) → ids appended to out.
  * Return 0, or -1 out of memory. */
-int tk_bpe_ranks(const nl_tokenizer *t, tk_scratch *s, const char *w, size_t n, tk_ids *out);
-int tk_bpe_scores(const nl_tokenizer *t, tk_scratch *s, const char *w, size_t n, tk_ids *out);
+int nl_tk_bpe_ranks(const nl_tokenizer *t, tk_scratch *s, const char *w, size_t n, tk_ids *out);
+int nl_tk_bpe_scores(const nl_tokenizer *t, tk_scratch *s, const char *w, size_t n, tk_ids *out);
 
 /* normalizer.c */
-int tk_norm_apply(const tk_norm *nm, const char *s, size_t n, char **out, size_t *out_n); /* -1 OOM */
-void tk_norm_free(tk_norm *nm);
-int tk_charsmap_init(tk_charsmap *cm, const void *blob, size_t n); /* -1 malformed or OOM */
-void tk_charsmap_release(tk_charsmap *cm);
+int nl_tk_norm_apply(const tk_norm *nm, const char *s, size_t n, char **out, size_t *out_n); /* -1 OOM */
+void nl_tk_norm_free(tk_norm *nm);
+int nl_tk_charsmap_init(tk_charsmap *cm, const void *blob, size_t n); /* -1 malformed or OOM */
+void nl_tk_charsmap_release(tk_charsmap *cm);
 /* Longest charsmap rule at s: returns the matched input length (0 none), *rep the replacement. */
-size_t tk_charsmap_match(const tk_charsmap *cm, const char *s, size_t n, const char **rep, size_t *repn);
+size_t nl_tk_charsmap_match(const tk_charsmap *cm, const char *s, size_t n, const char **rep, size_t *repn);
 
 /* pretok.c: splits each span of in into out (spans may point into s->arena). 0 / -1 OOM. */
-int tk_pretok_apply(const tk_pretok *pt, tk_scratch *s, const tk_spans *in, tk_spans *out);
-void tk_pretok_free(tk_pretok *pt);
-int tk_spans_push(tk_spans *v, const char *p, size_t n, int first);
-int tk_pretok_has_bytelevel(const tk_pretok *pt);
+int nl_tk_pretok_apply(const tk_pretok *pt, tk_scratch *s, const tk_spans *in, tk_spans *out);
+void nl_tk_pretok_free(tk_pretok *pt);
+int nl_tk_spans_push(tk_spans *v, const char *p, size_t n, int first);
+int nl_tk_pretok_has_bytelevel(const tk_pretok *pt);
 
 /* decoder.c */
-int tk_decode_tokens(const nl_tokenizer *t, const tk_dec *d, tk_buf *toks, tk_ids *lens, tk_buf *out); /* -1 OOM */
-void tk_dec_free(tk_dec *d);
+int nl_tk_decode_tokens(const nl_tokenizer *t, const tk_dec *d, tk_buf *toks, tk_ids *lens, tk_buf *out); /* -1 OOM */
+void nl_tk_dec_free(tk_dec *d);
 
-/* GPT-2's byte ↔ unicode table: the code point standing for byte b, and its inverse (-1). */
-uint32_t tk_byte_to_cp(int b);
-int tk_cp_to_byte(uint32_t cp);
+/* GPT-2's byte ↔ unicode table: nl_bytelevel_char, nl_bytelevel_byte (tokenizer.h). */
 
 /* tokenizer.c helpers for the loaders */
-nl_tokenizer *tk_new(const char *path);
-int tk_finish(nl_ctx *ctx, nl_tokenizer *t); /* builds derived tables (tries, byte ids); nl_status */
+nl_tokenizer *nl_tk_new(const char *path);
+int nl_tk_finish(nl_ctx *ctx, nl_tokenizer *t); /* builds derived tables (tries, byte ids); nl_status */
 
 /* loaders (tokenizer_json.c, sentencepiece.c, llama2c_vocab.c) */
-nl_status tk_load_hf_json(nl_ctx *ctx, const char *path, nl_tokenizer **out);
-nl_status tk_load_gpt2(nl_ctx *ctx, const char *vocab_path, const char *merges_path, nl_tokenizer **out);
-nl_status tk_load_spm(nl_ctx *ctx, const char *path, nl_tokenizer **out);
-nl_status tk_load_llama2c(nl_ctx *ctx, const char *path, nl_tokenizer **out);
+nl_status nl_tk_load_hf_json(nl_ctx *ctx, const char *path, nl_tokenizer **out);
+nl_status nl_tk_load_gpt2(nl_ctx *ctx, const char *vocab_path, const char *merges_path, nl_tokenizer **out);
+nl_status nl_tk_load_spm(nl_ctx *ctx, const char *path, nl_tokenizer **out);
+nl_status nl_tk_load_llama2c(nl_ctx *ctx, const char *path, nl_tokenizer **out);
 /* sentencepiece.c: after t->v (strings, scores, types) and the sp_* flags are set, builds the
  * piece maps, tries, BOS/EOS/UNK ids and the BOS template (bos_piece/eos_piece name them). */
-nl_status tk_spm_build(nl_ctx *ctx, nl_tokenizer *t, const char *bos_piece, const char *eos_piece);
+nl_status nl_tk_spm_build(nl_ctx *ctx, nl_tokenizer *t, const char *bos_piece, const char *eos_piece);
 
-/* 1 when s is valid UTF-8. */
-int tk_utf8_valid(const char *s, size_t n);
+/* nl_utf8_valid (tokenizer.h): 1 when s is valid UTF-8. */
 /* nl_utf8_repair with choices: per_byte = 1 gives one U+FFFD per invalid byte (SentencePiece's
  * decoder), 0 one per maximal invalid subpart (WHATWG, Python, Rust); sur says what becomes of
  * an encoded surrogate ED A0..BF xx: TK_SUR_INVALID (invalid bytes), TK_SUR_FFFD (one U+FFFD),
  * TK_SUR_KEEP (kept: a lone surrogate, see nl_encode_opts). */
 enum { TK_SUR_INVALID, TK_SUR_FFFD, TK_SUR_KEEP };
-char *tk_utf8_repair(const char *s, size_t n, int per_byte, int sur, size_t *out_n);
+char *nl_tk_utf8_repair(const char *s, size_t n, int per_byte, int sur, size_t *out_n);
 /* 1 when s holds an encoded surrogate (ED A0..BF xx). */
-int tk_has_surrogate(const char *s, size_t n);
+int nl_tk_has_surrogate(const char *s, size_t n);
 /* s itself, or (when it holds encoded surrogates) a copy in tmp with each one replaced by
  * U+FFFD, same length: PCRE2 only matches valid UTF-8. */
-const char *tk_match_subject(const char *s, size_t n, tk_buf *tmp);
+const char *nl_tk_match_subject(const char *s, size_t n, tk_buf *tmp);
 
 #endif

@@ -48,7 +48,7 @@ static int utf8_seq(const unsigned char *s, size_t n, size_t *bad) {
     return need + 1;
 }
 
-int tk_utf8_valid(const char *s, size_t n) {
+int nl_utf8_valid(const char *s, size_t n) {
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0;
     while (i < n) {
@@ -75,7 +75,7 @@ static int is_surrogate_at(const unsigned char *u, size_t n) {
     return n >= 3 && u[0] == 0xED && u[1] >= 0xA0 && u[1] <= 0xBF && u[2] >= 0x80 && u[2] <= 0xBF;
 }
 
-int tk_has_surrogate(const char *s, size_t n) {
+int nl_tk_has_surrogate(const char *s, size_t n) {
     const unsigned char *u = (const unsigned char *)s, *e = u + n;
     while ((u = memchr(u, 0xED, (size_t)(e - u)))) {
         if (is_surrogate_at(u, (size_t)(e - u))) return 1;
@@ -84,17 +84,17 @@ int tk_has_surrogate(const char *s, size_t n) {
     return 0;
 }
 
-const char *tk_match_subject(const char *s, size_t n, tk_buf *tmp) {
-    if (!tk_has_surrogate(s, n)) return s;
+const char *nl_tk_match_subject(const char *s, size_t n, tk_buf *tmp) {
+    if (!nl_tk_has_surrogate(s, n)) return s;
     tmp->n = 0;
-    if (tk_buf_put(tmp, s, n)) return NULL;
+    if (nl_tk_buf_put(tmp, s, n)) return NULL;
     unsigned char *u = (unsigned char *)tmp->p;
     for (size_t i = 0; i + 3 <= n; i++)
         if (is_surrogate_at(u + i, n - i)) { memcpy(u + i, "\xEF\xBF\xBD", 3); i += 2; }
     return tmp->p;
 }
 
-char *tk_utf8_repair(const char *s, size_t n, int per_byte, int sur, size_t *out_n) {
+char *nl_tk_utf8_repair(const char *s, size_t n, int per_byte, int sur, size_t *out_n) {
     char *o = malloc(n * 3 + 1);
     if (!o) return NULL;
     const unsigned char *u = (const unsigned char *)s;
@@ -123,19 +123,19 @@ char *tk_utf8_repair(const char *s, size_t n, int per_byte, int sur, size_t *out
     return o;
 }
 
-char *nl_utf8_repair(const char *s, size_t n, size_t *out_n) { return tk_utf8_repair(s, n, 0, TK_SUR_INVALID, out_n); }
+char *nl_utf8_repair(const char *s, size_t n, size_t *out_n) { return nl_tk_utf8_repair(s, n, 0, TK_SUR_INVALID, out_n); }
 
 /* ---- GPT-2 byte ↔ unicode table ---------------------------------------------------------------- */
 static int printable_byte(int b) { return (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF); }
 
-uint32_t tk_byte_to_cp(int b) {
+uint32_t nl_bytelevel_char(int b) {
     if (printable_byte(b)) return (uint32_t)b;
     if (b <= 0x20) return 256u + (uint32_t)b;
     if (b <= 0xA0) return 256u + 33u + (uint32_t)(b - 0x7F);
     return 256u + 67u; /* 0xAD */
 }
 
-int tk_cp_to_byte(uint32_t cp) {
+int nl_bytelevel_byte(uint32_t cp) {
     if (cp < 256) return printable_byte((int)cp) ? (int)cp : -1;
     if (cp > 256 + 67) return -1;
     uint32_t k = cp - 256;
@@ -145,7 +145,7 @@ int tk_cp_to_byte(uint32_t cp) {
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------------------- */
-nl_tokenizer *tk_new(const char *path) {
+nl_tokenizer *nl_tk_new(const char *path) {
     nl_tokenizer *t = calloc(1, sizeof *t);
     if (!t) return NULL;
     t->path = strdup(path);
@@ -160,43 +160,43 @@ nl_tokenizer *tk_new(const char *path) {
 void nl_tokenizer_close(nl_tokenizer *t) {
     if (!t) return;
     free(t->path);
-    tk_vocab_release(&t->v);
-    tk_strmap_release(&t->vmap);
-    tk_strmap_release(&t->rmap);
-    tk_u64map_release(&t->merges);
+    nl_tk_vocab_release(&t->v);
+    nl_tk_strmap_release(&t->vmap);
+    nl_tk_strmap_release(&t->rmap);
+    nl_tk_u64map_release(&t->merges);
     free(t->bmp_ids);
     free(t->cs_prefix);
     free(t->eow_suffix);
     for (int i = 0; i < t->n_added; i++) free(t->added[i].content);
     free(t->added);
-    tk_trie_release(&t->trie_raw);
-    tk_trie_release(&t->trie_norm);
-    tk_norm_free(t->norm);
+    nl_tk_trie_release(&t->trie_raw);
+    nl_tk_trie_release(&t->trie_norm);
+    nl_tk_norm_free(t->norm);
     free(t->norm);
-    tk_pretok_free(t->pretok);
+    nl_tk_pretok_free(t->pretok);
     free(t->pretok);
     free(t->tmpl);
-    tk_dec_free(t->dec);
+    nl_tk_dec_free(t->dec);
     free(t->dec);
-    tk_charsmap_release(&t->sp_cm);
-    tk_trie_release(&t->sp_user);
-    tk_trie_release(&t->sp_ctrl);
+    nl_tk_charsmap_release(&t->sp_cm);
+    nl_tk_trie_release(&t->sp_user);
+    nl_tk_trie_release(&t->sp_ctrl);
     free(t);
 }
 
-int tk_finish(nl_ctx *ctx, nl_tokenizer *t) {
+int nl_tk_finish(nl_ctx *ctx, nl_tokenizer *t) {
     /* byte ids: raw bytes for byte-level vocabularies, <0xXX> pieces otherwise */
     int all = 1;
     for (int b = 0; b < 256; b++) {
         int id;
         if (t->byte_level) {
             char c = (char)b;
-            id = tk_strmap_get(&t->vmap, &c, 1);
+            id = nl_tk_strmap_get(&t->vmap, &c, 1);
         } else {
             char name[8];
             snprintf(name, sizeof name, "<0x%02X>", b);
-            id = t->rmap.slot ? tk_strmap_get(&t->rmap, name, 6) : -1;
-            if (id < 0) id = tk_strmap_get(&t->vmap, name, 6);
+            id = t->rmap.slot ? nl_tk_strmap_get(&t->rmap, name, 6) : -1;
+            if (id < 0) id = nl_tk_strmap_get(&t->vmap, name, 6);
         }
         t->byte_ids[b] = id;
         if (id < 0) all = 0;
@@ -212,26 +212,26 @@ int tk_finish(nl_ctx *ctx, nl_tokenizer *t) {
             if (!s || n == 0 || n > 3) continue;
             uint32_t cp;
             if ((size_t)nl_utf8_next((const unsigned char *)s, n, &cp) != n || cp >= 0x10000) continue;
-            if (t->bmp_ids[cp] < 0 && tk_strmap_get(&t->vmap, s, n) == id) t->bmp_ids[cp] = id;
+            if (t->bmp_ids[cp] < 0 && nl_tk_strmap_get(&t->vmap, s, n) == id) t->bmp_ids[cp] = id;
         }
     }
     /* added tokens: one trie over raw text, one over normalized text */
     if (t->n_added) {
-        if (tk_trie_init(&t->trie_raw) || tk_trie_init(&t->trie_norm)) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+        if (nl_tk_trie_init(&t->trie_raw) || nl_tk_trie_init(&t->trie_norm)) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
         for (int i = 0; i < t->n_added; i++) {
             tk_added *a = &t->added[i];
             if (a->n == 0) continue;
             if (a->normalized && t->norm) {
                 char *nc;
                 size_t nn;
-                if (tk_norm_apply(t->norm, a->content, a->n, &nc, &nn)) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
-                int r = nn ? tk_trie_add(&t->trie_norm, nc, nn, i) : 0;
+                if (nl_tk_norm_apply(t->norm, a->content, a->n, &nc, &nn)) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+                int r = nn ? nl_tk_trie_add(&t->trie_norm, nc, nn, i) : 0;
                 if (nn && !a->special) t->trie_norm.first[(unsigned char)nc[0]] |= 2;
                 free(nc);
                 if (r) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
                 t->has_norm = 1;
             } else {
-                if (tk_trie_add(&t->trie_raw, a->content, a->n, i)) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+                if (nl_tk_trie_add(&t->trie_raw, a->content, a->n, i)) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
                 if (!a->special) t->trie_raw.first[(unsigned char)a->content[0]] |= 2;
                 t->has_raw = 1;
             }
@@ -295,7 +295,7 @@ static nl_status open_gpt2(nl_ctx *ctx, const char *vocab_path, const char *merg
         free(mp);
         return st;
     }
-    nl_status st = tk_load_gpt2(ctx, vocab_path, mp, out);
+    nl_status st = nl_tk_load_gpt2(ctx, vocab_path, mp, out);
     free(mp);
     return st;
 }
@@ -304,18 +304,18 @@ static nl_status open_file(nl_ctx *ctx, const char *path, nl_tokenizer **out) {
     const char *b = base_name(path);
     if (!strcmp(b, "vocab.json")) return open_gpt2(ctx, path, "merges.txt", out);
     if (!strcmp(b, "encoder.json")) return open_gpt2(ctx, path, "vocab.bpe", out);
-    if (ends_with(b, ".json")) return tk_load_hf_json(ctx, path, out);
-    if (ends_with(b, ".model")) return tk_load_spm(ctx, path, out);
-    if (ends_with(b, ".bin")) return tk_load_llama2c(ctx, path, out);
+    if (ends_with(b, ".json")) return nl_tk_load_hf_json(ctx, path, out);
+    if (ends_with(b, ".model")) return nl_tk_load_spm(ctx, path, out);
+    if (ends_with(b, ".bin")) return nl_tk_load_llama2c(ctx, path, out);
     /* sniff */
     FILE *f = fopen(path, "rb");
     if (!f) return nl_errorf(ctx, NL_EIO, "cannot open '%s': %s", path, strerror(errno));
     int c = fgetc(f);
     while (c == ' ' || c == '\n' || c == '\r' || c == '\t') c = fgetc(f);
     fclose(f);
-    if (c == '{') return tk_load_hf_json(ctx, path, out);
-    if (c == 0x0A) return tk_load_spm(ctx, path, out);
-    return tk_load_llama2c(ctx, path, out);
+    if (c == '{') return nl_tk_load_hf_json(ctx, path, out);
+    if (c == 0x0A) return nl_tk_load_spm(ctx, path, out);
+    return nl_tk_load_llama2c(ctx, path, out);
 }
 
 /* The tokenizer files a folder may hold, in order of preference. */
@@ -486,14 +486,14 @@ static int split_added(const nl_tokenizer *t, const tk_trie *trie, int by_id, co
 
 /* Pre-tokenizes and encodes one normalized text. */
 static int hf_model(const nl_tokenizer *t, tk_scratch *s, const char *p, size_t n, int first, tk_ids *out) {
-    if (!t->pretok) return tk_bpe_ranks(t, s, p, n, out);
+    if (!t->pretok) return nl_tk_bpe_ranks(t, s, p, n, out);
     tk_spans *in = &s->spans[0], *sp = &s->spans[1];
     in->n = sp->n = 0;
-    if (tk_spans_push(in, p, n, first)) return -1;
-    int r = tk_pretok_apply(t->pretok, s, in, sp);
+    if (nl_tk_spans_push(in, p, n, first)) return -1;
+    int r = nl_tk_pretok_apply(t->pretok, s, in, sp);
     if (r) return r;
     for (size_t i = 0; i < sp->n; i++)
-        if (tk_bpe_ranks(t, s, sp->p[i].p, sp->p[i].n, out)) return -1;
+        if (nl_tk_bpe_ranks(t, s, sp->p[i].p, sp->p[i].n, out)) return -1;
     return 0;
 }
 
@@ -504,12 +504,12 @@ static int hf_encode(const nl_tokenizer *t, tk_scratch *s, const char *text, siz
     else if (n) rc = parts_push(&secs, 0, n, -1);
     for (size_t k = 0; k < secs.n && !rc; k++) {
         part *q = &secs.p[k];
-        if (q->id >= 0) { rc = tk_ids_push(out, q->id); continue; }
+        if (q->id >= 0) { rc = nl_tk_ids_push(out, q->id); continue; }
         const char *p = text + q->a;
         size_t pn = q->b - q->a;
         char *norm = NULL;
         if (t->norm) {
-            if (tk_norm_apply(t->norm, p, pn, &norm, &pn)) { rc = -1; break; }
+            if (nl_tk_norm_apply(t->norm, p, pn, &norm, &pn)) { rc = -1; break; }
             p = norm;
         }
         if (pn) {
@@ -517,7 +517,7 @@ static int hf_encode(const nl_tokenizer *t, tk_scratch *s, const char *text, siz
                 sub.n = 0;
                 rc = split_added(t, &t->trie_norm, 0, p, pn, parse_special, &sub);
                 for (size_t j = 0; j < sub.n && !rc; j++) {
-                    if (sub.p[j].id >= 0) rc = tk_ids_push(out, sub.p[j].id);
+                    if (sub.p[j].id >= 0) rc = nl_tk_ids_push(out, sub.p[j].id);
                     else rc = hf_model(t, s, p + sub.p[j].a, sub.p[j].b - sub.p[j].a, q->a == 0 && sub.p[j].a == 0, out);
                 }
             } else rc = hf_model(t, s, p, pn, q->a == 0, out);
@@ -533,7 +533,7 @@ static int hf_encode(const nl_tokenizer *t, tk_scratch *s, const char *text, siz
 static int sp_normalize(const nl_tokenizer *t, const char *s, size_t n, tk_buf *b) {
     static const char WS[] = "\xE2\x96\x81";
     b->n = 0;
-    if (tk_buf_reserve(b, n * 3 + 8)) return -1;
+    if (nl_tk_buf_reserve(b, n * 3 + 8)) return -1;
     b->p[0] = 0;
     if (n == 0) return 0;
     size_t i = 0;
@@ -551,7 +551,7 @@ static int sp_normalize(const nl_tokenizer *t, const char *s, size_t n, tk_buf *
             }                                                                                                  \
         }                                                                                                      \
         if (ulen_) { OUTP = s + i; OUTN = ulen_; CONS = ulen_; }                                              \
-        else if ((CONS = tk_charsmap_match(&t->sp_cm, s + i, n - i, &OUTP, &OUTN)) == 0) {                      \
+        else if ((CONS = nl_tk_charsmap_match(&t->sp_cm, s + i, n - i, &OUTP, &OUTN)) == 0) {                      \
             size_t l_ = (size_t)nl_utf8_len((unsigned char)s[i]);                                              \
             if (l_ > n - i) l_ = n - i;                                                                        \
             OUTP = s + i; OUTN = l_; CONS = l_;                                                                \
@@ -568,8 +568,8 @@ static int sp_normalize(const nl_tokenizer *t, const char *s, size_t n, tk_buf *
         if (i == n) return 0;
     }
     if (!t->sp_ws_suffix && t->sp_add_dummy_prefix) {
-        if (t->sp_escape_ws) tk_buf_put(b, WS, 3);
-        else tk_buf_put(b, " ", 1);
+        if (t->sp_escape_ws) nl_tk_buf_put(b, WS, 3);
+        else nl_tk_buf_put(b, " ", 1);
     }
     int prev_space = t->sp_remove_extra_ws;
     while (i < n) {
@@ -579,7 +579,7 @@ static int sp_normalize(const nl_tokenizer *t, const char *s, size_t n, tk_buf *
         while (prev_space && un > 0 && up[0] == ' ') { up++; un--; }
         if (un) {
             for (size_t k = 0; k < un; k++) {
-                if (tk_buf_reserve(b, 3)) return -1;
+                if (nl_tk_buf_reserve(b, 3)) return -1;
                 if (t->sp_escape_ws && up[k] == ' ') { memcpy(b->p + b->n, WS, 3); b->n += 3; }
                 else b->p[b->n++] = up[k];
             }
@@ -595,10 +595,10 @@ static int sp_normalize(const nl_tokenizer *t, const char *s, size_t n, tk_buf *
         while (b->n >= spn && !memcmp(b->p + b->n - spn, sp, spn)) b->n -= spn;
     }
     if (t->sp_ws_suffix && t->sp_add_dummy_prefix) {
-        if (t->sp_escape_ws) { if (tk_buf_put(b, WS, 3)) return -1; }
-        else if (tk_buf_put(b, " ", 1)) return -1;
+        if (t->sp_escape_ws) { if (nl_tk_buf_put(b, WS, 3)) return -1; }
+        else if (nl_tk_buf_put(b, " ", 1)) return -1;
     }
-    if (tk_buf_reserve(b, 0)) return -1;
+    if (nl_tk_buf_reserve(b, 0)) return -1;
     b->p[b->n] = 0;
     return 0;
 }
@@ -611,9 +611,9 @@ static int sp_encode(const nl_tokenizer *t, tk_scratch *s, const char *text, siz
     else if (n) rc = parts_push(&secs, 0, n, -1);
     for (size_t k = 0; k < secs.n && !rc; k++) {
         part *q = &secs.p[k];
-        if (q->id >= 0) { rc = tk_ids_push(out, q->id); continue; }
+        if (q->id >= 0) { rc = nl_tk_ids_push(out, q->id); continue; }
         rc = sp_normalize(t, text + q->a, q->b - q->a, &nb);
-        if (!rc) rc = tk_bpe_scores(t, s, nb.p, nb.n, out);
+        if (!rc) rc = nl_tk_bpe_scores(t, s, nb.p, nb.n, out);
     }
     free(secs.p);
     free(nb.p);
@@ -627,11 +627,11 @@ nl_status nl_tokenizer_encode(nl_ctx *ctx, const nl_tokenizer *t, const char *te
     nl_encode_opts def = {0};
     if (!opts) opts = &def;
     char *fixed = NULL;
-    if (!tk_utf8_valid(text, len)) {
+    if (!nl_utf8_valid(text, len)) {
         size_t fl;
         /* lone surrogates stay only where they behave unlike U+FFFD: SentencePiece-style BPE */
         int sur = !opts->lone_surrogates ? TK_SUR_INVALID : t->family == TK_RANKS && !t->byte_level ? TK_SUR_KEEP : TK_SUR_FFFD;
-        if (!(fixed = tk_utf8_repair(text, len, 0, sur, &fl))) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+        if (!(fixed = nl_tk_utf8_repair(text, len, 0, sur, &fl))) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
         text = fixed;
         len = fl;
     }
@@ -640,13 +640,13 @@ nl_status nl_tokenizer_encode(nl_ctx *ctx, const nl_tokenizer *t, const char *te
     tk_ids body = {0}, res = {0};
     int rc = t->family == TK_SCORES ? sp_encode(t, &s, text, len, opts->parse_special, &body)
                                     : hf_encode(t, &s, text, len, opts->parse_special, &body);
-    tk_scratch_release(&s);
+    nl_tk_scratch_release(&s);
     free(fixed);
     if (!rc && opts->add_special && t->tmpl) {
         for (int i = 0; i < t->n_tmpl && !rc; i++) {
-            if (t->tmpl[i] >= 0) rc = tk_ids_push(&res, t->tmpl[i]);
+            if (t->tmpl[i] >= 0) rc = nl_tk_ids_push(&res, t->tmpl[i]);
             else
-                for (size_t k = 0; k < body.n && !rc; k++) rc = tk_ids_push(&res, body.p[k]);
+                for (size_t k = 0; k < body.n && !rc; k++) rc = nl_tk_ids_push(&res, body.p[k]);
         }
         free(body.p);
         body = res;
@@ -688,14 +688,14 @@ static int sp_decode(const nl_tokenizer *t, const int32_t *ids, int n, tk_buf *o
             int b = 0;
             for (int k = 3; k < 5 && pn == 6; k++) b = b * 16 + (p[k] <= '9' ? p[k] - '0' : (p[k] | 32) - 'a' + 10);
             char c = (char)b;
-            rc = tk_buf_put(&bytes, &c, 1);
+            rc = nl_tk_buf_put(&bytes, &c, 1);
             continue;
         }
         if (bytes.n) {
             size_t rn;
-            char *r = tk_utf8_repair(bytes.p, bytes.n, 1, TK_SUR_INVALID, &rn);
+            char *r = nl_tk_utf8_repair(bytes.p, bytes.n, 1, TK_SUR_INVALID, &rn);
             if (!r) { rc = -1; break; }
-            rc = tk_buf_put(o, r, rn);
+            rc = nl_tk_buf_put(o, r, rn);
             free(r);
             bytes.n = 0;
         }
@@ -704,7 +704,7 @@ static int sp_decode(const nl_tokenizer *t, const int32_t *ids, int n, tk_buf *o
         if (ty == TK_CONTROL) continue;
         size_t pn;
         const char *p = tk_piece(&t->v, id, &pn);
-        if (ty == TK_UNKNOWN) { rc = tk_buf_put(o, " \xE2\x81\x87 ", 5); continue; }
+        if (ty == TK_UNKNOWN) { rc = nl_tk_buf_put(o, " \xE2\x81\x87 ", 5); continue; }
         int consumed = 0;
         if (bos_ws && (t->sp_add_dummy_prefix || t->sp_remove_extra_ws) && pn >= 3 && !memcmp(p, "\xE2\x96\x81", 3)) {
             p += 3;
@@ -712,8 +712,8 @@ static int sp_decode(const nl_tokenizer *t, const int32_t *ids, int n, tk_buf *o
             consumed = !t->sp_remove_extra_ws;
         }
         for (size_t k = 0; k < pn && !rc;) {
-            if (k + 3 <= pn && !memcmp(p + k, "\xE2\x96\x81", 3)) { rc = tk_buf_put(o, " ", 1); k += 3; }
-            else { rc = tk_buf_put(o, p + k, 1); k++; }
+            if (k + 3 <= pn && !memcmp(p + k, "\xE2\x96\x81", 3)) { rc = nl_tk_buf_put(o, " ", 1); k += 3; }
+            else { rc = nl_tk_buf_put(o, p + k, 1); k++; }
         }
         if (consumed) bos_ws = 0;
     }
@@ -728,27 +728,27 @@ nl_status nl_tokenizer_decode(nl_ctx *ctx, const nl_tokenizer *t, const int32_t 
     if (check_ids(ctx, t, ids, n)) return NL_EINVAL;
     tk_buf o = {0};
     int rc = 0;
-    if (tk_buf_reserve(&o, 16)) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    if (nl_tk_buf_reserve(&o, 16)) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
     o.p[0] = 0;
     if (t->family == TK_SCORES) {
         rc = sp_decode(t, ids, n, &o);
     } else {
         tk_buf toks = {0};
         tk_ids lens = {0};
-        rc = tk_buf_reserve(&toks, 16);
+        rc = nl_tk_buf_reserve(&toks, 16);
         for (int i = 0; i < n && !rc; i++) {
             if (skip_special && t->v.type[ids[i]] == TK_SPECIAL) continue;
             size_t pn;
             const char *p = tk_piece(&t->v, ids[i], &pn);
-            rc = tk_buf_put(&toks, p, pn) || tk_ids_push(&lens, (int32_t)pn);
+            rc = nl_tk_buf_put(&toks, p, pn) || nl_tk_ids_push(&lens, (int32_t)pn);
         }
-        if (!rc) rc = tk_decode_tokens(t, t->dec, &toks, &lens, &o);
+        if (!rc) rc = nl_tk_decode_tokens(t, t->dec, &toks, &lens, &o);
         free(toks.p);
         free(lens.p);
     }
     if (rc) { free(o.p); return nl_errorf(ctx, NL_ENOMEM, "out of memory while decoding"); }
     o.p[o.n] = 0;
-    if (!tk_utf8_valid(o.p, o.n)) { /* e.g. byte-level tokens without a ByteLevel decoder */
+    if (!nl_utf8_valid(o.p, o.n)) { /* e.g. byte-level tokens without a ByteLevel decoder */
         size_t rn;
         char *r = nl_utf8_repair(o.p, o.n, &rn);
         free(o.p);

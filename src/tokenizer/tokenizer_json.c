@@ -74,7 +74,7 @@ slow:
     for (size_t i = 0; i < n;) {
         uint32_t cp;
         i += (size_t)nl_utf8_next((const unsigned char *)s + i, n - i, &cp);
-        int b = tk_cp_to_byte(cp);
+        int b = nl_bytelevel_byte(cp);
         if (b < 0) { memcpy(o, s, n); o[n] = 0; *out_n = n; return o; }
         o[k++] = (char)b;
     }
@@ -144,20 +144,20 @@ static void vocab_begin(vocab_iter *it, const char *buf, js_span sp) {
 static int vocab_next(loadctx *L, vocab_iter *it, int *id) {
     if (!it->started) {
         it->started = 1;
-        if (js_expect(&it->s, '{')) return FAIL(L, NL_EFORMAT, "'%s': \"vocab\" must be an object of token ids", L->path);
-        if (js_peek(&it->s) == '}') return 0;
+        if (nl_js_expect(&it->s, '{')) return FAIL(L, NL_EFORMAT, "'%s': \"vocab\" must be an object of token ids", L->path);
+        if (nl_js_peek(&it->s) == '}') return 0;
     } else {
-        int c = js_peek(&it->s);
+        int c = nl_js_peek(&it->s);
         if (c == '}') return 0;
         if (c != ',') return FAIL(L, NL_EFORMAT, "'%s': malformed \"vocab\" object", L->path);
         it->s.p++;
     }
     long long v;
-    if (js_string(&it->s, &it->key) || js_expect(&it->s, ':'))
+    if (nl_js_string(&it->s, &it->key) || nl_js_expect(&it->s, ':'))
         return FAIL(L, NL_EFORMAT, "'%s': malformed \"vocab\" object", L->path);
-    if (js_int(&it->s, &v) || v < 0 || v >= (1 << 28))
+    if (nl_js_int(&it->s, &v) || v < 0 || v >= (1 << 28))
         return FAIL(L, NL_EFORMAT, "'%s': vocab entry '%.100s' has no valid id", L->path, it->key.p ? it->key.p : "");
-    if (tk_buf_reserve(&it->key, 0)) return FAIL(L, NL_ENOMEM, "out of memory");
+    if (nl_tk_buf_reserve(&it->key, 0)) return FAIL(L, NL_ENOMEM, "out of memory");
     it->key.p[it->key.n] = 0;
     *id = (int)v;
     return 1;
@@ -175,7 +175,7 @@ static int get_pattern(loadctx *L, const char *what, json_t *pat, const char **s
 
 static int compile(loadctx *L, const char *what, tk_regex *re, const char *s, size_t n, int literal) {
     char err[256];
-    if (tk_regex_compile(re, s, n, literal, err, sizeof err))
+    if (nl_tk_regex_compile(re, s, n, literal, err, sizeof err))
         return FAIL(L, NL_EFORMAT, "'%s': %s: bad pattern '%.*s': %s", L->path, what, (int)(n > 200 ? 200 : n), s, err);
     return 0;
 }
@@ -275,7 +275,7 @@ static int parse_norm(loadctx *L, json_t *j, tk_norm *nm) {
         size_t bn;
         if (base64_decode(json_string_value(v), json_string_length(v), &blob, &bn))
             return FAIL(L, NL_EFORMAT, "'%s': normalizer Precompiled: \"precompiled_charsmap\" is not base64", L->path);
-        int r = bn ? tk_charsmap_init(&nm->cm, blob, bn) : 0;
+        int r = bn ? nl_tk_charsmap_init(&nm->cm, blob, bn) : 0;
         free(blob);
         if (r) return FAIL(L, NL_EFORMAT, "'%s': normalizer Precompiled: malformed charsmap", L->path);
         return 0;
@@ -496,7 +496,7 @@ static int token_id(const nl_tokenizer *t, const char *s) {
     size_t n = strlen(s);
     for (int i = 0; i < t->n_added; i++)
         if (t->added[i].n == n && !memcmp(t->added[i].content, s, n)) return t->added[i].id;
-    return tk_strmap_get(&t->vmap, s, n);
+    return nl_tk_strmap_get(&t->vmap, s, n);
 }
 
 static int parse_post(loadctx *L, nl_tokenizer *t, json_t *j, tmpl_t *out) {
@@ -599,12 +599,12 @@ static int set_vocab_string(loadctx *L, nl_tokenizer *t, int id, const char *s, 
         size_t rn;
         if (!r) return FAIL(L, NL_ENOMEM, "out of memory");
         to_raw_into(s, n, r, &rn);
-        int rc = tk_vocab_set(&t->v, id, r, rn);
+        int rc = nl_tk_vocab_set(&t->v, id, r, rn);
         if (r != stack) free(r);
         if (rc) return FAIL(L, NL_ENOMEM, "out of memory");
         return 0;
     }
-    if (tk_vocab_set(&t->v, id, s, n)) return FAIL(L, NL_ENOMEM, "out of memory");
+    if (nl_tk_vocab_set(&t->v, id, s, n)) return FAIL(L, NL_ENOMEM, "out of memory");
     return 0;
 }
 
@@ -616,9 +616,9 @@ static int lookup_merge_part(loadctx *L, nl_tokenizer *t, size_t rank, const cha
         size_t rn;
         if (!r) return FAIL(L, NL_ENOMEM, "out of memory");
         to_raw_into(s, n, r, &rn);
-        id = tk_strmap_get(&t->vmap, r, rn);
+        id = nl_tk_strmap_get(&t->vmap, r, rn);
         if (r != stack) free(r);
-    } else id = tk_strmap_get(&t->vmap, s, n);
+    } else id = nl_tk_strmap_get(&t->vmap, s, n);
     if (id < 0)
         FAIL(L, NL_EFORMAT, "'%s': merge %zu ('%.*s' '%.*s') names the token '%.*s', which is not in the vocabulary", L->path, rank,
              (int)an, a, (int)bn, b, (int)(n > 100 ? 100 : n), s);
@@ -639,7 +639,7 @@ static int add_merge(loadctx *L, nl_tokenizer *t, size_t rank, const char *a, si
     if (m != stack) free(m);
     if (im < 0) return -1;
     uint64_t key = ((uint64_t)(uint32_t)ia << 32) | (uint32_t)ib;
-    int r = tk_u64map_put(&t->merges, key, (uint32_t)rank, (uint32_t)im);
+    int r = nl_tk_u64map_put(&t->merges, key, (uint32_t)rank, (uint32_t)im);
     if (r < 0) return FAIL(L, NL_ENOMEM, "out of memory");
     if (r > 0) { /* a repeated pair: the later rank wins, as in tokenizers and transformers.js */
         tk_u64slot *sl = (tk_u64slot *)tk_u64map_get(&t->merges, key);
@@ -669,7 +669,7 @@ static int parse_added(loadctx *L, nl_tokenizer *t, json_t *arr) {
         size_t pn;
         const char *cur = tk_piece(&t->v, x->id, &pn);
         /* the added content names the id, unless the model vocabulary already has another string there */
-        if (!cur && tk_vocab_set(&t->v, x->id, x->content, x->n)) return FAIL(L, NL_ENOMEM, "out of memory");
+        if (!cur && nl_tk_vocab_set(&t->v, x->id, x->content, x->n)) return FAIL(L, NL_ENOMEM, "out of memory");
         t->v.type[x->id] = x->special ? TK_SPECIAL : TK_ADDED;
     }
     return 0;
@@ -684,12 +684,12 @@ static int json_int_id(json_t *v, int *out) {
 }
 
 static nl_status finish_loaded(loadctx *L, nl_tokenizer *t) {
-    nl_status st = tk_finish(L->ctx, t);
+    nl_status st = nl_tk_finish(L->ctx, t);
     (void)L;
     return st;
 }
 
-nl_status tk_load_hf_json(nl_ctx *ctx, const char *path, nl_tokenizer **out) {
+nl_status nl_tk_load_hf_json(nl_ctx *ctx, const char *path, nl_tokenizer **out) {
     *out = NULL;
     loadctx L = {ctx, path, NL_OK};
     json_error_t err;
@@ -699,7 +699,7 @@ nl_status tk_load_hf_json(nl_ctx *ctx, const char *path, nl_tokenizer **out) {
     if (ioe) return nl_errorf(ctx, ioe == ENOMEM ? NL_ENOMEM : NL_EIO, "cannot read '%s': %s", path, strerror(ioe));
     js_span sp[2] = {{0, 0}, {0, 0}};
     json_t *root = NULL;
-    if (js_find_model_members(buf, bufn, &sp[0], &sp[1]) == 0) {
+    if (nl_js_find_model_members(buf, bufn, &sp[0], &sp[1]) == 0) {
         js_span ord[2] = {sp[0], sp[1]};
         if (ord[0].a > ord[1].a) { ord[0] = sp[1]; ord[1] = sp[0]; }
         root = parse_blanked(buf, bufn, ord, 2, &err);
@@ -748,8 +748,8 @@ nl_status tk_load_hf_json(nl_ctx *ctx, const char *path, nl_tokenizer **out) {
         int aid;
         if (!json_int_id(json_object_get(json_array_get(added, i), "id"), &aid) && aid + 1 > n) n = aid + 1;
     }
-    t = tk_new(path);
-    if (!t || tk_vocab_init(&t->v, n) || tk_strmap_init(&t->vmap, &t->v, (size_t)n_entries)) {
+    t = nl_tk_new(path);
+    if (!t || nl_tk_vocab_init(&t->v, n) || nl_tk_strmap_init(&t->vmap, &t->v, (size_t)n_entries)) {
         FAIL(&L, NL_ENOMEM, "'%s': out of memory", path);
         goto done;
     }
@@ -759,7 +759,7 @@ nl_status tk_load_hf_json(nl_ctx *ctx, const char *path, nl_tokenizer **out) {
     if (pj && !json_is_null(pj)) {
         if (!(t->pretok = calloc(1, sizeof *t->pretok))) { FAIL(&L, NL_ENOMEM, "out of memory"); goto done; }
         if (parse_pretok(&L, pj, t->pretok)) goto done;
-        t->byte_level = tk_pretok_has_bytelevel(t->pretok);
+        t->byte_level = nl_tk_pretok_has_bytelevel(t->pretok);
     }
     /* model options */
     const char *cp = jstr(model, "continuing_subword_prefix"), *sfx = jstr(model, "end_of_word_suffix");
@@ -794,29 +794,29 @@ nl_status tk_load_hf_json(nl_ctx *ctx, const char *path, nl_tokenizer **out) {
         if (tk_piece(&t->v, id, &kn)) continue; /* two strings with one id: the first stays */
         if (set_vocab_string(&L, t, id, vi.key.p, vi.key.n)) goto done;
         t->v.type[id] = TK_NORMAL;
-        if (tk_strmap_add(&t->vmap, id) < 0) { FAIL(&L, NL_ENOMEM, "out of memory"); goto done; }
+        if (nl_tk_strmap_add(&t->vmap, id) < 0) { FAIL(&L, NL_ENOMEM, "out of memory"); goto done; }
     }
     if (r < 0) goto done;
     const char *unk = jstr(model, "unk_token");
     if (unk) {
-        t->unk_id = tk_strmap_get(&t->vmap, unk, strlen(unk));
+        t->unk_id = nl_tk_strmap_get(&t->vmap, unk, strlen(unk));
         if (t->unk_id < 0 && t->byte_level) {
             size_t rn;
             char *raw = to_raw(unk, strlen(unk), &rn);
-            if (raw) t->unk_id = tk_strmap_get(&t->vmap, raw, rn);
+            if (raw) t->unk_id = nl_tk_strmap_get(&t->vmap, raw, rn);
             free(raw);
         }
     }
     /* merges: "a b" strings or ["a", "b"] pairs */
-    if (tk_u64map_init(&t->merges, (size_t)n_entries * 2)) { FAIL(&L, NL_ENOMEM, "out of memory"); goto done; }
+    if (nl_tk_u64map_init(&t->merges, (size_t)n_entries * 2)) { FAIL(&L, NL_ENOMEM, "out of memory"); goto done; }
     js_scan ms = {buf + sp[1].a, buf + sp[1].b};
-    if (js_expect(&ms, '[')) { FAIL(&L, NL_EFORMAT, "'%s': \"merges\" must be an array", path); goto done; }
-    for (size_t rank = 0; js_peek(&ms) != ']'; rank++) {
-        if (rank > 0 && js_expect(&ms, ',')) { FAIL(&L, NL_EFORMAT, "'%s': malformed \"merges\" array (merge %zu)", path, rank); goto done; }
+    if (nl_js_expect(&ms, '[')) { FAIL(&L, NL_EFORMAT, "'%s': \"merges\" must be an array", path); goto done; }
+    for (size_t rank = 0; nl_js_peek(&ms) != ']'; rank++) {
+        if (rank > 0 && nl_js_expect(&ms, ',')) { FAIL(&L, NL_EFORMAT, "'%s': malformed \"merges\" array (merge %zu)", path, rank); goto done; }
         const char *a, *b;
         size_t an, bn;
-        if (js_peek(&ms) == '"') {
-            if (js_string(&ms, &ma) || tk_buf_reserve(&ma, 0)) { FAIL(&L, NL_EFORMAT, "'%s': malformed merge %zu", path, rank); goto done; }
+        if (nl_js_peek(&ms) == '"') {
+            if (nl_js_string(&ms, &ma) || nl_tk_buf_reserve(&ma, 0)) { FAIL(&L, NL_EFORMAT, "'%s': malformed merge %zu", path, rank); goto done; }
             ma.p[ma.n] = 0;
             const char *str = ma.p, *spc = memchr(str, ' ', ma.n);
             if (!spc || memchr(spc + 1, ' ', ma.n - (size_t)(spc + 1 - str))) {
@@ -828,8 +828,8 @@ nl_status tk_load_hf_json(nl_ctx *ctx, const char *path, nl_tokenizer **out) {
             b = spc + 1;
             bn = ma.n - an - 1;
         } else {
-            if (js_expect(&ms, '[') || js_peek(&ms) != '"' || js_string(&ms, &ma) || js_expect(&ms, ',') || js_peek(&ms) != '"' ||
-                js_string(&ms, &mb) || js_expect(&ms, ']')) {
+            if (nl_js_expect(&ms, '[') || nl_js_peek(&ms) != '"' || nl_js_string(&ms, &ma) || nl_js_expect(&ms, ',') || nl_js_peek(&ms) != '"' ||
+                nl_js_string(&ms, &mb) || nl_js_expect(&ms, ']')) {
                 FAIL(&L, NL_EFORMAT, "'%s': merge %zu is neither \"a b\" nor [\"a\", \"b\"]", path, rank);
                 goto done;
             }
@@ -877,7 +877,7 @@ done:
 }
 
 /* ---- GPT-2 vocab.json + merges.txt ------------------------------------------------------------------------- */
-nl_status tk_load_gpt2(nl_ctx *ctx, const char *vocab_path, const char *merges_path, nl_tokenizer **out) {
+nl_status nl_tk_load_gpt2(nl_ctx *ctx, const char *vocab_path, const char *merges_path, nl_tokenizer **out) {
     *out = NULL;
     loadctx L = {ctx, vocab_path, NL_OK};
     char *buf = NULL;
@@ -897,10 +897,10 @@ nl_status tk_load_gpt2(nl_ctx *ctx, const char *vocab_path, const char *merges_p
     if (r < 0) goto done;
     {
         js_scan rest = {vi.s.p, buf + bufn};
-        if (js_expect(&rest, '}') || js_peek(&rest) != -1) { FAIL(&L, NL_EFORMAT, "'%s': not a JSON object of token ids", vocab_path); goto done; }
+        if (nl_js_expect(&rest, '}') || nl_js_peek(&rest) != -1) { FAIL(&L, NL_EFORMAT, "'%s': not a JSON object of token ids", vocab_path); goto done; }
     }
-    t = tk_new(vocab_path);
-    if (!t || tk_vocab_init(&t->v, n) || tk_strmap_init(&t->vmap, &t->v, (size_t)n_entries) ||
+    t = nl_tk_new(vocab_path);
+    if (!t || nl_tk_vocab_init(&t->v, n) || nl_tk_strmap_init(&t->vmap, &t->v, (size_t)n_entries) ||
         !(t->pretok = calloc(1, sizeof *t->pretok)) || !(t->dec = calloc(1, sizeof *t->dec))) {
         FAIL(&L, NL_ENOMEM, "out of memory");
         goto done;
@@ -918,7 +918,7 @@ nl_status tk_load_gpt2(nl_ctx *ctx, const char *vocab_path, const char *merges_p
         if (tk_piece(&t->v, id, &kn)) continue;
         if (set_vocab_string(&L, t, id, vi.key.p, vi.key.n)) goto done;
         t->v.type[id] = TK_NORMAL;
-        if (tk_strmap_add(&t->vmap, id) < 0) { FAIL(&L, NL_ENOMEM, "out of memory"); goto done; }
+        if (nl_tk_strmap_add(&t->vmap, id) < 0) { FAIL(&L, NL_ENOMEM, "out of memory"); goto done; }
     }
     if (r < 0) goto done;
     size_t tn;
@@ -932,7 +932,7 @@ nl_status tk_load_gpt2(nl_ctx *ctx, const char *vocab_path, const char *merges_p
     fclose(f);
     if (!text) { FAIL(&L, NL_ENOMEM, "out of memory"); goto done; }
     text[tn] = 0;
-    if (tk_u64map_init(&t->merges, 65536)) { FAIL(&L, NL_ENOMEM, "out of memory"); goto done; }
+    if (nl_tk_u64map_init(&t->merges, 65536)) { FAIL(&L, NL_ENOMEM, "out of memory"); goto done; }
     L.path = merges_path;
     size_t rank = 0, line = 0;
     for (char *p = text; p < text + tn;) {
@@ -960,7 +960,7 @@ nl_status tk_load_gpt2(nl_ctx *ctx, const char *vocab_path, const char *merges_p
     }
     L.path = vocab_path;
     /* <|endoftext|> is GPT-2's special token (BOS and EOS) */
-    int eot = tk_strmap_get(&t->vmap, "<|endoftext|>", 13);
+    int eot = nl_tk_strmap_get(&t->vmap, "<|endoftext|>", 13);
     if (eot >= 0) {
         if (!(t->added = calloc(1, sizeof *t->added)) || !(t->added[0].content = dupn("<|endoftext|>", 13))) {
             FAIL(&L, NL_ENOMEM, "out of memory");

@@ -7,7 +7,7 @@
 #include <string.h>
 
 /* ---- buffers ----------------------------------------------------------------------- */
-int tk_buf_reserve(tk_buf *b, size_t extra) {
+int nl_tk_buf_reserve(tk_buf *b, size_t extra) {
     if (b->n + extra + 1 <= b->cap) return 0;
     size_t nc = b->cap ? b->cap : 256;
     while (nc < b->n + extra + 1) nc *= 2;
@@ -18,15 +18,15 @@ int tk_buf_reserve(tk_buf *b, size_t extra) {
     return 0;
 }
 
-int tk_buf_put(tk_buf *b, const void *s, size_t n) {
-    if (tk_buf_reserve(b, n)) return -1;
+int nl_tk_buf_put(tk_buf *b, const void *s, size_t n) {
+    if (nl_tk_buf_reserve(b, n)) return -1;
     if (n) memcpy(b->p + b->n, s, n);
     b->n += n;
     b->p[b->n] = 0;
     return 0;
 }
 
-int tk_ids_push(tk_ids *v, int32_t id) {
+int nl_tk_ids_push(tk_ids *v, int32_t id) {
     if (v->n == v->cap) {
         size_t nc = v->cap ? v->cap * 2 : 64;
         int32_t *np = realloc(v->p, nc * sizeof *np);
@@ -39,7 +39,7 @@ int tk_ids_push(tk_ids *v, int32_t id) {
 }
 
 /* ---- vocabulary ---------------------------------------------------------------------- */
-int tk_vocab_init(tk_vocab *v, int n) {
+int nl_tk_vocab_init(tk_vocab *v, int n) {
     memset(v, 0, sizeof *v);
     v->n = n;
     size_t m = n > 0 ? (size_t)n : 1;
@@ -51,7 +51,7 @@ int tk_vocab_init(tk_vocab *v, int n) {
     return 0;
 }
 
-void tk_vocab_release(tk_vocab *v) {
+void nl_tk_vocab_release(tk_vocab *v) {
     free(v->pool);
     free(v->off);
     free(v->len);
@@ -60,7 +60,7 @@ void tk_vocab_release(tk_vocab *v) {
     memset(v, 0, sizeof *v);
 }
 
-int tk_vocab_set(tk_vocab *v, int id, const char *s, size_t n) {
+int nl_tk_vocab_set(tk_vocab *v, int id, const char *s, size_t n) {
     if (v->pool_n + n + 1 > v->pool_cap) {
         size_t nc = v->pool_cap ? v->pool_cap * 2 : 1 << 16;
         while (nc < v->pool_n + n + 1) nc *= 2;
@@ -88,7 +88,7 @@ static size_t pow2_at_least(size_t n) {
 /* tables are kept at most 70% full */
 static size_t table_size(size_t expect) { return pow2_at_least(expect + expect * 3 / 7 + 16); }
 
-int tk_strmap_init(tk_strmap *m, const tk_vocab *v, size_t expect) {
+int nl_tk_strmap_init(tk_strmap *m, const tk_vocab *v, size_t expect) {
     memset(m, 0, sizeof *m);
     m->v = v;
     size_t cap = table_size(expect);
@@ -98,7 +98,7 @@ int tk_strmap_init(tk_strmap *m, const tk_vocab *v, size_t expect) {
     return 0;
 }
 
-void tk_strmap_release(tk_strmap *m) {
+void nl_tk_strmap_release(tk_strmap *m) {
     free(m->slot);
     m->slot = NULL;
     m->count = 0;
@@ -121,7 +121,7 @@ static int strmap_grow(tk_strmap *m) {
     return 0;
 }
 
-int tk_strmap_add(tk_strmap *m, int id) {
+int nl_tk_strmap_add(tk_strmap *m, int id) {
     if ((m->count + 1) * 10 > (m->mask + 1) * 7 && strmap_grow(m)) return -1;
     size_t n;
     const char *s = tk_piece(m->v, id, &n);
@@ -142,7 +142,7 @@ int tk_strmap_add(tk_strmap *m, int id) {
     return 0;
 }
 
-int tk_strmap_get(const tk_strmap *m, const char *s, size_t n) {
+int nl_tk_strmap_get(const tk_strmap *m, const char *s, size_t n) {
     if (!m->slot) return -1;
     uint64_t h = tk_hash(s, n);
     uint64_t i = h & m->mask;
@@ -157,7 +157,7 @@ int tk_strmap_get(const tk_strmap *m, const char *s, size_t n) {
 }
 
 /* ---- uint64 map ------------------------------------------------------------------------ */
-int tk_u64map_init(tk_u64map *m, size_t expect) {
+int nl_tk_u64map_init(tk_u64map *m, size_t expect) {
     memset(m, 0, sizeof *m);
     size_t cap = table_size(expect);
     m->slot = malloc(cap * sizeof *m->slot);
@@ -167,7 +167,7 @@ int tk_u64map_init(tk_u64map *m, size_t expect) {
     return 0;
 }
 
-void tk_u64map_release(tk_u64map *m) {
+void nl_tk_u64map_release(tk_u64map *m) {
     free(m->slot);
     memset(m, 0, sizeof *m);
 }
@@ -189,7 +189,7 @@ static int u64map_grow(tk_u64map *m) {
     return 0;
 }
 
-int tk_u64map_put(tk_u64map *m, uint64_t key, uint32_t a, uint32_t b) {
+int nl_tk_u64map_put(tk_u64map *m, uint64_t key, uint32_t a, uint32_t b) {
     if ((m->count + 1) * 10 > (m->mask + 1) * 7 && u64map_grow(m)) return -1;
     uint64_t i = tk_mix64(key) & m->mask;
     while (m->slot[i].key != UINT64_MAX) {
@@ -204,9 +204,9 @@ int tk_u64map_put(tk_u64map *m, uint64_t key, uint32_t a, uint32_t b) {
 }
 
 /* ---- trie -------------------------------------------------------------------------------- */
-int tk_trie_init(tk_trie *t) {
+int nl_tk_trie_init(tk_trie *t) {
     memset(t, 0, sizeof *t);
-    if (tk_u64map_init(&t->edges, 64)) return -1;
+    if (nl_tk_u64map_init(&t->edges, 64)) return -1;
     t->cap = 64;
     t->value = malloc((size_t)t->cap * sizeof *t->value);
     if (!t->value) return -1;
@@ -215,13 +215,13 @@ int tk_trie_init(tk_trie *t) {
     return 0;
 }
 
-void tk_trie_release(tk_trie *t) {
-    tk_u64map_release(&t->edges);
+void nl_tk_trie_release(tk_trie *t) {
+    nl_tk_u64map_release(&t->edges);
     free(t->value);
     memset(t, 0, sizeof *t);
 }
 
-int tk_trie_add(tk_trie *t, const char *s, size_t n, int32_t value) {
+int nl_tk_trie_add(tk_trie *t, const char *s, size_t n, int32_t value) {
     uint32_t node = 0;
     if (n) t->first[(unsigned char)s[0]] |= 1;
     for (size_t i = 0; i < n; i++) {
@@ -237,7 +237,7 @@ int tk_trie_add(tk_trie *t, const char *s, size_t n, int32_t value) {
         }
         uint32_t child = (uint32_t)t->n_nodes++;
         t->value[child] = -1;
-        if (tk_u64map_put(&t->edges, key, child, 0) < 0) return -1;
+        if (nl_tk_u64map_put(&t->edges, key, child, 0) < 0) return -1;
         node = child;
     }
     if (t->value[node] < 0) t->value[node] = value; /* the first string added wins */
@@ -245,7 +245,7 @@ int tk_trie_add(tk_trie *t, const char *s, size_t n, int32_t value) {
 }
 
 /* ---- scratch ------------------------------------------------------------------------------ */
-char *tk_arena_alloc(tk_scratch *s, size_t n) {
+char *nl_tk_arena_alloc(tk_scratch *s, size_t n) {
     tk_chunk *c = s->arena;
     if (!c || c->cap - c->n < n) {
         size_t cap = n > 65536 ? n : 65536;
@@ -261,7 +261,7 @@ char *tk_arena_alloc(tk_scratch *s, size_t n) {
     return p;
 }
 
-void tk_scratch_release(tk_scratch *s) {
+void nl_tk_scratch_release(tk_scratch *s) {
     free(s->sym);
     free(s->heap);
     free(s->spans[0].p);

@@ -1,10 +1,13 @@
-/* bpe_train.c — byte-level BPE training and the tokenizer.json writer (see bpe_train.h).
+/* bpe_train.c — byte-level BPE training (see bpe_train.h); saving hands the vocabulary and the
+ * merges to the tokenizer module's tokenizer.json writer.
  *
  * Reading: a JSONL file is read whole and cut into batches of lines; the lines of a batch are
  * parsed (jansson) and pre-tokenized in parallel, each thread counting words in its own hash map;
- * the maps are summed at the end. The pre-tokenizer is the tokenizer module's Split node
- * (tk_pretok_apply, PCRE2 with the JavaScript class rewrites), built from nl_bpe_split_pattern,
- * the pattern the written file declares, so training and encoding split text identically.
+ * the maps are summed at the end. The pre-tokenizer is the tokenizer module's public splitter
+ * (nl_splitter_split: the Split node an opened tokenizer.json runs, PCRE2 with the JavaScript class
+ * rewrites), built from nl_bpe_split_pattern, the pattern the written file declares, so training
+ * and encoding split text identically. The file itself is written by the tokenizer module
+ * (nl_tokenizer_json_write); this module uses the tokenizer only through tokenizer.h.
  *
  * Training (the fast path): every distinct word is an array of token ids, at first its bytes.
  * A pair table maps (left, right) to its count over all word occurrences and to the list of
@@ -35,15 +38,95 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "neuronlab/atomic_file.h"
 #include "neuronlab/progress.h"
-#include "tokenizer/tok_internal.h"
-#include "tokenizer/unicode.h"
+#include "neuronlab/rng.h"
+#include "neuronlab/tokenizer.h"
 
 const char nl_bpe_split_pattern[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
                                     "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 static const char *const SPECIAL[NL_BPE_N_SPECIAL] = {"<|bos|>", "<|eos|>"};
+
+/* ---- small containers ------------------------------------------------------------------------ */
+typedef struct { char *p; size_t n, cap; } sbuf;      /* growable bytes */
+typedef struct { int32_t *p; size_t n, cap; } ibuf;   /* growable ids */
+
+static int sbuf_put(sbuf *b, const void *s, size_t n) { /* 0, -1 out of memory */
+    if (b->n + n > b->cap) {
+        size_t c = b->cap ? b->cap : 256;
+        while (c < b->n + n) c *= 2;
+        char *np = realloc(b->p, c);
+        if (!np) return -1;
+        b->p = np;
+        b->cap = c;
+    }
+    if (n) memcpy(b->p + b->n, s, n);
+    b->n += n;
+    return 0;
+}
+
+static int ibuf_push(ibuf *v, int32_t id) { /* 0, -1 out of memory */
+    if (v->n == v->cap) {
+        size_t c = v->cap ? v->cap * 2 : 64;
+        int32_t *np = realloc(v->p, c * sizeof *np);
+        if (!np) return -1;
+        v->p = np;
+        v->cap = c;
+    }
+    v->p[v->n++] = id;
+    return 0;
+}
+
+/* Hash of a byte string: 8 bytes at a time through the core mixer. */
+static uint64_t str_hash(const void *data, size_t n) {
+    const unsigned char *s = data;
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ (n * 0xff51afd7ed558ccdull);
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, s, 8);
+        h = nl_mix64(h ^ w);
+        s += 8;
+        n -= 8;
+    }
+    uint64_t w = 0;
+    memcpy(&w, s, n);
+    return nl_mix64(h ^ w ^ 0xc4ceb9fe1a85ec53ull);
+}
+
+/* (left, right) → rank of the merge, for segment (open addressing; keys never UINT64_MAX) */
+typedef struct { uint64_t *key; uint32_t *rank; size_t mask; } rankmap;
+
+static int rankmap_init(rankmap *m, const int32_t *left, const int32_t *right, int n) { /* 0, -1 out of memory */
+    size_t cap = 16;
+    while (cap < (size_t)n * 2) cap *= 2;
+    m->key = malloc(cap * sizeof *m->key);
+    m->rank = malloc(cap * sizeof *m->rank);
+    m->mask = cap - 1;
+    if (!m->key || !m->rank) return -1;
+    memset(m->key, 0xff, cap * sizeof *m->key);
+    for (int k = 0; k < n; k++) {
+        uint64_t key = (uint64_t)(uint32_t)left[k] << 32 | (uint32_t)right[k];
+        size_t i = nl_mix64(key) & m->mask;
+        while (m->key[i] != UINT64_MAX && m->key[i] != key) i = (i + 1) & m->mask;
+        if (m->key[i] == key) continue; /* the first rank wins (pairs are never merged twice) */
+        m->key[i] = key;
+        m->rank[i] = (uint32_t)k;
+    }
+    return 0;
+}
+
+static void rankmap_release(rankmap *m) {
+    free(m->key);
+    free(m->rank);
+    memset(m, 0, sizeof *m);
+}
+
+static int64_t rankmap_get(const rankmap *m, uint64_t key) { /* rank, -1 when absent */
+    for (size_t i = nl_mix64(key) & m->mask;; i = (i + 1) & m->mask) {
+        if (m->key[i] == key) return m->rank[i];
+        if (m->key[i] == UINT64_MAX) return -1;
+    }
+}
 
 /* ---- word counts: distinct pre-token → occurrences ---------------------------------------- */
 typedef struct {
@@ -56,7 +139,7 @@ typedef struct {
 typedef struct {
     wslot *slot;
     size_t mask, n;
-    tk_buf pool;
+    sbuf pool;
 } wmap;
 
 static int wmap_init(wmap *m, size_t cap) {
@@ -94,7 +177,7 @@ static int wmap_add(wmap *m, const char *s, size_t n, uint64_t h, int64_t count)
     for (size_t i = h & m->mask;; i = (i + 1) & m->mask) {
         wslot *e = &m->slot[i];
         if (!e->count) {
-            if (tk_buf_put(&m->pool, s, n)) return -1;
+            if (sbuf_put(&m->pool, s, n)) return -1;
             e->h = h;
             e->off = m->pool.n - n;
             e->len = (uint32_t)n;
@@ -112,7 +195,7 @@ static int wmap_add(wmap *m, const char *s, size_t n, uint64_t h, int64_t count)
 
 static const wslot *wmap_find(const wmap *m, const char *s, size_t n) {
     if (!m->slot) return NULL;
-    uint64_t h = tk_hash(s, n);
+    uint64_t h = str_hash(s, n);
     for (size_t i = h & m->mask;; i = (i + 1) & m->mask) {
         const wslot *e = &m->slot[i];
         if (!e->count) return NULL;
@@ -123,45 +206,45 @@ static const wslot *wmap_find(const wmap *m, const char *s, size_t n) {
 /* ---- one reading thread: its word counts and pre-tokenizer scratch ------------------------ */
 typedef struct {
     wmap words;
-    tk_scratch s;
-    tk_spans in, out;
+    nl_split_scratch *s;
     int64_t n_texts, n_bytes, n_pretokens;
 } reader;
 
 static int reader_init(reader *r) {
     memset(r, 0, sizeof *r);
+    if (!(r->s = nl_split_scratch_create())) return -1;
     return wmap_init(&r->words, 1 << 12);
 }
 
 static void reader_release(reader *r) {
     wmap_release(&r->words);
-    tk_scratch_release(&r->s);
-    free(r->in.p);
-    free(r->out.p);
+    nl_split_scratch_destroy(r->s);
+    r->s = NULL;
 }
 
-/* Splits text (repaired, valid UTF-8) into r->out. 0, -1 out of memory, -2 PCRE2 failure. */
-static int pretokenize(const tk_pretok *pt, reader *r, const char *text, size_t len) {
-    r->in.n = r->out.n = 0;
-    if (!len) return 0;
-    if (tk_spans_push(&r->in, text, len, 1)) return -1;
-    return tk_pretok_apply(pt, &r->s, &r->in, &r->out);
+/* Splits text (repaired, valid UTF-8) into *pieces (borrowed from s). 0, -1 out of memory,
+ * -2 PCRE2 failure. */
+static int pretokenize(const nl_splitter *sp, nl_split_scratch *s, const char *text, size_t len, const nl_text_piece **pieces,
+                       size_t *n) {
+    nl_status st = nl_splitter_split(sp, s, text, len, pieces, n);
+    return st == NL_OK ? 0 : st == NL_ENOMEM ? -1 : -2;
 }
 
 /* Counts the words of one text. 0, -1 out of memory, -2 PCRE2 failure, -3 a word over 4 GB. */
-static int count_text(const tk_pretok *pt, reader *r, const char *text, size_t len) {
+static int count_text(const nl_splitter *sp, reader *r, const char *text, size_t len) {
     char *fixed = NULL;
-    if (!tk_utf8_valid(text, len)) { /* as nl_tokenizer_encode repairs it */
-        if (!(fixed = tk_utf8_repair(text, len, 0, TK_SUR_INVALID, &len))) return -1;
+    if (!nl_utf8_valid(text, len)) { /* as nl_tokenizer_encode repairs it */
+        if (!(fixed = nl_utf8_repair(text, len, &len))) return -1;
         text = fixed;
     }
     r->n_texts++;
     r->n_bytes += (int64_t)len;
-    int rc = pretokenize(pt, r, text, len);
-    for (size_t i = 0; !rc && i < r->out.n; i++) {
-        const tk_span *sp = &r->out.p[i];
-        if (sp->n > UINT32_MAX) rc = -3;
-        else rc = wmap_add(&r->words, sp->p, sp->n, tk_hash(sp->p, sp->n), 1);
+    const nl_text_piece *pc;
+    size_t np;
+    int rc = pretokenize(sp, r->s, text, len, &pc, &np);
+    for (size_t i = 0; !rc && i < np; i++) {
+        if (pc[i].n > UINT32_MAX) rc = -3;
+        else rc = wmap_add(&r->words, pc[i].p, pc[i].n, str_hash(pc[i].p, pc[i].n), 1);
         r->n_pretokens++;
     }
     free(fixed);
@@ -170,7 +253,7 @@ static int count_text(const tk_pretok *pt, reader *r, const char *text, size_t l
 
 /* ---- the trainer ---------------------------------------------------------------------------- */
 struct nl_bpe_trainer {
-    tk_pretok split;
+    nl_splitter *split;
     reader main;            /* add_text counts here; add_jsonl adds its threads' counts here */
     char source[256];       /* the first corpus file, for messages ("" when none) */
     int n_sources;
@@ -183,7 +266,7 @@ struct nl_bpe_trainer {
     uint32_t *sym_n;
     int32_t *sym;
     /* vocabulary: raw bytes of id i are tpool.p[t_off[i] … + t_len[i]) */
-    tk_buf tpool;
+    sbuf tpool;
     uint64_t *t_off;
     uint32_t *t_len;
     int n_tok, tok_cap;
@@ -191,7 +274,7 @@ struct nl_bpe_trainer {
     size_t tset_mask;
     int32_t *m_left, *m_right;
     int n_merges;
-    tk_u64map ranks;        /* (left << 32 | right) → (rank, new id), for segment */
+    rankmap ranks;          /* (left << 32 | right) → rank (the merge makes id 258 + rank), for segment */
 };
 
 nl_status nl_bpe_trainer_create(nl_ctx *ctx, nl_bpe_trainer **out) {
@@ -202,14 +285,10 @@ nl_status nl_bpe_trainer_create(nl_ctx *ctx, nl_bpe_trainer **out) {
         free(t);
         return nl_errorf(ctx, NL_ENOMEM, "out of memory");
     }
-    char err[256];
-    t->split.kind = PT_SPLIT;
-    t->split.behavior = SB_ISOLATED;
-    t->split.invert = 0;
-    t->split.has_re = 1;
-    if (tk_regex_compile(&t->split.re, nl_bpe_split_pattern, strlen(nl_bpe_split_pattern), 0, err, sizeof err)) {
+    nl_status st = nl_splitter_create(ctx, nl_bpe_split_pattern, &t->split);
+    if (st != NL_OK) { /* out of memory (the pattern is fixed) */
         nl_bpe_trainer_destroy(t);
-        return nl_errorf(ctx, NL_EFORMAT, "cannot compile the pre-tokenizer pattern: %s", err); /* a bug */
+        return st;
     }
     *out = t;
     return NL_OK;
@@ -217,7 +296,7 @@ nl_status nl_bpe_trainer_create(nl_ctx *ctx, nl_bpe_trainer **out) {
 
 void nl_bpe_trainer_destroy(nl_bpe_trainer *t) {
     if (!t) return;
-    tk_pretok_free(&t->split);
+    nl_splitter_destroy(t->split);
     reader_release(&t->main);
     free(t->w_count);
     free(t->sym_off);
@@ -229,7 +308,7 @@ void nl_bpe_trainer_destroy(nl_bpe_trainer *t) {
     free(t->tset);
     free(t->m_left);
     free(t->m_right);
-    tk_u64map_release(&t->ranks);
+    rankmap_release(&t->ranks);
     free(t);
 }
 
@@ -252,7 +331,7 @@ static void sync_stats(nl_bpe_trainer *t) {
 
 nl_status nl_bpe_trainer_add_text(nl_ctx *ctx, nl_bpe_trainer *t, const char *text, size_t len) {
     if (t->trained) return nl_errorf(ctx, NL_EINVAL, "texts can only be added before training");
-    int rc = count_text(&t->split, &t->main, text, len);
+    int rc = count_text(t->split, &t->main, text, len);
     sync_stats(t);
     if (rc == -1) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
     if (rc == -2) return nl_errorf(ctx, NL_EINVAL, "the pre-tokenizer pattern failed to match (PCRE2 limit)");
@@ -280,12 +359,12 @@ static void row_fail(row *rw, nl_status st, const char *fmt, ...) {
     rw->msg = strdup(buf);
 }
 
-static void parse_row(const tk_pretok *pt, reader *r, const char *path, row *rw) {
+static void parse_row(const nl_splitter *pt, reader *r, const char *path, row *rw) {
     size_t n = rw->n;
     char *fixed = NULL;
     const char *line = rw->p;
-    if (!tk_utf8_valid(line, n)) { /* as `tokenize` and the reference readers see the line */
-        if (!(fixed = tk_utf8_repair(line, n, 0, TK_SUR_INVALID, &n))) { row_fail(rw, NL_ENOMEM, "out of memory"); return; }
+    if (!nl_utf8_valid(line, n)) { /* as `tokenize` and the reference readers see the line */
+        if (!(fixed = nl_utf8_repair(line, n, &n))) { row_fail(rw, NL_ENOMEM, "out of memory"); return; }
         line = fixed;
     }
     json_error_t err;
@@ -383,7 +462,7 @@ nl_status nl_bpe_trainer_add_jsonl(nl_ctx *ctx, nl_bpe_trainer *t, const char *p
             continue;
         }
 #pragma omp parallel for schedule(dynamic, 16) num_threads(nth) if (nr > 64 && nth > 1)
-        for (int i = 0; i < nr; i++) parse_row(&t->split, &rd[omp_get_thread_num()], path, &rows[i]);
+        for (int i = 0; i < nr; i++) parse_row(t->split, &rd[omp_get_thread_num()], path, &rows[i]);
         for (int i = 0; i < nr; i++) { /* the first bad line */
             if (rows[i].st != NL_OK && st == NL_OK) st = nl_errorf(ctx, rows[i].st, "%s", rows[i].msg ? rows[i].msg : "out of memory");
             free(rows[i].msg);
@@ -423,7 +502,7 @@ static const char *tok_str(const nl_bpe_trainer *t, int id, size_t *n) {
 }
 
 static int tset_find(const nl_bpe_trainer *t, const char *s, size_t n) {
-    for (size_t i = tk_hash(s, n) & t->tset_mask;; i = (i + 1) & t->tset_mask) {
+    for (size_t i = str_hash(s, n) & t->tset_mask;; i = (i + 1) & t->tset_mask) {
         uint32_t v = t->tset[i];
         if (!v) return -1;
         size_t m;
@@ -451,7 +530,7 @@ static int add_token(nl_bpe_trainer *t, const char *s, size_t n) {
         for (int id = 0; id < t->n_tok; id++) {
             size_t m;
             const char *p = tok_str(t, id, &m);
-            size_t j = tk_hash(p, m) & (cap - 1);
+            size_t j = str_hash(p, m) & (cap - 1);
             while (ns[j]) j = (j + 1) & (cap - 1);
             ns[j] = (uint32_t)id + 1;
         }
@@ -459,11 +538,11 @@ static int add_token(nl_bpe_trainer *t, const char *s, size_t n) {
         t->tset = ns;
         t->tset_mask = cap - 1;
     }
-    if (tk_buf_put(&t->tpool, s, n)) return -1;
+    if (sbuf_put(&t->tpool, s, n)) return -1;
     int id = t->n_tok++;
     t->t_off[id] = t->tpool.n - n;
     t->t_len[id] = (uint32_t)n;
-    size_t j = tk_hash(s, n) & t->tset_mask;
+    size_t j = str_hash(s, n) & t->tset_mask;
     while (t->tset[j]) j = (j + 1) & t->tset_mask;
     t->tset[j] = (uint32_t)id + 1;
     return 0;
@@ -506,7 +585,7 @@ static int ptab_grow_slots(ptab *p) {
     uint32_t *ns = calloc(cap, sizeof *ns);
     if (!ns) return -1;
     for (size_t i = 0; i < p->n; i++) {
-        size_t j = tk_mix64(p->r[i].key) & (cap - 1);
+        size_t j = nl_mix64(p->r[i].key) & (cap - 1);
         while (ns[j]) j = (j + 1) & (cap - 1);
         ns[j] = (uint32_t)i + 1;
     }
@@ -517,7 +596,7 @@ static int ptab_grow_slots(ptab *p) {
 }
 
 static inline int64_t ptab_find(const ptab *p, uint64_t key) {
-    for (size_t i = tk_mix64(key) & p->mask;; i = (i + 1) & p->mask) {
+    for (size_t i = nl_mix64(key) & p->mask;; i = (i + 1) & p->mask) {
         uint32_t v = p->slot[i];
         if (!v) return -1;
         if (p->r[v - 1].key == key) return (int64_t)v - 1;
@@ -526,7 +605,7 @@ static inline int64_t ptab_find(const ptab *p, uint64_t key) {
 
 /* Index of key's record, created with count 0 when absent; -1 out of memory. */
 static int64_t ptab_get(ptab *p, uint64_t key) {
-    size_t i = tk_mix64(key) & p->mask;
+    size_t i = nl_mix64(key) & p->mask;
     for (;; i = (i + 1) & p->mask) {
         uint32_t v = p->slot[i];
         if (!v) break;
@@ -771,7 +850,7 @@ nl_status nl_bpe_trainer_train(nl_ctx *ctx, nl_bpe_trainer *t, const nl_bpe_trai
         OOM();
     nl_progress pg;
     nl_progress_init(&pg, "merges", target, "merges", ctx->progress);
-    tk_buf cat = {0};
+    sbuf cat = {0};
     t->st.stop = NL_BPE_STOP_VOCAB;
     while (t->n_merges < target) {
         if (nl_interrupted) { st = nl_errorf(ctx, NL_EINTR, "interrupted"); break; }
@@ -788,7 +867,7 @@ nl_status nl_bpe_trainer_train(nl_ctx *ctx, nl_bpe_trainer *t, const nl_bpe_trai
         size_t an, bn;
         const char *as = tok_str(t, a, &an), *bs = tok_str(t, b, &bn);
         cat.n = 0;
-        if (tk_buf_put(&cat, as, an) || tk_buf_put(&cat, bs, bn)) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory while training"); break; }
+        if (sbuf_put(&cat, as, an) || sbuf_put(&cat, bs, bn)) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory while training"); break; }
         if (tset_find(t, cat.p, cat.n) >= 0) { /* the token exists: no new id, and encoding could differ */
             r->forbidden = 1;
             t->st.n_skipped++;
@@ -820,9 +899,7 @@ nl_status nl_bpe_trainer_train(nl_ctx *ctx, nl_bpe_trainer *t, const nl_bpe_trai
     free(cat.p);
     if (st != NL_OK) goto done;
     /* rank map for segment() */
-    if (tk_u64map_init(&t->ranks, (size_t)t->n_merges + 16)) OOM();
-    for (int k = 0; k < t->n_merges; k++)
-        if (tk_u64map_put(&t->ranks, pkey(t->m_left[k], t->m_right[k]), (uint32_t)k, (uint32_t)(NL_BPE_FIRST_MERGE + k)) < 0) OOM();
+    if (rankmap_init(&t->ranks, t->m_left, t->m_right, t->n_merges)) OOM();
     t->st.n_merges = t->n_merges;
     t->st.vocab_size = t->n_tok;
     if (t->n_tok < V && !opts->allow_smaller) {
@@ -849,23 +926,24 @@ done:
 nl_status nl_bpe_trainer_segment(nl_ctx *ctx, const nl_bpe_trainer *t, const char *text, size_t len, int32_t **ids, int *n) {
     *ids = NULL;
     *n = 0;
-    if (!t->trained || !t->ranks.slot) return nl_errorf(ctx, NL_EINVAL, "the trainer has not been trained");
+    if (!t->trained || !t->ranks.key) return nl_errorf(ctx, NL_EINVAL, "the trainer has not been trained");
     char *fixed = NULL;
-    if (!tk_utf8_valid(text, len)) {
-        if (!(fixed = tk_utf8_repair(text, len, 0, TK_SUR_INVALID, &len))) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    if (!nl_utf8_valid(text, len)) {
+        if (!(fixed = nl_utf8_repair(text, len, &len))) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
         text = fixed;
     }
-    reader r;
-    memset(&r, 0, sizeof r);
-    tk_ids out = {0};
+    nl_split_scratch *scr = nl_split_scratch_create();
+    ibuf out = {0};
     int32_t *tmp = NULL;
-    int rc = pretokenize(&t->split, &r, text, len);
-    for (size_t i = 0; !rc && i < r.out.n; i++) {
-        const tk_span *sp = &r.out.p[i];
+    const nl_text_piece *pc = NULL;
+    size_t np = 0;
+    int rc = scr ? pretokenize(t->split, scr, text, len, &pc, &np) : -1;
+    for (size_t i = 0; !rc && i < np; i++) {
+        const nl_text_piece *sp = &pc[i];
         const wslot *e = wmap_find(&t->main.words, sp->p, sp->n);
         if (e && e->idx >= 0) { /* a training word: what the merge loop left */
             const int32_t *s = t->sym + t->sym_off[e->idx];
-            for (uint32_t k = 0; !rc && k < t->sym_n[e->idx]; k++) rc = tk_ids_push(&out, s[k]);
+            for (uint32_t k = 0; !rc && k < t->sym_n[e->idx]; k++) rc = ibuf_push(&out, s[k]);
             continue;
         }
         /* another word: lowest rank first, leftmost first */
@@ -876,21 +954,21 @@ nl_status nl_bpe_trainer_segment(nl_ctx *ctx, const nl_bpe_trainer *t, const cha
         for (size_t k = 0; k < m; k++) tmp[k] = NL_BPE_N_SPECIAL + (unsigned char)sp->p[k];
         for (;;) {
             size_t best = SIZE_MAX;
-            uint32_t best_rank = UINT32_MAX, best_id = 0;
+            int64_t best_rank = INT64_MAX;
             for (size_t k = 0; k + 1 < m; k++) {
-                const tk_u64slot *q = tk_u64map_get(&t->ranks, pkey(tmp[k], tmp[k + 1]));
-                if (q && q->a < best_rank) { best_rank = q->a; best_id = q->b; best = k; }
+                int64_t q = rankmap_get(&t->ranks, pkey(tmp[k], tmp[k + 1]));
+                if (q >= 0 && q < best_rank) { best_rank = q; best = k; }
             }
             if (best == SIZE_MAX) break;
-            tmp[best] = (int32_t)best_id;
+            tmp[best] = (int32_t)(NL_BPE_FIRST_MERGE + best_rank);
             memmove(tmp + best + 1, tmp + best + 2, (m - best - 2) * sizeof *tmp);
             m--;
         }
-        for (size_t k = 0; !rc && k < m; k++) rc = tk_ids_push(&out, tmp[k]);
+        for (size_t k = 0; !rc && k < m; k++) rc = ibuf_push(&out, tmp[k]);
     }
     free(tmp);
     free(fixed);
-    reader_release(&r);
+    nl_split_scratch_destroy(scr);
     if (rc) {
         free(out.p);
         if (rc == -2) return nl_errorf(ctx, NL_EINVAL, "the pre-tokenizer pattern failed to match (PCRE2 limit)");
@@ -902,85 +980,19 @@ nl_status nl_bpe_trainer_segment(nl_ctx *ctx, const nl_bpe_trainer *t, const cha
     return NL_OK;
 }
 
-/* ---- tokenizer.json ---------------------------------------------------------------------------- */
-/* A token's raw bytes as GPT-2 byte-level characters, JSON-escaped (no quotes). */
-static void put_chars(FILE *f, const char *s, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        uint32_t cp = tk_byte_to_cp((unsigned char)s[i]);
-        if (cp == '"' || cp == '\\') { fputc('\\', f); fputc((int)cp, f); continue; }
-        char u[4];
-        int k = nl_utf8_put(cp, u);
-        fwrite(u, 1, (size_t)k, f);
-    }
-}
-
-static void write_json(FILE *f, const nl_bpe_trainer *t) {
-    fputs("{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n  \"added_tokens\": [\n", f);
-    for (int i = 0; i < NL_BPE_N_SPECIAL; i++)
-        fprintf(f,
-                "    {\n      \"id\": %d,\n      \"content\": \"%s\",\n      \"single_word\": false,\n      \"lstrip\": false,\n"
-                "      \"rstrip\": false,\n      \"normalized\": false,\n      \"special\": true\n    }%s\n",
-                i, SPECIAL[i], i + 1 < NL_BPE_N_SPECIAL ? "," : "");
-    fputs("  ],\n  \"normalizer\": null,\n", f);
-    fputs("  \"pre_tokenizer\": {\n    \"type\": \"Sequence\",\n    \"pretokenizers\": [\n      {\n        \"type\": \"Split\",\n"
-          "        \"pattern\": {\n          \"Regex\": \"",
-          f);
-    for (const char *p = nl_bpe_split_pattern; *p; p++) { /* JSON-escape the pattern */
-        if (*p == '\\' || *p == '"') fputc('\\', f);
-        fputc(*p, f);
-    }
-    fputs("\"\n        },\n        \"behavior\": \"Isolated\",\n        \"invert\": false\n      },\n"
-          "      {\n        \"type\": \"ByteLevel\",\n        \"add_prefix_space\": false,\n        \"trim_offsets\": true,\n"
-          "        \"use_regex\": false\n      }\n    ]\n  },\n",
-          f);
-    fputs("  \"post_processor\": {\n    \"type\": \"TemplateProcessing\",\n    \"single\": [\n"
-          "      {\n        \"SpecialToken\": {\n          \"id\": \"<|bos|>\",\n          \"type_id\": 0\n        }\n      },\n"
-          "      {\n        \"Sequence\": {\n          \"id\": \"A\",\n          \"type_id\": 0\n        }\n      }\n    ],\n"
-          "    \"pair\": [\n"
-          "      {\n        \"SpecialToken\": {\n          \"id\": \"<|bos|>\",\n          \"type_id\": 0\n        }\n      },\n"
-          "      {\n        \"Sequence\": {\n          \"id\": \"A\",\n          \"type_id\": 0\n        }\n      },\n"
-          "      {\n        \"SpecialToken\": {\n          \"id\": \"<|bos|>\",\n          \"type_id\": 1\n        }\n      },\n"
-          "      {\n        \"Sequence\": {\n          \"id\": \"B\",\n          \"type_id\": 1\n        }\n      }\n    ],\n"
-          "    \"special_tokens\": {\n      \"<|bos|>\": {\n        \"id\": \"<|bos|>\",\n        \"ids\": [\n          0\n"
-          "        ],\n        \"tokens\": [\n          \"<|bos|>\"\n        ]\n      }\n    }\n  },\n",
-          f);
-    fputs("  \"decoder\": {\n    \"type\": \"ByteLevel\",\n    \"add_prefix_space\": true,\n    \"trim_offsets\": true,\n"
-          "    \"use_regex\": true\n  },\n",
-          f);
-    fputs("  \"model\": {\n    \"type\": \"BPE\",\n    \"dropout\": null,\n    \"unk_token\": null,\n"
-          "    \"continuing_subword_prefix\": null,\n    \"end_of_word_suffix\": null,\n    \"fuse_unk\": false,\n"
-          "    \"byte_fallback\": false,\n    \"ignore_merges\": false,\n    \"vocab\": {\n",
-          f);
-    for (int id = 0; id < t->n_tok; id++) {
-        size_t n;
-        const char *s = tok_str(t, id, &n);
-        fputs("      ", f);
-        fputc('"', f);
-        put_chars(f, s, n);
-        fprintf(f, "\": %d%s\n", id, id + 1 < t->n_tok ? "," : "");
-    }
-    fputs("    },\n    \"merges\": [", f);
-    for (int k = 0; k < t->n_merges; k++) {
-        size_t an, bn;
-        const char *a = tok_str(t, t->m_left[k], &an), *b = tok_str(t, t->m_right[k], &bn);
-        fputs(k ? ",\n      \"" : "\n      \"", f);
-        put_chars(f, a, an); /* "a b": byte-level strings never hold a space (it is Ġ) */
-        fputc(' ', f);
-        put_chars(f, b, bn);
-        fputc('"', f);
-    }
-    fputs(t->n_merges ? "\n    ]\n  }\n}\n" : "]\n  }\n}\n", f);
-}
-
+/* ---- tokenizer.json (written by the tokenizer module) ------------------------------------------- */
 nl_status nl_bpe_trainer_save(nl_ctx *ctx, const nl_bpe_trainer *t, const char *path) {
-    if (!t->trained || !t->ranks.slot) return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': the trainer has not been trained", path);
-    nl_atomic_file af;
-    nl_status st = nl_atomic_open(ctx, path, &af);
-    if (st != NL_OK) return st;
-    char *fbuf = malloc(1 << 16);
-    if (fbuf) setvbuf(af.f, fbuf, _IOFBF, 1 << 16);
-    write_json(af.f, t);
-    st = nl_atomic_commit(ctx, &af);
-    free(fbuf);
+    if (!t->trained || !t->ranks.key) return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': the trainer has not been trained", path);
+    const char **pieces = malloc((size_t)t->n_tok * sizeof *pieces);
+    size_t *len = malloc((size_t)t->n_tok * sizeof *len);
+    nl_status st;
+    if (!pieces || !len) st = nl_errorf(ctx, NL_ENOMEM, "cannot write '%s': out of memory", path);
+    else {
+        for (int id = 0; id < t->n_tok; id++) pieces[id] = tok_str(t, id, &len[id]);
+        nl_tokenizer_json_opts o = {.split_pattern = nl_bpe_split_pattern, .n_special = NL_BPE_N_SPECIAL, .bos_id = 0};
+        st = nl_tokenizer_json_write(ctx, path, t->n_tok, pieces, len, t->n_merges, t->m_left, t->m_right, &o);
+    }
+    free(pieces);
+    free(len);
     return st;
 }
