@@ -47,6 +47,12 @@ nl_model *nl_forward_model(const nl_forward *f);
  * Fails with NL_EINVAL when a token id is outside [0, V) or the cache would overflow. */
 nl_status nl_forward_run(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, int T, float *logits);
 
+/* Like nl_forward_run, but returns per-token negative log-likelihoods instead of logits:
+ * nll[t] = -log p(targets[t] | tokens[..t]) for targets[t] ≥ 0, and 0 where targets[t] < 0.
+ * The LM head is evaluated in row blocks so memory stays small for large vocabularies. */
+nl_status nl_forward_nll(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, const int32_t *targets,
+                         int T, double *nll);
+
 /* ---- FFN replacement ----------------------------------------------------------------------
  *
  * Per layer, the forward pass computes
@@ -96,11 +102,5 @@ nl_status nl_forward_set_ffn(nl_forward *f, nl_ctx *ctx, int layer, nl_ffn_fn fn
 /* The replacement of layer l (0 ≤ l < L) and its user pointer, or NULL when the layer runs
  * the dense FFN (so a wrapper can chain to a previous replacement). user may be NULL. */
 nl_ffn_fn nl_forward_get_ffn(const nl_forward *f, int layer, void **user);
-
-/* Like nl_forward_run, but returns per-token negative log-likelihoods instead of logits:
- * nll[t] = -log p(targets[t] | tokens[..t]) for targets[t] ≥ 0, and 0 where targets[t] < 0.
- * The LM head is evaluated in row blocks so memory stays small for large vocabularies. */
-nl_status nl_forward_nll(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, const int32_t *targets,
-                         int T, double *nll);
 
 #endif

@@ -38,7 +38,9 @@ typedef enum {
     NL_HOOK_ATTN_OUT,    /* (T, D) attention output after the output projection */
     NL_HOOK_RESID,       /* (T, D) residual stream after the block */
     NL_HOOK_FFN_IN,      /* (T, D) normalised FFN input x (what a router reads), before the gate/up
-                          * projections; an intervener's changes are what the FFN computes on */
+                          * projections; an intervener's changes are what the FFN computes on
+                          * (edited in place; with a shared norm (Phi) attention has already
+                          * read this buffer, so only the FFN sees the change) */
     NL_HOOK_COUNT
 } nl_hook_point;
 
