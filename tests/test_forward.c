@@ -2,11 +2,14 @@
  *   - every PyTorch fixture in tests/fixtures/hf/ (logits, FFN activations, residual stream,
  *     FFN pre-activations; max abs error ≤ 1e-4),
  *   - stories260K (../shared): perplexity within 0.05% and activations within 1e-4,
- *   - chunked runs through the KV cache equal one big batch; hooks see and change what they should.
+ *   - chunked runs through the KV cache equal one big batch; hooks see and change what they should,
+ *   - hook removal by handle, the FFN input hook, FFN replacement (dense fallback bit-identical,
+ *     half the neurons by smaller GEMMs equal to masking the other half).
  */
 #include <jansson.h>
 
 #include "neuronlab/forward.h"
+#include "neuronlab/ops.h"
 #include "neuronlab/perplexity.h"
 #include "neuronlab/unigram.h"
 #include "testutil.h"
@@ -76,12 +79,14 @@ static void check_fixture(const char *dir) {
         cr_assert(want && nb == (size_t)T * V * 4, "%s: bad logits.f32", dir);
         nl_check_close(logits, want, (size_t)T * V, 1e-4);
         free(want);
+        /* Every fixture written by gen_fixtures.py stores all three tensors; a missing file
+         * is a broken fixture, not something to skip. */
         const char *names[3] = {"ffn_act.f32", "ffn_pre.f32", "resid.f32"};
         capture *caps[3] = {&act, &pre, &res};
         for (int k = 0; k < 3; k++) {
             snprintf(path, sizeof path, "%s/%s", dir, names[k]);
             want = nl_read_all(path, &nb);
-            if (!want) continue;
+            cr_assert(want, "%s: cannot read %s", dir, names[k]);
             size_t n = (size_t)L * T * caps[k]->width;
             cr_assert_eq(nb, n * 4, "%s: %s has %zu bytes", dir, names[k], nb);
             nl_check_close(caps[k]->buf, want, n, 1e-4);
@@ -293,4 +298,386 @@ Test(perplexity, unigram_baseline_by_hand) {
     cr_assert_eq(nl_unigram_fit(&ctx, &bds, 4, &lp), NL_EINVAL);
     cr_assert_null(lp);
     cr_assert(strstr(ctx.msg, "'bad.jsonl' line 5: token id 7 is outside the vocabulary (size 4)"), "%s", ctx.msg);
+}
+
+/* ---- hook removal by handle ------------------------------------------------------------ */
+
+static int g_order[NL_MAX_HOOKS + 8], g_norder;
+static nl_status order_fn(void *user, nl_ctx *ctx, const nl_hook_info *info, float *x) {
+    g_order[g_norder++] = (int)(intptr_t)user;
+    return NL_OK;
+}
+/* Fires FFN_ACT at layer 0 on a dummy tensor and returns how many hooks ran (tags in g_order). */
+static int fire_order(const nl_hooks *h) {
+    float x[4] = {0};
+    nl_hook_info info = {NL_HOOK_FFN_ACT, 0, 1, 4, 0, NULL};
+    g_norder = 0;
+    cr_assert_eq(nl_hooks_fire(h, NULL, &info, x), NL_OK);
+    return g_norder;
+}
+
+Test(hooks, remove_by_handle_keeps_order_and_refills) {
+    nl_hooks h;
+    nl_hooks_init(&h);
+    nl_hook_id a, b, c;
+    cr_assert_eq(nl_hooks_add_id(&h, NL_HOOK_FFN_ACT, -1, NL_HOOK_OBSERVE, order_fn, (void *)1, &a), NL_OK);
+    cr_assert_eq(nl_hooks_add_id(&h, NL_HOOK_FFN_ACT, 0, NL_HOOK_OBSERVE, order_fn, (void *)2, &b), NL_OK);
+    cr_assert_eq(nl_hooks_add_id(&h, NL_HOOK_FFN_ACT, -1, NL_HOOK_OBSERVE, order_fn, (void *)3, &c), NL_OK);
+    cr_assert(a > 0 && b > 0 && c > 0 && a != b && b != c && a != c, "ids %d %d %d", a, b, c);
+    cr_assert_eq(fire_order(&h), 3);
+    cr_assert(g_order[0] == 1 && g_order[1] == 2 && g_order[2] == 3);
+
+    /* Remove the middle one: the others still fire, in registration order. */
+    cr_assert_eq(nl_hooks_remove(&h, b), NL_OK);
+    cr_assert_eq(h.n, 2);
+    cr_assert_eq(fire_order(&h), 2);
+    cr_assert(g_order[0] == 1 && g_order[1] == 3, "order %d %d", g_order[0], g_order[1]);
+    cr_assert_eq(nl_hooks_wants(&h, NL_HOOK_FFN_ACT, 5), 1);
+
+    /* Unknown ids (removed twice, 0, never given) are NL_EINVAL and change nothing. */
+    cr_assert_eq(nl_hooks_remove(&h, b), NL_EINVAL);
+    cr_assert_eq(nl_hooks_remove(&h, 0), NL_EINVAL);
+    cr_assert_eq(nl_hooks_remove(&h, -3), NL_EINVAL);
+    cr_assert_eq(nl_hooks_remove(&h, c + 100), NL_EINVAL);
+    cr_assert_eq(h.n, 2);
+    cr_assert_eq(fire_order(&h), 2);
+
+    /* Refill to capacity: the next add fails with id 0; a removal makes room again, and a new
+     * hook goes after the existing ones with an id never given before. */
+    nl_hook_id ids[NL_MAX_HOOKS];
+    int k = 0;
+    while (h.n < NL_MAX_HOOKS) {
+        cr_assert_eq(nl_hooks_add_id(&h, NL_HOOK_FFN_ACT, -1, NL_HOOK_OBSERVE, order_fn, (void *)(intptr_t)(10 + k),
+                                     &ids[k]),
+                     NL_OK);
+        cr_assert(ids[k] != a && ids[k] != b && ids[k] != c);
+        k++;
+    }
+    nl_hook_id full = 77;
+    cr_assert_eq(nl_hooks_add_id(&h, NL_HOOK_FFN_ACT, -1, NL_HOOK_OBSERVE, order_fn, NULL, &full), NL_EINVAL);
+    cr_assert_eq(full, 0);
+    cr_assert_eq(nl_hooks_add(&h, NL_HOOK_FFN_ACT, -1, NL_HOOK_OBSERVE, order_fn, NULL), NL_EINVAL);
+    cr_assert_eq(nl_hooks_remove(&h, a), NL_OK);
+    cr_assert_eq(nl_hooks_remove(&h, ids[0]), NL_OK);
+    nl_hook_id d;
+    cr_assert_eq(nl_hooks_add_id(&h, NL_HOOK_FFN_ACT, -1, NL_HOOK_OBSERVE, order_fn, (void *)99, &d), NL_OK);
+    cr_assert_gt(d, ids[k - 1]);
+    cr_assert_eq(fire_order(&h), NL_MAX_HOOKS - 1);
+    cr_assert_eq(g_order[0], 3);
+    for (int i = 1; i < k; i++) cr_assert_eq(g_order[i], 10 + i);
+    cr_assert_eq(g_order[k], 99);
+    /* Removing everything by handle empties the registry. */
+    cr_assert_eq(nl_hooks_remove(&h, c), NL_OK);
+    cr_assert_eq(nl_hooks_remove(&h, d), NL_OK);
+    for (int i = 1; i < k; i++) cr_assert_eq(nl_hooks_remove(&h, ids[i]), NL_OK);
+    cr_assert_eq(h.n, 0);
+    cr_assert_eq(fire_order(&h), 0);
+    cr_assert_eq(nl_hooks_wants(&h, NL_HOOK_FFN_ACT, 0), 0);
+}
+
+Test(hooks, point_names) {
+    const char *want[NL_HOOK_COUNT] = {"ffn_pre", "ffn_up", "ffn_act", "ffn_out", "attn_out", "resid", "ffn_in"};
+    for (int p = 0; p < NL_HOOK_COUNT; p++) cr_assert_str_eq(nl_hook_point_name((nl_hook_point)p), want[p]);
+    cr_assert_str_eq(nl_hook_point_name(NL_HOOK_COUNT), "?");
+    cr_assert_str_eq(nl_hook_point_name(NL_HOOK_FFN_IN), "ffn_in");
+}
+
+/* ---- FFN input hook and FFN replacement, on the PyTorch fixtures ------------------------ */
+
+typedef struct {
+    nl_ctx ctx;
+    nl_model *m;
+    nl_forward *f;
+    const nl_config *c;
+    int32_t *ids;
+    int T, V, L, D, F;
+} fixture;
+
+static void fixture_open(fixture *x, const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/expected.json", dir);
+    json_t *e = json_load_file(path, 0, NULL);
+    cr_assert(e, "cannot read %s", path);
+    x->T = (int)json_integer_value(json_object_get(e, "T"));
+    x->ids = malloc(x->T * sizeof(int32_t));
+    for (int t = 0; t < x->T; t++) x->ids[t] = (int32_t)json_integer_value(json_array_get(json_object_get(e, "tokens"), t));
+    json_decref(e);
+    nl_ctx_init(&x->ctx);
+    cr_assert_eq(nl_model_open(&x->ctx, dir, &x->m), NL_OK, "%s", x->ctx.msg);
+    x->c = nl_model_config(x->m);
+    x->V = x->c->vocab_size, x->L = x->c->n_layers, x->D = x->c->d_model, x->F = x->c->d_ff;
+    int P = x->c->max_pos < 64 ? x->c->max_pos : 64;
+    cr_assert_eq(nl_forward_create(&x->ctx, x->m, x->T, P, &x->f), NL_OK, "%s", x->ctx.msg);
+}
+
+static void fixture_close(fixture *x) {
+    nl_forward_destroy(x->f);
+    nl_model_close(x->m);
+    free(x->ids);
+}
+
+/* Logits (T, V) of the fixture's tokens from a fresh sequence (caller frees). */
+static float *fixture_logits(fixture *x) {
+    float *lg = malloc((size_t)x->T * x->V * sizeof(float));
+    nl_forward_reset(x->f);
+    cr_assert_eq(nl_forward_run(x->f, &x->ctx, x->ids, x->T, lg), NL_OK, "%s", x->ctx.msg);
+    return lg;
+}
+
+typedef struct {
+    fixture *x;
+    int calls[64]; /* per layer */
+    float *seen_x; /* (L, T, D) inputs the replacement received, or NULL */
+} ffn_probe;
+
+/* Checks what a replacement is given, records it, counts calls. */
+static void probe_call(ffn_probe *p, const nl_ffn_call *call, const float *x) {
+    const fixture *fx = p->x;
+    cr_assert(call->layer >= 0 && call->layer < fx->L);
+    cr_assert_eq(call->T, fx->T);
+    cr_assert_eq(call->D, fx->D);
+    cr_assert_eq(call->F, fx->F);
+    cr_assert_eq(call->pos0, 0);
+    cr_assert_eq(call->config, fx->c);
+    cr_assert(call->w && call->pre && call->up && call->hooks == nl_forward_hooks(fx->f));
+    cr_assert_eq(memcmp(call->tokens, fx->ids, fx->T * sizeof(int32_t)), 0);
+    p->calls[call->layer]++;
+    if (p->seen_x) memcpy(p->seen_x + (size_t)call->layer * fx->T * fx->D, x, (size_t)fx->T * fx->D * sizeof(float));
+}
+
+/* A replacement that falls back to the dense FFN. */
+static nl_status ffn_via_dense(void *user, nl_ctx *ctx, const nl_ffn_call *call, const float *x, float *out) {
+    probe_call(user, call, x);
+    return nl_ffn_dense(NULL, ctx, call, x, out);
+}
+
+/* A sparse FFN over the first F/2 neurons only, with GEMMs of half the size: the first F/2
+ * rows of W_gate / W_up (outputs of x·Wᵀ) and the first F/2 columns of W_down (its inputs).
+ * A view of the leading outputs or inputs of an nl_mat keeps its pointer and row stride in
+ * both storage orders. This is the shape of MoEfication's expert FFN. */
+static nl_status ffn_first_half(void *user, nl_ctx *ctx, const nl_ffn_call *call, const float *x, float *out) {
+    probe_call(user, call, x);
+    const int K = call->F / 2, D = call->D, T = call->T;
+    const nl_layer *w = call->w;
+    nl_mat gate = w->w_gate, up = w->w_up, down = w->w_down;
+    gate.n_out = K, up.n_out = K, down.n_in = K;
+    if (call->config->ffn_gated) {
+        nl_matmul(call->pre, K, x, D, T, &gate, NULL);
+        nl_matmul(call->up, K, x, D, T, &up, NULL);
+        for (int64_t i = 0; i < (int64_t)T * K; i++) call->pre[i] = nl_act_scalar(call->pre[i], call->config->act) * call->up[i];
+    } else {
+        nl_matmul(call->pre, K, x, D, T, &up, w->b_up);
+        nl_activate(call->pre, (int64_t)T * K, call->config->act);
+    }
+    nl_matmul(out, D, call->pre, K, T, &down, w->b_down);
+    return NL_OK;
+}
+
+static nl_status ffn_fails(void *user, nl_ctx *ctx, const nl_ffn_call *call, const float *x, float *out) {
+    return nl_errorf(ctx, NL_EUNSUPPORTED, "expert ffn of layer %d is not loaded", call->layer);
+}
+
+/* Zeroes neurons F/2 … F-1 of every token: the dense equivalent of ffn_first_half. */
+static nl_status zero_second_half(void *user, nl_ctx *ctx, const nl_hook_info *info, float *x) {
+    for (int t = 0; t < info->T; t++)
+        memset(x + (size_t)t * info->width + info->width / 2, 0,
+               (size_t)(info->width - info->width / 2) * sizeof(float));
+    return NL_OK;
+}
+
+static void check_dense_fallback(const char *dir) {
+    fixture x;
+    fixture_open(&x, dir);
+    capture act0 = {calloc((size_t)x.L * x.T * x.F, 4), x.T, x.F, x.L, 0};
+    capture act1 = {calloc((size_t)x.L * x.T * x.F, 4), x.T, x.F, x.L, 0};
+    nl_hook_id hid;
+    cr_assert_eq(nl_hooks_add_id(nl_forward_hooks(x.f), NL_HOOK_FFN_ACT, -1, NL_HOOK_OBSERVE, capture_fn, &act0, &hid),
+                 NL_OK);
+    float *base = fixture_logits(&x);
+    cr_assert_eq(nl_hooks_remove(nl_forward_hooks(x.f), hid), NL_OK);
+
+    /* Every layer replaced by a wrapper of the dense FFN: bit-identical logits, one call per
+     * layer, and the dense FFN still fires the inner hook points. */
+    ffn_probe p = {&x, {0}, NULL};
+    cr_assert_eq(nl_forward_set_ffn(x.f, &x.ctx, -1, ffn_via_dense, &p), NL_OK);
+    for (int l = 0; l < x.L; l++) {
+        void *u = NULL;
+        cr_assert_eq(nl_forward_get_ffn(x.f, l, &u), ffn_via_dense);
+        cr_assert_eq(u, &p);
+    }
+    cr_assert_eq(nl_hooks_add_id(nl_forward_hooks(x.f), NL_HOOK_FFN_ACT, -1, NL_HOOK_OBSERVE, capture_fn, &act1, &hid),
+                 NL_OK);
+    float *got = fixture_logits(&x);
+    cr_assert_eq(memcmp(got, base, (size_t)x.T * x.V * sizeof(float)), 0, "%s: logits differ by %g", dir,
+                 nl_max_abs_diff(got, base, (size_t)x.T * x.V));
+    cr_assert_eq(memcmp(act0.buf, act1.buf, (size_t)x.L * x.T * x.F * 4), 0);
+    for (int l = 0; l < x.L; l++) cr_assert_eq(p.calls[l], 1, "layer %d called %d times", l, p.calls[l]);
+    cr_assert_eq(nl_hooks_remove(nl_forward_hooks(x.f), hid), NL_OK);
+    free(got);
+
+    /* Restoring the dense FFN: no more calls, same logits. */
+    cr_assert_eq(nl_forward_set_ffn(x.f, &x.ctx, -1, NULL, &p), NL_OK);
+    void *u = &p;
+    cr_assert_null(nl_forward_get_ffn(x.f, 0, &u));
+    cr_assert_null(u);
+    memset(p.calls, 0, sizeof p.calls);
+    got = fixture_logits(&x);
+    cr_assert_eq(memcmp(got, base, (size_t)x.T * x.V * sizeof(float)), 0);
+    cr_assert_eq(p.calls[0], 0);
+    free(got);
+
+    /* One layer only. */
+    cr_assert_eq(nl_forward_set_ffn(x.f, &x.ctx, x.L - 1, ffn_via_dense, &p), NL_OK);
+    got = fixture_logits(&x);
+    cr_assert_eq(memcmp(got, base, (size_t)x.T * x.V * sizeof(float)), 0);
+    for (int l = 0; l < x.L; l++) cr_assert_eq(p.calls[l], l == x.L - 1, "layer %d called %d times", l, p.calls[l]);
+    free(got);
+
+    /* A failing replacement stops the pass with its status and message; bad layers are refused. */
+    cr_assert_eq(nl_forward_set_ffn(x.f, &x.ctx, 0, ffn_fails, NULL), NL_OK);
+    nl_forward_reset(x.f);
+    cr_assert_eq(nl_forward_run(x.f, &x.ctx, x.ids, x.T, NULL), NL_EUNSUPPORTED);
+    cr_assert_str_eq(x.ctx.msg, "expert ffn of layer 0 is not loaded");
+    cr_assert_eq(nl_forward_pos(x.f), 0);
+    cr_assert_eq(nl_forward_set_ffn(x.f, &x.ctx, x.L, ffn_via_dense, &p), NL_EINVAL);
+    cr_assert(strstr(x.ctx.msg, "layer"), "%s", x.ctx.msg);
+    cr_assert_eq(nl_forward_set_ffn(x.f, &x.ctx, -2, NULL, NULL), NL_EINVAL);
+    free(act0.buf);
+    free(act1.buf);
+    free(base);
+    fixture_close(&x);
+}
+
+/* Gated (Llama), plain (GPT-2, Conv1D weights stored transposed), parallel residual (NeoX) and
+ * shared norm (Phi). */
+Test(forward, ffn_replacement_dense_fallback_is_bit_identical) {
+    const char *dirs[] = {"tests/fixtures/hf/llama", "tests/fixtures/hf/gpt2", "tests/fixtures/hf/gpt_neox",
+                          "tests/fixtures/hf/phi"};
+    for (int i = 0; i < 4; i++) check_dense_fallback(dirs[i]);
+}
+
+static void check_first_half(const char *dir) {
+    fixture x;
+    fixture_open(&x, dir);
+    float *dense = fixture_logits(&x);
+    nl_hook_id mask;
+    cr_assert_eq(nl_hooks_add_id(nl_forward_hooks(x.f), NL_HOOK_FFN_ACT, -1, NL_HOOK_INTERVENE, zero_second_half,
+                                 NULL, &mask),
+                 NL_OK);
+    float *masked = fixture_logits(&x);
+    cr_assert_eq(nl_hooks_remove(nl_forward_hooks(x.f), mask), NL_OK);
+    cr_assert_gt(nl_max_abs_diff(dense, masked, (size_t)x.T * x.V), 1e-3, "%s: masking half the neurons changed nothing",
+                 dir);
+    ffn_probe p = {&x, {0}, NULL};
+    cr_assert_eq(nl_forward_set_ffn(x.f, &x.ctx, -1, ffn_first_half, &p), NL_OK);
+    float *sparse = fixture_logits(&x);
+    for (int l = 0; l < x.L; l++) cr_assert_eq(p.calls[l], 1);
+    nl_check_close(sparse, masked, (size_t)x.T * x.V, 1e-5);
+    free(dense);
+    free(masked);
+    free(sparse);
+    fixture_close(&x);
+}
+
+Test(forward, ffn_replacement_half_the_neurons_equals_masking) {
+    check_first_half("tests/fixtures/hf/llama");
+    check_first_half("tests/fixtures/hf/gpt2");
+}
+
+/* The FFN_IN observer sees exactly norm2(resid_{l-1} + attn_out_l) (Llama wiring), and a
+ * replaced FFN is given that same buffer. */
+Test(forward, ffn_in_is_the_normalised_ffn_input) {
+    fixture x;
+    fixture_open(&x, "tests/fixtures/hf/llama");
+    cr_assert_geq(x.L, 2);
+    const size_t TD = (size_t)x.T * x.D;
+    capture res = {calloc((size_t)x.L * TD, 4), x.T, x.D, x.L, 0}, att = {calloc((size_t)x.L * TD, 4), x.T, x.D, x.L, 0},
+            in = {calloc((size_t)x.L * TD, 4), x.T, x.D, x.L, 0};
+    nl_hooks *h = nl_forward_hooks(x.f);
+    nl_hooks_add(h, NL_HOOK_RESID, 0, NL_HOOK_OBSERVE, capture_fn, &res);
+    nl_hooks_add(h, NL_HOOK_ATTN_OUT, 1, NL_HOOK_OBSERVE, capture_fn, &att);
+    nl_hooks_add(h, NL_HOOK_FFN_IN, -1, NL_HOOK_OBSERVE, capture_fn, &in);
+    ffn_probe p = {&x, {0}, calloc((size_t)x.L * TD, 4)};
+    cr_assert_eq(nl_forward_set_ffn(x.f, &x.ctx, -1, ffn_via_dense, &p), NL_OK);
+    free(fixture_logits(&x));
+    nl_layer w;
+    cr_assert_eq(nl_model_layer(&x.ctx, x.m, 1, &w), NL_OK);
+    float *hsum = malloc(TD * 4), *want = malloc(TD * 4);
+    for (size_t i = 0; i < TD; i++) hsum[i] = res.buf[i] + att.buf[TD + i];
+    nl_rmsnorm(want, hsum, w.ln2_w, x.T, x.D, x.c->norm_eps);
+    cr_assert_eq(memcmp(in.buf + TD, want, TD * 4), 0, "ffn_in differs from the norm by %g",
+                 nl_max_abs_diff(in.buf + TD, want, TD));
+    cr_assert_eq(memcmp(in.buf, p.seen_x, (size_t)x.L * TD * 4), 0, "the replaced ffn got another input");
+    free(hsum);
+    free(want);
+    free(res.buf);
+    free(att.buf);
+    free(in.buf);
+    free(p.seen_x);
+    fixture_close(&x);
+}
+
+/* An FFN_IN intervener that zeroes x at layer 0: observers (even registered before it) see the
+ * zeros, the FFN computes on them — GPT-2's output is then act(b_in)·W_outᵀ + b_out on every
+ * row — for the dense FFN and for a replacement alike. */
+Test(forward, ffn_in_intervener_changes_what_the_ffn_computes) {
+    fixture x;
+    fixture_open(&x, "tests/fixtures/hf/gpt2");
+    const size_t TD = (size_t)x.T * x.D;
+    nl_hooks *h = nl_forward_hooks(x.f);
+    float seen_in = -1;
+    capture out = {calloc((size_t)x.L * TD, 4), x.T, x.D, x.L, 0};
+    nl_hooks_add(h, NL_HOOK_FFN_IN, 0, NL_HOOK_OBSERVE, max_abs_fn, &seen_in);
+    nl_hooks_add(h, NL_HOOK_FFN_OUT, 0, NL_HOOK_OBSERVE, capture_fn, &out);
+    float *plain = fixture_logits(&x);
+    cr_assert_gt(seen_in, 0.0f);
+    nl_hooks_add(h, NL_HOOK_FFN_IN, 0, NL_HOOK_INTERVENE, zero_fn, NULL);
+    seen_in = -1;
+    float *zeroed = fixture_logits(&x);
+    cr_assert_eq(seen_in, 0.0f);
+    cr_assert_gt(nl_max_abs_diff(plain, zeroed, (size_t)x.T * x.V), 1e-3);
+
+    nl_layer w;
+    cr_assert_eq(nl_model_layer(&x.ctx, x.m, 0, &w), NL_OK);
+    cr_assert(w.b_up && w.b_down, "the gpt2 fixture has FFN biases");
+    float *a = malloc((size_t)x.F * 4), *row = malloc((size_t)x.D * 4);
+    memcpy(a, w.b_up, (size_t)x.F * 4);
+    nl_activate(a, x.F, x.c->act);
+    nl_matmul_ref(row, x.D, a, x.F, 1, &w.w_down, w.b_down);
+    for (int t = 0; t < x.T; t++) nl_check_close(out.buf + (size_t)t * x.D, row, x.D, 1e-5);
+
+    ffn_probe p = {&x, {0}, calloc((size_t)x.L * TD, 4)};
+    cr_assert_eq(nl_forward_set_ffn(x.f, &x.ctx, 0, ffn_via_dense, &p), NL_OK);
+    memset(out.buf, 0xff, TD * 4);
+    float *replaced = fixture_logits(&x);
+    cr_assert_eq(p.calls[0], 1);
+    for (size_t i = 0; i < TD; i++) cr_assert_eq(p.seen_x[i], 0.0f);
+    for (int t = 0; t < x.T; t++) nl_check_close(out.buf + (size_t)t * x.D, row, x.D, 1e-5);
+    cr_assert_eq(memcmp(replaced, zeroed, (size_t)x.T * x.V * 4), 0);
+    free(a);
+    free(row);
+    free(plain);
+    free(zeroed);
+    free(replaced);
+    free(out.buf);
+    free(p.seen_x);
+    fixture_close(&x);
+}
+
+/* A hook removed from the forward pass's registry no longer runs. */
+Test(forward, removed_hook_does_not_run) {
+    fixture x;
+    fixture_open(&x, "tests/fixtures/hf/llama");
+    float seen = -1;
+    nl_hook_id id;
+    nl_hooks *h = nl_forward_hooks(x.f);
+    cr_assert_eq(nl_hooks_add_id(h, NL_HOOK_FFN_ACT, -1, NL_HOOK_INTERVENE, zero_fn, NULL, &id), NL_OK);
+    nl_hooks_add(h, NL_HOOK_FFN_ACT, 0, NL_HOOK_OBSERVE, max_abs_fn, &seen);
+    free(fixture_logits(&x));
+    cr_assert_eq(seen, 0.0f);
+    cr_assert_eq(nl_hooks_remove(h, id), NL_OK);
+    seen = -1;
+    free(fixture_logits(&x));
+    cr_assert_gt(seen, 0.0f);
+    fixture_close(&x);
 }

@@ -4,7 +4,19 @@
  * GEMV per token when scoring); every call appends its tokens to the KV cache, so a long
  * sequence is scored in consecutive calls and generation is the T = 1 case. Compute is
  * fp32; GEMMs run in OpenBLAS, attention and element-wise loops in OpenMP threads.
- * Checked by tests/test_forward.c against PyTorch fixtures and stories260K.
+ *
+ * Extension points: hooks (hooks.h) at every hook point of every layer, and FFN replacement
+ * (nl_forward_set_ffn below): a layer's FFN can be computed by another implementation (a
+ * sparse expert FFN, a native MoE block) that computes only what it needs. With no hooks and
+ * no replacement the pass computes exactly what it always did (bit-identical logits).
+ *
+ * Threads: one forward state belongs to one thread at a time. Hooks and replaced FFNs are
+ * called on the thread that called nl_forward_run / nl_forward_nll, one layer after another;
+ * inside they may use OpenMP and BLAS. Change hooks or FFNs only between runs.
+ *
+ * Checked by tests/test_forward.c against PyTorch fixtures and stories260K, and by its FFN
+ * replacement cases (dense fallback bit-identical, half the neurons by smaller GEMMs equal to
+ * masking the other half, FFN input hook).
  */
 #ifndef NEURONLAB_FORWARD_H
 #define NEURONLAB_FORWARD_H
@@ -40,5 +52,55 @@ nl_status nl_forward_run(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, int 
  * The LM head is evaluated in row blocks so memory stays small for large vocabularies. */
 nl_status nl_forward_nll(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, const int32_t *targets,
                          int T, double *nll);
+
+/* ---- FFN replacement ----------------------------------------------------------------------
+ *
+ * Per layer, the forward pass computes
+ *     x   = the normalised FFN input (T, D);  fire NL_HOOK_FFN_IN on x (interveners may edit it)
+ *     out = FFN_l(x)                           (T, D); the dense FFN or the layer's replacement
+ *     fire NL_HOOK_FFN_OUT on out, then add out to the residual stream.
+ * FFN_IN and FFN_OUT are fired by the forward pass for every FFN. The dense FFN fires
+ * FFN_PRE, FFN_UP and FFN_ACT itself; a replacement may fire them through nl_ffn_fire (rows of
+ * the tensors it passes must be the call's T tokens, in order) or not at all. */
+
+/* What a replaced FFN is given; valid only during the call (all pointers borrowed). */
+typedef struct {
+    int layer;               /* 0 ≤ layer < L */
+    int T, D, F;             /* tokens of this call, d_model, d_ff (config) */
+    int pos0;                /* sequence position of row 0 */
+    const int32_t *tokens;   /* (T) token ids of the rows */
+    const nl_config *config; /* ffn_gated, act, … */
+    const nl_layer *w;       /* the layer's weights in f32: w_gate (F, D), w_up (F, D), b_up (F),
+                              * w_down (D, F), b_down (D); see model.h */
+    float *pre, *up;         /* (T, F) each: scratch owned by the forward pass, free for the
+                              * callee's use (nl_ffn_dense uses both); contents undefined on entry */
+    const nl_hooks *hooks;   /* the forward pass's registry, for nl_ffn_fire */
+} nl_ffn_call;
+
+/* An FFN implementation. x: (T, D) input, read-only (it is the buffer the FFN_IN hooks saw);
+ * out: (T, D), to be filled completely (it does not alias x). Called on the forward pass's
+ * thread; may use OpenMP/BLAS inside; must not run or reconfigure the same forward state.
+ * user is the pointer given to nl_forward_set_ffn. A status other than NL_OK (message in ctx
+ * via nl_errorf) stops the forward pass with that status, like a failing hook. */
+typedef nl_status (*nl_ffn_fn)(void *user, nl_ctx *ctx, const nl_ffn_call *call, const float *x, float *out);
+
+/* The dense FFN the forward pass runs by default: gated act(x·W_gateᵀ) ⊙ (x·W_upᵀ) or plain
+ * act(x·W_inᵀ + b_in), then ·W_downᵀ (+ b_down); fires FFN_PRE, FFN_UP (gated) and FFN_ACT on
+ * call->pre (call->up as second buffer). user is ignored. A replacement can fall back to it
+ * for some calls, or a test can check a replacement against it. */
+nl_status nl_ffn_dense(void *user, nl_ctx *ctx, const nl_ffn_call *call, const float *x, float *out);
+
+/* Fires hook point p (width columns, call->T rows) of call->layer on x, as the forward pass
+ * does: interveners then observers, nothing when no hook wants it. For replacements that want
+ * to expose FFN_PRE / FFN_UP / FFN_ACT. */
+nl_status nl_ffn_fire(const nl_ffn_call *call, nl_ctx *ctx, nl_hook_point p, int width, float *x);
+
+/* Replaces the FFN of one layer (0 ≤ layer < L) or of every layer (layer = -1) by fn, called
+ * with user (borrowed: must outlive the runs or the next set). fn = NULL restores the dense FFN
+ * (user ignored). NL_EINVAL for another layer. Only between runs. */
+nl_status nl_forward_set_ffn(nl_forward *f, nl_ctx *ctx, int layer, nl_ffn_fn fn, void *user);
+/* The replacement of layer l (0 ≤ l < L) and its user pointer, or NULL when the layer runs
+ * the dense FFN (so a wrapper can chain to a previous replacement). user may be NULL. */
+nl_ffn_fn nl_forward_get_ffn(const nl_forward *f, int layer, void **user);
 
 #endif

@@ -5,7 +5,25 @@
  * Order at a point: all interveners (registration order) run first and may modify x in
  * place; then all observers (registration order) see the final values. A hook that returns
  * a status other than NL_OK stops the forward pass with that status (its message in ctx).
- * Checked by tests/test_forward.c (hook identity, masking through an intervener).
+ *
+ * Registration and removal: nl_hooks_add_id gives each hook a handle (nl_hook_id, unique for
+ * the life of the registry, never reused), nl_hooks_remove takes exactly that hook out and
+ * keeps the registration order of the others. The registry stays compact (hooks[0..n) are the
+ * live hooks in registration order), so code that removes everything added after a point by
+ * truncating n still works; new code should remove by handle.
+ *
+ * Threads: the registry is not locked. Add and remove hooks only between forward runs, on the
+ * thread that owns the forward state, never from inside a hook or a replaced FFN. Hooks run on
+ * the thread that called nl_forward_run (they may use OpenMP/BLAS inside).
+ *
+ * Replaced FFNs (forward.h, nl_forward_set_ffn): the forward pass itself fires NL_HOOK_FFN_IN
+ * before calling the layer's FFN and NL_HOOK_FFN_OUT on its result, whatever the FFN is. The
+ * inner points (FFN_PRE, FFN_UP, FFN_ACT) are fired by the dense FFN (nl_ffn_dense); a
+ * replacement fires them only if it chooses to (nl_ffn_fire), so an analysis that needs the
+ * full (T, F) activation must check that the layer's FFN is dense (nl_forward_get_ffn).
+ *
+ * Checked by tests/test_forward.c (hook identity, masking through an intervener, FFN input,
+ * removal by handle).
  */
 #ifndef NEURONLAB_HOOKS_H
 #define NEURONLAB_HOOKS_H
@@ -19,6 +37,10 @@ typedef enum {
     NL_HOOK_FFN_OUT,     /* (T, D) FFN output a·W_outᵀ (+ b_out) */
     NL_HOOK_ATTN_OUT,    /* (T, D) attention output after the output projection */
     NL_HOOK_RESID,       /* (T, D) residual stream after the block */
+    NL_HOOK_FFN_IN,      /* (T, D) normalised FFN input x (what a router reads), before the gate/up
+                          * projections; an intervener's changes are what the FFN computes on
+                          * (edited in place; with a shared norm (Phi) attention has already
+                          * read this buffer, so only the FFN sees the change) */
     NL_HOOK_COUNT
 } nl_hook_point;
 
@@ -40,24 +62,39 @@ typedef nl_status (*nl_hook_fn)(void *user, nl_ctx *ctx, const nl_hook_info *inf
 
 #define NL_MAX_HOOKS 32
 
+/* Handle of a registered hook: ≥ 1, unique within its registry (ids are never reused). */
+typedef int nl_hook_id;
+
 typedef struct {
     nl_hook_point point;
     int layer; /* -1 = every layer */
     nl_hook_kind kind;
     nl_hook_fn fn;
     void *user;
+    nl_hook_id id;
 } nl_hook;
 
-/* Caller-owned registry (embed it, zero it with nl_hooks_init). */
+/* Caller-owned registry (embed it, zero it with nl_hooks_init). hooks[0..n) are the live hooks
+ * in registration order; read n, but change the registry only through the functions below. */
 typedef struct {
     nl_hook hooks[NL_MAX_HOOKS];
     int n;
+    nl_hook_id last_id; /* id given to the most recent registration */
 } nl_hooks;
 
 void nl_hooks_init(nl_hooks *h);
-/* Returns NL_EINVAL when full. user is borrowed and must outlive the forward runs. */
+/* Registers a hook after the existing ones. Returns NL_EINVAL when NL_MAX_HOOKS are live (no
+ * message: the registry has no context). user is borrowed and must outlive the forward runs
+ * (or the hook's removal). */
 nl_status nl_hooks_add(nl_hooks *h, nl_hook_point p, int layer, nl_hook_kind kind, nl_hook_fn fn,
                        void *user);
+/* Same, and *id (not NULL) receives the hook's handle for nl_hooks_remove; *id = 0 on failure. */
+nl_status nl_hooks_add_id(nl_hooks *h, nl_hook_point p, int layer, nl_hook_kind kind, nl_hook_fn fn,
+                          void *user, nl_hook_id *id);
+/* Removes the hook with this handle; the others keep their order and handles, and the freed
+ * slot can be reused by the next add. Returns NL_EINVAL and changes nothing when no live hook
+ * has this id (never registered, 0, or already removed), so a second removal is harmless. */
+nl_status nl_hooks_remove(nl_hooks *h, nl_hook_id id);
 /* 1 when any hook wants point p at layer l (lets the forward pass skip work). */
 int nl_hooks_wants(const nl_hooks *h, nl_hook_point p, int layer);
 /* Runs interveners then observers for (p, info->layer). */

@@ -7,6 +7,8 @@
  *   sequential:         h = x + attn(n1(x));  x = h + ffn(n2(h))        (Llama, GPT-2, …)
  *   parallel_residual:  x = x + attn(n1(x)) + ffn(n2(x))                (GPT-NeoX)
  *   shared_norm:        x = x + attn(n1(x)) + ffn(n1(x))                (Phi)
+ * ffn() is the dense FFN (nl_ffn_dense) unless the layer's FFN was replaced (nl_forward_set_ffn);
+ * the FFN_IN hooks edit the normalised input in place (attention has already read it).
  * Checked by tests/test_forward.c against PyTorch fixtures and stories260K.
  */
 #include "neuronlab/forward.h"
@@ -40,6 +42,8 @@ struct nl_forward {
     float *v_cache;  /* (L, P, KV) */
     float *logits;   /* (NL_HEAD_BLOCK, V) */
     float *inv_freq; /* (rotary_dim / 2) */
+    nl_ffn_fn *ffn_fn; /* (L) replacement FFN per layer, NULL = dense */
+    void **ffn_user;   /* (L) its user pointer */
 };
 
 nl_status nl_forward_create(nl_ctx *ctx, nl_model *m, int max_T, int max_P, nl_forward **out) {
@@ -74,7 +78,9 @@ nl_status nl_forward_create(nl_ctx *ctx, nl_model *m, int max_T, int max_P, nl_f
     f->v_cache = malloc(L * P * KV * sizeof(float));
     f->logits = malloc((size_t)NL_HEAD_BLOCK * c->vocab_size * sizeof(float));
     f->inv_freq = malloc((size_t)(c->rotary_dim / 2 + 1) * sizeof(float));
-    if (!f->x || !f->xn || !f->xn2 || !f->qkv || !f->q || !f->att || !f->attn_out || !f->pre || !f->up ||
+    f->ffn_fn = calloc(L ? L : 1, sizeof *f->ffn_fn);
+    f->ffn_user = calloc(L ? L : 1, sizeof *f->ffn_user);
+    if (!f->ffn_fn || !f->ffn_user || !f->x || !f->xn || !f->xn2 || !f->qkv || !f->q || !f->att || !f->attn_out || !f->pre || !f->up ||
         !f->ffn_out || !f->scores || !f->k_cache || !f->v_cache || !f->logits || !f->inv_freq) {
         nl_forward_destroy(f);
         return nl_errorf(ctx, NL_ENOMEM, "cannot allocate the forward pass (batch %d, context %d): out of memory", max_T,
@@ -89,7 +95,7 @@ void nl_forward_destroy(nl_forward *f) {
     if (!f) return;
     free(f->x); free(f->xn); free(f->xn2); free(f->qkv); free(f->q); free(f->att); free(f->attn_out);
     free(f->pre); free(f->up); free(f->ffn_out); free(f->scores); free(f->k_cache); free(f->v_cache);
-    free(f->logits); free(f->inv_freq);
+    free(f->logits); free(f->inv_freq); free(f->ffn_fn); free(f->ffn_user);
     free(f);
 }
 
@@ -99,6 +105,24 @@ int nl_forward_pos(const nl_forward *f) { return f->pos; }
 int nl_forward_max_T(const nl_forward *f) { return f->max_T; }
 int nl_forward_max_P(const nl_forward *f) { return f->max_P; }
 nl_model *nl_forward_model(const nl_forward *f) { return f->m; }
+
+nl_status nl_forward_set_ffn(nl_forward *f, nl_ctx *ctx, int layer, nl_ffn_fn fn, void *user) {
+    const int L = f->c->n_layers;
+    if (layer < -1 || layer >= L)
+        return nl_errorf(ctx, NL_EINVAL, "cannot replace the ffn of layer %d: the model has layers 0..%d (-1 = all)",
+                         layer, L - 1);
+    for (int l = layer < 0 ? 0 : layer; l < (layer < 0 ? L : layer + 1); l++) {
+        f->ffn_fn[l] = fn;
+        f->ffn_user[l] = fn ? user : NULL;
+    }
+    return NL_OK;
+}
+
+nl_ffn_fn nl_forward_get_ffn(const nl_forward *f, int layer, void **user) {
+    NL_ASSERT(layer >= 0 && layer < f->c->n_layers);
+    if (user) *user = f->ffn_user[layer];
+    return f->ffn_fn[layer];
+}
 
 static void norm(const nl_config *c, float *out, const float *x, const float *w, const float *b, int T) {
     if (c->norm == NL_NORM_RMS) nl_rmsnorm(out, x, w, T, c->d_model, c->norm_eps);
@@ -178,31 +202,50 @@ static void attention(nl_forward *f, int l, int T) {
     }
 }
 
-/* FFN of layer l on input xin (T, D) into f->ffn_out, firing the FFN hook points. */
-static nl_status ffn(nl_forward *f, nl_ctx *ctx, const nl_layer *w, int l, int T, const int32_t *tokens,
-                     const float *xin) {
-    const nl_config *c = f->c;
-    const int D = c->d_model, F = c->d_ff;
+nl_status nl_ffn_fire(const nl_ffn_call *call, nl_ctx *ctx, nl_hook_point p, int width, float *x) {
+    if (!nl_hooks_wants(call->hooks, p, call->layer)) return NL_OK;
+    nl_hook_info info = {p, call->layer, call->T, width, call->pos0, call->tokens};
+    return nl_hooks_fire(call->hooks, ctx, &info, x);
+}
+
+nl_status nl_ffn_dense(void *user, nl_ctx *ctx, const nl_ffn_call *call, const float *x, float *out) {
+    (void)user;
+    const nl_config *c = call->config;
+    const nl_layer *w = call->w;
+    const int D = call->D, F = call->F, T = call->T;
     nl_status st;
     if (c->ffn_gated) {
-        nl_matmul(f->pre, F, xin, D, T, &w->w_gate, NULL);
-        if ((st = fire(f, ctx, NL_HOOK_FFN_PRE, l, T, F, tokens, f->pre)) != NL_OK) return st;
-        nl_matmul(f->up, F, xin, D, T, &w->w_up, NULL);
-        if ((st = fire(f, ctx, NL_HOOK_FFN_UP, l, T, F, tokens, f->up)) != NL_OK) return st;
+        nl_matmul(call->pre, F, x, D, T, &w->w_gate, NULL);
+        if ((st = nl_ffn_fire(call, ctx, NL_HOOK_FFN_PRE, F, call->pre)) != NL_OK) return st;
+        nl_matmul(call->up, F, x, D, T, &w->w_up, NULL);
+        if ((st = nl_ffn_fire(call, ctx, NL_HOOK_FFN_UP, F, call->up)) != NL_OK) return st;
         const int64_t n = (int64_t)T * F;
         const nl_act act = c->act;
-        float *pre = f->pre;
-        const float *up = f->up;
+        float *pre = call->pre;
+        const float *up = call->up;
 #pragma omp parallel for schedule(static) if (n > NL_PAR_MIN)
         for (int64_t i = 0; i < n; i++) pre[i] = nl_act_scalar(pre[i], act) * up[i];
     } else {
-        nl_matmul(f->pre, F, xin, D, T, &w->w_up, w->b_up);
-        if ((st = fire(f, ctx, NL_HOOK_FFN_PRE, l, T, F, tokens, f->pre)) != NL_OK) return st;
-        nl_activate(f->pre, (int64_t)T * F, c->act);
+        nl_matmul(call->pre, F, x, D, T, &w->w_up, w->b_up);
+        if ((st = nl_ffn_fire(call, ctx, NL_HOOK_FFN_PRE, F, call->pre)) != NL_OK) return st;
+        nl_activate(call->pre, (int64_t)T * F, c->act);
     }
-    if ((st = fire(f, ctx, NL_HOOK_FFN_ACT, l, T, F, tokens, f->pre)) != NL_OK) return st;
-    nl_matmul(f->ffn_out, D, f->pre, F, T, &w->w_down, w->b_down);
-    return fire(f, ctx, NL_HOOK_FFN_OUT, l, T, D, tokens, f->ffn_out);
+    if ((st = nl_ffn_fire(call, ctx, NL_HOOK_FFN_ACT, F, call->pre)) != NL_OK) return st;
+    nl_matmul(out, D, call->pre, F, T, &w->w_down, w->b_down);
+    return NL_OK;
+}
+
+/* FFN of layer l on input xin (T, D) into f->ffn_out: FFN_IN hooks on xin (in place), the
+ * layer's FFN (dense or replaced), FFN_OUT hooks. */
+static nl_status ffn(nl_forward *f, nl_ctx *ctx, const nl_layer *w, int l, int T, const int32_t *tokens,
+                     float *xin) {
+    const nl_config *c = f->c;
+    nl_status st;
+    if ((st = fire(f, ctx, NL_HOOK_FFN_IN, l, T, c->d_model, tokens, xin)) != NL_OK) return st;
+    const nl_ffn_call call = {l, T, c->d_model, c->d_ff, f->pos, tokens, c, w, f->pre, f->up, &f->hooks};
+    nl_ffn_fn fn = f->ffn_fn[l] ? f->ffn_fn[l] : nl_ffn_dense;
+    if ((st = fn(f->ffn_user[l], ctx, &call, xin, f->ffn_out)) != NL_OK) return st;
+    return fire(f, ctx, NL_HOOK_FFN_OUT, l, T, c->d_model, tokens, f->ffn_out);
 }
 
 /* Runs the blocks; leaves the final residual in f->x. Does not advance f->pos. */
@@ -225,7 +268,7 @@ static nl_status blocks(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, int T
         attention(f, l, T);
         nl_matmul(f->attn_out, D, f->att, Q, T, &w.wo, w.bo);
         if ((st = fire(f, ctx, NL_HOOK_ATTN_OUT, l, T, D, tokens, f->attn_out)) != NL_OK) return st;
-        const float *ffn_in;
+        float *ffn_in;
         if (c->shared_norm) {
             ffn_in = f->xn;
         } else if (c->parallel_residual) {

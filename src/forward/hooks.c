@@ -1,21 +1,44 @@
-/* hooks.c — the hook registry: interveners first, then observers (see hooks.h).
+/* hooks.c — the hook registry: interveners first, then observers; handles for removal
+ * (see hooks.h). The array stays compact and in registration order.
  * Checked by tests/test_forward.c. */
 #include "neuronlab/hooks.h"
 
+#include <limits.h>
 #include <string.h>
 
 const char *nl_hook_point_name(nl_hook_point p) {
-    static const char *names[NL_HOOK_COUNT] = {"ffn_pre", "ffn_up", "ffn_act", "ffn_out", "attn_out", "resid"};
+    static const char *names[NL_HOOK_COUNT] = {"ffn_pre", "ffn_up", "ffn_act", "ffn_out", "attn_out", "resid",
+                                                 "ffn_in"};
     return (p >= 0 && p < NL_HOOK_COUNT) ? names[p] : "?";
 }
 
 void nl_hooks_init(nl_hooks *h) { memset(h, 0, sizeof *h); }
 
-nl_status nl_hooks_add(nl_hooks *h, nl_hook_point p, int layer, nl_hook_kind kind, nl_hook_fn fn, void *user) {
-    NL_ASSERT(p >= 0 && p < NL_HOOK_COUNT && fn);
+nl_status nl_hooks_add_id(nl_hooks *h, nl_hook_point p, int layer, nl_hook_kind kind, nl_hook_fn fn, void *user,
+                          nl_hook_id *id) {
+    NL_ASSERT(p >= 0 && p < NL_HOOK_COUNT && fn && id);
+    *id = 0;
     if (h->n >= NL_MAX_HOOKS) return NL_EINVAL;
-    h->hooks[h->n++] = (nl_hook){p, layer, kind, fn, user};
+    NL_ASSERT(h->last_id < INT_MAX);
+    *id = ++h->last_id;
+    h->hooks[h->n++] = (nl_hook){p, layer, kind, fn, user, *id};
     return NL_OK;
+}
+
+nl_status nl_hooks_add(nl_hooks *h, nl_hook_point p, int layer, nl_hook_kind kind, nl_hook_fn fn, void *user) {
+    nl_hook_id id;
+    return nl_hooks_add_id(h, p, layer, kind, fn, user, &id);
+}
+
+nl_status nl_hooks_remove(nl_hooks *h, nl_hook_id id) {
+    if (id <= 0) return NL_EINVAL;
+    for (int i = 0; i < h->n; i++)
+        if (h->hooks[i].id == id) {
+            memmove(&h->hooks[i], &h->hooks[i + 1], (size_t)(h->n - i - 1) * sizeof h->hooks[0]);
+            h->n--;
+            return NL_OK;
+        }
+    return NL_EINVAL;
 }
 
 int nl_hooks_wants(const nl_hooks *h, nl_hook_point p, int layer) {
