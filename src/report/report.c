@@ -225,9 +225,10 @@ static nl_status run_gnuplot(nl_ctx *ctx, const char *prog, const char *dir, con
     while ((got = read(pfd[0], &exec_err, sizeof exec_err)) < 0 && errno == EINTR) {}
     close(pfd[0]);
     int status, killed = 0;
-    while (waitpid(pid, &status, 0) < 0) {
+    for (;;) {
+        if (nl_interrupted && !killed) kill(pid, SIGINT), killed = 1; /* in case Ctrl-C reached only us */
+        if (waitpid(pid, &status, 0) >= 0) break;
         if (errno != EINTR) return nl_errorf(ctx, NL_EIO, "cannot wait for %s: %s", prog, strerror(errno));
-        if (nl_interrupted && !killed) kill(pid, SIGINT), killed = 1; /* Ctrl-C reached only us */
     }
     if (got == (ssize_t)sizeof exec_err) {
         remove(log);
