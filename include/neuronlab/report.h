@@ -28,17 +28,21 @@
  * - Strings from the database (panel titles, series, row and column names) are cleaned before
  *   they reach a CSV or gnuplot: a line break, tab or other control character becomes a space,
  *   an invalid UTF-8 byte U+FFFD; in CSV fields also a comma becomes ';' and a double quote an
- *   apostrophe (so no field needs quoting). The CSVs may begin a line with '#': the templates
+ *   apostrophe (so no field needs quoting); a name longer than 60 characters is cut with '…'
+ *   (it labels a tick or a legend entry). The CSVs may begin a line with '#': the templates
  *   read them with no comment character, and draw every data string with `noenhanced` (no
  *   markup: `_ ^ @ { } &` are shown as they are). A panel title is cut at 120 characters with
  *   '…' (NAME.titles, one per line).
  * - Values: NULL is a missing value; NaN, ±Inf and text that is not a number are missing too
  *   (NaN in the CSV; an x that is not finite drops its row) and counted in the figure's caption
- *   in index.html ("Left out: …"), as are values ≤ 0 on a logarithmic axis (left out). A line
+ *   in index.html ("Left out: …"), as are values ≤ 0 on a logarithmic axis and points outside
+ *   a fixed xrange (both left out). A line
  *   panel without any finite value is left out (counted there too); a figure without any
  *   finite value is listed as not drawn, without data.
  * - Numbers written into NAME.gp are floats (cbmin = 0.0), and the templates compute in floats
  *   and guard logarithms, so constant, all-zero, one-cell and integer data draw.
+ * - Characters that no installed font has (CJK, emoji on a machine with only DejaVu) are drawn
+ *   by cairo as oversized boxes: install fonts that cover the labels (fonts-noto-cjk …).
  * Checked by tests/report.sh (every file exists, every gnuplot call exits 0, heatmap CSVs) and
  * tests/report_degenerate.sh (degenerate data, hostile labels, a failing figure, Ctrl-C).
  */

@@ -135,19 +135,22 @@ static char *clean(const char *s, int csv, int maxchars) {
     return o;
 }
 
-/* A name inside a CSV line (see clean). */
-static int csv_name(FILE *f, const char *s) {
-    char *c = clean(s, 1, 0);
-    if (!c) return -1;
-    fputs(c, f);
-    free(c);
-    return 0;
-}
-
 /* Characters (UTF-8 code points) of s: what the template needs to size margins. */
 static int chars(const char *s) {
     int n = 0;
     for (; *s; s++) n += ((unsigned char)*s & 0xc0) != 0x80;
+    return n;
+}
+
+#define NAME_CHARS 60 /* a longer series, row or column name is cut (with '…'): it labels a tick or a key entry */
+
+/* A name inside a CSV line (see clean); returns its characters, -1 when out of memory. */
+static int csv_name(FILE *f, const char *s) {
+    char *c = clean(s, 1, NAME_CHARS);
+    if (!c) return -1;
+    fputs(c, f);
+    int n = chars(c);
+    free(c);
     return n;
 }
 
@@ -299,6 +302,7 @@ typedef struct {
     char log[4096];   /* gnuplot's log of a failure, else "" */
     long nonfinite;   /* values that were NaN, ±Inf or not numbers: drawn as missing */
     long nonpositive; /* values ≤ 0 left out of a logarithmic axis */
+    long outside;     /* points outside the figure's fixed x range, left out */
     int emptypanels;  /* panels left out because none of their values is finite */
 } outcome;
 
@@ -372,11 +376,11 @@ static nl_status line_csvs(nl_ctx *ctx, const nl_report_opts *o, const nl_figure
         snprintf(path, sizeof path, "%s/%s", o->out_dir, file);
         FILE *f = fopen(path, "w");
         if (!f) { free(used); st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno)); break; }
-        int bad = csv_name(f, fig->xlabel);
+        int bad = csv_name(f, fig->xlabel) < 0;
         for (int j = 0; j < series->n; j++) {
             if (!used[j]) continue;
             fputc(',', f);
-            bad |= csv_name(f, series->names[j]);
+            bad |= csv_name(f, series->names[j]) < 0;
         }
         fputc('\n', f);
         for (size_t i = 0; i < nx; i++) {
@@ -436,16 +440,16 @@ static nl_status heat_csvs(nl_ctx *ctx, const nl_report_opts *o, const nl_figure
         snprintf(path, sizeof path, "%s/%s", o->out_dir, file);
         FILE *f = fopen(path, "w");
         if (!f) { st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno)); break; }
-        int bad = csv_name(f, fig->xlabel);
+        int bad = csv_name(f, fig->xlabel) < 0, w;
         for (int j = 0; j < nc; j++) {
             fputc(',', f);
-            bad |= csv_name(f, cnames->names[cl[j]]);
-            if (chars(cnames->names[cl[j]]) > hi->colchars) hi->colchars = chars(cnames->names[cl[j]]);
+            bad |= (w = csv_name(f, cnames->names[cl[j]])) < 0;
+            if (w > hi->colchars) hi->colchars = w;
         }
         fputc('\n', f);
         for (int i = 0; i < nr; i++) {
-            bad |= csv_name(f, rnames->names[rl[i]]);
-            if (chars(rnames->names[rl[i]]) > hi->rowchars) hi->rowchars = chars(rnames->names[rl[i]]);
+            bad |= (w = csv_name(f, rnames->names[rl[i]])) < 0;
+            if (w > hi->rowchars) hi->rowchars = w;
             for (int j = 0; j < nc; j++) {
                 double v = cell[(size_t)i * (size_t)nc + (size_t)j];
                 if (!isfinite(v)) {
@@ -456,8 +460,8 @@ static nl_status heat_csvs(nl_ctx *ctx, const nl_report_opts *o, const nl_figure
                 if (isnan(hi->cbmin) || v < hi->cbmin) hi->cbmin = v;
                 if (isnan(hi->cbmax) || v > hi->cbmax) hi->cbmax = v;
                 char a[64];
-                int w = snprintf(a, sizeof a, fmt, v);
-                if (w > hi->annotchars) hi->annotchars = w;
+                int aw = snprintf(a, sizeof a, fmt, v);
+                if (aw > hi->annotchars) hi->annotchars = aw;
             }
             fputc('\n', f);
         }
@@ -523,12 +527,23 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
         return NL_OK;
     }
     sqlite3_bind_int64(s, 1, run);
+    double xlo = -INFINITY, xhi = INFINITY; /* a fixed x range: a point outside it is not drawn (all outside would stop gnuplot) */
+    const char *colon = fig->xrange ? strchr(fig->xrange, ':') : NULL;
+    if (!heat && colon) {
+        char *end;
+        double a = strtod(fig->xrange, &end);
+        if (end == colon) xlo = a;
+        a = strtod(colon + 1, &end);
+        if (end != colon + 1 && !*end) xhi = a;
+    }
     strlist panels = {0}, series = {0}, cols = {0}; /* heatmap: series = row names, cols = column names */
     row *rows = NULL;
     size_t n = 0, cap = 0;
     nl_status st = NL_OK;
     int rc;
+    long nread = 0; /* rows the query returned */
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        nread++;
         const char *p = (const char *)sqlite3_column_text(s, 0), *q = (const char *)sqlite3_column_text(s, 1);
         double x = 0, y;
         if (!heat) {
@@ -537,6 +552,7 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
             x = value(s, 2, &badx);
             if (badx) { out->nonfinite++; continue; }
             if (fig->logx && x <= 0) { out->nonpositive++; continue; }
+            if (x < xlo || x > xhi) { out->outside++; continue; }
         }
         y = value(s, 3, &out->nonfinite);
         if (!heat && fig->logy && y <= 0) { out->nonpositive++; y = NAN; }
@@ -566,8 +582,11 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
     int any = 0;
     for (size_t i = 0; pfinite && i < n; i++)
         if (!isnan(rows[i].y)) pfinite[rows[i].panel] = 1, any = 1;
-    if (st == NL_OK && !out->failed && n > 0 && !any) {
-        snprintf(out->why, sizeof out->why, "none of the run's %zu values for this figure is a finite number", n);
+    if (st == NL_OK && !out->failed && nread > 0 && !any) {
+        snprintf(out->why, sizeof out->why,
+                 "none of the run's %ld rows for this figure can be drawn (%ld values not finite numbers, %ld values ≤ 0 on a "
+                 "logarithmic axis, %ld points outside the x range)",
+                 nread, out->nonfinite, out->nonpositive, out->outside);
         n = 0;
     }
     if (!heat)
@@ -608,7 +627,6 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
                 gp_ints(f, "tchars", hi.tchars, panels.n);
             } else {
                 fprintf(f, "logx = %d\nlogy = %d\nstyle = \"%s\"\n", fig->logx, fig->logy, fig->style ? fig->style : "lines");
-                const char *colon = fig->xrange ? strchr(fig->xrange, ':') : NULL;
                 if (colon) fprintf(f, "xmin = \"%.*s\"\nxmax = \"%s\"\n", (int)(colon - fig->xrange), fig->xrange, colon + 1);
                 if (fig->key) fputs("key = ", f), gp_string(f, fig->key), fputc('\n', f);
             }
@@ -660,7 +678,7 @@ static void run_line(FILE *f, sqlite3 *db, int64_t run) {
 
 /* What was left out of a drawn figure, for its caption (nothing on clean data). */
 static void left_out(FILE *f, const outcome *r) {
-    if (!r->nonfinite && !r->nonpositive && !r->emptypanels) return;
+    if (!r->nonfinite && !r->nonpositive && !r->outside && !r->emptypanels) return;
     fputs("<br><span class=\"note\">Left out:", f);
     const char *sep = " ";
     if (r->nonfinite)
@@ -669,6 +687,8 @@ static void left_out(FILE *f, const outcome *r) {
     if (r->nonpositive)
         fprintf(f, "%s%ld value%s ≤ 0, which the logarithmic axis cannot show", sep, r->nonpositive, r->nonpositive == 1 ? "" : "s"),
             sep = "; ";
+    if (r->outside)
+        fprintf(f, "%s%ld point%s outside the x axis range", sep, r->outside, r->outside == 1 ? "" : "s"), sep = "; ";
     if (r->emptypanels)
         fprintf(f, "%s%d panel%s without any finite value", sep, r->emptypanels, r->emptypanels == 1 ? "" : "s");
     fputs(".</span>", f);
