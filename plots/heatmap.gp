@@ -17,20 +17,26 @@
 # white on dark ones; cells without a value are grey with a dash. Cells are drawn as boxes
 # rather than `with image`, which needs at least 2 x 2 cells. The layout is computed in PNG
 # pixels (9 px per character, 17 px per line at 11 pt); the PDF keeps the same proportions.
+# Odd data: names are drawn without enhanced-text markup (a label "x_y" stays "x_y"), a row
+# name starting with '#' is data, not a comment; arithmetic is in floats (cbmin = cbmax = 0
+# written as integers would divide as integers) and logarithms are guarded, so all-zero,
+# constant and one-cell matrices draw.
 set datafile separator ','
+set datafile commentschars ""
 n = words(csvs)
 mx(a, b) = a > b ? a : b
 perrow = (n <= 3) ? n : (n == 4 ? 2 : 3)
 nrowsl = int(ceil(n * 1.0 / perrow))
 
 # ---- colour scale ----------------------------------------------------------------------------
+cbmin = real(cbmin); cbmax = real(cbmax)
 div = (cbmin < 0 && cbmax > 0)
 if (div) {
   m = mx(-cbmin, cbmax); lo = -m; hi = m
 } else {
   if (cbmax <= 0 && cbmin < 0) { lo = cbmin; hi = 0 } else { lo = 0; hi = cbmax }
 }
-if (hi <= lo) { hi = lo + 1 }
+if (!(hi > lo)) { hi = lo + 1.0 }   # one value (all zeros, a constant): a unit range
 neg = (!div && hi <= 0)
 tpos(v) = (v - lo) / (hi - lo)
 # white text where the colour is dark: the ends of the diverging scale, the dark end of the sequential one
@@ -69,7 +75,7 @@ cbband = 8 + 14 + 6 + vc + (ylabel ne "" ? vc + 8 : 0) + 12
 H = 1.0 * mx(300, nrowsl * slot + cbband)
 cby = nrowsl * slot + 8                          # top of the colour box
 # colour-box tics: a 1-2-5 step with room for every label (the widest label decides)
-nice(x) = (ne = 10.0 ** floor(log10(x)), nf = x / ne, (nf <= 1 ? 1 : (nf <= 2 ? 2 : (nf <= 5 ? 5 : 10))) * ne)
+nice(x) = (x > 0 && x < 1e300) ? (ne = 10.0 ** floor(log10(x)), nf = x / ne, (nf <= 1 ? 1 : (nf <= 2 ? 2 : (nf <= 5 ? 5 : 10))) * ne) : 1.0
 cbstep = nice((hi - lo) / mx(2, floor(cbw / (8 * 8.0))))
 cbchars = mx(strlen(sprintf("%g", ceil(lo / cbstep) * cbstep)), strlen(sprintf("%g", floor(hi / cbstep) * cbstep)))
 cbchars = mx(cbchars, strlen(sprintf("%g", cbstep)))
@@ -103,7 +109,8 @@ do for [pass = 1:2] {
   set tics scale 0 font ",10"
   set xtics out nomirror
   if (rot) { set xtics rotate by 45 right offset 0.5, 0 } else { set xtics norotate center }
-  set ytics nomirror
+  set xtics noenhanced
+  set ytics nomirror noenhanced
   set xlabel xlabel noenhanced
   unset ylabel
   set object 1 rectangle from graph 0, 0 to graph 1, 1 behind fillcolor rgb "#D9D9D9" fillstyle solid 1.0 noborder

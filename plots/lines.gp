@@ -7,7 +7,10 @@
 #                         xmin, xmax ("" = automatic), key ("" = default placement)
 # Paper style: sans-serif 11 pt, labelled axes, a legend per panel, light grid, a colour-blind
 # safe palette (Okabe–Ito), PNG at 150 dpi equivalent and vector PDF.
+# Odd data: titles and legend entries are drawn without enhanced-text markup; a panel with a
+# single x value draws its points even in the "lines" style (a line needs two).
 set datafile separator ','
+set datafile commentschars ""
 set datafile missing 'NaN'
 n = words(csvs)
 cols = (n <= 1) ? 1 : (n <= 4 ? 2 : (n <= 9 ? 3 : 4))
@@ -40,6 +43,8 @@ do for [pass = 1:2] {
     set border lc rgb "#444444"
     set key @key noenhanced Left reverse box lc rgb "#bbbbbb" samplen 2 spacing 1.1 font ",9"
     ncol = int(system(sprintf("head -1 '%s' | awk -F, '{print NF}'", f)))
+    nx = int(system(sprintf("tail -n +2 '%s' | wc -l", f)))
+    pstyle = (style eq "lines" && nx < 2) ? "linespoints" : style
     if (xlabel eq "layer") {   # integer ticks, at most about 12 of them
       xmaxv = real(system(sprintf("tail -n +2 '%s' | cut -d, -f1 | sort -g | tail -1", f)))
       set xtics 0, (xmaxv > 12 ? ceil(xmaxv / 12.0) : 1)
@@ -47,10 +52,10 @@ do for [pass = 1:2] {
     } else {
       set xtics autofreq
     }
-    if (style eq "histeps") {
+    if (pstyle eq "histeps") {
       plot for [c = 2:ncol] f using 1:c with histeps lw 1.5 lc rgb palette[(c - 2) % 8 + 1] title columnhead(c)
     } else {
-      if (style eq "linespoints") {
+      if (pstyle eq "linespoints") {
         plot for [c = 2:ncol] f using 1:c with linespoints lw 1.5 pt 7 ps 0.6 lc rgb palette[(c - 2) % 8 + 1] title columnhead(c)
       } else {
         plot for [c = 2:ncol] f using 1:c with lines lw 1.5 lc rgb palette[(c - 2) % 8 + 1] title columnhead(c)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # report.sh — `neuronlab report` end to end on the fixture model: record → sparsity → perturb →
-# report, then synthetic ability / prune / overlap runs (rows inserted with the sqlite3 CLI into
-# tables with the analyses' schemas) for the ability figures and the heatmaps; every figure's
+# report, then ability / prune / overlap runs of the real commands (so every table has the
+# analyses' real schema) whose rows are replaced by synthetic ones with the sqlite3 CLI, for
+# the ability figures and the heatmaps with known values; every figure's
 # PNG, PDF, gnuplot script and CSV exist (each gnuplot call exited 0, or report fails), the PNGs
 # are real images, index.html links them; the heatmap CSVs hold the expected matrices; a figure
 # whose analysis has no complete run (or no rows) is listed as missing; bad input gives
@@ -24,7 +25,7 @@ with open(sys.argv[1], "w") as f:
     for i in range(18):
         f.write(json.dumps({"tokens": [1] + [random.randrange(2, 256) for _ in range(40)], "label": ["code", "math", "prose"][i % 3]}) + "\n")
 PY
-{ "$nl" record $fx "$tmp/d.jsonl" -o "$tmp/a.h5" && "$nl" sparsity "$tmp/a.h5" --db "$tmp/r.db" > /dev/null; } > "$tmp/why" 2>&1
+{ "$nl" record $fx "$tmp/d.jsonl" -o "$tmp/a.h5" --pool && "$nl" sparsity "$tmp/a.h5" --db "$tmp/r.db" > /dev/null; } > "$tmp/why" 2>&1
 ok $? "record and sparsity for the report"
 "$nl" report --db "$tmp/r.db" -o "$tmp/half" > "$tmp/why" 2>&1
 rc=$?
@@ -42,33 +43,13 @@ done
 ! grep -q 'is not listed' "$tmp/why"
 ok $? "without ability, prune and overlap runs their four figures are listed as not drawn"
 
-# ability, prune and overlap runs: synthetic rows in the analyses' tables (ability.h, prune.h, overlap.h)
+# ability, prune and overlap runs: the real commands create the runs and their tables (the
+# analyses' own schemas, so a schema change that breaks a figure's query fails this test); their
+# rows are then replaced with synthetic ones (named columns) whose figures have known values
 if ! command -v sqlite3 > /dev/null; then
   echo "SKIP report heatmaps: the sqlite3 CLI is not installed (apt-get install sqlite3)"
   exit 0
 fi
-cat > "$tmp/schema.sql" <<'SQL'
-CREATE TABLE IF NOT EXISTS ability_run(run_id INTEGER PRIMARY KEY REFERENCES runs(id), method TEXT NOT NULL,
-  symmetric INTEGER NOT NULL, top REAL NOT NULL, scope TEXT NOT NULL, resident_run INTEGER, seed INTEGER NOT NULL,
-  docs INTEGER NOT NULL, layers INTEGER NOT NULL, d_ff INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS ability_label(run_id INTEGER NOT NULL REFERENCES runs(id), ability TEXT NOT NULL,
-  docs INTEGER NOT NULL, positives INTEGER NOT NULL, baseline REAL NOT NULL, PRIMARY KEY (run_id, ability)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS ability_layer(run_id INTEGER NOT NULL REFERENCES runs(id), ability TEXT NOT NULL,
-  layer INTEGER NOT NULL, best REAL, top_permille REAL, mean REAL, baseline REAL, shuffled_best REAL,
-  shuffled_top_permille REAL, shuffled_mean REAL, PRIMARY KEY (run_id, ability, layer)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS ability_depth(run_id INTEGER NOT NULL REFERENCES runs(id), ability TEXT NOT NULL,
-  layer INTEGER NOT NULL, neurons INTEGER NOT NULL, share REAL NOT NULL, PRIMARY KEY (run_id, ability, layer)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS prune_effect(run_id INTEGER NOT NULL REFERENCES runs(id), pruned TEXT NOT NULL,
-  control TEXT NOT NULL CHECK (control IN ('none','ability','random')), seed INTEGER NOT NULL, label TEXT NOT NULL,
-  neurons INTEGER NOT NULL, tokens INTEGER NOT NULL, nll REAL, ppl REAL, rel_change REAL,
-  PRIMARY KEY (run_id, pruned, control, seed, label)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS prune_control(run_id INTEGER NOT NULL REFERENCES runs(id), pruned TEXT NOT NULL,
-  label TEXT NOT NULL, seeds INTEGER NOT NULL, mean REAL, sd REAL, min REAL, max REAL,
-  PRIMARY KEY (run_id, pruned, label)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS overlap(run_id INTEGER NOT NULL REFERENCES runs(id), a TEXT NOT NULL, b TEXT NOT NULL,
-  layer INTEGER NOT NULL, size_a INTEGER NOT NULL, size_b INTEGER NOT NULL, inter INTEGER NOT NULL, frac REAL,
-  jaccard REAL, baseline_frac REAL, baseline_jaccard REAL, PRIMARY KEY (run_id, a, b, layer)) WITHOUT ROWID;
-SQL
 run_row() { # id kind status
   echo "INSERT INTO runs(id, kind, model, dataset, source, params, tool_version, started_at, ended_at, status)
     VALUES ($1, '$2', '$fx', 'd.jsonl', 'a.h5', '{}', 'test', '2026-01-01T00:00:00Z', '2026-01-01T00:01:00Z', '$3');"
@@ -77,45 +58,63 @@ run_row() { # id kind status
 run_row 90 overlap complete | sqlite3 "$tmp/r.db" 2> "$tmp/why" && "$nl" report --db "$tmp/r.db" -o "$tmp/notab" > /dev/null 2>> "$tmp/why" \
   && sed -n '/<figure id="overlap">/,/<\/figure>/p' "$tmp/notab/index.html" | grep -q 'Not drawn: the run has no rows for this figure'
 ok $? "an overlap run whose table does not exist is listed as not drawn, the report goes on"
-{ cat "$tmp/schema.sql"; run_row 100 ability complete; cat <<'SQL'
-INSERT INTO ability_run VALUES (100, 'ap', 0, 0.05, 'layer', NULL, 0, 18, 4, 64);
+{ "$nl" ability "$tmp/a.h5" --db "$tmp/r.db" && "$nl" prune $fx "$tmp/d.jsonl" --db "$tmp/r.db" --scores latest --seeds 1 \
+  && "$nl" prune $fx "$tmp/d.jsonl" --db "$tmp/r.db" --scores latest --seeds 1 && "$nl" overlap --db "$tmp/r.db" --scores latest; } > "$tmp/why" 2>&1
+ok $? "ability, prune (twice) and overlap runs of the real commands"
+last() { sqlite3 "$tmp/r.db" "SELECT MAX(id) FROM runs WHERE kind = '$1' AND status = 'complete'"; }
+A=$(last ability) P2=$(last prune) O=$(last overlap)
+P1=$(sqlite3 "$tmp/r.db" "SELECT MAX(id) FROM runs WHERE kind = 'prune' AND id < $P2")
+{ cat <<SQL
+DELETE FROM ability_run WHERE run_id = $A; DELETE FROM ability_label WHERE run_id = $A;
+DELETE FROM ability_layer WHERE run_id = $A; DELETE FROM ability_depth WHERE run_id = $A;
+DELETE FROM overlap WHERE run_id = $O;
+DELETE FROM prune_effect WHERE run_id IN ($P1, $P2); DELETE FROM prune_control WHERE run_id IN ($P1, $P2);
+-- the first prune run failed half-way: its rows must not be drawn; the second is not complete yet
+UPDATE runs SET status = 'failed' WHERE id = $P1;
+UPDATE runs SET status = 'interrupted' WHERE id = $P2;
+INSERT INTO prune_effect(run_id, pruned, control, seed, label, neurons, tokens, nll, ppl, rel_change)
+  VALUES ($P1, 'code', 'ability', -1, 'code', 12, 80, 5.1, 150.0, 0.9);
+INSERT INTO ability_run(run_id, method, symmetric, top, scope, resident_run, seed, docs, layers, d_ff)
+  VALUES ($A, 'ap', 0, 0.05, 'layer', NULL, 0, 18, 4, 64);
 WITH ab(k, name) AS (VALUES (0, 'code'), (1, 'math'), (2, 'prose'))
-INSERT INTO ability_label SELECT 100, name, 18, 6, 6 / 18.0 FROM ab;
+INSERT INTO ability_label(run_id, ability, docs, positives, baseline) SELECT $A, name, 18, 6, 6 / 18.0 FROM ab;
 WITH ab(k, name) AS (VALUES (0, 'code'), (1, 'math'), (2, 'prose')), ly(l) AS (VALUES (0), (1), (2), (3))
-INSERT INTO ability_layer SELECT 100, name, l, 0.45 + 0.1 * l + 0.02 * k, 0.35 + 0.08 * l, 0.34, 6 / 18.0, 0.42, 0.37, 6 / 18.0
-  FROM ab, ly UNION ALL SELECT 100, name, -1, 0.8, 0.6, 0.34, 6 / 18.0, 0.45, 0.38, 6 / 18.0 FROM ab;
+INSERT INTO ability_layer(run_id, ability, layer, best, top_permille, mean, baseline, shuffled_best, shuffled_top_permille, shuffled_mean)
+  SELECT $A, name, l, 0.45 + 0.1 * l + 0.02 * k, 0.35 + 0.08 * l, 0.34, 6 / 18.0, 0.42, 0.37, 6 / 18.0
+  FROM ab, ly UNION ALL SELECT $A, name, -1, 0.8, 0.6, 0.34, 6 / 18.0, 0.45, 0.38, 6 / 18.0 FROM ab;
 WITH ab(k, name) AS (VALUES (0, 'code'), (1, 'math'), (2, 'prose')), ly(l) AS (VALUES (0), (1), (2), (3))
-INSERT INTO ability_depth SELECT 100, name, l, 3 + l + k * (3 - l), (3 + l + k * (3 - l)) / (18.0 + 6 * k) FROM ab, ly;
-SQL
-  run_row 102 overlap complete; cat <<'SQL'
+INSERT INTO ability_depth(run_id, ability, layer, neurons, share)
+  SELECT $A, name, l, 3 + l + k * (3 - l), (3 + l + k * (3 - l)) / (18.0 + 6 * k) FROM ab, ly;
 WITH ab(name) AS (VALUES ('code'), ('math'), ('prose')),
   x(a, b, i) AS (SELECT p.name, q.name, CASE WHEN p.name = q.name THEN 40 WHEN p.name || q.name IN ('codemath', 'mathcode')
     THEN 12 WHEN p.name || q.name IN ('codeprose', 'prosecode') THEN 3 ELSE 5 END FROM ab p, ab q)
-INSERT INTO overlap SELECT 102, a, b, l, 40, 40, i, i / 40.0, i / (80.0 - i), 0.05, 0.05 / 1.95
+INSERT INTO overlap(run_id, a, b, layer, size_a, size_b, inter, frac, jaccard, baseline_frac, baseline_jaccard)
+  SELECT $O, a, b, l, 40, 40, i, i / 40.0, i / (80.0 - i), 0.05, 0.05 / 1.95
   FROM x, (SELECT -1 AS l UNION ALL SELECT 0);
 SQL
-  # a prune run that failed half-way: its rows must not be drawn
-  run_row 101 prune failed
-  echo "INSERT INTO prune_effect VALUES (101, 'code', 'ability', -1, 'code', 12, 80, 5.1, 150.0, 0.9);"
 } > "$tmp/abl.sql"
 sqlite3 "$tmp/r.db" < "$tmp/abl.sql" > "$tmp/why" 2>&1 && "$nl" report --db "$tmp/r.db" -o "$tmp/part" > /dev/null 2>> "$tmp/why" \
   && sed -n '/<figure id="prune_matrix">/,/<\/figure>/p' "$tmp/part/index.html" | grep -q 'Not drawn: the database has no complete run' \
   && [ ! -e "$tmp/part/prune_matrix.png" ] && [ -s "$tmp/part/overlap.png" ] && [ -s "$tmp/part/ability_scores.png" ]
 ok $? "a prune run that failed is not drawn (listed as missing) while the ability and overlap figures are"
-{ run_row 103 prune complete; cat <<'SQL'
+{ cat <<SQL
+UPDATE runs SET status = 'complete' WHERE id = $P2;
 WITH lb(c) AS (VALUES (''), ('code'), ('math'), ('prose'))
-INSERT INTO prune_effect SELECT 103, '', 'none', -1, c, 0, 240, 5.0, 148.4, 0 FROM lb;
+INSERT INTO prune_effect(run_id, pruned, control, seed, label, neurons, tokens, nll, ppl, rel_change)
+  SELECT $P2, '', 'none', -1, c, 0, 240, 5.0, 148.4, 0 FROM lb;
 WITH m(p, c, r) AS (VALUES ('code', 'code', 0.352), ('code', 'math', 0.021), ('code', 'prose', -0.004), ('code', '', 0.125),
   ('math', 'code', 0.015), ('math', 'math', 0.298), ('math', 'prose', 0.009), ('math', '', 0.104),
   ('prose', 'code', 0.003), ('prose', 'math', 0.012), ('prose', 'prose', 0.187), ('prose', '', 0.061))
-INSERT INTO prune_effect SELECT 103, p, 'ability', -1, c, 12, 80, 5.1, 150.0, r FROM m
-  UNION ALL SELECT 103, p, 'random', s, c, 12, 80, 5.0, 149.0, 0.01 + 0.002 * s FROM m, (SELECT 0 AS s UNION ALL SELECT 1 UNION ALL SELECT 2);
+INSERT INTO prune_effect(run_id, pruned, control, seed, label, neurons, tokens, nll, ppl, rel_change)
+  SELECT $P2, p, 'ability', -1, c, 12, 80, 5.1, 150.0, r FROM m
+  UNION ALL SELECT $P2, p, 'random', s, c, 12, 80, 5.0, 149.0, 0.01 + 0.002 * s FROM m, (SELECT 0 AS s UNION ALL SELECT 1 UNION ALL SELECT 2);
 -- no random control for (prose, math): that cell stays empty (NaN) in the random and difference panels
-INSERT INTO prune_control SELECT 103, pruned, label, 3, AVG(rel_change), 0.002, MIN(rel_change), MAX(rel_change) FROM prune_effect
-  WHERE run_id = 103 AND control = 'random' AND NOT (pruned = 'prose' AND label = 'math') GROUP BY pruned, label;
+INSERT INTO prune_control(run_id, pruned, label, seeds, mean, sd, min, max)
+  SELECT $P2, pruned, label, 3, AVG(rel_change), 0.002, MIN(rel_change), MAX(rel_change) FROM prune_effect
+  WHERE run_id = $P2 AND control = 'random' AND NOT (pruned = 'prose' AND label = 'math') GROUP BY pruned, label;
 SQL
 } | sqlite3 "$tmp/r.db" > "$tmp/why" 2>&1
-ok $? "synthetic ability, prune and overlap runs inserted with the sqlite3 CLI"
+ok $? "synthetic ability, prune and overlap rows inserted into the real tables with the sqlite3 CLI"
 "$nl" report --db "$tmp/r.db" -o "$tmp/rep" > "$tmp/out" 2> "$tmp/why"
 rc=$?
 cat "$tmp/out" >> "$tmp/why"
@@ -197,9 +196,21 @@ same([float(v) for v in rows[4].split(",")], [3, 6 / 18, 6 / 24, 6 / 30], "depth
 gp = open(os.path.join(d, "ability_scores.gp"), encoding="utf-8").read()
 assert 'key = "outside right top vertical"\n' in gp, "ability_scores legend placement"
 assert "\nkey = " not in open(os.path.join(d, "ability_depth.gp"), encoding="utf-8").read(), "a figure without a key setting got one"
+# byte for byte as the report has always written them (number format %.9g, NaN, names as given)
+exact = {
+    "prune_matrix-3-ability-random-percentage-points.csv": "evaluated on,code,math,prose,all\ncode,34,0.9,-1.6,11.3\n"
+        "math,0.3,28.6,-0.3,9.2\nprose,-0.9,NaN,17.5,4.9\n",
+    "overlap-2-jaccard-all-layers-random-0-0256.csv": "B (column ability); A = row ability,code,math,prose\n"
+        "code,NaN,0.176470588,0.038961039\nmath,0.176470588,NaN,0.0666666667\nprose,0.038961039,0.0666666667,NaN\n",
+    "ability_depth-1-global-top-set-best-5-of-all-recorded-neurons.csv": "layer,code,math,prose\n0,0.166666667,0.25,0.3\n"
+        "1,0.222222222,0.25,0.266666667\n2,0.277777778,0.25,0.233333333\n3,0.333333333,0.25,0.2\n",
+}
+for name, want in exact.items():
+    got = open(os.path.join(d, name), encoding="utf-8").read()
+    assert got == want, (name, got)
 print("heatmap and ability CSVs hold the expected values")
 PY
-ok $? "heatmap CSVs (prune matrix, overlap) and ability CSVs hold the expected rows, columns and values"
+ok $? "heatmap CSVs (prune matrix, overlap) and ability CSVs hold the expected rows, columns and values, byte for byte"
 (cd "$tmp/rep" && gnuplot perturbation.gp && gnuplot prune_matrix.gp && gnuplot overlap.gp) > "$tmp/why" 2>&1
 ok $? "a figure's gnuplot script redraws it in place (lines and heatmaps)"
 

@@ -17,14 +17,34 @@
  * instead, and each panel is pivoted into a matrix CSV: header `<xlabel>,col1,col2,…`, then
  * one line `rowname,v1,v2,…` per row, rows and columns in order of first appearance in the
  * query (its ORDER BY decides), NaN for a cell without a row (or with a NULL value); a later
- * row for the same cell replaces an earlier one. In CSV names (series, rows, columns, the
- * xlabel) a comma becomes ';', a double quote an apostrophe, a line break a space. NAME.gp gets
+ * row for the same cell replaces an earlier one. NAME.gp gets
  * cbmin/cbmax, the smallest and largest finite value over all cells of all panels (one colour
  * scale per figure: diverging and centred at 0 when the values have both signs, sequential
  * from 0 otherwise), and the panels' sizes. ylabel labels the colour box, xlabel the columns;
  * style is the printf format of the cell annotations (one conversion of e, f or g, e.g.
  * "%.1f"; NULL → "%.2f"); logx, logy and xrange are unused.
- * Checked by tests/report.sh (every file exists, every gnuplot call exits 0, heatmap CSVs).
+ *
+ * Odd data (the templates must draw it, or the figure is listed as failed, never misdrawn):
+ * - Strings from the database (panel titles, series, row and column names) are cleaned before
+ *   they reach a CSV or gnuplot: a line break, tab or other control character becomes a space,
+ *   an invalid UTF-8 byte U+FFFD; in CSV fields also a comma becomes ';' and a double quote an
+ *   apostrophe (so no field needs quoting); a name longer than 60 characters is cut with '…'
+ *   (it labels a tick or a legend entry). The CSVs may begin a line with '#': the templates
+ *   read them with no comment character, and draw every data string with `noenhanced` (no
+ *   markup: `_ ^ @ { } &` are shown as they are). A panel title is cut at 120 characters with
+ *   '…' (NAME.titles, one per line).
+ * - Values: NULL is a missing value; NaN, ±Inf and text that is not a number are missing too
+ *   (NaN in the CSV; an x that is not finite drops its row) and counted in the figure's caption
+ *   in index.html ("Left out: …"), as are values ≤ 0 on a logarithmic axis and points outside
+ *   a fixed xrange (both left out). A line
+ *   panel without any finite value is left out (counted there too); a figure without any
+ *   finite value is listed as not drawn, without data.
+ * - Numbers written into NAME.gp are floats (cbmin = 0.0), and the templates compute in floats
+ *   and guard logarithms, so constant, all-zero, one-cell and integer data draw.
+ * - Characters that no installed font has (CJK, emoji on a machine with only DejaVu) are drawn
+ *   by cairo as oversized boxes: install fonts that cover the labels (fonts-noto-cjk …).
+ * Checked by tests/report.sh (every file exists, every gnuplot call exits 0, heatmap CSVs) and
+ * tests/report_degenerate.sh (degenerate data, hostile labels, a failing figure, Ctrl-C).
  */
 #ifndef NEURONLAB_REPORT_H
 #define NEURONLAB_REPORT_H
@@ -68,13 +88,32 @@ typedef struct {
 } nl_report_opts;
 
 typedef struct {
+    const char *figure; /* nl_figures[i].name (static) */
+    char *why;          /* owned: one line, what failed ("gnuplot failed on 'overlap.gp': \"overlap.gp\" line 91:
+                           undefined value"); NULL when out of memory */
+    char *log;          /* owned: gnuplot's output, OUT_DIR/NAME.log (a path valid from the caller's working
+                           directory), or NULL when gnuplot did not run */
+} nl_report_failure;
+
+typedef struct {
     int drawn;   /* figures written (PNG + PDF + CSV) */
-    int missing; /* figures without a complete run */
+    int missing; /* figures without data: no complete run, no rows, or no finite value in them */
+    int failed;  /* figures with data that could not be drawn; the causes in failures[0..failed) */
+    nl_report_failure *failures; /* owned: nl_report_summary_release */
 } nl_report_summary;
 
-/* Writes the report. Errors: the database (results.h), an unwritable directory, a missing
- * template, a heatmap style that is not a one-number printf format, gnuplot not installed or
- * failing (the message quotes its first error line). */
+/* Writes the report: every figure it can draw, and index.html listing every figure — drawn,
+ * without data (and why), or failed (the cause, a link to gnuplot's log; failures are also
+ * listed at the top). A figure whose query or gnuplot call fails does not stop the others:
+ * it is counted in sum->failed and NL_OK is returned (the caller decides the exit status:
+ * the CLI exits 1). The log of a failed figure is kept as OUT_DIR/NAME.log; on success it is
+ * removed, and a failed figure leaves no NAME.png or NAME.pdf behind.
+ * Errors that stop the report (index.html is not written): the database (results.h), an
+ * unwritable directory, gnuplot not installed (no figure could be drawn), out of memory.
+ * NL_EINTR when nl_interrupted is set (Ctrl-C): the figure being drawn is stopped, index.html
+ * is written with the figures drawn so far and the rest listed as interrupted.
+ * Release sum with nl_report_summary_release in every case. */
 nl_status nl_report_write(nl_ctx *ctx, nl_results *db, const nl_report_opts *opts, nl_report_summary *sum);
+void nl_report_summary_release(nl_report_summary *sum); /* NULL or zeroed: no-op */
 
 #endif

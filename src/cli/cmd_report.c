@@ -1,6 +1,14 @@
 /* cmd_report.c — `neuronlab report --db results.db -o report/ [--run KIND=ID]… [--gnuplot PROG]`:
  * draws every figure of the results database as PNG + PDF with its CSV and gnuplot script,
- * and writes index.html (contract in report.h). */
+ * and writes index.html (contract in report.h).
+ * Exit status: 0 when every figure that has data was drawn (figures without data are listed in
+ * index.html and do not count); 1 when a figure with data could not be drawn — the others are
+ * still drawn, index.html is written and lists the failure, and stderr gets one line per failed
+ * figure (`neuronlab report: figure 'NAME' not drawn: CAUSE (see DIR/NAME.log)`), so scripts
+ * notice; 1 with one line on stderr and no index.html when nothing can be drawn (the database
+ * cannot be read, the directory cannot be written, gnuplot is not installed); 130 after
+ * Ctrl-C (index.html lists what was drawn before); 2 on a usage error.
+ * Checked by tests/report.sh and tests/report_degenerate.sh. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,7 +61,24 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     nl_report_summary sum;
     st = nl_report_write(ctx, db, &o, &sum);
     nl_results_close(db);
-    if (st != NL_OK) return nl_cli_fail(ctx, st);
-    printf("report: %s/index.html (%d figures drawn, %d without data)\n", out, sum.drawn, sum.missing);
-    return 0;
+    for (int i = 0; i < sum.failed; i++) {
+        const nl_report_failure *f = &sum.failures[i];
+        fprintf(stderr, "neuronlab report: figure '%s' not drawn: %s", f->figure, f->why ? f->why : "out of memory");
+        if (f->log) fprintf(stderr, " (see %s)", f->log);
+        fputc('\n', stderr);
+    }
+    int rc;
+    if (st == NL_EINTR) {
+        fprintf(stderr, "neuronlab: %s\n", ctx->msg);
+        rc = 130;
+    } else if (st != NL_OK) {
+        rc = nl_cli_fail(ctx, st);
+    } else {
+        printf("report: %s/index.html (%d figures drawn, %d without data", out, sum.drawn, sum.missing);
+        if (sum.failed) printf(", %d failed", sum.failed);
+        printf(")\n");
+        rc = sum.failed ? 1 : 0;
+    }
+    nl_report_summary_release(&sum);
+    return rc;
 }

@@ -2,13 +2,19 @@
  * pivoted into panel CSVs (line figures: x against series; heatmaps: row against column), a
  * NAME.gp (settings + compiled-in template) is written, and gnuplot draws NAME.png and
  * NAME.pdf; index.html lists every figure with its caption, its run's provenance and links to
- * the data. Checked by tests/report.sh. */
+ * the data. A figure that cannot be drawn (gnuplot fails, its query fails) is skipped and
+ * listed with its cause; the others are still drawn. Data strings are cleaned before they
+ * reach gnuplot or a CSV (no line breaks or control characters, valid UTF-8, no ',' or '"' in
+ * CSV fields) and non-finite values become missing cells. Checked by tests/report.sh and
+ * tests/report_degenerate.sh. */
 #include "neuronlab/report.h"
 
 #include "neuronlab/atomic_file.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,25 +73,84 @@ static void slug(char *out, size_t n, const char *s) {
     if (!k) snprintf(out, n, "all");
 }
 
+/* A gnuplot double-quoted string: backslash, quote and line breaks escaped. */
 static void gp_string(FILE *f, const char *s) {
     fputc('"', f);
     for (; *s; s++) {
-        if (*s == '"' || *s == '\\') fputc('\\', f);
-        fputc(*s, f);
+        if (*s == '\n') fputs("\\n", f);
+        else if (*s == '\r') fputs("\\r", f);
+        else {
+            if (*s == '"' || *s == '\\') fputc('\\', f);
+            fputc(*s, f);
+        }
     }
     fputc('"', f);
 }
 
-/* A name inside a CSV line: a comma would split the header (and shift every series), a quote
- * or a line break would confuse gnuplot's reader. */
-static void csv_name(FILE *f, const char *s) {
-    for (; *s; s++) fputc(*s == ',' ? ';' : *s == '"' ? '\'' : (*s == '\n' || *s == '\r') ? ' ' : *s, f);
+/* A number gnuplot reads as a float (a bare "0" would be an integer: 1/2 = 0 there). */
+static void gp_real(FILE *f, const char *name, double v) {
+    char b[64];
+    snprintf(b, sizeof b, "%.9g", v);
+    fprintf(f, "%s = %s%s\n", name, b, strpbrk(b, ".eEn") ? "" : ".0");
+}
+
+/* Length of the valid UTF-8 sequence at s (1-4), or 0 when it is not one. */
+static int utf8_len(const unsigned char *s) {
+    if (s[0] < 0x80) return 1;
+    int n = (s[0] & 0xe0) == 0xc0 ? 2 : (s[0] & 0xf0) == 0xe0 ? 3 : (s[0] & 0xf8) == 0xf0 ? 4 : 0;
+    if (!n || (n == 2 && s[0] < 0xc2) || (n == 4 && s[0] > 0xf4)) return 0;
+    for (int i = 1; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80) return 0;
+    if (n == 3 && s[0] == 0xe0 && s[1] < 0xa0) return 0; /* overlong */
+    if (n == 3 && s[0] == 0xed && s[1] >= 0xa0) return 0; /* surrogate */
+    if (n == 4 && ((s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] >= 0x90))) return 0;
+    return n;
+}
+
+/* A data string (label, ability, panel title) made safe to print: valid UTF-8 (a bad byte
+ * becomes U+FFFD), line breaks, tabs and other control characters become spaces; for a CSV
+ * field (csv) a comma becomes ';' and a double quote an apostrophe, so a field never splits
+ * or opens a quote; at most maxchars characters (0: no limit), a cut one ending in '…'.
+ * Returns a malloc'd string or NULL when out of memory. */
+static char *clean(const char *s, int csv, int maxchars) {
+    size_t n = strlen(s);
+    char *o = malloc(3 * n + 4), *p = o;
+    if (!o) return NULL;
+    int chars = 0;
+    for (const unsigned char *u = (const unsigned char *)s; *u;) {
+        if (maxchars && chars == maxchars - 1) {
+            /* room for the ellipsis only if more than one character is left */
+            int k = utf8_len(u);
+            if (u[k ? k : 1]) { memcpy(p, "\xe2\x80\xa6", 3), p += 3; break; }
+        }
+        int k = utf8_len(u);
+        if (!k) { memcpy(p, "\xef\xbf\xbd", 3), p += 3, u++; }
+        else if (*u < 0x20 || *u == 0x7f) *p++ = ' ', u++;
+        else if (csv && *u == ',') *p++ = ';', u++;
+        else if (csv && *u == '"') *p++ = '\'', u++;
+        else { memcpy(p, u, (size_t)k), p += k, u += k; }
+        chars++;
+    }
+    *p = 0;
+    return o;
 }
 
 /* Characters (UTF-8 code points) of s: what the template needs to size margins. */
 static int chars(const char *s) {
     int n = 0;
     for (; *s; s++) n += ((unsigned char)*s & 0xc0) != 0x80;
+    return n;
+}
+
+#define NAME_CHARS 60 /* a longer series, row or column name is cut (with '…'): it labels a tick or a key entry */
+
+/* A name inside a CSV line (see clean); returns its characters, -1 when out of memory. */
+static int csv_name(FILE *f, const char *s) {
+    char *c = clean(s, 1, NAME_CHARS);
+    if (!c) return -1;
+    fputs(c, f);
+    int n = chars(c);
+    free(c);
     return n;
 }
 
@@ -105,40 +170,87 @@ static const char *template_text(const char *name) {
     return NULL;
 }
 
-/* Runs `gnuplot NAME.gp` in dir, stderr to NAME.log; on failure the message quotes its first line. */
-static nl_status run_gnuplot(nl_ctx *ctx, const char *prog, const char *dir, const char *name) {
-    char gp[512], log[512];
+/* The cause of a gnuplot failure from its log: the line `"NAME.gp" line N: message` (the last
+ * one: earlier ones are warnings), else the last line that is not blank or a caret marker. */
+static void log_cause(const char *log, char *out, size_t n) {
+    char line[1024], last[1024] = "", err[1024] = "";
+    FILE *f = fopen(log, "r");
+    if (f) {
+        while (fgets(line, sizeof line, f)) {
+            line[strcspn(line, "\r\n")] = 0;
+            if (strspn(line, " \t^") == strlen(line)) continue;
+            snprintf(last, sizeof last, "%s", line + strspn(line, " \t"));
+            const char *l = strstr(line, " line ");
+            if (line[0] == '"' && l && strstr(l, ": ") && !strstr(l, ": warning:")) snprintf(err, sizeof err, "%s", line);
+        }
+        fclose(f);
+    }
+    snprintf(out, n, "%s", err[0] ? err : last[0] ? last : "no message in its log");
+}
+
+/* Runs `gnuplot NAME.gp` in dir, its stdout and stderr to dir/NAME.log (removed on success).
+ * Returns NL_OK with why = "" when it drew the figure, NL_OK with why = the cause when gnuplot
+ * failed (the log stays, its path in log), NL_EINTR after Ctrl-C (the child is stopped too),
+ * NL_EIO when gnuplot cannot be started at all (not installed: every figure would fail). */
+static nl_status run_gnuplot(nl_ctx *ctx, const char *prog, const char *dir, const char *name, char *why, size_t nwhy,
+                             char *log, size_t nlog) {
+    char gp[256];
+    why[0] = 0;
     snprintf(gp, sizeof gp, "%s.gp", name);
-    snprintf(log, sizeof log, "%s/%s.log", dir, name);
+    snprintf(log, nlog, "%s/%s.log", dir, name);
+    int lfd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (lfd < 0) return nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", log, strerror(errno));
+    int pfd[2]; /* the child writes errno here when exec fails; closed on exec */
+    if (pipe2(pfd, O_CLOEXEC) != 0) {
+        close(lfd);
+        return nl_errorf(ctx, NL_EIO, "cannot start %s: %s", prog, strerror(errno));
+    }
     fflush(NULL);
     pid_t pid = fork();
-    if (pid < 0) return nl_errorf(ctx, NL_EIO, "cannot start %s: %s", prog, strerror(errno));
+    if (pid < 0) {
+        int e = errno;
+        close(lfd), close(pfd[0]), close(pfd[1]);
+        return nl_errorf(ctx, NL_EIO, "cannot start %s: %s", prog, strerror(e));
+    }
     if (pid == 0) {
-        if (chdir(dir) != 0) _exit(126);
-        FILE *e = freopen(log, "w", stderr);
-        (void)e;
-        execlp(prog, prog, gp, (char *)NULL);
-        fprintf(stderr, "cannot run %s: %s\n", prog, strerror(errno));
+        int e = 0;
+        if (chdir(dir) != 0 || dup2(lfd, 1) < 0 || dup2(lfd, 2) < 0) e = errno;
+        if (!e) {
+            execlp(prog, prog, gp, (char *)NULL);
+            e = errno;
+        }
+        if (write(pfd[1], &e, sizeof e) < 0) _exit(126);
         _exit(127);
     }
-    int status;
-    while (waitpid(pid, &status, 0) < 0)
+    close(lfd), close(pfd[1]);
+    int exec_err = 0;
+    ssize_t got;
+    while ((got = read(pfd[0], &exec_err, sizeof exec_err)) < 0 && errno == EINTR) {}
+    close(pfd[0]);
+    int status, killed = 0;
+    for (;;) {
+        if (nl_interrupted && !killed) kill(pid, SIGINT), killed = 1; /* in case Ctrl-C reached only us */
+        if (waitpid(pid, &status, 0) >= 0) break;
         if (errno != EINTR) return nl_errorf(ctx, NL_EIO, "cannot wait for %s: %s", prog, strerror(errno));
+    }
+    if (got == (ssize_t)sizeof exec_err) {
+        remove(log);
+        return nl_errorf(ctx, NL_EIO, "cannot run '%s' (is gnuplot installed? Debian: apt-get install gnuplot-nox): %s", prog,
+                         strerror(exec_err));
+    }
+    if (nl_interrupted || (WIFSIGNALED(status) && WTERMSIG(status) == SIGINT)) {
+        nl_interrupted = 1;
+        return nl_errorf(ctx, NL_EINTR, "interrupted while gnuplot drew '%s'", name);
+    }
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
         remove(log);
         return NL_OK;
     }
-    char first[300] = "";
-    FILE *f = fopen(log, "r");
-    if (f) {
-        while (fgets(first, sizeof first, f))
-            if (strspn(first, " \t\r\n^") != strlen(first)) break;
-        fclose(f);
-        first[strcspn(first, "\r\n")] = 0;
-    }
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
-        return nl_errorf(ctx, NL_EIO, "cannot run '%s' (is gnuplot installed? Debian: apt-get install gnuplot-nox): %s", prog, first);
-    return nl_errorf(ctx, NL_EIO, "gnuplot failed on '%s/%s.gp' (see %s): %s", dir, name, log, first);
+    char cause[1024];
+    if (WIFSIGNALED(status)) snprintf(cause, sizeof cause, "killed by signal %d", WTERMSIG(status));
+    else log_cause(log, cause, sizeof cause);
+    snprintf(why, nwhy, "gnuplot failed on '%s': %s", gp, cause);
+    return NL_OK;
 }
 
 static int64_t latest_run(sqlite3 *db, const char *kind) {
@@ -182,23 +294,62 @@ typedef struct {
     int *prows, *pcols, *tchars;          /* per panel: rows, columns, title characters */
 } heat_info;
 
-/* Adds file to the space-separated list csvs (n bytes) and to files. */
-static nl_status add_csv(nl_ctx *ctx, const nl_figure *fig, char *csvs, size_t n, const char *file, strlist *files) {
-    if (strlen(csvs) + strlen(file) + 2 > n) return nl_errorf(ctx, NL_EINVAL, "figure '%s' has too many panels", fig->name);
-    if (csvs[0]) strcat(csvs, " ");
-    strcat(csvs, file);
+/* How one figure went. */
+typedef struct {
+    int drawn;        /* PNG and PDF written */
+    int failed;       /* not drawn although it has data: why says what failed */
+    char why[1400];   /* why it was not drawn; "" = the run has no rows for it */
+    char log[4096];   /* gnuplot's log of a failure, else "" */
+    long nonfinite;   /* values that were NaN, ±Inf or not numbers: drawn as missing */
+    long nonpositive; /* values ≤ 0 left out of a logarithmic axis */
+    long outside;     /* points outside the figure's fixed x range, left out */
+    int emptypanels;  /* panels left out because none of their values is finite */
+} outcome;
+
+/* The space-separated list of a figure's CSV files (grows as needed). */
+typedef struct {
+    char *s;
+    size_t n, cap;
+} strbuf;
+
+static nl_status add_csv(nl_ctx *ctx, strbuf *csvs, const char *file, strlist *files) {
+    size_t k = strlen(file);
+    if (csvs->n + k + 2 > csvs->cap) {
+        size_t cap = 2 * (csvs->n + k + 2) + 256;
+        char *g = realloc(csvs->s, cap);
+        if (!g) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+        csvs->s = g, csvs->cap = cap;
+    }
+    if (csvs->n) csvs->s[csvs->n++] = ' ';
+    memcpy(csvs->s + csvs->n, file, k + 1);
+    csvs->n += k;
     if (strlist_index(files, file, 1) < 0) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
     return NL_OK;
 }
 
-/* Line figures: one CSV per panel, header `xlabel,series…`, rows sorted by x. */
+#define TITLE_CHARS 120 /* a longer panel title is cut (with '…') in the figure */
+
+/* One line of the titles file: the panel's name cleaned ("all" when empty); chars → *nchars. */
+static int put_title(FILE *titles, const char *name, int *nchars) {
+    char *t = clean(name[0] ? name : "all", 0, TITLE_CHARS);
+    if (!t) return -1;
+    fprintf(titles, "%s\n", t);
+    if (nchars) *nchars = chars(t);
+    free(t);
+    return 0;
+}
+
+/* Line figures: one CSV per panel that has a finite value, header `xlabel,series…`, rows
+ * sorted by x. */
 static nl_status line_csvs(nl_ctx *ctx, const nl_report_opts *o, const nl_figure *fig, const row *rows, size_t n,
-                           const strlist *panels, const strlist *series, FILE *titles, char *csvs, size_t ncsvs, strlist *files) {
+                           const strlist *panels, const strlist *series, const int *pfinite, FILE *titles, strbuf *csvs,
+                           strlist *files) {
     char path[4096];
     nl_status st = NL_OK;
     double *xs = malloc(n * sizeof *xs), *cell = NULL;
     if (!xs) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
     for (int p = 0; st == NL_OK && p < panels->n; p++) {
+        if (!pfinite[p]) continue;
         /* distinct x of the panel, sorted; which series appear in it */
         size_t nx = 0;
         int *used = calloc((size_t)series->n, sizeof *used);
@@ -225,11 +376,11 @@ static nl_status line_csvs(nl_ctx *ctx, const nl_report_opts *o, const nl_figure
         snprintf(path, sizeof path, "%s/%s", o->out_dir, file);
         FILE *f = fopen(path, "w");
         if (!f) { free(used); st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno)); break; }
-        csv_name(f, fig->xlabel);
+        int bad = csv_name(f, fig->xlabel) < 0;
         for (int j = 0; j < series->n; j++) {
             if (!used[j]) continue;
             fputc(',', f);
-            csv_name(f, series->names[j]);
+            bad |= csv_name(f, series->names[j]) < 0;
         }
         fputc('\n', f);
         for (size_t i = 0; i < nx; i++) {
@@ -244,8 +395,8 @@ static nl_status line_csvs(nl_ctx *ctx, const nl_report_opts *o, const nl_figure
         }
         free(used);
         if (fclose(f) != 0) { st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno)); break; }
-        fprintf(titles, "%s\n", panels->names[p][0] ? panels->names[p] : "all");
-        st = add_csv(ctx, fig, csvs, ncsvs, file, files);
+        if (bad || put_title(titles, panels->names[p], NULL)) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); break; }
+        st = add_csv(ctx, csvs, file, files);
     }
     free(cell);
     free(xs);
@@ -255,8 +406,8 @@ static nl_status line_csvs(nl_ctx *ctx, const nl_report_opts *o, const nl_figure
 /* Heatmaps: one matrix CSV per panel, header `xlabel,col…`, one line `row,value…` per row,
  * rows and columns in order of first appearance; fills hi. */
 static nl_status heat_csvs(nl_ctx *ctx, const nl_report_opts *o, const nl_figure *fig, const row *rows, size_t n,
-                           const strlist *panels, const strlist *rnames, const strlist *cnames, FILE *titles, char *csvs,
-                           size_t ncsvs, strlist *files, heat_info *hi) {
+                           const strlist *panels, const strlist *rnames, const strlist *cnames, FILE *titles, strbuf *csvs,
+                           strlist *files, heat_info *hi) {
     const char *fmt = fig->style ? fig->style : "%.2f";
     char path[4096];
     nl_status st = NL_OK;
@@ -289,16 +440,16 @@ static nl_status heat_csvs(nl_ctx *ctx, const nl_report_opts *o, const nl_figure
         snprintf(path, sizeof path, "%s/%s", o->out_dir, file);
         FILE *f = fopen(path, "w");
         if (!f) { st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno)); break; }
-        csv_name(f, fig->xlabel);
+        int bad = csv_name(f, fig->xlabel) < 0, w;
         for (int j = 0; j < nc; j++) {
             fputc(',', f);
-            csv_name(f, cnames->names[cl[j]]);
-            if (chars(cnames->names[cl[j]]) > hi->colchars) hi->colchars = chars(cnames->names[cl[j]]);
+            bad |= (w = csv_name(f, cnames->names[cl[j]])) < 0;
+            if (w > hi->colchars) hi->colchars = w;
         }
         fputc('\n', f);
         for (int i = 0; i < nr; i++) {
-            csv_name(f, rnames->names[rl[i]]);
-            if (chars(rnames->names[rl[i]]) > hi->rowchars) hi->rowchars = chars(rnames->names[rl[i]]);
+            bad |= (w = csv_name(f, rnames->names[rl[i]])) < 0;
+            if (w > hi->rowchars) hi->rowchars = w;
             for (int j = 0; j < nc; j++) {
                 double v = cell[(size_t)i * (size_t)nc + (size_t)j];
                 if (!isfinite(v)) {
@@ -309,16 +460,15 @@ static nl_status heat_csvs(nl_ctx *ctx, const nl_report_opts *o, const nl_figure
                 if (isnan(hi->cbmin) || v < hi->cbmin) hi->cbmin = v;
                 if (isnan(hi->cbmax) || v > hi->cbmax) hi->cbmax = v;
                 char a[64];
-                int w = snprintf(a, sizeof a, fmt, v);
-                if (w > hi->annotchars) hi->annotchars = w;
+                int aw = snprintf(a, sizeof a, fmt, v);
+                if (aw > hi->annotchars) hi->annotchars = aw;
             }
             fputc('\n', f);
         }
         if (fclose(f) != 0) { st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno)); break; }
-        const char *t = panels->names[p][0] ? panels->names[p] : "all";
-        fprintf(titles, "%s\n", t);
-        hi->prows[p] = nr, hi->pcols[p] = nc, hi->tchars[p] = chars(t);
-        st = add_csv(ctx, fig, csvs, ncsvs, file, files);
+        if (bad || put_title(titles, panels->names[p], &hi->tchars[p])) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); break; }
+        hi->prows[p] = nr, hi->pcols[p] = nc;
+        st = add_csv(ctx, csvs, file, files);
     }
     free(cell);
     free(rl), free(cl), free(ri), free(ci);
@@ -331,32 +481,81 @@ static void gp_ints(FILE *f, const char *name, const int *v, int n) {
     fputs("]\n", f);
 }
 
-/* Draws one figure for run id. *drawn = 0 when the query returns no rows (or reads a table the
- * database does not have: the analysis never wrote such rows). */
-static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, const nl_figure *fig, int64_t run, int *drawn,
+/* A value of the query: NULL → NaN (missing); NaN, ±Inf or text that is not a number → NaN,
+ * counted in *bad. */
+static double value(sqlite3_stmt *s, int c, long *bad) {
+    int t = sqlite3_column_type(s, c);
+    if (t == SQLITE_NULL) return NAN;
+    double v;
+    if (t == SQLITE_INTEGER || t == SQLITE_FLOAT) v = sqlite3_column_double(s, c);
+    else {
+        const char *txt = (const char *)sqlite3_column_text(s, c);
+        char *end;
+        v = txt ? strtod(txt, &end) : NAN;
+        if (!txt || end == txt || *end) v = NAN;
+    }
+    if (!isfinite(v)) { (*bad)++; return NAN; }
+    return v;
+}
+
+/* Draws one figure for run id, filling out. Returns an error only for what stops the whole
+ * report (memory, an unwritable output directory, gnuplot missing, Ctrl-C); what stops just
+ * this figure (its query, gnuplot on its data) is out->failed with the cause in out->why.
+ * A query that returns no rows (or reads a table the database does not have: the analysis
+ * never wrote such rows) leaves out->drawn = 0 and out->why = "". */
+static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, const nl_figure *fig, int64_t run, outcome *out,
                       strlist *files) {
-    *drawn = 0;
+    memset(out, 0, sizeof *out);
     const int heat = !strcmp(fig->template, "heatmap");
-    if (heat && fig->style && !number_format(fig->style))
-        return nl_errorf(ctx, NL_EINVAL, "figure '%s': heatmap style '%s' is not a printf format of one number (like %%.1f)",
-                         fig->name, fig->style);
+    const char *tpl = template_text(fig->template);
+    if (!tpl) {
+        out->failed = 1;
+        snprintf(out->why, sizeof out->why, "no template plots/%s.gp in this build", fig->template);
+        return NL_OK;
+    }
+    if (heat && fig->style && !number_format(fig->style)) {
+        out->failed = 1;
+        snprintf(out->why, sizeof out->why, "heatmap style '%s' is not a printf format of one number (like %%.1f)", fig->style);
+        return NL_OK;
+    }
     sqlite3 *h = nl_results_db(db);
     sqlite3_stmt *s;
     if (sqlite3_prepare_v2(h, fig->sql, -1, &s, NULL) != SQLITE_OK) {
         if (!strncmp(sqlite3_errmsg(h), "no such table", 13)) return NL_OK;
-        char what[128];
-        snprintf(what, sizeof what, "cannot query the data of figure '%s'", fig->name);
-        return nl_results_error(ctx, db, what);
+        out->failed = 1;
+        snprintf(out->why, sizeof out->why, "cannot query its data: %s", sqlite3_errmsg(h));
+        return NL_OK;
     }
     sqlite3_bind_int64(s, 1, run);
+    double xlo = -INFINITY, xhi = INFINITY; /* a fixed x range: a point outside it is not drawn (all outside would stop gnuplot) */
+    const char *colon = fig->xrange ? strchr(fig->xrange, ':') : NULL;
+    if (!heat && colon) {
+        char *end;
+        double a = strtod(fig->xrange, &end);
+        if (end == colon) xlo = a;
+        a = strtod(colon + 1, &end);
+        if (end != colon + 1 && !*end) xhi = a;
+    }
     strlist panels = {0}, series = {0}, cols = {0}; /* heatmap: series = row names, cols = column names */
     row *rows = NULL;
     size_t n = 0, cap = 0;
     nl_status st = NL_OK;
     int rc;
+    long nread = 0; /* rows the query returned */
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        nread++;
         const char *p = (const char *)sqlite3_column_text(s, 0), *q = (const char *)sqlite3_column_text(s, 1);
-        if (!heat && sqlite3_column_type(s, 2) == SQLITE_NULL) continue;
+        double x = 0, y;
+        if (!heat) {
+            if (sqlite3_column_type(s, 2) == SQLITE_NULL) continue;
+            long badx = 0;
+            x = value(s, 2, &badx);
+            if (badx) { out->nonfinite++; continue; }
+            if (fig->logx && x <= 0) { out->nonpositive++; continue; }
+            if (x < xlo || x > xhi) { out->outside++; continue; }
+        }
+        y = value(s, 3, &out->nonfinite);
+        if (!heat && fig->logy && y <= 0) { out->nonpositive++; y = NAN; }
         if (n == cap) {
             cap = cap ? 2 * cap : 256;
             row *g = realloc(rows, cap * sizeof *g);
@@ -369,16 +568,32 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
             ci = strlist_index(&cols, c ? c : "", 1);
         }
         if (pi < 0 || si < 0 || ci < 0) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); break; }
-        double y = sqlite3_column_type(s, 3) == SQLITE_NULL ? NAN : sqlite3_column_double(s, 3);
-        rows[n++] = (row){pi, si, ci, heat ? 0 : sqlite3_column_double(s, 2), y};
+        rows[n++] = (row){pi, si, ci, x, y};
     }
     if (st == NL_OK && rc != SQLITE_DONE) {
-        char what[128];
-        snprintf(what, sizeof what, "cannot read the data of figure '%s'", fig->name);
-        st = nl_results_error(ctx, db, what);
+        out->failed = 1;
+        snprintf(out->why, sizeof out->why, "cannot read its data: %s", sqlite3_errmsg(h));
     }
     sqlite3_finalize(s);
-    char path[4096], csvs[8192] = "";
+    /* which panels have a finite value: a panel without one has nothing to draw (a line panel
+     * would stop gnuplot), a figure without any is not drawn */
+    int *pfinite = n ? calloc((size_t)panels.n, sizeof *pfinite) : NULL;
+    if (n && !pfinite && st == NL_OK) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    int any = 0;
+    for (size_t i = 0; pfinite && i < n; i++)
+        if (!isnan(rows[i].y)) pfinite[rows[i].panel] = 1, any = 1;
+    if (st == NL_OK && !out->failed && nread > 0 && !any) {
+        snprintf(out->why, sizeof out->why,
+                 "none of the run's %ld rows for this figure can be drawn (%ld values not finite numbers, %ld values ≤ 0 on a "
+                 "logarithmic axis, %ld points outside the x range)",
+                 nread, out->nonfinite, out->nonpositive, out->outside);
+        n = 0;
+    }
+    if (!heat)
+        for (int p = 0; pfinite && any && p < panels.n; p++) out->emptypanels += !pfinite[p];
+    if (out->failed) n = 0;
+    char path[4096];
+    strbuf csvs = {0};
     FILE *titles = NULL;
     heat_info hi = {0};
     if (st == NL_OK && n > 0) {
@@ -386,26 +601,25 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
         if (!(titles = fopen(path, "w"))) st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno));
     }
     if (st == NL_OK && n > 0)
-        st = heat ? heat_csvs(ctx, o, fig, rows, n, &panels, &series, &cols, titles, csvs, sizeof csvs, files, &hi)
-                  : line_csvs(ctx, o, fig, rows, n, &panels, &series, titles, csvs, sizeof csvs, files);
+        st = heat ? heat_csvs(ctx, o, fig, rows, n, &panels, &series, &cols, titles, &csvs, files, &hi)
+                  : line_csvs(ctx, o, fig, rows, n, &panels, &series, pfinite, titles, &csvs, files);
     if (titles && fclose(titles) != 0 && st == NL_OK) st = nl_errorf(ctx, NL_EIO, "cannot write the titles of '%s'", fig->name);
     if (st == NL_OK && n > 0) {
-        const char *tpl = template_text(fig->template);
-        if (!tpl) st = nl_errorf(ctx, NL_EINVAL, "figure '%s': no template plots/%s.gp in this build", fig->name, fig->template);
         snprintf(path, sizeof path, "%s/%s.gp", o->out_dir, fig->name);
-        FILE *f = st == NL_OK ? fopen(path, "w") : NULL;
-        if (st == NL_OK && !f) st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno));
+        FILE *f = fopen(path, "w");
+        if (!f) st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno));
         if (f) {
             fprintf(f, "# %s — drawn by neuronlab report from run %lld (kind %s); rerun: gnuplot %s.gp\n", fig->name, (long long)run,
                     fig->kind, fig->name);
-            fputs("csvs = ", f), gp_string(f, csvs), fputc('\n', f);
+            fputs("csvs = ", f), gp_string(f, csvs.s ? csvs.s : ""), fputc('\n', f);
             fprintf(f, "titles = \"%s.titles\"\nout = \"%s\"\n", fig->name, fig->name);
             fputs("xlabel = ", f), gp_string(f, fig->xlabel), fputc('\n', f);
             fputs("ylabel = ", f), gp_string(f, fig->ylabel), fputc('\n', f);
             if (heat) {
                 fputs("style = ", f), gp_string(f, fig->style ? fig->style : "%.2f"), fputc('\n', f);
                 fputs("# colour range: smallest and largest value over all cells of all panels\n", f);
-                fprintf(f, "cbmin = %.9g\ncbmax = %.9g\n", isnan(hi.cbmin) ? 0 : hi.cbmin, isnan(hi.cbmax) ? 0 : hi.cbmax);
+                gp_real(f, "cbmin", isnan(hi.cbmin) ? 0 : hi.cbmin);
+                gp_real(f, "cbmax", isnan(hi.cbmax) ? 0 : hi.cbmax);
                 fputs("# sizes for the layout (characters of the longest row name, column name, annotation)\n", f);
                 fprintf(f, "rowchars = %d\ncolchars = %d\nannotchars = %d\n", hi.rowchars, hi.colchars, hi.annotchars);
                 gp_ints(f, "prows", hi.prows, panels.n);
@@ -413,7 +627,6 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
                 gp_ints(f, "tchars", hi.tchars, panels.n);
             } else {
                 fprintf(f, "logx = %d\nlogy = %d\nstyle = \"%s\"\n", fig->logx, fig->logy, fig->style ? fig->style : "lines");
-                const char *colon = fig->xrange ? strchr(fig->xrange, ':') : NULL;
                 if (colon) fprintf(f, "xmin = \"%.*s\"\nxmax = \"%s\"\n", (int)(colon - fig->xrange), fig->xrange, colon + 1);
                 if (fig->key) fputs("key = ", f), gp_string(f, fig->key), fputc('\n', f);
             }
@@ -421,9 +634,18 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
             fputs(tpl, f);
             if (fclose(f) != 0) st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno));
         }
-        if (st == NL_OK) st = run_gnuplot(ctx, o->gnuplot ? o->gnuplot : "gnuplot", o->out_dir, fig->name);
-        if (st == NL_OK) *drawn = 1;
+        if (st == NL_OK)
+            st = run_gnuplot(ctx, o->gnuplot ? o->gnuplot : "gnuplot", o->out_dir, fig->name, out->why, sizeof out->why, out->log,
+                             sizeof out->log);
+        if (st == NL_OK && !out->why[0]) out->drawn = 1;
+        else if (st == NL_OK) out->failed = 1;
+        if (!out->drawn) { /* no half-written picture beside a figure listed as not drawn */
+            static const char *const ext[] = {"png", "pdf"};
+            for (int e = 0; e < 2; e++) snprintf(path, sizeof path, "%s/%s.%s", o->out_dir, fig->name, ext[e]), remove(path);
+        }
     }
+    free(csvs.s);
+    free(pfinite);
     free(hi.prows), free(hi.pcols), free(hi.tchars);
     free(rows);
     strlist_free(&panels);
@@ -454,10 +676,36 @@ static void run_line(FILE *f, sqlite3 *db, int64_t run) {
     sqlite3_finalize(s);
 }
 
+/* What was left out of a drawn figure, for its caption (nothing on clean data). */
+static void left_out(FILE *f, const outcome *r) {
+    if (!r->nonfinite && !r->nonpositive && !r->outside && !r->emptypanels) return;
+    fputs("<br><span class=\"note\">Left out:", f);
+    const char *sep = " ";
+    if (r->nonfinite)
+        fprintf(f, "%s%ld value%s that %s not a finite number (NaN, ±Inf or text in the database), shown as missing (NaN in the CSV)",
+                sep, r->nonfinite, r->nonfinite == 1 ? "" : "s", r->nonfinite == 1 ? "is" : "are"), sep = "; ";
+    if (r->nonpositive)
+        fprintf(f, "%s%ld value%s ≤ 0, which the logarithmic axis cannot show", sep, r->nonpositive, r->nonpositive == 1 ? "" : "s"),
+            sep = "; ";
+    if (r->outside)
+        fprintf(f, "%s%ld point%s outside the x axis range", sep, r->outside, r->outside == 1 ? "" : "s"), sep = "; ";
+    if (r->emptypanels)
+        fprintf(f, "%s%d panel%s without any finite value", sep, r->emptypanels, r->emptypanels == 1 ? "" : "s");
+    fputs(".</span>", f);
+}
+
+void nl_report_summary_release(nl_report_summary *sum) {
+    if (!sum) return;
+    for (int i = 0; i < sum->failed; i++) free(sum->failures[i].why), free(sum->failures[i].log);
+    free(sum->failures);
+    memset(sum, 0, sizeof *sum);
+}
+
 nl_status nl_report_write(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, nl_report_summary *sum) {
     memset(sum, 0, sizeof *sum);
     if (mkdir(o->out_dir, 0777) != 0 && errno != EEXIST)
         return nl_errorf(ctx, NL_EIO, "cannot create '%s': %s", o->out_dir, strerror(errno));
+    if (!(sum->failures = calloc((size_t)nl_n_figures + 1, sizeof *sum->failures))) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
     char path[4096];
     snprintf(path, sizeof path, "%s/index.html", o->out_dir);
     nl_atomic_file af;
@@ -468,53 +716,101 @@ nl_status nl_report_write(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, 
           "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
           "figure{margin:2em 0;border-top:1px solid #ddd;padding-top:1em}img{max-width:100%}"
           "figcaption{margin-top:.5em;line-height:1.4}.prov{color:#666;font-size:.85em}"
-          ".missing{color:#a33}code{font-size:.9em}</style></head><body>\n",
+          ".missing{color:#a33}.failed{color:#a33;font-weight:bold}.note{color:#a60}code{font-size:.9em}</style></head><body>\n",
           idx);
     fprintf(idx, "<h1>neuronlab report</h1>\n<p>Database <code>");
     html(idx, nl_results_path(db));
     fprintf(idx, "</code>, drawn by neuronlab %s. Each figure has its data as CSV and its gnuplot script beside it.</p>\n",
             NL_VERSION);
-    nl_status st = NL_OK;
+    /* the figures go to memory first: the list of failures goes above them, so it is not overlooked */
+    char *body = NULL;
+    size_t nbody = 0;
+    FILE *b = open_memstream(&body, &nbody);
+    nl_status st = b ? NL_OK : nl_errorf(ctx, NL_ENOMEM, "out of memory");
     strlist files = {0};
-    for (int i = 0; st == NL_OK && i < nl_n_figures; i++) {
+    outcome *r = malloc(sizeof *r);
+    if (!r && st == NL_OK) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    for (int i = 0; (st == NL_OK || st == NL_EINTR) && i < nl_n_figures; i++) {
         const nl_figure *fig = &nl_figures[i];
         int64_t run = -1;
-        for (int k = 0; k < o->n_runs; k++)
-            if (!strcmp(o->kinds[k], fig->kind)) run = o->runs[k];
-        if (run < 0) run = latest_run(nl_results_db(db), fig->kind);
-        int drawn = 0;
         int before = files.n;
-        if (run >= 0) st = draw(ctx, db, o, fig, run, &drawn, &files);
-        if (st != NL_OK) break;
-        fprintf(idx, "<figure id=\"%s\">\n<h2>", fig->name);
-        html(idx, fig->title);
-        fputs("</h2>\n", idx);
-        if (drawn) {
-            fprintf(idx, "<a href=\"%s.pdf\"><img src=\"%s.png\" alt=\"", fig->name, fig->name);
-            html(idx, fig->title);
-            fputs("\"></a>\n<figcaption>", idx);
-            html(idx, fig->caption);
-            fprintf(idx, "<br>Files: <a href=\"%s.png\">PNG</a> · <a href=\"%s.pdf\">PDF</a> · <a href=\"%s.gp\">gnuplot</a>", fig->name,
+        memset(r, 0, sizeof *r);
+        if (st == NL_OK && nl_interrupted) st = nl_errorf(ctx, NL_EINTR, "interrupted");
+        if (st == NL_OK) {
+            for (int k = 0; k < o->n_runs; k++)
+                if (!strcmp(o->kinds[k], fig->kind)) run = o->runs[k];
+            if (run < 0) run = latest_run(nl_results_db(db), fig->kind);
+            if (run >= 0) st = draw(ctx, db, o, fig, run, r, &files);
+            if (st != NL_OK && st != NL_EINTR) break;
+        }
+        fprintf(b, "<figure id=\"%s\">\n<h2>", fig->name);
+        html(b, fig->title);
+        fputs("</h2>\n", b);
+        if (r->drawn) {
+            fprintf(b, "<a href=\"%s.pdf\"><img src=\"%s.png\" alt=\"", fig->name, fig->name);
+            html(b, fig->title);
+            fputs("\"></a>\n<figcaption>", b);
+            html(b, fig->caption);
+            left_out(b, r);
+            fprintf(b, "<br>Files: <a href=\"%s.png\">PNG</a> · <a href=\"%s.pdf\">PDF</a> · <a href=\"%s.gp\">gnuplot</a>", fig->name,
                     fig->name, fig->name);
-            for (int k = before; k < files.n; k++) fprintf(idx, " · <a href=\"%s\">%s</a>", files.names[k], files.names[k]);
-            fputs("</figcaption>\n", idx);
-            run_line(idx, nl_results_db(db), run);
+            for (int k = before; k < files.n; k++) fprintf(b, " · <a href=\"%s\">%s</a>", files.names[k], files.names[k]);
+            fputs("</figcaption>\n", b);
+            run_line(b, nl_results_db(db), run);
             sum->drawn++;
         } else {
-            fprintf(idx, "<p class=\"missing\">Not drawn: %s.</p>\n",
-                    run < 0 ? "the database has no complete run of this analysis" : "the run has no rows for this figure");
-            fputs("<figcaption>", idx);
-            html(idx, fig->caption);
-            fputs("</figcaption>\n", idx);
-            sum->missing++;
+            if (st == NL_EINTR) {
+                fputs("<p class=\"missing\">Not drawn: the report was interrupted (Ctrl-C) before this figure was drawn.</p>\n", b);
+            } else if (r->failed) {
+                fputs("<p class=\"failed\">Failed: ", b);
+                html(b, r->why);
+                fputs(".", b);
+                if (r->log[0]) fprintf(b, " Log: <a href=\"%s.log\">%s.log</a>.", fig->name, fig->name);
+                if (files.n > before) {
+                    fprintf(b, " Its data: <a href=\"%s.gp\">gnuplot</a>", fig->name);
+                    for (int k = before; k < files.n; k++) fprintf(b, " · <a href=\"%s\">%s</a>", files.names[k], files.names[k]);
+                }
+                fputs("</p>\n", b);
+                nl_report_failure *fl = &sum->failures[sum->failed++];
+                fl->figure = fig->name;
+                fl->why = strdup(r->why);
+                fl->log = r->log[0] ? strdup(r->log) : NULL;
+            } else {
+                fputs("<p class=\"missing\">Not drawn: ", b);
+                html(b, run < 0 ? "the database has no complete run of this analysis"
+                         : r->why[0] ? r->why : "the run has no rows for this figure");
+                fputs(".</p>\n", b);
+                sum->missing++;
+            }
+            fputs("<figcaption>", b);
+            html(b, fig->caption);
+            fputs("</figcaption>\n", b);
         }
-        fputs("</figure>\n", idx);
+        fputs("</figure>\n", b);
     }
+    free(r);
+    if (b && fclose(b) != 0 && st == NL_OK) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    if (sum->failed) {
+        fprintf(idx, "<p class=\"failed\">%d figure%s could not be drawn:</p>\n<ul>\n", sum->failed, sum->failed == 1 ? "" : "s");
+        for (int k = 0; k < sum->failed; k++) {
+            fprintf(idx, "<li class=\"failed\"><a href=\"#%s\">%s</a>: ", sum->failures[k].figure, sum->failures[k].figure);
+            html(idx, sum->failures[k].why ? sum->failures[k].why : "out of memory");
+            fputs("</li>\n", idx);
+        }
+        fputs("</ul>\n", idx);
+    }
+    if (body) fwrite(body, 1, nbody, idx);
+    free(body);
     fputs("</body></html>\n", idx);
     strlist_free(&files);
-    if (st != NL_OK) {
+    if (st != NL_OK && st != NL_EINTR) {
         nl_atomic_abort(&af);
         return st;
     }
-    return nl_atomic_commit(ctx, &af);
+    nl_status cst = nl_atomic_commit(ctx, &af);
+    if (cst != NL_OK) return cst;
+    if (st == NL_EINTR)
+        return nl_errorf(ctx, NL_EINTR, "interrupted: '%s' lists the %d figure%s drawn before Ctrl-C", path, sum->drawn,
+                         sum->drawn == 1 ? "" : "s");
+    return NL_OK;
 }
