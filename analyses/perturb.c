@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "neuronlab/ops.h"
+#include "neuronlab/rng.h"
 #include "neuronlab/model.h"
 
 static const char *METRIC_NAMES[NL_MASK_N_METRICS] = {"value", "norm", "random"};
@@ -112,13 +113,8 @@ nl_status nl_mask_set(nl_ctx *ctx, nl_mask *k, nl_mask_metric metric, double rat
 void nl_mask_reset(nl_mask *k) { memset(k->rows, 0, (size_t)k->L * sizeof *k->rows); }
 int nl_mask_k(const nl_mask *k) { return k->k; }
 
-/* splitmix64's finaliser: a bijective 64-bit mix. */
-static inline uint64_t mix64(uint64_t z) {
-    z += 0x9e3779b97f4a7c15ULL;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
+/* splitmix64's step: a bijective 64-bit mix of z + the golden-ratio increment. */
+static inline uint64_t mix64(uint64_t z) { return nl_mix64(z + 0x9e3779b97f4a7c15ULL); }
 
 static int cmp_u64(const void *a, const void *b) {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -348,8 +344,8 @@ static nl_status run_passes(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, co
     if (st == NL_OK) st = nl_mask_create_for_model(ctx, m, NL_MASK_VALUE, 0.0, opt->seed, &mask);
     if (st != NL_OK) return st;
     nl_hooks *hooks = nl_forward_hooks(f);
-    const int n_hooks = hooks->n;
-    if (nl_hooks_add(hooks, NL_HOOK_FFN_ACT, -1, NL_HOOK_INTERVENE, nl_mask_hook, mask) != NL_OK) {
+    nl_hook_id hook_id = 0;
+    if (nl_hooks_add_id(hooks, NL_HOOK_FFN_ACT, -1, NL_HOOK_INTERVENE, nl_mask_hook, mask, &hook_id) != NL_OK) {
         nl_mask_destroy(mask);
         return nl_errorf(ctx, NL_EINVAL, "too many hooks on the forward pass");
     }
@@ -369,7 +365,7 @@ static nl_status run_passes(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, co
         if ((st = nl_ppl_run(ctx, f, ds, opt->stride, progress, &cells[i].ppl)) != NL_OK) break;
         st = finish_cell(ctx, db, run_id, ds, &cells[i]);
     }
-    hooks->n = n_hooks; /* remove our intervener */
+    nl_hooks_remove(hooks, hook_id); /* remove our intervener */
     nl_mask_destroy(mask);
     return st;
 }

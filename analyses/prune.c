@@ -430,8 +430,8 @@ static nl_status run_passes(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, co
     nl_status st = nl_prune_mask_init(ctx, &mask, L, F);
     if (st != NL_OK) return st;
     nl_hooks *hooks = nl_forward_hooks(f);
-    const int n_hooks = hooks->n;
-    if (nl_hooks_add(hooks, NL_HOOK_FFN_ACT, -1, NL_HOOK_INTERVENE, nl_prune_hook, &mask) != NL_OK) {
+    nl_hook_id hook_id = 0;
+    if (nl_hooks_add_id(hooks, NL_HOOK_FFN_ACT, -1, NL_HOOK_INTERVENE, nl_prune_hook, &mask, &hook_id) != NL_OK) {
         nl_prune_mask_release(&mask);
         return nl_errorf(ctx, NL_EINVAL, "too many hooks on the forward pass");
     }
@@ -460,7 +460,7 @@ static nl_status run_passes(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, co
         }
     }
     free(seen);
-    hooks->n = n_hooks; /* remove our intervener */
+    nl_hooks_remove(hooks, hook_id); /* remove our intervener */
     nl_prune_mask_release(&mask);
     return st;
 }

@@ -244,11 +244,11 @@ static nl_ppl_result brute_ppl(fixture *x, const uint8_t *flags) {
     nl_ctx_init(&ctx);
     brute b = {flags, nl_model_config(x->m)->d_ff};
     nl_hooks *h = nl_forward_hooks(x->f);
-    const int n = h->n;
-    nl_hooks_add(h, NL_HOOK_FFN_ACT, -1, NL_HOOK_INTERVENE, brute_zero, &b);
+    nl_hook_id id;
+    cr_assert_eq(nl_hooks_add_id(h, NL_HOOK_FFN_ACT, -1, NL_HOOK_INTERVENE, brute_zero, &b, &id), NL_OK);
     nl_ppl_result p;
     cr_assert_eq(nl_ppl_run(&ctx, x->f, x->ds, 0, NULL, &p), NL_OK, "%s", ctx.msg);
-    h->n = n;
+    cr_assert_eq(nl_hooks_remove(h, id), NL_OK);
     return p;
 }
 
@@ -429,7 +429,8 @@ Test(prune, hand_built_sets_on_the_fixture_model) {
 
     /* Interrupted inside the fourth pass (base, code, random 0 done): those rows stay. */
     int left = 3 * 8 * 3 * 2 + 1; /* 3 passes × 8 docs × 3 chunks (41 tokens / 16) × 2 layers, then 1 more */
-    nl_hooks_add(nl_forward_hooks(x.f), NL_HOOK_FFN_ACT, -1, NL_HOOK_OBSERVE, interrupt_after, &left);
+    nl_hook_id obs;
+    nl_hooks_add_id(nl_forward_hooks(x.f), NL_HOOK_FFN_ACT, -1, NL_HOOK_OBSERVE, interrupt_after, &left, &obs);
     nl_status rc = nl_prune_run(&ctx, &o, x.f, x.ds, &s, db, NULL, &r);
     nl_interrupted = 0;
     cr_assert_eq(rc, NL_EINTR, "%s", ctx.msg);
@@ -446,7 +447,7 @@ Test(prune, hand_built_sets_on_the_fixture_model) {
              (long long)id);
     cr_assert_eq(count(h, q), 1, "the run ends 'interrupted' with the default message");
     cr_assert_eq(nl_forward_hooks(x.f)->n, 1, "only the test's observer is left");
-    nl_forward_hooks(x.f)->n = 0;
+    cr_assert_eq(nl_hooks_remove(nl_forward_hooks(x.f), obs), NL_OK);
     nl_prune_result_release(&r);
     nl_results_close(db);
     sets_free(&s);

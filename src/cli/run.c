@@ -1,6 +1,7 @@
 /* run.c — the MODEL DATA.jsonl arguments and forward-pass options shared by ppl, record
  * and the experiments (see nl_cli_run in cli.h). */
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "cli/cli.h"
@@ -45,6 +46,7 @@ nl_status nl_cli_run_open(nl_ctx *ctx, nl_cli_run *r) {
     st = r->tokenizer ? nl_tokenizer_open(ctx, r->tokenizer, &r->tok) : nl_tokenizer_for_model(ctx, r->model, &r->tok);
     if (st != NL_OK) return st;
     if ((st = nl_dataset_load(ctx, r->data, r->tok, c->vocab_size, &r->ds)) != NL_OK) return st;
+    if (r->ds->warning[0]) fprintf(stderr, "neuronlab: warning: %s\n", r->ds->warning);
     if (!r->batch) r->batch = 512;
     if (!r->ctx) r->ctx = c->max_pos > 0 ? c->max_pos : 2048;
     if (c->pos == NL_POS_LEARNED && r->ctx > c->max_pos) r->ctx = c->max_pos;

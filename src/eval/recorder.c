@@ -59,8 +59,8 @@ nl_status nl_record_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, nl_h5_
         if ((st = nl_model_w_out_norm(ctx, m, l, norms)) == NL_OK) st = nl_h5_write_w_out_norm(w, ctx, l, norms);
     }
     nl_hooks *hooks = nl_forward_hooks(f);
-    const int n_hooks = hooks->n;
-    if (st == NL_OK && nl_hooks_add(hooks, NL_HOOK_FFN_ACT, -1, NL_HOOK_OBSERVE, on_act, &s) != NL_OK)
+    nl_hook_id hook_id = 0;
+    if (st == NL_OK && nl_hooks_add_id(hooks, NL_HOOK_FFN_ACT, -1, NL_HOOK_OBSERVE, on_act, &s, &hook_id) != NL_OK)
         st = nl_errorf(ctx, NL_EINVAL, "too many hooks on the forward pass");
     for (int d = 0; st == NL_OK && d < ds->n_docs; d++) {
         const nl_doc *doc = &ds->docs[d];
@@ -78,7 +78,7 @@ nl_status nl_record_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, nl_h5_
         }
         if (st == NL_OK) st = nl_h5_end_doc(w, ctx);
     }
-    hooks->n = n_hooks; /* remove our observer */
+    nl_hooks_remove(hooks, hook_id); /* remove our observer */
     free(norms);
     free(s.pool);
     return st;
