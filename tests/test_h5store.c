@@ -800,7 +800,7 @@ Test(h5store, reader_string_attr_arrays_and_fixed_strings) {
     f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
     replace_attr(f, "act_fn", vstr, vstr, 0, 1, &two[0]);
     static char many[4000][8]; /* 4000 fixed-length strings of 8 bytes */
-    for (int i = 0; i < 4000; i++) snprintf(many[i], 8, "m%d", i);
+    for (int i = 0; i < 4000; i++) snprintf(many[i], 8, "m%u", (unsigned)i % 10000u);
     hid_t fx = H5Tcopy(H5T_C_S1);
     H5Tset_size(fx, 8);
     replace_attr(f, "model", fx, fx, 1, 4000, many);

@@ -315,6 +315,7 @@ static void app_free(nl_app *a) {
  * for NaN payloads. NL_NO_F16C=1 in the environment forces the scalar path.
  * tests/test_h5store.c checks both paths, both directions, against the scalar functions. */
 #if defined(__GNUC__) && defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 __attribute__((target("avx,f16c"))) static void f32_to_f16_f16c(uint16_t *d, const float *s, size_t n) {
     size_t i = 0;
@@ -331,7 +332,9 @@ static int have_f16c(void) {
     static int v = -1;
     if (v < 0) {
         __builtin_cpu_init();
-        v = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c") && !getenv("NL_NO_F16C");
+        unsigned a, b, c, d; /* F16C: CPUID leaf 1, ECX bit 29 (clang's __builtin_cpu_supports lacks "f16c") */
+        int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+        v = __builtin_cpu_supports("avx") && f16c && !getenv("NL_NO_F16C");
     }
     return v;
 }
