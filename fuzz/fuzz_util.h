@@ -19,7 +19,7 @@
 static char g_fuzz_dir[256];
 
 /* The scratch folder (created once; /dev/shm when present: fuzzing writes a file per run). */
-static const char *fuzz_dir(void) {
+__attribute__((unused)) static const char *fuzz_dir(void) {
     if (!g_fuzz_dir[0]) {
         const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
         snprintf(g_fuzz_dir, sizeof g_fuzz_dir, "%s/nlfuzz_XXXXXX", base);
@@ -29,7 +29,7 @@ static const char *fuzz_dir(void) {
 }
 
 /* Path of name in the scratch folder (static buffer, 4 in rotation). */
-static const char *fuzz_path(const char *name) {
+__attribute__((unused)) static const char *fuzz_path(const char *name) {
     static char buf[4][512];
     static int k;
     char *p = buf[k++ & 3];
@@ -38,7 +38,7 @@ static const char *fuzz_path(const char *name) {
 }
 
 /* Writes n bytes to name in the scratch folder; returns its path. */
-static const char *fuzz_write(const char *name, const uint8_t *d, size_t n) {
+__attribute__((unused)) static const char *fuzz_write(const char *name, const uint8_t *d, size_t n) {
     const char *p = fuzz_path(name);
     FILE *f = fopen(p, "wb");
     if (!f) abort();
@@ -48,7 +48,7 @@ static const char *fuzz_write(const char *name, const uint8_t *d, size_t n) {
 }
 
 /* Splits d at the first NL_FUZZ_SEP: part 0 before it, part 1 after it (empty when absent). */
-static void fuzz_split2(const uint8_t *d, size_t n, const uint8_t **p0, size_t *n0, const uint8_t **p1, size_t *n1) {
+__attribute__((unused)) static void fuzz_split2(const uint8_t *d, size_t n, const uint8_t **p0, size_t *n0, const uint8_t **p1, size_t *n1) {
     size_t k = strlen(NL_FUZZ_SEP);
     const uint8_t *s = n >= k ? memmem(d, n, NL_FUZZ_SEP, k) : NULL;
     *p0 = d;
@@ -58,7 +58,7 @@ static void fuzz_split2(const uint8_t *d, size_t n, const uint8_t **p0, size_t *
 }
 
 /* A context that never draws progress. */
-static void fuzz_ctx(nl_ctx *ctx) {
+__attribute__((unused)) static void fuzz_ctx(nl_ctx *ctx) {
     nl_ctx_init(ctx);
     ctx->progress = 0;
     ctx->n_threads = 1;

@@ -12,9 +12,9 @@ for n in "$@"; do
   [ -x "$exe" ] || { echo "fuzz $n: $exe missing (make fuzz-build)"; continue; }
   mkdir -p "$b/corpus/$n" "$b/crashes/$n"
   log=$b/fuzz_$n.log
-  "$exe" -fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1 -max_total_time="$secs" -timeout=20 \
+  "$exe" -fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1 -max_total_time="$secs" -timeout=20 -print_final_stats=1 \
          -rss_limit_mb=2048 -max_len=262144 -artifact_prefix="$b/crashes/$n/" "$b/corpus/$n" "fuzz/corpus/$n" >"$log" 2>&1
-  execs=$(grep -a -o 'exec/s: [0-9]*\|#[0-9]*' "$log" | grep -a '^#' | tail -1 | tr -d '#')
+  execs=$(grep -a -o '^#[0-9]*' "$log" | tail -1 | tr -d '#')
   crashes=$(ls "$b/crashes/$n" | wc -l)
   echo "fuzz $n: ${secs}s, ${execs:-?} executions, corpus $(ls "$b/corpus/$n" | wc -l), $crashes crash/oom/timeout inputs in $b/crashes/$n (log $log)"
 done
