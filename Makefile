@@ -4,7 +4,8 @@
 #   make demo       install, build, run the main job on the bundled default model and data
 #   make bench      benchmarks (tokens/s, GB/s, peak RSS, ratios against baselines)
 #   make debug      build/debug/ with -g -fsanitize=address,undefined
-#   make check-slow heavy checks kept out of `make test`
+#   make check-slow heavy checks kept out of `make test` (incl. 10 min of fuzzing per harness)
+#   make fuzz       libFuzzer harnesses of fuzz/ (clang), each run NL_FUZZ_SECONDS (default 60)
 #   make clean
 
 CC      ?= cc
@@ -31,7 +32,7 @@ TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 DEPS    := $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
 
-.PHONY: all deps test demo bench debug debug-cli check-slow clean tests-build
+.PHONY: all deps test demo bench debug debug-cli check-slow clean tests-build fuzz fuzz-build fuzz-corpus
 all: $(BUILD)/neuronlab
 
 # Installs missing Debian packages (idempotent; prints the command when not root).
@@ -95,6 +96,7 @@ bench: deps
 check-slow: deps
 	@$(MAKE) --no-print-directory tests-build
 	@NL_SLOW=1 bash scripts/run-tests.sh $(BUILD)
+	@$(MAKE) --no-print-directory fuzz NL_FUZZ_SECONDS=600
 
 # Sanitizer build of the CLI and the tests into build/debug/.
 debug:
@@ -103,6 +105,31 @@ debug:
 
 debug-cli:
 	@$(MAKE) --no-print-directory BUILD=build/debug OPT="$(SAN)" LDLIBS="$(LDLIBS) -fsanitize=address,undefined" build/debug/neuronlab
+
+# Fuzzing (fuzz/README.md): one libFuzzer harness per parser, fuzz/fuzz_<name>.c, built with
+# clang under ASan/UBSan into build/fuzz/ (the library too, instrumented for coverage).
+# `make fuzz` runs each for NL_FUZZ_SECONDS from the seeds of fuzz/corpus/<name>/ (new
+# inputs go to build/fuzz/corpus/<name>/, crashes to build/fuzz/crashes/<name>/); the test
+# runner's tests/fuzz_smoke.sh replays fuzz/crashes/ and runs each a few seconds.
+FUZZ_CC      ?= clang
+FUZZ_SAN     := -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
+FUZZ_NAMES   := $(sort $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c)))
+NL_FUZZ_SECONDS ?= 60
+
+$(BUILD)/fuzz/fuzz_%: fuzz/fuzz_%.c $(wildcard fuzz/*.h) $(BUILD)/libneuronlab.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $< $(BUILD)/libneuronlab.a $(LDLIBS)
+
+fuzz-build:
+	@$(MAKE) --no-print-directory BUILD=build/fuzz CC=$(FUZZ_CC) OPT="$(FUZZ_SAN)" \
+	    LDLIBS="$(LDLIBS) -fsanitize=address,undefined" $(FUZZ_NAMES:%=build/fuzz/fuzz/fuzz_%)
+
+# Regenerates the seeds of fuzz/corpus/ from tests/fixtures (and small generated files).
+fuzz-corpus:
+	@bash fuzz/make-corpus.sh
+
+fuzz: fuzz-build
+	@bash fuzz/run.sh build/fuzz $(NL_FUZZ_SECONDS) $(FUZZ_NAMES)
 
 clean:
 	rm -rf build

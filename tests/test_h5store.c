@@ -707,6 +707,314 @@ Test(h5store, reader_accepts_files_from_other_tools) {
     nl_h5_reader_close(r);
 }
 
+/* ------------------------------------------------------------------ hostile files
+ * Each case breaks one size, type or value of a valid small_file() and expects a one-line
+ * NL_EFORMAT naming the file, before anything is allocated from the broken size. The ASan
+ * build (make debug) runs them too: R2 read freed memory, R4 overflowed a string buffer. */
+
+/* Opens p and expects status want with a one-line message naming p and containing sub. */
+static void expect_open_fails(const char *p, nl_status want, const char *sub) {
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_h5_reader *r = (nl_h5_reader *)1;
+    nl_status s = nl_h5_open(&ctx, p, &r);
+    cr_assert_eq(s, want, "status %d, want %d: %s", s, want, ctx.msg);
+    cr_assert_null(r);
+    cr_assert(strstr(ctx.msg, p), "message does not name the file: %s", ctx.msg);
+    cr_assert(strstr(ctx.msg, sub), "message '%s' lacks '%s'", ctx.msg, sub);
+    cr_assert_null(strchr(ctx.msg, '\n'), "%s", ctx.msg);
+}
+
+static void replace_attr(hid_t obj, const char *name, hid_t ftype, hid_t mtype, int rank, hsize_t n, const void *v) {
+    if (H5Aexists(obj, name) > 0) cr_assert_geq(H5Adelete(obj, name), 0, "%s", name);
+    hid_t sp = rank == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, NULL);
+    hid_t a = H5Acreate2(obj, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert_geq(a, 0, "%s", name);
+    cr_assert_geq(H5Awrite(a, mtype, v), 0, "%s", name);
+    H5Aclose(a);
+    H5Sclose(sp);
+}
+
+static void set_layers_attr(const char *p, const int *v, int n) {
+    hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert_geq(f, 0);
+    replace_attr(f, "layers", H5T_STD_I32LE, H5T_NATIVE_INT, 1, (hsize_t)n, v);
+    H5Fclose(f);
+}
+
+/* Overwrites the whole dataset name (same length) with v in memory type mt. */
+static void overwrite_ds(const char *p, const char *name, hid_t mt, const void *v) {
+    hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t ds = H5Dopen2(f, name, H5P_DEFAULT);
+    cr_assert_geq(ds, 0, "%s", name);
+    cr_assert_geq(H5Dwrite(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, v), 0, "%s", name);
+    H5Dclose(ds);
+    H5Fclose(f);
+}
+
+static void resize_ds(const char *p, const char *name, hsize_t d0, hsize_t d1) {
+    hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t ds = H5Dopen2(f, name, H5P_DEFAULT);
+    hsize_t ext[2] = {d0, d1};
+    cr_assert_geq(H5Dset_extent(ds, ext), 0, "%s", name);
+    H5Dclose(ds);
+    H5Fclose(f);
+}
+
+/* R2: a layers attribute [0, 5] with n_layers = 2 (the message used to read the freed list). */
+Test(h5store, reader_layers_attr_outside_n_layers) {
+    const char *p = tmp_path("layers05.h5");
+    small_file(p);
+    set_layers_attr(p, (const int[]){0, 5}, 2);
+    expect_open_fails(p, NL_EFORMAT, "is corrupt: attribute 'layers' lists layer 5 but n_layers is 2");
+    set_layers_attr(p, (const int[]){-1}, 1);
+    expect_open_fails(p, NL_EFORMAT, "attribute 'layers' lists layer -1 but n_layers is 2");
+    set_layers_attr(p, (const int[]){1, 1}, 2);
+    expect_open_fails(p, NL_EFORMAT, "attribute 'layers' lists layer 1 twice");
+    set_layers_attr(p, (const int[]){0, 1, 0}, 3);
+    expect_open_fails(p, NL_EFORMAT, "attribute 'layers' lists more layers than n_layers = 2");
+    set_layers_attr(p, (const int[]){1, 0}, 2); /* unsorted is fine */
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_h5_reader *r;
+    cr_assert_eq(nl_h5_open(&ctx, p, &r), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_reader_info(r)->meta.n_rec, 2);
+    nl_h5_reader_close(r);
+}
+
+/* R4: string attributes stored as arrays (variable- and fixed-length) are refused; one
+ * fixed-length string, ASCII or UTF-8, NULLTERM or NULLPAD, and ASCII variable-length
+ * strings are read. */
+Test(h5store, reader_string_attr_arrays_and_fixed_strings) {
+    const char *p = tmp_path("strattr.h5");
+    small_file(p);
+    hid_t vstr = H5Tcopy(H5T_C_S1);
+    H5Tset_size(vstr, H5T_VARIABLE);
+    H5Tset_cset(vstr, H5T_CSET_UTF8);
+    hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    const char *two[2] = {"silu", "gelu"};
+    replace_attr(f, "act_fn", vstr, vstr, 1, 2, two);
+    H5Fclose(f);
+    expect_open_fails(p, NL_EFORMAT, "is corrupt: attribute 'act_fn' is an array of 2 strings, expected one string");
+
+    f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    replace_attr(f, "act_fn", vstr, vstr, 0, 1, &two[0]);
+    static char many[4000][8]; /* 4000 fixed-length strings of 8 bytes */
+    for (int i = 0; i < 4000; i++) snprintf(many[i], 8, "m%u", (unsigned)i % 10000u);
+    hid_t fx = H5Tcopy(H5T_C_S1);
+    H5Tset_size(fx, 8);
+    replace_attr(f, "model", fx, fx, 1, 4000, many);
+    H5Fclose(f);
+    expect_open_fails(p, NL_EFORMAT, "attribute 'model' is an array of 4000 strings, expected one string");
+
+    f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    const char *fmts[3] = {"neuronlab.activations", "x", "y"};
+    replace_attr(f, "format", vstr, vstr, 1, 3, fmts);
+    H5Fclose(f);
+    expect_open_fails(p, NL_EFORMAT, "is not a neuronlab activation file (format attribute is an array of 3 strings");
+
+    /* Accepted: fixed-length scalars in UTF-8 (NULLPAD, full width) and ASCII (NULLTERM),
+     * an ASCII variable-length string, a one-element array. */
+    f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    replace_attr(f, "format", vstr, vstr, 0, 1, &fmts[0]);
+    const char *model = "gpt2-\xc3\xbc"; /* "gpt2-ü": 7 bytes */
+    hid_t u8 = H5Tcopy(H5T_C_S1);
+    H5Tset_size(u8, 7);
+    H5Tset_strpad(u8, H5T_STR_NULLPAD);
+    H5Tset_cset(u8, H5T_CSET_UTF8);
+    replace_attr(f, "model", u8, u8, 0, 1, model);
+    hid_t asc = H5Tcopy(H5T_C_S1);
+    H5Tset_size(asc, 6);
+    replace_attr(f, "arch", asc, asc, 0, 1, "llama");
+    hid_t vasc = H5Tcopy(H5T_C_S1);
+    H5Tset_size(vasc, H5T_VARIABLE);
+    const char *ds = "docs.jsonl";
+    replace_attr(f, "dataset", vasc, vasc, 0, 1, &ds);
+    const char *ffk[1] = {"gated"};
+    replace_attr(f, "ffn_kind", vstr, vstr, 1, 1, ffk);
+    H5Fclose(f);
+    H5Tclose(u8);
+    H5Tclose(asc);
+    H5Tclose(vasc);
+    H5Tclose(fx);
+    H5Tclose(vstr);
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_h5_reader *r;
+    cr_assert_eq(nl_h5_open(&ctx, p, &r), NL_OK, "%s", ctx.msg);
+    const nl_h5_info *in = nl_h5_reader_info(r);
+    cr_assert_str_eq(in->meta.model, model);
+    cr_assert_str_eq(in->meta.arch, "llama");
+    cr_assert_str_eq(in->meta.dataset, "docs.jsonl");
+    cr_assert_str_eq(in->meta.ffn_kind, "gated");
+    cr_assert_str_eq(in->meta.act_fn, "silu");
+    nl_h5_reader_close(r);
+}
+
+/* R15: n_layers = 2^30 without a layers attribute used to allocate 4 GB and probe 2^30
+ * group names. A moderate n_layers is fine: the /layers group is listed instead. */
+Test(h5store, reader_huge_n_layers, .timeout = 20) {
+    const char *p = tmp_path("hugeL.h5");
+    small_file(p);
+    hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert_geq(H5Adelete(f, "layers"), 0);
+    H5Fclose(f);
+    set_int_attr(p, "n_layers", 1 << 30);
+    expect_open_fails(p, NL_EFORMAT, "is corrupt: attribute n_layers = 1073741824 (more than 65536)");
+
+    set_int_attr(p, "n_layers", 60000);
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_h5_reader *r;
+    cr_assert_eq(nl_h5_open(&ctx, p, &r), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_reader_info(r)->meta.n_rec, 2);
+    cr_assert_eq(nl_h5_reader_info(r)->meta.layers[1], 1);
+    cr_assert(nl_h5_reader_has_layer(r, 1));
+    cr_assert(!nl_h5_reader_has_layer(r, 2));
+    nl_h5_reader_close(r);
+
+    /* A group /layers/7 in a file of 2 layers, and a non-decimal name (ignored). */
+    set_int_attr(p, "n_layers", 2);
+    f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t g = H5Gcreate2(f, "layers/notes", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Gclose(g);
+    H5Fclose(f);
+    cr_assert_eq(nl_h5_open(&ctx, p, &r), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_reader_info(r)->meta.n_rec, 2);
+    nl_h5_reader_close(r);
+    f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    g = H5Gcreate2(f, "layers/7", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Gclose(g);
+    H5Fclose(f);
+    expect_open_fails(p, NL_EFORMAT, "is corrupt: group /layers/7 exists but n_layers is 2");
+}
+
+/* R15: every other size against the datasets present: offsets, prompt lengths, labels,
+ * shapes of w_out_norm and mean_abs, d_ff, and datasets declaring more than the file holds. */
+Test(h5store, reader_sizes_against_datasets, .timeout = 30) {
+    struct {
+        const char *name;
+        int what;
+        const char *sub;
+    } cases[] = {
+        {"off_dec", 0, "doc_offsets decreases at document 1"},
+        {"off_end", 1, "doc_offsets[-1] = 6 but /tokens has 5 entries"},
+        {"off_start", 2, "doc_offsets[0] = 1, expected 0"},
+        {"plen_big", 3, "prompt_len[1] = 3 but the document has 2 tokens"},
+        {"plen_neg", 4, "prompt_len[0] = -1 but the document has 3 tokens"},
+        {"pooled_rows", 5, "/pooled/1/mean_abs is not a float dataset of shape (2, 4) (documents, d_ff)"},
+        {"wnorm_len", 6, "/layers/0/w_out_norm is not a float dataset of d_ff = 4 entries"},
+        {"d_ff", 7, "/layers/0/ffn_act has shape (5, 4), expected (5, 5) (tokens, d_ff)"},
+        {"labels", 8, "/doc_labels has 1 entries but there are 2 documents"},
+        {"tokens_huge", 9, "/tokens declares 4398046511104 bytes but the file stores"},
+        {"offsets_huge", 10, "/doc_offsets declares"},
+        {"wnorm_unstored", 11, "/layers/1/w_out_norm declares 4294967296 bytes but the file stores 0 of them"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char nm[64];
+        snprintf(nm, sizeof nm, "sz_%s.h5", cases[k].name);
+        const char *p = tmp_path(nm);
+        small_file(p);
+        switch (cases[k].what) {
+        case 0: overwrite_ds(p, "doc_offsets", H5T_NATIVE_INT64, (const int64_t[]){0, 4, 3}); break;
+        case 1: overwrite_ds(p, "doc_offsets", H5T_NATIVE_INT64, (const int64_t[]){0, 3, 6}); break;
+        case 2: overwrite_ds(p, "doc_offsets", H5T_NATIVE_INT64, (const int64_t[]){1, 3, 5}); break;
+        case 3: overwrite_ds(p, "prompt_len", H5T_NATIVE_INT32, (const int32_t[]){3, 3}); break;
+        case 4: overwrite_ds(p, "prompt_len", H5T_NATIVE_INT32, (const int32_t[]){-1, 1}); break;
+        case 5: resize_ds(p, "pooled/1/mean_abs", 1, 4); break;
+        case 6: {
+            hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+            cr_assert_geq(H5Ldelete(f, "layers/0/w_out_norm", H5P_DEFAULT), 0);
+            put_ds(f, "layers/0/w_out_norm", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, 3, 0, (const float[]){1, 2, 3});
+            H5Fclose(f);
+            break;
+        }
+        case 7: set_int_attr(p, "d_ff", 5); break;
+        case 8: resize_ds(p, "doc_labels", 1, 0); break;
+        case 9: /* 2^40 int32 tokens in a file of a few KB: chunks never written */
+            resize_ds(p, "tokens", 1ull << 40, 0);
+            overwrite_ds(p, "doc_offsets", H5T_NATIVE_INT64, (const int64_t[]){0, 3, 1ll << 40});
+            break;
+        case 10: resize_ds(p, "doc_offsets", 1ull << 33, 0); break;
+        case 11: { /* a contiguous w_out_norm of 2^30 floats whose data was never written */
+            set_int_attr(p, "d_ff", 1 << 30);
+            hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+            H5Ldelete(f, "layers/0/ffn_act", H5P_DEFAULT);
+            H5Ldelete(f, "layers/1/ffn_act", H5P_DEFAULT);
+            H5Ldelete(f, "pooled", H5P_DEFAULT);
+            H5Ldelete(f, "layers/0/w_out_norm", H5P_DEFAULT);
+            H5Ldelete(f, "layers/1/w_out_norm", H5P_DEFAULT);
+            hsize_t n = 1u << 30;
+            hid_t sp = H5Screate_simple(1, &n, NULL);
+            for (int l = 0; l < 2; l++) {
+                char dn[64];
+                snprintf(dn, sizeof dn, "layers/%d/w_out_norm", l);
+                hid_t ds = H5Dcreate2(f, dn, H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+                cr_assert_geq(ds, 0);
+                H5Dclose(ds);
+                if (l == 0) { /* layer 0: one float written into a chunked copy is still too little */
+                    H5Ldelete(f, dn, H5P_DEFAULT);
+                    hsize_t ch = 1024;
+                    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+                    H5Pset_chunk(dcpl, 1, &ch);
+                    ds = H5Dcreate2(f, dn, H5T_IEEE_F32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+                    H5Pclose(dcpl);
+                    cr_assert_geq(ds, 0);
+                    H5Dclose(ds);
+                }
+            }
+            H5Sclose(sp);
+            H5Fclose(f);
+            expect_open_fails(p, NL_EFORMAT, "/layers/0/w_out_norm declares 4294967296 bytes but the file stores 0 of them");
+            f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+            H5Ldelete(f, "layers/0/w_out_norm", H5P_DEFAULT);
+            H5Fclose(f);
+            break;
+        }
+        }
+        expect_open_fails(p, NL_EFORMAT, cases[k].sub);
+    }
+}
+
+/* R14: a NaN in w_out_norm is reported as such when it is read (not later, as a NULL in a
+ * results table); likewise non-finite or negative pooled means. */
+Test(h5store, reader_non_finite_values) {
+    const char *p = tmp_path("nan.h5");
+    small_file(p);
+    float norms[4] = {1, NAN, 2, 3};
+    overwrite_ds(p, "layers/1/w_out_norm", H5T_NATIVE_FLOAT, norms);
+    float pooled[8] = {0, 1, 2, 3, 4, 5, INFINITY, 7};
+    overwrite_ds(p, "pooled/0/mean_abs", H5T_NATIVE_FLOAT, pooled);
+    float neg[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    neg[2] = -0.5f;
+    overwrite_ds(p, "pooled/1/mean_abs", H5T_NATIVE_FLOAT, neg);
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_h5_reader *r;
+    cr_assert_eq(nl_h5_open(&ctx, p, &r), NL_OK, "%s", ctx.msg); /* values are checked where they are read */
+    float out[8];
+    char want[512];
+    cr_assert_eq(nl_h5_read_w_out_norm(r, &ctx, 0, out), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_read_w_out_norm(r, &ctx, 1, out), NL_EFORMAT);
+    snprintf(want, sizeof want, "'%s': layer 1 w_out_norm holds a non-finite value", p);
+    cr_assert_str_eq(ctx.msg, want);
+    cr_assert_eq(nl_h5_read_pooled(r, &ctx, 0, 0, 1, out), NL_OK, "%s", ctx.msg); /* document 0 is fine */
+    cr_assert_eq(nl_h5_read_pooled(r, &ctx, 0, 0, 2, out), NL_EFORMAT);
+    snprintf(want, sizeof want, "'%s': layer 0 mean_abs of document 1 holds a non-finite value", p);
+    cr_assert_str_eq(ctx.msg, want);
+    cr_assert_eq(nl_h5_read_pooled(r, &ctx, 1, 0, 2, out), NL_EFORMAT);
+    snprintf(want, sizeof want, "'%s': layer 1 mean_abs of document 0 holds a negative value", p);
+    cr_assert_str_eq(ctx.msg, want);
+    nl_h5_reader_close(r);
+    norms[1] = -1;
+    overwrite_ds(p, "layers/1/w_out_norm", H5T_NATIVE_FLOAT, norms);
+    cr_assert_eq(nl_h5_open(&ctx, p, &r), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_read_w_out_norm(r, &ctx, 1, out), NL_EFORMAT);
+    snprintf(want, sizeof want, "'%s': layer 1 w_out_norm holds a negative value", p);
+    cr_assert_str_eq(ctx.msg, want);
+    nl_h5_reader_close(r);
+}
+
 /* ------------------------------------------------------------------ files for check_h5.py */
 
 /* BUILD/ from this binary's path (BUILD/tests/test_h5store), else "build" when it exists. */

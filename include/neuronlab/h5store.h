@@ -158,13 +158,23 @@ typedef struct {
 } nl_h5_info;
 
 /* Opens path read-only and validates it: format name and version, every attribute and
- * dataset of the schema with consistent shapes. Errors (NL_EIO for missing/unreadable
- * files, NL_EFORMAT otherwise, NL_EUNSUPPORTED for another version):
+ * dataset of the schema with consistent shapes. Every size is checked against what the file
+ * holds before anything is allocated from it: string attributes hold one string; n_layers
+ * ≤ 65536 and every listed or present layer is below it; /tokens, /doc_offsets, labels,
+ * prompt lengths, ffn_act [N, F], w_out_norm [F] and mean_abs [Dc, F] agree with each
+ * other and with d_ff; doc_offsets run from 0 to N without decreasing; 0 ≤ prompt_len ≤
+ * the document's length; and each dataset's declared bytes are stored in the file (not
+ * unwritten chunks read as fill values, not external storage). Values of ffn_act are not
+ * scanned. Errors (NL_EIO for missing/unreadable files, NL_EFORMAT otherwise,
+ * NL_EUNSUPPORTED for another version):
  *   cannot open 'x.h5': No such file or directory
  *   'x.h5' is not an HDF5 file
  *   'x.h5' is not a neuronlab activation file (format attribute missing)
  *   'x.h5': activation file version 2 is not supported (this neuronlab reads version 1)
- *   'x.h5' is corrupt: /layers/3/ffn_act has 10 rows but /tokens has 12
+ *   'x.h5' is corrupt: /layers/3/ffn_act has shape (10, 64), expected (12, 64) (tokens, d_ff)
+ *   'x.h5' is corrupt: attribute 'layers' lists layer 5 but n_layers is 2
+ *   'x.h5' is corrupt: attribute 'model' is an array of 2 strings, expected one string
+ *   'x.h5' is corrupt: /tokens declares 4398046511104 bytes but the file stores 65536 of them
  * On success *out is owned by the caller: nl_h5_reader_close. */
 nl_status nl_h5_open(nl_ctx *ctx, const char *path, nl_h5_reader **out);
 void nl_h5_reader_close(nl_h5_reader *r); /* NULL is a no-op */
@@ -179,10 +189,13 @@ int nl_h5_reader_has_layer(const nl_h5_reader *r, int layer);
  * range; NL_EIO when HDF5 fails. */
 nl_status nl_h5_read_acts(nl_h5_reader *r, nl_ctx *ctx, int layer, int64_t row0, int n, float *out);
 
-/* Reads documents [doc0, doc0+n) of /pooled/{layer}/mean_abs into out: (n, F). */
+/* Reads documents [doc0, doc0+n) of /pooled/{layer}/mean_abs into out: (n, F).
+ * NL_EFORMAT when a value read is negative or not finite:
+ *   'x.h5': layer 3 mean_abs of document 7 holds a non-finite value */
 nl_status nl_h5_read_pooled(nl_h5_reader *r, nl_ctx *ctx, int layer, int64_t doc0, int n, float *out);
 
-/* Reads /layers/{layer}/w_out_norm into out: (F). NL_EFORMAT when the file lacks it. */
+/* Reads /layers/{layer}/w_out_norm into out: (F). NL_EFORMAT when the file lacks it or a
+ * norm is negative or not finite ('x.h5': layer 3 w_out_norm holds a non-finite value). */
 nl_status nl_h5_read_w_out_norm(nl_h5_reader *r, nl_ctx *ctx, int layer, float *out);
 
 #endif

@@ -6,7 +6,12 @@
  * reads back or re-filters a chunk while recording. nl_h5_close cuts every dataset back to
  * the last ended document. HDF5's error printing is silenced; the innermost message of its
  * error stack (or the OS error it quotes) goes into ctx.
- * Checked by tests/test_h5store.c and tests/check_h5.py (via tests/h5_schema.sh).
+ * The reader treats the file as hostile: every attribute and dataset is checked for type,
+ * rank and size, and every size it allocates from is checked first against the others and
+ * against the bytes the file stores (ds_stored); values the analyses need finite (w_out_norm,
+ * mean_abs) are checked where they are read.
+ * Checked by tests/test_h5store.c (incl. hostile files), tests/check_h5.py (via
+ * tests/h5_schema.sh) and fuzz/fuzz_h5.c (libFuzzer, see fuzz/README.md).
  *
  * Chunk and filter choice, by measurement (2 cores, HDF5 1.10.8, ext4 through the page
  * cache). Writer alone: 4 layers, appends of T = 512 rows, values ~ N(0,1) with 60% of
@@ -46,6 +51,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +69,11 @@
 #define TOKENS_CHUNK 16384 /* int32 rows: 64 KiB */
 #define DOCS_CHUNK 4096    /* doc_offsets, prompt_len, doc_labels rows */
 #define POOLED_CHUNK_BYTES (256 << 10)
+
+/* Reader limits on sizes a file declares (checked before anything is allocated from them). */
+#define NL_H5_MAX_LAYERS 65536         /* n_layers: 2^16, far beyond any model */
+#define NL_H5_MAX_ATTR_STR (1 << 20)   /* bytes of one fixed-length string attribute */
+#define NL_H5_MAX_FILTER_RATIO 1100    /* deflate compresses at most ~1032:1 */
 
 const char *nl_h5_dtype_name(nl_h5_dtype dt) { return dt == NL_H5_F16 ? "float16" : "float32"; }
 
@@ -303,6 +315,7 @@ static void app_free(nl_app *a) {
  * for NaN payloads. NL_NO_F16C=1 in the environment forces the scalar path.
  * tests/test_h5store.c checks both paths, both directions, against the scalar functions. */
 #if defined(__GNUC__) && defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 __attribute__((target("avx,f16c"))) static void f32_to_f16_f16c(uint16_t *d, const float *s, size_t n) {
     size_t i = 0;
@@ -319,7 +332,9 @@ static int have_f16c(void) {
     static int v = -1;
     if (v < 0) {
         __builtin_cpu_init();
-        v = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c") && !getenv("NL_NO_F16C");
+        unsigned a, b, c, d; /* F16C: CPUID leaf 1, ECX bit 29 (clang's __builtin_cpu_supports lacks "f16c") */
+        int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+        v = __builtin_cpu_supports("avx") && f16c && !getenv("NL_NO_F16C");
     }
     return v;
 }
@@ -786,44 +801,53 @@ void nl_h5_reader_close(nl_h5_reader *r) {
 static int has_attr(hid_t obj, const char *name) { return H5Aexists(obj, name) > 0; }
 static int has_link(hid_t loc, const char *name) { return H5Lexists(loc, name, H5P_DEFAULT) > 0; }
 
-/* Reads a scalar string attribute (variable- or fixed-length) into an owned string. */
-static int read_attr_str(hid_t obj, const char *name, char **out) {
+/* Reads a string attribute holding one string (scalar, or an array of one element),
+ * variable- or fixed-length, ASCII or UTF-8, into an owned string. On failure returns -1
+ * and says why in why ("is not a string", "is an array of 2 strings, expected one"). */
+static int read_attr_str(hid_t obj, const char *name, char **out, char *why, size_t nwhy) {
     *out = NULL;
+    snprintf(why, nwhy, "cannot be read");
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
     if (a < 0) return -1;
-    hid_t t = H5Aget_type(a);
+    hid_t t = H5Aget_type(a), s = H5Aget_space(a), mt = -1;
+    hssize_t k = s >= 0 ? H5Sget_simple_extent_npoints(s) : -1;
     int rc = -1;
-    if (t >= 0 && H5Tget_class(t) == H5T_STRING) {
-        if (H5Tis_variable_str(t) > 0) {
-            hid_t mt = h5_vstr_type();
-            char *s = NULL;
-            if (mt >= 0 && H5Aread(a, mt, &s) >= 0) {
-                *out = strdup(s ? s : "");
-                rc = *out ? 0 : -1;
-                H5free_memory(s);
-            }
-            if (mt >= 0) H5Tclose(mt);
-        } else {
-            size_t n = H5Tget_size(t); /* memory type one longer: NULLTERM keeps n chars + NUL */
-            char *s = calloc(n + 1, 1);
-            hid_t mt = H5Tcopy(H5T_C_S1);
-            if (s && mt >= 0 && H5Tset_size(mt, n + 1) >= 0 && H5Aread(a, mt, s) >= 0) {
-                *out = s;
-                s = NULL;
-                rc = 0;
-            }
-            free(s);
-            if (mt >= 0) H5Tclose(mt);
+    if (t < 0 || s < 0) {
+        /* why stays "cannot be read" */
+    } else if (H5Tget_class(t) != H5T_STRING) {
+        snprintf(why, nwhy, "is not a string");
+    } else if (k != 1 || H5Sget_simple_extent_ndims(s) > 1) {
+        snprintf(why, nwhy, "is an array of %lld strings, expected one string", (long long)k);
+    } else if (H5Tis_variable_str(t) > 0) {
+        char *v = NULL;
+        mt = H5Tcopy(t); /* same character set: HDF5 does not convert ASCII <-> UTF-8 */
+        if (mt >= 0 && H5Aread(a, mt, &v) >= 0) {
+            *out = strdup(v ? v : "");
+            rc = *out ? 0 : -1;
+            H5free_memory(v);
         }
+    } else {
+        size_t n = H5Tget_size(t); /* memory type one longer: NULLTERM keeps n chars + NUL */
+        char *v = n > 0 && n <= NL_H5_MAX_ATTR_STR ? calloc(n + 1, 1) : NULL;
+        if (n > NL_H5_MAX_ATTR_STR) snprintf(why, nwhy, "is a string of %zu bytes (more than %d)", n, NL_H5_MAX_ATTR_STR);
+        mt = v ? H5Tcopy(t) : -1;
+        if (mt >= 0 && H5Tset_size(mt, n + 1) >= 0 && H5Tset_strpad(mt, H5T_STR_NULLTERM) >= 0 && H5Aread(a, mt, v) >= 0) {
+            *out = v;
+            v = NULL;
+            rc = 0;
+        }
+        free(v);
     }
+    if (mt >= 0) H5Tclose(mt);
+    if (s >= 0) H5Sclose(s);
     if (t >= 0) H5Tclose(t);
     H5Aclose(a);
     return rc;
 }
 
-/* Reads an integer attribute with n elements (scalar when n = 1 and the attribute is
- * scalar). Returns the element count or -1. */
-static int64_t read_attr_ints(hid_t obj, const char *name, int64_t **out) {
+/* Reads an integer attribute of at most max_n elements (scalar or 1-D). Returns the
+ * element count, -1 when it is missing or not integer, -2 when it holds more than max_n. */
+static int64_t read_attr_ints(hid_t obj, const char *name, int64_t max_n, int64_t **out) {
     *out = NULL;
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
     if (a < 0) return -1;
@@ -831,13 +855,17 @@ static int64_t read_attr_ints(hid_t obj, const char *name, int64_t **out) {
     int64_t n = -1;
     if (t >= 0 && s >= 0 && H5Tget_class(t) == H5T_INTEGER && H5Sget_simple_extent_ndims(s) <= 1) {
         hssize_t k = H5Sget_simple_extent_npoints(s);
-        int64_t *v = malloc(sizeof(int64_t) * (size_t)(k > 0 ? k : 1));
-        if (v && k >= 0 && H5Aread(a, H5T_NATIVE_INT64, v) >= 0) {
-            *out = v;
-            v = NULL;
-            n = k;
+        if (k > max_n) {
+            n = -2;
+        } else {
+            int64_t *v = k >= 0 ? malloc(sizeof(int64_t) * (size_t)(k > 0 ? k : 1)) : NULL;
+            if (v && H5Aread(a, H5T_NATIVE_INT64, v) >= 0) {
+                *out = v;
+                v = NULL;
+                n = k;
+            }
+            free(v);
         }
-        free(v);
     }
     if (s >= 0) H5Sclose(s);
     if (t >= 0) H5Tclose(t);
@@ -847,7 +875,7 @@ static int64_t read_attr_ints(hid_t obj, const char *name, int64_t **out) {
 
 static int read_attr_int(hid_t obj, const char *name, int64_t *v) {
     int64_t *p;
-    int64_t n = read_attr_ints(obj, name, &p);
+    int64_t n = read_attr_ints(obj, name, 1, &p);
     if (n != 1) {
         free(p);
         return -1;
@@ -883,6 +911,59 @@ static hid_t open_1d(hid_t file, const char *name, H5T_class_t cls, hsize_t *n) 
     }
     *n = dims[0];
     return ds;
+}
+
+/* 0 when the file stores the data ds declares, else -1 with why. A chunked dataset reads
+ * unallocated chunks as fill values and a contiguous one never written reads as zeros, so a
+ * small file could declare terabytes; every size the reader allocates from or hands to the
+ * analyses is therefore bounded by the bytes actually stored: at least the declared bytes
+ * without a filter, at least 1/NL_H5_MAX_FILTER_RATIO of them with one. Data kept in
+ * external raw files or virtual datasets is refused (it is not in this file). */
+static int ds_stored(hid_t ds, char *why, size_t nwhy) {
+    hid_t t = H5Dget_type(ds), sp = H5Dget_space(ds), dcpl = H5Dget_create_plist(ds);
+    int rc = -1;
+    snprintf(why, nwhy, "cannot be inspected");
+    if (t >= 0 && sp >= 0 && dcpl >= 0) {
+        hssize_t npts = H5Sget_simple_extent_npoints(sp);
+        size_t el = H5Tget_size(t);
+        H5D_layout_t lay = H5Pget_layout(dcpl);
+        int nfilt = lay == H5D_CHUNKED ? H5Pget_nfilters(dcpl) : 0;
+        unsigned long long need = 0, have = H5Dget_storage_size(ds);
+        if (npts < 0 || el == 0 || nfilt < 0) {
+            /* why stays "cannot be inspected" */
+        } else if ((lay != H5D_COMPACT && lay != H5D_CONTIGUOUS && lay != H5D_CHUNKED) || H5Pget_external_count(dcpl) != 0) {
+            snprintf(why, nwhy, "keeps its data outside the file (external or virtual storage)");
+        } else if (__builtin_mul_overflow((unsigned long long)npts, (unsigned long long)el, &need)) {
+            snprintf(why, nwhy, "declares more than 2^64 bytes");
+        } else if (nfilt == 0 ? have < need : have * (unsigned long long)NL_H5_MAX_FILTER_RATIO < need) {
+            snprintf(why, nwhy, "declares %llu bytes but the file stores %llu of them", need, have);
+        } else {
+            rc = 0;
+        }
+    }
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (sp >= 0) H5Sclose(sp);
+    if (t >= 0) H5Tclose(t);
+    return rc;
+}
+
+/* Collects the decimal group names under /layers ("0", "1", … no leading zeros). */
+typedef struct {
+    int *slot;  /* (L) set to 0 for each layer found */
+    int L;
+    long long bad; /* first decimal name ≥ L, or -1 */
+} layer_scan;
+
+static herr_t layer_scan_cb(hid_t g, const char *name, const H5L_info_t *info, void *p) {
+    layer_scan *ls = p;
+    (void)g, (void)info;
+    if (!name[0] || (name[0] == '0' && name[1]) || strspn(name, "0123456789") != strlen(name)) return 0;
+    if (strlen(name) > 9 || atoll(name) >= ls->L) {
+        if (ls->bad < 0) ls->bad = strlen(name) > 18 ? LLONG_MAX : atoll(name);
+        return 0;
+    }
+    ls->slot[atoi(name)] = 0;
+    return 0;
 }
 
 /* Reopens a chunked dataset with a chunk cache that holds a few of its chunks, so row
@@ -945,9 +1026,13 @@ nl_status nl_h5_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
         st = nl_errorf(ctx, NL_EFORMAT, "'%s' is not a neuronlab activation file (format attribute missing)", path);
         goto fail;
     }
-    if (read_attr_str(f, "format", &fmt) != 0 || strcmp(fmt, NL_H5_FORMAT) != 0) {
-        st = nl_errorf(ctx, NL_EFORMAT, "'%s' is not a neuronlab activation file (format is '%s', expected '%s')", path,
-                       fmt ? fmt : "not a string", NL_H5_FORMAT);
+    if (read_attr_str(f, "format", &fmt, m, sizeof m) != 0) {
+        st = nl_errorf(ctx, NL_EFORMAT, "'%s' is not a neuronlab activation file (format attribute %s)", path, m);
+        goto fail;
+    }
+    if (strcmp(fmt, NL_H5_FORMAT) != 0) {
+        st = nl_errorf(ctx, NL_EFORMAT, "'%s' is not a neuronlab activation file (format is '%s', expected '%s')", path, fmt,
+                       NL_H5_FORMAT);
         free(fmt);
         goto fail;
     }
@@ -966,8 +1051,8 @@ nl_status nl_h5_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
     for (int i = 0; i < 7; i++) {
         if (!has_attr(f, snames[i])) {
             r->strs[i] = strdup(""); /* descriptive; files converted by other tools may lack it */
-        } else if (read_attr_str(f, snames[i], &r->strs[i]) != 0) {
-            CORRUPT("'%s' is corrupt: attribute '%s' is not a string", path, snames[i]);
+        } else if (read_attr_str(f, snames[i], &r->strs[i], m, sizeof m) != 0) {
+            CORRUPT("'%s' is corrupt: attribute '%s' %s", path, snames[i], m);
         }
         if (!r->strs[i]) CORRUPT("cannot open '%s': out of memory", path);
     }
@@ -982,6 +1067,8 @@ nl_status nl_h5_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
     for (int i = 0; i < 3; i++) {
         if (read_attr_int(f, inames[i], &v) != 0) CORRUPT("'%s' is corrupt: integer attribute '%s' missing", path, inames[i]);
         if (v <= 0 || v > (1 << 30)) CORRUPT("'%s' is corrupt: attribute %s = %lld", path, inames[i], (long long)v);
+        if (i == 0 && v > NL_H5_MAX_LAYERS)
+            CORRUPT("'%s' is corrupt: attribute n_layers = %lld (more than %d)", path, (long long)v, NL_H5_MAX_LAYERS);
         *ivals[i] = (int)v;
     }
     in->complete = 1; /* files written by other tools carry no such flag */
@@ -999,23 +1086,29 @@ nl_status nl_h5_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
     int n_rec = 0;
     if (has_attr(f, "layers")) {
         int64_t *lv = NULL;
-        int64_t n = read_attr_ints(f, "layers", &lv);
+        int64_t n = read_attr_ints(f, "layers", L, &lv);
+        if (n == -2) CORRUPT("'%s' is corrupt: attribute 'layers' lists more layers than n_layers = %d", path, L);
         if (n < 0) CORRUPT("'%s' is corrupt: attribute 'layers' is not an integer list", path);
         for (int64_t i = 0; i < n; i++) {
-            if (lv[i] < 0 || lv[i] >= L || r->slot[lv[i]] >= 0) {
+            long long li = (long long)lv[i];
+            if (li < 0 || li >= L || r->slot[li] >= 0) {
                 free(lv);
-                CORRUPT("'%s' is corrupt: attribute 'layers' lists layer %lld twice or outside 0..%d", path,
-                        (long long)lv[i], L - 1);
+                if (li < 0 || li >= L)
+                    CORRUPT("'%s' is corrupt: attribute 'layers' lists layer %lld but n_layers is %d", path, li, L);
+                CORRUPT("'%s' is corrupt: attribute 'layers' lists layer %lld twice", path, li);
             }
-            r->slot[lv[i]] = 0;
+            r->slot[li] = 0;
         }
         free(lv);
-    } else {
-        for (int l = 0; l < L; l++) {
-            char name[32];
-            snprintf(name, sizeof name, "layers/%d", l);
-            if (has_link(f, "layers") && has_link(f, name)) r->slot[l] = 0;
-        }
+    } else if (has_link(f, "layers")) {
+        /* Every /layers/{l} group present: iterate the group (its size is what the file
+         * holds) rather than probing 0 … n_layers-1. */
+        layer_scan ls = {r->slot, L, -1};
+        hid_t g = H5Gopen2(f, "layers", H5P_DEFAULT);
+        herr_t e = g >= 0 ? H5Literate(g, H5_INDEX_NAME, H5_ITER_NATIVE, NULL, layer_scan_cb, &ls) : -1;
+        if (g >= 0) H5Gclose(g);
+        if (e < 0) CORRUPT("'%s' is corrupt: /layers is not a readable group", path);
+        if (ls.bad >= 0) CORRUPT("'%s' is corrupt: group /layers/%lld exists but n_layers is %d", path, ls.bad, L);
     }
     for (int l = 0; l < L; l++)
         if (r->slot[l] >= 0) {
@@ -1029,6 +1122,10 @@ nl_status nl_h5_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
     hsize_t N, D1, nl, np;
     hid_t ds = open_1d(f, "tokens", H5T_INTEGER, &N);
     if (ds < 0) CORRUPT("'%s' is corrupt: 1-D integer dataset /tokens missing", path);
+    if (ds_stored(ds, m, sizeof m) != 0) {
+        H5Dclose(ds);
+        CORRUPT("'%s' is corrupt: /tokens %s", path, m);
+    }
     r->tokens = malloc(sizeof(int32_t) * (N ? N : 1));
     herr_t e = r->tokens ? H5Dread(ds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, r->tokens) : -1;
     H5Dclose(ds);
@@ -1038,6 +1135,10 @@ nl_status nl_h5_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
 
     ds = open_1d(f, "doc_offsets", H5T_INTEGER, &D1);
     if (ds < 0) CORRUPT("'%s' is corrupt: 1-D integer dataset /doc_offsets missing", path);
+    if (ds_stored(ds, m, sizeof m) != 0) {
+        H5Dclose(ds);
+        CORRUPT("'%s' is corrupt: /doc_offsets %s", path, m);
+    }
     r->offsets = malloc(sizeof(int64_t) * (D1 ? D1 : 1));
     e = r->offsets ? H5Dread(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, r->offsets) : -1;
     H5Dclose(ds);
@@ -1060,13 +1161,17 @@ nl_status nl_h5_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
         CORRUPT("'%s' is corrupt: /doc_labels has %lld entries but there are %lld documents", path, (long long)nl,
                 (long long)D);
     }
+    if (ds_stored(ds, m, sizeof m) != 0) {
+        H5Dclose(ds);
+        CORRUPT("'%s' is corrupt: /doc_labels %s", path, m);
+    }
     r->labels = calloc((size_t)(D ? D : 1), sizeof(char *));
     in->n_docs = D; /* from here nl_h5_reader_close frees labels[0..D) */
     {
         hid_t ft = H5Dget_type(ds);
         int vl = ft >= 0 && H5Tis_variable_str(ft) > 0;
         size_t fsz = ft >= 0 ? H5Tget_size(ft) : 0;
-        hid_t mt = vl ? h5_vstr_type() : H5Tcopy(H5T_C_S1);
+        hid_t mt = ft >= 0 ? H5Tcopy(ft) : -1; /* same character set: HDF5 does not convert ASCII <-> UTF-8 */
         e = (!r->labels || mt < 0 || ft < 0) ? -1 : 0;
         if (e >= 0 && vl) {
             char **tmp = calloc((size_t)(D ? D : 1), sizeof(char *));
@@ -1080,7 +1185,9 @@ nl_status nl_h5_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
             free(tmp);
         } else if (e >= 0) {
             char *tmp = calloc((size_t)(D ? D : 1), fsz + 1); /* NULLTERM: fsz chars + NUL */
-            e = (tmp && H5Tset_size(mt, fsz + 1) >= 0) ? H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, tmp) : -1;
+            e = (tmp && H5Tset_size(mt, fsz + 1) >= 0 && H5Tset_strpad(mt, H5T_STR_NULLTERM) >= 0)
+                    ? H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, tmp)
+                    : -1;
             for (int64_t d = 0; e >= 0 && d < D; d++) r->labels[d] = strndup(tmp + (size_t)d * (fsz + 1), fsz);
             free(tmp);
         }
@@ -1095,11 +1202,17 @@ nl_status nl_h5_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
 
     ds = open_1d(f, "prompt_len", H5T_INTEGER, &np);
     if (ds < 0) CORRUPT("'%s' is corrupt: 1-D integer dataset /prompt_len missing", path);
-    r->plen = malloc(sizeof(int32_t) * (size_t)(D ? D : 1));
-    e = ((int64_t)np == D && r->plen) ? H5Dread(ds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, r->plen) : -1;
-    H5Dclose(ds);
-    if ((int64_t)np != D)
+    if ((int64_t)np != D) {
+        H5Dclose(ds);
         CORRUPT("'%s' is corrupt: /prompt_len has %lld entries but there are %lld documents", path, (long long)np, (long long)D);
+    }
+    if (ds_stored(ds, m, sizeof m) != 0) {
+        H5Dclose(ds);
+        CORRUPT("'%s' is corrupt: /prompt_len %s", path, m);
+    }
+    r->plen = malloc(sizeof(int32_t) * (size_t)(D ? D : 1));
+    e = r->plen ? H5Dread(ds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, r->plen) : -1;
+    H5Dclose(ds);
     if (e < 0) CORRUPT("'%s' is corrupt: cannot read /prompt_len: %s", path, h5_err(m, sizeof m));
     for (int64_t d = 0; d < D; d++)
         if (r->plen[d] < 0 || r->plen[d] > r->offsets[d + 1] - r->offsets[d])
@@ -1133,13 +1246,16 @@ nl_status nl_h5_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
             if (dims[0] != N || dims[1] != (hsize_t)F)
                 CORRUPT("'%s' is corrupt: /%s has shape (%llu, %llu), expected (%llu, %d) (tokens, d_ff)", path, name,
                         (unsigned long long)dims[0], (unsigned long long)dims[1], (unsigned long long)N, F);
+            if (ds_stored(r->acts[i], m, sizeof m) != 0) CORRUPT("'%s' is corrupt: /%s %s", path, name, m);
             n_acts++;
         }
         snprintf(name, sizeof name, "layers/%d/w_out_norm", l);
         if (has_link(f, name)) {
             hid_t d = open_1d(f, name, H5T_FLOAT, &nl);
+            int stored = d >= 0 && nl == (hsize_t)F && ds_stored(d, m, sizeof m) == 0;
             if (d >= 0) H5Dclose(d);
             if (d < 0 || nl != (hsize_t)F) CORRUPT("'%s' is corrupt: /%s is not a float dataset of d_ff = %d entries", path, name, F);
+            if (!stored) CORRUPT("'%s' is corrupt: /%s %s", path, name, m);
         }
         if (me->pooled) {
             snprintf(name, sizeof name, "pooled/%d/mean_abs", l);
@@ -1152,6 +1268,7 @@ nl_status nl_h5_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
             if (!okc || ds_shape(r->pool[i], dims) != 2 || dims[0] != (hsize_t)D || dims[1] != (hsize_t)F)
                 CORRUPT("'%s' is corrupt: /%s is not a float dataset of shape (%lld, %d) (documents, d_ff)", path, name,
                         (long long)D, F);
+            if (ds_stored(r->pool[i], m, sizeof m) != 0) CORRUPT("'%s' is corrupt: /%s %s", path, name, m);
         }
     }
     if (n_acts != 0 && n_acts != n_rec) CORRUPT("'%s' is corrupt: only %d of %d recorded layers have ffn_act", path, n_acts, n_rec);
@@ -1236,7 +1353,15 @@ nl_status nl_h5_read_pooled(nl_h5_reader *r, nl_ctx *ctx, int layer, int64_t doc
     nl_status st = r_layer(r, ctx, layer, &s);
     if (st != NL_OK) return st;
     if (r->pool[s] < 0) return nl_errorf(ctx, NL_EINVAL, "cannot read '%s': it holds no pooled activations", r->path);
-    return read_rows(r, ctx, r->pool[s], 0, "mean_abs", layer, doc0, n, r->info.n_docs, out);
+    st = read_rows(r, ctx, r->pool[s], 0, "mean_abs", layer, doc0, n, r->info.n_docs, out);
+    if (st != NL_OK) return st;
+    /* Mean |a| is finite and ≥ 0; the analyses rank and store these values as they are. */
+    size_t F = (size_t)r->info.meta.d_ff;
+    for (size_t i = 0; i < (size_t)n * F; i++)
+        if (!(out[i] >= 0) || !isfinite(out[i]))
+            return nl_errorf(ctx, NL_EFORMAT, "'%s': layer %d mean_abs of document %lld holds %s", r->path, layer,
+                             (long long)(doc0 + (int64_t)(i / F)), isfinite(out[i]) ? "a negative value" : "a non-finite value");
+    return NL_OK;
 }
 
 nl_status nl_h5_read_w_out_norm(nl_h5_reader *r, nl_ctx *ctx, int layer, float *out) {
@@ -1251,5 +1376,11 @@ nl_status nl_h5_read_w_out_norm(nl_h5_reader *r, nl_ctx *ctx, int layer, float *
     herr_t e = ds < 0 ? -1 : H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out);
     if (ds >= 0) H5Dclose(ds);
     if (e < 0) return nl_errorf(ctx, NL_EIO, "cannot read '%s': /%s: %s", r->path, name, h5_err(m, sizeof m));
+    /* A norm is finite and ≥ 0; a NaN would otherwise surface much later (as a NULL in a
+     * results table). */
+    for (int i = 0; i < r->info.meta.d_ff; i++)
+        if (!(out[i] >= 0) || !isfinite(out[i]))
+            return nl_errorf(ctx, NL_EFORMAT, "'%s': layer %d w_out_norm holds %s", r->path, layer,
+                             isfinite(out[i]) ? "a negative value" : "a non-finite value");
     return NL_OK;
 }
