@@ -1,5 +1,5 @@
 /* fuzz_h5.c — libFuzzer harness: the input is an HDF5 activation file (schema v1,
- * include/neuronlab/h5store.h); nl_h5_open validates it, then every dataset is read: all
+ * include/neuronlab/h5store.h); nl_h5_reader_open validates it, then every dataset is read: all
  * ffn_act rows of every recorded layer in blocks, every w_out_norm, every pooled row, and
  * the token/offset/label arrays of nl_h5_info are walked. Crashes inside libhdf5 itself
  * (not instrumented) show as SEGV with hdf5 frames. Seeds: fuzz/corpus/h5/. See fuzz/README.md. */
@@ -16,8 +16,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     fuzz_ctx(&ctx);
     nl_h5_reader *r = NULL;
     static const uint8_t none[1];
-    (void)nl_h5_open(&ctx, fuzz_write("acts.h5", none, 0), &r);
-    (void)nl_h5_open(&ctx, fuzz_write("acts.h5", none, 1), &r);
+    (void)nl_h5_reader_open(&ctx, fuzz_write("acts.h5", none, 0), &r);
+    (void)nl_h5_reader_open(&ctx, fuzz_write("acts.h5", none, 1), &r);
     H5set_free_list_limits(0, 0, 0, 0, 0, 0);
     return 0;
 }
@@ -26,7 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
     nl_ctx ctx;
     fuzz_ctx(&ctx);
     nl_h5_reader *r = NULL;
-    if (nl_h5_open(&ctx, fuzz_write("acts.h5", d, n), &r) != NL_OK) return 0;
+    if (nl_h5_reader_open(&ctx, fuzz_write("acts.h5", d, n), &r) != NL_OK) return 0;
     const nl_h5_info *in = nl_h5_reader_info(r);
     int64_t sum = 0;
     for (int64_t t = 0; t < in->n_tokens; t++) sum += in->tokens[t];
@@ -38,16 +38,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
     for (int i = 0; buf && i < in->meta.n_rec; i++) {
         int l = in->meta.layers[i];
         if (!nl_h5_reader_has_layer(r, l)) abort();
-        (void)nl_h5_read_w_out_norm(r, &ctx, l, buf);
+        (void)nl_h5_reader_read_w_out_norm(r, &ctx, l, buf);
         if (!in->meta.no_acts)
             for (int64_t r0 = 0; r0 < in->n_tokens; r0 += rows) {
                 int k = in->n_tokens - r0 < rows ? (int)(in->n_tokens - r0) : rows;
-                if (nl_h5_read_acts(r, &ctx, l, r0, k, buf) != NL_OK) break;
+                if (nl_h5_reader_read_acts(r, &ctx, l, r0, k, buf) != NL_OK) break;
             }
         if (in->meta.pooled)
             for (int64_t d0 = 0; d0 < in->n_docs; d0 += rows) {
                 int k = in->n_docs - d0 < rows ? (int)(in->n_docs - d0) : rows;
-                if (nl_h5_read_pooled(r, &ctx, l, d0, k, buf) != NL_OK) break;
+                if (nl_h5_reader_read_pooled(r, &ctx, l, d0, k, buf) != NL_OK) break;
             }
     }
     free(buf);
