@@ -161,7 +161,7 @@ int nl_tk_bpe_ranks(const nl_tokenizer *t, tk_scratch *s, const char *w, size_t 
         e->wlen = (uint8_t)n;
         e->nids = (uint8_t)m;
         memcpy(e->word, w, n);
-        memcpy(e->ids, out->p + before, m * sizeof(int32_t));
+        if (m) memcpy(e->ids, out->p + before, m * sizeof(int32_t)); /* m == 0: out->p may be NULL */
     }
     return 0;
 }
