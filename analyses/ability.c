@@ -1,5 +1,8 @@
 /* ability.c — ability neurons: FuncScore (AP) and predictivity per neuron and ability, layer
- * statistics beside random and shuffled-label baselines, top sets (see ability.h). */
+ * statistics beside random and shuffled-label baselines, top sets (see ability.h). Checks the
+ * values it reads (non-finite w_out_norm, pooled values, activations: named errors) and the text
+ * columns of the database (a NULL left by another tool: a named error, never a crash); polls
+ * nl_interrupted. Checked by tests/test_ability.c, test_overlap.c, ability_cli.sh, cli_errors.sh. */
 #include "analyses/ability.h"
 
 #include <limits.h>

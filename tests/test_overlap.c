@@ -6,7 +6,10 @@
  *     the run row (kind, dataset, source, params JSON text, status, no message), --scores
  *     latest, a second run adds a run and leaves the first untouched;
  *   - bad inputs (a missing run, a run of another kind, an unfinished ability run, a top
- *     outside (0, 1]): one-line errors and no overlap run begun. */
+ *     outside (0, 1]): one-line errors and no overlap run begun;
+ *   - a database of an older or foreign tool holding a NULL text value (runs kind/status,
+ *     ability_run scope/method, ability names): one-line errors naming database, table, run;
+ *   - an interrupt before the matrix: NL_EINTR and no run. */
 #include <ftw.h>
 #include <sqlite3.h>
 #include <stdint.h>
@@ -416,4 +419,26 @@ Test(overlap, null_text_values_are_errors) {
     exec_sql(dbp, sql);
     snprintf(want, sizeof want, "'%s': run %lld has a NULL status in the runs table", dbp, (long long)ab);
     expect_null_error(dbp, ab, NL_EFORMAT, want);
+}
+
+/* Ctrl-C / SIGTERM before the matrix is computed: NL_EINTR and no overlap run. */
+Test(overlap, interrupt_stops_before_a_run) {
+    hand_sets h;
+    hand_make(&h);
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_results *db;
+    cr_assert_eq(nl_results_open(&ctx, tmp_path("int.db"), 0, &db), NL_OK, "%s", ctx.msg);
+    const int64_t ab = write_ability_run(&ctx, db, &h, "complete");
+    nl_overlap_result r = {0};
+    nl_interrupted = 1;
+    nl_status st = nl_overlap_run(&ctx, NULL, ab, db, NULL, &r);
+    nl_interrupted = 0;
+    cr_assert_eq(st, NL_EINTR, "%s", ctx.msg);
+    cr_assert_eq(r.run_id, -1);
+    nl_overlap_result_release(&r);
+    cr_assert_eq(qi(nl_results_db(db), "SELECT count(*) FROM runs WHERE kind = 'overlap'"), 0);
+    cr_assert_eq(nl_overlap_run(&ctx, NULL, ab, db, NULL, &r), NL_OK, "%s", ctx.msg); /* and then it runs */
+    nl_overlap_result_release(&r);
+    nl_results_close(db);
 }
