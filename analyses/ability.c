@@ -390,7 +390,7 @@ static nl_status load_resident(nl_ctx *ctx, ab *s, nl_results *db) {
 static nl_status read_values(nl_ctx *ctx, ab *s, int l) {
     const nl_h5_info *in = s->in;
     int64_t Dc = in->n_docs;
-    if (in->meta.pooled && !s->o.from_acts) return nl_h5_read_pooled(s->r, ctx, l, 0, (int)Dc, s->vals);
+    if (in->meta.pooled && !s->o.from_acts) return nl_h5_reader_read_pooled(s->r, ctx, l, 0, (int)Dc, s->vals);
     const int F = s->F, B = 256;
     float *buf = malloc((size_t)B * F * sizeof *buf);
     if (!buf) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
@@ -407,7 +407,7 @@ static nl_status read_values(nl_ctx *ctx, ab *s, int l) {
         int P = in->prompt_len[d];
         for (int t0 = 0; t0 < P && st == NL_OK; t0 += B) {
             int n = P - t0 < B ? P - t0 : B;
-            st = nl_h5_read_acts(s->r, ctx, l, r0 + t0, n, buf);
+            st = nl_h5_reader_read_acts(s->r, ctx, l, r0 + t0, n, buf);
             for (int t = 0; st == NL_OK && t < n; t++)
                 for (int i = 0; i < F; i++) acc[i] += fabsf(buf[(size_t)t * F + i]);
         }
@@ -650,7 +650,7 @@ nl_status nl_ability_run(nl_ctx *ctx, const nl_ability_opts *opts, const char *a
     ab s = {.o = *opts, .path = acts_path};
     if (!(opts->top > 0 && opts->top <= 1))
         return nl_errorf(ctx, NL_EINVAL, "top fraction %g is outside (0, 1]", opts->top);
-    nl_status st = nl_h5_open(ctx, acts_path, &s.r);
+    nl_status st = nl_h5_reader_open(ctx, acts_path, &s.r);
     if (st != NL_OK) return st;
     s.in = nl_h5_reader_info(s.r);
     s.Lr = s.in->meta.n_rec, s.F = s.in->meta.d_ff;
@@ -672,7 +672,7 @@ nl_status nl_ability_run(nl_ctx *ctx, const nl_ability_opts *opts, const char *a
     float *wn = st == NL_OK ? malloc((size_t)s.F * sizeof *wn) : NULL;
     if (st == NL_OK && !wn) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
     for (int j = 0; j < s.Lr && st == NL_OK; j++) {
-        st = nl_h5_read_w_out_norm(s.r, ctx, s.in->meta.layers[j], wn);
+        st = nl_h5_reader_read_w_out_norm(s.r, ctx, s.in->meta.layers[j], wn);
         for (int i = 0; st == NL_OK && i < s.F; i++) s.wn_sum[j] += wn[i];
         if (st == NL_OK && !isfinite(s.wn_sum[j])) { /* the sum is finite only when every norm is */
             int i = 0;

@@ -321,7 +321,7 @@ static nl_status open_model(nl_ctx *ctx, nl_sparsity *s) {
     if (!wn) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
     nl_ctx c2;
     nl_ctx_init(&c2);
-    if (nl_h5_read_w_out_norm(s->r, &c2, l0, wn) == NL_OK) st = check_norms(ctx, s, l0, wn);
+    if (nl_h5_reader_read_w_out_norm(s->r, &c2, l0, wn) == NL_OK) st = check_norms(ctx, s, l0, wn);
     free(wn);
     return st;
 }
@@ -345,7 +345,7 @@ static nl_status sparsity_open(nl_ctx *ctx, const char *acts_path, const nl_spar
     s->run_id = -1;
     s->path = strdup(acts_path);
     if (!s->path) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); goto fail; }
-    if ((st = nl_h5_open(ctx, acts_path, &s->r)) != NL_OK) goto fail;
+    if ((st = nl_h5_reader_open(ctx, acts_path, &s->r)) != NL_OK) goto fail;
     s->in = nl_h5_reader_info(s->r);
     const nl_h5_meta *me = &s->in->meta;
     if (me->n_rec == 0) { st = nl_errorf(ctx, NL_EFORMAT, "'%s' records no layers", acts_path); goto fail; }
@@ -512,7 +512,7 @@ static void block_groups(nl_sparsity *s, int64_t r0, int T) {
 
 static nl_status read_block(nl_ctx *ctx, nl_sparsity *s, int l, int64_t r0, int T) {
     if (nl_interrupted) return nl_errorf(ctx, NL_EINTR, "interrupted");
-    nl_status st = nl_h5_read_acts(s->r, ctx, l, r0, T, s->blk);
+    nl_status st = nl_h5_reader_read_acts(s->r, ctx, l, r0, T, s->blk);
     if (st == NL_OK) block_groups(s, r0, T);
     return st;
 }
@@ -1486,7 +1486,7 @@ static nl_status write_overall(nl_ctx *ctx, nl_sparsity *s) {
 /* ---------------------------------------------------------------------- run */
 
 static nl_status process_layer(nl_ctx *ctx, nl_sparsity *s, int l, nl_progress *prog) {
-    nl_status st = nl_h5_read_w_out_norm(s->r, ctx, l, s->wn);
+    nl_status st = nl_h5_reader_read_w_out_norm(s->r, ctx, l, s->wn);
     if (st == NL_EFORMAT && s->m) st = nl_model_w_out_norm(ctx, s->m, l, s->wn); /* file lacks it: the model's */
     if (st != NL_OK) return st;
     for (int i = 0; i < s->F; i++)

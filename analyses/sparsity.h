@@ -38,7 +38,7 @@
  *                CETT at the next distinct n above ε*). sparsity = fraction of (token, neuron) pairs
  *                with n < ε*. If even CETT(∞) ≤ target, ε* is NULL and sparsity 1.
  *
- * Computation: one streaming pass per layer over blocks of rows (nl_h5_read_acts; memory ≈
+ * Computation: one streaming pass per layer over blocks of rows (nl_h5_reader_read_acts; memory ≈
  * one block + O(labels × F) accumulators, never a whole ffn_act) for the statistics; then,
  * for CETT, W_out of that layer from the model (nl_model_layer; f16/bf16 converted one layer
  * at a time) and walks over the layer's rows again. The first walk sorts each token's neurons
@@ -167,7 +167,7 @@ typedef struct {
 nl_status nl_sparsity_create_tables(nl_ctx *ctx, nl_results *db);
 
 /* Runs the analysis of the activation file at acts_path into db (opts NULL → defaults).
- * First validates the inputs, before anything is written: the activation file (nl_h5_open's
+ * First validates the inputs, before anything is written: the activation file (nl_h5_reader_open's
  * errors; a file without ffn_act, without recorded layers or without tokens is refused
  * naming it), and unless no_cett the model (opts->model or the file's attribute), whose
  * n_layers, d_model and d_ff must equal the file's, and whose W_out column norms must match

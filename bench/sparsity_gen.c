@@ -103,20 +103,20 @@ static int write_acts(const char *model, const char *out, int64_t N) {
     nl_h5_meta meta = {.model = model, .arch = "llama", .n_layers = L, .d_model = c->d_model, .d_ff = F, .ffn_kind = "gated",
                        .act_fn = "silu", .dtype = NL_H5_F32, .dataset = "synthetic (bench/sparsity_gen.c)"};
     nl_h5_writer *w;
-    if (nl_h5_create(&ctx, out, &meta, &w) != NL_OK) { fprintf(stderr, "%s\n", ctx.msg); return 1; }
+    if (nl_h5_writer_create(&ctx, out, &meta, &w) != NL_OK) { fprintf(stderr, "%s\n", ctx.msg); return 1; }
     float *a = malloc(sizeof(float) * (size_t)DOC * F);
     int32_t *ids = malloc(sizeof(int32_t) * DOC);
     static const char *labels[3] = {"code", "math", "prose"};
     nl_status st = NL_OK;
     for (int l = 0; st == NL_OK && l < L; l++) {
         st = nl_model_w_out_norm(&ctx, m, l, a);
-        if (st == NL_OK) st = nl_h5_write_w_out_norm(w, &ctx, l, a);
+        if (st == NL_OK) st = nl_h5_writer_put_w_out_norm(w, &ctx, l, a);
     }
     for (int64_t t0 = 0, d = 0; st == NL_OK && t0 < N; t0 += DOC, d++) {
         int T = N - t0 < DOC ? (int)(N - t0) : DOC;
-        st = nl_h5_begin_doc(w, &ctx, labels[d % 3], -1);
+        st = nl_h5_writer_begin_doc(w, &ctx, labels[d % 3], -1);
         for (int t = 0; t < T; t++) ids[t] = (int32_t)(next() % 256);
-        if (st == NL_OK) st = nl_h5_append_tokens(w, &ctx, ids, T);
+        if (st == NL_OK) st = nl_h5_writer_append_tokens(w, &ctx, ids, T);
         for (int l = 0; st == NL_OK && l < L; l++) {
             for (int t = 0; t < T; t++) {
                 float s = 0.05f + unif();
@@ -126,12 +126,12 @@ static int write_acts(const char *model, const char *out, int64_t N) {
                     a[(size_t)t * F + i] = (r & 1 ? -s : s) * u2 * u2;
                 }
             }
-            st = nl_h5_append_acts(w, &ctx, l, a, T);
+            st = nl_h5_writer_append_acts(w, &ctx, l, a, T);
         }
-        if (st == NL_OK) st = nl_h5_end_doc(w, &ctx);
+        if (st == NL_OK) st = nl_h5_writer_end_doc(w, &ctx);
     }
     if (st != NL_OK) fprintf(stderr, "%s\n", ctx.msg);
-    nl_status cst = nl_h5_close(w, &ctx, st == NL_OK);
+    nl_status cst = nl_h5_writer_close(w, &ctx, st == NL_OK);
     if (st == NL_OK && cst != NL_OK) { fprintf(stderr, "%s\n", ctx.msg); st = cst; }
     free(a), free(ids);
     nl_model_close(m);

@@ -217,12 +217,12 @@ static void write_acts(const char *path, int pooled, const float *wn_scale) {
     nl_h5_meta m = {.model = "synthetic-model", .arch = "llama", .n_layers = L_, .d_model = 4, .d_ff = F_, .ffn_kind = "gated",
                     .act_fn = "silu", .dataset = "synthetic.jsonl", .pooled = pooled};
     nl_h5_writer *w;
-    cr_assert_eq(nl_h5_create(&ctx, path, &m, &w), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_writer_create(&ctx, path, &m, &w), NL_OK, "%s", ctx.msg);
     for (int d = 0; d < D_; d++) {
-        cr_assert_eq(nl_h5_begin_doc(w, &ctx, LABELS[d], PROMPT[d]), NL_OK, "%s", ctx.msg);
+        cr_assert_eq(nl_h5_writer_begin_doc(w, &ctx, LABELS[d], PROMPT[d]), NL_OK, "%s", ctx.msg);
         int32_t ids[8];
         for (int t = 0; t < LEN[d]; t++) ids[t] = d + t;
-        cr_assert_eq(nl_h5_append_tokens(w, &ctx, ids, LEN[d]), NL_OK);
+        cr_assert_eq(nl_h5_writer_append_tokens(w, &ctx, ids, LEN[d]), NL_OK);
         for (int l = 0; l < L_; l++) {
             float a[8 * F_], acc[F_] = {0};
             for (int t = 0; t < LEN[d]; t++)
@@ -231,17 +231,17 @@ static void write_acts(const char *path, int pooled, const float *wn_scale) {
             for (int t = 0; t < PROMPT[d]; t++)
                 for (int i = 0; i < F_; i++) acc[i] += fabsf(a[t * F_ + i]);
             for (int i = 0; i < F_; i++) g_pool[d][l][i] = acc[i] / (float)PROMPT[d];
-            cr_assert_eq(nl_h5_append_acts(w, &ctx, l, a, LEN[d]), NL_OK);
-            cr_assert_eq(nl_h5_append_pooled(w, &ctx, l, g_pool[d][l]), NL_OK);
+            cr_assert_eq(nl_h5_writer_append_acts(w, &ctx, l, a, LEN[d]), NL_OK);
+            cr_assert_eq(nl_h5_writer_append_pooled(w, &ctx, l, g_pool[d][l]), NL_OK);
         }
-        cr_assert_eq(nl_h5_end_doc(w, &ctx), NL_OK, "%s", ctx.msg);
+        cr_assert_eq(nl_h5_writer_end_doc(w, &ctx), NL_OK, "%s", ctx.msg);
     }
     for (int l = 0; l < L_; l++) {
         float wn[F_];
         for (int i = 0; i < F_; i++) wn[i] = (1.0f + 0.1f * i + l) * (wn_scale ? *wn_scale : 1.0f);
-        cr_assert_eq(nl_h5_write_w_out_norm(w, &ctx, l, wn), NL_OK);
+        cr_assert_eq(nl_h5_writer_put_w_out_norm(w, &ctx, l, wn), NL_OK);
     }
-    cr_assert_eq(nl_h5_close(w, &ctx, 1), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_writer_close(w, &ctx, 1), NL_OK, "%s", ctx.msg);
 }
 
 static const char *ABIL[3] = {"code", "math", "prose"};
@@ -548,18 +548,18 @@ Test(ability, bad_inputs) {
     nl_h5_meta m = {.model = "x", .n_layers = 1, .d_model = 2, .d_ff = 2, .ffn_kind = "gated", .pooled = 1, .no_acts = 1};
     nl_h5_writer *w;
     const char *p1 = tmp_path("one.h5");
-    cr_assert_eq(nl_h5_create(&ctx, p1, &m, &w), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_writer_create(&ctx, p1, &m, &w), NL_OK, "%s", ctx.msg);
     for (int d = 0; d < 3; d++) {
         float v[2] = {(float)d, 1};
         int32_t id = d;
-        nl_h5_begin_doc(w, &ctx, d == 2 ? "" : "code", -1);
-        nl_h5_append_tokens(w, &ctx, &id, 1);
-        nl_h5_append_pooled(w, &ctx, 0, v);
-        cr_assert_eq(nl_h5_end_doc(w, &ctx), NL_OK, "%s", ctx.msg);
+        nl_h5_writer_begin_doc(w, &ctx, d == 2 ? "" : "code", -1);
+        nl_h5_writer_append_tokens(w, &ctx, &id, 1);
+        nl_h5_writer_append_pooled(w, &ctx, 0, v);
+        cr_assert_eq(nl_h5_writer_end_doc(w, &ctx), NL_OK, "%s", ctx.msg);
     }
     float wn[2] = {1, 1};
-    nl_h5_write_w_out_norm(w, &ctx, 0, wn);
-    cr_assert_eq(nl_h5_close(w, &ctx, 1), NL_OK, "%s", ctx.msg);
+    nl_h5_writer_put_w_out_norm(w, &ctx, 0, wn);
+    cr_assert_eq(nl_h5_writer_close(w, &ctx, 1), NL_OK, "%s", ctx.msg);
     run_ability(p1, dbp, &o, NL_EINVAL, msg);
     cr_assert(strstr(msg, "ability 'code' labels every scored document"), "%s", msg);
 }

@@ -51,7 +51,7 @@ typedef struct {
     int n_rec;
     nl_h5_dtype dtype;
     int pooled, no_acts, chunk_rows;
-    int flush;            /* nl_h5_flush after every document (partial chunks reopened) */
+    int flush;            /* nl_h5_writer_flush after every document (partial chunks reopened) */
     int n_docs;
     const int *doc_len;   /* (n_docs) */
     const char **labels;  /* (n_docs) */
@@ -96,27 +96,27 @@ static void write_docs(nl_h5_writer *w, nl_ctx *ctx, const spec *s, int d0, int 
     float *a = malloc(sizeof(float) * 64 * (size_t)F);
     int32_t ids[64];
     for (int d = d0; d < d1; d++) {
-        cr_assert_eq(nl_h5_begin_doc(w, ctx, s->labels[d], s->prompt[d]), NL_OK, "%s", ctx->msg);
+        cr_assert_eq(nl_h5_writer_begin_doc(w, ctx, s->labels[d], s->prompt[d]), NL_OK, "%s", ctx->msg);
         int len = s->doc_len[d], done = 0, k = d;
         while (done < len) {
             int T = pieces[k++ % 5];
             if (T > len - done) T = len - done;
             for (int t = 0; t < T; t++) ids[t] = (int32_t)((*row + done + t) * 7 % 1000);
-            if (k % 2) cr_assert_eq(nl_h5_append_tokens(w, ctx, ids, T), NL_OK, "%s", ctx->msg);
+            if (k % 2) cr_assert_eq(nl_h5_writer_append_tokens(w, ctx, ids, T), NL_OK, "%s", ctx->msg);
             for (int l = s->n_layers - 1; l >= 0; l--) {
                 for (int t = 0; t < T; t++)
                     for (int c = 0; c < F; c++) a[(size_t)t * F + c] = act_val(l, *row + done + t, c);
-                cr_assert_eq(nl_h5_append_acts(w, ctx, l, a, T), NL_OK, "%s", ctx->msg);
+                cr_assert_eq(nl_h5_writer_append_acts(w, ctx, l, a, T), NL_OK, "%s", ctx->msg);
             }
-            if (!(k % 2)) cr_assert_eq(nl_h5_append_tokens(w, ctx, ids, T), NL_OK, "%s", ctx->msg);
+            if (!(k % 2)) cr_assert_eq(nl_h5_writer_append_tokens(w, ctx, ids, T), NL_OK, "%s", ctx->msg);
             done += T;
         }
         for (int l = 0; l < s->n_layers; l++) {
             for (int c = 0; c < F; c++) a[c] = pool_val(l, d, c);
-            cr_assert_eq(nl_h5_append_pooled(w, ctx, l, a), NL_OK, "%s", ctx->msg);
+            cr_assert_eq(nl_h5_writer_append_pooled(w, ctx, l, a), NL_OK, "%s", ctx->msg);
         }
-        cr_assert_eq(nl_h5_end_doc(w, ctx), NL_OK, "%s", ctx->msg);
-        if (s->flush) cr_assert_eq(nl_h5_flush(w, ctx), NL_OK, "%s", ctx->msg);
+        cr_assert_eq(nl_h5_writer_end_doc(w, ctx), NL_OK, "%s", ctx->msg);
+        if (s->flush) cr_assert_eq(nl_h5_writer_flush(w, ctx), NL_OK, "%s", ctx->msg);
         *row += len;
     }
     free(a);
@@ -126,7 +126,7 @@ static void write_norms(nl_h5_writer *w, nl_ctx *ctx, const spec *s) {
     float *n = malloc(sizeof(float) * (size_t)s->d_ff);
     for (int l = 0; l < s->n_layers; l++) {
         for (int c = 0; c < s->d_ff; c++) n[c] = (float)l + 0.5f * (float)c;
-        cr_assert_eq(nl_h5_write_w_out_norm(w, ctx, l, n), NL_OK, "%s", ctx->msg);
+        cr_assert_eq(nl_h5_writer_put_w_out_norm(w, ctx, l, n), NL_OK, "%s", ctx->msg);
     }
     free(n);
 }
@@ -136,12 +136,12 @@ static void write_file(const char *path, const spec *s) {
     nl_ctx_init(&ctx);
     nl_h5_meta m = meta_of(s);
     nl_h5_writer *w = NULL;
-    cr_assert_eq(nl_h5_create(&ctx, path, &m, &w), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_writer_create(&ctx, path, &m, &w), NL_OK, "%s", ctx.msg);
     int64_t row = 0;
     write_docs(w, &ctx, s, 0, s->n_docs, &row);
     write_norms(w, &ctx, s);
     cr_assert_eq(nl_h5_writer_docs(w), s->n_docs);
-    cr_assert_eq(nl_h5_close(w, &ctx, 1), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_writer_close(w, &ctx, 1), NL_OK, "%s", ctx.msg);
 }
 
 static float expect_act(const spec *s, int l, int64_t row, int c) {
@@ -154,7 +154,7 @@ static void check_file(const char *path, const spec *s, int n_docs, int complete
     nl_ctx ctx;
     nl_ctx_init(&ctx);
     nl_h5_reader *r = NULL;
-    cr_assert_eq(nl_h5_open(&ctx, path, &r), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_reader_open(&ctx, path, &r), NL_OK, "%s", ctx.msg);
     const nl_h5_info *in = nl_h5_reader_info(r);
     int F = s->d_ff;
     cr_assert_str_eq(in->meta.model, "test-model");
@@ -193,41 +193,41 @@ static void check_file(const char *path, const spec *s, int n_docs, int complete
     float *got = malloc(sizeof(float) * (size_t)(N ? N : 1) * F), *want = malloc(sizeof(float) * (size_t)(N ? N : 1) * F);
     for (int l = 0; l < s->n_layers; l++) {
         if (!in_rec(s, l)) {
-            cr_assert_eq(nl_h5_read_acts(r, &ctx, l, 0, 0, got), NL_EINVAL);
+            cr_assert_eq(nl_h5_reader_read_acts(r, &ctx, l, 0, 0, got), NL_EINVAL);
             cr_assert(strstr(ctx.msg, "not recorded"), "%s", ctx.msg);
             continue;
         }
         if (s->no_acts) {
-            cr_assert_eq(nl_h5_read_acts(r, &ctx, l, 0, 1, got), NL_EINVAL);
+            cr_assert_eq(nl_h5_reader_read_acts(r, &ctx, l, 0, 1, got), NL_EINVAL);
         } else {
             for (int64_t t = 0; t < N; t++)
                 for (int c = 0; c < F; c++) want[t * F + c] = expect_act(s, l, t, c);
             /* Whole layer, then windows that straddle chunk boundaries. */
-            cr_assert_eq(nl_h5_read_acts(r, &ctx, l, 0, (int)N, got), NL_OK, "%s", ctx.msg);
+            cr_assert_eq(nl_h5_reader_read_acts(r, &ctx, l, 0, (int)N, got), NL_OK, "%s", ctx.msg);
             cr_assert_eq(memcmp(got, want, sizeof(float) * (size_t)N * F), 0, "layer %d differs", l);
             for (int64_t r0 = 0; r0 < N; r0 += 5) {
                 int n = (int)(N - r0 < 11 ? N - r0 : 11);
-                cr_assert_eq(nl_h5_read_acts(r, &ctx, l, r0, n, got), NL_OK, "%s", ctx.msg);
+                cr_assert_eq(nl_h5_reader_read_acts(r, &ctx, l, r0, n, got), NL_OK, "%s", ctx.msg);
                 cr_assert_eq(memcmp(got, want + r0 * F, sizeof(float) * (size_t)n * F), 0, "layer %d rows %lld", l, (long long)r0);
             }
-            cr_assert_eq(nl_h5_read_acts(r, &ctx, l, N - 1, 2, got), NL_EINVAL);
-            cr_assert_eq(nl_h5_read_acts(r, &ctx, l, -1, 1, got), NL_EINVAL);
+            cr_assert_eq(nl_h5_reader_read_acts(r, &ctx, l, N - 1, 2, got), NL_EINVAL);
+            cr_assert_eq(nl_h5_reader_read_acts(r, &ctx, l, -1, 1, got), NL_EINVAL);
         }
         if (complete) {
-            cr_assert_eq(nl_h5_read_w_out_norm(r, &ctx, l, got), NL_OK, "%s", ctx.msg);
+            cr_assert_eq(nl_h5_reader_read_w_out_norm(r, &ctx, l, got), NL_OK, "%s", ctx.msg);
             for (int c = 0; c < F; c++) cr_assert_eq(got[c], (float)l + 0.5f * (float)c);
         }
         if (s->pooled) {
-            cr_assert_eq(nl_h5_read_pooled(r, &ctx, l, 0, n_docs, got), NL_OK, "%s", ctx.msg);
+            cr_assert_eq(nl_h5_reader_read_pooled(r, &ctx, l, 0, n_docs, got), NL_OK, "%s", ctx.msg);
             for (int d = 0; d < n_docs; d++)
                 for (int c = 0; c < F; c++) cr_assert_eq(got[(size_t)d * F + c], pool_val(l, d, c));
             if (n_docs > 1) {
-                cr_assert_eq(nl_h5_read_pooled(r, &ctx, l, 1, 1, got), NL_OK, "%s", ctx.msg);
+                cr_assert_eq(nl_h5_reader_read_pooled(r, &ctx, l, 1, 1, got), NL_OK, "%s", ctx.msg);
                 cr_assert_eq(got[0], pool_val(l, 1, 0));
             }
-            cr_assert_eq(nl_h5_read_pooled(r, &ctx, l, n_docs, 1, got), NL_EINVAL);
+            cr_assert_eq(nl_h5_reader_read_pooled(r, &ctx, l, n_docs, 1, got), NL_EINVAL);
         } else {
-            cr_assert_eq(nl_h5_read_pooled(r, &ctx, l, 0, 1, got), NL_EINVAL);
+            cr_assert_eq(nl_h5_reader_read_pooled(r, &ctx, l, 0, 1, got), NL_EINVAL);
         }
     }
     free(got);
@@ -326,18 +326,18 @@ Test(h5store, f16_conversion_matches_scalar) {
     nl_ctx_init(&ctx);
     nl_h5_meta m = {.n_layers = 1, .d_model = 1, .d_ff = F, .ffn_kind = "plain", .dtype = NL_H5_F16};
     nl_h5_writer *w;
-    cr_assert_eq(nl_h5_create(&ctx, p, &m, &w), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_writer_create(&ctx, p, &m, &w), NL_OK, "%s", ctx.msg);
     int32_t *ids = calloc((size_t)T, sizeof(int32_t));
-    cr_assert_eq(nl_h5_begin_doc(w, &ctx, NULL, -1), NL_OK);
-    cr_assert_eq(nl_h5_append_tokens(w, &ctx, ids, T), NL_OK);
-    cr_assert_eq(nl_h5_append_acts(w, &ctx, 0, v, T), NL_OK, "%s", ctx.msg);
-    cr_assert_eq(nl_h5_end_doc(w, &ctx), NL_OK, "%s", ctx.msg);
-    cr_assert_eq(nl_h5_close(w, &ctx, 0), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_writer_begin_doc(w, &ctx, NULL, -1), NL_OK);
+    cr_assert_eq(nl_h5_writer_append_tokens(w, &ctx, ids, T), NL_OK);
+    cr_assert_eq(nl_h5_writer_append_acts(w, &ctx, 0, v, T), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_writer_end_doc(w, &ctx), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_writer_close(w, &ctx, 0), NL_OK, "%s", ctx.msg);
 
     nl_h5_reader *r;
-    cr_assert_eq(nl_h5_open(&ctx, p, &r), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_reader_open(&ctx, p, &r), NL_OK, "%s", ctx.msg);
     float *got = malloc(sizeof(float) * (size_t)n);
-    cr_assert_eq(nl_h5_read_acts(r, &ctx, 0, 0, T, got), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_reader_read_acts(r, &ctx, 0, 0, T, got), NL_OK, "%s", ctx.msg);
     for (int i = 0; i < n; i++) {
         float want = nl_f16_to_f32(nl_f32_to_f16(v[i]));
         uint32_t gb, wb;
@@ -364,20 +364,20 @@ Test(h5store, interrupted_close_is_consistent) {
     nl_ctx_init(&ctx);
     nl_h5_meta m = meta_of(&s);
     nl_h5_writer *w;
-    cr_assert_eq(nl_h5_create(&ctx, p, &m, &w), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_writer_create(&ctx, p, &m, &w), NL_OK, "%s", ctx.msg);
     int64_t row = 0;
     write_docs(w, &ctx, &s, 0, 2, &row);
-    cr_assert_eq(nl_h5_flush(w, &ctx), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_writer_flush(w, &ctx), NL_OK, "%s", ctx.msg);
     /* Document 3: 17 tokens, layer 0 gets 17 rows, layer 1 gets 6, layer 2 none; one pooled row. */
     int32_t ids[17] = {0};
     float a[17 * 10] = {0};
-    cr_assert_eq(nl_h5_begin_doc(w, &ctx, "c", -1), NL_OK);
-    cr_assert_eq(nl_h5_append_tokens(w, &ctx, ids, 17), NL_OK);
-    cr_assert_eq(nl_h5_append_acts(w, &ctx, 0, a, 17), NL_OK);
-    cr_assert_eq(nl_h5_append_acts(w, &ctx, 1, a, 6), NL_OK);
-    cr_assert_eq(nl_h5_append_pooled(w, &ctx, 0, a), NL_OK);
+    cr_assert_eq(nl_h5_writer_begin_doc(w, &ctx, "c", -1), NL_OK);
+    cr_assert_eq(nl_h5_writer_append_tokens(w, &ctx, ids, 17), NL_OK);
+    cr_assert_eq(nl_h5_writer_append_acts(w, &ctx, 0, a, 17), NL_OK);
+    cr_assert_eq(nl_h5_writer_append_acts(w, &ctx, 1, a, 6), NL_OK);
+    cr_assert_eq(nl_h5_writer_append_pooled(w, &ctx, 0, a), NL_OK);
     cr_assert_eq(nl_h5_writer_tokens(w), 14 + 17);
-    cr_assert_eq(nl_h5_close(w, &ctx, 0), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_writer_close(w, &ctx, 0), NL_OK, "%s", ctx.msg);
     check_file(p, &s, 2, 0);
 }
 
@@ -389,12 +389,12 @@ Test(h5store, complete_close_with_open_document_is_an_error) {
     nl_ctx_init(&ctx);
     nl_h5_meta m = meta_of(&s);
     nl_h5_writer *w;
-    cr_assert_eq(nl_h5_create(&ctx, p, &m, &w), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_writer_create(&ctx, p, &m, &w), NL_OK, "%s", ctx.msg);
     int64_t row = 0;
     write_docs(w, &ctx, &s, 0, 1, &row);
     write_norms(w, &ctx, &s);
-    cr_assert_eq(nl_h5_begin_doc(w, &ctx, "y", -1), NL_OK);
-    cr_assert_eq(nl_h5_close(w, &ctx, 1), NL_EINVAL);
+    cr_assert_eq(nl_h5_writer_begin_doc(w, &ctx, "y", -1), NL_OK);
+    cr_assert_eq(nl_h5_writer_close(w, &ctx, 1), NL_EINVAL);
     cr_assert(strstr(ctx.msg, "still open"), "%s", ctx.msg);
     check_file(p, &s, 1, 0);
 }
@@ -407,16 +407,16 @@ Test(h5store, complete_close_without_w_out_norm_is_an_error) {
     nl_ctx_init(&ctx);
     nl_h5_meta m = meta_of(&s);
     nl_h5_writer *w;
-    cr_assert_eq(nl_h5_create(&ctx, p, &m, &w), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_writer_create(&ctx, p, &m, &w), NL_OK, "%s", ctx.msg);
     int64_t row = 0;
     write_docs(w, &ctx, &s, 0, 1, &row);
-    cr_assert_eq(nl_h5_close(w, &ctx, 1), NL_EINVAL);
+    cr_assert_eq(nl_h5_writer_close(w, &ctx, 1), NL_EINVAL);
     cr_assert(strstr(ctx.msg, "w_out_norm"), "%s", ctx.msg);
     check_file(p, &s, 1, 0);
     nl_h5_reader *r;
     float out[4];
-    cr_assert_eq(nl_h5_open(&ctx, p, &r), NL_OK, "%s", ctx.msg);
-    cr_assert_eq(nl_h5_read_w_out_norm(r, &ctx, 0, out), NL_EFORMAT);
+    cr_assert_eq(nl_h5_reader_open(&ctx, p, &r), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_reader_read_w_out_norm(r, &ctx, 0, out), NL_EFORMAT);
     nl_h5_reader_close(r);
 }
 
@@ -431,48 +431,48 @@ Test(h5store, writer_rejects_misuse) {
 
     nl_h5_meta bad = m;
     bad.ffn_kind = "moe";
-    cr_assert_eq(nl_h5_create(&ctx, p, &bad, &w), NL_EINVAL);
+    cr_assert_eq(nl_h5_writer_create(&ctx, p, &bad, &w), NL_EINVAL);
     cr_assert(strstr(ctx.msg, "ffn_kind"), "%s", ctx.msg);
     bad = m;
     bad.layers = (const int[]){0, 2};
     bad.n_rec = 2;
-    cr_assert_eq(nl_h5_create(&ctx, p, &bad, &w), NL_EINVAL);
+    cr_assert_eq(nl_h5_writer_create(&ctx, p, &bad, &w), NL_EINVAL);
     bad.layers = (const int[]){1, 1};
-    cr_assert_eq(nl_h5_create(&ctx, p, &bad, &w), NL_EINVAL);
+    cr_assert_eq(nl_h5_writer_create(&ctx, p, &bad, &w), NL_EINVAL);
     cr_assert(strstr(ctx.msg, "twice"), "%s", ctx.msg);
 
-    cr_assert_eq(nl_h5_create(&ctx, p, &m, &w), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_writer_create(&ctx, p, &m, &w), NL_OK, "%s", ctx.msg);
     int32_t ids[4] = {1, 2, 3, 4};
     float a[12] = {0};
-    cr_assert_eq(nl_h5_append_tokens(w, &ctx, ids, 4), NL_EINVAL);
+    cr_assert_eq(nl_h5_writer_append_tokens(w, &ctx, ids, 4), NL_EINVAL);
     cr_assert(strstr(ctx.msg, "outside a document"), "%s", ctx.msg);
-    cr_assert_eq(nl_h5_end_doc(w, &ctx), NL_EINVAL);
-    cr_assert_eq(nl_h5_begin_doc(w, &ctx, "x", 5), NL_OK);
-    cr_assert_eq(nl_h5_begin_doc(w, &ctx, "x", 5), NL_EINVAL);
-    cr_assert_eq(nl_h5_append_tokens(w, &ctx, ids, 4), NL_OK);
-    cr_assert_eq(nl_h5_append_acts(w, &ctx, 2, a, 4), NL_EINVAL);
+    cr_assert_eq(nl_h5_writer_end_doc(w, &ctx), NL_EINVAL);
+    cr_assert_eq(nl_h5_writer_begin_doc(w, &ctx, "x", 5), NL_OK);
+    cr_assert_eq(nl_h5_writer_begin_doc(w, &ctx, "x", 5), NL_EINVAL);
+    cr_assert_eq(nl_h5_writer_append_tokens(w, &ctx, ids, 4), NL_OK);
+    cr_assert_eq(nl_h5_writer_append_acts(w, &ctx, 2, a, 4), NL_EINVAL);
     cr_assert(strstr(ctx.msg, "layer 2 is outside 0..1"), "%s", ctx.msg);
-    cr_assert_eq(nl_h5_append_acts(w, &ctx, 0, a, 4), NL_OK);
-    cr_assert_eq(nl_h5_end_doc(w, &ctx), NL_EINVAL); /* layer 1 lacks rows */
+    cr_assert_eq(nl_h5_writer_append_acts(w, &ctx, 0, a, 4), NL_OK);
+    cr_assert_eq(nl_h5_writer_end_doc(w, &ctx), NL_EINVAL); /* layer 1 lacks rows */
     cr_assert(strstr(ctx.msg, "layer 1 has 0 activation rows but there are 4 tokens"), "%s", ctx.msg);
-    cr_assert_eq(nl_h5_append_acts(w, &ctx, 1, a, 4), NL_OK);
-    cr_assert_eq(nl_h5_end_doc(w, &ctx), NL_EINVAL); /* no pooled rows */
+    cr_assert_eq(nl_h5_writer_append_acts(w, &ctx, 1, a, 4), NL_OK);
+    cr_assert_eq(nl_h5_writer_end_doc(w, &ctx), NL_EINVAL); /* no pooled rows */
     cr_assert(strstr(ctx.msg, "no pooled row"), "%s", ctx.msg);
-    cr_assert_eq(nl_h5_append_pooled(w, &ctx, 0, a), NL_OK);
-    cr_assert_eq(nl_h5_append_pooled(w, &ctx, 0, a), NL_EINVAL);
+    cr_assert_eq(nl_h5_writer_append_pooled(w, &ctx, 0, a), NL_OK);
+    cr_assert_eq(nl_h5_writer_append_pooled(w, &ctx, 0, a), NL_EINVAL);
     cr_assert(strstr(ctx.msg, "already has a pooled row"), "%s", ctx.msg);
-    cr_assert_eq(nl_h5_append_pooled(w, &ctx, 1, a), NL_OK);
-    cr_assert_eq(nl_h5_end_doc(w, &ctx), NL_EINVAL); /* prompt_len 5 > 4 tokens */
+    cr_assert_eq(nl_h5_writer_append_pooled(w, &ctx, 1, a), NL_OK);
+    cr_assert_eq(nl_h5_writer_end_doc(w, &ctx), NL_EINVAL); /* prompt_len 5 > 4 tokens */
     cr_assert(strstr(ctx.msg, "prompt_len 5 exceeds its 4 tokens"), "%s", ctx.msg);
-    cr_assert_eq(nl_h5_close(w, &ctx, 0), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_writer_close(w, &ctx, 0), NL_OK, "%s", ctx.msg);
 
     nl_h5_reader *r;
-    cr_assert_eq(nl_h5_open(&ctx, p, &r), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_reader_open(&ctx, p, &r), NL_OK, "%s", ctx.msg);
     cr_assert_eq(nl_h5_reader_info(r)->n_docs, 0);
     cr_assert_eq(nl_h5_reader_info(r)->n_tokens, 0);
     nl_h5_reader_close(r);
 
-    cr_assert_eq(nl_h5_close(NULL, &ctx, 1), NL_OK);
+    cr_assert_eq(nl_h5_writer_close(NULL, &ctx, 1), NL_OK);
     nl_h5_reader_close(NULL);
 }
 
@@ -481,10 +481,10 @@ Test(h5store, unwritable_path) {
     nl_ctx_init(&ctx);
     nl_h5_meta m = {.n_layers = 1, .d_model = 4, .d_ff = 3, .ffn_kind = "plain"};
     nl_h5_writer *w = (nl_h5_writer *)1;
-    cr_assert_eq(nl_h5_create(&ctx, "/nonexistent-dir/acts.h5", &m, &w), NL_EIO);
+    cr_assert_eq(nl_h5_writer_create(&ctx, "/nonexistent-dir/acts.h5", &m, &w), NL_EIO);
     cr_assert_null(w);
     cr_assert_str_eq(ctx.msg, "cannot create '/nonexistent-dir/acts.h5': No such file or directory");
-    cr_assert_eq(nl_h5_create(&ctx, g_dir, &m, &w), NL_EIO);
+    cr_assert_eq(nl_h5_writer_create(&ctx, g_dir, &m, &w), NL_EIO);
     cr_assert(strstr(ctx.msg, "cannot create '") == ctx.msg && strstr(ctx.msg, "Is a directory"), "%s", ctx.msg);
     cr_assert_null(strchr(ctx.msg, '\n'));
 }
@@ -512,7 +512,7 @@ Test(h5store, reader_missing_file) {
     nl_ctx_init(&ctx);
     nl_h5_reader *r = (nl_h5_reader *)1;
     const char *p = tmp_path("nope.h5");
-    cr_assert_eq(nl_h5_open(&ctx, p, &r), NL_EIO);
+    cr_assert_eq(nl_h5_reader_open(&ctx, p, &r), NL_EIO);
     cr_assert_null(r);
     char want[512];
     snprintf(want, sizeof want, "cannot open '%s': No such file or directory", p);
@@ -527,7 +527,7 @@ Test(h5store, reader_not_hdf5) {
     fputs("{\"text\": \"not an HDF5 file\"}\n", f);
     fclose(f);
     nl_h5_reader *r;
-    cr_assert_eq(nl_h5_open(&ctx, p, &r), NL_EFORMAT);
+    cr_assert_eq(nl_h5_reader_open(&ctx, p, &r), NL_EFORMAT);
     char want[512];
     snprintf(want, sizeof want, "'%s' is not an HDF5 file", p);
     cr_assert_str_eq(ctx.msg, want);
@@ -545,7 +545,7 @@ Test(h5store, reader_other_hdf5_format) {
     H5Sclose(sp);
     H5Fclose(f);
     nl_h5_reader *r;
-    cr_assert_eq(nl_h5_open(&ctx, p, &r), NL_EFORMAT);
+    cr_assert_eq(nl_h5_reader_open(&ctx, p, &r), NL_EFORMAT);
     char want[512];
     snprintf(want, sizeof want, "'%s' is not a neuronlab activation file (format attribute missing)", p);
     cr_assert_str_eq(ctx.msg, want);
@@ -561,7 +561,7 @@ Test(h5store, reader_other_hdf5_format) {
     H5Sclose(sp);
     H5Tclose(t);
     H5Fclose(f);
-    cr_assert_eq(nl_h5_open(&ctx, p, &r), NL_EFORMAT);
+    cr_assert_eq(nl_h5_reader_open(&ctx, p, &r), NL_EFORMAT);
     cr_assert(strstr(ctx.msg, "is not a neuronlab activation file (format is 'other.v1'"), "%s", ctx.msg);
 }
 
@@ -572,7 +572,7 @@ Test(h5store, reader_version_2) {
     small_file(p);
     set_int_attr(p, "version", 2);
     nl_h5_reader *r;
-    cr_assert_eq(nl_h5_open(&ctx, p, &r), NL_EUNSUPPORTED);
+    cr_assert_eq(nl_h5_reader_open(&ctx, p, &r), NL_EUNSUPPORTED);
     char want[512];
     snprintf(want, sizeof want, "'%s': activation file version 2 is not supported (this neuronlab reads version 1)", p);
     cr_assert_str_eq(ctx.msg, want);
@@ -590,7 +590,7 @@ Test(h5store, reader_inconsistent_lengths) {
     H5Dclose(ds);
     H5Fclose(f);
     nl_h5_reader *r;
-    cr_assert_eq(nl_h5_open(&ctx, p, &r), NL_EFORMAT);
+    cr_assert_eq(nl_h5_reader_open(&ctx, p, &r), NL_EFORMAT);
     cr_assert(strstr(ctx.msg, "is corrupt: /layers/1/ffn_act has shape (4, 4), expected (5, 4)"), "%s", ctx.msg);
 }
 
@@ -603,7 +603,7 @@ Test(h5store, reader_truncated_file) {
     cr_assert_eq(stat(p, &st), 0);
     cr_assert_eq(truncate(p, st.st_size / 2), 0);
     nl_h5_reader *r;
-    nl_status s = nl_h5_open(&ctx, p, &r);
+    nl_status s = nl_h5_reader_open(&ctx, p, &r);
     cr_assert(s == NL_EIO || s == NL_EFORMAT, "status %d: %s", s, ctx.msg);
     cr_assert(strstr(ctx.msg, p), "%s", ctx.msg);
     cr_assert_null(strchr(ctx.msg, '\n'));
@@ -688,7 +688,7 @@ Test(h5store, reader_accepts_files_from_other_tools) {
     nl_ctx ctx;
     nl_ctx_init(&ctx);
     nl_h5_reader *r;
-    cr_assert_eq(nl_h5_open(&ctx, p, &r), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_reader_open(&ctx, p, &r), NL_OK, "%s", ctx.msg);
     const nl_h5_info *in = nl_h5_reader_info(r);
     cr_assert_str_eq(in->meta.model, "gpt2");
     cr_assert_str_eq(in->meta.ffn_kind, "plain");
@@ -702,7 +702,7 @@ Test(h5store, reader_accepts_files_from_other_tools) {
     cr_assert_str_eq(in->doc_labels[1], "xyz");
     cr_assert_eq(in->prompt_len[1], 1);
     float out[15];
-    cr_assert_eq(nl_h5_read_acts(r, &ctx, 1, 0, 5, out), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_reader_read_acts(r, &ctx, 1, 0, 5, out), NL_OK, "%s", ctx.msg);
     nl_check_close(out, a[1], 15, 0.0);
     nl_h5_reader_close(r);
 }
@@ -752,14 +752,14 @@ Test(h5store, schema_files_for_check_h5) {
     nl_ctx_init(&ctx);
     nl_h5_meta m = meta_of(&s2);
     nl_h5_writer *w;
-    cr_assert_eq(nl_h5_create(&ctx, p, &m, &w), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_writer_create(&ctx, p, &m, &w), NL_OK, "%s", ctx.msg);
     int64_t row = 0;
     write_docs(w, &ctx, &s2, 0, 4, &row);
     int32_t ids[5] = {0};
     float a[5 * 24] = {0};
-    cr_assert_eq(nl_h5_begin_doc(w, &ctx, "cut", -1), NL_OK);
-    cr_assert_eq(nl_h5_append_tokens(w, &ctx, ids, 5), NL_OK);
-    cr_assert_eq(nl_h5_append_acts(w, &ctx, 0, a, 5), NL_OK);
-    cr_assert_eq(nl_h5_close(w, &ctx, 0), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_writer_begin_doc(w, &ctx, "cut", -1), NL_OK);
+    cr_assert_eq(nl_h5_writer_append_tokens(w, &ctx, ids, 5), NL_OK);
+    cr_assert_eq(nl_h5_writer_append_acts(w, &ctx, 0, a, 5), NL_OK);
+    cr_assert_eq(nl_h5_writer_close(w, &ctx, 0), NL_OK, "%s", ctx.msg);
     check_file(p, &s2, 4, 0);
 }

@@ -28,15 +28,15 @@ static nl_h5_reader *record(const char *name, rec_opts o) {
                        .ffn_kind = "gated", .act_fn = "silu", .dtype = o.dtype, .dataset = "tokens.jsonl",
                        .layers = o.layers, .n_rec = o.n_rec, .pooled = 1};
     nl_h5_writer *w;
-    cr_assert_eq(nl_h5_create(&ctx, path, &meta, &w), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_writer_create(&ctx, path, &meta, &w), NL_OK, "%s", ctx.msg);
     cr_assert_eq(nl_record_run(&ctx, f, ds, w, 1, o.stride, NULL), NL_OK, "%s", ctx.msg);
-    cr_assert_eq(nl_h5_close(w, &ctx, 1), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_writer_close(w, &ctx, 1), NL_OK, "%s", ctx.msg);
     cr_assert_eq(nl_forward_hooks(f)->n, 0, "the recorder must remove its hook");
     nl_forward_destroy(f);
     nl_dataset_destroy(ds);
     nl_model_close(m);
     nl_h5_reader *r;
-    cr_assert_eq(nl_h5_open(&ctx, path, &r), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_reader_open(&ctx, path, &r), NL_OK, "%s", ctx.msg);
     return r;
 }
 
@@ -53,7 +53,7 @@ Test(recorder, stories260k_matches_llama2c) {
     cr_assert_eq(nb, (size_t)T0 * L * F * 4);
     float *got = malloc((size_t)T0 * F * 4), *w1 = malloc((size_t)T0 * F * 4);
     for (int l = 0; l < L; l++) {
-        cr_assert_eq(nl_h5_read_acts(r, NULL, l, 0, T0, got), NL_OK);
+        cr_assert_eq(nl_h5_reader_read_acts(r, NULL, l, 0, T0, got), NL_OK);
         for (int t = 0; t < T0; t++) memcpy(w1 + (size_t)t * F, want + ((size_t)t * L + l) * F, F * 4);
         nl_check_close(got, w1, (size_t)T0 * F, 1e-4);
     }
@@ -61,13 +61,13 @@ Test(recorder, stories260k_matches_llama2c) {
     cr_assert_eq(nb, (size_t)L * F * 4);
     float n[172];
     for (int l = 0; l < L; l++) {
-        cr_assert_eq(nl_h5_read_w_out_norm(r, NULL, l, n), NL_OK);
+        cr_assert_eq(nl_h5_reader_read_w_out_norm(r, NULL, l, n), NL_OK);
         nl_check_close(n, norms + l * F, F, 1e-5);
     }
     /* Pooled row of document 0 = mean |a| over its (all) prompt tokens. */
     float pooled[172], mean[172] = {0};
-    cr_assert_eq(nl_h5_read_pooled(r, NULL, 3, 0, 1, pooled), NL_OK);
-    cr_assert_eq(nl_h5_read_acts(r, NULL, 3, 0, T0, got), NL_OK);
+    cr_assert_eq(nl_h5_reader_read_pooled(r, NULL, 3, 0, 1, pooled), NL_OK);
+    cr_assert_eq(nl_h5_reader_read_acts(r, NULL, 3, 0, T0, got), NL_OK);
     for (int t = 0; t < T0; t++)
         for (int i = 0; i < F; i++) mean[i] += fabsf(got[(size_t)t * F + i]) / T0;
     nl_check_close(pooled, mean, F, 1e-5);
@@ -85,12 +85,12 @@ Test(recorder, windows_record_each_token_once_and_subset) {
     /* The first 64 tokens of each document see the same context as a full run. */
     nl_h5_reader *full = record("full16.h5", (rec_opts){layers, 2, NL_H5_F16, 512, 512, 0});
     float a[64 * 172], b[64 * 172];
-    cr_assert_eq(nl_h5_read_acts(r, NULL, 4, 0, 64, a), NL_OK);
-    cr_assert_eq(nl_h5_read_acts(full, NULL, 4, 0, 64, b), NL_OK);
+    cr_assert_eq(nl_h5_reader_read_acts(r, NULL, 4, 0, 64, a), NL_OK);
+    cr_assert_eq(nl_h5_reader_read_acts(full, NULL, 4, 0, 64, b), NL_OK);
     nl_check_close(a, b, 64 * 172, 2e-3); /* f16: batch size changes the last f32 bits */
     /* Later tokens had less context: they differ from the full run. */
-    cr_assert_eq(nl_h5_read_acts(r, NULL, 4, 200, 50, a), NL_OK);
-    cr_assert_eq(nl_h5_read_acts(full, NULL, 4, 200, 50, b), NL_OK);
+    cr_assert_eq(nl_h5_reader_read_acts(r, NULL, 4, 200, 50, a), NL_OK);
+    cr_assert_eq(nl_h5_reader_read_acts(full, NULL, 4, 200, 50, b), NL_OK);
     cr_assert_gt(nl_max_abs_diff(a, b, 50 * 172), 1e-3);
     nl_h5_reader_close(full);
     nl_h5_reader_close(r);

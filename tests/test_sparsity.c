@@ -54,37 +54,37 @@ static void write_file(const char *path, const spec *s) {
                     .act_fn = "silu", .dtype = s->dtype, .dataset = "synthetic.jsonl", .no_acts = s->no_acts,
                     .pooled = s->no_acts};
     nl_h5_writer *w;
-    cr_assert_eq(nl_h5_create(&ctx, path, &m, &w), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_writer_create(&ctx, path, &m, &w), NL_OK, "%s", ctx.msg);
     float *a = malloc(sizeof(float) * (size_t)s->F * 64);
     int32_t ids[64];
     int64_t row = 0;
     for (int d = 0; d < s->n_docs; d++) {
-        cr_assert_eq(nl_h5_begin_doc(w, &ctx, s->labels[d], -1), NL_OK, "%s", ctx.msg);
+        cr_assert_eq(nl_h5_writer_begin_doc(w, &ctx, s->labels[d], -1), NL_OK, "%s", ctx.msg);
         for (int done = 0; done < s->doc_len[d];) {
             int T = s->doc_len[d] - done < 64 ? s->doc_len[d] - done : 64;
             for (int t = 0; t < T; t++) ids[t] = (int32_t)((row + done + t) % 200);
-            cr_assert_eq(nl_h5_append_tokens(w, &ctx, ids, T), NL_OK);
+            cr_assert_eq(nl_h5_writer_append_tokens(w, &ctx, ids, T), NL_OK);
             for (int l = 0; l < s->L; l++) {
                 for (int t = 0; t < T; t++)
                     for (int i = 0; i < s->F; i++) a[(size_t)t * s->F + i] = s->act(l, row + done + t, i, s->u);
-                cr_assert_eq(nl_h5_append_acts(w, &ctx, l, a, T), NL_OK, "%s", ctx.msg);
+                cr_assert_eq(nl_h5_writer_append_acts(w, &ctx, l, a, T), NL_OK, "%s", ctx.msg);
             }
             done += T;
         }
         if (s->no_acts)
             for (int l = 0; l < s->L; l++) {
                 for (int i = 0; i < s->F; i++) a[i] = 1;
-                cr_assert_eq(nl_h5_append_pooled(w, &ctx, l, a), NL_OK);
+                cr_assert_eq(nl_h5_writer_append_pooled(w, &ctx, l, a), NL_OK);
             }
-        cr_assert_eq(nl_h5_end_doc(w, &ctx), NL_OK, "%s", ctx.msg);
+        cr_assert_eq(nl_h5_writer_end_doc(w, &ctx), NL_OK, "%s", ctx.msg);
         row += s->doc_len[d];
     }
     for (int l = 0; l < s->L; l++) {
         if (s->wn) memcpy(a, s->wn + (size_t)l * s->F, sizeof(float) * (size_t)s->F);
         else cr_assert_eq(nl_model_w_out_norm(&ctx, s->model_for_wn, l, a), NL_OK, "%s", ctx.msg);
-        cr_assert_eq(nl_h5_write_w_out_norm(w, &ctx, l, a), NL_OK);
+        cr_assert_eq(nl_h5_writer_put_w_out_norm(w, &ctx, l, a), NL_OK);
     }
-    cr_assert_eq(nl_h5_close(w, &ctx, s->complete), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_writer_close(w, &ctx, s->complete), NL_OK, "%s", ctx.msg);
     free(a);
 }
 
@@ -829,15 +829,15 @@ Test(sparsity, bad_activation_files) {
     {
         nl_h5_meta m = {.model = "", .n_layers = 1, .d_model = 8, .d_ff = 4, .ffn_kind = "gated"};
         nl_h5_writer *w;
-        cr_assert_eq(nl_h5_create(&ctx, p, &m, &w), NL_OK);
+        cr_assert_eq(nl_h5_writer_create(&ctx, p, &m, &w), NL_OK);
         float row[3][4] = {{1, 2, 3, 4}, {1, NAN, 0, 0}, {1, 1, 1, 1}};
         int32_t ids[3] = {1, 2, 3};
-        nl_h5_begin_doc(w, &ctx, "", -1);
-        nl_h5_append_tokens(w, &ctx, ids, 3);
-        nl_h5_append_acts(w, &ctx, 0, &row[0][0], 3);
-        nl_h5_end_doc(w, &ctx);
-        nl_h5_write_w_out_norm(w, &ctx, 0, row[2]);
-        cr_assert_eq(nl_h5_close(w, &ctx, 1), NL_OK);
+        nl_h5_writer_begin_doc(w, &ctx, "", -1);
+        nl_h5_writer_append_tokens(w, &ctx, ids, 3);
+        nl_h5_writer_append_acts(w, &ctx, 0, &row[0][0], 3);
+        nl_h5_writer_end_doc(w, &ctx);
+        nl_h5_writer_put_w_out_norm(w, &ctx, 0, row[2]);
+        cr_assert_eq(nl_h5_writer_close(w, &ctx, 1), NL_OK);
     }
     char msg[1024];
     cr_assert_eq(analyse(p, tmp_path("nan.db"), &o, 1, NULL, NULL, msg), NL_EFORMAT);
@@ -864,15 +864,15 @@ Test(sparsity, bad_activation_files) {
     {
         nl_h5_meta m = {.model = "", .n_layers = 1, .d_model = 8, .d_ff = 4, .ffn_kind = "gated"};
         nl_h5_writer *w;
-        cr_assert_eq(nl_h5_create(&ctx, p, &m, &w), NL_OK);
+        cr_assert_eq(nl_h5_writer_create(&ctx, p, &m, &w), NL_OK);
         float row[2][4] = {{1, 2, 3, 4}, {1, NAN, 1, 1}};
         int32_t ids[1] = {1};
-        nl_h5_begin_doc(w, &ctx, "", -1);
-        nl_h5_append_tokens(w, &ctx, ids, 1);
-        nl_h5_append_acts(w, &ctx, 0, &row[0][0], 1);
-        nl_h5_end_doc(w, &ctx);
-        nl_h5_write_w_out_norm(w, &ctx, 0, row[1]);
-        cr_assert_eq(nl_h5_close(w, &ctx, 1), NL_OK);
+        nl_h5_writer_begin_doc(w, &ctx, "", -1);
+        nl_h5_writer_append_tokens(w, &ctx, ids, 1);
+        nl_h5_writer_append_acts(w, &ctx, 0, &row[0][0], 1);
+        nl_h5_writer_end_doc(w, &ctx);
+        nl_h5_writer_put_w_out_norm(w, &ctx, 0, row[1]);
+        cr_assert_eq(nl_h5_writer_close(w, &ctx, 1), NL_OK);
     }
     cr_assert_neq(analyse(p, tmp_path("nan_norm.db"), &o, 1, NULL, NULL, msg), NL_OK);
     cr_assert(strstr(msg, p) && strstr(msg, "w_out_norm") && !strstr(msg, "NOT NULL"), "%s", msg);

@@ -7,7 +7,7 @@
  *                         "float16", a numpy dtype name), dataset, created_by,
  *                         layers (int32 [n_rec], the recorded layer indices),
  *                         complete (int32: 0 while writing or after an interrupted run,
- *                         1 after nl_h5_close(w, ctx, 1))
+ *                         1 after nl_h5_writer_close(w, ctx, 1))
  *   /tokens               int32   [N]      token ids of all documents, concatenated
  *   /doc_offsets          int64   [Dc+1]   document d spans tokens[off[d]:off[d+1]]
  *   /doc_labels           string  [Dc]     UTF-8 variable-length ("" when none)
@@ -22,11 +22,11 @@
  *  - Nothing is held whole in memory: each appendable dataset keeps one chunk of rows in a
  *    buffer (memory ≈ recorded layers × chunk bytes) and writes whole, chunk-aligned
  *    slabs; f16 is converted while copying into that buffer.
- *  - A document is the unit of commitment. nl_h5_close() cuts every dataset back to the
+ *  - A document is the unit of commitment. nl_h5_writer_close() cuts every dataset back to the
  *    last ended document, so any closed file — complete or interrupted (complete = 0) —
  *    has consistent lengths: len(tokens) = doc_offsets[-1] = rows of every ffn_act, and
  *    len(doc_labels) = len(prompt_len) = rows of every mean_abs = Dc. A process killed
- *    without nl_h5_close (SIGKILL, crash) may leave an unreadable file.
+ *    without nl_h5_writer_close (SIGKILL, crash) may leave an unreadable file.
  *  - HDF5's own error-stack printing is silenced; failures become one-line messages in
  *    ctx ("cannot create 'acts.h5': Permission denied").
  *  - The HDF5 library in use is serial and not thread-safe: call this module from one
@@ -54,7 +54,7 @@ typedef enum {
     NL_H5_FILTER_SHUFFLE_DEFLATE, /* byte shuffle + deflate level 1 */
 } nl_h5_filter;
 
-/* What a file describes. Writer: every pointer is borrowed for the nl_h5_create call
+/* What a file describes. Writer: every pointer is borrowed for the nl_h5_writer_create call
  * only (copied); a zeroed struct plus the model fields gives the defaults.
  * Reader: strings and layers are owned by the reader. */
 typedef struct {
@@ -85,12 +85,12 @@ typedef struct nl_h5_writer nl_h5_writer;
 
 /* Creates (truncates) path and writes the root attributes with complete = 0.
  * Errors: NL_EINVAL (bad meta), NL_EIO ("cannot create 'PATH': …"), NL_ENOMEM.
- * On success *out is owned by the caller and must be passed to nl_h5_close. */
-nl_status nl_h5_create(nl_ctx *ctx, const char *path, const nl_h5_meta *meta, nl_h5_writer **out);
+ * On success *out is owned by the caller and must be passed to nl_h5_writer_close. */
+nl_status nl_h5_writer_create(nl_ctx *ctx, const char *path, const nl_h5_meta *meta, nl_h5_writer **out);
 
 /* The calls below follow this order for each document:
- *   nl_h5_begin_doc → any interleaving of nl_h5_append_tokens / nl_h5_append_acts
- *   (each layer's rows in token order) / nl_h5_append_pooled → nl_h5_end_doc.
+ *   nl_h5_writer_begin_doc → any interleaving of nl_h5_writer_append_tokens / nl_h5_writer_append_acts
+ *   (each layer's rows in token order) / nl_h5_writer_append_pooled → nl_h5_writer_end_doc.
  * Calls for data the file does not record (a layer outside meta.layers, ffn_act when
  * meta.no_acts, mean_abs without meta.pooled) are accepted and ignored, so a hook can
  * forward every layer. After an I/O error every call fails with NL_EIO; close anyway.
@@ -98,32 +98,32 @@ nl_status nl_h5_create(nl_ctx *ctx, const char *path, const nl_h5_meta *meta, nl
 
 /* Opens a document. label: borrowed, copied ("" or NULL when none). prompt_len: prompt
  * tokens to pool over, or -1 for all tokens of the document. */
-nl_status nl_h5_begin_doc(nl_h5_writer *w, nl_ctx *ctx, const char *label, int prompt_len);
+nl_status nl_h5_writer_begin_doc(nl_h5_writer *w, nl_ctx *ctx, const char *label, int prompt_len);
 
 /* Appends ids (n) to /tokens for the open document. ids borrowed. */
-nl_status nl_h5_append_tokens(nl_h5_writer *w, nl_ctx *ctx, const int32_t *ids, int n);
+nl_status nl_h5_writer_append_tokens(nl_h5_writer *w, nl_ctx *ctx, const int32_t *ids, int n);
 
 /* Appends a: (T, F) row-major, borrowed, to /layers/{layer}/ffn_act (converted to f16
  * when meta.dtype is NL_H5_F16). */
-nl_status nl_h5_append_acts(nl_h5_writer *w, nl_ctx *ctx, int layer, const float *a, int T);
+nl_status nl_h5_writer_append_acts(nl_h5_writer *w, nl_ctx *ctx, int layer, const float *a, int T);
 
 /* Appends the open document's row mean_abs: (F), borrowed, to /pooled/{layer}/mean_abs.
  * At most one row per layer per document. */
-nl_status nl_h5_append_pooled(nl_h5_writer *w, nl_ctx *ctx, int layer, const float *mean_abs);
+nl_status nl_h5_writer_append_pooled(nl_h5_writer *w, nl_ctx *ctx, int layer, const float *mean_abs);
 
 /* Commits the open document: checks that every recorded layer has exactly as many
  * ffn_act rows as there are tokens and (when pooled) one mean_abs row for it, resolves a
  * prompt_len of -1, and appends its offset, label and prompt_len. NL_EINVAL when the
  * lengths disagree or prompt_len exceeds the document's tokens (the document stays open). */
-nl_status nl_h5_end_doc(nl_h5_writer *w, nl_ctx *ctx);
+nl_status nl_h5_writer_end_doc(nl_h5_writer *w, nl_ctx *ctx);
 
 /* Writes /layers/{layer}/w_out_norm: norms (F), borrowed. Any time before close; a
  * second call overwrites. */
-nl_status nl_h5_write_w_out_norm(nl_h5_writer *w, nl_ctx *ctx, int layer, const float *norms);
+nl_status nl_h5_writer_put_w_out_norm(nl_h5_writer *w, nl_ctx *ctx, int layer, const float *norms);
 
 /* Writes every buffered row and asks HDF5 to flush the file (H5Fflush) to the OS. The file
- * is consistent only after nl_h5_close; flush bounds the loss if the process is killed. */
-nl_status nl_h5_flush(nl_h5_writer *w, nl_ctx *ctx);
+ * is consistent only after nl_h5_writer_close; flush bounds the loss if the process is killed. */
+nl_status nl_h5_writer_flush(nl_h5_writer *w, nl_ctx *ctx);
 
 /* Ends the writer. Cuts every dataset back to the last ended document (an open document
  * is dropped), writes complete = (complete && nothing is missing) and closes the file;
@@ -131,7 +131,7 @@ nl_status nl_h5_flush(nl_h5_writer *w, nl_ctx *ctx);
  * or a recorded layer without w_out_norm stores complete = 0 and returns NL_EINVAL.
  * Pass complete = 0 after an interrupt or an error: the file stays readable.
  * NULL is a no-op returning NL_OK. */
-nl_status nl_h5_close(nl_h5_writer *w, nl_ctx *ctx, int complete);
+nl_status nl_h5_writer_close(nl_h5_writer *w, nl_ctx *ctx, int complete);
 
 /* Documents ended so far, and tokens appended so far (including an open document). */
 int64_t nl_h5_writer_docs(const nl_h5_writer *w);
@@ -166,7 +166,7 @@ typedef struct {
  *   'x.h5': activation file version 2 is not supported (this neuronlab reads version 1)
  *   'x.h5' is corrupt: /layers/3/ffn_act has 10 rows but /tokens has 12
  * On success *out is owned by the caller: nl_h5_reader_close. */
-nl_status nl_h5_open(nl_ctx *ctx, const char *path, nl_h5_reader **out);
+nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out);
 void nl_h5_reader_close(nl_h5_reader *r); /* NULL is a no-op */
 
 /* Borrowed; valid until nl_h5_reader_close. */
@@ -177,12 +177,12 @@ int nl_h5_reader_has_layer(const nl_h5_reader *r, int layer);
 /* Reads rows [row0, row0+n) of /layers/{layer}/ffn_act into out: (n, F), caller-owned,
  * converting f16 to f32. NL_EINVAL for a layer not recorded, no ffn_act, or rows out of
  * range; NL_EIO when HDF5 fails. */
-nl_status nl_h5_read_acts(nl_h5_reader *r, nl_ctx *ctx, int layer, int64_t row0, int n, float *out);
+nl_status nl_h5_reader_read_acts(nl_h5_reader *r, nl_ctx *ctx, int layer, int64_t row0, int n, float *out);
 
 /* Reads documents [doc0, doc0+n) of /pooled/{layer}/mean_abs into out: (n, F). */
-nl_status nl_h5_read_pooled(nl_h5_reader *r, nl_ctx *ctx, int layer, int64_t doc0, int n, float *out);
+nl_status nl_h5_reader_read_pooled(nl_h5_reader *r, nl_ctx *ctx, int layer, int64_t doc0, int n, float *out);
 
 /* Reads /layers/{layer}/w_out_norm into out: (F). NL_EFORMAT when the file lacks it. */
-nl_status nl_h5_read_w_out_norm(nl_h5_reader *r, nl_ctx *ctx, int layer, float *out);
+nl_status nl_h5_reader_read_w_out_norm(nl_h5_reader *r, nl_ctx *ctx, int layer, float *out);
 
 #endif

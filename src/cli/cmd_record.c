@@ -115,7 +115,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         meta.layers = layers;
         meta.n_rec = n_layers;
         meta.pooled = pool;
-        st = nl_h5_create(ctx, outp, &meta, &w);
+        st = nl_h5_writer_create(ctx, outp, &meta, &w);
     }
     if (st == NL_OK) {
         nl_progress prog;
@@ -125,7 +125,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         nl_ctx cctx; /* keep the first error's message */
         nl_ctx_init(&cctx);
         long long kept = (long long)nl_h5_writer_docs(w);
-        nl_status cst = nl_h5_close(w, &cctx, st == NL_OK);
+        nl_status cst = nl_h5_writer_close(w, &cctx, st == NL_OK);
         if (st == NL_OK && cst != NL_OK) { st = cst; memcpy(ctx->msg, cctx.msg, sizeof ctx->msg); }
         if (st == NL_EINTR) {
             fprintf(stderr, "neuronlab: interrupted: '%s' keeps the %lld finished documents (marked incomplete)\n", outp, kept);

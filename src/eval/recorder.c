@@ -24,7 +24,7 @@ static nl_status on_act(void *user, nl_ctx *ctx, const nl_hook_info *info, float
     const int F = info->width;
     const float *rows = x + (size_t)skip * F;
     int n = info->T - skip;
-    nl_status st = nl_h5_append_acts(s->w, ctx, info->layer, rows, n);
+    nl_status st = nl_h5_writer_append_acts(s->w, ctx, info->layer, rows, n);
     if (st != NL_OK || !s->pooled) return st;
     float *acc = s->pool + (size_t)info->layer * F;
     int first = s->start + skip; /* doc index of rows[0] */
@@ -40,7 +40,7 @@ static nl_status rec_chunk(void *user, nl_ctx *ctx, nl_forward *f, const nl_doc 
     nl_status st = nl_forward_run(f, ctx, doc->tokens + start, T, NULL);
     if (st != NL_OK) return st;
     int skip = new_from > start ? new_from - start : 0;
-    if (skip < T) st = nl_h5_append_tokens(s->w, ctx, doc->tokens + start + skip, T - skip);
+    if (skip < T) st = nl_h5_writer_append_tokens(s->w, ctx, doc->tokens + start + skip, T - skip);
     if (s->progress && skip < T) nl_progress_add(s->progress, T - skip);
     return st;
 }
@@ -56,7 +56,7 @@ nl_status nl_record_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, nl_h5_
     if (!norms || !s.pool) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
     for (int l = 0; st == NL_OK && l < L; l++) {
         if (!nl_h5_writer_has_layer(w, l)) continue;
-        if ((st = nl_model_w_out_norm(ctx, m, l, norms)) == NL_OK) st = nl_h5_write_w_out_norm(w, ctx, l, norms);
+        if ((st = nl_model_w_out_norm(ctx, m, l, norms)) == NL_OK) st = nl_h5_writer_put_w_out_norm(w, ctx, l, norms);
     }
     nl_hooks *hooks = nl_forward_hooks(f);
     const int n_hooks = hooks->n;
@@ -66,17 +66,17 @@ nl_status nl_record_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, nl_h5_
         const nl_doc *doc = &ds->docs[d];
         s.doc = doc;
         memset(s.pool, 0, (size_t)L * F * sizeof(float));
-        if ((st = nl_h5_begin_doc(w, ctx, doc->label, doc->prompt_len)) != NL_OK) break;
+        if ((st = nl_h5_writer_begin_doc(w, ctx, doc->label, doc->prompt_len)) != NL_OK) break;
         if ((st = nl_forward_doc(f, ctx, doc, stride, rec_chunk, &s)) != NL_OK) break;
         if (s.pooled) {
             for (int l = 0; st == NL_OK && l < L; l++) {
                 if (!nl_h5_writer_has_layer(w, l)) continue;
                 float *acc = s.pool + (size_t)l * F;
                 for (int i = 0; i < F; i++) acc[i] /= (float)doc->prompt_len;
-                st = nl_h5_append_pooled(w, ctx, l, acc);
+                st = nl_h5_writer_append_pooled(w, ctx, l, acc);
             }
         }
-        if (st == NL_OK) st = nl_h5_end_doc(w, ctx);
+        if (st == NL_OK) st = nl_h5_writer_end_doc(w, ctx);
     }
     hooks->n = n_hooks; /* remove our observer */
     free(norms);

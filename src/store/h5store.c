@@ -3,7 +3,7 @@
  * Rules: see include/neuronlab/h5store.h. Every appendable dataset goes through one small
  * "appender" that buffers up to the next chunk boundary and writes whole, chunk-aligned
  * slabs (large f32 appends are written straight from the caller's array), so HDF5 never
- * reads back or re-filters a chunk while recording. nl_h5_close cuts every dataset back to
+ * reads back or re-filters a chunk while recording. nl_h5_writer_close cuts every dataset back to
  * the last ended document. HDF5's error printing is silenced; the innermost message of its
  * error stack (or the OS error it quotes) goes into ctx.
  * Checked by tests/test_h5store.c and tests/check_h5.py (via tests/h5_schema.sh).
@@ -35,7 +35,7 @@
  * chunks of ≈ 2 MiB (rows = a power of two in [16, 4096], e.g. 256 rows for F = 2048 f32,
  * 64 for F = 11008 f16); the writer buffers one chunk per recorded layer (≤ 2 MiB each).
  *
- * In the forward pass (this project's, T = 256, hook → nl_h5_append_acts, all layers),
+ * In the forward pass (this project's, T = 256, hook → nl_h5_writer_append_acts, all layers),
  * the forward produced 17-45 MB/s of activations and the writer took 2.4-5.8% of wall
  * time in f32 and 1.5-3.0% in f16 (stories260K; random-weight 15M and 110M Llamas), well
  * under the 20% budget; deflate would have made recording ~1.5-2.5× slower.
@@ -420,7 +420,7 @@ static nl_status check_meta(nl_ctx *ctx, const char *path, const nl_h5_meta *m) 
     return NL_OK;
 }
 
-nl_status nl_h5_create(nl_ctx *ctx, const char *path, const nl_h5_meta *meta, nl_h5_writer **out) {
+nl_status nl_h5_writer_create(nl_ctx *ctx, const char *path, const nl_h5_meta *meta, nl_h5_writer **out) {
     NL_ASSERT(path && meta && out);
     *out = NULL;
     h5_quiet();
@@ -566,7 +566,7 @@ static nl_status w_check(nl_h5_writer *w, nl_ctx *ctx, const char *what, int nee
     NL_ASSERT(w);
     if (w->failed) return nl_errorf(ctx, NL_EIO, "cannot write '%s': an earlier write failed", w->path);
     if (need_doc && !w->in_doc)
-        return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': %s outside a document (call nl_h5_begin_doc first)", w->path, what);
+        return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': %s outside a document (call nl_h5_writer_begin_doc first)", w->path, what);
     return NL_OK;
 }
 
@@ -577,7 +577,7 @@ static nl_status w_layer(nl_h5_writer *w, nl_ctx *ctx, int layer, int *slot) {
     return NL_OK;
 }
 
-nl_status nl_h5_begin_doc(nl_h5_writer *w, nl_ctx *ctx, const char *label, int prompt_len) {
+nl_status nl_h5_writer_begin_doc(nl_h5_writer *w, nl_ctx *ctx, const char *label, int prompt_len) {
     nl_status st = w_check(w, ctx, "begin_doc", 0);
     if (st != NL_OK) return st;
     if (w->in_doc)
@@ -591,7 +591,7 @@ nl_status nl_h5_begin_doc(nl_h5_writer *w, nl_ctx *ctx, const char *label, int p
     return NL_OK;
 }
 
-nl_status nl_h5_append_tokens(nl_h5_writer *w, nl_ctx *ctx, const int32_t *ids, int n) {
+nl_status nl_h5_writer_append_tokens(nl_h5_writer *w, nl_ctx *ctx, const int32_t *ids, int n) {
     nl_status st = w_check(w, ctx, "tokens", 1);
     if (st != NL_OK) return st;
     if (n < 0) return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': negative token count %d", w->path, n);
@@ -599,7 +599,7 @@ nl_status nl_h5_append_tokens(nl_h5_writer *w, nl_ctx *ctx, const int32_t *ids, 
     return NL_OK;
 }
 
-nl_status nl_h5_append_acts(nl_h5_writer *w, nl_ctx *ctx, int layer, const float *a, int T) {
+nl_status nl_h5_writer_append_acts(nl_h5_writer *w, nl_ctx *ctx, int layer, const float *a, int T) {
     int s = -1;
     nl_status st = w_check(w, ctx, "activations", 1);
     if (st == NL_OK) st = w_layer(w, ctx, layer, &s);
@@ -610,7 +610,7 @@ nl_status nl_h5_append_acts(nl_h5_writer *w, nl_ctx *ctx, int layer, const float
     return NL_OK;
 }
 
-nl_status nl_h5_append_pooled(nl_h5_writer *w, nl_ctx *ctx, int layer, const float *mean_abs) {
+nl_status nl_h5_writer_append_pooled(nl_h5_writer *w, nl_ctx *ctx, int layer, const float *mean_abs) {
     int s = -1;
     nl_status st = w_check(w, ctx, "pooled row", 1);
     if (st == NL_OK) st = w_layer(w, ctx, layer, &s);
@@ -623,7 +623,7 @@ nl_status nl_h5_append_pooled(nl_h5_writer *w, nl_ctx *ctx, int layer, const flo
     return NL_OK;
 }
 
-nl_status nl_h5_end_doc(nl_h5_writer *w, nl_ctx *ctx) {
+nl_status nl_h5_writer_end_doc(nl_h5_writer *w, nl_ctx *ctx) {
     nl_status st = w_check(w, ctx, "end_doc", 1);
     if (st != NL_OK) return st;
     int64_t n_tok = (int64_t)app_rows(&w->tokens), len = n_tok - w->doc_start;
@@ -651,7 +651,7 @@ nl_status nl_h5_end_doc(nl_h5_writer *w, nl_ctx *ctx) {
     return NL_OK;
 }
 
-nl_status nl_h5_write_w_out_norm(nl_h5_writer *w, nl_ctx *ctx, int layer, const float *norms) {
+nl_status nl_h5_writer_put_w_out_norm(nl_h5_writer *w, nl_ctx *ctx, int layer, const float *norms) {
     int s = -1;
     nl_status st = w_check(w, ctx, "w_out_norm", 0);
     if (st == NL_OK) st = w_layer(w, ctx, layer, &s);
@@ -674,7 +674,7 @@ nl_status nl_h5_write_w_out_norm(nl_h5_writer *w, nl_ctx *ctx, int layer, const 
     return NL_OK;
 }
 
-nl_status nl_h5_flush(nl_h5_writer *w, nl_ctx *ctx) {
+nl_status nl_h5_writer_flush(nl_h5_writer *w, nl_ctx *ctx) {
     nl_status st = w_check(w, ctx, "flush", 0);
     if (st != NL_OK) return st;
     int ok = app_flush(&w->tokens) == 0 && app_flush(&w->offsets) == 0 && app_flush(&w->labels) == 0 &&
@@ -687,7 +687,7 @@ nl_status nl_h5_flush(nl_h5_writer *w, nl_ctx *ctx) {
     return NL_OK;
 }
 
-nl_status nl_h5_close(nl_h5_writer *w, nl_ctx *ctx, int complete) {
+nl_status nl_h5_writer_close(nl_h5_writer *w, nl_ctx *ctx, int complete) {
     if (!w) return NL_OK;
     nl_status st = NL_OK;
     char m[512];
@@ -906,7 +906,7 @@ static hid_t reopen_cached(hid_t file, const char *name, hid_t ds) {
     return d2;
 }
 
-nl_status nl_h5_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
+nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
     NL_ASSERT(path && out);
     *out = NULL;
     h5_quiet();
@@ -1222,7 +1222,7 @@ static nl_status r_layer(nl_h5_reader *r, nl_ctx *ctx, int layer, int *slot) {
     return NL_OK;
 }
 
-nl_status nl_h5_read_acts(nl_h5_reader *r, nl_ctx *ctx, int layer, int64_t row0, int n, float *out) {
+nl_status nl_h5_reader_read_acts(nl_h5_reader *r, nl_ctx *ctx, int layer, int64_t row0, int n, float *out) {
     int s = -1;
     nl_status st = r_layer(r, ctx, layer, &s);
     if (st != NL_OK) return st;
@@ -1231,7 +1231,7 @@ nl_status nl_h5_read_acts(nl_h5_reader *r, nl_ctx *ctx, int layer, int64_t row0,
     return read_rows(r, ctx, r->acts[s], r->acts_f16, "ffn_act", layer, row0, n, r->info.n_tokens, out);
 }
 
-nl_status nl_h5_read_pooled(nl_h5_reader *r, nl_ctx *ctx, int layer, int64_t doc0, int n, float *out) {
+nl_status nl_h5_reader_read_pooled(nl_h5_reader *r, nl_ctx *ctx, int layer, int64_t doc0, int n, float *out) {
     int s = -1;
     nl_status st = r_layer(r, ctx, layer, &s);
     if (st != NL_OK) return st;
@@ -1239,7 +1239,7 @@ nl_status nl_h5_read_pooled(nl_h5_reader *r, nl_ctx *ctx, int layer, int64_t doc
     return read_rows(r, ctx, r->pool[s], 0, "mean_abs", layer, doc0, n, r->info.n_docs, out);
 }
 
-nl_status nl_h5_read_w_out_norm(nl_h5_reader *r, nl_ctx *ctx, int layer, float *out) {
+nl_status nl_h5_reader_read_w_out_norm(nl_h5_reader *r, nl_ctx *ctx, int layer, float *out) {
     int s = -1;
     nl_status st = r_layer(r, ctx, layer, &s);
     if (st != NL_OK) return st;
