@@ -1,5 +1,8 @@
 /* ability.c — ability neurons: FuncScore (AP) and predictivity per neuron and ability, layer
- * statistics beside random and shuffled-label baselines, top sets (see ability.h). */
+ * statistics beside random and shuffled-label baselines, top sets (see ability.h). Checks the
+ * values it reads (non-finite w_out_norm, pooled values, activations: named errors) and the text
+ * columns of the database (a NULL left by another tool: a named error, never a crash); polls
+ * nl_interrupted. Checked by tests/test_ability.c, test_overlap.c, ability_cli.sh, cli_errors.sh. */
 #include "analyses/ability.h"
 
 #include <limits.h>
@@ -301,6 +304,20 @@ static int same_file(const char *a, const char *b) {
     return !strcmp(a, b);
 }
 
+/* A text column that must not be NULL: a database written by an older or foreign tool
+ * (tables without the NOT NULL constraints) can hold one. Returns the text, or NULL after
+ * setting the one-line error "'db': <table> of run R has a NULL <what>". */
+static const char *need_text(nl_ctx *ctx, nl_results *db, sqlite3_stmt *q, int c, const char *table, int64_t run,
+                             const char *what) {
+    const char *v = (const char *)sqlite3_column_text(q, c);
+    if (!v) {
+        if (!strcmp(table, "runs"))
+            nl_errorf(ctx, NL_EFORMAT, "'%s': run %lld has a NULL %s in the runs table", nl_results_path(db), (long long)run, what);
+        else nl_errorf(ctx, NL_EFORMAT, "'%s': %s of run %lld has a NULL %s", nl_results_path(db), table, (long long)run, what);
+    }
+    return v;
+}
+
 /* The resident neurons of a complete sparsity run of the same activation file. */
 static nl_status load_resident(nl_ctx *ctx, ab *s, nl_results *db) {
     sqlite3 *h = nl_results_db(db);
@@ -314,10 +331,13 @@ static nl_status load_resident(nl_ctx *ctx, ab *s, nl_results *db) {
             return nl_results_error(ctx, db, "cannot read the runs");
         sqlite3_bind_int64(q, 1, s->o.resident_run);
         nl_status st = NL_OK;
+        const char *kind, *status;
         if (sqlite3_step(q) != SQLITE_ROW)
             st = nl_errorf(ctx, NL_EINVAL, "no run %lld in '%s'", (long long)s->o.resident_run, nl_results_path(db));
-        else if (strcmp((const char *)sqlite3_column_text(q, 0), "sparsity") ||
-                 strcmp((const char *)sqlite3_column_text(q, 1), "complete") ||
+        else if (!(kind = need_text(ctx, db, q, 0, "runs", s->o.resident_run, "kind")) ||
+                 !(status = need_text(ctx, db, q, 1, "runs", s->o.resident_run, "status")))
+            st = NL_EFORMAT;
+        else if (strcmp(kind, "sparsity") || strcmp(status, "complete") ||
                  !same_file((const char *)sqlite3_column_text(q, 2), s->path))
             st = nl_errorf(ctx, NL_EINVAL, "run %lld of '%s' is not a complete sparsity run of '%s'", (long long)s->o.resident_run,
                            nl_results_path(db), s->path);
@@ -379,6 +399,10 @@ static nl_status read_values(nl_ctx *ctx, ab *s, int l) {
         float *acc = s->vals + (size_t)d * F;
         memset(acc, 0, (size_t)F * sizeof *acc);
         if (!in->doc_labels[d][0]) continue; /* not scored */
+        if (nl_interrupted) {
+            st = nl_errorf(ctx, NL_EINTR, "interrupted");
+            break;
+        }
         int64_t r0 = in->doc_offsets[d];
         int P = in->prompt_len[d];
         for (int t0 = 0; t0 < P && st == NL_OK; t0 += B) {
@@ -399,11 +423,13 @@ static double baseline_of(const ab *s, int a) {
     return s->o.symmetric && 1 - p > p ? 1 - p : p;
 }
 
-/* Scores of every neuron of layer index j against every ability (and shuffled labels). */
-static nl_status score_layer(nl_ctx *ctx, ab *s, int j) {
+/* Scores of every neuron of layer index j (file layer l) against every ability (and shuffled
+ * labels). A neuron whose values over the scored documents do not sum to a finite number holds
+ * a NaN or an infinity: the layer is refused, naming the first such document. */
+static nl_status score_layer(nl_ctx *ctx, ab *s, int j, int l) {
     const int F = s->F, Ds = s->Ds, A = s->A;
     const size_t LF = (size_t)s->Lr * F;
-    int fail = 0;
+    int fail = 0, stop = 0, bad = INT_MAX; /* bad: the first neuron whose values are not all finite */
 #pragma omp parallel
     {
         vpair *vs = malloc((size_t)Ds * sizeof *vs);
@@ -414,13 +440,23 @@ static nl_status score_layer(nl_ctx *ctx, ab *s, int j) {
         }
 #pragma omp for schedule(dynamic, 16)
         for (int i = 0; i < F; i++) {
-            if (!vs || !col) continue;
+            if (!vs || !col || stop) continue;
+            if ((i & 15) == 0 && nl_interrupted) {
+#pragma omp atomic write
+                stop = 1;
+                continue;
+            }
             for (int d = 0; d < Ds; d++) col[d] = s->vals[(size_t)s->docs[d] * F + i];
+            double mu = mean_of(col, Ds);
+            if (!isfinite(mu)) { /* the per-neuron sum catches any NaN or infinity at no extra cost */
+#pragma omp critical(ability_bad)
+                if (i < bad) bad = i;
+                continue;
+            }
             if (s->o.method == NL_ABILITY_AP) {
                 for (int d = 0; d < Ds; d++) vs[d] = (vpair){clean(col[d]), d};
                 qsort(vs, (size_t)Ds, sizeof *vs, by_value_desc);
             }
-            double mu = mean_of(col, Ds);
             for (int a = 0; a < A; a++)
                 for (int sh = 0; sh < 2; sh++) {
                     const uint8_t *y = (sh ? s->ysh : s->y) + (size_t)a * Ds;
@@ -442,7 +478,16 @@ static nl_status score_layer(nl_ctx *ctx, ab *s, int j) {
         free(vs);
         free(col);
     }
-    return fail ? nl_errorf(ctx, NL_ENOMEM, "out of memory") : NL_OK;
+    if (fail) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    if (bad < F) {
+        int d = 0;
+        while (d < Ds - 1 && isfinite(s->vals[(size_t)s->docs[d] * F + bad])) d++;
+        const int pooled = s->in->meta.pooled && !s->o.from_acts;
+        return nl_errorf(ctx, NL_EFORMAT, "'%s': layer %d holds non-finite %s (document %d, neuron %d)", s->path, l,
+                         pooled ? "pooled values" : "activations", s->docs[d], bad);
+    }
+    if (stop) return nl_errorf(ctx, NL_EINTR, "interrupted");
+    return NL_OK;
 }
 
 static int by_float_desc(const void *a, const void *b) {
@@ -542,6 +587,10 @@ static nl_status write_all(nl_ctx *ctx, ab *s, nl_results *db, int64_t run) {
             st = step_stmt(ctx, db, x);
         }
         for (size_t x = 0; x < LF && st == NL_OK; x++) {
+            if ((x & 4095) == 4095 && nl_interrupted) {
+                st = nl_errorf(ctx, NL_EINTR, "interrupted");
+                break;
+            }
             sqlite3_bind_int64(q[2], 1, run);
             sqlite3_bind_text(q[2], 2, name, -1, SQLITE_STATIC);
             sqlite3_bind_int(q[2], 3, layers[x / F]);
@@ -625,6 +674,12 @@ nl_status nl_ability_run(nl_ctx *ctx, const nl_ability_opts *opts, const char *a
     for (int j = 0; j < s.Lr && st == NL_OK; j++) {
         st = nl_h5_reader_read_w_out_norm(s.r, ctx, s.in->meta.layers[j], wn);
         for (int i = 0; st == NL_OK && i < s.F; i++) s.wn_sum[j] += wn[i];
+        if (st == NL_OK && !isfinite(s.wn_sum[j])) { /* the sum is finite only when every norm is */
+            int i = 0;
+            while (i < s.F - 1 && isfinite(wn[i])) i++;
+            st = nl_errorf(ctx, NL_EFORMAT, "'%s' is corrupt: /layers/%d/w_out_norm[%d] = %g is not a norm", acts_path,
+                           s.in->meta.layers[j], i, (double)wn[i]);
+        }
     }
     free(wn);
     if (st == NL_OK) st = nl_ability_create_tables(ctx, db);
@@ -659,14 +714,15 @@ nl_status nl_ability_run(nl_ctx *ctx, const nl_ability_opts *opts, const char *a
     for (int j = 0; j < s.Lr && st == NL_OK; j++) {
         if (nl_interrupted) st = nl_errorf(ctx, NL_EINTR, "interrupted");
         if (st == NL_OK) st = read_values(ctx, &s, s.in->meta.layers[j]);
-        if (st == NL_OK) st = score_layer(ctx, &s, j);
+        if (st == NL_OK) st = score_layer(ctx, &s, j, s.in->meta.layers[j]);
         if (st == NL_OK && nl_interrupted) st = nl_errorf(ctx, NL_EINTR, "interrupted");
         if (st == NL_OK) done++;
         if (prog && st == NL_OK) nl_progress_add(prog, 1);
     }
     if (st == NL_OK) st = write_all(ctx, &s, db, run);
     char note[128];
-    snprintf(note, sizeof note, "interrupted after %d of %d layers (no rows kept)", done, s.Lr);
+    if (done < s.Lr) snprintf(note, sizeof note, "interrupted after %d of %d layers (no rows kept)", done, s.Lr);
+    else snprintf(note, sizeof note, "interrupted while writing the scores of %d layers (no rows kept)", s.Lr);
     st = nl_results_finish_run(ctx, db, run, st, note);
     ab_free(&s);
     return st;
@@ -726,13 +782,15 @@ nl_status nl_ability_sets_load(nl_ctx *ctx, nl_results *db, int64_t run_id, doub
     if (sqlite3_prepare_v2(h, "SELECT kind, status, source, model FROM runs WHERE id = ?1", -1, &q, NULL) != SQLITE_OK)
         return nl_results_error(ctx, db, "cannot read the runs");
     sqlite3_bind_int64(q, 1, run_id);
+    const char *kind, *status;
     if (sqlite3_step(q) != SQLITE_ROW) st = nl_errorf(ctx, NL_EINVAL, "no run %lld in '%s'", (long long)run_id, path);
-    else if (strcmp((const char *)sqlite3_column_text(q, 0), "ability"))
-        st = nl_errorf(ctx, NL_EINVAL, "run %lld of '%s' is a '%s' run, not an ability run", (long long)run_id, path,
-                       (const char *)sqlite3_column_text(q, 0));
-    else if (strcmp((const char *)sqlite3_column_text(q, 1), "complete"))
+    else if (!(kind = need_text(ctx, db, q, 0, "runs", run_id, "kind"))) st = NL_EFORMAT;
+    else if (strcmp(kind, "ability"))
+        st = nl_errorf(ctx, NL_EINVAL, "run %lld of '%s' is a '%s' run, not an ability run", (long long)run_id, path, kind);
+    else if (!(status = need_text(ctx, db, q, 1, "runs", run_id, "status"))) st = NL_EFORMAT;
+    else if (strcmp(status, "complete"))
         st = nl_errorf(ctx, NL_EINVAL, "ability run %lld of '%s' is '%s' (only complete runs have scores)", (long long)run_id,
-                       path, (const char *)sqlite3_column_text(q, 1));
+                       path, status);
     else {
         out->source = dup_col(q, 2);
         out->model = dup_col(q, 3);
@@ -745,12 +803,16 @@ nl_status nl_ability_sets_load(nl_ctx *ctx, nl_results *db, int64_t run_id, doub
         return nl_results_error(ctx, db, "cannot read the ability tables");
     sqlite3_bind_int64(q, 1, run_id);
     if (sqlite3_step(q) == SQLITE_ROW) {
-        run_top = sqlite3_column_double(q, 0);
-        out->global = !strcmp((const char *)sqlite3_column_text(q, 1), "global");
-        out->n_layers = sqlite3_column_int(q, 2);
-        out->d_ff = sqlite3_column_int(q, 3);
-        snprintf(out->method, sizeof out->method, "%s", (const char *)sqlite3_column_text(q, 4));
-        out->symmetric = sqlite3_column_int(q, 5);
+        const char *scope = need_text(ctx, db, q, 1, "ability_run", run_id, "scope"), *method;
+        if (!scope || !(method = need_text(ctx, db, q, 4, "ability_run", run_id, "method"))) st = NL_EFORMAT;
+        else {
+            run_top = sqlite3_column_double(q, 0);
+            out->global = !strcmp(scope, "global");
+            out->n_layers = sqlite3_column_int(q, 2);
+            out->d_ff = sqlite3_column_int(q, 3);
+            snprintf(out->method, sizeof out->method, "%s", method);
+            out->symmetric = sqlite3_column_int(q, 5);
+        }
     } else st = nl_errorf(ctx, NL_EFORMAT, "ability run %lld of '%s' has no parameters row", (long long)run_id, path);
     sqlite3_finalize(q);
     if (st == NL_OK && (out->n_layers <= 0 || out->d_ff <= 0))
@@ -765,6 +827,10 @@ nl_status nl_ability_sets_load(nl_ctx *ctx, nl_results *db, int64_t run_id, doub
     if (st == NL_OK) {
         sqlite3_bind_int64(q, 1, run_id);
         while (st == NL_OK && sqlite3_step(q) == SQLITE_ROW) {
+            if (!need_text(ctx, db, q, 0, "ability_label", run_id, "ability name")) {
+                st = NL_EFORMAT;
+                break;
+            }
             char **g = realloc(out->abilities, (size_t)(out->n_abilities + 1) * sizeof *g);
             if (!g || !(g[out->n_abilities] = dup_col(q, 0))) {
                 if (g) out->abilities = g;
@@ -814,14 +880,23 @@ nl_status nl_ability_sets_load(nl_ctx *ctx, nl_results *db, int64_t run_id, doub
             st = nl_results_error(ctx, db, "cannot read the ability tables");
         else {
             sqlite3_bind_int64(q, 1, run_id);
-            while (sqlite3_step(q) == SQLITE_ROW) {
-                int a = nl_ability_sets_find(out, (const char *)sqlite3_column_text(q, 0));
+            for (int64_t row = 0; st == NL_OK && sqlite3_step(q) == SQLITE_ROW; row++) {
+                if ((row & 4095) == 4095 && nl_interrupted) {
+                    st = nl_errorf(ctx, NL_EINTR, "interrupted");
+                    break;
+                }
+                const char *name = need_text(ctx, db, q, 0, "ability_top", run_id, "ability name");
+                if (!name) {
+                    st = NL_EFORMAT;
+                    break;
+                }
+                int a = nl_ability_sets_find(out, name);
                 int j = layer_index(out, sqlite3_column_int(q, 1)), i = sqlite3_column_int(q, 2);
                 if (a < 0 || j < 0 || i < 0 || i >= F) continue;
                 out->member[a * LF + (size_t)j * F + i] = 1;
             }
             sqlite3_finalize(q);
-            for (int a = 0; a < A; a++)
+            for (int a = 0; st == NL_OK && a < A; a++)
                 for (int j = 0; j < Lr; j++) {
                     int c = 0;
                     for (int i = 0; i < F; i++) c += out->member[a * LF + (size_t)j * F + i];
@@ -838,14 +913,23 @@ nl_status nl_ability_sets_load(nl_ctx *ctx, nl_results *db, int64_t run_id, doub
                 st = nl_results_error(ctx, db, "cannot read the ability tables");
             else {
                 sqlite3_bind_int64(q, 1, run_id);
-                while (sqlite3_step(q) == SQLITE_ROW) {
-                    int a = nl_ability_sets_find(out, (const char *)sqlite3_column_text(q, 0));
+                for (int64_t row = 0; st == NL_OK && sqlite3_step(q) == SQLITE_ROW; row++) {
+                    if ((row & 4095) == 4095 && nl_interrupted) {
+                        st = nl_errorf(ctx, NL_EINTR, "interrupted");
+                        break;
+                    }
+                    const char *name = need_text(ctx, db, q, 0, "ability_score", run_id, "ability name");
+                    if (!name) {
+                        st = NL_EFORMAT;
+                        break;
+                    }
+                    int a = nl_ability_sets_find(out, name);
                     int j = layer_index(out, sqlite3_column_int(q, 1)), i = sqlite3_column_int(q, 2);
                     if (a < 0 || j < 0 || i < 0 || i >= F || sqlite3_column_type(q, 3) == SQLITE_NULL) continue;
                     sc[a * LF + (size_t)j * F + i] = (float)sqlite3_column_double(q, 3);
                 }
                 sqlite3_finalize(q);
-                nl_ability_select(sc, A, Lr, F, out->excluded, out->top, out->global, out->member, out->count);
+                if (st == NL_OK) nl_ability_select(sc, A, Lr, F, out->excluded, out->top, out->global, out->member, out->count);
             }
             free(sc);
         }

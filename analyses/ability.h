@@ -126,9 +126,14 @@ nl_status nl_ability_create_tables(nl_ctx *ctx, nl_results *db);
  *   'acts.h5' has no labelled documents / ability 'x' labels every scored document;
  *   the activation file's own errors (h5store.h); neither mean_abs nor ffn_act;
  *   no complete sparsity run of 'acts.h5' in 'r.db' / run N is not a sparsity run of 'acts.h5'
- *   (exclude_resident).
- * The run is ended by nl_results_finish_run: NL_EINTR when interrupted (run 'interrupted',
- * "interrupted after N of M layers (no rows kept)"). prog (may be NULL) counts layers.
+ *   (exclude_resident; a NULL kind or status of that run: "'r.db': run N has a NULL kind in
+ *   the runs table"); 'acts.h5' is corrupt: /layers/L/w_out_norm[i] = nan is not a norm.
+ * After the run began (run 'failed' with the message): 'acts.h5': layer L holds non-finite
+ * pooled values | activations (document d, neuron i) — caught from each neuron's sum over the
+ * scored documents, so a NaN never reaches the database.
+ * The run is ended by nl_results_finish_run: NL_EINTR when interrupted (nl_interrupted is polled
+ * per document, per 16 neurons and while writing; run 'interrupted', "interrupted after N of M
+ * layers (no rows kept)"). prog (may be NULL) counts layers.
  * Threads: ctx->n_threads (0 = all cores). */
 nl_status nl_ability_run(nl_ctx *ctx, const nl_ability_opts *opts, const char *acts_path, nl_results *db,
                          nl_progress *prog, nl_ability_result *out);
@@ -157,7 +162,10 @@ typedef struct {
 /* Loads the top sets of ability run run_id (≤ 0: the latest complete ability run) from db: the stored ability_top rows when top ≤ 0
  * or equal to the run's fraction, else chosen again from ability_score with the run's scope
  * and exclusions. Errors (one line): no run N in 'r.db'; run N of 'r.db' is a 'sparsity' run,
- * not an ability run; run N is 'failed' (only complete runs); top outside (0, 1].
+ * not an ability run; run N is 'failed' (only complete runs); top outside (0, 1]; a NULL text
+ * value left by an older or foreign tool (NL_EFORMAT): "'r.db': run N has a NULL kind in the
+ * runs table", "'r.db': ability_top of run N has a NULL ability name" (ability_label,
+ * ability_score; ability_run scope, method); NL_EINTR when interrupted while reading the rows.
  * Release with nl_ability_sets_release. */
 nl_status nl_ability_sets_load(nl_ctx *ctx, nl_results *db, int64_t run_id, double top, nl_ability_sets *out);
 void nl_ability_sets_release(nl_ability_sets *s); /* zeroes it; a zeroed struct is a no-op */

@@ -1,5 +1,6 @@
 /* overlap.c — shared neurons between the abilities' top sets and the overlap run (definitions and
- * table in overlap.h). Checked by tests/test_overlap.c and tests/ability_cli.sh. */
+ * table in overlap.h). The matrix and the row writing poll nl_interrupted (NL_EINTR).
+ * Checked by tests/test_overlap.c, tests/ability_cli.sh and tests/cli_errors.sh. */
 #include "analyses/overlap.h"
 
 #include <sqlite3.h>
@@ -30,7 +31,11 @@ nl_status nl_overlap_compute(nl_ctx *ctx, const nl_ability_sets *s, nl_overlap_c
         for (int i = 0; i < F; i++) elig[j] += !s->excluded[(size_t)j * F + i];
         elig_all += elig[j];
     }
-    for (int a = 0; a < A; a++)
+    for (int a = 0; a < A; a++) {
+        if (nl_interrupted) { /* A² · Lr · F steps: stop between rows of the matrix */
+            free(c), free(elig);
+            return nl_errorf(ctx, NL_EINTR, "interrupted");
+        }
         for (int b = 0; b < A; b++) {
             nl_overlap_cell *row = c + ((size_t)a * A + b) * (Lr + 1);
             const uint8_t *ma = s->member + a * LF, *mb = s->member + b * LF;
@@ -58,6 +63,7 @@ nl_status nl_overlap_compute(nl_ctx *ctx, const nl_ability_sets *s, nl_overlap_c
             }
             finish(all, e_all);
         }
+    }
     free(elig);
     *out = c, *n = A * A * (Lr + 1);
     return NL_OK;
@@ -92,6 +98,10 @@ static nl_status write_rows(nl_ctx *ctx, nl_results *db, int64_t run, const nl_a
                                           &q, NULL) != SQLITE_OK)
         st = nl_results_error(ctx, db, "cannot prepare the overlap table");
     for (int i = 0; i < n && st == NL_OK; i++) {
+        if ((i & 4095) == 4095 && nl_interrupted) { /* rolled back: the run ends 'interrupted' */
+            st = nl_errorf(ctx, NL_EINTR, "interrupted");
+            break;
+        }
         const nl_overlap_cell *x = &c[i];
         sqlite3_bind_int64(q, 1, run);
         sqlite3_bind_text(q, 2, s->abilities[x->a], -1, SQLITE_STATIC);

@@ -242,9 +242,13 @@ static nl_status check_opts(nl_ctx *ctx, const nl_sparsity_opts *o) {
     if (o->n_thresholds < 1 || o->n_thresholds > NL_SPARSITY_MAX_THRESHOLDS)
         return nl_errorf(ctx, NL_EINVAL, "sparsity: between 1 and %d frequency thresholds, not %d", NL_SPARSITY_MAX_THRESHOLDS,
                          o->n_thresholds);
-    for (int j = 0; j < o->n_thresholds; j++)
+    for (int j = 0; j < o->n_thresholds; j++) {
         if (!(o->thresholds[j] >= 0 && o->thresholds[j] < 1))
             return nl_errorf(ctx, NL_EINVAL, "sparsity: frequency threshold %g is outside [0, 1)", o->thresholds[j]);
+        for (int i = 0; i < j; i++)
+            if (o->thresholds[i] == o->thresholds[j])
+                return nl_errorf(ctx, NL_EINVAL, "sparsity: frequency threshold %g is given twice", o->thresholds[j]);
+    }
     if (!(o->dead_threshold >= 0 && o->dead_threshold < 1))
         return nl_errorf(ctx, NL_EINVAL, "sparsity: dead threshold %g is outside [0, 1)", o->dead_threshold);
     if (!(o->resident_threshold >= 0 && o->resident_threshold < 1))
@@ -255,9 +259,13 @@ static nl_status check_opts(nl_ctx *ctx, const nl_sparsity_opts *o) {
         if (o->n_cett_targets < 1 || o->n_cett_targets > NL_SPARSITY_MAX_TARGETS)
             return nl_errorf(ctx, NL_EINVAL, "sparsity: between 1 and %d CETT targets, not %d", NL_SPARSITY_MAX_TARGETS,
                              o->n_cett_targets);
-        for (int j = 0; j < o->n_cett_targets; j++)
+        for (int j = 0; j < o->n_cett_targets; j++) {
             if (!(o->cett_targets[j] > 0 && o->cett_targets[j] < 1))
                 return nl_errorf(ctx, NL_EINVAL, "sparsity: CETT target %g is outside (0, 1)", o->cett_targets[j]);
+            for (int i = 0; i < j; i++)
+                if (o->cett_targets[i] == o->cett_targets[j])
+                    return nl_errorf(ctx, NL_EINVAL, "sparsity: CETT target %g is given twice", o->cett_targets[j]);
+        }
         if (o->cett_grid < 2 || o->cett_refine < 1)
             return nl_errorf(ctx, NL_EINVAL, "sparsity: CETT grid %d / refine %d too small", o->cett_grid, o->cett_refine);
         if (o->cett_tokens < 0) return nl_errorf(ctx, NL_EINVAL, "sparsity: CETT token sample %lld is negative", (long long)o->cett_tokens);
@@ -389,11 +397,13 @@ static nl_status sparsity_open(nl_ctx *ctx, const char *acts_path, const nl_spar
     }
     /* CETT sample: token t is in it when floor((t+1)S/N) > floor(tS/N); its index is floor(tS/N). */
     s->n_samp = (s->o.cett_tokens > 0 && s->o.cett_tokens < s->N) ? s->o.cett_tokens : s->N;
-    for (int64_t d = 0; d < Dc; d++)
-        for (int64_t t = s->in->doc_offsets[d]; t < s->in->doc_offsets[d + 1]; t++) {
-            unsigned __int128 a = (unsigned __int128)t * (uint64_t)s->n_samp, b = a + (uint64_t)s->n_samp;
-            if (b / (uint64_t)s->N > a / (uint64_t)s->N) s->ksamp[s->doc_k[d]]++;
-        }
+    /* The tokens of document d in it: Σ_t [floor((t+1)S/N) > floor(tS/N)] over its span [a, b), a
+     * telescoping sum of steps of 0 or 1 (S ≤ N) = floor(bS/N) − floor(aS/N): O(1) per document. */
+    for (int64_t d = 0; d < Dc; d++) {
+        unsigned __int128 S = (uint64_t)s->n_samp, N = (uint64_t)s->N;
+        uint64_t a = (uint64_t)s->in->doc_offsets[d], b = (uint64_t)s->in->doc_offsets[d + 1];
+        s->ksamp[s->doc_k[d]] += (int64_t)((b * S) / N - (a * S) / N);
+    }
     s->out_k[0] = -1;
     s->otok[0] = s->N;
     s->n_out = 1;
@@ -1381,6 +1391,10 @@ static nl_status write_layer(nl_ctx *ctx, nl_sparsity *s, int l) {
         int64_t dead = 0, res = 0;
         int per_neuron = o == 0 || s->o.label_neurons;
         for (int i = 0; i < F && st == NL_OK; i++) {
+            if ((i & 255) == 255 && nl_interrupted) { /* the layer's transaction is rolled back */
+                st = nl_errorf(ctx, NL_EINTR, "interrupted");
+                break;
+            }
             neuron_stat ns;
             neuron_of(s, o, i, &ns);
             int dd = is_dead(s, &ns), rr = is_resident(s, &ns);

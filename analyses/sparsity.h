@@ -173,11 +173,13 @@ nl_status nl_sparsity_create_tables(nl_ctx *ctx, nl_results *db);
  * n_layers, d_model and d_ff must equal the file's, and whose W_out column norms must match
  * the file's first recorded layer's w_out_norm (relative 1e-4):
  *   'tiny/' does not match 'acts.h5': d_ff 128 vs 100
- * Options out of range are NL_EINVAL. Then a run of kind "sparsity" (source = the .h5 path,
- * model and dataset from the file, params as JSON) with the tables above, ended by
- * nl_results_finish_run: 'complete', 'interrupted' (nl_interrupted set: returns NL_EINTR,
- * finished layers kept, message "interrupted after N of M layers") or 'failed' (the
- * error's message). prog (may be NULL) gets the rows read (several passes per layer with
+ * Options out of range, and thresholds or CETT targets given twice, are NL_EINVAL. Then a run
+ * of kind "sparsity" (source = the .h5 path, model and dataset from the file, params as JSON)
+ * with the tables above, ended by nl_results_finish_run: 'complete', 'interrupted'
+ * (nl_interrupted, polled per block of rows and while writing a layer, set: returns NL_EINTR,
+ * finished layers kept, message "interrupted after N of M layers") or 'failed' (the error's
+ * message, e.g. "'acts.h5': layer 2 token 7 has a non-finite activation" or "'acts.h5' is
+ * corrupt: /layers/2/w_out_norm[5] = nan is not a norm": no NaN reaches the database). prog (may be NULL) gets the rows read (several passes per layer with
  * CETT; its total is raised as passes are added). Threads: ctx->n_threads (0 = all cores). */
 nl_status nl_sparsity_run(nl_ctx *ctx, const nl_sparsity_opts *opts, const char *acts_path, nl_results *db,
                           nl_progress *prog, nl_sparsity_result *out);

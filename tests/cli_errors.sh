@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # cli_errors.sh — every bad input the CLI can meet gets a one-line error that names the
-# file (and line), exit status 1, and no sanitizer report. Runs the release binary and,
-# when present, the ASan/UBSan build (build/debug/neuronlab, made by `make test`).
+# file (and line), exit status 1, and no sanitizer report; every bad option value is a usage
+# error (exit 2) saying what is allowed. Runs the release binary; tests/cli_errors_asan.sh runs
+# the same cases with the ASan/UBSan build (build/debug/neuronlab, made by `make test`).
 # Prints PASS/FAIL/SKIP lines (read by scripts/run-tests.sh).
 set -u
 cd "$(dirname "$0")/.."
@@ -10,14 +11,21 @@ tmp=$(mktemp -d /tmp/nl_cli_errors.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 fx=tests/fixtures/hf
 
-bins=("$build/neuronlab")
-[ -x build/debug/neuronlab ] && bins+=(build/debug/neuronlab)
+# NL_CLI_ASAN=1 (tests/cli_errors_asan.sh): the same cases with the ASan/UBSan build only,
+# failing on any sanitizer report; SKIP when build/debug/neuronlab is not built.
+asan=${NL_ASAN_BIN:-build/debug/neuronlab}
+if [ "${NL_CLI_ASAN:-0}" = 1 ]; then
+  if [ ! -x "$asan" ]; then echo "SKIP bad-input cases under ASan/UBSan: $asan is missing (make debug-cli)"; exit 0; fi
+  bins=("$asan")
+else
+  bins=("$build/neuronlab")
+fi
 
 # expect NAME PATTERN CMD...: exit 1, exactly one line on stderr matching PATTERN, no sanitizer output.
 expect() {
   local name=$1 pat=$2; shift 2
   for bin in "${bins[@]}"; do
-    local tag=$name; [ "$bin" != "${bins[0]}" ] && tag="$name (asan)"
+    local tag=$name; [ "$bin" = "$asan" ] && tag="$name (asan)"
     ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 "$bin" "$@" >"$tmp/out" 2>"$tmp/err"
     local rc=$? lines; lines=$(wc -l <"$tmp/err")
     if [ $rc -eq 1 ] && [ "$lines" -eq 1 ] && grep -qE -- "$pat" "$tmp/err" && ! grep -q 'Sanitizer\|runtime error' "$tmp/err"; then
@@ -84,6 +92,128 @@ fi
 if "$build/neuronlab" --help 2>/dev/null | grep -q '^  record'; then
   expect "output path not writable" "cannot create '/nonexistent/dir/acts.h5'" record "$tmp/tiny.bin" "$tmp/ok.jsonl" -o /nonexistent/dir/acts.h5
 fi
+
+# ==== analyses and their commands: bad values, foreign databases, non-finite inputs ==========
+# (sparsity, ability, overlap, prune, perturb, runs, train, report; the loader cases follow the
+# tokenizer block below.)
+
+# expect_usage NAME PATTERN CMD...: a usage error: exit 2, the first stderr line "neuronlab CMD: …"
+# matching PATTERN (what is allowed), then the usage line; no sanitizer output.
+expect_usage() {
+  local name=$1 pat=$2; shift 2
+  for bin in "${bins[@]}"; do
+    local tag="usage: $name"; [ "$bin" = "$asan" ] && tag="$tag (asan)"
+    ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 "$bin" "$@" >"$tmp/out" 2>"$tmp/err"
+    local rc=$? lines; lines=$(wc -l <"$tmp/err")
+    if [ $rc -eq 2 ] && [ "$lines" -eq 2 ] && head -1 "$tmp/err" | grep -qE -- "$pat" && sed -n 2p "$tmp/err" | grep -q '^usage: ' &&
+       ! grep -q 'Sanitizer\|runtime error' "$tmp/err"; then
+      echo "PASS $tag"
+    else
+      echo "FAIL $tag: exit $rc, $lines stderr lines, wanted /$pat/:"; sed 's/^/    /' "$tmp/err" | head -8
+    fi
+  done
+}
+
+an=$tmp/an; mkdir -p "$an"
+/usr/bin/env python3 - "$an" <<'PY'
+import json, sys
+with open(sys.argv[1] + "/lab.jsonl", "w") as f:
+    for d in range(12):
+        f.write(json.dumps({"tokens": [1] + [(7 * d + 3 * t) % 250 + 2 for t in range(15)], "label": "ab"[d % 2]}) + "\n")
+PY
+A="$an/acts.h5"
+if [ -d "$fx/llama" ] && "$build/neuronlab" record "$fx/llama" "$an/lab.jsonl" -o "$A" --pool >/dev/null 2>"$tmp/err" &&
+   "$build/neuronlab" ability "$A" --db "$an/ab.db" >/dev/null 2>>"$tmp/err" &&
+   "$build/neuronlab" sparsity "$A" --db "$an/ab.db" --no-cett >/dev/null 2>>"$tmp/err"; then
+  # sparsity: every number option out of range, NaN, infinite, empty or repeated (exit 2, what is allowed)
+  for v in nan -0.1 1 inf ""; do expect_usage "sparsity --dead '$v'" "--dead: '$v' is not a threshold in \[0, 1\)" sparsity "$A" --db "$an/u.db" --no-cett --dead "$v"; done
+  for v in nan -1 1.5; do expect_usage "sparsity --resident '$v'" "--resident: '$v' is not a threshold in \[0, 1\)" sparsity "$A" --db "$an/u.db" --no-cett --resident "$v"; done
+  for v in 5 0 -0.5 nan ""; do expect_usage "sparsity --resident-frac '$v'" "--resident-frac: '$v' is not a fraction in \(0, 1\]" sparsity "$A" --db "$an/u.db" --no-cett --resident-frac "$v"; done
+  for v in -1 0 1 nan inf x ""; do expect_usage "sparsity --cett '$v'" "--cett: '$v' is not a CETT target in \(0, 1\)" sparsity "$A" --db "$an/u.db" --cett "$v"; done
+  expect_usage "sparsity --cett with an empty item" "--cett: '' is not a CETT target" sparsity "$A" --db "$an/u.db" --cett 0.1,,0.2
+  expect_usage "sparsity --cett with a trailing comma" "--cett: '' is not a CETT target" sparsity "$A" --db "$an/u.db" --cett 0.1,
+  expect_usage "sparsity --cett repeated" "--cett: 0.1 is given twice" sparsity "$A" --db "$an/u.db" --cett 0.1,0.2,0.1
+  expect_usage "sparsity --cett too many" "--cett: at most 8 values" sparsity "$A" --db "$an/u.db" --cett 0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9
+  for v in 1.5 -0.01 nan; do expect_usage "sparsity --thresholds '$v'" "--thresholds: '$v' is not a threshold in \[0, 1\)" sparsity "$A" --db "$an/u.db" --no-cett --thresholds "0,$v"; done
+  expect_usage "sparsity --thresholds repeated" "--thresholds: 0 is given twice" sparsity "$A" --db "$an/u.db" --no-cett --thresholds 0,0.1,0
+  for v in 0 -5 x 1e3; do expect_usage "sparsity --cett-tokens '$v'" "--cett-tokens needs a token count in 1\.\." sparsity "$A" --db "$an/u.db" --cett-tokens "$v"; done
+  for v in 0 -1 99999999999; do expect_usage "sparsity --block '$v'" "--block needs a row count in 1\.\." sparsity "$A" --db "$an/u.db" --no-cett --block "$v"; done
+  for v in 0 nan 2000; do expect_usage "sparsity --threads '$v'" "--threads needs a count in 1\.\.1024" sparsity "$A" --db "$an/u.db" --no-cett --threads "$v"; done
+  expect_usage "sparsity --model ''" "--model needs a path" sparsity "$A" --db "$an/u.db" --model ""
+  expect_usage "sparsity --db ''" "--db needs a path" sparsity "$A" --db ""
+  # ability
+  for v in 0 -1 1.5 nan inf ""; do expect_usage "ability --top '$v'" "--top: '$v' is not a fraction in \(0, 1\]" ability "$A" --db "$an/u.db" --top "$v"; done
+  expect_usage "ability --method" "--method must be ap or predictivity" ability "$A" --db "$an/u.db" --method auc
+  for v in 0 -1 x; do expect_usage "ability --resident-run '$v'" "--resident-run needs a run id" ability "$A" --db "$an/u.db" --resident-run "$v"; done
+  for v in "" "a,,b" ","; do expect_usage "ability --abilities '$v'" "--abilities needs a list like code,math" ability "$A" --db "$an/u.db" --abilities "$v"; done
+  for v in -1 1.5 x ""; do expect_usage "ability --seed '$v'" "--seed needs an integer in 0\.\.2\^64-1" ability "$A" --db "$an/u.db" --seed "$v"; done
+  # overlap
+  for v in 0 -3 x ""; do expect_usage "overlap --scores '$v'" "--scores needs the id of an ability run \(or latest\)" overlap --db "$an/ab.db" --scores "$v"; done
+  for v in inf 0 2; do expect_usage "overlap --top '$v'" "--top: '$v' is not a fraction in \(0, 1\]" overlap --db "$an/ab.db" --scores 1 --top "$v"; done
+  # prune and perturb (the model options too)
+  for v in 0 -1 x; do expect_usage "prune --seeds '$v'" "--seeds needs a number of random sets, at least 1" prune "$fx/llama" "$an/lab.jsonl" --db "$an/ab.db" --scores 1 --seeds "$v"; done
+  expect_usage "prune --top nan" "--top: 'nan' is not a fraction" prune "$fx/llama" "$an/lab.jsonl" --db "$an/ab.db" --scores 1 --top nan
+  expect_usage "prune --abilities ''" "--abilities needs a list like code,math" prune "$fx/llama" "$an/lab.jsonl" --db "$an/ab.db" --scores 1 --abilities ""
+  for o in --batch --ctx --stride; do expect_usage "prune $o 0" "$o needs an integer in 1\.\." prune "$fx/llama" "$an/lab.jsonl" --db "$an/ab.db" --scores 1 $o 0; done
+  expect_usage "prune --tokenizer ''" "--tokenizer needs a path" prune "$fx/llama" "$an/lab.jsonl" --db "$an/ab.db" --scores 1 --tokenizer ""
+  for v in 1 -0.1 nan ""; do expect_usage "perturb --ratios '$v'" "--ratios: '$v' is not a ratio in \[0, 1\)" perturb "$fx/llama" "$an/lab.jsonl" --ratios "$v"; done
+  expect_usage "perturb --ratios repeated" "--ratios: 0.1 is given twice" perturb "$fx/llama" "$an/lab.jsonl" --ratios 0.1,0.1
+  for v in foo ""; do expect_usage "perturb --metric '$v'" "--metric: '$v' is not one of value, norm, random" perturb "$fx/llama" "$an/lab.jsonl" --metric "$v"; done
+  expect_usage "perturb --seed -1" "--seed needs an integer" perturb "$fx/llama" "$an/lab.jsonl" --seed -1
+  expect_usage "perturb --batch nan" "--batch needs an integer in 1\.\." perturb "$fx/llama" "$an/lab.jsonl" --batch nan
+  # runs, train, report
+  expect_usage "runs --db ''" "--db needs a path" runs --db ""
+  for v in 0 x; do expect_usage "train --threads '$v'" "--threads needs an integer in 1\.\.1024" train --config x.json --threads "$v"; done
+  expect_usage "train --stop-at 0" "--stop-at needs a step number >= 1" train --config x.json --stop-at 0
+  expect_usage "train --config ''" "--config needs a file" train --config ""
+  expect_usage "report --run" "--run needs KIND=ID" report --db "$an/ab.db" -o "$an/rep" --run sparsity
+
+  # results databases of older or foreign tools: a NULL text value is an error naming the table and run
+  rebuild() { # DB TABLE: TABLE without its constraints (CREATE TABLE AS), as an older tool left it
+    sqlite3 "$1" "CREATE TABLE t_old AS SELECT * FROM $2; DROP TABLE $2; ALTER TABLE t_old RENAME TO $2;"
+  }
+  cp "$an/ab.db" "$an/top.db"; rebuild "$an/top.db" ability_top; sqlite3 "$an/top.db" "INSERT INTO ability_top VALUES (1, NULL, 0, 3, 99)"
+  expect "overlap: NULL ability name in ability_top" "'$an/top.db': ability_top of run 1 has a NULL ability name" overlap --db "$an/top.db" --scores latest
+  expect "prune: NULL ability name in ability_top" "'$an/top.db': ability_top of run 1 has a NULL ability name" prune "$fx/llama" "$an/lab.jsonl" --db "$an/top.db" --scores 1
+  cp "$an/ab.db" "$an/lbl.db"; rebuild "$an/lbl.db" ability_label; sqlite3 "$an/lbl.db" "INSERT INTO ability_label VALUES (1, NULL, 1, 1, 0.5)"
+  expect "overlap: NULL ability name in ability_label" "'$an/lbl.db': ability_label of run 1 has a NULL ability name" overlap --db "$an/lbl.db" --scores 1
+  cp "$an/ab.db" "$an/kind.db"; rebuild "$an/kind.db" runs; sqlite3 "$an/kind.db" "UPDATE runs SET kind = NULL WHERE id = 1"
+  expect "overlap: NULL kind in runs" "'$an/kind.db': run 1 has a NULL kind in the runs table" overlap --db "$an/kind.db" --scores 1
+  sqlite3 "$an/kind.db" "UPDATE runs SET kind = 'sparsity', status = NULL WHERE id = 2"
+  expect "ability --resident-run: NULL status in runs" "'$an/kind.db': run 2 has a NULL status in the runs table" ability "$A" --db "$an/kind.db" --resident-run 2
+  for b in "${bins[@]}"; do  # runs and report read such a database without crashing
+    tag=; [ "$b" = "$asan" ] && tag=" (asan)"
+    ASAN_OPTIONS=detect_leaks=1 "$b" runs --db "$an/kind.db" >"$tmp/out" 2>"$tmp/err"; rc=$?
+    if [ $rc -eq 0 ] && ! grep -q 'Sanitizer\|runtime error' "$tmp/err"; then echo "PASS runs lists a run with a NULL kind$tag"
+    else echo "FAIL runs on a NULL kind$tag: exit $rc"; head -5 "$tmp/err"; fi
+    ASAN_OPTIONS=detect_leaks=1 "$b" report --db "$an/kind.db" -o "$an/rep" >"$tmp/out" 2>"$tmp/err"; rc=$?
+    if [ $rc -le 1 ] && ! grep -q 'Sanitizer\|runtime error' "$tmp/err"; then echo "PASS report on a NULL kind: exit $rc, no crash$tag"
+    else echo "FAIL report on a NULL kind$tag: exit $rc"; head -5 "$tmp/err"; fi
+  done
+
+  # non-finite values in an activation file: named (file, layer, document or token), not blamed on the database
+  if /usr/bin/python3 -c 'import h5py' 2>/dev/null; then
+    /usr/bin/python3 - "$A" "$an" <<'PY'
+import shutil, sys, h5py, numpy as np
+src, d = sys.argv[1], sys.argv[2]
+for name, path, at in [("pool", "pooled/1/mean_abs", (5, 9)), ("act", "layers/1/ffn_act", (3 * 16 + 2, 7)), ("wn", "layers/0/w_out_norm", (4,))]:
+    shutil.copy(src, f"{d}/nan_{name}.h5")
+    with h5py.File(f"{d}/nan_{name}.h5", "r+") as f:
+        x = f[path][...]; x[at] = np.inf if name == "pool" else np.nan; f[path][...] = x
+PY
+    expect "ability: non-finite pooled value" "'$an/nan_pool.h5': layer 1 holds non-finite pooled values \(document 5, neuron 9\)" ability "$an/nan_pool.h5" --db "$an/nf.db"
+    expect "sparsity: non-finite activation" "'$an/nan_act.h5': layer 1 token 50 has a non-finite activation" sparsity "$an/nan_act.h5" --db "$an/nf.db" --no-cett
+    expect "ability: NaN in w_out_norm" "'$an/nan_wn.h5'.*w_out_norm" ability "$an/nan_wn.h5" --db "$an/nf.db"
+    expect "sparsity: NaN in w_out_norm" "'$an/nan_wn.h5'.*w_out_norm" sparsity "$an/nan_wn.h5" --db "$an/nf.db" --no-cett
+    if sqlite3 "$an/nf.db" "SELECT message FROM runs" | grep -q "NOT NULL"; then echo "FAIL non-finite inputs blamed on the database"
+    else echo "PASS non-finite inputs: runs failed with the file's message"; fi
+  else
+    echo "SKIP non-finite activation files: python3-h5py is not installed"
+  fi
+else
+  echo "FAIL analysis error cases: could not record and analyse the fixture: $(head -3 "$tmp/err")"
+fi
+# ==== end of the analyses block =============================================================
 
 # tokenizers (issue 3): `tokenize` on bad tokenizer files, text rows without a tokenizer, generate
 printf '{"text": "hi"}\n' > "$tmp/text.jsonl"

@@ -103,10 +103,13 @@ else fail "second perturb run exited non-zero" "$tmp/err"; fi
 idb=$tmp/int.db
 "$nl" perturb $model "$tmp/big.jsonl" --db "$idb" > "$tmp/int.out" 2>"$tmp/int.err" &
 pid=$!
-$py - "$idb" <<'PY'
+$py - "$idb" $pid <<'PY'
 import sqlite3, sys, time, os
 t0 = time.time()
 while time.time() - t0 < 600:  # wait for the first committed setting (a busy machine is slow)
+    try:  # perturb is gone or a zombie (an error, or done): nothing to wait for
+        if open(f"/proc/{sys.argv[2]}/stat").read().rsplit(")", 1)[1].split()[0] == "Z": break
+    except OSError: break
     try:
         if os.path.exists(sys.argv[1]) and sqlite3.connect(sys.argv[1], timeout=5).execute(
                 "SELECT count(*) FROM perturb").fetchone()[0] > 0: break

@@ -190,5 +190,5 @@ kill $lk 2>/dev/null; wait $lk 2>/dev/null
 "$nl" sparsity "$tmp/llama.h5" >/dev/null 2>&1; rc1=$?
 "$nl" sparsity "$tmp/llama.h5" --db "$tmp/r.db" --cett 0.1,x >/dev/null 2>&1; rc2=$?
 "$nl" sparsity "$tmp/llama.h5" --db "$tmp/r.db" --cett 1.5 >/dev/null 2>"$tmp/err"; rc3=$?
-[ $rc1 -eq 2 ] && [ $rc2 -eq 2 ] && [ $rc3 -eq 1 ] && grep -q "CETT target 1.5 is outside (0, 1)" "$tmp/err" \
-  && echo "PASS usage errors exit 2, out-of-range targets 1" || echo "FAIL usage errors: $rc1 $rc2 $rc3 $(cat "$tmp/err")"
+[ $rc1 -eq 2 ] && [ $rc2 -eq 2 ] && [ $rc3 -eq 2 ] && grep -q -- "--cett: '1.5' is not a CETT target in (0, 1)" "$tmp/err" \
+  && echo "PASS usage errors exit 2, out-of-range targets too" || echo "FAIL usage errors: $rc1 $rc2 $rc3 $(cat "$tmp/err")"

@@ -209,6 +209,7 @@ static float act(int l, int d, int t, int i) {
 }
 
 static float g_pool[D_][L_][F_]; /* mean |a| over the prompt, as the recorder computes it */
+static int g_nan_doc = -1;       /* ≥ 0: write_acts puts a NaN at (layer 1, this document, token 0, neuron 2) */
 
 static void write_acts(const char *path, int pooled, const float *wn_scale) {
     nl_ctx ctx;
@@ -226,6 +227,7 @@ static void write_acts(const char *path, int pooled, const float *wn_scale) {
             float a[8 * F_], acc[F_] = {0};
             for (int t = 0; t < LEN[d]; t++)
                 for (int i = 0; i < F_; i++) a[t * F_ + i] = act(l, d, t, i);
+            if (d == g_nan_doc && l == 1) a[2] = NAN;
             for (int t = 0; t < PROMPT[d]; t++)
                 for (int i = 0; i < F_; i++) acc[i] += fabsf(a[t * F_ + i]);
             for (int i = 0; i < F_; i++) g_pool[d][l][i] = acc[i] / (float)PROMPT[d];
@@ -562,3 +564,46 @@ Test(ability, bad_inputs) {
     cr_assert(strstr(msg, "ability 'code' labels every scored document"), "%s", msg);
 }
 
+
+/* Non-finite inputs are named (file, layer, document, neuron) instead of reaching the database
+ * as NULLs ("NOT NULL constraint failed"): NaN in the pooled values, in ffn_act, in w_out_norm. */
+Test(ability, non_finite_values_are_named) {
+    const char *dbp = tmp_path("nf.db");
+    char msg[1024], want[512];
+    nl_ability_opts o;
+    nl_ability_opts_init(&o);
+    g_nan_doc = 4; /* "prose", a scored document */
+    const char *pooled = tmp_path("nan_pooled.h5"), *acts = tmp_path("nan_acts.h5");
+    write_acts(pooled, 1, NULL);
+    write_acts(acts, 0, NULL);
+    g_nan_doc = -1;
+    int64_t run = run_ability(pooled, dbp, &o, NL_EFORMAT, msg);
+    snprintf(want, sizeof want, "'%s': layer 1 holds non-finite pooled values (document 4, neuron 2)", pooled);
+    cr_assert_str_eq(msg, want);
+    run_ability(acts, dbp, &o, NL_EFORMAT, msg);
+    snprintf(want, sizeof want, "'%s': layer 1 holds non-finite activations (document 4, neuron 2)", acts);
+    cr_assert_str_eq(msg, want);
+    /* the runs are marked failed with that message and keep no rows */
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_results *db;
+    cr_assert_eq(nl_results_open(&ctx, dbp, 0, &db), NL_OK, "%s", ctx.msg);
+    sqlite3 *h = nl_results_db(db);
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "SELECT (SELECT count(*) FROM runs WHERE status = 'failed' AND message LIKE '%%non-finite%%') * 10 +"
+             " (SELECT count(*) FROM ability_score) + (SELECT count(*) FROM ability_run) + (SELECT count(*) FROM runs WHERE id = %lld"
+             " AND status = 'failed')",
+             (long long)run);
+    cr_assert_eq((int)db_real(h, sql), 21, "runs not failed with the message, or rows kept");
+    nl_results_close(db);
+    /* a NaN w_out_norm (every norm NaN here) */
+    float nan_scale = NAN;
+    const char *wn = tmp_path("nan_norm.h5");
+    write_acts(wn, 1, &nan_scale);
+    run_ability(wn, tmp_path("nf2.db"), &o, NL_EFORMAT, msg);
+    cr_assert(strstr(msg, wn) && strstr(msg, "w_out_norm") && !strstr(msg, "NOT NULL"), "%s", msg);
+    /* the same file without the NaN scores as before */
+    write_acts(acts, 0, NULL);
+    run_ability(acts, tmp_path("ok.db"), &o, NL_OK, NULL);
+}

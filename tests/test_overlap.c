@@ -6,7 +6,10 @@
  *     the run row (kind, dataset, source, params JSON text, status, no message), --scores
  *     latest, a second run adds a run and leaves the first untouched;
  *   - bad inputs (a missing run, a run of another kind, an unfinished ability run, a top
- *     outside (0, 1]): one-line errors and no overlap run begun. */
+ *     outside (0, 1]): one-line errors and no overlap run begun;
+ *   - a database of an older or foreign tool holding a NULL text value (runs kind/status,
+ *     ability_run scope/method, ability names): one-line errors naming database, table, run;
+ *   - an interrupt before the matrix: NL_EINTR and no run. */
 #include <ftw.h>
 #include <sqlite3.h>
 #include <stdint.h>
@@ -333,5 +336,109 @@ Test(overlap, bad_inputs_begin_no_run) {
     cr_assert_null(strchr(ctx.msg, '\n'));
     nl_overlap_result_release(&r);
     cr_assert_eq(qi(nl_results_db(db), "SELECT count(*) FROM runs WHERE kind = 'overlap'"), 0, "a refused overlap began a run");
+    nl_results_close(db);
+}
+
+/* A results database written by an older or foreign tool (tables without NOT NULL) can hold a
+ * NULL text value: loading the sets gives a one-line error naming the database, the table and
+ * the run, never a crash, and no overlap run is begun. */
+static void expect_null_error(const char *dbp, int64_t run, nl_status want, const char *msg) {
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_results *db;
+    cr_assert_eq(nl_results_open(&ctx, dbp, 0, &db), NL_OK, "%s", ctx.msg);
+    nl_overlap_result r = {0};
+    cr_assert_eq(nl_overlap_run(&ctx, NULL, run, db, NULL, &r), want, "%s", ctx.msg);
+    cr_assert_str_eq(ctx.msg, msg);
+    cr_assert_eq(r.run_id, -1);
+    nl_overlap_result_release(&r);
+    cr_assert_eq(qi(nl_results_db(db), "SELECT count(*) FROM runs WHERE kind = 'overlap'"), 0, "a refused overlap began a run");
+    nl_results_close(db);
+}
+
+static void exec_sql(const char *dbp, const char *sql) {
+    sqlite3 *h;
+    cr_assert_eq(sqlite3_open(dbp, &h), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(h, sql, NULL, NULL, NULL), SQLITE_OK, "%s: %s", sql, sqlite3_errmsg(h));
+    sqlite3_close(h);
+}
+
+Test(overlap, null_text_values_are_errors) {
+    hand_sets h;
+    hand_make(&h);
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    char sql[512], want[512];
+    /* ability_top and ability_label without NOT NULL, made before the analysis' own tables */
+    const char *dbp = tmp_path("foreign.db");
+    nl_results *db;
+    cr_assert_eq(nl_results_open(&ctx, dbp, 0, &db), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_results_exec(&ctx, db,
+                                 "CREATE TABLE ability_top(run_id INTEGER, ability TEXT, layer INTEGER, neuron INTEGER, rank INTEGER);"
+                                 "CREATE TABLE ability_run(run_id INTEGER PRIMARY KEY, method TEXT, symmetric INTEGER, top REAL,"
+                                 " scope TEXT, resident_run INTEGER, seed INTEGER, docs INTEGER, layers INTEGER, d_ff INTEGER);"
+                                 "CREATE TABLE ability_label(run_id INTEGER, ability TEXT, docs INTEGER, positives INTEGER,"
+                                 " baseline REAL);"),
+                 NL_OK, "%s", ctx.msg);
+    const int64_t ab = write_ability_run(&ctx, db, &h, "complete");
+    nl_results_close(db);
+    nl_overlap_result r = {0};
+    cr_assert_eq(nl_results_open(&ctx, dbp, 0, &db), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_overlap_run(&ctx, NULL, ab, db, NULL, &r), NL_OK, "%s", ctx.msg); /* valid so far */
+    nl_overlap_result_release(&r);
+    nl_results_close(db);
+    exec_sql(dbp, "DELETE FROM runs WHERE kind = 'overlap'");
+    snprintf(sql, sizeof sql, "INSERT INTO ability_top VALUES (%lld, NULL, 0, 7, 9)", (long long)ab);
+    exec_sql(dbp, sql);
+    snprintf(want, sizeof want, "'%s': ability_top of run %lld has a NULL ability name", dbp, (long long)ab);
+    expect_null_error(dbp, ab, NL_EFORMAT, want);
+    expect_null_error(dbp, -1, NL_EFORMAT, want); /* --scores latest finds the same run */
+    snprintf(sql, sizeof sql, "DELETE FROM ability_top WHERE ability IS NULL; UPDATE ability_run SET scope = NULL WHERE run_id = %lld",
+             (long long)ab);
+    exec_sql(dbp, sql);
+    snprintf(want, sizeof want, "'%s': ability_run of run %lld has a NULL scope", dbp, (long long)ab);
+    expect_null_error(dbp, ab, NL_EFORMAT, want);
+    snprintf(sql, sizeof sql, "UPDATE ability_run SET scope = 'layer', method = NULL WHERE run_id = %lld", (long long)ab);
+    exec_sql(dbp, sql);
+    snprintf(want, sizeof want, "'%s': ability_run of run %lld has a NULL method", dbp, (long long)ab);
+    expect_null_error(dbp, ab, NL_EFORMAT, want);
+    snprintf(sql, sizeof sql, "UPDATE ability_run SET method = 'ap' WHERE run_id = %lld; INSERT INTO ability_label VALUES (%lld, NULL, 2, 1, 0.5)",
+             (long long)ab, (long long)ab);
+    exec_sql(dbp, sql);
+    snprintf(want, sizeof want, "'%s': ability_label of run %lld has a NULL ability name", dbp, (long long)ab);
+    expect_null_error(dbp, ab, NL_EFORMAT, want);
+    /* a runs table without NOT NULL (rebuilt as an older tool left it) holding a NULL kind, then status */
+    snprintf(sql, sizeof sql,
+             "DELETE FROM ability_label WHERE ability IS NULL; CREATE TABLE runs2 AS SELECT * FROM runs; DROP TABLE runs;"
+             " ALTER TABLE runs2 RENAME TO runs; UPDATE runs SET kind = NULL WHERE id = %lld",
+             (long long)ab);
+    exec_sql(dbp, sql);
+    snprintf(want, sizeof want, "'%s': run %lld has a NULL kind in the runs table", dbp, (long long)ab);
+    expect_null_error(dbp, ab, NL_EFORMAT, want);
+    snprintf(sql, sizeof sql, "UPDATE runs SET kind = 'ability', status = NULL WHERE id = %lld", (long long)ab);
+    exec_sql(dbp, sql);
+    snprintf(want, sizeof want, "'%s': run %lld has a NULL status in the runs table", dbp, (long long)ab);
+    expect_null_error(dbp, ab, NL_EFORMAT, want);
+}
+
+/* Ctrl-C / SIGTERM before the matrix is computed: NL_EINTR and no overlap run. */
+Test(overlap, interrupt_stops_before_a_run) {
+    hand_sets h;
+    hand_make(&h);
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_results *db;
+    cr_assert_eq(nl_results_open(&ctx, tmp_path("int.db"), 0, &db), NL_OK, "%s", ctx.msg);
+    const int64_t ab = write_ability_run(&ctx, db, &h, "complete");
+    nl_overlap_result r = {0};
+    nl_interrupted = 1;
+    nl_status st = nl_overlap_run(&ctx, NULL, ab, db, NULL, &r);
+    nl_interrupted = 0;
+    cr_assert_eq(st, NL_EINTR, "%s", ctx.msg);
+    cr_assert_eq(r.run_id, -1);
+    nl_overlap_result_release(&r);
+    cr_assert_eq(qi(nl_results_db(db), "SELECT count(*) FROM runs WHERE kind = 'overlap'"), 0);
+    cr_assert_eq(nl_overlap_run(&ctx, NULL, ab, db, NULL, &r), NL_OK, "%s", ctx.msg); /* and then it runs */
+    nl_overlap_result_release(&r);
     nl_results_close(db);
 }

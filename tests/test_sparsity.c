@@ -852,6 +852,30 @@ Test(sparsity, bad_activation_files) {
     bad = o;
     bad.no_cett = 0, bad.cett_targets[0] = 0, bad.model = LLAMA;
     expect_open_err(good, &bad, NL_EINVAL, "CETT target 0", NULL);
+    /* a value given twice would collide in the tables' primary keys: refused before any run */
+    bad = o;
+    bad.thresholds[2] = bad.thresholds[1];
+    expect_open_err(good, &bad, NL_EINVAL, "frequency threshold 0.01 is given twice", NULL);
+    bad = o;
+    bad.no_cett = 0, bad.model = LLAMA, bad.cett_targets[1] = bad.cett_targets[0];
+    expect_open_err(good, &bad, NL_EINVAL, "CETT target 0.1 is given twice", NULL);
+    /* a NaN in w_out_norm is named (file, layer, neuron), not blamed on the database */
+    p = tmp_path("nan_norm.h5");
+    {
+        nl_h5_meta m = {.model = "", .n_layers = 1, .d_model = 8, .d_ff = 4, .ffn_kind = "gated"};
+        nl_h5_writer *w;
+        cr_assert_eq(nl_h5_writer_create(&ctx, p, &m, &w), NL_OK);
+        float row[2][4] = {{1, 2, 3, 4}, {1, NAN, 1, 1}};
+        int32_t ids[1] = {1};
+        nl_h5_writer_begin_doc(w, &ctx, "", -1);
+        nl_h5_writer_append_tokens(w, &ctx, ids, 1);
+        nl_h5_writer_append_acts(w, &ctx, 0, &row[0][0], 1);
+        nl_h5_writer_end_doc(w, &ctx);
+        nl_h5_writer_put_w_out_norm(w, &ctx, 0, row[1]);
+        cr_assert_eq(nl_h5_writer_close(w, &ctx, 1), NL_OK);
+    }
+    cr_assert_neq(analyse(p, tmp_path("nan_norm.db"), &o, 1, NULL, NULL, msg), NL_OK);
+    cr_assert(strstr(msg, p) && strstr(msg, "w_out_norm") && !strstr(msg, "NOT NULL"), "%s", msg);
 }
 
 Test(sparsity, model_mismatch_and_missing_model) {

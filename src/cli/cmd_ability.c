@@ -55,8 +55,9 @@ static int print_run(nl_results *db, const char *acts, const char *dbp, int64_t 
                o->symmetric ? "true" : "false", o->top, o->global ? "global" : "layer");
         int k = 0;
         while (sqlite3_step(q) == SQLITE_ROW) {
+            const char *a = (const char *)sqlite3_column_text(q, 0); /* NOT NULL in the run's own rows */
             printf("%s{\"ability\":", k++ ? "," : "");
-            nl_cli_json_str((const char *)sqlite3_column_text(q, 0));
+            nl_cli_json_str(a ? a : "");
             printf(",\"docs\":%d,\"positives\":%d,\"layer\":%d", sqlite3_column_int(q, 1), sqlite3_column_int(q, 2),
                    sqlite3_column_int(q, 3));
             static const char *keys[] = {"best", "top_permille", "mean", "baseline", "shuffled_best", "shuffled_top_permille",
@@ -83,6 +84,7 @@ static int print_run(nl_results *db, const char *acts, const char *dbp, int64_t 
     for (int more = 1; more;) {
         more = sqlite3_step(q) == SQLITE_ROW;
         const char *a = more ? (const char *)sqlite3_column_text(q, 0) : "";
+        if (!a) a = "";
         if (have && (!more || strcmp(a, cur))) {
             printf("%-14.14s %5d %5d %8.4f %7.4f %7.4f %7.4f %9.4f %10d %8d\n", cur, all.docs, all.pos, all.base, all.best, all.tp,
                    all.mean, all.shuf, best_layer, all.top);

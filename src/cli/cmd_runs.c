@@ -25,7 +25,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     int json = 0, repair = 0, k;
     for (int i = 1; i < argc; i++) {
         if ((k = nl_cli_opt(argc, argv, &i, "--db", &v)) != 0) {
-            if (k < 0) return nl_cli_usage(&nl_cmd_runs, "--db needs a path");
+            if (k < 0 || !*v) return nl_cli_usage(&nl_cmd_runs, "--db needs a path");
             dbpath = v;
         } else if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--repair")) repair = 1;

@@ -21,20 +21,51 @@ const nl_command nl_cmd_sparsity = {
     "--dead 0.01 --resident 0.1 --resident-frac 0.9)",
     run};
 
-/* Parses "0.1,0.2" into out (max n); returns the count or -1. */
-static int parse_list(const char *s, double *out, int max) {
+/* The allowed range of an option's numbers: lo..hi, each end open or closed. */
+typedef struct {
+    double lo, hi;
+    int lo_open, hi_open;
+    const char *what; /* "a CETT target", "a threshold", "a fraction" */
+} range;
+
+static const range R_TARGET = {0, 1, 1, 1, "a CETT target"}, R_THRESH = {0, 1, 0, 1, "a threshold"},
+                   R_FRAC = {0, 1, 1, 0, "a fraction"};
+
+static int in_range(double v, const range *r) {
+    return (r->lo_open ? v > r->lo : v >= r->lo) && (r->hi_open ? v < r->hi : v <= r->hi);
+}
+
+/* One number VALUE of option opt in range r; returns 1, or prints the usage error and returns 0. */
+static int parse_one(const char *opt, const char *v, const range *r, double *out, int *rc) {
+    if (nl_cli_double(v, out) && in_range(*out, r)) return 1;
+    *rc = nl_cli_usage(&nl_cmd_sparsity, "%s: '%s' is not %s in %c%g, %g%c", opt, v, r->what, r->lo_open ? '(' : '[', r->lo,
+                       r->hi, r->hi_open ? ')' : ']');
+    return 0;
+}
+
+/* A list "0.1,0.2" of at most max distinct numbers in range r into out; returns the count, or
+ * prints the usage error (the item at fault and what is allowed) and returns -1 with *rc = 2. */
+static int parse_list(const char *opt, const char *v, const range *r, double *out, int max, int *rc) {
+    char item[64];
     int n = 0;
-    const char *p = s;
-    while (*p) {
-        char *end;
-        double v = strtod(p, &end);
-        if (end == p || n == max) return -1;
-        out[n++] = v;
-        p = end;
-        if (*p == ',') p++;
-        else if (*p) return -1;
+    for (const char *p = v;;) {
+        size_t len = strcspn(p, ",");
+        snprintf(item, sizeof item, "%.*s", (int)(len < sizeof item - 1 ? len : sizeof item - 1), p);
+        if (n == max) {
+            *rc = nl_cli_usage(&nl_cmd_sparsity, "%s: at most %d values", opt, max);
+            return -1;
+        }
+        if (len >= sizeof item) memcpy(item + sizeof item - 4, "...", 4); /* too long for a number: refused as it is */
+        if (!parse_one(opt, item, r, &out[n], rc)) return -1;
+        for (int j = 0; j < n; j++)
+            if (out[j] == out[n]) {
+                *rc = nl_cli_usage(&nl_cmd_sparsity, "%s: %g is given twice", opt, out[n]);
+                return -1;
+            }
+        n++;
+        if (!p[len]) return n;
+        p += len + 1;
     }
-    return n;
 }
 
 static void jnum(double v) {
@@ -141,7 +172,7 @@ static void print_text(const nl_sparsity_result *s, const char *acts, const char
 static int run(nl_ctx *ctx, int argc, char **argv) {
     const nl_command *me = &nl_cmd_sparsity;
     const char *acts = NULL, *v;
-    int k;
+    int k, rc = 2;
     long block = 0, ctok = 0;
     nl_cli_common co = {0};
     nl_sparsity_opts o;
@@ -152,25 +183,31 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         } else if (!strcmp(argv[i], "--no-cett")) o.no_cett = 1;
         else if (!strcmp(argv[i], "--no-label-neurons")) o.label_neurons = 0;
         else if ((k = nl_cli_opt(argc, argv, &i, "--model", &v))) {
-            if (k < 0) return nl_cli_usage(me, "--model needs a path");
+            if (k < 0 || !*v) return nl_cli_usage(me, "--model needs a path");
             o.model = v;
         } else if ((k = nl_cli_opt(argc, argv, &i, "--cett", &v))) {
-            if (k < 0 || (o.n_cett_targets = parse_list(v, o.cett_targets, NL_SPARSITY_MAX_TARGETS)) < 1)
-                return nl_cli_usage(me, "--cett needs a list like 0.1,0.2 (at most %d targets)", NL_SPARSITY_MAX_TARGETS);
+            if (k < 0) return nl_cli_usage(me, "--cett needs a list like 0.1,0.2 (at most %d targets)", NL_SPARSITY_MAX_TARGETS);
+            if ((o.n_cett_targets = parse_list("--cett", v, &R_TARGET, o.cett_targets, NL_SPARSITY_MAX_TARGETS, &rc)) < 0)
+                return rc;
         } else if ((k = nl_cli_opt(argc, argv, &i, "--thresholds", &v))) {
-            if (k < 0 || (o.n_thresholds = parse_list(v, o.thresholds, NL_SPARSITY_MAX_THRESHOLDS)) < 1)
-                return nl_cli_usage(me, "--thresholds needs a list like 0,0.01,0.1,0.2 (at most %d)", NL_SPARSITY_MAX_THRESHOLDS);
+            if (k < 0) return nl_cli_usage(me, "--thresholds needs a list like 0,0.01,0.1,0.2 (at most %d)", NL_SPARSITY_MAX_THRESHOLDS);
+            if ((o.n_thresholds = parse_list("--thresholds", v, &R_THRESH, o.thresholds, NL_SPARSITY_MAX_THRESHOLDS, &rc)) < 0)
+                return rc;
         } else if ((k = nl_cli_opt(argc, argv, &i, "--dead", &v))) {
-            if (k < 0 || !nl_cli_double(v, &o.dead_threshold)) return nl_cli_usage(me, "--dead needs a number like 0.01");
+            if (k < 0) return nl_cli_usage(me, "--dead needs a threshold in [0, 1) like 0.01");
+            if (!parse_one("--dead", v, &R_THRESH, &o.dead_threshold, &rc)) return rc;
         } else if ((k = nl_cli_opt(argc, argv, &i, "--resident-frac", &v))) {
-            if (k < 0 || !nl_cli_double(v, &o.resident_frac)) return nl_cli_usage(me, "--resident-frac needs a number like 0.9");
+            if (k < 0) return nl_cli_usage(me, "--resident-frac needs a fraction in (0, 1] like 0.9");
+            if (!parse_one("--resident-frac", v, &R_FRAC, &o.resident_frac, &rc)) return rc;
         } else if ((k = nl_cli_opt(argc, argv, &i, "--resident", &v))) {
-            if (k < 0 || !nl_cli_double(v, &o.resident_threshold)) return nl_cli_usage(me, "--resident needs a number like 0.1");
+            if (k < 0) return nl_cli_usage(me, "--resident needs a threshold in [0, 1) like 0.1");
+            if (!parse_one("--resident", v, &R_THRESH, &o.resident_threshold, &rc)) return rc;
         } else if ((k = nl_cli_opt(argc, argv, &i, "--cett-tokens", &v))) {
-            if (k < 0 || !nl_cli_int(v, 1, (long)4e18, &ctok)) return nl_cli_usage(me, "--cett-tokens needs a positive count");
+            if (k < 0 || !nl_cli_int(v, 1, (long)4e18, &ctok))
+                return nl_cli_usage(me, "--cett-tokens needs a token count in 1..4e18");
             o.cett_tokens = ctok;
         } else if ((k = nl_cli_opt(argc, argv, &i, "--block", &v))) {
-            if (k < 0 || !nl_cli_int(v, 1, 1 << 24, &block)) return nl_cli_usage(me, "--block needs a row count");
+            if (k < 0 || !nl_cli_int(v, 1, 1 << 24, &block)) return nl_cli_usage(me, "--block needs a row count in 1..%d", 1 << 24);
             o.block_rows = (int)block;
         } else if ((k = nl_cli_positional(me, argv, i, &acts)) != 1) {
             return k;
@@ -197,7 +234,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         if (co.json) print_json(&res, acts, co.db, prog.done);
         else print_text(&res, acts, co.db, &o);
     }
-    int rc = nl_cli_finish(ctx, st, "interrupted: run %lld in '%s' keeps its finished layers (marked interrupted)",
+    rc = nl_cli_finish(ctx, st, "interrupted: run %lld in '%s' keeps its finished layers (marked interrupted)",
                            (long long)res.run_id, co.db);
     nl_results_close(db);
     nl_sparsity_result_release(&res);

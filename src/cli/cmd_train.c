@@ -79,7 +79,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     view v = {0};
     for (int i = 1; i < argc; i++) {
         int k = nl_cli_opt(argc, argv, &i, "--config", &val);
-        if (k < 0) return nl_cli_usage(&nl_cmd_train, "--config needs a file");
+        if (k < 0 || (k && !*val)) return nl_cli_usage(&nl_cmd_train, "--config needs a file");
         if (k) { config = val; continue; }
         k = nl_cli_opt(argc, argv, &i, "--threads", &val);
         if (k < 0 || (k && !nl_cli_int(val, 1, 1024, &threads)))

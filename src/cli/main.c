@@ -1,4 +1,8 @@
-/* main.c — the neuronlab command line: dispatches to the subcommands through one registry. */
+/* main.c — the neuronlab command line: dispatches to the subcommands through one registry.
+ * Signals: SIGINT (Ctrl-C) and SIGTERM are handled alike. The first sets nl_interrupted: the
+ * long loops of the library poll it and return NL_EINTR, the command keeps what was finished
+ * (runs end 'interrupted') and exits 130; a second signal exits 130 at once.
+ * Checked by tests/interrupt_cli.sh, sparsity_cli.sh and perturb_cli.sh. */
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -59,9 +63,9 @@ void nl_cli_json_str(const char *s) {
     putchar('"');
 }
 
-static void on_sigint(int sig) {
+static void on_signal(int sig) { /* SIGINT or SIGTERM */
     (void)sig;
-    if (nl_interrupted) _exit(130); /* second Ctrl-C: stop now */
+    if (nl_interrupted) _exit(130); /* the second signal: stop now */
     nl_interrupted = 1;
 }
 
@@ -81,7 +85,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "--version")) { printf("neuronlab %s\n", NL_VERSION); return 0; }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint;
+    sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     for (size_t i = 0; i < N_COMMANDS; i++) {

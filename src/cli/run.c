@@ -16,7 +16,7 @@ int nl_cli_run_arg(const nl_command *cmd, nl_cli_run *r, int argc, char **argv, 
     };
     const char *v;
     int tk = nl_cli_opt(argc, argv, i, "--tokenizer", &v);
-    if (tk < 0) return nl_cli_usage(cmd, "--tokenizer needs a path");
+    if (tk < 0 || (tk && !*v)) return nl_cli_usage(cmd, "--tokenizer needs a path");
     if (tk) { r->tokenizer = v; return 1; }
     for (size_t k = 0; k < sizeof opts / sizeof opts[0]; k++) {
         int got = nl_cli_opt(argc, argv, i, opts[k].name, &v);
