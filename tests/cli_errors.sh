@@ -201,7 +201,7 @@ for name, path, at in [("pool", "pooled/1/mean_abs", (5, 9)), ("act", "layers/1/
     with h5py.File(f"{d}/nan_{name}.h5", "r+") as f:
         x = f[path][...]; x[at] = np.inf if name == "pool" else np.nan; f[path][...] = x
 PY
-    expect "ability: non-finite pooled value" "'$an/nan_pool.h5': layer 1 holds non-finite pooled values \(document 5, neuron 9\)" ability "$an/nan_pool.h5" --db "$an/nf.db"
+    expect "ability: non-finite pooled value" "'$an/nan_pool.h5': layer 1 mean_abs of document 5 holds a non-finite value" ability "$an/nan_pool.h5" --db "$an/nf.db"
     expect "sparsity: non-finite activation" "'$an/nan_act.h5': layer 1 token 50 has a non-finite activation" sparsity "$an/nan_act.h5" --db "$an/nf.db" --no-cett
     expect "ability: NaN in w_out_norm" "'$an/nan_wn.h5'.*w_out_norm" ability "$an/nan_wn.h5" --db "$an/nf.db"
     expect "sparsity: NaN in w_out_norm" "'$an/nan_wn.h5'.*w_out_norm" sparsity "$an/nan_wn.h5" --db "$an/nf.db" --no-cett
