@@ -17,6 +17,7 @@
 #include "model/model_internal.h"
 #include "neuronlab/model.h"
 #include "neuronlab/safetensors.h"
+#include "neuronlab/st_writer.h"
 #include "testutil.h"
 
 /* ---- a tiny safetensors writer ------------------------------------------------------ */
@@ -1095,6 +1096,39 @@ Test(safetensors, accepts_holes_empty_tensors_and_byte_types) {
     cr_assert_eq(nl_safetensors_count(st), 4);
     nl_safetensors_close(st);
     free(buf);
+}
+
+/* The writer puts 4-byte tensors first, so a mixed file it writes passes the reader's
+ * alignment check whatever order the tensors were added in. */
+Test(safetensors, writer_output_is_aligned_for_the_reader) {
+    setup_dir();
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_st_writer *w;
+    const float v[5] = {1, 2, 3, 4, 5};
+    cr_assert_eq(nl_st_writer_create(&ctx, &w), NL_OK);
+    cr_assert_eq(nl_st_writer_add(&ctx, w, "h", NL_DT_F16, 1, (int64_t[]){3}, v), NL_OK); /* 6 bytes */
+    cr_assert_eq(nl_st_writer_add(&ctx, w, "f", NL_DT_F32, 1, (int64_t[]){5}, v), NL_OK);
+    cr_assert_eq(nl_st_writer_add(&ctx, w, "b", NL_DT_BF16, 1, (int64_t[]){1}, v), NL_OK);
+    cr_assert_eq(nl_st_writer_write(&ctx, w, P("mixed.safetensors")), NL_OK, "%s", ctx.msg);
+    nl_st_writer_destroy(w);
+    size_t n;
+    unsigned char *buf = nl_read_all(P("mixed.safetensors"), &n);
+    cr_assert(buf);
+    nl_safetensors *st;
+    cr_assert_eq(nl_safetensors_open(&ctx, "mixed.safetensors", buf, n, &st), NL_OK, "%s", ctx.msg);
+    nl_tensor t;
+    cr_assert_eq(nl_safetensors_get(&ctx, st, "f", &t), NL_OK);
+    float got[5];
+    memcpy(got, t.data, sizeof got);
+    cr_assert_eq(memcmp(got, v, sizeof v), 0);
+    cr_assert_eq(nl_safetensors_get(&ctx, st, "h", &t), NL_OK);
+    uint16_t u;
+    memcpy(&u, (const char *)t.data + 4, 2);
+    cr_assert_eq(nl_f16_to_f32(u), 3.0f);
+    nl_safetensors_close(st);
+    free(buf);
+    teardown_dir();
 }
 
 /* ---- the PyTorch fixtures ------------------------------------------------------------ */
