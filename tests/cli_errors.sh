@@ -239,4 +239,75 @@ if [ -d "$fx/gpt2" ]; then
   expect "missing --tokenizer file" "cannot open '$tmp/none.json'" ppl "$fx/gpt2" "$tmp/text.jsonl" --tokenizer "$tmp/none.json"
   expect "generate without a tokenizer" "'$fx/llama': no tokenizer found with the model \(give --tokenizer PATH\)" generate "$fx/llama" --prompt hi
 fi
+# robustness of model loading and non-finite numbers (R11, R12, R13): config values checked in the
+# float precision the model uses, safetensors data sections that do not match their header, layer
+# counts the tensors do not hold, NaN weights and NaN tokenizer scores.
+/usr/bin/env python3 - "$tmp" <<'PY'
+import struct, sys, random
+d = sys.argv[1]; random.seed(1)
+D, F, L, H, Hk, V, S = 8, 16, 1, 2, 2, 10, 4
+n = V*D + L*D + L*D*D*2 + L*D*D*2 + L*D + 3*L*F*D + D + S*(D//H)
+w = [random.uniform(-.1, .1) for _ in range(n)]
+w[V*D + 3] = float('nan')  # the first layer's attention norm
+with open(d + "/nanw.bin", "wb") as f:
+    f.write(struct.pack("7i", D, F, L, H, Hk, V, S))
+    f.write(struct.pack("%df" % n, *w))
+with open(d + "/hugehdr.bin", "wb") as f:  # 4096 layers of width 2^20: petabytes implied by 28 + 64 bytes
+    f.write(struct.pack("7i", 1 << 20, 1 << 22, 4096, 16, 16, 1 << 24, 1 << 24) + b"\0" * 64)
+toks = ["<unk>", "\n<s>\n", "\n</s>\n", "a", "b"]
+for name, bad in (("nan", float("nan")), ("inf", float("inf"))):
+    with open(d + "/tok_%s.bin" % name, "wb") as f:
+        f.write(struct.pack("i", 8))
+        for i, t in enumerate(toks):
+            b = t.encode()
+            f.write(struct.pack("<fi", bad if i == 3 else -float(i), len(b)) + b)
+PY
+expect "llama2.c weights with NaN: ppl" "nanw.bin': the loss is not finite \(nan\) at document 1 \(line 1\)" ppl "$tmp/nanw.bin" "$tmp/ok.jsonl"
+expect "llama2.c weights with NaN: ppl --json" "nanw.bin': the loss is not finite" ppl "$tmp/nanw.bin" "$tmp/ok.jsonl" --json
+if [ -s "$tmp/out" ]; then echo "FAIL ppl --json on NaN weights wrote to stdout"; else echo "PASS ppl --json on NaN weights writes nothing"; fi
+expect "llama2.c weights with NaN: perturb" "nanw.bin': the loss is not finite" perturb "$tmp/nanw.bin" "$tmp/ok.jsonl" --db "$tmp/nanw.db" --ratios 0 --metric value
+expect "llama2.c header implying petabytes" "hugehdr.bin': file has 92 bytes, its header \(dim 1048576, layers 4096" info "$tmp/hugehdr.bin"
+expect "tokenizer.bin with a NaN score" "tok_nan.bin': token 3 has score nan" tokenize "$tmp/tok_nan.bin" < "$tmp/text.jsonl"
+expect "tokenizer.bin with an infinite score" "tok_inf.bin': token 3 has score inf" tokenize "$tmp/tok_inf.bin" < "$tmp/text.jsonl"
+
+if [ -d "$fx/llama" ]; then
+  mk() { rm -rf "$tmp/$1"; cp -r "$fx/$2" "$tmp/$1"; }
+  setcfg() { /usr/bin/env python3 -c "
+import json,sys; p=sys.argv[1]; c=json.load(open(p)); c[sys.argv[2]]=json.loads(sys.argv[3]); json.dump(c,open(p,'w'))" "$tmp/$1/config.json" "$2" "$3"; }
+  mk theta llama; setcfg theta rope_theta 1e-300
+  expect "rope_theta 0 as a float (R11)" "theta/config.json': field 'rope_theta' is 1e-300, which becomes 0" ppl "$tmp/theta" "$tmp/ok.jsonl"
+  expect "rope_theta 0 as a float, --json (R11)" "theta/config.json': field 'rope_theta'" ppl "$tmp/theta" "$tmp/ok.jsonl" --json
+  mk theta2 llama; setcfg theta2 rope_theta 1e39
+  expect "rope_theta beyond a float" "theta2/config.json': field 'rope_theta' is 1e\+39, beyond the largest single-precision float" info "$tmp/theta2"
+  mk eps llama; setcfg eps rms_norm_eps 1e-300
+  expect "rms_norm_eps 0 as a float" "eps/config.json': field 'rms_norm_eps' is 1e-300, which becomes 0" info "$tmp/eps"
+  mk rsf llama; setcfg rsf rope_scaling '{"rope_type": "linear", "factor": 1e-45}'
+  expect "rope scaling factor denormal as a float" "rsf/config.json': field 'rope_scaling.factor' is 1e-45" info "$tmp/rsf"
+  mk layers llama; setcfg layers num_hidden_layers 2147483647
+  expect "num_hidden_layers beyond the tensors (R13)" "layers/config.json': num_hidden_layers is 2147483647, but .*layers/model.safetensors' holds 2 layers" info "$tmp/layers"
+  mk ins llama; /usr/bin/env python3 -c "
+import struct,sys; p=sys.argv[1]; b=open(p,'rb').read(); n=struct.unpack('<Q',b[:8])[0]; k=8+n+1000
+open(p,'wb').write(b[:k]+b'\0\0'+b[k:])" "$tmp/ins/model.safetensors"
+  expect "2 bytes inserted into the data section (R12)" "ins/model.safetensors': the data section has [0-9]+ bytes but the last tensor ends at byte" ppl "$tmp/ins" "$tmp/ok.jsonl"
+  mk ovl llama; /usr/bin/env python3 -c "
+import json,struct,sys; p=sys.argv[1]; b=open(p,'rb').read(); n=struct.unpack('<Q',b[:8])[0]; h=json.loads(b[8:8+n])
+t=sorted((v['data_offsets'][0],k) for k,v in h.items() if k!='__metadata__')
+a,bn=h[t[0][1]],h[t[1][1]]; a['data_offsets'],bn['data_offsets']=[0,a['data_offsets'][1]-a['data_offsets'][0]],[0,bn['data_offsets'][1]-bn['data_offsets'][0]]
+j=json.dumps(h).encode(); j+=b' '*((8-len(j)%8)%8); open(p,'wb').write(struct.pack('<Q',len(j))+j+b[8+n:])" "$tmp/ovl/model.safetensors"
+  expect "overlapping tensors" "ovl/model.safetensors': tensor '.*' \(bytes 0\.\.[0-9]+ of the data section\) overlaps tensor" info "$tmp/ovl"
+  if "$build/neuronlab" ppl "$fx/llama" "$tmp/ok.jsonl" --json > "$tmp/ok.json" 2>/dev/null &&
+     /usr/bin/env python3 -c "import json,sys; json.load(open(sys.argv[1]))" "$tmp/ok.json" 2>/dev/null; then
+    echo "PASS ppl --json is valid JSON"
+  else
+    echo "FAIL ppl --json is not valid JSON"
+  fi
+  if "$build/neuronlab" info "$fx/llama" --json > "$tmp/info.json" 2>/dev/null &&
+     /usr/bin/env python3 -c "import json,sys; json.load(open(sys.argv[1]))" "$tmp/info.json" 2>/dev/null; then
+    echo "PASS info --json is valid JSON"
+  else
+    echo "FAIL info --json is not valid JSON"
+  fi
+else
+  echo "SKIP config and safetensors robustness cases: tests/fixtures/hf/llama is missing"
+fi
 exit 0

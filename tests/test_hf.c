@@ -3,8 +3,10 @@
  * Builds tiny model folders in a temporary directory with a small safetensors writer
  * (below), loads them and checks the config, the tensor values read back through
  * nl_model_layer/nl_model_head, and that every kind of bad input fails with an NL_E*
- * status and a one-line message naming the file. The last case loads every PyTorch
- * fixture folder in tests/fixtures/hf when present.
+ * status and a one-line message naming the file — among them config values that break in
+ * single precision, layer counts the tensors do not hold and safetensors files whose data
+ * section does not match the header. The last case loads every PyTorch fixture folder in
+ * tests/fixtures/hf when present.
  */
 #include <dirent.h>
 #include <ftw.h>
@@ -15,6 +17,7 @@
 #include "model/model_internal.h"
 #include "neuronlab/model.h"
 #include "neuronlab/safetensors.h"
+#include "neuronlab/st_writer.h"
 #include "testutil.h"
 
 /* ---- a tiny safetensors writer ------------------------------------------------------ */
@@ -862,6 +865,140 @@ Test(hf, no_weights_file) {
     open_fails(tmpdir, NL_EUNSUPPORTED, "PyTorch .bin", tmpdir);
 }
 
+/* ---- robustness: config values in float precision, layer counts, shifted data ---------- */
+
+/* Writes LLAMA_CFG with the value of `key` (quoted, as in the JSON) replaced, or the pair
+ * appended when LLAMA_CFG lacks it. */
+static void write_llama_cfg_with(const char *key, const char *value) {
+    char cfg[2048];
+    const char *at = strstr(LLAMA_CFG, key);
+    if (at) { /* replace the existing value up to the next ',' or '}' */
+        const char *colon = strchr(at, ':'), *end = colon + 1;
+        int depth = 0;
+        while (*end && !(depth == 0 && (*end == ',' || *end == '}'))) {
+            if (*end == '{' || *end == '[') depth++;
+            if (*end == '}' || *end == ']') depth--;
+            end++;
+        }
+        snprintf(cfg, sizeof cfg, "%.*s: %s%s", (int)(colon - LLAMA_CFG), LLAMA_CFG, value, end);
+    } else {
+        snprintf(cfg, sizeof cfg, "%.*s, %s: %s}", (int)(strrchr(LLAMA_CFG, '}') - LLAMA_CFG), LLAMA_CFG, key, value);
+    }
+    write_text(P("config.json"), cfg);
+}
+
+Test(hf, config_floats_checked_in_single_precision) {
+    tset s = {0};
+    llama_tensors(&s, "F32", 0, 0);
+    write_st(P("model.safetensors"), &s, 0, s.n, NULL);
+    /* R11: positive as a double, 0 as the float RoPE divides by */
+    write_llama_cfg_with("\"rope_theta\"", "1e-300");
+    open_fails(tmpdir, NL_EFORMAT, "config.json': field 'rope_theta' is 1e-300, which becomes 0", NULL);
+    write_llama_cfg_with("\"rope_theta\"", "1e-39"); /* a denormal float: 1/theta overflows */
+    open_fails(tmpdir, NL_EFORMAT, "field 'rope_theta' is 1e-39, which becomes a denormal number", "config.json");
+    write_llama_cfg_with("\"rope_theta\"", "1e39");
+    open_fails(tmpdir, NL_EFORMAT, "field 'rope_theta' is 1e+39, beyond the largest single-precision float", "config.json");
+    write_llama_cfg_with("\"rms_norm_eps\"", "1e-300");
+    open_fails(tmpdir, NL_EFORMAT, "field 'rms_norm_eps' is 1e-300, which becomes 0", "config.json");
+    write_llama_cfg_with("\"rms_norm_eps\"", "1e300");
+    open_fails(tmpdir, NL_EFORMAT, "field 'rms_norm_eps' is 1e+300, beyond", "config.json");
+    write_llama_cfg_with("\"rope_scaling\"", "{\"rope_type\": \"linear\", \"factor\": 1e-45}");
+    open_fails(tmpdir, NL_EFORMAT, "field 'rope_scaling.factor' is 1e-45", "config.json");
+    write_llama_cfg_with("\"rope_scaling\"", "{\"rope_type\": \"linear\", \"factor\": 1e40}");
+    open_fails(tmpdir, NL_EFORMAT, "field 'rope_scaling.factor' is 1e+40, beyond", "config.json");
+    write_llama_cfg_with("\"rope_scaling\"", "{\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0,"
+                                            " \"high_freq_factor\": 1.00000001, \"original_max_position_embeddings\": 8192}");
+    open_fails(tmpdir, NL_EFORMAT, "are equal as single-precision floats", "config.json");
+    write_llama_cfg_with("\"rope_scaling\"", "{\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0,"
+                                            " \"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 1e300}");
+    open_fails(tmpdir, NL_EFORMAT, "original_max_position_embeddings in [1, 2147483647]", "config.json");
+    write_text(P("config.json"), "{\"model_type\": \"gpt_neox\", \"hidden_size\": 8, \"intermediate_size\": 32,"
+                                 " \"num_hidden_layers\": 2, \"num_attention_heads\": 1, \"vocab_size\": 10,"
+                                 " \"rotary_emb_base\": 1e-300}");
+    open_fails(tmpdir, NL_EFORMAT, "field 'rotary_emb_base' is 1e-300", "config.json");
+
+    /* small but representable values still load, unchanged */
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    write_llama_cfg_with("\"rope_theta\"", "1e-30");
+    nl_model *m = open_ok(&ctx, tmpdir);
+    cr_assert_eq(nl_model_config(m)->rope_theta, 1e-30f);
+    nl_model_close(m);
+    write_llama_cfg_with("\"rms_norm_eps\"", "0");
+    m = open_ok(&ctx, tmpdir);
+    cr_assert_eq(nl_model_config(m)->norm_eps, 0.0f);
+    nl_model_close(m);
+    write_llama_cfg_with("\"rms_norm_eps\"", "1e-40"); /* a denormal epsilon is still nonzero */
+    m = open_ok(&ctx, tmpdir);
+    cr_assert(nl_model_config(m)->norm_eps > 0);
+    nl_model_close(m);
+}
+
+Test(hf, layer_count_bounded_by_the_tensors) {
+    tset s = {0};
+    llama_tensors(&s, "F32", 0, 0);
+    write_st(P("model.safetensors"), &s, 0, s.n, NULL);
+    /* R13: refused before anything is allocated for 2^31 layers */
+    write_llama_cfg_with("\"num_hidden_layers\"", "2147483647");
+    char want[1024];
+    snprintf(want, sizeof want, "'%s/config.json': num_hidden_layers is 2147483647, but '%s/model.safetensors' holds 2 layers",
+             tmpdir, tmpdir);
+    open_fails(tmpdir, NL_EFORMAT, want, "missing tensor 'model.layers.2.input_layernorm.weight'");
+    write_llama_cfg_with("\"num_hidden_layers\"", "3");
+    open_fails(tmpdir, NL_EFORMAT, "num_hidden_layers is 3, but", "holds 2 layers");
+    /* GPT-2 spells it n_layer: the message uses the key the file has */
+    write_text(P("config.json"), "{\"model_type\": \"gpt2\", \"n_embd\": 8, \"n_layer\": 1000000, \"n_head\": 2,"
+                                 " \"vocab_size\": 10, \"n_positions\": 16}");
+    tset g = {0};
+    ts_add(&g, "F32", "wte.weight", 2, V_, 8);
+    ts_add(&g, "F32", "wpe.weight", 2, 16, 8);
+    ts_add(&g, "F32", "ln_f.weight", 1, 8, 0);
+    ts_add(&g, "F32", "ln_f.bias", 1, 8, 0);
+    write_st(P("model.safetensors"), &g, 0, g.n, NULL);
+    open_fails(tmpdir, NL_EFORMAT, "config.json': n_layer is 1000000, but", "holds 0 layers");
+}
+
+/* Inserts n zero bytes at offset `at` of the data section of the safetensors file `path`. */
+static void insert_into_data(const char *path, size_t at, size_t n) {
+    FILE *f = fopen(path, "rb");
+    cr_assert(f);
+    fseek(f, 0, SEEK_END);
+    size_t size = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc(size + n);
+    cr_assert(fread(b, 1, size, f) == size);
+    fclose(f);
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--) hl = (hl << 8) | b[i];
+    size_t k = 8 + (size_t)hl + at;
+    cr_assert(k <= size);
+    memmove(b + k + n, b + k, size - k);
+    memset(b + k, 0, n);
+    write_bytes(path, b, size + n);
+    free(b);
+}
+
+Test(hf, bytes_inserted_into_the_data_section) {
+    tset s = {0};
+    llama_tensors(&s, "F32", 0, 0);
+    write_text(P("config.json"), LLAMA_CFG);
+    write_st(P("model.safetensors"), &s, 0, s.n, NULL);
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_model_close(open_ok(&ctx, tmpdir));
+    /* R12: 2 bytes 1000 bytes in shift every later tensor; the file is 2 bytes too long */
+    insert_into_data(P("model.safetensors"), 1000, 2);
+    open_fails(tmpdir, NL_EFORMAT, "model.safetensors': the data section has", "but the last tensor ends at byte");
+    /* appended bytes too */
+    write_st(P("model.safetensors"), &s, 0, s.n, NULL);
+    size_t data_end = 0;
+    for (int i = 0; i < s.n; i++) data_end += (size_t)ts_numel(&s.t[i]) * 4;
+    insert_into_data(P("model.safetensors"), data_end, 1);
+    char want[128];
+    snprintf(want, sizeof want, "has %zu bytes but the last tensor ends at byte %zu", data_end + 1, data_end);
+    open_fails(tmpdir, NL_EFORMAT, want, "model.safetensors");
+}
+
 /* ---- the safetensors reader on its own ---------------------------------------------- */
 
 static nl_status st_open_str(nl_ctx *ctx, const char *json, size_t data_bytes, nl_safetensors **out, void **buf) {
@@ -931,6 +1068,67 @@ Test(safetensors, rejects_bad_entries) {
     st_bad("{\"a\": {\"dtype\": \"F32\", \"shape\": [4294967296, 4294967296, 4294967296], \"data_offsets\": [0, 8]}}", 8,
            "too large");
     st_bad("{}x", 0, "not valid JSON");
+    /* the layout as a whole: data beyond the last tensor, overlaps, misaligned starts */
+    st_bad("{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}}", 10,
+           "the data section has 10 bytes but the last tensor ends at byte 8");
+    st_bad("{}", 4, "the data section has 4 bytes but the last tensor ends at byte 0");
+    st_bad("{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]},"
+           " \"b\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [4, 12]}}", 12,
+           "tensor 'b' (bytes 4..12 of the data section) overlaps tensor 'a' (bytes 0..8)");
+    st_bad("{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]},"
+           " \"b\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}}", 8, "overlaps tensor");
+    st_bad("{\"a\": {\"dtype\": \"U8\", \"shape\": [2], \"data_offsets\": [0, 2]},"
+           " \"b\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [2, 10]}}", 10,
+           "tensor 'b' of F32 starts at byte 2 of the data section, which is not a multiple of its 4-byte element size");
+}
+
+Test(safetensors, accepts_holes_empty_tensors_and_byte_types) {
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_safetensors *st;
+    void *buf;
+    /* an empty tensor may sit anywhere, 1-byte types at any offset, F16 at even offsets */
+    const char *h = "{\"e\": {\"dtype\": \"F32\", \"shape\": [0], \"data_offsets\": [4, 4]},"
+                    " \"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]},"
+                    " \"u\": {\"dtype\": \"U8\", \"shape\": [3], \"data_offsets\": [4, 7]},"
+                    " \"h\": {\"dtype\": \"F16\", \"shape\": [2], \"data_offsets\": [8, 12]}}";
+    cr_assert_eq(st_open_str(&ctx, h, 12, &st, &buf), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_safetensors_count(st), 4);
+    nl_safetensors_close(st);
+    free(buf);
+}
+
+/* The writer puts 4-byte tensors first, so a mixed file it writes passes the reader's
+ * alignment check whatever order the tensors were added in. */
+Test(safetensors, writer_output_is_aligned_for_the_reader) {
+    setup_dir();
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_st_writer *w;
+    const float v[5] = {1, 2, 3, 4, 5};
+    cr_assert_eq(nl_st_writer_create(&ctx, &w), NL_OK);
+    cr_assert_eq(nl_st_writer_add(&ctx, w, "h", NL_DT_F16, 1, (int64_t[]){3}, v), NL_OK); /* 6 bytes */
+    cr_assert_eq(nl_st_writer_add(&ctx, w, "f", NL_DT_F32, 1, (int64_t[]){5}, v), NL_OK);
+    cr_assert_eq(nl_st_writer_add(&ctx, w, "b", NL_DT_BF16, 1, (int64_t[]){1}, v), NL_OK);
+    cr_assert_eq(nl_st_writer_write(&ctx, w, P("mixed.safetensors")), NL_OK, "%s", ctx.msg);
+    nl_st_writer_destroy(w);
+    size_t n;
+    unsigned char *buf = nl_read_all(P("mixed.safetensors"), &n);
+    cr_assert(buf);
+    nl_safetensors *st;
+    cr_assert_eq(nl_safetensors_open(&ctx, "mixed.safetensors", buf, n, &st), NL_OK, "%s", ctx.msg);
+    nl_tensor t;
+    cr_assert_eq(nl_safetensors_get(&ctx, st, "f", &t), NL_OK);
+    float got[5];
+    memcpy(got, t.data, sizeof got);
+    cr_assert_eq(memcmp(got, v, sizeof v), 0);
+    cr_assert_eq(nl_safetensors_get(&ctx, st, "h", &t), NL_OK);
+    uint16_t u;
+    memcpy(&u, (const char *)t.data + 4, 2);
+    cr_assert_eq(nl_f16_to_f32(u), 3.0f);
+    nl_safetensors_close(st);
+    free(buf);
+    teardown_dir();
 }
 
 /* ---- the PyTorch fixtures ------------------------------------------------------------ */

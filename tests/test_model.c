@@ -5,7 +5,9 @@
  * the embedding of f16/bf16 storage against its f32 conversion, and the architecture table:
  * every architecture's Hugging Face names resolve on its fixture through the safetensors
  * tensor source, the rows are consistent with the structure they declare, and a tensor a
- * source lacks is named in the error.
+ * source lacks is named in the error. Robustness: a llama2.c header is bounded by the file size
+ * before anything is allocated, every loader's config floats are re-checked, and NaN weights
+ * make nl_ppl_run fail naming the model, the document and its line.
  */
 #include <ftw.h>
 #include <stdint.h>
@@ -13,7 +15,9 @@
 
 #include "model/arch.h"
 #include "model/model_internal.h"
+#include "neuronlab/forward.h"
 #include "neuronlab/model.h"
+#include "neuronlab/perplexity.h"
 #include "neuronlab/safetensors.h"
 #include "testutil.h"
 
@@ -604,4 +608,103 @@ Test(model, arch_missing_tensor_is_named) {
     }
     if (n_checked == 0) cr_skip_test("no fixtures");
     cr_assert(n_checked >= 30, "%d", n_checked);
+}
+
+/* ---- robustness: headers bounded by the file, non-finite numbers ------------------------ */
+
+Test(model, llama2c_header_bounded_by_file_size) {
+    /* dims within the plausibility bounds whose weights would need petabytes: refused from
+     * the file size alone (nothing of that size is allocated) */
+    const int32_t h[7] = {1 << 20, 1 << 22, 4096, 16, 16, 1 << 24, 1 << 24};
+    unsigned char b[28 + 64] = {0};
+    memcpy(b, h, sizeof h);
+    const char *p = tmp_path("huge.bin");
+    write_bytes(p, b, sizeof b);
+    nl_model *m = NULL;
+    char msg[1024];
+    cr_assert_eq(open_msg(p, &m, msg, sizeof msg), NL_EFORMAT, "%s", msg);
+    cr_assert(strstr(msg, "huge.bin': file has 92 bytes, its header (dim 1048576, layers 4096, vocab 16777216) implies "),
+              "%s", msg);
+    /* one float short of a valid file */
+    p = tmp_path("short.bin");
+    write_llama2c(p);
+    cr_assert_eq(truncate(p, 28 + 4 * 10), 0);
+    cr_assert_eq(open_msg(p, &m, msg, sizeof msg), NL_EFORMAT, "%s", msg);
+    cr_assert(strstr(msg, "short.bin': file has 68 bytes"), "%s", msg);
+}
+
+Test(model, validate_rechecks_config_floats) {
+    const char *p = tmp_path("ok.bin");
+    write_llama2c(p);
+    nl_model *m = NULL;
+    char msg[1024];
+    cr_assert_eq(open_msg(p, &m, msg, sizeof msg), NL_OK, "%s", msg);
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    cr_assert_eq(nl_model_validate(&ctx, m, p), NL_OK, "%s", ctx.msg);
+    const nl_config saved = m->cfg;
+    m->cfg.rope_theta = 0;
+    cr_assert_eq(nl_model_validate(&ctx, m, p), NL_EFORMAT);
+    cr_assert(strstr(ctx.msg, "rope theta 0 is not a positive finite float") && strstr(ctx.msg, "ok.bin'"), "%s", ctx.msg);
+    m->cfg = saved;
+    m->cfg.norm_eps = NAN;
+    cr_assert_eq(nl_model_validate(&ctx, m, p), NL_EFORMAT);
+    cr_assert(strstr(ctx.msg, "norm epsilon nan is not a finite float"), "%s", ctx.msg);
+    m->cfg = saved;
+    m->cfg.rope_scaling = NL_ROPE_SCALING_LINEAR;
+    m->cfg.rope_factor = INFINITY;
+    cr_assert_eq(nl_model_validate(&ctx, m, p), NL_EFORMAT);
+    cr_assert(strstr(ctx.msg, "rope scaling factor inf"), "%s", ctx.msg);
+    m->cfg = saved;
+    m->cfg.head_dim = 4096; /* nl_rope's tables hold 512 pairs: refused instead of an assertion */
+    m->cfg.rotary_dim = 2048;
+    cr_assert_eq(nl_model_validate(&ctx, m, p), NL_EUNSUPPORTED);
+    cr_assert(strstr(ctx.msg, "rotary dimension 2048 is not supported (at most 1024)"), "%s", ctx.msg);
+    m->cfg = saved;
+    nl_model_close(m);
+}
+
+/* llama2.c weights with one NaN: perplexity fails naming the model, the document and its
+ * line, instead of reporting nan (ppl, perturb and prune all score through nl_ppl_run). */
+Test(model, nan_weights_make_the_loss_an_error) {
+    const char *good = tmp_path("good.bin"), *bad = tmp_path("nan.bin");
+    write_llama2c(good);
+    write_llama2c(bad);
+    FILE *f = fopen(bad, "r+b");
+    cr_assert_not_null(f);
+    const float nan = NAN;
+    const long w_down0 = 28 + 4L * (10 * 8 + 8 + 4 * 8 * 8 + 8 + 16 * 8); /* first element of layer 0's w2 */
+    cr_assert_eq(fseek(f, w_down0, SEEK_SET), 0);
+    cr_assert_eq(fwrite(&nan, 4, 1, f), 1);
+    fclose(f);
+
+    int32_t t0[] = {1, 2, 3}, t1[] = {4, 5, 6, 7};
+    nl_doc docs[2] = {{t0, 3, 3, 1, "", 4}, {t1, 4, 4, 1, "", 7}};
+    char *labels[1] = {""};
+    nl_dataset ds = {.docs = docs, .n_docs = 2, .n_tokens = 7, .path = "mem", .labels = labels, .n_labels = 1};
+    for (int which = 0; which < 2; which++) {
+        const char *path = which ? bad : good;
+        nl_ctx ctx;
+        nl_ctx_init(&ctx);
+        nl_model *m = NULL;
+        cr_assert_eq(nl_model_open(&ctx, path, &m), NL_OK, "%s", ctx.msg);
+        nl_forward *fw = NULL;
+        cr_assert_eq(nl_forward_create(&ctx, m, 4, 4, &fw), NL_OK, "%s", ctx.msg);
+        nl_ppl_result r;
+        nl_status st = nl_ppl_run(&ctx, fw, &ds, 0, NULL, &r);
+        if (!which) {
+            cr_assert_eq(st, NL_OK, "%s", ctx.msg);
+            cr_assert(isfinite(r.total.nll) && r.total.n == 5);
+            nl_ppl_result_release(&r);
+        } else {
+            cr_assert_eq(st, NL_EFORMAT, "NaN weights gave a loss: %s", ctx.msg);
+            char want[512];
+            snprintf(want, sizeof want, "'%s': the loss is not finite (nan) at document 1 (line 4)", bad);
+            cr_assert(strstr(ctx.msg, want), "got '%s', want '%s'", ctx.msg, want);
+            cr_assert(strstr(ctx.msg, "the weights or the config give NaN/Inf"), "%s", ctx.msg);
+            cr_assert_null(r.by_doc); /* released on failure */
+        }
+        nl_forward_destroy(fw);
+        nl_model_close(m);
+    }
 }

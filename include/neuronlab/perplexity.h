@@ -10,7 +10,9 @@
  * The number of predictions never depends on C or S; only the context they see does.
  * Within a window, tokens go through the forward pass in chunks of at most the batch size
  * (the KV cache carries the rest).
- * Checked by tests/test_forward.c (stories260K perplexity).
+ * A NaN or infinite loss is an error (NL_EFORMAT naming the model, the document and its
+ * line): sums are always finite, though exp() of a huge mean loss may still overflow.
+ * Checked by tests/test_forward.c (stories260K perplexity) and tests/test_model.c.
  */
 #ifndef NEURONLAB_PERPLEXITY_H
 #define NEURONLAB_PERPLEXITY_H
@@ -35,7 +37,7 @@ typedef struct {
 double nl_nll_mean(nl_nll_sum s); /* nll / n (NaN when n == 0) */
 double nl_nll_ppl(nl_nll_sum s);  /* exp(mean) */
 
-/* Scores every document of ds (stride as in nl_forward_doc). progress may be NULL. *out is caller-owned: release with
+/* Scores every document of ds (stride as in nl_forward_doc); fails on a non-finite loss. progress may be NULL. *out is caller-owned: release with
  * nl_ppl_result_release. */
 nl_status nl_ppl_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, int stride, nl_progress *progress,
                      nl_ppl_result *out);

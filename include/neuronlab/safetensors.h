@@ -8,13 +8,16 @@
  * Rules: every entry is checked when the file is opened — header length within the file,
  * the header is a JSON object without duplicate names, each entry has a dtype string, a
  * shape of non-negative integers and data_offsets [b, e] with b ≤ e inside the file, and
- * shape × element size == e − b. "__metadata__" is skipped. Tensors of any dtype the
- * format defines (I64, BOOL, F8_E4M3 …) are accepted and validated, because checkpoints
- * carry buffers nobody reads (GPT-NeoX's attention.bias masks); asking for one of them as
- * an nl_tensor (nl_safetensors_get) fails with NL_EUNSUPPORTED naming the dtype, the
- * tensor and the file. Only F32, F16 and BF16 convert to nl_tensor.
+ * shape × element size == e − b, b a multiple of the element size (for types of a byte or
+ * more); no two tensors share a byte, and the data section ends exactly at the largest e
+ * (a file with bytes inserted or appended is refused). "__metadata__" is skipped. Tensors
+ * of any dtype the format defines (I64, BOOL, F8_E4M3 …) are accepted and validated,
+ * because checkpoints carry buffers nobody reads (GPT-NeoX's attention.bias masks); asking
+ * for one of them as an nl_tensor (nl_safetensors_get) fails with NL_EUNSUPPORTED naming
+ * the dtype, the tensor and the file. Only F32, F16 and BF16 convert to nl_tensor.
  * Tensor data is not copied: views point into the caller's bytes, which must outlive the
- * reader. Views may be unaligned (the format does not promise alignment).
+ * reader. Views may still be unaligned in memory (the header length need not be a multiple
+ * of 8, so the data section may start anywhere).
  * Checked by tests/test_hf.c.
  */
 #ifndef NEURONLAB_SAFETENSORS_H

@@ -2,8 +2,10 @@
  *
  * Layout: 8-byte little-endian header length n, n bytes of JSON
  *   {"__metadata__": {"format": "pt", …}, "NAME": {"dtype": "F32", "shape": [..], "data_offsets": [b, e]}, …}
- * padded with spaces so the data section starts at a multiple of 8, then the tensors in the order
- * they were added, each converted from f32 to its dtype (F32, BF16 or F16, round to nearest even).
+ * padded with spaces so the data section starts at a multiple of 8, then the tensors — the F32
+ * ones, then the BF16/F16 ones, each group in the order added, so every tensor starts at a
+ * multiple of its element size — each converted from f32 to its dtype (F32, BF16 or F16, round
+ * to nearest even). The header lists the tensors in the order added.
  * Rules: the writer borrows the f32 data until nl_st_writer_write; names must be unique. The file
  * is written atomically: PATH.tmp is written, fsync'd and renamed over PATH, so a crash leaves
  * either the old file or the new one, never a torn one.

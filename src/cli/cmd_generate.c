@@ -7,7 +7,9 @@
  * tokenizers without BOS (GPT-2's <|endoftext|>). The prompt is read in one batched pass,
  * then one token per step; generation stops after N tokens, at EOS, at the end of the
  * context, or on Ctrl-C. Statistics go to stderr; --json prints one object instead of
- * streaming (prompt ids, generated ids, text, why it stopped, seed). */
+ * streaming (prompt ids, generated ids, text, why it stopped, seed). Non-finite logits (NaN
+ * weights or config) are an error naming the model, never sampled from. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +64,16 @@ static void json_ids(const int32_t *ids, int n) {
     putchar('[');
     for (int i = 0; i < n; i++) printf(i ? ",%d" : "%d", ids[i]);
     putchar(']');
+}
+
+/* Sampling from NaN/Inf logits would emit arbitrary tokens: an error naming the model. */
+static nl_status check_logits(nl_ctx *ctx, const char *model, const float *logits, int V, int pos) {
+    for (int i = 0; i < V; i++)
+        if (!isfinite(logits[i]))
+            return nl_errorf(ctx, NL_EFORMAT,
+                             "'%s': the logits are not finite (token %d is %s) at position %d: the weights or the config "
+                             "give NaN/Inf", model, i, isnan(logits[i]) ? "nan" : "inf", pos);
+    return NL_OK;
 }
 
 static int parse_float(const char *s, double lo, double hi, double *out) {
@@ -166,6 +178,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         st = nl_forward_run(f, ctx, ids + i, T, NULL);
     }
     if (st == NL_OK && n_new > 0) st = nl_forward_run(f, ctx, ids + n_prompt - 1, 1, logits);
+    if (st == NL_OK && n_new > 0) st = check_logits(ctx, model_path, logits, V, n_prompt);
     double t1 = nl_now();
     char piece[256];
     while (st == NL_OK && n_gen < n_new) {
@@ -182,6 +195,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         if (!json) { fwrite(p, 1, n, stdout); fflush(stdout); }
         free(big);
         if (st == NL_OK && n_gen < n_new) st = nl_forward_run(f, ctx, &id, 1, logits);
+        if (st == NL_OK && n_gen < n_new) st = check_logits(ctx, model_path, logits, V, n_prompt + n_gen);
     }
     double t2 = nl_now();
     if (st != NL_OK) goto done;

@@ -1,4 +1,6 @@
-/* cmd_info.c — `neuronlab info MODEL [--json]`: architecture, dimensions, parameters, dtypes. */
+/* cmd_info.c — `neuronlab info MODEL [--json]`: architecture, dimensions, parameters, dtypes.
+ * --json never writes NaN or Infinity. Checked by tests/cli_errors.sh. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -6,6 +8,18 @@
 #include "neuronlab/model.h"
 
 static int run(nl_ctx *ctx, int argc, char **argv);
+
+/* JSON has no NaN or Infinity: a non-finite value (the loaders refuse them, so never in
+ * practice) is written as null with a warning. */
+static void jnum(const char *key, double v) {
+    printf(",\"%s\":", key);
+    if (isfinite(v)) printf("%g", v);
+    else {
+        fputs("null", stdout);
+        fprintf(stderr, "neuronlab info: warning: %s is %g, written as null\n", key, v);
+    }
+}
+
 const nl_command nl_cmd_info = {"info", "MODEL [--json]", "show a checkpoint's architecture, dimensions, parameter count and dtypes", run};
 
 static int run(nl_ctx *ctx, int argc, char **argv) {
@@ -29,12 +43,16 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         nl_cli_json_str(path);
         printf(",\"model_type\":\"%s\",\"arch\":\"%s\",\"n_layers\":%d,\"d_model\":%d,\"d_ff\":%d,\"n_heads\":%d,"
                "\"n_kv_heads\":%d,\"head_dim\":%d,\"vocab_size\":%d,\"max_pos\":%d,\"ffn_kind\":\"%s\",\"act_fn\":\"%s\","
-               "\"norm\":\"%s\",\"norm_eps\":%g,\"position\":\"%s\",\"rope_theta\":%g,\"rotary_dim\":%d,\"rope_scaling\":\"%s\","
-               "\"parallel_residual\":%s,\"sliding_window\":%d,\"tie_embeddings\":%s,\"n_params\":%lld,\"dtype\":\"%s\",\"bytes\":%lld}\n",
+               "\"norm\":\"%s\"",
                c->model_type, nl_arch_name(c->arch), c->n_layers, c->d_model, c->d_ff, c->n_heads, c->n_kv_heads, c->head_dim,
                c->vocab_size, c->max_pos, c->ffn_gated ? "gated" : "plain", nl_act_name(c->act),
-               c->norm == NL_NORM_RMS ? "rmsnorm" : "layernorm", c->norm_eps, c->pos == NL_POS_ROPE ? "rope" : "learned",
-               c->rope_theta, c->rotary_dim, rs, (c->parallel_residual || c->shared_norm) ? "true" : "false",
+               c->norm == NL_NORM_RMS ? "rmsnorm" : "layernorm");
+        jnum("norm_eps", c->norm_eps);
+        printf(",\"position\":\"%s\"", c->pos == NL_POS_ROPE ? "rope" : "learned");
+        jnum("rope_theta", c->rope_theta);
+        printf(",\"rotary_dim\":%d,\"rope_scaling\":\"%s\","
+               "\"parallel_residual\":%s,\"sliding_window\":%d,\"tie_embeddings\":%s,\"n_params\":%lld,\"dtype\":\"%s\",\"bytes\":%lld}\n",
+               c->rotary_dim, rs, (c->parallel_residual || c->shared_norm) ? "true" : "false",
                c->sliding_window, c->tie_embeddings ? "true" : "false", np, nl_dtype_name(nl_model_dtype(m)), bytes);
     } else {
         printf("model        %s\n", path);

@@ -1,5 +1,7 @@
 /* cmd_ppl.c — `neuronlab ppl MODEL DATA.jsonl [--json] [--batch N] [--ctx N]`:
- * perplexity overall, per label and per document (contract in perplexity.h). */
+ * perplexity overall, per label and per document (contract in perplexity.h). --json never
+ * writes NaN or Infinity (null and a warning instead). Checked by tests/cli_errors.sh. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,10 +14,27 @@ static int run(nl_ctx *ctx, int argc, char **argv);
 const nl_command nl_cmd_ppl = {"ppl", NL_CLI_RUN_USAGE " [--json] [--unigram TRAIN.jsonl]",
                                "perplexity overall, per label and per document (longer documents: sliding windows of --ctx tokens every --stride, default ctx/2); --unigram adds the add-one unigram baseline fitted on TRAIN", run};
 
+/* JSON has no NaN or Infinity: a non-finite value is written as null and counted, and the
+ * command warns once on stderr. nl_ppl_run refuses non-finite losses, so only exp() of a
+ * huge mean loss (a perplexity beyond a double) gets here. */
+static int n_nonfinite;
+
+static void jnum(double v) {
+    if (isfinite(v)) printf("%.6f", v);
+    else { fputs("null", stdout); n_nonfinite++; }
+}
+
 static void print_sum(const char *key, nl_nll_sum s) {
     if (key) { nl_cli_json_str(key); putchar(':'); }
-    if (s.n > 0) printf("{\"tokens\":%lld,\"nll\":%.6f,\"ppl\":%.6f}", (long long)s.n, nl_nll_mean(s), nl_nll_ppl(s));
-    else printf("{\"tokens\":0,\"nll\":null,\"ppl\":null}");
+    if (s.n > 0) {
+        printf("{\"tokens\":%lld,\"nll\":", (long long)s.n);
+        jnum(nl_nll_mean(s));
+        printf(",\"ppl\":");
+        jnum(nl_nll_ppl(s));
+        putchar('}');
+    } else {
+        printf("{\"tokens\":0,\"nll\":null,\"ppl\":null}");
+    }
 }
 
 static int run(nl_ctx *ctx, int argc, char **argv) {
@@ -60,8 +79,11 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         nl_cli_json_str(paths[0]);
         printf(",\"dataset\":");
         nl_cli_json_str(paths[1]);
-        printf(",\"ctx\":%ld,\"stride\":%ld,\"tokens\":%lld,\"nll\":%.6f,\"ppl\":%.6f,\"by_label\":{", clen, stride ? stride : clen / 2, (long long)res.total.n,
-               nl_nll_mean(res.total), nl_nll_ppl(res.total));
+        printf(",\"ctx\":%ld,\"stride\":%ld,\"tokens\":%lld,\"nll\":", clen, stride ? stride : clen / 2, (long long)res.total.n);
+        jnum(nl_nll_mean(res.total));
+        printf(",\"ppl\":");
+        jnum(nl_nll_ppl(res.total));
+        printf(",\"by_label\":{");
         for (int l = 0, k = 0; l < ds->n_labels; l++) {
             if (!ds->labels[l][0]) continue;
             if (k++) putchar(',');
@@ -71,8 +93,11 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         if (unigram) {
             printf(",\"unigram\":{\"train\":");
             nl_cli_json_str(unigram);
-            printf(",\"train_tokens\":%lld,\"tokens\":%lld,\"nll\":%.6f,\"ppl\":%.6f,\"by_label\":{", (long long)train->n_tokens,
-                   (long long)uni.total.n, nl_nll_mean(uni.total), nl_nll_ppl(uni.total));
+            printf(",\"train_tokens\":%lld,\"tokens\":%lld,\"nll\":", (long long)train->n_tokens, (long long)uni.total.n);
+            jnum(nl_nll_mean(uni.total));
+            printf(",\"ppl\":");
+            jnum(nl_nll_ppl(uni.total));
+            printf(",\"by_label\":{");
             for (int l = 0, k = 0; l < ds->n_labels; l++) {
                 if (!ds->labels[l][0]) continue;
                 if (k++) putchar(',');
@@ -90,6 +115,9 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
             putchar('}');
         }
         printf("]}\n");
+        if (n_nonfinite)
+            fprintf(stderr, "neuronlab ppl: warning: %d values are not finite (a perplexity beyond the range of a double) "
+                            "and are written as null\n", n_nonfinite);
     } else {
         printf("model    %s\ndataset  %s (%d documents, %lld tokens)\n", paths[0], paths[1], ds->n_docs, (long long)ds->n_tokens);
         printf("overall  ppl %.4f  nll %.5f  over %lld predicted tokens (context %ld)\n", nl_nll_ppl(res.total),

@@ -1,4 +1,7 @@
-/* perplexity.c — dataset scoring in windows and chunks (contract in perplexity.h). */
+/* perplexity.c — dataset scoring in windows and chunks (contract in perplexity.h).
+ * A loss that is NaN or infinite stops the run with NL_EFORMAT naming the model, the
+ * document and its line, so no command (ppl, perturb, prune) reports or stores NaN.
+ * Checked by tests/test_forward.c and tests/test_model.c (non-finite loss). */
 #include "neuronlab/perplexity.h"
 
 #include <math.h>
@@ -13,6 +16,7 @@ typedef struct {
     double *nll;      /* (B) */
     nl_nll_sum sum;
     nl_progress *progress;
+    int doc_index;    /* the document being scored (messages) */
 } ppl_state;
 
 static nl_status ppl_chunk(void *user, nl_ctx *ctx, nl_forward *f, const nl_doc *doc, int start, int T,
@@ -25,7 +29,15 @@ static nl_status ppl_chunk(void *user, nl_ctx *ctx, nl_forward *f, const nl_doc 
     nl_status st = nl_forward_nll(f, ctx, doc->tokens + start, s->targets, T, s->nll);
     if (st != NL_OK) return st;
     for (int t = 0; t < T; t++)
-        if (s->targets[t] >= 0) { s->sum.nll += s->nll[t]; s->sum.n++; }
+        if (s->targets[t] >= 0) {
+            if (!isfinite(s->nll[t]))
+                return nl_errorf(ctx, NL_EFORMAT,
+                                 "'%s': the loss is not finite (%s) at document %d (line %d), token %d: the weights or "
+                                 "the config give NaN/Inf", nl_model_path(nl_forward_model(f)),
+                                 isnan(s->nll[t]) ? "nan" : "inf", s->doc_index + 1, doc->line, start + t + 1);
+            s->sum.nll += s->nll[t];
+            s->sum.n++;
+        }
     if (s->progress) nl_progress_add(s->progress, T);
     return NL_OK;
 }
@@ -41,7 +53,7 @@ nl_status nl_ppl_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, int strid
                      nl_ppl_result *out) {
     memset(out, 0, sizeof *out);
     const int B = nl_forward_max_T(f);
-    ppl_state s = {malloc((size_t)B * sizeof(int32_t)), malloc((size_t)B * sizeof(double)), {0, 0}, progress};
+    ppl_state s = {malloc((size_t)B * sizeof(int32_t)), malloc((size_t)B * sizeof(double)), {0, 0}, progress, 0};
     out->by_label = calloc((size_t)ds->n_labels + 1, sizeof(nl_nll_sum));
     out->by_doc = calloc((size_t)ds->n_docs, sizeof(nl_nll_sum));
     out->n_labels = ds->n_labels;
@@ -50,6 +62,7 @@ nl_status nl_ppl_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, int strid
     if (!s.targets || !s.nll || !out->by_label || !out->by_doc) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
     for (int d = 0; st == NL_OK && d < ds->n_docs; d++) {
         s.sum = (nl_nll_sum){0, 0};
+        s.doc_index = d;
         st = nl_forward_doc(f, ctx, &ds->docs[d], stride, ppl_chunk, &s);
         if (st != NL_OK) break;
         out->by_doc[d] = s.sum;

@@ -261,6 +261,36 @@ static nl_status load_tensor(nl_ctx *ctx, nl_model *m, nl_resolver *r, const cha
     return NL_OK;
 }
 
+/* The config's layer count must not exceed the layers the source holds: probes the first
+ * always-required layer tensor of the last layer, and on a miss counts the layers present
+ * (each probe is one lookup; the count stops at the first missing layer). */
+static nl_status check_layer_count(nl_ctx *ctx, const nl_model *m, nl_resolver *r) {
+    const nl_name_table *t = r->names;
+    const char *pat = NULL;
+    for (int s = 0; s < NL_R_COUNT && !pat; s++)
+        if (t->layer[s].name && t->layer[s].flag == NL_TN_REQ) pat = t->layer[s].name;
+    if (m->cfg.n_layers <= 0)
+        return nl_errorf(ctx, NL_EFORMAT, "'%s': %s must be positive, got %d", r->cfg_path ? r->cfg_path : r->cfg_name,
+                         r->layers_key ? r->layers_key : "n_layers", m->cfg.n_layers);
+    if (!pat) return NL_OK;
+    char name[512];
+    nl_source_tensor e;
+    int found = 0;
+    snprintf(name, sizeof name, pat, m->cfg.n_layers - 1);
+    nl_status st = find(ctx, r, name, &e, &found);
+    if (st != NL_OK || found) return st;
+    int have = 0;
+    for (; have < m->cfg.n_layers - 1; have++) {
+        snprintf(name, sizeof name, pat, have);
+        if ((st = find(ctx, r, name, &e, &found)) != NL_OK) return st;
+        if (!found) break;
+    }
+    snprintf(name, sizeof name, pat, have);
+    return nl_errorf(ctx, NL_EFORMAT, "'%s': %s is %d, but '%s' holds %d layer%s: missing tensor '%s' (model_type %s)",
+                     r->cfg_path ? r->cfg_path : r->cfg_name, r->layers_key ? r->layers_key : "n_layers",
+                     m->cfg.n_layers, r->src->path, have, have == 1 ? "" : "s", name, r->model_type);
+}
+
 nl_status nl_arch_resolve(nl_ctx *ctx, nl_model *m, nl_resolver *r) {
     const nl_name_table *t = r->names;
     nl_status st;
@@ -274,6 +304,8 @@ nl_status nl_arch_resolve(nl_ctx *ctx, nl_model *m, nl_resolver *r) {
         if ((st = load_tensor(ctx, m, r, t->global[g].name, t->global[g].flag, &nl_global_roles[g], 0, dst)) != NL_OK)
             return st;
     }
+    if ((st = check_layer_count(ctx, m, r)) != NL_OK) return st;
+    if (m->cfg.n_layers <= 0) return NL_EFORMAT; /* message set by check_layer_count */
     m->layers = calloc((size_t)m->cfg.n_layers, sizeof *m->layers);
     if (!m->layers) return nl_errorf(ctx, NL_ENOMEM, "cannot open '%s': out of memory", m->path);
     for (int l = 0; l < m->cfg.n_layers; l++) {

@@ -124,6 +124,8 @@ typedef struct {
     nl_tensor_source *src;
     const char *model_type; /* in missing-tensor messages: "(model_type llama)" */
     const char *cfg_name;   /* in shape messages: "config.json implies [..]" */
+    const char *cfg_path;   /* the config file, in layer-count messages; NULL: cfg_name */
+    const char *layers_key; /* the config field of the layer count ("num_hidden_layers"); NULL: "n_layers" */
     int attn_bias;          /* for NL_TN_ATTN_BIAS names */
     int want_dt;            /* expected dtype of the layer matrices, or -1: the first one's */
     /* out: dtype agreement of the layer matrices */
@@ -135,7 +137,10 @@ typedef struct {
 /* Fills m's stored tensors (m->cfg set, m->layers allocated here) from r->names through
  * r->src: every named tensor is looked up (also without names->strip), must have a dtype the
  * model reads and the shape m->cfg implies. Messages name the tensor and the file. Sets
- * m->conv1d and m->qkv_layout from the name table. */
+ * m->conv1d and m->qkv_layout from the name table. The model-wide tensors are checked first
+ * and the layer count is bounded by the layers the source holds before m->layers is
+ * allocated, so no config value sizes an allocation the tensors do not back (the message
+ * names r->cfg_path and r->layers_key). */
 nl_status nl_arch_resolve(nl_ctx *ctx, nl_model *m, nl_resolver *r);
 
 #endif

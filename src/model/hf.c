@@ -24,6 +24,7 @@
 #include "model/model_internal.h"
 
 #include <errno.h>
+#include <float.h>
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
@@ -191,9 +192,12 @@ static nl_status num_of(hf_loader *L, json_t *v, const char *what, double *out) 
     return nl_errorf(L->ctx, NL_EFORMAT, "'%s': field '%s' must be a number", L->cfg_path, what);
 }
 
-static nl_status cfg_num(hf_loader *L, json_t *obj, const char *keys, int has_def, double def, double *out) {
+/* Number field; *used_out (may be NULL) gets the key read, or the first alternative. */
+static nl_status cfg_num_key(hf_loader *L, json_t *obj, const char *keys, int has_def, double def, double *out,
+                             char *used_out) {
     char used[128] = "";
     json_t *v = keys ? cfg_lookup(obj, keys, used, sizeof used) : NULL;
+    if (used_out) snprintf(used_out, 128, "%s", used[0] ? used : (keys ? keys : "?"));
     if (!v) {
         if (!has_def)
             return nl_errorf(L->ctx, NL_EFORMAT, "'%s': missing field '%s' (model_type %s)", L->cfg_path, used,
@@ -202,6 +206,29 @@ static nl_status cfg_num(hf_loader *L, json_t *obj, const char *keys, int has_de
         return NL_OK;
     }
     return num_of(L, v, used, out);
+}
+
+static nl_status cfg_num(hf_loader *L, json_t *obj, const char *keys, int has_def, double def, double *out) {
+    return cfg_num_key(L, obj, keys, has_def, def, out, NULL);
+}
+
+/* v as the single-precision float the model computes with: finite, and not 0 when v is not
+ * 0. positive: v > 0, and the float is a normal number (≥ FLT_MIN), so its reciprocal is
+ * finite too (RoPE divides by theta's powers). `field` names the config.json key. */
+static nl_status as_float(hf_loader *L, const char *field, double v, int positive, float *out) {
+    const float f = (float)v;
+    if (positive && !(v > 0))
+        return nl_errorf(L->ctx, NL_EFORMAT, "'%s': field '%s' must be positive, got %g", L->cfg_path, field, v);
+    if (!isfinite(f))
+        return nl_errorf(L->ctx, NL_EFORMAT,
+                         "'%s': field '%s' is %g, beyond the largest single-precision float (%g) the model computes with",
+                         L->cfg_path, field, v, (double)FLT_MAX);
+    if (v != 0 && (f == 0 || (positive && !(f >= FLT_MIN))))
+        return nl_errorf(L->ctx, NL_EFORMAT,
+                         "'%s': field '%s' is %g, which becomes %s as the single-precision float the model computes with",
+                         L->cfg_path, field, v, f == 0 ? "0" : "a denormal number");
+    *out = f;
+    return NL_OK;
 }
 
 static nl_status cfg_bool(hf_loader *L, const char *keys, int def, int *out) {
@@ -239,9 +266,10 @@ static nl_status parse_rope(hf_loader *L, nl_config *c) {
     nl_status st;
     json_t *rp = L->rope_params;
     json_t *v;
+    char theta_key[128] = "rope_parameters.rope_theta";
     if (rp && (v = json_object_get(rp, "rope_theta")) && !json_is_null(v)) {
         if ((st = num_of(L, v, "rope_parameters.rope_theta", &theta)) != NL_OK) return st;
-    } else if ((st = cfg_num(L, L->cfg, a->k_theta, 1, 10000.0, &theta)) != NL_OK) {
+    } else if ((st = cfg_num_key(L, L->cfg, a->k_theta, 1, 10000.0, &theta, theta_key)) != NL_OK) {
         return st;
     }
     if (a->k_rotary && rp && (v = json_object_get(rp, "partial_rotary_factor")) && !json_is_null(v)) {
@@ -253,7 +281,7 @@ static nl_status parse_rope(hf_loader *L, nl_config *c) {
         return nl_errorf(L->ctx, NL_EFORMAT, "'%s': rope_theta must be positive, got %g", L->cfg_path, theta);
     if (!(frac > 0 && frac <= 1))
         return nl_errorf(L->ctx, NL_EFORMAT, "'%s': partial rotary factor must be in (0, 1], got %g", L->cfg_path, frac);
-    c->rope_theta = (float)theta;
+    if ((st = as_float(L, theta_key, theta, 1, &c->rope_theta)) != NL_OK) return st;
     c->rotary_dim = (int)(c->head_dim * frac); /* HF: int(head_dim * partial_rotary_factor) */
     if (c->rotary_dim < 2 || c->rotary_dim % 2)
         return nl_errorf(L->ctx, NL_EFORMAT,
@@ -267,6 +295,11 @@ static nl_status parse_rope(hf_loader *L, nl_config *c) {
     if (!t || json_is_null(t)) t = json_object_get(r, "type");
     const char *type = json_is_string(t) ? json_string_value(t) : "default";
     if (strcmp(type, "default") == 0) return NL_OK;
+    const char *obj = json_is_object(json_object_get(L->cfg, "rope_scaling")) ? "rope_scaling" : "rope_parameters";
+    char k_factor[64], k_lo[64], k_hi[64];
+    snprintf(k_factor, sizeof k_factor, "%s.factor", obj);
+    snprintf(k_lo, sizeof k_lo, "%s.low_freq_factor", obj);
+    snprintf(k_hi, sizeof k_hi, "%s.high_freq_factor", obj);
     double factor;
     if (strcmp(type, "linear") == 0) {
         if ((st = cfg_num(L, r, "factor", 0, 0, &factor)) != NL_OK) return st;
@@ -278,13 +311,19 @@ static nl_status parse_rope(hf_loader *L, nl_config *c) {
             (st = cfg_num(L, r, "high_freq_factor", 0, 0, &hi)) != NL_OK ||
             (st = cfg_num(L, r, "original_max_position_embeddings", 0, 0, &orig)) != NL_OK)
             return st;
-        if (!(lo > 0 && hi > lo && orig >= 1))
+        if (!(lo > 0 && hi > lo && orig >= 1 && orig <= INT_MAX))
             return nl_errorf(L->ctx, NL_EFORMAT,
                              "'%s': llama3 rope scaling needs 0 < low_freq_factor < high_freq_factor and "
-                             "original_max_position_embeddings >= 1 (got %g, %g, %g)", L->cfg_path, lo, hi, orig);
+                             "original_max_position_embeddings in [1, %d] (got %g, %g, %g)", L->cfg_path,
+                             INT_MAX, lo, hi, orig);
+        if ((st = as_float(L, k_lo, lo, 1, &c->rope_low_freq_factor)) != NL_OK ||
+            (st = as_float(L, k_hi, hi, 1, &c->rope_high_freq_factor)) != NL_OK)
+            return st;
+        if (!(c->rope_high_freq_factor > c->rope_low_freq_factor)) /* their difference divides */
+            return nl_errorf(L->ctx, NL_EFORMAT,
+                             "'%s': llama3 rope scaling low_freq_factor %g and high_freq_factor %g are equal as "
+                             "single-precision floats", L->cfg_path, lo, hi);
         c->rope_scaling = NL_ROPE_SCALING_LLAMA3;
-        c->rope_low_freq_factor = (float)lo;
-        c->rope_high_freq_factor = (float)hi;
         c->rope_orig_max_pos = (int)orig;
     } else {
         return nl_errorf(L->ctx, NL_EUNSUPPORTED,
@@ -293,8 +332,7 @@ static nl_status parse_rope(hf_loader *L, nl_config *c) {
     }
     if (!(factor > 0))
         return nl_errorf(L->ctx, NL_EFORMAT, "'%s': rope scaling factor must be positive, got %g", L->cfg_path, factor);
-    c->rope_factor = (float)factor;
-    return NL_OK;
+    return as_float(L, k_factor, factor, 1, &c->rope_factor);
 }
 
 static nl_status parse_sliding(hf_loader *L, nl_config *c) {
@@ -395,9 +433,10 @@ static nl_status parse_config(hf_loader *L) {
     if ((st = cfg_dim(L, a->k_max_pos, 1, a->max_pos_def, &c->max_pos)) != NL_OK) return st;
 
     double eps;
-    if ((st = cfg_num(L, L->cfg, a->k_eps, 1, a->eps_def, &eps)) != NL_OK) return st;
+    char eps_key[128];
+    if ((st = cfg_num_key(L, L->cfg, a->k_eps, 1, a->eps_def, &eps, eps_key)) != NL_OK) return st;
     if (!(eps >= 0)) return nl_errorf(L->ctx, NL_EFORMAT, "'%s': norm epsilon must be >= 0, got %g", L->cfg_path, eps);
-    c->norm_eps = (float)eps;
+    if ((st = as_float(L, eps_key, eps, 0, &c->norm_eps)) != NL_OK) return st;
 
     const char *act = d->act_def;
     char used[128];
@@ -518,8 +557,10 @@ nl_status nl_hf_open(nl_ctx *ctx, const char *dir, nl_model **out) {
     if ((st = parse_config(L)) != NL_OK) goto done;
     if ((st = nl_st_source_open(ctx, L->m, L->dir, &L->src)) != NL_OK) goto done;
     json_t *td = json_object_get(L->cfg, "torch_dtype");
+    char layers_key[128];
+    cfg_lookup(L->cfg, L->a->k_layers, layers_key, sizeof layers_key);
     nl_resolver r = {.names = L->d->hf, .src = L->src, .model_type = L->a->model_type, .cfg_name = "config.json",
-                     .attn_bias = L->attn_bias,
+                     .cfg_path = L->cfg_path, .layers_key = layers_key, .attn_bias = L->attn_bias,
                      .want_dt = json_is_string(td) ? dtype_of_torch(json_string_value(td)) : -1};
     if ((st = nl_arch_resolve(ctx, L->m, &r)) != NL_OK) goto done;
     if ((st = check_dtypes(L, &r)) != NL_OK) goto done;

@@ -6,6 +6,8 @@
  * wv (L, KV, D), wo (L, D, D), ffn norms (L, D), w1 (L, F, D), w2 (L, D, F), w3 (L, F, D),
  * final norm (D), two RoPE tables (seq_len, Dh/2) that are skipped, classifier (V, D).
  * Matrices are (out, in) like torch.nn.Linear; RoPE rotates adjacent pairs.
+ * Rules: the header's dimensions must be plausible and imply exactly the file's size (sizes
+ * computed in 64 bits with overflow checks) before anything is allocated; messages name the file.
  * Checked by tests/test_model.c and the stories260K tests.
  */
 #include "model/model_internal.h"
@@ -44,12 +46,26 @@ nl_status nl_llama2c_open(nl_ctx *ctx, const char *path, nl_model **out) {
         goto fail;
     }
     int64_t Dh = D / H, KV = Hk * Dh;
-    int64_t floats = V * D + L * D + L * D * D + 2 * L * KV * D + L * D * D + L * D + 3 * L * F * D + D + S * Dh +
-                     (shared ? 0 : V * D);
-    if ((int64_t)size != 28 + 4 * floats) {
-        st = nl_errorf(ctx, NL_EFORMAT, "'%s': file has %zu bytes, its header (dim %lld, layers %lld, vocab %lld%s) implies %lld",
+    /* Every product in 64 bits with overflow checks (the bounds above keep them far from
+     * overflowing; the checks keep that true if the bounds change), and the total must be
+     * the file's size before anything is allocated. */
+    const int64_t terms[][3] = {{V, D, 1},  {L, D, 1},  {L, D, D},      {L, KV, 2 * D}, {L, D, D},
+                                {L, D, 1},  {L, F, 3 * D}, {D, 1, 1},   {S, Dh, 1},     {shared ? 0 : V, D, 1}};
+    int64_t floats = 0, bytes = 0;
+    int overflow = 0;
+    for (size_t i = 0; i < sizeof terms / sizeof terms[0]; i++) {
+        int64_t t;
+        overflow |= __builtin_mul_overflow(terms[i][0], terms[i][1], &t) || __builtin_mul_overflow(t, terms[i][2], &t) ||
+                    __builtin_add_overflow(floats, t, &floats);
+    }
+    overflow |= __builtin_mul_overflow(floats, (int64_t)4, &bytes) || __builtin_add_overflow(bytes, (int64_t)28, &bytes);
+    if (overflow || (uint64_t)bytes != (uint64_t)size) {
+        char implied[48];
+        if (overflow) snprintf(implied, sizeof implied, "more than 2^63");
+        else snprintf(implied, sizeof implied, "%lld", (long long)bytes);
+        st = nl_errorf(ctx, NL_EFORMAT, "'%s': file has %zu bytes, its header (dim %lld, layers %lld, vocab %lld%s) implies %s",
                        path, size, (long long)D, (long long)L, (long long)V, shared ? "" : ", separate classifier",
-                       (long long)(28 + 4 * floats));
+                       implied);
         goto fail;
     }
     nl_config *c = &m->cfg;

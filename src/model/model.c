@@ -12,6 +12,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <float.h>
+#include <limits.h>
 #include <stdio.h>
 #include <math.h>
 #include <stdlib.h>
@@ -304,8 +306,28 @@ nl_status nl_model_validate(nl_ctx *ctx, const nl_model *m, const char *what) {
     if (c->pos == NL_POS_ROPE && (c->rotary_dim <= 0 || c->rotary_dim > c->head_dim || c->rotary_dim % 2))
         return nl_errorf(ctx, NL_EFORMAT, "'%s': rotary dimension %d is invalid for head dimension %d", what,
                          c->rotary_dim, c->head_dim);
+    if (c->pos == NL_POS_ROPE && c->rotary_dim > 1024) /* nl_rope's per-token tables hold 512 pairs */
+        return nl_errorf(ctx, NL_EUNSUPPORTED, "'%s': rotary dimension %d is not supported (at most 1024)", what,
+                         c->rotary_dim);
+    /* every loader's last line of defence; config.json values are checked by name in hf.c */
+    if (!isfinite(c->norm_eps) || c->norm_eps < 0)
+        return nl_errorf(ctx, NL_EFORMAT, "'%s': norm epsilon %g is not a finite float >= 0", what, (double)c->norm_eps);
+    if (c->pos == NL_POS_ROPE && !(isfinite(c->rope_theta) && c->rope_theta >= FLT_MIN))
+        return nl_errorf(ctx, NL_EFORMAT, "'%s': rope theta %g is not a positive finite float", what, (double)c->rope_theta);
+    if (c->pos == NL_POS_ROPE && c->rope_scaling != NL_ROPE_SCALING_NONE &&
+        !(isfinite(c->rope_factor) && c->rope_factor >= FLT_MIN))
+        return nl_errorf(ctx, NL_EFORMAT, "'%s': rope scaling factor %g is not a positive finite float", what,
+                         (double)c->rope_factor);
+    if (c->pos == NL_POS_ROPE && c->rope_scaling == NL_ROPE_SCALING_LLAMA3 &&
+        !(isfinite(c->rope_high_freq_factor) && c->rope_low_freq_factor >= FLT_MIN &&
+          c->rope_high_freq_factor > c->rope_low_freq_factor && c->rope_orig_max_pos >= 1))
+        return nl_errorf(ctx, NL_EFORMAT, "'%s': llama3 rope scaling (low %g, high %g, original context %d) is invalid",
+                         what, (double)c->rope_low_freq_factor, (double)c->rope_high_freq_factor, c->rope_orig_max_pos);
     const int64_t D = c->d_model, F = c->d_ff, V = c->vocab_size, Q = (int64_t)c->n_heads * c->head_dim,
                   KV = (int64_t)c->n_kv_heads * c->head_dim;
+    if (Q + 2 * KV > INT_MAX) /* matrix widths are int (nl_mat) */
+        return nl_errorf(ctx, NL_EFORMAT, "'%s': %d heads of dimension %d are too many for a matrix row count", what,
+                         c->n_heads, c->head_dim);
     const int lnb = c->norm == NL_NORM_LAYER;
     nl_status st;
 #define CK(name, l, t, req, a, b)                                                            \

@@ -3,6 +3,8 @@
  * Reads the 8-byte little-endian header length and the JSON header (jansson), checks
  * every entry against the file (see include/neuronlab/safetensors.h for the rules) and
  * keeps a name-sorted index for lookups by binary search. Never copies tensor data.
+ * Beyond each entry's own checks, the layout is checked as a whole: the data section ends
+ * exactly where the last tensor ends and tensors do not overlap (check_layout).
  * Checked by tests/test_hf.c.
  */
 #include "neuronlab/safetensors.h"
@@ -72,6 +74,43 @@ static int json_nonneg(const json_t *v, int64_t *out) {
     return 0;
 }
 
+static int cmp_by_offset(const void *a, const void *b) {
+    const nl_st_entry *x = *(const nl_st_entry *const *)a, *y = *(const nl_st_entry *const *)b;
+    if (x->data != y->data) return x->data < y->data ? -1 : 1;
+    return x->nbytes < y->nbytes ? -1 : x->nbytes > y->nbytes;
+}
+
+/* The data section holds the tensors and nothing else: it ends where the last tensor ends
+ * (bytes inserted into or appended to the file shift or hide data), and no two tensors
+ * share a byte. */
+static nl_status check_layout(nl_ctx *ctx, const nl_safetensors *st, const unsigned char *data, size_t data_size,
+                              uint64_t data_end) {
+    if (data_size != data_end)
+        return nl_errorf(ctx, NL_EFORMAT,
+                         "cannot read '%s': the data section has %zu bytes but the last tensor ends at byte %llu "
+                         "(bytes inserted or appended?)", st->path, data_size, (unsigned long long)data_end);
+    const nl_st_entry **by = malloc((size_t)(st->n ? st->n : 1) * sizeof *by);
+    if (!by) return nl_errorf(ctx, NL_ENOMEM, "cannot read '%s': out of memory", st->path);
+    int k = 0;
+    for (int i = 0; i < st->n; i++)
+        if (st->e[i].nbytes) by[k++] = &st->e[i]; /* empty tensors occupy no bytes */
+    qsort(by, (size_t)k, sizeof *by, cmp_by_offset);
+    nl_status status = NL_OK;
+    for (int i = 1; i < k && status == NL_OK; i++) {
+        const unsigned char *prev_end = (const unsigned char *)by[i - 1]->data + by[i - 1]->nbytes;
+        if ((const unsigned char *)by[i]->data < prev_end)
+            status = nl_errorf(ctx, NL_EFORMAT,
+                               "cannot read '%s': tensor '%s' (bytes %lld..%lld of the data section) overlaps tensor "
+                               "'%s' (bytes %lld..%lld)", st->path, by[i]->name,
+                               (long long)((const unsigned char *)by[i]->data - data),
+                               (long long)((const unsigned char *)by[i]->data - data + (long long)by[i]->nbytes),
+                               by[i - 1]->name, (long long)((const unsigned char *)by[i - 1]->data - data),
+                               (long long)(prev_end - data));
+    }
+    free(by);
+    return status;
+}
+
 nl_status nl_safetensors_open(nl_ctx *ctx, const char *path, const void *base, size_t size, nl_safetensors **out) {
     *out = NULL;
     const unsigned char *b = base;
@@ -121,6 +160,7 @@ nl_status nl_safetensors_open(nl_ctx *ctx, const char *path, const void *base, s
         goto done;
     }
     size_t dim_at = 0;
+    uint64_t data_end = 0; /* the largest end offset */
     json_object_foreach(root, key, val) {
         if (strcmp(key, "__metadata__") == 0) continue;
         if (!json_is_object(val)) {
@@ -203,9 +243,17 @@ nl_status nl_safetensors_open(nl_ctx *ctx, const char *path, const void *base, s
                 goto done;
             }
         }
+        if (bits >= 8 && ob % (bits / 8) != 0) {
+            status = nl_errorf(ctx, NL_EFORMAT,
+                               "cannot read '%s': tensor '%s' of %s starts at byte %lld of the data section, which is not "
+                               "a multiple of its %d-byte element size", path, key, dname, (long long)ob, bits / 8);
+            goto done;
+        }
         e->data = data + ob;
         e->nbytes = (size_t)(oe - ob);
+        if ((uint64_t)oe > data_end) data_end = (uint64_t)oe;
     }
+    if ((status = check_layout(ctx, st, data, data_size, data_end)) != NL_OK) goto done;
     qsort(st->e, (size_t)st->n, sizeof *st->e, cmp_entry);
 done:
     json_decref(root);

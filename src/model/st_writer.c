@@ -1,5 +1,6 @@
-/* st_writer.c — safetensors writer with atomic replacement (see st_writer.h).
- * Checked by tests/test_st_writer.c. */
+/* st_writer.c — safetensors writer with atomic replacement (see st_writer.h). Tensors with
+ * 4-byte elements are written before 2-byte ones, so each starts aligned to its element size
+ * as the reader requires. Checked by tests/test_st_writer.c. */
 #include "neuronlab/st_writer.h"
 
 #include "neuronlab/atomic_file.h"
@@ -20,6 +21,7 @@ typedef struct {
     int64_t shape[4];
     const float *data;
     int64_t numel;
+    uint64_t off;      /* offset in the data section (set by nl_st_writer_write) */
 } st_item;
 
 struct nl_st_writer {
@@ -80,22 +82,29 @@ nl_status nl_st_writer_add(nl_ctx *ctx, nl_st_writer *w, const char *name, nl_dt
 static const char *st_dtype(nl_dtype d) { return d == NL_DT_F32 ? "F32" : d == NL_DT_F16 ? "F16" : "BF16"; }
 
 nl_status nl_st_writer_write(nl_ctx *ctx, nl_st_writer *w, const char *path) {
+    /* data: 4-byte tensors, then 2-byte ones, each group in the order added, so every tensor
+     * starts at a multiple of its element size (the reader checks it; one dtype: added order) */
+    uint64_t off = 0;
+    for (size_t es = 4; es >= 2; es -= 2)
+        for (int i = 0; i < w->n; i++)
+            if (nl_dtype_size(w->items[i].dtype) == es) {
+                w->items[i].off = off;
+                off += (uint64_t)w->items[i].numel * es;
+            }
     /* header: "__metadata__" first, then the tensors in order (jansson keeps insertion order) */
     json_t *h = json_object();
     json_object_set(h, "__metadata__", w->meta);
-    uint64_t off = 0;
     for (int i = 0; i < w->n; i++) {
         st_item *it = &w->items[i];
         json_t *e = json_object(), *shape = json_array(), *offs = json_array();
         for (int d = 0; d < it->ndim; d++) json_array_append_new(shape, json_integer(it->shape[d]));
         uint64_t nb = (uint64_t)it->numel * nl_dtype_size(it->dtype);
-        json_array_append_new(offs, json_integer((json_int_t)off));
-        json_array_append_new(offs, json_integer((json_int_t)(off + nb)));
+        json_array_append_new(offs, json_integer((json_int_t)it->off));
+        json_array_append_new(offs, json_integer((json_int_t)(it->off + nb)));
         json_object_set_new(e, "dtype", json_string(st_dtype(it->dtype)));
         json_object_set_new(e, "shape", shape);
         json_object_set_new(e, "data_offsets", offs);
         json_object_set_new(h, it->name, e);
-        off += nb;
     }
     char *hj = json_dumps(h, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(h);
@@ -112,8 +121,9 @@ nl_status nl_st_writer_write(nl_ctx *ctx, nl_st_writer *w, const char *path) {
     free(hj);
     enum { CH = 1 << 16 };
     static _Thread_local uint16_t half[CH];
-    for (int i = 0; ok && i < w->n; i++) {
-        st_item *it = &w->items[i];
+    for (int j = 0; ok && j < 2 * w->n; j++) { /* the F32 tensors, then the others (as above) */
+        st_item *it = &w->items[j % w->n];
+        if ((it->dtype == NL_DT_F32) != (j < w->n)) continue;
         if (it->dtype == NL_DT_F32) {
             ok = fwrite(it->data, sizeof(float), (size_t)it->numel, f) == (size_t)it->numel;
             continue;

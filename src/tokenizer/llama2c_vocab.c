@@ -7,11 +7,13 @@
  * control pieces <s> and </s>, "<0xXX>" pieces are byte pieces (byte fallback when all 256 are
  * there), add_dummy_prefix on, no other normalization. The ids equal SentencePiece's for the same
  * vocabulary. Differences from llama2.c's own encode(): it can merge into control pieces and its
- * byte fallback assumes byte pieces at ids 3–258; neither happens here.
+ * byte fallback assumes byte pieces at ids 3–258; neither happens here. A NaN or infinite score
+ * is refused, naming the file and the token index.
  * Checked by tests/test_tokenizer.c (ids from python3-sentencepiece). */
 #include "tokenizer/tok_internal.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 
 static int is_byte_piece(const char *s, size_t n) {
@@ -70,6 +72,11 @@ nl_status nl_tk_load_llama2c(nl_ctx *ctx, const char *path, nl_tokenizer **out) 
         int32_t len;
         memcpy(&score, buf + off, 4);
         memcpy(&len, buf + off + 4, 4);
+        if (!isfinite(score)) { /* NaN/Inf would make the BPE merge order meaningless */
+            st = nl_errorf(ctx, NL_EFORMAT, "'%s': token %zu has score %s, not a finite number (byte %zu)", path, i,
+                           isnan(score) ? "nan" : score > 0 ? "inf" : "-inf", off);
+            goto done;
+        }
         const char *s = (const char *)buf + off + 8;
         off += 8 + (size_t)len;
         size_t k = 0;
