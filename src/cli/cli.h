@@ -26,6 +26,9 @@ int nl_cli_int(const char *s, long lo, long hi, long *out);
 
 /* JSON string escaping to stdout. */
 void nl_cli_json_str(const char *s);
+/* A JSON number with printf format fmt ("%.6f"), or null when v is not finite (JSON has no
+ * NaN/Infinity); returns 1 when it wrote null, so a command can warn once. */
+int nl_cli_json_num(const char *fmt, double v);
 
 /* Option values (options.c): the whole string must be the number. nl_cli_u64: a decimal in
  * 0..2^64-1 (no sign, range checked); nl_cli_double: a finite number. 1 on success, else 0. */

@@ -77,7 +77,13 @@ static int parse_metrics(const char *s, nl_mask_metric *out, char *err, size_t n
 
 static void json_sum(const char *key, nl_nll_sum s) {
     if (key) { nl_cli_json_str(key); putchar(':'); }
-    if (s.n > 0) printf("{\"tokens\":%lld,\"nll\":%.6f,\"ppl\":%.6f}", (long long)s.n, nl_nll_mean(s), nl_nll_ppl(s));
+    if (s.n > 0) {
+        printf("{\"tokens\":%lld,\"nll\":", (long long)s.n);
+        nl_cli_json_num("%.6f", nl_nll_mean(s));
+        printf(",\"ppl\":");
+        nl_cli_json_num("%.6f", nl_nll_ppl(s));
+        putchar('}');
+    }
     else printf("{\"tokens\":0,\"nll\":null,\"ppl\":null}");
 }
 
@@ -137,8 +143,12 @@ static void print_json(const nl_cli_run *r, const nl_perturb_opts *o, const nl_p
         if (k++) putchar(',');
         printf("{\"metric\":\"%s\",\"ratio\":%.15g,\"masked\":%d,", nl_mask_metric_name(x->metric), x->ratio, x->masked);
         if (x->ppl.total.n > 0)
-            printf("\"tokens\":%lld,\"nll\":%.6f,\"ppl\":%.6f", (long long)x->ppl.total.n, nl_nll_mean(x->ppl.total),
-                   nl_nll_ppl(x->ppl.total));
+        {
+            printf("\"tokens\":%lld,\"nll\":", (long long)x->ppl.total.n);
+            nl_cli_json_num("%.6f", nl_nll_mean(x->ppl.total));
+            printf(",\"ppl\":");
+            nl_cli_json_num("%.6f", nl_nll_ppl(x->ppl.total)); /* exp of a mean loss > 709 is inf: null */
+        }
         else printf("\"tokens\":0,\"nll\":null,\"ppl\":null");
         printf(",\"by_label\":{");
         for (int l = 0, j = 0; l < ds->n_labels; l++) {

@@ -19,10 +19,7 @@ const nl_command nl_cmd_ppl = {"ppl", NL_CLI_RUN_USAGE " [--json] [--unigram TRA
  * huge mean loss (a perplexity beyond a double) gets here. */
 static int n_nonfinite;
 
-static void jnum(double v) {
-    if (isfinite(v)) printf("%.6f", v);
-    else { fputs("null", stdout); n_nonfinite++; }
-}
+static void jnum(double v) { n_nonfinite += nl_cli_json_num("%.6f", v); }
 
 static void print_sum(const char *key, nl_nll_sum s) {
     if (key) { nl_cli_json_str(key); putchar(':'); }

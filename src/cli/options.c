@@ -104,3 +104,12 @@ int nl_cli_finish(nl_ctx *ctx, nl_status st, const char *interrupted_fmt, ...) {
     }
     return 130;
 }
+
+int nl_cli_json_num(const char *fmt, double v) {
+    if (isfinite(v)) {
+        printf(fmt, v);
+        return 0;
+    }
+    fputs("null", stdout);
+    return 1;
+}

@@ -48,7 +48,17 @@ nl_status nl_cli_run_open(nl_ctx *ctx, nl_cli_run *r) {
     if ((st = nl_dataset_load(ctx, r->data, r->tok, c->vocab_size, &r->ds)) != NL_OK) return st;
     if (r->ds->warning[0]) fprintf(stderr, "neuronlab: warning: %s\n", r->ds->warning);
     if (!r->batch) r->batch = 512;
-    if (!r->ctx) r->ctx = c->max_pos > 0 ? c->max_pos : 2048;
+    if (!r->ctx) {
+        r->ctx = c->max_pos > 0 ? c->max_pos : 2048;
+        /* A long-context model (or a config.json claiming 2^31 positions) would allocate its
+         * whole KV cache: beyond 128 Ki positions the default is the longest document. */
+        if (r->ctx > 131072) {
+            long longest = 1;
+            for (int d = 0; d < r->ds->n_docs; d++)
+                if (r->ds->docs[d].n_tokens > longest) longest = r->ds->docs[d].n_tokens;
+            if (longest < r->ctx) r->ctx = longest;
+        }
+    }
     if (c->pos == NL_POS_LEARNED && r->ctx > c->max_pos) r->ctx = c->max_pos;
     if (r->stride > r->ctx) return nl_errorf(ctx, NL_EINVAL, "--stride %ld exceeds the context %ld", r->stride, r->ctx);
     return nl_forward_create(ctx, r->m, (int)(r->batch < r->ctx ? r->batch : r->ctx), (int)r->ctx, &r->f);
