@@ -10,11 +10,11 @@
  *        model_sum TEXT, dataset_sum TEXT, source_sum TEXT)  -- content checksums (version 3)
  * Provenance: nl_results_begin_run stores model / dataset / source as the canonical absolute
  * path (realpath) when the given value names an existing file or folder — as given otherwise
- * (a model name, "ability run 7"; a source not written yet gets its canonical folder + name) —
- * and the matching *_sum column gets its content checksum (nl_results_content_sum; NULL when
- * it is not a readable file or folder; a complete run fills in, at its end, the checksums of
- * files that exist by then, e.g. the activation file record wrote), so a run can be matched
- * to its files from any folder, and a moved or copied file by its checksum.
+ * (a model name, "ability run 7", an output not written yet) — and the matching *_sum column
+ * gets its content checksum (nl_results_content_sum; NULL when it is not a readable file or
+ * folder). When a run ends 'complete', a value without a checksum that names a file by then
+ * (the activation file record wrote) is made canonical and checksummed the same way. So a run
+ * can be matched to its files from any folder, and a moved or copied file by its checksum.
  * Each analysis creates its own tables (CREATE TABLE IF NOT EXISTS) keyed by run_id
  * REFERENCES runs(id), through nl_results_exec. A run is inserted with status 'running'
  * in its own transaction before the work starts and ended with its final status, so an

@@ -333,10 +333,9 @@ nl_status nl_results_content_sum(nl_ctx *ctx, const char *path, char out[NL_RESU
 }
 
 /* A provenance value: the canonical absolute path and its checksum when it names an existing
- * file or folder; for an output (the source a record run is about to write, output = 1) whose
- * folder exists, the canonical folder + the name; as given (and no checksum) otherwise (a model
- * name, "ability run 7"). */
-static void resolve(const char *given, int output, char *path, size_t n, char sum[NL_RESULTS_SUM_SIZE], int *has_sum) {
+ * file or folder; as given (and no checksum) otherwise (a model name, "ability run 7", an
+ * output not written yet). */
+static void resolve(const char *given, char *path, size_t n, char sum[NL_RESULTS_SUM_SIZE], int *has_sum) {
     char real[PATH_MAX];
     *has_sum = 0;
     if (!given) return;
@@ -348,14 +347,6 @@ static void resolve(const char *given, int output, char *path, size_t n, char su
         return;
     }
     snprintf(path, n, "%s", given);
-    const char *slash = strrchr(given, '/');
-    const char *name = slash ? slash + 1 : given;
-    if (!output || !*given || !*name || !strcmp(name, ".") || !strcmp(name, "..")) return;
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - given) + (slash == given) : 1, slash ? given : ".");
-    struct stat sb;
-    if (realpath(dir, real) && stat(real, &sb) == 0 && S_ISDIR(sb.st_mode))
-        snprintf(path, n, "%s%s%s", real, strcmp(real, "/") ? "/" : "", name);
 }
 
 nl_status nl_results_begin_run(nl_ctx *ctx, nl_results *r, const nl_run_info *info, int64_t *run_id) {
@@ -366,7 +357,7 @@ nl_status nl_results_begin_run(nl_ctx *ctx, nl_results *r, const nl_run_info *in
     const char *given[3] = {info->model, info->dataset, info->source};
     char paths[3][PATH_MAX + 1], sums[3][NL_RESULTS_SUM_SIZE];
     int has[3];
-    for (int i = 0; i < 3; i++) resolve(given[i], i == 2, paths[i], sizeof paths[i], sums[i], &has[i]);
+    for (int i = 0; i < 3; i++) resolve(given[i], paths[i], sizeof paths[i], sums[i], &has[i]);
     if (sqlite3_prepare_v2(r->db,
                            r->has_sum ? "INSERT INTO runs(kind, model, dataset, source, params, tool_version, started_at, status, pid,"
                                         " host, model_sum, dataset_sum, source_sum)"
@@ -402,9 +393,9 @@ nl_status nl_results_end_run(nl_ctx *ctx, nl_results *r, int64_t run_id, const c
     /* The final status is what tells a reader the run stopped: wait longer for it than for
      * ordinary statements, so a lock held past the busy timeout does not leave it 'running'. */
     sqlite3_busy_timeout(r->db, r->busy_ms > r->end_ms ? r->busy_ms : r->end_ms);
-    /* A complete run's outputs exist now: the checksums that were missing at the start (the
-     * activation file a record run wrote) are filled in. */
-    char sums[3][NL_RESULTS_SUM_SIZE];
+    /* A complete run's outputs exist now: a path without a checksum that names a file by now
+     * (the activation file a record run wrote) is made canonical and gets its checksum. */
+    char sums[3][NL_RESULTS_SUM_SIZE], paths[3][PATH_MAX + 1];
     int has[3] = {0, 0, 0};
     if (r->has_sum && status && !strcmp(status, "complete") &&
         sqlite3_prepare_v2(r->db, "SELECT model, dataset, source, model_sum, dataset_sum, source_sum FROM runs WHERE id = ?", -1, &s,
@@ -413,17 +404,14 @@ nl_status nl_results_end_run(nl_ctx *ctx, nl_results *r, int64_t run_id, const c
         if (sqlite3_step(s) == SQLITE_ROW)
             for (int i = 0; i < 3; i++) {
                 const char *p = (const char *)sqlite3_column_text(s, i);
-                if (p && p[0] == '/' && sqlite3_column_type(s, 3 + i) == SQLITE_NULL) {
-                    nl_ctx quiet;
-                    nl_ctx_init(&quiet);
-                    has[i] = nl_results_content_sum(&quiet, p, sums[i]) == NL_OK;
-                }
+                if (p && sqlite3_column_type(s, 3 + i) == SQLITE_NULL) resolve(p, paths[i], sizeof paths[i], sums[i], &has[i]);
             }
         sqlite3_finalize(s);
     }
     int rc = sqlite3_prepare_v2(r->db,
                                 r->has_sum ? "UPDATE runs SET status = ?1, ended_at = ?2, message = ?3, model_sum = coalesce(model_sum, ?5),"
-                                             " dataset_sum = coalesce(dataset_sum, ?6), source_sum = coalesce(source_sum, ?7)"
+                                             " dataset_sum = coalesce(dataset_sum, ?6), source_sum = coalesce(source_sum, ?7),"
+                                             " model = coalesce(?8, model), dataset = coalesce(?9, dataset), source = coalesce(?10, source)"
                                              " WHERE id = ?4"
                                            : "UPDATE runs SET status = ?1, ended_at = ?2, message = ?3 WHERE id = ?4",
                                 -1, &s, NULL);
@@ -433,7 +421,10 @@ nl_status nl_results_end_run(nl_ctx *ctx, nl_results *r, int64_t run_id, const c
         bind_text(s, 3, message && *message ? message : NULL);
         sqlite3_bind_int64(s, 4, run_id);
         if (r->has_sum)
-            for (int i = 0; i < 3; i++) bind_text(s, 5 + i, has[i] ? sums[i] : NULL);
+            for (int i = 0; i < 3; i++) {
+                bind_text(s, 5 + i, has[i] ? sums[i] : NULL);
+                bind_text(s, 8 + i, has[i] ? paths[i] : NULL);
+            }
         rc = sqlite3_step(s);
         sqlite3_finalize(s);
     }
