@@ -10,7 +10,12 @@
 #include "neuronlab/results.h"
 
 static int run(nl_ctx *ctx, int argc, char **argv);
-const nl_command nl_cmd_runs = {"runs", "--db results.db [--repair] [--json]",
+const nl_cli_option nl_cli_opts_runs[] = {
+    {"--db", "results.db", 1, "the results database", NULL},
+    {"--repair", NULL, 0, "mark runs whose process died (shown as stale) as interrupted", NULL},
+    {"--json", NULL, 0, "print the runs as a JSON array, with their content checksums", NULL},
+    {NULL, NULL, 0, NULL, NULL}};
+const nl_command nl_cmd_runs = {"runs", NULL,
                                 "list the runs of a results database (status, times, provenance); --repair marks runs whose "
                                 "process died as interrupted",
                                 run};

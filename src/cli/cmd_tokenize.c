@@ -31,8 +31,16 @@
 #include "neuronlab/tokenizer.h"
 
 static int run(nl_ctx *ctx, int argc, char **argv);
+const nl_cli_option nl_cli_opts_tokenize[] = {
+    {"TOKENIZER", NULL, 1, "a tokenizer.json, tokenizer.model, tokenizer.bin, vocab.json (+ merges.txt) or a model folder", NULL},
+    {"INPUT.jsonl", NULL, 0, "the rows to encode (or decode); the output goes to stdout", "stdin"},
+    {"--no-special", NULL, 0, "leave out the post-processor's template (BOS/EOS) of \"text\" rows; with --decode: drop special tokens", NULL},
+    {"--parse-special", NULL, 0, "match special tokens written in the text (<|endoftext|>) instead of reading them as plain text", NULL},
+    {"--decode", NULL, 0, "\"tokens\" rows back to \"text\" rows (the other fields kept)", NULL},
+    {"--threads", "N", 0, "worker threads (0 = all cores)", "all cores"},
+    {NULL, NULL, 0, NULL, NULL}};
 const nl_command nl_cmd_tokenize = {
-    "tokenize", "TOKENIZER [INPUT.jsonl] [--no-special] [--parse-special] [--decode] [--threads N] (< in.jsonl > out.jsonl)",
+    "tokenize", NULL,
     "JSONL dataset rows ({\"text\"} or {\"prompt\",\"response\"}) to {\"tokens\"} rows keeping every other field (or back with --decode) with a tokenizer.json, tokenizer.model, tokenizer.bin or model folder",
     run};
 
