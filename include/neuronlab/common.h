@@ -38,7 +38,7 @@ typedef struct nl_ctx {
     int n_threads;     /* OpenMP worker threads of the library's loops; 0 = all cores.
                         * Set by the caller (the CLI's --threads); applied by nl_ctx_apply_threads,
                         * which every analysis run and the CLI's forward-pass setup call. */
-    int progress;      /* 1 = draw progress on stderr when it is a TTY */
+    int progress;      /* 1 = progress on stderr (progress.h: a bar on a TTY, else periodic lines); 0 = quiet */
 } nl_ctx;
 
 void nl_ctx_init(nl_ctx *ctx);

@@ -4,7 +4,8 @@
  * --stop-at STEP ends the session after STEP with a checkpoint (a long run in several sessions).
  * stderr: a live progress line when it is a TTY, else one line per log step / evaluation /
  * checkpoint; stdout: one summary line at the end. Exit 0 when done, 1 on an error (one line),
- * 2 on a usage error, 130 after Ctrl-C (a checkpoint of the last finished step is saved). */
+ * 2 on a usage error, 130 after Ctrl-C (a checkpoint of the last finished step is saved).
+ * --quiet is taken out by main.c (every command accepts it) and reaches here as ctx->progress = 0. */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
