@@ -689,8 +689,8 @@ nl_status nl_ability_run(nl_ctx *ctx, const nl_ability_opts *opts, const char *a
     }
     char p[16384] = "{\"method\":";
     nl_json_cat(p, sizeof p, nl_ability_method_name(s.o.method));
-    snprintf(p + strlen(p), sizeof p - strlen(p), ",\"symmetric\":%s,\"top\":%.17g,\"scope\":\"%s\",\"seed\":%llu,\"abilities\":[",
-             s.o.symmetric ? "true" : "false", s.o.top, s.o.global ? "global" : "layer", (unsigned long long)s.o.seed);
+    snprintf(p + strlen(p), sizeof p - strlen(p), ",\"symmetric\":%s,\"top\":%s,\"scope\":\"%s\",\"seed\":%llu,\"abilities\":[",
+             s.o.symmetric ? "true" : "false", NL_JSON_NUM(s.o.top), s.o.global ? "global" : "layer", (unsigned long long)s.o.seed);
     for (int a = 0; a < s.A; a++) {
         if (a) strncat(p, ",", sizeof p - strlen(p) - 1);
         nl_json_cat(p, sizeof p, s.names[a]);

@@ -136,7 +136,7 @@ nl_status nl_overlap_run(nl_ctx *ctx, const nl_overlap_opts *opts, int64_t score
     if (st == NL_OK) st = nl_overlap_create_tables(ctx, db);
     if (st != NL_OK) return st;
     char params[256];
-    snprintf(params, sizeof params, "{\"scores_run\":%lld,\"top\":%.17g,\"scope\":\"%s\"}", (long long)s->run_id, s->top,
+    snprintf(params, sizeof params, "{\"scores_run\":%lld,\"top\":%s,\"scope\":\"%s\"}", (long long)s->run_id, NL_JSON_NUM(s->top),
              s->global ? "global" : "layer");
     char dataset[64];
     snprintf(dataset, sizeof dataset, "ability run %lld", (long long)s->run_id);

@@ -1523,13 +1523,13 @@ static nl_status process_layer(nl_ctx *ctx, nl_sparsity *s, int l, nl_progress *
 static nl_status run_analysis(nl_ctx *ctx, nl_sparsity *s, nl_results *db, nl_progress *prog) {
     s->db = db;
     char p[8192] = "{\"thresholds\":[";
-    for (int j = 0; j < s->ntau; j++) JCAT("%s%.17g", j ? "," : "", s->o.thresholds[j]);
-    JCAT("],\"dead_threshold\":%.17g,\"resident_threshold\":%.17g,\"resident_frac\":%.17g,\"cett\":", s->o.dead_threshold,
-         s->o.resident_threshold, s->o.resident_frac);
+    for (int j = 0; j < s->ntau; j++) JCAT("%s%s", j ? "," : "", NL_JSON_NUM(s->o.thresholds[j]));
+    JCAT("],\"dead_threshold\":%s,\"resident_threshold\":%s,\"resident_frac\":%s,\"cett\":", NL_JSON_NUM(s->o.dead_threshold),
+         NL_JSON_NUM(s->o.resident_threshold), NL_JSON_NUM(s->o.resident_frac));
     if (s->o.no_cett) JCAT("null");
     else {
         JCAT("[");
-        for (int j = 0; j < s->o.n_cett_targets; j++) JCAT("%s%.17g", j ? "," : "", s->o.cett_targets[j]);
+        for (int j = 0; j < s->o.n_cett_targets; j++) JCAT("%s%s", j ? "," : "", NL_JSON_NUM(s->o.cett_targets[j]));
         JCAT("],\"cett_tokens\":%lld,\"cett_model\":", (long long)s->n_samp);
         nl_json_cat(p, sizeof p, s->model_path);
     }

@@ -310,4 +310,11 @@ j=json.dumps(h).encode(); j+=b' '*((8-len(j)%8)%8); open(p,'wb').write(struct.pa
 else
   echo "SKIP config and safetensors robustness cases: tests/fixtures/hf/llama is missing"
 fi
+# a label the data does not have: the error ends with the option that fixes it (--abilities)
+if [ -f "$an/ab.db" ] && [ -d "$fx/llama" ]; then
+  printf '{"tokens": [1, 5, 9, 12], "label": "a"}\n' > "$an/only_a.jsonl"
+  expect "prune on data without label 'b' suggests --abilities" \
+    "only_a.jsonl' has no documents labelled 'b' .*\(use --abilities to choose labels that the data has\)$" \
+    prune "$fx/llama" "$an/only_a.jsonl" --db "$an/ab.db" --scores 1
+fi
 exit 0

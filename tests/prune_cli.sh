@@ -54,10 +54,10 @@ else fail "record / ability on the fixture model" "$tmp/err"; exit 0; fi
 # 1. One complete run (run 4) with the documented rows; --json agrees with the database.
 if "$nl" prune $model "$tmp/small.jsonl" --db "$db" --scores 2 --threads 1 --json > "$tmp/p.json" 2>"$tmp/err"; then
   $py - "$db" "$tmp/p.json" "$tmp/small.jsonl" > "$tmp/check" 2>&1 <<'PY' && pass "prune --db: one complete run, documented rows, random passes shared, --json agrees" || fail "prune rows" "$tmp/check"
-import json, math, sqlite3, statistics, sys
+import json, math, os, sqlite3, statistics, sys
 c = sqlite3.connect(sys.argv[1])
 run = c.execute("SELECT id, kind, status, model, dataset, source, params FROM runs WHERE id = 4").fetchone()
-assert run[1:5] == ("prune", "complete", "tests/fixtures/hf/llama", sys.argv[3]), run
+assert run[1:5] == ("prune", "complete", os.path.realpath("tests/fixtures/hf/llama"), os.path.realpath(sys.argv[3])), run  # canonical paths
 assert run[5] == c.execute("SELECT source FROM runs WHERE id = 2").fetchone()[0], run
 p = json.loads(run[6])
 assert p == {"scores_run": 2, "method": "ap", "symmetric": False, "top": 0.05, "scope": "layer", "seeds": 3, "abilities": ["code", "math", "prose"],

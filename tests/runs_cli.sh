@@ -2,7 +2,9 @@
 # runs_cli.sh — `neuronlab runs`: runs listed with their status; a run left 'running' by a
 # process that is gone is shown as stale and `--repair` marks it interrupted (a live one is
 # left alone, as is one from another host); a version-1 database is read as it is and brought
-# to version 2 by a writer; three processes creating the same new database at once never fail.
+# to version 3 by a writer; three processes creating the same new database at once never fail;
+# provenance: relative paths given from another folder are stored canonical with checksums
+# that tell a changed file from the same one.
 # Prints PASS/FAIL lines (read by scripts/run-tests.sh).
 set -u
 cd "$(dirname "$0")/.."
@@ -54,12 +56,35 @@ INSERT INTO runs(kind, tool_version, started_at, status) VALUES('sparsity', 'neu
   [ "$(sqlite3 "$tmp/v1.db" "SELECT value FROM meta WHERE key = 'schema_version'")" = 1 ]
 ok $? "a version-1 database is listed read-only and left as it is"
 "$nl" record tests/fixtures/hf/llama "$tmp/d.jsonl" -o "$tmp/b.h5" --db "$tmp/v1.db" > /dev/null 2>&1 &&
-  [ "$(sqlite3 "$tmp/v1.db" "SELECT value FROM meta WHERE key = 'schema_version'")" = 2 ] &&
-  [ "$(sqlite3 "$tmp/v1.db" "SELECT count(*) FROM runs WHERE pid IS NULL")" = 1 ] &&
-  [ "$(sqlite3 "$tmp/v1.db" "SELECT count(*) FROM runs WHERE pid > 0 AND status = 'complete'")" = 1 ]
-ok $? "a writer brings a version-1 database to version 2 and keeps its runs"
+  [ "$(sqlite3 "$tmp/v1.db" "SELECT value FROM meta WHERE key = 'schema_version'")" = 3 ] &&
+  [ "$(sqlite3 "$tmp/v1.db" "SELECT count(*) FROM runs WHERE pid IS NULL AND model_sum IS NULL")" = 1 ] &&
+  [ "$(sqlite3 "$tmp/v1.db" "SELECT count(*) FROM runs WHERE pid > 0 AND status = 'complete' AND model_sum IS NOT NULL")" = 1 ]
+ok $? "a writer brings a version-1 database to version 3 and keeps its runs"
 
 # three processes create the same new database at once (R8: one used to fail ~10% of rounds)
+# provenance from another folder: canonical paths, checksums that match the files
+mkdir -p "$tmp/sub"
+cp "$tmp/d.jsonl" "$tmp/sub/same.jsonl"
+root=$PWD
+(cd "$tmp/sub" && "$root/$nl" record "$(realpath --relative-to="$tmp/sub" "$root/tests/fixtures/hf/llama")" ./same.jsonl -o x.h5 --db ../p.db > /dev/null 2>&1)
+"$nl" runs --db "$tmp/p.db" --json > "$tmp/p.json" && "$nl" runs --db "$tmp/r.db" --json > "$tmp/r.json" &&
+$py - "$tmp/p.json" "$tmp/r.json" "$tmp" "$root" <<'PY'
+import json, os, sys
+p = json.load(open(sys.argv[1]))[0]
+r = json.load(open(sys.argv[2]))[0]
+tmp, root = os.path.realpath(sys.argv[3]), sys.argv[4]
+assert p["model"] == os.path.realpath(root + "/tests/fixtures/hf/llama"), p
+assert p["dataset"] == tmp + "/sub/same.jsonl" and p["source"] == tmp + "/sub/x.h5", p
+assert r["dataset"] == tmp + "/d.jsonl", r
+for x in (p, r):
+    for k in ("model_sum", "dataset_sum", "source_sum"):
+        assert x[k] and x[k].startswith("fnv1a64:") and len(x[k].split(":")[1]) == 16, (k, x)
+assert p["model_sum"] == r["model_sum"], "the same model folder"
+assert p["dataset_sum"] == r["dataset_sum"], "a copy of the same dataset has the same checksum"
+assert int(p["dataset_sum"].split(":")[2]) == os.path.getsize(tmp + "/d.jsonl")
+PY
+ok $? "runs store canonical paths and content checksums, whatever the working folder"
+
 fails=0
 for i in $(seq 1 25); do
   rm -f "$tmp/n.db"
@@ -67,7 +92,7 @@ for i in $(seq 1 25); do
   wait
   cat "$tmp"/o?.txt | grep -q "already exists\|cannot" && fails=$((fails + 1))
 done
-[ $fails = 0 ] && [ "$(sqlite3 "$tmp/n.db" "SELECT value FROM meta WHERE key = 'schema_version'")" = 2 ]
+[ $fails = 0 ] && [ "$(sqlite3 "$tmp/n.db" "SELECT value FROM meta WHERE key = 'schema_version'")" = 3 ]
 ok $? "three processes creating one new database: no failure in 25 rounds ($fails)"
 
 "$nl" runs > /dev/null 2>&1; [ $? = 2 ]

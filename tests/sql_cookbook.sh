@@ -12,7 +12,9 @@
 #                      documents, unmasked, with the lowest 50% |a| (or |a|·‖W_out‖) zeroed per
 #                      token, and with each ability's recomputed top sets zeroed; random-control
 #                      mean/sd from the seed rows;
-#   runs               the six runs in order, all complete, naming the dataset and the file.
+#   runs               the six runs in order, all complete, naming the dataset and the file by
+#                      canonical path, with content checksums recomputed here from their
+#                      definition (results.h); runs_by_file groups the runs by those checksums.
 # A query without a check fails, so a new cookbook query needs one here.
 # Prints PASS/FAIL/SKIP lines (read by scripts/run-tests.sh).
 set -u
@@ -134,11 +136,59 @@ def rows(q):
     cur = con.execute(open(q).read()); cols = [c[0] for c in cur.description]
     return [dict(zip(cols, r)) for r in cur.fetchall()]
 
+def fnv_sum_file(path, h):
+    """The documented checksum part of one file (results.h, nl_results_content_sum)."""
+    data = open(path, "rb").read()
+    S, M = len(data), 1 << 20
+    head, tail = min(S, M), max(M, S - M)
+    def fnv(h, b):
+        for x in b:
+            h = ((h ^ x) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+        return h
+    h = fnv(h, S.to_bytes(8, "little"))
+    h = fnv(h, data[:head])
+    if tail < S: h = fnv(h, data[tail:])
+    return h, S
+def fnv_sum(path):
+    h, size = 0xcbf29ce484222325, 0
+    if os.path.isdir(path):
+        names = sorted(n for n in os.listdir(path) if not n.startswith(".") and (n == "config.json" or n.endswith(".safetensors")))
+        for n in names:
+            for x in n.encode() + b"\0":
+                h = ((h ^ x) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+            h, s = fnv_sum_file(os.path.join(path, n), h)
+            size += s
+    else:
+        h, size = fnv_sum_file(path, h)
+    return f"fnv1a64:{h:016x}:{size}"
+model_dir = os.path.realpath(os.path.join(root, "tests/fixtures/hf/llama"))
+files = {model_dir: fnv_sum(model_dir), os.path.realpath(jsonl): fnv_sum(jsonl), os.path.realpath(h5): fnv_sum(h5)}
 def check_runs(R):
     assert [r["kind"] for r in R] == ["record", "sparsity", "perturb", "ability", "overlap", "prune"], [r["kind"] for r in R]
     assert all(r["status"] == "complete" and r["ended_at"] for r in R), "a run is not complete"
-    assert R[0]["dataset"] == jsonl and R[0]["source"] == h5, (R[0]["dataset"], R[0]["source"])
-    return f"{len(R)} runs in order, all complete"
+    assert R[0]["dataset"] == os.path.realpath(jsonl) and R[0]["source"] == os.path.realpath(h5), (R[0]["dataset"], R[0]["source"])
+    assert R[0]["model"] == model_dir, R[0]["model"]
+    n = 0
+    for r in R:
+        for k in ("model", "dataset", "source"):
+            if r[k] in files:
+                assert r[k + "_sum"] == files[r[k]], f"run {r['id']} {k}_sum {r[k + '_sum']} != {files[r[k]]}"
+                n += 1
+            else:
+                assert r[k + "_sum"] is None, f"run {r['id']} {k} '{r[k]}' is no file but has a checksum"
+    assert n >= 9, n
+    return f"{len(R)} runs in order, all complete, canonical paths, {n} checksums recomputed"
+def check_runs_by_file(R):
+    want = {}
+    for rid, kind, *v in con.execute("SELECT id, kind, model, dataset, source FROM runs ORDER BY id"):
+        for role, p in sorted(zip(("model", "dataset", "source"), v), key=lambda x: x[0]):
+            if p in files: want.setdefault(files[p], []).append(f"{rid}:{kind}:{role}")
+    got = {r["checksum"]: r for r in R}
+    assert set(got) == set(want) and len(want) == 3, (sorted(got), sorted(want))
+    for c, uses in want.items():
+        assert sorted(got[c]["runs"].split()) == sorted(uses), (c, got[c]["runs"], uses)
+        assert got[c]["uses"] == len(uses) and got[c]["paths"] == 1 and files[got[c]["path"]] == c, got[c]
+    return f"{len(R)} files (model, dataset, activations) with their runs, checksums recomputed"
 def frac_below(r, m): return float((r[m] < np.float32(0.1)).mean())
 def check_layer_sparsity(R):
     assert [r["layer"] for r in R] == list(range(L)) + [-1]
@@ -265,7 +315,7 @@ def check_prune_specificity(R):
         close(r["random_own_pct"], 100 * mu, 0.006, "random own")
     return f"{len(R)} abilities: own and others' change from PyTorch"
 
-checks = {"runs": check_runs, "layer_sparsity": check_layer_sparsity, "label_sparsity": check_label_sparsity,
+checks = {"runs": check_runs, "runs_by_file": check_runs_by_file, "layer_sparsity": check_layer_sparsity, "label_sparsity": check_label_sparsity,
           "quantiles": check_quantiles, "most_active_neurons": check_most_active, "least_active_neurons": check_least_active,
           "ability_by_layer": check_ability_by_layer, "ability_top_neurons": check_ability_top, "overlap_pairs": check_overlap,
           "perturbation_table": check_perturb_table, "perturbation_by_label": check_perturb_by_label,

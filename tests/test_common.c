@@ -7,7 +7,10 @@
  *   - nl_malloc / nl_calloc of zero bytes,
  *   - nl_mix64 and the splitmix64 stream (reference values of Steele et al.), nl_rng_below bounds,
  *     FNV-1a test vectors,
- *   - the progress bar: quiet when stderr is not a TTY or when disabled, draws on a TTY (pty),
+ *   - progress: on a TTY (pty) a bar unless disabled; otherwise one log line per period
+ *     ($NEURONLAB_PROGRESS_SECONDS, only positive finite numbers) and one at the end, none for a
+ *     run shorter than a period or when disabled; the line's text with and without a total,
+ *   - nl_json_num: shortest text that reads back to the same double, null for non-finite,
  *   - the atomic file writer: whole replacement on commit, old content and no temporary file
  *     after abort, the error for a missing folder, mode from the umask.
  */
@@ -16,6 +19,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -69,6 +73,37 @@ Test(common, status_names) {
 }
 
 /* ---- JSON strings --------------------------------------------------------------------- */
+
+Test(common, json_num_is_the_shortest_round_trip) {
+    char buf[NL_JSON_NUM_SIZE];
+    struct { double v; const char *want; } cases[] = {
+        {0.1, "0.1"}, {0.05, "0.05"}, {0.2, "0.2"}, {1, "1"}, {0, "0"}, {-2.5, "-2.5"}, {1e-5, "1e-05"},
+        {1e300, "1e+300"}, {1.0 / 3, "0.3333333333333333"}, {0.1 + 0.2, "0.30000000000000004"},
+        {5e-324, "4.94065645841247e-324"}, {123456789012345678.0, "1.2345678901234568e+17"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cr_assert_str_eq(nl_json_num(buf, cases[i].v), cases[i].want);
+        cr_assert_eq(strtod(buf, NULL), cases[i].v);
+    }
+    cr_assert_str_eq(nl_json_num(buf, NAN), "null");
+    cr_assert_str_eq(nl_json_num(buf, INFINITY), "null");
+    cr_assert_str_eq(nl_json_num(buf, -INFINITY), "null");
+    /* Every value reads back exactly, over a spread of magnitudes and mantissas. */
+    uint64_t x = 12345;
+    for (int i = 0; i < 20000; i++) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        double v;
+        uint64_t bits = x;
+        memcpy(&v, &bits, sizeof v);
+        if (!isfinite(v)) continue;
+        nl_json_num(buf, v);
+        cr_assert_eq(strtod(buf, NULL), v, "%s", buf);
+        cr_assert_lt(strlen(buf), (size_t)NL_JSON_NUM_SIZE);
+    }
+    char line[128];
+    snprintf(line, sizeof line, "{\"top\":%s,\"p\":%s}", NL_JSON_NUM(0.05), NL_JSON_NUM(0.1));
+    cr_assert_str_eq(line, "{\"top\":0.05,\"p\":0.1}");
+}
 
 Test(common, json_cat_escapes) {
     char buf[128] = "{\"k\":";
@@ -327,16 +362,112 @@ static size_t run_progress(int fd, int enabled, int *active, char *out, size_t c
     return n > 0 ? (size_t)n : 0;
 }
 
-Test(progress, quiet_when_not_a_tty, .init = nl_mk_tmpdir, .fini = nl_rm_tmpdir) {
-    int fd = open(tmp_path("err.txt"), O_RDWR | O_CREAT | O_TRUNC, 0600);
+/* Runs fn with stderr redirected to a file; returns what it wrote there (static buffer). */
+static const char *capture_stderr(void (*fn)(void *), void *arg) {
+    static char out[2048];
+    const char *path = tmp_path("err.txt");
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
     cr_assert_geq(fd, 0);
-    int active;
-    char out[256];
-    int rfd = open(tmp_path("err.txt"), O_RDONLY);
-    cr_assert_eq(run_progress(fd, 1, &active, out, sizeof out, rfd), 0u, "wrote '%s'", out);
-    cr_assert_eq(active, 0);
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    dup2(fd, STDERR_FILENO);
+    fn(arg);
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
     close(fd);
+    int rfd = open(path, O_RDONLY);
+    ssize_t n = 0, k;
+    while ((size_t)n < sizeof out - 1 && (k = read(rfd, out + n, sizeof out - 1 - (size_t)n)) > 0) n += k;
     close(rfd);
+    out[n > 0 ? n : 0] = 0;
+    return out;
+}
+
+typedef struct {
+    int enabled;
+    int64_t total;
+    int active; /* out: p.active after init */
+    double period; /* out */
+} log_run;
+
+/* 40 units, then 60 more "a period later", then 0 more at once, then the end. */
+static void log_progress(void *arg) {
+    log_run *a = arg;
+    nl_progress p;
+    nl_progress_init(&p, "ppl", a->total, "tok", a->enabled);
+    a->active = p.active, a->period = p.period;
+    nl_progress_add(&p, 40); /* less than a period since the start: no line */
+    p.last -= p.period + 1;  /* as if the last line were a period ago */
+    p.t0 -= p.period + 1;
+    nl_progress_add(&p, 60); /* a line */
+    nl_progress_add(&p, 0);  /* just after it: no line */
+    cr_assert_eq(p.done, 100);
+    nl_progress_end(&p); /* the final line */
+}
+
+/* A run shorter than the period. */
+static void short_progress(void *arg) {
+    log_run *a = arg;
+    nl_progress p;
+    nl_progress_init(&p, "ppl", a->total, "tok", a->enabled);
+    a->active = p.active, a->period = p.period;
+    nl_progress_add(&p, 100);
+    nl_progress_end(&p);
+}
+
+static int count_lines(const char *s) {
+    int n = 0;
+    for (; *s; s++) n += *s == '\n';
+    return n;
+}
+
+Test(progress, not_a_tty_logs_a_line_every_period_and_at_the_end, .init = nl_mk_tmpdir, .fini = nl_rm_tmpdir) {
+    setenv("NEURONLAB_PROGRESS_SECONDS", "0.5", 1);
+    log_run a = {1, 100, 0, 0};
+    const char *out = capture_stderr(log_progress, &a);
+    cr_assert_eq(a.active, 1);
+    cr_assert_float_eq(a.period, 0.5, 1e-12);
+    cr_assert_eq(count_lines(out), 2, "wrote '%s'", out);
+    cr_assert(strncmp(out, "neuronlab: ppl: 100/100 tok (100%), ", 36) == 0, "wrote '%s'", out);
+    cr_assert(strstr(out, " tok/s, ETA 0:00\n"), "wrote '%s'", out);
+    cr_assert_null(strchr(out, '\r'), "no carriage returns in a log: '%s'", out);
+    /* Unknown total: the count and the rate only. */
+    a.total = 0;
+    out = capture_stderr(log_progress, &a);
+    cr_assert(strncmp(out, "neuronlab: ppl: 100 tok, ", 25) == 0, "wrote '%s'", out);
+    cr_assert_null(strstr(out, "ETA"), "wrote '%s'", out);
+    cr_assert_null(strstr(out, "%"), "wrote '%s'", out);
+    unsetenv("NEURONLAB_PROGRESS_SECONDS");
+}
+
+Test(progress, not_a_tty_quiet_when_disabled_or_short, .init = nl_mk_tmpdir, .fini = nl_rm_tmpdir) {
+    setenv("NEURONLAB_PROGRESS_SECONDS", "0.5", 1);
+    log_run a = {0, 100, 1, 0};
+    const char *out = capture_stderr(log_progress, &a);
+    cr_assert_eq(a.active, 0);
+    cr_assert_str_eq(out, "");
+    unsetenv("NEURONLAB_PROGRESS_SECONDS");
+    a.enabled = 1;
+    out = capture_stderr(short_progress, &a); /* shorter than the default 10 s */
+    cr_assert_eq(a.active, 1);
+    cr_assert_float_eq(a.period, NL_PROGRESS_SECONDS, 1e-12);
+    cr_assert_str_eq(out, "");
+}
+
+Test(progress, period_from_the_environment_only_when_positive, .init = nl_mk_tmpdir, .fini = nl_rm_tmpdir) {
+    const char *bad[] = {"", "abc", "-1", "0", "2s", "nan", "inf"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        setenv("NEURONLAB_PROGRESS_SECONDS", bad[i], 1);
+        log_run a = {1, 100, 0, 0};
+        capture_stderr(short_progress, &a);
+        cr_assert_float_eq(a.period, NL_PROGRESS_SECONDS, 1e-12, "'%s' gave %g", bad[i], a.period);
+    }
+    setenv("NEURONLAB_PROGRESS_SECONDS", "2.5", 1);
+    log_run a = {1, 100, 0, 0};
+    capture_stderr(short_progress, &a);
+    cr_assert_float_eq(a.period, 2.5, 1e-12);
+    unsetenv("NEURONLAB_PROGRESS_SECONDS");
 }
 
 Test(progress, draws_on_a_tty_unless_disabled) {

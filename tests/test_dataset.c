@@ -1,4 +1,5 @@
-/* test_dataset.c — JSONL loading: rows, labels, prompt_len, and every bad-row message. */
+/* test_dataset.c — JSONL loading: rows, labels, prompt_len, and every bad-row message; one row alone
+ * (nl_dataset_parse_row) equals the loader. */
 #include "neuronlab/dataset.h"
 #include "neuronlab/tokenizer.h"
 #include "testutil.h"
@@ -209,4 +210,41 @@ Test(dataset, unknown_keys_are_reported_with_a_suggestion) {
     cr_assert_eq(d->n_unknown, 0);
     cr_assert_str_eq(d->warning, "");
     nl_dataset_destroy(d);
+}
+
+/* nl_dataset_parse_row: one row alone gives what the loader gives for it, errors included. */
+Test(dataset, one_row_alone_equals_the_loader) {
+    nl_tokenizer *t = fixture_tokenizer("llama_bf16");
+    const char *rows[] = {"{\"prompt\": \"a\", \"response\": \" b\", \"label\": \"m\"}", "{\"text\": \"x y\"}",
+                          "{\"tokens\": [1, 5, 9], \"prompt_len\": 2, \"label\": \"t\"}"};
+    char all[512] = "";
+    for (int i = 0; i < 3; i++) strcat(strcat(all, rows[i]), "\n");
+    const char *p = write_file("alone.jsonl", all);
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_dataset *d;
+    cr_assert_eq(nl_dataset_load(&ctx, p, t, 260, &d), NL_OK, "%s", ctx.msg);
+    for (int i = 0; i < 3; i++) {
+        nl_doc doc;
+        cr_assert_eq(nl_dataset_parse_row(&ctx, "f.jsonl", i + 1, rows[i], t, 260, &doc), NL_OK, "%s", ctx.msg);
+        const nl_doc *w = &d->docs[i];
+        cr_assert_eq(doc.n_tokens, w->n_tokens, "row %d", i);
+        cr_assert_arr_eq(doc.tokens, w->tokens, (size_t)w->n_tokens * sizeof *w->tokens);
+        cr_assert_eq(doc.prompt_len, w->prompt_len, "row %d", i);
+        cr_assert_eq(doc.score_from, w->score_from, "row %d", i);
+        cr_assert_str_eq(doc.label, w->label);
+        cr_assert_eq(doc.line, i + 1);
+        nl_doc_release(&doc);
+        cr_assert_null(doc.tokens);
+    }
+    cr_assert_eq(d->docs[0].prompt_len, 3); /* BOS ▁ a */
+    nl_dataset_destroy(d);
+    nl_doc doc;
+    cr_assert_eq(nl_dataset_parse_row(&ctx, "f.jsonl", 4, "{\"prompt\": \"a\"}", t, 260, &doc), NL_EFORMAT);
+    cr_assert_str_eq(ctx.msg, "'f.jsonl' line 4: \"prompt\" without \"response\"");
+    cr_assert_null(doc.tokens);
+    nl_doc_release(&doc); /* a no-op after an error */
+    cr_assert_eq(nl_dataset_parse_row(&ctx, "f.jsonl", 5, "{\"tokens\": [1, 300]}", t, 260, &doc), NL_EINVAL);
+    cr_assert(strstr(ctx.msg, "'f.jsonl' line 5: token id 300"), "%s", ctx.msg);
+    nl_tokenizer_close(t);
 }

@@ -274,7 +274,7 @@ Test(overlap, run_writes_the_cells_and_the_run_row) {
     snprintf(sql, sizeof sql,
              "SELECT count(*) FROM runs WHERE id = %lld AND kind = 'overlap' AND model = 'model-x' AND source = 'acts.h5'"
              " AND dataset = 'ability run %lld' AND status = 'complete' AND message IS NULL AND ended_at IS NOT NULL"
-             " AND params = '{\"scores_run\":%lld,\"top\":0.20000000000000001,\"scope\":\"layer\"}'",
+             " AND params = '{\"scores_run\":%lld,\"top\":0.2,\"scope\":\"layer\"}'",
              (long long)r.run_id, (long long)ab, (long long)ab);
     cr_assert_eq(qi(q, sql), 1, "%s", sql);
     const int64_t first = r.run_id;

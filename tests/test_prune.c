@@ -366,7 +366,7 @@ Test(prune, hand_built_sets_on_the_fixture_model) {
                  "'acts.h5' AND status = 'complete' AND message IS NULL AND params = '{\"scores_run\":7,\"method\":\"ap\","
                  "\"symmetric\":false,\"top\":0.05,\"scope\":\"layer\",\"seeds\":2,\"abilities\":[\"code\",\"math\","
                  "\"prose\"],\"ctx\":128,\"stride\":64,\"batch\":16}'",
-                 (long long)id1, FIXTURE, x.data);
+                 (long long)id1, realpath(FIXTURE, (char[4096]){0}), x.data); /* runs store canonical paths */
         cr_assert_eq(count(nl_results_db(db), q), 1, "the run row: %s", q);
     }
     cr_assert_eq(nl_forward_hooks(x.f)->n, 0);

@@ -1,5 +1,7 @@
 /* test_results.c — the SQLite results store: schema creation and checks, runs, transactions,
- * every bad-database message, nl_results_finish_run (the one end-of-run block), stale runs. */
+ * every bad-database message, nl_results_finish_run (the one end-of-run block), stale runs;
+ * provenance: canonical paths and content checksums (recomputed here from the documented
+ * definition, for files and model folders), the in-place 2→3 upgrade. */
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdlib.h>
@@ -102,7 +104,7 @@ Test(results, bad_databases_name_the_file) {
     cr_assert_eq(nl_results_open(&ctx, p, 0, &r), NL_OK, "%s", ctx.msg);
     nl_results_close(r);
     sql_file(p, "UPDATE meta SET value = '9' WHERE key = 'schema_version'");
-    expect_open_error(p, 0, NL_EUNSUPPORTED, "results schema version 9 is not supported (this neuronlab reads versions 1 to 2)");
+    expect_open_error(p, 0, NL_EUNSUPPORTED, "results schema version 9 is not supported (this neuronlab reads versions 1 to 3)");
     expect_open_error("/nonexistent/dir/r.db", 0, NL_EIO, "cannot open '/nonexistent/dir/r.db'");
     expect_open_error(path_of("missing.db"), 1, NL_EIO, "cannot open");
 }
@@ -257,4 +259,186 @@ Test(results, finish_run_ends_every_run_by_its_status) {
     nl_results_close(r);
     unsetenv("NEURONLAB_DB_TIMEOUT_MS");
     unsetenv("NEURONLAB_DB_END_TIMEOUT_MS");
+}
+
+/* ---- provenance: canonical paths, content checksums, the 2→3 upgrade ------------------- */
+
+#include <sys/stat.h>
+
+#include "neuronlab/rng.h"
+
+static void write_bytes(const char *p, size_t n, unsigned seed) {
+    FILE *f = fopen(p, "wb");
+    cr_assert_not_null(f, "%s", p);
+    for (size_t i = 0; i < n; i++) fputc((int)((i * 131 + seed * 7 + (i >> 12)) & 0xff), f);
+    fclose(f);
+}
+
+/* The documented checksum of a regular file, computed here from the whole content. */
+static uint64_t want_file(uint64_t h, const char *p, uint64_t *size) {
+    FILE *f = fopen(p, "rb");
+    cr_assert_not_null(f);
+    fseek(f, 0, SEEK_END);
+    long S = ftell(f);
+    rewind(f);
+    unsigned char *b = malloc((size_t)S + 1);
+    cr_assert_eq(fread(b, 1, (size_t)S, f), (size_t)S);
+    fclose(f);
+    unsigned char le[8];
+    for (int i = 0; i < 8; i++) le[i] = (unsigned char)((uint64_t)S >> (8 * i));
+    h = nl_fnv1a(h, le, 8);
+    const long M = 1 << 20;
+    long head = S < M ? S : M, tail = S - M > M ? S - M : M;
+    h = nl_fnv1a(h, b, (size_t)head);
+    if (tail < S) h = nl_fnv1a(h, b + tail, (size_t)(S - tail));
+    free(b);
+    *size += (uint64_t)S;
+    return h;
+}
+
+static void expect_sum(const char *path, uint64_t h, uint64_t size) {
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    char got[NL_RESULTS_SUM_SIZE], want[64];
+    cr_assert_eq(nl_results_content_sum(&ctx, path, got), NL_OK, "%s", ctx.msg);
+    snprintf(want, sizeof want, "fnv1a64:%016llx:%llu", (unsigned long long)h, (unsigned long long)size);
+    cr_assert_str_eq(got, want, "%s", path);
+}
+
+Test(results, content_sum_covers_what_it_documents) {
+    const char *sizes_name[] = {"empty.bin", "small.bin", "2m.bin", "big.bin"};
+    size_t sizes[] = {0, 1000, 2 << 20, (5 << 20) + 123};
+    for (int i = 0; i < 4; i++) {
+        char p[256];
+        snprintf(p, sizeof p, "%s", path_of(sizes_name[i]));
+        write_bytes(p, sizes[i], (unsigned)i);
+        uint64_t size = 0, h = want_file(NL_FNV_INIT, p, &size);
+        expect_sum(p, h, size);
+    }
+    /* a byte in the middle of a big file is not covered; one in the last MiB is */
+    char big[256], s1[NL_RESULTS_SUM_SIZE], s2[NL_RESULTS_SUM_SIZE];
+    snprintf(big, sizeof big, "%s", path_of("big.bin"));
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    cr_assert_eq(nl_results_content_sum(&ctx, big, s1), NL_OK);
+    FILE *f = fopen(big, "r+b");
+    fseek(f, 2 << 20, SEEK_SET);
+    fputc(0xAA, f);
+    fclose(f);
+    cr_assert_eq(nl_results_content_sum(&ctx, big, s2), NL_OK);
+    cr_assert_str_eq(s1, s2, "the middle is documented as not covered");
+    f = fopen(big, "r+b");
+    fseek(f, -10, SEEK_END);
+    fputc(0xAA, f);
+    fclose(f);
+    cr_assert_eq(nl_results_content_sum(&ctx, big, s2), NL_OK);
+    cr_assert_str_neq(s1, s2, "the last MiB is covered");
+
+    /* a model folder: config.json and *.safetensors in name order; other files ignored */
+    char m[256];
+    snprintf(m, sizeof m, "%s", path_of("model"));
+    cr_assert_eq(mkdir(m, 0700), 0);
+    char cfg[300], st_b[300], st_a[300], tok[300];
+    snprintf(cfg, sizeof cfg, "%s/config.json", m);
+    snprintf(st_b, sizeof st_b, "%s/model-2.safetensors", m);
+    snprintf(st_a, sizeof st_a, "%s/model-1.safetensors", m);
+    snprintf(tok, sizeof tok, "%s/tokenizer.json", m);
+    write_bytes(cfg, 300, 1), write_bytes(st_b, 3 << 20, 2), write_bytes(st_a, 5000, 3), write_bytes(tok, 77, 4);
+    uint64_t size = 0, h = NL_FNV_INIT;
+    const char *order[] = {"config.json", "model-1.safetensors", "model-2.safetensors"};
+    const char *full[] = {cfg, st_a, st_b};
+    for (int i = 0; i < 3; i++) {
+        h = nl_fnv1a(h, order[i], strlen(order[i]) + 1);
+        h = want_file(h, full[i], &size);
+    }
+    expect_sum(m, h, size);
+    write_bytes(tok, 99, 5); /* not covered */
+    expect_sum(m, h, size);
+    /* a folder with none of those: every regular file */
+    char o[256], x[300];
+    snprintf(o, sizeof o, "%s", path_of("other"));
+    cr_assert_eq(mkdir(o, 0700), 0);
+    snprintf(x, sizeof x, "%s/x.txt", o);
+    write_bytes(x, 10, 6);
+    size = 0, h = nl_fnv1a(NL_FNV_INIT, "x.txt", 6);
+    h = want_file(h, x, &size);
+    expect_sum(o, h, size);
+    /* errors name the path */
+    char none[NL_RESULTS_SUM_SIZE];
+    cr_assert_eq(nl_results_content_sum(&ctx, path_of("nope"), none), NL_EIO);
+    cr_assert(strstr(ctx.msg, "nope"), "%s", ctx.msg);
+}
+
+Test(results, runs_store_canonical_paths_and_checksums) {
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    char data[256], src[256], want_data[4096], want_src[4096];
+    snprintf(data, sizeof data, "%s", path_of("d.jsonl"));
+    snprintf(src, sizeof src, "%s", path_of("acts.h5"));
+    write_bytes(data, 100, 7), write_bytes(src, 200, 8);
+    cr_assert(realpath(data, want_data) && realpath(src, want_src));
+    /* the dataset given by a relative path with "..": stored canonical */
+    char cwd[4096], rel[4096];
+    cr_assert(getcwd(cwd, sizeof cwd));
+    cr_assert_eq(chdir(dir), 0);
+    snprintf(rel, sizeof rel, "../%s/./d.jsonl", strrchr(dir, '/') + 1);
+    nl_results *r;
+    cr_assert_eq(nl_results_open(&ctx, "prov.db", 0, &r), NL_OK, "%s", ctx.msg);
+    nl_run_info info = {.kind = "sparsity", .model = "some-model-name", .dataset = rel, .source = "acts.h5", .params = "{}"};
+    int64_t id;
+    cr_assert_eq(nl_results_begin_run(&ctx, r, &info, &id), NL_OK, "%s", ctx.msg);
+    char ds_sum[NL_RESULTS_SUM_SIZE], src_sum[NL_RESULTS_SUM_SIZE];
+    cr_assert_eq(nl_results_content_sum(&ctx, want_data, ds_sum), NL_OK);
+    cr_assert_eq(nl_results_content_sum(&ctx, want_src, src_sum), NL_OK);
+    char q[16384];
+    snprintf(q, sizeof q,
+             "SELECT count(*) FROM runs WHERE id = %lld AND model = 'some-model-name' AND model_sum IS NULL AND dataset = '%s'"
+             " AND dataset_sum = '%s' AND source = '%s' AND source_sum = '%s'",
+             (long long)id, want_data, ds_sum, want_src, src_sum);
+    cr_assert_eq(count(nl_results_db(r), q), 1, "%s", q);
+    nl_run_row *rows;
+    int n;
+    cr_assert_eq(nl_results_runs(&ctx, r, &rows, &n), NL_OK);
+    cr_assert_eq(n, 1);
+    cr_assert_null(rows[0].model_sum);
+    cr_assert_str_eq(rows[0].dataset_sum, ds_sum);
+    cr_assert_str_eq(rows[0].source, want_src);
+    nl_results_runs_free(rows, n);
+    nl_results_close(r);
+    cr_assert_eq(chdir(cwd), 0);
+}
+
+Test(results, version_2_is_read_as_is_and_upgraded_for_writing) {
+    const char *p = path_of("v2.db");
+    sql_file(p, "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                "CREATE TABLE runs(id INTEGER PRIMARY KEY, kind TEXT NOT NULL, model TEXT, dataset TEXT, source TEXT,"
+                " params TEXT, tool_version TEXT NOT NULL, started_at TEXT NOT NULL, ended_at TEXT,"
+                " status TEXT NOT NULL CHECK (status IN ('running','complete','interrupted','failed')), message TEXT,"
+                " pid INTEGER, host TEXT);"
+                "INSERT INTO meta VALUES('format','neuronlab.results'),('schema_version','2');"
+                "INSERT INTO runs(kind, model, tool_version, started_at, status, pid, host) VALUES('sparsity', 'm',"
+                " 'neuronlab 0.1.0', '2024-01-01T00:00:00.000Z', 'complete', 1, 'h');");
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_results *r;
+    cr_assert_eq(nl_results_open(&ctx, p, 1, &r), NL_OK, "%s", ctx.msg);
+    nl_run_row *rows;
+    int n;
+    cr_assert_eq(nl_results_runs(&ctx, r, &rows, &n), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(n, 1);
+    cr_assert_str_eq(rows[0].model, "m");
+    cr_assert_null(rows[0].model_sum);
+    nl_results_runs_free(rows, n);
+    cr_assert_eq(count(nl_results_db(r), "SELECT value FROM meta WHERE key = 'schema_version'"), 2, "read-only: left as is");
+    nl_results_close(r);
+    cr_assert_eq(nl_results_open(&ctx, p, 0, &r), NL_OK, "%s", ctx.msg);
+    sqlite3 *db = nl_results_db(r);
+    cr_assert_eq(count(db, "SELECT value FROM meta WHERE key = 'schema_version'"), 3);
+    cr_assert_eq(count(db, "SELECT count(*) FROM pragma_table_info('runs') WHERE name IN ('model_sum','dataset_sum','source_sum')"), 3);
+    cr_assert_eq(count(db, "SELECT count(*) FROM runs WHERE model = 'm' AND model_sum IS NULL"), 1, "old rows keep NULL");
+    nl_run_info info = {.kind = "k", .model = p, .params = "{}"};
+    int64_t id;
+    cr_assert_eq(nl_results_begin_run(&ctx, r, &info, &id), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(count(db, "SELECT count(*) FROM runs WHERE model_sum LIKE 'fnv1a64:________________:%'"), 1);
+    nl_results_close(r);
 }

@@ -4,6 +4,8 @@
 #   - `ppl` on "text" and "prompt"/"response" rows equals `ppl` on the same ids given as "tokens"
 #     rows (with prompt_len), document by document; the model's own tokenizer is found, and
 #     --tokenizer overrides it;
+#   - `tokenize` keeps every other field of a row, turns prompt/response rows into the token rows
+#     (tokens + prompt_len) the dataset reader would make, passes token rows through;
 #   - `record` on text rows stores the ids, prompt_len and the tokenizer attribute;
 #   - `generate --temp 0` continues "Hello" exactly as the PyTorch reference's greedy decoding
 #     (generate.json, the whole sequence recomputed per step) — the KV cache, sliding window,
@@ -59,6 +61,46 @@ for x, y in (("a", "b"), ("c", "d")):
 PY
 rc=$?; cat "$tmp/why.2" >> "$tmp/why"
 ok $rc "ppl on text and prompt/response rows equals ppl on the same ids (own tokenizer and --tokenizer)"
+
+# 1a. tokenize keeps every other field and accepts every row kind: text rows and prompt/response
+# rows give exactly the ids (and prompt_len) of the hand-made token rows; the output reads back
+# as the same documents (ppl equal); extra fields, token rows and --decode keep the rest
+$py - "$tmp" <<'PY'
+import json, sys
+d = sys.argv[1]
+rows = [json.loads(l) for l in open(d + "/text.jsonl")]
+rows[0]["id"] = 17; rows[0]["weight"] = 0.1; rows[1]["meta"] = {"src": "gsm", "k": [1, 2.5, None, True]}
+rows.append({"tokens": [1, 259, 70], "label": "raw", "note": "as is"})
+with open(d + "/extra.jsonl", "w") as f:
+    for r in rows: f.write(json.dumps(r, ensure_ascii=False) + "\n")
+PY
+"$nl" tokenize $fx/llama_bf16 "$tmp/text.jsonl" > "$tmp/tok.jsonl" 2> "$tmp/why" &&
+"$nl" tokenize $fx/llama_bf16 "$tmp/extra.jsonl" > "$tmp/tokx.jsonl" 2>> "$tmp/why" &&
+"$nl" tokenize $fx/llama_bf16 --decode "$tmp/tokx.jsonl" > "$tmp/dec.jsonl" 2>> "$tmp/why" &&
+"$nl" ppl $fx/llama_bf16 "$tmp/tok.jsonl" --json > "$tmp/t.json" 2>> "$tmp/why" &&
+$py - "$tmp" >> "$tmp/why" 2>&1 <<'PY'
+import json, sys
+d = sys.argv[1]
+got = [json.loads(l) for l in open(d + "/tok.jsonl")]
+want = [json.loads(l) for l in open(d + "/tokens.jsonl")]
+assert got == want, (got, want)
+A, B = json.load(open(d + "/t.json")), json.load(open(d + "/a.json"))
+assert A["nll"] == B["nll"] and A["by_label"] == B["by_label"], (A["nll"], B["nll"])
+x = [json.loads(l) for l in open(d + "/tokx.jsonl")]
+assert list(x[0]) == ["tokens", "label", "id", "weight"] and x[0]["id"] == 17 and x[0]["weight"] == 0.1, x[0]
+assert '"weight":0.1}' in open(d + "/tokx.jsonl").readline(), "shortest number form"
+assert list(x[1]) == ["tokens", "prompt_len", "label", "meta"] and x[1]["meta"] == {"src": "gsm", "k": [1, 2.5, None, True]}, x[1]
+assert x[1]["tokens"] == want[1]["tokens"] and x[1]["prompt_len"] == want[1]["prompt_len"]
+assert x[4] == {"tokens": [1, 259, 70], "label": "raw", "note": "as is"}, x[4]
+y = [json.loads(l) for l in open(d + "/dec.jsonl")]
+assert [list(r) for r in y][0] == ["text", "label", "id", "weight"], y[0]
+assert y[0]["text"].endswith("The cat sat.") and y[1]["label"] == "math" and y[1]["meta"]["src"] == "gsm", y
+PY
+ok $? "tokenize keeps every other field, accepts prompt/response and token rows, reads back as the same documents"
+printf '{"prompt": "Q", "label": "m"}\n' > "$tmp/bad.jsonl"
+"$nl" tokenize $fx/llama_bf16 "$tmp/bad.jsonl" > /dev/null 2> "$tmp/why"; rc=$?
+[ $rc = 1 ] && grep -q "bad.jsonl' line 1: \"prompt\" without \"response\"" "$tmp/why"
+ok $? "tokenize refuses a prompt without a response with the dataset reader's message"
 
 # 1b. ppl --unigram: the add-one unigram fitted on the training file's ids, by hand
 "$nl" ppl $fx/llama_bf16 "$tmp/text.jsonl" --unigram "$tmp/tokens.jsonl" --json > "$tmp/u.json" 2> "$tmp/why"

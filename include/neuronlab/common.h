@@ -38,7 +38,7 @@ typedef struct nl_ctx {
     int n_threads;     /* OpenMP worker threads of the library's loops; 0 = all cores.
                         * Set by the caller (the CLI's --threads); applied by nl_ctx_apply_threads,
                         * which every analysis run and the CLI's forward-pass setup call. */
-    int progress;      /* 1 = draw progress on stderr when it is a TTY */
+    int progress;      /* 1 = progress on stderr (progress.h: a bar on a TTY, else periodic lines); 0 = quiet */
 } nl_ctx;
 
 void nl_ctx_init(nl_ctx *ctx);
@@ -56,6 +56,15 @@ const char *nl_status_name(nl_status st);
 /* Appends v to the NUL-terminated buf (n bytes) as a JSON string literal (quotes, escapes);
  * truncates rather than overflow. For the params JSON of the results database. */
 void nl_json_cat(char *buf, size_t n, const char *v);
+
+/* v as a JSON number in the shortest of %.15g, %.16g, %.17g that strtod reads back to exactly
+ * v (0.1 → "0.1", not "0.10000000000000001"; 1e300 → "1e+300"; -0 → "-0"), or "null" when v
+ * is not finite (JSON has no NaN/Infinity). Writes into buf (NL_JSON_NUM_SIZE bytes) and
+ * returns it. NL_JSON_NUM(v) uses a temporary buffer that lives to the end of the enclosing
+ * full expression's block, for use as a printf argument: printf("%s", NL_JSON_NUM(x)). */
+#define NL_JSON_NUM_SIZE 32
+char *nl_json_num(char *buf, double v);
+#define NL_JSON_NUM(v) nl_json_num((char[NL_JSON_NUM_SIZE]){0}, (v))
 
 /* Set by the CLI's SIGINT handler; long loops poll it and stop cleanly with NL_EINTR. */
 extern volatile sig_atomic_t nl_interrupted;

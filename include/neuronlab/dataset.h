@@ -51,6 +51,15 @@ typedef struct {
 nl_status nl_dataset_load(nl_ctx *ctx, const char *path, const nl_tokenizer *tok, int vocab_size, nl_dataset **out);
 void nl_dataset_destroy(nl_dataset *d); /* NULL is a no-op */
 
+/* One row alone, exactly as nl_dataset_load reads it (every row kind, the same checks, the same
+ * tokens, prompt_len and score_from; errors name path and line): json is one NUL-terminated
+ * line. On success doc->tokens and doc->label are owned by the caller: nl_doc_release (also a
+ * no-op after an error). `neuronlab tokenize` turns prompt/response rows into token rows
+ * with it, so a tokenized file reads back as the same documents. */
+nl_status nl_dataset_parse_row(nl_ctx *ctx, const char *path, int line, const char *json, const nl_tokenizer *tok, int vocab_size,
+                               nl_doc *doc);
+void nl_doc_release(nl_doc *doc);
+
 /* Index of label in d->labels, or -1. */
 int nl_dataset_label_index(const nl_dataset *d, const char *label);
 

@@ -6,7 +6,15 @@
  *   runs(id INTEGER PRIMARY KEY, kind TEXT, model TEXT, dataset TEXT, source TEXT,
  *        params TEXT (JSON), tool_version TEXT, started_at TEXT, ended_at TEXT,
  *        status TEXT ('running' | 'complete' | 'interrupted' | 'failed'), message TEXT,
- *        pid INTEGER, host TEXT)  -- the process that ran it (schema version 2)
+ *        pid INTEGER, host TEXT,  -- the process that ran it (schema version 2)
+ *        model_sum TEXT, dataset_sum TEXT, source_sum TEXT)  -- content checksums (version 3)
+ * Provenance: nl_results_begin_run stores model / dataset / source as the canonical absolute
+ * path (realpath) when the given value names an existing file or folder — as given otherwise
+ * (a model name, "ability run 7", an output not written yet) — and the matching *_sum column
+ * gets its content checksum (nl_results_content_sum; NULL when it is not a readable file or
+ * folder). When a run ends 'complete', a value without a checksum that names a file by then
+ * (the activation file record wrote) is made canonical and checksummed the same way. So a run
+ * can be matched to its files from any folder, and a moved or copied file by its checksum.
  * Each analysis creates its own tables (CREATE TABLE IF NOT EXISTS) keyed by run_id
  * REFERENCES runs(id), through nl_results_exec. A run is inserted with status 'running'
  * in its own transaction before the work starts and ended with its final status, so an
@@ -15,8 +23,9 @@
  * A run whose process died without ending it (SIGKILL, power loss) stays 'running' in the
  * table; readers compute it as stale (nl_run_row.stale: its pid is gone from its host, or now
  * belongs to a process started later) and `neuronlab runs --repair` marks it 'interrupted'.
- * Opening a version-1 database for writing adds the pid/host columns (version 2); version 1
- * is still read as it is. Schema creation is one BEGIN IMMEDIATE transaction, so processes
+ * Opening an older database for writing upgrades it in place: version 1 gets the pid/host
+ * columns (version 2), version 2 the *_sum columns (version 3; old rows keep NULL); for
+ * reading, versions 1 and 2 are read as they are. Schema creation is one BEGIN IMMEDIATE transaction, so processes
  * creating the same new database at once wait for each other instead of failing.
  *
  * Rules: one writer at a time (SQLite's lock; a busy database is waited on for
@@ -31,7 +40,7 @@
 #include "neuronlab/common.h"
 
 #define NL_RESULTS_FORMAT "neuronlab.results"
-#define NL_RESULTS_VERSION 2
+#define NL_RESULTS_VERSION 3
 #define NL_RESULTS_BUSY_MS 5000
 #define NL_RESULTS_END_MS 60000 /* busy timeout of the final status write of a run
                                   * ($NEURONLAB_DB_END_TIMEOUT_MS overrides it) */
@@ -44,7 +53,7 @@ typedef struct sqlite3 sqlite3;
  *   cannot open 'x.db': …                       (NL_EIO: missing directory, permissions)
  *   'x.db' is not an SQLite database            (NL_EFORMAT)
  *   'x.db' is not a neuronlab results database  (NL_EFORMAT: tables but no meta format)
- *   'x.db': results schema version 9 is not supported (this neuronlab reads version 1)
+ *   'x.db': results schema version 9 is not supported (this neuronlab reads versions 1 to 3)
  *   'x.db' is read-only / is locked by another process (NL_EIO)
  * On success *out is owned by the caller: nl_results_close. */
 nl_status nl_results_open(nl_ctx *ctx, const char *path, int readonly, nl_results **out);
@@ -63,7 +72,21 @@ typedef struct {
     const char *params;  /* JSON text of the parameters */
 } nl_run_info;
 
-/* Inserts a run with status 'running' and the start time, committed at once. */
+/* Content checksum of a file or a model folder, "fnv1a64:<16 hex digits>:<bytes>" (at most
+ * NL_RESULTS_SUM_SIZE bytes with the NUL). It covers exactly:
+ *   a regular file of S bytes: FNV-1a 64 (from NL_FNV_INIT) over S as 8 little-endian bytes,
+ *     then bytes [0, min(S, 1 MiB)), then bytes [max(1 MiB, S − 1 MiB), S) — the whole file
+ *     up to 2 MiB, its first and last MiB beyond; <bytes> = S;
+ *   a folder: its files named config.json or *.safetensors (every regular file in it when it
+ *     has none of those), not recursive, in strcmp order of names, each hashed as its name
+ *     with the terminating NUL followed by the file's part above; <bytes> = their total size.
+ * A change in the middle of a file larger than 2 MiB is not seen; its size, header (the
+ * safetensors JSON header, an HDF5 superblock) and end are. Errors: NL_EIO naming the path. */
+#define NL_RESULTS_SUM_SIZE 48
+nl_status nl_results_content_sum(nl_ctx *ctx, const char *path, char out[NL_RESULTS_SUM_SIZE]);
+
+/* Inserts a run with status 'running' and the start time, committed at once. model, dataset
+ * and source are canonicalised and checksummed (see the provenance rule at the top). */
 nl_status nl_results_begin_run(nl_ctx *ctx, nl_results *r, const nl_run_info *info, int64_t *run_id);
 /* Sets the run's final status ("complete", "interrupted", "failed"), end time and message
  * (NULL or ""), committed at once. */
@@ -82,6 +105,7 @@ nl_status nl_results_finish_run(nl_ctx *ctx, nl_results *r, int64_t run_id, nl_s
 typedef struct {
     int64_t id, pid;   /* pid 0 when unknown (version-1 rows) */
     char *kind, *model, *dataset, *source, *status, *started_at, *ended_at, *message, *host;
+    char *model_sum, *dataset_sum, *source_sum; /* NULL when unknown (rows of schema < 3) */
     int stale;         /* 1: status 'running' but its process is gone (decidable on its own host only) */
 } nl_run_row;
 

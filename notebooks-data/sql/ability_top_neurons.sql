@@ -1,9 +1,10 @@
 -- The five highest-scoring neurons of each ability over all layers, with how often each is
--- active (from the latest sparsity run of the same activation file; the database needs the
--- sparsity tables: remove the LEFT JOIN when it has none).
+-- active (from the latest sparsity run of the same activation file — the same content, matched
+-- by runs.source_sum, so it does not matter from which folder or under which name each ran; the
+-- database needs the sparsity tables: remove the LEFT JOIN when it has none).
 WITH run AS (SELECT max(id) AS id FROM runs WHERE kind = 'ability' AND status = 'complete'),
      sp AS (SELECT max(s.id) AS id FROM runs s, runs a
-             WHERE a.id = (SELECT id FROM run) AND s.kind = 'sparsity' AND s.status = 'complete' AND s.source = a.source),
+             WHERE a.id = (SELECT id FROM run) AND s.kind = 'sparsity' AND s.status = 'complete' AND s.source_sum = a.source_sum),
      ranked AS (SELECT ability, layer, neuron, score,
                        row_number() OVER (PARTITION BY ability ORDER BY score DESC, layer, neuron) AS r
                   FROM ability_score WHERE run_id = (SELECT id FROM run))

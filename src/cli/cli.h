@@ -4,16 +4,54 @@
 #ifndef NEURONLAB_CLI_H
 #define NEURONLAB_CLI_H
 
+#include <stdio.h>
+
 #include "neuronlab/common.h"
+
+/* One row of a command's options table: what `neuronlab CMD --help` prints and what its usage
+ * line is built from (main.c). A table ends with a row whose name is NULL. */
+typedef struct {
+    const char *name;    /* "--top"; aliases "-o, --output" (the first is the usage line's); a positional "MODEL" */
+    const char *arg;     /* the value's placeholder ("F", "LIST"), NULL for a flag or a positional */
+    int required;        /* 1: in the usage line without [ ] */
+    const char *meaning; /* one line */
+    const char *dflt;    /* the default as the user would write or read it; NULL: none (flags: off) */
+} nl_cli_option;
 
 typedef struct {
     const char *name;
-    const char *usage; /* one line: arguments */
+    const char *usage; /* one line: arguments; NULL when built from options (nl_cli_usage_line) */
     const char *help;  /* one line: what it does */
     int (*run)(nl_ctx *ctx, int argc, char **argv); /* argv[0] is the command name; returns exit code */
 } nl_command;
 
-/* Prints "neuronlab: <ctx->msg>" (or the status name) to stderr; returns 1. */
+/* The options table of every command, by name (help_tables.c): a command file defines its own
+ * as `const nl_cli_option nl_cli_opts_<name>[]` beside its nl_command, or help_tables.c holds
+ * it. NULL for an unknown name. */
+const nl_cli_option *nl_cli_help_table(const char *name);
+/* nl_cli_help_table(cmd->name). */
+const nl_cli_option *nl_cli_options(const nl_command *cmd);
+/* The usage line of cmd (after "neuronlab CMD "), built from its options table: positionals and
+ * required options as they are, the rest in [ ]. Static buffer. */
+const char *nl_cli_usage_line(const nl_command *cmd);
+/* `neuronlab CMD --help` and `neuronlab help CMD`: usage line, what it does, every option with
+ * its meaning and default, then the options every command accepts (--quiet, --help). */
+void nl_cli_print_help(FILE *out, const nl_command *cmd);
+
+/* The options every command that runs a model over a dataset shares (run.c parses them). */
+#define NL_CLI_RUN_OPTIONS                                                                                                    \
+    {"MODEL", NULL, 1, "a Hugging Face folder (config.json + *.safetensors) or a llama2.c .bin checkpoint", NULL},          \
+        {"DATA.jsonl", NULL, 1, "the dataset: {\"tokens\"}, {\"text\"} or {\"prompt\",\"response\"} rows, each with an optional \"label\"", \
+         NULL},                                                                                                           \
+        {"--batch", "N", 0, "tokens per forward call (results do not depend on it)", "512"},                               \
+        {"--ctx", "N", 0, "context length; longer documents are scored in sliding windows", "the model's context"},       \
+        {"--stride", "N", 0, "step between sliding windows", "ctx/2"},                                                    \
+        {"--threads", "N", 0, "worker threads (1..1024)", "all cores"},                                                   \
+        {"--tokenizer", "PATH", 0, "tokenizer for \"text\" and \"prompt\"/\"response\" rows", "the model's own"}
+
+/* Prints "neuronlab: <ctx->msg>" (or the status name) to stderr; returns 1. When the message is
+ * one an option of the running command fixes (a label the data does not have → --abilities),
+ * the message ends with a hint naming that option. */
 int nl_cli_fail(nl_ctx *ctx, nl_status st);
 /* Prints "neuronlab CMD: msg" for a usage problem; returns 2. */
 int nl_cli_usage(const nl_command *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

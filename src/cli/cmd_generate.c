@@ -21,9 +21,19 @@
 #include "neuronlab/tokenizer.h"
 
 static int run(nl_ctx *ctx, int argc, char **argv);
+const nl_cli_option nl_cli_opts_generate[] = {
+    {"MODEL", NULL, 1, "a Hugging Face folder or a llama2.c .bin checkpoint (with its tokenizer)", NULL},
+    {"--prompt", "TEXT", 1, "the text to continue (\"\" starts from BOS, or EOS without one)", NULL},
+    {"-n", "N", 0, "tokens to generate at most (stops earlier at EOS or the end of the context)", "128"},
+    {"--temp", "T", 0, "softmax temperature; 0 is greedy", "1.0"},
+    {"--top-p", "P", 0, "nucleus: sample among the most likely tokens whose probabilities sum to P", "0.9"},
+    {"--seed", "S", 0, "seed of the sampler (printed on stderr); the same seed repeats the text", "the clock"},
+    {"--tokenizer", "PATH", 0, "tokenizer to use", "the model's own"},
+    {"--threads", "N", 0, "worker threads (1..1024)", "all cores"},
+    {"--json", NULL, 0, "print one JSON object (prompt ids, generated ids, text, why it stopped, seed) instead of streaming", NULL},
+    {NULL, NULL, 0, NULL, NULL}};
 const nl_command nl_cmd_generate = {
-    "generate", "MODEL --prompt TEXT [-n N] [--temp T] [--top-p P] [--seed S] [--tokenizer PATH] [--threads N] [--json]",
-    "continue a prompt, streaming the text (default -n 128, --temp 1.0, --top-p 0.9; --temp 0 is greedy)", run};
+    "generate", NULL, "continue a prompt, streaming the text (default -n 128, --temp 1.0, --top-p 0.9; --temp 0 is greedy)", run};
 
 typedef struct {
     char *p;

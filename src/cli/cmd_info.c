@@ -20,7 +20,11 @@ static void jnum(const char *key, double v) {
     }
 }
 
-const nl_command nl_cmd_info = {"info", "MODEL [--json]", "show a checkpoint's architecture, dimensions, parameter count and dtypes", run};
+const nl_cli_option nl_cli_opts_info[] = {
+    {"MODEL", NULL, 1, "a Hugging Face folder (config.json + *.safetensors) or a llama2.c .bin checkpoint", NULL},
+    {"--json", NULL, 0, "print one JSON object instead of text", NULL},
+    {NULL, NULL, 0, NULL, NULL}};
+const nl_command nl_cmd_info = {"info", NULL, "show a checkpoint's architecture, dimensions, parameter count and dtypes", run};
 
 static int run(nl_ctx *ctx, int argc, char **argv) {
     const char *path = NULL;

@@ -11,7 +11,13 @@
 #include "neuronlab/unigram.h"
 
 static int run(nl_ctx *ctx, int argc, char **argv);
-const nl_command nl_cmd_ppl = {"ppl", NL_CLI_RUN_USAGE " [--json] [--unigram TRAIN.jsonl]",
+const nl_cli_option nl_cli_opts_ppl[] = {
+    NL_CLI_RUN_OPTIONS,
+    {"--json", NULL, 0, "print {tokens, nll, ppl, by_label, docs} as JSON instead of text", NULL},
+    {"--unigram", "TRAIN.jsonl", 0, "add the add-one unigram baseline fitted on every token of TRAIN, scored on the same predictions",
+     "none"},
+    {NULL, NULL, 0, NULL, NULL}};
+const nl_command nl_cmd_ppl = {"ppl", NULL,
                                "perplexity overall, per label and per document (longer documents: sliding windows of --ctx tokens every --stride, default ctx/2); --unigram adds the add-one unigram baseline fitted on TRAIN", run};
 
 /* JSON has no NaN or Infinity: a non-finite value is written as null and counted, and the

@@ -17,7 +17,13 @@
 #include "neuronlab/report.h"
 
 static int run(nl_ctx *ctx, int argc, char **argv);
-const nl_command nl_cmd_report = {"report", "--db results.db -o DIR [--run KIND=ID]... [--gnuplot PROG]",
+const nl_cli_option nl_cli_opts_report[] = {
+    {"--db", "results.db", 1, "the results database (opened read-only)", NULL},
+    {"-o, --out", "DIR", 1, "output folder: NAME.png, NAME.pdf, NAME-<panel>.csv, NAME.gp and index.html", NULL},
+    {"--run", "KIND=ID", 0, "draw run ID for the analysis KIND (sparsity=3); repeat for several kinds", "the latest complete run of each kind"},
+    {"--gnuplot", "PROG", 0, "the gnuplot program to run", "gnuplot"},
+    {NULL, NULL, 0, NULL, NULL}};
+const nl_command nl_cmd_report = {"report", NULL,
                                   "draw the figures of a results database (PNG, PDF, CSV, gnuplot script) and an index.html", run};
 
 #define MAX_RUNS 32

@@ -1,6 +1,7 @@
 /* cmd_runs.c — `neuronlab runs --db results.db [--repair] [--json]`: the runs of a results
  * database with their status, computing 'stale' for a run left 'running' by a process that
- * is gone (SIGKILL, power loss); --repair marks those runs 'interrupted'.
+ * is gone (SIGKILL, power loss); --repair marks those runs 'interrupted'. --json adds the
+ * provenance: canonical paths and content checksums (model_sum, dataset_sum, source_sum).
  * Checked by tests/runs_cli.sh. */
 #include <stdio.h>
 #include <string.h>
@@ -9,7 +10,12 @@
 #include "neuronlab/results.h"
 
 static int run(nl_ctx *ctx, int argc, char **argv);
-const nl_command nl_cmd_runs = {"runs", "--db results.db [--repair] [--json]",
+const nl_cli_option nl_cli_opts_runs[] = {
+    {"--db", "results.db", 1, "the results database", NULL},
+    {"--repair", NULL, 0, "mark runs whose process died (shown as stale) as interrupted", NULL},
+    {"--json", NULL, 0, "print the runs as a JSON array, with their content checksums", NULL},
+    {NULL, NULL, 0, NULL, NULL}};
+const nl_command nl_cmd_runs = {"runs", NULL,
                                 "list the runs of a results database (status, times, provenance); --repair marks runs whose "
                                 "process died as interrupted",
                                 run};
@@ -57,6 +63,8 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
             json_field("kind", w->kind, 1), json_field("status", status, 1), json_field("stored_status", w->status, 1);
             json_field("started_at", w->started_at, 1), json_field("ended_at", w->ended_at, 1);
             json_field("model", w->model, 1), json_field("dataset", w->dataset, 1), json_field("source", w->source, 1);
+            json_field("model_sum", w->model_sum, 1), json_field("dataset_sum", w->dataset_sum, 1);
+            json_field("source_sum", w->source_sum, 1);
             json_field("message", w->message, 1), json_field("host", w->host, 1);
             printf(",\"pid\":%lld}", (long long)w->pid);
         } else {

@@ -12,10 +12,25 @@
 #include "cli/cli.h"
 
 static int run(nl_ctx *ctx, int argc, char **argv);
+const nl_cli_option nl_cli_opts_sparsity[] = {
+    {"acts.h5", NULL, 1, "the activation file (neuronlab record)", NULL},
+    {"--db", "results.db", 1, "the results database (created when missing)", NULL},
+    {"--model", "MODEL", 0, "the model whose W_out CETT needs (its shape must match the file)", "the model named in the file"},
+    {"--no-cett", NULL, 0, "skip CETT (no model needed)", NULL},
+    {"--cett", "LIST", 0, "target CETT values, each in (0, 1)", "0.1,0.2"},
+    {"--cett-tokens", "N", 0, "evaluate CETT on an evenly spaced sample of N tokens", "every token"},
+    {"--thresholds", "LIST", 0, "activation-frequency thresholds on r = value / the token's max, each in [0, 1)", "0,0.01,0.1,0.2"},
+    {"--dead", "T", 0, "dead: r never exceeds T", "0.01"},
+    {"--resident", "T", 0, "resident: r > T in at least --resident-frac of the tokens", "0.1"},
+    {"--resident-frac", "F", 0, "the fraction of tokens for resident", "0.9"},
+    {"--no-label-neurons", NULL, 0, "write per-neuron rows for all tokens only, not per label", NULL},
+    {"--threads", "N", 0, "worker threads (1..1024)", "all cores"},
+    {"--block", "N", 0, "rows of ffn_act read at a time (results do not depend on it)", "about 8 MiB of activations"},
+    {"--json", NULL, 0, "print the summary as JSON", NULL},
+    {NULL, NULL, 0, NULL, NULL}};
 const nl_command nl_cmd_sparsity = {
     "sparsity",
-    "acts.h5 --db results.db [--model MODEL | --no-cett] [--cett LIST] [--cett-tokens N] [--thresholds LIST] "
-    "[--dead T] [--resident T] [--resident-frac F] [--no-label-neurons] [--threads N] [--block N] [--json]",
+    NULL,
     "how sparse the FFN activations are: distribution of |a| and |a|·‖W_out‖ relative to each token's max, neuron "
     "frequencies, dead/resident neurons, sparsity at a target CETT (defaults: --cett 0.1,0.2 --thresholds 0,0.01,0.1,0.2 "
     "--dead 0.01 --resident 0.1 --resident-frac 0.9)",

@@ -1,6 +1,16 @@
 /* cmd_tokenize.c — `neuronlab tokenize TOKENIZER [INPUT.jsonl] [--no-special] [--parse-special]
- * [--decode] [--threads N]`: JSONL rows {"text": …} → {"tokens": […]} in the same order (--decode:
- * {"tokens": […]} → {"text": …}). TOKENIZER is a tokenizer.json, tokenizer.model, tokenizer.bin,
+ * [--decode] [--threads N]`: JSONL dataset rows → token rows in the same order, every other field
+ * of a row kept in place (label, ids, metadata):
+ *   {"text": …, …}                   → "text" replaced by "tokens": […]
+ *   {"prompt": …, "response": …, …}  → "prompt" replaced by "tokens": […], "prompt_len": k and
+ *                                      "response" dropped; tokens and prompt_len exactly as the
+ *                                      dataset reader computes them (nl_dataset_parse_row: the
+ *                                      template, always; --no-special/--parse-special apply to
+ *                                      "text" rows only)
+ *   {"tokens": […], …}               → unchanged
+ * so the output reads back (nl_dataset_load) as the same documents. --decode: "tokens" replaced
+ * by "text", the rest kept. Values are rewritten compactly (numbers in their shortest round-trip
+ * form); a lone surrogate escape in another field becomes U+FFFD. TOKENIZER is a tokenizer.json, tokenizer.model, tokenizer.bin,
  * vocab.json/encoder.json or a model folder. Default: the post-processor's special tokens are added
  * (HF encode(add_special_tokens=True)); --no-special turns that off (with --decode: special tokens
  * are dropped from the text); --parse-special matches special tokens written in the text.
@@ -8,7 +18,7 @@
  * Node and Python do when they read the file as text); lone UTF-16 surrogates written as JSON
  * escapes ("\ud800") are tokenized as transformers.js does (nl_encode_opts.lone_surrogates). Rows are encoded in parallel batches and
  * written in input order. A bad row stops with one line naming the file and line; exit 1.
- * Checked by tests/tokenizer_conformance.sh and tests/cli_errors.sh. */
+ * Checked by tests/tokenizer_conformance.sh, tests/text_data.sh and tests/cli_errors.sh. */
 #include <errno.h>
 #include <jansson.h>
 #include <omp.h>
@@ -17,12 +27,21 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "neuronlab/dataset.h"
 #include "neuronlab/tokenizer.h"
 
 static int run(nl_ctx *ctx, int argc, char **argv);
+const nl_cli_option nl_cli_opts_tokenize[] = {
+    {"TOKENIZER", NULL, 1, "a tokenizer.json, tokenizer.model, tokenizer.bin, vocab.json (+ merges.txt) or a model folder", NULL},
+    {"INPUT.jsonl", NULL, 0, "the rows to encode (or decode); the output goes to stdout", "stdin"},
+    {"--no-special", NULL, 0, "leave out the post-processor's template (BOS/EOS) of \"text\" rows; with --decode: drop special tokens", NULL},
+    {"--parse-special", NULL, 0, "match special tokens written in the text (<|endoftext|>) instead of reading them as plain text", NULL},
+    {"--decode", NULL, 0, "\"tokens\" rows back to \"text\" rows (the other fields kept)", NULL},
+    {"--threads", "N", 0, "worker threads (0 = all cores)", "all cores"},
+    {NULL, NULL, 0, NULL, NULL}};
 const nl_command nl_cmd_tokenize = {
-    "tokenize", "TOKENIZER [INPUT.jsonl] [--no-special] [--parse-special] [--decode] [--threads N] (< in.jsonl > out.jsonl)",
-    "JSONL {\"text\"} rows to {\"tokens\"} rows (or back with --decode) with a tokenizer.json, tokenizer.model, tokenizer.bin or model folder",
+    "tokenize", NULL,
+    "JSONL dataset rows ({\"text\"} or {\"prompt\",\"response\"}) to {\"tokens\"} rows keeping every other field (or back with --decode) with a tokenizer.json, tokenizer.model, tokenizer.bin or model folder",
     run};
 
 typedef struct {
@@ -33,9 +52,15 @@ typedef struct {
     int n;
     char *text;       /* decode output */
     size_t text_len;
+    json_t *obj;      /* the parsed row, for its other fields (owned) */
+    int kind;         /* ROW_TEXT, ROW_PROMPT, ROW_TOKENS (encode) */
+    int prompt_len;   /* ROW_PROMPT */
+    int mark;         /* the private-use character standing for lone surrogates, 0 when none */
     nl_status st;
     char msg[1024];
 } row;
+
+enum { ROW_TEXT, ROW_PROMPT, ROW_TOKENS };
 
 static void json_text(FILE *o, const char *s, size_t n) {
     static const char hex[] = "0123456789abcdef";
@@ -137,11 +162,30 @@ static void process(const nl_tokenizer *t, const char *file, row *r, int decode,
         snprintf(r->msg, sizeof r->msg, "'%s' line %d: expected a JSON object", file, r->lineno);
         goto done;
     }
-    if (!decode) {
+    r->mark = mark;
+    if (!decode && json_object_get(o, "tokens")) { /* already token ids: kept as they are */
+        r->kind = ROW_TOKENS;
+    } else if (!decode && (json_object_get(o, "prompt") || json_object_get(o, "response"))) {
+        /* the dataset reader's own encoding of a prompt/response row (template, prompt_len) */
+        r->kind = ROW_PROMPT;
+        nl_doc doc;
+        char *z = malloc(r->len + 1);
+        if (!z) { r->st = NL_ENOMEM; snprintf(r->msg, sizeof r->msg, "out of memory"); goto done; }
+        memcpy(z, r->line, r->len);
+        z[r->len] = 0;
+        r->st = nl_dataset_parse_row(&c, file, r->lineno, z, t, 0, &doc);
+        free(z);
+        if (r->st != NL_OK) { snprintf(r->msg, sizeof r->msg, "%s", c.msg); goto done; }
+        r->ids = doc.tokens, r->n = doc.n_tokens, r->prompt_len = doc.prompt_len;
+        doc.tokens = NULL;
+        nl_doc_release(&doc);
+        goto done;
+    } else if (!decode) {
+        r->kind = ROW_TEXT;
         json_t *tx = json_object_get(o, "text");
         if (!json_is_string(tx)) {
             r->st = NL_EFORMAT;
-            snprintf(r->msg, sizeof r->msg, "'%s' line %d: expected {\"text\": \"...\"}", file, r->lineno);
+            snprintf(r->msg, sizeof r->msg, "'%s' line %d: expected {\"text\": \"...\"}, {\"prompt\": \"...\", \"response\": \"...\"} or {\"tokens\": [...]}", file, r->lineno);
             goto done;
         }
         if (!mark) r->st = nl_tokenizer_encode(&c, t, json_string_value(tx), json_string_length(tx), opts, &r->ids, &r->n);
@@ -180,7 +224,103 @@ static void process(const nl_tokenizer *t, const char *file, row *r, int decode,
     }
     if (r->st != NL_OK) snprintf(r->msg, sizeof r->msg, "'%.200s' line %d: %.700s", file, r->lineno, c.msg);
 done:
-    json_decref(o);
+    if (r->st == NL_OK) r->obj = o;
+    else json_decref(o);
+}
+
+/* A string value of another field: the lone-surrogate mark becomes U+FFFD. */
+static void write_string(FILE *out, const char *s, size_t n, int mark) {
+    if (!mark) { json_text(out, s, n); return; }
+    char u[3] = {(char)(0xE0 | (mark >> 12)), (char)(0x80 | ((mark >> 6) & 0x3F)), (char)(0x80 | (mark & 0x3F))};
+    char *w = malloc(n + 1);
+    if (!w) { json_text(out, s, n); return; }
+    memcpy(w, s, n);
+    for (char *q = w; (q = memmem(q, (size_t)(w + n - q), u, 3)); q += 3) memcpy(q, "\xEF\xBF\xBD", 3);
+    json_text(out, w, n);
+    free(w);
+}
+
+/* Any JSON value, compactly; reals in their shortest round-trip form. */
+static void write_value(FILE *out, json_t *v, int mark) {
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        const char *k;
+        json_t *x;
+        int first = 1;
+        fputc('{', out);
+        json_object_foreach(v, k, x) {
+            if (!first) fputc(',', out);
+            first = 0;
+            write_string(out, k, strlen(k), mark);
+            fputc(':', out);
+            write_value(out, x, mark);
+        }
+        fputc('}', out);
+        break;
+    }
+    case JSON_ARRAY:
+        fputc('[', out);
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            if (i) fputc(',', out);
+            write_value(out, json_array_get(v, i), mark);
+        }
+        fputc(']', out);
+        break;
+    case JSON_STRING: write_string(out, json_string_value(v), json_string_length(v), mark); break;
+    case JSON_INTEGER: fprintf(out, "%" JSON_INTEGER_FORMAT, json_integer_value(v)); break;
+    case JSON_REAL: fputs(NL_JSON_NUM(json_real_value(v)), out); break;
+    case JSON_TRUE: fputs("true", out); break;
+    case JSON_FALSE: fputs("false", out); break;
+    default: fputs("null", out); break;
+    }
+}
+
+static void write_ids(FILE *out, const int32_t *ids, int n) {
+    fputc('[', out);
+    char num[16];
+    for (int k = 0; k < n; k++) {
+        char *e = num + sizeof num, *q = e;
+        uint32_t v = (uint32_t)ids[k];
+        do { *--q = (char)('0' + v % 10); v /= 10; } while (v);
+        if (k) *--q = ',';
+        fwrite(q, 1, (size_t)(e - q), out);
+    }
+    fputc(']', out);
+}
+
+/* The output row: the input's fields in their order, the encoded/decoded field in place of the
+ * one it replaces (see the top of the file). */
+static void write_row(FILE *out, const row *r, int decode) {
+    if (!decode && r->kind == ROW_TOKENS) {
+        write_value(out, r->obj, r->mark);
+        fputc('\n', out);
+        return;
+    }
+    const char *k;
+    json_t *x;
+    int first = 1;
+    fputc('{', out);
+    json_object_foreach(r->obj, k, x) {
+        if (!decode && r->kind == ROW_PROMPT && (!strcmp(k, "response") || !strcmp(k, "prompt_len"))) continue;
+        if (!first) fputc(',', out);
+        first = 0;
+        if (decode && !strcmp(k, "tokens")) {
+            fputs("\"text\":", out);
+            json_text(out, r->text, r->text_len);
+        } else if (!decode && r->kind == ROW_TEXT && !strcmp(k, "text")) {
+            fputs("\"tokens\":", out);
+            write_ids(out, r->ids, r->n);
+        } else if (!decode && r->kind == ROW_PROMPT && !strcmp(k, "prompt")) {
+            fputs("\"tokens\":", out);
+            write_ids(out, r->ids, r->n);
+            fprintf(out, ",\"prompt_len\":%d", r->prompt_len);
+        } else {
+            write_string(out, k, strlen(k), r->mark);
+            fputc(':', out);
+            write_value(out, x, r->mark);
+        }
+    }
+    fputs("}\n", out);
 }
 
 static int run(nl_ctx *ctx, int argc, char **argv) {
@@ -252,24 +392,8 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
                 snprintf(ctx->msg, sizeof ctx->msg, "%s", r->msg);
                 rc = nl_cli_fail(ctx, r->st);
             }
-            if (!rc) {
-                if (decode) {
-                    fputs("{\"text\":", stdout);
-                    json_text(stdout, r->text, r->text_len);
-                    fputs("}\n", stdout);
-                } else {
-                    fputs("{\"tokens\":[", stdout);
-                    char num[16];
-                    for (int k = 0; k < r->n; k++) {
-                        char *e = num + sizeof num, *q = e;
-                        uint32_t v = (uint32_t)r->ids[k];
-                        do { *--q = (char)('0' + v % 10); v /= 10; } while (v);
-                        if (k) *--q = ',';
-                        fwrite(q, 1, (size_t)(e - q), stdout);
-                    }
-                    fputs("]}\n", stdout);
-                }
-            }
+            if (!rc) write_row(stdout, r, decode);
+            json_decref(r->obj);
             free(r->line);
             free(r->ids);
             free(r->text);

@@ -24,9 +24,17 @@
 #include "neuronlab/bpe_train.h"
 
 static int run(nl_ctx *ctx, int argc, char **argv);
+const nl_cli_option nl_cli_opts_tokenizer_train[] = {
+    {"CORPUS.jsonl...", NULL, 1, "training texts: {\"text\"} rows ({\"prompt\",\"response\"} rows as prompt + response)", NULL},
+    {"--vocab", "N", 1, "total ids, specials and bytes included (>= 258)", NULL},
+    {"-o, --output", "tokenizer.json", 1, "where to write the Hugging Face tokenizer.json", NULL},
+    {"--min-frequency", "N", 0, "never merge a pair seen fewer than N times", "2"},
+    {"--allow-smaller", NULL, 0, "when N cannot be reached, write the smaller vocabulary instead of failing", NULL},
+    {"--threads", "N", 0, "reading threads", "all cores"},
+    {NULL, NULL, 0, NULL, NULL}};
 const nl_command nl_cmd_tokenizer_train = {
     "tokenizer-train",
-    "CORPUS.jsonl... --vocab N -o tokenizer.json [--min-frequency N] [--allow-smaller] [--threads N]",
+    NULL,
     "train a byte-level BPE tokenizer (Hugging Face tokenizer.json) on the texts of JSONL files", run};
 
 /* The output can be created: its folder exists and it is not a folder itself. */

@@ -4,7 +4,8 @@
  * --stop-at STEP ends the session after STEP with a checkpoint (a long run in several sessions).
  * stderr: a live progress line when it is a TTY, else one line per log step / evaluation /
  * checkpoint; stdout: one summary line at the end. Exit 0 when done, 1 on an error (one line),
- * 2 on a usage error, 130 after Ctrl-C (a checkpoint of the last finished step is saved). */
+ * 2 on a usage error, 130 after Ctrl-C (a checkpoint of the last finished step is saved).
+ * --quiet is taken out by main.c (every command accepts it) and reaches here as ctx->progress = 0. */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -15,7 +16,13 @@
 #include "neuronlab/trainer.h"
 
 static int run(nl_ctx *ctx, int argc, char **argv);
-const nl_command nl_cmd_train = {"train", "--config FILE [--resume] [--stop-at STEP] [--threads N] [--quiet]",
+const nl_cli_option nl_cli_opts_train[] = {
+    {"--config", "FILE", 1, "the training config (JSON; format in notebooks-data/zoo/README.md)", NULL},
+    {"--resume", NULL, 0, "continue from the output folder's checkpoint, bit for bit", NULL},
+    {"--stop-at", "STEP", 0, "stop after this step with a checkpoint (continue later with --resume)", "the config's steps"},
+    {"--threads", "N", 0, "worker threads (1..1024)", "all cores"},
+    {NULL, NULL, 0, NULL, NULL}};
+const nl_command nl_cmd_train = {"train", NULL,
                                  "train a Llama-architecture model from a JSON config into a Hugging Face folder (checkpoints, resume, logs)",
                                  run};
 
@@ -90,11 +97,11 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
             return nl_cli_usage(&nl_cmd_train, "--stop-at needs a step number >= 1");
         if (k) continue;
         if (!strcmp(argv[i], "--resume")) resume = 1;
-        else if (!strcmp(argv[i], "--quiet")) v.quiet = 1;
         else return nl_cli_usage(&nl_cmd_train, "unexpected argument '%s'", argv[i]);
     }
     if (!config) return nl_cli_usage(&nl_cmd_train, "missing --config FILE");
     if (threads > 0) omp_set_num_threads((int)threads);
+    v.quiet = !ctx->progress; /* --quiet (main.c) */
     v.tty = ctx->progress && isatty(STDERR_FILENO);
 
     nl_train_config cfg;

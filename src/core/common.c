@@ -1,4 +1,4 @@
-/* common.c — context, error messages, assertions, half-precision conversions.
+/* common.c — context, error messages, assertions, half-precision conversions, JSON text helpers.
  * Checked by tests/test_common.c. */
 #include "neuronlab/common.h"
 
@@ -128,4 +128,16 @@ void nl_json_cat(char *buf, size_t n, const char *v) {
     }
     buf[k++] = '"';
     buf[k] = 0;
+}
+
+char *nl_json_num(char *buf, double v) {
+    if (!isfinite(v)) {
+        snprintf(buf, NL_JSON_NUM_SIZE, "null");
+        return buf;
+    }
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(buf, NL_JSON_NUM_SIZE, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v) break; /* %.17g always round-trips */
+    }
+    return buf;
 }

@@ -1,5 +1,6 @@
-/* dataset.c — JSONL dataset loader (see dataset.h). Parses each line with jansson.
- * Checked by tests/test_dataset.c. */
+/* dataset.c — JSONL dataset loader (see dataset.h). Parses each line with jansson; one row alone
+ * through nl_dataset_parse_row (what `neuronlab tokenize` uses for prompt/response rows).
+ * Checked by tests/test_dataset.c and tests/text_data.sh. */
 #include "neuronlab/dataset.h"
 #include "neuronlab/tokenizer.h"
 
@@ -223,6 +224,25 @@ static nl_status parse_row(nl_ctx *ctx, nl_dataset *d, const char *path, int lin
 done:
     json_decref(o);
     return st;
+}
+
+nl_status nl_dataset_parse_row(nl_ctx *ctx, const char *path, int line, const char *json, const nl_tokenizer *tok, int vocab_size,
+                               nl_doc *doc) {
+    memset(doc, 0, sizeof *doc);
+    nl_dataset scratch; /* note_unknown_keys writes its warning here; the row's key set is the caller's */
+    memset(&scratch, 0, sizeof scratch);
+    int from_text = 0;
+    nl_status st = parse_row(ctx, &scratch, path, line, json, tok, vocab_size, doc, &from_text);
+    if (st == NL_OK && !doc->label) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    if (st != NL_OK) nl_doc_release(doc);
+    return st;
+}
+
+void nl_doc_release(nl_doc *doc) {
+    free(doc->tokens);
+    free(doc->label);
+    doc->tokens = NULL, doc->label = NULL;
+    doc->n_tokens = 0;
 }
 
 nl_status nl_dataset_load(nl_ctx *ctx, const char *path, const nl_tokenizer *tok, int vocab_size, nl_dataset **out) {

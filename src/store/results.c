@@ -1,13 +1,21 @@
-/* results.c — the SQLite results store (see results.h): open/create with schema checks, runs
- * with provenance, transactions. Checked by tests/test_results.c. */
+/* results.c — the SQLite results store (see results.h): open/create with schema checks and the
+ * in-place upgrades 1→2→3, runs with provenance (canonical paths and content checksums),
+ * transactions. Checked by tests/test_results.c. */
 #include "neuronlab/results.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include "neuronlab/rng.h"
 
 struct nl_results {
     sqlite3 *db;
@@ -16,6 +24,7 @@ struct nl_results {
     int busy_ms;  /* busy timeout of ordinary statements */
     int end_ms;   /* busy timeout of the final status write of a run */
     int has_pid;  /* runs has the pid/host columns (schema ≥ 2) */
+    int has_sum;  /* runs has the model_sum/dataset_sum/source_sum columns (schema ≥ 3) */
 };
 
 static const char SCHEMA[] =
@@ -29,7 +38,8 @@ static const char SCHEMA[] =
     " started_at TEXT NOT NULL, ended_at TEXT,"
     " status TEXT NOT NULL CHECK (status IN ('running','complete','interrupted','failed')),"
     " message TEXT,"
-    " pid INTEGER, host TEXT);";
+    " pid INTEGER, host TEXT,"
+    " model_sum TEXT, dataset_sum TEXT, source_sum TEXT);";
 
 nl_status nl_results_error(nl_ctx *ctx, nl_results *r, const char *what) {
     int code = sqlite3_extended_errcode(r->db) & 0xff;
@@ -85,8 +95,9 @@ static char *query_text(sqlite3 *db, const char *sql, int *rc) {
     return out;
 }
 
-/* Creates the schema of an empty database, or checks format and version and brings a
- * version-1 database to version 2 (runs.pid, runs.host). A writer does this inside one
+/* Creates the schema of an empty database, or checks format and version and brings an older
+ * database to version 3: 1→2 adds runs.pid, runs.host; 2→3 adds runs.model_sum, dataset_sum,
+ * source_sum (old rows keep NULL there). A writer does this inside one
  * BEGIN IMMEDIATE transaction, so processes that create the same new database at once wait
  * for each other and the later ones find the schema made (CREATE … IF NOT EXISTS). */
 static nl_status check_schema(nl_ctx *ctx, nl_results *r) {
@@ -130,9 +141,17 @@ static nl_status check_schema(nl_ctx *ctx, nl_results *r) {
                          "UPDATE meta SET value = '2' WHERE key = 'schema_version';",
                          NULL, NULL, NULL) != SQLITE_OK)
             st = nl_results_error(ctx, r, "cannot bring the schema to version 2");
+        if (st == NL_OK && v <= 2 && !r->readonly &&
+            sqlite3_exec(r->db,
+                         "ALTER TABLE runs ADD COLUMN model_sum TEXT; ALTER TABLE runs ADD COLUMN dataset_sum TEXT;"
+                         "ALTER TABLE runs ADD COLUMN source_sum TEXT;"
+                         "UPDATE meta SET value = '3' WHERE key = 'schema_version';",
+                         NULL, NULL, NULL) != SQLITE_OK)
+            st = nl_results_error(ctx, r, "cannot bring the schema to version 3");
         r->has_pid = v >= 2 || !r->readonly;
+        r->has_sum = v >= 3 || !r->readonly;
     }
-    if (n_tables == 0) r->has_pid = 1;
+    if (n_tables == 0) r->has_pid = r->has_sum = 1;
     if (!r->readonly) {
         if (st == NL_OK && sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
             st = nl_results_error(ctx, r, "cannot create the schema");
@@ -197,14 +216,154 @@ static void bind_text(sqlite3_stmt *s, int i, const char *t) {
     else sqlite3_bind_null(s, i);
 }
 
+/* ---- content checksums ---------------------------------------------------------------- */
+
+#define SUM_PART ((off_t)1 << 20) /* 1 MiB from each end */
+
+static uint64_t hash_u64(uint64_t h, uint64_t v) {
+    unsigned char b[8];
+    for (int i = 0; i < 8; i++) b[i] = (unsigned char)(v >> (8 * i));
+    return nl_fnv1a(h, b, 8);
+}
+
+/* Hashes bytes [off, off + n) of fd into *h; 0 on a read error. */
+static int hash_range(int fd, off_t off, off_t n, uint64_t *h, unsigned char *buf, size_t cap) {
+    while (n > 0) {
+        size_t want = (size_t)(n < (off_t)cap ? n : (off_t)cap);
+        ssize_t k = pread(fd, buf, want, off);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return 0;
+        *h = nl_fnv1a(*h, buf, (size_t)k);
+        off += k, n -= k;
+    }
+    return 1;
+}
+
+/* One regular file: its size (8 bytes, little-endian), its first min(S, 1 MiB) bytes and its
+ * bytes [max(1 MiB, S − 1 MiB), S). *size gets S. 0 on an error (errno set). */
+static int hash_file(const char *path, uint64_t *h, uint64_t *size, unsigned char *buf, size_t cap) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    struct stat sb;
+    int ok = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode);
+    if (ok) {
+        off_t S = sb.st_size, head = S < SUM_PART ? S : SUM_PART, tail = S - SUM_PART > SUM_PART ? S - SUM_PART : SUM_PART;
+        *size = (uint64_t)S;
+        *h = hash_u64(*h, (uint64_t)S);
+        ok = hash_range(fd, 0, head, h, buf, cap) && (tail >= S || hash_range(fd, tail, S - tail, h, buf, cap));
+    }
+    close(fd);
+    return ok;
+}
+
+static int by_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* A folder: the files named config.json or *.safetensors (or, when it has none, every regular
+ * file in it), not recursive, in strcmp order of their names; each as its name with the NUL,
+ * then hash_file. *size = the sum of their sizes. */
+static int hash_dir(const char *path, uint64_t *h, uint64_t *size, unsigned char *buf, size_t cap) {
+    DIR *d = opendir(path);
+    if (!d) return 0;
+    char **names = NULL;
+    size_t n = 0, ncap = 0;
+    int ok = 1;
+    for (int pass = 0; pass < 2 && ok && n == 0; pass++) {
+        rewinddir(d);
+        struct dirent *e;
+        while (ok && (e = readdir(d))) {
+            if (e->d_name[0] == '.') continue;
+            if (pass == 0 && strcmp(e->d_name, "config.json") != 0 && !ends_with(e->d_name, ".safetensors")) continue;
+            if (pass == 1) {
+                char full[PATH_MAX + 256];
+                struct stat sb;
+                snprintf(full, sizeof full, "%s/%s", path, e->d_name);
+                if (stat(full, &sb) != 0 || !S_ISREG(sb.st_mode)) continue;
+            }
+            if (n == ncap) {
+                ncap = ncap ? 2 * ncap : 16;
+                char **nn = realloc(names, ncap * sizeof *nn);
+                if (!nn) { ok = 0; break; }
+                names = nn;
+            }
+            if (!(names[n] = strdup(e->d_name))) ok = 0;
+            else n++;
+        }
+    }
+    closedir(d);
+    if (ok) qsort(names, n, sizeof *names, by_name);
+    *size = 0;
+    for (size_t i = 0; ok && i < n; i++) {
+        char full[PATH_MAX + 256];
+        snprintf(full, sizeof full, "%s/%s", path, names[i]);
+        *h = nl_fnv1a(*h, names[i], strlen(names[i]) + 1);
+        uint64_t fs = 0;
+        ok = hash_file(full, h, &fs, buf, cap);
+        *size += fs;
+    }
+    for (size_t i = 0; i < n; i++) free(names[i]);
+    free(names);
+    return ok;
+}
+
+nl_status nl_results_content_sum(nl_ctx *ctx, const char *path, char out[NL_RESULTS_SUM_SIZE]) {
+    out[0] = 0;
+    struct stat sb;
+    if (stat(path, &sb) != 0) return nl_errorf(ctx, NL_EIO, "cannot read '%s': %s", path, strerror(errno));
+    size_t cap = 1 << 16;
+    unsigned char *buf = malloc(cap);
+    if (!buf) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    uint64_t h = NL_FNV_INIT, size = 0;
+    int ok;
+    if (S_ISDIR(sb.st_mode)) ok = hash_dir(path, &h, &size, buf, cap);
+    else if (S_ISREG(sb.st_mode)) ok = hash_file(path, &h, &size, buf, cap);
+    else {
+        free(buf);
+        return nl_errorf(ctx, NL_EIO, "cannot read '%s': not a file or a folder", path);
+    }
+    int err = errno;
+    free(buf);
+    if (!ok) return nl_errorf(ctx, NL_EIO, "cannot read '%s': %s", path, strerror(err ? err : EIO));
+    snprintf(out, NL_RESULTS_SUM_SIZE, "fnv1a64:%016llx:%llu", (unsigned long long)h, (unsigned long long)size);
+    return NL_OK;
+}
+
+/* A provenance value: the canonical absolute path and its checksum when it names an existing
+ * file or folder; as given (and no checksum) otherwise (a model name, "ability run 7", an
+ * output not written yet). */
+static void resolve(const char *given, char *path, size_t n, char sum[NL_RESULTS_SUM_SIZE], int *has_sum) {
+    char real[PATH_MAX];
+    *has_sum = 0;
+    if (!given) return;
+    if (*given && realpath(given, real)) {
+        snprintf(path, n, "%s", real);
+        nl_ctx quiet;
+        nl_ctx_init(&quiet);
+        *has_sum = nl_results_content_sum(&quiet, real, sum) == NL_OK;
+        return;
+    }
+    snprintf(path, n, "%s", given);
+}
+
 nl_status nl_results_begin_run(nl_ctx *ctx, nl_results *r, const nl_run_info *info, int64_t *run_id) {
     sqlite3_stmt *s;
     char t[40], ver[64];
     now_utc(t, sizeof t);
     snprintf(ver, sizeof ver, "neuronlab %s", NL_VERSION);
+    const char *given[3] = {info->model, info->dataset, info->source};
+    char paths[3][PATH_MAX + 1], sums[3][NL_RESULTS_SUM_SIZE];
+    int has[3];
+    for (int i = 0; i < 3; i++) resolve(given[i], paths[i], sizeof paths[i], sums[i], &has[i]);
     if (sqlite3_prepare_v2(r->db,
-                           "INSERT INTO runs(kind, model, dataset, source, params, tool_version, started_at, status, pid, host)"
-                           " VALUES(?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+                           r->has_sum ? "INSERT INTO runs(kind, model, dataset, source, params, tool_version, started_at, status, pid,"
+                                        " host, model_sum, dataset_sum, source_sum)"
+                                        " VALUES(?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)"
+                                      : "INSERT INTO runs(kind, model, dataset, source, params, tool_version, started_at, status, pid,"
+                                        " host) VALUES(?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
                            -1, &s, NULL) != SQLITE_OK)
         return nl_results_error(ctx, r, "cannot record the run");
     char host[256] = "";
@@ -212,9 +371,10 @@ nl_status nl_results_begin_run(nl_ctx *ctx, nl_results *r, const nl_run_info *in
     sqlite3_bind_int64(s, 8, (sqlite3_int64)getpid());
     bind_text(s, 9, host);
     bind_text(s, 1, info->kind);
-    bind_text(s, 2, info->model);
-    bind_text(s, 3, info->dataset);
-    bind_text(s, 4, info->source);
+    for (int i = 0; i < 3; i++) {
+        bind_text(s, 2 + i, given[i] ? paths[i] : NULL);
+        if (r->has_sum) bind_text(s, 10 + i, has[i] ? sums[i] : NULL);
+    }
     bind_text(s, 5, info->params);
     bind_text(s, 6, ver);
     bind_text(s, 7, t);
@@ -233,12 +393,38 @@ nl_status nl_results_end_run(nl_ctx *ctx, nl_results *r, int64_t run_id, const c
     /* The final status is what tells a reader the run stopped: wait longer for it than for
      * ordinary statements, so a lock held past the busy timeout does not leave it 'running'. */
     sqlite3_busy_timeout(r->db, r->busy_ms > r->end_ms ? r->busy_ms : r->end_ms);
-    int rc = sqlite3_prepare_v2(r->db, "UPDATE runs SET status = ?, ended_at = ?, message = ? WHERE id = ?", -1, &s, NULL);
+    /* A complete run's outputs exist now: a path without a checksum that names a file by now
+     * (the activation file a record run wrote) is made canonical and gets its checksum. */
+    char sums[3][NL_RESULTS_SUM_SIZE], paths[3][PATH_MAX + 1];
+    int has[3] = {0, 0, 0};
+    if (r->has_sum && status && !strcmp(status, "complete") &&
+        sqlite3_prepare_v2(r->db, "SELECT model, dataset, source, model_sum, dataset_sum, source_sum FROM runs WHERE id = ?", -1, &s,
+                           NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(s, 1, run_id);
+        if (sqlite3_step(s) == SQLITE_ROW)
+            for (int i = 0; i < 3; i++) {
+                const char *p = (const char *)sqlite3_column_text(s, i);
+                if (p && sqlite3_column_type(s, 3 + i) == SQLITE_NULL) resolve(p, paths[i], sizeof paths[i], sums[i], &has[i]);
+            }
+        sqlite3_finalize(s);
+    }
+    int rc = sqlite3_prepare_v2(r->db,
+                                r->has_sum ? "UPDATE runs SET status = ?1, ended_at = ?2, message = ?3, model_sum = coalesce(model_sum, ?5),"
+                                             " dataset_sum = coalesce(dataset_sum, ?6), source_sum = coalesce(source_sum, ?7),"
+                                             " model = coalesce(?8, model), dataset = coalesce(?9, dataset), source = coalesce(?10, source)"
+                                             " WHERE id = ?4"
+                                           : "UPDATE runs SET status = ?1, ended_at = ?2, message = ?3 WHERE id = ?4",
+                                -1, &s, NULL);
     if (rc == SQLITE_OK) {
         bind_text(s, 1, status);
         bind_text(s, 2, t);
         bind_text(s, 3, message && *message ? message : NULL);
         sqlite3_bind_int64(s, 4, run_id);
+        if (r->has_sum)
+            for (int i = 0; i < 3; i++) {
+                bind_text(s, 5 + i, has[i] ? sums[i] : NULL);
+                bind_text(s, 8 + i, has[i] ? paths[i] : NULL);
+            }
         rc = sqlite3_step(s);
         sqlite3_finalize(s);
     }
@@ -324,6 +510,7 @@ void nl_results_runs_free(nl_run_row *rows, int n) {
         nl_run_row *w = &rows[i];
         free(w->kind), free(w->model), free(w->dataset), free(w->source), free(w->status);
         free(w->started_at), free(w->ended_at), free(w->message), free(w->host);
+        free(w->model_sum), free(w->dataset_sum), free(w->source_sum);
     }
     free(rows);
 }
@@ -332,9 +519,12 @@ nl_status nl_results_runs(nl_ctx *ctx, nl_results *r, nl_run_row **rows, int *n)
     *rows = NULL;
     *n = 0;
     sqlite3_stmt *s;
-    const char *sql = r->has_pid
-                          ? "SELECT id, kind, model, dataset, source, status, started_at, ended_at, message, pid, host FROM runs ORDER BY id"
-                          : "SELECT id, kind, model, dataset, source, status, started_at, ended_at, message, 0, NULL FROM runs ORDER BY id";
+    const char *sql = r->has_sum ? "SELECT id, kind, model, dataset, source, status, started_at, ended_at, message, pid, host,"
+                                   " model_sum, dataset_sum, source_sum FROM runs ORDER BY id"
+                      : r->has_pid ? "SELECT id, kind, model, dataset, source, status, started_at, ended_at, message, pid, host,"
+                                     " NULL, NULL, NULL FROM runs ORDER BY id"
+                                   : "SELECT id, kind, model, dataset, source, status, started_at, ended_at, message, 0, NULL,"
+                                     " NULL, NULL, NULL FROM runs ORDER BY id";
     if (sqlite3_prepare_v2(r->db, sql, -1, &s, NULL) != SQLITE_OK) return nl_results_error(ctx, r, "cannot list the runs");
     int cap = 0, rc;
     nl_status st = NL_OK;
@@ -351,6 +541,7 @@ nl_status nl_results_runs(nl_ctx *ctx, nl_results *r, nl_run_row **rows, int *n)
         w->status = col_dup(s, 5), w->started_at = col_dup(s, 6), w->ended_at = col_dup(s, 7), w->message = col_dup(s, 8);
         w->pid = sqlite3_column_int64(s, 9);
         w->host = col_dup(s, 10);
+        w->model_sum = col_dup(s, 11), w->dataset_sum = col_dup(s, 12), w->source_sum = col_dup(s, 13);
         w->stale = w->status && strcmp(w->status, "running") == 0 && nl_run_is_stale(w->host, w->pid, w->started_at);
     }
     if (st == NL_OK && rc != SQLITE_DONE) st = nl_results_error(ctx, r, "cannot list the runs");

@@ -1,0 +1,87 @@
+/* help_tables.c — every command's options table (name, argument, meaning, default) by command
+ * name, for `neuronlab CMD --help` and the usage lines (main.c). Most command files define their
+ * own (nl_cli_opts_<name>); the tables of ability, prune, perturb, overlap and record are here.
+ * A table lists every option the command's parser accepts; tests/help_cli.sh checks that
+ * against the cmd_*.c sources. */
+#include <string.h>
+
+#include "cli/cli.h"
+
+static const nl_cli_option ability[] = {
+    {"acts.h5", NULL, 1, "the activation file with labelled documents (neuronlab record; --pool makes it faster)", NULL},
+    {"--db", "results.db", 1, "the results database (created when missing)", NULL},
+    {"--method", "ap|predictivity", 0, "ap: average precision of the per-document mean |a|; predictivity: balanced accuracy of a > mean",
+     "ap"},
+    {"--symmetric", NULL, 0, "score max(S(y), S(1-y)): a neuron that marks \"not this ability\" counts too", NULL},
+    {"--top", "F", 0, "fraction of neurons in each ability's top set, in (0, 1]", "0.05"},
+    {"--global", NULL, 0, "choose the top set over all layers instead of per layer", NULL},
+    {"--exclude-resident", NULL, 0, "leave out resident neurons (of a complete sparsity run of the same file), keeping the set size",
+     NULL},
+    {"--resident-run", "N", 0, "the sparsity run whose resident neurons --exclude-resident leaves out", "the latest of the file"},
+    {"--abilities", "a,b,...", 0, "the labels to score (each must label documents of the file)", "every non-empty label"},
+    {"--seed", "N", 0, "seed of the shuffled-label baseline", "0"},
+    {"--threads", "N", 0, "worker threads (1..1024)", "all cores"},
+    {"--json", NULL, 0, "print the summary as JSON", NULL},
+    {NULL, NULL, 0, NULL, NULL}};
+
+static const nl_cli_option prune[] = {
+    NL_CLI_RUN_OPTIONS,
+    {"--db", "results.db", 1, "the results database with the ability run", NULL},
+    {"--scores", "RUN|latest", 1, "the ability run whose top sets are pruned", NULL},
+    {"--top", "F", 0, "re-choose the top sets from the run's scores at this fraction, in (0, 1]", "the run's own"},
+    {"--seeds", "N", 0, "same-size random control sets per pruned ability", "3"},
+    {"--abilities", "a,b,...", 0, "the abilities to prune (labels of the run that DATA has)", "every ability of the run"},
+    {"--json", NULL, 0, "print the matrix as JSON", NULL},
+    {NULL, NULL, 0, NULL, NULL}};
+
+static const nl_cli_option perturb[] = {
+    NL_CLI_RUN_OPTIONS,
+    {"--metric, --metrics", "LIST", 0, "indicators of the masked neurons: value |a|, norm |a|*||W_out[:,i]||, random (control)",
+     "value,norm,random"},
+    {"--ratios", "LIST", 0, "mask ratios in [0, 1): floor(ratio x d_ff) neurons zeroed per token and layer", "0,0.1,...,0.9"},
+    {"--seed", "N", 0, "seed of the random control's masks", "0"},
+    {"--db", "results.db", 0, "store a run in this results database", "none (print only)"},
+    {"--json", NULL, 0, "print the cells as JSON", NULL},
+    {NULL, NULL, 0, NULL, NULL}};
+
+static const nl_cli_option overlap[] = {
+    {"--db", "results.db", 1, "the results database with the ability run", NULL},
+    {"--scores", "RUN|latest", 1, "the ability run whose top sets are compared", NULL},
+    {"--top", "F", 0, "re-choose the top sets at this fraction, in (0, 1]", "the run's own"},
+    {"--json", NULL, 0, "print the pairs as JSON", NULL},
+    {NULL, NULL, 0, NULL, NULL}};
+
+static const nl_cli_option record[] = {
+    NL_CLI_RUN_OPTIONS,
+    {"-o, --output", "acts.h5", 1, "the HDF5 activation file to write", NULL},
+    {"--layers", "LIST", 0, "layers to record, like 0,2,5-7", "every layer"},
+    {"--dtype", "f32|f16", 0, "stored type of ffn_act", "f32"},
+    {"--pool", NULL, 0, "also store each document's mean |a| over its prompt tokens (/pooled, for ability)", NULL},
+    {"--db", "results.db", 0, "register the run in a results database", "none"},
+    {NULL, NULL, 0, NULL, NULL}};
+
+extern const nl_cli_option nl_cli_opts_info[], nl_cli_opts_ppl[], nl_cli_opts_generate[], nl_cli_opts_train[],
+    nl_cli_opts_tokenizer_train[], nl_cli_opts_tokenize[], nl_cli_opts_runs[], nl_cli_opts_report[], nl_cli_opts_sparsity[];
+
+const nl_cli_option *nl_cli_help_table(const char *name) {
+    static const struct {
+        const char *name;
+        const nl_cli_option *table;
+    } tables[] = {{"ability", ability},
+                  {"prune", prune},
+                  {"perturb", perturb},
+                  {"overlap", overlap},
+                  {"record", record},
+                  {"info", nl_cli_opts_info},
+                  {"ppl", nl_cli_opts_ppl},
+                  {"generate", nl_cli_opts_generate},
+                  {"train", nl_cli_opts_train},
+                  {"tokenizer-train", nl_cli_opts_tokenizer_train},
+                  {"tokenize", nl_cli_opts_tokenize},
+                  {"runs", nl_cli_opts_runs},
+                  {"report", nl_cli_opts_report},
+                  {"sparsity", nl_cli_opts_sparsity}};
+    for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
+        if (!strcmp(name, tables[i].name)) return tables[i].table;
+    return NULL;
+}
