@@ -73,6 +73,25 @@ print(f"exit $rc, {len(off) - 1} documents kept, {n} tokens, complete={f.attrs['
 sys.exit(0 if ok else 1)
 PY
 
+# 5. The output is never an input (same device + inode), and an existing output needs --force.
+cp -r $model "$tmp/m"; cp "$tmp/small.jsonl" "$tmp/d.jsonl"; ln -s d.jsonl "$tmp/dlink.jsonl"
+"$nl" record "$tmp/m" "$tmp/small.jsonl" -o "$tmp/r.h5" --db "$tmp/r.db" 2>/dev/null
+sum0=$(md5sum "$tmp/m/model.safetensors" "$tmp/m/config.json" "$tmp/d.jsonl" "$tmp/r.db" "$tmp/r.h5" | cut -d' ' -f1 | tr '\n' ' ')
+r7() { # description, expected message part, args...
+  local what=$1 want=$2; shift 2
+  "$nl" record "$@" 2>"$tmp/r7.err"; local rc=$?
+  if [ $rc = 1 ] && [ "$(wc -l < "$tmp/r7.err")" = 1 ] && grep -qF -- "$want" "$tmp/r7.err"; then echo "PASS record refuses $what (exit 1: $(cat "$tmp/r7.err"))"
+  else echo "FAIL record refuses $what: exit $rc: $(cat "$tmp/r7.err")"; fi
+}
+r7 "-o the model file" "it is '$tmp/m/model.safetensors' of the model folder" "$tmp/m" "$tmp/small.jsonl" -o "$tmp/m/model.safetensors" --force
+r7 "-o config.json" "of the model folder" "$tmp/m" "$tmp/small.jsonl" -o "$tmp/m/config.json" --force
+r7 "-o the --db file" "it is the --db database '$tmp/r.db'" "$tmp/m" "$tmp/small.jsonl" -o "$tmp/r.db" --db "$tmp/r.db" --force
+r7 "-o the dataset (through a symlink)" "it is the dataset '$tmp/d.jsonl'" "$tmp/m" "$tmp/d.jsonl" -o "$tmp/dlink.jsonl" --force
+r7 "an existing output without --force" "'$tmp/r.h5' exists (use --force to replace it)" "$tmp/m" "$tmp/small.jsonl" -o "$tmp/r.h5"
+sum1=$(md5sum "$tmp/m/model.safetensors" "$tmp/m/config.json" "$tmp/d.jsonl" "$tmp/r.db" "$tmp/r.h5" | cut -d' ' -f1 | tr '\n' ' ')
+[ "$sum0" = "$sum1" ] && echo "PASS refused records leave model, dataset, database and output untouched" || echo "FAIL refused records changed a file"
+"$nl" record "$tmp/m" "$tmp/small.jsonl" -o "$tmp/r.h5" --force 2>/dev/null && echo "PASS record --force replaces an existing output" || echo "FAIL record --force"
+
 # 4. Peak RSS while recording does not grow with the dataset (10x more documents).
 head -n 400 "$tmp/big.jsonl" > "$tmp/b400.jsonl"
 $py - "$nl" $model "$tmp" <<'PY' && echo "PASS peak RSS of record is flat in dataset size" || echo "FAIL peak RSS of record grows with dataset size"
@@ -81,7 +100,7 @@ nl, model, tmp = sys.argv[1:4]
 def peak(data):
     p = subprocess.run(["/usr/bin/env", "python3", "-c",
         "import resource,subprocess,sys; subprocess.run(sys.argv[1:], check=True, stderr=subprocess.DEVNULL);"
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)", nl, "record", model, data, "-o", tmp + "/rss.h5"],
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)", nl, "record", model, data, "-o", tmp + "/rss.h5", "--force"],
         capture_output=True, text=True, check=True)
     return int(p.stdout) / 1024
 small, big = peak(tmp + "/b400.jsonl"), peak(tmp + "/big.jsonl")
