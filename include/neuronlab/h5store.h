@@ -77,6 +77,14 @@ typedef struct {
     /* Writer tuning (not stored as attributes): */
     int chunk_rows;         /* rows per ffn_act chunk; 0 → automatic (see h5store.c) */
     nl_h5_filter filter;    /* default NL_H5_FILTER_NONE */
+    double commit_seconds;  /* commit when a document ends and this long has passed since the
+                             * last commit; 0 → NL_H5_COMMIT_SECONDS (2 s), < 0 → after every
+                             * document */
+    void (*on_commit)(void *user, int64_t docs); /* NULL, or called after each commit with the
+                             * documents the file now keeps */
+    void *on_commit_user;
+    /* Stored (root attribute dataset_checksum, "" when NULL) and checked by resume: */
+    const char *dataset_checksum; /* e.g. "size=1234 fnv1a64=0123456789abcdef" of the dataset file */
 } nl_h5_meta;
 
 /* ---------------------------------------------------------------- writer */
@@ -87,6 +95,16 @@ typedef struct nl_h5_writer nl_h5_writer;
  * Errors: NL_EINVAL (bad meta), NL_EIO ("cannot create 'PATH': …"), NL_ENOMEM.
  * On success *out is owned by the caller and must be passed to nl_h5_writer_close. */
 nl_status nl_h5_writer_create(nl_ctx *ctx, const char *path, const nl_h5_meta *meta, nl_h5_writer **out);
+
+/* Reopens a cut-short file (killed, interrupted, or a failed run) to continue it: checks
+ * that the file was written for the same model (model, arch, n_layers, d_model, d_ff,
+ * ffn_kind, act_fn), dataset (dataset path, tokenizer and dataset_checksum), recorded
+ * layers, dtype, pooling and presence of ffn_act, else NL_EINVAL naming what differs
+ * ("cannot resume 'a.h5': its dataset_checksum is '…' but this run's is '…'"); cuts every
+ * dataset back to the documents all of them hold whole (the last commit), writes
+ * complete = 0 and commits. The writer then continues as one from nl_h5_writer_create:
+ * nl_h5_writer_docs tells how many documents to skip. Errors: NL_EIO, NL_EFORMAT, NL_EINVAL. */
+nl_status nl_h5_writer_resume(nl_ctx *ctx, const char *path, const nl_h5_meta *meta, nl_h5_writer **out);
 
 /* The calls below follow this order for each document:
  *   nl_h5_writer_begin_doc → any interleaving of nl_h5_writer_append_tokens / nl_h5_writer_append_acts

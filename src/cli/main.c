@@ -84,6 +84,7 @@ int main(int argc, char **argv) {
     sa.sa_handler = on_sigint;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    signal(SIGXFSZ, SIG_IGN); /* past `ulimit -f` write() fails with EFBIG: a clean error, not a silent kill */
     for (size_t i = 0; i < N_COMMANDS; i++) {
         if (strcmp(argv[1], commands[i]->name) != 0) continue;
         for (int a = 2; a < argc; a++)
