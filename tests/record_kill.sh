@@ -62,7 +62,7 @@ def prefix_ok(A):
     return d
 
 db = os.path.join(tmp, "r.db")
-fails, kept, resumed, beyond = 0, [], 0, 0
+fails, kept, resumed, beyond, cut, early = 0, [], 0, 0, 0, 0
 t0 = time.time()
 for i in range(kills):
     out = os.path.join(tmp, f"k{i}.h5")
@@ -71,20 +71,25 @@ for i in range(kills):
     p.send_signal(signal.SIGKILL)
     err = p.stderr.read()
     p.wait()
-    if not os.path.exists(out) and not re.search("committed", err):
-        kept.append(0)  # killed before the file existed: record it afresh
-        r = subprocess.run(base + ["-o", out, "--db", db], env=env, capture_output=True, text=True)
+    if not re.search("committed", err) and (not os.path.exists(out) or not h5py.is_hdf5(out)):
+        # killed before the first commit (the empty file's), while the file was being created:
+        # record it afresh
+        kept.append(0); early += 1
+        r = subprocess.run(base + ["-o", out, "--db", db, "--force"], env=env, capture_output=True, text=True)
         resumed += r.returncode == 0 and load(out)["@complete"] == 1
         continue
     logged = [int(m) for m in re.findall(r"committed (\d+) documents", err)]
     last = logged[-1] if logged else 0
     try:
-        d = prefix_ok(load(out))
+        A0 = load(out)
+        d = prefix_ok(A0)
+        cut += A0["@complete"] == 0
         assert d >= last, f"{d} documents in the file but the log said {last} were committed"
         kept.append(d)
         beyond += d > last
     except Exception as e:
         fails += 1; print(f"FAIL record_kill: kill {i}: the killed file: {e}"); continue
+    if os.environ.get("NL_KEEP"): os.system(f"cp '{out}' '{out}.killed'")
     r = subprocess.run(base + ["-o", out, "--resume", "--db", db], env=env, capture_output=True, text=True)
     try:
         assert r.returncode == 0, f"exit {r.returncode}: {r.stderr.strip()}"
@@ -98,14 +103,17 @@ for i in range(kills):
 dt = time.time() - t0
 if not fails:
     print(f"PASS record_kill: {kills} SIGKILLs kept a bit-identical prefix (documents kept: min {min(kept)}, max {max(kept)} of {D}; "
-          f"{beyond} beyond the last logged commit) and --resume completed all {resumed} to the uninterrupted content ({dt:.1f} s)")
+          f"{beyond} beyond the last logged commit, {early} killed before the first commit) and --resume completed all {resumed} to the uninterrupted content ({dt:.1f} s)")
 
 # The killed runs stay 'running' in the database, shown stale; the resumed runs are complete.
 r = subprocess.run([nl, "runs", "--db", db], capture_output=True, text=True)
-n_stale = sum(1 for l in r.stdout.splitlines() if " stale " in f" {l} " and "record" in l)
-n_done = sum(1 for l in r.stdout.splitlines() if " complete " in f" {l} " and "record" in l)
-if n_stale == kills and n_done == kills: print(f"PASS record_kill: runs --db shows the {kills} killed runs stale and the {kills} resumed runs complete")
-else: print(f"FAIL record_kill: runs --db: {n_stale} stale, {n_done} complete, expected {kills} each\n{r.stdout}{r.stderr}")
+rows = [l.split() for l in r.stdout.splitlines()[1:] if l.strip()]
+n_stale = sum(1 for x in rows if x[1] == "record" and x[2] == "stale")
+n_done = sum(1 for x in rows if x[1] == "record" and x[2] == "complete")
+others = [x[:3] for x in rows if x[2] not in ("stale", "complete")]
+# every run killed with a cut-short file is stale (more when a kill came before the file existed)
+if n_stale >= cut and n_done >= kills and not others and r.returncode == 0: print(f"PASS record_kill: runs --db shows {n_stale} killed runs stale ({cut} killed with a cut-short file) and {n_done} complete")
+else: print(f"FAIL record_kill: runs --db: {n_stale} stale (expected >= {cut}), {n_done} complete (expected >= {kills}), others {others}\n{r.stdout}{r.stderr}")
 
 # --resume checks what it continues.
 k0 = os.path.join(tmp, "k0.h5")

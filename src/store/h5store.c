@@ -120,8 +120,17 @@ static herr_t h5_record(hid_t estack, void *p) {
     return 0;
 }
 
-/* Silences HDF5's error printing (keeps the last message for h5_err). */
+/* Silences HDF5's error printing (keeps the last message for h5_err). Also turns off HDF5's
+ * own atexit teardown (before the library initialises): every id this module opens is
+ * closed on every path, and after a failed write HDF5 may keep free-list blocks it never
+ * returns, which made its exit handler loop or crash ("infinite loop closing library",
+ * R10); at exit the OS releases what is left. */
 static void h5_quiet(void) {
+    static int once;
+    if (!once) {
+        once = 1;
+        H5dont_atexit();
+    }
     H5Eset_auto2(H5E_DEFAULT, h5_record, NULL);
     g_h5_last[0] = 0;
 }
@@ -1714,8 +1723,42 @@ nl_status nl_h5_writer_resume(nl_ctx *ctx, const char *path, const nl_h5_meta *m
     hsize_t N = (hsize_t)off[D];
     free(off);
     off = NULL;
-    int ok = app_truncate(&w->tokens, N) == 0 && app_truncate(&w->offsets, D + 1) == 0 &&
-             app_truncate(&w->labels, D) == 0 && app_truncate(&w->plen, D) == 0;
+    /* doc_labels holds references to strings in HDF5's global heap, and HDF5 deletes the
+     * string an element referred to before it overwrites the element. Past the last commit
+     * the killed run may have written references to heap objects that never reached the
+     * file (or that a new heap collection will reuse), so the last, partly committed chunk
+     * is rebuilt: its committed labels are read back, the chunk is dropped (extent cut to
+     * the chunk boundary) and they are written again into a fresh chunk. */
+    int ok = 1;
+    hsize_t c0 = D - D % w->labels.chunk;
+    if (D > c0 && w->labels.disk < D) ok = 0;
+    if (ok && D > c0) {
+        hsize_t k = D - c0, start = c0;
+        char **tmp = calloc(k, sizeof(char *));
+        hid_t fs = H5Dget_space(w->labels.ds), ms = H5Screate_simple(1, &k, NULL);
+        herr_t e = (!tmp || fs < 0 || ms < 0) ? -1 : H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &k, NULL);
+        if (e >= 0) e = H5Dread(w->labels.ds, w->vstr, ms, fs, H5P_DEFAULT, tmp);
+        char **buf = (char **)w->labels.buf;
+        for (hsize_t j = 0; e >= 0 && j < k; j++)
+            if (!(buf[j] = strdup(tmp[j] ? tmp[j] : ""))) e = -1;
+        if (e >= 0 || tmp) {
+            for (hsize_t j = 0; j < k; j++) H5free_memory(tmp[j]);
+        }
+        free(tmp);
+        if (ms >= 0) H5Sclose(ms);
+        if (fs >= 0) H5Sclose(fs);
+        hsize_t ext = c0;
+        if (e >= 0) e = H5Dset_extent(w->labels.ds, &ext);
+        if (e >= 0) {
+            w->labels.disk = c0;
+            w->labels.nbuf = k;
+        } else {
+            for (hsize_t j = 0; j < k; j++) free(buf[j]), buf[j] = NULL;
+            ok = 0;
+        }
+    }
+    ok = ok && app_truncate(&w->tokens, N) == 0 && app_truncate(&w->offsets, D + 1) == 0 &&
+         app_truncate(&w->labels, D) == 0 && app_truncate(&w->plen, D) == 0;
     for (int i = 0; ok && i < n_rec; i++) {
         if (!w->no_acts) ok = app_truncate(&w->acts[i], N) == 0;
         if (ok && w->pooled) ok = app_truncate(&w->pool[i], D) == 0;
