@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # record.sh — the CLI end to end: `ppl --json` on stories260K matches llama2.c's perplexity,
 # `record` writes a file h5py reads with the whole documented schema, Ctrl-C leaves a valid
-# (incomplete) file, and peak RSS while recording does not grow with the dataset.
+# (incomplete) file, the output is never an input and is replaced only with --force, a
+# file-size limit is a clean error keeping the committed documents, and peak RSS while
+# recording does not grow with the dataset (kills and --resume: tests/record_kill.sh).
 # Prints PASS/FAIL/SKIP lines (read by scripts/run-tests.sh).
 set -u
 cd "$(dirname "$0")/.."
@@ -91,6 +93,25 @@ r7 "an existing output without --force" "'$tmp/r.h5' exists (use --force to repl
 sum1=$(md5sum "$tmp/m/model.safetensors" "$tmp/m/config.json" "$tmp/d.jsonl" "$tmp/r.db" "$tmp/r.h5" | cut -d' ' -f1 | tr '\n' ' ')
 [ "$sum0" = "$sum1" ] && echo "PASS refused records leave model, dataset, database and output untouched" || echo "FAIL refused records changed a file"
 "$nl" record "$tmp/m" "$tmp/small.jsonl" -o "$tmp/r.h5" --force 2>/dev/null && echo "PASS record --force replaces an existing output" || echo "FAIL record --force"
+
+# 6. A file-size limit (like a full disk) is a clean error: exit 1, one message saying what
+#    the file keeps, the run failed with it, and h5py reads every committed document.
+rm -f "$tmp/lim.h5"
+(ulimit -f 20000; NEURONLAB_COMMIT_SECONDS=-1 exec "$nl" record $model "$tmp/big.jsonl" -o "$tmp/lim.h5" --threads 1 --db "$tmp/lim.db" 2>"$tmp/lim.err"); rc=$?
+$py - "$tmp/lim.h5" "$tmp/lim.db" "$rc" "$tmp/lim.err" <<'PY' && echo "PASS record past ulimit -f: exit 1, run failed, committed documents readable" || { echo "FAIL record past ulimit -f"; cat "$tmp/lim.err"; }
+import h5py, re, sqlite3, sys
+path, db, rc, err = sys.argv[1], sys.argv[2], int(sys.argv[3]), open(sys.argv[4]).read().replace("\r", "\n")
+msg = [l for l in err.splitlines() if l.startswith("neuronlab:")]
+m = re.search(r"cannot write '.*lim.h5': File too large \(the file keeps the (\d+) documents committed before\)", "\n".join(msg))
+st = sqlite3.connect(db).execute("select status, message from runs").fetchall()
+f = h5py.File(path, "r"); off = f["doc_offsets"][:]; n = len(f["tokens"])
+ok = rc == 1 and len(msg) == 1 and m and int(m.group(1)) == len(off) - 1 > 0 and off[-1] == n
+ok = ok and all(f[f"layers/{l}/ffn_act"].shape[0] == n for l in f["layers"]) and f.attrs["complete"] == 0
+ok = ok and st == [("failed", msg[0][len("neuronlab: "):])]
+f["layers/0/ffn_act"][:]
+print(f"exit {rc}; {msg}; {len(off) - 1} documents readable; run {st}")
+sys.exit(0 if ok else 1)
+PY
 
 # 4. Peak RSS while recording does not grow with the dataset (10x more documents).
 head -n 400 "$tmp/big.jsonl" > "$tmp/b400.jsonl"

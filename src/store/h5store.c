@@ -1306,13 +1306,18 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
     for (int64_t d = 0; d < D; d++)
         if (r->offsets[d + 1] < r->offsets[d])
             CORRUPT("'%s' is corrupt: doc_offsets decreases at document %lld", path, (long long)d);
-    if (r->offsets[D] != (int64_t)N)
+    /* A cut-short file (complete = 0: killed between commits, or a partly flushed commit) may
+     * hold rows past its last document; they are ignored. A complete file is exact. */
+    const int cut = !in->complete;
+    if (cut ? r->offsets[D] > (int64_t)N : r->offsets[D] != (int64_t)N)
         CORRUPT("'%s' is corrupt: doc_offsets[-1] = %lld but /tokens has %lld entries", path, (long long)r->offsets[D],
                 (long long)N);
+    N = (hsize_t)r->offsets[D];
+    in->n_tokens = (int64_t)N;
 
     ds = open_1d(f, "doc_labels", H5T_STRING, &nl);
     if (ds < 0) CORRUPT("'%s' is corrupt: 1-D string dataset /doc_labels missing", path);
-    if ((int64_t)nl != D) {
+    if (cut ? (int64_t)nl < D : (int64_t)nl != D) {
         H5Dclose(ds);
         CORRUPT("'%s' is corrupt: /doc_labels has %lld entries but there are %lld documents", path, (long long)nl,
                 (long long)D);
@@ -1328,25 +1333,26 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
         int vl = ft >= 0 && H5Tis_variable_str(ft) > 0;
         size_t fsz = ft >= 0 ? H5Tget_size(ft) : 0;
         hid_t mt = ft >= 0 ? H5Tcopy(ft) : -1; /* same character set: HDF5 does not convert ASCII <-> UTF-8 */
-        e = (!r->labels || mt < 0 || ft < 0) ? -1 : 0;
+        hsize_t hd = (hsize_t)D, zero = 0;
+        hid_t lfs = H5Dget_space(ds), lms = H5Screate_simple(1, &hd, NULL); /* the first D labels */
+        e = (!r->labels || mt < 0 || ft < 0 || lfs < 0 || lms < 0) ? -1 : 0;
+        if (e >= 0) e = D > 0 ? H5Sselect_hyperslab(lfs, H5S_SELECT_SET, &zero, NULL, &hd, NULL) : H5Sselect_none(lfs);
         if (e >= 0 && vl) {
             char **tmp = calloc((size_t)(D ? D : 1), sizeof(char *));
-            e = tmp ? H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, tmp) : -1;
+            e = tmp ? H5Dread(ds, mt, lms, lfs, H5P_DEFAULT, tmp) : -1;
             for (int64_t d = 0; e >= 0 && d < D; d++) r->labels[d] = strdup(tmp[d] ? tmp[d] : "");
-            if (e >= 0) {
-                hid_t sp = H5Dget_space(ds);
-                H5Dvlen_reclaim(mt, sp, H5P_DEFAULT, tmp);
-                H5Sclose(sp);
-            }
+            if (e >= 0) H5Dvlen_reclaim(mt, lms, H5P_DEFAULT, tmp);
             free(tmp);
         } else if (e >= 0) {
             char *tmp = calloc((size_t)(D ? D : 1), fsz + 1); /* NULLTERM: fsz chars + NUL */
             e = (tmp && H5Tset_size(mt, fsz + 1) >= 0 && H5Tset_strpad(mt, H5T_STR_NULLTERM) >= 0)
-                    ? H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, tmp)
+                    ? H5Dread(ds, mt, lms, lfs, H5P_DEFAULT, tmp)
                     : -1;
             for (int64_t d = 0; e >= 0 && d < D; d++) r->labels[d] = strndup(tmp + (size_t)d * (fsz + 1), fsz);
             free(tmp);
         }
+        if (lms >= 0) H5Sclose(lms);
+        if (lfs >= 0) H5Sclose(lfs);
         if (mt >= 0) H5Tclose(mt);
         if (ft >= 0) H5Tclose(ft);
     }
@@ -1358,7 +1364,7 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
 
     ds = open_1d(f, "prompt_len", H5T_INTEGER, &np);
     if (ds < 0) CORRUPT("'%s' is corrupt: 1-D integer dataset /prompt_len missing", path);
-    if ((int64_t)np != D) {
+    if (cut ? (int64_t)np < D : (int64_t)np != D) {
         H5Dclose(ds);
         CORRUPT("'%s' is corrupt: /prompt_len has %lld entries but there are %lld documents", path, (long long)np, (long long)D);
     }
@@ -1366,7 +1372,7 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
         H5Dclose(ds);
         CORRUPT("'%s' is corrupt: /prompt_len %s", path, m);
     }
-    r->plen = malloc(sizeof(int32_t) * (size_t)(D ? D : 1));
+    r->plen = malloc(sizeof(int32_t) * (size_t)(np ? np : 1));
     e = r->plen ? H5Dread(ds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, r->plen) : -1;
     H5Dclose(ds);
     if (e < 0) CORRUPT("'%s' is corrupt: cannot read /prompt_len: %s", path, h5_err(m, sizeof m));
@@ -1399,7 +1405,7 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
             if (d >= 0) r->acts[i] = reopen_cached(f, name, d);
             if (!okc || ds_shape(r->acts[i], dims) != 2)
                 CORRUPT("'%s' is corrupt: /%s is not a 2-D float16/float32 dataset", path, name);
-            if (dims[0] != N || dims[1] != (hsize_t)F)
+            if ((cut ? dims[0] < N : dims[0] != N) || dims[1] != (hsize_t)F)
                 CORRUPT("'%s' is corrupt: /%s has shape (%llu, %llu), expected (%llu, %d) (tokens, d_ff)", path, name,
                         (unsigned long long)dims[0], (unsigned long long)dims[1], (unsigned long long)N, F);
             if (ds_stored(r->acts[i], m, sizeof m) != 0) CORRUPT("'%s' is corrupt: /%s %s", path, name, m);
@@ -1421,7 +1427,8 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
             int okc = t >= 0 && H5Tget_class(t) == H5T_FLOAT;
             if (t >= 0) H5Tclose(t);
             if (d >= 0) r->pool[i] = reopen_cached(f, name, d);
-            if (!okc || ds_shape(r->pool[i], dims) != 2 || dims[0] != (hsize_t)D || dims[1] != (hsize_t)F)
+            if (!okc || ds_shape(r->pool[i], dims) != 2 || (cut ? dims[0] < (hsize_t)D : dims[0] != (hsize_t)D) ||
+                dims[1] != (hsize_t)F)
                 CORRUPT("'%s' is corrupt: /%s is not a float dataset of shape (%lld, %d) (documents, d_ff)", path, name,
                         (long long)D, F);
             if (ds_stored(r->pool[i], m, sizeof m) != 0) CORRUPT("'%s' is corrupt: /%s %s", path, name, m);
