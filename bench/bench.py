@@ -243,9 +243,9 @@ def main():
         rows = [
             ("ppl-neuronlab", [nl, "ppl", m["path"], m["data"], "--json", "--batch", "512"]),
             ("ppl-torch", [PY, tl, "ppl", m["path"], m["data"], "--threads", str(NPROC)]),
-            ("record-neuronlab", [nl, "record", m["path"], m["data"], "-o", h5, "--dtype", "f16"]),
+            ("record-neuronlab", [nl, "record", m["path"], m["data"], "-o", h5, "--force", "--dtype", "f16"]),
             # the same forward recording layer 0 only: separates the HDF5 write cost from the forward
-            ("record-layer0", [nl, "record", m["path"], m["data"], "-o", h51, "--dtype", "f16", "--layers", "0"]),
+            ("record-layer0", [nl, "record", m["path"], m["data"], "-o", h51, "--force", "--dtype", "f16", "--layers", "0"]),
             ("record-torch+h5py", [PY, tl, "record", m["path"], m["data"], "-o", h5t, "--dtype", "f16",
                                    "--threads", str(NPROC)]),
         ]

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # record.sh — the CLI end to end: `ppl --json` on stories260K matches llama2.c's perplexity,
 # `record` writes a file h5py reads with the whole documented schema, Ctrl-C leaves a valid
-# (incomplete) file, and peak RSS while recording does not grow with the dataset.
+# (incomplete) file, the output is never an input and is replaced only with --force, a
+# file-size limit is a clean error keeping the committed documents, and peak RSS while
+# recording does not grow with the dataset (kills and --resume: tests/record_kill.sh).
 # Prints PASS/FAIL/SKIP lines (read by scripts/run-tests.sh).
 set -u
 cd "$(dirname "$0")/.."
@@ -73,6 +75,44 @@ print(f"exit $rc, {len(off) - 1} documents kept, {n} tokens, complete={f.attrs['
 sys.exit(0 if ok else 1)
 PY
 
+# 5. The output is never an input (same device + inode), and an existing output needs --force.
+cp -r $model "$tmp/m"; cp "$tmp/small.jsonl" "$tmp/d.jsonl"; ln -s d.jsonl "$tmp/dlink.jsonl"
+"$nl" record "$tmp/m" "$tmp/small.jsonl" -o "$tmp/r.h5" --db "$tmp/r.db" 2>/dev/null
+sum0=$(md5sum "$tmp/m/model.safetensors" "$tmp/m/config.json" "$tmp/d.jsonl" "$tmp/r.db" "$tmp/r.h5" | cut -d' ' -f1 | tr '\n' ' ')
+r7() { # description, expected message part, args...
+  local what=$1 want=$2; shift 2
+  "$nl" record "$@" 2>"$tmp/r7.err"; local rc=$?
+  if [ $rc = 1 ] && [ "$(wc -l < "$tmp/r7.err")" = 1 ] && grep -qF -- "$want" "$tmp/r7.err"; then echo "PASS record refuses $what (exit 1: $(cat "$tmp/r7.err"))"
+  else echo "FAIL record refuses $what: exit $rc: $(cat "$tmp/r7.err")"; fi
+}
+r7 "-o the model file" "it is '$tmp/m/model.safetensors' of the model folder" "$tmp/m" "$tmp/small.jsonl" -o "$tmp/m/model.safetensors" --force
+r7 "-o config.json" "of the model folder" "$tmp/m" "$tmp/small.jsonl" -o "$tmp/m/config.json" --force
+r7 "-o the --db file" "it is the --db database '$tmp/r.db'" "$tmp/m" "$tmp/small.jsonl" -o "$tmp/r.db" --db "$tmp/r.db" --force
+r7 "-o the dataset (through a symlink)" "it is the dataset '$tmp/d.jsonl'" "$tmp/m" "$tmp/d.jsonl" -o "$tmp/dlink.jsonl" --force
+r7 "an existing output without --force" "'$tmp/r.h5' exists (use --force to replace it)" "$tmp/m" "$tmp/small.jsonl" -o "$tmp/r.h5"
+sum1=$(md5sum "$tmp/m/model.safetensors" "$tmp/m/config.json" "$tmp/d.jsonl" "$tmp/r.db" "$tmp/r.h5" | cut -d' ' -f1 | tr '\n' ' ')
+[ "$sum0" = "$sum1" ] && echo "PASS refused records leave model, dataset, database and output untouched" || echo "FAIL refused records changed a file"
+"$nl" record "$tmp/m" "$tmp/small.jsonl" -o "$tmp/r.h5" --force 2>/dev/null && echo "PASS record --force replaces an existing output" || echo "FAIL record --force"
+
+# 6. A file-size limit (like a full disk) is a clean error: exit 1, one message saying what
+#    the file keeps, the run failed with it, and h5py reads every committed document.
+rm -f "$tmp/lim.h5"
+(ulimit -f 20000; NEURONLAB_COMMIT_SECONDS=-1 exec "$nl" record $model "$tmp/big.jsonl" -o "$tmp/lim.h5" --threads 1 --db "$tmp/lim.db" 2>"$tmp/lim.err"); rc=$?
+$py - "$tmp/lim.h5" "$tmp/lim.db" "$rc" "$tmp/lim.err" <<'PY' && echo "PASS record past ulimit -f: exit 1, run failed, committed documents readable" || { echo "FAIL record past ulimit -f"; cat "$tmp/lim.err"; }
+import h5py, re, sqlite3, sys
+path, db, rc, err = sys.argv[1], sys.argv[2], int(sys.argv[3]), open(sys.argv[4]).read().replace("\r", "\n")
+msg = [l for l in err.splitlines() if l.startswith("neuronlab:")]
+m = re.search(r"cannot write '.*lim.h5': File too large \(the file keeps the (\d+) documents committed before\)", "\n".join(msg))
+st = sqlite3.connect(db).execute("select status, message from runs").fetchall()
+f = h5py.File(path, "r"); off = f["doc_offsets"][:]; n = len(f["tokens"])
+ok = rc == 1 and len(msg) == 1 and m and int(m.group(1)) == len(off) - 1 > 0 and off[-1] == n
+ok = ok and all(f[f"layers/{l}/ffn_act"].shape[0] == n for l in f["layers"]) and f.attrs["complete"] == 0
+ok = ok and st == [("failed", msg[0][len("neuronlab: "):])]
+f["layers/0/ffn_act"][:]
+print(f"exit {rc}; {msg}; {len(off) - 1} documents readable; run {st}")
+sys.exit(0 if ok else 1)
+PY
+
 # 4. Peak RSS while recording does not grow with the dataset (10x more documents).
 head -n 400 "$tmp/big.jsonl" > "$tmp/b400.jsonl"
 $py - "$nl" $model "$tmp" <<'PY' && echo "PASS peak RSS of record is flat in dataset size" || echo "FAIL peak RSS of record grows with dataset size"
@@ -81,7 +121,7 @@ nl, model, tmp = sys.argv[1:4]
 def peak(data):
     p = subprocess.run(["/usr/bin/env", "python3", "-c",
         "import resource,subprocess,sys; subprocess.run(sys.argv[1:], check=True, stderr=subprocess.DEVNULL);"
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)", nl, "record", model, data, "-o", tmp + "/rss.h5"],
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)", nl, "record", model, data, "-o", tmp + "/rss.h5", "--force"],
         capture_output=True, text=True, check=True)
     return int(p.stdout) / 1024
 small, big = peak(tmp + "/b400.jsonl"), peak(tmp + "/big.jsonl")

@@ -9,6 +9,7 @@
 #include <hdf5.h>
 #include <limits.h>
 #include <unistd.h>
+#include <sys/wait.h>
 
 #include "testutil.h"
 
@@ -379,6 +380,55 @@ Test(h5store, interrupted_close_is_consistent) {
     cr_assert_eq(nl_h5_writer_tokens(w), 14 + 17);
     cr_assert_eq(nl_h5_writer_close(w, &ctx, 0), NL_OK, "%s", ctx.msg);
     check_file(p, &s, 2, 0);
+}
+
+/* A writer killed without close (here: a child that _exits) after a commit made inside an
+ * open document: the file opens, holds the committed documents (rows past the last one are
+ * ignored) and nl_h5_writer_resume continues it to the same content as an uninterrupted run;
+ * a resume with another dtype is refused. */
+Test(h5store, killed_writer_file_reads_and_resumes) {
+    spec s = {.n_layers = 3, .d_ff = 10, .dtype = NL_H5_F32, .pooled = 1, .chunk_rows = 4,
+              .n_docs = 5, .doc_len = (const int[]){9, 5, 30, 7, 11}, .labels = (const char *[]){"a", "b", "", "d", "e"},
+              .prompt = (const int[]){-1, 2, -1, 3, -1}};
+    const char *p = tmp_path("killed.h5");
+    nl_h5_meta m = meta_of(&s);
+    m.commit_seconds = -1; /* commit after every document */
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        nl_ctx ctx;
+        nl_ctx_init(&ctx);
+        nl_h5_writer *w;
+        if (nl_h5_writer_create(&ctx, p, &m, &w) != NL_OK) _exit(2);
+        write_norms(w, &ctx, &s);
+        int64_t row = 0;
+        write_docs(w, &ctx, &s, 0, 3, &row);
+        int32_t ids[5] = {0};
+        float a[5 * 10] = {0};
+        if (nl_h5_writer_begin_doc(w, &ctx, "x", -1) != NL_OK || nl_h5_writer_append_tokens(w, &ctx, ids, 5) != NL_OK ||
+            nl_h5_writer_append_acts(w, &ctx, 0, a, 5) != NL_OK || nl_h5_writer_flush(w, &ctx) != NL_OK)
+            _exit(3);
+        _exit(0); /* no close: as if killed */
+    }
+    int wst = 0;
+    waitpid(pid, &wst, 0);
+    cr_assert(WIFEXITED(wst) && WEXITSTATUS(wst) == 0, "child status %d", wst);
+    check_file(p, &s, 3, 0);
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_h5_writer *w = NULL;
+    nl_h5_meta m16 = m;
+    m16.dtype = NL_H5_F16;
+    cr_assert_eq(nl_h5_writer_resume(&ctx, p, &m16, &w), NL_EINVAL);
+    cr_assert(strstr(ctx.msg, "its dtype is 'float32' but this run's is 'float16'"), "%s", ctx.msg);
+    cr_assert_eq(nl_h5_writer_resume(&ctx, p, &m, &w), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_h5_writer_docs(w), 3);
+    cr_assert_eq(nl_h5_writer_tokens(w), 9 + 5 + 30);
+    int64_t row = 9 + 5 + 30;
+    write_docs(w, &ctx, &s, 3, 5, &row);
+    cr_assert_eq(nl_h5_writer_close(w, &ctx, 1), NL_OK, "%s", ctx.msg);
+    check_file(p, &s, 5, 1);
 }
 
 Test(h5store, complete_close_with_open_document_is_an_error) {

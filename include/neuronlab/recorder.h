@@ -7,7 +7,8 @@
  * Documents are walked like perplexity.h does (sliding windows, batches); each token's
  * activation is taken from the first window in which it appears as a new token.
  * On an interrupt (NL_EINTR) or error the caller closes the writer with complete = 0;
- * every document ended so far stays in the file.
+ * every document ended so far stays in the file; a writer opened with nl_h5_writer_resume
+ * continues after the documents it holds.
  * Checked by tests/test_recorder.c (stories260K activations, w_out_norm, pooling).
  */
 #ifndef NEURONLAB_RECORDER_H
@@ -21,7 +22,9 @@
 /* Writes w_out_norm for every recorded layer, then every document of ds; pooled = 1 adds
  * each document's mean |a| over its prompt tokens (the writer must have meta.pooled).
  * f's hooks get one observer for the duration of the call (removed before returning).
- * stride as in nl_forward_doc. progress may be NULL. w stays owned by the caller. */
+ * stride as in nl_forward_doc. progress may be NULL. w stays owned by the caller.
+ * Starts at document nl_h5_writer_docs(w): a writer from nl_h5_writer_resume continues where
+ * the cut-short file ends (NL_EINVAL when it holds more documents than ds). */
 nl_status nl_record_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, nl_h5_writer *w, int pooled, int stride,
                         nl_progress *progress);
 

@@ -1,24 +1,100 @@
-/* cmd_record.c — `neuronlab record MODEL DATA.jsonl -o acts.h5 [--layers LIST]
+/* cmd_record.c — `neuronlab record MODEL DATA.jsonl -o acts.h5 [--force] [--layers LIST]
  * [--dtype f32|f16] [--pool] [--batch N] [--ctx N] [--stride N] [--db results.db]`: streams
  * every FFN neuron activation into the HDF5 activation file (schema in h5store.h) while the
  * forward pass runs. Ctrl-C keeps every finished document and marks the file incomplete.
+ * The output is never one of the inputs (dataset, --db file, tokenizer, model file or any
+ * file of the model folder, compared by device + inode) and an existing output is replaced
+ * only with --force; both refusals exit 1 before anything is truncated.
+ * The writer commits every NL_H5_COMMIT_SECONDS (NEURONLAB_COMMIT_SECONDS overrides; < 0 =
+ * after every document; NEURONLAB_COMMIT_LOG=1 prints a line per commit), so a killed run
+ * leaves a readable file, and `--resume` continues it (same model, dataset checksum,
+ * layers, dtype, pooling) to the content of an uninterrupted run; with --db it adds a run.
+ * A full disk or `ulimit -f` (SIGXFSZ is ignored in main.c) ends with exit 1 and the run
+ * failed. Checked by tests/record.sh and tests/record_kill.sh.
  * --db registers a run (kind "record", source = the .h5 file, params) in the results database
  * and ends it with nl_results_finish_run (results.h); without --db nothing changes.
  * Checked by tests/record.sh and tests/perturb_cli.sh (--db). */
+#include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli/cli.h"
 #include "neuronlab/results.h"
 #include "neuronlab/tokenizer.h"
 #include "neuronlab/recorder.h"
+#include "neuronlab/rng.h"
 
 static int run(nl_ctx *ctx, int argc, char **argv);
 const nl_command nl_cmd_record = {
-    "record", NL_CLI_RUN_USAGE " -o acts.h5 [--layers LIST] [--dtype f32|f16] [--pool] [--db results.db]",
+    "record", NL_CLI_RUN_USAGE " -o acts.h5 [--force | --resume] [--layers LIST] [--dtype f32|f16] [--pool] [--db results.db]",
     "stream every FFN neuron's activation into an HDF5 file (LIST like 0,2,5-7; --pool adds per-document mean |a|; --db "
-    "registers the run in a results database)", run};
+    "registers the run in a results database; an existing output is refused without --force, an input never replaced; --resume continues a cut-short file)", run};
+
+/* 1 when a and b name the same file (device and inode). */
+static int same_file(const struct stat *a, const char *b) {
+    struct stat sb;
+    return b && stat(b, &sb) == 0 && a->st_dev == sb.st_dev && a->st_ino == sb.st_ino;
+}
+
+/* R7: refuses an output that is one of the command's inputs — the dataset, the --db file,
+ * the tokenizer, the model file or any file of the model folder — compared by device and
+ * inode (so symlinks, hard links and other spellings of the path are caught), and an
+ * existing output without --force (or --resume). Runs after every input is open and before
+ * anything truncates the output. */
+static nl_status check_output(nl_ctx *ctx, const char *outp, const char *data, const char *db, const char *tok,
+                              const char *model, int force) {
+    struct stat so, sm;
+    if (stat(outp, &so) != 0) return NL_OK; /* a new file cannot be an input (all inputs exist by now) */
+    const char *what[3] = {"the dataset", "the --db database", "the tokenizer"}, *paths[3] = {data, db, tok};
+    for (int i = 0; i < 3; i++)
+        if (same_file(&so, paths[i]))
+            return nl_errorf(ctx, NL_EINVAL, "refusing to write '%s': it is %s '%s' (an input of record)", outp, what[i], paths[i]);
+    if (stat(model, &sm) == 0 && S_ISDIR(sm.st_mode)) {
+        DIR *d = opendir(model);
+        struct dirent *e;
+        char p[4096];
+        while (d && (e = readdir(d))) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            snprintf(p, sizeof p, "%s/%s", model, e->d_name);
+            if (same_file(&so, p)) {
+                closedir(d);
+                return nl_errorf(ctx, NL_EINVAL, "refusing to write '%s': it is '%s' of the model folder (an input of record)", outp, p);
+            }
+        }
+        if (d) closedir(d);
+    } else if (same_file(&so, model)) {
+        return nl_errorf(ctx, NL_EINVAL, "refusing to write '%s': it is the model file '%s' (an input of record)", outp, model);
+    }
+    if (!force) return nl_errorf(ctx, NL_EINVAL, "'%s' exists (use --force to replace it)", outp);
+    return NL_OK;
+}
+
+/* "size=N fnv1a64=HEX" of the dataset file's bytes, stored in the file and checked by --resume. */
+static nl_status data_checksum(nl_ctx *ctx, const char *path, char *out, size_t n) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return nl_errorf(ctx, NL_EIO, "cannot read '%s': %s", path, strerror(errno));
+    static unsigned char buf[1 << 16];
+    uint64_t h = NL_FNV_INIT;
+    long long size = 0;
+    size_t k;
+    while ((k = fread(buf, 1, sizeof buf, fp)) > 0) {
+        h = nl_fnv1a(h, buf, k);
+        size += (long long)k;
+    }
+    int err = ferror(fp);
+    fclose(fp);
+    if (err) return nl_errorf(ctx, NL_EIO, "cannot read '%s': read error", path);
+    snprintf(out, n, "size=%lld fnv1a64=%016llx", size, (unsigned long long)h);
+    return NL_OK;
+}
+
+/* NEURONLAB_COMMIT_LOG=1: one stderr line per commit (what a crash cannot take away). */
+static void log_commit(void *user, int64_t docs) {
+    fprintf(stderr, "neuronlab: committed %lld documents to '%s'\n", (long long)docs, (const char *)user);
+}
 
 /* Parses "0,2,5-7" into a sorted distinct set of layers < L; returns count, -1 on error. */
 static int parse_layers(const char *s, int L, int *out) {
@@ -50,13 +126,15 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     nl_cli_run r = {0};
     const char *outp = NULL, *layers_s = NULL, *v;
     nl_cli_common co = {0};
-    int pool = 0;
+    int pool = 0, force = 0, resume = 0;
     nl_h5_dtype dtype = NL_H5_F32;
     for (int i = 1; i < argc; i++) {
         int k = nl_cli_run_arg(&nl_cmd_record, &r, argc, argv, &i);
         if (k == 1) continue;
         if (k) return k;
         if (!strcmp(argv[i], "--pool")) pool = 1;
+        else if (!strcmp(argv[i], "--force")) force = 1;
+        else if (!strcmp(argv[i], "--resume")) resume = 1;
         else if ((k = nl_cli_opt(argc, argv, &i, "-o", &v)) || (k = nl_cli_opt(argc, argv, &i, "--output", &v))) {
             if (k < 0) return nl_cli_usage(&nl_cmd_record, "-o needs a path");
             outp = v;
@@ -72,6 +150,12 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     }
     if (nl_cli_run_check(&nl_cmd_record, &r)) return 2;
     if (!outp) return nl_cli_usage(&nl_cmd_record, "missing -o OUTPUT.h5");
+    if (force && resume) return nl_cli_usage(&nl_cmd_record, "--force and --resume exclude each other");
+    double commit_s = 0;
+    const char *cs = getenv("NEURONLAB_COMMIT_SECONDS");
+    if (cs && cs[0] && !nl_cli_double(cs, &commit_s))
+        return nl_cli_usage(&nl_cmd_record, "NEURONLAB_COMMIT_SECONDS='%s' is not a number", cs);
+    const char *clog = getenv("NEURONLAB_COMMIT_LOG");
     const char *dbpath = co.db;
     const char *paths[2] = {r.model, r.data};
     nl_h5_writer *w = NULL;
@@ -88,6 +172,13 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         if (n_layers <= 0)
             st = nl_errorf(ctx, NL_EINVAL, "--layers '%s': expected a list like 0,2,5-7 of layers in 0..%d", layers_s, c->n_layers - 1);
     }
+    if (st == NL_OK)
+        st = check_output(ctx, outp, r.data, dbpath, r.tok ? nl_tokenizer_path(r.tok) : r.tokenizer, r.model, force || resume);
+    struct stat so;
+    if (st == NL_OK && resume && stat(outp, &so) != 0)
+        st = nl_errorf(ctx, NL_EIO, "cannot resume '%s': %s", outp, strerror(errno));
+    char checksum[96];
+    if (st == NL_OK) st = data_checksum(ctx, r.data, checksum, sizeof checksum);
     if (st == NL_OK && db) {
         char params[4096];
         int o = snprintf(params, sizeof params, "{\"layers\":");
@@ -115,11 +206,17 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         meta.layers = layers;
         meta.n_rec = n_layers;
         meta.pooled = pool;
-        st = nl_h5_writer_create(ctx, outp, &meta, &w);
+        meta.dataset_checksum = checksum;
+        meta.commit_seconds = commit_s;
+        if (clog && clog[0] && strcmp(clog, "0")) meta.on_commit = log_commit, meta.on_commit_user = (void *)outp;
+        st = resume ? nl_h5_writer_resume(ctx, outp, &meta, &w) : nl_h5_writer_create(ctx, outp, &meta, &w);
     }
     if (st == NL_OK) {
         nl_progress prog;
         nl_progress_init(&prog, "record", ds->n_tokens, "tok", ctx->progress);
+        long long skipped = (long long)nl_h5_writer_docs(w);
+        if (resume) fprintf(stderr, "neuronlab: resuming '%s' after its %lld committed documents\n", outp, skipped);
+        if (skipped > 0) nl_progress_add(&prog, nl_h5_writer_tokens(w));
         st = nl_record_run(ctx, r.f, ds, w, pool, (int)r.stride, &prog);
         nl_progress_end(&prog);
         nl_ctx cctx; /* keep the first error's message */

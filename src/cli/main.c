@@ -189,6 +189,7 @@ int main(int argc, char **argv) {
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    signal(SIGXFSZ, SIG_IGN); /* past `ulimit -f` write() fails with EFBIG: a clean error, not a silent kill */
     const nl_command *c = find(argv[1]);
     if (c) {
         for (int a = 2; a < argc; a++)

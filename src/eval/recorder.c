@@ -1,4 +1,6 @@
-/* recorder.c — dataset → forward pass → HDF5 activation file (contract in recorder.h). */
+/* recorder.c — dataset → forward pass → HDF5 activation file (contract in recorder.h).
+ * Documents the writer already holds (a resumed file) are skipped, so a resumed run writes
+ * exactly what the uninterrupted one would have (checked by tests/record_kill.sh). */
 #include "neuronlab/recorder.h"
 
 #include <math.h>
@@ -62,7 +64,11 @@ nl_status nl_record_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, nl_h5_
     nl_hook_id hook_id = 0;
     if (st == NL_OK && nl_hooks_add_id(hooks, NL_HOOK_FFN_ACT, -1, NL_HOOK_OBSERVE, on_act, &s, &hook_id) != NL_OK)
         st = nl_errorf(ctx, NL_EINVAL, "too many hooks on the forward pass");
-    for (int d = 0; st == NL_OK && d < ds->n_docs; d++) {
+    int64_t done = nl_h5_writer_docs(w); /* > 0 when resuming a cut-short file */
+    if (st == NL_OK && done > ds->n_docs)
+        st = nl_errorf(ctx, NL_EINVAL, "the activation file holds %lld documents but the dataset has only %d", (long long)done,
+                       ds->n_docs);
+    for (int d = (int)done; st == NL_OK && d < ds->n_docs; d++) {
         const nl_doc *doc = &ds->docs[d];
         s.doc = doc;
         memset(s.pool, 0, (size_t)L * F * sizeof(float));

@@ -57,6 +57,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef NL_H5_CHUNK_BYTES
@@ -64,6 +65,10 @@
 #endif
 #ifndef NL_H5_LIBVER_LOW
 #define NL_H5_LIBVER_LOW H5F_LIBVER_V18 /* readable by HDF5 ≥ 1.8 (h5py, pandas, MATLAB …) */
+#endif
+
+#ifndef NL_H5_COMMIT_SECONDS
+#define NL_H5_COMMIT_SECONDS 2.0 /* default seconds between commits (see the measurement in h5store.h) */
 #endif
 
 #define TOKENS_CHUNK 16384 /* int32 rows: 64 KiB */
@@ -115,8 +120,17 @@ static herr_t h5_record(hid_t estack, void *p) {
     return 0;
 }
 
-/* Silences HDF5's error printing (keeps the last message for h5_err). */
+/* Silences HDF5's error printing (keeps the last message for h5_err). Also turns off HDF5's
+ * own atexit teardown (before the library initialises): every id this module opens is
+ * closed on every path, and after a failed write HDF5 may keep free-list blocks it never
+ * returns, which made its exit handler loop or crash ("infinite loop closing library",
+ * R10); at exit the OS releases what is left. */
 static void h5_quiet(void) {
+    static int once;
+    if (!once) {
+        once = 1;
+        H5dont_atexit();
+    }
     H5Eset_auto2(H5E_DEFAULT, h5_record, NULL);
     g_h5_last[0] = 0;
 }
@@ -196,6 +210,17 @@ typedef void (*nl_conv_fn)(void *dst, const float *src, size_t n);
 static hsize_t app_rows(const nl_app *a) { return a->disk + a->nbuf; }
 static hsize_t app_cap(const nl_app *a) { return a->chunk - a->disk % a->chunk; }
 
+/* Dataset access of an appendable dataset: no raw-data chunk cache, so every H5Dwrite
+ * reaches the file at once and a commit (H5Fflush) has only metadata left to write. */
+static hid_t app_dapl(void) {
+    hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
+    if (dapl >= 0 && H5Pset_chunk_cache(dapl, 0, 0, 1.0) < 0) {
+        H5Pclose(dapl);
+        return -1;
+    }
+    return dapl;
+}
+
 /* Creates dataset name under loc with rows 0 and maxdims (unlimited, cols). */
 static int app_create(nl_app *a, hid_t loc, const char *name, hid_t ftype, hid_t mtype, size_t elsize,
                       int rank, hsize_t cols, hsize_t chunk, nl_h5_filter filter) {
@@ -216,9 +241,11 @@ static int app_create(nl_app *a, hid_t loc, const char *name, hid_t ftype, hid_t
         herr_t e = 0;
         if (filter == NL_H5_FILTER_SHUFFLE_DEFLATE) e = H5Pset_shuffle(p);
         if (e >= 0 && filter != NL_H5_FILTER_NONE) e = H5Pset_deflate(p, 1);
-        if (e >= 0) {
-            a->ds = H5Dcreate2(loc, name, ftype, s, H5P_DEFAULT, p, H5P_DEFAULT);
+        hid_t dapl = e >= 0 ? app_dapl() : -1;
+        if (dapl >= 0) {
+            a->ds = H5Dcreate2(loc, name, ftype, s, H5P_DEFAULT, p, dapl);
             if (a->ds >= 0) rc = 0;
+            H5Pclose(dapl);
         }
     }
     if (p >= 0) H5Pclose(p);
@@ -376,7 +403,75 @@ struct nl_h5_writer {
     int64_t n_docs;         /* ended documents */
     int64_t doc_start;      /* = doc_offsets[n_docs] */
     int failed;
+    int64_t committed;      /* documents on disk as of the last commit */
+    double commit_s;        /* seconds between commits; < 0: after every document */
+    double last_commit;     /* monotonic time of the last commit */
+    void (*on_commit)(void *user, int64_t docs);
+    void *on_commit_user;
 };
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* File access of a writer: the metadata cache never evicts (never writes) dirty metadata
+ * on its own; it grows instead and is written only by H5Fflush/H5Fclose, i.e. at a commit.
+ * So the metadata on disk is always the last commit's and the raw data written since then
+ * lies where that metadata does not point. */
+static hid_t writer_fapl(void) {
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl < 0) return -1;
+    H5AC_cache_config_t cc;
+    memset(&cc, 0, sizeof cc);
+    cc.version = H5AC__CURR_CACHE_CONFIG_VERSION;
+    herr_t e = H5Pget_mdc_config(fapl, &cc);
+    if (e >= 0) {
+        cc.evictions_enabled = 0; /* requires every automatic resize mode off */
+        cc.incr_mode = H5C_incr__off;
+        cc.flash_incr_mode = H5C_flash_incr__off;
+        cc.decr_mode = H5C_decr__off;
+        cc.set_initial_size = 1;
+        cc.initial_size = 16 << 20;
+        if (cc.max_size < cc.initial_size) cc.max_size = cc.initial_size;
+        if (cc.min_size > cc.initial_size) cc.min_size = cc.initial_size;
+        e = H5Pset_mdc_config(fapl, &cc);
+    }
+    if (e >= 0) e = H5Pset_libver_bounds(fapl, NL_H5_LIBVER_LOW, H5F_LIBVER_LATEST);
+    if (e >= 0) e = H5Pset_file_locking(fapl, 1, 1);
+    if (e < 0) {
+        H5Pclose(fapl);
+        return -1;
+    }
+    return fapl;
+}
+
+/* The descriptor HDF5's default (sec2) driver writes through, or -1. */
+static int writer_fd(hid_t file) {
+    int *fh = NULL;
+    if (file < 0 || H5Fget_vfd_handle(file, H5P_DEFAULT, (void **)&fh) < 0 || !fh) return -1;
+    return *fh;
+}
+
+/* After a failed write the file on disk is the last commit's (metadata is written only by
+ * commits); closing normally would write the newer, half-done metadata over it. Instead
+ * HDF5's descriptor is pointed at an anonymous scratch file, so H5Fclose releases every
+ * id and lock cleanly (nothing left for HDF5's atexit handler) and the real file keeps
+ * exactly what the last commit wrote. */
+static void writer_abandon(hid_t file) {
+    int fd = writer_fd(file);
+    if (fd < 0) return;
+    const char *dirs[3] = {getenv("TMPDIR"), "/tmp", "/dev/shm"};
+    int s = -1;
+    for (int i = 0; i < 3 && s < 0; i++)
+        if (dirs[i] && dirs[i][0]) s = open(dirs[i], O_TMPFILE | O_RDWR, 0600);
+    if (s < 0) s = open("/dev/null", O_RDWR);
+    if (s >= 0) {
+        dup2(s, fd);
+        close(s);
+    }
+}
 
 static int cmp_int(const void *a, const void *b) { return (*(const int *)a > *(const int *)b) - (*(const int *)a < *(const int *)b); }
 
@@ -389,6 +484,7 @@ static int auto_chunk_rows(int d_ff, size_t elsize) {
 
 static void writer_free(nl_h5_writer *w) {
     if (!w) return;
+    if (w->file >= 0 && w->failed) writer_abandon(w->file); /* before any id is closed */
     app_free(&w->tokens);
     app_free(&w->offsets);
     app_free(&w->labels);
@@ -410,10 +506,57 @@ static void writer_free(nl_h5_writer *w) {
     free(w);
 }
 
+static nl_status w_ioerr_msg(nl_h5_writer *w, nl_ctx *ctx, const char *why) {
+    w->failed = 1;
+    return nl_errorf(ctx, NL_EIO, "cannot write '%s': %s (the file keeps the %lld documents committed before)", w->path,
+                     why, (long long)w->committed);
+}
+
 static nl_status w_ioerr(nl_h5_writer *w, nl_ctx *ctx) {
     char m[512];
-    w->failed = 1;
-    return nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", w->path, h5_err(m, sizeof m));
+    return w_ioerr_msg(w, ctx, h5_err(m, sizeof m));
+}
+
+/* Writes every buffered row (so each dataset's extent is the rows appended so far). */
+static int w_flush_rows(nl_h5_writer *w) {
+    int ok = app_flush(&w->tokens) == 0 && app_flush(&w->offsets) == 0 && app_flush(&w->labels) == 0 &&
+             app_flush(&w->plen) == 0;
+    for (int i = 0; i < w->n_rec && ok; i++) {
+        if (!w->no_acts) ok = app_flush(&w->acts[i]) == 0;
+        if (ok && w->pooled) ok = app_flush(&w->pool[i]) == 0;
+    }
+    return ok ? 0 : -1;
+}
+
+/* One commit: buffered rows to the file, the file's blocks reserved up to its allocated
+ * end (so a full disk or a file-size limit fails here, before any metadata is written,
+ * rather than half-way through it), then H5Fflush writes the metadata. */
+static int w_commit_raw(nl_h5_writer *w, char *why, size_t n) {
+    if (w_flush_rows(w) < 0) {
+        h5_err(why, n);
+        return -1;
+    }
+    hsize_t size = 0;
+    int fd = writer_fd(w->file);
+    if (fd >= 0 && H5Fget_filesize(w->file, &size) >= 0 && size > 0 && fallocate(fd, 0, 0, (off_t)size) != 0 &&
+        errno != EOPNOTSUPP && errno != ENOSYS) {
+        snprintf(why, n, "%s", strerror(errno));
+        return -1;
+    }
+    if (H5Fflush(w->file, H5F_SCOPE_LOCAL) < 0) {
+        h5_err(why, n);
+        return -1;
+    }
+    return 0;
+}
+
+static nl_status w_commit(nl_h5_writer *w, nl_ctx *ctx) {
+    char m[512];
+    if (w_commit_raw(w, m, sizeof m) < 0) return w_ioerr_msg(w, ctx, m);
+    w->committed = w->n_docs;
+    w->last_commit = now_s();
+    if (w->on_commit) w->on_commit(w->on_commit_user, w->committed);
+    return NL_OK;
 }
 
 static nl_status check_meta(nl_ctx *ctx, const char *path, const nl_h5_meta *m) {
@@ -488,11 +631,7 @@ nl_status nl_h5_writer_create(nl_ctx *ctx, const char *path, const nl_h5_meta *m
     close(fd);
 
     char m[512];
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), fcpl = H5Pcreate(H5P_FILE_CREATE);
-    if (fapl >= 0) {
-        H5Pset_libver_bounds(fapl, NL_H5_LIBVER_LOW, H5F_LIBVER_LATEST);
-        H5Pset_file_locking(fapl, 1, 1);
-    }
+    hid_t fapl = writer_fapl(), fcpl = H5Pcreate(H5P_FILE_CREATE);
     /* Attributes and links iterate in creation order in h5py (format, version, … ; 0, 1, … 10). */
     if (fcpl >= 0) {
         H5Pset_attr_creation_order(fcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED);
@@ -507,6 +646,9 @@ nl_status nl_h5_writer_create(nl_ctx *ctx, const char *path, const nl_h5_meta *m
         unlink(path); /* no half-made file left behind */
         return NL_EIO;
     }
+    w->commit_s = meta->commit_seconds != 0 ? meta->commit_seconds : NL_H5_COMMIT_SECONDS;
+    w->on_commit = meta->on_commit;
+    w->on_commit_user = meta->on_commit_user;
 
     int ok = 1;
     w->vstr = h5_vstr_type();
@@ -525,7 +667,8 @@ nl_status nl_h5_writer_create(nl_ctx *ctx, const char *path, const nl_h5_meta *m
          attr_str(w->file, "dtype", nl_h5_dtype_name(meta->dtype)) == 0 &&
          attr_str(w->file, "dataset", S(meta->dataset)) == 0 && attr_str(w->file, "tokenizer", S(meta->tokenizer)) == 0 &&
          attr_str(w->file, "created_by", meta->created_by ? meta->created_by : created_by) == 0 &&
-         attr_ints(w->file, "layers", w->rec, n_rec, 0) == 0 && attr_int(w->file, "complete", 0) == 0;
+         attr_ints(w->file, "layers", w->rec, n_rec, 0) == 0 && attr_int(w->file, "complete", 0) == 0 &&
+         attr_str(w->file, "dataset_checksum", S(meta->dataset_checksum)) == 0;
 #undef S
 
     /* Token and document datasets. */
@@ -566,9 +709,11 @@ nl_status nl_h5_writer_create(nl_ctx *ctx, const char *path, const nl_h5_meta *m
         if (top >= 0) H5Gclose(top);
     }
     if (gcpl >= 0) H5Pclose(gcpl);
-    if (ok && H5Fflush(w->file, H5F_SCOPE_LOCAL) < 0) ok = 0;
+    if (!ok) h5_err(m, sizeof m);
+    else if (w_commit_raw(w, m, sizeof m) < 0) ok = 0; /* the empty file is the first commit */
     if (!ok) {
-        nl_errorf(ctx, NL_EIO, "cannot create '%s': %s", path, h5_err(m, sizeof m));
+        nl_errorf(ctx, NL_EIO, "cannot create '%s': %s", path, m);
+        w->failed = 1;
         writer_free(w);
         unlink(path);
         return NL_EIO;
@@ -663,6 +808,7 @@ nl_status nl_h5_writer_end_doc(nl_h5_writer *w, nl_ctx *ctx) {
     w->n_docs++;
     w->doc_start = n_tok;
     w->in_doc = 0;
+    if (w->commit_s < 0 || now_s() - w->last_commit >= w->commit_s) return w_commit(w, ctx);
     return NL_OK;
 }
 
@@ -692,20 +838,19 @@ nl_status nl_h5_writer_put_w_out_norm(nl_h5_writer *w, nl_ctx *ctx, int layer, c
 nl_status nl_h5_writer_flush(nl_h5_writer *w, nl_ctx *ctx) {
     nl_status st = w_check(w, ctx, "flush", 0);
     if (st != NL_OK) return st;
-    int ok = app_flush(&w->tokens) == 0 && app_flush(&w->offsets) == 0 && app_flush(&w->labels) == 0 &&
-             app_flush(&w->plen) == 0;
-    for (int i = 0; i < w->n_rec && ok; i++) {
-        if (!w->no_acts) ok = app_flush(&w->acts[i]) == 0;
-        if (ok && w->pooled) ok = app_flush(&w->pool[i]) == 0;
-    }
-    if (!ok || H5Fflush(w->file, H5F_SCOPE_LOCAL) < 0) return w_ioerr(w, ctx);
-    return NL_OK;
+    return w_commit(w, ctx);
 }
 
 nl_status nl_h5_writer_close(nl_h5_writer *w, nl_ctx *ctx, int complete) {
     if (!w) return NL_OK;
     nl_status st = NL_OK;
     char m[512];
+    if (w->failed) { /* the file keeps the last commit; write nothing more */
+        st = nl_errorf(ctx, NL_EIO, "cannot write '%s': an earlier write failed (the file keeps the %lld documents committed before)",
+                       w->path, (long long)w->committed);
+        writer_free(w); /* abandons the file: see writer_abandon */
+        return st;
+    }
     if (complete && w->in_doc) {
         st = nl_errorf(ctx, NL_EINVAL, "'%s' left incomplete: document %lld was still open at close", w->path,
                        (long long)w->n_docs);
@@ -716,8 +861,7 @@ nl_status nl_h5_writer_close(nl_h5_writer *w, nl_ctx *ctx, int complete) {
             st = nl_errorf(ctx, NL_EINVAL, "'%s' left incomplete: layer %d has no w_out_norm", w->path, w->rec[i]);
             complete = 0;
         }
-    if (w->failed) complete = 0;
-    /* Cut back to the last ended document so every length agrees. */
+    /* Cut back to the last ended document so every length agrees, and commit that. */
     hsize_t N = (hsize_t)w->doc_start, D = (hsize_t)w->n_docs;
     int ok = app_truncate(&w->tokens, N) == 0 && app_truncate(&w->offsets, D + 1) == 0 &&
              app_truncate(&w->labels, D) == 0 && app_truncate(&w->plen, D) == 0;
@@ -725,7 +869,15 @@ nl_status nl_h5_writer_close(nl_h5_writer *w, nl_ctx *ctx, int complete) {
         if (!w->no_acts && app_truncate(&w->acts[i], N) != 0) ok = 0;
         if (w->pooled && app_truncate(&w->pool[i], D) != 0) ok = 0;
     }
-    if (!ok) complete = 0;
+    if (!ok) h5_err(m, sizeof m);
+    else if (w_commit_raw(w, m, sizeof m) < 0) ok = 0;
+    if (!ok) {
+        nl_status e = w_ioerr_msg(w, ctx, m);
+        writer_free(w);
+        return st == NL_OK ? e : st;
+    }
+    w->committed = w->n_docs;
+    /* Then the flag: rewritten in place, so a failure here leaves the committed file. */
     hid_t a = H5Aopen(w->file, "complete", H5P_DEFAULT);
     int c = complete ? 1 : 0;
     if (a < 0 || H5Awrite(a, H5T_NATIVE_INT, &c) < 0) ok = 0;
@@ -741,8 +893,12 @@ nl_status nl_h5_writer_close(nl_h5_writer *w, nl_ctx *ctx, int complete) {
         app_free(&w->acts[i]);
         app_free(&w->pool[i]);
     }
-    if (H5Fclose(w->file) < 0 && st == NL_OK)
-        st = nl_errorf(ctx, NL_EIO, "cannot close '%s': %s", w->path, h5_err(m, sizeof m));
+    if (H5Fclose(w->file) < 0) {
+        if (st == NL_OK) st = nl_errorf(ctx, NL_EIO, "cannot close '%s': %s", w->path, h5_err(m, sizeof m));
+        w->failed = 1;
+        writer_free(w);
+        return st;
+    }
     w->file = -1;
     writer_free(w);
     return st;
@@ -1150,13 +1306,18 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
     for (int64_t d = 0; d < D; d++)
         if (r->offsets[d + 1] < r->offsets[d])
             CORRUPT("'%s' is corrupt: doc_offsets decreases at document %lld", path, (long long)d);
-    if (r->offsets[D] != (int64_t)N)
+    /* A cut-short file (complete = 0: killed between commits, or a partly flushed commit) may
+     * hold rows past its last document; they are ignored. A complete file is exact. */
+    const int cut = !in->complete;
+    if (cut ? r->offsets[D] > (int64_t)N : r->offsets[D] != (int64_t)N)
         CORRUPT("'%s' is corrupt: doc_offsets[-1] = %lld but /tokens has %lld entries", path, (long long)r->offsets[D],
                 (long long)N);
+    N = (hsize_t)r->offsets[D];
+    in->n_tokens = (int64_t)N;
 
     ds = open_1d(f, "doc_labels", H5T_STRING, &nl);
     if (ds < 0) CORRUPT("'%s' is corrupt: 1-D string dataset /doc_labels missing", path);
-    if ((int64_t)nl != D) {
+    if (cut ? (int64_t)nl < D : (int64_t)nl != D) {
         H5Dclose(ds);
         CORRUPT("'%s' is corrupt: /doc_labels has %lld entries but there are %lld documents", path, (long long)nl,
                 (long long)D);
@@ -1172,25 +1333,26 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
         int vl = ft >= 0 && H5Tis_variable_str(ft) > 0;
         size_t fsz = ft >= 0 ? H5Tget_size(ft) : 0;
         hid_t mt = ft >= 0 ? H5Tcopy(ft) : -1; /* same character set: HDF5 does not convert ASCII <-> UTF-8 */
-        e = (!r->labels || mt < 0 || ft < 0) ? -1 : 0;
+        hsize_t hd = (hsize_t)D, zero = 0;
+        hid_t lfs = H5Dget_space(ds), lms = H5Screate_simple(1, &hd, NULL); /* the first D labels */
+        e = (!r->labels || mt < 0 || ft < 0 || lfs < 0 || lms < 0) ? -1 : 0;
+        if (e >= 0) e = D > 0 ? H5Sselect_hyperslab(lfs, H5S_SELECT_SET, &zero, NULL, &hd, NULL) : H5Sselect_none(lfs);
         if (e >= 0 && vl) {
             char **tmp = calloc((size_t)(D ? D : 1), sizeof(char *));
-            e = tmp ? H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, tmp) : -1;
+            e = tmp ? H5Dread(ds, mt, lms, lfs, H5P_DEFAULT, tmp) : -1;
             for (int64_t d = 0; e >= 0 && d < D; d++) r->labels[d] = strdup(tmp[d] ? tmp[d] : "");
-            if (e >= 0) {
-                hid_t sp = H5Dget_space(ds);
-                H5Dvlen_reclaim(mt, sp, H5P_DEFAULT, tmp);
-                H5Sclose(sp);
-            }
+            if (e >= 0) H5Dvlen_reclaim(mt, lms, H5P_DEFAULT, tmp);
             free(tmp);
         } else if (e >= 0) {
             char *tmp = calloc((size_t)(D ? D : 1), fsz + 1); /* NULLTERM: fsz chars + NUL */
             e = (tmp && H5Tset_size(mt, fsz + 1) >= 0 && H5Tset_strpad(mt, H5T_STR_NULLTERM) >= 0)
-                    ? H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, tmp)
+                    ? H5Dread(ds, mt, lms, lfs, H5P_DEFAULT, tmp)
                     : -1;
             for (int64_t d = 0; e >= 0 && d < D; d++) r->labels[d] = strndup(tmp + (size_t)d * (fsz + 1), fsz);
             free(tmp);
         }
+        if (lms >= 0) H5Sclose(lms);
+        if (lfs >= 0) H5Sclose(lfs);
         if (mt >= 0) H5Tclose(mt);
         if (ft >= 0) H5Tclose(ft);
     }
@@ -1202,7 +1364,7 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
 
     ds = open_1d(f, "prompt_len", H5T_INTEGER, &np);
     if (ds < 0) CORRUPT("'%s' is corrupt: 1-D integer dataset /prompt_len missing", path);
-    if ((int64_t)np != D) {
+    if (cut ? (int64_t)np < D : (int64_t)np != D) {
         H5Dclose(ds);
         CORRUPT("'%s' is corrupt: /prompt_len has %lld entries but there are %lld documents", path, (long long)np, (long long)D);
     }
@@ -1210,7 +1372,7 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
         H5Dclose(ds);
         CORRUPT("'%s' is corrupt: /prompt_len %s", path, m);
     }
-    r->plen = malloc(sizeof(int32_t) * (size_t)(D ? D : 1));
+    r->plen = malloc(sizeof(int32_t) * (size_t)(np ? np : 1));
     e = r->plen ? H5Dread(ds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, r->plen) : -1;
     H5Dclose(ds);
     if (e < 0) CORRUPT("'%s' is corrupt: cannot read /prompt_len: %s", path, h5_err(m, sizeof m));
@@ -1243,7 +1405,7 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
             if (d >= 0) r->acts[i] = reopen_cached(f, name, d);
             if (!okc || ds_shape(r->acts[i], dims) != 2)
                 CORRUPT("'%s' is corrupt: /%s is not a 2-D float16/float32 dataset", path, name);
-            if (dims[0] != N || dims[1] != (hsize_t)F)
+            if ((cut ? dims[0] < N : dims[0] != N) || dims[1] != (hsize_t)F)
                 CORRUPT("'%s' is corrupt: /%s has shape (%llu, %llu), expected (%llu, %d) (tokens, d_ff)", path, name,
                         (unsigned long long)dims[0], (unsigned long long)dims[1], (unsigned long long)N, F);
             if (ds_stored(r->acts[i], m, sizeof m) != 0) CORRUPT("'%s' is corrupt: /%s %s", path, name, m);
@@ -1265,7 +1427,8 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
             int okc = t >= 0 && H5Tget_class(t) == H5T_FLOAT;
             if (t >= 0) H5Tclose(t);
             if (d >= 0) r->pool[i] = reopen_cached(f, name, d);
-            if (!okc || ds_shape(r->pool[i], dims) != 2 || dims[0] != (hsize_t)D || dims[1] != (hsize_t)F)
+            if (!okc || ds_shape(r->pool[i], dims) != 2 || (cut ? dims[0] < (hsize_t)D : dims[0] != (hsize_t)D) ||
+                dims[1] != (hsize_t)F)
                 CORRUPT("'%s' is corrupt: /%s is not a float dataset of shape (%lld, %d) (documents, d_ff)", path, name,
                         (long long)D, F);
             if (ds_stored(r->pool[i], m, sizeof m) != 0) CORRUPT("'%s' is corrupt: /%s %s", path, name, m);
@@ -1383,4 +1546,251 @@ nl_status nl_h5_reader_read_w_out_norm(nl_h5_reader *r, nl_ctx *ctx, int layer, 
             return nl_errorf(ctx, NL_EFORMAT, "'%s': layer %d w_out_norm holds %s", r->path, layer,
                              isfinite(out[i]) ? "a negative value" : "a non-finite value");
     return NL_OK;
+}
+
+/* ------------------------------------------------------------------ resume */
+
+/* Opens an existing appendable dataset into a: its extent is the rows on disk. */
+static int app_open(nl_app *a, hid_t loc, const char *name, hid_t mtype, size_t elsize, int rank, hsize_t cols) {
+    memset(a, 0, sizeof *a);
+    a->ds = -1;
+    a->mtype = mtype;
+    a->rank = rank;
+    a->cols = rank == 2 ? cols : 1;
+    a->row_bytes = elsize * a->cols;
+    a->vlen = H5Tis_variable_str(mtype) > 0;
+    hid_t dapl = app_dapl();
+    a->ds = dapl >= 0 ? H5Dopen2(loc, name, dapl) : -1;
+    if (dapl >= 0) H5Pclose(dapl);
+    if (a->ds < 0) return -1;
+    hsize_t dims[2] = {0, 0}, ch[2] = {0, 0};
+    hid_t dcpl = H5Dget_create_plist(a->ds);
+    int ok = dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pget_chunk(dcpl, 2, ch) == rank && ch[0] > 0 &&
+             ds_shape(a->ds, dims) == rank && (rank == 1 || dims[1] == cols);
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (!ok) return -1;
+    a->disk = dims[0];
+    a->chunk = ch[0];
+    a->buf = malloc(a->chunk * a->row_bytes);
+    return a->buf ? 0 : -1;
+}
+
+/* Compares a string attribute with what the resumed run would write. */
+static nl_status resume_str(nl_ctx *ctx, hid_t f, const char *path, const char *name, const char *want) {
+    char *v = NULL, why[128];
+    if (!has_attr(f, name)) v = strdup("");
+    else if (read_attr_str(f, name, &v, why, sizeof why) != 0)
+        return nl_errorf(ctx, NL_EFORMAT, "cannot resume '%s': attribute '%s' %s", path, name, why);
+    if (!v) return nl_errorf(ctx, NL_ENOMEM, "cannot resume '%s': out of memory", path);
+    nl_status st = NL_OK;
+    if (strcmp(v, want ? want : "") != 0)
+        st = nl_errorf(ctx, NL_EINVAL, "cannot resume '%s': its %s is '%s' but this run's is '%s'", path, name, v, want ? want : "");
+    free(v);
+    return st;
+}
+
+static nl_status resume_int(nl_ctx *ctx, hid_t f, const char *path, const char *name, int want) {
+    int64_t v;
+    if (read_attr_int(f, name, &v) != 0) return nl_errorf(ctx, NL_EFORMAT, "cannot resume '%s': integer attribute '%s' missing", path, name);
+    if (v != want)
+        return nl_errorf(ctx, NL_EINVAL, "cannot resume '%s': its %s is %lld but this run's is %d", path, name, (long long)v, want);
+    return NL_OK;
+}
+
+nl_status nl_h5_writer_resume(nl_ctx *ctx, const char *path, const nl_h5_meta *meta, nl_h5_writer **out) {
+    NL_ASSERT(path && meta && out);
+    *out = NULL;
+    h5_quiet();
+    nl_status st = check_meta(ctx, path, meta);
+    if (st != NL_OK) return st;
+    char m[512];
+    struct stat sb;
+    if (stat(path, &sb) != 0) return nl_errorf(ctx, NL_EIO, "cannot resume '%s': %s", path, strerror(errno));
+    if (H5Fis_hdf5(path) <= 0) return nl_errorf(ctx, NL_EFORMAT, "cannot resume '%s': not an HDF5 file", path);
+    nl_h5_writer *w = calloc(1, sizeof *w);
+    if (!w) return nl_errorf(ctx, NL_ENOMEM, "cannot resume '%s': out of memory", path);
+    w->file = w->half = w->vstr = -1;
+    w->tokens.ds = w->offsets.ds = w->labels.ds = w->plen.ds = -1;
+    w->path = strdup(path);
+    w->n_layers = meta->n_layers;
+    w->d_ff = meta->d_ff;
+    w->dtype = meta->dtype;
+    w->pooled = meta->pooled != 0;
+    w->no_acts = meta->no_acts != 0;
+    w->commit_s = meta->commit_seconds != 0 ? meta->commit_seconds : NL_H5_COMMIT_SECONDS;
+    w->on_commit = meta->on_commit;
+    w->on_commit_user = meta->on_commit_user;
+    int n_rec = (meta->n_rec > 0 && meta->layers) ? meta->n_rec : meta->n_layers;
+    w->rec = malloc(sizeof(int) * (size_t)n_rec);
+    w->slot = malloc(sizeof(int) * (size_t)meta->n_layers);
+    w->acts = calloc((size_t)n_rec, sizeof(nl_app));
+    w->pool = calloc((size_t)n_rec, sizeof(nl_app));
+    w->wnorm = calloc((size_t)n_rec, 1);
+    int64_t *off = NULL, *lv = NULL;
+    if (!w->path || !w->rec || !w->slot || !w->acts || !w->pool || !w->wnorm) {
+        writer_free(w);
+        return nl_errorf(ctx, NL_ENOMEM, "cannot resume '%s': out of memory", path);
+    }
+    for (int i = 0; i < n_rec; i++) {
+        w->rec[i] = (meta->n_rec > 0 && meta->layers) ? meta->layers[i] : i;
+        w->acts[i].ds = w->pool[i].ds = -1;
+    }
+    w->n_rec = n_rec;
+    qsort(w->rec, (size_t)n_rec, sizeof(int), cmp_int);
+    for (int l = 0; l < meta->n_layers; l++) w->slot[l] = -1;
+    for (int i = 0; i < n_rec; i++) w->slot[w->rec[i]] = i;
+
+    hid_t fapl = writer_fapl();
+    w->file = fapl >= 0 ? H5Fopen(path, H5F_ACC_RDWR, fapl) : -1;
+    if (fapl >= 0) H5Pclose(fapl);
+    if (w->file < 0) {
+        st = nl_errorf(ctx, NL_EIO, "cannot resume '%s': %s", path, h5_err(m, sizeof m));
+        goto fail;
+    }
+    hid_t f = w->file;
+#define S(x) ((x) ? (x) : "")
+    if ((st = resume_str(ctx, f, path, "format", NL_H5_FORMAT)) != NL_OK) goto fail;
+    if ((st = resume_int(ctx, f, path, "version", NL_H5_VERSION)) != NL_OK) goto fail;
+    const char *sn[8] = {"model", "arch", "ffn_kind", "act_fn", "dtype", "dataset", "tokenizer", "dataset_checksum"};
+    const char *sv[8] = {S(meta->model), S(meta->arch), meta->ffn_kind, S(meta->act_fn), nl_h5_dtype_name(meta->dtype),
+                         S(meta->dataset), S(meta->tokenizer), S(meta->dataset_checksum)};
+#undef S
+    for (int i = 0; i < 8; i++)
+        if ((st = resume_str(ctx, f, path, sn[i], sv[i])) != NL_OK) goto fail;
+    if ((st = resume_int(ctx, f, path, "n_layers", meta->n_layers)) != NL_OK ||
+        (st = resume_int(ctx, f, path, "d_model", meta->d_model)) != NL_OK ||
+        (st = resume_int(ctx, f, path, "d_ff", meta->d_ff)) != NL_OK)
+        goto fail;
+    int64_t nl = read_attr_ints(f, "layers", meta->n_layers, &lv);
+    int same = nl == n_rec;
+    for (int i = 0; same && i < n_rec; i++) same = lv[i] == w->rec[i];
+    if (!same) {
+        st = nl_errorf(ctx, NL_EINVAL, "cannot resume '%s': it records %lld layers (attribute 'layers'), not this run's %d", path,
+                       (long long)(nl < 0 ? 0 : nl), n_rec);
+        goto fail;
+    }
+    if (has_link(f, "pooled") != w->pooled) {
+        st = nl_errorf(ctx, NL_EINVAL, "cannot resume '%s': it was recorded %s --pool, this run %s", path,
+                       w->pooled ? "without" : "with", w->pooled ? "has it" : "has not");
+        goto fail;
+    }
+    w->vstr = h5_vstr_type();
+    if (w->dtype == NL_H5_F16) w->half = h5_half_type();
+    if (w->vstr < 0 || (w->dtype == NL_H5_F16 && w->half < 0)) goto h5fail;
+    if (app_open(&w->tokens, f, "tokens", H5T_NATIVE_INT32, 4, 1, 1) < 0 ||
+        app_open(&w->offsets, f, "doc_offsets", H5T_NATIVE_INT64, 8, 1, 1) < 0 ||
+        app_open(&w->labels, f, "doc_labels", w->vstr, sizeof(char *), 1, 1) < 0 ||
+        app_open(&w->plen, f, "prompt_len", H5T_NATIVE_INT32, 4, 1, 1) < 0)
+        goto h5fail;
+    size_t el = w->dtype == NL_H5_F16 ? 2 : 4;
+    /* Committed documents: the longest prefix every dataset holds whole. */
+    hsize_t D1 = w->offsets.disk, minN = w->tokens.disk, minD = w->labels.disk < w->plen.disk ? w->labels.disk : w->plen.disk;
+    for (int i = 0; i < n_rec; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "layers/%d/ffn_act", w->rec[i]);
+        if (has_link(f, name) == w->no_acts) {
+            st = nl_errorf(ctx, NL_EINVAL, "cannot resume '%s': /%s is %s", path, name, w->no_acts ? "present" : "missing");
+            goto fail;
+        }
+        if (!w->no_acts) {
+            if (app_open(&w->acts[i], f, name, w->dtype == NL_H5_F16 ? w->half : H5T_NATIVE_FLOAT, el, 2, (hsize_t)w->d_ff) < 0)
+                goto h5fail;
+            if (w->acts[i].disk < minN) minN = w->acts[i].disk;
+        }
+        if (w->pooled) {
+            snprintf(name, sizeof name, "pooled/%d/mean_abs", w->rec[i]);
+            if (app_open(&w->pool[i], f, name, H5T_NATIVE_FLOAT, 4, 2, (hsize_t)w->d_ff) < 0) goto h5fail;
+            if (w->pool[i].disk < minD) minD = w->pool[i].disk;
+        }
+        snprintf(name, sizeof name, "layers/%d/w_out_norm", w->rec[i]);
+        w->wnorm[i] = has_link(f, name);
+    }
+    if (D1 < 1) {
+        st = nl_errorf(ctx, NL_EFORMAT, "cannot resume '%s': /doc_offsets is empty", path);
+        goto fail;
+    }
+    if (ds_stored(w->offsets.ds, m, sizeof m) != 0) {
+        st = nl_errorf(ctx, NL_EFORMAT, "cannot resume '%s': /doc_offsets %s", path, m);
+        goto fail;
+    }
+    off = malloc(sizeof(int64_t) * D1);
+    if (!off || H5Dread(w->offsets.ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, off) < 0) goto h5fail;
+    hsize_t D = D1 - 1;
+    if (D > minD) D = minD;
+    if (off[0] != 0) {
+        st = nl_errorf(ctx, NL_EFORMAT, "cannot resume '%s': doc_offsets[0] = %lld, expected 0", path, (long long)off[0]);
+        goto fail;
+    }
+    for (hsize_t d = 0; d < D; d++)
+        if (off[d + 1] < off[d]) {
+            st = nl_errorf(ctx, NL_EFORMAT, "cannot resume '%s': doc_offsets decreases at document %llu", path, (unsigned long long)d);
+            goto fail;
+        }
+    while (D > 0 && (hsize_t)off[D] > minN) D--;
+    hsize_t N = (hsize_t)off[D];
+    free(off);
+    off = NULL;
+    /* doc_labels holds references to strings in HDF5's global heap, and HDF5 deletes the
+     * string an element referred to before it overwrites the element. Past the last commit
+     * the killed run may have written references to heap objects that never reached the
+     * file (or that a new heap collection will reuse), so the last, partly committed chunk
+     * is rebuilt: its committed labels are read back, the chunk is dropped (extent cut to
+     * the chunk boundary) and they are written again into a fresh chunk. */
+    int ok = 1;
+    hsize_t c0 = D - D % w->labels.chunk;
+    if (D > c0 && w->labels.disk < D) ok = 0;
+    if (ok && D > c0) {
+        hsize_t k = D - c0, start = c0;
+        char **tmp = calloc(k, sizeof(char *));
+        hid_t fs = H5Dget_space(w->labels.ds), ms = H5Screate_simple(1, &k, NULL);
+        herr_t e = (!tmp || fs < 0 || ms < 0) ? -1 : H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &k, NULL);
+        if (e >= 0) e = H5Dread(w->labels.ds, w->vstr, ms, fs, H5P_DEFAULT, tmp);
+        char **buf = (char **)w->labels.buf;
+        for (hsize_t j = 0; e >= 0 && j < k; j++)
+            if (!(buf[j] = strdup(tmp[j] ? tmp[j] : ""))) e = -1;
+        if (e >= 0 || tmp) {
+            for (hsize_t j = 0; j < k; j++) H5free_memory(tmp[j]);
+        }
+        free(tmp);
+        if (ms >= 0) H5Sclose(ms);
+        if (fs >= 0) H5Sclose(fs);
+        hsize_t ext = c0;
+        if (e >= 0) e = H5Dset_extent(w->labels.ds, &ext);
+        if (e >= 0) {
+            w->labels.disk = c0;
+            w->labels.nbuf = k;
+        } else {
+            for (hsize_t j = 0; j < k; j++) free(buf[j]), buf[j] = NULL;
+            ok = 0;
+        }
+    }
+    ok = ok && app_truncate(&w->tokens, N) == 0 && app_truncate(&w->offsets, D + 1) == 0 &&
+         app_truncate(&w->labels, D) == 0 && app_truncate(&w->plen, D) == 0;
+    for (int i = 0; ok && i < n_rec; i++) {
+        if (!w->no_acts) ok = app_truncate(&w->acts[i], N) == 0;
+        if (ok && w->pooled) ok = app_truncate(&w->pool[i], D) == 0;
+    }
+    hid_t a = ok ? H5Aopen(f, "complete", H5P_DEFAULT) : -1;
+    int zero = 0;
+    if (a < 0 || H5Awrite(a, H5T_NATIVE_INT, &zero) < 0) ok = 0;
+    if (a >= 0) H5Aclose(a);
+    if (!ok) goto h5fail;
+    w->n_docs = w->committed = (int64_t)D;
+    w->doc_start = (int64_t)N;
+    if (w_commit_raw(w, m, sizeof m) < 0) {
+        st = nl_errorf(ctx, NL_EIO, "cannot resume '%s': %s", path, m);
+        w->failed = 1;
+        goto fail;
+    }
+    free(lv);
+    *out = w;
+    return NL_OK;
+h5fail:
+    st = nl_errorf(ctx, NL_EIO, "cannot resume '%s': %s", path, h5_err(m, sizeof m));
+fail:
+    free(off);
+    free(lv);
+    w->failed = 1; /* nothing of this attempt reaches the file */
+    writer_free(w);
+    return st;
 }
