@@ -21,7 +21,7 @@ except ImportError as e:  # pragma: no cover
     sys.exit(2)
 
 FORMAT = "neuronlab.activations"
-STR_ATTRS = ["model", "arch", "ffn_kind", "act_fn", "dtype", "dataset", "tokenizer", "created_by"]
+STR_ATTRS = ["model", "arch", "ffn_kind", "act_fn", "dtype", "dataset", "tokenizer", "created_by", "dataset_checksum"]
 INT_ATTRS = ["version", "n_layers", "d_model", "d_ff"]
 SAMPLE_ROWS = 256
 
