@@ -219,7 +219,8 @@ check_case("all-zero", L3, [0, 1, 2], lambda i: 0.0, nodata=("perturbation",), n
 check_case("constant", L3, [0, 1, 2], lambda i: 0.7)
 # a negative activation frequency falls outside the histogram's x range [0, 1]: nothing to draw there
 check_case("negative-constant", L3, [0, 1, 2], lambda i: -0.3, nodata=("activation_frequency",), note="points outside the x range")
-check_case("integer", L3, [0, 1, 2], lambda i: i % 3)
+# period 4, not 3: the perturb rows take two values each, so with period 3 every ratio-0 perplexity would be 0 (no baseline)
+check_case("integer", L3, [0, 1, 2], lambda i: i % 4)
 check_case("one-label", ["solo"], [0, 1, 2], lambda i: 0.1 + 0.01 * (i % 11), nodata=("overlap",))
 check_case("one-layer", L3, [0], lambda i: 0.1 + 0.01 * (i % 11))
 cyc = [0.25, float("inf"), None, -float("inf"), 0.5, "NaN", 0.75, "abc", 1.0]

@@ -1,6 +1,8 @@
 /* report.c — figures from the results database (see report.h): per figure, the SQL rows are
- * pivoted into panel CSVs (line figures: x against series; heatmaps: row against column), a
- * NAME.gp (settings + compiled-in template) is written, and gnuplot draws NAME.png and
+ * pivoted into panel CSVs (line figures: x against series; heatmaps: row against column, with
+ * a spread matrix and the cell annotations when the query gives a spread), a NAME.gp
+ * (settings: the shared y range, the series of each panel, the colour range + compiled-in
+ * template) is written, and gnuplot draws NAME.png and
  * NAME.pdf; index.html lists every figure with its caption, its run's provenance and links to
  * the data. A figure that cannot be drawn (gnuplot fails, its query fails) is skipped and
  * listed with its cause; the others are still drawn. Data strings are cleaned before they
