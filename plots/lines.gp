@@ -16,7 +16,8 @@
 # (Okabe–Ito without black, which is kept for the aggregate "all layers"), a marker and a dash
 # pattern per series (curves that overlap stay apart: filled against open markers, solid
 # against dashed), PNG at 150 dpi equivalent and vector PDF. The y range is shared by the panels
-# with 5 % headroom, so a curve at the edge (a score of 1.0) is not hidden under the border;
+# with 5 % headroom at both ends (a histogram stands on 0), so a curve at the edge (a score of
+# 1.0, a CDF at 0) is not hidden under the border;
 # x is fitted to the data drawn. "random baseline" is drawn as a grey dashed line (chance level).
 # Odd data: titles and legend entries are drawn without enhanced-text markup; a panel with a
 # single x value draws its points even in the "lines" style (a line needs two); constant data
@@ -62,7 +63,7 @@ if (symlog > 0) {
     f = (yhi / ylo) ** 0.05; ylo = ylo / f; yhi = yhi * f
   } else {
     if (!(yhi > ylo)) { d = (ylo != 0) ? abs(ylo) * 0.1 : 0.5; ylo = ylo - d; yhi = yhi + d }
-    pad = 0.05 * (yhi - ylo); yhi = yhi + pad; if (ylo != 0) { ylo = ylo - pad }
+    pad = 0.05 * (yhi - ylo); yhi = yhi + pad; if (ylo != 0 || style ne "histeps") { ylo = ylo - pad }   # a histogram stands on 0
   }
 }
 # symmetric-log ticks: 0 and ±10^k within the range (every other decade when there are many)

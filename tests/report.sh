@@ -215,7 +215,7 @@ for line in ("sharedkey = 1", 'ylabel = "average precision (AP)"', "yfloor = 0.0
     assert line + "\n" in gp, line
 gp = open(os.path.join(d, "ability_depth.gp"), encoding="utf-8").read()
 assert 'key = "outside right top vertical"\n' in gp and "sharedkey = 0\n" in gp, "ability_depth legend placement"
-assert "\nkey = " not in open(os.path.join(d, "cett_sparsity.gp"), encoding="utf-8").read(), "a figure without a key setting got one"
+assert "\nkey = " not in open(os.path.join(d, "sparsity_cdf_value.gp"), encoding="utf-8").read(), "a figure without a key setting got one"
 # byte for byte as the report has always written them (number format %.9g, NaN, names as given)
 exact = {
     "prune_matrix-3-ability-random-percentage-points.csv": "evaluated on,code,math,prose,all\ncode,34,0.9,-1.6,11.3\n"

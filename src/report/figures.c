@@ -25,14 +25,17 @@ const nl_figure nl_figures[] = {
      "x axis ends one bin after the last non-empty one). Mass at the left: neurons that rarely fire (dead at 0); at the "
      "right: resident neurons that fire on almost every token.",
      /* every bin from the lowest to one past the highest non-empty one, empty bins as 0 (a step
-        histogram over missing bins would bridge them) */
-     "WITH f AS (SELECT layer, MIN(CAST(freq * 20 AS INTEGER), 19) AS bin FROM neuron_freq"
+        histogram over missing bins would bridge them); a frequency below 0 falls in bin -1 (outside
+        the x range: left out and counted), so -Inf does not make the list of bins endless */
+     "WITH f AS (SELECT layer, MAX(MIN(CAST(freq * 20 AS INTEGER), 19), -1) AS bin FROM neuron_freq"
      "   WHERE run_id = ?1 AND label = '' AND ABS(threshold - 0.1) < 1e-9),"
      " n AS (SELECT layer, COUNT(*) AS total FROM f GROUP BY layer),"
-     " bins(b) AS (SELECT (SELECT MIN(bin) FROM f) UNION ALL SELECT b + 1 FROM bins WHERE b < (SELECT MIN(MAX(bin) + 1, 19) FROM f))"
+     " bins(b) AS (SELECT (SELECT MIN(bin) FROM f) UNION ALL SELECT b + 1 FROM bins"
+     "   WHERE b < (SELECT CASE WHEN MAX(bin) < 0 THEN -1 ELSE MIN(MAX(bin) + 1, 19) END FROM f))"
      " SELECT 'threshold 0.1 of max', 'layer ' || n.layer, bins.b / 20.0 + 0.025,"
      "   (SELECT COUNT(*) FROM f WHERE f.layer = n.layer AND f.bin = bins.b) * 1.0 / n.total"
-     " FROM n, bins ORDER BY n.layer, bins.b",
+     " FROM n, bins WHERE bins.b >= 0 OR EXISTS (SELECT 1 FROM f WHERE f.layer = n.layer AND f.bin = bins.b)"
+     " ORDER BY n.layer, bins.b",
      "lines", "activation frequency (fraction of tokens with r > 0.1)", "share of the layer's neurons", 0, 0, "histeps", "0:1", NULL, NULL, 0, 0, NULL},
     {"cett_sparsity", "sparsity", "Sparsity at fixed CETT, by layer",
      "For each layer, the fraction of (token, neuron) pairs whose output norm lies below the threshold ε at which the "
@@ -40,7 +43,7 @@ const nl_figure nl_figures[] = {
      "tokens) reaches the target. Higher means more neurons can be skipped for the same error.",
      "SELECT 'CETT sparsity', 'CETT ' || printf('%g', target), layer, sparsity FROM sparsity_cett"
      " WHERE run_id = ?1 AND label = '' AND layer >= 0 ORDER BY target, layer",
-     "lines", "layer", "sparsity (fraction of neurons below ε)", 0, 0, "linespoints", NULL, NULL, NULL, 0, 0, NULL},
+     "lines", "layer", "sparsity (fraction of neurons below ε)", 0, 0, "linespoints", NULL, "outside right top vertical", NULL, 0, 0, NULL},
     {"perturbation", "perturb", "Perplexity when the lowest-indicator neurons are masked",
      "Change of perplexity against the unmasked model (ratio 0 of the same run; percent, (PPL_masked − PPL_0) / PPL_0, "
      "the perplexity `neuronlab perturb` prints) when, for every token and layer, the given fraction of FFN neurons "

@@ -564,6 +564,12 @@ static double value(sqlite3_stmt *s, int c, long *bad) {
     return v;
 }
 
+/* SQLite's progress callback: nonzero stops the running statement (SQLITE_INTERRUPT) after Ctrl-C. */
+static int stop_query(void *unused) {
+    (void)unused;
+    return nl_interrupted != 0;
+}
+
 /* The figure's y label from its ylabel_sql (the first column of the first row, cleaned), or
  * NULL: no query, no row, an error (the static ylabel is used then) or out of memory. */
 static char *ylabel_of(nl_results *db, const nl_figure *fig, int64_t run) {
@@ -606,6 +612,7 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
         return NL_OK;
     }
     sqlite3_bind_int64(s, 1, run);
+    sqlite3_progress_handler(h, 100000, stop_query, NULL); /* Ctrl-C stops a long query too */
     double xlo = -INFINITY, xhi = INFINITY; /* a fixed x range: a point outside it is not drawn (all outside would stop gnuplot) */
     const char *colon = fig->xrange ? strchr(fig->xrange, ':') : NULL;
     if (!heat && colon) {
@@ -651,11 +658,13 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
         if (pi < 0 || si < 0 || ci < 0) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); break; }
         rows[n++] = (row){pi, si, ci, x, y, e};
     }
-    if (st == NL_OK && rc != SQLITE_DONE) {
+    if (st == NL_OK && rc == SQLITE_INTERRUPT && nl_interrupted) st = nl_errorf(ctx, NL_EINTR, "interrupted while reading the data of '%s'", fig->name);
+    else if (st == NL_OK && rc != SQLITE_DONE) {
         out->failed = 1;
         snprintf(out->why, sizeof out->why, "cannot read its data: %s", sqlite3_errmsg(h));
     }
     sqlite3_finalize(s);
+    sqlite3_progress_handler(h, 0, NULL, NULL);
     /* which panels have a finite value: a panel without one has nothing to draw (a line panel
      * would stop gnuplot), a figure without any is not drawn */
     int *pfinite = n ? calloc((size_t)panels.n, sizeof *pfinite) : NULL;
