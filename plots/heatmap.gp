@@ -110,7 +110,7 @@ do for [pass = 1:2] {
   }
   set cbrange [lo:hi]
   set format cb "% h"
-  if (symlog > 0) {   # ticks at 0 and ±symlog·10^k: a 1-10-100 scale (1-2-5 over one or two decades)
+  if (symlog > 0) {   # ticks at 0 and ±symlog·10^k: a 1-10-100 scale (1-2-5 within one decade)
     set nonlinear cb via asinh(z / symlog) inverse symlog * sinh(z)
     set cbtics ("0" 0) scale 0.5 font ",10" offset 0, 0.2
     kmax = int(floor(log10(mx(abs(lo), abs(hi)) / symlog)))
@@ -118,7 +118,7 @@ do for [pass = 1:2] {
       v = symlog * 10.0 ** k
       if (v <= hi) { set cbtics add (symlab(v) v) }
       if (-v >= lo) { set cbtics add (symlab(-v) -v) }
-      if (kmax <= 1) {   # few decades: 2 and 5 too
+      if (kmax <= 0) {   # within one decade: 2 and 5 too
         do for [m in "2 5"] {
           w = v * real(m)
           if (w <= hi) { set cbtics add (symlab(w) w) }

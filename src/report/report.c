@@ -841,7 +841,9 @@ nl_status nl_report_write(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, 
           "<style>body{font-family:sans-serif;margin:2em;color:#222}"
           "h1,h2,p,ul,figcaption{max-width:1100px}"
           "figure{margin:2em 0;border-top:1px solid #ddd;padding-top:1em}"
-          ".plot{overflow-x:auto}.plot img{max-width:none;display:block}" /* native resolution: the numbers stay readable */
+          /* a figure fits the window; a click shows it at native resolution (scrolling when wider), another fits it again */
+          ".plot{overflow-x:auto}.plot img{max-width:100%;display:block;cursor:zoom-in}"
+          ".plot img.native{max-width:none;cursor:zoom-out}"
           "figcaption{margin-top:.5em;line-height:1.4}.prov{color:#666;font-size:.85em}"
           ".missing{color:#a33}.failed{color:#a33;font-weight:bold}.note{color:#a60}code{font-size:.9em}</style></head><body>\n",
           idx);
@@ -874,10 +876,10 @@ nl_status nl_report_write(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, 
         html(b, fig->title);
         fputs("</h2>\n", b);
         if (r->drawn) {
-            fprintf(b, "<div class=\"plot\"><a href=\"%s.png\" title=\"the figure alone (PDF: vector)\"><img src=\"%s.png\" alt=\"",
-                    fig->name, fig->name);
+            fprintf(b, "<div class=\"plot\"><img src=\"%s.png\" title=\"click: native resolution / fit to the window\" "
+                       "onclick=\"this.classList.toggle('native')\" alt=\"", fig->name);
             html(b, fig->title);
-            fputs("\"></a></div>\n<figcaption>", b);
+            fputs("\"></div>\n<figcaption>", b);
             html(b, fig->caption);
             left_out(b, r);
             fprintf(b, "<br>Files: <a href=\"%s.png\">PNG</a> · <a href=\"%s.pdf\">PDF</a> · <a href=\"%s.gp\">gnuplot</a>", fig->name,
