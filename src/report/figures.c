@@ -46,7 +46,7 @@ const nl_figure nl_figures[] = {
      "lines", "layer", "sparsity (fraction of neurons below ε)", 0, 0, "linespoints", NULL, "outside right top vertical", NULL, 0, 0, NULL},
     {"perturbation", "perturb", "Perplexity when the lowest-indicator neurons are masked",
      "Change of perplexity against the unmasked model (ratio 0 of the same run; percent, (PPL_masked − PPL_0) / PPL_0, "
-     "the perplexity `neuronlab perturb` prints) when, for every token and layer, the given fraction of FFN neurons "
+     "the perplexity that neuronlab perturb prints) when, for every token and layer, the given fraction of FFN neurons "
      "with the lowest indicator is zeroed: by activation value |a_i|, by output norm |a_i|·‖W_out[:, i]‖, or at random "
      "(the control). One panel per ability (all documents first), one y axis for all panels. The y axis is symmetric "
      "logarithmic: linear within ±0.1 % and logarithmic beyond, so small changes (and improvements, below 0) show "
