@@ -5,7 +5,12 @@
 #   titles   a file with the panel titles, one per line, same order
 #   out      output path without extension (writes out.png and out.pdf)
 #   xlabel   label under the columns; ylabel: label of the colour box
-#   style    printf format of the cell annotations ("%.1f")
+#   cells    space-separated annotation files, one per panel: col,row,value,text (0-based; the
+#            report formats the text: the value in the figure's printf format, "±spread" when the
+#            panel has a spread, "–" for a cell without a value)
+#   symlog   > 0: the colours follow asinh(v / symlog), linear within ±symlog and logarithmic
+#            beyond, so one large cell does not wash out the rest (the colour box is labelled in
+#            the values' own units); 0: a linear colour scale
 #   cbmin, cbmax  smallest and largest value over all cells of all panels: one colour scale
 #            for the figure — diverging (blue, white at 0, red) and symmetric about 0 when the
 #            values have both signs, else sequential from 0 (light) to the largest |value| (dark)
@@ -13,7 +18,7 @@
 #   prows, pcols, tchars  arrays, per panel: rows, columns, characters of the title
 # The first CSV row is drawn at the top, column names are the x tics (rotated by 45° when they
 # do not fit under a cell), row names the y tics; one horizontal colour box under the panels.
-# Each cell is annotated with its value (printf format `style`), dark text on light cells and
+# Each cell is annotated with its text from `cells`, dark text on light cells and
 # white on dark ones; cells without a value are grey with a dash. Cells are drawn as boxes
 # rather than `with image`, which needs at least 2 x 2 cells. The layout is computed in PNG
 # pixels (9 px per character, 17 px per line at 11 pt); the PDF keeps the same proportions.
@@ -38,11 +43,12 @@ if (div) {
 }
 if (!(hi > lo)) { hi = lo + 1.0 }   # one value (all zeros, a constant): a unit range
 neg = (!div && hi <= 0)
-tpos(v) = (v - lo) / (hi - lo)
+if (!exists("symlog")) symlog = 0.0
+S(v) = symlog > 0 ? asinh(v / symlog) : v     # the colour coordinate
+tpos(v) = (S(v) - S(lo)) / (S(hi) - S(lo))
 # white text where the colour is dark: the ends of the diverging scale, the dark end of the sequential one
 darkcell(v) = div ? abs(tpos(v) - 0.5) > 0.3 : (neg ? tpos(v) < 0.42 : tpos(v) > 0.58)
 textcolor(v) = (v != v) ? 0x555555 : (darkcell(v) ? 0xFFFFFF : 0x1A1A1A)
-annot(v) = (v != v) ? "–" : sprintf(style, v)
 
 # ---- layout (PNG pixels) ---------------------------------------------------------------------
 hc = 9.0; vc = 17.0
@@ -76,6 +82,7 @@ H = 1.0 * mx(300, nrowsl * slot + cbband)
 cby = nrowsl * slot + 8                          # top of the colour box
 # colour-box tics: a 1-2-5 step with room for every label (the widest label decides)
 nice(x) = (x > 0 && x < 1e300) ? (ne = 10.0 ** floor(log10(x)), nf = x / ne, (nf <= 1 ? 1 : (nf <= 2 ? 2 : (nf <= 5 ? 5 : 10))) * ne) : 1.0
+symlab(v) = abs(v) >= 1e4 ? sprintf("%s10^{%d}", v < 0 ? "-" : "", int(floor(log10(abs(v)) + 0.5))) : sprintf("%g", v)
 cbstep = nice((hi - lo) / mx(2, floor(cbw / (8 * 8.0))))
 cbchars = mx(strlen(sprintf("%g", ceil(lo / cbstep) * cbstep)), strlen(sprintf("%g", floor(hi / cbstep) * cbstep)))
 cbchars = mx(cbchars, strlen(sprintf("%g", cbstep)))
@@ -103,7 +110,25 @@ do for [pass = 1:2] {
   }
   set cbrange [lo:hi]
   set format cb "% h"
-  set cbtics ceil(lo / cbstep) * cbstep, cbstep scale 0.5 font ",10" offset 0, 0.2
+  if (symlog > 0) {   # ticks at 0 and ±symlog·10^k: a 1-10-100 scale (1-2-5 within one decade)
+    set nonlinear cb via asinh(z / symlog) inverse symlog * sinh(z)
+    set cbtics ("0" 0) scale 0.5 font ",10" offset 0, 0.2
+    kmax = int(floor(log10(mx(abs(lo), abs(hi)) / symlog)))
+    do for [k = 0:kmax] {
+      v = symlog * 10.0 ** k
+      if (v <= hi) { set cbtics add (symlab(v) v) }
+      if (-v >= lo) { set cbtics add (symlab(-v) -v) }
+      if (kmax <= 0) {   # within one decade: 2 and 5 too
+        do for [m in "2 5"] {
+          w = v * real(m)
+          if (w <= hi) { set cbtics add (symlab(w) w) }
+          if (-w >= lo) { set cbtics add (symlab(-w) -w) }
+        }
+      }
+    }
+  } else {
+    set cbtics ceil(lo / cbstep) * cbstep, cbstep scale 0.5 font ",10" offset 0, 0.2
+  }
   set cblabel ylabel noenhanced
   set border lw 0.6 lc rgb "#444444"
   set tics scale 0 font ",10"
@@ -116,6 +141,7 @@ do for [pass = 1:2] {
   set object 1 rectangle from graph 0, 0 to graph 1, 1 behind fillcolor rgb "#D9D9D9" fillstyle solid 1.0 noborder
   do for [p = 1:n] {
     f = word(csvs, p)
+    cf = word(cells, p)
     set title system(sprintf("sed -n '%dp' '%s'", p, titles)) noenhanced
     set lmargin at screen px0[p] / W
     set rmargin at screen (px0[p] + pcols[p] * cw) / W
@@ -134,7 +160,7 @@ do for [pass = 1:2] {
     }
     # cells as boxes, not `with image`: an image needs at least 2 x 2 cells
     plot f matrix rowheaders columnheaders using 1:2:($3 == $3 ? 0.5 : 0):($3 == $3 ? 0.5 : 0):3 with boxxyerror fc palette fs solid 1.0 noborder, \
-         f matrix rowheaders columnheaders using 1:2:(annot($3)):(textcolor($3)) with labels tc rgb variable font ",10"
+         cf using 1:2:4:(textcolor($3)) with labels tc rgb variable font ",10" noenhanced
   }
   unset multiplot
   set output

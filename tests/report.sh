@@ -4,7 +4,9 @@
 # analyses' real schema) whose rows are replaced by synthetic ones with the sqlite3 CLI, for
 # the ability figures and the heatmaps with known values; every figure's
 # PNG, PDF, gnuplot script and CSV exist (each gnuplot call exited 0, or report fails), the PNGs
-# are real images, index.html links them; the heatmap CSVs hold the expected matrices; a figure
+# are real images, index.html links them; the heatmap CSVs hold the expected matrices (the random
+# control's spread too), the perturbation CSVs the relative perplexity change recomputed from the
+# database rows, the ability figure one legend and one y range; a figure
 # whose analysis has no complete run (or no rows) is listed as missing; bad input gives
 # one-line errors.
 # Prints PASS/FAIL/SKIP lines (read by scripts/run-tests.sh).
@@ -163,16 +165,27 @@ h, m, order = matrix("prune_matrix-1-top-set-of-the-row-s-ability-zeroed.csv")
 assert h == ["evaluated on", "code", "math", "prose", "all"] and order == ["code", "math", "prose"], (h, order)
 same(m["code"], [35.2, 2.1, -0.4, 12.5], "ability code"); same(m["math"], [1.5, 29.8, 0.9, 10.4], "ability math")
 same(m["prose"], [0.3, 1.2, 18.7, 6.1], "ability prose")
-h, m, order = matrix("prune_matrix-2-same-size-random-neurons-mean-of-3-seeds.csv")
+h, m, order = matrix("prune_matrix-2-same-size-random-neurons-mean-sd-3-seeds.csv")
 assert h == ["evaluated on", "code", "math", "prose", "all"] and order == ["code", "math", "prose"], (h, order)
 same(m["code"], [1.2] * 4, "random code"); same(m["prose"], [1.2, nan, 1.2, 1.2], "random prose (no control for math)")
+# the random panel's spread: 100 x sd beside the means, and "mean±sd" in its cells; the other panels have none
+h, m, order = matrix("prune_matrix-2-same-size-random-neurons-mean-sd-3-seeds-spread.csv")
+assert h == ["evaluated on", "code", "math", "prose", "all"] and order == ["code", "math", "prose"], (h, order)
+same(m["code"], [0.2] * 4, "spread code"); same(m["prose"], [0.2, nan, 0.2, 0.2], "spread prose")
+assert not [f for f in os.listdir(d) if f.startswith(("prune_matrix-1-", "prune_matrix-3-")) and f.endswith("-spread.csv")]
+cells = open(os.path.join(d, "prune_matrix-2.cells"), encoding="utf-8").read().splitlines()
+assert cells[0] == "0,0,1.2,1.2±0.2" and "1,2,NaN,–" in cells and len(cells) == 12, cells
+cells = open(os.path.join(d, "prune_matrix-1.cells"), encoding="utf-8").read().splitlines()
+assert "2,0,-0.4,-0.4" in cells and "0,0,35.2,35.2" in cells, cells
+cells = open(os.path.join(d, "prune_matrix-3.cells"), encoding="utf-8").read().splitlines()
+assert "2,1,-0.3,-0.3" in cells and "0,1,0.3,0.3" in cells, cells
 h, m, order = matrix("prune_matrix-3-ability-random-percentage-points.csv")
 same(m["code"], [34.0, 0.9, -1.6, 11.3], "difference code"); same(m["prose"], [-0.9, nan, 17.5, 4.9], "difference prose")
 t = open(os.path.join(d, "prune_matrix.titles"), encoding="utf-8").read().splitlines()
-assert t == ["top set of the row's ability zeroed", "same-size random neurons (mean of 3 seeds)",
+assert t == ["top set of the row's ability zeroed", "same-size random neurons (mean ± sd, 3 seeds)",
              "ability − random (percentage points)"], t
 gp = open(os.path.join(d, "prune_matrix.gp"), encoding="utf-8").read()
-for line in ("cbmin = -1.6", "cbmax = 35.2", 'style = "%.1f"', 'ylabel = "relative perplexity change (%)"',
+for line in ("cbmin = -1.6", "cbmax = 35.2", 'style = "%.1f"', "symlog = 1.0", 'ylabel = "relative perplexity change (%)"',
              "array prows[3] = [3, 3, 3]", "array pcols[3] = [4, 4, 4]"):
     assert line + "\n" in gp, line
 # overlap: rows = a, columns = b, layer -1; the diagonal (always 1) is left empty; the comma of the xlabel became ';'
@@ -185,17 +198,24 @@ t = open(os.path.join(d, "overlap.titles"), encoding="utf-8").read().splitlines(
 assert t == ["|A∩B| / |A|, all layers (random: 0.05)", "Jaccard, all layers (random: 0.0256)"], t
 gp = open(os.path.join(d, "overlap.gp"), encoding="utf-8").read()
 assert "cbmin = 0.038961039\n" in gp and "cbmax = 0.3\n" in gp and 'style = "%.2f"\n' in gp, "overlap colour range"
+assert "symlog = 0.0\n" in gp, "overlap: a linear colour scale"
 # ability: one panel per ability, x = layer (>= 0 only)
-rows = open(os.path.join(d, "ability_scores-1-code-ap-6-of-18-documents.csv"), encoding="utf-8").read().splitlines()
-assert rows[0] == "layer,best,top 5‰,mean,best (shuffled labels),random baseline", rows[0]
+rows = open(os.path.join(d, "ability_scores-1-code-6-of-18-documents.csv"), encoding="utf-8").read().splitlines()
+assert rows[0] == ("layer,best neuron,99.5th percentile (top 0.5 % of neurons),mean over neurons,best neuron (shuffled labels),"
+                   "random baseline"), rows[0]
 assert len(rows) == 5 and [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2", "3"], rows
 same([float(v) for v in rows[1].split(",")], [0, 0.45, 0.35, 0.34, 0.42, 6 / 18], "code layer 0")
 rows = open(os.path.join(d, "ability_depth-1-global-top-set-best-5-of-all-recorded-neurons.csv"), encoding="utf-8").read().splitlines()
 assert rows[0] == "layer,code,math,prose", rows[0]
 same([float(v) for v in rows[4].split(",")], [3, 6 / 18, 6 / 24, 6 / 30], "depth layer 3")
 gp = open(os.path.join(d, "ability_scores.gp"), encoding="utf-8").read()
-assert 'key = "outside right top vertical"\n' in gp, "ability_scores legend placement"
-assert "\nkey = " not in open(os.path.join(d, "ability_depth.gp"), encoding="utf-8").read(), "a figure without a key setting got one"
+# one legend and one y range (covering 0..1, the data 0.34..0.79) for all panels; the y label names the run's method
+for line in ("sharedkey = 1", 'ylabel = "average precision (AP)"', "yfloor = 0.0", "yceil = 1.0", "ymin = 0.333333333",
+             "ymax = 0.79", "array soff[3] = [0, 5, 10]", "array sidx[15] = [1, 2, 3, 4, 5, 1, 2, 3, 4, 5, 1, 2, 3, 4, 5]"):
+    assert line + "\n" in gp, line
+gp = open(os.path.join(d, "ability_depth.gp"), encoding="utf-8").read()
+assert 'key = "outside right top vertical"\n' in gp and "sharedkey = 0\n" in gp, "ability_depth legend placement"
+assert "\nkey = " not in open(os.path.join(d, "sparsity_cdf_value.gp"), encoding="utf-8").read(), "a figure without a key setting got one"
 # byte for byte as the report has always written them (number format %.9g, NaN, names as given)
 exact = {
     "prune_matrix-3-ability-random-percentage-points.csv": "evaluated on,code,math,prose,all\ncode,34,0.9,-1.6,11.3\n"
@@ -211,6 +231,41 @@ for name, want in exact.items():
 print("heatmap and ability CSVs hold the expected values")
 PY
 ok $? "heatmap CSVs (prune matrix, overlap) and ability CSVs hold the expected rows, columns and values, byte for byte"
+$py - "$tmp/rep" "$tmp/r.db" > "$tmp/why" 2>&1 <<'PY'
+import glob, math, os, re, sqlite3, sys
+d, db = sys.argv[1], sys.argv[2]
+con = sqlite3.connect(db)
+run = con.execute("SELECT MAX(id) FROM runs WHERE kind = 'perturb' AND status = 'complete'").fetchone()[0]
+names = {"value": "lowest value |a_i|", "norm": "lowest output norm", "random": "random neurons (control)"}
+labels = [l for (l,) in con.execute("SELECT DISTINCT label FROM perturb WHERE run_id = ? ORDER BY label <> '', label", (run,))]
+t = open(os.path.join(d, "perturbation.titles"), encoding="utf-8").read().splitlines()
+assert t == ["all documents" if l == "" else l for l in labels], t
+n = 0
+for p, lab in enumerate(labels):
+    f = glob.glob(os.path.join(d, f"perturbation-{p + 1}-*.csv"))
+    assert len(f) == 1, f
+    rows = [r.split(",") for r in open(f[0], encoding="utf-8").read().splitlines()]
+    assert rows[0] == ["fraction of neurons masked per token and layer"] + [names[m] for m in ("value", "norm", "random")], rows[0]
+    for metric, ratio, ppl in con.execute("SELECT metric, ratio, ppl FROM perturb WHERE run_id = ? AND label = ?", (run, lab)):
+        ppl0 = con.execute("SELECT ppl FROM perturb WHERE run_id = ? AND label = ? AND metric = ? AND ratio = 0",
+                           (run, lab, metric)).fetchone()[0]
+        want = 100.0 * (ppl - ppl0) / ppl0   # the relative change, recomputed from the database rows
+        got = [float(r[1 + ("value", "norm", "random").index(metric)]) for r in rows[1:] if float(r[0]) == ratio]
+        assert len(got) == 1 and abs(got[0] - want) <= 1e-6 * max(1, abs(want)), (lab, metric, ratio, got, want)
+        assert ratio > 0 or got[0] == 0, (lab, metric, "the unmasked model is no change")
+        n += 1
+assert n == 4 * 3 * len(labels), n
+gp = open(os.path.join(d, "perturbation.gp"), encoding="utf-8").read()
+assert "symlog = 0.1\n" in gp and 'ylabel = "perplexity change vs. unmasked model (%)"\n' in gp, "perturbation axis"
+print(f"{n} perturbation values are the relative perplexity change of the database rows")
+PY
+ok $? "perturbation CSVs hold 100 x (ppl - ppl at ratio 0) / ppl at ratio 0 per label and metric, recomputed from the database"
+# without the unmasked rows (ratio 0) there is no baseline: the figure says so instead of drawing
+cp "$tmp/r.db" "$tmp/nobase.db" && sqlite3 "$tmp/nobase.db" "DELETE FROM perturb WHERE ratio = 0" > "$tmp/why" 2>&1 \
+  && "$nl" report --db "$tmp/nobase.db" -o "$tmp/nobase" > /dev/null 2>> "$tmp/why" \
+  && sed -n '/<figure id="perturbation">/,/<\/figure>/p' "$tmp/nobase/index.html" | grep -q 'Not drawn: none of the run' \
+  && [ ! -e "$tmp/nobase/perturbation.png" ]
+ok $? "a perturb run without ratio 0 has no baseline: the perturbation figure is listed as not drawn"
 (cd "$tmp/rep" && gnuplot perturbation.gp && gnuplot prune_matrix.gp && gnuplot overlap.gp) > "$tmp/why" 2>&1
 ok $? "a figure's gnuplot script redraws it in place (lines and heatmaps)"
 

@@ -108,7 +108,7 @@ def fill(path, labels, layers, value):
     for lab in [""] + labels:
         for metric in ("value", "norm", "random"):
             for ratio in (0.0, 0.5, 0.9):
-                ins(con, "perturb", dict(run_id=P, metric=metric, ratio=ratio, label=lab, tokens=100, nll=v(), ppl=1.0,
+                ins(con, "perturb", dict(run_id=P, metric=metric, ratio=ratio, label=lab, tokens=100, nll=v(), ppl=v(),
                                          masked=0))
     ins(con, "ability_run", dict(run_id=A, method="ap", symmetric=0, top=0.05, scope="layer", resident_run=None, seed=0,
                                  docs=12, layers=len(layers), d_ff=64))
@@ -214,11 +214,13 @@ def check_case(name, labels, layers, value, nodata=(), note=None):
 
 
 L3 = ["code", "math", "prose"]
-check_case("all-zero", L3, [0, 1, 2], lambda i: 0.0)
+# perplexity 0 at ratio 0: a change relative to 0 is not a number, the perturbation figure has nothing to draw
+check_case("all-zero", L3, [0, 1, 2], lambda i: 0.0, nodata=("perturbation",), note="values not finite numbers")
 check_case("constant", L3, [0, 1, 2], lambda i: 0.7)
 # a negative activation frequency falls outside the histogram's x range [0, 1]: nothing to draw there
 check_case("negative-constant", L3, [0, 1, 2], lambda i: -0.3, nodata=("activation_frequency",), note="points outside the x range")
-check_case("integer", L3, [0, 1, 2], lambda i: i % 3)
+# period 4, not 3: the perturb rows take two values each, so with period 3 every ratio-0 perplexity would be 0 (no baseline)
+check_case("integer", L3, [0, 1, 2], lambda i: i % 4)
 check_case("one-label", ["solo"], [0, 1, 2], lambda i: 0.1 + 0.01 * (i % 11), nodata=("overlap",))
 check_case("one-layer", L3, [0], lambda i: 0.1 + 0.01 * (i % 11))
 cyc = [0.25, float("inf"), None, -float("inf"), 0.5, "NaN", 0.75, "abc", 1.0]
@@ -238,7 +240,7 @@ if out:
         why.append(f"prune matrix rows {rows!r}, want {want!r}")
     t = open(os.path.join(out, "ability_scores.titles"), encoding="utf-8").read().split("\n")[:-1]
     longt = [x for x in t if x.startswith("L" * 100)]
-    if len(t) != len(hostile) or not any(x.startswith("#x (AP") for x in t) or not any(x.startswith("a b (AP") for x in t) \
+    if len(t) != len(hostile) or not any(x.startswith("#x (4 of 12") for x in t) or not any(x.startswith("a b (4 of 12") for x in t) \
             or len(longt) != 1 or not longt[0].endswith("…") or len(longt[0]) != 120:
         why.append(f"ability_scores titles {[x[:40] for x in t]!r}")
     html = open(os.path.join(out, "index.html"), encoding="utf-8").read()

@@ -22,7 +22,25 @@
  * scale per figure: diverging and centred at 0 when the values have both signs, sequential
  * from 0 otherwise), and the panels' sizes. ylabel labels the colour box, xlabel the columns;
  * style is the printf format of the cell annotations (one conversion of e, f or g, e.g.
- * "%.1f"; NULL → "%.2f"); logx, logy and xrange are unused.
+ * "%.1f"; NULL → "%.2f"); logx, logy and xrange are unused. A fifth column (optional) is the
+ * cell's spread (e.g. the standard deviation over seeds): a panel with any finite spread gets
+ * a second matrix CSV `NAME-P-slug-spread.csv` of the same shape, and its cells are annotated
+ * "value±spread". The annotations are written by the report, one file per panel
+ * (NAME-P.cells: `col,row,value,text`, 0-based, no header), so gnuplot formats no numbers.
+ * symlog > 0 maps the colours on a symmetric logarithmic scale, asinh(v / symlog): linear
+ * within ±symlog, logarithmic beyond, so one large cell does not wash out the rest.
+ *
+ * Line figures: every panel of a figure shares one y range, the figure's finite values
+ * (widened to cover yrange when given) with headroom, so a curve at the edge (a score of 1.0)
+ * is not hidden under the border; NAME.gp gets it as ymin/ymax. logy = 1: logarithmic y;
+ * symlog > 0: symmetric logarithmic y (asinh(y / symlog), linear within ±symlog, for values of
+ * both signs spanning decades; zero and negative values are drawn). xrange fixes which points
+ * are drawn (the rest are left out and counted); the axis is fitted to the data drawn.
+ * sharedkey: one legend for the whole figure (in an empty panel slot, else above the panels)
+ * instead of one per panel. Series styles: colours (Okabe–Ito without black), point types and
+ * dash patterns differ per series, so overlapping curves stay distinguishable; a series named
+ * "all layers" is black and thicker (the aggregate), one named "random baseline" is a grey
+ * dashed line without points (the chance level).
  *
  * Odd data (the templates must draw it, or the figure is listed as failed, never misdrawn):
  * - Strings from the database (panel titles, series, row and column names) are cleaned before
@@ -65,6 +83,11 @@ typedef struct {
                              heatmap: printf format of the cell annotations, "%.1f" */
     const char *xrange;   /* gnuplot range "0:1", or NULL for automatic */
     const char *key;      /* lines: gnuplot key placement ("outside right top vertical"); NULL → the template's */
+    const char *yrange;   /* lines: "lo:hi" the shared y axis always covers (e.g. "0:1"), or NULL */
+    int sharedkey;        /* lines: one legend for all panels */
+    double symlog;        /* > 0: symmetric log y axis (lines) or colour scale (heatmap), linear within ±symlog */
+    const char *ylabel_sql; /* optional: a query of run ?1 whose first text replaces ylabel (e.g. the
+                               scoring method the run used); NULL, no row or an error → ylabel */
 } nl_figure;
 
 /* The templates compiled in from the .gp files of plots/ (generated build/gen/plots.c). */

@@ -11,59 +11,81 @@ const nl_figure nl_figures[] = {
      "most neurons carry a tiny fraction of the layer's largest activation: the long tail behind activation sparsity.",
      "SELECT 'value', CASE WHEN layer < 0 THEN 'all layers' ELSE 'layer ' || layer END, x, cdf FROM sparsity_cdf"
      " WHERE run_id = ?1 AND indicator = 'value' AND label = '' AND x > 0 ORDER BY layer < 0, layer, x",
-     "lines", "|a_i| / max_j |a_j| (per token and layer)", "fraction of (token, neuron) pairs ≤ x", 1, 0, "lines", NULL, NULL},
+     "lines", "|a_i| / max_j |a_j| (per token and layer)", "fraction of (token, neuron) pairs ≤ x", 1, 0, "lines", NULL, NULL, NULL, 0, 0, NULL},
     {"sparsity_cdf_norm", "sparsity", "Long tail of the output norm",
      "Cumulative distribution of each neuron's output norm |a_i|·‖W_out[:, i]‖₂ normalised by the largest of its layer "
      "at the same token (log axis), one curve per layer. The output norm measures what a neuron actually adds to the "
      "residual stream; it is the indicator behind CETT.",
      "SELECT 'output norm', CASE WHEN layer < 0 THEN 'all layers' ELSE 'layer ' || layer END, x, cdf FROM sparsity_cdf"
      " WHERE run_id = ?1 AND indicator = 'norm' AND label = '' AND x > 0 ORDER BY layer < 0, layer, x",
-     "lines", "|a_i|·‖w_i‖ / max (per token and layer; w_i: column i of W_out)", "fraction of (token, neuron) pairs ≤ x", 1, 0, "lines", NULL, NULL},
+     "lines", "|a_i|·‖w_i‖ / max (per token and layer; w_i: column i of W_out)", "fraction of (token, neuron) pairs ≤ x", 1, 0, "lines", NULL, NULL, NULL, 0, 0, NULL},
     {"activation_frequency", "sparsity", "How often each neuron is active",
      "Histogram of the neurons' activation frequency: the fraction of tokens on which a neuron's value exceeds 0.1 of "
-     "its layer's largest at that token, one curve per layer (share of the layer's neurons per bin of width 0.05). Mass "
-     "at the left: neurons that rarely fire (dead at 0); at the right: resident neurons that fire on almost every token.",
-     "SELECT 'threshold 0.1 of max', 'layer ' || layer, MIN(CAST(freq * 20 AS INTEGER), 19) / 20.0 + 0.025,"
-     " COUNT(*) * 1.0 / (SELECT COUNT(*) FROM neuron_freq g WHERE g.run_id = f.run_id AND g.layer = f.layer"
-     "   AND g.label = '' AND g.threshold = f.threshold)"
-     " FROM neuron_freq f WHERE run_id = ?1 AND label = '' AND ABS(threshold - 0.1) < 1e-9"
-     " GROUP BY layer, MIN(CAST(freq * 20 AS INTEGER), 19) ORDER BY layer, 3",
-     "lines", "activation frequency (fraction of tokens with r > 0.1)", "share of the layer's neurons", 0, 0, "histeps", "0:1", NULL},
+     "its layer's largest at that token, one curve per layer (share of the layer's neurons per bin of width 0.05; the "
+     "x axis ends one bin after the last non-empty one). Mass at the left: neurons that rarely fire (dead at 0); at the "
+     "right: resident neurons that fire on almost every token.",
+     /* every bin from the lowest to one past the highest non-empty one, empty bins as 0 (a step
+        histogram over missing bins would bridge them); a frequency below 0 falls in bin -1 (outside
+        the x range: left out and counted), so -Inf does not make the list of bins endless */
+     "WITH f AS (SELECT layer, MAX(MIN(CAST(freq * 20 AS INTEGER), 19), -1) AS bin FROM neuron_freq"
+     "   WHERE run_id = ?1 AND label = '' AND ABS(threshold - 0.1) < 1e-9),"
+     " n AS (SELECT layer, COUNT(*) AS total FROM f GROUP BY layer),"
+     " bins(b) AS (SELECT (SELECT MIN(bin) FROM f) UNION ALL SELECT b + 1 FROM bins"
+     "   WHERE b < (SELECT CASE WHEN MAX(bin) < 0 THEN -1 ELSE MIN(MAX(bin) + 1, 19) END FROM f))"
+     " SELECT 'threshold 0.1 of max', 'layer ' || n.layer, bins.b / 20.0 + 0.025,"
+     "   (SELECT COUNT(*) FROM f WHERE f.layer = n.layer AND f.bin = bins.b) * 1.0 / n.total"
+     " FROM n, bins WHERE bins.b >= 0 OR EXISTS (SELECT 1 FROM f WHERE f.layer = n.layer AND f.bin = bins.b)"
+     " ORDER BY n.layer, bins.b",
+     "lines", "activation frequency (fraction of tokens with r > 0.1)", "share of the layer's neurons", 0, 0, "histeps", "0:1", NULL, NULL, 0, 0, NULL},
     {"cett_sparsity", "sparsity", "Sparsity at fixed CETT, by layer",
      "For each layer, the fraction of (token, neuron) pairs whose output norm lies below the threshold ε at which the "
      "cumulative error of tail truncation (CETT: ‖Σ of the truncated neurons' outputs‖ / ‖FFN output‖, averaged over "
      "tokens) reaches the target. Higher means more neurons can be skipped for the same error.",
      "SELECT 'CETT sparsity', 'CETT ' || printf('%g', target), layer, sparsity FROM sparsity_cett"
      " WHERE run_id = ?1 AND label = '' AND layer >= 0 ORDER BY target, layer",
-     "lines", "layer", "sparsity (fraction of neurons below ε)", 0, 0, "linespoints", NULL, NULL},
-    {"perturbation", "perturb", "Loss when the lowest-indicator neurons are masked",
-     "Loss (mean negative log-likelihood, nats) when, for every token and layer, the given fraction of FFN neurons "
-     "with the lowest indicator is zeroed: by activation value, by output norm, or at random (the control). One panel "
-     "per ability (all documents first). The gap to the random curve shows how much of the FFN computation the "
-     "long tail does not need.",
-     "SELECT CASE WHEN label = '' THEN 'all documents' ELSE label END, metric, ratio, nll FROM perturb"
-     " WHERE run_id = ?1 ORDER BY label <> '', label, CASE metric WHEN 'value' THEN 0 WHEN 'norm' THEN 1 ELSE 2 END, ratio",
-     "lines", "fraction of neurons masked per token and layer", "loss (nats)", 0, 0, "linespoints", NULL, NULL},
+     "lines", "layer", "sparsity (fraction of neurons below ε)", 0, 0, "linespoints", NULL, "outside right top vertical", NULL, 0, 0, NULL},
+    {"perturbation", "perturb", "Perplexity when the lowest-indicator neurons are masked",
+     "Change of perplexity against the unmasked model (ratio 0 of the same run; percent, (PPL_masked − PPL_0) / PPL_0, "
+     "the perplexity that neuronlab perturb prints) when, for every token and layer, the given fraction of FFN neurons "
+     "with the lowest indicator is zeroed: by activation value |a_i|, by output norm |a_i|·‖W_out[:, i]‖, or at random "
+     "(the control). One panel per ability (all documents first), one y axis for all panels. The y axis is symmetric "
+     "logarithmic: linear within ±0.1 % and logarithmic beyond, so small changes (and improvements, below 0) show "
+     "beside the random control's thousands of percent. The gap to the random curve shows how much of the FFN "
+     "computation the long tail does not need.",
+     "WITH q AS (SELECT p.label, p.metric, p.ratio, p.ppl, COALESCE((SELECT b.ppl FROM perturb b WHERE b.run_id = p.run_id"
+     "   AND b.label = p.label AND b.ratio = 0 AND b.metric = p.metric), (SELECT MIN(b.ppl) FROM perturb b"
+     "   WHERE b.run_id = p.run_id AND b.label = p.label AND b.ratio = 0)) AS base FROM perturb p WHERE p.run_id = ?1)"
+     " SELECT CASE WHEN label = '' THEN 'all documents' ELSE label END || CASE WHEN NOT EXISTS (SELECT 1 FROM perturb z"
+     "   WHERE z.run_id = ?1 AND z.label = q.label AND z.ratio = 0) THEN ' (no ratio 0 in the run: no baseline)' ELSE '' END,"
+     " CASE metric WHEN 'value' THEN 'lowest value |a_i|' WHEN 'norm' THEN 'lowest output norm' WHEN 'random'"
+     "   THEN 'random neurons (control)' ELSE metric END, ratio,"
+     " CASE WHEN base = 0 THEN 'NaN' ELSE 100.0 * (ppl / base - 1) END FROM q" /* no change relative to 0: not a number */
+     " ORDER BY label <> '', label, CASE metric WHEN 'value' THEN 0 WHEN 'norm' THEN 1 ELSE 2 END, ratio",
+     "lines", "fraction of neurons masked per token and layer", "perplexity change vs. unmasked model (%)", 0, 0, "linespoints",
+     NULL, NULL, NULL, 1, 0.1, NULL},
     {"ability_scores", "ability", "Ability neurons: how well single neurons tell an ability's documents apart",
      "For each ability (one panel) and layer, the FuncScore of the layer's FFN neurons: how well a neuron's value on a "
      "document (its mean |activation| over the prompt tokens) separates the documents of that ability from the others, "
-     "as average precision (AP) or as predictivity (balanced accuracy of 'value above its mean'), as named in the panel "
-     "title and the run's parameters. Curves: the best neuron of the layer, the neuron at rank 5‰ (the best 0.5% of "
-     "the layer's neurons score at least this), the mean over all neurons, and the best neuron when the ability labels "
-     "are randomly shuffled — what the best of the layer's neurons reaches by chance alone. The random baseline is the "
-     "score of a neuron that ignores the label (AP: the share of the ability's documents; predictivity: 0.5). Neurons "
-     "are ability-specific where the best and 5‰ curves rise clearly above the shuffled curve, not merely above the "
-     "baseline.",
-     "SELECT l.ability || CASE WHEN b.docs IS NULL OR r.method IS NULL THEN '' ELSE printf(' (%s; %d of %d documents)',"
-     "   CASE r.method WHEN 'ap' THEN 'AP' ELSE r.method END, b.positives, b.docs) END, s.name, l.layer,"
+     "as average precision (AP) or as predictivity (balanced accuracy of 'value above its mean'): the y axis names the "
+     "method of this run. Curves: the best neuron of the layer; the 99.5th percentile of the layer's neurons (the score "
+     "of the neuron at rank ceil(0.005·d_ff): the best 0.5 % of the neurons score at least this — not the 5 % top sets "
+     "that pruning and overlap use); the mean over all neurons; and the best neuron when the ability labels are "
+     "randomly shuffled — what the best of the layer's neurons reaches by chance alone. The random baseline (dashed) is "
+     "the score of a neuron that ignores the label (AP: the share of the ability's documents; predictivity: 0.5). All "
+     "panels share the y axis and the legend. Neurons are ability-specific where the best and 99.5th-percentile curves "
+     "rise clearly above the shuffled curve, not merely above the baseline.",
+     "SELECT l.ability || CASE WHEN b.docs IS NULL THEN '' ELSE printf(' (%d of %d documents)', b.positives, b.docs) END,"
+     " s.name, l.layer,"
      " CASE s.k WHEN 0 THEN l.best WHEN 1 THEN l.top_permille WHEN 2 THEN l.mean WHEN 3 THEN l.shuffled_best ELSE l.baseline END"
      " FROM ability_layer l"
-     " JOIN (SELECT 0 AS k, 'best' AS name UNION ALL SELECT 1, 'top 5‰' UNION ALL SELECT 2, 'mean'"
-     "   UNION ALL SELECT 3, 'best (shuffled labels)' UNION ALL SELECT 4, 'random baseline') s"
-     " LEFT JOIN ability_run r ON r.run_id = l.run_id"
+     " JOIN (SELECT 0 AS k, 'best neuron' AS name UNION ALL SELECT 1, '99.5th percentile (top 0.5 % of neurons)'"
+     "   UNION ALL SELECT 2, 'mean over neurons' UNION ALL SELECT 3, 'best neuron (shuffled labels)'"
+     "   UNION ALL SELECT 4, 'random baseline') s"
      " LEFT JOIN ability_label b ON b.run_id = l.run_id AND b.ability = l.ability"
      " WHERE l.run_id = ?1 AND l.layer >= 0 ORDER BY l.ability, s.k, l.layer",
-     "lines", "layer", "score (AP or predictivity)", 0, 0, "linespoints", NULL, "outside right top vertical"},
+     "lines", "layer", "score (AP or predictivity)", 0, 0, "linespoints", NULL, NULL, "0:1", 1, 0,
+     "SELECT CASE method WHEN 'ap' THEN 'average precision (AP)' WHEN 'predictivity' THEN 'predictivity (balanced accuracy)'"
+     " ELSE method END || CASE WHEN symmetric THEN ', two-sided' ELSE '' END FROM ability_run WHERE run_id = ?1"},
     {"ability_depth", "ability", "Ability neurons: in which layers they sit",
      "Where each ability's neurons lie: for every ability (one curve), the share of its global top set (the "
      "best-scoring neurons over all recorded layers together) that falls in each layer; each curve sums to 1. With "
@@ -71,28 +93,31 @@ const nl_figure nl_figures[] = {
      "SELECT printf('global top set: best %g%% of all recorded neurons', 100.0 * r.top), d.ability, d.layer, d.share"
      " FROM ability_depth d JOIN ability_run r ON r.run_id = d.run_id"
      " WHERE d.run_id = ?1 AND d.layer >= 0 ORDER BY d.ability, d.layer",
-     "lines", "layer", "share of the ability's top set in the layer", 0, 0, "linespoints", NULL, NULL},
+     "lines", "layer", "share of the ability's top set in the layer", 0, 0, "linespoints", NULL, "outside right top vertical", NULL, 0, 0, NULL},
     {"prune_matrix", "prune", "Pruning ability neurons: which abilities suffer",
      "Relative change of perplexity against the unpruned model (percent; 0 = no change, red = worse, blue = better) "
      "when FFN neurons are zeroed at every token. Rows: the ability whose top set (from the ability run) is zeroed; "
      "columns: the documents the model is evaluated on ('all' = every document). Left: the row's ability neurons "
-     "zeroed. Middle: the same number of neurons in each layer chosen at random, mean over the random seeds — the "
-     "chance level of removing that many neurons. Right: the difference (percentage points). Specific ability "
-     "neurons show a red diagonal: their own ability's documents suffer more than the others, and more than after "
-     "the random control. Grey cells: no value.",
-     "SELECT panel, r, CASE c WHEN '' THEN 'all' ELSE c END, v FROM ("
-     " SELECT 0 AS k, 'top set of the row''s ability zeroed' AS panel, pruned AS r, label AS c, 100.0 * rel_change AS v"
-     "  FROM prune_effect WHERE run_id = ?1 AND control = 'ability' AND pruned <> ''"
+     "zeroed. Middle: the same number of neurons in each layer chosen at random, mean ± standard deviation over the "
+     "random seeds — the chance level of removing that many neurons and its spread. Right: the difference (percentage "
+     "points). Colour scale: symmetric logarithmic (asinh), linear within ±1 and logarithmic beyond, shared by the "
+     "three panels, so one large cell does not wash out the rest; the numbers in the cells are exact. Specific "
+     "ability neurons show a red diagonal: their own ability's documents suffer more than the others, and more than "
+     "after the random control. Grey cells: no value.",
+     "SELECT panel, r, CASE c WHEN '' THEN 'all' ELSE c END, v, e FROM ("
+     " SELECT 0 AS k, 'top set of the row''s ability zeroed' AS panel, pruned AS r, label AS c, 100.0 * rel_change AS v,"
+     "   NULL AS e FROM prune_effect WHERE run_id = ?1 AND control = 'ability' AND pruned <> ''"
      " UNION ALL"
-     " SELECT 1, printf('same-size random neurons (mean of %d seeds)',"
-     "   (SELECT MAX(seeds) FROM prune_control WHERE run_id = ?1)), pruned, label, 100.0 * mean"
+     " SELECT 1, (SELECT CASE WHEN MAX(seeds) > 1 THEN printf('same-size random neurons (mean ± sd, %d seeds)', MAX(seeds))"
+     "   ELSE 'same-size random neurons (one seed)' END FROM prune_control WHERE run_id = ?1), pruned, label, 100.0 * mean,"
+     "   CASE WHEN seeds > 1 THEN 100.0 * sd END"
      "  FROM prune_control WHERE run_id = ?1 AND pruned <> ''"
      " UNION ALL"
-     " SELECT 2, 'ability − random (percentage points)', e.pruned, e.label, 100.0 * (e.rel_change - c.mean)"
+     " SELECT 2, 'ability − random (percentage points)', e.pruned, e.label, 100.0 * (e.rel_change - c.mean), NULL"
      "  FROM prune_effect e JOIN prune_control c ON c.run_id = e.run_id AND c.pruned = e.pruned AND c.label = e.label"
      "  WHERE e.run_id = ?1 AND e.control = 'ability' AND e.pruned <> '')"
      " ORDER BY k, r, c = '', c",
-     "heatmap", "evaluated on", "relative perplexity change (%)", 0, 0, "%.1f", NULL, NULL},
+     "heatmap", "evaluated on", "relative perplexity change (%)", 0, 0, "%.1f", NULL, NULL, NULL, 0, 1.0, NULL},
     {"overlap", "overlap", "Overlap of the abilities' top sets",
      "How many neurons the top sets of two abilities share, over all recorded layers. Left: |A∩B| / |A|, the share of "
      "the row ability A's neurons that are also in the column ability B's set (not symmetric). Right: Jaccard index "
@@ -110,6 +135,6 @@ const nl_figure nl_figures[] = {
      "   END FROM overlap WHERE run_id = ?1 AND layer = -1)), a, b, CASE WHEN a = b THEN NULL ELSE jaccard END"
      "  FROM overlap WHERE run_id = ?1 AND layer = -1)"
      " ORDER BY k, a, b",
-     "heatmap", "B (column ability); A = row ability", "overlap of the top sets", 0, 0, "%.2f", NULL, NULL},
+     "heatmap", "B (column ability); A = row ability", "overlap of the top sets", 0, 0, "%.2f", NULL, NULL, NULL, 0, 0, NULL},
 };
 const int nl_n_figures = sizeof nl_figures / sizeof nl_figures[0];

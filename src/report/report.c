@@ -1,6 +1,8 @@
 /* report.c — figures from the results database (see report.h): per figure, the SQL rows are
- * pivoted into panel CSVs (line figures: x against series; heatmaps: row against column), a
- * NAME.gp (settings + compiled-in template) is written, and gnuplot draws NAME.png and
+ * pivoted into panel CSVs (line figures: x against series; heatmaps: row against column, with
+ * a spread matrix and the cell annotations when the query gives a spread), a NAME.gp
+ * (settings: the shared y range, the series of each panel, the colour range + compiled-in
+ * template) is written, and gnuplot draws NAME.png and
  * NAME.pdf; index.html lists every figure with its caption, its run's provenance and links to
  * the data. A figure that cannot be drawn (gnuplot fails, its query fails) is skipped and
  * listed with its cause; the others are still drawn. Data strings are cleaned before they
@@ -52,6 +54,7 @@ static void strlist_free(strlist *l) {
 typedef struct {
     int panel, series, col; /* heatmap: series = row name, col = column name */
     double x, y;            /* heatmap: y = value */
+    double e;               /* heatmap: the cell's spread (fifth column), NaN if none */
 } row;
 
 static int by_x(const void *a, const void *b) {
@@ -287,11 +290,18 @@ static int number_format(const char *fmt) {
     return conv == 1;
 }
 
+/* The space-separated list of a figure's CSV files (grows as needed). */
+typedef struct {
+    char *s;
+    size_t n, cap;
+} strbuf;
+
 /* What a heatmap's NAME.gp needs besides the CSVs: the colour range and the panels' sizes. */
 typedef struct {
     double cbmin, cbmax;                  /* over the finite cells of all panels; NAN if none */
     int rowchars, colchars, annotchars;   /* longest row name, column name, cell annotation */
     int *prows, *pcols, *tchars;          /* per panel: rows, columns, title characters */
+    strbuf cells;                         /* the panels' annotation files (NAME-P.cells), space-separated */
 } heat_info;
 
 /* How one figure went. */
@@ -306,24 +316,22 @@ typedef struct {
     int emptypanels;  /* panels left out because none of their values is finite */
 } outcome;
 
-/* The space-separated list of a figure's CSV files (grows as needed). */
-typedef struct {
-    char *s;
-    size_t n, cap;
-} strbuf;
-
-static nl_status add_csv(nl_ctx *ctx, strbuf *csvs, const char *file, strlist *files) {
+/* Appends file to the space-separated list sb (when sb is not NULL: a panel of the figure) and
+ * to files (the data files index.html links). */
+static nl_status add_csv(nl_ctx *ctx, strbuf *sb, const char *file, strlist *files) {
     size_t k = strlen(file);
-    if (csvs->n + k + 2 > csvs->cap) {
-        size_t cap = 2 * (csvs->n + k + 2) + 256;
-        char *g = realloc(csvs->s, cap);
+    if (sb && sb->n + k + 2 > sb->cap) {
+        size_t cap = 2 * (sb->n + k + 2) + 256;
+        char *g = realloc(sb->s, cap);
         if (!g) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
-        csvs->s = g, csvs->cap = cap;
+        sb->s = g, sb->cap = cap;
     }
-    if (csvs->n) csvs->s[csvs->n++] = ' ';
-    memcpy(csvs->s + csvs->n, file, k + 1);
-    csvs->n += k;
-    if (strlist_index(files, file, 1) < 0) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    if (sb) {
+        if (sb->n) sb->s[sb->n++] = ' ';
+        memcpy(sb->s + sb->n, file, k + 1);
+        sb->n += k;
+    }
+    if (files && strlist_index(files, file, 1) < 0) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
     return NL_OK;
 }
 
@@ -339,11 +347,18 @@ static int put_title(FILE *titles, const char *name, int *nchars) {
     return 0;
 }
 
+/* What a line figure's NAME.gp needs besides the CSVs: which series each panel's columns are
+ * (so a series keeps its colour, marker and dashes in every panel and in a shared legend). */
+typedef struct {
+    int *sidx, nsidx; /* series index (0-based, into the figure's series) of each panel's columns, panel after panel */
+    int *soff, npanels; /* per drawn panel: where its columns start in sidx */
+} line_info;
+
 /* Line figures: one CSV per panel that has a finite value, header `xlabel,series…`, rows
  * sorted by x. */
 static nl_status line_csvs(nl_ctx *ctx, const nl_report_opts *o, const nl_figure *fig, const row *rows, size_t n,
                            const strlist *panels, const strlist *series, const int *pfinite, FILE *titles, strbuf *csvs,
-                           strlist *files) {
+                           strlist *files, line_info *li) {
     char path[4096];
     nl_status st = NL_OK;
     double *xs = malloc(n * sizeof *xs), *cell = NULL;
@@ -377,10 +392,12 @@ static nl_status line_csvs(nl_ctx *ctx, const nl_report_opts *o, const nl_figure
         FILE *f = fopen(path, "w");
         if (!f) { free(used); st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno)); break; }
         int bad = csv_name(f, fig->xlabel) < 0;
+        li->soff[li->npanels++] = li->nsidx;
         for (int j = 0; j < series->n; j++) {
             if (!used[j]) continue;
             fputc(',', f);
             bad |= csv_name(f, series->names[j]) < 0;
+            li->sidx[li->nsidx++] = j;
         }
         fputc('\n', f);
         for (size_t i = 0; i < nx; i++) {
@@ -403,8 +420,44 @@ static nl_status line_csvs(nl_ctx *ctx, const nl_report_opts *o, const nl_figure
     return st;
 }
 
+/* A cell annotation: the value in the figure's printf format, "±spread" when the spread is
+ * finite; a value that rounds to zero is shown without a minus sign ("-0.0" → "0.0"). */
+static void annotation(char *out, size_t n, const char *fmt, double v, double e) {
+    char a[64], b[64];
+    snprintf(a, sizeof a, fmt, v);
+    if (a[0] == '-' && strspn(a + 1, "0.") == strlen(a + 1)) memmove(a, a + 1, strlen(a));
+    if (!isfinite(e)) { snprintf(out, n, "%s", a); return; }
+    snprintf(b, sizeof b, fmt, fabs(e));
+    snprintf(out, n, "%s±%s", a, b);
+}
+
+/* One matrix CSV (header `xlabel,col…`, one line `row,value…` per row); returns nonzero when out
+ * of memory, negative on a write error. */
+static int write_matrix(FILE *f, const nl_figure *fig, const strlist *rnames, const strlist *cnames, const int *rl, int nr,
+                        const int *cl, int nc, const double *cell, heat_info *hi) {
+    int bad = csv_name(f, fig->xlabel) < 0, w;
+    for (int j = 0; j < nc; j++) {
+        fputc(',', f);
+        bad |= (w = csv_name(f, cnames->names[cl[j]])) < 0;
+        if (hi && w > hi->colchars) hi->colchars = w;
+    }
+    fputc('\n', f);
+    for (int i = 0; i < nr; i++) {
+        bad |= (w = csv_name(f, rnames->names[rl[i]])) < 0;
+        if (hi && w > hi->rowchars) hi->rowchars = w;
+        for (int j = 0; j < nc; j++) {
+            double v = cell[(size_t)i * (size_t)nc + (size_t)j];
+            if (!isfinite(v)) fputs(",NaN", f);
+            else fprintf(f, ",%.9g", v);
+        }
+        fputc('\n', f);
+    }
+    return bad;
+}
+
 /* Heatmaps: one matrix CSV per panel, header `xlabel,col…`, one line `row,value…` per row,
- * rows and columns in order of first appearance; fills hi. */
+ * rows and columns in order of first appearance; a second one of the spreads when the panel has
+ * any (NAME-P-slug-spread.csv); the annotations (NAME-P.cells: col,row,value,text); fills hi. */
 static nl_status heat_csvs(nl_ctx *ctx, const nl_report_opts *o, const nl_figure *fig, const row *rows, size_t n,
                            const strlist *panels, const strlist *rnames, const strlist *cnames, FILE *titles, strbuf *csvs,
                            strlist *files, heat_info *hi) {
@@ -417,7 +470,7 @@ static nl_status heat_csvs(nl_ctx *ctx, const nl_report_opts *o, const nl_figure
     hi->tchars = calloc((size_t)panels->n, sizeof *hi->tchars);
     int *rl = malloc((size_t)rnames->n * sizeof *rl), *cl = malloc((size_t)cnames->n * sizeof *cl);
     int *ri = malloc((size_t)rnames->n * sizeof *ri), *ci = malloc((size_t)cnames->n * sizeof *ci);
-    double *cell = NULL;
+    double *cell = NULL, *spread = NULL;
     if (!hi->prows || !hi->pcols || !hi->tchars || !rl || !cl || !ri || !ci) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
     for (int p = 0; st == NL_OK && p < panels->n; p++) {
         /* the panel's rows and columns in order of first appearance: rl/cl local → global, ri/ci global → local */
@@ -429,48 +482,61 @@ static nl_status heat_csvs(nl_ctx *ctx, const nl_report_opts *o, const nl_figure
             if (ri[rows[i].series] < 0) ri[rows[i].series] = nr, rl[nr++] = rows[i].series;
             if (ci[rows[i].col] < 0) ci[rows[i].col] = nc, cl[nc++] = rows[i].col;
         }
-        free(cell);
-        if (!(cell = malloc((size_t)nr * (size_t)nc * sizeof *cell))) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); break; }
-        for (size_t i = 0; i < (size_t)nr * (size_t)nc; i++) cell[i] = NAN;
+        free(cell), free(spread);
+        cell = malloc((size_t)nr * (size_t)nc * sizeof *cell);
+        spread = malloc((size_t)nr * (size_t)nc * sizeof *spread);
+        if (!cell || !spread) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); break; }
+        for (size_t i = 0; i < (size_t)nr * (size_t)nc; i++) cell[i] = spread[i] = NAN;
+        int anyspread = 0;
         for (size_t i = 0; i < n; i++)
-            if (rows[i].panel == p) cell[(size_t)ri[rows[i].series] * (size_t)nc + (size_t)ci[rows[i].col]] = rows[i].y;
+            if (rows[i].panel == p) {
+                size_t k = (size_t)ri[rows[i].series] * (size_t)nc + (size_t)ci[rows[i].col];
+                cell[k] = rows[i].y, spread[k] = rows[i].e;
+            }
+        for (size_t k = 0; k < (size_t)nr * (size_t)nc; k++) {
+            if (!isfinite(cell[k])) spread[k] = NAN; /* no value, no spread */
+            anyspread |= isfinite(spread[k]);
+        }
         char sl[128], file[512];
         slug(sl, sizeof sl, panels->names[p]);
         snprintf(file, sizeof file, "%s-%d-%s.csv", fig->name, p + 1, sl);
         snprintf(path, sizeof path, "%s/%s", o->out_dir, file);
         FILE *f = fopen(path, "w");
         if (!f) { st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno)); break; }
-        int bad = csv_name(f, fig->xlabel) < 0, w;
-        for (int j = 0; j < nc; j++) {
-            fputc(',', f);
-            bad |= (w = csv_name(f, cnames->names[cl[j]])) < 0;
-            if (w > hi->colchars) hi->colchars = w;
-        }
-        fputc('\n', f);
-        for (int i = 0; i < nr; i++) {
-            bad |= (w = csv_name(f, rnames->names[rl[i]])) < 0;
-            if (w > hi->rowchars) hi->rowchars = w;
-            for (int j = 0; j < nc; j++) {
-                double v = cell[(size_t)i * (size_t)nc + (size_t)j];
-                if (!isfinite(v)) {
-                    fputs(",NaN", f);
-                    continue;
-                }
-                fprintf(f, ",%.9g", v);
-                if (isnan(hi->cbmin) || v < hi->cbmin) hi->cbmin = v;
-                if (isnan(hi->cbmax) || v > hi->cbmax) hi->cbmax = v;
-                char a[64];
-                int aw = snprintf(a, sizeof a, fmt, v);
-                if (aw > hi->annotchars) hi->annotchars = aw;
-            }
-            fputc('\n', f);
-        }
+        int bad = write_matrix(f, fig, rnames, cnames, rl, nr, cl, nc, cell, hi);
         if (fclose(f) != 0) { st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno)); break; }
         if (bad || put_title(titles, panels->names[p], &hi->tchars[p])) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); break; }
         hi->prows[p] = nr, hi->pcols[p] = nc;
-        st = add_csv(ctx, csvs, file, files);
+        if ((st = add_csv(ctx, csvs, file, files)) != NL_OK) break;
+        if (anyspread) { /* the spreads beside the values, same shape */
+            snprintf(file, sizeof file, "%s-%d-%s-spread.csv", fig->name, p + 1, sl);
+            snprintf(path, sizeof path, "%s/%s", o->out_dir, file);
+            if (!(f = fopen(path, "w"))) { st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno)); break; }
+            bad = write_matrix(f, fig, rnames, cnames, rl, nr, cl, nc, spread, NULL);
+            if (fclose(f) != 0) { st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno)); break; }
+            if (bad) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); break; }
+            if ((st = add_csv(ctx, NULL, file, files)) != NL_OK) break;
+        }
+        /* the annotations, and the colour range */
+        snprintf(file, sizeof file, "%s-%d.cells", fig->name, p + 1);
+        snprintf(path, sizeof path, "%s/%s", o->out_dir, file);
+        if (!(f = fopen(path, "w"))) { st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno)); break; }
+        for (int i = 0; i < nr; i++)
+            for (int j = 0; j < nc; j++) {
+                size_t k = (size_t)i * (size_t)nc + (size_t)j;
+                double v = cell[k];
+                if (!isfinite(v)) { fprintf(f, "%d,%d,NaN,–\n", j, i); continue; }
+                char a[160];
+                annotation(a, sizeof a, fmt, v, spread[k]);
+                fprintf(f, "%d,%d,%.9g,%s\n", j, i, v, a);
+                if (isnan(hi->cbmin) || v < hi->cbmin) hi->cbmin = v;
+                if (isnan(hi->cbmax) || v > hi->cbmax) hi->cbmax = v;
+                if (chars(a) > hi->annotchars) hi->annotchars = chars(a);
+            }
+        if (fclose(f) != 0) { st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno)); break; }
+        if ((st = add_csv(ctx, &hi->cells, file, NULL)) != NL_OK) break;
     }
-    free(cell);
+    free(cell), free(spread);
     free(rl), free(cl), free(ri), free(ci);
     return st;
 }
@@ -496,6 +562,25 @@ static double value(sqlite3_stmt *s, int c, long *bad) {
     }
     if (!isfinite(v)) { (*bad)++; return NAN; }
     return v;
+}
+
+/* SQLite's progress callback: nonzero stops the running statement (SQLITE_INTERRUPT) after Ctrl-C. */
+static int stop_query(void *unused) {
+    (void)unused;
+    return nl_interrupted != 0;
+}
+
+/* The figure's y label from its ylabel_sql (the first column of the first row, cleaned), or
+ * NULL: no query, no row, an error (the static ylabel is used then) or out of memory. */
+static char *ylabel_of(nl_results *db, const nl_figure *fig, int64_t run) {
+    if (!fig->ylabel_sql) return NULL;
+    sqlite3_stmt *s;
+    char *l = NULL;
+    if (sqlite3_prepare_v2(nl_results_db(db), fig->ylabel_sql, -1, &s, NULL) != SQLITE_OK) return NULL;
+    sqlite3_bind_int64(s, 1, run);
+    if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0)) l = clean((const char *)sqlite3_column_text(s, 0), 0, TITLE_CHARS);
+    sqlite3_finalize(s);
+    return l;
 }
 
 /* Draws one figure for run id, filling out. Returns an error only for what stops the whole
@@ -527,6 +612,7 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
         return NL_OK;
     }
     sqlite3_bind_int64(s, 1, run);
+    sqlite3_progress_handler(h, 100000, stop_query, NULL); /* Ctrl-C stops a long query too */
     double xlo = -INFINITY, xhi = INFINITY; /* a fixed x range: a point outside it is not drawn (all outside would stop gnuplot) */
     const char *colon = fig->xrange ? strchr(fig->xrange, ':') : NULL;
     if (!heat && colon) {
@@ -556,6 +642,8 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
         }
         y = value(s, 3, &out->nonfinite);
         if (!heat && fig->logy && y <= 0) { out->nonpositive++; y = NAN; }
+        long badspread = 0; /* a spread that is not finite is no spread: the value alone is shown */
+        double e = heat && sqlite3_column_count(s) > 4 ? value(s, 4, &badspread) : NAN;
         if (n == cap) {
             cap = cap ? 2 * cap : 256;
             row *g = realloc(rows, cap * sizeof *g);
@@ -568,13 +656,15 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
             ci = strlist_index(&cols, c ? c : "", 1);
         }
         if (pi < 0 || si < 0 || ci < 0) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); break; }
-        rows[n++] = (row){pi, si, ci, x, y};
+        rows[n++] = (row){pi, si, ci, x, y, e};
     }
-    if (st == NL_OK && rc != SQLITE_DONE) {
+    if (st == NL_OK && rc == SQLITE_INTERRUPT && nl_interrupted) st = nl_errorf(ctx, NL_EINTR, "interrupted while reading the data of '%s'", fig->name);
+    else if (st == NL_OK && rc != SQLITE_DONE) {
         out->failed = 1;
         snprintf(out->why, sizeof out->why, "cannot read its data: %s", sqlite3_errmsg(h));
     }
     sqlite3_finalize(s);
+    sqlite3_progress_handler(h, 0, NULL, NULL);
     /* which panels have a finite value: a panel without one has nothing to draw (a line panel
      * would stop gnuplot), a figure without any is not drawn */
     int *pfinite = n ? calloc((size_t)panels.n, sizeof *pfinite) : NULL;
@@ -596,13 +686,26 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
     strbuf csvs = {0};
     FILE *titles = NULL;
     heat_info hi = {0};
+    line_info li = {0};
+    double ymin = NAN, ymax = NAN; /* line figures: the finite values of all panels (one y range) */
+    for (size_t i = 0; !heat && i < n; i++)
+        if (isfinite(rows[i].y)) {
+            if (isnan(ymin) || rows[i].y < ymin) ymin = rows[i].y;
+            if (isnan(ymax) || rows[i].y > ymax) ymax = rows[i].y;
+        }
+    if (!heat && n > 0 && st == NL_OK) {
+        li.sidx = malloc(((size_t)panels.n * (size_t)series.n + 1) * sizeof *li.sidx);
+        li.soff = malloc(((size_t)panels.n + 1) * sizeof *li.soff);
+        if (!li.sidx || !li.soff) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    }
+    char *ylabel = ylabel_of(db, fig, run);
     if (st == NL_OK && n > 0) {
         snprintf(path, sizeof path, "%s/%s.titles", o->out_dir, fig->name);
         if (!(titles = fopen(path, "w"))) st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno));
     }
     if (st == NL_OK && n > 0)
         st = heat ? heat_csvs(ctx, o, fig, rows, n, &panels, &series, &cols, titles, &csvs, files, &hi)
-                  : line_csvs(ctx, o, fig, rows, n, &panels, &series, pfinite, titles, &csvs, files);
+                  : line_csvs(ctx, o, fig, rows, n, &panels, &series, pfinite, titles, &csvs, files, &li);
     if (titles && fclose(titles) != 0 && st == NL_OK) st = nl_errorf(ctx, NL_EIO, "cannot write the titles of '%s'", fig->name);
     if (st == NL_OK && n > 0) {
         snprintf(path, sizeof path, "%s/%s.gp", o->out_dir, fig->name);
@@ -614,12 +717,14 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
             fputs("csvs = ", f), gp_string(f, csvs.s ? csvs.s : ""), fputc('\n', f);
             fprintf(f, "titles = \"%s.titles\"\nout = \"%s\"\n", fig->name, fig->name);
             fputs("xlabel = ", f), gp_string(f, fig->xlabel), fputc('\n', f);
-            fputs("ylabel = ", f), gp_string(f, fig->ylabel), fputc('\n', f);
+            fputs("ylabel = ", f), gp_string(f, ylabel ? ylabel : fig->ylabel), fputc('\n', f);
+            gp_real(f, "symlog", fig->symlog > 0 ? fig->symlog : 0);
             if (heat) {
                 fputs("style = ", f), gp_string(f, fig->style ? fig->style : "%.2f"), fputc('\n', f);
                 fputs("# colour range: smallest and largest value over all cells of all panels\n", f);
                 gp_real(f, "cbmin", isnan(hi.cbmin) ? 0 : hi.cbmin);
                 gp_real(f, "cbmax", isnan(hi.cbmax) ? 0 : hi.cbmax);
+                fputs("cells = ", f), gp_string(f, hi.cells.s ? hi.cells.s : ""), fputs("   # annotations: col,row,value,text\n", f);
                 fputs("# sizes for the layout (characters of the longest row name, column name, annotation)\n", f);
                 fprintf(f, "rowchars = %d\ncolchars = %d\nannotchars = %d\n", hi.rowchars, hi.colchars, hi.annotchars);
                 gp_ints(f, "prows", hi.prows, panels.n);
@@ -627,12 +732,30 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
                 gp_ints(f, "tchars", hi.tchars, panels.n);
             } else {
                 fprintf(f, "logx = %d\nlogy = %d\nstyle = \"%s\"\n", fig->logx, fig->logy, fig->style ? fig->style : "lines");
-                if (colon) fprintf(f, "xmin = \"%.*s\"\nxmax = \"%s\"\n", (int)(colon - fig->xrange), fig->xrange, colon + 1);
                 if (fig->key) fputs("key = ", f), gp_string(f, fig->key), fputc('\n', f);
+                fputs("# y range of all panels: the smallest and largest finite value of the figure\n", f);
+                gp_real(f, "ymin", isnan(ymin) ? 0 : ymin), gp_real(f, "ymax", isnan(ymax) ? 0 : ymax);
+                const char *yc = fig->yrange ? strchr(fig->yrange, ':') : NULL;
+                if (yc) {
+                    fputs("# the y axis covers at least\n", f);
+                    gp_real(f, "yfloor", strtod(fig->yrange, NULL)), gp_real(f, "yceil", strtod(yc + 1, NULL));
+                }
+                fprintf(f, "sharedkey = %d\n", fig->sharedkey);
+                fputs("# the series: names (for a shared legend), and which series each panel's columns are\n", f);
+                fprintf(f, "array snames[%d]\n", series.n);
+                for (int k = 0; k < series.n; k++) {
+                    char *c = clean(series.names[k], 1, NAME_CHARS);
+                    if (!c) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); break; }
+                    fprintf(f, "snames[%d] = ", k + 1), gp_string(f, c), fputc('\n', f);
+                    free(c);
+                }
+                for (int k = 0; k < li.nsidx; k++) li.sidx[k]++; /* 1-based for gnuplot */
+                gp_ints(f, "sidx", li.sidx, li.nsidx);
+                gp_ints(f, "soff", li.soff, li.npanels);
             }
             fputc('\n', f);
             fputs(tpl, f);
-            if (fclose(f) != 0) st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno));
+            if (fclose(f) != 0 && st == NL_OK) st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno));
         }
         if (st == NL_OK)
             st = run_gnuplot(ctx, o->gnuplot ? o->gnuplot : "gnuplot", o->out_dir, fig->name, out->why, sizeof out->why, out->log,
@@ -646,7 +769,9 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
     }
     free(csvs.s);
     free(pfinite);
-    free(hi.prows), free(hi.pcols), free(hi.tchars);
+    free(ylabel);
+    free(li.sidx), free(li.soff);
+    free(hi.prows), free(hi.pcols), free(hi.tchars), free(hi.cells.s);
     free(rows);
     strlist_free(&panels);
     strlist_free(&series);
@@ -713,8 +838,12 @@ nl_status nl_report_write(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, 
     if (ast != NL_OK) return ast;
     FILE *idx = af.f;
     fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>neuronlab report</title>\n"
-          "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-          "figure{margin:2em 0;border-top:1px solid #ddd;padding-top:1em}img{max-width:100%}"
+          "<style>body{font-family:sans-serif;margin:2em;color:#222}"
+          "h1,h2,p,ul,figcaption{max-width:1100px}"
+          "figure{margin:2em 0;border-top:1px solid #ddd;padding-top:1em}"
+          /* a figure fits the window; a click shows it at native resolution (scrolling when wider), another fits it again */
+          ".plot{overflow-x:auto}.plot img{max-width:100%;display:block;cursor:zoom-in}"
+          ".plot img.native{max-width:none;cursor:zoom-out}"
           "figcaption{margin-top:.5em;line-height:1.4}.prov{color:#666;font-size:.85em}"
           ".missing{color:#a33}.failed{color:#a33;font-weight:bold}.note{color:#a60}code{font-size:.9em}</style></head><body>\n",
           idx);
@@ -747,9 +876,10 @@ nl_status nl_report_write(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, 
         html(b, fig->title);
         fputs("</h2>\n", b);
         if (r->drawn) {
-            fprintf(b, "<a href=\"%s.pdf\"><img src=\"%s.png\" alt=\"", fig->name, fig->name);
+            fprintf(b, "<div class=\"plot\"><img src=\"%s.png\" title=\"click: native resolution / fit to the window\" "
+                       "onclick=\"this.classList.toggle('native')\" alt=\"", fig->name);
             html(b, fig->title);
-            fputs("\"></a>\n<figcaption>", b);
+            fputs("\"></div>\n<figcaption>", b);
             html(b, fig->caption);
             left_out(b, r);
             fprintf(b, "<br>Files: <a href=\"%s.png\">PNG</a> · <a href=\"%s.pdf\">PDF</a> · <a href=\"%s.gp\">gnuplot</a>", fig->name,
