@@ -30,13 +30,25 @@
  *                mean = mean score; baseline as above; shuffled_* = the same three statistics
  *                for the labels randomly permuted (seeded Fisher–Yates, splitmix64): what the
  *                best of F neurons reaches by chance. Layer -1 = all recorded layers pooled.
- *   top sets     per ability, the neurons ranked by score (descending; ties by layer, then
- *                neuron index, lower first). Per layer (default): the top k = max(1,
+ *   top sets     per ability, the neurons ranked by score (descending). Equal scores are
+ *                common (with 10 documents per label many neurons reach AP = 1), so ties are
+ *                broken by a documented key, never by the index: first the margin
+ *                m_f,i = mean v_i over f's documents − mean v_i over the other scored documents
+ *                (larger first; |m| with --symmetric; NaN last), then the tie hash
+ *                h = mix(seed ⊕ mix(layer·2^32 + neuron)) ascending (mix = splitmix64's
+ *                finaliser nl_mix64, layer = the model layer, seed = the run's --seed), so a
+ *                tie never favours low indices or low layers. Per layer (default): the top k = max(1,
  *                floor(top·F + 1e-9)) of each layer; global: the top max(1, floor(top·Lr·F +
  *                1e-9)) over all Lr recorded layers. Excluded ("resident") neurons are never
  *                chosen; k is still computed from F (capped at the eligible neurons), so the
  *                sets keep their size. depth: for every ability, how many of its global top
  *                set fall in each layer, whatever the scope.
+ *   ties         per (ability, group) (group = a layer, or all layers for global): cut = the
+ *                score of the set's last neuron (rank k); tied = eligible neurons with exactly
+ *                that score; chosen = how many of them are in the set. The cut falls inside a
+ *                tie block when chosen < tied: the tie-break (broken_by 'margin', or 'hash' when
+ *                the last chosen and the first left out also have equal margins) decided which
+ *                of the tied neurons are in the set. The command warns on stderr then.
  *   resident     with exclude_resident, the neurons flagged resident (active on ≥ 90% of the
  *                tokens, analyses/sparsity.h) by a complete sparsity run of the same
  *                activation file in the same database (label '' rows of its neurons table).
@@ -50,7 +62,9 @@
  *       scope TEXT ('layer' | 'global'), resident_run INTEGER (NULL: no exclusion), seed INTEGER,
  *       docs INTEGER (documents scored), layers INTEGER (recorded), d_ff INTEGER)
  *   ability_label(run_id, ability, docs, positives, baseline)       PK (run_id, ability)
- *   ability_score(run_id, ability, layer, neuron, score)            PK (run_id, ability, layer, neuron)
+ *   ability_score(run_id, ability, layer, neuron, score, margin)    PK (run_id, ability, layer, neuron)
+ *       margin = the tie-break key above (NULL in runs of databases older than the column;
+ *       create_tables adds the column to such a database).
  *   ability_layer(run_id, ability, layer, best, top_permille, mean, baseline, shuffled_best,
  *       shuffled_top_permille, shuffled_mean)                       PK (run_id, ability, layer)
  *   ability_top(run_id, ability, layer, neuron, rank)               PK (run_id, ability, layer, neuron)
@@ -61,6 +75,9 @@
  *   ability_model(run_id, layer, w_out_norm_sum)                    PK (run_id, layer)
  *       Σ_i ‖W_out[:, i]‖₂ of each recorded layer (from the file): the fingerprint that ties
  *       the run to its model, checked by `prune`.
+ *   ability_ties(run_id, ability, layer, cut, tied, chosen, broken_by)   PK (run_id, ability, layer)
+ *       one row per ability and layer (layer -1: the one global set with --global); cut NULL
+ *       when the set is empty; broken_by 'none' | 'margin' | 'hash' (definition above).
  * Everything is written in one transaction at the end, so a run either has all its rows
  * (status 'complete') or none ('interrupted' / 'failed').
  *
@@ -113,6 +130,7 @@ typedef struct {
     int n_abilities; /* abilities scored */
     int n_layers;    /* recorded layers */
     int d_ff;        /* F */
+    int cut_in_tie;  /* (ability, group) sets whose cut falls inside a tie block (ability_ties) */
 } nl_ability_result;
 void nl_ability_result_release(nl_ability_result *r);
 
@@ -151,6 +169,7 @@ typedef struct {
     int global;           /* scope */
     char method[16];      /* "ap" or "predictivity" */
     int symmetric;        /* the run scored max(S(y), S(1 − y)) */
+    uint64_t seed;        /* the run's seed (the tie hash) */
     uint8_t *excluded;    /* (Lr, F) 1 = never chosen (resident) */
     uint8_t *member;      /* (A, Lr, F) 1 = in the ability's top set */
     int *count;           /* (A, Lr) set size per layer */
@@ -177,9 +196,32 @@ int nl_ability_sets_find(const nl_ability_sets *s, const char *ability);
  *   scores run N ('acts.h5') is from another model than 'MODEL': layer 2 W_out norms differ */
 nl_status nl_ability_sets_check_model(nl_ctx *ctx, const nl_ability_sets *s, nl_model *m, const char *model_path);
 
+/* The tie-break of the top sets (definition above). Borrowed pointers. */
+typedef struct {
+    const float *margin; /* (A, Lr, F) margins; NULL: every margin ties (the hash decides) */
+    int symmetric;       /* rank by |margin| */
+    const int *layers;   /* (Lr) model layer of each recorded layer (hash key); NULL: 0 … Lr−1 */
+    uint64_t seed;       /* the run's seed */
+} nl_ability_tiebreak;
+
+enum { NL_TIE_NONE = 0, NL_TIE_MARGIN, NL_TIE_HASH };
+const char *nl_ability_tie_name(int broken_by); /* "none", "margin", "hash" */
+
+/* The tie at the cut of one set (definition above). */
+typedef struct {
+    float cut;     /* score of the last chosen neuron; NaN for an empty set */
+    int tied;      /* eligible neurons scoring exactly cut */
+    int chosen;    /* of them, in the set (chosen < tied: the cut falls inside the tie block) */
+    int broken_by; /* NL_TIE_* */
+} nl_ability_tie;
+
+/* h = mix(seed ⊕ mix(layer·2^32 + neuron)): the last-resort tie-break (lower first). */
+uint64_t nl_ability_tie_hash(uint64_t seed, int layer, int neuron);
+
 /* Chooses top sets from scores (A, Lr, F) (NaN ranks last) into member (A, Lr, F) and count
- * (A, Lr) per the rules above; excluded (Lr, F) may be NULL. Pure, for tests and for load. */
+ * (A, Lr) per the rules above; excluded (Lr, F) may be NULL; tb NULL = no margins, seed 0,
+ * layers 0 … Lr−1. ties (A, global ? 1 : Lr) may be NULL. Pure, for tests and for load. */
 void nl_ability_select(const float *scores, int A, int Lr, int F, const uint8_t *excluded, double top, int global,
-                       uint8_t *member, int *count);
+                       const nl_ability_tiebreak *tb, uint8_t *member, int *count, nl_ability_tie *ties);
 
 #endif

@@ -163,31 +163,143 @@ Test(ability, select_per_layer_global_excluded) {
                     0.95f, 0.1f, 0.1f, 0.1f, 0.1f, 0.97f, 0.1f, 0.1f, 0.1f, 0.1f};
     uint8_t m[20];
     int cnt[2];
-    nl_ability_select(sc, 1, 2, 10, NULL, 0.2, 0, m, cnt);
+    nl_ability_select(sc, 1, 2, 10, NULL, 0.2, 0, NULL, m, cnt, NULL);
     cr_assert_eq(cnt[0], 2);
     cr_assert_eq(cnt[1], 2);
     cr_assert(m[1] && m[3] && !m[8], "tied 0.9s both in, 0.8 out");
     cr_assert(m[10] && m[15]);
-    /* tie broken by the lower index: top 0.1 → 1 neuron, the first 0.9 */
-    nl_ability_select(sc, 1, 2, 10, NULL, 0.1, 0, m, cnt);
-    cr_assert(m[1] && !m[3]);
+    /* a tie at the cut is broken by the margin (larger first), never by the index */
+    float mg[20] = {0};
+    mg[1] = 0.1f, mg[3] = 0.5f;
+    nl_ability_tiebreak tb = {mg, 0, NULL, 0};
+    nl_ability_tie ties[2];
+    nl_ability_select(sc, 1, 2, 10, NULL, 0.1, 0, &tb, m, cnt, ties);
+    cr_assert(!m[1] && m[3], "the larger margin wins the tie");
+    cr_assert_eq(ties[0].tied, 2);
+    cr_assert_eq(ties[0].chosen, 1);
+    cr_assert_eq(ties[0].broken_by, NL_TIE_MARGIN);
+    cr_assert_float_eq(ties[0].cut, 0.9f, 1e-7);
+    cr_assert_eq(ties[1].tied, 1, "layer 1: 0.97 alone");
+    cr_assert_eq(ties[1].broken_by, NL_TIE_NONE);
+    /* symmetric: |margin| */
+    mg[1] = -0.9f;
+    tb.symmetric = 1;
+    nl_ability_select(sc, 1, 2, 10, NULL, 0.1, 0, &tb, m, cnt, NULL);
+    cr_assert(m[1] && !m[3], "|-0.9| > 0.5 with --symmetric");
+    /* equal margins: the seeded hash of (layer, neuron), lower first */
+    mg[1] = mg[3] = 0.5f;
+    tb.symmetric = 0;
+    for (uint64_t seed = 0; seed < 8; seed++) {
+        tb.seed = seed;
+        nl_ability_select(sc, 1, 2, 10, NULL, 0.1, 0, &tb, m, cnt, ties);
+        const int want = nl_ability_tie_hash(seed, 0, 1) < nl_ability_tie_hash(seed, 0, 3) ? 1 : 3;
+        cr_assert(m[want] && !m[4 - want], "seed %llu", (unsigned long long)seed);
+        cr_assert_eq(ties[0].broken_by, NL_TIE_HASH);
+    }
+    /* the model layer numbers are the hash key */
+    const int layers[2] = {5, 9};
+    tb.layers = layers, tb.seed = 3;
+    nl_ability_select(sc, 1, 2, 10, NULL, 0.1, 0, &tb, m, cnt, NULL);
+    const int want = nl_ability_tie_hash(3, 5, 1) < nl_ability_tie_hash(3, 5, 3) ? 1 : 3;
+    cr_assert(m[want] && !m[4 - want]);
     /* global: 0.97, 0.95, 0.9 (n1), 0.9 (n3) */
-    nl_ability_select(sc, 1, 2, 10, NULL, 0.2, 1, m, cnt);
+    nl_ability_select(sc, 1, 2, 10, NULL, 0.2, 1, NULL, m, cnt, NULL);
     cr_assert_eq(cnt[0], 2);
     cr_assert_eq(cnt[1], 2);
     cr_assert(m[1] && m[3] && m[10] && m[15]);
     /* excluded neurons are never chosen, the size stays */
     uint8_t ex[20] = {0};
     ex[1] = ex[15] = 1;
-    nl_ability_select(sc, 1, 2, 10, ex, 0.2, 0, m, cnt);
+    nl_ability_select(sc, 1, 2, 10, ex, 0.2, 0, NULL, m, cnt, NULL);
     cr_assert(!m[1] && m[3] && m[8] && !m[15] && m[10]);
     cr_assert_eq(cnt[0], 2);
     cr_assert_eq(cnt[1], 2);
     /* tiny fractions still give one neuron; top 1 gives all */
-    nl_ability_select(sc, 1, 2, 10, NULL, 0.001, 0, m, cnt);
+    nl_ability_select(sc, 1, 2, 10, NULL, 0.001, 0, NULL, m, cnt, NULL);
     cr_assert_eq(cnt[0] + cnt[1], 2);
-    nl_ability_select(sc, 1, 2, 10, ex, 1.0, 0, m, cnt);
+    nl_ability_select(sc, 1, 2, 10, ex, 1.0, 0, NULL, m, cnt, NULL);
     cr_assert_eq(cnt[0] + cnt[1], 18);
+}
+
+/* A plain slow reference of the top sets with ties: neuron x is in its group's set iff fewer
+ * than k eligible neurons of the group beat it (higher score; equal score and larger margin
+ * key; equal both and lower hash). */
+static int beats(const float *sc, const float *mg, int sym, const int *layers, uint64_t seed, int F, int y, int x) {
+    float sy = isnan(sc[y]) ? -INFINITY : sc[y], sx = isnan(sc[x]) ? -INFINITY : sc[x];
+    if (sy != sx) return sy > sx;
+    float my = isnan(mg[y]) ? -INFINITY : sym ? fabsf(mg[y]) : mg[y], mx = isnan(mg[x]) ? -INFINITY : sym ? fabsf(mg[x]) : mg[x];
+    if (my != mx) return my > mx;
+    uint64_t hy = nl_ability_tie_hash(seed, layers[y / F], y % F), hx = nl_ability_tie_hash(seed, layers[x / F], x % F);
+    if (hy != hx) return hy < hx;
+    return y < x;
+}
+
+Test(ability, select_ties_brute_force) {
+    nl_rng r;
+    nl_rng_derive(&r, 11, 1, 0);
+    enum { A = 2, LR = 3, F = 12 };
+    float sc[A * LR * F], mg[A * LR * F];
+    uint8_t ex[LR * F], m[A * LR * F];
+    int cnt[A * LR];
+    nl_ability_tie ties[A * LR];
+    const int layers[LR] = {0, 4, 7};
+    int saw_margin = 0, saw_hash = 0, saw_cross_layer = 0;
+    for (int trial = 0; trial < 400; trial++) {
+        for (int x = 0; x < A * LR * F; x++) {
+            sc[x] = nl_rng_below(&r, 10) == 0 ? NAN : (float)nl_rng_below(&r, 3) / 2; /* heavy ties */
+            mg[x] = nl_rng_below(&r, 12) == 0 ? NAN : (float)nl_rng_below(&r, 3) - 1;
+        }
+        int use_ex = trial % 3 == 0;
+        for (int x = 0; x < LR * F; x++) ex[x] = use_ex && nl_rng_below(&r, 5) == 0;
+        const int global = trial % 2, sym = trial % 5 == 0;
+        const double top = (1 + nl_rng_below(&r, 6)) / 12.0;
+        const uint64_t seed = nl_rng_below(&r, 1000);
+        nl_ability_tiebreak tb = {mg, sym, layers, seed};
+        nl_ability_select(sc, A, LR, F, use_ex ? ex : NULL, top, global, &tb, m, cnt, ties);
+        const int groups = global ? 1 : LR, width = global ? LR * F : F;
+        int k0 = (int)floor(top * width + 1e-9);
+        if (k0 < 1) k0 = 1;
+        for (int a = 0; a < A; a++) {
+            const float *s = sc + a * LR * F, *g = mg + a * LR * F;
+            for (int gr = 0; gr < groups; gr++) {
+                int elig = 0;
+                for (int x = gr * F; x < gr * F + width; x++) elig += !ex[x] || !use_ex;
+                const int k = k0 < elig ? k0 : elig;
+                int last = -1, first_out = -1, tied = 0, chosen = 0;
+                for (int x = gr * F; x < gr * F + width; x++) {
+                    if (use_ex && ex[x]) {
+                        cr_assert(!m[a * LR * F + x]);
+                        continue;
+                    }
+                    int b = 0;
+                    for (int y = gr * F; y < gr * F + width; y++)
+                        if (y != x && !(use_ex && ex[y]) && beats(s, g, sym, layers, seed, F, y, x)) b++;
+                    cr_assert_eq(m[a * LR * F + x], b < k, "trial %d ability %d neuron %d", trial, a, x);
+                    if (b == k - 1) last = x;
+                    if (b == k) first_out = x;
+                }
+                float cut = isnan(s[last]) ? -INFINITY : s[last];
+                for (int x = gr * F; x < gr * F + width; x++)
+                    if (!(use_ex && ex[x]) && (isnan(s[x]) ? -INFINITY : s[x]) == cut) tied++, chosen += m[a * LR * F + x];
+                const nl_ability_tie *t = &ties[a * groups + gr];
+                cr_assert_eq(t->tied, tied, "trial %d", trial);
+                cr_assert_eq(t->chosen, chosen);
+                if (chosen == tied) cr_assert_eq(t->broken_by, NL_TIE_NONE);
+                else {
+                    float kl = isnan(g[last]) ? -INFINITY : sym ? fabsf(g[last]) : g[last];
+                    float kf = isnan(g[first_out]) ? -INFINITY : sym ? fabsf(g[first_out]) : g[first_out];
+                    cr_assert_eq(t->broken_by, kl != kf ? NL_TIE_MARGIN : NL_TIE_HASH);
+                    saw_margin |= kl != kf, saw_hash |= kl == kf;
+                }
+                if (global) /* a tie block spanning layers is not settled by the layer order */
+                    for (int x = 0; x < LR * F; x++)
+                        for (int y = x + 1; y < LR * F; y++)
+                            if (x / F < y / F && !use_ex && s[x] == s[y] && g[x] == g[y] && !m[a * LR * F + x] && m[a * LR * F + y])
+                                saw_cross_layer = 1;
+            }
+        }
+    }
+    cr_assert(saw_margin && saw_hash && saw_cross_layer, "the cases exercise both tie-breaks and higher layers winning ties");
 }
 
 /* ---------------------------------------------------------------- the analysis */

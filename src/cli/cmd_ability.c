@@ -29,6 +29,48 @@ static void jnum(double v) {
     else printf("%.9g", v);
 }
 
+static void warn_ties(int inside, int groups) {
+    if (inside > 0)
+        fprintf(stderr,
+                "neuronlab: warning: the cut of %d of %d top sets falls inside a block of equal scores; the tie-break "
+                "(margin, then seeded hash) chose among them (see ability_ties)\n",
+                inside, groups);
+}
+
+/* The ties at the cut (ability_ties): JSON array rows, or text lines for the cuts inside a tie
+ * block. Returns how many cuts fall inside a tie block (-1 when the rows cannot be read). */
+static int print_ties(sqlite3 *h, int64_t run, int json, int *groups) {
+    sqlite3_stmt *q;
+    *groups = 0;
+    if (sqlite3_prepare_v2(h, "SELECT ability, layer, cut, tied, chosen, broken_by FROM ability_ties WHERE run_id = ?1"
+                              " ORDER BY ability, layer", -1, &q, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_int64(q, 1, run);
+    int inside = 0;
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        const char *a = (const char *)sqlite3_column_text(q, 0), *by = (const char *)sqlite3_column_text(q, 5);
+        int layer = sqlite3_column_int(q, 1), tied = sqlite3_column_int(q, 3), chosen = sqlite3_column_int(q, 4);
+        double cut = sqlite3_column_type(q, 2) == SQLITE_NULL ? NAN : sqlite3_column_double(q, 2);
+        if (json) {
+            printf("%s{\"ability\":", (*groups)++ ? "," : "");
+            nl_cli_json_str(a ? a : "");
+            printf(",\"layer\":%d,\"cut\":", layer);
+            jnum(cut);
+            printf(",\"tied\":%d,\"chosen\":%d,\"broken_by\":\"%s\"}", tied, chosen, by ? by : "");
+        } else {
+            (*groups)++;
+            if (chosen < tied) {
+                if (!inside) printf("ties at the cut (the set's last score is shared by neurons left out):\n");
+                printf("  %-14.14s layer %3d: %d neurons score %.4f, %d of them in the set (chosen by the %s)\n", a ? a : "",
+                       layer, tied, cut, chosen, by && !strcmp(by, "hash") ? "seeded hash: equal margins" : "mean-|a| margin");
+            }
+        }
+        inside += chosen < tied;
+    }
+    sqlite3_finalize(q);
+    return inside;
+}
+
 /* Prints the run's rows: a summary per ability and the best score per layer. */
 static int print_run(nl_results *db, const char *acts, const char *dbp, int64_t run, const nl_ability_opts *o, int json) {
     sqlite3 *h = nl_results_db(db);
@@ -68,8 +110,11 @@ static int print_run(nl_results *db, const char *acts, const char *dbp, int64_t 
             }
             printf(",\"top_set\":%d}", sqlite3_column_int(q, 11));
         }
-        printf("]}\n");
         sqlite3_finalize(q);
+        printf("],\"ties\":[");
+        int groups, inside = print_ties(h, run, 1, &groups);
+        printf("],\"cut_in_tie\":%d}\n", inside);
+        warn_ties(inside, groups);
         return 0;
     }
     printf("ability scores of '%s' (%s%s) -> run %lld in '%s'\n", acts, m, o->symmetric ? ", symmetric" : ", one-sided",
@@ -105,6 +150,12 @@ static int print_run(nl_results *db, const char *acts, const char *dbp, int64_t 
            "(chance level of the best of many neurons); top5pm: score at rank ceil(0.005 x neurons); top-set: neurons in the "
            "ability's top %g%s\n",
            o->method == NL_ABILITY_AP ? "the positive rate" : "0.5", o->top, o->global ? " over all layers" : " of each layer");
+    int groups, inside = print_ties(h, run, 0, &groups);
+    if (inside == 0) printf("ties at the cut: none (every set's last score differs from the first score left out)\n");
+    else if (inside > 0)
+        printf("ties are broken by the margin (mean |a| on the ability's documents minus on the others, larger first), "
+               "then by a hash of (seed, layer, neuron); ability_ties has every set's cut\n");
+    warn_ties(inside, groups);
     return 0;
 }
 
