@@ -493,7 +493,7 @@ static nl_status score_layer(nl_ctx *ctx, ab *s, int j, int l) {
             for (int d = 0; d < Ds; d++) col[d] = s->vals[(size_t)s->docs[d] * F + i];
             double mu = mean_of(col, Ds);
             if (!isfinite(mu)) { /* the per-neuron sum catches any NaN or infinity at no extra cost */
-#pragma omp critical(ability_bad)
+#pragma omp critical
                 if (i < bad) bad = i;
                 continue;
             }
