@@ -26,6 +26,16 @@ int nl_ability_method_parse(const char *s) {
     return -1;
 }
 
+uint64_t nl_ability_split_key(uint64_t seed, int doc) {
+    return nl_mix64(seed ^ nl_mix64(0x8000000000000000ULL | (uint64_t)(uint32_t)doc));
+}
+
+int nl_ability_split_count(double split, int n) {
+    int k = (int)floor(split * n + 0.5);
+    if (k > n - 1) k = n - 1;
+    return k < 1 ? 1 : k;
+}
+
 void nl_ability_opts_init(nl_ability_opts *o) {
     memset(o, 0, sizeof *o);
     o->method = NL_ABILITY_AP;
@@ -247,6 +257,8 @@ typedef struct {
     int Lr, F, A, Ds;
     char **names;          /* (A) */
     int *docs;             /* (Ds) file document index of each scored document */
+    int8_t *half;          /* (Dc) -1 unlabelled, 0 selection (scored), 1 held out (--split) */
+    int n_eval;            /* held-out documents */
     uint8_t *y, *ysh;      /* (A, Ds) labels and shuffled labels */
     int *pos;              /* (A) positives */
     float *vals;           /* (Dc, F) one layer's pooled values */
@@ -262,6 +274,7 @@ static void ab_free(ab *s) {
     for (int a = 0; s->names && a < s->A; a++) free(s->names[a]);
     free(s->names);
     free(s->docs);
+    free(s->half);
     free(s->y);
     free(s->ysh);
     free(s->pos);
@@ -291,6 +304,44 @@ static nl_status setup_labels(nl_ctx *ctx, ab *s) {
     if (n == 0) {
         free(all);
         return nl_errorf(ctx, NL_EINVAL, "'%s' has no labelled documents (ability scores need the documents' labels)", s->path);
+    }
+    s->half = malloc((size_t)(Dc ? Dc : 1));
+    if (!s->half) return free(all), nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    for (int64_t d = 0; d < Dc; d++) s->half[d] = in->doc_labels[d][0] ? 0 : -1;
+    if (s->o.split > 0) { /* per label: the documents by split key; the first n_sel are the selection half */
+        int *idx = malloc((size_t)n * sizeof *idx);
+        uint8_t *done = calloc((size_t)n, 1);
+        if (!idx || !done) return free(idx), free(done), free(all), nl_errorf(ctx, NL_ENOMEM, "out of memory");
+        nl_status sst = NL_OK;
+        for (int i = 0; i < n && sst == NL_OK; i++) {
+            if (done[i]) continue;
+            int m = 0;
+            for (int j = i; j < n; j++)
+                if (!done[j] && !strcmp(all[j], all[i])) idx[m++] = j, done[j] = 1;
+            if (m < 2) {
+                sst = nl_errorf(ctx, NL_EINVAL, "label '%s' has %d document in '%s': --split needs at least 2 per label", all[i], m,
+                                s->path);
+                break;
+            }
+            /* insertion sort by (key, document): m is small */
+            for (int a = 1; a < m; a++)
+                for (int b = a; b > 0 && nl_ability_split_key(s->o.seed, s->docs[idx[b]]) <
+                                             nl_ability_split_key(s->o.seed, s->docs[idx[b - 1]]);
+                     b--) {
+                    int t = idx[b];
+                    idx[b] = idx[b - 1], idx[b - 1] = t;
+                }
+            int sel = nl_ability_split_count(s->o.split, m);
+            for (int a = sel; a < m; a++) s->half[s->docs[idx[a]]] = 1;
+        }
+        free(idx);
+        free(done);
+        if (sst != NL_OK) return free(all), sst;
+        int k = 0;
+        for (int i = 0; i < n; i++)
+            if (s->half[s->docs[i]] == 0) all[k] = all[i], s->docs[k++] = s->docs[i];
+            else s->n_eval++;
+        n = s->Ds = k;
     }
     const char **u = malloc((size_t)n * sizeof *u);
     if (!u) return free(all), nl_errorf(ctx, NL_ENOMEM, "out of memory");
@@ -442,7 +493,7 @@ static nl_status read_values(nl_ctx *ctx, ab *s, int l) {
     for (int64_t d = 0; d < Dc && st == NL_OK; d++) {
         float *acc = s->vals + (size_t)d * F;
         memset(acc, 0, (size_t)F * sizeof *acc);
-        if (!in->doc_labels[d][0]) continue; /* not scored */
+        if (s->half[d] != 0) continue; /* not scored: unlabelled or held out */
         if (nl_interrupted) {
             st = nl_errorf(ctx, NL_EINTR, "interrupted");
             break;
@@ -608,6 +659,13 @@ static nl_status write_all(nl_ctx *ctx, ab *s, nl_results *db, int64_t run, nl_a
         sqlite3_bind_int(x, 10, F);
         st = step_stmt(ctx, db, x);
     }
+    for (int64_t d = 0; d < s->in->n_docs && st == NL_OK; d++) {
+        sqlite3_bind_int64(q[9], 1, run);
+        sqlite3_bind_int64(q[9], 2, d);
+        sqlite3_bind_text(q[9], 3, s->in->doc_labels[d], -1, SQLITE_STATIC);
+        sqlite3_bind_text(q[9], 4, s->half[d] < 0 ? "none" : s->half[d] ? "heldout" : "select", -1, SQLITE_STATIC);
+        st = step_stmt(ctx, db, q[9]);
+    }
     for (int j = 0; j < Lr && st == NL_OK; j++) {
         sqlite3_bind_int64(q[7], 1, run);
         sqlite3_bind_int(q[7], 2, layers[j]);
@@ -734,6 +792,8 @@ nl_status nl_ability_run(nl_ctx *ctx, const nl_ability_opts *opts, const char *a
     ab s = {.o = *opts, .path = acts_path};
     if (!(opts->top > 0 && opts->top <= 1))
         return nl_errorf(ctx, NL_EINVAL, "top fraction %g is outside (0, 1]", opts->top);
+    if (!(opts->split == 0 || (opts->split > 0 && opts->split < 1)))
+        return nl_errorf(ctx, NL_EINVAL, "split fraction %g is outside (0, 1)", opts->split);
     nl_status st = nl_h5_reader_open(ctx, acts_path, &s.r);
     if (st != NL_OK) return st;
     s.in = nl_h5_reader_info(s.r);
@@ -783,8 +843,10 @@ nl_status nl_ability_run(nl_ctx *ctx, const nl_ability_opts *opts, const char *a
     snprintf(p + strlen(p), sizeof p - strlen(p), "],\"resident_run\":");
     if (s.excluded) snprintf(p + strlen(p), sizeof p - strlen(p), "%lld", (long long)s.resident_run);
     else strncat(p, "null", sizeof p - strlen(p) - 1);
-    snprintf(p + strlen(p), sizeof p - strlen(p), ",\"values\":\"%s\",\"docs\":%d,\"file_complete\":%d}",
+    snprintf(p + strlen(p), sizeof p - strlen(p), ",\"values\":\"%s\",\"docs\":%d,\"file_complete\":%d,\"split\":",
              s.in->meta.pooled && !s.o.from_acts ? "pooled" : "ffn_act", s.Ds, s.in->complete);
+    if (s.o.split > 0) snprintf(p + strlen(p), sizeof p - strlen(p), "%.17g,\"heldout_docs\":%d}", s.o.split, s.n_eval);
+    else strncat(p, "null}", sizeof p - strlen(p) - 1);
     nl_run_info info = {"ability", s.in->meta.model, s.in->meta.dataset, acts_path, p};
     int64_t run;
     st = nl_results_begin_run(ctx, db, &info, &run);
@@ -793,7 +855,7 @@ nl_status nl_ability_run(nl_ctx *ctx, const nl_ability_opts *opts, const char *a
         return st;
     }
     out->run_id = run;
-    out->docs = s.Ds, out->n_abilities = s.A, out->n_layers = s.Lr, out->d_ff = s.F;
+    out->docs = s.Ds, out->n_abilities = s.A, out->n_layers = s.Lr, out->d_ff = s.F, out->heldout = s.n_eval;
     if (prog) prog->total = s.Lr;
     int done = 0;
     for (int j = 0; j < s.Lr && st == NL_OK; j++) {
@@ -826,6 +888,9 @@ void nl_ability_sets_release(nl_ability_sets *s) {
     free(s->w_out_norm_sum);
     free(s->source);
     free(s->model);
+    for (int d = 0; s->doc_label && d < s->n_docs; d++) free(s->doc_label[d]);
+    free(s->doc_label);
+    free(s->doc_half);
     memset(s, 0, sizeof *s);
 }
 
@@ -1026,6 +1091,31 @@ nl_status nl_ability_sets_load(nl_ctx *ctx, nl_results *db, int64_t run_id, doub
         }
         free(sc);
         free(mg);
+    }
+    /* the documents (runs before ability_docs have none) */
+    if (st == NL_OK && sqlite3_prepare_v2(h, "SELECT doc, label, half FROM ability_docs WHERE run_id = ?1 ORDER BY doc", -1, &q,
+                                          NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, run_id);
+        while (st == NL_OK && sqlite3_step(q) == SQLITE_ROW) {
+            const int d = sqlite3_column_int(q, 0);
+            const char *lab = (const char *)sqlite3_column_text(q, 1), *half = (const char *)sqlite3_column_text(q, 2);
+            if (d != out->n_docs || !lab || !half) {
+                st = nl_errorf(ctx, NL_EFORMAT, "'%s': ability_docs of run %lld is not one row per document", path, (long long)run_id);
+                break;
+            }
+            char **dl = realloc(out->doc_label, (size_t)(d + 1) * sizeof *dl);
+            if (dl) out->doc_label = dl;
+            int8_t *dh = realloc(out->doc_half, (size_t)(d + 1));
+            if (dh) out->doc_half = dh;
+            if (!dl || !dh || !(dl[d] = strdup(lab))) {
+                st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+                break;
+            }
+            dh[d] = !strcmp(half, "heldout") ? 1 : !strcmp(half, "select") ? 0 : -1;
+            out->n_heldout += dh[d] == 1;
+            out->n_docs++;
+        }
+        sqlite3_finalize(q);
     }
     if (st != NL_OK) nl_ability_sets_release(out);
     return st;

@@ -49,6 +49,14 @@
  *                tie block when chosen < tied: the tie-break (broken_by 'margin', or 'hash' when
  *                the last chosen and the first left out also have equal margins) decided which
  *                of the tied neurons are in the set. The command warns on stderr then.
+ *   split        with split ∈ (0, 1) (--split): the documents of each label are ordered by
+ *                k(d) = mix(seed ⊕ mix(2^63 + d)) ascending (d = the document's 0-based index in
+ *                the activation file, i.e. its order in the dataset, blank lines skipped; mix =
+ *                nl_mix64), and the first n_sel = min(n − 1, max(1, floor(split·n + 0.5))) of
+ *                its n documents form the selection half: only they are scored, and the top
+ *                sets are chosen on them; the others are held out for `prune` to evaluate on.
+ *                Balanced per label by construction; every label needs 2 documents. Without
+ *                split every labelled document is scored.
  *   resident     with exclude_resident, the neurons flagged resident (active on ≥ 90% of the
  *                tokens, analyses/sparsity.h) by a complete sparsity run of the same
  *                activation file in the same database (label '' rows of its neurons table).
@@ -78,6 +86,11 @@
  *   ability_ties(run_id, ability, layer, cut, tied, chosen, broken_by)   PK (run_id, ability, layer)
  *       one row per ability and layer (layer -1: the one global set with --global); cut NULL
  *       when the set is empty; broken_by 'none' | 'margin' | 'hash' (definition above).
+ *   ability_docs(run_id, doc, label, half)                          PK (run_id, doc)
+ *       every document of the activation file: doc = its index (0-based), label ('' none),
+ *       half 'select' (scored), 'heldout' (left for evaluation by --split) or 'none'
+ *       (unlabelled, never scored).
+ * The run's params also carry "split": the fraction or null, and "heldout_docs" with a split.
  * Everything is written in one transaction at the end, so a run either has all its rows
  * (status 'complete') or none ('interrupted' / 'failed').
  *
@@ -118,6 +131,8 @@ typedef struct {
     uint64_t seed;            /* label shuffling of the shuffled_* baseline; default 0 */
     int from_acts;            /* 1: means of |a| from ffn_act even when the file has mean_abs
                                * (files recorded without --pool use ffn_act anyway) */
+    double split;             /* 0 = score every labelled document (default); in (0, 1): the
+                               * selection fraction of each label's documents (split above) */
 } nl_ability_opts;
 
 void nl_ability_opts_init(nl_ability_opts *o);
@@ -131,6 +146,7 @@ typedef struct {
     int n_layers;    /* recorded layers */
     int d_ff;        /* F */
     int cut_in_tie;  /* (ability, group) sets whose cut falls inside a tie block (ability_ties) */
+    int heldout;     /* documents held out by the split (0 without) */
 } nl_ability_result;
 void nl_ability_result_release(nl_ability_result *r);
 
@@ -140,7 +156,8 @@ nl_status nl_ability_create_tables(nl_ctx *ctx, nl_results *db);
 /* Runs the analysis of the activation file at acts_path into db as a run of kind "ability"
  * (opts NULL → defaults; model, dataset from the file; source = acts_path). Errors, one line
  * each, nothing written before the inputs are validated:
- *   top outside (0, 1]; 'acts.h5' has no document labelled 'x' (an asked-for ability);
+ *   top outside (0, 1]; split outside (0, 1) (0 = none); label 'x' has 1 document in 'acts.h5':
+ *   --split needs at least 2 per label; 'acts.h5' has no document labelled 'x' (an asked-for ability);
  *   'acts.h5' has no labelled documents / ability 'x' labels every scored document;
  *   the activation file's own errors (h5store.h); neither mean_abs nor ffn_act;
  *   no complete sparsity run of 'acts.h5' in 'r.db' / run N is not a sparsity run of 'acts.h5'
@@ -176,6 +193,11 @@ typedef struct {
     double *w_out_norm_sum; /* (Lr) fingerprint of the model (ability_model) */
     char *source;         /* the activation file the run read */
     char *model;          /* its model */
+    int n_docs;           /* documents of the activation file in ability_docs (0: a run older
+                           * than the table, or hand-built sets) */
+    char **doc_label;     /* (n_docs) each document's label (owned) */
+    int8_t *doc_half;     /* (n_docs) 0 selection, 1 held out, -1 unlabelled */
+    int n_heldout;        /* documents held out by the run's split (0: no split) */
 } nl_ability_sets;
 
 /* Loads the top sets of ability run run_id (≤ 0: the latest complete ability run) from db: the stored ability_top rows when top ≤ 0
@@ -214,6 +236,10 @@ typedef struct {
     int chosen;    /* of them, in the set (chosen < tied: the cut falls inside the tie block) */
     int broken_by; /* NL_TIE_* */
 } nl_ability_tie;
+
+/* The split key k(d) and the selection count n_sel of a label with n ≥ 2 documents (above). */
+uint64_t nl_ability_split_key(uint64_t seed, int doc);
+int nl_ability_split_count(double split, int n);
 
 /* h = mix(seed ⊕ mix(layer·2^32 + neuron)): the last-resort tie-break (lower first). */
 uint64_t nl_ability_tie_hash(uint64_t seed, int layer, int neuron);
