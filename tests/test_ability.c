@@ -720,3 +720,105 @@ Test(ability, non_finite_values_are_named) {
     write_acts(acts, 0, NULL);
     run_ability(acts, tmp_path("ok.db"), &o, NL_OK, NULL);
 }
+
+/* ---------------------------------------------------------------- the held-out split */
+
+Test(ability, split_holds_out_a_seeded_part_of_each_label) {
+    const char *acts = tmp_path("acts.h5"), *dbp = tmp_path("r.db");
+    write_acts(acts, 1, NULL);
+    nl_ability_opts o;
+    nl_ability_opts_init(&o);
+    o.split = 0.5, o.seed = 5;
+    const int64_t run = run_ability(acts, dbp, &o, NL_OK, NULL);
+    /* the rule, brute force: per label, documents by (split key, index); the first n_sel select */
+    int8_t want[D_];
+    int held = 0;
+    for (int d = 0; d < D_; d++) want[d] = LABELS[d][0] ? 0 : -1;
+    for (int a = 0; a < 3; a++) {
+        int docs[D_], n = 0;
+        for (int d = 0; d < D_; d++)
+            if (!strcmp(LABELS[d], ABIL[a])) docs[n++] = d;
+        for (int i = 0; i < n; i++) { /* selection sort by key */
+            int b = i;
+            for (int j = i + 1; j < n; j++)
+                if (nl_ability_split_key(5, docs[j]) < nl_ability_split_key(5, docs[b])) b = j;
+            int t = docs[i];
+            docs[i] = docs[b], docs[b] = t;
+        }
+        const int sel = nl_ability_split_count(0.5, n);
+        cr_assert_eq(sel, n == 3 ? 2 : n / 2);
+        for (int i = sel; i < n; i++) want[docs[i]] = 1, held++;
+    }
+    cr_assert_eq(held, 5, "code 4 → 2, math 4 → 2, prose 3 → 1 held out");
+    sqlite3 *h;
+    cr_assert_eq(sqlite3_open(dbp, &h), SQLITE_OK);
+    char sql[512];
+    for (int d = 0; d < D_; d++) {
+        snprintf(sql, sizeof sql,
+                 "SELECT count(*) FROM ability_docs WHERE run_id = %lld AND doc = %d AND label = '%s' AND half = '%s'",
+                 (long long)run, d, LABELS[d], want[d] < 0 ? "none" : want[d] ? "heldout" : "select");
+        cr_assert_eq(db_real(h, sql), 1, "%s", sql);
+    }
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM runs WHERE id = %lld AND params LIKE '%%\"docs\":6,\"file_complete\":1,\"split\":0.5,\"heldout_docs\":5}'",
+             (long long)run);
+    cr_assert_eq(db_real(h, sql), 1, "params");
+    /* scores and margins: from the selection documents only */
+    snprintf(sql, sizeof sql, "SELECT ability, layer, neuron, score, margin FROM ability_score WHERE run_id = %lld", (long long)run);
+    sqlite3_stmt *q;
+    cr_assert_eq(sqlite3_prepare_v2(h, sql, -1, &q, NULL), SQLITE_OK);
+    int rows = 0;
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        const char *ab = (const char *)sqlite3_column_text(q, 0);
+        const int a = !strcmp(ab, "code") ? 0 : !strcmp(ab, "math") ? 1 : 2, l = sqlite3_column_int(q, 1),
+                  i = sqlite3_column_int(q, 2);
+        float v[D_];
+        uint8_t y[D_];
+        int n = 0;
+        double sp = 0, sn = 0;
+        int np = 0;
+        for (int d = 0; d < D_; d++)
+            if (want[d] == 0) {
+                v[n] = g_pool[d][l][i], y[n] = !strcmp(LABELS[d], ABIL[a]);
+                if (y[n]) sp += v[n], np++;
+                else sn += v[n];
+                n++;
+            }
+        cr_assert_eq(n, 6);
+        cr_assert(fabs(sqlite3_column_double(q, 3) - brute_ap(v, y, n)) < 1e-6, "%s l%d n%d", ab, l, i);
+        const double m = sp / np - sn / (n - np);
+        cr_assert(fabs(sqlite3_column_double(q, 4) - m) < 1e-5 * (1 + fabs(m)), "margin %s l%d n%d", ab, l, i);
+        rows++;
+    }
+    sqlite3_finalize(q);
+    cr_assert_eq(rows, 3 * L_ * F_);
+    sqlite3_close(h);
+    /* the loaded sets carry the halves */
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_results *db;
+    cr_assert_eq(nl_results_open(&ctx, dbp, 0, &db), NL_OK);
+    nl_ability_sets s;
+    cr_assert_eq(nl_ability_sets_load(&ctx, db, run, 0, &s), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(s.n_docs, D_);
+    cr_assert_eq(s.n_heldout, 5);
+    cr_assert_eq(s.seed, 5);
+    for (int d = 0; d < D_; d++) cr_assert(s.doc_half[d] == want[d] && !strcmp(s.doc_label[d], LABELS[d]));
+    nl_ability_sets_release(&s);
+    /* without a split every labelled document is selected */
+    nl_ability_opts_init(&o);
+    const int64_t r2 = run_ability(acts, dbp, &o, NL_OK, NULL);
+    cr_assert_eq(nl_ability_sets_load(&ctx, db, r2, 0, &s), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(s.n_heldout, 0);
+    for (int d = 0; d < D_; d++) cr_assert_eq(s.doc_half[d], LABELS[d][0] ? 0 : -1);
+    nl_ability_sets_release(&s);
+    nl_results_close(db);
+    /* bad fractions */
+    char msg[512];
+    o.split = 1.0;
+    cr_assert_eq(run_ability(acts, dbp, &o, NL_EINVAL, msg), -1);
+    cr_assert_str_eq(msg, "split fraction 1 is outside (0, 1)");
+    cr_assert_eq(nl_ability_split_count(0.5, 2), 1);
+    cr_assert_eq(nl_ability_split_count(0.01, 10), 1, "at least one selected");
+    cr_assert_eq(nl_ability_split_count(0.99, 10), 9, "at least one held out");
+}
