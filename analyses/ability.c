@@ -26,6 +26,16 @@ int nl_ability_method_parse(const char *s) {
     return -1;
 }
 
+uint64_t nl_ability_split_key(uint64_t seed, int doc) {
+    return nl_mix64(seed ^ nl_mix64(0x8000000000000000ULL | (uint64_t)(uint32_t)doc));
+}
+
+int nl_ability_split_count(double split, int n) {
+    int k = (int)floor(split * n + 0.5);
+    if (k > n - 1) k = n - 1;
+    return k < 1 ? 1 : k;
+}
+
 void nl_ability_opts_init(nl_ability_opts *o) {
     memset(o, 0, sizeof *o);
     o->method = NL_ABILITY_AP;
@@ -116,13 +126,23 @@ double nl_ability_predictivity(const float *v, const uint8_t *y, int n) {
 /* ---- top sets ---------------------------------------------------------------------------- */
 
 typedef struct {
-    float s;
-    int idx; /* layer * F + neuron */
+    float s;     /* score (NaN → -inf) */
+    float m;     /* tie-break key: margin, |margin| when symmetric (NaN → -inf; 0 without margins) */
+    uint64_t h;  /* last resort: nl_ability_tie_hash(seed, layer, neuron) */
+    int idx;     /* layer index j * F + neuron */
 } spair;
 
+uint64_t nl_ability_tie_hash(uint64_t seed, int layer, int neuron) {
+    return nl_mix64(seed ^ nl_mix64(((uint64_t)(uint32_t)layer << 32) | (uint64_t)(uint32_t)neuron));
+}
+
+/* score descending, margin key descending, hash ascending, index ascending (the index only
+ * separates the 2^-64-rare hash collisions). */
 static int by_score_desc(const void *a, const void *b) {
     const spair *x = a, *y = b;
     if (x->s != y->s) return x->s > y->s ? -1 : 1;
+    if (x->m != y->m) return x->m > y->m ? -1 : 1;
+    if (x->h != y->h) return x->h < y->h ? -1 : 1;
     return (x->idx > y->idx) - (x->idx < y->idx);
 }
 
@@ -131,10 +151,18 @@ static int top_k(double top, int64_t n) {
     return (int)(k < 1 ? 1 : k);
 }
 
+static float tie_key(const nl_ability_tiebreak *tb, const float *margin, size_t x) {
+    if (!tb || !margin) return 0.0f;
+    float m = margin[x];
+    if (isnan(m)) return -INFINITY;
+    return tb->symmetric ? fabsf(m) : m;
+}
+
 /* rank (Lr, F) for one ability: 0 = not in the set, else the rank (within the layer for the
- * per-layer scope, over all layers for global). work: (Lr·F) pairs. */
-static void select_ranks(const float *scores, int Lr, int F, const uint8_t *excluded, double top, int global, int *rank,
-                         spair *work) {
+ * per-layer scope, over all layers for global). margin: the ability's (Lr, F) margins or NULL.
+ * ties (groups) may be NULL. work: (Lr·F) pairs. */
+static void select_ranks(const float *scores, const float *margin, int Lr, int F, const uint8_t *excluded, double top,
+                         int global, const nl_ability_tiebreak *tb, int *rank, nl_ability_tie *ties, spair *work) {
     memset(rank, 0, (size_t)Lr * F * sizeof *rank);
     int groups = global ? 1 : Lr;
     int64_t width = global ? (int64_t)Lr * F : F;
@@ -143,23 +171,41 @@ static void select_ranks(const float *scores, int Lr, int F, const uint8_t *excl
         for (int64_t x = 0; x < width; x++) {
             int64_t idx = (int64_t)g * F + x;
             if (excluded && excluded[idx]) continue;
-            work[m++] = (spair){clean(scores[idx]), (int)idx};
+            int j = (int)(idx / F), layer = tb && tb->layers ? tb->layers[j] : j;
+            work[m++] = (spair){clean(scores[idx]), tie_key(tb, margin, (size_t)idx),
+                                nl_ability_tie_hash(tb ? tb->seed : 0, layer, (int)(idx % F)), (int)idx};
         }
         qsort(work, (size_t)m, sizeof *work, by_score_desc);
         int k = top_k(top, width);
         if (k > m) k = m;
         for (int r = 0; r < k; r++) rank[work[r].idx] = r + 1;
+        if (!ties) continue;
+        nl_ability_tie t = {NAN, 0, 0, NL_TIE_NONE};
+        if (k > 0) {
+            const float cut = work[k - 1].s;
+            t.cut = cut;
+            for (int r = 0; r < m; r++)
+                if (work[r].s == cut) t.tied++, t.chosen += r < k;
+            if (t.chosen < t.tied) t.broken_by = work[k].m != work[k - 1].m ? NL_TIE_MARGIN : NL_TIE_HASH;
+        }
+        ties[g] = t;
     }
 }
 
+const char *nl_ability_tie_name(int broken_by) {
+    return broken_by == NL_TIE_MARGIN ? "margin" : broken_by == NL_TIE_HASH ? "hash" : "none";
+}
+
 void nl_ability_select(const float *scores, int A, int Lr, int F, const uint8_t *excluded, double top, int global,
-                       uint8_t *member, int *count) {
+                       const nl_ability_tiebreak *tb, uint8_t *member, int *count, nl_ability_tie *ties) {
     size_t LF = (size_t)Lr * F;
     int *rank = malloc(LF * sizeof *rank);
     spair *work = malloc(LF * sizeof *work);
     NL_ASSERT(rank && work);
+    const int groups = global ? 1 : Lr;
     for (int a = 0; a < A; a++) {
-        select_ranks(scores + a * LF, Lr, F, excluded, top, global, rank, work);
+        select_ranks(scores + a * LF, tb && tb->margin ? tb->margin + a * LF : NULL, Lr, F, excluded, top, global, tb, rank,
+                     ties ? ties + (size_t)a * groups : NULL, work);
         for (int j = 0; j < Lr; j++) {
             int c = 0;
             for (int i = 0; i < F; i++) {
@@ -183,7 +229,8 @@ static const char *DDL =
     "CREATE TABLE IF NOT EXISTS ability_label(run_id INTEGER NOT NULL REFERENCES runs(id), ability TEXT NOT NULL,"
     " docs INTEGER NOT NULL, positives INTEGER NOT NULL, baseline REAL NOT NULL, PRIMARY KEY (run_id, ability)) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS ability_score(run_id INTEGER NOT NULL REFERENCES runs(id), ability TEXT NOT NULL,"
-    " layer INTEGER NOT NULL, neuron INTEGER NOT NULL, score REAL, PRIMARY KEY (run_id, ability, layer, neuron)) WITHOUT ROWID;"
+    " layer INTEGER NOT NULL, neuron INTEGER NOT NULL, score REAL, margin REAL, PRIMARY KEY (run_id, ability, layer, neuron))"
+    " WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS ability_layer(run_id INTEGER NOT NULL REFERENCES runs(id), ability TEXT NOT NULL,"
     " layer INTEGER NOT NULL, best REAL, top_permille REAL, mean REAL, baseline REAL, shuffled_best REAL,"
     " shuffled_top_permille REAL, shuffled_mean REAL, PRIMARY KEY (run_id, ability, layer)) WITHOUT ROWID;"
@@ -195,7 +242,12 @@ static const char *DDL =
     "CREATE TABLE IF NOT EXISTS ability_excluded(run_id INTEGER NOT NULL REFERENCES runs(id), layer INTEGER NOT NULL,"
     " neuron INTEGER NOT NULL, PRIMARY KEY (run_id, layer, neuron)) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS ability_model(run_id INTEGER NOT NULL REFERENCES runs(id), layer INTEGER NOT NULL,"
-    " w_out_norm_sum REAL NOT NULL, PRIMARY KEY (run_id, layer)) WITHOUT ROWID;";
+    " w_out_norm_sum REAL NOT NULL, PRIMARY KEY (run_id, layer)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS ability_ties(run_id INTEGER NOT NULL REFERENCES runs(id), ability TEXT NOT NULL,"
+    " layer INTEGER NOT NULL, cut REAL, tied INTEGER NOT NULL, chosen INTEGER NOT NULL, broken_by TEXT NOT NULL,"
+    " PRIMARY KEY (run_id, ability, layer)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS ability_docs(run_id INTEGER NOT NULL REFERENCES runs(id), doc INTEGER NOT NULL,"
+    " label TEXT NOT NULL, half TEXT NOT NULL, PRIMARY KEY (run_id, doc)) WITHOUT ROWID;";
 
 typedef struct {
     nl_ability_opts o;
@@ -205,11 +257,14 @@ typedef struct {
     int Lr, F, A, Ds;
     char **names;          /* (A) */
     int *docs;             /* (Ds) file document index of each scored document */
+    int8_t *half;          /* (Dc) -1 unlabelled, 0 selection (scored), 1 held out (--split) */
+    int n_eval;            /* held-out documents */
     uint8_t *y, *ysh;      /* (A, Ds) labels and shuffled labels */
     int *pos;              /* (A) positives */
     float *vals;           /* (Dc, F) one layer's pooled values */
     float *scores;         /* (A, Lr, F) */
     float *shuf;           /* (A, Lr, F) shuffled-label scores */
+    float *margin;         /* (A, Lr, F) mean v over positives − mean v over negatives */
     uint8_t *excluded;     /* (Lr, F) or NULL */
     double *wn_sum;        /* (Lr) */
     int64_t resident_run;
@@ -219,12 +274,14 @@ static void ab_free(ab *s) {
     for (int a = 0; s->names && a < s->A; a++) free(s->names[a]);
     free(s->names);
     free(s->docs);
+    free(s->half);
     free(s->y);
     free(s->ysh);
     free(s->pos);
     free(s->vals);
     free(s->scores);
     free(s->shuf);
+    free(s->margin);
     free(s->excluded);
     free(s->wn_sum);
     nl_h5_reader_close(s->r);
@@ -247,6 +304,44 @@ static nl_status setup_labels(nl_ctx *ctx, ab *s) {
     if (n == 0) {
         free(all);
         return nl_errorf(ctx, NL_EINVAL, "'%s' has no labelled documents (ability scores need the documents' labels)", s->path);
+    }
+    s->half = malloc((size_t)(Dc ? Dc : 1));
+    if (!s->half) return free(all), nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    for (int64_t d = 0; d < Dc; d++) s->half[d] = in->doc_labels[d][0] ? 0 : -1;
+    if (s->o.split > 0) { /* per label: the documents by split key; the first n_sel are the selection half */
+        int *idx = malloc((size_t)n * sizeof *idx);
+        uint8_t *done = calloc((size_t)n, 1);
+        if (!idx || !done) return free(idx), free(done), free(all), nl_errorf(ctx, NL_ENOMEM, "out of memory");
+        nl_status sst = NL_OK;
+        for (int i = 0; i < n && sst == NL_OK; i++) {
+            if (done[i]) continue;
+            int m = 0;
+            for (int j = i; j < n; j++)
+                if (!done[j] && !strcmp(all[j], all[i])) idx[m++] = j, done[j] = 1;
+            if (m < 2) {
+                sst = nl_errorf(ctx, NL_EINVAL, "label '%s' has %d document in '%s': --split needs at least 2 per label", all[i], m,
+                                s->path);
+                break;
+            }
+            /* insertion sort by (key, document): m is small */
+            for (int a = 1; a < m; a++)
+                for (int b = a; b > 0 && nl_ability_split_key(s->o.seed, s->docs[idx[b]]) <
+                                             nl_ability_split_key(s->o.seed, s->docs[idx[b - 1]]);
+                     b--) {
+                    int t = idx[b];
+                    idx[b] = idx[b - 1], idx[b - 1] = t;
+                }
+            int sel = nl_ability_split_count(s->o.split, m);
+            for (int a = sel; a < m; a++) s->half[s->docs[idx[a]]] = 1;
+        }
+        free(idx);
+        free(done);
+        if (sst != NL_OK) return free(all), sst;
+        int k = 0;
+        for (int i = 0; i < n; i++)
+            if (s->half[s->docs[i]] == 0) all[k] = all[i], s->docs[k++] = s->docs[i];
+            else s->n_eval++;
+        n = s->Ds = k;
     }
     const char **u = malloc((size_t)n * sizeof *u);
     if (!u) return free(all), nl_errorf(ctx, NL_ENOMEM, "out of memory");
@@ -398,7 +493,7 @@ static nl_status read_values(nl_ctx *ctx, ab *s, int l) {
     for (int64_t d = 0; d < Dc && st == NL_OK; d++) {
         float *acc = s->vals + (size_t)d * F;
         memset(acc, 0, (size_t)F * sizeof *acc);
-        if (!in->doc_labels[d][0]) continue; /* not scored */
+        if (s->half[d] != 0) continue; /* not scored: unlabelled or held out */
         if (nl_interrupted) {
             st = nl_errorf(ctx, NL_EINTR, "interrupted");
             break;
@@ -449,13 +544,23 @@ static nl_status score_layer(nl_ctx *ctx, ab *s, int j, int l) {
             for (int d = 0; d < Ds; d++) col[d] = s->vals[(size_t)s->docs[d] * F + i];
             double mu = mean_of(col, Ds);
             if (!isfinite(mu)) { /* the per-neuron sum catches any NaN or infinity at no extra cost */
-#pragma omp critical(ability_bad)
+#pragma omp critical
                 if (i < bad) bad = i;
                 continue;
             }
             if (s->o.method == NL_ABILITY_AP) {
                 for (int d = 0; d < Ds; d++) vs[d] = (vpair){clean(col[d]), d};
                 qsort(vs, (size_t)Ds, sizeof *vs, by_value_desc);
+            }
+            for (int a = 0; a < A; a++) {
+                const uint8_t *ya = s->y + (size_t)a * Ds;
+                double sp = 0, sn = 0;
+                for (int d = 0; d < Ds; d++) {
+                    if (ya[d]) sp += col[d];
+                    else sn += col[d];
+                }
+                const int P = s->pos[a];
+                s->margin[a * LF + (size_t)j * F + i] = (float)(sp / P - (Ds > P ? sn / (Ds - P) : 0.0));
             }
             for (int a = 0; a < A; a++)
                 for (int sh = 0; sh < 2; sh++) {
@@ -512,16 +617,18 @@ static nl_status step_stmt(nl_ctx *ctx, nl_results *db, sqlite3_stmt *q) {
     return rc == SQLITE_DONE ? NL_OK : nl_results_error(ctx, db, "cannot write the ability tables");
 }
 
-static nl_status write_all(nl_ctx *ctx, ab *s, nl_results *db, int64_t run) {
+static nl_status write_all(nl_ctx *ctx, ab *s, nl_results *db, int64_t run, nl_ability_result *out) {
     static const char *INS[] = {
         "INSERT INTO ability_run VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         "INSERT INTO ability_label VALUES (?1, ?2, ?3, ?4, ?5)",
-        "INSERT INTO ability_score VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO ability_score(run_id, ability, layer, neuron, score, margin) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         "INSERT INTO ability_layer VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         "INSERT INTO ability_top VALUES (?1, ?2, ?3, ?4, ?5)",
         "INSERT INTO ability_depth VALUES (?1, ?2, ?3, ?4, ?5)",
         "INSERT INTO ability_excluded VALUES (?1, ?2, ?3)",
         "INSERT INTO ability_model VALUES (?1, ?2, ?3)",
+        "INSERT INTO ability_ties VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO ability_docs VALUES (?1, ?2, ?3, ?4)",
     };
     enum { N_INS = sizeof INS / sizeof INS[0] };
     sqlite3_stmt *q[N_INS] = {0};
@@ -531,7 +638,8 @@ static nl_status write_all(nl_ctx *ctx, ab *s, nl_results *db, int64_t run) {
     int *rank = malloc(LF * sizeof *rank), *grank = malloc(LF * sizeof *grank);
     spair *work = malloc(LF * sizeof *work);
     float *fwork = malloc(LF * sizeof *fwork);
-    nl_status st = rank && grank && work && fwork ? NL_OK : nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    nl_ability_tie *ties = malloc((size_t)Lr * sizeof *ties);
+    nl_status st = rank && grank && work && fwork && ties ? NL_OK : nl_errorf(ctx, NL_ENOMEM, "out of memory");
     if (st == NL_OK) st = nl_results_begin(ctx, db);
     for (int k = 0; k < N_INS && st == NL_OK; k++)
         if (sqlite3_prepare_v2(nl_results_db(db), INS[k], -1, &q[k], NULL) != SQLITE_OK)
@@ -550,6 +658,13 @@ static nl_status write_all(nl_ctx *ctx, ab *s, nl_results *db, int64_t run) {
         sqlite3_bind_int(x, 9, Lr);
         sqlite3_bind_int(x, 10, F);
         st = step_stmt(ctx, db, x);
+    }
+    for (int64_t d = 0; d < s->in->n_docs && st == NL_OK; d++) {
+        sqlite3_bind_int64(q[9], 1, run);
+        sqlite3_bind_int64(q[9], 2, d);
+        sqlite3_bind_text(q[9], 3, s->in->doc_labels[d], -1, SQLITE_STATIC);
+        sqlite3_bind_text(q[9], 4, s->half[d] < 0 ? "none" : s->half[d] ? "heldout" : "select", -1, SQLITE_STATIC);
+        st = step_stmt(ctx, db, q[9]);
     }
     for (int j = 0; j < Lr && st == NL_OK; j++) {
         sqlite3_bind_int64(q[7], 1, run);
@@ -597,10 +712,28 @@ static nl_status write_all(nl_ctx *ctx, ab *s, nl_results *db, int64_t run) {
             sqlite3_bind_int(q[2], 4, (int)(x % F));
             if (isnan(sc[x])) sqlite3_bind_null(q[2], 5);
             else sqlite3_bind_double(q[2], 5, sc[x]);
+            const float mg = s->margin[a * LF + x];
+            if (isnan(mg)) sqlite3_bind_null(q[2], 6);
+            else sqlite3_bind_double(q[2], 6, mg);
             st = step_stmt(ctx, db, q[2]);
         }
-        select_ranks(sc, Lr, F, s->excluded, s->o.top, s->o.global, rank, work);
-        select_ranks(sc, Lr, F, s->excluded, s->o.top, 1, grank, work);
+        const nl_ability_tiebreak tb = {s->margin, s->o.symmetric, layers, s->o.seed};
+        const float *mg = s->margin + a * LF;
+        select_ranks(sc, mg, Lr, F, s->excluded, s->o.top, s->o.global, &tb, rank, ties, work);
+        select_ranks(sc, mg, Lr, F, s->excluded, s->o.top, 1, &tb, grank, NULL, work);
+        for (int g = 0; g < (s->o.global ? 1 : Lr) && st == NL_OK; g++) {
+            sqlite3_stmt *x = q[8];
+            sqlite3_bind_int64(x, 1, run);
+            sqlite3_bind_text(x, 2, name, -1, SQLITE_STATIC);
+            sqlite3_bind_int(x, 3, s->o.global ? -1 : layers[g]);
+            if (isnan(ties[g].cut) || isinf(ties[g].cut)) sqlite3_bind_null(x, 4);
+            else sqlite3_bind_double(x, 4, ties[g].cut);
+            sqlite3_bind_int(x, 5, ties[g].tied);
+            sqlite3_bind_int(x, 6, ties[g].chosen);
+            sqlite3_bind_text(x, 7, nl_ability_tie_name(ties[g].broken_by), -1, SQLITE_STATIC);
+            st = step_stmt(ctx, db, x);
+            if (ties[g].chosen < ties[g].tied) out->cut_in_tie++;
+        }
         for (size_t x = 0; x < LF && st == NL_OK; x++)
             if (rank[x]) {
                 sqlite3_bind_int64(q[4], 1, run);
@@ -630,10 +763,19 @@ static nl_status write_all(nl_ctx *ctx, ab *s, nl_results *db, int64_t run) {
     free(grank);
     free(work);
     free(fwork);
+    free(ties);
     return st;
 }
 
-nl_status nl_ability_create_tables(nl_ctx *ctx, nl_results *db) { return nl_results_exec(ctx, db, DDL); }
+nl_status nl_ability_create_tables(nl_ctx *ctx, nl_results *db) {
+    nl_status st = nl_results_exec(ctx, db, DDL);
+    if (st != NL_OK) return st;
+    /* databases written before the tie-break column: add it (older runs keep NULL margins) */
+    sqlite3_stmt *q = NULL;
+    int has = sqlite3_prepare_v2(nl_results_db(db), "SELECT margin FROM ability_score LIMIT 0", -1, &q, NULL) == SQLITE_OK;
+    sqlite3_finalize(q);
+    return has ? NL_OK : nl_results_exec(ctx, db, "ALTER TABLE ability_score ADD COLUMN margin REAL");
+}
 
 void nl_ability_result_release(nl_ability_result *r) {
     if (r) memset(r, 0, sizeof *r), r->run_id = -1;
@@ -650,6 +792,8 @@ nl_status nl_ability_run(nl_ctx *ctx, const nl_ability_opts *opts, const char *a
     ab s = {.o = *opts, .path = acts_path};
     if (!(opts->top > 0 && opts->top <= 1))
         return nl_errorf(ctx, NL_EINVAL, "top fraction %g is outside (0, 1]", opts->top);
+    if (!(opts->split == 0 || (opts->split > 0 && opts->split < 1)))
+        return nl_errorf(ctx, NL_EINVAL, "split fraction %g is outside (0, 1)", opts->split);
     nl_status st = nl_h5_reader_open(ctx, acts_path, &s.r);
     if (st != NL_OK) return st;
     s.in = nl_h5_reader_info(s.r);
@@ -666,8 +810,9 @@ nl_status nl_ability_run(nl_ctx *ctx, const nl_ability_opts *opts, const char *a
         s.vals = malloc((size_t)(s.in->n_docs ? s.in->n_docs : 1) * s.F * sizeof *s.vals);
         s.scores = malloc((size_t)s.A * LF * sizeof *s.scores);
         s.shuf = malloc((size_t)s.A * LF * sizeof *s.shuf);
+        s.margin = malloc((size_t)s.A * LF * sizeof *s.margin);
         s.wn_sum = calloc((size_t)s.Lr, sizeof *s.wn_sum);
-        if (!s.vals || !s.scores || !s.shuf || !s.wn_sum) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+        if (!s.vals || !s.scores || !s.shuf || !s.margin || !s.wn_sum) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
     }
     float *wn = st == NL_OK ? malloc((size_t)s.F * sizeof *wn) : NULL;
     if (st == NL_OK && !wn) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
@@ -698,8 +843,10 @@ nl_status nl_ability_run(nl_ctx *ctx, const nl_ability_opts *opts, const char *a
     snprintf(p + strlen(p), sizeof p - strlen(p), "],\"resident_run\":");
     if (s.excluded) snprintf(p + strlen(p), sizeof p - strlen(p), "%lld", (long long)s.resident_run);
     else strncat(p, "null", sizeof p - strlen(p) - 1);
-    snprintf(p + strlen(p), sizeof p - strlen(p), ",\"values\":\"%s\",\"docs\":%d,\"file_complete\":%d}",
+    snprintf(p + strlen(p), sizeof p - strlen(p), ",\"values\":\"%s\",\"docs\":%d,\"file_complete\":%d,\"split\":",
              s.in->meta.pooled && !s.o.from_acts ? "pooled" : "ffn_act", s.Ds, s.in->complete);
+    if (s.o.split > 0) snprintf(p + strlen(p), sizeof p - strlen(p), "%.17g,\"heldout_docs\":%d}", s.o.split, s.n_eval);
+    else strncat(p, "null}", sizeof p - strlen(p) - 1);
     nl_run_info info = {"ability", s.in->meta.model, s.in->meta.dataset, acts_path, p};
     int64_t run;
     st = nl_results_begin_run(ctx, db, &info, &run);
@@ -708,7 +855,7 @@ nl_status nl_ability_run(nl_ctx *ctx, const nl_ability_opts *opts, const char *a
         return st;
     }
     out->run_id = run;
-    out->docs = s.Ds, out->n_abilities = s.A, out->n_layers = s.Lr, out->d_ff = s.F;
+    out->docs = s.Ds, out->n_abilities = s.A, out->n_layers = s.Lr, out->d_ff = s.F, out->heldout = s.n_eval;
     if (prog) prog->total = s.Lr;
     int done = 0;
     for (int j = 0; j < s.Lr && st == NL_OK; j++) {
@@ -719,7 +866,7 @@ nl_status nl_ability_run(nl_ctx *ctx, const nl_ability_opts *opts, const char *a
         if (st == NL_OK) done++;
         if (prog && st == NL_OK) nl_progress_add(prog, 1);
     }
-    if (st == NL_OK) st = write_all(ctx, &s, db, run);
+    if (st == NL_OK) st = write_all(ctx, &s, db, run, out);
     char note[128];
     if (done < s.Lr) snprintf(note, sizeof note, "interrupted after %d of %d layers (no rows kept)", done, s.Lr);
     else snprintf(note, sizeof note, "interrupted while writing the scores of %d layers (no rows kept)", s.Lr);
@@ -741,6 +888,9 @@ void nl_ability_sets_release(nl_ability_sets *s) {
     free(s->w_out_norm_sum);
     free(s->source);
     free(s->model);
+    for (int d = 0; s->doc_label && d < s->n_docs; d++) free(s->doc_label[d]);
+    free(s->doc_label);
+    free(s->doc_half);
     memset(s, 0, sizeof *s);
 }
 
@@ -798,7 +948,7 @@ nl_status nl_ability_sets_load(nl_ctx *ctx, nl_results *db, int64_t run_id, doub
     sqlite3_finalize(q);
     if (st != NL_OK) return st;
     double run_top = 0;
-    if (sqlite3_prepare_v2(h, "SELECT top, scope, layers, d_ff, method, symmetric FROM ability_run WHERE run_id = ?1", -1, &q,
+    if (sqlite3_prepare_v2(h, "SELECT top, scope, layers, d_ff, method, symmetric, seed FROM ability_run WHERE run_id = ?1", -1, &q,
                            NULL) != SQLITE_OK)
         return nl_results_error(ctx, db, "cannot read the ability tables");
     sqlite3_bind_int64(q, 1, run_id);
@@ -812,6 +962,7 @@ nl_status nl_ability_sets_load(nl_ctx *ctx, nl_results *db, int64_t run_id, doub
             out->d_ff = sqlite3_column_int(q, 3);
             snprintf(out->method, sizeof out->method, "%s", method);
             out->symmetric = sqlite3_column_int(q, 5);
+            out->seed = (uint64_t)sqlite3_column_int64(q, 6);
         }
     } else st = nl_errorf(ctx, NL_EFORMAT, "ability run %lld of '%s' has no parameters row", (long long)run_id, path);
     sqlite3_finalize(q);
@@ -904,12 +1055,15 @@ nl_status nl_ability_sets_load(nl_ctx *ctx, nl_results *db, int64_t run_id, doub
                 }
         }
     } else if (st == NL_OK) {
-        float *sc = malloc((size_t)A * LF * sizeof *sc);
-        if (!sc) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+        float *sc = malloc((size_t)A * LF * sizeof *sc), *mg = malloc((size_t)A * LF * sizeof *mg);
+        if (!sc || !mg) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
         else {
-            for (size_t x = 0; x < (size_t)A * LF; x++) sc[x] = NAN;
-            if (sqlite3_prepare_v2(h, "SELECT ability, layer, neuron, score FROM ability_score WHERE run_id = ?1", -1, &q, NULL) !=
-                SQLITE_OK)
+            for (size_t x = 0; x < (size_t)A * LF; x++) sc[x] = NAN, mg[x] = NAN;
+            /* margins: NULL in runs written before the tie-break column */
+            if (sqlite3_prepare_v2(h, "SELECT ability, layer, neuron, score, margin FROM ability_score WHERE run_id = ?1", -1, &q,
+                                   NULL) != SQLITE_OK &&
+                sqlite3_prepare_v2(h, "SELECT ability, layer, neuron, score, NULL FROM ability_score WHERE run_id = ?1", -1, &q,
+                                   NULL) != SQLITE_OK)
                 st = nl_results_error(ctx, db, "cannot read the ability tables");
             else {
                 sqlite3_bind_int64(q, 1, run_id);
@@ -927,12 +1081,41 @@ nl_status nl_ability_sets_load(nl_ctx *ctx, nl_results *db, int64_t run_id, doub
                     int j = layer_index(out, sqlite3_column_int(q, 1)), i = sqlite3_column_int(q, 2);
                     if (a < 0 || j < 0 || i < 0 || i >= F || sqlite3_column_type(q, 3) == SQLITE_NULL) continue;
                     sc[a * LF + (size_t)j * F + i] = (float)sqlite3_column_double(q, 3);
+                    if (sqlite3_column_type(q, 4) != SQLITE_NULL) mg[a * LF + (size_t)j * F + i] = (float)sqlite3_column_double(q, 4);
                 }
                 sqlite3_finalize(q);
-                if (st == NL_OK) nl_ability_select(sc, A, Lr, F, out->excluded, out->top, out->global, out->member, out->count);
+                const nl_ability_tiebreak tb = {mg, out->symmetric, out->layers, out->seed};
+                if (st == NL_OK)
+                    nl_ability_select(sc, A, Lr, F, out->excluded, out->top, out->global, &tb, out->member, out->count, NULL);
             }
-            free(sc);
         }
+        free(sc);
+        free(mg);
+    }
+    /* the documents (runs before ability_docs have none) */
+    if (st == NL_OK && sqlite3_prepare_v2(h, "SELECT doc, label, half FROM ability_docs WHERE run_id = ?1 ORDER BY doc", -1, &q,
+                                          NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, run_id);
+        while (st == NL_OK && sqlite3_step(q) == SQLITE_ROW) {
+            const int d = sqlite3_column_int(q, 0);
+            const char *lab = (const char *)sqlite3_column_text(q, 1), *half = (const char *)sqlite3_column_text(q, 2);
+            if (d != out->n_docs || !lab || !half) {
+                st = nl_errorf(ctx, NL_EFORMAT, "'%s': ability_docs of run %lld is not one row per document", path, (long long)run_id);
+                break;
+            }
+            char **dl = realloc(out->doc_label, (size_t)(d + 1) * sizeof *dl);
+            if (dl) out->doc_label = dl;
+            int8_t *dh = realloc(out->doc_half, (size_t)(d + 1));
+            if (dh) out->doc_half = dh;
+            if (!dl || !dh || !(dl[d] = strdup(lab))) {
+                st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+                break;
+            }
+            dh[d] = !strcmp(half, "heldout") ? 1 : !strcmp(half, "select") ? 0 : -1;
+            out->n_heldout += dh[d] == 1;
+            out->n_docs++;
+        }
+        sqlite3_finalize(q);
     }
     if (st != NL_OK) nl_ability_sets_release(out);
     return st;

@@ -30,13 +30,33 @@
  *                mean = mean score; baseline as above; shuffled_* = the same three statistics
  *                for the labels randomly permuted (seeded Fisher–Yates, splitmix64): what the
  *                best of F neurons reaches by chance. Layer -1 = all recorded layers pooled.
- *   top sets     per ability, the neurons ranked by score (descending; ties by layer, then
- *                neuron index, lower first). Per layer (default): the top k = max(1,
+ *   top sets     per ability, the neurons ranked by score (descending). Equal scores are
+ *                common (with 10 documents per label many neurons reach AP = 1), so ties are
+ *                broken by a documented key, never by the index: first the margin
+ *                m_f,i = mean v_i over f's documents − mean v_i over the other scored documents
+ *                (larger first; |m| with --symmetric; NaN last), then the tie hash
+ *                h = mix(seed ⊕ mix(layer·2^32 + neuron)) ascending (mix = splitmix64's
+ *                finaliser nl_mix64, layer = the model layer, seed = the run's --seed), so a
+ *                tie never favours low indices or low layers. Per layer (default): the top k = max(1,
  *                floor(top·F + 1e-9)) of each layer; global: the top max(1, floor(top·Lr·F +
  *                1e-9)) over all Lr recorded layers. Excluded ("resident") neurons are never
  *                chosen; k is still computed from F (capped at the eligible neurons), so the
  *                sets keep their size. depth: for every ability, how many of its global top
  *                set fall in each layer, whatever the scope.
+ *   ties         per (ability, group) (group = a layer, or all layers for global): cut = the
+ *                score of the set's last neuron (rank k); tied = eligible neurons with exactly
+ *                that score; chosen = how many of them are in the set. The cut falls inside a
+ *                tie block when chosen < tied: the tie-break (broken_by 'margin', or 'hash' when
+ *                the last chosen and the first left out also have equal margins) decided which
+ *                of the tied neurons are in the set. The command warns on stderr then.
+ *   split        with split ∈ (0, 1) (--split): the documents of each label are ordered by
+ *                k(d) = mix(seed ⊕ mix(2^63 + d)) ascending (d = the document's 0-based index in
+ *                the activation file, i.e. its order in the dataset, blank lines skipped; mix =
+ *                nl_mix64), and the first n_sel = min(n − 1, max(1, floor(split·n + 0.5))) of
+ *                its n documents form the selection half: only they are scored, and the top
+ *                sets are chosen on them; the others are held out for `prune` to evaluate on.
+ *                Balanced per label by construction; every label needs 2 documents. Without
+ *                split every labelled document is scored.
  *   resident     with exclude_resident, the neurons flagged resident (active on ≥ 90% of the
  *                tokens, analyses/sparsity.h) by a complete sparsity run of the same
  *                activation file in the same database (label '' rows of its neurons table).
@@ -50,7 +70,9 @@
  *       scope TEXT ('layer' | 'global'), resident_run INTEGER (NULL: no exclusion), seed INTEGER,
  *       docs INTEGER (documents scored), layers INTEGER (recorded), d_ff INTEGER)
  *   ability_label(run_id, ability, docs, positives, baseline)       PK (run_id, ability)
- *   ability_score(run_id, ability, layer, neuron, score)            PK (run_id, ability, layer, neuron)
+ *   ability_score(run_id, ability, layer, neuron, score, margin)    PK (run_id, ability, layer, neuron)
+ *       margin = the tie-break key above (NULL in runs of databases older than the column;
+ *       create_tables adds the column to such a database).
  *   ability_layer(run_id, ability, layer, best, top_permille, mean, baseline, shuffled_best,
  *       shuffled_top_permille, shuffled_mean)                       PK (run_id, ability, layer)
  *   ability_top(run_id, ability, layer, neuron, rank)               PK (run_id, ability, layer, neuron)
@@ -61,6 +83,14 @@
  *   ability_model(run_id, layer, w_out_norm_sum)                    PK (run_id, layer)
  *       Σ_i ‖W_out[:, i]‖₂ of each recorded layer (from the file): the fingerprint that ties
  *       the run to its model, checked by `prune`.
+ *   ability_ties(run_id, ability, layer, cut, tied, chosen, broken_by)   PK (run_id, ability, layer)
+ *       one row per ability and layer (layer -1: the one global set with --global); cut NULL
+ *       when the set is empty; broken_by 'none' | 'margin' | 'hash' (definition above).
+ *   ability_docs(run_id, doc, label, half)                          PK (run_id, doc)
+ *       every document of the activation file: doc = its index (0-based), label ('' none),
+ *       half 'select' (scored), 'heldout' (left for evaluation by --split) or 'none'
+ *       (unlabelled, never scored).
+ * The run's params also carry "split": the fraction or null, and "heldout_docs" with a split.
  * Everything is written in one transaction at the end, so a run either has all its rows
  * (status 'complete') or none ('interrupted' / 'failed').
  *
@@ -101,6 +131,8 @@ typedef struct {
     uint64_t seed;            /* label shuffling of the shuffled_* baseline; default 0 */
     int from_acts;            /* 1: means of |a| from ffn_act even when the file has mean_abs
                                * (files recorded without --pool use ffn_act anyway) */
+    double split;             /* 0 = score every labelled document (default); in (0, 1): the
+                               * selection fraction of each label's documents (split above) */
 } nl_ability_opts;
 
 void nl_ability_opts_init(nl_ability_opts *o);
@@ -113,6 +145,8 @@ typedef struct {
     int n_abilities; /* abilities scored */
     int n_layers;    /* recorded layers */
     int d_ff;        /* F */
+    int cut_in_tie;  /* (ability, group) sets whose cut falls inside a tie block (ability_ties) */
+    int heldout;     /* documents held out by the split (0 without) */
 } nl_ability_result;
 void nl_ability_result_release(nl_ability_result *r);
 
@@ -122,7 +156,8 @@ nl_status nl_ability_create_tables(nl_ctx *ctx, nl_results *db);
 /* Runs the analysis of the activation file at acts_path into db as a run of kind "ability"
  * (opts NULL → defaults; model, dataset from the file; source = acts_path). Errors, one line
  * each, nothing written before the inputs are validated:
- *   top outside (0, 1]; 'acts.h5' has no document labelled 'x' (an asked-for ability);
+ *   top outside (0, 1]; split outside (0, 1) (0 = none); label 'x' has 1 document in 'acts.h5':
+ *   --split needs at least 2 per label; 'acts.h5' has no document labelled 'x' (an asked-for ability);
  *   'acts.h5' has no labelled documents / ability 'x' labels every scored document;
  *   the activation file's own errors (h5store.h); neither mean_abs nor ffn_act;
  *   no complete sparsity run of 'acts.h5' in 'r.db' / run N is not a sparsity run of 'acts.h5'
@@ -151,12 +186,18 @@ typedef struct {
     int global;           /* scope */
     char method[16];      /* "ap" or "predictivity" */
     int symmetric;        /* the run scored max(S(y), S(1 − y)) */
+    uint64_t seed;        /* the run's seed (the tie hash) */
     uint8_t *excluded;    /* (Lr, F) 1 = never chosen (resident) */
     uint8_t *member;      /* (A, Lr, F) 1 = in the ability's top set */
     int *count;           /* (A, Lr) set size per layer */
     double *w_out_norm_sum; /* (Lr) fingerprint of the model (ability_model) */
     char *source;         /* the activation file the run read */
     char *model;          /* its model */
+    int n_docs;           /* documents of the activation file in ability_docs (0: a run older
+                           * than the table, or hand-built sets) */
+    char **doc_label;     /* (n_docs) each document's label (owned) */
+    int8_t *doc_half;     /* (n_docs) 0 selection, 1 held out, -1 unlabelled */
+    int n_heldout;        /* documents held out by the run's split (0: no split) */
 } nl_ability_sets;
 
 /* Loads the top sets of ability run run_id (≤ 0: the latest complete ability run) from db: the stored ability_top rows when top ≤ 0
@@ -177,9 +218,36 @@ int nl_ability_sets_find(const nl_ability_sets *s, const char *ability);
  *   scores run N ('acts.h5') is from another model than 'MODEL': layer 2 W_out norms differ */
 nl_status nl_ability_sets_check_model(nl_ctx *ctx, const nl_ability_sets *s, nl_model *m, const char *model_path);
 
+/* The tie-break of the top sets (definition above). Borrowed pointers. */
+typedef struct {
+    const float *margin; /* (A, Lr, F) margins; NULL: every margin ties (the hash decides) */
+    int symmetric;       /* rank by |margin| */
+    const int *layers;   /* (Lr) model layer of each recorded layer (hash key); NULL: 0 … Lr−1 */
+    uint64_t seed;       /* the run's seed */
+} nl_ability_tiebreak;
+
+enum { NL_TIE_NONE = 0, NL_TIE_MARGIN, NL_TIE_HASH };
+const char *nl_ability_tie_name(int broken_by); /* "none", "margin", "hash" */
+
+/* The tie at the cut of one set (definition above). */
+typedef struct {
+    float cut;     /* score of the last chosen neuron; NaN for an empty set */
+    int tied;      /* eligible neurons scoring exactly cut */
+    int chosen;    /* of them, in the set (chosen < tied: the cut falls inside the tie block) */
+    int broken_by; /* NL_TIE_* */
+} nl_ability_tie;
+
+/* The split key k(d) and the selection count n_sel of a label with n ≥ 2 documents (above). */
+uint64_t nl_ability_split_key(uint64_t seed, int doc);
+int nl_ability_split_count(double split, int n);
+
+/* h = mix(seed ⊕ mix(layer·2^32 + neuron)): the last-resort tie-break (lower first). */
+uint64_t nl_ability_tie_hash(uint64_t seed, int layer, int neuron);
+
 /* Chooses top sets from scores (A, Lr, F) (NaN ranks last) into member (A, Lr, F) and count
- * (A, Lr) per the rules above; excluded (Lr, F) may be NULL. Pure, for tests and for load. */
+ * (A, Lr) per the rules above; excluded (Lr, F) may be NULL; tb NULL = no margins, seed 0,
+ * layers 0 … Lr−1. ties (A, global ? 1 : Lr) may be NULL. Pure, for tests and for load. */
 void nl_ability_select(const float *scores, int A, int Lr, int F, const uint8_t *excluded, double top, int global,
-                       uint8_t *member, int *count);
+                       const nl_ability_tiebreak *tb, uint8_t *member, int *count, nl_ability_tie *ties);
 
 #endif

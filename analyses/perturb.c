@@ -41,6 +41,7 @@ struct nl_mask {
     uint64_t seed;
     float *norm;        /* (L, F) ‖W_out[:, i]‖₂, or NULL */
     int64_t *rows;      /* (L) rows seen per layer since the last reset (random stream) */
+    uint8_t *only;      /* (L) 1 = mask this layer; NULL = every layer (nl_mask_set_layers) */
     uint64_t *scratch;  /* (n_scratch, F) one key row per thread */
     int n_scratch;
 };
@@ -96,6 +97,7 @@ void nl_mask_destroy(nl_mask *k) {
     if (!k) return;
     free(k->norm);
     free(k->rows);
+    free(k->only);
     free(k->scratch);
     free(k);
 }
@@ -196,7 +198,7 @@ nl_status nl_mask_hook(void *user, nl_ctx *ctx, const nl_hook_info *info, float 
     const int T = info->T, F = k->F, l = info->layer;
     const int64_t row0 = k->rows[l];
     k->rows[l] += T;
-    if (k->k == 0 || T <= 0) return NL_OK;
+    if (k->k == 0 || T <= 0 || (k->only && !k->only[l])) return NL_OK;
     int nt = (int64_t)T * F > NL_PAR_MIN ? omp_get_max_threads() : 1;
     if (nt > T) nt = T;
     if (nt > k->n_scratch) {
@@ -239,7 +241,13 @@ static void params_json(const nl_perturb_opts *opt, int ctx_len, int stride, int
     for (int m = 0; m < opt->n_metrics; m++) PUT("%s\"%s\"", m ? "," : "", nl_mask_metric_name(opt->metrics[m]));
     PUT("],\"ratios\":[");
     for (int r = 0; r < opt->n_ratios; r++) PUT("%s%.15g", r ? "," : "", opt->ratios[r]);
-    PUT("],\"seed\":%llu,\"ctx\":%d,\"stride\":%d,\"batch\":%d}", (unsigned long long)opt->seed, ctx_len, stride, batch);
+    PUT("],\"seed\":%llu,\"ctx\":%d,\"stride\":%d,\"batch\":%d", (unsigned long long)opt->seed, ctx_len, stride, batch);
+    if (opt->layers) { /* only when given, so the params of an all-layer run keep their text */
+        PUT(",\"layers\":[");
+        for (int j = 0; j < opt->n_layers; j++) PUT("%s%d", j ? "," : "", opt->layers[j]);
+        PUT("]");
+    }
+    PUT("}");
 #undef PUT
 }
 
@@ -342,6 +350,7 @@ static nl_status run_passes(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, co
     nl_status st = NL_OK;
     nl_mask *mask = NULL;
     if (st == NL_OK) st = nl_mask_create_for_model(ctx, m, NL_MASK_VALUE, 0.0, opt->seed, &mask);
+    if (st == NL_OK && opt->layers) st = nl_mask_set_layers(ctx, mask, opt->layers, opt->n_layers);
     if (st != NL_OK) return st;
     nl_hooks *hooks = nl_forward_hooks(f);
     nl_hook_id hook_id = 0;
@@ -370,6 +379,29 @@ static nl_status run_passes(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, co
     return st;
 }
 
+nl_status nl_mask_set_layers(nl_ctx *ctx, nl_mask *k, const int *layers, int n) {
+    uint8_t *only = calloc((size_t)k->L, 1);
+    if (!only) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    for (int j = 0; j < n; j++) {
+        if (layers[j] < 0 || layers[j] >= k->L) {
+            free(only);
+            return nl_errorf(ctx, NL_EINVAL, "layer %d is outside the model's 0..%d", layers[j], k->L - 1);
+        }
+        if (only[layers[j]]) {
+            free(only);
+            return nl_errorf(ctx, NL_EINVAL, "layer %d is given twice", layers[j]);
+        }
+        only[layers[j]] = 1;
+    }
+    if (n <= 0) {
+        free(only);
+        return nl_errorf(ctx, NL_EINVAL, "no layers to mask");
+    }
+    free(k->only);
+    k->only = only;
+    return NL_OK;
+}
+
 nl_status nl_perturb_run(nl_ctx *ctx, const nl_perturb_opts *opts, nl_forward *f, const nl_dataset *ds, nl_results *db,
                          nl_progress *progress, nl_perturb_result *out) {
     NL_ASSERT(f && ds && out);
@@ -379,8 +411,16 @@ nl_status nl_perturb_run(nl_ctx *ctx, const nl_perturb_opts *opts, nl_forward *f
     if (!opts) nl_perturb_opts_init(&def), opts = &def;
     nl_status st = check_opts(ctx, opts);
     if (st != NL_OK) return st;
-    nl_ctx_apply_threads(ctx);
     nl_model *m = nl_forward_model(f);
+    if (opts->layers) { /* checked before anything is written */
+        nl_mask *probe = NULL;
+        const nl_config *c = nl_model_config(m);
+        if ((st = nl_mask_create(ctx, c->n_layers, c->d_ff, NULL, NL_MASK_VALUE, 0.0, 0, &probe)) != NL_OK) return st;
+        st = nl_mask_set_layers(ctx, probe, opts->layers, opts->n_layers);
+        nl_mask_destroy(probe);
+        if (st != NL_OK) return st;
+    }
+    nl_ctx_apply_threads(ctx);
     const int F = nl_model_config(m)->d_ff;
     out->n_cells = opts->n_metrics * opts->n_ratios;
     out->passes = nl_perturb_passes(opts, F);

@@ -17,6 +17,9 @@
  * |a| and the norm product are non-negative floats, whose bit patterns order like their
  * values; a NaN indicator ranks above every number (masked last).
  * k = floor(p·F + 1e-9): the 1e-9 keeps decimal ratios exact (0.29 × 100 → 29, not 28).
+ * With a layer list (opts.layers, --layers) only those layers are masked; every other layer
+ * is left untouched (its random row counter still advances, so a listed layer's random masks
+ * are the same as in an all-layer run).
  * k = 0 (ratio 0) leaves a untouched, so ratio 0 is the unmasked model, bit for bit `ppl`.
  * Selection is O(F) per row (quickselect on the 64-bit keys with a sort fallback after too
  * many bad pivots), rows in parallel with OpenMP; each row's result depends on that row
@@ -31,7 +34,8 @@
  *           per token and layer))
  *   index perturb_run_id ON perturb(run_id)
  * The run: kind "perturb", model and dataset from the options (default the model's and the
- * dataset's paths), params {"metrics":[…],"ratios":[…],"seed":S,"ctx":C,"stride":S,"batch":B}.
+ * dataset's paths), params {"metrics":[…],"ratios":[…],"seed":S,"ctx":C,"stride":S,"batch":B[,"layers":[…]]}
+ * ("layers" only when a layer list was given).
  * Each (metric, ratio) is committed in its own transaction as soon as it is computed, so an
  * interrupted run keeps every finished setting.
  * Checked by tests/test_perturb.c (hand-made rows against a brute-force sort, stories260K
@@ -71,6 +75,9 @@ void nl_mask_destroy(nl_mask *k); /* NULL is a no-op */
 
 /* Switches metric and ratio (same validation as create) and restarts the random stream. */
 nl_status nl_mask_set(nl_ctx *ctx, nl_mask *k, nl_mask_metric metric, double ratio);
+/* Masks only the n listed model layers (each in 0 … L−1, no repeats; else NL_EINVAL:
+ * "layer 9 is outside the model's 0..5", "layer 2 is given twice", "no layers to mask"). */
+nl_status nl_mask_set_layers(nl_ctx *ctx, nl_mask *k, const int *layers, int n);
 /* Restarts the random stream: row counters of every layer back to 0. */
 void nl_mask_reset(nl_mask *k);
 int nl_mask_k(const nl_mask *k); /* neurons masked per row */
@@ -95,6 +102,8 @@ typedef struct {
                                     * params (≤ 0: the forward pass's nl_forward_max_T) */
     const char *model, *dataset;   /* provenance: runs.model / runs.dataset (NULL: the model's
                                     * path, the dataset's path) */
+    const int *layers;             /* (n_layers) model layers to mask; NULL = every layer (default) */
+    int n_layers;
 } nl_perturb_opts;
 
 void nl_perturb_opts_init(nl_perturb_opts *o);

@@ -8,6 +8,7 @@
  */
 #include "analyses/prune.h"
 
+#include <errno.h>
 #include <math.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -223,6 +224,11 @@ nl_status nl_prune_plan(nl_ctx *ctx, const nl_ability_sets *sets, const nl_datas
             if (r->ability[j] == a) return nl_errorf(ctx, NL_EINVAL, "ability '%s' is asked for twice", name);
         r->ability[i] = a;
         const int li = nl_dataset_label_index(ds, name);
+        r->diag[i] = -1;
+        if (sets->run_id <= 0 && (li < 0 || !name[0])) { /* user sets: a set name need not be a label */
+            for (int j = 0; j < Lr; j++) r->neurons[i] += sets->count[(size_t)a * Lr + j];
+            continue;
+        }
         if (li < 0 || !name[0])
             return nl_errorf(ctx, NL_EINVAL, "'%s' has no documents labelled '%s' (an ability of scores run %lld)", ds->path,
                              name, (long long)sets->run_id);
@@ -299,24 +305,40 @@ nl_status nl_prune_create_tables(nl_ctx *ctx, nl_results *db) {
                            " PRIMARY KEY (run_id, pruned, label)) WITHOUT ROWID;");
 }
 
+static void put_str(char *buf, size_t n, size_t *o, const char *str) {
+#define PUTS(...) (*o += (size_t)snprintf(buf + (*o < n ? *o : n), *o < n ? n - *o : 0, __VA_ARGS__))
+    PUTS("\"");
+    for (const unsigned char *p = (const unsigned char *)str; *p; p++) {
+        if (*p == '"' || *p == '\\') PUTS("\\%c", *p);
+        else if (*p < 0x20) PUTS("\\u%04x", *p);
+        else PUTS("%c", *p);
+    }
+    PUTS("\"");
+#undef PUTS
+}
+
 /* The run's parameters as a JSON object into buf (n bytes). */
-static void params_json(const nl_ability_sets *sets, const nl_prune_result *r, int ctx_len, int stride, int batch, char *buf,
-                        size_t n) {
+static void params_json(const nl_ability_sets *sets, const nl_prune_opts *opt, const nl_prune_result *r, int eval_docs,
+                        int ctx_len, int stride, int batch, char *buf, size_t n) {
     size_t o = 0;
 #define PUT(...) (o += (size_t)snprintf(buf + (o < n ? o : n), o < n ? n - o : 0, __VA_ARGS__))
-    PUT("{\"scores_run\":%lld,\"method\":\"%s\",\"symmetric\":%s,\"top\":%.15g,\"scope\":\"%s\",\"seeds\":%d,\"abilities\":[",
-        (long long)sets->run_id, sets->method[0] ? sets->method : "ap", sets->symmetric ? "true" : "false", sets->top,
+    if (sets->run_id > 0) PUT("{\"scores_run\":%lld", (long long)sets->run_id);
+    else PUT("{\"scores_run\":null");
+    PUT(",\"method\":\"%s\",\"symmetric\":%s,\"top\":%.15g,\"scope\":\"%s\",\"seeds\":%d,\"abilities\":[",
+        sets->method[0] ? sets->method : "ap", sets->symmetric ? "true" : "false", sets->top,
         sets->global ? "global" : "layer", r->n_seeds);
     for (int i = 0; i < r->n_rows; i++) {
-        PUT("%s\"", i ? "," : "");
-        for (const unsigned char *p = (const unsigned char *)sets->abilities[r->ability[i]]; *p; p++) {
-            if (*p == '"' || *p == '\\') PUT("\\%c", *p);
-            else if (*p < 0x20) PUT("\\u%04x", *p);
-            else PUT("%c", *p);
-        }
-        PUT("\"");
+        if (i) PUT(",");
+        put_str(buf, n, &o, sets->abilities[r->ability[i]]);
     }
-    PUT("],\"ctx\":%d,\"stride\":%d,\"batch\":%d}", ctx_len, stride, batch);
+    PUT("],\"ctx\":%d,\"stride\":%d,\"batch\":%d,\"eval\":\"%s\",\"eval_docs\":%d", ctx_len, stride, batch,
+        opt->eval ? opt->eval : "all", eval_docs);
+    if (opt->eval_file) {
+        PUT(",\"eval_file\":");
+        put_str(buf, n, &o, opt->eval_file);
+    }
+    if (opt->neurons_json) PUT(",\"neurons\":%s", opt->neurons_json);
+    PUT("}");
 #undef PUT
 }
 
@@ -465,13 +487,54 @@ static nl_status run_passes(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, co
     return st;
 }
 
+static nl_status prune_run(nl_ctx *ctx, const nl_prune_opts *opts, nl_forward *f, const nl_dataset *ds,
+                           const nl_ability_sets *sets, nl_results *db, nl_progress *progress, nl_prune_result *r);
+
+nl_status nl_prune_heldout(nl_ctx *ctx, const nl_ability_sets *sets, const nl_dataset *ds, uint8_t *eval) {
+    if (sets->n_docs != ds->n_docs)
+        return nl_errorf(ctx, NL_EINVAL,
+                         "'%s' is not the dataset of scores run %lld: it has %d documents, the run's activation file '%s' %d",
+                         ds->path, (long long)sets->run_id, ds->n_docs, sets->source, sets->n_docs);
+    for (int d = 0; d < ds->n_docs; d++) {
+        if (strcmp(ds->docs[d].label, sets->doc_label[d]))
+            return nl_errorf(ctx, NL_EINVAL,
+                             "'%s' is not the dataset of scores run %lld: line %d is labelled '%s', document %d of '%s' '%s'",
+                             ds->path, (long long)sets->run_id, ds->docs[d].line, ds->docs[d].label, d, sets->source,
+                             sets->doc_label[d]);
+        eval[d] = sets->doc_half[d] == 1;
+    }
+    return NL_OK;
+}
+
 nl_status nl_prune_run(nl_ctx *ctx, const nl_prune_opts *opts, nl_forward *f, const nl_dataset *ds, const nl_ability_sets *sets,
                        nl_results *db, nl_progress *progress, nl_prune_result *r) {
     NL_ASSERT(f && ds && sets && r);
     nl_prune_opts def;
     if (!opts) nl_prune_opts_init(&def), opts = &def;
+    /* the evaluated documents: a view of ds (the documents are borrowed, not copied) */
+    nl_dataset view = *ds;
+    view.docs = NULL;
+    if (opts->eval_docs) {
+        view.docs = malloc((size_t)(ds->n_docs ? ds->n_docs : 1) * sizeof *view.docs);
+        if (!view.docs) {
+            memset(r, 0, sizeof *r), r->run_id = -1;
+            return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+        }
+        view.n_docs = 0, view.n_tokens = 0;
+        for (int d = 0; d < ds->n_docs; d++)
+            if (opts->eval_docs[d]) view.docs[view.n_docs++] = ds->docs[d], view.n_tokens += ds->docs[d].n_tokens;
+        ds = &view;
+    }
+    nl_status st = prune_run(ctx, opts, f, ds, sets, db, progress, r);
+    free(view.docs);
+    return st;
+}
+
+static nl_status prune_run(nl_ctx *ctx, const nl_prune_opts *opts, nl_forward *f, const nl_dataset *ds,
+                           const nl_ability_sets *sets, nl_results *db, nl_progress *progress, nl_prune_result *r) {
     nl_status st = nl_prune_plan(ctx, sets, ds, opts, r); /* zeroes r first */
     r->run_id = -1;
+    if (st == NL_OK && ds->n_docs == 0) st = nl_errorf(ctx, NL_EINVAL, "no documents to evaluate in '%s'", ds->path);
     if (st == NL_OK) st = check_model(ctx, f, sets);
     if (st != NL_OK) return st;
     nl_ctx_apply_threads(ctx);
@@ -479,8 +542,8 @@ nl_status nl_prune_run(nl_ctx *ctx, const nl_prune_opts *opts, nl_forward *f, co
     if (db) {
         const int ctx_len = nl_forward_max_P(f);
         char params[16384];
-        params_json(sets, r, ctx_len, opts->stride > 0 ? opts->stride : ctx_len / 2, opts->batch > 0 ? opts->batch : nl_forward_max_T(f),
-                    params, sizeof params);
+        params_json(sets, opts, r, ds->n_docs, ctx_len, opts->stride > 0 ? opts->stride : ctx_len / 2,
+                    opts->batch > 0 ? opts->batch : nl_forward_max_T(f), params, sizeof params);
         nl_run_info info = {.kind = "prune",
                             .model = opts->model ? opts->model : nl_model_path(m),
                             .dataset = opts->dataset ? opts->dataset : ds->path,
@@ -492,4 +555,313 @@ nl_status nl_prune_run(nl_ctx *ctx, const nl_prune_opts *opts, nl_forward *f, co
     if (progress) progress->total = (int64_t)nl_prune_passes(r) * ds->n_tokens;
     st = run_passes(ctx, f, ds, sets, opts, db, r->run_id, progress, r);
     return db ? nl_results_finish_run(ctx, db, r->run_id, st, NULL) : st;
+}
+
+/* ---- user sets from a neurons file ------------------------------------------------------ */
+
+typedef struct {
+    char *set; /* owned */
+    int layer, neuron, line;
+} upair;
+
+typedef struct {
+    nl_ctx *ctx;
+    const char *path, *p, *end;
+    int line;
+    upair *v;
+    int n, cap;
+    int L, F;
+} ureader;
+
+static nl_status uerr(ureader *u, const char *fmt, const char *what) {
+    return nl_errorf(u->ctx, NL_EFORMAT, "'%s' line %d: %s%s", u->path, u->line, fmt, what ? what : "");
+}
+
+static nl_status upush(ureader *u, const char *set, size_t set_len, long layer, long neuron, int line) {
+    if (layer < 0 || layer >= u->L)
+        return nl_errorf(u->ctx, NL_EINVAL, "'%s' line %d: layer %ld is outside the model's 0..%d", u->path, line, layer, u->L - 1);
+    if (neuron < 0 || neuron >= u->F)
+        return nl_errorf(u->ctx, NL_EINVAL, "'%s' line %d: neuron %ld is outside 0..%d", u->path, line, neuron, u->F - 1);
+    if (set_len == 0) return nl_errorf(u->ctx, NL_EFORMAT, "'%s' line %d: the set name is empty", u->path, line);
+    if (set_len > NL_LABEL_MAX)
+        return nl_errorf(u->ctx, NL_EFORMAT, "'%s' line %d: the set name is longer than %d bytes", u->path, line, NL_LABEL_MAX);
+    if (u->n == u->cap) {
+        int cap = u->cap ? 2 * u->cap : 64;
+        upair *v = realloc(u->v, (size_t)cap * sizeof *v);
+        if (!v) return nl_errorf(u->ctx, NL_ENOMEM, "out of memory");
+        u->v = v, u->cap = cap;
+    }
+    char *name = malloc(set_len + 1);
+    if (!name) return nl_errorf(u->ctx, NL_ENOMEM, "out of memory");
+    memcpy(name, set, set_len), name[set_len] = 0;
+    u->v[u->n++] = (upair){name, (int)layer, (int)neuron, line};
+    return NL_OK;
+}
+
+/* A whole-field decimal integer. */
+static int parse_long(const char *s, size_t n, long *out) {
+    while (n && (*s == ' ' || *s == '\t')) s++, n--;
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r')) n--;
+    if (!n || n > 18) return 0;
+    char buf[24];
+    memcpy(buf, s, n), buf[n] = 0;
+    char *e;
+    long v = strtol(buf, &e, 10);
+    if (*e) return 0;
+    *out = v;
+    return 1;
+}
+
+static nl_status read_csv(ureader *u) {
+    int with_set = -1;
+    for (const char *p = u->p; p < u->end;) {
+        const char *eol = memchr(p, '\n', (size_t)(u->end - p));
+        if (!eol) eol = u->end;
+        u->line++;
+        size_t n = (size_t)(eol - p);
+        while (n && (p[n - 1] == '\r' || p[n - 1] == ' ' || p[n - 1] == '\t')) n--;
+        if (n) {
+            const char *f[4];
+            size_t fl[4];
+            int k = 0;
+            for (const char *q = p; k < 4;) {
+                const char *c = memchr(q, ',', (size_t)(p + n - q));
+                f[k] = q, fl[k] = (size_t)((c ? c : p + n) - q), k++;
+                if (!c) break;
+                q = c + 1;
+            }
+            for (int j = 0; j < k; j++) { /* trim */
+                while (fl[j] && (*f[j] == ' ' || *f[j] == '\t')) f[j]++, fl[j]--;
+                while (fl[j] && (f[j][fl[j] - 1] == ' ' || f[j][fl[j] - 1] == '\t')) fl[j]--;
+            }
+            if (with_set < 0) {
+                if (!((k == 2 || k == 3) && fl[0] == 5 && !memcmp(f[0], "layer", 5) && fl[1] == 6 && !memcmp(f[1], "neuron", 6) &&
+                      (k == 2 || (fl[2] == 3 && !memcmp(f[2], "set", 3)))))
+                    return uerr(u, "the header must be layer,neuron or layer,neuron,set", NULL);
+                with_set = k == 3;
+            } else {
+                long layer, neuron;
+                if (k != 2 + with_set)
+                    return nl_errorf(u->ctx, NL_EFORMAT, "'%s' line %d: expected %d comma-separated fields, found %d", u->path,
+                                     u->line, 2 + with_set, k);
+                if (!parse_long(f[0], fl[0], &layer)) return uerr(u, "the layer is not an integer", NULL);
+                if (!parse_long(f[1], fl[1], &neuron)) return uerr(u, "the neuron is not an integer", NULL);
+                nl_status st = upush(u, with_set ? f[2] : "neurons", with_set ? fl[2] : 7, layer, neuron, u->line);
+                if (st != NL_OK) return st;
+            }
+        }
+        p = eol < u->end ? eol + 1 : eol;
+    }
+    if (with_set < 0) {
+        u->line = 1;
+        return uerr(u, "the header must be layer,neuron or layer,neuron,set", " (the file is empty)");
+    }
+    return NL_OK;
+}
+
+static void jws(ureader *u) {
+    while (u->p < u->end && (*u->p == ' ' || *u->p == '\t' || *u->p == '\r' || *u->p == '\n')) {
+        if (*u->p == '\n') u->line++;
+        u->p++;
+    }
+}
+
+static int jeat(ureader *u, char c) {
+    jws(u);
+    if (u->p < u->end && *u->p == c) return u->p++, 1;
+    return 0;
+}
+
+/* A JSON string (escapes \" \\ \/ \n \t \r \b \f; \u for ASCII) into buf (cap bytes). */
+static nl_status jstring(ureader *u, char *buf, size_t cap, size_t *len) {
+    if (!jeat(u, '"')) return uerr(u, "expected a string", NULL);
+    size_t n = 0;
+    while (u->p < u->end && *u->p != '"') {
+        char c = *u->p++;
+        if ((unsigned char)c < 0x20) return uerr(u, "a control character in a string", NULL);
+        if (c == '\\') {
+            if (u->p >= u->end) break;
+            char e = *u->p++;
+            if (e == 'n') c = '\n';
+            else if (e == 't') c = '\t';
+            else if (e == 'r') c = '\r';
+            else if (e == 'b') c = '\b';
+            else if (e == 'f') c = '\f';
+            else if (e == '"' || e == '\\' || e == '/') c = e;
+            else if (e == 'u' && u->end - u->p >= 4) {
+                char h[5] = {u->p[0], u->p[1], u->p[2], u->p[3], 0};
+                char *x;
+                long v = strtol(h, &x, 16);
+                if (*x || v < 1 || v > 0x7f) return uerr(u, "only \\u escapes of ASCII characters are read", NULL);
+                c = (char)v, u->p += 4;
+            } else return uerr(u, "a bad escape in a string", NULL);
+        }
+        if (n + 1 >= cap) return uerr(u, "a string is too long", NULL);
+        buf[n++] = c;
+    }
+    if (!jeat(u, '"')) return uerr(u, "an unterminated string", NULL);
+    buf[n] = 0, *len = n;
+    return NL_OK;
+}
+
+static nl_status read_json(ureader *u) {
+    if (!jeat(u, '[')) return uerr(u, "expected a JSON list of {\"layer\":…,\"neuron\":…}", NULL);
+    if (jeat(u, ']')) goto end;
+    for (;;) {
+        jws(u);
+        const int line = u->line;
+        if (!jeat(u, '{')) return uerr(u, "expected an object {\"layer\":…,\"neuron\":…}", NULL);
+        long layer = -1, neuron = -1;
+        int have_l = 0, have_n = 0;
+        char set[NL_LABEL_MAX + 2] = "neurons";
+        size_t set_len = 7;
+        if (!jeat(u, '}'))
+            for (;;) {
+                char key[32];
+                size_t kl;
+                nl_status st = jstring(u, key, sizeof key, &kl);
+                if (st != NL_OK) return st;
+                if (!jeat(u, ':')) return uerr(u, "expected ':' after a key", NULL);
+                jws(u);
+                if (!strcmp(key, "set")) {
+                    if ((st = jstring(u, set, sizeof set, &set_len)) != NL_OK) return st;
+                } else if (!strcmp(key, "layer") || !strcmp(key, "neuron")) {
+                    const char *s0 = u->p;
+                    while (u->p < u->end && (*u->p == '-' || (*u->p >= '0' && *u->p <= '9'))) u->p++;
+                    long v;
+                    if (!parse_long(s0, (size_t)(u->p - s0), &v))
+                        return nl_errorf(u->ctx, NL_EFORMAT, "'%s' line %d: \"%s\" needs an integer", u->path, u->line, key);
+                    if (key[0] == 'l') layer = v, have_l = 1;
+                    else neuron = v, have_n = 1;
+                } else return nl_errorf(u->ctx, NL_EFORMAT, "'%s' line %d: unknown key \"%s\" (layer, neuron, set)", u->path,
+                                        u->line, key);
+                if (jeat(u, ',')) continue;
+                if (jeat(u, '}')) break;
+                return uerr(u, "expected ',' or '}' in an object", NULL);
+            }
+        if (!have_l || !have_n)
+            return nl_errorf(u->ctx, NL_EFORMAT, "'%s' line %d: an object without \"%s\"", u->path, line,
+                             have_l ? "neuron" : "layer");
+        nl_status st = upush(u, set, set_len, layer, neuron, line);
+        if (st != NL_OK) return st;
+        if (jeat(u, ',')) continue;
+        if (jeat(u, ']')) break;
+        return uerr(u, "expected ',' or ']' in the list", NULL);
+    }
+end:
+    jws(u);
+    if (u->p != u->end) return uerr(u, "text after the list", NULL);
+    return NL_OK;
+}
+
+static int cmp_upair(const void *a, const void *b) {
+    const upair *x = a, *y = b;
+    int c = strcmp(x->set, y->set);
+    if (c) return c;
+    if (x->layer != y->layer) return x->layer < y->layer ? -1 : 1;
+    return (x->neuron > y->neuron) - (x->neuron < y->neuron);
+}
+
+nl_status nl_prune_sets_from_file(nl_ctx *ctx, const char *path, int L, int F, nl_ability_sets *out, char **params) {
+    memset(out, 0, sizeof *out);
+    *params = NULL;
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return nl_errorf(ctx, NL_EIO, "cannot read '%s': %s", path, strerror(errno));
+    char *text = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n + 65536 > cap) {
+            char *t = realloc(text, cap = 2 * cap + 65536);
+            if (!t) {
+                fclose(fp), free(text);
+                return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+            }
+            text = t;
+        }
+        size_t k = fread(text + n, 1, cap - n, fp);
+        n += k;
+        if (k == 0) break;
+    }
+    int bad = ferror(fp);
+    fclose(fp);
+    if (bad) {
+        free(text);
+        return nl_errorf(ctx, NL_EIO, "cannot read '%s': read error", path);
+    }
+    ureader u = {ctx, path, text, text + n, 1, NULL, 0, 0, L, F};
+    const char *q = text;
+    while (q < text + n && (*q == ' ' || *q == '\t' || *q == '\r' || *q == '\n')) q++;
+    nl_status st;
+    if (q < text + n && *q == '[') st = read_json(&u);
+    else u.line = 0, st = read_csv(&u);
+    const uint64_t hash = nl_fnv1a(NL_FNV_INIT, text, n);
+    free(text);
+    if (st == NL_OK && u.n == 0) st = nl_errorf(ctx, NL_EINVAL, "'%s' lists no neurons", path);
+    int A = 0;
+    if (st == NL_OK) {
+        qsort(u.v, (size_t)u.n, sizeof *u.v, cmp_upair);
+        for (int i = 0; i < u.n; i++) A += !i || strcmp(u.v[i].set, u.v[i - 1].set);
+        const size_t LF = (size_t)L * F;
+        out->n_layers = L, out->d_ff = F, out->n_abilities = A, out->global = 0;
+        snprintf(out->method, sizeof out->method, "user");
+        out->layers = malloc((size_t)L * sizeof *out->layers);
+        out->abilities = calloc((size_t)A, sizeof *out->abilities);
+        out->excluded = calloc(LF, 1);
+        out->member = calloc((size_t)A * LF, 1);
+        out->count = calloc((size_t)A * L, sizeof *out->count);
+        out->w_out_norm_sum = calloc((size_t)L, sizeof *out->w_out_norm_sum);
+        out->source = strdup(path);
+        out->model = strdup("");
+        if (!out->layers || !out->abilities || !out->excluded || !out->member || !out->count || !out->w_out_norm_sum ||
+            !out->source || !out->model)
+            st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+        for (int l = 0; st == NL_OK && l < L; l++) out->layers[l] = l;
+        for (int i = 0, a = -1; st == NL_OK && i < u.n; i++) {
+            if (!i || strcmp(u.v[i].set, u.v[i - 1].set)) {
+                if (!(out->abilities[++a] = strdup(u.v[i].set))) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+            }
+            uint8_t *m = out->member + a * LF + (size_t)u.v[i].layer * F + u.v[i].neuron;
+            if (!*m) *m = 1, out->count[(size_t)a * L + u.v[i].layer]++;
+        }
+    }
+    if (st == NL_OK) { /* the params object */
+        size_t pc = 256 + (size_t)u.n * 24 + strlen(path) * 6 + (size_t)A * (NL_LABEL_MAX * 6 + 32), o = 0;
+        char *b = malloc(pc);
+        if (!b) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+        else {
+#define PUTP(...) (o += (size_t)snprintf(b + (o < pc ? o : pc), o < pc ? pc - o : 0, __VA_ARGS__))
+            PUTP("{\"file\":");
+            put_str(b, pc, &o, path);
+            PUTP(",\"fnv1a\":\"%016llx\",\"sets\":{", (unsigned long long)hash);
+            for (int a = 0; a < A; a++) {
+                int64_t c = 0;
+                for (int l = 0; l < L; l++) c += out->count[(size_t)a * L + l];
+                if (a) PUTP(",");
+                put_str(b, pc, &o, out->abilities[a]);
+                PUTP(":%lld", (long long)c);
+            }
+            PUTP("}");
+            if (u.n <= 256) {
+                PUTP(",\"list\":{");
+                for (int i = 0; i < u.n; i++) {
+                    const int first = !i || strcmp(u.v[i].set, u.v[i - 1].set);
+                    if (first) {
+                        if (i) PUTP("],");
+                        put_str(b, pc, &o, u.v[i].set);
+                        PUTP(":[");
+                    } else if (u.v[i].layer == u.v[i - 1].layer && u.v[i].neuron == u.v[i - 1].neuron) continue;
+                    PUTP("%s[%d,%d]", first ? "" : ",", u.v[i].layer, u.v[i].neuron);
+                }
+                PUTP("]}");
+            }
+            PUTP("}");
+#undef PUTP
+            if (o >= pc) st = nl_errorf(ctx, NL_ENOMEM, "the parameters of '%s' are too long", path), free(b);
+            else *params = b;
+        }
+    }
+    for (int i = 0; i < u.n; i++) free(u.v[i].set);
+    free(u.v);
+    if (st != NL_OK) nl_ability_sets_release(out);
+    return st;
 }

@@ -17,6 +17,16 @@
  *                counts — and the sets of one seed are nested across k. Abilities with identical count vectors share their
  *                random passes (with the per-layer scope every ability has the same counts, so S
  *                random passes are made in all); their rows are still written for each ability.
+ *   evaluated    the documents scored: all of ds, or with opts.eval_docs only the flagged ones
+ *                (nl_prune_heldout flags the documents an ability run's --split held out, so
+ *                the neurons are judged on documents they were not selected on); opts.eval
+ *                names which for the params: "heldout" (the held-out half), "selection" (the
+ *                run has no split: the very documents the sets were chosen on), "file" (another
+ *                dataset, opts.eval_file) or "all".
+ *   user sets    nl_prune_sets_from_file builds sets from a file of (layer, neuron) pairs
+ *                instead of an ability run (run_id 0): every model layer recorded, nothing
+ *                excluded, one "ability" per set name; a set need not be a dataset label (its
+ *                row then has no own-label column: diag −1).
  *   metric       per (pass, evaluated label): ppl = exp(mean nll) over the predictions of the
  *                documents with that label (perplexity.h; label '' = all documents), and
  *                rel_change = (ppl − ppl_base) / ppl_base against the base pass on the same label.
@@ -43,8 +53,11 @@
  *       PRIMARY KEY (run_id, pruned, label))
  * The run (kind "prune", written by nl_prune_run): model = the model path, dataset = the data
  * path (both from the options, default the model's and the dataset's), source = the scores
- * run's activation file, params {"scores_run":N,"method":M,"symmetric":B,"top":F,
- * "scope":"layer"|"global","seeds":S,"abilities":[…],"ctx":C,"stride":S,"batch":B}.
+ * run's activation file (the neurons file for user sets), params {"scores_run":N|null,
+ * "method":M,"symmetric":B,"top":F,"scope":"layer"|"global","seeds":S,"abilities":[…],"ctx":C,
+ * "stride":S,"batch":B,"eval":"heldout"|"selection"|"file"|"all","eval_docs":N[,"eval_file":P]
+ * [,"neurons":{"file":P,"fnv1a":"16 hex digits of the file's FNV-1a 64","sets":{"name":n,…},
+ * "list":[[layer,neuron],…] (only when ≤ 256 neurons in all)}]}.
  * Each pass's rows are committed in their own transaction as soon as it is computed (a random
  * pass: the 'random' rows of every ability sharing its counts); a count vector's prune_control
  * rows are committed when its last seed is done. An interrupted run keeps every finished pass.
@@ -98,6 +111,27 @@ void nl_prune_mask_random(nl_prune_mask *m, const nl_ability_sets *sets, const i
  * memory. */
 int nl_prune_random_layer(uint64_t seed, int layer, int F, const uint8_t *excluded, int k, uint8_t *out);
 
+/* ---- the evaluated documents and user sets ------------------------------------------- */
+
+/* eval (ds->n_docs) = 1 for the documents the ability run of sets held out (doc_half 1).
+ * ds must be the run's dataset: same number of documents, same label on each, else
+ *   'd.jsonl' is not the dataset of scores run N: it has 30 documents, the run's activation file 'a.h5' 32
+ *   'd.jsonl' is not the dataset of scores run N: line 7 is labelled 'code', document 6 of 'a.h5' 'math'
+ * (a run without ability_docs rows has n_docs 0: the first error). */
+nl_status nl_prune_heldout(nl_ctx *ctx, const nl_ability_sets *sets, const nl_dataset *ds, uint8_t *eval);
+
+/* Sets from a neurons file for a model of L layers with F neurons each: CSV with the header
+ * `layer,neuron` or `layer,neuron,set` (one pair a line; blank lines skipped), or a JSON list
+ * of objects {"layer":l,"neuron":i} with an optional "set":"name". Without a set column every
+ * pair belongs to the set "neurons"; sets are in byte order of their names. A pair listed
+ * twice in one set counts once. Errors (one line, naming the file and the line):
+ *   cannot read 'n.csv': …; 'n.csv' line 3: layer 12 is outside the model's 0..5;
+ *   'n.csv' line 4: neuron 9000 is outside 0..767; 'n.csv' line 1: the header must be
+ *   layer,neuron or layer,neuron,set; 'n.json' line 2: expected … ; 'n.csv' lists no neurons.
+ * *out: release with nl_ability_sets_release; *params (owned, free()): the "neurons" object of
+ * the run's params (above). */
+nl_status nl_prune_sets_from_file(nl_ctx *ctx, const char *path, int L, int F, nl_ability_sets *out, char **params);
+
 /* ---- the analysis -------------------------------------------------------------------- */
 
 typedef struct {
@@ -109,6 +143,10 @@ typedef struct {
                                    * params (≤ 0: the forward pass's nl_forward_max_T) */
     const char *model, *dataset;  /* provenance: runs.model / runs.dataset (NULL: the model's
                                    * path, the dataset's path) */
+    const uint8_t *eval_docs;     /* (ds->n_docs) 1 = evaluate the document; NULL = all */
+    const char *eval;             /* params "eval": "heldout" | "selection" | "file" | "all" (NULL) */
+    const char *eval_file;        /* params "eval_file" (NULL: none) */
+    const char *neurons_json;     /* params "neurons": a JSON object (nl_prune_sets_from_file) or NULL */
 } nl_prune_opts;
 
 void nl_prune_opts_init(nl_prune_opts *o);
@@ -137,7 +175,7 @@ typedef struct {
  * zero, nothing done). Errors (one line, NL_EINVAL):
  *   scores run N has no ability 'x' (its abilities: a, b, c)
  *   ability 'x' is asked for twice
- *   'data.jsonl' has no documents labelled 'math' (an ability of scores run N)
+ *   'data.jsonl' has no documents labelled 'math' (an ability of scores run N; not for user sets)
  *   the random control needs at least one seed
  * r is caller-owned: nl_prune_result_release (also after an error). */
 nl_status nl_prune_plan(nl_ctx *ctx, const nl_ability_sets *sets, const nl_dataset *ds, const nl_prune_opts *o,

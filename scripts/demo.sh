@@ -42,9 +42,10 @@ step record "$model" "$data" -o "$out/acts.h5" --pool --db "$out/results.db"
 step sparsity "$out/acts.h5" --db "$out/results.db"
 step perturb "$model" "$data" --db "$out/results.db"
 if grep -q '"label": *"[^"]' "$data"; then
-  # ability neurons from the pooled activations, how their top sets overlap, and what
-  # zeroing each ability's top 5% per layer does to every ability (with the random control)
-  step ability "$out/acts.h5" --db "$out/results.db"
+  # ability neurons selected on half of each ability's documents (--split 0.5: the other half
+  # is held out), how their top sets overlap, and what zeroing each ability's top 5% per layer
+  # does to every ability on the held-out documents (with the random control)
+  step ability "$out/acts.h5" --db "$out/results.db" --split 0.5
   step overlap --db "$out/results.db" --scores latest
   step prune "$model" "$data" --db "$out/results.db" --scores latest
 else

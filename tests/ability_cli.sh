@@ -70,7 +70,23 @@ for layer in f["pooled"]:
         k = max(1, int(np.floor(0.1 * V.shape[1] + 1e-9)))
         assert len(top) == k, (len(top), k)
         assert min(got[n] for n in top) >= max(got[n] for n in got if n not in top), "top set is not the best"
+        # the tie-break key: margin = mean v on the ability's documents - mean v on the others
+        M = dict(c.execute("SELECT neuron, margin FROM ability_score WHERE run_id=? AND ability=? AND layer=?", (run, ab, int(layer))).fetchall())
+        for i in range(V.shape[1]):
+            want = V[y, i].astype(np.float64).mean() - V[~y, i].astype(np.float64).mean()
+            assert abs(M[i] - want) <= 1e-5 * max(1, abs(want)), (layer, ab, i, M[i], want)
+        for n in top:  # no neuron left out beats a chosen one on (score, margin)
+            for o in got:
+                if o not in top: assert (got[o], M[o]) <= (got[n], M[n]), (layer, ab, n, o)
+        cut = min(got[n] for n in top)
+        tied = sum(1 for n in got if got[n] == cut); chosen = sum(1 for n in top if got[n] == cut)
+        row = c.execute("SELECT cut, tied, chosen, broken_by FROM ability_ties WHERE run_id=? AND ability=? AND layer=?", (run, ab, int(layer))).fetchone()
+        assert row[1:3] == (tied, chosen) and abs(row[0] - cut) < 1e-7, (row, cut, tied, chosen)
+        assert (row[3] == "none") == (tied == chosen), row
+        jt = [t for t in js["ties"] if t["ability"] == ab and t["layer"] == int(layer)]
+        assert len(jt) == 1 and (jt[0]["tied"], jt[0]["chosen"], jt[0]["broken_by"]) == row[1:], (jt, row)
 assert worst < 1e-6, worst
+assert js["cut_in_tie"] == c.execute("SELECT count(*) FROM ability_ties WHERE run_id=? AND chosen < tied", (run,)).fetchone()[0]
 rows = {(r["ability"], r["layer"]): r for r in js["rows"]}
 for ab, layer, best, mean, base in c.execute("SELECT ability, layer, best, mean, baseline FROM ability_layer WHERE run_id=?", (run,)):
     r = rows[(ab, layer)]
@@ -101,6 +117,15 @@ base = c.execute("SELECT DISTINCT baseline FROM ability_label WHERE run_id=?", (
 assert base == [(0.5,)], base
 PY
 else fail "ability (predictivity) exits 0" "$tmp/err"; fi
+
+# 2b. predictivity scores are coarse (n + 1 values), so cuts fall inside tie blocks: the command
+# warns on stderr, the text names each such cut, and the counts match ability_ties.
+"$nl" ability "$tmp/a.h5" --db "$tmp/t.db" --top 0.1 --method predictivity --threads 1 > "$tmp/out" 2> "$tmp/err"
+n=$(sqlite3 "$tmp/t.db" "SELECT count(*) FROM ability_ties WHERE chosen < tied" 2>/dev/null || echo x)
+lines=$(grep -c "neurons score .*of them in the set" "$tmp/out")
+if [ "$n" != x ] && [ "$n" -gt 0 ] && [ "$lines" = "$n" ] && grep -q "warning: the cut of $n of 6 top sets falls inside" "$tmp/err"; then
+  pass "ties at the cut: stderr warning, one text line per cut inside a tie block ($n), = ability_ties"
+else fail "ties at the cut (ability_ties $n, text lines $lines)" "$tmp/err"; fi
 
 # 3. the text summary names the run and every ability
 "$nl" ability "$tmp/a.h5" --db "$db" --threads 1 > "$tmp/out" 2> "$tmp/err" &&

@@ -82,6 +82,34 @@ if grep -q '^ratio  *masked  *norm  *value$' "$tmp/table" && grep -q "^perplexit
    [ "$(grep -c '^0.5  *64 ' "$tmp/table")" = 4 ]; then pass "perturb prints the metric × ratio table overall and per label"
 else fail "perturb table" "$tmp/table"; fi
 
+# 1b. --layers: only the listed layers are masked. Listing every layer gives the all-layer run's
+# numbers; one layer gives other numbers at ratio 0.5 and the unmasked ones at ratio 0; the
+# params and --json record the list; bad lists are errors (2 for the syntax, 1 for the model).
+ldb=$tmp/l.db
+if "$nl" perturb $model "$tmp/small.jsonl" --metric value,random --ratios 0,0.5 --threads 1 --json > "$tmp/l0.json" 2>"$tmp/err" &&
+   "$nl" perturb $model "$tmp/small.jsonl" --metric value,random --ratios 0,0.5 --layers 1,0 --threads 1 --json > "$tmp/l2.json" 2>>"$tmp/err" &&
+   "$nl" perturb $model "$tmp/small.jsonl" --metric value,random --ratios 0,0.5 --layers 1 --db "$ldb" --threads 1 --json > "$tmp/l1.json" 2>>"$tmp/err"; then
+  $py - "$tmp" "$ldb" > "$tmp/check" 2>&1 <<'PY' && pass "perturb --layers masks only the listed layers (all listed = default; params and --json record the list)" || fail "perturb --layers" "$tmp/check"
+import json, sqlite3, sys
+t = sys.argv[1]
+a, b, c = (json.load(open(f"{t}/{n}.json")) for n in ("l0", "l2", "l1"))
+cell = lambda j, m, r: [x for x in j["results"] if x["metric"] == m and x["ratio"] == r][0]
+assert a["layers"] is None and b["layers"] == [1, 0] and c["layers"] == [1], (a["layers"], b["layers"], c["layers"])
+for m in ("value", "random"):
+    assert cell(a, m, 0.5)["ppl"] == cell(b, m, 0.5)["ppl"], m
+    assert cell(c, m, 0)["ppl"] == cell(a, m, 0)["ppl"], m
+    assert cell(c, m, 0.5)["ppl"] != cell(a, m, 0.5)["ppl"], m
+p = json.loads(sqlite3.connect(sys.argv[2]).execute("SELECT params FROM runs").fetchone()[0])
+assert p["layers"] == [1], p
+print("ok")
+PY
+else fail "perturb --layers exited non-zero" "$tmp/err"; fi
+"$nl" perturb $model "$tmp/small.jsonl" --layers 2 > "$tmp/out" 2>"$tmp/e.err"; rc=$?
+[ $rc = 1 ] && [ "$(cat "$tmp/e.err")" = "neuronlab: layer 2 is outside the model's 0..1" ] && [ ! -s "$tmp/out" ] &&
+  pass "perturb --layers 2 on a 2-layer model: one-line error" || fail "perturb --layers out of range (exit $rc)" "$tmp/e.err"
+"$nl" perturb $model "$tmp/small.jsonl" --layers 0,x > /dev/null 2>"$tmp/e.err"; rc=$?
+[ $rc = 2 ] && grep -q -- "--layers needs a list of layer numbers" "$tmp/e.err" && pass "perturb --layers 0,x is a usage error" || fail "perturb --layers syntax (exit $rc)" "$tmp/e.err"
+
 # 2. A second run adds a run and leaves the first untouched; the same seed repeats the random control.
 $py -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute('SELECT * FROM perturb WHERE run_id=1 ORDER BY rowid').fetchall(), c.execute('SELECT * FROM runs WHERE id=1').fetchall())" "$db" > "$tmp/before"
 if "$nl" perturb $model "$tmp/small.jsonl" --metric random --ratios 0.5 --db "$db" > /dev/null 2>"$tmp/err" &&

@@ -61,7 +61,7 @@ assert run[1:5] == ("prune", "complete", os.path.realpath("tests/fixtures/hf/lla
 assert run[5] == c.execute("SELECT source FROM runs WHERE id = 2").fetchone()[0], run
 p = json.loads(run[6])
 assert p == {"scores_run": 2, "method": "ap", "symmetric": False, "top": 0.05, "scope": "layer", "seeds": 3, "abilities": ["code", "math", "prose"],
-             "ctx": 128, "stride": 64, "batch": 512}, p
+             "ctx": 128, "stride": 64, "batch": 512, "eval": "selection", "eval_docs": 24}, p
 cols = [r[1] for r in c.execute("PRAGMA table_info(prune_effect)")]
 assert cols == ["run_id", "pruned", "control", "seed", "label", "neurons", "tokens", "nll", "ppl", "rel_change"], cols
 cols = [r[1] for r in c.execute("PRAGMA table_info(prune_control)")]
@@ -194,10 +194,118 @@ bad 2 "--top: '0' is not a fraction in (0, 1]" $model "$tmp/small.jsonl" --db "$
 bad 2 "--top: '1.5' is not a fraction in (0, 1]" $model "$tmp/small.jsonl" --db "$db" --scores 2 --top 1.5
 bad 2 "--seeds needs a number of random sets, at least 1" $model "$tmp/small.jsonl" --db "$db" --scores 2 --seeds 0
 bad 2 "--db is required" $model "$tmp/small.jsonl" --scores 2
-bad 2 "--scores is required" $model "$tmp/small.jsonl" --db "$db"
+bad 2 "--scores (the id of an ability run) or --neurons FILE is required" $model "$tmp/small.jsonl" --db "$db"
+bad 2 "--scores and --neurons exclude each other" $model "$tmp/small.jsonl" --db "$db" --scores 2 --neurons x.csv
 bad 2 "--abilities needs a list" $model "$tmp/small.jsonl" --db "$db" --scores 2 --abilities code,,math
 n=$($py -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM runs').fetchone()[0])" "$db")
 [ "$n" = 8 ] && pass "refused prune commands start no run" || fail "refused prune commands started runs ($n runs)"
+
+# 4b. Held-out evaluation: ability --split 0.5 selects on half of each label's documents; prune
+# then scores only the other half: its base perplexity equals `ppl` on a JSONL of exactly the
+# held-out lines (from ability_docs), and the params and --json say "heldout".
+hdb=$tmp/h.db
+if "$nl" ability "$tmp/a.h5" --db "$hdb" --split 0.5 --threads 1 > "$tmp/h.out" 2>"$tmp/err" &&
+   "$nl" prune $model "$tmp/small.jsonl" --db "$hdb" --scores latest --seeds 1 --threads 1 --json > "$tmp/h.json" 2>>"$tmp/err" &&
+   "$nl" prune $model "$tmp/small.jsonl" --db "$hdb" --scores 1 --seeds 1 --threads 1 > "$tmp/h.txt" 2>>"$tmp/err"; then
+  $py - "$hdb" "$tmp/h.json" "$tmp/small.jsonl" "$tmp/held.jsonl" > "$tmp/check" 2>&1 <<'PY' || fail "held-out split" "$tmp/check"
+import json, sqlite3, sys
+c = sqlite3.connect(sys.argv[1]); js = json.load(open(sys.argv[2]))
+lines = open(sys.argv[3]).read().splitlines()
+docs = c.execute("SELECT doc, label, half FROM ability_docs WHERE run_id = 1 ORDER BY doc").fetchall()
+assert [d for d, _, _ in docs] == list(range(24)), docs
+for lab in ("code", "math", "prose"):
+    halves = [h for _, l, h in docs if l == lab]
+    assert halves.count("select") == 3 and halves.count("heldout") == 3, (lab, halves)  # 6 documents each: 3 + 3
+assert all(h == "none" for _, l, h in docs if l == ""), docs
+held = [d for d, _, h in docs if h == "heldout"]
+p = json.loads(c.execute("SELECT params FROM runs WHERE id = 2").fetchone()[0])
+assert p["eval"] == "heldout" and p["eval_docs"] == 9, p
+assert js["eval"] == "heldout" and js["eval_docs"] == 9, js
+ap = json.loads(c.execute("SELECT params FROM runs WHERE id = 1").fetchone()[0])
+assert ap["split"] == 0.5 and ap["heldout_docs"] == 9 and ap["docs"] == 9, ap
+assert c.execute("SELECT docs FROM ability_label WHERE run_id = 1 LIMIT 1").fetchone()[0] == 9
+open(sys.argv[4], "w").write("".join(lines[d] + "\n" for d in held))
+print(json.dumps(js["base"][""]["ppl"]))
+PY
+  want=$(tail -1 "$tmp/check")
+  "$nl" ppl $model "$tmp/held.jsonl" --threads 1 --json > "$tmp/ppl.json" 2>>"$tmp/err"
+  if $py -c "import json,sys; a=float(sys.argv[1]); b=json.load(open(sys.argv[2]))['ppl']; assert abs(a-b) <= 1e-6*b, (a,b)" "$want" "$tmp/ppl.json" 2>"$tmp/check" &&
+     grep -q "^eval on  held out: the 9 documents of '$tmp/small.jsonl' that scores run 1 did not select on" "$tmp/h.txt" &&
+     grep -q "^split: neurons selected on 9 documents (fraction 0.5 of each label, seed 0); 9 held out" "$tmp/h.out"; then
+    pass "ability --split 0.5 + prune: evaluated on the 9 held-out documents only (base ppl = ppl of those lines), said in text, --json, params"
+  else cat "$tmp/h.txt" >> "$tmp/check"; fail "held-out evaluation" "$tmp/check"; fi
+else fail "ability --split / prune exited non-zero" "$tmp/err"; fi
+grep -q "^eval on  the 24 documents of '$tmp/small.jsonl' - the same documents the neurons were selected on: scores run 2 has no held-out split" "$tmp/table" &&
+  pass "without a split prune says it evaluates on the selection documents" || fail "selection-documents notice" "$tmp/table"
+# --eval FILE: another dataset; a DATA that is not the run's dataset is refused for the held-out half
+"$nl" prune $model "$tmp/small.jsonl" --db "$hdb" --scores 1 --seeds 1 --eval "$tmp/noprose.jsonl" --abilities code,math --threads 1 --json > "$tmp/e.json" 2>"$tmp/err" &&
+  $py -c "import json,sqlite3,sys; j=json.load(open(sys.argv[1])); p=json.loads(sqlite3.connect(sys.argv[2]).execute('SELECT params FROM runs ORDER BY id DESC LIMIT 1').fetchone()[0]); assert j['eval']=='file' and j['eval_docs']==18 and p['eval']=='file' and p['eval_file']==sys.argv[3] and p['eval_docs']==18, (j['eval'], p)" "$tmp/e.json" "$hdb" "$tmp/noprose.jsonl" 2>"$tmp/check" &&
+  pass "prune --eval FILE evaluates another dataset and records it" || { cat "$tmp/err" >> "$tmp/check"; fail "prune --eval" "$tmp/check"; }
+"$nl" prune $model "$tmp/noprose.jsonl" --db "$hdb" --scores 1 --abilities code > "$tmp/out" 2>"$tmp/e.err"
+[ $? = 1 ] && grep -qF "'$tmp/noprose.jsonl' is not the dataset of scores run 1: it has 18 documents, the run's activation file '$tmp/a.h5' 24" "$tmp/e.err" &&
+  pass "a held-out evaluation on another dataset than the run's is a one-line error" || fail "held-out dataset check" "$tmp/e.err"
+
+# 4c. --neurons FILE: the user's own sets (CSV with a set column, or JSON), same tables; the
+# pass equals the ability pass of an equal set; the file's checksum and list are in the params.
+$py - "$hdb" "$tmp" <<'PY'
+import sqlite3, sys, json
+c = sqlite3.connect(sys.argv[1])
+top = c.execute("SELECT layer, neuron FROM ability_top WHERE run_id = 1 AND ability = 'math' ORDER BY layer, neuron").fetchall()
+with open(sys.argv[2] + "/n.csv", "w") as f:
+    f.write("layer,neuron,set\n" + "".join(f"{l},{i},math\n" for l, i in top) + "1,5,mine\n0,7,mine\n1,5,mine\n")
+with open(sys.argv[2] + "/n.json", "w") as f:
+    json.dump([{"layer": l, "neuron": i, "set": "math"} for l, i in top] + [{"set": "mine", "layer": 0, "neuron": 7}, {"layer": 1, "neuron": 5, "set": "mine"}], f, indent=1)
+PY
+if "$nl" prune $model "$tmp/small.jsonl" --db "$hdb" --neurons "$tmp/n.csv" --seeds 1 --threads 1 --json > "$tmp/n1.json" 2>"$tmp/err" &&
+   "$nl" prune $model "$tmp/small.jsonl" --db "$hdb" --neurons "$tmp/n.json" --seeds 1 --threads 1 > "$tmp/n2.txt" 2>>"$tmp/err" &&
+   "$nl" prune $model "$tmp/small.jsonl" --db "$hdb" --scores 1 --abilities math --seeds 1 --threads 1 --json > "$tmp/n3.json" 2>>"$tmp/err" &&
+   "$nl" prune $model "$tmp/small.jsonl" --db "$hdb" --neurons "$tmp/n.csv" --eval "$tmp/held.jsonl" --seeds 1 --threads 1 --json > "$tmp/n4.json" 2>>"$tmp/err"; then
+  $py - "$hdb" "$tmp" > "$tmp/check" 2>&1 <<'PY' && pass "prune --neurons (CSV and JSON): own sets pruned with the random control, file checksum and list in params" || fail "prune --neurons" "$tmp/check"
+import json, sqlite3, sys
+c = sqlite3.connect(sys.argv[1]); t = sys.argv[2]
+j1 = json.load(open(t + "/n1.json")); j4 = json.load(open(t + "/n4.json")); j3 = json.load(open(t + "/n3.json"))
+assert j1["scores_run"] is None and j1["neurons"] == t + "/n.csv", j1["neurons"]
+rows = {r["pruned"]: r for r in j1["rows"]}
+assert sorted(rows) == ["math", "mine"] and rows["mine"]["neurons"] == 2, sorted(rows)
+math_top = c.execute("SELECT count(*) FROM ability_top WHERE run_id = 1 AND ability = 'math'").fetchone()[0]
+assert rows["math"]["neurons"] == math_top
+assert rows["mine"]["diagonal"] is None  # 'mine' is no label
+# the held-out evaluation of the user's 'math' set = the held-out evaluation of run 1's math set
+r4 = {r["pruned"]: r for r in j4["rows"]}
+for lab in ("code", "math", "prose", ""):
+    a, b = r4["math"]["effect"][lab]["ppl"], j3["rows"][0]["effect"][lab]["ppl"]
+    assert abs(a - b) <= 1e-9 * b, (lab, a, b)
+def fnv(data):
+    h = 0xcbf29ce484222325
+    for x in data: h = ((h ^ x) * 0x100000001b3) & (2**64 - 1)
+    return f"{h:016x}"
+runs = c.execute("SELECT id, params, source FROM runs WHERE kind = 'prune' AND json_extract(params, '$.neurons') IS NOT NULL ORDER BY id").fetchall()
+assert len(runs) == 3, runs
+p1, p2 = json.loads(runs[0][1]), json.loads(runs[1][1])
+assert p1["neurons"]["fnv1a"] == fnv(open(t + "/n.csv", "rb").read()) and p2["neurons"]["fnv1a"] == fnv(open(t + "/n.json", "rb").read())
+assert p1["neurons"]["sets"] == {"math": math_top, "mine": 2} and p1["neurons"]["list"]["mine"] == [[0, 7], [1, 5]], p1["neurons"]
+assert p1["neurons"]["list"] == p2["neurons"]["list"] and runs[0][2] == t + "/n.csv"
+assert p1["scores_run"] is None and p1["eval"] == "all" and json.loads(runs[2][1])["eval"] == "file"
+e1 = {(r[0], r[1]) for r in c.execute("SELECT pruned, control FROM prune_effect WHERE run_id = ?", (runs[0][0],))}
+assert e1 == {("", "none"), ("math", "ability"), ("math", "random"), ("mine", "ability"), ("mine", "random")}, e1
+n = dict(c.execute("SELECT pruned, neurons FROM prune_effect WHERE run_id = ? AND control = 'random' AND label = ''", (runs[0][0],)))
+assert n == {"math": math_top, "mine": 2}, n
+print("ok")
+PY
+  grep -q "^mine  *(no label of its own) on the labels (mean) " "$tmp/n2.txt" || fail "prune --neurons text: a set without a label" "$tmp/n2.txt"
+else fail "prune --neurons exited non-zero" "$tmp/err"; fi
+printf 'layer,neuron\n0,5\n\n7,1\n' > "$tmp/bad1.csv"
+printf 'layer,neuron\n0,5\n1,999\n' > "$tmp/bad2.csv"
+printf 'layer;neuron\n0;5\n' > "$tmp/bad3.csv"
+printf '[{"layer": 0, "neuron": 1},\n {"layer": 1, "neuron": "x"}]' > "$tmp/bad4.json"
+printf 'layer,neuron\n0,abc\n' > "$tmp/bad5.csv"
+bad 1 "'$tmp/bad1.csv' line 4: layer 7 is outside the model's 0..1" $model "$tmp/small.jsonl" --db "$hdb" --neurons "$tmp/bad1.csv"
+bad 1 "'$tmp/bad2.csv' line 3: neuron 999 is outside 0..127" $model "$tmp/small.jsonl" --db "$hdb" --neurons "$tmp/bad2.csv"
+bad 1 "'$tmp/bad3.csv' line 1: the header must be layer,neuron or layer,neuron,set" $model "$tmp/small.jsonl" --db "$hdb" --neurons "$tmp/bad3.csv"
+bad 1 "'$tmp/bad4.json' line 2: \"neuron\" needs an integer" $model "$tmp/small.jsonl" --db "$hdb" --neurons "$tmp/bad4.json"
+bad 1 "'$tmp/bad5.csv' line 2: the neuron is not an integer" $model "$tmp/small.jsonl" --db "$hdb" --neurons "$tmp/bad5.csv"
+bad 1 "cannot read '$tmp/none.csv'" $model "$tmp/small.jsonl" --db "$hdb" --neurons "$tmp/none.csv"
+bad 2 "--top re-chooses an ability run's sets: not with --neurons" $model "$tmp/small.jsonl" --db "$hdb" --neurons "$tmp/n.csv" --top 0.1
 
 # 5. stories260K: labels a, b, c by document index mod 3.
 S=../shared/models/stories260K
@@ -234,7 +342,9 @@ else echo "rows, equal counts, worst ppl, worst rel: $worst (run 3: $n2 rows)" >
 #   sqlite3 s.db "SELECT printf('%.9g', rel_change) FROM prune_effect WHERE run_id = 2 AND …"
 # and rounded to 6 significant digits; a value within relative 1e-5 passes (the last digit
 # may move with another BLAS kernel). They check that record, ability and prune keep computing
-# the same numbers.
+# the same numbers. The two ability-pass pins were re-read when ties at the cut stopped going
+# to the lower neuron index (12 of the 15 sets of this run cut inside a tie block; the margin
+# tie-break chose: 7.11172 → 6.61840 and 9.15638 → 9.06531).
 pin() { # description, SQL, pinned value
   local got
   got=$(sqlite3 "$sdb" "$2")
@@ -245,9 +355,9 @@ pin() { # description, SQL, pinned value
 pin "base ppl, all documents" "SELECT printf('%.9g', ppl) FROM prune_effect WHERE run_id = 2 AND control = 'none' AND label = ''" \
   "14.4886"
 pin "rel_change pruning a, on a" "SELECT printf('%.9g', rel_change) FROM prune_effect WHERE run_id = 2 AND pruned = 'a' AND control = 'ability' AND label = 'a'" \
-  "7.11172"
+  "6.61840"
 pin "rel_change pruning c, on b" "SELECT printf('%.9g', rel_change) FROM prune_effect WHERE run_id = 2 AND pruned = 'c' AND control = 'ability' AND label = 'b'" \
-  "9.15638"
+  "9.06531"
 pin "random control mean, on all documents" "SELECT printf('%.9g', mean) FROM prune_control WHERE run_id = 2 AND pruned = 'b' AND label = ''" \
   "13.1417"
 exit 0

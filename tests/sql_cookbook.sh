@@ -85,8 +85,17 @@ def ap(v, y):  # average precision with tied values as one step (analyses/abilit
     return s
 score = {a: np.array([[ap(pooled[l][:, i], np.array([lb == a for lb in labels], float)) for i in range(F)] for l in range(L)]) for a in abilities}
 k_layer = max(1, int(math.floor(0.05 * F + 1e-9)))
-def top_sets(a):  # per layer: top k by score desc, then lower neuron
-    return {(l, int(i)) for l in range(L) for i in sorted(range(F), key=lambda i: (-score[a][l][i], i))[:k_layer]}
+M64 = (1 << 64) - 1
+def mix64(z):  # splitmix64's finaliser (nl_mix64)
+    z = ((z ^ (z >> 30)) * 0xbf58476d1ce4e5b9) & M64; z = ((z ^ (z >> 27)) * 0x94d049bb133111eb) & M64
+    return z ^ (z >> 31)
+def tie_hash(seed, l, i): return mix64(seed ^ mix64((l << 32) | i))
+def margin(a, l, i):  # the tie-break key (analyses/ability.h): mean v on a's documents - on the others
+    y = np.array([lb == a for lb in labels]); k = np.array([lb != "" for lb in labels]); v = pooled[l][:, i]
+    return float(np.float32(v[y & k].mean() - v[~y & k].mean()))
+def top_sets(a):  # per layer: top k by score desc, then margin desc, then the seeded hash (seed 0)
+    key = lambda l, i: (-np.float32(score[a][l][i]), -margin(a, l, i), tie_hash(0, l, i))
+    return {(l, int(i)) for l in range(L) for i in sorted(range(F), key=lambda i: key(l, i))[:k_layer]}
 tops = {a: top_sets(a) for a in abilities}
 
 # perplexities of the fixture model through the PyTorch reference, FFN activations masked on demand

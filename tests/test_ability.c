@@ -163,31 +163,143 @@ Test(ability, select_per_layer_global_excluded) {
                     0.95f, 0.1f, 0.1f, 0.1f, 0.1f, 0.97f, 0.1f, 0.1f, 0.1f, 0.1f};
     uint8_t m[20];
     int cnt[2];
-    nl_ability_select(sc, 1, 2, 10, NULL, 0.2, 0, m, cnt);
+    nl_ability_select(sc, 1, 2, 10, NULL, 0.2, 0, NULL, m, cnt, NULL);
     cr_assert_eq(cnt[0], 2);
     cr_assert_eq(cnt[1], 2);
     cr_assert(m[1] && m[3] && !m[8], "tied 0.9s both in, 0.8 out");
     cr_assert(m[10] && m[15]);
-    /* tie broken by the lower index: top 0.1 → 1 neuron, the first 0.9 */
-    nl_ability_select(sc, 1, 2, 10, NULL, 0.1, 0, m, cnt);
-    cr_assert(m[1] && !m[3]);
+    /* a tie at the cut is broken by the margin (larger first), never by the index */
+    float mg[20] = {0};
+    mg[1] = 0.1f, mg[3] = 0.5f;
+    nl_ability_tiebreak tb = {mg, 0, NULL, 0};
+    nl_ability_tie ties[2];
+    nl_ability_select(sc, 1, 2, 10, NULL, 0.1, 0, &tb, m, cnt, ties);
+    cr_assert(!m[1] && m[3], "the larger margin wins the tie");
+    cr_assert_eq(ties[0].tied, 2);
+    cr_assert_eq(ties[0].chosen, 1);
+    cr_assert_eq(ties[0].broken_by, NL_TIE_MARGIN);
+    cr_assert_float_eq(ties[0].cut, 0.9f, 1e-7);
+    cr_assert_eq(ties[1].tied, 1, "layer 1: 0.97 alone");
+    cr_assert_eq(ties[1].broken_by, NL_TIE_NONE);
+    /* symmetric: |margin| */
+    mg[1] = -0.9f;
+    tb.symmetric = 1;
+    nl_ability_select(sc, 1, 2, 10, NULL, 0.1, 0, &tb, m, cnt, NULL);
+    cr_assert(m[1] && !m[3], "|-0.9| > 0.5 with --symmetric");
+    /* equal margins: the seeded hash of (layer, neuron), lower first */
+    mg[1] = mg[3] = 0.5f;
+    tb.symmetric = 0;
+    for (uint64_t seed = 0; seed < 8; seed++) {
+        tb.seed = seed;
+        nl_ability_select(sc, 1, 2, 10, NULL, 0.1, 0, &tb, m, cnt, ties);
+        const int want = nl_ability_tie_hash(seed, 0, 1) < nl_ability_tie_hash(seed, 0, 3) ? 1 : 3;
+        cr_assert(m[want] && !m[4 - want], "seed %llu", (unsigned long long)seed);
+        cr_assert_eq(ties[0].broken_by, NL_TIE_HASH);
+    }
+    /* the model layer numbers are the hash key */
+    const int layers[2] = {5, 9};
+    tb.layers = layers, tb.seed = 3;
+    nl_ability_select(sc, 1, 2, 10, NULL, 0.1, 0, &tb, m, cnt, NULL);
+    const int want = nl_ability_tie_hash(3, 5, 1) < nl_ability_tie_hash(3, 5, 3) ? 1 : 3;
+    cr_assert(m[want] && !m[4 - want]);
     /* global: 0.97, 0.95, 0.9 (n1), 0.9 (n3) */
-    nl_ability_select(sc, 1, 2, 10, NULL, 0.2, 1, m, cnt);
+    nl_ability_select(sc, 1, 2, 10, NULL, 0.2, 1, NULL, m, cnt, NULL);
     cr_assert_eq(cnt[0], 2);
     cr_assert_eq(cnt[1], 2);
     cr_assert(m[1] && m[3] && m[10] && m[15]);
     /* excluded neurons are never chosen, the size stays */
     uint8_t ex[20] = {0};
     ex[1] = ex[15] = 1;
-    nl_ability_select(sc, 1, 2, 10, ex, 0.2, 0, m, cnt);
+    nl_ability_select(sc, 1, 2, 10, ex, 0.2, 0, NULL, m, cnt, NULL);
     cr_assert(!m[1] && m[3] && m[8] && !m[15] && m[10]);
     cr_assert_eq(cnt[0], 2);
     cr_assert_eq(cnt[1], 2);
     /* tiny fractions still give one neuron; top 1 gives all */
-    nl_ability_select(sc, 1, 2, 10, NULL, 0.001, 0, m, cnt);
+    nl_ability_select(sc, 1, 2, 10, NULL, 0.001, 0, NULL, m, cnt, NULL);
     cr_assert_eq(cnt[0] + cnt[1], 2);
-    nl_ability_select(sc, 1, 2, 10, ex, 1.0, 0, m, cnt);
+    nl_ability_select(sc, 1, 2, 10, ex, 1.0, 0, NULL, m, cnt, NULL);
     cr_assert_eq(cnt[0] + cnt[1], 18);
+}
+
+/* A plain slow reference of the top sets with ties: neuron x is in its group's set iff fewer
+ * than k eligible neurons of the group beat it (higher score; equal score and larger margin
+ * key; equal both and lower hash). */
+static int beats(const float *sc, const float *mg, int sym, const int *layers, uint64_t seed, int F, int y, int x) {
+    float sy = isnan(sc[y]) ? -INFINITY : sc[y], sx = isnan(sc[x]) ? -INFINITY : sc[x];
+    if (sy != sx) return sy > sx;
+    float my = isnan(mg[y]) ? -INFINITY : sym ? fabsf(mg[y]) : mg[y], mx = isnan(mg[x]) ? -INFINITY : sym ? fabsf(mg[x]) : mg[x];
+    if (my != mx) return my > mx;
+    uint64_t hy = nl_ability_tie_hash(seed, layers[y / F], y % F), hx = nl_ability_tie_hash(seed, layers[x / F], x % F);
+    if (hy != hx) return hy < hx;
+    return y < x;
+}
+
+Test(ability, select_ties_brute_force) {
+    nl_rng r;
+    nl_rng_derive(&r, 11, 1, 0);
+    enum { A = 2, LR = 3, F = 12 };
+    float sc[A * LR * F], mg[A * LR * F];
+    uint8_t ex[LR * F], m[A * LR * F];
+    int cnt[A * LR];
+    nl_ability_tie ties[A * LR];
+    const int layers[LR] = {0, 4, 7};
+    int saw_margin = 0, saw_hash = 0, saw_cross_layer = 0;
+    for (int trial = 0; trial < 400; trial++) {
+        for (int x = 0; x < A * LR * F; x++) {
+            sc[x] = nl_rng_below(&r, 10) == 0 ? NAN : (float)nl_rng_below(&r, 3) / 2; /* heavy ties */
+            mg[x] = nl_rng_below(&r, 12) == 0 ? NAN : (float)nl_rng_below(&r, 3) - 1;
+        }
+        int use_ex = trial % 3 == 0;
+        for (int x = 0; x < LR * F; x++) ex[x] = use_ex && nl_rng_below(&r, 5) == 0;
+        const int global = trial % 2, sym = trial % 5 == 0;
+        const double top = (1 + nl_rng_below(&r, 6)) / 12.0;
+        const uint64_t seed = nl_rng_below(&r, 1000);
+        nl_ability_tiebreak tb = {mg, sym, layers, seed};
+        nl_ability_select(sc, A, LR, F, use_ex ? ex : NULL, top, global, &tb, m, cnt, ties);
+        const int groups = global ? 1 : LR, width = global ? LR * F : F;
+        int k0 = (int)floor(top * width + 1e-9);
+        if (k0 < 1) k0 = 1;
+        for (int a = 0; a < A; a++) {
+            const float *s = sc + a * LR * F, *g = mg + a * LR * F;
+            for (int gr = 0; gr < groups; gr++) {
+                int elig = 0;
+                for (int x = gr * F; x < gr * F + width; x++) elig += !ex[x] || !use_ex;
+                const int k = k0 < elig ? k0 : elig;
+                int last = -1, first_out = -1, tied = 0, chosen = 0;
+                for (int x = gr * F; x < gr * F + width; x++) {
+                    if (use_ex && ex[x]) {
+                        cr_assert(!m[a * LR * F + x]);
+                        continue;
+                    }
+                    int b = 0;
+                    for (int y = gr * F; y < gr * F + width; y++)
+                        if (y != x && !(use_ex && ex[y]) && beats(s, g, sym, layers, seed, F, y, x)) b++;
+                    cr_assert_eq(m[a * LR * F + x], b < k, "trial %d ability %d neuron %d", trial, a, x);
+                    if (b == k - 1) last = x;
+                    if (b == k) first_out = x;
+                }
+                float cut = isnan(s[last]) ? -INFINITY : s[last];
+                for (int x = gr * F; x < gr * F + width; x++)
+                    if (!(use_ex && ex[x]) && (isnan(s[x]) ? -INFINITY : s[x]) == cut) tied++, chosen += m[a * LR * F + x];
+                const nl_ability_tie *t = &ties[a * groups + gr];
+                cr_assert_eq(t->tied, tied, "trial %d", trial);
+                cr_assert_eq(t->chosen, chosen);
+                if (chosen == tied) cr_assert_eq(t->broken_by, NL_TIE_NONE);
+                else {
+                    float kl = isnan(g[last]) ? -INFINITY : sym ? fabsf(g[last]) : g[last];
+                    float kf = isnan(g[first_out]) ? -INFINITY : sym ? fabsf(g[first_out]) : g[first_out];
+                    cr_assert_eq(t->broken_by, kl != kf ? NL_TIE_MARGIN : NL_TIE_HASH);
+                    saw_margin |= kl != kf, saw_hash |= kl == kf;
+                }
+                if (global) /* a tie block spanning layers is not settled by the layer order */
+                    for (int x = 0; x < LR * F; x++)
+                        for (int y = x + 1; y < LR * F; y++)
+                            if (x / F < y / F && !use_ex && s[x] == s[y] && g[x] == g[y] && !m[a * LR * F + x] && m[a * LR * F + y])
+                                saw_cross_layer = 1;
+            }
+        }
+    }
+    cr_assert(saw_margin && saw_hash && saw_cross_layer, "the cases exercise both tie-breaks and higher layers winning ties");
 }
 
 /* ---------------------------------------------------------------- the analysis */
@@ -607,4 +719,106 @@ Test(ability, non_finite_values_are_named) {
     /* the same file without the NaN scores as before */
     write_acts(acts, 0, NULL);
     run_ability(acts, tmp_path("ok.db"), &o, NL_OK, NULL);
+}
+
+/* ---------------------------------------------------------------- the held-out split */
+
+Test(ability, split_holds_out_a_seeded_part_of_each_label) {
+    const char *acts = tmp_path("acts.h5"), *dbp = tmp_path("r.db");
+    write_acts(acts, 1, NULL);
+    nl_ability_opts o;
+    nl_ability_opts_init(&o);
+    o.split = 0.5, o.seed = 5;
+    const int64_t run = run_ability(acts, dbp, &o, NL_OK, NULL);
+    /* the rule, brute force: per label, documents by (split key, index); the first n_sel select */
+    int8_t want[D_];
+    int held = 0;
+    for (int d = 0; d < D_; d++) want[d] = LABELS[d][0] ? 0 : -1;
+    for (int a = 0; a < 3; a++) {
+        int docs[D_], n = 0;
+        for (int d = 0; d < D_; d++)
+            if (!strcmp(LABELS[d], ABIL[a])) docs[n++] = d;
+        for (int i = 0; i < n; i++) { /* selection sort by key */
+            int b = i;
+            for (int j = i + 1; j < n; j++)
+                if (nl_ability_split_key(5, docs[j]) < nl_ability_split_key(5, docs[b])) b = j;
+            int t = docs[i];
+            docs[i] = docs[b], docs[b] = t;
+        }
+        const int sel = nl_ability_split_count(0.5, n);
+        cr_assert_eq(sel, n == 3 ? 2 : n / 2);
+        for (int i = sel; i < n; i++) want[docs[i]] = 1, held++;
+    }
+    cr_assert_eq(held, 5, "code 4 → 2, math 4 → 2, prose 3 → 1 held out");
+    sqlite3 *h;
+    cr_assert_eq(sqlite3_open(dbp, &h), SQLITE_OK);
+    char sql[512];
+    for (int d = 0; d < D_; d++) {
+        snprintf(sql, sizeof sql,
+                 "SELECT count(*) FROM ability_docs WHERE run_id = %lld AND doc = %d AND label = '%s' AND half = '%s'",
+                 (long long)run, d, LABELS[d], want[d] < 0 ? "none" : want[d] ? "heldout" : "select");
+        cr_assert_eq(db_real(h, sql), 1, "%s", sql);
+    }
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM runs WHERE id = %lld AND params LIKE '%%\"docs\":6,\"file_complete\":1,\"split\":0.5,\"heldout_docs\":5}'",
+             (long long)run);
+    cr_assert_eq(db_real(h, sql), 1, "params");
+    /* scores and margins: from the selection documents only */
+    snprintf(sql, sizeof sql, "SELECT ability, layer, neuron, score, margin FROM ability_score WHERE run_id = %lld", (long long)run);
+    sqlite3_stmt *q;
+    cr_assert_eq(sqlite3_prepare_v2(h, sql, -1, &q, NULL), SQLITE_OK);
+    int rows = 0;
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        const char *ab = (const char *)sqlite3_column_text(q, 0);
+        const int a = !strcmp(ab, "code") ? 0 : !strcmp(ab, "math") ? 1 : 2, l = sqlite3_column_int(q, 1),
+                  i = sqlite3_column_int(q, 2);
+        float v[D_];
+        uint8_t y[D_];
+        int n = 0;
+        double sp = 0, sn = 0;
+        int np = 0;
+        for (int d = 0; d < D_; d++)
+            if (want[d] == 0) {
+                v[n] = g_pool[d][l][i], y[n] = !strcmp(LABELS[d], ABIL[a]);
+                if (y[n]) sp += v[n], np++;
+                else sn += v[n];
+                n++;
+            }
+        cr_assert_eq(n, 6);
+        cr_assert(fabs(sqlite3_column_double(q, 3) - brute_ap(v, y, n)) < 1e-6, "%s l%d n%d", ab, l, i);
+        const double m = sp / np - sn / (n - np);
+        cr_assert(fabs(sqlite3_column_double(q, 4) - m) < 1e-5 * (1 + fabs(m)), "margin %s l%d n%d", ab, l, i);
+        rows++;
+    }
+    sqlite3_finalize(q);
+    cr_assert_eq(rows, 3 * L_ * F_);
+    sqlite3_close(h);
+    /* the loaded sets carry the halves */
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_results *db;
+    cr_assert_eq(nl_results_open(&ctx, dbp, 0, &db), NL_OK);
+    nl_ability_sets s;
+    cr_assert_eq(nl_ability_sets_load(&ctx, db, run, 0, &s), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(s.n_docs, D_);
+    cr_assert_eq(s.n_heldout, 5);
+    cr_assert_eq(s.seed, 5);
+    for (int d = 0; d < D_; d++) cr_assert(s.doc_half[d] == want[d] && !strcmp(s.doc_label[d], LABELS[d]));
+    nl_ability_sets_release(&s);
+    /* without a split every labelled document is selected */
+    nl_ability_opts_init(&o);
+    const int64_t r2 = run_ability(acts, dbp, &o, NL_OK, NULL);
+    cr_assert_eq(nl_ability_sets_load(&ctx, db, r2, 0, &s), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(s.n_heldout, 0);
+    for (int d = 0; d < D_; d++) cr_assert_eq(s.doc_half[d], LABELS[d][0] ? 0 : -1);
+    nl_ability_sets_release(&s);
+    nl_results_close(db);
+    /* bad fractions */
+    char msg[512];
+    o.split = 1.0;
+    cr_assert_eq(run_ability(acts, dbp, &o, NL_EINVAL, msg), -1);
+    cr_assert_str_eq(msg, "split fraction 1 is outside (0, 1)");
+    cr_assert_eq(nl_ability_split_count(0.5, 2), 1);
+    cr_assert_eq(nl_ability_split_count(0.01, 10), 1, "at least one selected");
+    cr_assert_eq(nl_ability_split_count(0.99, 10), 9, "at least one held out");
 }

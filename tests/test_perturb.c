@@ -449,3 +449,38 @@ Test(perturb, writes_rows_per_setting_and_keeps_them_when_interrupted) {
     unlink(dbp);
     rmdir(dir);
 }
+
+Test(perturb, a_layer_list_masks_only_those_layers) {
+    enum { L = 3, F = 16, T = 4 };
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    for (int m = 0; m < 3; m++) { /* value, norm, random */
+        float norms[L * F];
+        for (int i = 0; i < L * F; i++) norms[i] = 1.0f + 0.01f * (float)i;
+        nl_mask *all = make(L, F, norms, (nl_mask_metric)m, 0.5, 9), *some = make(L, F, norms, (nl_mask_metric)m, 0.5, 9);
+        const int layers[2] = {2, 0};
+        cr_assert_eq(nl_mask_set_layers(&ctx, some, layers, 2), NL_OK, "%s", ctx.msg);
+        for (int rep = 0; rep < 2; rep++) /* twice: the random stream keeps its rows */
+            for (int l = 0; l < L; l++) {
+                float x[T * F], a[T * F], b[T * F];
+                for (int i = 0; i < T * F; i++) x[i] = (float)((i * 37 + l * 11 + rep * 5) % 23) - 11.0f + 0.5f;
+                memcpy(a, x, sizeof x), memcpy(b, x, sizeof x);
+                apply(all, l, a, T, F);
+                apply(some, l, b, T, F);
+                if (l == 1) cr_assert(!memcmp(b, x, sizeof x), "metric %d: layer 1 is not listed and stays untouched", m);
+                else cr_assert(!memcmp(b, a, sizeof x), "metric %d: listed layer %d masks as in an all-layer run", m, l);
+                if (l != 1) cr_assert(memcmp(b, x, sizeof x), "metric %d layer %d: something is masked", m, l);
+            }
+        nl_mask_destroy(all);
+        nl_mask_destroy(some);
+    }
+    nl_mask *k = make(L, F, NULL, NL_MASK_VALUE, 0.5, 0);
+    const int out[1] = {3}, twice[2] = {1, 1};
+    cr_assert_eq(nl_mask_set_layers(&ctx, k, out, 1), NL_EINVAL);
+    cr_assert_str_eq(ctx.msg, "layer 3 is outside the model's 0..2");
+    cr_assert_eq(nl_mask_set_layers(&ctx, k, twice, 2), NL_EINVAL);
+    cr_assert_str_eq(ctx.msg, "layer 1 is given twice");
+    cr_assert_eq(nl_mask_set_layers(&ctx, k, out, 0), NL_EINVAL);
+    cr_assert_str_eq(ctx.msg, "no layers to mask");
+    nl_mask_destroy(k);
+}

@@ -365,7 +365,7 @@ Test(prune, hand_built_sets_on_the_fixture_model) {
                  "SELECT count(*) FROM runs WHERE id = %lld AND kind = 'prune' AND model = '%s' AND dataset = '%s' AND source = "
                  "'acts.h5' AND status = 'complete' AND message IS NULL AND params = '{\"scores_run\":7,\"method\":\"ap\","
                  "\"symmetric\":false,\"top\":0.05,\"scope\":\"layer\",\"seeds\":2,\"abilities\":[\"code\",\"math\","
-                 "\"prose\"],\"ctx\":128,\"stride\":64,\"batch\":16}'",
+                 "\"prose\"],\"ctx\":128,\"stride\":64,\"batch\":16,\"eval\":\"all\",\"eval_docs\":8}'",
                  (long long)id1, realpath(FIXTURE, (char[4096]){0}), x.data); /* runs store canonical paths */
         cr_assert_eq(count(nl_results_db(db), q), 1, "the run row: %s", q);
     }

@@ -36,8 +36,13 @@ def main():
     name = lambda l: l if l else "all"
     import json
     p = json.loads(c.execute("SELECT params FROM runs WHERE id = ?", (pr,)).fetchone()[0])
+    ev = p.get("eval", "selection")
+    where = {"heldout": f"evaluated on the {p.get('eval_docs')} held-out documents the neurons were not selected on",
+             "file": f"evaluated on another dataset ({p.get('eval_file')})",
+             "selection": "evaluated on the same documents the neurons were selected on (no held-out split)",
+             "all": "evaluated on all documents"}.get(ev, ev)
     print(f"**{title}** — prune run {pr} (top {p['top']:g} {'per layer' if p['scope'] == 'layer' else 'over all layers'} "
-          f"of ability run {p['scores_run']}, {p['seeds']} random seeds); cells: relative perplexity change, %\n")
+          f"of ability run {p['scores_run']}, {p['seeds']} random seeds; {where}); cells: relative perplexity change, %\n")
     print("| pruned \\ evaluated | " + " | ".join(name(l) for l in cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
     print("| (base perplexity) | " + " | ".join(f"{base.get(l, float('nan')):.2f}" for l in cols) + " |")

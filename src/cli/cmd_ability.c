@@ -1,6 +1,6 @@
 /* cmd_ability.c — `neuronlab ability acts.h5 --db results.db [--method ap|predictivity]
  * [--symmetric] [--top F] [--global] [--exclude-resident [--resident-run N]] [--abilities LIST]
- * [--seed N] [--threads N] [--json]`: ability neurons (analyses/ability.h has the definitions
+ * [--split F] [--seed N] [--threads N] [--json]`: ability neurons (analyses/ability.h has the definitions
  * and tables). One run in the database; a summary per ability (all layers) and the best score
  * per layer on stdout, read back from the run's rows. Checked by tests/ability_cli.sh. */
 #include <math.h>
@@ -16,10 +16,16 @@ static int run(nl_ctx *ctx, int argc, char **argv);
 const nl_command nl_cmd_ability = {
     "ability",
     "acts.h5 --db results.db [--method ap|predictivity] [--symmetric] [--top F] [--global] [--exclude-resident] "
-    "[--resident-run N] [--abilities a,b,...] [--seed N] [--threads N] [--json]",
+    "[--resident-run N] [--abilities a,b,...] [--split F] [--seed N] [--threads N] [--json]",
     "ability neurons: each neuron's score per document label (AP of the per-document mean |a| over the prompt, or "
     "skill-neuron predictivity), per-layer best/top-5 permille/mean beside the random and shuffled-label baselines, and "
-    "each ability's top set (default: top 0.05 of every layer) for prune and overlap",
+    "each ability's top set (default: top 0.05 of every layer) for prune and overlap. --method: ap (default) or "
+    "predictivity; --symmetric: max(S(y), S(1-y)); --top F: set fraction in (0, 1], default 0.05; --global: one set over "
+    "all layers (default per layer); --exclude-resident: leave out the resident neurons of the file's latest complete "
+    "sparsity run (--resident-run N: that run); --abilities: score only these labels (default all); --split F: select "
+    "on a seeded fraction F in (0, 1) of each label's documents and hold out the rest for prune (default none: all "
+    "documents); --seed N: label shuffling, split and tie hash (default 0); --threads N (default all cores); --json. "
+    "Ties at the cut are broken by the mean-|a| margin, then a seeded hash, and reported (ability_ties)",
     run};
 
 #define MAX_ABILITIES 256
@@ -29,8 +35,51 @@ static void jnum(double v) {
     else printf("%.9g", v);
 }
 
+static void warn_ties(int inside, int groups) {
+    if (inside > 0)
+        fprintf(stderr,
+                "neuronlab: warning: the cut of %d of %d top sets falls inside a block of equal scores; the tie-break "
+                "(margin, then seeded hash) chose among them (see ability_ties)\n",
+                inside, groups);
+}
+
+/* The ties at the cut (ability_ties): JSON array rows, or text lines for the cuts inside a tie
+ * block. Returns how many cuts fall inside a tie block (-1 when the rows cannot be read). */
+static int print_ties(sqlite3 *h, int64_t run, int json, int *groups) {
+    sqlite3_stmt *q;
+    *groups = 0;
+    if (sqlite3_prepare_v2(h, "SELECT ability, layer, cut, tied, chosen, broken_by FROM ability_ties WHERE run_id = ?1"
+                              " ORDER BY ability, layer", -1, &q, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_int64(q, 1, run);
+    int inside = 0;
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        const char *a = (const char *)sqlite3_column_text(q, 0), *by = (const char *)sqlite3_column_text(q, 5);
+        int layer = sqlite3_column_int(q, 1), tied = sqlite3_column_int(q, 3), chosen = sqlite3_column_int(q, 4);
+        double cut = sqlite3_column_type(q, 2) == SQLITE_NULL ? NAN : sqlite3_column_double(q, 2);
+        if (json) {
+            printf("%s{\"ability\":", (*groups)++ ? "," : "");
+            nl_cli_json_str(a ? a : "");
+            printf(",\"layer\":%d,\"cut\":", layer);
+            jnum(cut);
+            printf(",\"tied\":%d,\"chosen\":%d,\"broken_by\":\"%s\"}", tied, chosen, by ? by : "");
+        } else {
+            (*groups)++;
+            if (chosen < tied) {
+                if (!inside) printf("ties at the cut (the set's last score is shared by neurons left out):\n");
+                printf("  %-14.14s layer %3d: %d neurons score %.4f, %d of them in the set (chosen by the %s)\n", a ? a : "",
+                       layer, tied, cut, chosen, by && !strcmp(by, "hash") ? "seeded hash: equal margins" : "mean-|a| margin");
+            }
+        }
+        inside += chosen < tied;
+    }
+    sqlite3_finalize(q);
+    return inside;
+}
+
 /* Prints the run's rows: a summary per ability and the best score per layer. */
-static int print_run(nl_results *db, const char *acts, const char *dbp, int64_t run, const nl_ability_opts *o, int json) {
+static int print_run(nl_results *db, const char *acts, const char *dbp, int64_t run, const nl_ability_opts *o, int json,
+                     const nl_ability_result *res) {
     sqlite3 *h = nl_results_db(db);
     sqlite3_stmt *q;
     const char *sql =
@@ -51,8 +100,11 @@ static int print_run(nl_results *db, const char *acts, const char *dbp, int64_t 
         nl_cli_json_str(acts);
         printf(",\"db\":");
         nl_cli_json_str(dbp);
-        printf(",\"run_id\":%lld,\"method\":\"%s\",\"symmetric\":%s,\"top\":%.9g,\"scope\":\"%s\",\"rows\":[", (long long)run, m,
+        printf(",\"run_id\":%lld,\"method\":\"%s\",\"symmetric\":%s,\"top\":%.9g,\"scope\":\"%s\",\"split\":", (long long)run, m,
                o->symmetric ? "true" : "false", o->top, o->global ? "global" : "layer");
+        if (o->split > 0) printf("%.9g", o->split);
+        else printf("null");
+        printf(",\"docs_scored\":%d,\"docs_heldout\":%d,\"rows\":[", res->docs, res->heldout);
         int k = 0;
         while (sqlite3_step(q) == SQLITE_ROW) {
             const char *a = (const char *)sqlite3_column_text(q, 0); /* NOT NULL in the run's own rows */
@@ -68,12 +120,20 @@ static int print_run(nl_results *db, const char *acts, const char *dbp, int64_t 
             }
             printf(",\"top_set\":%d}", sqlite3_column_int(q, 11));
         }
-        printf("]}\n");
         sqlite3_finalize(q);
+        printf("],\"ties\":[");
+        int groups, inside = print_ties(h, run, 1, &groups);
+        printf("],\"cut_in_tie\":%d}\n", inside);
+        warn_ties(inside, groups);
         return 0;
     }
     printf("ability scores of '%s' (%s%s) -> run %lld in '%s'\n", acts, m, o->symmetric ? ", symmetric" : ", one-sided",
            (long long)run, dbp);
+    if (o->split > 0)
+        printf("split: neurons selected on %d documents (fraction %g of each label, seed %llu); %d held out for prune "
+               "(ability_docs)\n",
+               res->docs, o->split, (unsigned long long)o->seed, res->heldout);
+    else printf("no held-out split: prune will evaluate on the documents the neurons are selected on (--split 0.5 holds out half)\n");
     printf("%-14s %5s %5s %8s %7s %7s %7s %9s %10s %8s\n", "ability", "docs", "pos", "baseline", "best", "top5pm", "mean",
            "shuf-best", "best-layer", "top-set");
     /* rows come ability by ability, layer -1 first */
@@ -105,6 +165,12 @@ static int print_run(nl_results *db, const char *acts, const char *dbp, int64_t 
            "(chance level of the best of many neurons); top5pm: score at rank ceil(0.005 x neurons); top-set: neurons in the "
            "ability's top %g%s\n",
            o->method == NL_ABILITY_AP ? "the positive rate" : "0.5", o->top, o->global ? " over all layers" : " of each layer");
+    int groups, inside = print_ties(h, run, 0, &groups);
+    if (inside == 0) printf("ties at the cut: none (every set's last score differs from the first score left out)\n");
+    else if (inside > 0)
+        printf("ties are broken by the margin (mean |a| on the ability's documents minus on the others, larger first), "
+               "then by a hash of (seed, layer, neuron); ability_ties has every set's cut\n");
+    warn_ties(inside, groups);
     return 0;
 }
 
@@ -128,6 +194,11 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
             int mm = k > 0 ? nl_ability_method_parse(v) : -1;
             if (mm < 0) return nl_cli_usage(me, "--method must be ap or predictivity");
             o.method = (nl_ability_method)mm;
+        } else if ((k = nl_cli_opt(argc, argv, &i, "--split", &v))) {
+            double f;
+            if (k < 0 || !nl_cli_double(v, &f) || !(f > 0 && f < 1))
+                return nl_cli_usage(me, "--split needs a fraction in (0, 1), e.g. 0.5");
+            o.split = f;
         } else if ((k = nl_cli_opt(argc, argv, &i, "--resident-run", &v))) {
             long r;
             if (k < 0 || !nl_cli_int(v, 1, 0x7fffffffL, &r)) return nl_cli_usage(me, "--resident-run needs a run id");
@@ -155,7 +226,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         st = nl_ability_run(ctx, &o, acts, db, &prog, &res);
         nl_progress_end(&prog);
     }
-    int rc = st == NL_OK ? print_run(db, acts, co.db, res.run_id, &o, co.json)
+    int rc = st == NL_OK ? print_run(db, acts, co.db, res.run_id, &o, co.json, &res)
                          : nl_cli_finish(ctx, st, "interrupted: run %lld in '%s' marked interrupted (no scores kept)",
                                          (long long)res.run_id, co.db);
     nl_ability_result_release(&res);

@@ -1,5 +1,5 @@
 /* cmd_perturb.c — `neuronlab perturb MODEL DATA.jsonl [--metric value,norm,random]
- * [--ratios 0,0.1,…,0.9] [--seed N] [--db results.db] [--json]` plus the forward-pass options
+ * [--ratios 0,0.1,…,0.9] [--layers LIST] [--seed N] [--db results.db] [--json]` plus the forward-pass options
  * of ppl: perplexity with the lowest-indicator FFN neurons masked (analyses/perturb.h), a table
  * metric × ratio overall and per label on stdout, one run with its perturb rows in the
  * database. Ctrl-C keeps the finished settings (run 'interrupted', exit 130); an error after the
@@ -16,13 +16,15 @@
 
 static int run(nl_ctx *ctx, int argc, char **argv);
 const nl_command nl_cmd_perturb = {
-    "perturb", NL_CLI_RUN_USAGE " [--metric value,norm,random] [--ratios 0,0.1,...,0.9] [--seed N] [--db results.db] [--json]",
+    "perturb", NL_CLI_RUN_USAGE " [--metric value,norm,random] [--ratios 0,0.1,...,0.9] [--layers LIST] [--seed N] "
+    "[--db results.db] [--json]",
     "perplexity with the floor(ratio x d_ff) lowest-indicator FFN neurons zeroed per token and layer (value |a|, norm "
     "|a|*||W_out[:,i]||, random control; defaults: all metrics, ratios 0,0.1,...,0.9, seed 0), overall and per label; "
-    "--db stores a run",
+    "--layers 0,2,5: mask only these model layers (default all); --db stores a run",
     run};
 
 #define MAX_RATIOS 256
+#define MAX_LAYERS 1024
 
 /* "a,b,c" → ratios in [0, 1), no repeats; returns the count or -1 with why in err. */
 static int parse_ratios(const char *s, double *out, char *err, size_t n) {
@@ -110,8 +112,14 @@ static void print_text(const nl_cli_run *r, const nl_perturb_opts *o, const nl_p
     const nl_config *c = nl_model_config(r->m);
     printf("model    %s\ndataset  %s (%d documents, %lld tokens, %lld predictions)\n", r->model, r->data, ds->n_docs,
            (long long)ds->n_tokens, (long long)tokens);
-    printf("masking  the floor(ratio x %d) lowest-indicator FFN neurons per token in each of %d layers (context %ld", c->d_ff,
-           c->n_layers, r->ctx);
+    printf("masking  the floor(ratio x %d) lowest-indicator FFN neurons per token in each of %d layers", c->d_ff,
+           o->layers ? o->n_layers : c->n_layers);
+    if (o->layers) {
+        printf(" (only layers");
+        for (int j = 0; j < o->n_layers; j++) printf("%s%d", j ? "," : " ", o->layers[j]);
+        printf(" of %d; the others untouched)", c->n_layers);
+    }
+    printf(" (context %ld", r->ctx);
     for (int m = 0; m < o->n_metrics; m++)
         if (o->metrics[m] == NL_MASK_RANDOM) printf(", random seed %llu", (unsigned long long)o->seed);
     printf(")\n\nperplexity, all documents");
@@ -135,6 +143,11 @@ static void print_json(const nl_cli_run *r, const nl_perturb_opts *o, const nl_p
            r->stride ? r->stride : r->ctx / 2, (unsigned long long)o->seed, c->n_layers, c->d_ff);
     if (run_id > 0) printf("%lld", (long long)run_id);
     else printf("null");
+    printf(",\"layers\":");
+    if (o->layers) {
+        for (int j = 0; j < o->n_layers; j++) printf("%s%d", j ? "," : "[", o->layers[j]);
+        printf("]");
+    } else printf("null");
     printf(",\"status\":\"%s\",\"results\":[", status);
     int k = 0;
     for (int i = 0; i < o->n_metrics * o->n_ratios; i++) {
@@ -166,6 +179,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     const nl_command *cmd = &nl_cmd_perturb;
     nl_mask_metric metrics[NL_MASK_N_METRICS];
     double ratios[MAX_RATIOS];
+    int layers[MAX_LAYERS];
     nl_perturb_opts opt;
     nl_perturb_opts_init(&opt);
     nl_cli_common co = {0};
@@ -181,6 +195,21 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
             if (k < 0) return nl_cli_usage(cmd, "--metric needs a list like value,norm,random");
             if ((opt.n_metrics = parse_metrics(v, metrics, err, sizeof err)) < 0) return nl_cli_usage(cmd, "%s", err);
             opt.metrics = metrics;
+        } else if ((k = nl_cli_opt(argc, argv, &i, "--layers", &v))) {
+            char *e;
+            opt.n_layers = 0;
+            for (const char *q = k > 0 ? v : ""; k > 0;) {
+                long l = strtol(q, &e, 10);
+                if (e == q || l < 0 || l > 1000000 || (*e && *e != ',') || opt.n_layers == MAX_LAYERS) {
+                    k = -1;
+                    break;
+                }
+                layers[opt.n_layers++] = (int)l;
+                if (!*e) break;
+                q = e + 1;
+            }
+            if (k < 0) return nl_cli_usage(cmd, "--layers needs a list of layer numbers like 0,2,5");
+            opt.layers = layers;
         } else if ((k = nl_cli_opt(argc, argv, &i, "--ratios", &v))) {
             if (k < 0) return nl_cli_usage(cmd, "--ratios needs a list like 0,0.5,0.9");
             if ((opt.n_ratios = parse_ratios(v, ratios, err, sizeof err)) < 0) return nl_cli_usage(cmd, "%s", err);

@@ -1,5 +1,5 @@
 /* cmd_prune.c — `neuronlab prune MODEL DATA.jsonl --db results.db --scores RUN|latest [--top F]
- * [--seeds N] [--abilities a,b,...] [--json]` plus the forward-pass options of ppl: perplexity
+ * [--neurons FILE] [--eval FILE] [--seeds N] [--abilities a,b,...] [--json]` plus the forward-pass options of ppl: perplexity
  * on every label with one ability's top set (from ability run RUN, or the latest complete one)
  * zeroed, beside same-size random sets (analyses/prune.h). Prints the matrix pruned ability × evaluated label of relative
  * perplexity changes, the random-control matrix and one diagonal / off-diagonal / random line
@@ -17,9 +17,15 @@
 
 static int run(nl_ctx *ctx, int argc, char **argv);
 const nl_command nl_cmd_prune = {
-    "prune", NL_CLI_RUN_USAGE " --db results.db --scores RUN|latest [--top F] [--seeds N] [--abilities a,b,...] [--json]",
-    "perplexity on every label with one ability's top neurons (ability run RUN or the latest; --top F re-chooses them) zeroed, "
-    "beside N same-size random sets (default 3): relative change per pruned ability x label",
+    "prune", NL_CLI_RUN_USAGE " --db results.db (--scores RUN|latest [--top F] | --neurons FILE) [--eval FILE] [--seeds N] "
+    "[--abilities a,b,...] [--json]",
+    "perplexity on every label with one ability's top neurons zeroed, beside N same-size random sets: relative change per "
+    "pruned ability x label. --scores RUN|latest: the ability run whose top sets are pruned (--top F re-chooses them from its "
+    "scores, default the run's fraction); --neurons FILE: prune your own neurons instead (CSV header layer,neuron[,set] or a "
+    "JSON list of {\"layer\":L,\"neuron\":I[,\"set\":NAME]}; one row per set, default set name 'neurons'); evaluated "
+    "documents: by default the documents the scores run held out (ability --split), else all of DATA (for a run without a "
+    "split these are the documents the neurons were selected on, and the output says so); --eval FILE: evaluate on another "
+    "JSONL instead; --seeds N: random sets per row (default 3); --abilities: prune only these (default all); --json",
     run};
 
 #define MAX_ABILITIES 256
@@ -27,6 +33,7 @@ const nl_command nl_cmd_prune = {
 /* ---- printing ----------------------------------------------------------------------------- */
 
 static double rel_at(const nl_prune_result *r, int row, int c) {
+    if (c < 0) return NAN; /* a user set that is no label has no own column */
     return r->pruned_done[row] && r->base_done ? nl_prune_rel(r->pruned[(size_t)row * r->n_cols + c], r->base[c]) : NAN;
 }
 
@@ -52,18 +59,46 @@ static void pct(char *buf, size_t n, double v) {
     else snprintf(buf, n, "%+.2f", 100 * v);
 }
 
-static void print_text(const nl_cli_run *cr, const char *dbpath, const nl_ability_sets *sets, const nl_prune_result *r,
-                       int64_t predictions) {
-    const nl_dataset *ds = cr->ds;
+/* One line: which documents were scored. */
+static void eval_line(const nl_cli_run *cr, const nl_dataset *ds, const nl_prune_opts *o, const nl_ability_sets *sets, FILE *fp) {
+    const char *e = o->eval ? o->eval : "all";
+    int n = 0;
+    for (int d = 0; o->eval_docs && d < cr->ds->n_docs; d++) n += o->eval_docs[d];
+    if (!strcmp(e, "heldout"))
+        fprintf(fp, "held out: the %d documents of '%s' that scores run %lld did not select on (ability --split)\n", n, cr->data,
+                (long long)sets->run_id);
+    else if (!strcmp(e, "file")) fprintf(fp, "another dataset: '%s' (%d documents)\n", o->eval_file, ds->n_docs);
+    else if (!strcmp(e, "selection"))
+        fprintf(fp, "the %d documents of '%s' - the same documents the neurons were selected on: scores run %lld has no "
+                    "held-out split (ability --split 0.5 makes one; or --eval FILE)\n",
+                ds->n_docs, cr->data, (long long)sets->run_id);
+    else fprintf(fp, "all %d documents of '%s'\n", ds->n_docs, cr->data);
+}
+
+static void print_text(const nl_cli_run *cr, const nl_dataset *ds, const nl_prune_opts *o, const char *dbpath,
+                       const nl_ability_sets *sets, const nl_prune_result *r, int64_t predictions) {
     const int C = r->n_cols, R = r->n_rows, S = r->n_seeds;
     int64_t excluded = 0;
     for (size_t i = 0; i < (size_t)sets->n_layers * sets->d_ff; i++) excluded += sets->excluded[i];
-    printf("model    %s\ndataset  %s (%d documents, %lld tokens, %lld predictions)\n", cr->model, cr->data, ds->n_docs,
-           (long long)ds->n_tokens, (long long)predictions);
-    printf("scores   run %lld of '%s' ('%s'): top %g %s of %d recorded layers x %d neurons, %lld resident neurons "
-           "excluded\n",
-           (long long)sets->run_id, dbpath, sets->source, sets->top, sets->global ? "over all layers" : "per layer",
-           sets->n_layers, sets->d_ff, (long long)excluded);
+    int64_t toks = 0;
+    for (int d = 0; d < ds->n_docs; d++)
+        if (!o->eval_docs || o->eval_docs[d]) toks += ds->docs[d].n_tokens;
+    int nd = ds->n_docs;
+    if (o->eval_docs) {
+        nd = 0;
+        for (int d = 0; d < ds->n_docs; d++) nd += o->eval_docs[d];
+    }
+    printf("model    %s\ndataset  %s (%d documents; scored: %d documents, %lld tokens, %lld predictions)\n", cr->model,
+           o->eval_file ? o->eval_file : cr->data, ds->n_docs, nd, (long long)toks, (long long)predictions);
+    printf("eval on  ");
+    eval_line(cr, ds, o, sets, stdout);
+    if (sets->run_id > 0)
+        printf("scores   run %lld of '%s' ('%s'): top %g %s of %d recorded layers x %d neurons, %lld resident neurons "
+               "excluded\n",
+               (long long)sets->run_id, dbpath, sets->source, sets->top, sets->global ? "over all layers" : "per layer",
+               sets->n_layers, sets->d_ff, (long long)excluded);
+    else printf("neurons  '%s': %d set%s over %d layers x %d neurons\n", sets->source, sets->n_abilities,
+                sets->n_abilities == 1 ? "" : "s", sets->n_layers, sets->d_ff);
     printf("control  %d same-size random set%s per pruned ability (seeds 0..%d), %d distinct count vector%s\n", S,
            S == 1 ? "" : "s", S - 1, r->n_groups, r->n_groups == 1 ? "" : "s");
     int w = 9, wr = 19, wn = 6;
@@ -115,6 +150,17 @@ static void print_text(const nl_cli_run *cr, const char *dbpath, const nl_abilit
     for (int i = 0; i < R; i++) {
         const int d = r->diag[i];
         char own[32], off[32], rnd[48];
+        if (d < 0) {
+            const int all = r->n_cols - 1;
+            pct(off, sizeof off, off_diagonal(r, i));
+            pct(own, sizeof own, rel_at(r, i, all));
+            const nl_prune_stat st = r->base_done ? nl_prune_control(r, i, all) : (nl_prune_stat){0, NAN, NAN, NAN, NAN};
+            if (st.n == 0 || isnan(st.mean)) snprintf(rnd, sizeof rnd, "-");
+            else snprintf(rnd, sizeof rnd, "%+.2f ± %.2f", 100 * st.mean, 100 * st.sd);
+            printf("%-*s  (no label of its own) on the labels (mean) %s, on all documents %s, random sets on all %s\n", wn,
+                   sets->abilities[r->ability[i]], off, own, rnd);
+            continue;
+        }
         pct(own, sizeof own, rel_at(r, i, d));
         pct(off, sizeof off, off_diagonal(r, i));
         const nl_prune_stat st = r->base_done ? nl_prune_control(r, i, d) : (nl_prune_stat){0, NAN, NAN, NAN, NAN};
@@ -142,16 +188,28 @@ static void json_sum(nl_nll_sum s, nl_nll_sum base, int with_rel) {
     putchar('}');
 }
 
-static void print_json(const nl_cli_run *cr, const nl_ability_sets *sets, const nl_prune_result *r, int64_t run_id,
-                       const char *status) {
-    const nl_dataset *ds = cr->ds;
+static void print_json(const nl_cli_run *cr, const nl_dataset *ds, const nl_prune_opts *o, const nl_ability_sets *sets,
+                       const nl_prune_result *r, int64_t run_id, const char *status) {
     const int C = r->n_cols, S = r->n_seeds;
     printf("{\"model\":");
     nl_cli_json_str(cr->model);
     printf(",\"dataset\":");
     nl_cli_json_str(cr->data);
-    printf(",\"scores_run\":%lld,\"source\":", (long long)sets->run_id);
+    if (sets->run_id > 0) printf(",\"scores_run\":%lld,\"neurons\":null,\"source\":", (long long)sets->run_id);
+    else {
+        printf(",\"scores_run\":null,\"neurons\":");
+        nl_cli_json_str(sets->source);
+        printf(",\"source\":");
+    }
     nl_cli_json_str(sets->source);
+    int n = ds->n_docs;
+    if (o->eval_docs) {
+        n = 0;
+        for (int d = 0; d < ds->n_docs; d++) n += o->eval_docs[d];
+    }
+    printf(",\"eval\":\"%s\",\"eval_docs\":%d,\"eval_file\":", o->eval ? o->eval : "all", n);
+    if (o->eval_file) nl_cli_json_str(o->eval_file);
+    else printf("null");
     printf(",\"top\":%.15g,\"scope\":\"%s\",\"seeds\":%d,\"ctx\":%ld,\"stride\":%ld,\"run_id\":", sets->top,
            sets->global ? "global" : "layer", S, cr->ctx, cr->stride ? cr->stride : cr->ctx / 2);
     if (run_id > 0) printf("%lld", (long long)run_id);
@@ -215,7 +273,7 @@ static void print_json(const nl_cli_run *cr, const nl_ability_sets *sets, const 
         printf(",\"off_diagonal_mean\":");
         jnum(off_diagonal(r, i), "%.9g");
         printf(",\"random_mean\":");
-        jnum(r->base_done ? nl_prune_control(r, i, r->diag[i]).mean : NAN, "%.9g");
+        jnum(r->base_done && r->diag[i] >= 0 ? nl_prune_control(r, i, r->diag[i]).mean : NAN, "%.9g");
         putchar('}');
     }
     printf("]}\n");
@@ -229,7 +287,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     nl_prune_opts opt;
     nl_prune_opts_init(&opt);
     nl_cli_common co = {0};
-    const char *v, *names[MAX_ABILITIES];
+    const char *v, *names[MAX_ABILITIES], *neurons = NULL, *eval_file = NULL;
     char *abl = NULL;
     long seeds = opt.seeds;
     int rc = 0;
@@ -244,6 +302,18 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
                 rc = nl_cli_usage(cmd, "--seeds needs a number of random sets, at least 1");
                 goto out;
             }
+        } else if ((k = nl_cli_opt(argc, argv, &i, "--neurons", &v))) {
+            if (k < 0 || !*v) {
+                rc = nl_cli_usage(cmd, "--neurons needs a CSV or JSON file of layer,neuron pairs");
+                goto out;
+            }
+            neurons = v;
+        } else if ((k = nl_cli_opt(argc, argv, &i, "--eval", &v))) {
+            if (k < 0 || !*v) {
+                rc = nl_cli_usage(cmd, "--eval needs a JSONL dataset");
+                goto out;
+            }
+            eval_file = v;
         } else if ((k = nl_cli_opt(argc, argv, &i, "--abilities", &v))) {
             free(abl);
             abl = k > 0 ? strdup(v) : NULL;
@@ -256,22 +326,43 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     }
     if (nl_cli_run_check(cmd, &cr)) { rc = 2; goto out; }
     if (!co.db) { rc = nl_cli_usage(cmd, "--db is required: the results database with the ability run"); goto out; }
-    if (!co.scores) { rc = nl_cli_usage(cmd, "--scores is required: the id of an ability run"); goto out; }
+    if (!co.scores && !neurons) {
+        rc = nl_cli_usage(cmd, "--scores (the id of an ability run) or --neurons FILE is required");
+        goto out;
+    }
+    if (co.scores && neurons) { rc = nl_cli_usage(cmd, "--scores and --neurons exclude each other"); goto out; }
+    if (neurons && co.top > 0) { rc = nl_cli_usage(cmd, "--top re-chooses an ability run's sets: not with --neurons"); goto out; }
     opt.seeds = (int)seeds;
 
     /* The database and the sets first, so a bad run fails before the model is read. */
     nl_results *db = NULL;
     nl_ability_sets sets = {0};
     nl_prune_result res = {0};
+    nl_dataset *eds = NULL;
+    uint8_t *heldout = NULL;
+    char *nparams = NULL;
     nl_status st = nl_results_open(ctx, co.db, 0, &db);
-    if (st == NL_OK) st = nl_ability_sets_load(ctx, db, co.scores, co.top, &sets);
+    if (st == NL_OK && !neurons) st = nl_ability_sets_load(ctx, db, co.scores, co.top, &sets);
     if (st == NL_OK) st = nl_cli_run_open(ctx, &cr);
-    if (st == NL_OK) st = nl_ability_sets_check_model(ctx, &sets, cr.m, cr.model);
+    if (st == NL_OK && neurons) {
+        const nl_config *mc = nl_model_config(cr.m);
+        st = nl_prune_sets_from_file(ctx, neurons, mc->n_layers, mc->d_ff, &sets, &nparams);
+        opt.neurons_json = nparams;
+    } else if (st == NL_OK) st = nl_ability_sets_check_model(ctx, &sets, cr.m, cr.model);
+    const nl_dataset *eval_ds = cr.ds;
+    if (st == NL_OK && eval_file) {
+        st = nl_dataset_load(ctx, eval_file, cr.tok, nl_model_config(cr.m)->vocab_size, &eds);
+        eval_ds = eds, opt.eval = "file", opt.eval_file = eval_file;
+    } else if (st == NL_OK && sets.n_heldout > 0) {
+        if (!(heldout = malloc((size_t)(cr.ds->n_docs ? cr.ds->n_docs : 1)))) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+        else st = nl_prune_heldout(ctx, &sets, cr.ds, heldout);
+        opt.eval_docs = heldout, opt.eval = "heldout";
+    } else if (st == NL_OK) opt.eval = neurons ? "all" : "selection";
     if (st == NL_OK) {
-        opt.stride = (int)cr.stride, opt.batch = (int)cr.batch, opt.model = cr.model, opt.dataset = cr.data;
+        opt.stride = (int)cr.stride, opt.batch = (int)cr.batch, opt.model = cr.model, opt.dataset = eval_file ? eval_file : cr.data;
         nl_progress prog;
         nl_progress_init(&prog, "prune", 0, "tok", ctx->progress);
-        st = nl_prune_run(ctx, &opt, cr.f, cr.ds, &sets, db, &prog, &res);
+        st = nl_prune_run(ctx, &opt, cr.f, eval_ds, &sets, db, &prog, &res);
         nl_progress_end(&prog);
     }
     const int passes = nl_prune_passes(&res);
@@ -279,8 +370,8 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     for (int i = 0; i < res.n_rows; i++) done += res.pruned_done[i];
     for (int i = 0; i < res.n_groups * res.n_seeds; i++) done += res.random_done[i];
     if (res.base_done && (st == NL_OK || st == NL_EINTR)) {
-        if (co.json) print_json(&cr, &sets, &res, res.run_id, st == NL_OK ? "complete" : "interrupted");
-        else print_text(&cr, co.db, &sets, &res, res.base[res.n_cols - 1].n);
+        if (co.json) print_json(&cr, eval_ds, &opt, &sets, &res, res.run_id, st == NL_OK ? "complete" : "interrupted");
+        else print_text(&cr, eval_ds, &opt, co.db, &sets, &res, res.base[res.n_cols - 1].n);
     }
     rc = nl_cli_finish(ctx, st, "interrupted: '%s' keeps %d of %d passes (run %lld marked interrupted)", co.db, done, passes,
                        (long long)res.run_id);
@@ -289,6 +380,9 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
                 passes, res.n_rows, res.n_cols);
     nl_prune_result_release(&res);
     nl_ability_sets_release(&sets);
+    nl_dataset_destroy(eds);
+    free(heldout);
+    free(nparams);
     nl_results_close(db);
 out:
     free(abl);
