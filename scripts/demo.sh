@@ -17,7 +17,7 @@ zoo=${NL_DEMO_MODEL:-silu}
 [ -d "$zoo" ] || zoo=notebooks-data/models/$zoo
 out=build/demo
 [ "$zoo" = notebooks-data/models/silu ] || out=build/demo-$(basename "$zoo")
-rm -rf "$out/report" "$out/results.db"
+rm -rf "$out/report" "$out/results.db" "$out/acts.h5"
 mkdir -p "$out"
 per=${NL_DEMO_DOCS:-40}
 if [ -f "$zoo/config.json" ]; then
