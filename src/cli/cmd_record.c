@@ -143,6 +143,13 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         } else if ((k = nl_cli_opt(argc, argv, &i, "--layers", &v))) {
             if (k < 0) return nl_cli_usage(&nl_cmd_record, "--layers needs a list like 0,2,5-7");
             layers_s = v;
+            /* the syntax (and ranges a ≤ b) is checked now: a usage error; layers beyond the
+             * model's count are checked once it is open */
+            enum { MAXL = 1 << 16 };
+            int *tmp = malloc(MAXL * sizeof *tmp);
+            int ok = tmp && parse_layers(v, MAXL, tmp) > 0;
+            free(tmp);
+            if (!ok) return nl_cli_usage(&nl_cmd_record, "--layers '%s': expected a list like 0,2,5-7 (ranges a-b with a <= b)", v);
         } else if ((k = nl_cli_opt(argc, argv, &i, "--dtype", &v))) {
             if (k < 0 || (strcmp(v, "f32") && strcmp(v, "f16"))) return nl_cli_usage(&nl_cmd_record, "--dtype is f32 or f16");
             dtype = strcmp(v, "f16") ? NL_H5_F32 : NL_H5_F16;

@@ -19,7 +19,10 @@ static const nl_cli_option ability[] = {
      NULL},
     {"--resident-run", "N", 0, "the sparsity run whose resident neurons --exclude-resident leaves out", "the latest of the file"},
     {"--abilities", "a,b,...", 0, "the labels to score (each must label documents of the file)", "every non-empty label"},
-    {"--seed", "N", 0, "seed of the shuffled-label baseline", "0"},
+    {"--split", "F", 0,
+     "select neurons on this fraction of each label's documents (deterministic by the seed); prune evaluates on the rest",
+     "no split (every document)"},
+    {"--seed", "N", 0, "seed of the shuffled-label baseline, the split and the tie-break hash", "0"},
     {"--threads", "N", 0, "worker threads (1..1024)", "all cores"},
     {"--json", NULL, 0, "print the summary as JSON", NULL},
     {NULL, NULL, 0, NULL, NULL}};
@@ -27,7 +30,10 @@ static const nl_cli_option ability[] = {
 static const nl_cli_option prune[] = {
     NL_CLI_RUN_OPTIONS,
     {"--db", "results.db", 1, "the results database with the ability run", NULL},
-    {"--scores", "RUN|latest", 1, "the ability run whose top sets are pruned", NULL},
+    {"--scores", "RUN|latest", 0, "the ability run whose top sets are pruned (or --neurons)", "none: give --scores or --neurons"},
+    {"--neurons", "FILE", 0, "prune your own neurons: CSV layer,neuron[,set] or JSON [{\"layer\":L,\"neuron\":I,\"set\":S}]",
+     "the --scores run's top sets"},
+    {"--eval", "FILE", 0, "evaluate on this JSONL instead of DATA's held-out documents", "the held-out half of a split run, else DATA"},
     {"--top", "F", 0, "re-choose the top sets from the run's scores at this fraction, in (0, 1]", "the run's own"},
     {"--seeds", "N", 0, "same-size random control sets per pruned ability", "3"},
     {"--abilities", "a,b,...", 0, "the abilities to prune (labels of the run that DATA has)", "every ability of the run"},
@@ -40,6 +46,7 @@ static const nl_cli_option perturb[] = {
      "value,norm,random"},
     {"--ratios", "LIST", 0, "mask ratios in [0, 1): floor(ratio x d_ff) neurons zeroed per token and layer", "0,0.1,...,0.9"},
     {"--seed", "N", 0, "seed of the random control's masks", "0"},
+    {"--layers", "LIST", 0, "mask only these layers, like 0,2,5-7", "every layer"},
     {"--db", "results.db", 0, "store a run in this results database", "none (print only)"},
     {"--json", NULL, 0, "print the cells as JSON", NULL},
     {NULL, NULL, 0, NULL, NULL}};
@@ -54,6 +61,8 @@ static const nl_cli_option overlap[] = {
 static const nl_cli_option record[] = {
     NL_CLI_RUN_OPTIONS,
     {"-o, --output", "acts.h5", 1, "the HDF5 activation file to write", NULL},
+    {"--force", NULL, 0, "replace an existing output file (never one of the command's inputs)", "refuse"},
+    {"--resume", NULL, 0, "continue a cut-short file (same model, dataset, layers, dtype, pooling) to the content of an uninterrupted run", NULL},
     {"--layers", "LIST", 0, "layers to record, like 0,2,5-7", "every layer"},
     {"--dtype", "f32|f16", 0, "stored type of ffn_act", "f32"},
     {"--pool", NULL, 0, "also store each document's mean |a| over its prompt tokens (/pooled, for ability)", NULL},
