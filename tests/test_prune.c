@@ -8,12 +8,17 @@
  *     random passes equal a brute-force intervener, the base rows have rel_change 0, random
  *     passes are shared by abilities with equal counts, the tables hold the documented rows,
  *     the control statistics match a recomputation, an interrupted run keeps finished passes;
- *   - the plan's one-line errors (unknown ability, asked twice, no documents, no seeds).
+ *   - the plan's one-line errors (unknown ability, asked twice, no documents, no seeds);
+ *   - neurons files (CSV with and without a set column, JSON: the same sets, the params text
+ *     with the file's FNV-1a) and their one-line errors naming file and line;
+ *   - held-out evaluation: only the flagged documents are scored (= a dataset of just those,
+ *     base = ppl), and a dataset that is not the run's is refused.
  */
 #include <sqlite3.h>
 #include <unistd.h>
 
 #include "analyses/prune.h"
+#include "neuronlab/rng.h"
 #include "testutil.h"
 
 #define STORIES NL_SHARED "/models/stories260K"
@@ -574,4 +579,139 @@ Test(prune, stories260k_empty_sets_are_ppl_and_random_sets_hurt) {
     nl_model_close(m);
     unlink(data);
     rmdir(dir);
+}
+
+/* ---- user sets and the held-out documents ------------------------------------------------ */
+
+static void write_file(const char *path, const char *text) {
+    FILE *fp = fopen(path, "w");
+    cr_assert(fp);
+    fputs(text, fp);
+    fclose(fp);
+}
+
+Test(prune, neurons_file_csv_json_and_one_line_errors) {
+    char dir[] = "/tmp/nl_prune_nXXXXXX";
+    cr_assert(mkdtemp(dir));
+    char csv[128], js[128], msg[640];
+    snprintf(csv, sizeof csv, "%s/n.csv", dir);
+    snprintf(js, sizeof js, "%s/n.json", dir);
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_ability_sets s, t;
+    char *p = NULL, *q = NULL;
+    write_file(csv, "layer, neuron ,set\r\n2,5,b\n0,1,a\n\n2,5,b\n0,3,b\n");
+    cr_assert_eq(nl_prune_sets_from_file(&ctx, csv, 3, 8, &s, &p), NL_OK, "%s", ctx.msg);
+    cr_assert(s.n_abilities == 2 && !strcmp(s.abilities[0], "a") && !strcmp(s.abilities[1], "b"));
+    cr_assert(s.run_id == 0 && s.n_layers == 3 && s.d_ff == 8 && s.layers[2] == 2);
+    cr_assert(s.member[0 * 24 + 0 * 8 + 1] && s.member[1 * 24 + 2 * 8 + 5] && s.member[1 * 24 + 0 * 8 + 3]);
+    int total = 0;
+    for (int x = 0; x < 2 * 24; x++) total += s.member[x];
+    cr_assert_eq(total, 3, "the repeated pair counts once");
+    cr_assert(s.count[0] == 1 && s.count[3] == 1 && s.count[5] == 1 && s.count[1] == 0);
+    char want[512];
+    snprintf(want, sizeof want, "{\"file\":\"%s\",\"fnv1a\":\"%016llx\",\"sets\":{\"a\":1,\"b\":2},\"list\":{\"a\":[[0,1]],\"b\":[[0,3],[2,5]]}}",
+             csv, (unsigned long long)nl_fnv1a(NL_FNV_INIT, "layer, neuron ,set\r\n2,5,b\n0,1,a\n\n2,5,b\n0,3,b\n", 45));
+    cr_assert_str_eq(p, want);
+    write_file(js, "[{\"layer\": 2, \"neuron\": 5, \"set\": \"b\"},\n {\"set\": \"a\", \"neuron\": 1, \"layer\": 0},\n"
+                   " {\"layer\": 0, \"neuron\": 3, \"set\": \"\\u0062\"}]\n");
+    cr_assert_eq(nl_prune_sets_from_file(&ctx, js, 3, 8, &t, &q), NL_OK, "%s", ctx.msg);
+    cr_assert(t.n_abilities == 2 && !memcmp(s.member, t.member, 2 * 24) && !memcmp(s.count, t.count, 6 * sizeof(int)));
+    nl_ability_sets_release(&s), nl_ability_sets_release(&t);
+    free(p), free(q);
+    /* no set column: one set "neurons" */
+    write_file(csv, "layer,neuron\n1,7\n");
+    cr_assert_eq(nl_prune_sets_from_file(&ctx, csv, 3, 8, &s, &p), NL_OK, "%s", ctx.msg);
+    cr_assert(s.n_abilities == 1 && !strcmp(s.abilities[0], "neurons") && s.member[8 + 7]);
+    nl_ability_sets_release(&s), free(p);
+    static const struct {
+        const char *text, *err;
+    } bad[] = {
+        {"layer,neuron\n0,1\n3,0\n", "line 3: layer 3 is outside the model's 0..2"},
+        {"layer,neuron\n0,8\n", "line 2: neuron 8 is outside 0..7"},
+        {"neuron,layer\n0,1\n", "line 1: the header must be layer,neuron or layer,neuron,set"},
+        {"layer,neuron\n0,1,x\n", "line 2: expected 2 comma-separated fields, found 3"},
+        {"layer,neuron,set\n0,1,\n", "line 2: the set name is empty"},
+        {"layer,neuron\n0,1.5\n", "line 2: the neuron is not an integer"},
+        {"", "line 1: the header must be layer,neuron or layer,neuron,set (the file is empty)"},
+        {"[{\"layer\": 0, \"neuron\": 1}\n{\"layer\": 0}]", "line 2: expected ',' or ']' in the list"},
+        {"[{\"layer\": 0,\n \"neuron\": 1, \"weight\": 2}]", "line 2: unknown key \"weight\" (layer, neuron, set)"},
+        {"[\n{\"layer\": 0}]", "line 2: an object without \"neuron\""},
+        {"[{\"layer\": 0, \"neuron\": 1}] x", "line 1: text after the list"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        write_file(csv, bad[k].text);
+        p = (char *)1;
+        cr_assert_neq(nl_prune_sets_from_file(&ctx, csv, 3, 8, &s, &p), NL_OK, "case %zu", k);
+        snprintf(msg, sizeof msg, "'%s' %s", csv, bad[k].err);
+        cr_assert_str_eq(ctx.msg, msg, "case %zu", k);
+        cr_assert(p == NULL && s.member == NULL, "nothing handed out on an error");
+    }
+    write_file(csv, "layer,neuron\n");
+    cr_assert_eq(nl_prune_sets_from_file(&ctx, csv, 3, 8, &s, &p), NL_EINVAL);
+    snprintf(msg, sizeof msg, "'%s' lists no neurons", csv);
+    cr_assert_str_eq(ctx.msg, msg);
+    unlink(csv), unlink(js), rmdir(dir);
+}
+
+Test(prune, heldout_documents_are_the_only_ones_scored) {
+    fixture x;
+    fixture_open(&x);
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_ability_sets s;
+    three_sets(&s);
+    /* the run's documents: the fixture's 8 (math, code, prose, '' in turn); 0, 1, 2 and 6 held out */
+    const int8_t half[8] = {1, 1, 1, -1, 0, 0, 1, -1};
+    const char *lab[4] = {"math", "code", "prose", ""};
+    s.n_docs = 8;
+    s.doc_half = malloc(8);
+    s.doc_label = malloc(8 * sizeof(char *));
+    for (int d = 0; d < 8; d++) s.doc_half[d] = half[d], s.doc_label[d] = strdup(lab[d % 4]);
+    uint8_t ev[8];
+    cr_assert_eq(nl_prune_heldout(&ctx, &s, x.ds, ev), NL_OK, "%s", ctx.msg);
+    for (int d = 0; d < 8; d++) cr_assert_eq(ev[d], half[d] == 1);
+    nl_prune_opts o;
+    nl_prune_opts_init(&o);
+    o.seeds = 1, o.eval_docs = ev, o.eval = "heldout";
+    nl_prune_result r;
+    cr_assert_eq(nl_prune_run(&ctx, &o, x.f, x.ds, &s, NULL, NULL, &r), NL_OK, "%s", ctx.msg);
+    /* the same passes on a dataset of exactly those documents */
+    nl_dataset sub = *x.ds;
+    nl_doc docs[8];
+    sub.docs = docs, sub.n_docs = 0, sub.n_tokens = 0;
+    for (int d = 0; d < 8; d++)
+        if (ev[d]) docs[sub.n_docs++] = x.ds->docs[d], sub.n_tokens += x.ds->docs[d].n_tokens;
+    cr_assert_eq(sub.n_docs, 4);
+    nl_prune_result r2;
+    nl_prune_opts_init(&o);
+    o.seeds = 1;
+    cr_assert_eq(nl_prune_run(&ctx, &o, x.f, &sub, &s, NULL, NULL, &r2), NL_OK, "%s", ctx.msg);
+    for (int c = 0; c < r.n_cols; c++) {
+        cr_assert(same_sum(r.base[c], r2.base[c]), "column %d", c);
+        for (int i = 0; i < r.n_rows; i++) cr_assert(same_sum(r.pruned[i * r.n_cols + c], r2.pruned[i * r.n_cols + c]));
+    }
+    nl_ppl_result p;
+    cr_assert_eq(nl_ppl_run(&ctx, x.f, &sub, 0, NULL, &p), NL_OK);
+    cr_assert(same_sum(r.base[r.n_cols - 1], p.total), "the base pass is ppl of the held-out documents");
+    nl_ppl_result_release(&p);
+    nl_prune_result_release(&r), nl_prune_result_release(&r2);
+    /* another dataset than the run's */
+    free(s.doc_label[2]);
+    s.doc_label[2] = strdup("code");
+    cr_assert_eq(nl_prune_heldout(&ctx, &s, x.ds, ev), NL_EINVAL);
+    char want[512];
+    snprintf(want, sizeof want, "'%s' is not the dataset of scores run 7: line 3 is labelled 'prose', document 2 of 'acts.h5' 'code'",
+             x.data);
+    cr_assert_str_eq(ctx.msg, want);
+    s.n_docs = 7;
+    cr_assert_eq(nl_prune_heldout(&ctx, &s, x.ds, ev), NL_EINVAL);
+    snprintf(want, sizeof want, "'%s' is not the dataset of scores run 7: it has 8 documents, the run's activation file 'acts.h5' 7",
+             x.data);
+    cr_assert_str_eq(ctx.msg, want);
+    s.n_docs = 8;
+    for (int d = 0; d < 8; d++) free(s.doc_label[d]);
+    free(s.doc_label), free(s.doc_half);
+    sets_free(&s);
+    fixture_close(&x);
 }
