@@ -578,15 +578,13 @@ static nl_status check_meta(nl_ctx *ctx, const char *path, const nl_h5_meta *m) 
     return NL_OK;
 }
 
-nl_status nl_h5_writer_create(nl_ctx *ctx, const char *path, const nl_h5_meta *meta, nl_h5_writer **out) {
-    NL_ASSERT(path && meta && out);
+/* The writer state shared by create and resume: meta copied, the recorded layers sorted into
+ * rec with their slots. verb ("create"/"resume") names the call in messages. On error *out is
+ * NULL and nothing is left allocated. */
+static nl_status writer_alloc(nl_ctx *ctx, const char *path, const nl_h5_meta *meta, const char *verb, nl_h5_writer **out) {
     *out = NULL;
-    h5_quiet();
-    nl_status st = check_meta(ctx, path, meta);
-    if (st != NL_OK) return st;
-
     nl_h5_writer *w = calloc(1, sizeof *w);
-    if (!w) return nl_errorf(ctx, NL_ENOMEM, "cannot create '%s': out of memory", path);
+    if (!w) return nl_errorf(ctx, NL_ENOMEM, "cannot %s '%s': out of memory", verb, path);
     w->file = w->half = w->vstr = -1;
     w->tokens.ds = w->offsets.ds = w->labels.ds = w->plen.ds = -1;
     w->path = strdup(path);
@@ -595,6 +593,9 @@ nl_status nl_h5_writer_create(nl_ctx *ctx, const char *path, const nl_h5_meta *m
     w->dtype = meta->dtype;
     w->pooled = meta->pooled != 0;
     w->no_acts = meta->no_acts != 0;
+    w->commit_s = meta->commit_seconds != 0 ? meta->commit_seconds : NL_H5_COMMIT_SECONDS;
+    w->on_commit = meta->on_commit;
+    w->on_commit_user = meta->on_commit_user;
     int n_rec = (meta->n_rec > 0 && meta->layers) ? meta->n_rec : meta->n_layers;
     w->rec = malloc(sizeof(int) * (size_t)n_rec);
     w->slot = malloc(sizeof(int) * (size_t)meta->n_layers);
@@ -603,7 +604,7 @@ nl_status nl_h5_writer_create(nl_ctx *ctx, const char *path, const nl_h5_meta *m
     w->wnorm = calloc((size_t)n_rec, 1);
     if (!w->path || !w->rec || !w->slot || !w->acts || !w->pool || !w->wnorm) {
         writer_free(w);
-        return nl_errorf(ctx, NL_ENOMEM, "cannot create '%s': out of memory", path);
+        return nl_errorf(ctx, NL_ENOMEM, "cannot %s '%s': out of memory", verb, path);
     }
     for (int i = 0; i < n_rec; i++) {
         w->rec[i] = (meta->n_rec > 0 && meta->layers) ? meta->layers[i] : i;
@@ -616,10 +617,24 @@ nl_status nl_h5_writer_create(nl_ctx *ctx, const char *path, const nl_h5_meta *m
         if (i > 0 && w->rec[i] == w->rec[i - 1]) {
             int dup = w->rec[i];
             writer_free(w);
-            return nl_errorf(ctx, NL_EINVAL, "cannot create '%s': layer %d is listed twice", path, dup);
+            return nl_errorf(ctx, NL_EINVAL, "cannot %s '%s': layer %d is listed twice", verb, path, dup);
         }
         w->slot[w->rec[i]] = i;
     }
+    *out = w;
+    return NL_OK;
+}
+
+nl_status nl_h5_writer_create(nl_ctx *ctx, const char *path, const nl_h5_meta *meta, nl_h5_writer **out) {
+    NL_ASSERT(path && meta && out);
+    *out = NULL;
+    h5_quiet();
+    nl_status st = check_meta(ctx, path, meta);
+    if (st != NL_OK) return st;
+
+    nl_h5_writer *w;
+    if ((st = writer_alloc(ctx, path, meta, "create", &w)) != NL_OK) return st;
+    const int n_rec = w->n_rec;
 
     /* The OS says best why a path cannot be created (missing directory, permissions …). */
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0666);
@@ -646,10 +661,6 @@ nl_status nl_h5_writer_create(nl_ctx *ctx, const char *path, const nl_h5_meta *m
         unlink(path); /* no half-made file left behind */
         return NL_EIO;
     }
-    w->commit_s = meta->commit_seconds != 0 ? meta->commit_seconds : NL_H5_COMMIT_SECONDS;
-    w->on_commit = meta->on_commit;
-    w->on_commit_user = meta->on_commit_user;
-
     int ok = 1;
     w->vstr = h5_vstr_type();
     if (w->dtype == NL_H5_F16) w->half = h5_half_type();
@@ -1607,38 +1618,10 @@ nl_status nl_h5_writer_resume(nl_ctx *ctx, const char *path, const nl_h5_meta *m
     struct stat sb;
     if (stat(path, &sb) != 0) return nl_errorf(ctx, NL_EIO, "cannot resume '%s': %s", path, strerror(errno));
     if (H5Fis_hdf5(path) <= 0) return nl_errorf(ctx, NL_EFORMAT, "cannot resume '%s': not an HDF5 file", path);
-    nl_h5_writer *w = calloc(1, sizeof *w);
-    if (!w) return nl_errorf(ctx, NL_ENOMEM, "cannot resume '%s': out of memory", path);
-    w->file = w->half = w->vstr = -1;
-    w->tokens.ds = w->offsets.ds = w->labels.ds = w->plen.ds = -1;
-    w->path = strdup(path);
-    w->n_layers = meta->n_layers;
-    w->d_ff = meta->d_ff;
-    w->dtype = meta->dtype;
-    w->pooled = meta->pooled != 0;
-    w->no_acts = meta->no_acts != 0;
-    w->commit_s = meta->commit_seconds != 0 ? meta->commit_seconds : NL_H5_COMMIT_SECONDS;
-    w->on_commit = meta->on_commit;
-    w->on_commit_user = meta->on_commit_user;
-    int n_rec = (meta->n_rec > 0 && meta->layers) ? meta->n_rec : meta->n_layers;
-    w->rec = malloc(sizeof(int) * (size_t)n_rec);
-    w->slot = malloc(sizeof(int) * (size_t)meta->n_layers);
-    w->acts = calloc((size_t)n_rec, sizeof(nl_app));
-    w->pool = calloc((size_t)n_rec, sizeof(nl_app));
-    w->wnorm = calloc((size_t)n_rec, 1);
+    nl_h5_writer *w;
+    if ((st = writer_alloc(ctx, path, meta, "resume", &w)) != NL_OK) return st;
+    const int n_rec = w->n_rec;
     int64_t *off = NULL, *lv = NULL;
-    if (!w->path || !w->rec || !w->slot || !w->acts || !w->pool || !w->wnorm) {
-        writer_free(w);
-        return nl_errorf(ctx, NL_ENOMEM, "cannot resume '%s': out of memory", path);
-    }
-    for (int i = 0; i < n_rec; i++) {
-        w->rec[i] = (meta->n_rec > 0 && meta->layers) ? meta->layers[i] : i;
-        w->acts[i].ds = w->pool[i].ds = -1;
-    }
-    w->n_rec = n_rec;
-    qsort(w->rec, (size_t)n_rec, sizeof(int), cmp_int);
-    for (int l = 0; l < meta->n_layers; l++) w->slot[l] = -1;
-    for (int i = 0; i < n_rec; i++) w->slot[w->rec[i]] = i;
 
     hid_t fapl = writer_fapl();
     w->file = fapl >= 0 ? H5Fopen(path, H5F_ACC_RDWR, fapl) : -1;
