@@ -102,7 +102,7 @@ $py - "$tmp/lim.h5" "$tmp/lim.db" "$rc" "$tmp/lim.err" <<'PY' && echo "PASS reco
 import h5py, re, sqlite3, sys
 path, db, rc, err = sys.argv[1], sys.argv[2], int(sys.argv[3]), open(sys.argv[4]).read().replace("\r", "\n")
 msg = [l for l in err.splitlines() if l.startswith("neuronlab:")]
-m = re.search(r"cannot write '.*lim.h5': File too large \(the file keeps the (\d+) documents committed before\)", "\n".join(msg))
+m = re.search(r"cannot write '.*lim.h5': File too large \(the file keeps the (\d+) documents? committed before\)", "\n".join(msg))
 st = sqlite3.connect(db).execute("select status, message from runs").fetchall()
 f = h5py.File(path, "r"); off = f["doc_offsets"][:]; n = len(f["tokens"])
 ok = rc == 1 and len(msg) == 1 and m and int(m.group(1)) == len(off) - 1 > 0 and off[-1] == n

@@ -508,8 +508,8 @@ static void writer_free(nl_h5_writer *w) {
 
 static nl_status w_ioerr_msg(nl_h5_writer *w, nl_ctx *ctx, const char *why) {
     w->failed = 1;
-    return nl_errorf(ctx, NL_EIO, "cannot write '%s': %s (the file keeps the %lld documents committed before)", w->path,
-                     why, (long long)w->committed);
+    return nl_errorf(ctx, NL_EIO, "cannot write '%s': %s (the file keeps the %lld document%s committed before)", w->path,
+                     why, (long long)w->committed, w->committed == 1 ? "" : "s");
 }
 
 static nl_status w_ioerr(nl_h5_writer *w, nl_ctx *ctx) {
@@ -857,8 +857,8 @@ nl_status nl_h5_writer_close(nl_h5_writer *w, nl_ctx *ctx, int complete) {
     nl_status st = NL_OK;
     char m[512];
     if (w->failed) { /* the file keeps the last commit; write nothing more */
-        st = nl_errorf(ctx, NL_EIO, "cannot write '%s': an earlier write failed (the file keeps the %lld documents committed before)",
-                       w->path, (long long)w->committed);
+        st = nl_errorf(ctx, NL_EIO, "cannot write '%s': an earlier write failed (the file keeps the %lld document%s committed before)",
+                       w->path, (long long)w->committed, w->committed == 1 ? "" : "s");
         writer_free(w); /* abandons the file: see writer_abandon */
         return st;
     }
