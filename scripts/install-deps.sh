@@ -3,7 +3,7 @@
 # Idempotent. As root it runs apt-get; otherwise it prints the exact command to run.
 set -euo pipefail
 pkgs=(build-essential pkg-config libhdf5-dev libopenblas-dev libopenblas0-openmp libjansson-dev libsqlite3-dev
-      libpcre2-dev libcriterion-dev gnuplot-nox sqlite3
+      libpcre2-dev libcriterion-dev gnuplot-nox sqlite3 libmetis-dev
       python3-torch python3-numpy python3-h5py python3-sentencepiece
       clang libclang-rt-14-dev) # clang + libFuzzer: the harnesses of fuzz/ (make fuzz, tests/fuzz_smoke.sh)
 missing=()
