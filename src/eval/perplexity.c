@@ -38,7 +38,10 @@ static nl_status ppl_chunk(void *user, nl_ctx *ctx, nl_forward *f, const nl_doc 
             s->sum.nll += s->nll[t];
             s->sum.n++;
         }
-    if (s->progress) nl_progress_add(s->progress, T);
+    /* progress counts each token once (windows overlap by their context when stride < length),
+     * so a total of ds->n_tokens per pass ends at 100 % */
+    int fresh = start + T - (new_from > start ? new_from : start);
+    if (s->progress && fresh > 0) nl_progress_add(s->progress, fresh);
     return NL_OK;
 }
 
