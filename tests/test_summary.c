@@ -108,25 +108,23 @@ static int rel_ok(double a, double b, double rel, double abs_) {
     return fabs(a - b) <= rel * fmax(fabs(a), fabs(b)) + abs_;
 }
 
-/* Slow reference bins (edges as doubles, searched linearly). */
-static int ref_r_bin(float r) {
-    if (r == 0) return 0;
-    if ((double)r <= ldexp(1.0, -27)) return 1;
-    for (int j = 0; j < 864; j++) {
-        int e = -27 + j / 32, m = j % 32;
-        double hi = ldexp(1.0 + (m + 1) / 32.0, e);
-        if ((double)r <= hi) return 2 + j;
-    }
-    return 865;
+/* Reference bins from the definitions (frexp and double arithmetic, not the float bits):
+ * r bins of 1/32 octave above 2^-27, |a| bins of 1/2 octave in (2^-24, 2^16], upper edges
+ * inclusive. */
+static int ref_bin(double x, int e_lo, int e_hi, int per, int over) {
+    if (x == 0) return 0;
+    if (x <= ldexp(1.0, e_lo)) return 1;
+    if (x > ldexp(1.0, e_hi)) return over;
+    int k;
+    double f = frexp(x, &k); /* x = f·2^k, f in [0.5, 1) */
+    int e = k - 1;           /* 2^e <= x < 2^(e+1) */
+    int m;
+    if (f == 0.5) e -= 1, m = per - 1; /* x = 2^(e+1): the top edge of the octave below */
+    else m = (int)ceil((ldexp(x, -e) - 1.0) * per) - 1;
+    return 2 + (e - e_lo) * per + m;
 }
-static int ref_abs_bin(float v) {
-    if (v == 0) return 0;
-    for (int j = 0; j <= 80; j++) {
-        double edge = j % 2 ? ldexp(1.5, -24 + (j - 1) / 2) : ldexp(1.0, -24 + j / 2); /* 2^(-24 + j/2) on the float grid */
-        if ((double)v <= edge) return j == 0 ? 1 : 1 + j;
-    }
-    return NL_SUMMARY_ABS_BINS - 1;
-}
+static int ref_r_bin(float r) { return ref_bin(r, -27, 0, 32, -1); }
+static int ref_abs_bin(float v) { return ref_bin(v, -24, 16, 2, NL_SUMMARY_ABS_BINS - 1); }
 
 /* Every statistic of s against the dump at path (brute force). */
 static void check_against_dump(const nl_summary *s, const char *path) {
