@@ -278,14 +278,16 @@ static int attr_i64(hid_t obj, const char *name, int64_t v) {
 }
 
 /* A dataset of rank ≤ 3 written whole: chunked (≤ 1 MiB per chunk along axis 0) with
- * shuffle + deflate level 1 when it holds more than 4096 elements, contiguous otherwise. */
+ * shuffle + deflate level 1 when it holds more than 4096 numbers (counts and histograms are
+ * mostly zeros; the file is written whole, so a filter costs no crash safety), contiguous
+ * otherwise and for strings. */
 static int put(hid_t loc, const char *name, hid_t ftype, hid_t mtype, int rank, const hsize_t *dims, const void *data) {
     hsize_t n = 1, chunk[3];
     for (int k = 0; k < rank; k++) n *= dims[k], chunk[k] = dims[k] ? dims[k] : 1;
     hid_t sp = H5Screate_simple(rank, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE), ds = -1;
     int rc = -1;
     if (sp < 0 || dcpl < 0) goto out;
-    if (n > 4096) {
+    if (n > 4096 && H5Tget_class(ftype) != H5T_STRING) {
         size_t row = H5Tget_size(ftype);
         for (int k = 1; k < rank; k++) row *= (size_t)chunk[k];
         hsize_t rows = row ? (hsize_t)((1u << 20) / row) : 1;
