@@ -20,7 +20,7 @@
  *                 and r_norm (slot 1, x = |a|·‖W_out[:, i]‖₂): bin 0 r = 0, bin 1 (0, 2^-27],
  *                 bin 2 + j (edge(j), edge(j+1)] with edge(j) = 2^-27 … 1, 32 bins per octave
  *   r_below       pairs with r < 0.1 and r < 0.2 (slots [ind][0], [ind][1]); r_sum Σ r
- *                 (per token in double in neuron order, then in token order)
+ *                 (per token in double, vectorised partial sums, then in token order)
  *   abs_hist      per neuron over all tokens, |a| in NL_SUMMARY_ABS_BINS bins: bin 0 a = 0,
  *                 bin 1 (0, 2^-24], bin 2 + j (e(j), e(j+1)] with e(j) = 2^(-24 + j/2)
  *                 (j = 0…80, two bins per octave, exact from the float's bits), last bin

@@ -74,6 +74,7 @@ typedef struct {
     float *pool;           /* (R, F) this document's Σ|a| over its prompt tokens */
     double *bsum, *bm2;    /* (F) block moments */
     uint16_t *bv, *bn, *ba;/* (F) bins of the current token */
+    float *rbuf;           /* (F) r_value of the current token */
     nl_progress *progress;
 } acc;
 
@@ -139,6 +140,8 @@ static nl_status on_act(void *user, nl_ctx *ctx, const nl_hook_info *info, float
         double sv = 0, sn = 0;
         int b1v = 0, b2v = 0, b1n = 0, b2n = 0;
         const int in_prompt = pos0 + t < A->doc->prompt_len;
+        float *rb = A->rbuf;
+#pragma omp simd reduction(+ : sv, sn, b1v, b2v, b1n, b2n)
         for (int i = 0; i < F; i++) {
             float v = fabsf(a[i]), nn = v * wn[i];
             float rv = v / dv, rn = nn / dn;
@@ -151,6 +154,7 @@ static nl_status on_act(void *user, nl_ctx *ctx, const nl_hook_info *info, float
             bv[i] = (uint16_t)(rv == 0 ? 0 : jv < 0 ? 1 : 2 + jv);
             bn[i] = (uint16_t)(rn == 0 ? 0 : jn < 0 ? 1 : 2 + jn);
             ba[i] = (uint16_t)(v == 0 ? 0 : ja < 0 ? 1 : ja >= 80 ? NBA - 1 : 2 + ja);
+            rb[i] = rv;
             sv += rv, sn += rn;
             b1v += rv < c1, b2v += rv < c2, b1n += rn < c1, b2n += rn < c2;
             max_r[i] = rv > max_r[i] ? rv : max_r[i];
@@ -161,10 +165,8 @@ static nl_status on_act(void *user, nl_ctx *ctx, const nl_hook_info *info, float
         for (int k = 0; k < nt; k++) {
             const float ct = A->c_tau[k];
             int64_t *fk = freq + (size_t)k * F;
-            for (int i = 0; i < F; i++) {
-                float rv = fabsf(a[i]) / dv;
-                fk[i] += rv > ct;
-            }
+#pragma omp simd
+            for (int i = 0; i < F; i++) fk[i] += rb[i] > ct;
         }
         for (int i = 0; i < F; i++) rh[bv[i]]++, rh[NBR + bn[i]]++, ah[(size_t)i * NBA + ba[i]]++;
         below[0] += b1v, below[1] += b2v, below[2] += b1n, below[3] += b2n;
@@ -235,9 +237,10 @@ nl_status nl_summary_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, nl_su
     A.pool = malloc((size_t)R * F * sizeof(float));
     A.bsum = malloc((size_t)F * sizeof(double)), A.bm2 = malloc((size_t)F * sizeof(double));
     A.bv = malloc((size_t)F * 2), A.bn = malloc((size_t)F * 2), A.ba = malloc((size_t)F * 2);
+    A.rbuf = malloc((size_t)F * sizeof(float));
     float *norms = malloc((size_t)F * sizeof(float));
     nl_status st = NL_OK;
-    if (!A.thr || !A.count || !A.pool || !A.bsum || !A.bm2 || !A.bv || !A.bn || !A.ba || !norms)
+    if (!A.thr || !A.count || !A.pool || !A.bsum || !A.bm2 || !A.bv || !A.bn || !A.ba || !A.rbuf || !norms)
         st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
     for (int j = 0; st == NL_OK && j < R; j++) {
         nl_summary_layer *y = &s->lay[j];
@@ -275,7 +278,7 @@ nl_status nl_summary_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, nl_su
         }
     }
     if (hid) nl_hooks_remove(hooks, hid);
-    free(A.thr), free(A.count), free(A.pool), free(A.bsum), free(A.bm2), free(A.bv), free(A.bn), free(A.ba), free(norms);
+    free(A.thr), free(A.count), free(A.pool), free(A.bsum), free(A.bm2), free(A.bv), free(A.bn), free(A.ba), free(A.rbuf), free(norms);
     return st;
 }
 
