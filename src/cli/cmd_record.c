@@ -13,7 +13,10 @@
  * failed. Checked by tests/record.sh and tests/record_kill.sh.
  * --db registers a run (kind "record", source = the .h5 file, params) in the results database
  * and ends it with nl_results_finish_run (results.h); without --db nothing changes.
- * Checked by tests/record.sh and tests/perturb_cli.sh (--db). */
+ * Checked by tests/record.sh and tests/perturb_cli.sh (--db).
+ * --stats [--top-k K] writes the streaming summary of include/neuronlab/summary.h instead of
+ * the dump: rewritten whole at document boundaries (complete = 0) and at the end, so Ctrl-C
+ * keeps the last commit and --resume continues it. Checked by tests/summary_cli.sh. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
