@@ -131,7 +131,7 @@ if [ $ok = 0 ]; then echo "PASS record --stats usage errors exit 2, a summary/du
 : > "$tmp/why"
 NEURONLAB_COMMIT_SECONDS=-1 NEURONLAB_COMMIT_LOG=1 "$nl" record $fx "$tmp/d.jsonl" -o "$tmp/p.h5" --stats --top-k 7 --ctx 32 --batch 8 > /dev/null 2> "$tmp/log" &
 pid=$!
-for _ in $(seq 1 200); do grep -q "committed 3 documents" "$tmp/log" 2>/dev/null && break; sleep 0.02; done
+for _ in $(seq 1 1500); do grep -q "committed 3 documents" "$tmp/log" 2>/dev/null && break; sleep 0.02; done
 kill -INT $pid 2>/dev/null; wait $pid; rc=$?
 if [ $rc = 0 ]; then
   echo "SKIP interrupted --stats run: it finished before the interrupt (a fast machine)"
