@@ -163,3 +163,25 @@ PY
     echo "PASS Ctrl-C keeps the last committed summary (complete = 0), --resume completes it to the uninterrupted content"
   else echo "FAIL interrupted --stats run (exit $rc; checks $a $b $c $d)"; sed 's/^/    /' "$tmp/why" "$tmp/log" | tail -10; fi
 fi
+
+# 5. a tampered summary: one line naming the file and the dataset at fault, exit 1
+: > "$tmp/why"
+$py - "$tmp/s.h5" "$tmp" <<'PY' >> "$tmp/why" 2>&1
+import h5py, shutil, sys, numpy as np
+src, d = sys.argv[1], sys.argv[2]
+def mk(name, fn):
+    shutil.copy(src, f"{d}/{name}.h5")
+    with h5py.File(f"{d}/{name}.h5", "r+") as f: fn(f)
+def reshape(f):
+    del f["layers/0/freq"]; f["layers/0"].create_dataset("freq", data=np.zeros((2, 2, 2), np.int64))
+mk("shape", reshape)
+mk("topdoc", lambda f: f["layers/1/top_doc"].__setitem__((0, 0), 99999))
+mk("nan", lambda f: f["layers/0/r_sum"].__setitem__((0, 0), np.nan))
+mk("count", lambda f: f["layers/1/freq"].__setitem__((1, 0, 3), 10**9))
+PY
+ok=0
+err 1 "shape.h5' is corrupt: /layers/0/freq has shape (2, 2, 2), expected" "$nl" sparsity "$tmp/shape.h5" --db "$tmp/c.db" || ok=1
+err 1 "topdoc.h5' is corrupt: /layers/1/top_doc\[0\] names document 99999" "$nl" ability "$tmp/topdoc.h5" --db "$tmp/c.db" || ok=1
+err 1 "nan.h5' is corrupt: /layers/0/r_sum holds an impossible value" "$nl" sparsity "$tmp/nan.h5" --db "$tmp/c.db" || ok=1
+err 1 "count.h5' is corrupt: /layers/1/freq holds a count outside" "$nl" record $fx "$tmp/d.jsonl" -o "$tmp/count.h5" --stats --top-k 7 --resume || ok=1
+if [ $ok = 0 ]; then echo "PASS a tampered summary is refused with one line naming the dataset at fault"; else echo "FAIL tampered summaries"; sed 's/^/    /' "$tmp/why" | head -10; fi

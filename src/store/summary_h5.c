@@ -693,9 +693,11 @@ nl_status nl_summary_read(nl_ctx *ctx, const char *path, nl_summary **out) {
     nl_summary_desc d = {str[0], str[1], str[2], str[3], str[4], str[5], str[6], nl, dm, dff, layers, (int)R, K, tau, (int)nt,
                          (const char *const *)glab, (int)G};
     if ((st = nl_summary_create(ctx, &d, &s)) != NL_OK) {
-        size_t m = strlen(ctx->msg);
-        snprintf(ctx->msg + m, sizeof ctx->msg - m, " (in '%s')", path);
-        if (st == NL_EINVAL) st = NL_EFORMAT;
+        if (st == NL_EINVAL) {
+            char m[sizeof ctx->msg];
+            snprintf(m, sizeof m, "%s", ctx->msg + (strncmp(ctx->msg, "summary: ", 9) ? 0 : 9));
+            st = nl_errorf(ctx, NL_EFORMAT, "'%s' is corrupt: %s", path, m);
+        }
         goto out;
     }
     for (int g = 0; g < (int)G; g++)
@@ -802,6 +804,24 @@ nl_status nl_summary_read(nl_ctx *ctx, const char *path, nl_summary **out) {
         e = h < 0 || get(&r, h, "mean_abs", full, 2, df, "n_docs, d_ff", H5T_FLOAT, H5T_NATIVE_FLOAT, y->pooled);
         if (h >= 0) H5Gclose(h);
         if (e) { if (h < 0) nl_errorf(ctx, NL_EFORMAT, "'%s' is corrupt: /%s cannot be opened", path, base); st = NL_EFORMAT; goto out; }
+        /* values the analyses divide and compare: no NaN, no negative sums or counts */
+        const size_t GF = (size_t)G * F;
+        for (size_t x = 0; x < GF; x++) {
+            const char *bad = !(y->sum_abs[x] >= 0 && y->sum_abs[x] <= HUGE_VAL) ? "sum_abs"
+                              : !(y->max_r[x] >= 0 && y->max_r[x] <= 1)          ? "max_r"
+                              : isnan(y->min[x]) || isnan(y->max[x])              ? "min/max"
+                              : !isfinite(y->mean[x]) && s->group_tokens[x / F] ? "mean"
+                              : !(y->m2[x] >= 0 && y->m2[x] <= HUGE_VAL)          ? "m2" : NULL;
+            if (bad) FAIL("'%s' is corrupt: /layers/%d/%s[%zu, %zu] holds an impossible value", path, s->layers[j], bad, (size_t)(x / F), (size_t)(x % F));
+        }
+        for (size_t x = 0; x < GF * T; x++)
+            if (y->freq[x] < 0 || y->freq[x] > s->group_tokens[x / (F * T)])
+                FAIL("'%s' is corrupt: /layers/%d/freq holds a count outside 0..the group's tokens", path, s->layers[j]);
+        for (size_t x = 0; x < (size_t)G * 2; x++)
+            if (!(y->r_sum[x] >= 0 && y->r_sum[x] <= HUGE_VAL))
+                FAIL("'%s' is corrupt: /layers/%d/r_sum holds an impossible value", path, s->layers[j]);
+        for (size_t x = 0; x < (size_t)G * 2 * NL_SUMMARY_R_BINS; x++)
+            if (y->r_hist[x] < 0) FAIL("'%s' is corrupt: /layers/%d/r_hist holds a negative count", path, s->layers[j]);
         /* the top lists: slots in use first, documents and positions inside the file */
         for (hsize_t i = 0; i < F; i++) {
             int n = 0;
