@@ -151,6 +151,9 @@ nl_status nl_summary_write(nl_ctx *ctx, const nl_summary *s, const char *path);
  * attributes before allocating from them. Errors (NL_EIO unreadable, NL_EFORMAT otherwise):
  *   'x.h5' is an activation file (per-token activations), not a summary (record --stats)
  *   'x.h5' is corrupt: /layers/2/freq has shape (3, 4, 64), expected (3, 4, 128) (groups, thresholds, d_ff)
+ *   'x.h5' is corrupt: /layers/2/top_doc[5] names document 99 position 3 outside the file
+ *   'x.h5' is corrupt: /layers/2/sum_abs[0, 7] holds an impossible value (NaN, negative;
+ *   likewise m2, max_r outside [0, 1], r_sum, counts outside 0..the group's tokens)
  * On success *out is owned by the caller. */
 nl_status nl_summary_read(nl_ctx *ctx, const char *path, nl_summary **out);
 
