@@ -5,6 +5,7 @@
  * nl_interrupted. Checked by tests/test_ability.c, test_overlap.c, ability_cli.sh, cli_errors.sh. */
 #include "analyses/ability.h"
 
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <omp.h>
@@ -15,6 +16,7 @@
 
 #include "neuronlab/model.h"
 #include "neuronlab/rng.h"
+#include "neuronlab/summary_h5.h"
 
 #define RNG_SHUFFLE 0x61626c /* nl_rng_derive purpose: label shuffling */
 
@@ -253,6 +255,7 @@ typedef struct {
     nl_ability_opts o;
     const char *path;
     nl_h5_reader *r;
+    nl_summary *sum;       /* the input is a summary (record --stats): its pooled values */
     const nl_h5_info *in;
     int Lr, F, A, Ds;
     char **names;          /* (A) */
@@ -285,6 +288,7 @@ static void ab_free(ab *s) {
     free(s->excluded);
     free(s->wn_sum);
     nl_h5_reader_close(s->r);
+    nl_summary_destroy(s->sum);
 }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
@@ -485,6 +489,15 @@ static nl_status load_resident(nl_ctx *ctx, ab *s, nl_results *db) {
 static nl_status read_values(nl_ctx *ctx, ab *s, int l) {
     const nl_h5_info *in = s->in;
     int64_t Dc = in->n_docs;
+    if (s->sum) { /* a summary's pooled values, checked like a file's mean_abs */
+        const float *p = s->sum->lay[nl_summary_layer_index(s->sum, l)].pooled;
+        for (int64_t x = 0; x < Dc * s->F; x++)
+            if (!(p[x] >= 0 && p[x] <= FLT_MAX))
+                return nl_errorf(ctx, NL_EFORMAT, "'%s': layer %d mean_abs of document %lld holds a non-finite value", s->path, l,
+                                 (long long)(x / s->F));
+        memcpy(s->vals, p, (size_t)Dc * s->F * sizeof *s->vals);
+        return NL_OK;
+    }
     if (in->meta.pooled && !s->o.from_acts) return nl_h5_reader_read_pooled(s->r, ctx, l, 0, (int)Dc, s->vals);
     const int F = s->F, B = 256;
     float *buf = malloc((size_t)B * F * sizeof *buf);
@@ -794,9 +807,19 @@ nl_status nl_ability_run(nl_ctx *ctx, const nl_ability_opts *opts, const char *a
         return nl_errorf(ctx, NL_EINVAL, "top fraction %g is outside (0, 1]", opts->top);
     if (!(opts->split == 0 || (opts->split > 0 && opts->split < 1)))
         return nl_errorf(ctx, NL_EINVAL, "split fraction %g is outside (0, 1)", opts->split);
-    nl_status st = nl_h5_reader_open(ctx, acts_path, &s.r);
-    if (st != NL_OK) return st;
-    s.in = nl_h5_reader_info(s.r);
+    nl_status st;
+    if (nl_h5_file_kind(acts_path) == NL_H5_KIND_SUMMARY) {
+        if (opts->from_acts)
+            return nl_errorf(ctx, NL_EINVAL,
+                             "'%s' is a summary (record --stats): it holds the pooled values, not the per-token activations "
+                             "--from-acts needs (record without --stats)",
+                             acts_path);
+        if ((st = nl_summary_read(ctx, acts_path, &s.sum)) != NL_OK) return st;
+        s.in = &s.sum->info;
+    } else {
+        if ((st = nl_h5_reader_open(ctx, acts_path, &s.r)) != NL_OK) return st;
+        s.in = nl_h5_reader_info(s.r);
+    }
     s.Lr = s.in->meta.n_rec, s.F = s.in->meta.d_ff;
     if (s.Lr <= 0) st = nl_errorf(ctx, NL_EFORMAT, "'%s' records no layers", acts_path);
     else if (!s.in->meta.pooled && s.in->meta.no_acts)
@@ -817,7 +840,8 @@ nl_status nl_ability_run(nl_ctx *ctx, const nl_ability_opts *opts, const char *a
     float *wn = st == NL_OK ? malloc((size_t)s.F * sizeof *wn) : NULL;
     if (st == NL_OK && !wn) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
     for (int j = 0; j < s.Lr && st == NL_OK; j++) {
-        st = nl_h5_reader_read_w_out_norm(s.r, ctx, s.in->meta.layers[j], wn);
+        if (s.sum) memcpy(wn, s.sum->lay[j].w_out_norm, (size_t)s.F * sizeof *wn); /* layers in the same order */
+        else st = nl_h5_reader_read_w_out_norm(s.r, ctx, s.in->meta.layers[j], wn);
         for (int i = 0; st == NL_OK && i < s.F; i++) s.wn_sum[j] += wn[i];
         if (st == NL_OK && !isfinite(s.wn_sum[j])) { /* the sum is finite only when every norm is */
             int i = 0;
@@ -847,6 +871,7 @@ nl_status nl_ability_run(nl_ctx *ctx, const nl_ability_opts *opts, const char *a
              s.in->meta.pooled && !s.o.from_acts ? "pooled" : "ffn_act", s.Ds, s.in->complete);
     if (s.o.split > 0) snprintf(p + strlen(p), sizeof p - strlen(p), "%.17g,\"heldout_docs\":%d}", s.o.split, s.n_eval);
     else strncat(p, "null}", sizeof p - strlen(p) - 1);
+    if (s.sum) snprintf(p + strlen(p) - 1, sizeof p - strlen(p) + 1, ",\"input\":\"summary\"}");
     nl_run_info info = {"ability", s.in->meta.model, s.in->meta.dataset, acts_path, p};
     int64_t run;
     st = nl_results_begin_run(ctx, db, &info, &run);

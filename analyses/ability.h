@@ -169,7 +169,11 @@ nl_status nl_ability_create_tables(nl_ctx *ctx, nl_results *db);
  * The run is ended by nl_results_finish_run: NL_EINTR when interrupted (nl_interrupted is polled
  * per document, per 16 neurons and while writing; run 'interrupted', "interrupted after N of M
  * layers (no rows kept)"). prog (may be NULL) counts layers.
- * Threads: ctx->n_threads (0 = all cores). */
+ * Threads: ctx->n_threads (0 = all cores).
+ * acts_path may be a summary (`record --stats`, summary_h5.h; told by its format attribute):
+ * its per-document pooled values are the values v_i(d) — bit for bit the mean_abs of
+ * `record --pool` of the same run, so every score, AP and top set equals the dump's; params
+ * gain "input":"summary". from_acts with a summary is NL_EINVAL (it has no per-token rows). */
 nl_status nl_ability_run(nl_ctx *ctx, const nl_ability_opts *opts, const char *acts_path, nl_results *db,
                          nl_progress *prog, nl_ability_result *out);
 

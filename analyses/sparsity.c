@@ -18,6 +18,9 @@
 #include <string.h>
 
 #include "neuronlab/model.h"
+#include "neuronlab/summary_h5.h"
+
+_Static_assert(NL_SUMMARY_R_BINS == 866, "the summary keeps the sparsity analysis' bins of r");
 
 const double nl_sparsity_quantiles[NL_SPARSITY_N_QUANTILES] = {0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99};
 
@@ -130,6 +133,9 @@ struct nl_sparsity {
     char *path, *model_path;
     nl_h5_reader *r;
     const nl_h5_info *in;
+    nl_summary *sum;   /* the input is a summary (record --stats): statistics read, not computed */
+    int *kgroup;       /* (K) summary group of each internal group */
+    int tau_idx[NL_SPARSITY_MAX_THRESHOLDS], res_idx; /* summary threshold of each τ / the resident one */
     nl_model *m;
     int L, D, F, n_rec, nt, ntau;
     int tb;            /* tokens per CETT task: TB × D doubles stay in L2 */
@@ -214,6 +220,8 @@ static void sparsity_close(nl_sparsity *s) {
     if (!s) return;
     for (int i = 0; i < 8; i++) sqlite3_finalize(s->st[i]);
     nl_h5_reader_close(s->r);
+    nl_summary_destroy(s->sum);
+    free(s->kgroup);
     nl_model_close(s->m);
     if (s->klabel)
         for (int k = 0; k < s->K; k++) free(s->klabel[k]);
@@ -326,6 +334,35 @@ static nl_status open_model(nl_ctx *ctx, nl_sparsity *s) {
     return st;
 }
 
+/* The input is a summary (record --stats): reads it and checks that it holds what the options
+ * ask for — no CETT (it needs every token's activations), every frequency threshold and the
+ * resident threshold among the summary's. */
+static nl_status summary_open(nl_ctx *ctx, nl_sparsity *s, const char *path) {
+    if (!s->o.no_cett)
+        return nl_errorf(ctx, NL_EINVAL,
+                         "'%s' is a summary (record --stats): CETT needs the per-token activations of a full activation file "
+                         "(record without --stats); pass --no-cett",
+                         path);
+    nl_status st = nl_summary_read(ctx, path, &s->sum);
+    if (st != NL_OK) return st;
+    char have[160] = "";
+    for (int k = 0; k < s->sum->n_tau; k++) snprintf(have + strlen(have), sizeof have - strlen(have), "%s%g", k ? ", " : "", s->sum->tau[k]);
+    for (int j = 0; j <= s->o.n_thresholds; j++) {
+        double t = j < s->o.n_thresholds ? s->o.thresholds[j] : s->o.resident_threshold;
+        int idx = -1;
+        for (int k = 0; k < s->sum->n_tau; k++)
+            if (s->sum->tau[k] == t) idx = k;
+        if (idx < 0)
+            return nl_errorf(ctx, NL_EINVAL,
+                             "'%s' is a summary with frequencies above %s only: the %s threshold %g needs a full activation file",
+                             path, have, j < s->o.n_thresholds ? "frequency" : "resident", t);
+        if (j < s->o.n_thresholds) s->tau_idx[j] = idx;
+        else s->res_idx = idx;
+    }
+    s->in = &s->sum->info;
+    return NL_OK;
+}
+
 /* Validates the inputs and allocates the state; nothing is written anywhere. */
 static nl_status sparsity_open(nl_ctx *ctx, const char *acts_path, const nl_sparsity_opts *opts, nl_sparsity **out) {
     NL_ASSERT(acts_path && out);
@@ -345,11 +382,15 @@ static nl_status sparsity_open(nl_ctx *ctx, const char *acts_path, const nl_spar
     s->run_id = -1;
     s->path = strdup(acts_path);
     if (!s->path) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); goto fail; }
-    if ((st = nl_h5_reader_open(ctx, acts_path, &s->r)) != NL_OK) goto fail;
-    s->in = nl_h5_reader_info(s->r);
+    if (nl_h5_file_kind(acts_path) == NL_H5_KIND_SUMMARY) {
+        if ((st = summary_open(ctx, s, acts_path)) != NL_OK) goto fail;
+    } else {
+        if ((st = nl_h5_reader_open(ctx, acts_path, &s->r)) != NL_OK) goto fail;
+        s->in = nl_h5_reader_info(s->r);
+    }
     const nl_h5_meta *me = &s->in->meta;
     if (me->n_rec == 0) { st = nl_errorf(ctx, NL_EFORMAT, "'%s' records no layers", acts_path); goto fail; }
-    if (me->no_acts) {
+    if (me->no_acts && !s->sum) {
         st = nl_errorf(ctx, NL_EFORMAT, "'%s' holds no activations (a pooled-only file): sparsity needs /layers/{l}/ffn_act",
                        acts_path);
         goto fail;
@@ -403,6 +444,15 @@ static nl_status sparsity_open(nl_ctx *ctx, const char *acts_path, const nl_spar
         unsigned __int128 S = (uint64_t)s->n_samp, N = (uint64_t)s->N;
         uint64_t a = (uint64_t)s->in->doc_offsets[d], b = (uint64_t)s->in->doc_offsets[d + 1];
         s->ksamp[s->doc_k[d]] += (int64_t)((b * S) / N - (a * S) / N);
+    }
+    if (s->sum) {
+        s->kgroup = malloc(sizeof(int) * (size_t)(s->K > 0 ? s->K : 1));
+        if (!s->kgroup) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); goto fail; }
+        for (int k = 0; k < s->K; k++)
+            if ((s->kgroup[k] = nl_summary_group(s->sum, s->klabel[k])) < 0) {
+                st = nl_errorf(ctx, NL_EFORMAT, "'%s' is corrupt: label '%s' has no group", acts_path, s->klabel[k]);
+                goto fail;
+            }
     }
     s->out_k[0] = -1;
     s->otok[0] = s->N;
@@ -1485,7 +1535,42 @@ static nl_status write_overall(nl_ctx *ctx, nl_sparsity *s) {
 
 /* ---------------------------------------------------------------------- run */
 
+/* A layer of a summary: the accumulators are the summary's (per-label statistics, histograms,
+ * frequencies at the thresholds it kept), then the same tables as from a dump. */
+static nl_status summary_layer(nl_ctx *ctx, nl_sparsity *s, int l, nl_progress *prog) {
+    const nl_summary *sm = s->sum;
+    const nl_summary_layer *y = &sm->lay[nl_summary_layer_index(sm, l)];
+    const size_t F = (size_t)s->F;
+    memcpy(s->wn, y->w_out_norm, F * sizeof(float));
+    for (size_t i = 0; i < F; i++)
+        if (!(s->wn[i] >= 0 && s->wn[i] <= FLT_MAX))
+            return nl_errorf(ctx, NL_EFORMAT, "'%s' is corrupt: /layers/%d/w_out_norm[%zu] = %g is not a norm", s->path, l, i,
+                             (double)s->wn[i]);
+    reset_layer(s);
+    for (int k = 0; k < s->K; k++) {
+        const int g = s->kgroup[k];
+        ind_acc *a = &s->acc[k];
+        for (int x = 0; x < 2; x++) {
+            memcpy(a->hist[x], y->r_hist + ((size_t)g * 2 + x) * NB, NB * sizeof(int64_t));
+            a->below[x][0] = y->r_below[g * 4 + x * 2], a->below[x][1] = y->r_below[g * 4 + x * 2 + 1];
+            a->sum_r[x] = y->r_sum[g * 2 + x];
+        }
+        for (int j = 0; j < s->ntau; j++)
+            memcpy(s->cnt + ((size_t)k * s->ntau + j) * F, y->freq + ((size_t)g * sm->n_tau + s->tau_idx[j]) * F, F * sizeof(int64_t));
+        memcpy(s->cnt_res + (size_t)k * F, y->freq + ((size_t)g * sm->n_tau + s->res_idx) * F, F * sizeof(int64_t));
+        memcpy(s->max_r + (size_t)k * F, y->max_r + (size_t)g * F, F * sizeof(float));
+        memcpy(s->sum_abs + (size_t)k * F, y->sum_abs + (size_t)g * F, F * sizeof(double));
+        for (size_t i = 0; i < F; i++)
+            s->max_abs[(size_t)k * F + i] = fmaxf(0.0f, fmaxf(-y->min[(size_t)g * F + i], y->max[(size_t)g * F + i]));
+    }
+    if (prog) nl_progress_add(prog, s->N);
+    for (int o = 0; o < s->n_out; o++) memset(&s->cur[o], 0, sizeof s->cur[o]), s->n_curve[o] = 0;
+    if (nl_interrupted) return nl_errorf(ctx, NL_EINTR, "interrupted");
+    return write_layer(ctx, s, l);
+}
+
 static nl_status process_layer(nl_ctx *ctx, nl_sparsity *s, int l, nl_progress *prog) {
+    if (s->sum) return summary_layer(ctx, s, l, prog);
     nl_status st = nl_h5_reader_read_w_out_norm(s->r, ctx, l, s->wn);
     if (st == NL_EFORMAT && s->m) st = nl_model_w_out_norm(ctx, s->m, l, s->wn); /* file lacks it: the model's */
     if (st != NL_OK) return st;
@@ -1535,7 +1620,8 @@ static nl_status run_analysis(nl_ctx *ctx, nl_sparsity *s, nl_results *db, nl_pr
     }
     JCAT(",\"layers\":[");
     for (int i = 0; i < s->n_rec; i++) JCAT("%s%d", i ? "," : "", s->in->meta.layers[i]);
-    JCAT("],\"tokens\":%lld,\"file_complete\":%d,\"bins_per_octave\":32}", (long long)s->N, s->in->complete);
+    JCAT("],\"tokens\":%lld,\"file_complete\":%d,\"bins_per_octave\":32", (long long)s->N, s->in->complete);
+    JCAT(s->sum ? ",\"input\":\"summary\"}" : "}");
     nl_run_info info = {"sparsity", s->m ? s->model_path : s->in->meta.model, s->in->meta.dataset, s->path, p};
     nl_status st = nl_results_begin_run(ctx, db, &info, &s->run_id);
     if (st != NL_OK) return st;
@@ -1578,6 +1664,7 @@ nl_status nl_sparsity_run(nl_ctx *ctx, const nl_sparsity_opts *opts, const char 
     out->impl = s;
     out->info = s->in;
     out->model = s->m ? s->model_path : NULL;
+    out->from_summary = s->sum != NULL;
     st = run_analysis(ctx, s, db, prog);
     out->run_id = s->run_id;
     out->rows = s->rows;

@@ -156,6 +156,7 @@ typedef struct {
     const nl_h5_info *info;   /* the activation file's description (complete = 0 for an
                                * interrupted record); NULL when the inputs were refused */
     const char *model;        /* the model path used for CETT; NULL with no_cett */
+    int from_summary;         /* 1: acts_path was a summary (record --stats), see nl_sparsity_run */
     const nl_sparsity_row *rows; /* (n_rows) the finished layers' summary rows, in order: each
                                * recorded layer ascending, then layer -1; within a layer
                                * label "" first, then the labels in byte order */
@@ -180,7 +181,15 @@ nl_status nl_sparsity_create_tables(nl_ctx *ctx, nl_results *db);
  * finished layers kept, message "interrupted after N of M layers") or 'failed' (the error's
  * message, e.g. "'acts.h5': layer 2 token 7 has a non-finite activation" or "'acts.h5' is
  * corrupt: /layers/2/w_out_norm[5] = nan is not a norm": no NaN reaches the database). prog (may be NULL) gets the rows read (several passes per layer with
- * CETT; its total is raised as passes are added). Threads: ctx->n_threads (0 = all cores). */
+ * CETT; its total is raised as passes are added). Threads: ctx->n_threads (0 = all cores).
+ * acts_path may be a summary (`record --stats`, summary_h5.h; told by its format attribute):
+ * the same tables but CETT are read from its accumulators instead of computed from rows —
+ * token counts, frac_zero / frac_below_*, histograms (so CDF points and quantiles, which
+ * come from the histogram either way), frequencies, max_r, max_abs, dead and resident
+ * exactly as from the dump of the same run; mean_r and mean_abs up to the order of the
+ * double sums (relative ≤ 1e-12; merged summaries sum per part). Refused (NL_EINVAL, naming
+ * what is missing) unless no_cett, and when a frequency or resident threshold is not one
+ * of the summary's; params gain "input":"summary". */
 nl_status nl_sparsity_run(nl_ctx *ctx, const nl_sparsity_opts *opts, const char *acts_path, nl_results *db,
                           nl_progress *prog, nl_sparsity_result *out);
 void nl_sparsity_result_release(nl_sparsity_result *r); /* zeroes it; a zeroed struct is a no-op */

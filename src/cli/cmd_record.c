@@ -13,7 +13,10 @@
  * failed. Checked by tests/record.sh and tests/record_kill.sh.
  * --db registers a run (kind "record", source = the .h5 file, params) in the results database
  * and ends it with nl_results_finish_run (results.h); without --db nothing changes.
- * Checked by tests/record.sh and tests/perturb_cli.sh (--db). */
+ * Checked by tests/record.sh and tests/perturb_cli.sh (--db).
+ * --stats [--top-k K] writes the streaming summary of include/neuronlab/summary.h instead of
+ * the dump: rewritten whole at document boundaries (complete = 0) and at the end, so Ctrl-C
+ * keeps the last commit and --resume continues it. Checked by tests/summary_cli.sh. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -26,10 +29,11 @@
 #include "neuronlab/tokenizer.h"
 #include "neuronlab/recorder.h"
 #include "neuronlab/rng.h"
+#include "neuronlab/summary.h"
 
 static int run(nl_ctx *ctx, int argc, char **argv);
 const nl_command nl_cmd_record = {
-    "record", NL_CLI_RUN_USAGE " -o acts.h5 [--force | --resume] [--layers LIST] [--dtype f32|f16] [--pool] [--db results.db]",
+    "record", NL_CLI_RUN_USAGE " -o acts.h5 [--force | --resume] [--layers LIST] [--dtype f32|f16] [--pool] [--stats [--top-k K]] [--db results.db]",
     "stream every FFN neuron's activation into an HDF5 file (LIST like 0,2,5-7; --pool adds per-document mean |a|; --db "
     "registers the run in a results database; an existing output is refused without --force, an input never replaced; --resume continues a cut-short file)", run};
 
@@ -122,8 +126,13 @@ static int parse_layers(const char *s, int L, int *out) {
     return n;
 }
 
+static nl_status record_stats(nl_ctx *ctx, nl_cli_run *r, const char *outp, const int *layers, int n_layers, int top_k,
+                              int resume, const char *checksum, double commit_s, int log);
+
 static int run(nl_ctx *ctx, int argc, char **argv) {
     nl_cli_run r = {0};
+    int stats = 0;
+    long top_k = 20;
     const char *outp = NULL, *layers_s = NULL, *v;
     nl_cli_common co = {0};
     int pool = 0, force = 0, resume = 0;
@@ -135,6 +144,12 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         if (!strcmp(argv[i], "--pool")) pool = 1;
         else if (!strcmp(argv[i], "--force")) force = 1;
         else if (!strcmp(argv[i], "--resume")) resume = 1;
+        else if (!strcmp(argv[i], "--stats")) stats = 1;
+        else if ((k = nl_cli_opt(argc, argv, &i, "--top-k", &v))) {
+            if (k < 0 || !nl_cli_int(v, 1, NL_SUMMARY_MAX_K, &top_k))
+                return nl_cli_usage(&nl_cmd_record, "--top-k needs a count in 1..%d", NL_SUMMARY_MAX_K);
+            stats |= 2; /* given: needs --stats */
+        }
         else if ((k = nl_cli_opt(argc, argv, &i, "-o", &v)) || (k = nl_cli_opt(argc, argv, &i, "--output", &v))) {
             if (k < 0) return nl_cli_usage(&nl_cmd_record, "-o needs a path");
             outp = v;
@@ -158,6 +173,10 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     if (nl_cli_run_check(&nl_cmd_record, &r)) return 2;
     if (!outp) return nl_cli_usage(&nl_cmd_record, "missing -o OUTPUT.h5");
     if (force && resume) return nl_cli_usage(&nl_cmd_record, "--force and --resume exclude each other");
+    if (stats == 2) return nl_cli_usage(&nl_cmd_record, "--top-k is for --stats");
+    if (stats && (pool || dtype != NL_H5_F32))
+        return nl_cli_usage(&nl_cmd_record, "--%s is for the activation dump: a --stats summary always holds the pooled values in f32",
+                            pool ? "pool" : "dtype");
     double commit_s = 0;
     const char *cs = getenv("NEURONLAB_COMMIT_SECONDS");
     if (cs && cs[0] && !nl_cli_double(cs, &commit_s))
@@ -195,10 +214,13 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         if (layers_s) o += snprintf(params + o, sizeof params - (size_t)o, "]");
         snprintf(params + o, sizeof params - (size_t)o, ",\"dtype\":\"%s\",\"pool\":%s,\"ctx\":%ld,\"stride\":%ld,\"batch\":%ld}",
                  dtype == NL_H5_F16 ? "f16" : "f32", pool ? "true" : "false", r.ctx, r.stride ? r.stride : r.ctx / 2, r.batch);
+        if (stats) snprintf(params + strlen(params) - 1, sizeof params - strlen(params) + 1, ",\"stats\":true,\"top_k\":%ld}", top_k);
         nl_run_info info = {.kind = "record", .model = paths[0], .dataset = paths[1], .source = outp, .params = params};
         st = nl_results_begin_run(ctx, db, &info, &run_id);
     }
-    if (st == NL_OK) {
+    if (st == NL_OK && stats)
+        st = record_stats(ctx, &r, outp, layers, n_layers, (int)top_k, resume, checksum, commit_s, clog && clog[0] && strcmp(clog, "0"));
+    else if (st == NL_OK) {
         nl_h5_meta meta = {0};
         meta.model = paths[0];
         meta.arch = nl_arch_name(c->arch);
@@ -218,7 +240,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         if (clog && clog[0] && strcmp(clog, "0")) meta.on_commit = log_commit, meta.on_commit_user = (void *)outp;
         st = resume ? nl_h5_writer_resume(ctx, outp, &meta, &w) : nl_h5_writer_create(ctx, outp, &meta, &w);
     }
-    if (st == NL_OK) {
+    if (st == NL_OK && !stats) {
         nl_progress prog;
         nl_progress_init(&prog, "record", ds->n_tokens, "tok", ctx->progress);
         long long skipped = (long long)nl_h5_writer_docs(w);
@@ -242,4 +264,80 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     free(layers);
     nl_cli_run_close(&r);
     return rc;
+}
+
+/* ---- record --stats: the streaming summary (include/neuronlab/summary.h) ---- */
+
+typedef struct {
+    const char *path;
+    int log;
+} stats_commit;
+
+static nl_status stats_commit_fn(void *user, nl_ctx *ctx, const nl_summary *s) {
+    const stats_commit *c = user;
+    nl_status st = nl_summary_write(ctx, s, c->path); /* s->complete is 0 until the end */
+    if (st == NL_OK && c->log) log_commit((void *)c->path, s->n_docs);
+    return st;
+}
+
+/* Checks that the summary at outp was written for this model, dataset and layers (--resume). */
+static nl_status stats_check_resume(nl_ctx *ctx, const nl_summary *s, const char *outp, const char *model, const nl_config *c,
+                                    const char *data, const char *tok, const char *checksum, const int *layers, int n_layers,
+                                    int top_k) {
+    const char *what = NULL, *was = "", *now = "";
+    if (strcmp(s->model, model)) what = "model", was = s->model, now = model;
+    else if (s->n_layers != c->n_layers || s->d_model != c->d_model || s->d_ff != c->d_ff) what = "model shape";
+    else if (strcmp(s->dataset, data)) what = "dataset", was = s->dataset, now = data;
+    else if (strcmp(s->tokenizer, tok ? tok : "")) what = "tokenizer", was = s->tokenizer, now = tok ? tok : "";
+    else if (strcmp(s->dataset_checksum, checksum)) what = "dataset_checksum", was = s->dataset_checksum, now = checksum;
+    else if (s->top_k != top_k) what = "top-K";
+    else if (n_layers > 0 ? (s->n_rec != n_layers || memcmp(s->layers, layers, (size_t)n_layers * sizeof(int))) : s->n_rec != c->n_layers)
+        what = "recorded layers";
+    if (!what) return NL_OK;
+    return nl_errorf(ctx, NL_EINVAL, "cannot resume '%s': its %s is '%s' but this run's is '%s'", outp, what, was, now);
+}
+
+static nl_status record_stats(nl_ctx *ctx, nl_cli_run *r, const char *outp, const int *layers, int n_layers, int top_k,
+                              int resume, const char *checksum, double commit_s, int log) {
+    const nl_config *c = nl_model_config(r->m);
+    const char *tok = r->tok && r->ds->n_text ? nl_tokenizer_path(r->tok) : NULL;
+    nl_summary *s = NULL;
+    nl_status st;
+    if (resume) {
+        st = nl_summary_read(ctx, outp, &s);
+        if (st == NL_OK)
+            st = stats_check_resume(ctx, s, outp, r->model, c, r->data, tok, checksum, layers, n_layers, top_k);
+    } else {
+        nl_summary_desc d = {r->model, nl_arch_name(c->arch), c->ffn_gated ? "gated" : "plain", nl_act_name(c->act), r->data,
+                             tok, checksum, c->n_layers, c->d_model, c->d_ff, layers, n_layers, top_k, NULL, 0, NULL, 0};
+        st = nl_summary_create_for(ctx, &d, r->ds, &s);
+    }
+    if (st == NL_OK) {
+        nl_progress prog;
+        nl_progress_init(&prog, "record", r->ds->n_tokens, "tok", ctx->progress);
+        if (resume) {
+            fprintf(stderr, "neuronlab: resuming '%s' after its %lld committed documents\n", outp, (long long)s->n_docs);
+            nl_progress_add(&prog, s->n_tokens);
+        }
+        stats_commit sc = {outp, log};
+        nl_summary_commit cm = {stats_commit_fn, &sc, commit_s};
+        st = nl_summary_run(ctx, r->f, r->ds, s, (int)r->stride, &prog, &cm);
+        nl_progress_end(&prog);
+        if (st == NL_OK) {
+            s->complete = 1;
+            st = nl_summary_write(ctx, s, outp);
+        } else if (st == NL_EINTR) {
+            nl_ctx c2;
+            nl_ctx_init(&c2);
+            nl_h5_kind k = nl_h5_file_kind(outp);
+            nl_summary *old = NULL;
+            if (k == NL_H5_KIND_SUMMARY && nl_summary_read(&c2, outp, &old) == NL_OK && !old->complete)
+                fprintf(stderr, "neuronlab: interrupted: '%s' keeps the %lld documents committed before (marked incomplete; --resume continues it)\n",
+                        outp, (long long)old->n_docs);
+            else fprintf(stderr, "neuronlab: interrupted before the first commit: no summary written to '%s'\n", outp);
+            nl_summary_destroy(old);
+        }
+    }
+    nl_summary_destroy(s);
+    return st;
 }

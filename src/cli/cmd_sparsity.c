@@ -10,10 +10,11 @@
 
 #include "analyses/sparsity.h"
 #include "cli/cli.h"
+#include "neuronlab/summary_h5.h"
 
 static int run(nl_ctx *ctx, int argc, char **argv);
 const nl_cli_option nl_cli_opts_sparsity[] = {
-    {"acts.h5", NULL, 1, "the activation file (neuronlab record)", NULL},
+    {"acts.h5", NULL, 1, "the activation file (neuronlab record), or a summary (record --stats: no CETT)", NULL},
     {"--db", "results.db", 1, "the results database (created when missing)", NULL},
     {"--model", "MODEL", 0, "the model whose W_out CETT needs (its shape must match the file)", "the model named in the file"},
     {"--no-cett", NULL, 0, "skip CETT (no model needed)", NULL},
@@ -100,6 +101,7 @@ static void print_json(const nl_sparsity_result *s, const char *acts, const char
     printf(",\"run_id\":%lld,\"model\":", (long long)run_id);
     if (s->model) nl_cli_json_str(s->model);
     else fputs("null", stdout);
+    printf(",\"input\":\"%s\"", s->from_summary ? "summary" : "activations");
     printf(",\"file_complete\":%s,\"tokens\":%lld,\"d_ff\":%d,\"cett\":%s,\"rows_read\":%lld,\"rows\":[",
            in->complete ? "true" : "false", (long long)in->n_tokens, in->meta.d_ff, s->model ? "true" : "false",
            (long long)rows_read);
@@ -178,7 +180,11 @@ static void print_text(const nl_sparsity_result *s, const char *acts, const char
         printf("%-6s %12.4f %12.4f %18s %11s %8lld %9lld\n", lay, r->ind[0].frac_below_0_1, r->ind[1].frac_below_0_1, sp, ep,
                (long long)r->dead, (long long)r->resident);
     }
-    if (!s->model) printf("CETT: skipped (--no-cett)\n");
+    if (s->from_summary)
+        printf("from a summary (record --stats): counts, fractions, histograms, frequencies, dead/resident exact; means up to "
+               "summation order; quantiles within one histogram bin (<= 1/32 relative) as from a dump; CETT not computed (it "
+               "needs the per-token activations of a full dump)\n");
+    else if (!s->model) printf("CETT: skipped (--no-cett)\n");
     printf("value/norm<0.1max: fraction of (token, neuron) pairs with |a| (|a|*||W_out[:,i]||) below 0.1 x the token's max; "
            "dead: r never > %g; resident: r > %g in >= %g%% of tokens\n",
            o->dead_threshold, o->resident_threshold, 100 * o->resident_frac);
@@ -187,7 +193,7 @@ static void print_text(const nl_sparsity_result *s, const char *acts, const char
 static int run(nl_ctx *ctx, int argc, char **argv) {
     const nl_command *me = &nl_cmd_sparsity;
     const char *acts = NULL, *v;
-    int k, rc = 2;
+    int k, rc = 2, cett_asked = 0;
     long block = 0, ctok = 0;
     nl_cli_common co = {0};
     nl_sparsity_opts o;
@@ -200,8 +206,10 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         else if ((k = nl_cli_opt(argc, argv, &i, "--model", &v))) {
             if (k < 0 || !*v) return nl_cli_usage(me, "--model needs a path");
             o.model = v;
+            cett_asked = 1;
         } else if ((k = nl_cli_opt(argc, argv, &i, "--cett", &v))) {
             if (k < 0) return nl_cli_usage(me, "--cett needs a list like 0.1,0.2 (at most %d targets)", NL_SPARSITY_MAX_TARGETS);
+            cett_asked = 1;
             if ((o.n_cett_targets = parse_list("--cett", v, &R_TARGET, o.cett_targets, NL_SPARSITY_MAX_TARGETS, &rc)) < 0)
                 return rc;
         } else if ((k = nl_cli_opt(argc, argv, &i, "--thresholds", &v))) {
@@ -221,6 +229,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
             if (k < 0 || !nl_cli_int(v, 1, (long)4e18, &ctok))
                 return nl_cli_usage(me, "--cett-tokens needs a token count in 1..4e18");
             o.cett_tokens = ctok;
+            cett_asked = 1;
         } else if ((k = nl_cli_opt(argc, argv, &i, "--block", &v))) {
             if (k < 0 || !nl_cli_int(v, 1, 1 << 24, &block)) return nl_cli_usage(me, "--block needs a row count in 1..%d", 1 << 24);
             o.block_rows = (int)block;
@@ -232,6 +241,8 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     if (!co.db) return nl_cli_usage(me, "missing --db results.db");
     if (o.no_cett && o.model) return nl_cli_usage(me, "--model is for CETT: drop it or --no-cett");
 
+    /* a summary has no per-token rows: CETT is left out unless asked for (then refused, naming why) */
+    if (!cett_asked && nl_h5_file_kind(acts) == NL_H5_KIND_SUMMARY) o.no_cett = 1;
     nl_sparsity_result res = {0};
     nl_results *db = NULL;
     nl_progress prog;

@@ -66,6 +66,8 @@ static const nl_cli_option record[] = {
     {"--layers", "LIST", 0, "layers to record, like 0,2,5-7", "every layer"},
     {"--dtype", "f32|f16", 0, "stored type of ffn_act", "f32"},
     {"--pool", NULL, 0, "also store each document's mean |a| over its prompt tokens (/pooled, for ability)", NULL},
+    {"--stats", NULL, 0, "write a streaming summary (README \"Streaming summaries\") instead of the per-token dump", NULL},
+    {"--top-k", "K", 0, "with --stats: top-activating tokens kept per neuron, 1..1024", "20"},
     {"--db", "results.db", 0, "register the run in a results database", "none"},
     {NULL, NULL, 0, NULL, NULL}};
 
