@@ -425,9 +425,8 @@ static nl_status lookup(nl_ctx *ctx, const nl_gguf *g, const char *key, int *fou
 static nl_status wrong(nl_ctx *ctx, const nl_gguf *g, const nl_gguf_kv *kv, const char *want) {
     char d[64];
     return nl_errorf(ctx, NL_EFORMAT, "'%s': metadata key '%s' is a%s %s, expected %s", g->path, kv->key,
-                     kv->type == NL_GGUF_ARRAY || kv->type == NL_GGUF_U8 || kv->type == NL_GGUF_U16 ||
-                     kv->type == NL_GGUF_U32 || kv->type == NL_GGUF_U64 || kv->type == NL_GGUF_I8 ||
-                     kv->type == NL_GGUF_I16 || kv->type == NL_GGUF_I32 || kv->type == NL_GGUF_I64 ? "n" : "",
+                     kv->type == NL_GGUF_ARRAY || kv->type == NL_GGUF_I8 || kv->type == NL_GGUF_I16 ||
+                     kv->type == NL_GGUF_I32 || kv->type == NL_GGUF_I64 ? "n" : "",
                      type_desc(kv, d, sizeof d), want);
 }
 
