@@ -913,3 +913,172 @@ Test(gguf, typed_getters) {
     nl_gguf_close(g);
     free(b.p);
 }
+
+/* ---- 5. the tokenizer from the metadata ------------------------------------------------------- */
+
+#include "tokenizer/tok_internal.h"
+
+/* Every text of the conformance corpus gives the same ids (with and without the template,
+ * with special tokens parsed) and decodes to the same text with both tokenizers. */
+static void same_tokenizer(const nl_tokenizer *a, const nl_tokenizer *b) {
+    FILE *f = fopen("tests/tokenizer/corpus.jsonl", "r");
+    if (!f) cr_skip_test("tests/tokenizer/corpus.jsonl is absent");
+    cr_assert_eq(nl_tokenizer_vocab_size(a), nl_tokenizer_vocab_size(b));
+    cr_assert_eq(nl_tokenizer_bos(a), nl_tokenizer_bos(b));
+    cr_assert_eq(nl_tokenizer_eos(a), nl_tokenizer_eos(b));
+    char *line = NULL;
+    size_t cap = 0;
+    int rows = 0;
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    while (getline(&line, &cap, f) > 0) {
+        json_t *j = json_loads(line, 0, NULL);
+        json_t *tx = json_object_get(j, "text");
+        if (!json_is_string(tx)) { json_decref(j); continue; }
+        const char *s = json_string_value(tx);
+        size_t n = json_string_length(tx);
+        const nl_encode_opts opts[] = {{.add_special = 1}, {.add_special = 0}, {.add_special = 1, .parse_special = 1}};
+        for (int o = 0; o < 3; o++) {
+            int32_t *ia = NULL, *ib = NULL;
+            int na = 0, nb = 0;
+            cr_assert_eq(nl_tokenizer_encode(&ctx, a, s, n, &opts[o], &ia, &na), NL_OK, "%s", ctx.msg);
+            cr_assert_eq(nl_tokenizer_encode(&ctx, b, s, n, &opts[o], &ib, &nb), NL_OK, "%s", ctx.msg);
+            cr_assert(na == nb && !memcmp(ia, ib, (size_t)na * sizeof *ia), "row %d (options %d): %d vs %d ids: %s", rows, o,
+                      na, nb, s);
+            if (o == 0) {
+                char *da = NULL, *db = NULL;
+                size_t dna = 0, dnb = 0;
+                cr_assert_eq(nl_tokenizer_decode(&ctx, a, ia, na, 1, &da, &dna), NL_OK, "%s", ctx.msg);
+                cr_assert_eq(nl_tokenizer_decode(&ctx, b, ib, nb, 1, &db, &dnb), NL_OK, "%s", ctx.msg);
+                cr_assert(dna == dnb && !memcmp(da, db, dna), "row %d decodes differently", rows);
+                free(da);
+                free(db);
+            }
+            free(ia);
+            free(ib);
+        }
+        rows++;
+        json_decref(j);
+    }
+    free(line);
+    fclose(f);
+    cr_assert(rows > 300, "only %d rows", rows);
+}
+
+Test(gguf, tokenizer_gpt2_equals_the_folder) {
+    const char *p = GG_DIR "/silu/silu-Q8_0.gguf";
+    if (!nl_path_exists(p)) cr_skip_test("../shared/models/gguf is absent");
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_tokenizer *a = NULL, *b = NULL;
+    cr_assert_eq(nl_tokenizer_for_model(&ctx, p, &a), NL_OK, "%s", ctx.msg);
+    cr_assert_not_null(a);
+    cr_assert_eq(nl_tokenizer_open(&ctx, "notebooks-data/models/silu", &b), NL_OK, "%s", ctx.msg);
+    same_tokenizer(a, b);
+    nl_tokenizer_close(a);
+    nl_tokenizer_close(b);
+}
+
+/* A "llama" (SentencePiece) vocabulary as the converter writes it
+ * (LlamaModel._set_vocab_sentencepiece: tokens, scores, token types, special ids, add_space_prefix,
+ * remove_extra_whitespaces), made from ../shared/tokenizers/llama2/tokenizer.model. */
+Test(gguf, tokenizer_llama_equals_sentencepiece) {
+    const char *sp = NL_SHARED "/tokenizers/llama2/tokenizer.model";
+    if (!nl_path_exists(sp)) cr_skip_test("../shared/tokenizers/llama2 is absent");
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_tokenizer *b = NULL, *a = NULL;
+    cr_assert_eq(nl_tokenizer_open(&ctx, sp, &b), NL_OK, "%s", ctx.msg);
+    cr_assert_null(b->sp_cm.blob, "the llama2 model has a charsmap: the test would need to write it");
+    gwriter w = {0};
+    kv_str(&w, "general.architecture", "llama");
+    kv_str(&w, "tokenizer.ggml.model", "llama");
+    kv_str(&w, "tokenizer.ggml.pre", "default");
+    int n = b->v.n;
+    kv_key(&w, "tokenizer.ggml.tokens", NL_GGUF_ARRAY);
+    put_u32(&w.kv, NL_GGUF_STRING);
+    put_u64(&w.kv, (uint64_t)n);
+    for (int i = 0; i < n; i++) {
+        size_t len;
+        const char *s = tk_piece(&b->v, i, &len);
+        put_u64(&w.kv, len);
+        put(&w.kv, s, len);
+    }
+    kv_key(&w, "tokenizer.ggml.scores", NL_GGUF_ARRAY);
+    put_u32(&w.kv, NL_GGUF_F32);
+    put_u64(&w.kv, (uint64_t)n);
+    put(&w.kv, b->v.score, (size_t)n * 4);
+    kv_key(&w, "tokenizer.ggml.token_type", NL_GGUF_ARRAY);
+    put_u32(&w.kv, NL_GGUF_I32);
+    put_u64(&w.kv, (uint64_t)n);
+    for (int i = 0; i < n; i++) {
+        int32_t ty = b->v.type[i];
+        put(&w.kv, &ty, 4);
+    }
+    kv_u32(&w, "tokenizer.ggml.bos_token_id", (uint32_t)nl_tokenizer_bos(b));
+    kv_u32(&w, "tokenizer.ggml.eos_token_id", (uint32_t)nl_tokenizer_eos(b));
+    kv_u32(&w, "tokenizer.ggml.unknown_token_id", (uint32_t)b->unk_id);
+    kv_key(&w, "tokenizer.ggml.add_bos_token", NL_GGUF_BOOL);
+    put(&w.kv, "\1", 1);
+    kv_key(&w, "tokenizer.ggml.add_space_prefix", NL_GGUF_BOOL);
+    uint8_t v = (uint8_t)b->sp_add_dummy_prefix;
+    put(&w.kv, &v, 1);
+    kv_key(&w, "tokenizer.ggml.remove_extra_whitespaces", NL_GGUF_BOOL);
+    v = (uint8_t)b->sp_remove_extra_ws;
+    put(&w.kv, &v, 1);
+    const char *p = gw_write(&w, "spm.gguf");
+    gw_free(&w);
+    cr_assert_eq(nl_tokenizer_open(&ctx, p, &a), NL_OK, "%s", ctx.msg);
+    same_tokenizer(a, b);
+    nl_tokenizer_close(a);
+    nl_tokenizer_close(b);
+}
+
+Test(gguf, tokenizer_absent_or_broken) {
+    if (!nl_path_exists(GG_DIR "/stories260K/stories260K-F32.gguf")) cr_skip_test("../shared/models/gguf is absent");
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_tokenizer *t = NULL;
+    /* "none": the model has no tokenizer (its data are token ids) */
+    cr_assert_eq(nl_tokenizer_for_model(&ctx, GG_DIR "/stories260K/stories260K-F32.gguf", &t), NL_OK, "%s", ctx.msg);
+    cr_assert_null(t);
+    cr_assert_eq(nl_tokenizer_open(&ctx, GG_DIR "/stories260K/stories260K-F32.gguf", &t), NL_EFORMAT);
+    cr_assert(strstr(ctx.msg, "holds no tokenizer"), "%s", ctx.msg);
+    gwriter w = {0};
+    kv_str(&w, "tokenizer.ggml.model", "gpt2");
+    kv_key(&w, "tokenizer.ggml.tokens", NL_GGUF_ARRAY);
+    put_u32(&w.kv, NL_GGUF_STRING);
+    put_u64(&w.kv, 2);
+    put_str(&w.kv, "a");
+    put_str(&w.kv, "b");
+    kv_key(&w, "tokenizer.ggml.merges", NL_GGUF_ARRAY);
+    put_u32(&w.kv, NL_GGUF_STRING);
+    put_u64(&w.kv, 1);
+    put_str(&w.kv, "a b");
+    kv_u32(&w, "tokenizer.ggml.bos_token_id", 5);
+    const char *p = gw_write(&w, "tok.gguf");
+    cr_assert_eq(nl_tokenizer_open(&ctx, p, &t), NL_EFORMAT);
+    cr_assert(strstr(ctx.msg, p) && strstr(ctx.msg, "merge 0 ('a b') names a token that is not in the vocabulary"), "%s", ctx.msg);
+    gw_free(&w);
+    memset(&w, 0, sizeof w);
+    kv_str(&w, "tokenizer.ggml.model", "gpt2");
+    kv_str(&w, "tokenizer.ggml.pre", "klingon");
+    kv_key(&w, "tokenizer.ggml.tokens", NL_GGUF_ARRAY);
+    put_u32(&w.kv, NL_GGUF_STRING);
+    put_u64(&w.kv, 1);
+    put_str(&w.kv, "a");
+    kv_key(&w, "tokenizer.ggml.merges", NL_GGUF_ARRAY);
+    put_u32(&w.kv, NL_GGUF_STRING);
+    put_u64(&w.kv, 0);
+    p = gw_write(&w, "pre.gguf");
+    cr_assert_eq(nl_tokenizer_open(&ctx, p, &t), NL_EUNSUPPORTED);
+    cr_assert(strstr(ctx.msg, "pre-tokenizer 'klingon'") && strstr(ctx.msg, "llama-bpe"), "%s", ctx.msg);
+    gw_free(&w);
+    memset(&w, 0, sizeof w);
+    kv_str(&w, "tokenizer.ggml.model", "llama");
+    kv_str(&w, "tokenizer.ggml.tokens", "abc");
+    p = gw_write(&w, "wrong.gguf");
+    cr_assert_eq(nl_tokenizer_open(&ctx, p, &t), NL_EFORMAT);
+    cr_assert(strstr(ctx.msg, "'tokenizer.ggml.tokens' is a string, expected an array of string"), "%s", ctx.msg);
+    gw_free(&w);
+}
