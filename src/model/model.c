@@ -183,7 +183,12 @@ nl_status nl_model_open_opts(nl_ctx *ctx, const char *path, const nl_model_opts 
     *out = NULL;
     struct stat st;
     if (stat(path, &st) != 0) return nl_errorf(ctx, NL_EIO, "cannot open '%s': %s", path, strerror(errno));
-    if (S_ISDIR(st.st_mode)) return nl_hf_open(ctx, path, out);
+    const int act_opt = opts && opts->hidden_act;
+    if (S_ISDIR(st.st_mode)) {
+        if (act_opt)
+            return nl_errorf(ctx, NL_EINVAL, "'%s': the FFN activation is set for GGUF files only (config.json names it here)", path);
+        return nl_hf_open(ctx, path, out);
+    }
     unsigned char magic[16];
     size_t n = 0;
     int fd = open(path, O_RDONLY);
@@ -201,6 +206,7 @@ nl_status nl_model_open_opts(nl_ctx *ctx, const char *path, const nl_model_opts 
         return nl_errorf(ctx, NL_EINVAL, "cannot open '%s': pass the model folder (with config.json), not the .safetensors file", path);
     case NL_FMT_LLAMA2C: break;
     }
+    if (act_opt) return nl_errorf(ctx, NL_EINVAL, "'%s': the FFN activation is set for GGUF files only (llama2.c runs SiLU)", path);
     return nl_llama2c_open(ctx, path, out);
 }
 
