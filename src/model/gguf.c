@@ -359,7 +359,7 @@ nl_status nl_gguf_open(nl_ctx *ctx, const char *path, const nl_model_opts *opts,
     gg_source S = {g, m->path};
     nl_tensor_source src = {m->path, &S, gg_lookup, NULL};
     char model_type[80], layers_key[96];
-    snprintf(model_type, sizeof model_type, "architecture %s", arch);
+    snprintf(model_type, sizeof model_type, "gguf:%s", arch);
     snprintf(layers_key, sizeof layers_key, "%s.block_count", arch);
     nl_resolver r = {.names = names, .src = &src, .model_type = model_type, .cfg_name = "the file's metadata",
                      .cfg_path = m->path, .layers_key = layers_key, .attn_bias = 1, .want_dt = -1};
