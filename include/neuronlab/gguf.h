@@ -98,8 +98,9 @@ nl_status nl_gguf_get_f64(nl_ctx *ctx, const nl_gguf *g, const char *key, double
 nl_status nl_gguf_get_bool(nl_ctx *ctx, const nl_gguf *g, const char *key, int *out, int *found);
 /* String value: *s points into the buffer (not NUL-terminated), *n its length. */
 nl_status nl_gguf_get_str(nl_ctx *ctx, const nl_gguf *g, const char *key, const char **s, size_t *n, int *found);
-/* Array of element type want (strings: NL_GGUF_STRING); *kv the entry. Integer arrays of
- * another width are refused with the message (callers read them with nl_gguf_arr_num). */
+/* Array of element type want (strings: NL_GGUF_STRING); *kv the entry. For an integer want,
+ * integer arrays of any width are accepted, and float64 arrays for a float32 want (read the
+ * elements with nl_gguf_arr_num); anything else fails naming the key and both types. */
 nl_status nl_gguf_get_arr(nl_ctx *ctx, const nl_gguf *g, const char *key, nl_gguf_vtype want, const nl_gguf_kv **kv,
                           int *found);
 /* Element i of a numeric array as a double. */

@@ -2,9 +2,9 @@
  *
  * Rules: weights stay memory-mapped in their stored dtype. nl_model_layer() hands out
  * one layer in f32: stored-f32 tensors are borrowed straight from the mapping (no copy),
- * f16/bf16 tensors are converted into a per-model slot that holds one layer, so peak
- * memory is about file size + one layer in f32. Every loader (llama2.c, Hugging Face,
- * later GGUF) fills the same private struct (src/model/model_internal.h) and shares the
+ * f16/bf16 and GGUF's quantised tensors are converted into a per-model slot that holds one
+ * layer, so peak memory is about file size + one layer in f32. Every loader (llama2.c,
+ * Hugging Face, GGUF) fills the same private struct (src/model/model_internal.h) and shares the
  * conversion code in src/model/model.c.
  * Checked by tests/test_model.c and tests/test_forward.c (PyTorch fixtures).
  */

@@ -150,9 +150,14 @@ static nl_status build_bpe(gv *G, const nl_gguf_kv *tokens, int n) {
     t->family = TK_RANKS;
     t->byte_level = 1;
     t->ignore_merges = PRE[pi].ignore_merges;
+    int n_special = 0;
+    for (int id = 0; types && id < n; id++) {
+        int ty = (int)nl_gguf_arr_num(types, (uint64_t)id);
+        n_special += ty == 3 || ty == 4;
+    }
     if (nl_tk_vocab_init(&t->v, n) || nl_tk_strmap_init(&t->vmap, &t->v, (size_t)n) ||
         !(t->pretok = calloc(1, sizeof *t->pretok)) || !(t->dec = calloc(1, sizeof *t->dec)) ||
-        !(t->added = calloc((size_t)n, sizeof *t->added)))
+        !(t->added = calloc((size_t)n_special + 1, sizeof *t->added)))
         return oom(G);
     t->pretok->kind = PT_BYTELEVEL;
     t->pretok->has_re = 1;
