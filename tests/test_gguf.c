@@ -514,6 +514,11 @@ static int jint(json_t *o, const char *k, int def) {
 }
 
 /* HF fixture folder → GGUF (F32, or F16 for the 2-D weights like the converter's --outtype f16). */
+/* q/k/v biases added to every layer (bias != 0): the same values for every architecture,
+ * written in llama.cpp's RoPE row order for llama (the converter permutes q_proj.bias and
+ * k_proj.bias with the weights). */
+static int g_add_bias;
+
 static const char *convert_fixture(const char *dir, const char *arch, const name_map *map, int f16, const char *out) {
     json_t *cfg = load_json(dir, "config.json");
     char stp[512];
@@ -591,6 +596,24 @@ static const char *convert_fixture(const char *dir, const char *arch, const name
             }
             free(v);
         }
+    for (int l = 0; g_add_bias && l < L; l++) {
+        const char *names[3] = {"blk.%d.attn_q.bias", "blk.%d.attn_k.bias", "blk.%d.attn_v.bias"};
+        for (int k = 0; k < 3; k++) {
+            int rows = (k == 0 ? H : Hk) * hd;
+            float *b = malloc((size_t)rows * sizeof *b), *pb = malloc((size_t)rows * sizeof *pb);
+            for (int r = 0; r < rows; r++) b[r] = 0.05f * (float)((r * 7 + l * 3 + k) % 11) - 0.25f;
+            for (int r = 0; r < rows; r++) { /* GGUF row r = HF row hh·hd + j·hd/2 + i (llama only) */
+                int hh = r / hd, kk = r % hd, i = kk / 2, j = kk % 2;
+                pb[r] = k < 2 && !strcmp(arch, "llama") ? b[hh * hd + j * (hd / 2) + i] : b[r];
+            }
+            char nm[64];
+            snprintf(nm, sizeof nm, names[k], l);
+            uint64_t ne[1] = {(uint64_t)rows};
+            add_tensor(&w, nm, NL_GGML_F32, 1, ne, pb, (size_t)rows * 4);
+            free(b);
+            free(pb);
+        }
+    }
     if (gpt2) { /* the converter writes output.weight as a copy of the embedding */
         nl_tensor t;
         cr_assert_eq(nl_safetensors_get(&ctx, st, "transformer.wte.weight", &t), NL_OK);
@@ -641,6 +664,44 @@ static void check_fixture_logits(const char *name, const char *arch, const name_
         nl_model_close(m);
     }
     free(want);
+    free(ids);
+    json_decref(ex);
+}
+
+/* Attention biases of a llama file come un-permuted with the weights: the llama fixture with q/k/v
+ * biases written as llama (rows permuted) and as qwen2 (not permuted) gives the same logits. */
+Test(gguf, llama_biases_are_unpermuted_too) {
+    const char *dir = "tests/fixtures/hf/llama";
+    if (!nl_path_exists("tests/fixtures/hf/llama/config.json")) cr_skip_test("fixture %s is absent", dir);
+    json_t *ex = load_json(dir, "expected.json");
+    json_t *toks = json_object_get(ex, "tokens");
+    int T = (int)json_array_size(toks), V = jint(ex, "V", 0);
+    int32_t *ids = malloc((size_t)T * sizeof *ids);
+    for (int i = 0; i < T; i++) ids[i] = (int32_t)json_integer_value(json_array_get(toks, (size_t)i));
+    float *lg[2];
+    g_add_bias = 1;
+    for (int k = 0; k < 2; k++) {
+        const char *p = convert_fixture(dir, k ? "qwen2" : "llama", MAP_LLAMA, 0, k ? "bias_qwen2.gguf" : "bias_llama.gguf");
+        nl_ctx ctx;
+        nl_ctx_init(&ctx);
+        nl_model *m = NULL;
+        nl_forward *f = NULL;
+        cr_assert_eq(nl_model_open(&ctx, p, &m), NL_OK, "%s", ctx.msg);
+        cr_assert_eq(nl_forward_create(&ctx, m, T, T, &f), NL_OK, "%s", ctx.msg);
+        lg[k] = malloc((size_t)T * V * sizeof(float));
+        cr_assert_eq(nl_forward_run(f, &ctx, ids, T, lg[k]), NL_OK, "%s", ctx.msg);
+        nl_forward_destroy(f);
+        nl_model_close(m);
+    }
+    g_add_bias = 0;
+    nl_check_close(lg[0], lg[1], (size_t)T * V, 1e-5);
+    /* and the biases changed something (they are not ignored) */
+    size_t ln;
+    float *want = nl_read_all("tests/fixtures/hf/llama/logits.f32", &ln);
+    cr_assert(nl_max_abs_diff(lg[0], want, (size_t)T * V) > 1e-3);
+    free(want);
+    free(lg[0]);
+    free(lg[1]);
     free(ids);
     json_decref(ex);
 }
