@@ -116,6 +116,68 @@ def llama2c(shared):
 put("llama2c", "tiny_shared.bin", llama2c(True))
 put("llama2c", "tiny_unshared.bin", llama2c(False))
 
+# --- GGUF files (fuzz_gguf): tiny llama models in every tensor type the reader dequantises,
+# and gpt2 / llama (SentencePiece) vocabularies in the metadata (own random stream: the other seeds stay as they were)
+grng = np.random.default_rng(15)
+def gs(x):
+    b = x.encode() if isinstance(x, str) else x
+    return struct.pack("<Q", len(b)) + b
+def gkv(k, t, payload): return gs(k) + struct.pack("<I", t) + payload
+def gstr(k, v): return gkv(k, 8, gs(v))
+def gu32(k, v): return gkv(k, 4, struct.pack("<I", v))
+def gf32(k, v): return gkv(k, 6, struct.pack("<f", v))
+def gbool(k, v): return gkv(k, 7, bytes([1 if v else 0]))
+def garr(k, et, items):
+    if et == 8: body = b"".join(gs(x) for x in items)
+    else: body = b"".join(struct.pack({4: "<I", 5: "<i", 6: "<f"}[et], x) for x in items)
+    return gkv(k, 9, struct.pack("<IQ", et, len(items)) + body)
+# ggml type: (block elements, block bytes, where the f16 scales are)
+GT = {0: (1, 4, []), 1: (1, 2, []), 30: (1, 2, []), 2: (32, 18, [0]), 3: (32, 20, [0, 2]), 6: (32, 22, [0]), 7: (32, 24, [0, 2]),
+      8: (32, 34, [0]), 10: (256, 84, [80, 82]), 11: (256, 110, [108]), 12: (256, 144, [0, 2]), 13: (256, 176, [0, 2]), 14: (256, 210, [208])}
+def gdata(t, numel):
+    be, bb, halves = GT[t]
+    if t == 0: return (grng.standard_normal(numel) * 0.1).astype(np.float32).tobytes()
+    if t in (1, 30):
+        a = (grng.standard_normal(numel) * 0.1).astype(np.float32)
+        return a.astype(np.float16).tobytes() if t == 1 else (a.view(np.uint32) >> 16).astype(np.uint16).tobytes()
+    out = bytearray(grng.integers(0, 256, numel // be * bb, dtype=np.uint8).tobytes())
+    for b in range(numel // be):
+        for h in halves: out[b * bb + h: b * bb + h + 2] = np.float16(0.01 * (1 + b % 7)).tobytes()
+    return bytes(out)
+def gguf_file(kvs, tensors):
+    head = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kvs))
+    infos, data = b"", b""
+    for name, ne, t in tensors:
+        numel = int(np.prod(ne))
+        blob = gdata(t, numel)
+        infos += gs(name) + struct.pack("<I", len(ne)) + b"".join(struct.pack("<Q", x) for x in ne) + struct.pack("<IQ", t, len(data))
+        data += blob + bytes(-len(blob) % 32)
+    out = head + b"".join(kvs) + infos
+    return out + bytes(-len(out) % 32) + data
+def tiny_llama(D, F, V, types, extra_kv=()):
+    kv = [gstr("general.architecture", "llama"), gu32("llama.block_count", 1), gu32("llama.embedding_length", D),
+          gu32("llama.feed_forward_length", F), gu32("llama.attention.head_count", 2), gu32("llama.attention.head_count_kv", 1),
+          gf32("llama.attention.layer_norm_rms_epsilon", 1e-5), gu32("llama.context_length", 16)] + list(extra_kv)
+    q, k, v, o, g, u, dn, emb = types
+    ts = [("token_embd.weight", [D, V], emb), ("output_norm.weight", [D], 0), ("blk.0.attn_norm.weight", [D], 0),
+          ("blk.0.ffn_norm.weight", [D], 0), ("blk.0.attn_q.weight", [D, D], q), ("blk.0.attn_k.weight", [D, D // 2], k),
+          ("blk.0.attn_v.weight", [D, D // 2], v), ("blk.0.attn_output.weight", [D, D], o), ("blk.0.ffn_gate.weight", [D, F], g),
+          ("blk.0.ffn_up.weight", [D, F], u), ("blk.0.ffn_down.weight", [F, D], dn)]
+    return gguf_file(kv, ts)
+put("gguf", "llama_f32.gguf", tiny_llama(32, 64, 8, (0, 0, 0, 0, 0, 0, 0, 0)))
+put("gguf", "llama_half.gguf", tiny_llama(32, 64, 8, (1, 30, 1, 30, 1, 30, 1, 0)))
+put("gguf", "llama_q32.gguf", tiny_llama(32, 64, 8, (2, 3, 6, 7, 8, 2, 3, 8)))
+put("gguf", "llama_k.gguf", tiny_llama(256, 256, 4, (10, 11, 12, 13, 14, 10, 11, 14)))
+toks = ["<|bos|>", "a", "b", "ab", "\u0120", "\u0120a", "c"]
+put("gguf", "vocab_gpt2.gguf", tiny_llama(32, 64, 7, (0,) * 8, [
+    gstr("tokenizer.ggml.model", "gpt2"), gstr("tokenizer.ggml.pre", "llama-bpe"), garr("tokenizer.ggml.tokens", 8, toks),
+    garr("tokenizer.ggml.token_type", 5, [3, 1, 1, 1, 1, 1, 1]), garr("tokenizer.ggml.merges", 8, ["a b", "\u0120 a"]),
+    gu32("tokenizer.ggml.bos_token_id", 0), gbool("tokenizer.ggml.add_bos_token", True)]))
+put("gguf", "vocab_llama.gguf", tiny_llama(32, 64, len(MINI), (0,) * 8, [
+    gstr("tokenizer.ggml.model", "llama"), garr("tokenizer.ggml.tokens", 8, [p for p, _, _ in MINI]),
+    garr("tokenizer.ggml.scores", 6, [float(s) for _, s, _ in MINI]), garr("tokenizer.ggml.token_type", 5, [t for _, _, t in MINI]),
+    gu32("tokenizer.ggml.bos_token_id", 1), gu32("tokenizer.ggml.eos_token_id", 2), gu32("tokenizer.ggml.unknown_token_id", 0)]))
+
 # --- JSONL dataset rows
 put("dataset", "tokens.jsonl", '{"tokens": [1, 4, 5, 6], "label": "math"}\n{"tokens": [2, 3], "prompt_len": 1}\n\n')
 put("dataset", "text.jsonl", '{"text": "abc ab!", "label": "x"}\n{"prompt": "ab", "response": " abc", "label": "y"}\n')

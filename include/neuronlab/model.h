@@ -2,9 +2,9 @@
  *
  * Rules: weights stay memory-mapped in their stored dtype. nl_model_layer() hands out
  * one layer in f32: stored-f32 tensors are borrowed straight from the mapping (no copy),
- * f16/bf16 tensors are converted into a per-model slot that holds one layer, so peak
- * memory is about file size + one layer in f32. Every loader (llama2.c, Hugging Face,
- * later GGUF) fills the same private struct (src/model/model_internal.h) and shares the
+ * f16/bf16 and GGUF's quantised tensors are converted into a per-model slot that holds one
+ * layer, so peak memory is about file size + one layer in f32. Every loader (llama2.c,
+ * Hugging Face, GGUF) fills the same private struct (src/model/model_internal.h) and shares the
  * conversion code in src/model/model.c.
  * Checked by tests/test_model.c and tests/test_forward.c (PyTorch fixtures).
  */
@@ -15,12 +15,18 @@
 
 /* Stored element types. A dtype stores its elements in blocks: block_elems elements in
  * block_bytes bytes (1 element per block for F32/F16/BF16; GGUF's quantised types such as
- * Q8_0 = 32 elements in 34 bytes add rows later). Ranges handed to to_f32 start on a
- * block boundary and span whole blocks. */
-typedef enum { NL_DT_F32 = 0, NL_DT_F16, NL_DT_BF16, NL_DT_COUNT } nl_dtype;
+ * Q8_0 = 32 elements in 34 bytes, Q4_K = 256 in 144: src/model/quant.h). Ranges handed to
+ * to_f32 start on a block boundary and span whole blocks; a quantised tensor's rows are
+ * whole blocks. */
+typedef enum {
+    NL_DT_F32 = 0, NL_DT_F16, NL_DT_BF16,
+    NL_DT_Q4_0, NL_DT_Q4_1, NL_DT_Q5_0, NL_DT_Q5_1, NL_DT_Q8_0, /* GGUF, 32-element blocks */
+    NL_DT_Q2_K, NL_DT_Q3_K, NL_DT_Q4_K, NL_DT_Q5_K, NL_DT_Q6_K, /* GGUF, 256-element super-blocks */
+    NL_DT_COUNT
+} nl_dtype;
 
 typedef struct {
-    const char *name;   /* "f32", "f16", "bf16" */
+    const char *name;   /* "f32", "f16", "bf16", "q8_0", "q4_k" … */
     int block_bytes;    /* bytes of one block */
     int block_elems;    /* elements of one block */
     /* dst (n) = src decoded; src holds n / block_elems blocks (n a multiple of block_elems).
@@ -146,12 +152,25 @@ typedef struct {
 typedef struct nl_model nl_model;
 
 /* Opens a checkpoint, choosing the loader by what `path` is, never by its name: a directory
- * is a Hugging Face folder (config.json + safetensors files); a file starting with "GGUF"
- * fails with NL_EUNSUPPORTED (not supported yet); a bare safetensors file (8-byte header
- * length, then '{') fails with NL_EINVAL asking for its folder; any other file is a llama2.c
- * checkpoint, whose header is validated. Messages name the path. On success *out owns the
- * mappings; free with nl_model_close. */
+ * is a Hugging Face folder (config.json + safetensors files); a file starting with "GGUF" is
+ * a GGUF file (src/model/gguf.c: llama, qwen2, gpt2, phi2; quantised tensors stay quantised
+ * in the mapping and are dequantised one layer at a time); a bare safetensors file (8-byte
+ * header length, then '{') fails with NL_EINVAL asking for its folder; any other file is a
+ * llama2.c checkpoint, whose header is validated. Messages name the path. On success *out
+ * owns the mappings; free with nl_model_close. */
 nl_status nl_model_open(nl_ctx *ctx, const char *path, nl_model **out);
+
+/* Choices a file may leave open. Zero-initialise. */
+typedef struct {
+    const char *hidden_act; /* FFN activation name (nl_act_parse) for formats that do not store
+                             * it (GGUF llama); NULL: config.json beside the file, else the file's
+                             * neuronlab.hidden_act key, else SiLU */
+} nl_model_opts;
+/* nl_model_open with options (NULL = defaults). */
+nl_status nl_model_open_opts(nl_ctx *ctx, const char *path, const nl_model_opts *opts, nl_model **out);
+/* Where the FFN activation came from: "config.json", "--hidden-act", "the file's metadata",
+ * "default" … (static string). */
+const char *nl_model_act_source(const nl_model *m);
 void nl_model_close(nl_model *m); /* NULL is a no-op */
 
 const nl_config *nl_model_config(const nl_model *m);

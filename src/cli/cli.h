@@ -40,14 +40,16 @@ void nl_cli_print_help(FILE *out, const nl_command *cmd);
 
 /* The options every command that runs a model over a dataset shares (run.c parses them). */
 #define NL_CLI_RUN_OPTIONS                                                                                                    \
-    {"MODEL", NULL, 1, "a Hugging Face folder (config.json + *.safetensors) or a llama2.c .bin checkpoint", NULL},          \
+    {"MODEL", NULL, 1, "a Hugging Face folder (config.json + *.safetensors), a GGUF file or a llama2.c .bin checkpoint", NULL}, \
         {"DATA.jsonl", NULL, 1, "the dataset: {\"tokens\"}, {\"text\"} or {\"prompt\",\"response\"} rows, each with an optional \"label\"", \
          NULL},                                                                                                           \
         {"--batch", "N", 0, "tokens per forward call (results do not depend on it)", "512"},                               \
         {"--ctx", "N", 0, "context length; longer documents are scored in sliding windows", "the model's context"},       \
         {"--stride", "N", 0, "step between sliding windows", "ctx/2"},                                                    \
         {"--threads", "N", 0, "worker threads (1..1024)", "all cores"},                                                   \
-        {"--tokenizer", "PATH", 0, "tokenizer for \"text\" and \"prompt\"/\"response\" rows", "the model's own"}
+        {"--tokenizer", "PATH", 0, "tokenizer for \"text\" and \"prompt\"/\"response\" rows", "the model's own"},         \
+        {"--hidden-act", "NAME", 0, "FFN activation of a GGUF model (llama.cpp's files do not store it)",                  \
+         "config.json beside the file, else its neuronlab.hidden_act, else silu"}
 
 /* Prints "neuronlab: <ctx->msg>" (or the status name) to stderr; returns 1. When the message is
  * one an option of the running command fixes (a label the data does not have → --abilities),
@@ -116,10 +118,12 @@ int nl_cli_finish(nl_ctx *ctx, nl_status st, const char *interrupted_fmt, ...) _
 /* MODEL DATA.jsonl and the forward-pass options: --batch N (tokens per forward call,
  * default 512), --ctx N (context, default the model's), --stride N (sliding-window step,
  * default ctx/2), --threads N (default all cores), --tokenizer PATH (for "text" and
- * "prompt"/"response" rows; default the model's own, nl_tokenizer_for_model).
+ * "prompt"/"response" rows; default the model's own, nl_tokenizer_for_model), --hidden-act
+ * NAME (GGUF files, which do not store it; nl_model_opts).
  * Zero-initialise, parse, open, close. */
 typedef struct {
     const char *model, *data, *tokenizer;
+    const char *hidden_act; /* --hidden-act NAME: the FFN activation of a GGUF file (nl_model_opts) */
     nl_tokenizer *tok; /* owned after nl_cli_run_open; NULL when the model has none */
     long batch, ctx, stride, threads;
     nl_model *m;     /* owned after nl_cli_run_open */

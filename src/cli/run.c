@@ -18,6 +18,11 @@ int nl_cli_run_arg(const nl_command *cmd, nl_cli_run *r, int argc, char **argv, 
     int tk = nl_cli_opt(argc, argv, i, "--tokenizer", &v);
     if (tk < 0 || (tk && !*v)) return nl_cli_usage(cmd, "--tokenizer needs a path");
     if (tk) { r->tokenizer = v; return 1; }
+    int ha = nl_cli_opt(argc, argv, i, "--hidden-act", &v);
+    if (ha < 0 || (ha && nl_act_parse(v) < 0))
+        return nl_cli_usage(cmd, "--hidden-act needs one of silu, swish, gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, "
+                            "gelu_tanh, relu, relu2");
+    if (ha) { r->hidden_act = v; return 1; }
     for (size_t k = 0; k < sizeof opts / sizeof opts[0]; k++) {
         int got = nl_cli_opt(argc, argv, i, opts[k].name, &v);
         if (!got) continue;
@@ -40,7 +45,8 @@ int nl_cli_run_check(const nl_command *cmd, const nl_cli_run *r) {
 nl_status nl_cli_run_open(nl_ctx *ctx, nl_cli_run *r) {
     if (r->threads > 0) ctx->n_threads = (int)r->threads;
     nl_ctx_apply_threads(ctx);
-    nl_status st = nl_model_open(ctx, r->model, &r->m);
+    nl_model_opts mo = {.hidden_act = r->hidden_act};
+    nl_status st = nl_model_open_opts(ctx, r->model, &mo, &r->m);
     if (st != NL_OK) return st;
     const nl_config *c = nl_model_config(r->m);
     st = r->tokenizer ? nl_tokenizer_open(ctx, r->tokenizer, &r->tok) : nl_tokenizer_for_model(ctx, r->model, &r->tok);

@@ -9,6 +9,7 @@
  * Checked by tests/test_model.c and tests/test_forward.c.
  */
 #include "model/model_internal.h"
+#include "model/quant.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -48,6 +49,16 @@ static const nl_dtype_info dtype_table[NL_DT_COUNT] = {
     [NL_DT_F32] = {"f32", 4, 1, f32_to_f32},
     [NL_DT_F16] = {"f16", 2, 1, f16_to_f32},
     [NL_DT_BF16] = {"bf16", 2, 1, bf16_to_f32},
+    [NL_DT_Q4_0] = {"q4_0", 18, 32, nl_dequant_q4_0},
+    [NL_DT_Q4_1] = {"q4_1", 20, 32, nl_dequant_q4_1},
+    [NL_DT_Q5_0] = {"q5_0", 22, 32, nl_dequant_q5_0},
+    [NL_DT_Q5_1] = {"q5_1", 24, 32, nl_dequant_q5_1},
+    [NL_DT_Q8_0] = {"q8_0", 34, 32, nl_dequant_q8_0},
+    [NL_DT_Q2_K] = {"q2_k", 84, 256, nl_dequant_q2_k},
+    [NL_DT_Q3_K] = {"q3_k", 110, 256, nl_dequant_q3_k},
+    [NL_DT_Q4_K] = {"q4_k", 144, 256, nl_dequant_q4_k},
+    [NL_DT_Q5_K] = {"q5_k", 176, 256, nl_dequant_q5_k},
+    [NL_DT_Q6_K] = {"q6_k", 210, 256, nl_dequant_q6_k},
 };
 
 const nl_dtype_info *nl_dtype_info_of(nl_dtype dt) {
@@ -152,7 +163,7 @@ void nl_model_close(nl_model *m) {
 
 /* The loader is chosen by the first bytes of the file, never by its name:
  *   a directory                                  → Hugging Face folder (config.json + safetensors)
- *   "GGUF"                                       → GGUF (not supported yet)
+ *   "GGUF"                                       → GGUF (gguf.c)
  *   u64 little-endian header length < 2^32, '{'  → a bare safetensors file (the folder is needed)
  *   anything else                                → llama2.c, whose loader validates its header */
 typedef enum { NL_FMT_LLAMA2C = 0, NL_FMT_GGUF, NL_FMT_SAFETENSORS } nl_file_format;
@@ -164,11 +175,20 @@ static nl_file_format sniff(const unsigned char *b, size_t n) {
     return NL_FMT_LLAMA2C;
 }
 
-nl_status nl_model_open(nl_ctx *ctx, const char *path, nl_model **out) {
+nl_status nl_model_open(nl_ctx *ctx, const char *path, nl_model **out) { return nl_model_open_opts(ctx, path, NULL, out); }
+
+const char *nl_model_act_source(const nl_model *m) { return m->act_source ? m->act_source : "config"; }
+
+nl_status nl_model_open_opts(nl_ctx *ctx, const char *path, const nl_model_opts *opts, nl_model **out) {
     *out = NULL;
     struct stat st;
     if (stat(path, &st) != 0) return nl_errorf(ctx, NL_EIO, "cannot open '%s': %s", path, strerror(errno));
-    if (S_ISDIR(st.st_mode)) return nl_hf_open(ctx, path, out);
+    const int act_opt = opts && opts->hidden_act;
+    if (S_ISDIR(st.st_mode)) {
+        if (act_opt)
+            return nl_errorf(ctx, NL_EINVAL, "'%s': the FFN activation is set for GGUF files only (config.json names it here)", path);
+        return nl_hf_open(ctx, path, out);
+    }
     unsigned char magic[16];
     size_t n = 0;
     int fd = open(path, O_RDONLY);
@@ -181,12 +201,12 @@ nl_status nl_model_open(nl_ctx *ctx, const char *path, nl_model **out) {
     }
     close(fd);
     switch (sniff(magic, n)) {
-    case NL_FMT_GGUF:
-        return nl_errorf(ctx, NL_EUNSUPPORTED, "cannot open '%s': GGUF files are not supported yet (use a Hugging Face folder or a llama2.c .bin)", path);
+    case NL_FMT_GGUF: return nl_gguf_open(ctx, path, opts, out);
     case NL_FMT_SAFETENSORS:
         return nl_errorf(ctx, NL_EINVAL, "cannot open '%s': pass the model folder (with config.json), not the .safetensors file", path);
     case NL_FMT_LLAMA2C: break;
     }
+    if (act_opt) return nl_errorf(ctx, NL_EINVAL, "'%s': the FFN activation is set for GGUF files only (llama2.c runs SiLU)", path);
     return nl_llama2c_open(ctx, path, out);
 }
 
@@ -381,41 +401,73 @@ static void convert(const nl_tensor *t, float *dst) {
     }
 }
 
-/* Floats needed in the slot for t (0 when it can be used in place). */
-static size_t slot_need(const nl_tensor *t) {
-    return (t->data && t->dtype != NL_DT_F32) ? (size_t)nl_tensor_numel(t) : 0;
+/* dst = t in f32 with its rows (shape[0] of them) un-permuted from llama.cpp's RoPE order:
+ * row h·Dh + j·Dh/2 + i of the result is stored row h·Dh + 2i + j (h < heads, i < Dh/2,
+ * j < 2), the inverse of the permutation llama.cpp's converter applies to q/k projections. */
+static void convert_unpermute(const nl_tensor *t, int heads, float *dst) {
+    const int64_t rows = t->shape[0], len = t->ndim > 1 ? nl_tensor_numel(t) / rows : 1, hd = rows / heads;
+#pragma omp parallel for schedule(static) if (rows * len > 65536)
+    for (int64_t r = 0; r < rows; r++) {
+        const int64_t h = r / hd, k = r % hd, j = k / (hd / 2), i = k % (hd / 2), src = h * hd + 2 * i + j;
+        decode_range(t->dtype, t->data, src * len, len, dst + r * len);
+    }
 }
+
+/* Floats needed in the slot for t (0 when it can be used in place). */
+static size_t slot_need_p(const nl_tensor *t, int perm) {
+    return (t->data && (t->dtype != NL_DT_F32 || perm)) ? (size_t)nl_tensor_numel(t) : 0;
+}
+static size_t slot_need(const nl_tensor *t) { return slot_need_p(t, 0); }
 
 /* Walks tensors in a fixed order through a conversion buffer: returns an f32 pointer for t
  * (in place when stored f32, else the next span of *cur, converted when do_convert). */
 typedef struct { float *cur; int do_convert; } nl_walk;
 
-static const float *view(nl_walk *w, const nl_tensor *t) {
+/* perm > 0: t's rows are in llama.cpp's RoPE order for perm heads (convert_unpermute). */
+static const float *view_p(nl_walk *w, const nl_tensor *t, int perm) {
     if (!t->data) return NULL;
-    if (t->dtype == NL_DT_F32) return t->data;
+    if (t->dtype == NL_DT_F32 && !perm) return t->data;
     float *dst = w->cur;
-    if (w->do_convert) convert(t, dst);
+    if (w->do_convert) {
+        if (perm) convert_unpermute(t, perm, dst);
+        else convert(t, dst);
+    }
     w->cur += nl_tensor_numel(t);
     return dst;
 }
+static const float *view(nl_walk *w, const nl_tensor *t) { return view_p(w, t, 0); }
 
-static nl_mat mat(nl_walk *w, const nl_tensor *t, int trans) {
+static nl_mat mat_p(nl_walk *w, const nl_tensor *t, int trans, int perm) {
     nl_mat r = {0};
-    r.w = view(w, t);
+    r.w = view_p(w, t, perm);
     if (!r.w) return r;
     r.trans = trans;
     if (trans) { r.n_in = (int)t->shape[0]; r.n_out = (int)t->shape[1]; r.ld = r.n_out; }
     else { r.n_out = (int)t->shape[0]; r.n_in = (int)t->shape[1]; r.ld = r.n_in; }
     return r;
 }
+static nl_mat mat(nl_walk *w, const nl_tensor *t, int trans) { return mat_p(w, t, trans, 0); }
 
-nl_status nl_model_layer(nl_ctx *ctx, nl_model *m, int l, nl_layer *out) {
-    NL_ASSERT(l >= 0 && l < m->cfg.n_layers);
-    const nl_stored_layer *s = &m->layers[l];
+/* Heads of the RoPE row permutation of a layer tensor (0: none). */
+#define PERM_Q(m) ((m)->rope_unpermute ? (m)->cfg.n_heads : 0)
+#define PERM_K(m) ((m)->rope_unpermute ? (m)->cfg.n_kv_heads : 0)
+
+/* Floats one layer needs in the slot. */
+static size_t layer_need(const nl_model *m, const nl_stored_layer *s) {
     size_t need = 0;
 #define X(f) need += slot_need(&s->f);
     NL_LAYER_TENSORS(X)
 #undef X
+    if (m->rope_unpermute) /* permuted q/k are copied even when stored f32 */
+        need += (s->wq.dtype == NL_DT_F32 ? slot_need_p(&s->wq, 1) : 0) + (s->wk.dtype == NL_DT_F32 ? slot_need_p(&s->wk, 1) : 0) +
+                (s->bq.dtype == NL_DT_F32 ? slot_need_p(&s->bq, 1) : 0) + (s->bk.dtype == NL_DT_F32 ? slot_need_p(&s->bk, 1) : 0);
+    return need;
+}
+
+nl_status nl_model_layer(nl_ctx *ctx, nl_model *m, int l, nl_layer *out) {
+    NL_ASSERT(l >= 0 && l < m->cfg.n_layers);
+    const nl_stored_layer *s = &m->layers[l];
+    size_t need = layer_need(m, s);
     if (need > m->slot_cap) {
         free(m->slot);
         m->slot = malloc(need * sizeof(float));
@@ -437,8 +489,8 @@ nl_status nl_model_layer(nl_ctx *ctx, nl_model *m, int l, nl_layer *out) {
     memset(out, 0, sizeof *out);
     out->ln1_w = view(&w, &s->ln1_w); out->ln1_b = view(&w, &s->ln1_b);
     out->ln2_w = view(&w, &s->ln2_w); out->ln2_b = view(&w, &s->ln2_b);
-    out->wq = mat(&w, &s->wq, tr); out->wk = mat(&w, &s->wk, tr); out->wv = mat(&w, &s->wv, tr);
-    out->bq = view(&w, &s->bq); out->bk = view(&w, &s->bk); out->bv = view(&w, &s->bv);
+    out->wq = mat_p(&w, &s->wq, tr, PERM_Q(m)); out->wk = mat_p(&w, &s->wk, tr, PERM_K(m)); out->wv = mat(&w, &s->wv, tr);
+    out->bq = view_p(&w, &s->bq, PERM_Q(m)); out->bk = view_p(&w, &s->bk, PERM_K(m)); out->bv = view(&w, &s->bv);
     out->wqkv = mat(&w, &s->wqkv, tr); out->bqkv = view(&w, &s->bqkv);
     out->wo = mat(&w, &s->wo, tr); out->bo = view(&w, &s->bo);
     out->w_gate = mat(&w, &s->w_gate, tr); out->w_up = mat(&w, &s->w_up, tr); out->b_up = view(&w, &s->b_up);
@@ -452,10 +504,7 @@ int nl_model_keep_f32(nl_model *m, size_t max_bytes) {
     if (m->resident) return 1;
     size_t total = 0;
     for (int l = 0; l < m->cfg.n_layers; l++) {
-        const nl_stored_layer *s = &m->layers[l];
-#define X(f) total += slot_need(&s->f);
-        NL_LAYER_TENSORS(X)
-#undef X
+        total += layer_need(m, &m->layers[l]);
     }
     if (total == 0 || total * sizeof(float) > max_bytes) return 0;
     m->resident = calloc((size_t)m->cfg.n_layers, sizeof *m->resident);

@@ -27,6 +27,9 @@ struct nl_model {
     char path[4096];
     nl_qkv_layout qkv_layout;
     int conv1d;               /* 1: matrices stored (n_in, n_out) (GPT-2 Conv1D) */
+    int rope_unpermute;       /* 1: wq/bq rows are in llama.cpp's RoPE order for n_heads heads, wk/bk
+                               * for n_kv_heads (GGUF llama); nl_model_layer restores HF's order */
+    const char *act_source;   /* where cfg.act came from (static string; NULL: "config") */
 
     struct { void *base; size_t size; } maps[NL_MAX_MAPS];
     int n_maps;
@@ -66,5 +69,6 @@ nl_status nl_model_realign(nl_ctx *ctx, nl_model *m);
 /* Loaders. */
 nl_status nl_llama2c_open(nl_ctx *ctx, const char *path, nl_model **out);
 nl_status nl_hf_open(nl_ctx *ctx, const char *dir, nl_model **out);
+nl_status nl_gguf_open(nl_ctx *ctx, const char *path, const nl_model_opts *opts, nl_model **out);
 
 #endif

@@ -305,6 +305,11 @@ nl_status nl_tk_load_hf_json(nl_ctx *ctx, const char *path, nl_tokenizer **out);
 nl_status nl_tk_load_gpt2(nl_ctx *ctx, const char *vocab_path, const char *merges_path, nl_tokenizer **out);
 nl_status nl_tk_load_spm(nl_ctx *ctx, const char *path, nl_tokenizer **out);
 nl_status nl_tk_load_llama2c(nl_ctx *ctx, const char *path, nl_tokenizer **out);
+/* gguf_vocab.c: the tokenizer in a GGUF file's metadata. A file without one (tokenizer.ggml.model
+ * "none" or absent) is an error when required, else *out = NULL. nl_tk_is_gguf: 1 when the file
+ * starts with "GGUF". */
+nl_status nl_tk_load_gguf(nl_ctx *ctx, const char *path, int required, nl_tokenizer **out);
+int nl_tk_is_gguf(const char *path);
 /* sentencepiece.c: after t->v (strings, scores, types) and the sp_* flags are set, builds the
  * piece maps, tries, BOS/EOS/UNK ids and the BOS template (bos_piece/eos_piece name them). */
 nl_status nl_tk_spm_build(nl_ctx *ctx, nl_tokenizer *t, const char *bos_piece, const char *eos_piece);

@@ -307,6 +307,7 @@ static nl_status open_file(nl_ctx *ctx, const char *path, nl_tokenizer **out) {
     if (ends_with(b, ".json")) return nl_tk_load_hf_json(ctx, path, out);
     if (ends_with(b, ".model")) return nl_tk_load_spm(ctx, path, out);
     if (ends_with(b, ".bin")) return nl_tk_load_llama2c(ctx, path, out);
+    if (nl_tk_is_gguf(path)) return nl_tk_load_gguf(ctx, path, 1, out);
     /* sniff */
     FILE *f = fopen(path, "rb");
     if (!f) return nl_errorf(ctx, NL_EIO, "cannot open '%s': %s", path, strerror(errno));
@@ -350,6 +351,8 @@ nl_status nl_tokenizer_open(nl_ctx *ctx, const char *path, nl_tokenizer **out) {
 nl_status nl_tokenizer_for_model(nl_ctx *ctx, const char *model_path, nl_tokenizer **out) {
     *out = NULL;
     if (is_dir(model_path)) return open_folder(ctx, model_path, out, 1);
+    nl_status gst = nl_tk_is_gguf(model_path) ? nl_tk_load_gguf(ctx, model_path, 0, out) : NL_OK;
+    if (gst != NL_OK || *out) return gst; /* a GGUF file's own tokenizer, else one beside the file */
     char *dir = dir_of(model_path);
     if (!dir) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
     static const char *const beside[] = {"tokenizer.bin", "tokenizer.model", "tokenizer.json"};
