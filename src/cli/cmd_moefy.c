@@ -41,12 +41,13 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     nl_moefy_opts_init(&o);
     const char *outp = NULL, *layers_s = NULL, *v;
     long E = 0, N = 0, iters = o.kmeans_iters, restarts = o.kmeans_restarts;
-    int force = 0, k;
+    int force = 0, have_e = 0, k;
     for (int i = 1; i < argc; i++) {
         if ((k = nl_cli_run_arg(&nl_cmd_moefy, &r, argc, argv, &i)) == 1) continue;
         if (k) return k;
         if ((k = nl_cli_opt(argc, argv, &i, "--experts", &v))) {
             if (k < 0 || !nl_cli_int(v, -(1L << 30), 1L << 30, &E)) return nl_cli_usage(&nl_cmd_moefy, "--experts needs a number of experts");
+            have_e = 1;
         } else if ((k = nl_cli_opt(argc, argv, &i, "-o", &v)) || (k = nl_cli_opt(argc, argv, &i, "--output", &v))) {
             if (k < 0 || !*v) return nl_cli_usage(&nl_cmd_moefy, "-o needs the MoE folder to write");
             outp = v;
@@ -76,7 +77,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         }
     }
     if (nl_cli_run_check(&nl_cmd_moefy, &r)) return 2;
-    if (!E) return nl_cli_usage(&nl_cmd_moefy, "missing --experts E");
+    if (!have_e) return nl_cli_usage(&nl_cmd_moefy, "missing --experts E");
     if (!outp) return nl_cli_usage(&nl_cmd_moefy, "missing -o MOE_DIR");
     o.E = (int)(E < -1 ? -1 : E), o.n_shared = (int)N, o.kmeans_iters = (int)iters, o.kmeans_restarts = (int)restarts;
     o.stride = (int)r.stride;
