@@ -3,10 +3,10 @@
  *
  * Definitions (DESIGN.md §3, §9; README "MoEfication"):
  *   Experts of a layer: a permutation of its F neurons. Positions [0, N) are the shared expert
- *   (always computed): the N neurons most often active on the calibration tokens. Positions
- *   [N, F) are E routed experts of equal size (sizes differ by at most one; the first
- *   (F−N) mod E experts get the extra neuron); expert e is positions [offset[e], offset[e+1]).
- *   Inside each part neurons are in ascending original index.
+ *   (always computed): the N neurons most often active on the calibration tokens (ties: the
+ *   lower index). Positions [N, F) are E routed experts of equal size (sizes differ by at most
+ *   one); expert e is positions [offset[e], offset[e+1]). Experts are numbered by their lowest
+ *   neuron, and inside each part neurons are in ascending original index.
  *   Active: neuron i is active on a token when |a_i − μ_i| is among the ⌈F/10⌉ largest of the
  *   layer on that token (ties: the lower index). μ_i = mean activation over the calibration
  *   tokens, so telling active neurons needs μ first: moefy makes a second pass over the
@@ -22,7 +22,7 @@
  *   mass is 0); reported as the mean over tokens and MoE layers.
  *   FLOPs per token and layer (multiply-add = 2): dense gated 6·D·F, plain 4·D·F; MoE: the
  *   shared and the selected experts' neurons at the same rate per neuron, router 2·D·E (sim),
- *   fill mean D·K; the oracle costs the dense FFN (plus nothing: it ranks the dense activations).
+ *   fill mean D·K; the oracle costs the dense FFN (it ranks the dense activations).
  *
  * Splits:
  *   param: balanced k-means on L2-normalised feature rows (gated: [gate row ; up row] by
@@ -31,10 +31,11 @@
  *     assigns with exactly balanced capacities: points in decreasing order of regret (second
  *     best minus best cost) take their nearest cluster with room, then improving pair swaps
  *     between every two clusters until none is left; stops at convergence or after iters steps.
+ *     The best restart then gets an exact swap refinement of the objective (kmeans.c).
  *   coact: graph of the routed neurons, edge weight = calibration tokens on which both are
  *     active; METIS_PartGraphKway (seeded, 3 % imbalance), then while a part is larger than its
  *     size, its neuron with the weakest tie to the part (sum of edge weights) moves to the
- *     undersized part it is most tied to (ties: lower index). Memory: the counts of every MoE
+ *     undersized part it is most tied to (ties: lower index), then cut-lowering swaps. Memory: the counts of every MoE
  *     layer are held at once, F² floats per layer (counts are exact below 2^24 tokens): the zoo
  *     (F 688, 6 layers) needs 11 MB; above NL_MOE_COACT_MAX_BYTES moefy refuses and asks for
  *     --layers.
@@ -91,7 +92,7 @@ int nl_moe_fill_parse(const char *s);
 void nl_moe_part_sizes(int n, int E, int *sizes);
 
 /* Balanced k-means of the rows of X (n, dim) (used as given: normalise before if wanted) into
- * E parts of nl_moe_part_sizes sizes. assign (n) receives the part of each row. iters ≥ 1 steps
+ * E parts of n/E or n/E + 1 rows (exactly n mod E of the larger). assign (n) receives the part of each row. iters ≥ 1 steps
  * at most per restart, restarts ≥ 1; *objective (may be NULL) = Σ ‖x − mean of its part‖².
  * Deterministic for (X, seed, iters, restarts). NL_EINVAL when E < 1 or E > n. */
 nl_status nl_moe_kmeans(nl_ctx *ctx, const float *X, int n, int dim, int E, uint64_t seed, int iters, int restarts,
@@ -101,7 +102,7 @@ double nl_moe_kmeans_objective(const float *X, int n, int dim, int E, const int 
 
 /* Balanced k-way partition of a weighted graph given as a dense symmetric matrix W (n, n)
  * (diagonal ignored, weights ≥ 0, rounded to integers for METIS) into E parts of
- * nl_moe_part_sizes sizes (METIS then rebalancing, see the file comment). assign (n).
+ * n/E or n/E + 1 neurons (METIS then rebalancing, see the file comment). assign (n).
  * Deterministic for (W, seed). NL_EINVAL when E < 1 or E > n. */
 nl_status nl_moe_partition(nl_ctx *ctx, const float *W, int n, int E, uint64_t seed, int *assign);
 /* Σ of W over pairs in different parts (the edge cut), for tests and reports. */

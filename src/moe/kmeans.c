@@ -1,7 +1,7 @@
 /* kmeans.c — balanced k-means (the param split of MoEfication): parts of sizes that differ by
  * at most one, k-means++ seeding, restarts, a regret-greedy balanced assignment improved by
  * pair swaps and big→small moves (see moe.h). Distances go through one GEMM per step.
- * Deterministic for (X, seed, iters, restarts) and a given BLAS. Checked by tests/test_moe.c
+ * Deterministic for (X, seed, iters, restarts) and a given BLAS; no global state. Checked by tests/test_moe.c
  * (exhaustive optima on tiny cases, exact sizes). */
 #include <cblas.h>
 #include <float.h>
@@ -44,12 +44,14 @@ typedef struct {
     int *order;         /* (n) scratch */
     double *key;        /* (n) scratch */
     int *la, *lb;       /* (n) swap candidate lists */
+    int *mem;           /* (E, lo+1) members of each part (size[e] of them) */
 } km;
 
-static const double *sort_key;
-static int by_key_desc(const void *a, const void *b) {
+/* qsort_r order of indices by key (double *) descending, ties by index. */
+static int by_key_desc(const void *a, const void *b, void *key) {
+    const double *k = key;
     int i = *(const int *)a, j = *(const int *)b;
-    if (sort_key[i] != sort_key[j]) return sort_key[i] > sort_key[j] ? -1 : 1;
+    if (k[i] != k[j]) return k[i] > k[j] ? -1 : 1;
     return i - j;
 }
 
@@ -75,8 +77,7 @@ static void assign_balanced(km *k, int *a) {
         k->key[i] = E > 1 ? b2 - b1 : 0;
         k->order[i] = i;
     }
-    sort_key = k->key;
-    qsort(k->order, (size_t)n, sizeof(int), by_key_desc);
+    qsort_r(k->order, (size_t)n, sizeof(int), by_key_desc, k->key);
     memset(k->size, 0, (size_t)E * sizeof(int));
     int big = 0;
     for (int r = 0; r < n; r++) {
@@ -93,28 +94,43 @@ static void assign_balanced(km *k, int *a) {
     }
     /* Local search: for each pair of parts, the best pair swaps (largest gains first), and
      * moves of a point from a part of lo+1 to a part of lo (keeps the multiset of sizes). */
+    const int cap = k->lo + 1;
+    memset(k->size, 0, (size_t)E * sizeof(int));
+    for (int i = 0; i < n; i++) k->mem[(size_t)a[i] * cap + k->size[a[i]]++] = i;
     for (int pass = 0; pass < 100; pass++) {
         int changed = 0;
         for (int A = 0; A < E; A++)
             for (int B = 0; B < E; B++) {
                 if (A == B) continue;
-                int na = 0, nb = 0;
-                for (int i = 0; i < n; i++) {
-                    if (a[i] == A) k->la[na++] = i;
-                    else if (a[i] == B) k->lb[nb++] = i;
+                int *ma = k->mem + (size_t)A * cap, *mb = k->mem + (size_t)B * cap;
+                const int na = k->size[A], nb = k->size[B];
+                /* gain of moving a point of A to B, and of B to A */
+                for (int t = 0; t < na; t++) {
+                    const int i = ma[t];
+                    k->la[t] = i, k->key[i] = (double)k->cost[(size_t)i * E + A] - k->cost[(size_t)i * E + B];
                 }
-                /* gain of moving i from A to B */
-                for (int t = 0; t < na; t++) k->key[k->la[t]] = (double)k->cost[(size_t)k->la[t] * E + A] - k->cost[(size_t)k->la[t] * E + B];
-                for (int t = 0; t < nb; t++) k->key[k->lb[t]] = (double)k->cost[(size_t)k->lb[t] * E + B] - k->cost[(size_t)k->lb[t] * E + A];
-                sort_key = k->key;
-                qsort(k->la, (size_t)na, sizeof(int), by_key_desc);
-                qsort(k->lb, (size_t)nb, sizeof(int), by_key_desc);
+                for (int t = 0; t < nb; t++) {
+                    const int i = mb[t];
+                    k->lb[t] = i, k->key[i] = (double)k->cost[(size_t)i * E + B] - k->cost[(size_t)i * E + A];
+                }
+                qsort_r(k->la, (size_t)na, sizeof(int), by_key_desc, k->key);
+                qsort_r(k->lb, (size_t)nb, sizeof(int), by_key_desc, k->key);
                 int t = 0, u = 0;
-                if (k->size[A] == k->lo + 1 && k->size[B] == k->lo && na && k->key[k->la[0]] > 1e-7)
-                    a[k->la[0]] = B, k->size[A]--, k->size[B]++, t = 1, changed = 1; /* an improving move */
+                if (na == k->lo + 1 && nb == k->lo && na && k->key[k->la[0]] > 1e-7) { /* an improving move */
+                    a[k->la[0]] = B, t = 1, changed = 1;
+                }
                 for (; t < na && u < nb && k->key[k->la[t]] + k->key[k->lb[u]] > 1e-7; t++, u++) {
                     a[k->la[t]] = B, a[k->lb[u]] = A;
                     changed = 1;
+                }
+                if (t || u) { /* rebuild the two member lists */
+                    int ca = 0, cb = 0;
+                    for (int q = 0; q < na + nb; q++) {
+                        const int i = q < na ? k->la[q] : k->lb[q - na];
+                        if (a[i] == A) ma[ca++] = i;
+                        else mb[cb++] = i;
+                    }
+                    k->size[A] = ca, k->size[B] = cb;
                 }
             }
         if (!changed) break;
@@ -253,9 +269,10 @@ nl_status nl_moe_kmeans(nl_ctx *ctx, const float *X, int n, int dim, int E, uint
     k.key = malloc((size_t)n * sizeof(double));
     k.la = malloc((size_t)n * sizeof(int));
     k.lb = malloc((size_t)n * sizeof(int));
+    k.mem = malloc((size_t)E * (k.lo + 1) * sizeof(int));
     int *a = malloc((size_t)n * sizeof(int)), *prev = malloc((size_t)n * sizeof(int));
     nl_status st = NL_OK;
-    if (!k.cost || !k.C || !k.xx || !k.size || !k.order || !k.key || !k.la || !k.lb || !a || !prev) {
+    if (!k.cost || !k.C || !k.xx || !k.size || !k.order || !k.key || !k.la || !k.lb || !k.mem || !a || !prev) {
         st = nl_errorf(ctx, NL_ENOMEM, "out of memory (k-means of %d rows of %d)", n, dim);
         goto done;
     }
@@ -288,6 +305,6 @@ nl_status nl_moe_kmeans(nl_ctx *ctx, const float *X, int n, int dim, int E, uint
         best = nl_moe_kmeans_objective(X, n, dim, E, assign);
     if (objective) *objective = best;
 done:
-    free(k.cost), free(k.C), free(k.xx), free(k.size), free(k.order), free(k.key), free(k.la), free(k.lb), free(a), free(prev);
+    free(k.cost), free(k.C), free(k.xx), free(k.size), free(k.order), free(k.key), free(k.la), free(k.lb), free(k.mem), free(a), free(prev);
     return st;
 }

@@ -21,10 +21,10 @@ void nl_moefy_opts_init(nl_moefy_opts *o) {
     o->kmeans_restarts = 4;
 }
 
-static const double *g_freq;
-static int by_freq_desc(const void *a, const void *b) {
+static int by_freq_desc(const void *a, const void *b, void *freq) {
+    const double *f = freq;
     int i = *(const int *)a, j = *(const int *)b;
-    if (g_freq[i] != g_freq[j]) return g_freq[i] > g_freq[j] ? -1 : 1;
+    if (f[i] != f[j]) return f[i] > f[j] ? -1 : 1;
     return i - j;
 }
 
@@ -69,8 +69,7 @@ static nl_status build_layer(nl_ctx *ctx, const nl_moefy_opts *o, nl_model *m, c
         order[i] = i;
     }
     /* shared expert: the N most often active (ties: lower index) */
-    g_freq = freq;
-    qsort(order, (size_t)F, sizeof(int), by_freq_desc);
+    qsort_r(order, (size_t)F, sizeof(int), by_freq_desc, freq);
     for (int t = 0; t < N; t++) is_shared[order[t]] = 1;
     for (int i = 0, r = 0; i < F; i++)
         if (!is_shared[i]) routed[r++] = i;
