@@ -570,8 +570,9 @@ Test(moe, folder_round_trip_and_bad_folders) {
 
     /* corrupt manifest, wrong format, missing tensors file, a broken permutation */
     snprintf(p, sizeof p, "%s/manifest.json", dir);
-    size_t n;
+    size_t n = 0;
     char *good = nl_read_all(p, &n);
+    cr_assert(good);
     good = realloc(good, n + 1);
     good[n] = 0;
     write_text(p, "{\"format\": \"neuronlab.moe\", \"version\": 1,");
@@ -597,8 +598,9 @@ Test(moe, folder_round_trip_and_bad_folders) {
     free(bad);
     write_text(p, good);
     snprintf(p, sizeof p, "%s/experts.safetensors", dir);
-    size_t tn;
+    size_t tn = 0;
     unsigned char *tb = nl_read_all(p, &tn);
+    cr_assert(tb && tn > 8);
     unlink(p);
     cr_assert_eq(nl_moe_open(&x.ctx, dir, x.m, &back), NL_EIO);
     cr_assert(strstr(x.ctx.msg, "experts.safetensors"), "%s", x.ctx.msg);
