@@ -15,7 +15,7 @@ HDF5_CFLAGS := -I/usr/include/hdf5/serial
 HDF5_LIBS   := -L/usr/lib/x86_64-linux-gnu/hdf5/serial -lhdf5
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wshadow $(OPT) -fopenmp \
            -Iinclude -Isrc -I. $(HDF5_CFLAGS) -I/usr/include/x86_64-linux-gnu/openblas-pthread
-LDLIBS  += $(HDF5_LIBS) $(BLAS_LIBS) -ljansson -lsqlite3 -lpcre2-8 -lm -fopenmp -lpthread
+LDLIBS  += $(HDF5_LIBS) $(BLAS_LIBS) -lmetis -ljansson -lsqlite3 -lpcre2-8 -lm -fopenmp -lpthread
 # OpenBLAS built for OpenMP shares one thread pool with our OpenMP loops; the pthread
 # build spins against them on small machines (measured: 30x slower on 2 cores).
 BLAS_DIR    := /usr/lib/x86_64-linux-gnu/openblas-openmp

@@ -74,6 +74,11 @@ for call in re.findall(r"nl_cli_common_arg\(([^;]*)\)", src):
 if "nl_cli_run_arg(" in src:
     run = open("src/cli/run.c").read()
     accepted |= set(re.findall(r'\{"(--[a-z-]+)", \d', run)) | set(re.findall(r'nl_cli_opt\([^"]*"(-[^"]+)"', run))
+if "nl_cli_moe_arg(" in src:  # the --moe options, parsed in options.c
+    opt = open("src/cli/options.c").read()
+    body = opt[opt.index("int nl_cli_moe_arg("):]
+    body = body[:body.index("\n}\n")]
+    accepted |= set(re.findall(r'nl_cli_opt\([^"]*"(-[^"]+)"', body))
 accepted -= {"-h", "--help"}
 assert accepted, f"{cmd}: no options found in its source"
 opts_described = {o for o in described if o.startswith("-")}

@@ -19,6 +19,7 @@ declare -A HMOD=(
   [trainer.h]=train [train_config.h]=train [train_model.h]=train [train_ops.h]=train
   [adamw.h]=train [checkpoint.h]=train [token_stream.h]=train [bpe_train.h]=train
   [report.h]=report
+  [moe.h]=moe
 )
 # module -> modules it may use (besides itself)
 declare -A ALLOW=(
@@ -31,8 +32,9 @@ declare -A ALLOW=(
   [eval]="core model forward data store"
   [train]="core model forward data tokenizer"
   [report]="core store"
-  [analyses]="core model forward data store eval"
-  [cli]="core tokenizer model forward data store eval train report analyses"
+  [moe]="core model forward data eval"
+  [analyses]="core model forward data store eval moe"
+  [cli]="core tokenizer model forward data store eval train report analyses moe"
 )
 # file -> module
 module_of_file() {
@@ -40,7 +42,7 @@ module_of_file() {
     include/neuronlab/*) echo "${HMOD[$(basename "$1")]:-unknown}" ;;
     src/core/*) echo core ;; src/tokenizer/*) echo tokenizer ;; src/model/*) echo model ;;
     src/forward/*) echo forward ;; src/data/*) echo data ;; src/store/*) echo store ;;
-    src/eval/*) echo eval ;; src/train/*) echo train ;; src/report/*) echo report ;;
+    src/eval/*) echo eval ;; src/train/*) echo train ;; src/report/*) echo report ;; src/moe/*) echo moe ;;
     src/cli/*) echo cli ;; analyses/*) echo analyses ;;
     *) echo unknown ;;
   esac
@@ -80,7 +82,7 @@ for f in $files; do
     fi
   done < <(grep -n '^[[:space:]]*#[[:space:]]*include[[:space:]]*"' "$f")
 done
-for m in core tokenizer model forward data store eval train report analyses cli; do
+for m in core tokenizer model forward data store eval train report moe analyses cli; do
   if [ -n "${BAD[$m]:-}" ]; then echo "FAIL module-graph $m"; else echo "PASS module-graph $m"; fi
 done
 # every public header is in the map

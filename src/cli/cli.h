@@ -78,6 +78,9 @@ int nl_cli_double(const char *s, double *out);
 /* "a,b,c" → out[0..n) pointing into buf, which is split in place (commas become NULs).
  * Returns n, or -1 for an empty list, an empty name or more than max names. */
 int nl_cli_names(char *buf, const char **out, int max);
+/* "0,2,5-7" → the sorted distinct layers (each in 0..L-1) in out (L ints); returns the count, or
+ * -1 for a malformed list or a layer out of range. */
+int nl_cli_layer_list(const char *s, int L, int *out);
 
 /* ---- the options the analysis commands share (options.c) ---------------------------- */
 
@@ -142,5 +145,42 @@ int nl_cli_run_check(const nl_command *cmd, const nl_cli_run *r);
  * --threads goes to ctx->n_threads and is applied (nl_ctx_apply_threads). */
 nl_status nl_cli_run_open(nl_ctx *ctx, nl_cli_run *r);
 void nl_cli_run_close(nl_cli_run *r);
+
+/* ---- MoE options of the forward commands (options.c parses, moe_run.c opens) ---------- */
+#include "neuronlab/moe.h"
+
+/* --moe MOE_DIR --k K|P% --fill zero|mean --router sim|oracle: the experts of a moefy folder
+ * replace the FFNs of its layers. Zero-initialise; the defaults are K = 25 %, fill zero, router
+ * sim. Any of --k/--fill/--router without --moe is a usage error (nl_cli_moe_check). */
+typedef struct {
+    const char *dir;       /* NULL: dense model */
+    long k;                /* K experts, 0 = from k_percent */
+    double k_percent;      /* (0, 100]; used when k == 0 (default 25) */
+    int fill, router;      /* nl_moe_fill, nl_moe_router */
+    int given;             /* any of --k/--fill/--router was given */
+    nl_moe *moe;           /* owned after nl_cli_moe_open */
+    nl_moe_ffn *ffn;       /* owned after nl_cli_moe_open, attached to the forward pass */
+    int K;                 /* resolved */
+} nl_cli_moe;
+
+/* The rows of the options tables for these options. */
+#define NL_CLI_MOE_OPTIONS                                                                                                  \
+    {"--moe", "MOE_DIR", 0, "replace the FFNs of the folder's layers by its experts (a `neuronlab moefy` folder)", "dense"}, \
+        {"--k", "K|P%", 0, "experts per token with --moe: a count or a percentage of the folder's experts", "25%"},    \
+        {"--fill", "zero|mean", 0, "with --moe: unselected experts contribute 0 or their neurons' mean (static vectors)", "zero"}, \
+        {"--router", "sim|oracle", 0, "with --moe: centroid similarity, or the oracle top-K of the true expert scores", "sim"}
+
+/* Consumes argv[*i] when it is one of the options above: 1 consumed, 0 not, 2 usage error. */
+int nl_cli_moe_arg(const nl_command *cmd, nl_cli_moe *o, int argc, char **argv, int *i);
+/* 0, or prints the usage error (an option without --moe) and returns 2. */
+int nl_cli_moe_check(const nl_command *cmd, const nl_cli_moe *o);
+/* With --moe: opens the folder against r's model (checksum), resolves K (outside 1..E is an error
+ * naming the folder), builds the expert FFN for f's batch and attaches it; recall = 1 also
+ * measures router recall. A no-op without --moe. */
+nl_status nl_cli_moe_open(nl_ctx *ctx, nl_cli_moe *o, nl_model *m, nl_forward *f, int recall);
+void nl_cli_moe_close(nl_cli_moe *o, nl_forward *f);
+/* Text summary of an MoE run: folder, experts, K, fill, router, analytic and counted FFN FLOPs
+ * fractions of the whole model, router recall. */
+void nl_cli_moe_print(FILE *out, const nl_cli_moe *o, const nl_config *c);
 
 #endif

@@ -1,5 +1,7 @@
-/* cmd_ppl.c — `neuronlab ppl MODEL DATA.jsonl [--json] [--batch N] [--ctx N]`:
- * perplexity overall, per label and per document (contract in perplexity.h). --json never
+/* cmd_ppl.c — `neuronlab ppl MODEL DATA.jsonl [--json] [--batch N] [--ctx N] [--moe DIR --k K
+ * --fill zero|mean --router sim|oracle]`: perplexity overall, per label and per document
+ * (contract in perplexity.h); with --moe, of the MoEfied model, with the analytic FFN FLOPs
+ * fraction and the router recall against the oracle. --json never
  * writes NaN or Infinity (null and a warning instead). Checked by tests/cli_errors.sh. */
 #include <math.h>
 #include <stdio.h>
@@ -16,6 +18,7 @@ const nl_cli_option nl_cli_opts_ppl[] = {
     {"--json", NULL, 0, "print {tokens, nll, ppl, by_label, docs} as JSON instead of text", NULL},
     {"--unigram", "TRAIN.jsonl", 0, "add the add-one unigram baseline fitted on every token of TRAIN, scored on the same predictions",
      "none"},
+    NL_CLI_MOE_OPTIONS,
     {NULL, NULL, 0, NULL, NULL}};
 const nl_command nl_cmd_ppl = {"ppl", NULL,
                                "perplexity overall, per label and per document (longer documents: sliding windows of --ctx tokens every --stride, default ctx/2); --unigram adds the add-one unigram baseline fitted on TRAIN", run};
@@ -44,9 +47,12 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     nl_cli_run r = {0};
     int json = 0;
     const char *unigram = NULL, *v;
+    nl_cli_moe mo = {0};
     for (int i = 1; i < argc; i++) {
         int k = nl_cli_run_arg(&nl_cmd_ppl, &r, argc, argv, &i);
         if (k == 1) continue;
+        if (k) return k;
+        if ((k = nl_cli_moe_arg(&nl_cmd_ppl, &mo, argc, argv, &i)) == 1) continue;
         if (k) return k;
         if ((k = nl_cli_opt(argc, argv, &i, "--unigram", &v)) != 0) {
             if (k < 0) return nl_cli_usage(&nl_cmd_ppl, "--unigram needs a training JSONL file");
@@ -54,7 +60,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         } else if (!strcmp(argv[i], "--json")) json = 1;
         else return nl_cli_usage(&nl_cmd_ppl, "unknown option '%s'", argv[i]);
     }
-    if (nl_cli_run_check(&nl_cmd_ppl, &r)) return 2;
+    if (nl_cli_run_check(&nl_cmd_ppl, &r) || nl_cli_moe_check(&nl_cmd_ppl, &mo)) return 2;
     nl_ppl_result res = {0}, uni = {0};
     nl_dataset *train = NULL;
     double *logp = NULL;
@@ -63,6 +69,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     const nl_dataset *ds = r.ds;
     const char *paths[2] = {r.model, r.data};
     const long clen = r.ctx, stride = r.stride;
+    if (st == NL_OK) st = nl_cli_moe_open(ctx, &mo, r.m, r.f, 1);
     if (st == NL_OK) {
         nl_progress prog;
         nl_progress_init(&prog, "ppl", ds->n_tokens, "tok", ctx->progress);
@@ -93,6 +100,22 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
             print_sum(ds->labels[l], res.by_label[l]);
         }
         printf("}");
+        if (mo.moe) {
+            const nl_config *c = nl_model_config(r.m);
+            const nl_moe_info *in = nl_moe_get_info(mo.moe);
+            const int nm = nl_moe_n_layers(mo.moe), L = c->n_layers;
+            const double dense = nl_moe_flops_dense(c);
+            const double lay = nl_moe_flops_layer(c, in->E, in->n_shared, mo.K, (nl_moe_router)mo.router, (nl_moe_fill)mo.fill);
+            nl_moe_ffn_stats s = nl_moe_ffn_get_stats(mo.ffn);
+            printf(",\"moe\":{\"dir\":");
+            nl_cli_json_str(mo.dir);
+            printf(",\"experts\":%d,\"shared\":%d,\"layers\":%d,\"k\":%d,\"router\":\"%s\",\"fill\":\"%s\",\"ffn_flops_fraction\":", in->E,
+                   in->n_shared, nm, mo.K, nl_moe_router_name((nl_moe_router)mo.router), nl_moe_fill_name((nl_moe_fill)mo.fill));
+            jnum(((L - nm) * dense + nm * lay) / (L * dense));
+            printf(",\"router_recall\":");
+            jnum(s.recall_n ? s.recall_sum / s.recall_n : NAN);
+            putchar('}');
+        }
         if (unigram) {
             printf(",\"unigram\":{\"train\":");
             nl_cli_json_str(unigram);
@@ -125,6 +148,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         printf("model    %s\ndataset  %s (%d documents, %lld tokens)\n", paths[0], paths[1], ds->n_docs, (long long)ds->n_tokens);
         printf("overall  ppl %.4f  nll %.5f  over %lld predicted tokens (context %ld)\n", nl_nll_ppl(res.total),
                nl_nll_mean(res.total), (long long)res.total.n, clen);
+        nl_cli_moe_print(stdout, &mo, nl_model_config(r.m));
         if (unigram)
             printf("unigram  ppl %.4f  nll %.5f  (add-one unigram fitted on %lld tokens of %s)\n", nl_nll_ppl(uni.total),
                    nl_nll_mean(uni.total), (long long)train->n_tokens, unigram);
@@ -144,6 +168,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     nl_ppl_result_release(&uni);
     nl_dataset_destroy(train);
     free(logp);
+    nl_cli_moe_close(&mo, r.f);
     nl_cli_run_close(&r);
     return rc;
 }

@@ -113,3 +113,76 @@ int nl_cli_json_num(const char *fmt, double v) {
     fputs("null", stdout);
     return 1;
 }
+
+int nl_cli_moe_arg(const nl_command *cmd, nl_cli_moe *o, int argc, char **argv, int *i) {
+    const char *v;
+    int k;
+    if ((k = nl_cli_opt(argc, argv, i, "--moe", &v))) {
+        if (k < 0 || !*v) return nl_cli_usage(cmd, "--moe needs an MoE folder (made by neuronlab moefy)");
+        o->dir = v;
+        return 1;
+    }
+    if ((k = nl_cli_opt(argc, argv, i, "--k", &v))) {
+        size_t n = k > 0 ? strlen(v) : 0;
+        o->given = 1;
+        if (n > 1 && v[n - 1] == '%') {
+            char buf[64];
+            double p;
+            snprintf(buf, sizeof buf, "%.*s", (int)(n - 1), v);
+            if (n - 1 >= sizeof buf || !nl_cli_double(buf, &p) || !(p > 0 && p <= 100))
+                return nl_cli_usage(cmd, "--k: '%s' is not a percentage in (0, 100]", v);
+            o->k = 0, o->k_percent = p;
+            return 1;
+        }
+        long kk;
+        if (k < 0 || !nl_cli_int(v, 1, 1 << 30, &kk))
+            return nl_cli_usage(cmd, "--k needs a number of experts (at least 1) or a percentage like 25%%");
+        o->k = kk;
+        return 1;
+    }
+    if ((k = nl_cli_opt(argc, argv, i, "--fill", &v))) {
+        o->given = 1;
+        if (k < 0 || nl_moe_fill_parse(v) < 0) return nl_cli_usage(cmd, "--fill must be zero or mean");
+        o->fill = nl_moe_fill_parse(v);
+        return 1;
+    }
+    if ((k = nl_cli_opt(argc, argv, i, "--router", &v))) {
+        o->given = 1;
+        if (k < 0 || nl_moe_router_parse(v) < 0) return nl_cli_usage(cmd, "--router must be sim or oracle");
+        o->router = nl_moe_router_parse(v);
+        return 1;
+    }
+    return 0;
+}
+
+int nl_cli_moe_check(const nl_command *cmd, const nl_cli_moe *o) {
+    if (o->given && !o->dir) return nl_cli_usage(cmd, "--k, --fill and --router need --moe MOE_DIR");
+    return 0;
+}
+
+/* "0,2,5-7" → sorted distinct layers (each < L) in out; count, or -1 when malformed or out of range. */
+int nl_cli_layer_list(const char *s, int L, int *out) {
+    char *flags = calloc((size_t)(L > 0 ? L : 1), 1);
+    if (!flags) return -1;
+    const char *p = s;
+    int n = 0;
+    while (*p) {
+        char *end;
+        long a = strtol(p, &end, 10), b = a;
+        if (end == p || *p == '-' || *p == '+') { free(flags); return -1; }
+        p = end;
+        if (*p == '-') {
+            b = strtol(++p, &end, 10);
+            if (end == p) { free(flags); return -1; }
+            p = end;
+        }
+        if (a < 0 || b >= L || a > b) { free(flags); return -1; }
+        for (long i = a; i <= b; i++) flags[i] = 1;
+        if (*p == ',') { if (!*++p) { free(flags); return -1; } }
+        else if (*p) { free(flags); return -1; }
+    }
+    for (int i = 0; i < L; i++)
+        if (flags[i]) out[n++] = i;
+    free(flags);
+    return n;
+}
