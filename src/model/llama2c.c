@@ -9,8 +9,8 @@
  * Rules: the header's dimensions must be plausible and imply exactly the file's size (sizes
  * computed in 64 bits with overflow checks) before anything is allocated; messages name the file.
  * Every weight must be finite: one pass over the mapped floats at open (an exponent-bits test
- * the compiler vectorises, at memory speed: ~0.1 s per GB once the file is in the page cache,
- * which the first forward pass needs anyway) refuses a NaN or infinity, naming the tensor, the
+ * the compiler vectorises; measured 0.05 s of CPU for a 167 MB checkpoint in the page cache,
+ * whose pages the first forward pass reads anyway) refuses a NaN or infinity, naming the tensor, the
  * layer and the element, instead of a perplexity of nan. The RoPE tables are not read and not checked.
  * Checked by tests/test_model.c and the stories260K tests.
  */
