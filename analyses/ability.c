@@ -974,8 +974,11 @@ nl_status nl_ability_sets_load(nl_ctx *ctx, nl_results *db, int64_t run_id, doub
     if (st != NL_OK) return st;
     double run_top = 0;
     if (sqlite3_prepare_v2(h, "SELECT top, scope, layers, d_ff, method, symmetric, seed FROM ability_run WHERE run_id = ?1", -1, &q,
-                           NULL) != SQLITE_OK)
-        return nl_results_error(ctx, db, "cannot read the ability tables");
+                           NULL) != SQLITE_OK) {
+        st = nl_results_error(ctx, db, "cannot read the ability tables");
+        nl_ability_sets_release(out); /* source and model are set by now */
+        return st;
+    }
     sqlite3_bind_int64(q, 1, run_id);
     if (sqlite3_step(q) == SQLITE_ROW) {
         const char *scope = need_text(ctx, db, q, 1, "ability_run", run_id, "scope"), *method;

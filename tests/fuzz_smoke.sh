@@ -2,8 +2,9 @@
 # fuzz_smoke.sh — the fuzzing harnesses of fuzz/ as a test: builds them with clang/libFuzzer
 # (make fuzz-build, into build/fuzz/), replays every saved crash input of fuzz/crashes/<name>/
 # and every seed of fuzz/corpus/<name>/ (each must run clean under ASan/UBSan), then fuzzes
-# each harness NL_FUZZ_SMOKE_SECONDS (default 5; at most NL_FUZZ_SMOKE_RUNS inputs, default
-# 20000, with a fixed seed). One "PASS/FAIL fuzz_smoke <name>" line per
+# each harness NL_FUZZ_SMOKE_SECONDS (default 2; at most NL_FUZZ_SMOKE_RUNS inputs, default
+# 20000, with a fixed seed; the long campaigns are `make fuzz`). The saved inputs of a harness
+# are replayed in one process, and one by one only when that fails. One "PASS/FAIL fuzz_smoke <name>" line per
 # harness; crash inputs listed in fuzz/crashes/<name>/known-open.txt (found, reported, not yet
 # fixed in their module; "FILE match=PLACE stack top…") are replayed too but print SKIP while
 # they still crash (a note asks to remove the line once they do not), and so does fuzzing that
@@ -11,7 +12,7 @@
 # missing (scripts/install-deps.sh installs them).
 set -u
 cd "$(dirname "$0")/.."
-secs=${NL_FUZZ_SMOKE_SECONDS:-5}
+secs=${NL_FUZZ_SMOKE_SECONDS:-2}
 names=$(ls fuzz/fuzz_*.c | sed 's|fuzz/fuzz_\(.*\)\.c|\1|')
 skip_all() { for n in $names; do echo "SKIP fuzz_smoke $n: $1"; done; exit 0; }
 command -v clang >/dev/null || skip_all "clang is not installed (apt-get install clang libclang-rt-14-dev)"
@@ -35,9 +36,21 @@ for n in $names; do
   exe=build/fuzz/fuzz/fuzz_$n
   known=fuzz/crashes/$n/known-open.txt; kn=""
   ok=1; why=""; skipped=0
+  files=()
   for f in fuzz/crashes/"$n"/* fuzz/corpus/"$n"/*; do
     [ -f "$f" ] || continue
     case "$f" in *.txt|*.md) continue;; esac
+    files+=("$f")
+  done
+  # every input in one process first (one start-up instead of one per file); only when that
+  # fails is each replayed alone, to name the one that crashes and honour known-open.txt
+  if [ ${#files[@]} -gt 0 ] && timeout 300 "$exe" -rss_limit_mb=2048 -timeout=60 "${files[@]}" >"$t/replay.log" 2>&1; then
+    for f in "${files[@]}"; do
+      grep -qs "^$(basename "$f")\b" "$known" 2>/dev/null && echo "  note: $f no longer crashes: remove it from $known"
+    done
+    files=()
+  fi
+  for f in "${files[@]}"; do
     if timeout 120 "$exe" -rss_limit_mb=2048 -timeout=60 "$f" >"$t/replay.log" 2>&1; then
       grep -qs "^$(basename "$f")\b" "$known" 2>/dev/null && echo "  note: $f no longer crashes: remove it from $known"
     elif grep -qs "^$(basename "$f")\b" "$known" 2>/dev/null || known_place "$t/replay.log"; then

@@ -93,6 +93,15 @@ r7 "an existing output without --force" "'$tmp/r.h5' exists (use --force to repl
 sum1=$(md5sum "$tmp/m/model.safetensors" "$tmp/m/config.json" "$tmp/d.jsonl" "$tmp/r.db" "$tmp/r.h5" | cut -d' ' -f1 | tr '\n' ' ')
 [ "$sum0" = "$sum1" ] && echo "PASS refused records leave model, dataset, database and output untouched" || echo "FAIL refused records changed a file"
 "$nl" record "$tmp/m" "$tmp/small.jsonl" -o "$tmp/r.h5" --force 2>/dev/null && echo "PASS record --force replaces an existing output" || echo "FAIL record --force"
+# The output is made as OUT.tmp-PID and renamed at its first commit: an error there (here OUT is
+# a folder, which rename cannot replace) is one message, exit 1, and leaves no temporary file.
+mkdir -p "$tmp/outdir/x"
+"$nl" record "$tmp/m" "$tmp/small.jsonl" -o "$tmp/outdir" --force 2>"$tmp/od.err"; rc=$?
+left=$(ls "$tmp" | grep -c '^outdir\.tmp-')
+if [ $rc = 1 ] && [ "$(wc -l < "$tmp/od.err")" = 1 ] && grep -q "cannot create '$tmp/outdir': cannot rename '$tmp/outdir.tmp-[0-9]*' to it" "$tmp/od.err" &&
+   [ "$left" = 0 ] && [ -d "$tmp/outdir/x" ]; then echo "PASS record: a failed rename to the output is a clean error and removes the temporary file"
+else echo "FAIL record: failed rename: exit $rc, $left temporary files left: $(cat "$tmp/od.err")"; fi
+ls "$tmp" | grep -q '\.tmp-' && echo "FAIL record left temporary files: $(ls "$tmp" | grep '\.tmp-')" || echo "PASS record leaves no temporary file behind"
 
 # 6. A file-size limit (like a full disk) is a clean error: exit 1, one message saying what
 #    the file keeps, the run failed with it, and h5py reads every committed document.

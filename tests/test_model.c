@@ -665,30 +665,51 @@ Test(model, validate_rechecks_config_floats) {
     nl_model_close(m);
 }
 
-/* llama2.c weights with one NaN: perplexity fails naming the model, the document and its
- * line, instead of reporting nan (ppl, perturb and prune all score through nl_ppl_run). */
+/* llama2.c weights with one NaN: refused at open, naming the file, the tensor, the layer and
+ * the element. Perplexity's own guard (a non-finite loss fails naming the model, the document
+ * and its line, instead of reporting nan; ppl, perturb and prune all score through
+ * nl_ppl_run) is checked by writing the NaN into the file after it was opened and checked: the
+ * private mapping still shows the file's pages it has not copied. */
 Test(model, nan_weights_make_the_loss_an_error) {
-    const char *good = tmp_path("good.bin"), *bad = tmp_path("nan.bin");
+    const char *good = tmp_path("good.bin"), *bad = tmp_path("nan.bin"), *late = tmp_path("late.bin");
     write_llama2c(good);
     write_llama2c(bad);
-    FILE *f = fopen(bad, "r+b");
-    cr_assert_not_null(f);
+    write_llama2c(late);
     const float nan = NAN;
     const long w_down0 = 28 + 4L * (10 * 8 + 8 + 4 * 8 * 8 + 8 + 16 * 8); /* first element of layer 0's w2 */
+    FILE *f = fopen(bad, "r+b");
+    cr_assert_not_null(f);
     cr_assert_eq(fseek(f, w_down0, SEEK_SET), 0);
     cr_assert_eq(fwrite(&nan, 4, 1, f), 1);
     fclose(f);
+    {
+        nl_ctx ctx;
+        nl_ctx_init(&ctx);
+        nl_model *m = (void *)1;
+        cr_assert_eq(nl_model_open(&ctx, bad, &m), NL_EFORMAT, "%s", ctx.msg);
+        cr_assert_null(m);
+        char want[512];
+        snprintf(want, sizeof want, "'%s': the FFN down weight (w2) of layer 0 holds NaN at [0, 0]: the weights must be finite", bad);
+        cr_assert_str_eq(ctx.msg, want);
+    }
 
     int32_t t0[] = {1, 2, 3}, t1[] = {4, 5, 6, 7};
     nl_doc docs[2] = {{t0, 3, 3, 1, "", 4}, {t1, 4, 4, 1, "", 7}};
     char *labels[1] = {""};
     nl_dataset ds = {.docs = docs, .n_docs = 2, .n_tokens = 7, .path = "mem", .labels = labels, .n_labels = 1};
     for (int which = 0; which < 2; which++) {
-        const char *path = which ? bad : good;
+        const char *path = which ? late : good;
         nl_ctx ctx;
         nl_ctx_init(&ctx);
         nl_model *m = NULL;
         cr_assert_eq(nl_model_open(&ctx, path, &m), NL_OK, "%s", ctx.msg);
+        if (which) { /* the NaN arrives after the check */
+            f = fopen(late, "r+b");
+            cr_assert_not_null(f);
+            cr_assert_eq(fseek(f, w_down0, SEEK_SET), 0);
+            cr_assert_eq(fwrite(&nan, 4, 1, f), 1);
+            fclose(f);
+        }
         nl_forward *fw = NULL;
         cr_assert_eq(nl_forward_create(&ctx, m, 4, 4, &fw), NL_OK, "%s", ctx.msg);
         nl_ppl_result r;
@@ -700,7 +721,7 @@ Test(model, nan_weights_make_the_loss_an_error) {
         } else {
             cr_assert_eq(st, NL_EFORMAT, "NaN weights gave a loss: %s", ctx.msg);
             char want[512];
-            snprintf(want, sizeof want, "'%s': the loss is not finite (nan) at document 1 (line 4)", bad);
+            snprintf(want, sizeof want, "'%s': the loss is not finite (nan) at document 1 (line 4)", late);
             cr_assert(strstr(ctx.msg, want), "got '%s', want '%s'", ctx.msg, want);
             cr_assert(strstr(ctx.msg, "the weights or the config give NaN/Inf"), "%s", ctx.msg);
             cr_assert_null(r.by_doc); /* released on failure */

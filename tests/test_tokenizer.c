@@ -390,6 +390,49 @@ static void expect_open_error(const char *path, nl_status want, const char *need
     expect_open_error_in(path, NULL, want, needle);
 }
 
+/* Damaged vocabularies (the mutants of issue 17): an error naming the file where the tokenizer
+ * would encode wrongly, a warning (nl_tokenizer_warning) where it works as the reference does. */
+Test(tokenizer, damaged_vocabularies_are_refused_or_warned) {
+    /* tokenizer.bin: a NaN or infinite score (token 0's score is at byte 4) */
+    unsigned char buf[4096];
+    size_t n = mini_bin(buf);
+    const float bad[2] = {NAN, -INFINITY};
+    const char *want[2] = {"token 0 has score nan, not a finite number", "token 0 has score -inf"};
+    for (int k = 0; k < 2; k++) {
+        unsigned char b[4096];
+        memcpy(b, buf, n);
+        memcpy(b + 4, &bad[k], 4);
+        expect_open_error(write_bytes(k ? "inf.bin" : "nan.bin", b, n), NL_EFORMAT, want[k]);
+    }
+    /* tokenizer.json and vocab.json: two strings with one id */
+    expect_open_error(write_file("dup.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 1}, \"merges\": []}}"),
+                      NL_EFORMAT, "token id 1 is given to two strings, 'b' and 'ab'");
+    write_file("gpt2dup/vocab.json", "{\"a\": 0, \"b\": 0}");
+    write_file("gpt2dup/merges.txt", "#version: 0.2\n");
+    expect_open_error_in(path_of("gpt2dup/vocab.json"), "vocab.json", NL_EFORMAT, "token id 0 is given to two strings");
+    /* byte_fallback with a byte piece deleted */
+    static char j[16384];
+    size_t k = (size_t)snprintf(j, sizeof j, "{\"model\": {\"type\": \"BPE\", \"byte_fallback\": true, \"unk_token\": \"<unk>\", \"vocab\": {\"<unk>\": 0");
+    for (int b = 0; b < 256; b++)
+        if (b != 0x41) k += (size_t)snprintf(j + k, sizeof j - k, ", \"<0x%02X>\": %d", b, 1 + b);
+    snprintf(j + k, sizeof j - k, "}, \"merges\": []}}");
+    expect_open_error(write_file("nobyte.json", j), NL_EFORMAT, "byte_fallback is on but the byte piece <0x41> is missing");
+    /* holes in the ids: usable, with a warning */
+    nl_tokenizer *t = open_ok(write_file("holes.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 5}, \"merges\": [\"a b\"]}}"));
+    cr_assert(strstr(nl_tokenizer_warning(t), "holes.json': 3 of the ids 0..5 name no token (the first is 2)"), "%s", nl_tokenizer_warning(t));
+    EXPECT(t, "ab", 0, 0, 5);
+    nl_tokenizer_close(t);
+    /* a byte-level vocabulary without every byte: usable (those bytes vanish, as in tokenizers), with a warning */
+    t = open_ok(bytelevel_json("blw.json", "[\"a b\", \"ab c\", \"\xc4\xa0 a\"]", 0, "null"));
+    cr_assert(strstr(nl_tokenizer_warning(t), "blw.json': the byte-level vocabulary has no piece for 251 of the 256 bytes (the first is 0x00)"),
+              "%s", nl_tokenizer_warning(t));
+    nl_tokenizer_close(t);
+    /* complete vocabularies: no warning */
+    t = open_ok(spm_json("spmw.json", 1, "null", LLAMA_NORM, ""));
+    cr_assert_str_eq(nl_tokenizer_warning(t), "");
+    nl_tokenizer_close(t);
+}
+
 Test(tokenizer, bad_input_errors_name_the_file) {
     unsigned char buf[4096];
     size_t n = mini_model(buf, 2);

@@ -37,6 +37,7 @@
  *    not point, so a process killed at any moment (SIGKILL, power loss of the process, a
  *    second Ctrl-C) leaves a file h5py opens, holding every document of the last commit.
  *    The only window is a kill inside H5Fflush itself (HDF5 writes the superblock last).
+ *    Before its first commit the file has a temporary name (see nl_h5_writer_create).
  *    end_doc commits when meta.commit_seconds (default NL_H5_COMMIT_SECONDS = 2 s) have
  *    passed since the last commit; create, flush, resume and close always commit.
  *    Measured cost (zoo model notebooks-data/models/silu, the first 40 documents of
@@ -116,7 +117,11 @@ typedef struct {
 
 typedef struct nl_h5_writer nl_h5_writer;
 
-/* Creates (truncates) path and writes the root attributes with complete = 0.
+/* Creates path (replacing a file there) with the root attributes, complete = 0 and the empty
+ * datasets, as the first commit. The file is written as "PATH.tmp-PID" in the same folder and
+ * renamed to path once that commit is on disk, so path is at every moment either absent (or
+ * the file it replaces) or a valid file holding every committed document; on an error the
+ * temporary file is removed (a process killed inside this call leaves it behind).
  * Errors: NL_EINVAL (bad meta), NL_EIO ("cannot create 'PATH': …"), NL_ENOMEM.
  * On success *out is owned by the caller and must be passed to nl_h5_writer_close. */
 nl_status nl_h5_writer_create(nl_ctx *ctx, const char *path, const nl_h5_meta *meta, nl_h5_writer **out);

@@ -46,6 +46,10 @@ int nl_tokenizer_vocab_size(const nl_tokenizer *t); /* ids are < this (added tok
 int nl_tokenizer_bos(const nl_tokenizer *t);        /* -1 when none */
 int nl_tokenizer_eos(const nl_tokenizer *t);        /* -1 when none */
 const char *nl_tokenizer_path(const nl_tokenizer *t);
+/* "" or one line about a vocabulary that works but is probably damaged (a tokenizer.json or
+ * vocab.json whose ids leave holes, a byte-level vocabulary without a piece for every byte),
+ * for the command to print as a warning. Borrowed; valid until nl_tokenizer_close. */
+const char *nl_tokenizer_warning(const nl_tokenizer *t);
 
 typedef struct {
     int add_special;     /* apply the post-processor template (e.g. BOS/EOS) */

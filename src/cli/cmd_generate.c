@@ -139,6 +139,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     if (st == NL_OK) st = tok_path ? nl_tokenizer_open(ctx, tok_path, &tok) : nl_tokenizer_for_model(ctx, model_path, &tok);
     if (st == NL_OK && !tok)
         st = nl_errorf(ctx, NL_EINVAL, "'%s': no tokenizer found with the model (give --tokenizer PATH)", model_path);
+    if (st == NL_OK && nl_tokenizer_warning(tok)[0]) fprintf(stderr, "neuronlab: warning: %s\n", nl_tokenizer_warning(tok));
     if (st == NL_OK) st = nl_tokenizer_encode(ctx, tok, prompt, strlen(prompt), NULL, &body, &n_body);
     const nl_config *c = m ? nl_model_config(m) : NULL;
     const int V = c ? c->vocab_size : 0;

@@ -4,7 +4,9 @@
  * forward pass runs. Ctrl-C keeps every finished document and marks the file incomplete.
  * The output is never one of the inputs (dataset, --db file, tokenizer, model file or any
  * file of the model folder, compared by device + inode) and an existing output is replaced
- * only with --force; both refusals exit 1 before anything is truncated.
+ * only with --force; both refusals exit 1 before anything is truncated. The writer makes the
+ * file as OUT.tmp-PID and renames it to OUT at its first commit (nl_h5_writer_create), so OUT
+ * is never a half-made file, even when the process is killed while creating it.
  * The writer commits every NL_H5_COMMIT_SECONDS (NEURONLAB_COMMIT_SECONDS overrides; < 0 =
  * after every document; NEURONLAB_COMMIT_LOG=1 prints a line per commit), so a killed run
  * leaves a readable file, and `--resume` continues it (same model, dataset checksum,

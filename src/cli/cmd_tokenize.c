@@ -343,6 +343,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     nl_tokenizer *t;
     nl_status st = nl_tokenizer_open(ctx, tok_path, &t);
     if (st != NL_OK) return nl_cli_fail(ctx, st);
+    if (nl_tokenizer_warning(t)[0]) fprintf(stderr, "neuronlab: warning: %s\n", nl_tokenizer_warning(t));
     const char *file = in_path && strcmp(in_path, "-") ? in_path : "<stdin>";
     FILE *in = stdin;
     if (in_path && strcmp(in_path, "-")) {

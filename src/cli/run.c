@@ -51,6 +51,7 @@ nl_status nl_cli_run_open(nl_ctx *ctx, nl_cli_run *r) {
     const nl_config *c = nl_model_config(r->m);
     st = r->tokenizer ? nl_tokenizer_open(ctx, r->tokenizer, &r->tok) : nl_tokenizer_for_model(ctx, r->model, &r->tok);
     if (st != NL_OK) return st;
+    if (r->tok && nl_tokenizer_warning(r->tok)[0]) fprintf(stderr, "neuronlab: warning: %s\n", nl_tokenizer_warning(r->tok));
     if ((st = nl_dataset_load(ctx, r->data, r->tok, c->vocab_size, &r->ds)) != NL_OK) return st;
     if (r->ds->warning[0]) fprintf(stderr, "neuronlab: warning: %s\n", r->ds->warning);
     if (!r->batch) r->batch = 512;

@@ -8,10 +8,15 @@
  * Matrices are (out, in) like torch.nn.Linear; RoPE rotates adjacent pairs.
  * Rules: the header's dimensions must be plausible and imply exactly the file's size (sizes
  * computed in 64 bits with overflow checks) before anything is allocated; messages name the file.
+ * Every weight must be finite: one pass over the mapped floats at open (an exponent-bits test
+ * the compiler vectorises; measured 0.05 s of CPU for a 167 MB checkpoint in the page cache,
+ * whose pages the first forward pass reads anyway) refuses a NaN or infinity, naming the tensor, the
+ * layer and the element, instead of a perplexity of nan. The RoPE tables are not read and not checked.
  * Checked by tests/test_model.c and the stories260K tests.
  */
 #include "model/model_internal.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +25,39 @@ static nl_tensor f32_tensor(const float **p, int64_t d0, int64_t d1) {
     nl_tensor t = {.data = *p, .dtype = NL_DT_F32, .ndim = d1 > 0 ? 2 : 1, .shape = {d0, d1 > 0 ? d1 : 0}};
     *p += d0 * (d1 > 0 ? d1 : 1);
     return t;
+}
+
+/* Index of the first NaN or infinite float of p[0..n) (exponent bits all ones), or -1. Blocks
+ * of 4096 are tested branch-free first, so the common all-finite case vectorises. */
+static int64_t first_nonfinite(const float *p, int64_t n) {
+    for (int64_t i = 0; i < n; i += 4096) {
+        const int64_t e = n - i < 4096 ? n : i + 4096;
+        uint32_t bad = 0;
+        for (int64_t j = i; j < e; j++) {
+            uint32_t u;
+            memcpy(&u, p + j, 4);
+            bad |= (u & 0x7f800000u) == 0x7f800000u;
+        }
+        if (!bad) continue;
+        for (int64_t j = i; j < e; j++)
+            if (!isfinite(p[j])) return j;
+    }
+    return -1;
+}
+
+/* NL_OK, or NL_EFORMAT naming the file, the tensor (layer l when >= 0) and the element. */
+static nl_status check_finite(nl_ctx *ctx, const char *path, const nl_tensor *t, const char *name, int l) {
+    const int64_t n = t->shape[0] * (t->ndim == 2 ? t->shape[1] : 1);
+    const int64_t i = first_nonfinite((const float *)t->data, n);
+    if (i < 0) return NL_OK;
+    const float v = ((const float *)t->data)[i];
+    char where[48] = "";
+    if (l >= 0) snprintf(where, sizeof where, " of layer %d", l);
+    if (t->ndim == 2)
+        return nl_errorf(ctx, NL_EFORMAT, "'%s': the %s%s holds %s at [%lld, %lld]: the weights must be finite", path, name, where,
+                         isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf", (long long)(i / t->shape[1]), (long long)(i % t->shape[1]));
+    return nl_errorf(ctx, NL_EFORMAT, "'%s': the %s%s holds %s at [%lld]: the weights must be finite", path, name, where,
+                     isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf", (long long)i);
 }
 
 nl_status nl_llama2c_open(nl_ctx *ctx, const char *path, nl_model **out) {
@@ -95,6 +133,18 @@ nl_status nl_llama2c_open(nl_ctx *ctx, const char *path, nl_model **out) {
     p += S * Dh; /* freq_cis_real and freq_cis_imag, (S, Dh/2) each: recomputed, not read */
     if (!shared) m->lm_head = f32_tensor(&p, V, D);
     if ((st = nl_model_validate(ctx, m, path)) != NL_OK) goto fail;
+    st = check_finite(ctx, path, &m->tok_emb, "token embedding", -1);
+    for (int l = 0; l < L && st == NL_OK; l++) {
+        const nl_stored_layer *y = &m->layers[l];
+        const struct { const nl_tensor *t; const char *name; } ts[] = {
+            {&y->ln1_w, "attention norm"}, {&y->wq, "query weight"},   {&y->wk, "key weight"},  {&y->wv, "value weight"},
+            {&y->wo, "output weight"},     {&y->ln2_w, "FFN norm"},     {&y->w_gate, "FFN gate weight (w1)"},
+            {&y->w_down, "FFN down weight (w2)"}, {&y->w_up, "FFN up weight (w3)"}};
+        for (size_t k = 0; k < sizeof ts / sizeof ts[0] && st == NL_OK; k++) st = check_finite(ctx, path, ts[k].t, ts[k].name, l);
+    }
+    if (st == NL_OK) st = check_finite(ctx, path, &m->norm_w, "final norm", -1);
+    if (st == NL_OK && !shared) st = check_finite(ctx, path, &m->lm_head, "classifier", -1);
+    if (st != NL_OK) goto fail;
     *out = m;
     return NL_OK;
 fail:

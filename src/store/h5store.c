@@ -636,11 +636,22 @@ nl_status nl_h5_writer_create(nl_ctx *ctx, const char *path, const nl_h5_meta *m
     if ((st = writer_alloc(ctx, path, meta, "create", &w)) != NL_OK) return st;
     const int n_rec = w->n_rec;
 
+    /* The file is made under a temporary name in the same folder ("PATH.tmp-PID") and renamed
+     * to PATH once it holds its first commit, so PATH is never a half-made file: it is absent
+     * (or the file it replaces, with --force) until then, and a valid file from then on. A
+     * kill inside create leaves only the temporary file; a clean error removes it. */
+    char *tmp = malloc(strlen(path) + 32);
+    if (!tmp) {
+        writer_free(w);
+        return nl_errorf(ctx, NL_ENOMEM, "cannot create '%s': out of memory", path);
+    }
+    sprintf(tmp, "%s.tmp-%ld", path, (long)getpid());
     /* The OS says best why a path cannot be created (missing directory, permissions …). */
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0666);
     if (fd < 0) {
         int e = errno;
         writer_free(w);
+        free(tmp);
         return nl_errorf(ctx, NL_EIO, "cannot create '%s': %s", path, strerror(e));
     }
     close(fd);
@@ -652,13 +663,14 @@ nl_status nl_h5_writer_create(nl_ctx *ctx, const char *path, const nl_h5_meta *m
         H5Pset_attr_creation_order(fcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED);
         H5Pset_link_creation_order(fcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED);
     }
-    w->file = H5Fcreate(path, H5F_ACC_TRUNC, fcpl, fapl);
+    w->file = H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, fapl);
     if (fapl >= 0) H5Pclose(fapl);
     if (fcpl >= 0) H5Pclose(fcpl);
     if (w->file < 0) {
         nl_errorf(ctx, NL_EIO, "cannot create '%s': %s", path, h5_err(m, sizeof m));
         writer_free(w);
-        unlink(path); /* no half-made file left behind */
+        unlink(tmp); /* no half-made file left behind */
+        free(tmp);
         return NL_EIO;
     }
     int ok = 1;
@@ -722,13 +734,19 @@ nl_status nl_h5_writer_create(nl_ctx *ctx, const char *path, const nl_h5_meta *m
     if (gcpl >= 0) H5Pclose(gcpl);
     if (!ok) h5_err(m, sizeof m);
     else if (w_commit_raw(w, m, sizeof m) < 0) ok = 0; /* the empty file is the first commit */
+    else if (rename(tmp, path) != 0) { /* ... and now takes the final name */
+        snprintf(m, sizeof m, "cannot rename '%s' to it: %s", tmp, strerror(errno));
+        ok = 0;
+    }
     if (!ok) {
         nl_errorf(ctx, NL_EIO, "cannot create '%s': %s", path, m);
         w->failed = 1;
         writer_free(w);
-        unlink(path);
+        unlink(tmp);
+        free(tmp);
         return NL_EIO;
     }
+    free(tmp);
     *out = w;
     return NL_OK;
 }

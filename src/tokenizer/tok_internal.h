@@ -220,6 +220,7 @@ struct nl_tokenizer {
     int32_t byte_ids[256];  /* byte-level: raw byte → id; otherwise <0xXX> byte-fallback ids (-1 none) */
     int32_t *bmp_ids;       /* TK_RANKS, not byte-level: BMP code point → id of that one character */
     int byte_level, byte_fallback, fuse_unk, ignore_merges, has_all_bytes;
+    char warning[320];  /* "" or one line about a usable but doubtful vocabulary (nl_tokenizer_warning) */
     char *cs_prefix, *eow_suffix; /* continuing_subword_prefix, end_of_word_suffix (NULL: none) */
     size_t cs_prefix_n, eow_suffix_n;
     int unk_id, bos_id, eos_id;

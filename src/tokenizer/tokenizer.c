@@ -376,6 +376,7 @@ int nl_tokenizer_vocab_size(const nl_tokenizer *t) { return t->v.n; }
 int nl_tokenizer_bos(const nl_tokenizer *t) { return t->bos_id; }
 int nl_tokenizer_eos(const nl_tokenizer *t) { return t->eos_id; }
 const char *nl_tokenizer_path(const nl_tokenizer *t) { return t->path; }
+const char *nl_tokenizer_warning(const nl_tokenizer *t) { return t->warning; }
 
 const char *nl_tokenizer_token(const nl_tokenizer *t, int id, size_t *len) {
     size_t n;

@@ -683,10 +683,53 @@ static int json_int_id(json_t *v, int *out) {
     return 0;
 }
 
+/* Checks of a loaded tokenizer.json / vocab.json vocabulary, after nl_tk_finish:
+ *  - byte_fallback with a <0xXX> piece missing is an error (SentencePiece refuses such a
+ *    model too; a deleted byte piece silently turns bytes into <unk>);
+ *  - ids that no string names (holes in 0..V-1) and a byte-level vocabulary without a piece
+ *    for every byte are warnings (nl_tokenizer_warning): the file still works as the
+ *    reference loads it (tokenizers accepts both; an id without a string is never produced,
+ *    a byte without a piece is dropped), but both are what a deleted entry looks like.
+ * Two strings with one id are refused while reading the vocabulary (vocab_dup). */
 static nl_status finish_loaded(loadctx *L, nl_tokenizer *t) {
     nl_status st = nl_tk_finish(L->ctx, t);
-    (void)L;
-    return st;
+    if (st != NL_OK) return st;
+    if (!t->byte_level && t->byte_fallback && !t->has_all_bytes) {
+        int b = 0;
+        while (b < 255 && t->byte_ids[b] >= 0) b++;
+        return nl_errorf(L->ctx, NL_EFORMAT, "'%s': byte_fallback is on but the byte piece <0x%02X> is missing (all 256 are needed)",
+                         L->path, b);
+    }
+    int holes = 0, first_hole = -1, nobytes = 0, first_nobyte = -1;
+    for (int id = 0; id < t->v.n; id++) {
+        size_t n;
+        if (!tk_piece(&t->v, id, &n)) {
+            if (first_hole < 0) first_hole = id;
+            holes++;
+        }
+    }
+    if (t->byte_level)
+        for (int b = 0; b < 256; b++)
+            if (t->byte_ids[b] < 0) {
+                if (first_nobyte < 0) first_nobyte = b;
+                nobytes++;
+            }
+    if (holes)
+        snprintf(t->warning, sizeof t->warning, "'%.200s': %d of the ids 0..%d name no token (the first is %d)", L->path, holes,
+                 t->v.n - 1, first_hole);
+    else if (nobytes)
+        snprintf(t->warning, sizeof t->warning,
+                 "'%.150s': the byte-level vocabulary has no piece for %d of the 256 bytes (the first is 0x%02X): text holding "
+                 "them loses those bytes", L->path, nobytes, first_nobyte);
+    return NL_OK;
+}
+
+/* Two strings of the vocabulary with one id: refused (the second would encode to the first's id). */
+static int vocab_dup(loadctx *L, nl_tokenizer *t, int id, const char *s, size_t n) {
+    size_t kn;
+    const char *k = tk_piece(&t->v, id, &kn);
+    return FAIL(L, NL_EFORMAT, "'%s': token id %d is given to two strings, '%.*s' and '%.*s'", L->path, id, (int)(kn > 60 ? 60 : kn),
+                k, (int)(n > 60 ? 60 : n), s);
 }
 
 nl_status nl_tk_load_hf_json(nl_ctx *ctx, const char *path, nl_tokenizer **out) {
@@ -791,7 +834,10 @@ nl_status nl_tk_load_hf_json(nl_ctx *ctx, const char *path, nl_tokenizer **out) 
     vocab_begin(&vi, buf, sp[0]);
     while ((r = vocab_next(&L, &vi, &id)) == 1) {
         size_t kn;
-        if (tk_piece(&t->v, id, &kn)) continue; /* two strings with one id: the first stays */
+        if (tk_piece(&t->v, id, &kn)) {
+            vocab_dup(&L, t, id, vi.key.p, vi.key.n);
+            goto done;
+        }
         if (set_vocab_string(&L, t, id, vi.key.p, vi.key.n)) goto done;
         t->v.type[id] = TK_NORMAL;
         if (nl_tk_strmap_add(&t->vmap, id) < 0) { FAIL(&L, NL_ENOMEM, "out of memory"); goto done; }
@@ -915,7 +961,10 @@ nl_status nl_tk_load_gpt2(nl_ctx *ctx, const char *vocab_path, const char *merge
     vocab_begin(&vi, buf, whole);
     while ((r = vocab_next(&L, &vi, &id)) == 1) {
         size_t kn;
-        if (tk_piece(&t->v, id, &kn)) continue;
+        if (tk_piece(&t->v, id, &kn)) {
+            vocab_dup(&L, t, id, vi.key.p, vi.key.n);
+            goto done;
+        }
         if (set_vocab_string(&L, t, id, vi.key.p, vi.key.n)) goto done;
         t->v.type[id] = TK_NORMAL;
         if (nl_tk_strmap_add(&t->vmap, id) < 0) { FAIL(&L, NL_ENOMEM, "out of memory"); goto done; }
