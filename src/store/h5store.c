@@ -964,6 +964,248 @@ void nl_h5_reader_close(nl_h5_reader *r) {
     free(r);
 }
 
+/* ---- variable-length strings, read without libhdf5's global-heap code
+ *
+ * A variable-length string is stored as a heap ID (u32 length, collection address of
+ * sizeof_addr bytes, u32 object index) that points into a global heap collection ("GCOL",
+ * version 1, reserved[3], collection size; then objects: index u16, refcount u16, reserved
+ * u32, size of sizeof_size bytes, data padded to 8 bytes; index 0 is the free space, last).
+ * libhdf5 1.10.8 trusts all of it: H5HG_read copies the heap object's size into a buffer of
+ * the ID's length (heap overflow, R4 and fuzz/crashes/h5/), its collection loader walks
+ * lying object sizes out of the collection and allocates whatever collection size the file
+ * states. So the reader never lets libhdf5 convert a variable-length string: a soft
+ * conversion (vlraw_conv) from any variable-length string to an opaque type tagged
+ * NL_H5_VLRAW_TAG of the same size hands out the raw heap IDs (H5Aread/H5Dread do no
+ * heap access for it), and vlh_get reads each string itself with pread, checking that the
+ * collection lies inside the file, that every object walked before the wanted one lies
+ * inside the collection, and that the object's size equals the ID's length. Files keep
+ * variable-length UTF-8 strings (h5py reads str). The conversion is registered only for
+ * the duration of one read (H5Tregister/H5Tunregister), which also drops the conversion
+ * paths HDF5 caches per open file for variable-length types. */
+#define NL_H5_VLRAW_TAG "neuronlab.vlstring.raw"
+
+static herr_t vlraw_conv(hid_t src, hid_t dst, H5T_cdata_t *cd, size_t nelmts, size_t buf_stride, size_t bkg_stride,
+                         void *buf, void *bkg, hid_t dxpl) {
+    (void)nelmts, (void)buf_stride, (void)bkg_stride, (void)buf, (void)bkg, (void)dxpl;
+    if (cd->command == H5T_CONV_INIT) {
+        if (H5Tis_variable_str(src) <= 0 || H5Tget_class(dst) != H5T_OPAQUE || H5Tget_size(src) != H5Tget_size(dst))
+            return -1;
+        char *tag = H5Tget_tag(dst);
+        int ok = tag && strcmp(tag, NL_H5_VLRAW_TAG) == 0;
+        H5free_memory(tag);
+        if (!ok) return -1;
+        cd->need_bkg = H5T_BKG_NO;
+    }
+    /* H5T_CONV_CONV: same size, converted in place: the raw heap IDs stay as they are. */
+    return 0;
+}
+
+/* The file of a heap read: its own descriptor, size and address encoding, and one cached
+ * collection with an index (object index → offset in the collection). */
+typedef struct {
+    int fd;
+    uint64_t fsize, base;   /* bytes of the file; base address (user block) */
+    unsigned sa, ss;        /* sizeof_addr, sizeof_size of the file */
+    uint64_t caddr;         /* address of the cached collection, 0 = none */
+    unsigned char *cbuf;    /* (ccap) holds the cached collection */
+    uint64_t csize, ccap;   /* its size; bytes allocated */
+    uint32_t *pos;          /* (65536) offset + 1 of object idx in cbuf, 0 = absent */
+    uint16_t *used;         /* (65536) indices set in pos */
+    unsigned nused;
+} vl_heap;
+
+static uint64_t le_get(const unsigned char *p, unsigned n) {
+    uint64_t v = 0;
+    for (unsigned i = n; i-- > 0;) v = v << 8 | p[i];
+    return v;
+}
+
+static void vlh_close(vl_heap *h) {
+    if (h->fd >= 0) close(h->fd);
+    free(h->cbuf);
+    free(h->pos);
+    free(h->used);
+    memset(h, 0, sizeof *h);
+    h->fd = -1;
+}
+
+/* Sets up h for the file of obj (any id in it). -1 with why on failure. */
+static int vlh_open(vl_heap *h, hid_t obj, char *why, size_t nwhy) {
+    memset(h, 0, sizeof *h);
+    h->fd = -1;
+    hid_t file = H5Iget_file_id(obj);
+    hid_t fcpl = file >= 0 ? H5Fget_create_plist(file) : -1;
+    size_t sa = 0, ss = 0;
+    hsize_t ub = 0;
+    char name[4096];
+    ssize_t nn = file >= 0 ? H5Fget_name(file, name, sizeof name) : -1;
+    int ok = fcpl >= 0 && H5Pget_sizes(fcpl, &sa, &ss) >= 0 && H5Pget_userblock(fcpl, &ub) >= 0 && nn > 0 &&
+             (size_t)nn < sizeof name;
+    if (fcpl >= 0) H5Pclose(fcpl);
+    if (file >= 0) H5Fclose(file);
+    if (!ok) {
+        snprintf(why, nwhy, "cannot be located in the file");
+        return -1;
+    }
+    if (sa < 2 || sa > 8 || ss < 2 || ss > 8) {
+        snprintf(why, nwhy, "uses %zu-byte addresses and %zu-byte lengths (neuronlab reads 2 to 8)", sa, ss);
+        return -1;
+    }
+    struct stat sb;
+    h->fd = open(name, O_RDONLY | O_CLOEXEC);
+    if (h->fd < 0 || fstat(h->fd, &sb) != 0) {
+        snprintf(why, nwhy, "cannot be read: %s", strerror(errno));
+        vlh_close(h);
+        return -1;
+    }
+    h->fsize = (uint64_t)sb.st_size;
+    h->base = ub;
+    h->sa = (unsigned)sa;
+    h->ss = (unsigned)ss;
+    return 0;
+}
+
+static int pread_all(int fd, void *buf, size_t n, uint64_t off) {
+    unsigned char *p = buf;
+    while (n > 0) {
+        ssize_t k = pread(fd, p, n, (off_t)off);
+        if (k <= 0) {
+            if (k < 0 && errno == EINTR) continue;
+            return -1;
+        }
+        p += k, n -= (size_t)k, off += (uint64_t)k;
+    }
+    return 0;
+}
+
+#define VLH_ALIGN(x) (((x) + 7) & ~(uint64_t)7)
+
+/* Loads (and indexes) the collection at addr into h. -1 with why when it is not a valid
+ * collection inside the file. */
+static int vlh_load(vl_heap *h, uint64_t addr, char *why, size_t nwhy) {
+    if (h->caddr == addr && h->cbuf) return 0;
+    h->caddr = 0;
+    for (unsigned i = 0; i < h->nused; i++) h->pos[h->used[i]] = 0;
+    h->nused = 0;
+    uint64_t hdr = VLH_ALIGN(8 + h->ss), ohdr = VLH_ALIGN(8 + h->ss), off;
+    unsigned char hb[32];
+    if (__builtin_add_overflow(addr, h->base, &off) || off > h->fsize || h->fsize - off < hdr ||
+        pread_all(h->fd, hb, (size_t)hdr, off) != 0) {
+        snprintf(why, nwhy, "points to a global heap at %llu, outside the file", (unsigned long long)addr);
+        return -1;
+    }
+    uint64_t cs = le_get(hb + 8, h->ss);
+    if (memcmp(hb, "GCOL", 4) != 0 || hb[4] != 1) {
+        snprintf(why, nwhy, "points to %llu, which is not a global heap collection", (unsigned long long)addr);
+        return -1;
+    }
+    if (cs < hdr || cs > h->fsize - off || cs > UINT32_MAX) {
+        snprintf(why, nwhy, "points to a global heap collection of %llu bytes at %llu that does not fit in the file",
+                 (unsigned long long)cs, (unsigned long long)addr);
+        return -1;
+    }
+    if (!h->pos) {
+        h->pos = calloc(65536, sizeof *h->pos);
+        h->used = malloc(65536 * sizeof *h->used);
+    }
+    if (cs > h->ccap || !h->cbuf) {
+        free(h->cbuf);
+        h->cbuf = malloc((size_t)cs);
+        h->ccap = h->cbuf ? cs : 0;
+    }
+    if (!h->pos || !h->used || !h->cbuf) {
+        snprintf(why, nwhy, "cannot be read: out of memory");
+        return -1;
+    }
+    if (pread_all(h->fd, h->cbuf, (size_t)cs, off) != 0) {
+        snprintf(why, nwhy, "cannot be read: %s", errno ? strerror(errno) : "short read");
+        return -1;
+    }
+    /* Walk the objects; each must lie inside the collection (the free space, index 0, ends it). */
+    for (uint64_t p = hdr; p + ohdr <= cs;) {
+        unsigned idx = (unsigned)le_get(h->cbuf + p, 2);
+        uint64_t osz = le_get(h->cbuf + p + 8, h->ss);
+        if (idx == 0) break;
+        if (osz > cs - p - ohdr) {
+            snprintf(why, nwhy, "points to a corrupt global heap collection at %llu (object %u of %llu bytes overruns it)",
+                     (unsigned long long)addr, idx, (unsigned long long)osz);
+            return -1;
+        }
+        if (!h->pos[idx]) {
+            h->pos[idx] = (uint32_t)p + 1;
+            h->used[h->nused++] = (uint16_t)idx;
+        }
+        p += ohdr + VLH_ALIGN(osz);
+    }
+    h->caddr = addr;
+    h->csize = cs;
+    return 0;
+}
+
+/* Resolves one heap ID (raw bytes as stored) into an owned string. A null ID (address 0)
+ * is the empty string. -1 with why when the ID or its collection is corrupt. */
+static int vlh_get(vl_heap *h, const unsigned char *id, char **out, char *why, size_t nwhy) {
+    *out = NULL;
+    uint64_t len = le_get(id, 4), addr = le_get(id + 4, h->sa), idx = le_get(id + 4 + h->sa, 4);
+    if (addr == 0) {
+        *out = strdup("");
+    } else {
+        if (idx == 0 || idx > 65535) {
+            snprintf(why, nwhy, "refers to global heap object %llu (valid: 1 to 65535)", (unsigned long long)idx);
+            return -1;
+        }
+        if (vlh_load(h, addr, why, nwhy) != 0) return -1;
+        uint32_t p = h->pos[idx];
+        if (!p) {
+            snprintf(why, nwhy, "refers to global heap object %llu, absent from its collection at %llu", (unsigned long long)idx,
+                     (unsigned long long)addr);
+            return -1;
+        }
+        p--;
+        uint64_t osz = le_get(h->cbuf + p + 8, h->ss);
+        if (osz != len) {
+            snprintf(why, nwhy, "is a string of %llu bytes whose global heap object holds %llu bytes", (unsigned long long)len,
+                     (unsigned long long)osz);
+            return -1;
+        }
+        char *s = malloc((size_t)len + 1);
+        if (s) {
+            memcpy(s, h->cbuf + p + VLH_ALIGN(8 + h->ss), (size_t)len);
+            s[len] = 0;
+        }
+        *out = s;
+    }
+    if (!*out) snprintf(why, nwhy, "cannot be read: out of memory");
+    return *out ? 0 : -1;
+}
+
+/* Reads n variable-length strings of obj (an attribute when ms < 0, else a dataset with the
+ * memory and file selections ms, fs) through the raw conversion, and resolves them into
+ * out (n owned strings; on failure every entry is NULL). -1 with why on failure. */
+static int vls_read(vl_heap *h, hid_t obj, hid_t ms, hid_t fs, size_t n, char **out, char *why, size_t nwhy) {
+    for (size_t i = 0; i < n; i++) out[i] = NULL;
+    size_t idsz = 8 + h->sa;
+    unsigned char *raw = malloc(n ? n * idsz : 1);
+    hid_t src = h5_vstr_type(), op = H5Tcreate(H5T_OPAQUE, idsz);
+    int reg = 0, rc = -1;
+    snprintf(why, nwhy, "cannot be read");
+    if (raw && src >= 0 && op >= 0 && H5Tset_tag(op, NL_H5_VLRAW_TAG) >= 0 &&
+        H5Tregister(H5T_PERS_SOFT, "nl_vlraw", src, op, vlraw_conv) >= 0) {
+        reg = 1;
+        herr_t e = ms < 0 ? H5Aread(obj, op, raw) : H5Dread(obj, op, ms, fs, H5P_DEFAULT, raw);
+        if (e >= 0) rc = 0;
+        else h5_err(why, nwhy);
+    }
+    if (reg) H5Tunregister(H5T_PERS_SOFT, "nl_vlraw", -1, -1, vlraw_conv);
+    if (op >= 0) H5Tclose(op);
+    if (src >= 0) H5Tclose(src);
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        if (vlh_get(h, raw + i * idsz, &out[i], why, nwhy) != 0) rc = -1;
+    if (rc != 0)
+        for (size_t i = 0; i < n; i++) free(out[i]), out[i] = NULL;
+    free(raw);
+    return rc;
+}
 /* 1 exists, 0 missing. */
 static int has_attr(hid_t obj, const char *name) { return H5Aexists(obj, name) > 0; }
 static int has_link(hid_t loc, const char *name) { return H5Lexists(loc, name, H5P_DEFAULT) > 0; }
@@ -986,12 +1228,11 @@ static int read_attr_str(hid_t obj, const char *name, char **out, char *why, siz
     } else if (k != 1 || H5Sget_simple_extent_ndims(s) > 1) {
         snprintf(why, nwhy, "is an array of %lld strings, expected one string", (long long)k);
     } else if (H5Tis_variable_str(t) > 0) {
-        char *v = NULL;
-        mt = H5Tcopy(t); /* same character set: HDF5 does not convert ASCII <-> UTF-8 */
-        if (mt >= 0 && H5Aread(a, mt, &v) >= 0) {
-            *out = strdup(v ? v : "");
-            rc = *out ? 0 : -1;
-            H5free_memory(v);
+        /* Through vls_read: libhdf5 never reads the global heap (see above). */
+        vl_heap h;
+        if (vlh_open(&h, a, why, nwhy) == 0) {
+            rc = vls_read(&h, a, -1, -1, 1, out, why, nwhy);
+            vlh_close(&h);
         }
     } else {
         size_t n = H5Tget_size(t); /* memory type one longer: NULLTERM keeps n chars + NUL */
@@ -1339,6 +1580,7 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
     }
     r->labels = calloc((size_t)(D ? D : 1), sizeof(char *));
     in->n_docs = D; /* from here nl_h5_reader_close frees labels[0..D) */
+    int lab_why = 0; /* m says why the labels cannot be read */
     {
         hid_t ft = H5Dget_type(ds);
         int vl = ft >= 0 && H5Tis_variable_str(ft) > 0;
@@ -1349,11 +1591,12 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
         e = (!r->labels || mt < 0 || ft < 0 || lfs < 0 || lms < 0) ? -1 : 0;
         if (e >= 0) e = D > 0 ? H5Sselect_hyperslab(lfs, H5S_SELECT_SET, &zero, NULL, &hd, NULL) : H5Sselect_none(lfs);
         if (e >= 0 && vl) {
-            char **tmp = calloc((size_t)(D ? D : 1), sizeof(char *));
-            e = tmp ? H5Dread(ds, mt, lms, lfs, H5P_DEFAULT, tmp) : -1;
-            for (int64_t d = 0; e >= 0 && d < D; d++) r->labels[d] = strdup(tmp[d] ? tmp[d] : "");
-            if (e >= 0) H5Dvlen_reclaim(mt, lms, H5P_DEFAULT, tmp);
-            free(tmp);
+            /* Raw heap IDs, resolved by vlh_get: libhdf5 never reads the global heap. */
+            vl_heap h;
+            e = vlh_open(&h, ds, m, sizeof m) == 0 ? 0 : -1;
+            if (e >= 0 && vls_read(&h, ds, lms, lfs, (size_t)D, r->labels, m, sizeof m) != 0) e = -1;
+            if (e < 0) lab_why = 1;
+            vlh_close(&h);
         } else if (e >= 0) {
             char *tmp = calloc((size_t)(D ? D : 1), fsz + 1); /* NULLTERM: fsz chars + NUL */
             e = (tmp && H5Tset_size(mt, fsz + 1) >= 0 && H5Tset_strpad(mt, H5T_STR_NULLTERM) >= 0)
@@ -1368,6 +1611,7 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
         if (ft >= 0) H5Tclose(ft);
     }
     H5Dclose(ds);
+    if (e < 0 && lab_why) CORRUPT("'%s' is corrupt: /doc_labels %s", path, m);
     if (e < 0) CORRUPT("'%s' is corrupt: cannot read /doc_labels: %s", path, h5_err(m, sizeof m));
     for (int64_t d = 0; d < D; d++)
         if (!r->labels[d]) CORRUPT("cannot open '%s': out of memory", path);
