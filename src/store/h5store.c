@@ -923,6 +923,9 @@ int nl_h5_writer_has_layer(const nl_h5_writer *w, int layer) {
 
 /* ------------------------------------------------------------------ reader */
 
+struct vl_heap_s;
+static void vlh_close(struct vl_heap_s *h);
+
 struct nl_h5_reader {
     char *path;
     hid_t file, half;
@@ -938,6 +941,7 @@ struct nl_h5_reader {
     int acts_f16;
     void *scratch;
     size_t scratch_n;
+    struct vl_heap_s *heap; /* variable-length strings of the file, NULL until open needs it */
 };
 
 void nl_h5_reader_close(nl_h5_reader *r) {
@@ -961,6 +965,10 @@ void nl_h5_reader_close(nl_h5_reader *r) {
     free(r->pool);
     free(r->scratch);
     free(r->path);
+    if (r->heap) {
+        vlh_close(r->heap);
+        free(r->heap);
+    }
     free(r);
 }
 
@@ -1001,18 +1009,22 @@ static herr_t vlraw_conv(hid_t src, hid_t dst, H5T_cdata_t *cd, size_t nelmts, s
 }
 
 /* The file of a heap read: its own descriptor, size and address encoding, and one cached
- * collection with an index (object index → offset in the collection). */
-typedef struct {
+ * collection with its objects sorted by index. */
+typedef struct vl_heap_s {
     int fd;
     uint64_t fsize, base;   /* bytes of the file; base address (user block) */
     unsigned sa, ss;        /* sizeof_addr, sizeof_size of the file */
     uint64_t caddr;         /* address of the cached collection, 0 = none */
     unsigned char *cbuf;    /* (ccap) holds the cached collection */
     uint64_t csize, ccap;   /* its size; bytes allocated */
-    uint32_t *pos;          /* (65536) offset + 1 of object idx in cbuf, 0 = absent */
-    uint16_t *used;         /* (65536) indices set in pos */
-    unsigned nused;
+    struct vlh_obj { uint32_t idx, off; } *obj; /* (nobj) the collection's objects, sorted by idx */
+    size_t nobj, cap;
 } vl_heap;
+
+static int vlh_obj_cmp(const void *a, const void *b) {
+    const struct vlh_obj *x = a, *y = b;
+    return x->idx != y->idx ? (x->idx > y->idx ? 1 : -1) : (x->off > y->off) - (x->off < y->off);
+}
 
 static uint64_t le_get(const unsigned char *p, unsigned n) {
     uint64_t v = 0;
@@ -1020,11 +1032,10 @@ static uint64_t le_get(const unsigned char *p, unsigned n) {
     return v;
 }
 
-static void vlh_close(vl_heap *h) {
+static void vlh_close(struct vl_heap_s *h) {
     if (h->fd >= 0) close(h->fd);
     free(h->cbuf);
-    free(h->pos);
-    free(h->used);
+    free(h->obj);
     memset(h, 0, sizeof *h);
     h->fd = -1;
 }
@@ -1085,8 +1096,7 @@ static int pread_all(int fd, void *buf, size_t n, uint64_t off) {
 static int vlh_load(vl_heap *h, uint64_t addr, char *why, size_t nwhy) {
     if (h->caddr == addr && h->cbuf) return 0;
     h->caddr = 0;
-    for (unsigned i = 0; i < h->nused; i++) h->pos[h->used[i]] = 0;
-    h->nused = 0;
+    h->nobj = 0;
     uint64_t hdr = VLH_ALIGN(8 + h->ss), ohdr = VLH_ALIGN(8 + h->ss), off;
     unsigned char hb[32];
     if (__builtin_add_overflow(addr, h->base, &off) || off > h->fsize || h->fsize - off < hdr ||
@@ -1104,16 +1114,12 @@ static int vlh_load(vl_heap *h, uint64_t addr, char *why, size_t nwhy) {
                  (unsigned long long)cs, (unsigned long long)addr);
         return -1;
     }
-    if (!h->pos) {
-        h->pos = calloc(65536, sizeof *h->pos);
-        h->used = malloc(65536 * sizeof *h->used);
-    }
     if (cs > h->ccap || !h->cbuf) {
         free(h->cbuf);
         h->cbuf = malloc((size_t)cs);
         h->ccap = h->cbuf ? cs : 0;
     }
-    if (!h->pos || !h->used || !h->cbuf) {
+    if (!h->cbuf) {
         snprintf(why, nwhy, "cannot be read: out of memory");
         return -1;
     }
@@ -1131,12 +1137,21 @@ static int vlh_load(vl_heap *h, uint64_t addr, char *why, size_t nwhy) {
                      (unsigned long long)addr, idx, (unsigned long long)osz);
             return -1;
         }
-        if (!h->pos[idx]) {
-            h->pos[idx] = (uint32_t)p + 1;
-            h->used[h->nused++] = (uint16_t)idx;
+        if (h->nobj == h->cap) {
+            size_t nc = h->cap ? 2 * h->cap : 64;
+            void *q = realloc(h->obj, nc * sizeof *h->obj);
+            if (!q) {
+                snprintf(why, nwhy, "cannot be read: out of memory");
+                return -1;
+            }
+            h->obj = q;
+            h->cap = nc;
         }
+        h->obj[h->nobj].idx = idx;
+        h->obj[h->nobj++].off = (uint32_t)p;
         p += ohdr + VLH_ALIGN(osz);
     }
+    qsort(h->obj, h->nobj, sizeof *h->obj, vlh_obj_cmp); /* the first of equal indices wins */
     h->caddr = addr;
     h->csize = cs;
     return 0;
@@ -1155,13 +1170,18 @@ static int vlh_get(vl_heap *h, const unsigned char *id, char **out, char *why, s
             return -1;
         }
         if (vlh_load(h, addr, why, nwhy) != 0) return -1;
-        uint32_t p = h->pos[idx];
-        if (!p) {
+        size_t lo = 0, hi = h->nobj; /* first entry with index >= idx */
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (h->obj[mid].idx < idx) lo = mid + 1;
+            else hi = mid;
+        }
+        if (lo == h->nobj || h->obj[lo].idx != idx) {
             snprintf(why, nwhy, "refers to global heap object %llu, absent from its collection at %llu", (unsigned long long)idx,
                      (unsigned long long)addr);
             return -1;
         }
-        p--;
+        uint64_t p = h->obj[lo].off;
         uint64_t osz = le_get(h->cbuf + p + 8, h->ss);
         if (osz != len) {
             snprintf(why, nwhy, "is a string of %llu bytes whose global heap object holds %llu bytes", (unsigned long long)len,
@@ -1192,7 +1212,12 @@ static int vls_read(vl_heap *h, hid_t obj, hid_t ms, hid_t fs, size_t n, char **
     if (raw && src >= 0 && op >= 0 && H5Tset_tag(op, NL_H5_VLRAW_TAG) >= 0 &&
         H5Tregister(H5T_PERS_SOFT, "nl_vlraw", src, op, vlraw_conv) >= 0) {
         reg = 1;
-        herr_t e = ms < 0 ? H5Aread(obj, op, raw) : H5Dread(obj, op, ms, fs, H5P_DEFAULT, raw);
+        /* A conversion buffer of the size read (HDF5 callocs 1 MiB by default, per read). */
+        hid_t dx = ms < 0 ? -1 : H5Pcreate(H5P_DATASET_XFER);
+        size_t tb = n * idsz < 4096 ? 4096 : n * idsz < (1 << 20) ? n * idsz : (1 << 20);
+        if (dx >= 0) H5Pset_buffer(dx, tb, NULL, NULL);
+        herr_t e = ms < 0 ? H5Aread(obj, op, raw) : H5Dread(obj, op, ms, fs, dx >= 0 ? dx : H5P_DEFAULT, raw);
+        if (dx >= 0) H5Pclose(dx);
         if (e >= 0) rc = 0;
         else h5_err(why, nwhy);
     }
@@ -1212,8 +1237,9 @@ static int has_link(hid_t loc, const char *name) { return H5Lexists(loc, name, H
 
 /* Reads a string attribute holding one string (scalar, or an array of one element),
  * variable- or fixed-length, ASCII or UTF-8, into an owned string. On failure returns -1
- * and says why in why ("is not a string", "is an array of 2 strings, expected one"). */
-static int read_attr_str(hid_t obj, const char *name, char **out, char *why, size_t nwhy) {
+ * and says why in why ("is not a string", "is an array of 2 strings, expected one").
+ * hp: the file's heap reader, or NULL for a temporary one. */
+static int read_attr_str_h(vl_heap *hp, hid_t obj, const char *name, char **out, char *why, size_t nwhy) {
     *out = NULL;
     snprintf(why, nwhy, "cannot be read");
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
@@ -1230,7 +1256,8 @@ static int read_attr_str(hid_t obj, const char *name, char **out, char *why, siz
     } else if (H5Tis_variable_str(t) > 0) {
         /* Through vls_read: libhdf5 never reads the global heap (see above). */
         vl_heap h;
-        if (vlh_open(&h, a, why, nwhy) == 0) {
+        if (hp) rc = vls_read(hp, a, -1, -1, 1, out, why, nwhy);
+        else if (vlh_open(&h, a, why, nwhy) == 0) {
             rc = vls_read(&h, a, -1, -1, 1, out, why, nwhy);
             vlh_close(&h);
         }
@@ -1251,6 +1278,10 @@ static int read_attr_str(hid_t obj, const char *name, char **out, char *why, siz
     if (t >= 0) H5Tclose(t);
     H5Aclose(a);
     return rc;
+}
+
+static int read_attr_str(hid_t obj, const char *name, char **out, char *why, size_t nwhy) {
+    return read_attr_str_h(NULL, obj, name, out, why, nwhy);
 }
 
 /* Reads an integer attribute of at most max_n elements (scalar or 1-D). Returns the
@@ -1325,30 +1356,60 @@ static hid_t open_1d(hid_t file, const char *name, H5T_class_t cls, hsize_t *n) 
  * unallocated chunks as fill values and a contiguous one never written reads as zeros, so a
  * small file could declare terabytes; every size the reader allocates from or hands to the
  * analyses is therefore bounded by the bytes actually stored: at least the declared bytes
- * without a filter, at least 1/NL_H5_MAX_FILTER_RATIO of them with one. Data kept in
- * external raw files or virtual datasets is refused (it is not in this file). */
+ * without a filter, at least 1/NL_H5_MAX_FILTER_RATIO of them with one, and never more
+ * than the file's size. What libhdf5 allocates when it reads is bounded the same way: a
+ * chunk (read whole, or made of fill values when missing) holds at most the bytes stored
+ * (×NL_H5_MAX_FILTER_RATIO when filtered: a deflate stream inflates at most ~1032×), and
+ * the filters are those of the writer and h5py's defaults (deflate once, shuffle,
+ * fletcher32): others (scale-offset, n-bit, szip, plug-ins) are refused, as their output
+ * size is not bounded by their input. Data kept in external raw files or virtual datasets
+ * is refused (it is not in this file). */
 static int ds_stored(hid_t ds, char *why, size_t nwhy) {
-    hid_t t = H5Dget_type(ds), sp = H5Dget_space(ds), dcpl = H5Dget_create_plist(ds);
+    hid_t t = H5Dget_type(ds), sp = H5Dget_space(ds), dcpl = H5Dget_create_plist(ds), file = H5Iget_file_id(ds);
     int rc = -1;
     snprintf(why, nwhy, "cannot be inspected");
-    if (t >= 0 && sp >= 0 && dcpl >= 0) {
+    hsize_t fsize = 0;
+    if (t >= 0 && sp >= 0 && dcpl >= 0 && file >= 0 && H5Fget_filesize(file, &fsize) >= 0) {
         hssize_t npts = H5Sget_simple_extent_npoints(sp);
         size_t el = H5Tget_size(t);
         H5D_layout_t lay = H5Pget_layout(dcpl);
-        int nfilt = lay == H5D_CHUNKED ? H5Pget_nfilters(dcpl) : 0;
-        unsigned long long need = 0, have = H5Dget_storage_size(ds);
-        if (npts < 0 || el == 0 || nfilt < 0) {
+        int nfilt = lay == H5D_CHUNKED ? H5Pget_nfilters(dcpl) : 0, ndeflate = 0, badf = -1;
+        for (int i = 0; i < nfilt; i++) {
+            unsigned flags = 0, cfg = 0;
+            size_t ncd = 0;
+            H5Z_filter_t id = H5Pget_filter2(dcpl, (unsigned)i, &flags, &ncd, NULL, 0, NULL, &cfg);
+            if (id == H5Z_FILTER_DEFLATE) ndeflate++;
+            if ((id != H5Z_FILTER_DEFLATE && id != H5Z_FILTER_SHUFFLE && id != H5Z_FILTER_FLETCHER32) || ndeflate > 1) {
+                badf = (int)id;
+                break;
+            }
+        }
+        hsize_t ch[H5S_MAX_RANK];
+        int crank = lay == H5D_CHUNKED ? H5Pget_chunk(dcpl, H5S_MAX_RANK, ch) : 0;
+        unsigned long long need = 0, have = H5Dget_storage_size(ds), cbytes = el, lim;
+        for (int i = 0; i < crank; i++)
+            if (__builtin_mul_overflow(cbytes, (unsigned long long)ch[i], &cbytes)) cbytes = ULLONG_MAX;
+        if (npts < 0 || el == 0 || nfilt < 0 || crank < 0) {
             /* why stays "cannot be inspected" */
         } else if ((lay != H5D_COMPACT && lay != H5D_CONTIGUOUS && lay != H5D_CHUNKED) || H5Pget_external_count(dcpl) != 0) {
             snprintf(why, nwhy, "keeps its data outside the file (external or virtual storage)");
+        } else if (badf != -1) {
+            snprintf(why, nwhy, "uses filter %d%s (neuronlab reads deflate, shuffle and fletcher32, deflate once)", badf,
+                     badf == H5Z_FILTER_DEFLATE ? " twice" : "");
         } else if (__builtin_mul_overflow((unsigned long long)npts, (unsigned long long)el, &need)) {
             snprintf(why, nwhy, "declares more than 2^64 bytes");
+        } else if (have > (unsigned long long)fsize) {
+            snprintf(why, nwhy, "claims %llu stored bytes but the file has %llu", have, (unsigned long long)fsize);
         } else if (nfilt == 0 ? have < need : have * (unsigned long long)NL_H5_MAX_FILTER_RATIO < need) {
             snprintf(why, nwhy, "declares %llu bytes but the file stores %llu of them", need, have);
+        } else if (need > 0 && lay == H5D_CHUNKED &&
+                   cbytes > (lim = nfilt == 0 ? have : have * (unsigned long long)NL_H5_MAX_FILTER_RATIO)) {
+            snprintf(why, nwhy, "has chunks of %llu bytes but the file stores %llu bytes of it", cbytes, have);
         } else {
             rc = 0;
         }
     }
+    if (file >= 0) H5Fclose(file);
     if (dcpl >= 0) H5Pclose(dcpl);
     if (sp >= 0) H5Sclose(sp);
     if (t >= 0) H5Tclose(t);
@@ -1426,6 +1487,12 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
     }
     hid_t f = r->file;
     nl_h5_info *in = &r->info;
+    /* The heap reader of variable-length strings; when it cannot be set up, each string
+     * read tries again and says why. */
+    if ((r->heap = malloc(sizeof *r->heap)) && vlh_open(r->heap, f, m, sizeof m) != 0) {
+        free(r->heap);
+        r->heap = NULL;
+    }
     nl_h5_meta *me = &in->meta;
 
     /* Format and version first: nothing else is meaningful without them. */
@@ -1434,7 +1501,7 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
         st = nl_errorf(ctx, NL_EFORMAT, "'%s' is not a neuronlab activation file (format attribute missing)", path);
         goto fail;
     }
-    if (read_attr_str(f, "format", &fmt, m, sizeof m) != 0) {
+    if (read_attr_str_h(r->heap, f, "format", &fmt, m, sizeof m) != 0) {
         st = nl_errorf(ctx, NL_EFORMAT, "'%s' is not a neuronlab activation file (format attribute %s)", path, m);
         goto fail;
     }
@@ -1459,7 +1526,7 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
     for (int i = 0; i < 7; i++) {
         if (!has_attr(f, snames[i])) {
             r->strs[i] = strdup(""); /* descriptive; files converted by other tools may lack it */
-        } else if (read_attr_str(f, snames[i], &r->strs[i], m, sizeof m) != 0) {
+        } else if (read_attr_str_h(r->heap, f, snames[i], &r->strs[i], m, sizeof m) != 0) {
             CORRUPT("'%s' is corrupt: attribute '%s' %s", path, snames[i], m);
         }
         if (!r->strs[i]) CORRUPT("cannot open '%s': out of memory", path);
@@ -1592,11 +1659,11 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
         if (e >= 0) e = D > 0 ? H5Sselect_hyperslab(lfs, H5S_SELECT_SET, &zero, NULL, &hd, NULL) : H5Sselect_none(lfs);
         if (e >= 0 && vl) {
             /* Raw heap IDs, resolved by vlh_get: libhdf5 never reads the global heap. */
-            vl_heap h;
-            e = vlh_open(&h, ds, m, sizeof m) == 0 ? 0 : -1;
-            if (e >= 0 && vls_read(&h, ds, lms, lfs, (size_t)D, r->labels, m, sizeof m) != 0) e = -1;
+            vl_heap h, *hp = r->heap;
+            e = hp || vlh_open(hp = &h, ds, m, sizeof m) == 0 ? 0 : -1;
+            if (e >= 0 && vls_read(hp, ds, lms, lfs, (size_t)D, r->labels, m, sizeof m) != 0) e = -1;
             if (e < 0) lab_why = 1;
-            vlh_close(&h);
+            if (hp == &h) vlh_close(&h);
         } else if (e >= 0) {
             char *tmp = calloc((size_t)(D ? D : 1), fsz + 1); /* NULLTERM: fsz chars + NUL */
             e = (tmp && H5Tset_size(mt, fsz + 1) >= 0 && H5Tset_strpad(mt, H5T_STR_NULLTERM) >= 0)
