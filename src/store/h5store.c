@@ -925,6 +925,8 @@ int nl_h5_writer_has_layer(const nl_h5_writer *w, int layer) {
 
 struct vl_heap_s;
 static void vlh_close(struct vl_heap_s *h);
+struct oh_file_s;
+static void oh_free(struct oh_file_s *o);
 
 struct nl_h5_reader {
     char *path;
@@ -942,6 +944,7 @@ struct nl_h5_reader {
     void *scratch;
     size_t scratch_n;
     struct vl_heap_s *heap; /* variable-length strings of the file, NULL until open needs it */
+    struct oh_file_s *oh;   /* version-1 object headers checked before libhdf5 reads them */
 };
 
 void nl_h5_reader_close(nl_h5_reader *r) {
@@ -969,6 +972,7 @@ void nl_h5_reader_close(nl_h5_reader *r) {
         vlh_close(r->heap);
         free(r->heap);
     }
+    oh_free(r->oh);
     free(r);
 }
 
@@ -1231,6 +1235,334 @@ static int vls_read(vl_heap *h, hid_t obj, hid_t ms, hid_t fs, size_t n, char **
     free(raw);
     return rc;
 }
+/* ---- object headers of version 1, checked before libhdf5 decodes them
+ *
+ * Version-1 object headers (files of the library defaults: h5py, other tools) carry no
+ * checksum, and libhdf5 1.10.8 decodes their messages without bounds checks: an attribute
+ * message whose data overruns it is copied anyway (heap overflow, found by fuzz/fuzz_h5.c at
+ * H5Aexists), a zero chunk dimension divides by zero in H5Dopen, a header chunk of 4 GiB is
+ * allocated before it is read. So before libhdf5 opens the file, and before it opens any
+ * object of the schema, oh_check reads that object's header with pread and checks: chunks
+ * (and continuation chunks) inside the file, every message inside its chunk, and the
+ * messages libhdf5 decodes when the reader opens or reads the object — dataspace,
+ * datatype, fill value, layout, filter pipeline, attribute, link, symbol table, times,
+ * comment — against their own sizes. Datatypes are limited to what the schema needs
+ * (integers of 1-8 bytes, floats of 2/4/8 bytes with sane bit fields, fixed and
+ * variable-length strings); shared messages (committed datatypes) and external storage are
+ * refused. Version-2 headers ("OHDR", from the writer: libver ≥ 1.8) are checksummed and
+ * verified by libhdf5 before it decodes anything, so they are not parsed here. */
+typedef struct oh_file_s {
+    int fd;
+    uint64_t fsize, base;
+    unsigned sa, ss;      /* 0: not a file with version-1 headers, nothing to check */
+    uint64_t seen[64];   /* headers already checked */
+    int nseen;
+} oh_file;
+
+#define OH_FAIL(...) do { snprintf(why, nwhy, __VA_ARGS__); return -1; } while (0)
+
+/* Encoded length of a datatype at p (n bytes available) into *len; -1 when it is not one
+ * the reader accepts or does not fit. depth: VL string base types. */
+static int oh_dtype(const unsigned char *p, uint64_t n, uint64_t *len, int depth, char *why, size_t nwhy) {
+    if (n < 8) OH_FAIL("has a truncated datatype");
+    unsigned cls = p[0] & 15, ver = p[0] >> 4;
+    uint64_t size = le_get(p + 4, 4);
+    if (ver < 1 || ver > 3) OH_FAIL("has a datatype of version %u", ver);
+    if (cls == 0 || cls == 1) { /* fixed-point, floating-point */
+        uint64_t need = cls == 0 ? 12 : 20;
+        if (n < need) OH_FAIL("has a truncated datatype");
+        unsigned off = (unsigned)le_get(p + 8, 2), prec = (unsigned)le_get(p + 10, 2);
+        if (cls == 0 && size != 1 && size != 2 && size != 4 && size != 8) OH_FAIL("has an integer type of %llu bytes", (unsigned long long)size);
+        if (cls == 1 && size != 2 && size != 4 && size != 8) OH_FAIL("has a float type of %llu bytes", (unsigned long long)size);
+        if (prec == 0 || off + prec > 8 * size) OH_FAIL("has a number type with %u bits at offset %u in %llu bytes", prec, off, (unsigned long long)size);
+        if (cls == 1) {
+            unsigned epos = p[12], esz = p[13], mpos = p[14], msz = p[15];
+            if (esz == 0 || esz > 16 || msz == 0 || msz > 64 || epos + esz > off + prec || mpos + msz > off + prec)
+                OH_FAIL("has a float type with bad exponent/mantissa fields");
+        }
+        *len = need;
+        return 0;
+    }
+    if (cls == 3) { /* string */
+        if (size == 0 || size > NL_H5_MAX_ATTR_STR) OH_FAIL("has a string type of %llu bytes", (unsigned long long)size);
+        *len = 8;
+        return 0;
+    }
+    if (cls == 9 && depth == 0 && (p[1] & 15) == 1) { /* variable-length string: base type follows */
+        uint64_t bl;
+        if (oh_dtype(p + 8, n - 8, &bl, 1, why, nwhy) != 0) return -1;
+        if (le_get(p + 8 + 4, 4) != 1) OH_FAIL("has a variable-length string of %llu-byte characters", (unsigned long long)le_get(p + 12, 4));
+        *len = 8 + bl;
+        return 0;
+    }
+    OH_FAIL("has a datatype of class %u (neuronlab reads numbers and strings)", cls);
+}
+
+/* Dataspace at p (n bytes): encoded length and number of elements. */
+static int oh_dspace(const oh_file *o, const unsigned char *p, uint64_t n, uint64_t *len, uint64_t *npts, char *why, size_t nwhy) {
+    if (n < 4) OH_FAIL("has a truncated dataspace");
+    unsigned ver = p[0], rank = p[1], flags = p[2];
+    if (ver != 1 && ver != 2) OH_FAIL("has a dataspace of version %u", ver);
+    if (rank > 32) OH_FAIL("has a dataspace of rank %u", rank);
+    uint64_t hdr = ver == 1 ? 8 : 4, per = (uint64_t)o->ss * ((flags & 1) ? 2 : 1) + ((ver == 1 && (flags & 2)) ? o->ss : 0);
+    if (ver == 2 && p[3] > 2) OH_FAIL("has a dataspace of type %u", p[3]);
+    *len = hdr + per * rank;
+    if (*len > n) OH_FAIL("has a dataspace longer than its message");
+    uint64_t k = ver == 2 && p[3] == 2 ? 0 : 1; /* null dataspace: no element */
+    for (unsigned i = 0; i < rank; i++)
+        if (__builtin_mul_overflow(k, le_get(p + hdr + (uint64_t)i * o->ss, o->ss), &k)) OH_FAIL("has a dataspace of more than 2^64 elements");
+    *npts = k;
+    return 0;
+}
+
+/* One message (type t, flags fl, n bytes at p) of a version-1 header. */
+static int oh_msg(const oh_file *o, unsigned t, unsigned fl, const unsigned char *p, uint64_t n, char *why, size_t nwhy) {
+    uint64_t a, b, c;
+    if ((fl & 2) && (t == 1 || t == 3 || t == 5 || t == 11 || t == 12 || t == 4))
+        OH_FAIL("holds a shared message of type %u (committed datatypes are not read)", t);
+    switch (t) {
+    case 1: return oh_dspace(o, p, n, &a, &b, why, nwhy);
+    case 3:
+        if (oh_dtype(p, n, &a, 0, why, nwhy) != 0) return -1;
+        if (a > n) OH_FAIL("has a datatype longer than its message");
+        return 0;
+    case 4:
+        if (n < 4 || le_get(p, 4) > n - 4) OH_FAIL("has a fill value longer than its message");
+        return 0;
+    case 5: {
+        if (n < 2) OH_FAIL("has a truncated fill value message");
+        unsigned ver = p[0];
+        if (ver < 1 || ver > 3 || (ver < 3 && n < 4)) OH_FAIL("has a corrupt fill value message (version %u)", ver);
+        int has = ver == 3 ? (p[1] & 0x20) != 0 : (ver == 1 || p[3]);
+        uint64_t at = ver == 3 ? 2 : 4;
+        if (has && (n < at + 4 || le_get(p + at, 4) > n - at - 4)) OH_FAIL("has a fill value longer than its message");
+        return 0;
+    }
+    case 7: OH_FAIL("keeps its data outside the file (external storage)");
+    case 8: {
+        if (n < 2) OH_FAIL("has a truncated layout message");
+        unsigned ver = p[0];
+        if (ver != 3) {
+            if (ver != 1 && ver != 2) OH_FAIL("has a layout message of version %u", ver);
+            if (n < 8) OH_FAIL("has a truncated layout message");
+            unsigned rank = p[1], cls = p[2];
+            uint64_t need = 8 + (cls != 0 ? o->sa : 0) + 4ull * rank + (cls == 0 ? 4 : 0);
+            if (rank == 0 || rank > 33 || cls > 2 || need > n) OH_FAIL("has a corrupt layout message");
+            if (cls == 0 && le_get(p + 8 + 4ull * rank, 4) > n - need) OH_FAIL("has compact data longer than its message");
+            for (unsigned i = 0; cls == 2 && i < rank; i++)
+                if (le_get(p + 8 + o->sa + 4ull * i, 4) == 0) OH_FAIL("has a chunk dimension of 0");
+            return 0;
+        }
+        unsigned cls = p[1];
+        if (cls == 0) {
+            if (n < 4 || le_get(p + 2, 2) > n - 4) OH_FAIL("has compact data longer than its message");
+        } else if (cls == 1) {
+            if (n < 2 + o->sa + o->ss) OH_FAIL("has a truncated layout message");
+        } else if (cls == 2) {
+            if (n < 3) OH_FAIL("has a truncated layout message");
+            unsigned rank = p[2];
+            if (rank < 2 || rank > 33 || n < 3 + o->sa + 4ull * rank) OH_FAIL("has a corrupt chunked layout");
+            for (unsigned i = 0; i < rank; i++)
+                if (le_get(p + 3 + o->sa + 4ull * i, 4) == 0) OH_FAIL("has a chunk dimension of 0");
+        } else {
+            OH_FAIL("has a layout of class %u (virtual or unknown)", cls);
+        }
+        return 0;
+    }
+    case 11: {
+        if (n < 2) OH_FAIL("has a truncated filter pipeline");
+        unsigned ver = p[0], nf = p[1];
+        if ((ver != 1 && ver != 2) || nf > 32) OH_FAIL("has a corrupt filter pipeline");
+        uint64_t at = ver == 1 ? 8 : 2;
+        for (unsigned i = 0; i < nf; i++) {
+            if (at + 6 > n) OH_FAIL("has a truncated filter pipeline");
+            unsigned id = (unsigned)le_get(p + at, 2);
+            int named = ver == 1 || id >= 256;
+            if (named && at + 8 > n) OH_FAIL("has a truncated filter pipeline");
+            uint64_t nl = named ? le_get(p + at + 2, 2) : 0, ncd = le_get(p + at + (named ? 6 : 4), 2);
+            at += named ? 8 : 6;
+            if (ver == 1 && nl % 8) OH_FAIL("has a corrupt filter name");
+            if (nl > n - at || (nl && !memchr(p + at, 0, (size_t)nl))) OH_FAIL("has a corrupt filter name");
+            at += nl;
+            uint64_t cd = 4 * ncd + (ver == 1 && (ncd & 1) ? 4 : 0);
+            if (cd > n - at) OH_FAIL("has filter parameters longer than its message");
+            at += cd;
+        }
+        return 0;
+    }
+    case 12: {
+        if (n < 8) OH_FAIL("has a truncated attribute");
+        unsigned ver = p[0];
+        if (ver < 1 || ver > 3) OH_FAIL("has an attribute of version %u", ver);
+        if (ver >= 2 && (p[1] & 3)) OH_FAIL("has an attribute with a shared datatype or dataspace");
+        uint64_t nn = le_get(p + 2, 2), dn = le_get(p + 4, 2), sn = le_get(p + 6, 2), at = ver == 3 ? 9 : 8;
+#define PAD(x) (ver == 1 ? VLH_ALIGN(x) : (x))
+        if (nn == 0 || PAD(nn) > n - at || p[at + nn - 1] != 0 || memchr(p + at, 0, (size_t)nn) != p + at + nn - 1)
+            OH_FAIL("has an attribute with a corrupt name");
+        at += PAD(nn);
+        if (PAD(dn) > n - at || oh_dtype(p + at, dn, &a, 0, why, nwhy) != 0) {
+            if (PAD(dn) > n - at) OH_FAIL("has an attribute whose datatype overruns it");
+            return -1;
+        }
+        uint64_t tsize = le_get(p + at + 4, 4);
+        if ((p[at] & 15) == 9) tsize = 4 + o->sa + 4; /* variable-length: a heap ID per element */
+        at += PAD(dn);
+        if (PAD(sn) > n - at || oh_dspace(o, p + at, sn, &b, &c, why, nwhy) != 0) {
+            if (PAD(sn) > n - at) OH_FAIL("has an attribute whose dataspace overruns it");
+            return -1;
+        }
+        at += PAD(sn);
+#undef PAD
+        uint64_t data;
+        if (__builtin_mul_overflow(c, tsize, &data) || data > n - at)
+            OH_FAIL("has an attribute of %llu bytes in a message of %llu", (unsigned long long)c * tsize, (unsigned long long)n);
+        return 0;
+    }
+    case 17: { /* symbol table: B-tree, local heap ("HEAP", version 0, data size, free list, data address) */
+        if (n < 2ull * o->sa) OH_FAIL("has a truncated symbol table message");
+        uint64_t ha = le_get(p + o->sa, o->sa), off, hl = 8 + 2ull * o->ss + o->sa;
+        unsigned char hb[40];
+        if (__builtin_add_overflow(ha, o->base, &off) || off > o->fsize || o->fsize - off < hl || pread_all(o->fd, hb, (size_t)hl, off) != 0 ||
+            memcmp(hb, "HEAP", 4) != 0 || hb[4] != 0)
+            OH_FAIL("has its group's local heap at %llu, not a local heap inside the file", (unsigned long long)ha);
+        uint64_t dsz = le_get(hb + 8, o->ss), da = le_get(hb + 8 + 2ull * o->ss, o->sa);
+        if (__builtin_add_overflow(da, o->base, &off) || off > o->fsize || dsz > o->fsize - off)
+            OH_FAIL("has a local heap of %llu bytes past the end of the file", (unsigned long long)dsz);
+        return 0;
+    }
+    case 13:
+        if (!memchr(p, 0, (size_t)n)) OH_FAIL("has an unterminated comment");
+        return 0;
+    case 14:
+        if (n < 14) OH_FAIL("has a truncated modification time");
+        return 0;
+    case 18:
+        if (n < 8) OH_FAIL("has a truncated modification time");
+        return 0;
+    default:
+        return 0; /* NIL, continuation (checked by the caller), unknown (libhdf5 skips them) */
+    }
+}
+
+/* Checks the header at addr (relative to the base address) when it is a version-1 header;
+ * a version-2 header is left to libhdf5's checksum. */
+static int oh_check(oh_file *o, uint64_t addr, char *why, size_t nwhy) {
+    for (int i = 0; i < o->nseen; i++)
+        if (o->seen[i] == addr) return 0;
+    uint64_t off;
+    unsigned char pre[16];
+    if (__builtin_add_overflow(addr, o->base, &off) || off > o->fsize || o->fsize - off < 16 || pread_all(o->fd, pre, 16, off) != 0)
+        OH_FAIL("has its object header at %llu, outside the file", (unsigned long long)addr);
+    if (memcmp(pre, "OHDR", 4) == 0) return 0;
+    if (pre[0] != 1) OH_FAIL("has an object header of version %u", pre[0]);
+    uint64_t cur = off + 16, clen = le_get(pre + 8, 4), nmsg = le_get(pre + 2, 2), seen_msgs = 0;
+    uint64_t chunks[16][2];
+    int nch = 0, k = 0;
+    chunks[nch][0] = cur, chunks[nch++][1] = clen;
+    while (k < nch) {
+        cur = chunks[k][0], clen = chunks[k++][1];
+        if (cur > o->fsize || clen > o->fsize - cur) OH_FAIL("has an object header chunk of %llu bytes past the end of the file", (unsigned long long)clen);
+        unsigned char *c = malloc(clen ? (size_t)clen : 1);
+        if (!c) OH_FAIL("cannot be checked: out of memory");
+        if (pread_all(o->fd, c, (size_t)clen, cur) != 0) {
+            free(c);
+            OH_FAIL("cannot be read");
+        }
+        for (uint64_t p = 0; p + 8 <= clen;) {
+            unsigned t = (unsigned)le_get(c + p, 2), fl = c[p + 4];
+            uint64_t n = le_get(c + p + 2, 2);
+            if (n > clen - p - 8) {
+                free(c);
+                OH_FAIL("has an object header message that overruns its chunk");
+            }
+            if (++seen_msgs > 65535) {
+                free(c);
+                OH_FAIL("has too many object header messages");
+            }
+            int rc = 0;
+            if (t == 16) { /* continuation: another chunk */
+                if (n < (uint64_t)o->sa + o->ss || nch == 16) {
+                    free(c);
+                    OH_FAIL("has a corrupt or too long chain of object header chunks");
+                }
+                uint64_t ca = le_get(c + p + 8, o->sa), cl = le_get(c + p + 8 + o->sa, o->ss);
+                if (__builtin_add_overflow(ca, o->base, &chunks[nch][0])) chunks[nch][0] = UINT64_MAX;
+                chunks[nch++][1] = cl;
+            } else {
+                rc = oh_msg(o, t, fl, c + p + 8, n, why, nwhy);
+            }
+            if (rc != 0) {
+                free(c);
+                return -1;
+            }
+            p += 8 + VLH_ALIGN(n);
+        }
+        free(c);
+    }
+    (void)nmsg;
+    if (o->nseen < 64) o->seen[o->nseen++] = addr;
+    return 0;
+}
+
+/* Reads the superblock of the file at fd; for superblocks 0 and 1 (those with version-1
+ * object headers) fills o and returns the root object header's address in *root; for
+ * version 2 and 3 (checksummed) returns 1 (nothing to check here). -1 with why when the
+ * superblock itself is unreadable: libhdf5 will say so. */
+static int oh_open(oh_file *o, int fd, uint64_t fsize, uint64_t *root, char *why, size_t nwhy) {
+    memset(o, 0, sizeof *o);
+    o->fd = fd;
+    o->fsize = fsize;
+    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+    unsigned char b[128];
+    for (uint64_t at = 0; at + 8 <= fsize; at = at ? at * 2 : 512) {
+        if (pread_all(fd, b, 8, at) != 0) break;
+        if (memcmp(b, sig, 8) != 0) continue;
+        size_t k = fsize - at < sizeof b ? (size_t)(fsize - at) : sizeof b;
+        if (pread_all(fd, b, k, at) != 0 || k < 24) OH_FAIL("has a truncated superblock");
+        if (b[8] >= 2) return 1;
+        unsigned sa = b[13], ss = b[14];
+        if ((sa != 2 && sa != 4 && sa != 8) || (ss != 2 && ss != 4 && ss != 8)) return 1; /* libhdf5 refuses it */
+        uint64_t v = 24 + (b[8] == 1 ? 4 : 0) + 4ull * sa; /* base, free space, EOF, driver addresses */
+        uint64_t ent = v + sa;                                 /* root entry: name offset, header address */
+        if (ent + sa > k) OH_FAIL("has a truncated superblock");
+        o->sa = sa, o->ss = ss, o->base = at;
+        *root = le_get(b + ent, sa);
+        return 0;
+    }
+    return 1;
+}
+
+static void oh_free(oh_file *o) {
+    if (!o) return;
+    if (o->fd >= 0) close(o->fd);
+    free(o);
+}
+
+/* Checks the headers of every object on the path name ("layers/3/ffn_act": /layers,
+ * /layers/3, then the dataset), each once; absent objects pass (the caller reports them).
+ * Soft and external links are refused: their targets would go unchecked. */
+static int r_check(oh_file *o, hid_t file, const char *name, char *why, size_t nwhy) {
+    if (!o || !o->sa) return 0;
+    char part[128], w[300];
+    for (const char *s = name;;) {
+        const char *slash = strchr(s, '/');
+        int k = slash ? (int)(slash - name) : (int)strlen(name);
+        snprintf(part, sizeof part, "%.*s", k, name);
+        H5L_info_t li;
+        if (H5Lexists(file, part, H5P_DEFAULT) <= 0 || H5Lget_info(file, part, &li, H5P_DEFAULT) < 0) return 0;
+        if (li.type != H5L_TYPE_HARD) {
+            snprintf(why, nwhy, "/%s is a soft or external link (not followed)", part);
+            return -1;
+        }
+        if (oh_check(o, li.u.address, w, sizeof w) != 0) {
+            snprintf(why, nwhy, "/%s %s", part, w);
+            return -1;
+        }
+        if (!slash) return 0;
+        s = slash + 1;
+    }
+}
+
 /* 1 exists, 0 missing. */
 static int has_attr(hid_t obj, const char *name) { return H5Aexists(obj, name) > 0; }
 static int has_link(hid_t loc, const char *name) { return H5Lexists(loc, name, H5P_DEFAULT) > 0; }
@@ -1474,6 +1806,24 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
     if (!r) return nl_errorf(ctx, NL_ENOMEM, "cannot open '%s': out of memory", path);
     r->file = r->half = -1;
     r->path = strdup(path);
+    /* Version-1 object headers are checked before libhdf5 decodes them (oh_check): the root
+     * group's now, every other object of the schema before it is opened. */
+    r->oh = calloc(1, sizeof *r->oh);
+    if (!r->oh) CORRUPT("cannot open '%s': out of memory", path);
+    r->oh->fd = -1;
+    r->oh->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (r->oh->fd < 0) {
+        st = nl_errorf(ctx, NL_EIO, "cannot open '%s': %s", path, strerror(errno));
+        goto fail;
+    }
+    {
+        uint64_t root = 0;
+        int fd = r->oh->fd, k = oh_open(r->oh, fd, (uint64_t)sb.st_size, &root, m, sizeof m);
+        r->oh->fd = fd;
+        if (k < 0) CORRUPT("'%s' is corrupt: it %s", path, m);
+        if (k == 0 && oh_check(r->oh, root, m, sizeof m) != 0) CORRUPT("'%s' is corrupt: its root group %s", path, m);
+        if (k != 0) r->oh->sa = 0;
+    }
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (fapl >= 0) {
         H5Pset_file_locking(fapl, 1, 1);
@@ -1553,6 +1903,12 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
     }
     int L = me->n_layers, F = me->d_ff;
 
+#define RCHECK(name)                                                                          \
+    do {                                                                                      \
+        if (r_check(r->oh, f, name, m, sizeof m) != 0) CORRUPT("'%s' is corrupt: %s", path, m); \
+    } while (0)
+    RCHECK("layers");
+    RCHECK("pooled");
     /* Recorded layers: the "layers" attribute, else every /layers/{l} present. */
     r->slot = malloc(sizeof(int) * (size_t)L);
     r->layers = malloc(sizeof(int) * (size_t)L);
@@ -1595,6 +1951,7 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
 
     /* Tokens and documents. */
     hsize_t N, D1, nl, np;
+    RCHECK("tokens");
     hid_t ds = open_1d(f, "tokens", H5T_INTEGER, &N);
     if (ds < 0) CORRUPT("'%s' is corrupt: 1-D integer dataset /tokens missing", path);
     if (ds_stored(ds, m, sizeof m) != 0) {
@@ -1608,6 +1965,7 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
     in->n_tokens = (int64_t)N;
     in->tokens = r->tokens;
 
+    RCHECK("doc_offsets");
     ds = open_1d(f, "doc_offsets", H5T_INTEGER, &D1);
     if (ds < 0) CORRUPT("'%s' is corrupt: 1-D integer dataset /doc_offsets missing", path);
     if (ds_stored(ds, m, sizeof m) != 0) {
@@ -1634,6 +1992,7 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
     N = (hsize_t)r->offsets[D];
     in->n_tokens = (int64_t)N;
 
+    RCHECK("doc_labels");
     ds = open_1d(f, "doc_labels", H5T_STRING, &nl);
     if (ds < 0) CORRUPT("'%s' is corrupt: 1-D string dataset /doc_labels missing", path);
     if (cut ? (int64_t)nl < D : (int64_t)nl != D) {
@@ -1684,6 +2043,7 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
         if (!r->labels[d]) CORRUPT("cannot open '%s': out of memory", path);
     in->doc_labels = (const char *const *)r->labels;
 
+    RCHECK("prompt_len");
     ds = open_1d(f, "prompt_len", H5T_INTEGER, &np);
     if (ds < 0) CORRUPT("'%s' is corrupt: 1-D integer dataset /prompt_len missing", path);
     if (cut ? (int64_t)np < D : (int64_t)np != D) {
@@ -1718,6 +2078,7 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
         snprintf(name, sizeof name, "layers/%d", l);
         if (!has_link(f, "layers") || !has_link(f, name)) CORRUPT("'%s' is corrupt: group /layers/%d missing", path, l);
         snprintf(name, sizeof name, "layers/%d/ffn_act", l);
+        RCHECK(name);
         if (has_link(f, name)) {
             hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
             hid_t t = d >= 0 ? H5Dget_type(d) : -1;
@@ -1734,6 +2095,7 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
             n_acts++;
         }
         snprintf(name, sizeof name, "layers/%d/w_out_norm", l);
+        RCHECK(name);
         if (has_link(f, name)) {
             hid_t d = open_1d(f, name, H5T_FLOAT, &nl);
             int stored = d >= 0 && nl == (hsize_t)F && ds_stored(d, m, sizeof m) == 0;
@@ -1743,6 +2105,7 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
         }
         if (me->pooled) {
             snprintf(name, sizeof name, "pooled/%d/mean_abs", l);
+            RCHECK(name);
             if (!has_link(f, name)) CORRUPT("'%s' is corrupt: /%s missing", path, name);
             hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
             hid_t t = d >= 0 ? H5Dget_type(d) : -1;
@@ -1767,6 +2130,7 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
     if (n_acts == 0 && !strcmp(dts, "float16")) me->dtype = NL_H5_F16; /* pooled-only: the attribute tells */
     r->half = h5_half_type();
     if (r->half < 0) CORRUPT("cannot open '%s': %s", path, h5_err(m, sizeof m));
+#undef RCHECK
     *out = r;
     return NL_OK;
 fail:
