@@ -1255,6 +1255,7 @@ typedef struct oh_file_s {
     int fd;
     uint64_t fsize, base;
     unsigned sa, ss;      /* 0: not a file with version-1 headers, nothing to check */
+    uint64_t sb_end;      /* file offset of the end of the superblock */
     uint64_t seen[64];   /* headers already checked */
     int nseen;
 } oh_file;
@@ -1462,6 +1463,11 @@ static int oh_check(oh_file *o, uint64_t addr, char *why, size_t nwhy) {
     while (k < nch) {
         cur = chunks[k][0], clen = chunks[k++][1];
         if (cur > o->fsize || clen > o->fsize - cur) OH_FAIL("has an object header chunk of %llu bytes past the end of the file", (unsigned long long)clen);
+        /* A chunk is at least one message long, after the superblock, and not one already
+         * seen (libhdf5 fails on such a chunk, leaking the part read). */
+        if (clen < 8 || cur < o->sb_end) OH_FAIL("has an object header chunk of %llu bytes at %llu", (unsigned long long)clen, (unsigned long long)cur);
+        for (int i = 0; i < k - 1; i++)
+            if (chunks[i][0] == cur) OH_FAIL("has an object header chunk listed twice");
         unsigned char *c = malloc(clen ? (size_t)clen : 1);
         if (!c) OH_FAIL("cannot be checked: out of memory");
         if (pread_all(o->fd, c, (size_t)clen, cur) != 0) {
@@ -1525,7 +1531,7 @@ static int oh_open(oh_file *o, int fd, uint64_t fsize, uint64_t *root, char *why
         uint64_t v = 24 + (b[8] == 1 ? 4 : 0) + 4ull * sa; /* base, free space, EOF, driver addresses */
         uint64_t ent = v + sa;                                 /* root entry: name offset, header address */
         if (ent + sa > k) OH_FAIL("has a truncated superblock");
-        o->sa = sa, o->ss = ss, o->base = at;
+        o->sa = sa, o->ss = ss, o->base = at, o->sb_end = at + ent + 2ull * sa + 24;
         *root = le_get(b + ent, sa);
         return 0;
     }
