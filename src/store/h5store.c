@@ -9,7 +9,10 @@
  * The reader treats the file as hostile: every attribute and dataset is checked for type,
  * rank and size, and every size it allocates from is checked first against the others and
  * against the bytes the file stores (ds_stored); values the analyses need finite (w_out_norm,
- * mean_abs) are checked where they are read.
+ * mean_abs) are checked where they are read. libhdf5 1.10.8 itself decodes without bounds
+ * checks, so what it would decode unchecked is checked here first: version-1 object headers
+ * (oh_check) and variable-length strings, which the reader reads from the global heap
+ * itself (vls_read); both with pread on the file.
  * Checked by tests/test_h5store.c (incl. hostile files), tests/check_h5.py (via
  * tests/h5_schema.sh) and fuzz/fuzz_h5.c (libFuzzer, see fuzz/README.md).
  *
@@ -1264,7 +1267,7 @@ typedef struct oh_file_s {
 
 /* Encoded length of a datatype at p (n bytes available) into *len; -1 when it is not one
  * the reader accepts or does not fit. depth: VL string base types. */
-static int oh_dtype(const unsigned char *p, uint64_t n, uint64_t *len, int depth, char *why, size_t nwhy) {
+static int oh_dtype(const unsigned char *p, uint64_t n, uint64_t *len, int depth, unsigned sa, char *why, size_t nwhy) {
     if (n < 8) OH_FAIL("has a truncated datatype");
     unsigned cls = p[0] & 15, ver = p[0] >> 4;
     uint64_t size = le_get(p + 4, 4);
@@ -1291,7 +1294,9 @@ static int oh_dtype(const unsigned char *p, uint64_t n, uint64_t *len, int depth
     }
     if (cls == 9 && depth == 0 && (p[1] & 15) == 1) { /* variable-length string: base type follows */
         uint64_t bl;
-        if (oh_dtype(p + 8, n - 8, &bl, 1, why, nwhy) != 0) return -1;
+        /* libhdf5 sizes an attribute's buffer by this size but reads heap IDs of 4 + sa + 4 bytes */
+        if (size < 8ull + sa) OH_FAIL("has a variable-length string type of %llu bytes (heap IDs take %u)", (unsigned long long)size, 8 + sa);
+        if (oh_dtype(p + 8, n - 8, &bl, 1, sa, why, nwhy) != 0) return -1;
         if (le_get(p + 8 + 4, 4) != 1) OH_FAIL("has a variable-length string of %llu-byte characters", (unsigned long long)le_get(p + 12, 4));
         *len = 8 + bl;
         return 0;
@@ -1324,7 +1329,7 @@ static int oh_msg(const oh_file *o, unsigned t, unsigned fl, const unsigned char
     switch (t) {
     case 1: return oh_dspace(o, p, n, &a, &b, why, nwhy);
     case 3:
-        if (oh_dtype(p, n, &a, 0, why, nwhy) != 0) return -1;
+        if (oh_dtype(p, n, &a, 0, o->sa, why, nwhy) != 0) return -1;
         if (a > n) OH_FAIL("has a datatype longer than its message");
         return 0;
     case 4:
@@ -1350,8 +1355,12 @@ static int oh_msg(const oh_file *o, unsigned t, unsigned fl, const unsigned char
             uint64_t need = 8 + (cls != 0 ? o->sa : 0) + 4ull * rank + (cls == 0 ? 4 : 0);
             if (rank == 0 || rank > 33 || cls > 2 || need > n) OH_FAIL("has a corrupt layout message");
             if (cls == 0 && le_get(p + 8 + 4ull * rank, 4) > n - need) OH_FAIL("has compact data longer than its message");
-            for (unsigned i = 0; cls == 2 && i < rank; i++)
-                if (le_get(p + 8 + o->sa + 4ull * i, 4) == 0) OH_FAIL("has a chunk dimension of 0");
+            uint64_t cb = 1;
+            for (unsigned i = 0; cls == 2 && i < rank; i++) {
+                uint64_t d = le_get(p + 8 + o->sa + 4ull * i, 4);
+                if (d == 0) OH_FAIL("has a chunk dimension of 0");
+                if (__builtin_mul_overflow(cb, d, &cb) || cb >= (1ull << 32)) OH_FAIL("has chunks of 4 GiB or more");
+            }
             return 0;
         }
         unsigned cls = p[1];
@@ -1363,8 +1372,12 @@ static int oh_msg(const oh_file *o, unsigned t, unsigned fl, const unsigned char
             if (n < 3) OH_FAIL("has a truncated layout message");
             unsigned rank = p[2];
             if (rank < 2 || rank > 33 || n < 3 + o->sa + 4ull * rank) OH_FAIL("has a corrupt chunked layout");
-            for (unsigned i = 0; i < rank; i++)
-                if (le_get(p + 3 + o->sa + 4ull * i, 4) == 0) OH_FAIL("has a chunk dimension of 0");
+            uint64_t cb = 1; /* the last dimension is the element size */
+            for (unsigned i = 0; i < rank; i++) {
+                uint64_t d = le_get(p + 3 + o->sa + 4ull * i, 4);
+                if (d == 0) OH_FAIL("has a chunk dimension of 0");
+                if (__builtin_mul_overflow(cb, d, &cb) || cb >= (1ull << 32)) OH_FAIL("has chunks of 4 GiB or more"); /* libhdf5 leaks its chunk cache on this error */
+            }
         } else {
             OH_FAIL("has a layout of class %u (virtual or unknown)", cls);
         }
@@ -1401,12 +1414,11 @@ static int oh_msg(const oh_file *o, unsigned t, unsigned fl, const unsigned char
         if (nn == 0 || PAD(nn) > n - at || p[at + nn - 1] != 0 || memchr(p + at, 0, (size_t)nn) != p + at + nn - 1)
             OH_FAIL("has an attribute with a corrupt name");
         at += PAD(nn);
-        if (PAD(dn) > n - at || oh_dtype(p + at, dn, &a, 0, why, nwhy) != 0) {
+        if (PAD(dn) > n - at || oh_dtype(p + at, dn, &a, 0, o->sa, why, nwhy) != 0) {
             if (PAD(dn) > n - at) OH_FAIL("has an attribute whose datatype overruns it");
             return -1;
         }
-        uint64_t tsize = le_get(p + at + 4, 4);
-        if ((p[at] & 15) == 9) tsize = 4 + o->sa + 4; /* variable-length: a heap ID per element */
+        uint64_t tsize = le_get(p + at + 4, 4); /* what libhdf5 copies per element (≥ a heap ID for strings) */
         at += PAD(dn);
         if (PAD(sn) > n - at || oh_dspace(o, p + at, sn, &b, &c, why, nwhy) != 0) {
             if (PAD(sn) > n - at) OH_FAIL("has an attribute whose dataspace overruns it");
