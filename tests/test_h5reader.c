@@ -336,3 +336,23 @@ Test(h5reader, chunk_larger_than_stored_refused) {
     free(b);
     expect_corrupt(p, "/tokens has chunks of 16820592 bytes but the file stores 43376 bytes of it");
 }
+
+/* The inputs fuzz/fuzz_h5.c crashed libhdf5 with (fuzz/crashes/h5/, replayed under ASan by
+ * tests/fuzz_smoke.sh): each is now refused before libhdf5 decodes the lying bytes. */
+Test(h5reader, fuzz_crash_inputs_refused) {
+    static const char *cases[][2] = {
+        {"hdf5_attr_data_overruns_message.h5", "its root group has an attribute of 4194304 bytes in a message of 64"},
+        {"hdf5_chunk_4gib_leaks_chunk_cache.h5", "/doc_labels has chunks of 4 GiB or more"},
+        {"hdf5_chunk_dimension_zero.h5", "/doc_offsets has a chunk dimension of 0"},
+        {"hdf5_header_continuation_to_superblock_leak.h5", "its root group has an object header chunk of 0 bytes at 0"},
+        {"hdf5_root_header_chunk_4gib.h5", "object header chunk of 4294967280 bytes past the end of the file"},
+        {"hdf5_vlen_attr_global_heap_memcpy.h5", "format attribute points to a corrupt global heap collection"},
+        {"hdf5_vlen_attr_type_size_too_small.h5", "variable-length string type of 1 bytes (heap IDs take 16)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char p[256];
+        snprintf(p, sizeof p, "fuzz/crashes/h5/%s", cases[i][0]);
+        cr_assert_eq(access(p, R_OK), 0, "%s missing (tests run from the project root)", p);
+        expect_corrupt(p, cases[i][1]);
+    }
+}
