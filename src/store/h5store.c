@@ -1522,10 +1522,10 @@ static int oh_check(oh_file *o, uint64_t addr, char *why, size_t nwhy) {
     return 0;
 }
 
-/* Reads the superblock of the file at fd; for superblocks 0 and 1 (those with version-1
- * object headers) fills o and returns the root object header's address in *root; for
- * version 2 and 3 (checksummed) returns 1 (nothing to check here). -1 with why when the
- * superblock itself is unreadable: libhdf5 will say so. */
+/* Reads the superblock of the file at fd, fills o and returns the root object header's
+ * address in *root (any superblock version: a file with a checksummed superblock may still
+ * hold version-1 object headers). Returns 1 when there is no superblock libhdf5 would read
+ * (it will say why), -1 with why when it is truncated. */
 static int oh_open(oh_file *o, int fd, uint64_t fsize, uint64_t *root, char *why, size_t nwhy) {
     memset(o, 0, sizeof *o);
     o->fd = fd;
@@ -1537,13 +1537,16 @@ static int oh_open(oh_file *o, int fd, uint64_t fsize, uint64_t *root, char *why
         if (memcmp(b, sig, 8) != 0) continue;
         size_t k = fsize - at < sizeof b ? (size_t)(fsize - at) : sizeof b;
         if (pread_all(fd, b, k, at) != 0 || k < 24) OH_FAIL("has a truncated superblock");
-        if (b[8] >= 2) return 1;
-        unsigned sa = b[13], ss = b[14];
+        if (b[8] > 3) return 1;
+        int v2 = b[8] >= 2;
+        unsigned sa = v2 ? b[9] : b[13], ss = v2 ? b[10] : b[14];
         if ((sa != 2 && sa != 4 && sa != 8) || (ss != 2 && ss != 4 && ss != 8)) return 1; /* libhdf5 refuses it */
-        uint64_t v = 24 + (b[8] == 1 ? 4 : 0) + 4ull * sa; /* base, free space, EOF, driver addresses */
-        uint64_t ent = v + sa;                                 /* root entry: name offset, header address */
+        /* 0/1: base, free space, EOF, driver addresses, then the root entry (name offset,
+         * header address, cache type, reserved, scratch); 2/3: base, extension, EOF, root
+         * header addresses, checksum. */
+        uint64_t ent = v2 ? 12 + 3ull * sa : 24 + (b[8] == 1 ? 4 : 0) + 5ull * sa;
         if (ent + sa > k) OH_FAIL("has a truncated superblock");
-        o->sa = sa, o->ss = ss, o->base = at, o->sb_end = at + ent + 2ull * sa + 24;
+        o->sa = sa, o->ss = ss, o->base = at, o->sb_end = at + ent + sa + (v2 ? 4 : 24);
         *root = le_get(b + ent, sa);
         return 0;
     }
