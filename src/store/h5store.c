@@ -1158,7 +1158,7 @@ static int vlh_load(vl_heap *h, uint64_t addr, char *why, size_t nwhy) {
         h->obj[h->nobj++].off = (uint32_t)p;
         p += ohdr + VLH_ALIGN(osz);
     }
-    qsort(h->obj, h->nobj, sizeof *h->obj, vlh_obj_cmp); /* the first of equal indices wins */
+    if (h->nobj) qsort(h->obj, h->nobj, sizeof *h->obj, vlh_obj_cmp); /* the first of equal indices wins */
     h->caddr = addr;
     h->csize = cs;
     return 0;
