@@ -186,7 +186,13 @@ with open("notebooks-data/eval/math.jsonl") as f:
     put("dataset", "eval_math.jsonl", "".join(f.readlines()[:3]))
 
 # --- HDF5 activation files (schema v1, as the writer lays it out; small)
-def h5_file(name, L=2, F=4, docs=(3, 2), pooled=True, f16=False, layers_attr=True):
+def h5_file(name, L=2, F=4, docs=(3, 2), pooled=True, f16=False, layers_attr=True, chunked=True, gzip=False, gen=None):
+    """chunked=False: contiguous datasets (no chunk B-trees: a smaller seed, so more executions
+    per second); gzip: shuffle+deflate on ffn_act and mean_abs; gen: own random generator
+    (so new seeds leave the ones after them unchanged)."""
+    rng_ = gen if gen is not None else rng
+    ck = lambda c: dict(maxshape=(None,) + c[1:], chunks=c) if chunked else {}
+    zf = dict(compression="gzip", compression_opts=1, shuffle=True) if gzip else {}
     p = f"{C}/h5/{name}"
     os.makedirs(f"{C}/h5", exist_ok=True)
     N, D = sum(docs), len(docs)
@@ -197,20 +203,22 @@ def h5_file(name, L=2, F=4, docs=(3, 2), pooled=True, f16=False, layers_attr=Tru
         a["act_fn"] = "silu"; a["dtype"] = "float16" if f16 else "float32"; a["dataset"] = "d.jsonl"
         a["created_by"] = "make-corpus"; a["complete"] = np.int32(1)
         if layers_attr: a["layers"] = np.arange(L, dtype=np.int32)
-        f.create_dataset("tokens", data=np.arange(N, dtype=np.int32), maxshape=(None,), chunks=(16,))
-        f.create_dataset("doc_offsets", data=np.concatenate([[0], np.cumsum(docs)]).astype(np.int64), maxshape=(None,), chunks=(16,))
-        f.create_dataset("doc_labels", data=["x", ""][:D] + ["y"] * (D - 2), dtype=h5py.string_dtype(), maxshape=(None,), chunks=(16,))
-        f.create_dataset("prompt_len", data=np.array(docs, dtype=np.int32), maxshape=(None,), chunks=(16,))
+        f.create_dataset("tokens", data=np.arange(N, dtype=np.int32), **ck((16,)))
+        f.create_dataset("doc_offsets", data=np.concatenate([[0], np.cumsum(docs)]).astype(np.int64), **ck((16,)))
+        f.create_dataset("doc_labels", data=["x", ""][:D] + ["y"] * (D - 2), dtype=h5py.string_dtype(), **ck((16,)))
+        f.create_dataset("prompt_len", data=np.array(docs, dtype=np.int32), **ck((16,)))
         for l in range(L):
-            f.create_dataset(f"layers/{l}/ffn_act", data=rng.standard_normal((N, F)).astype(np.float16 if f16 else np.float32),
-                             maxshape=(None, F), chunks=(4, F))
-            f.create_dataset(f"layers/{l}/w_out_norm", data=np.abs(rng.standard_normal(F)).astype(np.float32))
+            f.create_dataset(f"layers/{l}/ffn_act", data=rng_.standard_normal((N, F)).astype(np.float16 if f16 else np.float32),
+                             **(dict(maxshape=(None, F), chunks=(4, F), **zf) if chunked or gzip else {}))
+            f.create_dataset(f"layers/{l}/w_out_norm", data=np.abs(rng_.standard_normal(F)).astype(np.float32))
             if pooled:
-                f.create_dataset(f"pooled/{l}/mean_abs", data=np.abs(rng.standard_normal((D, F))).astype(np.float32),
-                                 maxshape=(None, F), chunks=(4, F))
+                f.create_dataset(f"pooled/{l}/mean_abs", data=np.abs(rng_.standard_normal((D, F))).astype(np.float32),
+                                 **(dict(maxshape=(None, F), chunks=(4, F), **zf) if chunked or gzip else {}))
 h5_file("small_f32.h5")
 h5_file("small_f16_nolayers.h5", f16=True, pooled=False, layers_attr=False)
 h5_file("three_docs.h5", L=1, F=3, docs=(1, 1, 2))
+h5_file("tiny_contiguous.h5", L=1, F=2, docs=(1, 1), chunked=False, gen=np.random.default_rng(2))
+h5_file("tiny_deflate.h5", L=1, F=4, docs=(2, 1), chunked=False, gzip=True, gen=np.random.default_rng(3))
 
 # --- results database with a finished ability run (the tables nl_ability_sets_load reads)
 def results_db():

@@ -212,8 +212,14 @@ typedef struct {
  * prompt lengths, ffn_act [N, F], w_out_norm [F] and mean_abs [Dc, F] agree with each
  * other and with d_ff; doc_offsets run from 0 to N without decreasing; 0 ≤ prompt_len ≤
  * the document's length; and each dataset's declared bytes are stored in the file (not
- * unwritten chunks read as fill values, not external storage). Values of ffn_act are not
- * scanned. Errors (NL_EIO for missing/unreadable files, NL_EFORMAT otherwise,
+ * unwritten chunks read as fill values, not external storage), and nothing libhdf5 allocates
+ * while reading exceeds what the file stores (chunks, filters: deflate, shuffle, fletcher32
+ * only). libhdf5 1.10.8 does not bounds-check what it decodes, so the reader checks first:
+ * object headers without checksums (version 1, the library default of other tools) are
+ * parsed and checked before libhdf5 opens the object, and variable-length strings are read
+ * from the global heap by the reader itself, each heap object checked against its string
+ * (h5store.c). Values of ffn_act are not scanned. Errors (NL_EIO for missing/unreadable
+ * files, NL_EFORMAT otherwise,
  * NL_EUNSUPPORTED for another version):
  *   cannot open 'x.h5': No such file or directory
  *   'x.h5' is not an HDF5 file
@@ -223,6 +229,8 @@ typedef struct {
  *   'x.h5' is corrupt: attribute 'layers' lists layer 5 but n_layers is 2
  *   'x.h5' is corrupt: attribute 'model' is an array of 2 strings, expected one string
  *   'x.h5' is corrupt: /tokens declares 4398046511104 bytes but the file stores 65536 of them
+ *   'x.h5' is corrupt: its root group has an attribute of 4194304 bytes in a message of 64
+ *   'x.h5' is corrupt: /doc_labels is a string of 11 bytes whose global heap object holds 12 bytes
  * On success *out is owned by the caller: nl_h5_reader_close. */
 nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out);
 void nl_h5_reader_close(nl_h5_reader *r); /* NULL is a no-op */

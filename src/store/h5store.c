@@ -9,7 +9,10 @@
  * The reader treats the file as hostile: every attribute and dataset is checked for type,
  * rank and size, and every size it allocates from is checked first against the others and
  * against the bytes the file stores (ds_stored); values the analyses need finite (w_out_norm,
- * mean_abs) are checked where they are read.
+ * mean_abs) are checked where they are read. libhdf5 1.10.8 itself decodes without bounds
+ * checks, so what it would decode unchecked is checked here first: version-1 object headers
+ * (oh_check) and variable-length strings, which the reader reads from the global heap
+ * itself (vls_read); both with pread on the file.
  * Checked by tests/test_h5store.c (incl. hostile files), tests/check_h5.py (via
  * tests/h5_schema.sh) and fuzz/fuzz_h5.c (libFuzzer, see fuzz/README.md).
  *
@@ -941,6 +944,11 @@ int nl_h5_writer_has_layer(const nl_h5_writer *w, int layer) {
 
 /* ------------------------------------------------------------------ reader */
 
+struct vl_heap_s;
+static void vlh_close(struct vl_heap_s *h);
+struct oh_file_s;
+static void oh_free(struct oh_file_s *o);
+
 struct nl_h5_reader {
     char *path;
     hid_t file, half;
@@ -956,6 +964,8 @@ struct nl_h5_reader {
     int acts_f16;
     void *scratch;
     size_t scratch_n;
+    struct vl_heap_s *heap; /* variable-length strings of the file, NULL until open needs it */
+    struct oh_file_s *oh;   /* version-1 object headers checked before libhdf5 reads them */
 };
 
 void nl_h5_reader_close(nl_h5_reader *r) {
@@ -979,7 +989,617 @@ void nl_h5_reader_close(nl_h5_reader *r) {
     free(r->pool);
     free(r->scratch);
     free(r->path);
+    if (r->heap) {
+        vlh_close(r->heap);
+        free(r->heap);
+    }
+    oh_free(r->oh);
     free(r);
+}
+
+/* ---- variable-length strings, read without libhdf5's global-heap code
+ *
+ * A variable-length string is stored as a heap ID (u32 length, collection address of
+ * sizeof_addr bytes, u32 object index) that points into a global heap collection ("GCOL",
+ * version 1, reserved[3], collection size; then objects: index u16, refcount u16, reserved
+ * u32, size of sizeof_size bytes, data padded to 8 bytes; index 0 is the free space, last).
+ * libhdf5 1.10.8 trusts all of it: H5HG_read copies the heap object's size into a buffer of
+ * the ID's length (heap overflow, R4 and fuzz/crashes/h5/), its collection loader walks
+ * lying object sizes out of the collection and allocates whatever collection size the file
+ * states. So the reader never lets libhdf5 convert a variable-length string: a soft
+ * conversion (vlraw_conv) from any variable-length string to an opaque type tagged
+ * NL_H5_VLRAW_TAG of the same size hands out the raw heap IDs (H5Aread/H5Dread do no
+ * heap access for it), and vlh_get reads each string itself with pread, checking that the
+ * collection lies inside the file, that every object walked before the wanted one lies
+ * inside the collection, and that the object's size equals the ID's length. Files keep
+ * variable-length UTF-8 strings (h5py reads str). The conversion is registered only for
+ * the duration of one read (H5Tregister/H5Tunregister), which also drops the conversion
+ * paths HDF5 caches per open file for variable-length types. */
+#define NL_H5_VLRAW_TAG "neuronlab.vlstring.raw"
+
+static herr_t vlraw_conv(hid_t src, hid_t dst, H5T_cdata_t *cd, size_t nelmts, size_t buf_stride, size_t bkg_stride,
+                         void *buf, void *bkg, hid_t dxpl) {
+    (void)nelmts, (void)buf_stride, (void)bkg_stride, (void)buf, (void)bkg, (void)dxpl;
+    if (cd->command == H5T_CONV_INIT) {
+        if (H5Tis_variable_str(src) <= 0 || H5Tget_class(dst) != H5T_OPAQUE || H5Tget_size(src) != H5Tget_size(dst))
+            return -1;
+        char *tag = H5Tget_tag(dst);
+        int ok = tag && strcmp(tag, NL_H5_VLRAW_TAG) == 0;
+        H5free_memory(tag);
+        if (!ok) return -1;
+        cd->need_bkg = H5T_BKG_NO;
+    }
+    /* H5T_CONV_CONV: same size, converted in place: the raw heap IDs stay as they are. */
+    return 0;
+}
+
+/* The file of a heap read: its own descriptor, size and address encoding, and one cached
+ * collection with its objects sorted by index. */
+typedef struct vl_heap_s {
+    int fd;
+    uint64_t fsize, base;   /* bytes of the file; base address (user block) */
+    unsigned sa, ss;        /* sizeof_addr, sizeof_size of the file */
+    uint64_t caddr;         /* address of the cached collection, 0 = none */
+    unsigned char *cbuf;    /* (ccap) holds the cached collection */
+    uint64_t csize, ccap;   /* its size; bytes allocated */
+    struct vlh_obj { uint32_t idx, off; } *obj; /* (nobj) the collection's objects, sorted by idx */
+    size_t nobj, cap;
+} vl_heap;
+
+static int vlh_obj_cmp(const void *a, const void *b) {
+    const struct vlh_obj *x = a, *y = b;
+    return x->idx != y->idx ? (x->idx > y->idx ? 1 : -1) : (x->off > y->off) - (x->off < y->off);
+}
+
+static uint64_t le_get(const unsigned char *p, unsigned n) {
+    uint64_t v = 0;
+    for (unsigned i = n; i-- > 0;) v = v << 8 | p[i];
+    return v;
+}
+
+static void vlh_close(struct vl_heap_s *h) {
+    if (h->fd >= 0) close(h->fd);
+    free(h->cbuf);
+    free(h->obj);
+    memset(h, 0, sizeof *h);
+    h->fd = -1;
+}
+
+/* Sets up h for the file of obj (any id in it). -1 with why on failure. */
+static int vlh_open(vl_heap *h, hid_t obj, char *why, size_t nwhy) {
+    memset(h, 0, sizeof *h);
+    h->fd = -1;
+    hid_t file = H5Iget_file_id(obj);
+    hid_t fcpl = file >= 0 ? H5Fget_create_plist(file) : -1;
+    size_t sa = 0, ss = 0;
+    hsize_t ub = 0;
+    char name[4096];
+    ssize_t nn = file >= 0 ? H5Fget_name(file, name, sizeof name) : -1;
+    int ok = fcpl >= 0 && H5Pget_sizes(fcpl, &sa, &ss) >= 0 && H5Pget_userblock(fcpl, &ub) >= 0 && nn > 0 &&
+             (size_t)nn < sizeof name;
+    if (fcpl >= 0) H5Pclose(fcpl);
+    if (file >= 0) H5Fclose(file);
+    if (!ok) {
+        snprintf(why, nwhy, "cannot be located in the file");
+        return -1;
+    }
+    if (sa < 2 || sa > 8 || ss < 2 || ss > 8) {
+        snprintf(why, nwhy, "uses %zu-byte addresses and %zu-byte lengths (neuronlab reads 2 to 8)", sa, ss);
+        return -1;
+    }
+    struct stat sb;
+    h->fd = open(name, O_RDONLY | O_CLOEXEC);
+    if (h->fd < 0 || fstat(h->fd, &sb) != 0) {
+        snprintf(why, nwhy, "cannot be read: %s", strerror(errno));
+        vlh_close(h);
+        return -1;
+    }
+    h->fsize = (uint64_t)sb.st_size;
+    h->base = ub;
+    h->sa = (unsigned)sa;
+    h->ss = (unsigned)ss;
+    return 0;
+}
+
+static int pread_all(int fd, void *buf, size_t n, uint64_t off) {
+    unsigned char *p = buf;
+    while (n > 0) {
+        ssize_t k = pread(fd, p, n, (off_t)off);
+        if (k <= 0) {
+            if (k < 0 && errno == EINTR) continue;
+            return -1;
+        }
+        p += k, n -= (size_t)k, off += (uint64_t)k;
+    }
+    return 0;
+}
+
+#define VLH_ALIGN(x) (((x) + 7) & ~(uint64_t)7)
+
+/* Loads (and indexes) the collection at addr into h. -1 with why when it is not a valid
+ * collection inside the file. */
+static int vlh_load(vl_heap *h, uint64_t addr, char *why, size_t nwhy) {
+    if (h->caddr == addr && h->cbuf) return 0;
+    h->caddr = 0;
+    h->nobj = 0;
+    uint64_t hdr = VLH_ALIGN(8 + h->ss), ohdr = VLH_ALIGN(8 + h->ss), off;
+    unsigned char hb[32];
+    if (__builtin_add_overflow(addr, h->base, &off) || off > h->fsize || h->fsize - off < hdr ||
+        pread_all(h->fd, hb, (size_t)hdr, off) != 0) {
+        snprintf(why, nwhy, "points to a global heap at %llu, outside the file", (unsigned long long)addr);
+        return -1;
+    }
+    uint64_t cs = le_get(hb + 8, h->ss);
+    if (memcmp(hb, "GCOL", 4) != 0 || hb[4] != 1) {
+        snprintf(why, nwhy, "points to %llu, which is not a global heap collection", (unsigned long long)addr);
+        return -1;
+    }
+    if (cs < hdr || cs > h->fsize - off || cs > UINT32_MAX) {
+        snprintf(why, nwhy, "points to a global heap collection of %llu bytes at %llu that does not fit in the file",
+                 (unsigned long long)cs, (unsigned long long)addr);
+        return -1;
+    }
+    if (cs > h->ccap || !h->cbuf) {
+        free(h->cbuf);
+        h->cbuf = malloc((size_t)cs);
+        h->ccap = h->cbuf ? cs : 0;
+    }
+    if (!h->cbuf) {
+        snprintf(why, nwhy, "cannot be read: out of memory");
+        return -1;
+    }
+    if (pread_all(h->fd, h->cbuf, (size_t)cs, off) != 0) {
+        snprintf(why, nwhy, "cannot be read: %s", errno ? strerror(errno) : "short read");
+        return -1;
+    }
+    /* Walk the objects; each must lie inside the collection (the free space, index 0, ends it). */
+    for (uint64_t p = hdr; p + ohdr <= cs;) {
+        unsigned idx = (unsigned)le_get(h->cbuf + p, 2);
+        uint64_t osz = le_get(h->cbuf + p + 8, h->ss);
+        if (idx == 0) break;
+        if (osz > cs - p - ohdr) {
+            snprintf(why, nwhy, "points to a corrupt global heap collection at %llu (object %u of %llu bytes overruns it)",
+                     (unsigned long long)addr, idx, (unsigned long long)osz);
+            return -1;
+        }
+        if (h->nobj == h->cap) {
+            size_t nc = h->cap ? 2 * h->cap : 64;
+            void *q = realloc(h->obj, nc * sizeof *h->obj);
+            if (!q) {
+                snprintf(why, nwhy, "cannot be read: out of memory");
+                return -1;
+            }
+            h->obj = q;
+            h->cap = nc;
+        }
+        h->obj[h->nobj].idx = idx;
+        h->obj[h->nobj++].off = (uint32_t)p;
+        p += ohdr + VLH_ALIGN(osz);
+    }
+    if (h->nobj) qsort(h->obj, h->nobj, sizeof *h->obj, vlh_obj_cmp); /* the first of equal indices wins */
+    h->caddr = addr;
+    h->csize = cs;
+    return 0;
+}
+
+/* Resolves one heap ID (raw bytes as stored) into an owned string. A null ID (address 0)
+ * is the empty string. -1 with why when the ID or its collection is corrupt. */
+static int vlh_get(vl_heap *h, const unsigned char *id, char **out, char *why, size_t nwhy) {
+    *out = NULL;
+    uint64_t len = le_get(id, 4), addr = le_get(id + 4, h->sa), idx = le_get(id + 4 + h->sa, 4);
+    if (addr == 0) {
+        *out = strdup("");
+    } else {
+        if (idx == 0 || idx > 65535) {
+            snprintf(why, nwhy, "refers to global heap object %llu (valid: 1 to 65535)", (unsigned long long)idx);
+            return -1;
+        }
+        if (vlh_load(h, addr, why, nwhy) != 0) return -1;
+        size_t lo = 0, hi = h->nobj; /* first entry with index >= idx */
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (h->obj[mid].idx < idx) lo = mid + 1;
+            else hi = mid;
+        }
+        if (lo == h->nobj || h->obj[lo].idx != idx) {
+            snprintf(why, nwhy, "refers to global heap object %llu, absent from its collection at %llu", (unsigned long long)idx,
+                     (unsigned long long)addr);
+            return -1;
+        }
+        uint64_t p = h->obj[lo].off;
+        uint64_t osz = le_get(h->cbuf + p + 8, h->ss);
+        if (osz != len) {
+            snprintf(why, nwhy, "is a string of %llu bytes whose global heap object holds %llu bytes", (unsigned long long)len,
+                     (unsigned long long)osz);
+            return -1;
+        }
+        char *s = malloc((size_t)len + 1);
+        if (s) {
+            memcpy(s, h->cbuf + p + VLH_ALIGN(8 + h->ss), (size_t)len);
+            s[len] = 0;
+        }
+        *out = s;
+    }
+    if (!*out) snprintf(why, nwhy, "cannot be read: out of memory");
+    return *out ? 0 : -1;
+}
+
+/* Reads n variable-length strings of obj (an attribute when ms < 0, else a dataset with the
+ * memory and file selections ms, fs) through the raw conversion, and resolves them into
+ * out (n owned strings; on failure every entry is NULL). -1 with why on failure. */
+static int vls_read(vl_heap *h, hid_t obj, hid_t ms, hid_t fs, size_t n, char **out, char *why, size_t nwhy) {
+    for (size_t i = 0; i < n; i++) out[i] = NULL;
+    size_t idsz = 8 + h->sa;
+    unsigned char *raw = malloc(n ? n * idsz : 1);
+    hid_t src = h5_vstr_type(), op = H5Tcreate(H5T_OPAQUE, idsz);
+    int reg = 0, rc = -1;
+    snprintf(why, nwhy, "cannot be read");
+    if (raw && src >= 0 && op >= 0 && H5Tset_tag(op, NL_H5_VLRAW_TAG) >= 0 &&
+        H5Tregister(H5T_PERS_SOFT, "nl_vlraw", src, op, vlraw_conv) >= 0) {
+        reg = 1;
+        /* A conversion buffer of the size read (HDF5 callocs 1 MiB by default, per read). */
+        hid_t dx = ms < 0 ? -1 : H5Pcreate(H5P_DATASET_XFER);
+        size_t tb = n * idsz < 4096 ? 4096 : n * idsz < (1 << 20) ? n * idsz : (1 << 20);
+        if (dx >= 0) H5Pset_buffer(dx, tb, NULL, NULL);
+        herr_t e = ms < 0 ? H5Aread(obj, op, raw) : H5Dread(obj, op, ms, fs, dx >= 0 ? dx : H5P_DEFAULT, raw);
+        if (dx >= 0) H5Pclose(dx);
+        if (e >= 0) rc = 0;
+        else h5_err(why, nwhy);
+    }
+    if (reg) H5Tunregister(H5T_PERS_SOFT, "nl_vlraw", -1, -1, vlraw_conv);
+    if (op >= 0) H5Tclose(op);
+    if (src >= 0) H5Tclose(src);
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        if (vlh_get(h, raw + i * idsz, &out[i], why, nwhy) != 0) rc = -1;
+    if (rc != 0)
+        for (size_t i = 0; i < n; i++) free(out[i]), out[i] = NULL;
+    free(raw);
+    return rc;
+}
+/* ---- object headers of version 1, checked before libhdf5 decodes them
+ *
+ * Version-1 object headers (files of the library defaults: h5py, other tools) carry no
+ * checksum, and libhdf5 1.10.8 decodes their messages without bounds checks: an attribute
+ * message whose data overruns it is copied anyway (heap overflow, found by fuzz/fuzz_h5.c at
+ * H5Aexists), a zero chunk dimension divides by zero in H5Dopen, a header chunk of 4 GiB is
+ * allocated before it is read. So before libhdf5 opens the file, and before it opens any
+ * object of the schema, oh_check reads that object's header with pread and checks: chunks
+ * (and continuation chunks) inside the file, every message inside its chunk, and the
+ * messages libhdf5 decodes when the reader opens or reads the object — dataspace,
+ * datatype, fill value, layout, filter pipeline, attribute, link, symbol table, times,
+ * comment — against their own sizes. Datatypes are limited to what the schema needs
+ * (integers of 1-8 bytes, floats of 2/4/8 bytes with sane bit fields, fixed and
+ * variable-length strings); shared messages (committed datatypes) and external storage are
+ * refused. Version-2 headers ("OHDR", from the writer: libver ≥ 1.8) are checksummed and
+ * verified by libhdf5 before it decodes anything, so they are not parsed here. */
+typedef struct oh_file_s {
+    int fd;
+    uint64_t fsize, base;
+    unsigned sa, ss;      /* 0: not a file with version-1 headers, nothing to check */
+    uint64_t sb_end;      /* file offset of the end of the superblock */
+    uint64_t seen[64];   /* headers already checked */
+    int nseen;
+} oh_file;
+
+#define OH_FAIL(...) do { snprintf(why, nwhy, __VA_ARGS__); return -1; } while (0)
+
+/* Encoded length of a datatype at p (n bytes available) into *len; -1 when it is not one
+ * the reader accepts or does not fit. depth: VL string base types. */
+static int oh_dtype(const unsigned char *p, uint64_t n, uint64_t *len, int depth, unsigned sa, char *why, size_t nwhy) {
+    if (n < 8) OH_FAIL("has a truncated datatype");
+    unsigned cls = p[0] & 15, ver = p[0] >> 4;
+    uint64_t size = le_get(p + 4, 4);
+    if (ver < 1 || ver > 3) OH_FAIL("has a datatype of version %u", ver);
+    if (cls == 0 || cls == 1) { /* fixed-point, floating-point */
+        uint64_t need = cls == 0 ? 12 : 20;
+        if (n < need) OH_FAIL("has a truncated datatype");
+        unsigned off = (unsigned)le_get(p + 8, 2), prec = (unsigned)le_get(p + 10, 2);
+        if (cls == 0 && size != 1 && size != 2 && size != 4 && size != 8) OH_FAIL("has an integer type of %llu bytes", (unsigned long long)size);
+        if (cls == 1 && size != 2 && size != 4 && size != 8) OH_FAIL("has a float type of %llu bytes", (unsigned long long)size);
+        if (prec == 0 || off + prec > 8 * size) OH_FAIL("has a number type with %u bits at offset %u in %llu bytes", prec, off, (unsigned long long)size);
+        if (cls == 1) {
+            unsigned epos = p[12], esz = p[13], mpos = p[14], msz = p[15];
+            if (esz == 0 || esz > 16 || msz == 0 || msz > 64 || epos + esz > off + prec || mpos + msz > off + prec)
+                OH_FAIL("has a float type with bad exponent/mantissa fields");
+        }
+        *len = need;
+        return 0;
+    }
+    if (cls == 3) { /* string */
+        if (size == 0 || size > NL_H5_MAX_ATTR_STR) OH_FAIL("has a string type of %llu bytes", (unsigned long long)size);
+        *len = 8;
+        return 0;
+    }
+    if (cls == 9 && depth == 0 && (p[1] & 15) == 1) { /* variable-length string: base type follows */
+        uint64_t bl;
+        /* libhdf5 sizes an attribute's buffer by this size but reads heap IDs of 4 + sa + 4 bytes */
+        if (size < 8ull + sa) OH_FAIL("has a variable-length string type of %llu bytes (heap IDs take %u)", (unsigned long long)size, 8 + sa);
+        if (oh_dtype(p + 8, n - 8, &bl, 1, sa, why, nwhy) != 0) return -1;
+        if (le_get(p + 8 + 4, 4) != 1) OH_FAIL("has a variable-length string of %llu-byte characters", (unsigned long long)le_get(p + 12, 4));
+        *len = 8 + bl;
+        return 0;
+    }
+    OH_FAIL("has a datatype of class %u (neuronlab reads numbers and strings)", cls);
+}
+
+/* Dataspace at p (n bytes): encoded length and number of elements. */
+static int oh_dspace(const oh_file *o, const unsigned char *p, uint64_t n, uint64_t *len, uint64_t *npts, char *why, size_t nwhy) {
+    if (n < 4) OH_FAIL("has a truncated dataspace");
+    unsigned ver = p[0], rank = p[1], flags = p[2];
+    if (ver != 1 && ver != 2) OH_FAIL("has a dataspace of version %u", ver);
+    if (rank > 32) OH_FAIL("has a dataspace of rank %u", rank);
+    uint64_t hdr = ver == 1 ? 8 : 4, per = (uint64_t)o->ss * ((flags & 1) ? 2 : 1) + ((ver == 1 && (flags & 2)) ? o->ss : 0);
+    if (ver == 2 && p[3] > 2) OH_FAIL("has a dataspace of type %u", p[3]);
+    *len = hdr + per * rank;
+    if (*len > n) OH_FAIL("has a dataspace longer than its message");
+    uint64_t k = ver == 2 && p[3] == 2 ? 0 : 1; /* null dataspace: no element */
+    for (unsigned i = 0; i < rank; i++)
+        if (__builtin_mul_overflow(k, le_get(p + hdr + (uint64_t)i * o->ss, o->ss), &k)) OH_FAIL("has a dataspace of more than 2^64 elements");
+    *npts = k;
+    return 0;
+}
+
+/* One message (type t, flags fl, n bytes at p) of a version-1 header. */
+static int oh_msg(const oh_file *o, unsigned t, unsigned fl, const unsigned char *p, uint64_t n, char *why, size_t nwhy) {
+    uint64_t a, b, c;
+    if ((fl & 2) && (t == 1 || t == 3 || t == 5 || t == 11 || t == 12 || t == 4))
+        OH_FAIL("holds a shared message of type %u (committed datatypes are not read)", t);
+    switch (t) {
+    case 1: return oh_dspace(o, p, n, &a, &b, why, nwhy);
+    case 3:
+        if (oh_dtype(p, n, &a, 0, o->sa, why, nwhy) != 0) return -1;
+        if (a > n) OH_FAIL("has a datatype longer than its message");
+        return 0;
+    case 4:
+        if (n < 4 || le_get(p, 4) > n - 4) OH_FAIL("has a fill value longer than its message");
+        return 0;
+    case 5: {
+        if (n < 2) OH_FAIL("has a truncated fill value message");
+        unsigned ver = p[0];
+        if (ver < 1 || ver > 3 || (ver < 3 && n < 4)) OH_FAIL("has a corrupt fill value message (version %u)", ver);
+        int has = ver == 3 ? (p[1] & 0x20) != 0 : (ver == 1 || p[3]);
+        uint64_t at = ver == 3 ? 2 : 4;
+        if (has && (n < at + 4 || le_get(p + at, 4) > n - at - 4)) OH_FAIL("has a fill value longer than its message");
+        return 0;
+    }
+    case 7: OH_FAIL("keeps its data outside the file (external storage)");
+    case 8: {
+        if (n < 2) OH_FAIL("has a truncated layout message");
+        unsigned ver = p[0];
+        if (ver != 3) {
+            if (ver != 1 && ver != 2) OH_FAIL("has a layout message of version %u", ver);
+            if (n < 8) OH_FAIL("has a truncated layout message");
+            unsigned rank = p[1], cls = p[2];
+            uint64_t need = 8 + (cls != 0 ? o->sa : 0) + 4ull * rank + (cls == 0 ? 4 : 0);
+            if (rank == 0 || rank > 33 || cls > 2 || need > n) OH_FAIL("has a corrupt layout message");
+            if (cls == 0 && le_get(p + 8 + 4ull * rank, 4) > n - need) OH_FAIL("has compact data longer than its message");
+            uint64_t cb = 1;
+            for (unsigned i = 0; cls == 2 && i < rank; i++) {
+                uint64_t d = le_get(p + 8 + o->sa + 4ull * i, 4);
+                if (d == 0) OH_FAIL("has a chunk dimension of 0");
+                if (__builtin_mul_overflow(cb, d, &cb) || cb >= (1ull << 32)) OH_FAIL("has chunks of 4 GiB or more");
+            }
+            return 0;
+        }
+        unsigned cls = p[1];
+        if (cls == 0) {
+            if (n < 4 || le_get(p + 2, 2) > n - 4) OH_FAIL("has compact data longer than its message");
+        } else if (cls == 1) {
+            if (n < 2 + o->sa + o->ss) OH_FAIL("has a truncated layout message");
+        } else if (cls == 2) {
+            if (n < 3) OH_FAIL("has a truncated layout message");
+            unsigned rank = p[2];
+            if (rank < 2 || rank > 33 || n < 3 + o->sa + 4ull * rank) OH_FAIL("has a corrupt chunked layout");
+            uint64_t cb = 1; /* the last dimension is the element size */
+            for (unsigned i = 0; i < rank; i++) {
+                uint64_t d = le_get(p + 3 + o->sa + 4ull * i, 4);
+                if (d == 0) OH_FAIL("has a chunk dimension of 0");
+                if (__builtin_mul_overflow(cb, d, &cb) || cb >= (1ull << 32)) OH_FAIL("has chunks of 4 GiB or more"); /* libhdf5 leaks its chunk cache on this error */
+            }
+        } else {
+            OH_FAIL("has a layout of class %u (virtual or unknown)", cls);
+        }
+        return 0;
+    }
+    case 11: {
+        if (n < 2) OH_FAIL("has a truncated filter pipeline");
+        unsigned ver = p[0], nf = p[1];
+        if ((ver != 1 && ver != 2) || nf > 32) OH_FAIL("has a corrupt filter pipeline");
+        uint64_t at = ver == 1 ? 8 : 2;
+        for (unsigned i = 0; i < nf; i++) {
+            if (at + 6 > n) OH_FAIL("has a truncated filter pipeline");
+            unsigned id = (unsigned)le_get(p + at, 2);
+            int named = ver == 1 || id >= 256;
+            if (named && at + 8 > n) OH_FAIL("has a truncated filter pipeline");
+            uint64_t nl = named ? le_get(p + at + 2, 2) : 0, ncd = le_get(p + at + (named ? 6 : 4), 2);
+            at += named ? 8 : 6;
+            if (ver == 1 && nl % 8) OH_FAIL("has a corrupt filter name");
+            if (nl > n - at || (nl && !memchr(p + at, 0, (size_t)nl))) OH_FAIL("has a corrupt filter name");
+            at += nl;
+            uint64_t cd = 4 * ncd + (ver == 1 && (ncd & 1) ? 4 : 0);
+            if (cd > n - at) OH_FAIL("has filter parameters longer than its message");
+            at += cd;
+        }
+        return 0;
+    }
+    case 12: {
+        if (n < 8) OH_FAIL("has a truncated attribute");
+        unsigned ver = p[0];
+        if (ver < 1 || ver > 3) OH_FAIL("has an attribute of version %u", ver);
+        if (ver >= 2 && (p[1] & 3)) OH_FAIL("has an attribute with a shared datatype or dataspace");
+        uint64_t nn = le_get(p + 2, 2), dn = le_get(p + 4, 2), sn = le_get(p + 6, 2), at = ver == 3 ? 9 : 8;
+#define PAD(x) (ver == 1 ? VLH_ALIGN(x) : (x))
+        if (nn == 0 || PAD(nn) > n - at || p[at + nn - 1] != 0 || memchr(p + at, 0, (size_t)nn) != p + at + nn - 1)
+            OH_FAIL("has an attribute with a corrupt name");
+        at += PAD(nn);
+        if (PAD(dn) > n - at || oh_dtype(p + at, dn, &a, 0, o->sa, why, nwhy) != 0) {
+            if (PAD(dn) > n - at) OH_FAIL("has an attribute whose datatype overruns it");
+            return -1;
+        }
+        uint64_t tsize = le_get(p + at + 4, 4); /* what libhdf5 copies per element (≥ a heap ID for strings) */
+        at += PAD(dn);
+        if (PAD(sn) > n - at || oh_dspace(o, p + at, sn, &b, &c, why, nwhy) != 0) {
+            if (PAD(sn) > n - at) OH_FAIL("has an attribute whose dataspace overruns it");
+            return -1;
+        }
+        at += PAD(sn);
+#undef PAD
+        uint64_t data;
+        if (__builtin_mul_overflow(c, tsize, &data) || data > n - at)
+            OH_FAIL("has an attribute of %llu bytes in a message of %llu", (unsigned long long)c * tsize, (unsigned long long)n);
+        return 0;
+    }
+    case 17: { /* symbol table: B-tree, local heap ("HEAP", version 0, data size, free list, data address) */
+        if (n < 2ull * o->sa) OH_FAIL("has a truncated symbol table message");
+        uint64_t ha = le_get(p + o->sa, o->sa), off, hl = 8 + 2ull * o->ss + o->sa;
+        unsigned char hb[40];
+        if (__builtin_add_overflow(ha, o->base, &off) || off > o->fsize || o->fsize - off < hl || pread_all(o->fd, hb, (size_t)hl, off) != 0 ||
+            memcmp(hb, "HEAP", 4) != 0 || hb[4] != 0)
+            OH_FAIL("has its group's local heap at %llu, not a local heap inside the file", (unsigned long long)ha);
+        uint64_t dsz = le_get(hb + 8, o->ss), da = le_get(hb + 8 + 2ull * o->ss, o->sa);
+        if (__builtin_add_overflow(da, o->base, &off) || off > o->fsize || dsz > o->fsize - off)
+            OH_FAIL("has a local heap of %llu bytes past the end of the file", (unsigned long long)dsz);
+        return 0;
+    }
+    case 13:
+        if (!memchr(p, 0, (size_t)n)) OH_FAIL("has an unterminated comment");
+        return 0;
+    case 14:
+        if (n < 14) OH_FAIL("has a truncated modification time");
+        return 0;
+    case 18:
+        if (n < 8) OH_FAIL("has a truncated modification time");
+        return 0;
+    default:
+        return 0; /* NIL, continuation (checked by the caller), unknown (libhdf5 skips them) */
+    }
+}
+
+/* Checks the header at addr (relative to the base address) when it is a version-1 header;
+ * a version-2 header is left to libhdf5's checksum. */
+static int oh_check(oh_file *o, uint64_t addr, char *why, size_t nwhy) {
+    for (int i = 0; i < o->nseen; i++)
+        if (o->seen[i] == addr) return 0;
+    uint64_t off;
+    unsigned char pre[16];
+    if (__builtin_add_overflow(addr, o->base, &off) || off > o->fsize || o->fsize - off < 16 || pread_all(o->fd, pre, 16, off) != 0)
+        OH_FAIL("has its object header at %llu, outside the file", (unsigned long long)addr);
+    if (memcmp(pre, "OHDR", 4) == 0) return 0;
+    if (pre[0] != 1) OH_FAIL("has an object header of version %u", pre[0]);
+    uint64_t cur = off + 16, clen = le_get(pre + 8, 4), nmsg = le_get(pre + 2, 2), seen_msgs = 0;
+    uint64_t chunks[16][2];
+    int nch = 0, k = 0;
+    chunks[nch][0] = cur, chunks[nch++][1] = clen;
+    while (k < nch) {
+        cur = chunks[k][0], clen = chunks[k++][1];
+        if (cur > o->fsize || clen > o->fsize - cur) OH_FAIL("has an object header chunk of %llu bytes past the end of the file", (unsigned long long)clen);
+        /* A chunk is at least one message long, after the superblock, and not one already
+         * seen (libhdf5 fails on such a chunk, leaking the part read). */
+        if (clen < 8 || cur < o->sb_end) OH_FAIL("has an object header chunk of %llu bytes at %llu", (unsigned long long)clen, (unsigned long long)cur);
+        for (int i = 0; i < k - 1; i++)
+            if (chunks[i][0] == cur) OH_FAIL("has an object header chunk listed twice");
+        unsigned char *c = malloc(clen ? (size_t)clen : 1);
+        if (!c) OH_FAIL("cannot be checked: out of memory");
+        if (pread_all(o->fd, c, (size_t)clen, cur) != 0) {
+            free(c);
+            OH_FAIL("cannot be read");
+        }
+        for (uint64_t p = 0; p + 8 <= clen;) {
+            unsigned t = (unsigned)le_get(c + p, 2), fl = c[p + 4];
+            uint64_t n = le_get(c + p + 2, 2);
+            if (n > clen - p - 8) {
+                free(c);
+                OH_FAIL("has an object header message that overruns its chunk");
+            }
+            if (++seen_msgs > 65535) {
+                free(c);
+                OH_FAIL("has too many object header messages");
+            }
+            int rc = 0;
+            if (t == 16) { /* continuation: another chunk */
+                if (n < (uint64_t)o->sa + o->ss || nch == 16) {
+                    free(c);
+                    OH_FAIL("has a corrupt or too long chain of object header chunks");
+                }
+                uint64_t ca = le_get(c + p + 8, o->sa), cl = le_get(c + p + 8 + o->sa, o->ss);
+                if (__builtin_add_overflow(ca, o->base, &chunks[nch][0])) chunks[nch][0] = UINT64_MAX;
+                chunks[nch++][1] = cl;
+            } else {
+                rc = oh_msg(o, t, fl, c + p + 8, n, why, nwhy);
+            }
+            if (rc != 0) {
+                free(c);
+                return -1;
+            }
+            p += 8 + VLH_ALIGN(n);
+        }
+        free(c);
+    }
+    (void)nmsg;
+    if (o->nseen < 64) o->seen[o->nseen++] = addr;
+    return 0;
+}
+
+/* Reads the superblock of the file at fd, fills o and returns the root object header's
+ * address in *root (any superblock version: a file with a checksummed superblock may still
+ * hold version-1 object headers). Returns 1 when there is no superblock libhdf5 would read
+ * (it will say why), -1 with why when it is truncated. */
+static int oh_open(oh_file *o, int fd, uint64_t fsize, uint64_t *root, char *why, size_t nwhy) {
+    memset(o, 0, sizeof *o);
+    o->fd = fd;
+    o->fsize = fsize;
+    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+    unsigned char b[128];
+    for (uint64_t at = 0; at + 8 <= fsize; at = at ? at * 2 : 512) {
+        if (pread_all(fd, b, 8, at) != 0) break;
+        if (memcmp(b, sig, 8) != 0) continue;
+        size_t k = fsize - at < sizeof b ? (size_t)(fsize - at) : sizeof b;
+        if (pread_all(fd, b, k, at) != 0 || k < 24) OH_FAIL("has a truncated superblock");
+        if (b[8] > 3) return 1;
+        int v2 = b[8] >= 2;
+        unsigned sa = v2 ? b[9] : b[13], ss = v2 ? b[10] : b[14];
+        if ((sa != 2 && sa != 4 && sa != 8) || (ss != 2 && ss != 4 && ss != 8)) return 1; /* libhdf5 refuses it */
+        /* 0/1: base, free space, EOF, driver addresses, then the root entry (name offset,
+         * header address, cache type, reserved, scratch); 2/3: base, extension, EOF, root
+         * header addresses, checksum. */
+        uint64_t ent = v2 ? 12 + 3ull * sa : 24 + (b[8] == 1 ? 4 : 0) + 5ull * sa;
+        if (ent + sa > k) OH_FAIL("has a truncated superblock");
+        o->sa = sa, o->ss = ss, o->base = at, o->sb_end = at + ent + sa + (v2 ? 4 : 24);
+        *root = le_get(b + ent, sa);
+        return 0;
+    }
+    return 1;
+}
+
+static void oh_free(oh_file *o) {
+    if (!o) return;
+    if (o->fd >= 0) close(o->fd);
+    free(o);
+}
+
+/* Checks the headers of every object on the path name ("layers/3/ffn_act": /layers,
+ * /layers/3, then the dataset), each once; absent objects pass (the caller reports them).
+ * Soft and external links are refused: their targets would go unchecked. */
+static int r_check(oh_file *o, hid_t file, const char *name, char *why, size_t nwhy) {
+    if (!o || !o->sa) return 0;
+    char part[128], w[300];
+    for (const char *s = name;;) {
+        const char *slash = strchr(s, '/');
+        int k = slash ? (int)(slash - name) : (int)strlen(name);
+        snprintf(part, sizeof part, "%.*s", k, name);
+        H5L_info_t li;
+        if (H5Lexists(file, part, H5P_DEFAULT) <= 0 || H5Lget_info(file, part, &li, H5P_DEFAULT) < 0) return 0;
+        if (li.type != H5L_TYPE_HARD) {
+            snprintf(why, nwhy, "/%s is a soft or external link (not followed)", part);
+            return -1;
+        }
+        if (oh_check(o, li.u.address, w, sizeof w) != 0) {
+            snprintf(why, nwhy, "/%s %s", part, w);
+            return -1;
+        }
+        if (!slash) return 0;
+        s = slash + 1;
+    }
 }
 
 /* 1 exists, 0 missing. */
@@ -988,8 +1608,9 @@ static int has_link(hid_t loc, const char *name) { return H5Lexists(loc, name, H
 
 /* Reads a string attribute holding one string (scalar, or an array of one element),
  * variable- or fixed-length, ASCII or UTF-8, into an owned string. On failure returns -1
- * and says why in why ("is not a string", "is an array of 2 strings, expected one"). */
-static int read_attr_str(hid_t obj, const char *name, char **out, char *why, size_t nwhy) {
+ * and says why in why ("is not a string", "is an array of 2 strings, expected one").
+ * hp: the file's heap reader, or NULL for a temporary one. */
+static int read_attr_str_h(vl_heap *hp, hid_t obj, const char *name, char **out, char *why, size_t nwhy) {
     *out = NULL;
     snprintf(why, nwhy, "cannot be read");
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
@@ -1004,12 +1625,12 @@ static int read_attr_str(hid_t obj, const char *name, char **out, char *why, siz
     } else if (k != 1 || H5Sget_simple_extent_ndims(s) > 1) {
         snprintf(why, nwhy, "is an array of %lld strings, expected one string", (long long)k);
     } else if (H5Tis_variable_str(t) > 0) {
-        char *v = NULL;
-        mt = H5Tcopy(t); /* same character set: HDF5 does not convert ASCII <-> UTF-8 */
-        if (mt >= 0 && H5Aread(a, mt, &v) >= 0) {
-            *out = strdup(v ? v : "");
-            rc = *out ? 0 : -1;
-            H5free_memory(v);
+        /* Through vls_read: libhdf5 never reads the global heap (see above). */
+        vl_heap h;
+        if (hp) rc = vls_read(hp, a, -1, -1, 1, out, why, nwhy);
+        else if (vlh_open(&h, a, why, nwhy) == 0) {
+            rc = vls_read(&h, a, -1, -1, 1, out, why, nwhy);
+            vlh_close(&h);
         }
     } else {
         size_t n = H5Tget_size(t); /* memory type one longer: NULLTERM keeps n chars + NUL */
@@ -1028,6 +1649,10 @@ static int read_attr_str(hid_t obj, const char *name, char **out, char *why, siz
     if (t >= 0) H5Tclose(t);
     H5Aclose(a);
     return rc;
+}
+
+static int read_attr_str(hid_t obj, const char *name, char **out, char *why, size_t nwhy) {
+    return read_attr_str_h(NULL, obj, name, out, why, nwhy);
 }
 
 /* Reads an integer attribute of at most max_n elements (scalar or 1-D). Returns the
@@ -1102,30 +1727,60 @@ static hid_t open_1d(hid_t file, const char *name, H5T_class_t cls, hsize_t *n) 
  * unallocated chunks as fill values and a contiguous one never written reads as zeros, so a
  * small file could declare terabytes; every size the reader allocates from or hands to the
  * analyses is therefore bounded by the bytes actually stored: at least the declared bytes
- * without a filter, at least 1/NL_H5_MAX_FILTER_RATIO of them with one. Data kept in
- * external raw files or virtual datasets is refused (it is not in this file). */
+ * without a filter, at least 1/NL_H5_MAX_FILTER_RATIO of them with one, and never more
+ * than the file's size. What libhdf5 allocates when it reads is bounded the same way: a
+ * chunk (read whole, or made of fill values when missing) holds at most the bytes stored
+ * (×NL_H5_MAX_FILTER_RATIO when filtered: a deflate stream inflates at most ~1032×), and
+ * the filters are those of the writer and h5py's defaults (deflate once, shuffle,
+ * fletcher32): others (scale-offset, n-bit, szip, plug-ins) are refused, as their output
+ * size is not bounded by their input. Data kept in external raw files or virtual datasets
+ * is refused (it is not in this file). */
 static int ds_stored(hid_t ds, char *why, size_t nwhy) {
-    hid_t t = H5Dget_type(ds), sp = H5Dget_space(ds), dcpl = H5Dget_create_plist(ds);
+    hid_t t = H5Dget_type(ds), sp = H5Dget_space(ds), dcpl = H5Dget_create_plist(ds), file = H5Iget_file_id(ds);
     int rc = -1;
     snprintf(why, nwhy, "cannot be inspected");
-    if (t >= 0 && sp >= 0 && dcpl >= 0) {
+    hsize_t fsize = 0;
+    if (t >= 0 && sp >= 0 && dcpl >= 0 && file >= 0 && H5Fget_filesize(file, &fsize) >= 0) {
         hssize_t npts = H5Sget_simple_extent_npoints(sp);
         size_t el = H5Tget_size(t);
         H5D_layout_t lay = H5Pget_layout(dcpl);
-        int nfilt = lay == H5D_CHUNKED ? H5Pget_nfilters(dcpl) : 0;
-        unsigned long long need = 0, have = H5Dget_storage_size(ds);
-        if (npts < 0 || el == 0 || nfilt < 0) {
+        int nfilt = lay == H5D_CHUNKED ? H5Pget_nfilters(dcpl) : 0, ndeflate = 0, badf = -1;
+        for (int i = 0; i < nfilt; i++) {
+            unsigned flags = 0, cfg = 0;
+            size_t ncd = 0;
+            H5Z_filter_t id = H5Pget_filter2(dcpl, (unsigned)i, &flags, &ncd, NULL, 0, NULL, &cfg);
+            if (id == H5Z_FILTER_DEFLATE) ndeflate++;
+            if ((id != H5Z_FILTER_DEFLATE && id != H5Z_FILTER_SHUFFLE && id != H5Z_FILTER_FLETCHER32) || ndeflate > 1) {
+                badf = (int)id;
+                break;
+            }
+        }
+        hsize_t ch[H5S_MAX_RANK];
+        int crank = lay == H5D_CHUNKED ? H5Pget_chunk(dcpl, H5S_MAX_RANK, ch) : 0;
+        unsigned long long need = 0, have = H5Dget_storage_size(ds), cbytes = el, lim;
+        for (int i = 0; i < crank; i++)
+            if (__builtin_mul_overflow(cbytes, (unsigned long long)ch[i], &cbytes)) cbytes = ULLONG_MAX;
+        if (npts < 0 || el == 0 || nfilt < 0 || crank < 0) {
             /* why stays "cannot be inspected" */
         } else if ((lay != H5D_COMPACT && lay != H5D_CONTIGUOUS && lay != H5D_CHUNKED) || H5Pget_external_count(dcpl) != 0) {
             snprintf(why, nwhy, "keeps its data outside the file (external or virtual storage)");
+        } else if (badf != -1) {
+            snprintf(why, nwhy, "uses filter %d%s (neuronlab reads deflate, shuffle and fletcher32, deflate once)", badf,
+                     badf == H5Z_FILTER_DEFLATE ? " twice" : "");
         } else if (__builtin_mul_overflow((unsigned long long)npts, (unsigned long long)el, &need)) {
             snprintf(why, nwhy, "declares more than 2^64 bytes");
+        } else if (have > (unsigned long long)fsize) {
+            snprintf(why, nwhy, "claims %llu stored bytes but the file has %llu", have, (unsigned long long)fsize);
         } else if (nfilt == 0 ? have < need : have * (unsigned long long)NL_H5_MAX_FILTER_RATIO < need) {
             snprintf(why, nwhy, "declares %llu bytes but the file stores %llu of them", need, have);
+        } else if (need > 0 && lay == H5D_CHUNKED &&
+                   cbytes > (lim = nfilt == 0 ? have : have * (unsigned long long)NL_H5_MAX_FILTER_RATIO)) {
+            snprintf(why, nwhy, "has chunks of %llu bytes but the file stores %llu bytes of it", cbytes, have);
         } else {
             rc = 0;
         }
     }
+    if (file >= 0) H5Fclose(file);
     if (dcpl >= 0) H5Pclose(dcpl);
     if (sp >= 0) H5Sclose(sp);
     if (t >= 0) H5Tclose(t);
@@ -1190,6 +1845,24 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
     if (!r) return nl_errorf(ctx, NL_ENOMEM, "cannot open '%s': out of memory", path);
     r->file = r->half = -1;
     r->path = strdup(path);
+    /* Version-1 object headers are checked before libhdf5 decodes them (oh_check): the root
+     * group's now, every other object of the schema before it is opened. */
+    r->oh = calloc(1, sizeof *r->oh);
+    if (!r->oh) CORRUPT("cannot open '%s': out of memory", path);
+    r->oh->fd = -1;
+    r->oh->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (r->oh->fd < 0) {
+        st = nl_errorf(ctx, NL_EIO, "cannot open '%s': %s", path, strerror(errno));
+        goto fail;
+    }
+    {
+        uint64_t root = 0;
+        int fd = r->oh->fd, k = oh_open(r->oh, fd, (uint64_t)sb.st_size, &root, m, sizeof m);
+        r->oh->fd = fd;
+        if (k < 0) CORRUPT("'%s' is corrupt: it %s", path, m);
+        if (k == 0 && oh_check(r->oh, root, m, sizeof m) != 0) CORRUPT("'%s' is corrupt: its root group %s", path, m);
+        if (k != 0) r->oh->sa = 0;
+    }
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (fapl >= 0) {
         H5Pset_file_locking(fapl, 1, 1);
@@ -1203,6 +1876,12 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
     }
     hid_t f = r->file;
     nl_h5_info *in = &r->info;
+    /* The heap reader of variable-length strings; when it cannot be set up, each string
+     * read tries again and says why. */
+    if ((r->heap = malloc(sizeof *r->heap)) && vlh_open(r->heap, f, m, sizeof m) != 0) {
+        free(r->heap);
+        r->heap = NULL;
+    }
     nl_h5_meta *me = &in->meta;
 
     /* Format and version first: nothing else is meaningful without them. */
@@ -1211,7 +1890,7 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
         st = nl_errorf(ctx, NL_EFORMAT, "'%s' is not a neuronlab activation file (format attribute missing)", path);
         goto fail;
     }
-    if (read_attr_str(f, "format", &fmt, m, sizeof m) != 0) {
+    if (read_attr_str_h(r->heap, f, "format", &fmt, m, sizeof m) != 0) {
         st = nl_errorf(ctx, NL_EFORMAT, "'%s' is not a neuronlab activation file (format attribute %s)", path, m);
         goto fail;
     }
@@ -1236,7 +1915,7 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
     for (int i = 0; i < 7; i++) {
         if (!has_attr(f, snames[i])) {
             r->strs[i] = strdup(""); /* descriptive; files converted by other tools may lack it */
-        } else if (read_attr_str(f, snames[i], &r->strs[i], m, sizeof m) != 0) {
+        } else if (read_attr_str_h(r->heap, f, snames[i], &r->strs[i], m, sizeof m) != 0) {
             CORRUPT("'%s' is corrupt: attribute '%s' %s", path, snames[i], m);
         }
         if (!r->strs[i]) CORRUPT("cannot open '%s': out of memory", path);
@@ -1263,6 +1942,12 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
     }
     int L = me->n_layers, F = me->d_ff;
 
+#define RCHECK(name)                                                                          \
+    do {                                                                                      \
+        if (r_check(r->oh, f, name, m, sizeof m) != 0) CORRUPT("'%s' is corrupt: %s", path, m); \
+    } while (0)
+    RCHECK("layers");
+    RCHECK("pooled");
     /* Recorded layers: the "layers" attribute, else every /layers/{l} present. */
     r->slot = malloc(sizeof(int) * (size_t)L);
     r->layers = malloc(sizeof(int) * (size_t)L);
@@ -1305,6 +1990,7 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
 
     /* Tokens and documents. */
     hsize_t N, D1, nl, np;
+    RCHECK("tokens");
     hid_t ds = open_1d(f, "tokens", H5T_INTEGER, &N);
     if (ds < 0) CORRUPT("'%s' is corrupt: 1-D integer dataset /tokens missing", path);
     if (ds_stored(ds, m, sizeof m) != 0) {
@@ -1318,6 +2004,7 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
     in->n_tokens = (int64_t)N;
     in->tokens = r->tokens;
 
+    RCHECK("doc_offsets");
     ds = open_1d(f, "doc_offsets", H5T_INTEGER, &D1);
     if (ds < 0) CORRUPT("'%s' is corrupt: 1-D integer dataset /doc_offsets missing", path);
     if (ds_stored(ds, m, sizeof m) != 0) {
@@ -1344,6 +2031,7 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
     N = (hsize_t)r->offsets[D];
     in->n_tokens = (int64_t)N;
 
+    RCHECK("doc_labels");
     ds = open_1d(f, "doc_labels", H5T_STRING, &nl);
     if (ds < 0) CORRUPT("'%s' is corrupt: 1-D string dataset /doc_labels missing", path);
     if (cut ? (int64_t)nl < D : (int64_t)nl != D) {
@@ -1357,6 +2045,7 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
     }
     r->labels = calloc((size_t)(D ? D : 1), sizeof(char *));
     in->n_docs = D; /* from here nl_h5_reader_close frees labels[0..D) */
+    int lab_why = 0; /* m says why the labels cannot be read */
     {
         hid_t ft = H5Dget_type(ds);
         int vl = ft >= 0 && H5Tis_variable_str(ft) > 0;
@@ -1367,11 +2056,12 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
         e = (!r->labels || mt < 0 || ft < 0 || lfs < 0 || lms < 0) ? -1 : 0;
         if (e >= 0) e = D > 0 ? H5Sselect_hyperslab(lfs, H5S_SELECT_SET, &zero, NULL, &hd, NULL) : H5Sselect_none(lfs);
         if (e >= 0 && vl) {
-            char **tmp = calloc((size_t)(D ? D : 1), sizeof(char *));
-            e = tmp ? H5Dread(ds, mt, lms, lfs, H5P_DEFAULT, tmp) : -1;
-            for (int64_t d = 0; e >= 0 && d < D; d++) r->labels[d] = strdup(tmp[d] ? tmp[d] : "");
-            if (e >= 0) H5Dvlen_reclaim(mt, lms, H5P_DEFAULT, tmp);
-            free(tmp);
+            /* Raw heap IDs, resolved by vlh_get: libhdf5 never reads the global heap. */
+            vl_heap h, *hp = r->heap;
+            e = hp || vlh_open(hp = &h, ds, m, sizeof m) == 0 ? 0 : -1;
+            if (e >= 0 && vls_read(hp, ds, lms, lfs, (size_t)D, r->labels, m, sizeof m) != 0) e = -1;
+            if (e < 0) lab_why = 1;
+            if (hp == &h) vlh_close(&h);
         } else if (e >= 0) {
             char *tmp = calloc((size_t)(D ? D : 1), fsz + 1); /* NULLTERM: fsz chars + NUL */
             e = (tmp && H5Tset_size(mt, fsz + 1) >= 0 && H5Tset_strpad(mt, H5T_STR_NULLTERM) >= 0)
@@ -1386,11 +2076,13 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
         if (ft >= 0) H5Tclose(ft);
     }
     H5Dclose(ds);
+    if (e < 0 && lab_why) CORRUPT("'%s' is corrupt: /doc_labels %s", path, m);
     if (e < 0) CORRUPT("'%s' is corrupt: cannot read /doc_labels: %s", path, h5_err(m, sizeof m));
     for (int64_t d = 0; d < D; d++)
         if (!r->labels[d]) CORRUPT("cannot open '%s': out of memory", path);
     in->doc_labels = (const char *const *)r->labels;
 
+    RCHECK("prompt_len");
     ds = open_1d(f, "prompt_len", H5T_INTEGER, &np);
     if (ds < 0) CORRUPT("'%s' is corrupt: 1-D integer dataset /prompt_len missing", path);
     if (cut ? (int64_t)np < D : (int64_t)np != D) {
@@ -1425,6 +2117,7 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
         snprintf(name, sizeof name, "layers/%d", l);
         if (!has_link(f, "layers") || !has_link(f, name)) CORRUPT("'%s' is corrupt: group /layers/%d missing", path, l);
         snprintf(name, sizeof name, "layers/%d/ffn_act", l);
+        RCHECK(name);
         if (has_link(f, name)) {
             hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
             hid_t t = d >= 0 ? H5Dget_type(d) : -1;
@@ -1441,6 +2134,7 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
             n_acts++;
         }
         snprintf(name, sizeof name, "layers/%d/w_out_norm", l);
+        RCHECK(name);
         if (has_link(f, name)) {
             hid_t d = open_1d(f, name, H5T_FLOAT, &nl);
             int stored = d >= 0 && nl == (hsize_t)F && ds_stored(d, m, sizeof m) == 0;
@@ -1450,6 +2144,7 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
         }
         if (me->pooled) {
             snprintf(name, sizeof name, "pooled/%d/mean_abs", l);
+            RCHECK(name);
             if (!has_link(f, name)) CORRUPT("'%s' is corrupt: /%s missing", path, name);
             hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
             hid_t t = d >= 0 ? H5Dget_type(d) : -1;
@@ -1474,6 +2169,7 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
     if (n_acts == 0 && !strcmp(dts, "float16")) me->dtype = NL_H5_F16; /* pooled-only: the attribute tells */
     r->half = h5_half_type();
     if (r->half < 0) CORRUPT("cannot open '%s': %s", path, h5_err(m, sizeof m));
+#undef RCHECK
     *out = r;
     return NL_OK;
 fail:
