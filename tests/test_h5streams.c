@@ -210,10 +210,12 @@ Test(h5streams, vocab_roundtrip_utf8) {
     nl_ctx_init(&ctx);
     cr_assert_eq(nl_h5_writer_create(&ctx, path, &m, &w), NL_OK, "%s", ctx.msg);
     const char *pieces[6] = {"<s>", " the", "", NULL, "\xE2\x96\x81" "caf\xC3\xA9", "\xEF\xBF\xBD"};
-    cr_assert_eq(nl_h5_writer_put_vocab(w, &ctx, NULL, -1), NL_EINVAL);
-    cr_assert_eq(nl_h5_writer_put_vocab(w, &ctx, pieces, 6), NL_OK, "%s", ctx.msg);
+    const char *raw[6] = {"<s>", " the", "\0", NULL, "\xE2\x96\x81" "caf\xC3\xA9", "\xE6\x97"};
+    const size_t raw_len[6] = {3, 4, 1, 0, 8, 2};
+    cr_assert_eq(nl_h5_writer_put_vocab(w, &ctx, NULL, NULL, NULL, -1), NL_EINVAL);
+    cr_assert_eq(nl_h5_writer_put_vocab(w, &ctx, pieces, raw, raw_len, 6), NL_OK, "%s", ctx.msg);
     const char *other[1] = {"x"};
-    cr_assert_eq(nl_h5_writer_put_vocab(w, &ctx, other, 1), NL_OK, "%s", ctx.msg); /* kept: the first one stays */
+    cr_assert_eq(nl_h5_writer_put_vocab(w, &ctx, other, NULL, NULL, 1), NL_OK, "%s", ctx.msg); /* kept: the first one stays */
     put_norms(w);
     add_doc(w, 0, 0, 2, 1);
     cr_assert_eq(nl_h5_writer_close(w, &ctx, 1), NL_OK, "%s", ctx.msg);
@@ -232,8 +234,21 @@ Test(h5streams, vocab_roundtrip_utf8) {
         cr_assert_str_eq(got[i], pieces[i] ? pieces[i] : "", "vocab[%d]", i);
         H5free_memory(got[i]);
     }
-    H5Sclose(sp), H5Tclose(t), H5Dclose(ds), H5Fclose(f);
-    nl_h5_reader *r; /* the reader accepts the extra dataset */
+    H5Sclose(sp), H5Tclose(t), H5Dclose(ds);
+    /* /vocab_bytes: the exact bytes, NUL and a split character included */
+    ds = H5Dopen2(f, "vocab_bytes", H5P_DEFAULT);
+    cr_assert(ds >= 0);
+    hid_t mt = H5Tvlen_create(H5T_NATIVE_UINT8);
+    hvl_t b[6];
+    cr_assert(H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, b) >= 0);
+    for (int i = 0; i < 6; i++) {
+        cr_assert_eq(b[i].len, raw_len[i], "vocab_bytes[%d] has %zu bytes", i, b[i].len);
+        cr_assert(raw_len[i] == 0 || !memcmp(b[i].p, raw[i], raw_len[i]), "vocab_bytes[%d]", i);
+    }
+    sp = H5Dget_space(ds);
+    H5Dvlen_reclaim(mt, sp, H5P_DEFAULT, b);
+    H5Sclose(sp), H5Tclose(mt), H5Dclose(ds), H5Fclose(f);
+    nl_h5_reader *r; /* the reader accepts the extra datasets */
     cr_assert_eq(nl_h5_reader_open(&ctx, path, &r), NL_OK, "%s", ctx.msg);
     nl_h5_reader_close(r);
 }

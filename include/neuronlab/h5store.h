@@ -20,6 +20,8 @@
  *   /pooled/{l}/mean_abs  f32     [Dc, F]  mean |a| over the prompt tokens (when meta.pooled)
  *   /vocab                string  [V]      optional (nl_h5_writer_put_vocab): UTF-8 variable-length
  *                                          text of token id t at index t (see put_vocab)
+ *   /vocab_bytes          vlen u8 [V]      optional: the exact bytes of token id t (a character split
+ *                                          over tokens is whole only when the bytes are joined)
  * for every recorded layer l. Group names are decimal ("0", "1", … "31") and iterate in
  * creation order; every 1-D/2-D dataset is chunked along its first axis and extendible.
  *
@@ -187,10 +189,15 @@ nl_status nl_h5_writer_put_w_out_norm(nl_h5_writer *w, nl_ctx *ctx, int layer, c
  * variable-length UTF-8 string dataset, so h5py prints token text without a tokenizer
  * (`vocab = f["vocab"].asstr()[:]`, `"".join(vocab[t] for t in f["tokens"][a:b])`). The
  * strings must be valid UTF-8 (the caller's choice of text for each id: `record` stores
- * what the tokenizer decodes for the token mid-text, invalid bytes as U+FFFD). Call it before
- * the first document: it commits, so the vocabulary is in the file from then on. A file that
- * already holds /vocab (a resumed one) keeps it unchanged. Errors: NL_EINVAL (n < 0), NL_EIO. */
-nl_status nl_h5_writer_put_vocab(nl_h5_writer *w, nl_ctx *ctx, const char *const *pieces, int n);
+ * what the tokenizer decodes for the token mid-text, invalid bytes as U+FFFD). When raw is not
+ * NULL, also /vocab_bytes: raw[t] (raw_len[t] bytes, borrowed, NUL bytes allowed) as a 1-D
+ * variable-length uint8 dataset (h5py: `b"".join(f["vocab_bytes"][t].tobytes() for t in …)`
+ * then `.decode()`, exact even where a character is split over tokens). Call it before the
+ * first document: it commits, so the vocabulary is in the file from then on. A file that
+ * already holds /vocab (a resumed one) keeps it (and its /vocab_bytes) unchanged.
+ * Errors: NL_EINVAL (n < 0, pieces NULL with n > 0), NL_EIO. */
+nl_status nl_h5_writer_put_vocab(nl_h5_writer *w, nl_ctx *ctx, const char *const *pieces, const char *const *raw,
+                                 const size_t *raw_len, int n);
 
 /* Writes every buffered row and asks HDF5 to flush the file (H5Fflush) to the OS. The file
  * is consistent only after nl_h5_writer_close; flush bounds the loss if the process is killed. */

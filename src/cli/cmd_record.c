@@ -116,36 +116,37 @@ static int parse_hooks(const char *s, int *acts, unsigned *streams) {
  * of a text (nl_tokenizer_piece after a regular token: SentencePiece's "▁" is a space, kept at
  * the start too; a byte-fallback piece <0xXX> is its byte); special and control tokens, which
  * the decoder drops, their own text ("<s>"). Bytes that are not UTF-8 on their own (a byte-level
- * token holding part of a character) become U+FFFD, as the decoder does (nl_utf8_repair). */
+ * token holding part of a character) become U+FFFD, as the decoder does (nl_utf8_repair), and a
+ * NUL byte ends the string (HDF5 strings are NUL-terminated); /vocab_bytes keeps the exact bytes. */
 static nl_status put_vocab(nl_ctx *ctx, nl_h5_writer *w, const nl_tokenizer *tok) {
     int V = nl_tokenizer_vocab_size(tok);
-    char **pieces = calloc((size_t)(V > 0 ? V : 1), sizeof *pieces);
-    char *buf = malloc(256);
-    size_t cap = 256;
-    nl_status st = pieces && buf ? NL_OK : nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    size_t nv = (size_t)(V > 0 ? V : 1);
+    char **pieces = calloc(nv, sizeof *pieces), **raw = calloc(nv, sizeof *raw);
+    size_t *raw_len = calloc(nv, sizeof *raw_len);
+    nl_status st = pieces && raw && raw_len ? NL_OK : nl_errorf(ctx, NL_ENOMEM, "out of memory");
     for (int id = 0; st == NL_OK && id < V; id++) {
         size_t n = 0;
         const char *p = NULL;
         if (nl_tokenizer_is_special(tok, id)) {
             p = nl_tokenizer_token(tok, id, &n);
+            if (!p) p = "", n = 0;
         } else {
-            n = nl_tokenizer_piece(tok, id, id, buf, cap);
-            if (n > cap) {
-                char *b = realloc(buf, n);
-                if (!b) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); break; }
-                buf = b, cap = n;
-                nl_tokenizer_piece(tok, id, id, buf, cap);
-            }
-            p = buf;
+            char small[64];
+            n = nl_tokenizer_piece(tok, id, id, small, sizeof small);
+            raw[id] = malloc(n + 1);
+            if (raw[id] && n > sizeof small) nl_tokenizer_piece(tok, id, id, raw[id], n);
+            else if (raw[id]) memcpy(raw[id], small, n);
         }
+        if (p && (raw[id] = malloc(n + 1))) memcpy(raw[id], p, n);
         size_t rn;
-        pieces[id] = nl_utf8_repair(p ? p : "", p ? n : 0, &rn);
+        raw_len[id] = n;
+        pieces[id] = raw[id] ? nl_utf8_repair(raw[id], n, &rn) : NULL;
         if (!pieces[id]) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
     }
-    if (st == NL_OK) st = nl_h5_writer_put_vocab(w, ctx, (const char *const *)pieces, V);
-    for (int id = 0; pieces && id < V; id++) free(pieces[id]);
-    free(pieces);
-    free(buf);
+    if (st == NL_OK)
+        st = nl_h5_writer_put_vocab(w, ctx, (const char *const *)pieces, (const char *const *)raw, raw_len, V);
+    for (int id = 0; pieces && raw && id < V; id++) free(pieces[id]), free(raw[id]);
+    free(pieces), free(raw), free(raw_len);
     return st;
 }
 

@@ -844,21 +844,38 @@ nl_status nl_h5_writer_append_stream(nl_h5_writer *w, nl_ctx *ctx, nl_h5_stream 
     return NL_OK;
 }
 
-nl_status nl_h5_writer_put_vocab(nl_h5_writer *w, nl_ctx *ctx, const char *const *pieces, int n) {
+nl_status nl_h5_writer_put_vocab(nl_h5_writer *w, nl_ctx *ctx, const char *const *pieces, const char *const *raw,
+                                 const size_t *raw_len, int n) {
     nl_status st = w_check(w, ctx, "vocab", 0);
     if (st != NL_OK) return st;
-    if (n < 0 || (n > 0 && !pieces)) return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': bad vocabulary (%d pieces)", w->path, n);
+    if (n < 0 || (n > 0 && !pieces) || (raw && !raw_len))
+        return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': bad vocabulary (%d pieces)", w->path, n);
     if (H5Lexists(w->file, "vocab", H5P_DEFAULT) > 0) return NL_OK; /* a resumed file keeps its own */
     const char **v = malloc(sizeof(char *) * (size_t)(n > 0 ? n : 1));
-    if (!v) return nl_errorf(ctx, NL_ENOMEM, "cannot write '%s': out of memory", w->path);
-    for (int i = 0; i < n; i++) v[i] = pieces[i] ? pieces[i] : "";
+    hvl_t *b = raw ? malloc(sizeof(hvl_t) * (size_t)(n > 0 ? n : 1)) : NULL;
+    if (!v || (raw && !b)) {
+        free(v), free(b);
+        return nl_errorf(ctx, NL_ENOMEM, "cannot write '%s': out of memory", w->path);
+    }
+    for (int i = 0; i < n; i++) {
+        v[i] = pieces[i] ? pieces[i] : "";
+        if (b) b[i].len = raw[i] ? raw_len[i] : 0, b[i].p = (void *)(raw[i] ? raw[i] : "");
+    }
     hsize_t dim = (hsize_t)n;
     hid_t sp = H5Screate_simple(1, &dim, NULL);
     hid_t ds = sp < 0 ? -1 : H5Dcreate2(w->file, "vocab", w->vstr, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     herr_t e = ds < 0 ? -1 : (n > 0 ? H5Dwrite(ds, w->vstr, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) : 0);
     if (ds >= 0) H5Dclose(ds);
+    if (e >= 0 && b) {
+        hid_t ft = H5Tvlen_create(H5T_STD_U8LE), mt = H5Tvlen_create(H5T_NATIVE_UINT8);
+        ds = ft < 0 || mt < 0 ? -1 : H5Dcreate2(w->file, "vocab_bytes", ft, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        e = ds < 0 ? -1 : (n > 0 ? H5Dwrite(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, b) : 0);
+        if (ds >= 0) H5Dclose(ds);
+        if (ft >= 0) H5Tclose(ft);
+        if (mt >= 0) H5Tclose(mt);
+    }
     if (sp >= 0) H5Sclose(sp);
-    free(v);
+    free(v), free(b);
     if (e < 0) return w_ioerr(w, ctx);
     return w_commit(w, ctx);
 }
