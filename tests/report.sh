@@ -186,8 +186,12 @@ assert t == ["top set of the row's ability zeroed", "same-size random neurons (m
              "ability − random (percentage points)"], t
 gp = open(os.path.join(d, "prune_matrix.gp"), encoding="utf-8").read()
 for line in ("cbmin = -1.6", "cbmax = 35.2", 'style = "%.1f"', "symlog = 1.0", 'ylabel = "relative perplexity change (%)"',
-             "array prows[3] = [3, 3, 3]", "array pcols[3] = [4, 4, 4]"):
+             "array prows[3] = [3, 3, 3]", "array pcols[3] = [4, 4, 4]",
+             'xlabel = "evaluated on the 18 documents the top sets were chosen on (no held-out split)"'):
     assert line + "\n" in gp, line
+# which documents were scored (the run's params "eval"): under the matrix and in the caption
+html = open(os.path.join(d, "index.html"), encoding="utf-8").read()
+assert "Documents scored in this run: the same 18 documents the top sets were chosen on (the ability run has no --split)" in html, "prune caption"
 # overlap: rows = a, columns = b, layer -1; the diagonal (always 1) is left empty; the comma of the xlabel became ';'
 h, m, order = matrix("overlap-1-a-b-a-all-layers-random-0-05.csv")
 assert h == ["B (column ability); A = row ability", "code", "math", "prose"] and order == ["code", "math", "prose"], h
@@ -197,7 +201,10 @@ same(m["code"], [nan, 12 / 68, 3 / 77], "jaccard code"); same(m["prose"], [3 / 7
 t = open(os.path.join(d, "overlap.titles"), encoding="utf-8").read().splitlines()
 assert t == ["|A∩B| / |A|, all layers (random: 0.05)", "Jaccard, all layers (random: 0.0256)"], t
 gp = open(os.path.join(d, "overlap.gp"), encoding="utf-8").read()
-assert "cbmin = 0.038961039\n" in gp and "cbmax = 0.3\n" in gp and 'style = "%.2f"\n' in gp, "overlap colour range"
+# robust colour range: the 90th percentile (nearest rank below) of the 12 off-diagonal values, 12/68 — the two
+# 0.3 cells saturate instead of washing out the rest — and the colour box says so
+assert "cbmin = 0.038961039\n" in gp and "cbmax = 0.176470588\n" in gp and 'style = "%.2f"\n' in gp, "overlap colour range"
+assert 'ylabel = "overlap of the top sets — colours saturate beyond 0.176"\n' in gp, "overlap: the colour box names the clip"
 assert "symlog = 0.0\n" in gp, "overlap: a linear colour scale"
 # ability: one panel per ability, x = layer (>= 0 only)
 rows = open(os.path.join(d, "ability_scores-1-code-6-of-18-documents.csv"), encoding="utf-8").read().splitlines()

@@ -28,7 +28,8 @@
  * "value±spread". The annotations are written by the report, one file per panel
  * (NAME-P.cells: `col,row,value,text`, 0-based, no header), so gnuplot formats no numbers.
  * symlog > 0 maps the colours on a symmetric logarithmic scale, asinh(v / symlog): linear
- * within ±symlog, logarithmic beyond, so one large cell does not wash out the rest.
+ * within ±symlog, logarithmic beyond, so one large cell does not wash out the rest; cbclip
+ * (a robust range, below) does the same for values of one sign and a few large cells.
  *
  * Line figures: every panel of a figure shares one y range, the figure's finite values
  * (widened to cover yrange when given) with headroom, so a curve at the edge (a score of 1.0)
@@ -88,6 +89,14 @@ typedef struct {
     double symlog;        /* > 0: symmetric log y axis (lines) or colour scale (heatmap), linear within ±symlog */
     const char *ylabel_sql; /* optional: a query of run ?1 whose first text replaces ylabel (e.g. the
                                scoring method the run used); NULL, no row or an error → ylabel */
+    double cbclip;        /* heatmap: 0 = the colour scale spans every cell; q in (0, 1) = robust range: the
+                             scale ends at the q-quantile of the cells' |values| (nearest rank below, over all
+                             panels), cells beyond it get the end colour, and the colour box label says
+                             "colours saturate beyond ±X"; not applied when that quantile is 0 or the
+                             largest value */
+    const char *xlabel_sql; /* optional: like ylabel_sql, replaces xlabel (e.g. which documents were evaluated) */
+    const char *caption_sql; /* optional: a query of run ?1 whose first text is appended to the caption in
+                                index.html (what this run did, e.g. the evaluated documents) */
 } nl_figure;
 
 /* The templates compiled in from the .gp files of plots/ (generated build/gen/plots.c). */

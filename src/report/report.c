@@ -302,6 +302,9 @@ typedef struct {
     int rowchars, colchars, annotchars;   /* longest row name, column name, cell annotation */
     int *prows, *pcols, *tchars;          /* per panel: rows, columns, title characters */
     strbuf cells;                         /* the panels' annotation files (NAME-P.cells), space-separated */
+    double *vals;                         /* every finite cell value (nvals), for a robust range (cbclip) */
+    size_t nvals, capvals;
+    double clip;                          /* > 0: the colour scale was cut to ±clip (cbclip); else 0 */
 } heat_info;
 
 /* How one figure went. */
@@ -314,6 +317,7 @@ typedef struct {
     long nonpositive; /* values ≤ 0 left out of a logarithmic axis */
     long outside;     /* points outside the figure's fixed x range, left out */
     int emptypanels;  /* panels left out because none of their values is finite */
+    char caption[640]; /* the figure's caption_sql text for this run, "" when none */
 } outcome;
 
 /* Appends file to the space-separated list sb (when sb is not NULL: a panel of the figure) and
@@ -531,14 +535,40 @@ static nl_status heat_csvs(nl_ctx *ctx, const nl_report_opts *o, const nl_figure
                 fprintf(f, "%d,%d,%.9g,%s\n", j, i, v, a);
                 if (isnan(hi->cbmin) || v < hi->cbmin) hi->cbmin = v;
                 if (isnan(hi->cbmax) || v > hi->cbmax) hi->cbmax = v;
+                if (hi->nvals == hi->capvals) {
+                    size_t cap = hi->capvals ? 2 * hi->capvals : 64;
+                    double *nv = realloc(hi->vals, cap * sizeof *nv);
+                    if (!nv) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); break; }
+                    hi->vals = nv, hi->capvals = cap;
+                }
+                hi->vals[hi->nvals++] = fabs(v);
                 if (chars(a) > hi->annotchars) hi->annotchars = chars(a);
             }
-        if (fclose(f) != 0) { st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno)); break; }
+        if (fclose(f) != 0 && st == NL_OK) st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno));
+        if (st != NL_OK) break;
         if ((st = add_csv(ctx, &hi->cells, file, NULL)) != NL_OK) break;
     }
     free(cell), free(spread);
     free(rl), free(cl), free(ri), free(ci);
     return st;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* cbclip: the colour scale ends at the q-quantile of the cells' |values| (nearest rank below)
+ * when that cuts something off and is above 0; cbmin/cbmax are cut to ±clip. */
+static void heat_clip(heat_info *hi, double q) {
+    hi->clip = 0;
+    if (!(q > 0 && q < 1) || hi->nvals < 2) return;
+    qsort(hi->vals, hi->nvals, sizeof *hi->vals, cmp_double);
+    double c = hi->vals[(size_t)floor(q * (double)(hi->nvals - 1))], top = hi->vals[hi->nvals - 1];
+    if (!(c > 0) || !(c < top)) return;
+    hi->clip = c;
+    if (hi->cbmax > c) hi->cbmax = c;
+    if (hi->cbmin < -c) hi->cbmin = -c;
 }
 
 static void gp_ints(FILE *f, const char *name, const int *v, int n) {
@@ -570,15 +600,16 @@ static int stop_query(void *unused) {
     return nl_interrupted != 0;
 }
 
-/* The figure's y label from its ylabel_sql (the first column of the first row, cleaned), or
- * NULL: no query, no row, an error (the static ylabel is used then) or out of memory. */
-static char *ylabel_of(nl_results *db, const nl_figure *fig, int64_t run) {
-    if (!fig->ylabel_sql) return NULL;
+/* A text of run `run` from one of a figure's queries (ylabel_sql, xlabel_sql, caption_sql): the
+ * first column of the first row, cleaned and cut at maxchars, or NULL: no query, no row, an
+ * error (the static label is used then) or out of memory. */
+static char *text_of(nl_results *db, const char *sql, int64_t run, int maxchars) {
+    if (!sql) return NULL;
     sqlite3_stmt *s;
     char *l = NULL;
-    if (sqlite3_prepare_v2(nl_results_db(db), fig->ylabel_sql, -1, &s, NULL) != SQLITE_OK) return NULL;
+    if (sqlite3_prepare_v2(nl_results_db(db), sql, -1, &s, NULL) != SQLITE_OK) return NULL;
     sqlite3_bind_int64(s, 1, run);
-    if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0)) l = clean((const char *)sqlite3_column_text(s, 0), 0, TITLE_CHARS);
+    if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0)) l = clean((const char *)sqlite3_column_text(s, 0), 0, maxchars);
     sqlite3_finalize(s);
     return l;
 }
@@ -698,7 +729,10 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
         li.soff = malloc(((size_t)panels.n + 1) * sizeof *li.soff);
         if (!li.sidx || !li.soff) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
     }
-    char *ylabel = ylabel_of(db, fig, run);
+    char *ylabel = text_of(db, fig->ylabel_sql, run, TITLE_CHARS), *xlabel = text_of(db, fig->xlabel_sql, run, TITLE_CHARS);
+    char *capx = text_of(db, fig->caption_sql, run, 600);
+    if (capx) snprintf(out->caption, sizeof out->caption, "%s", capx);
+    free(capx);
     if (st == NL_OK && n > 0) {
         snprintf(path, sizeof path, "%s/%s.titles", o->out_dir, fig->name);
         if (!(titles = fopen(path, "w"))) st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno));
@@ -716,12 +750,23 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
                     fig->kind, fig->name);
             fputs("csvs = ", f), gp_string(f, csvs.s ? csvs.s : ""), fputc('\n', f);
             fprintf(f, "titles = \"%s.titles\"\nout = \"%s\"\n", fig->name, fig->name);
-            fputs("xlabel = ", f), gp_string(f, fig->xlabel), fputc('\n', f);
-            fputs("ylabel = ", f), gp_string(f, ylabel ? ylabel : fig->ylabel), fputc('\n', f);
+            fputs("xlabel = ", f), gp_string(f, xlabel ? xlabel : fig->xlabel), fputc('\n', f);
+            if (heat) heat_clip(&hi, fig->cbclip);
+            if (heat && hi.clip > 0) { /* the colour box says where the robust range ends */
+                char lab[400];
+                snprintf(lab, sizeof lab, "%s — colours saturate beyond %s%.3g", ylabel ? ylabel : fig->ylabel,
+                         hi.cbmin < 0 ? "±" : "", hi.clip);
+                fputs("ylabel = ", f), gp_string(f, lab), fputc('\n', f);
+            } else {
+                fputs("ylabel = ", f), gp_string(f, ylabel ? ylabel : fig->ylabel), fputc('\n', f);
+            }
             gp_real(f, "symlog", fig->symlog > 0 ? fig->symlog : 0);
             if (heat) {
                 fputs("style = ", f), gp_string(f, fig->style ? fig->style : "%.2f"), fputc('\n', f);
-                fputs("# colour range: smallest and largest value over all cells of all panels\n", f);
+                if (hi.clip > 0)
+                    fprintf(f, "# colour range: robust, cut at the %g-quantile of |value| = %.9g (cells beyond get the end colour)\n",
+                            fig->cbclip, hi.clip);
+                else fputs("# colour range: smallest and largest value over all cells of all panels\n", f);
                 gp_real(f, "cbmin", isnan(hi.cbmin) ? 0 : hi.cbmin);
                 gp_real(f, "cbmax", isnan(hi.cbmax) ? 0 : hi.cbmax);
                 fputs("cells = ", f), gp_string(f, hi.cells.s ? hi.cells.s : ""), fputs("   # annotations: col,row,value,text\n", f);
@@ -771,7 +816,7 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
     free(pfinite);
     free(ylabel);
     free(li.sidx), free(li.soff);
-    free(hi.prows), free(hi.pcols), free(hi.tchars), free(hi.cells.s);
+    free(hi.prows), free(hi.pcols), free(hi.tchars), free(hi.cells.s), free(hi.vals), free(xlabel);
     free(rows);
     strlist_free(&panels);
     strlist_free(&series);
@@ -881,6 +926,7 @@ nl_status nl_report_write(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, 
             html(b, fig->title);
             fputs("\"></div>\n<figcaption>", b);
             html(b, fig->caption);
+            if (r->caption[0]) fputs(" ", b), html(b, r->caption);
             left_out(b, r);
             fprintf(b, "<br>Files: <a href=\"%s.png\">PNG</a> · <a href=\"%s.pdf\">PDF</a> · <a href=\"%s.gp\">gnuplot</a>", fig->name,
                     fig->name, fig->name);
