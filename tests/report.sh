@@ -185,9 +185,9 @@ t = open(os.path.join(d, "prune_matrix.titles"), encoding="utf-8").read().splitl
 assert t == ["top set of the row's ability zeroed", "same-size random neurons (mean ± sd, 3 seeds)",
              "ability − random (percentage points)"], t
 gp = open(os.path.join(d, "prune_matrix.gp"), encoding="utf-8").read()
-for line in ("cbmin = -1.6", "cbmax = 35.2", 'style = "%.1f"', "symlog = 1.0", 'ylabel = "relative perplexity change (%)"',
+for line in ("cbmin = -1.6", "cbmax = 35.2", 'style = "%.1f"', "symlog = 1.0",
              "array prows[3] = [3, 3, 3]", "array pcols[3] = [4, 4, 4]",
-             'xlabel = "evaluated on the 18 documents the top sets were chosen on (no held-out split)"'):
+             'ylabel = "relative perplexity change (%), on the 18 documents the top sets were chosen on (no held-out split)"'):
     assert line + "\n" in gp, line
 # which documents were scored (the run's params "eval"): under the matrix and in the caption
 html = open(os.path.join(d, "index.html"), encoding="utf-8").read()

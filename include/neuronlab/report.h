@@ -94,7 +94,6 @@ typedef struct {
                              panels), cells beyond it get the end colour, and the colour box label says
                              "colours saturate beyond ±X"; not applied when that quantile is 0 or the
                              largest value */
-    const char *xlabel_sql; /* optional: like ylabel_sql, replaces xlabel (e.g. which documents were evaluated) */
     const char *caption_sql; /* optional: a query of run ?1 whose first text is appended to the caption in
                                 index.html (what this run did, e.g. the evaluated documents) */
 } nl_figure;

@@ -600,7 +600,7 @@ static int stop_query(void *unused) {
     return nl_interrupted != 0;
 }
 
-/* A text of run `run` from one of a figure's queries (ylabel_sql, xlabel_sql, caption_sql): the
+/* A text of run `run` from one of a figure's queries (ylabel_sql, caption_sql): the
  * first column of the first row, cleaned and cut at maxchars, or NULL: no query, no row, an
  * error (the static label is used then) or out of memory. */
 static char *text_of(nl_results *db, const char *sql, int64_t run, int maxchars) {
@@ -704,10 +704,18 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
     for (size_t i = 0; pfinite && i < n; i++)
         if (!isnan(rows[i].y)) pfinite[rows[i].panel] = 1, any = 1;
     if (st == NL_OK && !out->failed && nread > 0 && !any) {
-        snprintf(out->why, sizeof out->why,
-                 "none of the run's %ld rows for this figure can be drawn (%ld values not finite numbers, %ld values ≤ 0 on a "
-                 "logarithmic axis, %ld points outside the x range)",
-                 nread, out->nonfinite, out->nonpositive, out->outside);
+        /* only the causes that occur, e.g. "(3 without a value)": a value that is NULL in the
+           database (the blank diagonal of a one-ability overlap), not a finite number, ≤ 0 on a
+           logarithmic axis, or outside a fixed x range */
+        long null = nread - out->nonfinite - out->nonpositive - out->outside;
+        int wo = snprintf(out->why, sizeof out->why, "none of the run's %ld rows for this figure can be drawn (", nread);
+        const char *sep = "";
+        const long cnt[4] = {null, out->nonfinite, out->nonpositive, out->outside};
+        const char *what[4] = {"without a value (NULL)", "not finite (NaN, ±Inf or text)", "≤ 0 on a logarithmic axis", "outside the x range"};
+        for (int k = 0; k < 4; k++)
+            if (cnt[k] > 0 && wo < (int)sizeof out->why)
+                wo += snprintf(out->why + wo, sizeof out->why - (size_t)wo, "%s%ld %s", sep, cnt[k], what[k]), sep = ", ";
+        if (wo < (int)sizeof out->why) snprintf(out->why + wo, sizeof out->why - (size_t)wo, ")");
         n = 0;
     }
     if (!heat)
@@ -729,7 +737,7 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
         li.soff = malloc(((size_t)panels.n + 1) * sizeof *li.soff);
         if (!li.sidx || !li.soff) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
     }
-    char *ylabel = text_of(db, fig->ylabel_sql, run, TITLE_CHARS), *xlabel = text_of(db, fig->xlabel_sql, run, TITLE_CHARS);
+    char *ylabel = text_of(db, fig->ylabel_sql, run, TITLE_CHARS);
     char *capx = text_of(db, fig->caption_sql, run, 600);
     if (capx) snprintf(out->caption, sizeof out->caption, "%s", capx);
     free(capx);
@@ -750,7 +758,7 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
                     fig->kind, fig->name);
             fputs("csvs = ", f), gp_string(f, csvs.s ? csvs.s : ""), fputc('\n', f);
             fprintf(f, "titles = \"%s.titles\"\nout = \"%s\"\n", fig->name, fig->name);
-            fputs("xlabel = ", f), gp_string(f, xlabel ? xlabel : fig->xlabel), fputc('\n', f);
+            fputs("xlabel = ", f), gp_string(f, fig->xlabel), fputc('\n', f);
             if (heat) heat_clip(&hi, fig->cbclip);
             if (heat && hi.clip > 0) { /* the colour box says where the robust range ends */
                 char lab[400];
@@ -816,7 +824,7 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
     free(pfinite);
     free(ylabel);
     free(li.sidx), free(li.soff);
-    free(hi.prows), free(hi.pcols), free(hi.tchars), free(hi.cells.s), free(hi.vals), free(xlabel);
+    free(hi.prows), free(hi.pcols), free(hi.tchars), free(hi.cells.s), free(hi.vals);
     free(rows);
     strlist_free(&panels);
     strlist_free(&series);
