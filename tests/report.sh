@@ -201,11 +201,9 @@ same(m["code"], [nan, 12 / 68, 3 / 77], "jaccard code"); same(m["prose"], [3 / 7
 t = open(os.path.join(d, "overlap.titles"), encoding="utf-8").read().splitlines()
 assert t == ["|A∩B| / |A|, all layers (random: 0.05)", "Jaccard, all layers (random: 0.0256)"], t
 gp = open(os.path.join(d, "overlap.gp"), encoding="utf-8").read()
-# robust colour range: the 90th percentile (nearest rank below) of the 12 off-diagonal values, 12/68 — the two
-# 0.3 cells saturate instead of washing out the rest — and the colour box says so
-assert "cbmin = 0.038961039\n" in gp and "cbmax = 0.176470588\n" in gp and 'style = "%.2f"\n' in gp, "overlap colour range"
-assert 'ylabel = "overlap of the top sets — colours saturate beyond 0.176"\n' in gp, "overlap: the colour box names the clip"
-assert "symlog = 0.0\n" in gp, "overlap: a linear colour scale"
+assert "cbmin = 0.038961039\n" in gp and "cbmax = 0.3\n" in gp and 'style = "%.2f"\n' in gp, "overlap colour range"
+# a logarithmic colour scale (asinh, linear within 0.01): small overlaps are not washed out by large ones
+assert "symlog = 0.01\n" in gp, "overlap: a symmetric logarithmic colour scale"
 # ability: one panel per ability, x = layer (>= 0 only)
 rows = open(os.path.join(d, "ability_scores-1-code-6-of-18-documents.csv"), encoding="utf-8").read().splitlines()
 assert rows[0] == ("layer,best neuron,99.5th percentile (top 0.5 % of neurons),mean over neurons,best neuron (shuffled labels),"

@@ -302,9 +302,6 @@ typedef struct {
     int rowchars, colchars, annotchars;   /* longest row name, column name, cell annotation */
     int *prows, *pcols, *tchars;          /* per panel: rows, columns, title characters */
     strbuf cells;                         /* the panels' annotation files (NAME-P.cells), space-separated */
-    double *vals;                         /* every finite cell value (nvals), for a robust range (cbclip) */
-    size_t nvals, capvals;
-    double clip;                          /* > 0: the colour scale was cut to ±clip (cbclip); else 0 */
 } heat_info;
 
 /* How one figure went. */
@@ -535,40 +532,14 @@ static nl_status heat_csvs(nl_ctx *ctx, const nl_report_opts *o, const nl_figure
                 fprintf(f, "%d,%d,%.9g,%s\n", j, i, v, a);
                 if (isnan(hi->cbmin) || v < hi->cbmin) hi->cbmin = v;
                 if (isnan(hi->cbmax) || v > hi->cbmax) hi->cbmax = v;
-                if (hi->nvals == hi->capvals) {
-                    size_t cap = hi->capvals ? 2 * hi->capvals : 64;
-                    double *nv = realloc(hi->vals, cap * sizeof *nv);
-                    if (!nv) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); break; }
-                    hi->vals = nv, hi->capvals = cap;
-                }
-                hi->vals[hi->nvals++] = fabs(v);
                 if (chars(a) > hi->annotchars) hi->annotchars = chars(a);
             }
-        if (fclose(f) != 0 && st == NL_OK) st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno));
-        if (st != NL_OK) break;
+        if (fclose(f) != 0) { st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno)); break; }
         if ((st = add_csv(ctx, &hi->cells, file, NULL)) != NL_OK) break;
     }
     free(cell), free(spread);
     free(rl), free(cl), free(ri), free(ci);
     return st;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* cbclip: the colour scale ends at the q-quantile of the cells' |values| (nearest rank below)
- * when that cuts something off and is above 0; cbmin/cbmax are cut to ±clip. */
-static void heat_clip(heat_info *hi, double q) {
-    hi->clip = 0;
-    if (!(q > 0 && q < 1) || hi->nvals < 2) return;
-    qsort(hi->vals, hi->nvals, sizeof *hi->vals, cmp_double);
-    double c = hi->vals[(size_t)floor(q * (double)(hi->nvals - 1))], top = hi->vals[hi->nvals - 1];
-    if (!(c > 0) || !(c < top)) return;
-    hi->clip = c;
-    if (hi->cbmax > c) hi->cbmax = c;
-    if (hi->cbmin < -c) hi->cbmin = -c;
 }
 
 static void gp_ints(FILE *f, const char *name, const int *v, int n) {
@@ -759,22 +730,11 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
             fputs("csvs = ", f), gp_string(f, csvs.s ? csvs.s : ""), fputc('\n', f);
             fprintf(f, "titles = \"%s.titles\"\nout = \"%s\"\n", fig->name, fig->name);
             fputs("xlabel = ", f), gp_string(f, fig->xlabel), fputc('\n', f);
-            if (heat) heat_clip(&hi, fig->cbclip);
-            if (heat && hi.clip > 0) { /* the colour box says where the robust range ends */
-                char lab[400];
-                snprintf(lab, sizeof lab, "%s — colours saturate beyond %s%.3g", ylabel ? ylabel : fig->ylabel,
-                         hi.cbmin < 0 ? "±" : "", hi.clip);
-                fputs("ylabel = ", f), gp_string(f, lab), fputc('\n', f);
-            } else {
-                fputs("ylabel = ", f), gp_string(f, ylabel ? ylabel : fig->ylabel), fputc('\n', f);
-            }
+            fputs("ylabel = ", f), gp_string(f, ylabel ? ylabel : fig->ylabel), fputc('\n', f);
             gp_real(f, "symlog", fig->symlog > 0 ? fig->symlog : 0);
             if (heat) {
                 fputs("style = ", f), gp_string(f, fig->style ? fig->style : "%.2f"), fputc('\n', f);
-                if (hi.clip > 0)
-                    fprintf(f, "# colour range: robust, cut at the %g-quantile of |value| = %.9g (cells beyond get the end colour)\n",
-                            fig->cbclip, hi.clip);
-                else fputs("# colour range: smallest and largest value over all cells of all panels\n", f);
+                fputs("# colour range: smallest and largest value over all cells of all panels\n", f);
                 gp_real(f, "cbmin", isnan(hi.cbmin) ? 0 : hi.cbmin);
                 gp_real(f, "cbmax", isnan(hi.cbmax) ? 0 : hi.cbmax);
                 fputs("cells = ", f), gp_string(f, hi.cells.s ? hi.cells.s : ""), fputs("   # annotations: col,row,value,text\n", f);
@@ -824,7 +784,7 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
     free(pfinite);
     free(ylabel);
     free(li.sidx), free(li.soff);
-    free(hi.prows), free(hi.pcols), free(hi.tchars), free(hi.cells.s), free(hi.vals);
+    free(hi.prows), free(hi.pcols), free(hi.tchars), free(hi.cells.s);
     free(rows);
     strlist_free(&panels);
     strlist_free(&series);
