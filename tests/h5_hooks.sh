@@ -6,6 +6,7 @@
 #     doc_labels read as str with .asstr() (h5py 3 returns bytes for string datasets);
 #   - `record --hook ffn_act,resid,attn_out,ffn_in`: /layers/{l}/resid, attn_out, ffn_in of
 #     shape [N, d_model] in the file's dtype, and ffn_act equal to a default recording's;
+#   - tests/check_h5.py passes on every file (the schema with the optional datasets);
 #   - `--hook resid` alone: no ffn_act; sparsity refuses the file naming --hook ffn_act;
 #     a bad --hook list is a usage error (exit 2); --db params record the hooks.
 # Prints PASS/FAIL/SKIP lines (read by scripts/run-tests.sh).
@@ -91,6 +92,11 @@ print("shapes", (N, D), (N, F), "hooks", p["hooks"])
 PY
 ok $? "h5py: vocab text round-trips, labels as str, hook datasets [N, d_model] f16, resid-only file, params hooks"
 sed 's/^/    /' "$tmp/err" | head -3
+
+for h in def all resid; do
+  $py tests/check_h5.py "$tmp/$h.h5" > "$tmp/err" 2>&1
+  ok $? "tests/check_h5.py (the documented schema, with /vocab and the --hook datasets) on $h.h5: $(grep -c '^PASS' "$tmp/err") checks"
+done
 
 "$nl" sparsity "$tmp/resid.h5" --db "$tmp/s.db" --no-cett > /dev/null 2> "$tmp/err"
 rc=$?
