@@ -146,7 +146,21 @@ for name in figs:
         assert len(rows) >= 2 and len(rows[0].split(",")) >= 2, c
         assert all(len(r.split(",")) == len(rows[0].split(",")) for r in rows), f"{c}: header and rows differ in columns"
         assert os.path.basename(c) in html, c
-print(f"{len(figs)} figures with PNG, PDF, gnuplot script and CSV")
+# index.html: every figure fits the window and a click toggles native resolution (wide figures readable)
+assert ".plot img.native{max-width:none" in html and html.count("onclick=\"this.classList.toggle('native')\"") == len(figs), \
+    "click-to-native-resolution"
+# activation_frequency: the x axis is fitted to the data — it ends one bin (0.05) after the last non-empty bin
+rows = [r.split(",") for r in open(glob.glob(os.path.join(d, "activation_frequency-*.csv"))[0]).read().splitlines()]
+xs = [float(r[0]) for r in rows[1:]]
+nonzero = [float(r[0]) for r in rows[1:] if any(v not in ("NaN", "0") and float(v) > 0 for v in r[1:])]
+assert abs(xs[-1] - min(max(nonzero) + 0.05, 0.975)) < 1e-9 and abs(xs[0] - min(nonzero)) < 1e-9, ("activation_frequency x range", xs, nonzero)
+# black is the aggregate's colour only: the lines template gives it to the series "all layers" alone,
+# so no ability of ability_depth (nor a layer curve) is drawn black
+tpl = open(os.path.join(d, "ability_depth.gp"), encoding="utf-8").read()
+assert re.search(r'scol\(g\) = isagg\(g\) \? "#000000"', tpl) and 'isagg(g) = snames[g] eq "all layers"' in tpl, "black reserved"
+assert "#000000" not in [l for l in tpl.splitlines() if l.startswith("array palette")][0], "black in the palette"
+assert "all layers" not in open(glob.glob(os.path.join(d, "ability_depth-*.csv"))[0]).readline(), "an ability named all layers"
+print(f"{len(figs)} figures with PNG, PDF, gnuplot script and CSV; click-to-native; frequency x axis {xs[0]}..{xs[-1]}")
 PY
 ok $? "every figure has its PNG, PDF, gnuplot script and CSV, linked from index.html"
 $py - "$tmp/rep" > "$tmp/why" 2>&1 <<'PY'
