@@ -7,7 +7,7 @@
 #   - `record --hook ffn_act,resid,attn_out,ffn_in`: /layers/{l}/resid, attn_out, ffn_in of
 #     shape [N, d_model] in the file's dtype, and ffn_act equal to a default recording's;
 #   - tests/check_h5.py passes on every file (the schema with the optional datasets);
-#   - `--hook resid` alone: no ffn_act; sparsity refuses the file naming --hook ffn_act;
+#   - `--hook ffn_in,resid,resid`: no ffn_act, params list each dataset once in file order; sparsity refuses the file naming --hook ffn_act;
 #     a bad --hook list is a usage error (exit 2); --db params record the hooks.
 # Prints PASS/FAIL/SKIP lines (read by scripts/run-tests.sh).
 set -u
@@ -41,8 +41,8 @@ ok $? "record (default --hook ffn_act) on the zoo model"
 "$nl" record $model "$tmp/d.jsonl" -o "$tmp/all.h5" --hook ffn_act,resid,attn_out,ffn_in --dtype f16 --pool \
   --db "$tmp/r.db" --quiet 2> "$tmp/err"
 ok $? "record --hook ffn_act,resid,attn_out,ffn_in --dtype f16 --pool --db"
-"$nl" record $model "$tmp/d.jsonl" -o "$tmp/resid.h5" --hook resid --layers 1 --quiet 2> "$tmp/err"
-ok $? "record --hook resid --layers 1"
+"$nl" record $model "$tmp/d.jsonl" -o "$tmp/resid.h5" --hook ffn_in,resid,resid --layers 1 --db "$tmp/r2.db" --quiet 2> "$tmp/err"
+ok $? "record --hook ffn_in,resid,resid --layers 1"
 
 $py - "$tmp" "$tmp/d.jsonl" > "$tmp/err" 2>&1 <<'PY'
 import h5py, json, numpy as np, sqlite3, sys
@@ -84,13 +84,16 @@ for l in range(L):
 # resid after the last block differs from the one after the first; ffn_in is normalised (RMS ~ weights)
 assert not np.allclose(g["layers/0/resid"][:], g[f"layers/{L-1}/resid"][:])
 h = h5py.File(d + "/resid.h5", "r")
-assert list(h["layers"].keys()) == ["1"] and "ffn_act" not in h["layers/1"] and h["layers/1/resid"].shape == (N, D)
+assert list(h["layers"].keys()) == ["1"] and "ffn_act" not in h["layers/1"] and "attn_out" not in h["layers/1"]
+assert h["layers/1/resid"].shape == (N, D) and h["layers/1/ffn_in"].shape == (N, D)
 assert np.allclose(h["layers/1/resid"][:], g["layers/1/resid"][:].astype(np.float32), rtol=4e-3, atol=4e-3)
 p = json.loads(sqlite3.connect(d + "/r.db").execute("SELECT params FROM runs WHERE kind = 'record'").fetchone()[0])
 assert p["hooks"] == ["ffn_act", "resid", "attn_out", "ffn_in"], p
-print("shapes", (N, D), (N, F), "hooks", p["hooks"])
+p2 = json.loads(sqlite3.connect(d + "/r2.db").execute("SELECT params FROM runs WHERE kind = 'record'").fetchone()[0])
+assert p2["hooks"] == ["resid", "ffn_in"], p2  # file order, each once
+print("shapes", (N, D), (N, F), "hooks", p["hooks"], p2["hooks"])
 PY
-ok $? "h5py: vocab text round-trips, labels as str, hook datasets [N, d_model] f16, resid-only file, params hooks"
+ok $? "h5py: vocab text round-trips, labels as str, hook datasets [N, d_model] f16, a file without ffn_act, params hooks"
 sed 's/^/    /' "$tmp/err" | head -3
 
 for h in def all resid; do

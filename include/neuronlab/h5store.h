@@ -31,7 +31,8 @@
  *    slabs; f16 is converted while copying into that buffer.
  *  - A document is the unit of commitment. nl_h5_writer_close() cuts every dataset back to the
  *    last ended document, so any closed file — complete or interrupted (complete = 0) —
- *    has consistent lengths: len(tokens) = doc_offsets[-1] = rows of every ffn_act, and
+ *    has consistent lengths: len(tokens) = doc_offsets[-1] = rows of every ffn_act (and
+ *    of every resid / attn_out / ffn_in), and
  *    len(doc_labels) = len(prompt_len) = rows of every mean_abs = Dc.
  *  - Crash safety (commit protocol). The superblock is the default one (libver low bound
  *    1.8, not "latest", whose status flags would make a crashed file unopenable without
@@ -63,8 +64,9 @@
  *    ctx ("cannot create 'acts.h5': Permission denied").
  *  - The HDF5 library in use is serial and not thread-safe: call this module from one
  *    thread at a time.
- * Checked by tests/test_h5store.c (round trips, interrupted close, reader errors) and
- * tests/check_h5.py via tests/h5_schema.sh (the schema as h5py sees it).
+ * Checked by tests/test_h5store.c (round trips, interrupted close, reader errors),
+ * tests/test_h5streams.c (/vocab, the streams: round trips, interrupted close, resume) and
+ * tests/check_h5.py via tests/h5_schema.sh and tests/h5_hooks.sh (the schema as h5py sees it).
  */
 #ifndef NEURONLAB_H5STORE_H
 #define NEURONLAB_H5STORE_H

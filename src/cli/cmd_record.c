@@ -11,7 +11,7 @@
  * leaves a readable file, and `--resume` continues it (same model, dataset checksum,
  * layers, dtype, pooling) to the content of an uninterrupted run; with --db it adds a run.
  * A full disk or `ulimit -f` (SIGXFSZ is ignored in main.c) ends with exit 1 and the run
- * failed. Checked by tests/record.sh and tests/record_kill.sh.
+ * failed. Checked by tests/record.sh, tests/record_kill.sh and tests/h5_hooks.sh (--hook, /vocab).
  * --db registers a run (kind "record", source = the .h5 file, params) in the results database
  * and ends it with nl_results_finish_run (results.h); without --db nothing changes.
  * Checked by tests/record.sh and tests/perturb_cli.sh (--db). */
@@ -187,7 +187,6 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     nl_cli_common co = {0};
     int pool = 0, force = 0, resume = 0, hook_acts = 1;
     unsigned hook_streams = 0;
-    const char *hooks_s = "ffn_act";
     nl_h5_dtype dtype = NL_H5_F32;
     for (int i = 1; i < argc; i++) {
         int k = nl_cli_run_arg(&nl_cmd_record, &r, argc, argv, &i);
@@ -215,7 +214,6 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
             if (k < 0 || parse_hooks(v, &hook_acts, &hook_streams) != 0)
                 return nl_cli_usage(&nl_cmd_record, "--hook is a comma list of ffn_act, resid, attn_out, ffn_in (got '%s')",
                                     k < 0 ? "" : v);
-            hooks_s = v;
         } else if ((k = nl_cli_opt(argc, argv, &i, "--dtype", &v))) {
             if (k < 0 || (strcmp(v, "f32") && strcmp(v, "f16"))) return nl_cli_usage(&nl_cmd_record, "--dtype is f32 or f16");
             dtype = strcmp(v, "f16") ? NL_H5_F32 : NL_H5_F16;
@@ -259,9 +257,12 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         for (int l = 0; l < n_layers && o < (int)sizeof params - 64; l++)
             o += snprintf(params + o, sizeof params - (size_t)o, "%s%d", l ? "," : "[", layers[l]);
         if (layers_s) o += snprintf(params + o, sizeof params - (size_t)o, "]");
-        o += snprintf(params + o, sizeof params - (size_t)o, ",\"hooks\":[");
-        for (const char *h = hooks_s; *h && o < (int)sizeof params - 64; h += strcspn(h, ","), h += *h == ',')
-            o += snprintf(params + o, sizeof params - (size_t)o, "%s\"%.*s\"", h == hooks_s ? "" : ",", (int)strcspn(h, ","), h);
+        /* the stored datasets in file order (ffn_act, resid, attn_out, ffn_in), each once */
+        o += snprintf(params + o, sizeof params - (size_t)o, ",\"hooks\":[%s", hook_acts ? "\"ffn_act\"" : "");
+        for (int k = 0, first = !hook_acts; k < NL_H5_N_STREAMS; k++)
+            if ((hook_streams >> k) & 1u)
+                o += snprintf(params + o, sizeof params - (size_t)o, "%s\"%s\"", first ? "" : ",", nl_h5_stream_name((nl_h5_stream)k)),
+                    first = 0;
         o += snprintf(params + o, sizeof params - (size_t)o, "]");
         snprintf(params + o, sizeof params - (size_t)o, ",\"dtype\":\"%s\",\"pool\":%s,\"ctx\":%ld,\"stride\":%ld,\"batch\":%ld}",
                  dtype == NL_H5_F16 ? "f16" : "f32", pool ? "true" : "false", r.ctx, r.stride ? r.stride : r.ctx / 2, r.batch);
