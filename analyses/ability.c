@@ -823,9 +823,10 @@ nl_status nl_ability_run(nl_ctx *ctx, const nl_ability_opts *opts, const char *a
     s.Lr = s.in->meta.n_rec, s.F = s.in->meta.d_ff;
     if (s.Lr <= 0) st = nl_errorf(ctx, NL_EFORMAT, "'%s' records no layers", acts_path);
     else if (!s.in->meta.pooled && s.in->meta.no_acts)
-        st = nl_errorf(ctx, NL_EFORMAT, "'%s' has neither /pooled mean_abs nor ffn_act to score", acts_path);
+        st = nl_errorf(ctx, NL_EFORMAT, "'%s' has neither /pooled mean_abs nor ffn_act to score (recorded with --hook without "
+                       "ffn_act: record with --hook ffn_act or --pool)", acts_path);
     else if (s.o.from_acts && s.in->meta.no_acts)
-        st = nl_errorf(ctx, NL_EFORMAT, "'%s' has no ffn_act (recorded pooled-only)", acts_path);
+        st = nl_errorf(ctx, NL_EFORMAT, "'%s' has no ffn_act (recorded pooled-only or with --hook without ffn_act)", acts_path);
     if (st == NL_OK) st = setup_labels(ctx, &s);
     if (st == NL_OK && s.o.exclude_resident) st = load_resident(ctx, &s, db);
     const size_t LF = (size_t)s.Lr * s.F;

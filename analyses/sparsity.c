@@ -391,7 +391,8 @@ static nl_status sparsity_open(nl_ctx *ctx, const char *acts_path, const nl_spar
     const nl_h5_meta *me = &s->in->meta;
     if (me->n_rec == 0) { st = nl_errorf(ctx, NL_EFORMAT, "'%s' records no layers", acts_path); goto fail; }
     if (me->no_acts && !s->sum) {
-        st = nl_errorf(ctx, NL_EFORMAT, "'%s' holds no activations (a pooled-only file): sparsity needs /layers/{l}/ffn_act",
+        st = nl_errorf(ctx, NL_EFORMAT, "'%s' holds no activations (no /layers/{l}/ffn_act: recorded pooled-only or with --hook "
+                       "without ffn_act): sparsity needs ffn_act (record with --hook ffn_act, the default)",
                        acts_path);
         goto fail;
     }

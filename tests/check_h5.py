@@ -123,6 +123,17 @@ def check_file(path):
                     bool(np.all(plen >= 0) and np.all(plen <= np.diff(off))), "out of range")
         c.check("token ids non-negative", bool(np.all(tokens >= 0)), "negative id")
 
+        # Token text (when the model has a tokenizer): /vocab str, /vocab_bytes the same length.
+        if "vocab" in f:
+            v = f["vocab"]
+            c.check("/vocab is 1-D UTF-8 variable-length strings",
+                    v.ndim == 1 and h5py.check_string_dtype(v.dtype) is not None
+                    and h5py.check_string_dtype(v.dtype).encoding == "utf-8" and h5py.check_string_dtype(v.dtype).length is None,
+                    f"{v.dtype}")
+            c.check("/vocab_bytes beside /vocab, same length", "vocab_bytes" in f and len(f["vocab_bytes"]) == len(v), "missing")
+            if len(v) > 0:
+                c.check("/vocab reads as str with .asstr()", isinstance(v.asstr()[0], str), type(v.asstr()[0]).__name__)
+
         # Per-layer datasets.
         want = np.float16 if a["dtype"] == "float16" else np.float32
         lg = f.get("layers")
@@ -145,6 +156,14 @@ def check_file(path):
                 rows = ds[: min(N, SAMPLE_ROWS)]
                 c.check(f"/{p} first rows finite", bool(np.all(np.isfinite(rows.astype(np.float32)))),
                         "NaN or inf")
+            for h in ("resid", "attn_out", "ffn_in"):  # record --hook: [N, d_model], the file's dtype
+                p = f"layers/{l}/{h}"
+                if p in f:
+                    ds = f[p]
+                    c.check(f"/{p} dtype {np.dtype(want).name}", ds.dtype == want, f"got {ds.dtype}")
+                    c.check(f"/{p} shape (N, d_model)", ds.shape == (N, int(a["d_model"])), f"got {ds.shape}")
+                    appendable(c, ds, f"/{p}")
+                    c.check(f"/{h} in every recorded layer", all(f"layers/{m}/{h}" in f for m in layers), "some lack it")
             p = f"layers/{l}/w_out_norm"
             if p in f:
                 ds = f[p]
@@ -167,7 +186,9 @@ def check_file(path):
                     appendable(c, ds, f"/{p}")
                     c.check(f"/{p} >= 0 (mean |a|)", bool(np.all(ds[: min(D, SAMPLE_ROWS)] >= 0)), "negative")
         else:
-            c.check("pooled-only file has /pooled", n_acts > 0 or len(layers) == 0, "no ffn_act and no /pooled")
+            streams = any(f"layers/{l}/{h}" in f for l in layers for h in ("resid", "attn_out", "ffn_in"))
+            c.check("a file without /pooled has ffn_act or a --hook dataset", n_acts > 0 or streams or len(layers) == 0,
+                    "no ffn_act, no --hook dataset and no /pooled")
     return c.failed
 
 

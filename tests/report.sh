@@ -146,7 +146,21 @@ for name in figs:
         assert len(rows) >= 2 and len(rows[0].split(",")) >= 2, c
         assert all(len(r.split(",")) == len(rows[0].split(",")) for r in rows), f"{c}: header and rows differ in columns"
         assert os.path.basename(c) in html, c
-print(f"{len(figs)} figures with PNG, PDF, gnuplot script and CSV")
+# index.html: every figure fits the window and a click toggles native resolution (wide figures readable)
+assert ".plot img.native{max-width:none" in html and html.count("onclick=\"this.classList.toggle('native')\"") == len(figs), \
+    "click-to-native-resolution"
+# activation_frequency: the x axis is fitted to the data — it ends one bin (0.05) after the last non-empty bin
+rows = [r.split(",") for r in open(glob.glob(os.path.join(d, "activation_frequency-*.csv"))[0]).read().splitlines()]
+xs = [float(r[0]) for r in rows[1:]]
+nonzero = [float(r[0]) for r in rows[1:] if any(v not in ("NaN", "0") and float(v) > 0 for v in r[1:])]
+assert abs(xs[-1] - min(max(nonzero) + 0.05, 0.975)) < 1e-9 and abs(xs[0] - min(nonzero)) < 1e-9, ("activation_frequency x range", xs, nonzero)
+# black is the aggregate's colour only: the lines template gives it to the series "all layers" alone,
+# so no ability of ability_depth (nor a layer curve) is drawn black
+tpl = open(os.path.join(d, "ability_depth.gp"), encoding="utf-8").read()
+assert re.search(r'scol\(g\) = isagg\(g\) \? "#000000"', tpl) and 'isagg(g) = snames[g] eq "all layers"' in tpl, "black reserved"
+assert "#000000" not in [l for l in tpl.splitlines() if l.startswith("array palette")][0], "black in the palette"
+assert "all layers" not in open(glob.glob(os.path.join(d, "ability_depth-*.csv"))[0]).readline(), "an ability named all layers"
+print(f"{len(figs)} figures with PNG, PDF, gnuplot script and CSV; click-to-native; frequency x axis {xs[0]}..{xs[-1]}")
 PY
 ok $? "every figure has its PNG, PDF, gnuplot script and CSV, linked from index.html"
 $py - "$tmp/rep" > "$tmp/why" 2>&1 <<'PY'
@@ -185,9 +199,13 @@ t = open(os.path.join(d, "prune_matrix.titles"), encoding="utf-8").read().splitl
 assert t == ["top set of the row's ability zeroed", "same-size random neurons (mean ± sd, 3 seeds)",
              "ability − random (percentage points)"], t
 gp = open(os.path.join(d, "prune_matrix.gp"), encoding="utf-8").read()
-for line in ("cbmin = -1.6", "cbmax = 35.2", 'style = "%.1f"', "symlog = 1.0", 'ylabel = "relative perplexity change (%)"',
-             "array prows[3] = [3, 3, 3]", "array pcols[3] = [4, 4, 4]"):
+for line in ("cbmin = -1.6", "cbmax = 35.2", 'style = "%.1f"', "symlog = 1.0",
+             "array prows[3] = [3, 3, 3]", "array pcols[3] = [4, 4, 4]",
+             'ylabel = "relative perplexity change (%), on the 18 documents the top sets were chosen on (no held-out split)"'):
     assert line + "\n" in gp, line
+# which documents were scored (the run's params "eval"): under the matrix and in the caption
+html = open(os.path.join(d, "index.html"), encoding="utf-8").read()
+assert "Documents scored in this run: the same 18 documents the top sets were chosen on (the ability run has no --split)" in html, "prune caption"
 # overlap: rows = a, columns = b, layer -1; the diagonal (always 1) is left empty; the comma of the xlabel became ';'
 h, m, order = matrix("overlap-1-a-b-a-all-layers-random-0-05.csv")
 assert h == ["B (column ability); A = row ability", "code", "math", "prose"] and order == ["code", "math", "prose"], h
@@ -198,7 +216,8 @@ t = open(os.path.join(d, "overlap.titles"), encoding="utf-8").read().splitlines(
 assert t == ["|A∩B| / |A|, all layers (random: 0.05)", "Jaccard, all layers (random: 0.0256)"], t
 gp = open(os.path.join(d, "overlap.gp"), encoding="utf-8").read()
 assert "cbmin = 0.038961039\n" in gp and "cbmax = 0.3\n" in gp and 'style = "%.2f"\n' in gp, "overlap colour range"
-assert "symlog = 0.0\n" in gp, "overlap: a linear colour scale"
+# a logarithmic colour scale (asinh, linear within 0.01): small overlaps are not washed out by large ones
+assert "symlog = 0.01\n" in gp, "overlap: a symmetric logarithmic colour scale"
 # ability: one panel per ability, x = layer (>= 0 only)
 rows = open(os.path.join(d, "ability_scores-1-code-6-of-18-documents.csv"), encoding="utf-8").read().splitlines()
 assert rows[0] == ("layer,best neuron,99.5th percentile (top 0.5 % of neurons),mean over neurons,best neuron (shuffled labels),"

@@ -215,10 +215,10 @@ def check_case(name, labels, layers, value, nodata=(), note=None):
 
 L3 = ["code", "math", "prose"]
 # perplexity 0 at ratio 0: a change relative to 0 is not a number, the perturbation figure has nothing to draw
-check_case("all-zero", L3, [0, 1, 2], lambda i: 0.0, nodata=("perturbation",), note="values not finite numbers")
+check_case("all-zero", L3, [0, 1, 2], lambda i: 0.0, nodata=("perturbation",), note="not finite (NaN, ±Inf or text)")
 check_case("constant", L3, [0, 1, 2], lambda i: 0.7)
 # a negative activation frequency falls outside the histogram's x range [0, 1]: nothing to draw there
-check_case("negative-constant", L3, [0, 1, 2], lambda i: -0.3, nodata=("activation_frequency",), note="points outside the x range")
+check_case("negative-constant", L3, [0, 1, 2], lambda i: -0.3, nodata=("activation_frequency",), note="3 outside the x range")
 # period 4, not 3: the perturb rows take two values each, so with period 3 every ratio-0 perplexity would be 0 (no baseline)
 check_case("integer", L3, [0, 1, 2], lambda i: i % 4)
 check_case("one-label", ["solo"], [0, 1, 2], lambda i: 0.1 + 0.01 * (i % 11), nodata=("overlap",))

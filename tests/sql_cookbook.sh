@@ -312,7 +312,9 @@ def check_prune_matrix(R):
         mu, sd = random_stats(r["pruned"], lab)
         close(r["random_pct"], 100 * mu, 0.006, "random mean"); close(r["random_sd_pct"], 100 * sd, 0.006, "random sd")
         close(r["excess_pct"], r["change_pct"] - r["random_pct"], 0.02, "excess")
-    return f"{len(R)} cells: pruned perplexities from PyTorch, random control from its seed rows"
+        # the ability run has no --split: scored on the documents the sets were chosen on
+        assert (r["eval_set"], r["eval_docs"], r["eval_file"]) == ("selection", D, None), (r["eval_set"], r["eval_docs"], r["eval_file"])
+    return f"{len(R)} cells: pruned perplexities from PyTorch, random control from its seed rows; eval_set {R[0]['eval_set']} of {R[0]['eval_docs']} documents"
 def check_prune_specificity(R):
     assert [r["pruned"] for r in R] == abilities
     for r in R:
@@ -322,6 +324,7 @@ def check_prune_specificity(R):
         close(r["others_pct"], 100 * float(np.mean(others)), 0.02, f"{a} others")
         mu, sd = random_stats(a, a)
         close(r["random_own_pct"], 100 * mu, 0.006, "random own")
+        assert (r["eval_set"], r["eval_docs"]) == ("selection", D), (r["eval_set"], r["eval_docs"])
     return f"{len(R)} abilities: own and others' change from PyTorch"
 
 checks = {"runs": check_runs, "runs_by_file": check_runs_by_file, "layer_sparsity": check_layer_sparsity, "label_sparsity": check_label_sparsity,

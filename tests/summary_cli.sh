@@ -120,6 +120,7 @@ err 2 "--top-k is for --stats" "$nl" record $fx "$tmp/d.jsonl" -o "$tmp/x.h5" --
 err 2 "--top-k needs a count in 1..1024" "$nl" record $fx "$tmp/d.jsonl" -o "$tmp/x.h5" --stats --top-k 0 || ok=1
 err 2 "--pool is for the activation dump" "$nl" record $fx "$tmp/d.jsonl" -o "$tmp/x.h5" --stats --pool || ok=1
 err 2 "--dtype is for the activation dump" "$nl" record $fx "$tmp/d.jsonl" -o "$tmp/x.h5" --stats --dtype f16 || ok=1
+err 2 "--hook is for the activation dump" "$nl" record $fx "$tmp/d.jsonl" -o "$tmp/x.h5" --stats --hook ffn_act,resid || ok=1
 err 1 "is an activation file (per-token activations), not a summary" "$nl" record $fx "$tmp/d.jsonl" -o "$tmp/a.h5" --stats --resume || ok=1
 err 1 "CETT needs the per-token activations of a full activation file" "$nl" sparsity "$tmp/s.h5" --db "$tmp/e.db" --cett 0.2 || ok=1
 err 1 "frequencies above 0, 0.01, 0.1, 0.2 only: the frequency threshold 0.3 needs a full activation file" "$nl" sparsity "$tmp/s.h5" --db "$tmp/e.db" --thresholds 0,0.3 || ok=1

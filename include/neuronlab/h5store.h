@@ -13,8 +13,15 @@
  *   /doc_labels           string  [Dc]     UTF-8 variable-length ("" when none)
  *   /prompt_len           int32   [Dc]     prompt tokens per document (all when no prompt)
  *   /layers/{l}/ffn_act   f32|f16 [N, F]   neuron activation a (absent when meta.no_acts)
+ *   /layers/{l}/resid     f32|f16 [N, D]   residual stream after the block (meta.streams, below)
+ *   /layers/{l}/attn_out  f32|f16 [N, D]   attention output after its output projection
+ *   /layers/{l}/ffn_in    f32|f16 [N, D]   normalised FFN input (what the gate/up projections read)
  *   /layers/{l}/w_out_norm f32    [F]      ‖W_out[:, i]‖₂
  *   /pooled/{l}/mean_abs  f32     [Dc, F]  mean |a| over the prompt tokens (when meta.pooled)
+ *   /vocab                string  [V]      optional (nl_h5_writer_put_vocab): UTF-8 variable-length
+ *                                          text of token id t at index t (see put_vocab)
+ *   /vocab_bytes          vlen u8 [V]      optional: the exact bytes of token id t (a character split
+ *                                          over tokens is whole only when the bytes are joined)
  * for every recorded layer l. Group names are decimal ("0", "1", … "31") and iterate in
  * creation order; every 1-D/2-D dataset is chunked along its first axis and extendible.
  *
@@ -24,7 +31,8 @@
  *    slabs; f16 is converted while copying into that buffer.
  *  - A document is the unit of commitment. nl_h5_writer_close() cuts every dataset back to the
  *    last ended document, so any closed file — complete or interrupted (complete = 0) —
- *    has consistent lengths: len(tokens) = doc_offsets[-1] = rows of every ffn_act, and
+ *    has consistent lengths: len(tokens) = doc_offsets[-1] = rows of every ffn_act (and
+ *    of every resid / attn_out / ffn_in), and
  *    len(doc_labels) = len(prompt_len) = rows of every mean_abs = Dc.
  *  - Crash safety (commit protocol). The superblock is the default one (libver low bound
  *    1.8, not "latest", whose status flags would make a crashed file unopenable without
@@ -57,8 +65,9 @@
  *    ctx ("cannot create 'acts.h5': Permission denied").
  *  - The HDF5 library in use is serial and not thread-safe: call this module from one
  *    thread at a time.
- * Checked by tests/test_h5store.c (round trips, interrupted close, reader errors) and
- * tests/check_h5.py via tests/h5_schema.sh (the schema as h5py sees it).
+ * Checked by tests/test_h5store.c (round trips, interrupted close, reader errors),
+ * tests/test_h5streams.c (/vocab, the streams: round trips, interrupted close, resume) and
+ * tests/check_h5.py via tests/h5_schema.sh and tests/h5_hooks.sh (the schema as h5py sees it).
  */
 #ifndef NEURONLAB_H5STORE_H
 #define NEURONLAB_H5STORE_H
@@ -111,7 +120,16 @@ typedef struct {
     void *on_commit_user;
     /* Stored (root attribute dataset_checksum, "" when NULL) and checked by resume: */
     const char *dataset_checksum; /* e.g. "size=1234 fnv1a64=0123456789abcdef" of the dataset file */
+    unsigned streams;       /* bit (1u << s) per nl_h5_stream s: /layers/{l}/<name> [N, d_model] of every
+                             * recorded layer, same dtype, chunking and filter as ffn_act (chunk rows:
+                             * chunk_rows when given, else automatic for d_model); 0 = none.
+                             * Writer only (the reader leaves it 0); checked by resume. */
 } nl_h5_meta;
+
+/* Per-token datasets of width d_model a file can hold beside ffn_act (`record --hook`), named
+ * after the hook points of hooks.h they are taken from. */
+typedef enum { NL_H5_STREAM_RESID = 0, NL_H5_STREAM_ATTN_OUT, NL_H5_STREAM_FFN_IN, NL_H5_N_STREAMS } nl_h5_stream;
+const char *nl_h5_stream_name(nl_h5_stream s); /* "resid", "attn_out", "ffn_in"; NULL outside the enum */
 
 /* ---------------------------------------------------------------- writer */
 
@@ -129,7 +147,7 @@ nl_status nl_h5_writer_create(nl_ctx *ctx, const char *path, const nl_h5_meta *m
 /* Reopens a cut-short file (killed, interrupted, or a failed run) to continue it: checks
  * that the file was written for the same model (model, arch, n_layers, d_model, d_ff,
  * ffn_kind, act_fn), dataset (dataset path, tokenizer and dataset_checksum), recorded
- * layers, dtype, pooling and presence of ffn_act, else NL_EINVAL naming what differs
+ * layers, dtype, pooling and presence of ffn_act and of each stream, else NL_EINVAL naming what differs
  * ("cannot resume 'a.h5': its dataset_checksum is '…' but this run's is '…'"); cuts every
  * dataset back to the documents all of them hold whole (the last commit), writes
  * complete = 0 and commits. The writer then continues as one from nl_h5_writer_create:
@@ -155,12 +173,17 @@ nl_status nl_h5_writer_append_tokens(nl_h5_writer *w, nl_ctx *ctx, const int32_t
  * when meta.dtype is NL_H5_F16). */
 nl_status nl_h5_writer_append_acts(nl_h5_writer *w, nl_ctx *ctx, int layer, const float *a, int T);
 
+/* Appends x: (T, d_model) row-major, borrowed, to /layers/{layer}/<stream name> (converted to
+ * f16 when meta.dtype is NL_H5_F16). A stream not in meta.streams, or a layer not recorded, is
+ * accepted and ignored; a stream outside the enum is NL_EINVAL. */
+nl_status nl_h5_writer_append_stream(nl_h5_writer *w, nl_ctx *ctx, nl_h5_stream s, int layer, const float *x, int T);
+
 /* Appends the open document's row mean_abs: (F), borrowed, to /pooled/{layer}/mean_abs.
  * At most one row per layer per document. */
 nl_status nl_h5_writer_append_pooled(nl_h5_writer *w, nl_ctx *ctx, int layer, const float *mean_abs);
 
 /* Commits the open document: checks that every recorded layer has exactly as many
- * ffn_act rows as there are tokens and (when pooled) one mean_abs row for it, resolves a
+ * ffn_act rows (and rows of every stream of meta.streams) as there are tokens and (when pooled) one mean_abs row for it, resolves a
  * prompt_len of -1, and appends its offset, label and prompt_len. NL_EINVAL when the
  * lengths disagree or prompt_len exceeds the document's tokens (the document stays open). */
 nl_status nl_h5_writer_end_doc(nl_h5_writer *w, nl_ctx *ctx);
@@ -168,6 +191,20 @@ nl_status nl_h5_writer_end_doc(nl_h5_writer *w, nl_ctx *ctx);
 /* Writes /layers/{layer}/w_out_norm: norms (F), borrowed. Any time before close; a
  * second call overwrites. */
 nl_status nl_h5_writer_put_w_out_norm(nl_h5_writer *w, nl_ctx *ctx, int layer, const float *norms);
+
+/* Writes /vocab: n strings (pieces[t] = the text of token id t, borrowed; NULL → ""), as a 1-D
+ * variable-length UTF-8 string dataset, so h5py prints token text without a tokenizer
+ * (`vocab = f["vocab"].asstr()[:]`, `"".join(vocab[t] for t in f["tokens"][a:b])`). The
+ * strings must be valid UTF-8 (the caller's choice of text for each id: `record` stores
+ * what the tokenizer decodes for the token mid-text, invalid bytes as U+FFFD). When raw is not
+ * NULL, also /vocab_bytes: raw[t] (raw_len[t] bytes, borrowed, NUL bytes allowed) as a 1-D
+ * variable-length uint8 dataset (h5py: `b"".join(f["vocab_bytes"][t].tobytes() for t in …)`
+ * then `.decode()`, exact even where a character is split over tokens). Call it before the
+ * first document: it commits, so the vocabulary is in the file from then on. A file that
+ * already holds /vocab (a resumed one) keeps it (and its /vocab_bytes) unchanged.
+ * Errors: NL_EINVAL (n < 0, pieces NULL with n > 0), NL_EIO. */
+nl_status nl_h5_writer_put_vocab(nl_h5_writer *w, nl_ctx *ctx, const char *const *pieces, const char *const *raw,
+                                 const size_t *raw_len, int n);
 
 /* Writes every buffered row and asks HDF5 to flush the file (H5Fflush) to the OS. The file
  * is consistent only after nl_h5_writer_close; flush bounds the loss if the process is killed. */
@@ -186,6 +223,8 @@ int64_t nl_h5_writer_docs(const nl_h5_writer *w);
 int64_t nl_h5_writer_tokens(const nl_h5_writer *w);
 /* 1 when layer is recorded by this writer. */
 int nl_h5_writer_has_layer(const nl_h5_writer *w, int layer);
+/* meta.streams of this writer (bit 1u << s per recorded nl_h5_stream s). */
+unsigned nl_h5_writer_streams(const nl_h5_writer *w);
 
 /* ---------------------------------------------------------------- reader */
 

@@ -19,7 +19,10 @@
 #include "neuronlab/h5store.h"
 #include "neuronlab/progress.h"
 
-/* Writes w_out_norm for every recorded layer, then every document of ds; pooled = 1 adds
+/* Writes w_out_norm for every recorded layer, then every document of ds: ffn_act from the
+ * NL_HOOK_FFN_ACT point and each stream the writer records (nl_h5_writer_streams) from its
+ * point — resid from NL_HOOK_RESID, attn_out from NL_HOOK_ATTN_OUT, ffn_in from
+ * NL_HOOK_FFN_IN — with the same rows (each token once, from its first window); pooled = 1 adds
  * each document's mean |a| over its prompt tokens (the writer must have meta.pooled).
  * f's hooks get one observer for the duration of the call (removed before returning).
  * stride as in nl_forward_doc. progress may be NULL. w stays owned by the caller.

@@ -28,7 +28,8 @@
  * "value±spread". The annotations are written by the report, one file per panel
  * (NAME-P.cells: `col,row,value,text`, 0-based, no header), so gnuplot formats no numbers.
  * symlog > 0 maps the colours on a symmetric logarithmic scale, asinh(v / symlog): linear
- * within ±symlog, logarithmic beyond, so one large cell does not wash out the rest.
+ * within ±symlog, logarithmic beyond, so one large cell does not wash out the rest (for values
+ * of one sign too: the overlap matrix uses it so that 0.04 and 0.09 differ beside a 0.6).
  *
  * Line figures: every panel of a figure shares one y range, the figure's finite values
  * (widened to cover yrange when given) with headroom, so a curve at the edge (a score of 1.0)
@@ -88,6 +89,8 @@ typedef struct {
     double symlog;        /* > 0: symmetric log y axis (lines) or colour scale (heatmap), linear within ±symlog */
     const char *ylabel_sql; /* optional: a query of run ?1 whose first text replaces ylabel (e.g. the
                                scoring method the run used); NULL, no row or an error → ylabel */
+    const char *caption_sql; /* optional: a query of run ?1 whose first text is appended to the caption in
+                                index.html (what this run did, e.g. the evaluated documents) */
 } nl_figure;
 
 /* The templates compiled in from the .gp files of plots/ (generated build/gen/plots.c). */

@@ -1,7 +1,8 @@
 /* cmd_record.c — `neuronlab record MODEL DATA.jsonl -o acts.h5 [--force] [--layers LIST]
- * [--dtype f32|f16] [--pool] [--batch N] [--ctx N] [--stride N] [--db results.db]`: streams
- * every FFN neuron activation into the HDF5 activation file (schema in h5store.h) while the
- * forward pass runs. Ctrl-C keeps every finished document and marks the file incomplete.
+ * [--hook LIST] [--dtype f32|f16] [--pool] [--batch N] [--ctx N] [--stride N] [--db results.db]`:
+ * streams every FFN neuron activation (and with --hook resid,attn_out,ffn_in those hook points,
+ * or without ffn_act) into the HDF5 activation file (schema in h5store.h) while the forward
+ * pass runs; when the model has a tokenizer the file gets /vocab (put_vocab below). Ctrl-C keeps every finished document and marks the file incomplete.
  * The output is never one of the inputs (dataset, --db file, tokenizer, model file or any
  * file of the model folder, compared by device + inode) and an existing output is replaced
  * only with --force; both refusals exit 1 before anything is truncated. The writer makes the
@@ -12,7 +13,7 @@
  * leaves a readable file, and `--resume` continues it (same model, dataset checksum,
  * layers, dtype, pooling) to the content of an uninterrupted run; with --db it adds a run.
  * A full disk or `ulimit -f` (SIGXFSZ is ignored in main.c) ends with exit 1 and the run
- * failed. Checked by tests/record.sh and tests/record_kill.sh.
+ * failed. Checked by tests/record.sh, tests/record_kill.sh and tests/h5_hooks.sh (--hook, /vocab).
  * --db registers a run (kind "record", source = the .h5 file, params) in the results database
  * and ends it with nl_results_finish_run (results.h); without --db nothing changes.
  * Checked by tests/record.sh and tests/perturb_cli.sh (--db).
@@ -35,7 +36,7 @@
 
 static int run(nl_ctx *ctx, int argc, char **argv);
 const nl_command nl_cmd_record = {
-    "record", NL_CLI_RUN_USAGE " -o acts.h5 [--force | --resume] [--layers LIST] [--dtype f32|f16] [--pool] [--stats [--top-k K]] [--db results.db]",
+    "record", NL_CLI_RUN_USAGE " -o acts.h5 [--force | --resume] [--layers LIST] [--hook LIST] [--dtype f32|f16] [--pool] [--stats [--top-k K]] [--db results.db]",
     "stream every FFN neuron's activation into an HDF5 file (LIST like 0,2,5-7; --pool adds per-document mean |a|; --db "
     "registers the run in a results database; an existing output is refused without --force, an input never replaced; --resume continues a cut-short file)", run};
 
@@ -97,6 +98,64 @@ static nl_status data_checksum(nl_ctx *ctx, const char *path, char *out, size_t 
     return NL_OK;
 }
 
+/* --hook LIST: "ffn_act,resid,attn_out,ffn_in" (any non-empty subset, any order) → *acts (ffn_act
+ * listed) and *streams (bit 1u << s per nl_h5_stream). Returns 0, or -1 on an unknown name. */
+static int parse_hooks(const char *s, int *acts, unsigned *streams) {
+    *acts = 0, *streams = 0;
+    if (!*s) return -1;
+    while (*s) {
+        size_t n = strcspn(s, ",");
+        int found = n == 7 && !strncmp(s, "ffn_act", 7);
+        if (found) *acts = 1;
+        for (int k = 0; !found && k < NL_H5_N_STREAMS; k++) {
+            const char *name = nl_h5_stream_name((nl_h5_stream)k);
+            if (n == strlen(name) && !strncmp(s, name, n)) *streams |= 1u << k, found = 1;
+        }
+        if (!found) return -1;
+        s += n;
+        if (*s == ',' && *++s == 0) return -1;
+    }
+    return 0;
+}
+
+/* /vocab of the file: for each id, the text the tokenizer's decoder gives the token in the middle
+ * of a text (nl_tokenizer_piece after a regular token: SentencePiece's "▁" is a space, kept at
+ * the start too; a byte-fallback piece <0xXX> is its byte); special and control tokens, which
+ * the decoder drops, their own text ("<s>"). Bytes that are not UTF-8 on their own (a byte-level
+ * token holding part of a character) become U+FFFD, as the decoder does (nl_utf8_repair), and a
+ * NUL byte ends the string (HDF5 strings are NUL-terminated); /vocab_bytes keeps the exact bytes. */
+static nl_status put_vocab(nl_ctx *ctx, nl_h5_writer *w, const nl_tokenizer *tok) {
+    int V = nl_tokenizer_vocab_size(tok);
+    size_t nv = (size_t)(V > 0 ? V : 1);
+    char **pieces = calloc(nv, sizeof *pieces), **raw = calloc(nv, sizeof *raw);
+    size_t *raw_len = calloc(nv, sizeof *raw_len);
+    nl_status st = pieces && raw && raw_len ? NL_OK : nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    for (int id = 0; st == NL_OK && id < V; id++) {
+        size_t n = 0;
+        const char *p = NULL;
+        if (nl_tokenizer_is_special(tok, id)) {
+            p = nl_tokenizer_token(tok, id, &n);
+            if (!p) p = "", n = 0;
+        } else {
+            char small[64];
+            n = nl_tokenizer_piece(tok, id, id, small, sizeof small);
+            raw[id] = malloc(n + 1);
+            if (raw[id] && n > sizeof small) nl_tokenizer_piece(tok, id, id, raw[id], n);
+            else if (raw[id]) memcpy(raw[id], small, n);
+        }
+        if (p && (raw[id] = malloc(n + 1))) memcpy(raw[id], p, n);
+        size_t rn;
+        raw_len[id] = n;
+        pieces[id] = raw[id] ? nl_utf8_repair(raw[id], n, &rn) : NULL;
+        if (!pieces[id]) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    }
+    if (st == NL_OK)
+        st = nl_h5_writer_put_vocab(w, ctx, (const char *const *)pieces, (const char *const *)raw, raw_len, V);
+    for (int id = 0; pieces && raw && id < V; id++) free(pieces[id]), free(raw[id]);
+    free(pieces), free(raw), free(raw_len);
+    return st;
+}
+
 /* NEURONLAB_COMMIT_LOG=1: one stderr line per commit (what a crash cannot take away). */
 static void log_commit(void *user, int64_t docs) {
     fprintf(stderr, "neuronlab: committed %lld documents to '%s'\n", (long long)docs, (const char *)user);
@@ -137,7 +196,8 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     long top_k = 20;
     const char *outp = NULL, *layers_s = NULL, *v;
     nl_cli_common co = {0};
-    int pool = 0, force = 0, resume = 0;
+    int pool = 0, force = 0, resume = 0, hook_acts = 1;
+    unsigned hook_streams = 0;
     nl_h5_dtype dtype = NL_H5_F32;
     for (int i = 1; i < argc; i++) {
         int k = nl_cli_run_arg(&nl_cmd_record, &r, argc, argv, &i);
@@ -167,6 +227,10 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
             int ok = tmp && parse_layers(v, MAXL, tmp) > 0;
             free(tmp);
             if (!ok) return nl_cli_usage(&nl_cmd_record, "--layers '%s': expected a list like 0,2,5-7 (ranges a-b with a <= b)", v);
+        } else if ((k = nl_cli_opt(argc, argv, &i, "--hook", &v))) {
+            if (k < 0 || parse_hooks(v, &hook_acts, &hook_streams) != 0)
+                return nl_cli_usage(&nl_cmd_record, "--hook is a comma list of ffn_act, resid, attn_out, ffn_in (got '%s')",
+                                    k < 0 ? "" : v);
         } else if ((k = nl_cli_opt(argc, argv, &i, "--dtype", &v))) {
             if (k < 0 || (strcmp(v, "f32") && strcmp(v, "f16"))) return nl_cli_usage(&nl_cmd_record, "--dtype is f32 or f16");
             dtype = strcmp(v, "f16") ? NL_H5_F32 : NL_H5_F16;
@@ -179,6 +243,8 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     if (stats && (pool || dtype != NL_H5_F32))
         return nl_cli_usage(&nl_cmd_record, "--%s is for the activation dump: a --stats summary always holds the pooled values in f32",
                             pool ? "pool" : "dtype");
+    if (stats && (hook_streams || !hook_acts))
+        return nl_cli_usage(&nl_cmd_record, "--hook is for the activation dump: a --stats summary holds statistics of ffn_act only");
     double commit_s = 0;
     const char *cs = getenv("NEURONLAB_COMMIT_SECONDS");
     if (cs && cs[0] && !nl_cli_double(cs, &commit_s))
@@ -214,6 +280,13 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         for (int l = 0; l < n_layers && o < (int)sizeof params - 64; l++)
             o += snprintf(params + o, sizeof params - (size_t)o, "%s%d", l ? "," : "[", layers[l]);
         if (layers_s) o += snprintf(params + o, sizeof params - (size_t)o, "]");
+        /* the stored datasets in file order (ffn_act, resid, attn_out, ffn_in), each once */
+        o += snprintf(params + o, sizeof params - (size_t)o, ",\"hooks\":[%s", hook_acts ? "\"ffn_act\"" : "");
+        for (int k = 0, first = !hook_acts; k < NL_H5_N_STREAMS; k++)
+            if ((hook_streams >> k) & 1u)
+                o += snprintf(params + o, sizeof params - (size_t)o, "%s\"%s\"", first ? "" : ",", nl_h5_stream_name((nl_h5_stream)k)),
+                    first = 0;
+        o += snprintf(params + o, sizeof params - (size_t)o, "]");
         snprintf(params + o, sizeof params - (size_t)o, ",\"dtype\":\"%s\",\"pool\":%s,\"ctx\":%ld,\"stride\":%ld,\"batch\":%ld}",
                  dtype == NL_H5_F16 ? "f16" : "f32", pool ? "true" : "false", r.ctx, r.stride ? r.stride : r.ctx / 2, r.batch);
         if (stats) snprintf(params + strlen(params) - 1, sizeof params - strlen(params) + 1, ",\"stats\":true,\"top_k\":%ld}", top_k);
@@ -237,10 +310,16 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         meta.layers = layers;
         meta.n_rec = n_layers;
         meta.pooled = pool;
+        meta.no_acts = !hook_acts;
+        meta.streams = hook_streams;
         meta.dataset_checksum = checksum;
         meta.commit_seconds = commit_s;
         if (clog && clog[0] && strcmp(clog, "0")) meta.on_commit = log_commit, meta.on_commit_user = (void *)outp;
         st = resume ? nl_h5_writer_resume(ctx, outp, &meta, &w) : nl_h5_writer_create(ctx, outp, &meta, &w);
+        if (st == NL_OK && r.tok && (st = put_vocab(ctx, w, r.tok)) != NL_OK) {
+            nl_h5_writer_close(w, NULL, 0); /* the file keeps what it had; the vocabulary error is reported */
+            w = NULL;
+        }
     }
     if (st == NL_OK && !stats) {
         nl_progress prog;

@@ -64,7 +64,10 @@ static const nl_cli_option record[] = {
     {"--force", NULL, 0, "replace an existing output file (never one of the command's inputs)", "refuse"},
     {"--resume", NULL, 0, "continue a cut-short file (same model, dataset, layers, dtype, pooling) to the content of an uninterrupted run", NULL},
     {"--layers", "LIST", 0, "layers to record, like 0,2,5-7", "every layer"},
-    {"--dtype", "f32|f16", 0, "stored type of ffn_act", "f32"},
+    {"--hook", "LIST", 0, "what to store per token and layer, a comma list of ffn_act (neuron activations [N, d_ff]), resid "
+                        "(residual stream after the block), attn_out (attention output), ffn_in (normalised FFN input), each "
+                        "[N, d_model]; sparsity needs ffn_act stored, --pool is computed from the activations either way", "ffn_act"},
+    {"--dtype", "f32|f16", 0, "stored type of ffn_act and the --hook datasets", "f32"},
     {"--pool", NULL, 0, "also store each document's mean |a| over its prompt tokens (/pooled, for ability)", NULL},
     {"--stats", NULL, 0, "write a streaming summary (README \"Streaming summaries\") instead of the per-token dump", NULL},
     {"--top-k", "K", 0, "with --stats: top-activating tokens kept per neuron, 1..1024", "20"},

@@ -35,6 +35,22 @@ static nl_status on_act(void *user, nl_ctx *ctx, const nl_hook_info *info, float
     return NL_OK;
 }
 
+/* Observer of resid / attn_out / ffn_in: the same new rows as on_act, into the stream of the
+ * hook point (user = the stream's slot in rec_stream). */
+typedef struct {
+    rec_state *s;
+    nl_h5_stream stream;
+} rec_stream;
+
+static nl_status on_stream(void *user, nl_ctx *ctx, const nl_hook_info *info, float *x) {
+    const rec_stream *rs = user;
+    rec_state *s = rs->s;
+    if (!nl_h5_writer_has_layer(s->w, info->layer)) return NL_OK;
+    int skip = s->new_from > s->start ? s->new_from - s->start : 0;
+    if (skip >= info->T) return NL_OK;
+    return nl_h5_writer_append_stream(s->w, ctx, rs->stream, info->layer, x + (size_t)skip * info->width, info->T - skip);
+}
+
 static nl_status rec_chunk(void *user, nl_ctx *ctx, nl_forward *f, const nl_doc *doc, int start, int T, int new_from) {
     rec_state *s = user;
     s->start = start;
@@ -64,6 +80,16 @@ nl_status nl_record_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, nl_h5_
     nl_hook_id hook_id = 0;
     if (st == NL_OK && nl_hooks_add_id(hooks, NL_HOOK_FFN_ACT, -1, NL_HOOK_OBSERVE, on_act, &s, &hook_id) != NL_OK)
         st = nl_errorf(ctx, NL_EINVAL, "too many hooks on the forward pass");
+    /* The streams the writer records, each from its hook point (hooks.h). */
+    static const nl_hook_point stream_point[NL_H5_N_STREAMS] = {NL_HOOK_RESID, NL_HOOK_ATTN_OUT, NL_HOOK_FFN_IN};
+    rec_stream rs[NL_H5_N_STREAMS];
+    nl_hook_id stream_id[NL_H5_N_STREAMS] = {0};
+    for (int k = 0; st == NL_OK && k < NL_H5_N_STREAMS; k++) {
+        if (!((nl_h5_writer_streams(w) >> k) & 1u)) continue;
+        rs[k] = (rec_stream){&s, (nl_h5_stream)k};
+        if (nl_hooks_add_id(hooks, stream_point[k], -1, NL_HOOK_OBSERVE, on_stream, &rs[k], &stream_id[k]) != NL_OK)
+            st = nl_errorf(ctx, NL_EINVAL, "too many hooks on the forward pass");
+    }
     int64_t done = nl_h5_writer_docs(w); /* > 0 when resuming a cut-short file */
     if (st == NL_OK && done > ds->n_docs)
         st = nl_errorf(ctx, NL_EINVAL, "the activation file holds %lld documents but the dataset has only %d", (long long)done,
@@ -84,7 +110,8 @@ nl_status nl_record_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, nl_h5_
         }
         if (st == NL_OK) st = nl_h5_writer_end_doc(w, ctx);
     }
-    nl_hooks_remove(hooks, hook_id); /* remove our observer */
+    nl_hooks_remove(hooks, hook_id); /* remove our observers (removing id 0 is a harmless no-op) */
+    for (int k = 0; k < NL_H5_N_STREAMS; k++) nl_hooks_remove(hooks, stream_id[k]);
     free(norms);
     free(s.pool);
     return st;

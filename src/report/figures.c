@@ -11,14 +11,14 @@ const nl_figure nl_figures[] = {
      "most neurons carry a tiny fraction of the layer's largest activation: the long tail behind activation sparsity.",
      "SELECT 'value', CASE WHEN layer < 0 THEN 'all layers' ELSE 'layer ' || layer END, x, cdf FROM sparsity_cdf"
      " WHERE run_id = ?1 AND indicator = 'value' AND label = '' AND x > 0 ORDER BY layer < 0, layer, x",
-     "lines", "|a_i| / max_j |a_j| (per token and layer)", "fraction of (token, neuron) pairs ≤ x", 1, 0, "lines", NULL, NULL, NULL, 0, 0, NULL},
+     "lines", "|a_i| / max_j |a_j| (per token and layer)", "fraction of (token, neuron) pairs ≤ x", 1, 0, "lines", NULL, NULL, NULL, 0, 0, NULL, NULL},
     {"sparsity_cdf_norm", "sparsity", "Long tail of the output norm",
      "Cumulative distribution of each neuron's output norm |a_i|·‖W_out[:, i]‖₂ normalised by the largest of its layer "
      "at the same token (log axis), one curve per layer. The output norm measures what a neuron actually adds to the "
      "residual stream; it is the indicator behind CETT.",
      "SELECT 'output norm', CASE WHEN layer < 0 THEN 'all layers' ELSE 'layer ' || layer END, x, cdf FROM sparsity_cdf"
      " WHERE run_id = ?1 AND indicator = 'norm' AND label = '' AND x > 0 ORDER BY layer < 0, layer, x",
-     "lines", "|a_i|·‖w_i‖ / max (per token and layer; w_i: column i of W_out)", "fraction of (token, neuron) pairs ≤ x", 1, 0, "lines", NULL, NULL, NULL, 0, 0, NULL},
+     "lines", "|a_i|·‖w_i‖ / max (per token and layer; w_i: column i of W_out)", "fraction of (token, neuron) pairs ≤ x", 1, 0, "lines", NULL, NULL, NULL, 0, 0, NULL, NULL},
     {"activation_frequency", "sparsity", "How often each neuron is active",
      "Histogram of the neurons' activation frequency: the fraction of tokens on which a neuron's value exceeds 0.1 of "
      "its layer's largest at that token, one curve per layer (share of the layer's neurons per bin of width 0.05; the "
@@ -36,14 +36,14 @@ const nl_figure nl_figures[] = {
      "   (SELECT COUNT(*) FROM f WHERE f.layer = n.layer AND f.bin = bins.b) * 1.0 / n.total"
      " FROM n, bins WHERE bins.b >= 0 OR EXISTS (SELECT 1 FROM f WHERE f.layer = n.layer AND f.bin = bins.b)"
      " ORDER BY n.layer, bins.b",
-     "lines", "activation frequency (fraction of tokens with r > 0.1)", "share of the layer's neurons", 0, 0, "histeps", "0:1", NULL, NULL, 0, 0, NULL},
+     "lines", "activation frequency (fraction of tokens with r > 0.1)", "share of the layer's neurons", 0, 0, "histeps", "0:1", NULL, NULL, 0, 0, NULL, NULL},
     {"cett_sparsity", "sparsity", "Sparsity at fixed CETT, by layer",
      "For each layer, the fraction of (token, neuron) pairs whose output norm lies below the threshold ε at which the "
      "cumulative error of tail truncation (CETT: ‖Σ of the truncated neurons' outputs‖ / ‖FFN output‖, averaged over "
      "tokens) reaches the target. Higher means more neurons can be skipped for the same error.",
      "SELECT 'CETT sparsity', 'CETT ' || printf('%g', target), layer, sparsity FROM sparsity_cett"
      " WHERE run_id = ?1 AND label = '' AND layer >= 0 ORDER BY target, layer",
-     "lines", "layer", "sparsity (fraction of neurons below ε)", 0, 0, "linespoints", NULL, "outside right top vertical", NULL, 0, 0, NULL},
+     "lines", "layer", "sparsity (fraction of neurons below ε)", 0, 0, "linespoints", NULL, "outside right top vertical", NULL, 0, 0, NULL, NULL},
     {"perturbation", "perturb", "Perplexity when the lowest-indicator neurons are masked",
      "Change of perplexity against the unmasked model (ratio 0 of the same run; percent, (PPL_masked − PPL_0) / PPL_0, "
      "the perplexity that neuronlab perturb prints) when, for every token and layer, the given fraction of FFN neurons "
@@ -62,7 +62,7 @@ const nl_figure nl_figures[] = {
      " CASE WHEN base = 0 THEN 'NaN' ELSE 100.0 * (ppl / base - 1) END FROM q" /* no change relative to 0: not a number */
      " ORDER BY label <> '', label, CASE metric WHEN 'value' THEN 0 WHEN 'norm' THEN 1 ELSE 2 END, ratio",
      "lines", "fraction of neurons masked per token and layer", "perplexity change vs. unmasked model (%)", 0, 0, "linespoints",
-     NULL, NULL, NULL, 1, 0.1, NULL},
+     NULL, NULL, NULL, 1, 0.1, NULL, NULL},
     {"ability_scores", "ability", "Ability neurons: how well single neurons tell an ability's documents apart",
      "For each ability (one panel) and layer, the FuncScore of the layer's FFN neurons: how well a neuron's value on a "
      "document (its mean |activation| over the prompt tokens) separates the documents of that ability from the others, "
@@ -85,7 +85,7 @@ const nl_figure nl_figures[] = {
      " WHERE l.run_id = ?1 AND l.layer >= 0 ORDER BY l.ability, s.k, l.layer",
      "lines", "layer", "score (AP or predictivity)", 0, 0, "linespoints", NULL, NULL, "0:1", 1, 0,
      "SELECT CASE method WHEN 'ap' THEN 'average precision (AP)' WHEN 'predictivity' THEN 'predictivity (balanced accuracy)'"
-     " ELSE method END || CASE WHEN symmetric THEN ', two-sided' ELSE '' END FROM ability_run WHERE run_id = ?1"},
+     " ELSE method END || CASE WHEN symmetric THEN ', two-sided' ELSE '' END FROM ability_run WHERE run_id = ?1", NULL},
     {"ability_depth", "ability", "Ability neurons: in which layers they sit",
      "Where each ability's neurons lie: for every ability (one curve), the share of its global top set (the "
      "best-scoring neurons over all recorded layers together) that falls in each layer; each curve sums to 1. With "
@@ -93,7 +93,7 @@ const nl_figure nl_figures[] = {
      "SELECT printf('global top set: best %g%% of all recorded neurons', 100.0 * r.top), d.ability, d.layer, d.share"
      " FROM ability_depth d JOIN ability_run r ON r.run_id = d.run_id"
      " WHERE d.run_id = ?1 AND d.layer >= 0 ORDER BY d.ability, d.layer",
-     "lines", "layer", "share of the ability's top set in the layer", 0, 0, "linespoints", NULL, "outside right top vertical", NULL, 0, 0, NULL},
+     "lines", "layer", "share of the ability's top set in the layer", 0, 0, "linespoints", NULL, "outside right top vertical", NULL, 0, 0, NULL, NULL},
     {"prune_matrix", "prune", "Pruning ability neurons: which abilities suffer",
      "Relative change of perplexity against the unpruned model (percent; 0 = no change, red = worse, blue = better) "
      "when FFN neurons are zeroed at every token. Rows: the ability whose top set (from the ability run) is zeroed; "
@@ -117,13 +117,32 @@ const nl_figure nl_figures[] = {
      "  FROM prune_effect e JOIN prune_control c ON c.run_id = e.run_id AND c.pruned = e.pruned AND c.label = e.label"
      "  WHERE e.run_id = ?1 AND e.control = 'ability' AND e.pruned <> '')"
      " ORDER BY k, r, c = '', c",
-     "heatmap", "evaluated on", "relative perplexity change (%)", 0, 0, "%.1f", NULL, NULL, NULL, 0, 1.0, NULL},
+     "heatmap", "evaluated on", "relative perplexity change (%)", 0, 0, "%.1f", NULL, NULL, NULL, 0, 1.0,
+     /* the colour box label (one line under the panels) says which documents were scored, from the
+        run's params (eval, eval_docs, eval_file: prune.h) */
+     "SELECT 'relative perplexity change (%), ' || CASE json_extract(params, '$.eval')"
+     " WHEN 'heldout' THEN printf('on the %d held-out documents (not used to choose the top sets)', json_extract(params, '$.eval_docs'))"
+     " WHEN 'selection' THEN printf('on the %d documents the top sets were chosen on (no held-out split)', json_extract(params, '$.eval_docs'))"
+     " WHEN 'file' THEN printf('on %d documents of %s (--eval)', json_extract(params, '$.eval_docs'), json_extract(params, '$.eval_file'))"
+     " WHEN 'all' THEN printf('on all %d documents', json_extract(params, '$.eval_docs')) END FROM runs WHERE id = ?1",
+     "SELECT 'Documents scored in this run: ' || CASE json_extract(params, '$.eval')"
+     " WHEN 'heldout' THEN printf('the %d documents the ability run''s --split held out, so the top sets are judged on documents "
+     "they were not chosen on.', json_extract(params, '$.eval_docs'))"
+     " WHEN 'selection' THEN printf('the same %d documents the top sets were chosen on (the ability run has no --split): the "
+     "effects are optimistic; ability --split 0.5 or prune --eval FILE scores held-out documents.', json_extract(params, '$.eval_docs'))"
+     " WHEN 'file' THEN printf('the %d documents of another dataset, %s (prune --eval).', json_extract(params, '$.eval_docs'),"
+     " json_extract(params, '$.eval_file'))"
+     " WHEN 'all' THEN printf('all %d documents of the dataset (user neuron sets, --neurons).', json_extract(params, '$.eval_docs'))"
+     " ELSE 'not recorded in the run''s parameters.' END FROM runs WHERE id = ?1"},
     {"overlap", "overlap", "Overlap of the abilities' top sets",
      "How many neurons the top sets of two abilities share, over all recorded layers. Left: |A∩B| / |A|, the share of "
      "the row ability A's neurons that are also in the column ability B's set (not symmetric). Right: Jaccard index "
      "|A∩B| / |A∪B| (symmetric). The panel titles give the chance level: the expected value for random sets of the "
      "same sizes (per layer when the sets were chosen per layer). Values well above it mean the two abilities share "
-     "neurons; the diagonal (an ability with itself, always 1) is left blank.",
+     "neurons; the diagonal (an ability with itself, always 1) is left blank. Colour scale: one for both panels, "
+     "logarithmic (asinh: linear within 0.01, logarithmic beyond), so that small overlaps near the chance level "
+     "(0.04 against 0.09) differ in colour beside one or two large ones (0.6) instead of being washed out by them; "
+     "the numbers in the cells are exact.",
      "SELECT panel, a, b, v FROM ("
      " SELECT 0 AS k, printf('|A∩B| / |A|, all layers (random: %s)', (SELECT CASE WHEN MAX(baseline_frac) - MIN(baseline_frac)"
      "   < 5e-4 THEN printf('%.3g', AVG(baseline_frac)) ELSE printf('%.3g–%.3g', MIN(baseline_frac), MAX(baseline_frac)) END"
@@ -135,6 +154,7 @@ const nl_figure nl_figures[] = {
      "   END FROM overlap WHERE run_id = ?1 AND layer = -1)), a, b, CASE WHEN a = b THEN NULL ELSE jaccard END"
      "  FROM overlap WHERE run_id = ?1 AND layer = -1)"
      " ORDER BY k, a, b",
-     "heatmap", "B (column ability); A = row ability", "overlap of the top sets", 0, 0, "%.2f", NULL, NULL, NULL, 0, 0, NULL},
+     "heatmap", "B (column ability); A = row ability", "overlap of the top sets", 0, 0, "%.2f", NULL, NULL, NULL, 0, 0.01, NULL,
+     NULL},
 };
 const int nl_n_figures = sizeof nl_figures / sizeof nl_figures[0];

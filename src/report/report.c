@@ -314,6 +314,7 @@ typedef struct {
     long nonpositive; /* values ≤ 0 left out of a logarithmic axis */
     long outside;     /* points outside the figure's fixed x range, left out */
     int emptypanels;  /* panels left out because none of their values is finite */
+    char caption[640]; /* the figure's caption_sql text for this run, "" when none */
 } outcome;
 
 /* Appends file to the space-separated list sb (when sb is not NULL: a panel of the figure) and
@@ -570,15 +571,16 @@ static int stop_query(void *unused) {
     return nl_interrupted != 0;
 }
 
-/* The figure's y label from its ylabel_sql (the first column of the first row, cleaned), or
- * NULL: no query, no row, an error (the static ylabel is used then) or out of memory. */
-static char *ylabel_of(nl_results *db, const nl_figure *fig, int64_t run) {
-    if (!fig->ylabel_sql) return NULL;
+/* A text of run `run` from one of a figure's queries (ylabel_sql, caption_sql): the
+ * first column of the first row, cleaned and cut at maxchars, or NULL: no query, no row, an
+ * error (the static label is used then) or out of memory. */
+static char *text_of(nl_results *db, const char *sql, int64_t run, int maxchars) {
+    if (!sql) return NULL;
     sqlite3_stmt *s;
     char *l = NULL;
-    if (sqlite3_prepare_v2(nl_results_db(db), fig->ylabel_sql, -1, &s, NULL) != SQLITE_OK) return NULL;
+    if (sqlite3_prepare_v2(nl_results_db(db), sql, -1, &s, NULL) != SQLITE_OK) return NULL;
     sqlite3_bind_int64(s, 1, run);
-    if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0)) l = clean((const char *)sqlite3_column_text(s, 0), 0, TITLE_CHARS);
+    if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0)) l = clean((const char *)sqlite3_column_text(s, 0), 0, maxchars);
     sqlite3_finalize(s);
     return l;
 }
@@ -673,10 +675,18 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
     for (size_t i = 0; pfinite && i < n; i++)
         if (!isnan(rows[i].y)) pfinite[rows[i].panel] = 1, any = 1;
     if (st == NL_OK && !out->failed && nread > 0 && !any) {
-        snprintf(out->why, sizeof out->why,
-                 "none of the run's %ld rows for this figure can be drawn (%ld values not finite numbers, %ld values ≤ 0 on a "
-                 "logarithmic axis, %ld points outside the x range)",
-                 nread, out->nonfinite, out->nonpositive, out->outside);
+        /* only the causes that occur, e.g. "(3 without a value)": a value that is NULL in the
+           database (the blank diagonal of a one-ability overlap), not a finite number, ≤ 0 on a
+           logarithmic axis, or outside a fixed x range */
+        long null = nread - out->nonfinite - out->nonpositive - out->outside;
+        int wo = snprintf(out->why, sizeof out->why, "none of the run's %ld rows for this figure can be drawn (", nread);
+        const char *sep = "";
+        const long cnt[4] = {null, out->nonfinite, out->nonpositive, out->outside};
+        const char *what[4] = {"without a value (NULL)", "not finite (NaN, ±Inf or text)", "≤ 0 on a logarithmic axis", "outside the x range"};
+        for (int k = 0; k < 4; k++)
+            if (cnt[k] > 0 && wo < (int)sizeof out->why)
+                wo += snprintf(out->why + wo, sizeof out->why - (size_t)wo, "%s%ld %s", sep, cnt[k], what[k]), sep = ", ";
+        if (wo < (int)sizeof out->why) snprintf(out->why + wo, sizeof out->why - (size_t)wo, ")");
         n = 0;
     }
     if (!heat)
@@ -698,7 +708,10 @@ static nl_status draw(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, cons
         li.soff = malloc(((size_t)panels.n + 1) * sizeof *li.soff);
         if (!li.sidx || !li.soff) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
     }
-    char *ylabel = ylabel_of(db, fig, run);
+    char *ylabel = text_of(db, fig->ylabel_sql, run, TITLE_CHARS);
+    char *capx = text_of(db, fig->caption_sql, run, 600);
+    if (capx) snprintf(out->caption, sizeof out->caption, "%s", capx);
+    free(capx);
     if (st == NL_OK && n > 0) {
         snprintf(path, sizeof path, "%s/%s.titles", o->out_dir, fig->name);
         if (!(titles = fopen(path, "w"))) st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno));
@@ -881,6 +894,7 @@ nl_status nl_report_write(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, 
             html(b, fig->title);
             fputs("\"></div>\n<figcaption>", b);
             html(b, fig->caption);
+            if (r->caption[0]) fputs(" ", b), html(b, r->caption);
             left_out(b, r);
             fprintf(b, "<br>Files: <a href=\"%s.png\">PNG</a> · <a href=\"%s.pdf\">PDF</a> · <a href=\"%s.gp\">gnuplot</a>", fig->name,
                     fig->name, fig->name);

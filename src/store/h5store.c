@@ -399,6 +399,9 @@ struct nl_h5_writer {
     nl_app tokens, offsets, labels, plen;
     nl_app *acts;           /* (n_rec) */
     nl_app *pool;           /* (n_rec) */
+    int d_model;
+    unsigned streams;       /* meta.streams */
+    nl_app *xs;             /* (n_rec, NL_H5_N_STREAMS) stream datasets; ds -1 when not recorded */
     unsigned char *wnorm;   /* (n_rec) 1 once w_out_norm is written */
     int in_doc;
     char *label;            /* owned, of the open document */
@@ -417,6 +420,43 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- streams: /layers/{l}/resid, attn_out, ffn_in (meta.streams), one appender each, handled
+ * like ffn_act by create, end_doc, commit, close and resume. */
+
+static const char *const stream_names[NL_H5_N_STREAMS] = {"resid", "attn_out", "ffn_in"};
+
+const char *nl_h5_stream_name(nl_h5_stream s) { return (unsigned)s < NL_H5_N_STREAMS ? stream_names[s] : NULL; }
+
+static nl_app *w_stream(nl_h5_writer *w, int slot, int s) { return &w->xs[(size_t)slot * NL_H5_N_STREAMS + (size_t)s]; }
+
+/* Creates slot i's stream datasets in its group g. */
+static int w_streams_create(nl_h5_writer *w, hid_t g, int i, const nl_h5_meta *meta) {
+    size_t el = w->dtype == NL_H5_F16 ? 2 : 4;
+    hsize_t rows = 16;
+    while (rows < 4096 && (rows * 2) * (size_t)w->d_model * el <= NL_H5_CHUNK_BYTES) rows *= 2;
+    if (meta->chunk_rows > 0) rows = (hsize_t)meta->chunk_rows;
+    hid_t t = w->dtype == NL_H5_F16 ? w->half : H5T_IEEE_F32LE, mt = w->dtype == NL_H5_F16 ? w->half : H5T_NATIVE_FLOAT;
+    for (int s = 0; s < NL_H5_N_STREAMS; s++)
+        if ((w->streams >> s) & 1u)
+            if (app_create(w_stream(w, i, s), g, stream_names[s], t, mt, el, 2, (hsize_t)w->d_model, rows, meta->filter) != 0)
+                return -1;
+    return 0;
+}
+
+/* Runs op on every stream appender in use: flush (rows < 0) or truncate to rows. */
+static int w_streams_each(nl_h5_writer *w, int64_t rows) {
+    int rc = 0;
+    for (size_t k = 0; w->xs && k < (size_t)w->n_rec * NL_H5_N_STREAMS; k++) {
+        if (w->xs[k].ds < 0) continue;
+        if ((rows < 0 ? app_flush(&w->xs[k]) : app_truncate(&w->xs[k], (hsize_t)rows)) != 0) rc = -1;
+    }
+    return rc;
+}
+
+static void w_streams_free(nl_h5_writer *w) {
+    for (size_t k = 0; w->xs && k < (size_t)w->n_rec * NL_H5_N_STREAMS; k++) app_free(&w->xs[k]);
 }
 
 /* File access of a writer: the metadata cache never evicts (never writes) dirty metadata
@@ -496,11 +536,13 @@ static void writer_free(nl_h5_writer *w) {
         if (w->acts) app_free(&w->acts[i]);
         if (w->pool) app_free(&w->pool[i]);
     }
+    w_streams_free(w);
     if (w->half >= 0) H5Tclose(w->half);
     if (w->vstr >= 0) H5Tclose(w->vstr);
     if (w->file >= 0) H5Fclose(w->file);
     free(w->acts);
     free(w->pool);
+    free(w->xs);
     free(w->wnorm);
     free(w->rec);
     free(w->slot);
@@ -528,6 +570,7 @@ static int w_flush_rows(nl_h5_writer *w) {
         if (!w->no_acts) ok = app_flush(&w->acts[i]) == 0;
         if (ok && w->pooled) ok = app_flush(&w->pool[i]) == 0;
     }
+    if (ok) ok = w_streams_each(w, -1) == 0;
     return ok ? 0 : -1;
 }
 
@@ -573,6 +616,8 @@ static nl_status check_meta(nl_ctx *ctx, const char *path, const nl_h5_meta *m) 
         return nl_errorf(ctx, NL_EINVAL, "cannot create '%s': unknown activation dtype %d", path, (int)m->dtype);
     if (m->filter < NL_H5_FILTER_NONE || m->filter > NL_H5_FILTER_SHUFFLE_DEFLATE)
         return nl_errorf(ctx, NL_EINVAL, "cannot create '%s': unknown filter %d", path, (int)m->filter);
+    if (m->streams >> NL_H5_N_STREAMS)
+        return nl_errorf(ctx, NL_EINVAL, "cannot create '%s': unknown stream bits 0x%x", path, m->streams);
     if (m->chunk_rows < 0 || m->n_rec < 0 || (m->n_rec > 0 && !m->layers))
         return nl_errorf(ctx, NL_EINVAL, "cannot create '%s': bad chunk_rows or layer list", path);
     for (int i = 0; m->layers && i < m->n_rec; i++)
@@ -596,6 +641,8 @@ static nl_status writer_alloc(nl_ctx *ctx, const char *path, const nl_h5_meta *m
     w->dtype = meta->dtype;
     w->pooled = meta->pooled != 0;
     w->no_acts = meta->no_acts != 0;
+    w->d_model = meta->d_model;
+    w->streams = meta->streams & ((1u << NL_H5_N_STREAMS) - 1);
     w->commit_s = meta->commit_seconds != 0 ? meta->commit_seconds : NL_H5_COMMIT_SECONDS;
     w->on_commit = meta->on_commit;
     w->on_commit_user = meta->on_commit_user;
@@ -605,13 +652,15 @@ static nl_status writer_alloc(nl_ctx *ctx, const char *path, const nl_h5_meta *m
     w->acts = calloc((size_t)n_rec, sizeof(nl_app));
     w->pool = calloc((size_t)n_rec, sizeof(nl_app));
     w->wnorm = calloc((size_t)n_rec, 1);
-    if (!w->path || !w->rec || !w->slot || !w->acts || !w->pool || !w->wnorm) {
+    w->xs = calloc((size_t)n_rec * NL_H5_N_STREAMS, sizeof(nl_app));
+    if (!w->path || !w->rec || !w->slot || !w->acts || !w->pool || !w->wnorm || !w->xs) {
         writer_free(w);
         return nl_errorf(ctx, NL_ENOMEM, "cannot %s '%s': out of memory", verb, path);
     }
     for (int i = 0; i < n_rec; i++) {
         w->rec[i] = (meta->n_rec > 0 && meta->layers) ? meta->layers[i] : i;
         w->acts[i].ds = w->pool[i].ds = -1;
+        for (int s = 0; s < NL_H5_N_STREAMS; s++) w->xs[(size_t)i * NL_H5_N_STREAMS + (size_t)s].ds = -1;
     }
     w->n_rec = n_rec;
     qsort(w->rec, (size_t)n_rec, sizeof(int), cmp_int);
@@ -727,6 +776,7 @@ nl_status nl_h5_writer_create(nl_ctx *ctx, const char *path, const nl_h5_meta *m
                 hid_t mt = w->dtype == NL_H5_F16 ? w->half : H5T_NATIVE_FLOAT;
                 ok = app_create(&w->acts[i], g, "ffn_act", t, mt, el, 2, (hsize_t)w->d_ff, crows, meta->filter) == 0;
             }
+            if (ok && pass == 0) ok = w_streams_create(w, g, i, meta) == 0;
             if (ok && pass == 1)
                 ok = app_create(&w->pool[i], g, "mean_abs", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 4, 2, (hsize_t)w->d_ff,
                                 prows, meta->filter) == 0;
@@ -802,6 +852,55 @@ nl_status nl_h5_writer_append_acts(nl_h5_writer *w, nl_ctx *ctx, int layer, cons
     return NL_OK;
 }
 
+nl_status nl_h5_writer_append_stream(nl_h5_writer *w, nl_ctx *ctx, nl_h5_stream s, int layer, const float *x, int T) {
+    int slot = -1;
+    nl_status st = w_check(w, ctx, "stream rows", 1);
+    if (st == NL_OK && (unsigned)s >= NL_H5_N_STREAMS)
+        st = nl_errorf(ctx, NL_EINVAL, "cannot write '%s': unknown stream %d", w->path, (int)s);
+    if (st == NL_OK) st = w_layer(w, ctx, layer, &slot);
+    if (st != NL_OK) return st;
+    if (T < 0) return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': negative row count %d", w->path, T);
+    if (slot < 0 || !((w->streams >> s) & 1u) || T == 0) return NL_OK;
+    if (app_push(w_stream(w, slot, s), x, (hsize_t)T, w->dtype == NL_H5_F16 ? conv_f16 : NULL) < 0) return w_ioerr(w, ctx);
+    return NL_OK;
+}
+
+nl_status nl_h5_writer_put_vocab(nl_h5_writer *w, nl_ctx *ctx, const char *const *pieces, const char *const *raw,
+                                 const size_t *raw_len, int n) {
+    nl_status st = w_check(w, ctx, "vocab", 0);
+    if (st != NL_OK) return st;
+    if (n < 0 || (n > 0 && !pieces) || (raw && !raw_len))
+        return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': bad vocabulary (%d pieces)", w->path, n);
+    if (H5Lexists(w->file, "vocab", H5P_DEFAULT) > 0) return NL_OK; /* a resumed file keeps its own */
+    const char **v = malloc(sizeof(char *) * (size_t)(n > 0 ? n : 1));
+    hvl_t *b = raw ? malloc(sizeof(hvl_t) * (size_t)(n > 0 ? n : 1)) : NULL;
+    if (!v || (raw && !b)) {
+        free(v), free(b);
+        return nl_errorf(ctx, NL_ENOMEM, "cannot write '%s': out of memory", w->path);
+    }
+    for (int i = 0; i < n; i++) {
+        v[i] = pieces[i] ? pieces[i] : "";
+        if (b) b[i].len = raw[i] ? raw_len[i] : 0, b[i].p = (void *)(raw[i] ? raw[i] : "");
+    }
+    hsize_t dim = (hsize_t)n;
+    hid_t sp = H5Screate_simple(1, &dim, NULL);
+    hid_t ds = sp < 0 ? -1 : H5Dcreate2(w->file, "vocab", w->vstr, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t e = ds < 0 ? -1 : (n > 0 ? H5Dwrite(ds, w->vstr, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) : 0);
+    if (ds >= 0) H5Dclose(ds);
+    if (e >= 0 && b) {
+        hid_t ft = H5Tvlen_create(H5T_STD_U8LE), mt = H5Tvlen_create(H5T_NATIVE_UINT8);
+        ds = ft < 0 || mt < 0 ? -1 : H5Dcreate2(w->file, "vocab_bytes", ft, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        e = ds < 0 ? -1 : (n > 0 ? H5Dwrite(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, b) : 0);
+        if (ds >= 0) H5Dclose(ds);
+        if (ft >= 0) H5Tclose(ft);
+        if (mt >= 0) H5Tclose(mt);
+    }
+    if (sp >= 0) H5Sclose(sp);
+    free(v), free(b);
+    if (e < 0) return w_ioerr(w, ctx);
+    return w_commit(w, ctx);
+}
+
 nl_status nl_h5_writer_append_pooled(nl_h5_writer *w, nl_ctx *ctx, int layer, const float *mean_abs) {
     int s = -1;
     nl_status st = w_check(w, ctx, "pooled row", 1);
@@ -824,6 +923,12 @@ nl_status nl_h5_writer_end_doc(nl_h5_writer *w, nl_ctx *ctx) {
             return nl_errorf(ctx, NL_EINVAL,
                              "cannot write '%s': document %lld: layer %d has %lld activation rows but there are %lld tokens",
                              w->path, (long long)w->n_docs, w->rec[i], (long long)app_rows(&w->acts[i]), (long long)n_tok);
+    for (int i = 0; i < w->n_rec; i++)
+        for (int s = 0; s < NL_H5_N_STREAMS; s++)
+            if (w_stream(w, i, s)->ds >= 0 && (int64_t)app_rows(w_stream(w, i, s)) != n_tok)
+                return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': document %lld: layer %d has %lld %s rows but there are %lld tokens",
+                                 w->path, (long long)w->n_docs, w->rec[i], (long long)app_rows(w_stream(w, i, s)),
+                                 stream_names[s], (long long)n_tok);
     for (int i = 0; i < w->n_rec; i++) {
         if (w->pooled && (int64_t)app_rows(&w->pool[i]) != w->n_docs + 1)
             return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': document %lld: layer %d has no pooled row", w->path,
@@ -901,6 +1006,7 @@ nl_status nl_h5_writer_close(nl_h5_writer *w, nl_ctx *ctx, int complete) {
         if (!w->no_acts && app_truncate(&w->acts[i], N) != 0) ok = 0;
         if (w->pooled && app_truncate(&w->pool[i], D) != 0) ok = 0;
     }
+    if (w_streams_each(w, (int64_t)N) != 0) ok = 0;
     if (!ok) h5_err(m, sizeof m);
     else if (w_commit_raw(w, m, sizeof m) < 0) ok = 0;
     if (!ok) {
@@ -925,6 +1031,7 @@ nl_status nl_h5_writer_close(nl_h5_writer *w, nl_ctx *ctx, int complete) {
         app_free(&w->acts[i]);
         app_free(&w->pool[i]);
     }
+    w_streams_free(w);
     if (H5Fclose(w->file) < 0) {
         if (st == NL_OK) st = nl_errorf(ctx, NL_EIO, "cannot close '%s': %s", w->path, h5_err(m, sizeof m));
         w->failed = 1;
@@ -941,6 +1048,7 @@ int64_t nl_h5_writer_tokens(const nl_h5_writer *w) { return (int64_t)app_rows(&w
 int nl_h5_writer_has_layer(const nl_h5_writer *w, int layer) {
     return layer >= 0 && layer < w->n_layers && w->slot[layer] >= 0;
 }
+unsigned nl_h5_writer_streams(const nl_h5_writer *w) { return w->streams; }
 
 /* ------------------------------------------------------------------ reader */
 
@@ -2394,6 +2502,20 @@ nl_status nl_h5_writer_resume(nl_ctx *ctx, const char *path, const nl_h5_meta *m
                 goto h5fail;
             if (w->acts[i].disk < minN) minN = w->acts[i].disk;
         }
+        for (int s = 0; s < NL_H5_N_STREAMS; s++) {
+            int want = (w->streams >> s) & 1u;
+            snprintf(name, sizeof name, "layers/%d/%s", w->rec[i], stream_names[s]);
+            if (has_link(f, name) != want) {
+                st = nl_errorf(ctx, NL_EINVAL, "cannot resume '%s': /%s is %s (this run records --hook %s%s)", path, name,
+                               want ? "missing" : "present", want ? "" : "without ", stream_names[s]);
+                goto fail;
+            }
+            if (!want) continue;
+            nl_app *a = w_stream(w, i, s);
+            if (app_open(a, f, name, w->dtype == NL_H5_F16 ? w->half : H5T_NATIVE_FLOAT, el, 2, (hsize_t)w->d_model) < 0)
+                goto h5fail;
+            if (a->disk < minN) minN = a->disk;
+        }
         if (w->pooled) {
             snprintf(name, sizeof name, "pooled/%d/mean_abs", w->rec[i]);
             if (app_open(&w->pool[i], f, name, H5T_NATIVE_FLOAT, 4, 2, (hsize_t)w->d_ff) < 0) goto h5fail;
@@ -2467,6 +2589,7 @@ nl_status nl_h5_writer_resume(nl_ctx *ctx, const char *path, const nl_h5_meta *m
         if (!w->no_acts) ok = app_truncate(&w->acts[i], N) == 0;
         if (ok && w->pooled) ok = app_truncate(&w->pool[i], D) == 0;
     }
+    if (ok) ok = w_streams_each(w, (int64_t)N) == 0;
     hid_t a = ok ? H5Aopen(f, "complete", H5P_DEFAULT) : -1;
     int zero = 0;
     if (a < 0 || H5Awrite(a, H5T_NATIVE_INT, &zero) < 0) ok = 0;
