@@ -11,7 +11,7 @@
 
 static int run(nl_ctx *ctx, int argc, char **argv);
 const nl_cli_option nl_cli_opts_moefy[] = {
-    {"MODEL", NULL, 1, "a Hugging Face folder (config.json + *.safetensors) or a llama2.c .bin checkpoint", NULL},
+    {"MODEL", NULL, 1, "a Hugging Face folder (config.json + *.safetensors), a GGUF file or a llama2.c .bin checkpoint", NULL},
     {"CALIB.jsonl", NULL, 1, "calibration documents (same row kinds as every dataset): at least 4·E tokens", NULL},
     {"--experts", "E", 1, "routed experts per layer (1 .. d_ff − shared); sizes differ by at most one", NULL},
     {"-o, --output", "MOE_DIR", 1, "the MoE folder to write (manifest.json + experts.safetensors)", NULL},
@@ -29,6 +29,8 @@ const nl_cli_option nl_cli_opts_moefy[] = {
     {"--stride", "N", 0, "step between sliding windows", "ctx/2"},
     {"--threads", "N", 0, "worker threads (1..1024)", "all cores"},
     {"--tokenizer", "PATH", 0, "tokenizer for \"text\" and \"prompt\"/\"response\" rows", "the model's own"},
+    {"--hidden-act", "NAME", 0, "FFN activation of a GGUF model (llama.cpp's files do not store it)",
+     "config.json beside the file, else its neuronlab.hidden_act, else silu"},
     {NULL, NULL, 0, NULL, NULL}};
 const nl_command nl_cmd_moefy = {"moefy", NULL,
                                  "MoEfication: split each FFN into E experts from calibration data (param or coact split, optional "
