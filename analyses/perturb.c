@@ -247,6 +247,7 @@ static void params_json(const nl_perturb_opts *opt, int ctx_len, int stride, int
         for (int j = 0; j < opt->n_layers; j++) PUT("%s%d", j ? "," : "", opt->layers[j]);
         PUT("]");
     }
+    if (opt->moe_json) PUT(",\"moe\":%s", opt->moe_json);
     PUT("}");
 #undef PUT
 }

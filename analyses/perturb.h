@@ -104,6 +104,8 @@ typedef struct {
                                     * path, the dataset's path) */
     const int *layers;             /* (n_layers) model layers to mask; NULL = every layer (default) */
     int n_layers;
+    const char *moe_json;          /* params "moe": a JSON object describing the forward pass's expert
+                                    * FFN (the CLI's --moe), or NULL for the dense model (default) */
 } nl_perturb_opts;
 
 void nl_perturb_opts_init(nl_perturb_opts *o);

@@ -338,6 +338,7 @@ static void params_json(const nl_ability_sets *sets, const nl_prune_opts *opt, c
         put_str(buf, n, &o, opt->eval_file);
     }
     if (opt->neurons_json) PUT(",\"neurons\":%s", opt->neurons_json);
+    if (opt->moe_json) PUT(",\"moe\":%s", opt->moe_json);
     PUT("}");
 #undef PUT
 }

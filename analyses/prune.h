@@ -147,6 +147,8 @@ typedef struct {
     const char *eval;             /* params "eval": "heldout" | "selection" | "file" | "all" (NULL) */
     const char *eval_file;        /* params "eval_file" (NULL: none) */
     const char *neurons_json;     /* params "neurons": a JSON object (nl_prune_sets_from_file) or NULL */
+    const char *moe_json;         /* params "moe": a JSON object describing the forward pass's expert
+                                   * FFN (the CLI's --moe), or NULL for the dense model */
 } nl_prune_opts;
 
 void nl_prune_opts_init(nl_prune_opts *o);

@@ -8,6 +8,11 @@
 #   --experts 0, a calibration set with fewer than 4·E tokens, a corrupt or missing manifest,
 #   a missing tensor file, --layers out of range. Usage errors exit 2: --k 0, --k 150%, --fill x,
 #   --router x, --k without --moe, moefy without -o or --experts, --split x.
+# --moe on the other forward commands (same parser): with K = E, generate (greedy and sampled),
+# perturb, prune and record print/store what the dense model gives (record: ffn_act to 1e-5, as
+# the expert FFN's GEMMs are blocked differently); with K < E they differ from it (the options
+# reach the forward pass; numbers of perturb/prune to 1e-5 relative), perturb/prune/record --db carry "moe" in the run's params; --k without
+# --moe is a usage error on each; record --resume --moe is a usage error.
 # Prints PASS/FAIL lines (read by scripts/run-tests.sh).
 set -u
 cd "$(dirname "$0")/.."
@@ -86,3 +91,99 @@ expect "--k without --moe" 2 "need --moe" -- "$nl" ppl $model "$tmp/calib.jsonl"
 expect "moefy without -o" 2 "-o" -- "$nl" moefy $model "$tmp/calib.jsonl" --experts 2
 expect "moefy without --experts" 2 "--experts" -- "$nl" moefy $model "$tmp/calib.jsonl" -o "$tmp/x"
 expect "--split x" 2 "--split" -- "$nl" moefy $model "$tmp/calib.jsonl" --experts 2 --split x -o "$tmp/x"
+
+# ---- --moe on generate, perturb, prune, record ---------------------------------------------
+bf=tests/fixtures/hf/llama_bf16
+"$nl" moefy $bf "$tmp/calib.jsonl" --experts 8 -o "$tmp/moebf" --quiet > /dev/null 2>&1
+for mode in "--temp 0 --seed 5" "--temp 0.9 --seed 5"; do
+  "$nl" generate $bf --prompt Once -n 24 $mode --json > "$tmp/g0" 2> /dev/null
+  "$nl" generate $bf --prompt Once -n 24 $mode --json --moe "$tmp/moebf" --k 8 --fill mean > "$tmp/g1" 2> "$tmp/err"
+  "$nl" generate $bf --prompt Once -n 24 $mode --json --moe "$tmp/moebf" --k 1 > "$tmp/g2" 2> /dev/null
+  if [ -s "$tmp/g0" ] && cmp -s "$tmp/g0" "$tmp/g1" && grep -q 'K 8 (100.0%)' "$tmp/err"; then pass "generate $mode: K = E gives the dense tokens"
+  else fail "generate $mode: K = E gives the dense tokens" "$tmp/err"; fi
+  if [ -s "$tmp/g2" ] && ! cmp -s "$tmp/g0" "$tmp/g2"; then pass "generate $mode: K = 1 changes the text"
+  else fail "generate $mode: K = 1 changes the text" "$tmp/g2"; fi
+done
+
+# jsonsame A B: the two perturb/prune JSON outputs agree (numbers to 1e-5 relative + 1e-7 for the
+# relative changes near 0; run ids aside)
+jsonsame() {
+  $py - "$1" "$2" <<'PY'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+def same(x, y):
+    if isinstance(x, dict):
+        return isinstance(y, dict) and x.keys() == y.keys() and all(k == "run_id" or same(x[k], y[k]) for k in x)
+    if isinstance(x, list): return isinstance(y, list) and len(x) == len(y) and all(map(same, x, y))
+    if isinstance(x, float) or isinstance(y, float):
+        return isinstance(y, (int, float)) and isinstance(x, (int, float)) and abs(x - y) <= 1e-5 * max(abs(x), abs(y)) + 1e-7
+    return x == y
+sys.exit(0 if same(a, b) else 1)
+PY
+}
+pa=(--metric value,random --ratios 0,0.5 --json)
+"$nl" perturb $model "$tmp/calib.jsonl" "${pa[@]}" > "$tmp/p0" 2> "$tmp/err"
+"$nl" perturb $model "$tmp/calib.jsonl" "${pa[@]}" --moe "$m" --k 8 > "$tmp/p1" 2>> "$tmp/err"
+"$nl" perturb $model "$tmp/calib.jsonl" "${pa[@]}" --moe "$m" --k 2 --fill mean > "$tmp/p2" 2>> "$tmp/err"
+if [ -s "$tmp/p0" ] && jsonsame "$tmp/p0" "$tmp/p1"; then pass "perturb: K = E gives the dense table"
+else fail "perturb: K = E gives the dense table" "$tmp/err"; fi
+if [ -s "$tmp/p2" ] && ! jsonsame "$tmp/p0" "$tmp/p2"; then pass "perturb: K < E differs"; else fail "perturb: K < E differs" "$tmp/p2"; fi
+"$nl" perturb $model "$tmp/calib.jsonl" --ratios 0.5 --metric value > "$tmp/out" 2> "$tmp/err" --moe "$m" --k 4 --db "$tmp/p.db"
+if $py -c '
+import json, sqlite3, sys
+p = json.loads(sqlite3.connect(sys.argv[1]).execute("SELECT params FROM runs ORDER BY id DESC LIMIT 1").fetchone()[0])
+assert p["moe"]["k"] == 4 and p["moe"]["experts"] == 8 and p["moe"]["fill"] == "zero", p
+' "$tmp/p.db" 2> "$tmp/err2" && grep -q 'K 4 (50.0%)' "$tmp/out"; then pass "perturb --moe --db: params carry moe, text prints it"
+else fail "perturb --moe --db: params carry moe, text prints it" "$tmp/err2"; fi
+
+printf 'layer,neuron\n0,1\n0,7\n1,3\n1,40\n' > "$tmp/n.csv"
+pr=(--db "$tmp/pr.db" --neurons "$tmp/n.csv" --seeds 1 --json)
+"$nl" prune $model "$tmp/calib.jsonl" "${pr[@]}" > "$tmp/r0" 2> "$tmp/err"
+"$nl" prune $model "$tmp/calib.jsonl" "${pr[@]}" --moe "$m" --k 8 > "$tmp/r1" 2>> "$tmp/err"
+"$nl" prune $model "$tmp/calib.jsonl" "${pr[@]}" --moe "$m" --k 2 > "$tmp/r2" 2>> "$tmp/err"
+if [ -s "$tmp/r0" ] && jsonsame "$tmp/r0" "$tmp/r1"; then pass "prune: K = E gives the dense matrix"
+else fail "prune: K = E gives the dense matrix" "$tmp/err"; fi
+if [ -s "$tmp/r2" ] && ! jsonsame "$tmp/r0" "$tmp/r2" && $py -c '
+import json, sqlite3, sys
+p = json.loads(sqlite3.connect(sys.argv[1]).execute("SELECT params FROM runs ORDER BY id DESC LIMIT 1").fetchone()[0])
+assert p["moe"]["k"] == 2, p' "$tmp/pr.db"; then pass "prune: K < E differs, params carry moe"
+else fail "prune: K < E differs, params carry moe" "$tmp/r2"; fi
+
+"$nl" record $model "$tmp/calib.jsonl" -o "$tmp/a0.h5" --quiet > /dev/null 2> "$tmp/err"
+"$nl" record $model "$tmp/calib.jsonl" -o "$tmp/a1.h5" --moe "$m" --k 8 > /dev/null 2>> "$tmp/err"
+"$nl" record $model "$tmp/calib.jsonl" -o "$tmp/a2.h5" --moe "$m" --k 2 --fill mean --db "$tmp/rec.db" > /dev/null 2>> "$tmp/err"
+if $py -c 'import h5py' 2> /dev/null; then
+  if $py - "$tmp/a0.h5" "$tmp/a1.h5" "$tmp/a2.h5" "$m" > "$tmp/chk" 2>&1 <<'PY'
+import h5py, json, sys
+import numpy as np
+f0, f1, f2 = (h5py.File(p, "r") for p in sys.argv[1:4])
+L = len([k for k in f0["layers"].keys()])
+for l in range(L):
+    a0, a1, a2 = (f["layers"][str(l)]["ffn_act"][:] for f in (f0, f1, f2))
+    assert a0.shape == a1.shape == a2.shape and a0.shape[0] > 0
+    err = np.abs(a1 - a0).max() / max(np.abs(a0).max(), 1e-30)
+    assert err < 1e-5, (l, err)
+    # K = 2 of 8, fill mean: per token, the unselected experts' neurons hold mu exactly
+    same = np.isclose(a2, a0, rtol=1e-4, atol=1e-6).mean(axis=1)
+    assert same.max() < 0.75, (l, same.max())
+print("ok")
+PY
+  then pass "record: K = E stores the dense ffn_act (1e-5); K < E the MoE layer's activations"
+  else fail "record: K = E stores the dense ffn_act (1e-5); K < E the MoE layer's activations" "$tmp/chk"; fi
+else echo "SKIP record --moe comparison: /usr/bin/python3 has no h5py"; fi
+if $py -c '
+import json, sqlite3, sys
+p = json.loads(sqlite3.connect(sys.argv[1]).execute("SELECT params FROM runs ORDER BY id DESC LIMIT 1").fetchone()[0])
+assert p["moe"]["k"] == 2 and p["moe"]["fill"] == "mean", p' "$tmp/rec.db" 2> "$tmp/err2"; then pass "record --moe --db: params carry moe"
+else fail "record --moe --db: params carry moe" "$tmp/err2"; fi
+
+for c in generate perturb prune record; do
+  case $c in
+    generate) args=($bf --prompt x) ;;
+    prune) args=($model "$tmp/calib.jsonl" --db "$tmp/pr.db" --neurons "$tmp/n.csv") ;;
+    record) args=($model "$tmp/calib.jsonl" -o "$tmp/x.h5") ;;
+    *) args=($model "$tmp/calib.jsonl") ;;
+  esac
+  expect "$c --k without --moe" 2 "need --moe" -- "$nl" $c "${args[@]}" --k 2
+done
+expect "record --resume --moe" 2 "--resume with --moe" -- "$nl" record $model "$tmp/calib.jsonl" -o "$tmp/a2.h5" --resume --moe "$m"

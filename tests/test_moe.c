@@ -5,6 +5,8 @@
  *     (zero and mean fill, sim and oracle routers, with and without a shared expert, gated and
  *     plain FFNs), the static-vector path equals summing the unselected m_e explicitly, batch-1
  *     calls equal grouped calls, and router recall equals a recomputation from the activations;
+ *     FFN_ACT hooks see the layer's effective activations a' and an intervener's edits reach the
+ *     output exactly (batch 1 and grouped);
  *   - the FLOP formula equals multiply-adds counted in a plain loop, and the kernel's count;
  *   - K = E reproduces the dense perplexity (fixtures, stories260K, the zoo SiLU model);
  *   - stories260K: one-neuron experts with the oracle router equal the masking perturbation of
@@ -242,6 +244,28 @@ static void dense_acts(const nl_config *cfg, const nl_layer *w, const float *X, 
         }
 }
 
+/* FFN_ACT hooks on an MoE layer: an observer's copy of a', and an intervener zeroing every
+ * third neuron (a hook's user is this struct). */
+typedef struct {
+    float *seen; /* (T, F) */
+    int zero_every;
+} act_hook;
+
+static nl_status on_act_observe(void *user, nl_ctx *ctx, const nl_hook_info *info, float *x) {
+    (void)ctx;
+    act_hook *h = user;
+    memcpy(h->seen, x, (size_t)info->T * info->width * sizeof(float));
+    return NL_OK;
+}
+
+static nl_status on_act_zero(void *user, nl_ctx *ctx, const nl_hook_info *info, float *x) {
+    (void)ctx;
+    const act_hook *h = user;
+    for (int t = 0; t < info->T; t++)
+        for (int i = 0; i < info->width; i += h->zero_every) x[(size_t)t * info->width + i] = 0;
+    return NL_OK;
+}
+
 /* The whole check of one (model, folder) pair for every router × fill; counts multiply-adds. */
 static void check_kernel(fx *x, const nl_moe *moe, int layer, int K) {
     const nl_config *cfg = nl_model_config(x->m);
@@ -363,6 +387,52 @@ static void check_kernel(fx *x, const nl_moe *moe, int layer, int K) {
             c.call.T = T;
             nl_check_close(out1, out, (size_t)T * D, 1e-5);
             nl_check_close(outg, out, (size_t)T * D, 1e-5);
+            /* FFN_ACT: an observer sees a' (computed for the shared and selected experts' neurons,
+             * r_i for the others) and the output is unchanged; an intervener zeroing every third
+             * neuron gives b_down + W_out·a'' with those neurons at 0 */
+            {
+                act_hook h = {malloc((size_t)T * F * sizeof(float)), 3};
+                float *outh = malloc((size_t)T * D * sizeof(float));
+                nl_hook_id id1 = 0, id2 = 0;
+                cr_assert_eq(nl_hooks_add_id(&c.hooks, NL_HOOK_FFN_ACT, layer, NL_HOOK_OBSERVE, on_act_observe, &h, &id1), NL_OK);
+                cr_assert_eq(nl_moe_ffn_fn(k, &x->ctx, &c.call, X, outh), NL_OK, "%s", x->ctx.msg);
+                nl_check_close(outh, out, (size_t)T * D, 1e-6);
+                for (int t = 0; t < T; t++)
+                    for (int i = 0; i < F; i++) {
+                        int on = expert_of[i] < 0;
+                        for (int kk = 0; kk < K; kk++) on |= selc[(size_t)t * K + kk] == expert_of[i];
+                        const double v = on ? a[(size_t)t * F + i] : (fill ? map->mu[i] : 0);
+                        cr_assert(fabs(h.seen[(size_t)t * F + i] - v) <= 1e-5 * (1 + fabs(v)), "a' token %d neuron %d: %.7g, want %.7g",
+                                  t, i, h.seen[(size_t)t * F + i], v);
+                    }
+                cr_assert_eq(nl_hooks_add_id(&c.hooks, NL_HOOK_FFN_ACT, layer, NL_HOOK_INTERVENE, on_act_zero, &h, &id2), NL_OK);
+                for (int pass = 0; pass < 2; pass++) { /* as called (grouped for T > 1), then batch 1 */
+                    if (pass == 0) cr_assert_eq(nl_moe_ffn_fn(k, &x->ctx, &c.call, X, outh), NL_OK, "%s", x->ctx.msg);
+                    else {
+                        c.call.T = 1;
+                        for (int t = 0; t < T; t++) cr_assert_eq(nl_moe_ffn_fn(k, &x->ctx, &c.call, X + (size_t)t * D, outh + (size_t)t * D), NL_OK);
+                        c.call.T = T;
+                    }
+                    for (int t = 0; t < T; t++) {
+                        double scale = 0;
+                        for (int d = 0; d < D; d++) bf[d] = c.w.b_down ? c.w.b_down[d] : 0;
+                        for (int i = 0; i < F; i++) {
+                            if (i % 3 == 0) continue;
+                            int on = expert_of[i] < 0;
+                            for (int kk = 0; kk < K; kk++) on |= selc[(size_t)t * K + kk] == expert_of[i];
+                            const double v = on ? a[(size_t)t * F + i] : (fill ? map->mu[i] : 0);
+                            for (int d = 0; d < D; d++) bf[d] += v * nl_moe_mat_at(&c.w.w_down, d, i);
+                        }
+                        for (int d = 0; d < D; d++) scale = fmax(scale, fabs(bf[d]));
+                        for (int d = 0; d < D; d++)
+                            cr_assert(fabs(outh[(size_t)t * D + d] - bf[d]) <= 1e-5 * (1 + scale),
+                                      "masked MoE layer, pass %d token %d dim %d: %.7g, want %.7g", pass, t, d, outh[(size_t)t * D + d], bf[d]);
+                    }
+                }
+                nl_hooks_remove(&c.hooks, id1);
+                nl_hooks_remove(&c.hooks, id2);
+                free(h.seen), free(outh);
+            }
             free(selc);
             nl_moe_ffn_destroy(k);
         }

@@ -182,5 +182,8 @@ void nl_cli_moe_close(nl_cli_moe *o, nl_forward *f);
 /* Text summary of an MoE run: folder, experts, K, fill, router, analytic and counted FFN FLOPs
  * fractions of the whole model, router recall. */
 void nl_cli_moe_print(FILE *out, const nl_cli_moe *o, const nl_config *c);
+/* The JSON object {"dir","experts","shared","layers","k","router","fill"} of an opened --moe for
+ * a run's params (analyses' opts.moe_json), into buf (n bytes); NULL without --moe. */
+const char *nl_cli_moe_params(const nl_cli_moe *o, char *buf, size_t n);
 
 #endif

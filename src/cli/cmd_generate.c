@@ -1,5 +1,5 @@
 /* cmd_generate.c — `neuronlab generate MODEL --prompt TEXT [-n N] [--temp T] [--top-p P]
- * [--seed S]`: continues a prompt with the KV-cached forward pass and streams the text as it
+ * [--seed S] [--moe DIR --k K --fill zero|mean --router sim|oracle]`: continues a prompt with the KV-cached forward pass and streams the text as it
  * is produced — a quick way to see that a checkpoint and its tokenizer load right.
  *
  * The prompt is encoded without special tokens and preceded by the template's leading ids
@@ -8,7 +8,9 @@
  * then one token per step; generation stops after N tokens, at EOS, at the end of the
  * context, or on Ctrl-C. Statistics go to stderr; --json prints one object instead of
  * streaming (prompt ids, generated ids, text, why it stopped, seed). Non-finite logits (NaN
- * weights or config) are an error naming the model, never sampled from. */
+ * weights or config) are an error naming the model, never sampled from. With --moe the FFNs of
+ * the folder's layers are replaced by its experts (moe.h) and the MoE summary (K, FLOPs
+ * fraction) goes to stderr after the statistics. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +33,7 @@ const nl_cli_option nl_cli_opts_generate[] = {
     {"--tokenizer", "PATH", 0, "tokenizer to use", "the model's own"},
     {"--threads", "N", 0, "worker threads (1..1024)", "all cores"},
     {"--json", NULL, 0, "print one JSON object (prompt ids, generated ids, text, why it stopped, seed) instead of streaming", NULL},
+    NL_CLI_MOE_OPTIONS,
     {NULL, NULL, 0, NULL, NULL}};
 const nl_command nl_cmd_generate = {
     "generate", NULL, "continue a prompt, streaming the text (default -n 128, --temp 1.0, --top-p 0.9; --temp 0 is greedy)", run};
@@ -100,9 +103,12 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     long n_new = 128;
     double temp = 1.0, top_p = 0.9;
     nl_cli_common co = {0};
+    nl_cli_moe mo = {0};
     int k;
     for (int i = 1; i < argc; i++) {
         if ((k = nl_cli_common_arg(cmd, ctx, NL_CLI_SEED | NL_CLI_THREADS | NL_CLI_JSON, &co, argc, argv, &i))) {
+            if (k != 1) return k;
+        } else if ((k = nl_cli_moe_arg(cmd, &mo, argc, argv, &i))) {
             if (k != 1) return k;
         } else if ((k = nl_cli_opt(argc, argv, &i, "--prompt", &v)) != 0) {
             if (k < 0) return nl_cli_usage(cmd, "--prompt needs a text");
@@ -122,6 +128,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     }
     if (!model_path) return nl_cli_usage(cmd, "missing MODEL");
     if (!prompt) return nl_cli_usage(cmd, "missing --prompt TEXT (it may be empty: --prompt '')");
+    if (nl_cli_moe_check(cmd, &mo)) return 2;
     const unsigned long long seed = co.have_seed ? co.seed : (unsigned long long)time(NULL);
     const int json = co.json;
     nl_ctx_apply_threads(ctx);
@@ -177,6 +184,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         nl_model_keep_f32(m, pages > 0 && page > 0 ? (size_t)pages * (size_t)page / 2 : (size_t)1 << 30);
         st = nl_forward_create(ctx, m, max_T, n_prompt + (int)n_new, &f);
     }
+    if (st == NL_OK) st = nl_cli_moe_open(ctx, &mo, m, f, 0);
     if (st == NL_OK && (!(smp = nl_sampler_create(V, (float)temp, (float)top_p, seed)) || !(logits = malloc((size_t)V * sizeof *logits))))
         st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
     if (st != NL_OK) goto done;
@@ -230,6 +238,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     fflush(stdout);
     fprintf(stderr, "neuronlab generate: prompt %d tokens (%.1f tok/s), generated %d (%.1f tok/s), stop: %s, seed %llu\n", n_prompt,
             t1 > t0 ? n_prompt / (t1 - t0) : 0.0, n_gen, t2 > t1 && n_gen ? n_gen / (t2 - t1) : 0.0, stop, seed);
+    nl_cli_moe_print(stderr, &mo, c);
     if (!strcmp(stop, "interrupted")) rc = 130;
 done:
     if (st != NL_OK) {
@@ -242,6 +251,7 @@ done:
     free(ids);
     free(body);
     nl_sampler_destroy(smp);
+    nl_cli_moe_close(&mo, f);
     nl_forward_destroy(f);
     nl_tokenizer_close(tok);
     nl_model_close(m);

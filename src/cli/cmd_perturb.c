@@ -1,6 +1,7 @@
 /* cmd_perturb.c — `neuronlab perturb MODEL DATA.jsonl [--metric value,norm,random]
  * [--ratios 0,0.1,…,0.9] [--layers LIST] [--seed N] [--db results.db] [--json]` plus the forward-pass options
- * of ppl: perplexity with the lowest-indicator FFN neurons masked (analyses/perturb.h), a table
+ * of ppl and --moe DIR --k K --fill zero|mean --router sim|oracle (masking then acts on the MoE
+ * layers' effective activations, the run's params carry "moe"): perplexity with the lowest-indicator FFN neurons masked (analyses/perturb.h), a table
  * metric × ratio overall and per label on stdout, one run with its perturb rows in the
  * database. Ctrl-C keeps the finished settings (run 'interrupted', exit 130); an error after the
  * run started marks it 'failed' with the message. Bad option values are usage errors (exit 2).
@@ -17,7 +18,7 @@
 static int run(nl_ctx *ctx, int argc, char **argv);
 const nl_command nl_cmd_perturb = {
     "perturb", NL_CLI_RUN_USAGE " [--metric value,norm,random] [--ratios 0,0.1,...,0.9] [--layers LIST] [--seed N] "
-    "[--db results.db] [--json]",
+    "[--db results.db] [--json] [--moe DIR --k K --fill zero|mean --router sim|oracle]",
     "perplexity with the floor(ratio x d_ff) lowest-indicator FFN neurons zeroed per token and layer (value |a|, norm "
     "|a|*||W_out[:,i]||, random control; defaults: all metrics, ratios 0,0.1,...,0.9, seed 0), overall and per label; "
     "--layers 0,2,5: mask only these model layers (default all); --db stores a run",
@@ -184,10 +185,13 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     nl_perturb_opts_init(&opt);
     nl_cli_common co = {0};
     const char *v;
-    char err[256];
+    char err[256], moe_params[8192];
+    nl_cli_moe mo = {0};
     for (int i = 1; i < argc; i++) {
         int k = nl_cli_run_arg(cmd, &r, argc, argv, &i);
         if (k == 1) continue;
+        if (k) return k;
+        if ((k = nl_cli_moe_arg(cmd, &mo, argc, argv, &i)) == 1) continue;
         if (k) return k;
         if ((k = nl_cli_common_arg(cmd, ctx, NL_CLI_DB | NL_CLI_JSON | NL_CLI_SEED, &co, argc, argv, &i))) {
             if (k != 1) return k;
@@ -216,7 +220,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
             opt.ratios = ratios;
         } else return nl_cli_usage(cmd, "unknown option '%s'", argv[i]);
     }
-    if (nl_cli_run_check(cmd, &r)) return 2;
+    if (nl_cli_run_check(cmd, &r) || nl_cli_moe_check(cmd, &mo)) return 2;
     if (co.have_seed) opt.seed = co.seed;
 
     /* The database first, so a bad one fails before the model is read. */
@@ -225,7 +229,9 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     nl_status st = co.db ? nl_results_open(ctx, co.db, 0, &db) : NL_OK;
     if (st == NL_OK && db) st = nl_perturb_create_tables(ctx, db);
     if (st == NL_OK) st = nl_cli_run_open(ctx, &r);
+    if (st == NL_OK) st = nl_cli_moe_open(ctx, &mo, r.m, r.f, 0);
     if (st == NL_OK) {
+        opt.moe_json = nl_cli_moe_params(&mo, moe_params, sizeof moe_params);
         opt.stride = (int)r.stride, opt.batch = (int)r.batch, opt.model = r.model, opt.dataset = r.data;
         nl_progress prog;
         nl_progress_init(&prog, "perturb", 0, "tok", ctx->progress);
@@ -237,7 +243,11 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         if (res.cells[i].done) predicted = res.cells[i].ppl.total.n;
     if (res.n_done && (st == NL_OK || st == NL_EINTR)) {
         if (co.json) print_json(&r, &opt, res.cells, res.run_id, st == NL_OK ? "complete" : "interrupted");
-        else print_text(&r, &opt, res.cells, predicted);
+        else {
+            print_text(&r, &opt, res.cells, predicted);
+            if (mo.moe) putchar('\n');
+            nl_cli_moe_print(stdout, &mo, nl_model_config(r.m));
+        }
     }
     int rc;
     if (st == NL_EINTR && !db) rc = nl_cli_finish(ctx, st, "interrupted after %d of %d settings", res.n_done, res.n_cells);
@@ -246,6 +256,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     if (st == NL_OK && db) fprintf(stderr, "wrote run %lld to '%s': %d settings\n", (long long)res.run_id, co.db, res.n_cells);
     nl_perturb_result_release(&res);
     nl_results_close(db);
+    nl_cli_moe_close(&mo, r.f);
     nl_cli_run_close(&r);
     return rc;
 }

@@ -1,5 +1,7 @@
 /* cmd_prune.c — `neuronlab prune MODEL DATA.jsonl --db results.db --scores RUN|latest [--top F]
- * [--neurons FILE] [--eval FILE] [--seeds N] [--abilities a,b,...] [--json]` plus the forward-pass options of ppl: perplexity
+ * [--neurons FILE] [--eval FILE] [--seeds N] [--abilities a,b,...] [--json]` plus the forward-pass options of ppl and
+ * --moe DIR --k K --fill zero|mean --router sim|oracle (pruning then acts on the MoE layers'
+ * effective activations; the run's params carry "moe"): perplexity
  * on every label with one ability's top set (from ability run RUN, or the latest complete one)
  * zeroed, beside same-size random sets (analyses/prune.h). Prints the matrix pruned ability × evaluated label of relative
  * perplexity changes, the random-control matrix and one diagonal / off-diagonal / random line
@@ -18,7 +20,7 @@
 static int run(nl_ctx *ctx, int argc, char **argv);
 const nl_command nl_cmd_prune = {
     "prune", NL_CLI_RUN_USAGE " --db results.db (--scores RUN|latest [--top F] | --neurons FILE) [--eval FILE] [--seeds N] "
-    "[--abilities a,b,...] [--json]",
+    "[--abilities a,b,...] [--json] [--moe DIR --k K --fill zero|mean --router sim|oracle]",
     "perplexity on every label with one ability's top neurons zeroed, beside N same-size random sets: relative change per "
     "pruned ability x label. --scores RUN|latest: the ability run whose top sets are pruned (--top F re-chooses them from its "
     "scores, default the run's fraction); --neurons FILE: prune your own neurons instead (CSV header layer,neuron[,set] or a "
@@ -291,9 +293,13 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     char *abl = NULL;
     long seeds = opt.seeds;
     int rc = 0;
+    nl_cli_moe mo = {0};
+    char moe_params[8192];
     for (int i = 1; i < argc; i++) {
         int k = nl_cli_run_arg(cmd, &cr, argc, argv, &i);
         if (k == 1) continue;
+        if (k) { rc = k; goto out; }
+        if ((k = nl_cli_moe_arg(cmd, &mo, argc, argv, &i)) == 1) continue;
         if (k) { rc = k; goto out; }
         if ((k = nl_cli_common_arg(cmd, ctx, NL_CLI_DB | NL_CLI_JSON | NL_CLI_TOP | NL_CLI_SCORES, &co, argc, argv, &i))) {
             if (k != 1) { rc = k; goto out; }
@@ -324,7 +330,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
             opt.abilities = names;
         } else { rc = nl_cli_usage(cmd, "unknown option '%s'", argv[i]); goto out; }
     }
-    if (nl_cli_run_check(cmd, &cr)) { rc = 2; goto out; }
+    if (nl_cli_run_check(cmd, &cr) || nl_cli_moe_check(cmd, &mo)) { rc = 2; goto out; }
     if (!co.db) { rc = nl_cli_usage(cmd, "--db is required: the results database with the ability run"); goto out; }
     if (!co.scores && !neurons) {
         rc = nl_cli_usage(cmd, "--scores (the id of an ability run) or --neurons FILE is required");
@@ -344,6 +350,8 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     nl_status st = nl_results_open(ctx, co.db, 0, &db);
     if (st == NL_OK && !neurons) st = nl_ability_sets_load(ctx, db, co.scores, co.top, &sets);
     if (st == NL_OK) st = nl_cli_run_open(ctx, &cr);
+    if (st == NL_OK) st = nl_cli_moe_open(ctx, &mo, cr.m, cr.f, 0);
+    opt.moe_json = nl_cli_moe_params(&mo, moe_params, sizeof moe_params);
     if (st == NL_OK && neurons) {
         const nl_config *mc = nl_model_config(cr.m);
         st = nl_prune_sets_from_file(ctx, neurons, mc->n_layers, mc->d_ff, &sets, &nparams);
@@ -371,7 +379,10 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     for (int i = 0; i < res.n_groups * res.n_seeds; i++) done += res.random_done[i];
     if (res.base_done && (st == NL_OK || st == NL_EINTR)) {
         if (co.json) print_json(&cr, eval_ds, &opt, &sets, &res, res.run_id, st == NL_OK ? "complete" : "interrupted");
-        else print_text(&cr, eval_ds, &opt, co.db, &sets, &res, res.base[res.n_cols - 1].n);
+        else {
+            print_text(&cr, eval_ds, &opt, co.db, &sets, &res, res.base[res.n_cols - 1].n);
+            nl_cli_moe_print(stdout, &mo, nl_model_config(cr.m));
+        }
     }
     rc = nl_cli_finish(ctx, st, "interrupted: '%s' keeps %d of %d passes (run %lld marked interrupted)", co.db, done, passes,
                        (long long)res.run_id);
@@ -386,6 +397,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     nl_results_close(db);
 out:
     free(abl);
+    nl_cli_moe_close(&mo, cr.f);
     nl_cli_run_close(&cr);
     return rc;
 }

@@ -19,7 +19,11 @@
  * Checked by tests/record.sh and tests/perturb_cli.sh (--db).
  * --stats [--top-k K] writes the streaming summary of include/neuronlab/summary.h instead of
  * the dump: rewritten whole at document boundaries (complete = 0) and at the end, so Ctrl-C
- * keeps the last commit and --resume continues it. Checked by tests/summary_cli.sh. */
+ * keeps the last commit and --resume continues it. Checked by tests/summary_cli.sh.
+ * --moe DIR --k K --fill zero|mean --router sim|oracle records the MoEfied model: ffn_act of an
+ * MoE layer holds its effective activations (the computed value for the shared and selected
+ * experts' neurons, the representative value 0 or μ for the others; moe_ffn.c), and the --db
+ * run's params carry "moe". Checked by tests/moe_cli.sh. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -36,7 +40,7 @@
 
 static int run(nl_ctx *ctx, int argc, char **argv);
 const nl_command nl_cmd_record = {
-    "record", NL_CLI_RUN_USAGE " -o acts.h5 [--force | --resume] [--layers LIST] [--hook LIST] [--dtype f32|f16] [--pool] [--stats [--top-k K]] [--db results.db]",
+    "record", NL_CLI_RUN_USAGE " -o acts.h5 [--force | --resume] [--layers LIST] [--hook LIST] [--dtype f32|f16] [--pool] [--stats [--top-k K]] [--db results.db] [--moe DIR --k K --fill zero|mean --router sim|oracle]",
     "stream every FFN neuron's activation into an HDF5 file (LIST like 0,2,5-7; --pool adds per-document mean |a|; --db "
     "registers the run in a results database; an existing output is refused without --force, an input never replaced; --resume continues a cut-short file)", run};
 
@@ -199,9 +203,13 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     int pool = 0, force = 0, resume = 0, hook_acts = 1;
     unsigned hook_streams = 0;
     nl_h5_dtype dtype = NL_H5_F32;
+    nl_cli_moe mo = {0};
+    char moe_params[4096];
     for (int i = 1; i < argc; i++) {
         int k = nl_cli_run_arg(&nl_cmd_record, &r, argc, argv, &i);
         if (k == 1) continue;
+        if (k) return k;
+        if ((k = nl_cli_moe_arg(&nl_cmd_record, &mo, argc, argv, &i)) == 1) continue;
         if (k) return k;
         if (!strcmp(argv[i], "--pool")) pool = 1;
         else if (!strcmp(argv[i], "--force")) force = 1;
@@ -236,9 +244,11 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
             dtype = strcmp(v, "f16") ? NL_H5_F32 : NL_H5_F16;
         } else return nl_cli_usage(&nl_cmd_record, "unknown option '%s'", argv[i]);
     }
-    if (nl_cli_run_check(&nl_cmd_record, &r)) return 2;
+    if (nl_cli_run_check(&nl_cmd_record, &r) || nl_cli_moe_check(&nl_cmd_record, &mo)) return 2;
     if (!outp) return nl_cli_usage(&nl_cmd_record, "missing -o OUTPUT.h5");
     if (force && resume) return nl_cli_usage(&nl_cmd_record, "--force and --resume exclude each other");
+    if (resume && mo.dir)
+        return nl_cli_usage(&nl_cmd_record, "--resume with --moe: the activation file does not record the MoE setting to check it against");
     if (stats == 2) return nl_cli_usage(&nl_cmd_record, "--top-k is for --stats");
     if (stats && (pool || dtype != NL_H5_F32))
         return nl_cli_usage(&nl_cmd_record, "--%s is for the activation dump: a --stats summary always holds the pooled values in f32",
@@ -258,6 +268,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     int64_t run_id = 0;
     nl_status st = dbpath ? nl_results_open(ctx, dbpath, 0, &db) : NL_OK;
     if (st == NL_OK) st = nl_cli_run_open(ctx, &r);
+    if (st == NL_OK) st = nl_cli_moe_open(ctx, &mo, r.m, r.f, 0);
     nl_dataset *ds = r.ds;
     const nl_config *c = r.m ? nl_model_config(r.m) : NULL;
     if (st == NL_OK && layers_s) {
@@ -290,6 +301,8 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         snprintf(params + o, sizeof params - (size_t)o, ",\"dtype\":\"%s\",\"pool\":%s,\"ctx\":%ld,\"stride\":%ld,\"batch\":%ld}",
                  dtype == NL_H5_F16 ? "f16" : "f32", pool ? "true" : "false", r.ctx, r.stride ? r.stride : r.ctx / 2, r.batch);
         if (stats) snprintf(params + strlen(params) - 1, sizeof params - strlen(params) + 1, ",\"stats\":true,\"top_k\":%ld}", top_k);
+        const char *mj = nl_cli_moe_params(&mo, moe_params, sizeof moe_params);
+        if (mj) snprintf(params + strlen(params) - 1, sizeof params - strlen(params) + 1, ",\"moe\":%s}", mj);
         nl_run_info info = {.kind = "record", .model = paths[0], .dataset = paths[1], .source = outp, .params = params};
         st = nl_results_begin_run(ctx, db, &info, &run_id);
     }
@@ -343,6 +356,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     int rc = nl_cli_finish(ctx, st, NULL); /* the interruption was reported above */
     if (st == NL_OK) fprintf(stderr, "wrote '%s': %d documents, %lld tokens\n", outp, ds->n_docs, (long long)ds->n_tokens);
     free(layers);
+    nl_cli_moe_close(&mo, r.f);
     nl_cli_run_close(&r);
     return rc;
 }

@@ -38,6 +38,7 @@ static const nl_cli_option prune[] = {
     {"--seeds", "N", 0, "same-size random control sets per pruned ability", "3"},
     {"--abilities", "a,b,...", 0, "the abilities to prune (labels of the run that DATA has)", "every ability of the run"},
     {"--json", NULL, 0, "print the matrix as JSON", NULL},
+    NL_CLI_MOE_OPTIONS,
     {NULL, NULL, 0, NULL, NULL}};
 
 static const nl_cli_option perturb[] = {
@@ -49,6 +50,7 @@ static const nl_cli_option perturb[] = {
     {"--layers", "LIST", 0, "mask only these layers, like 0,2,5-7", "every layer"},
     {"--db", "results.db", 0, "store a run in this results database", "none (print only)"},
     {"--json", NULL, 0, "print the cells as JSON", NULL},
+    NL_CLI_MOE_OPTIONS,
     {NULL, NULL, 0, NULL, NULL}};
 
 static const nl_cli_option overlap[] = {
@@ -72,6 +74,7 @@ static const nl_cli_option record[] = {
     {"--stats", NULL, 0, "write a streaming summary (README \"Streaming summaries\") instead of the per-token dump", NULL},
     {"--top-k", "K", 0, "with --stats: top-activating tokens kept per neuron, 1..1024", "20"},
     {"--db", "results.db", 0, "register the run in a results database", "none"},
+    NL_CLI_MOE_OPTIONS,
     {NULL, NULL, 0, NULL, NULL}};
 
 extern const nl_cli_option nl_cli_opts_info[], nl_cli_opts_ppl[], nl_cli_opts_generate[], nl_cli_opts_train[],

@@ -1,9 +1,10 @@
 /* moe_run.c — what the forward commands share for --moe (cli.h: nl_cli_moe): open the folder
- * against the model, resolve K, attach the expert FFN, and print the run's FLOPs fraction and
- * router recall. The options themselves are parsed in options.c. Checked by tests/moe_cli.sh. */
+ * against the model, resolve K, attach the expert FFN, print the run's FLOPs fraction and
+ * router recall, and describe the MoE setting for a run's params. The options themselves are parsed in options.c. Checked by tests/moe_cli.sh. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli/cli.h"
 
@@ -48,4 +49,24 @@ void nl_cli_moe_print(FILE *out, const nl_cli_moe *o, const nl_config *c) {
     if (s.tokens > 0) fprintf(out, ", counted %.4f", ((double)(L - nm) * dense * (s.tokens / nm) + s.flops) / (L * dense * (double)(s.tokens / nm)));
     fputc('\n', out);
     if (s.recall_n > 0) fprintf(out, "recall   router recall vs oracle %.4f (mean over %lld token-layers)\n", s.recall_sum / s.recall_n, (long long)s.recall_n);
+}
+
+const char *nl_cli_moe_params(const nl_cli_moe *o, char *buf, size_t n) {
+    if (!o->moe || n == 0) return NULL;
+    const nl_moe_info *in = nl_moe_get_info(o->moe);
+    size_t k = 0;
+    buf[0] = 0;
+    k += (size_t)snprintf(buf, n, "{\"dir\":\"");
+    for (const char *p = o->dir; *p && k + 8 < n; p++) { /* JSON string body */
+        const unsigned char ch = (unsigned char)*p;
+        if (ch == '"' || ch == '\\') buf[k++] = '\\', buf[k++] = (char)ch;
+        else if (ch < 0x20) k += (size_t)snprintf(buf + k, n - k, "\\u%04x", ch);
+        else buf[k++] = (char)ch;
+    }
+    if (k < n) buf[k] = 0;
+    if (k < n)
+        snprintf(buf + k, n - k, "\",\"experts\":%d,\"shared\":%d,\"layers\":%d,\"k\":%d,\"router\":\"%s\",\"fill\":\"%s\"}", in->E,
+                 in->n_shared, nl_moe_n_layers(o->moe), o->K, nl_moe_router_name((nl_moe_router)o->router),
+                 nl_moe_fill_name((nl_moe_fill)o->fill));
+    return buf;
 }

@@ -9,6 +9,13 @@
  *   4. adds the selected experts: a batch of one token runs GEMVs over the selected experts'
  *      blocks (adjacent selected experts merged into one block); larger batches group the tokens
  *      by expert and run one GEMM per projection per expert over its tokens, scattered back.
+ * Hooks: when a hook wants FFN_ACT on the layer, the call also builds the layer's effective
+ * activations a' (T, F) in original neuron order — the computed activation for the shared and
+ * selected experts' neurons, the representative value r (0 or μ) for the others, so that
+ * out = b_down + W_out·a' exactly — and fires FFN_ACT on it (recorders see what the MoE layer
+ * uses; interveners may edit it). Every neuron whose value an intervener changed then adds
+ * (new − old)·W_out[:, i] to the output, so masking acts on the MoE layer as on the dense one.
+ * FFN_PRE and FFN_UP are not fired by MoE layers.
  * Checked by tests/test_moe.c (brute force "compute all, replace unselected by r", K = E equal to
  * the dense FFN, batch-1 vs grouped, FLOPs, recall). */
 #include <cblas.h>
@@ -28,6 +35,7 @@ typedef struct {
     float *wn;     /* (F) ‖W_out[:, perm[p]]‖ */
     float *r;      /* (F) representative value by position: μ (fill mean) or 0 */
     int32_t *sel;  /* (max_T, K) last call's selection */
+    int32_t *pos;  /* (F) position of each original neuron (inverse of perm) */
     int last_T;    /* tokens of the last call, -1 before the first */
 } rt_layer;
 
@@ -50,12 +58,13 @@ struct nl_moe_ffn {
     int32_t *best;     /* (K) scratch */
     nl_moe_ffn_stats stats;
     int force_grouped;
+    float *act0;       /* (max_T, F) a' before the FFN_ACT hooks, allocated on first use */
 };
 
 static void free_layers(nl_moe_ffn *x) {
     for (int i = 0; x->ly && i < x->n; i++) {
         rt_layer *y = &x->ly[i];
-        free(y->wg), free(y->wu), free(y->bu), free(y->wd), free(y->wn), free(y->r), free(y->sel);
+        free(y->wg), free(y->wu), free(y->bu), free(y->wd), free(y->wn), free(y->r), free(y->sel), free(y->pos);
     }
     free(x->ly);
 }
@@ -64,7 +73,7 @@ void nl_moe_ffn_destroy(nl_moe_ffn *x) {
     if (!x) return;
     free_layers(x);
     free(x->index_of), free(x->z), free(x->s), free(x->xg), free(x->h), free(x->u), free(x->y), free(x->cnt), free(x->list);
-    free(x->tmp), free(x->best);
+    free(x->tmp), free(x->best), free(x->act0);
     free(x);
 }
 
@@ -117,7 +126,9 @@ nl_status nl_moe_ffn_create(nl_ctx *ctx, const nl_moe *moe, nl_model *m, const n
         y->wn = malloc((size_t)F * sizeof(float));
         y->r = calloc((size_t)F, sizeof(float));
         y->sel = malloc((size_t)max_T * x->K * sizeof(int32_t));
-        if ((x->gated && !y->wg) || !y->wu || (w.b_up && !y->bu) || !y->wd || !y->wn || !y->r || !y->sel) goto oom;
+        y->pos = malloc((size_t)F * sizeof(int32_t));
+        if ((x->gated && !y->wg) || !y->wu || (w.b_up && !y->bu) || !y->wd || !y->wn || !y->r || !y->sel || !y->pos) goto oom;
+        for (int p = 0; p < F; p++) y->pos[y->map->perm[p]] = p;
         for (int p = 0; p < F; p++) {
             const int i0 = y->map->perm[p];
             double nn = 0;
@@ -176,6 +187,16 @@ static void down(const nl_moe_ffn *x, const rt_layer *y, const float *a, int lda
     else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, n, 1.0f, a, lda, y->wd + (size_t)p0 * D, D, 1.0f, out, ldo);
 }
 
+/* ap (T', F) rows of a' in original order: row lt[j] (or j when lt is NULL) gets h row j (n
+ * values, stride ldh) at the neurons of positions [p0, p0+n). */
+static void scatter(const rt_layer *y, float *ap, int F, const float *h, int ldh, int nrows, const int *lt, int p0, int n) {
+    for (int j = 0; j < nrows; j++) {
+        float *row = ap + (size_t)(lt ? lt[j] : j) * F;
+        const float *hj = h + (size_t)j * ldh;
+        for (int i = 0; i < n; i++) row[y->map->perm[p0 + i]] = hj[i];
+    }
+}
+
 /* best (K) = the K largest of v (E), ties to the lower index, sorted ascending. */
 static void top_k(const float *v, int E, int K, float *tmp, int32_t *best) {
     memcpy(tmp, v, (size_t)E * sizeof(float));
@@ -205,6 +226,10 @@ nl_status nl_moe_ffn_fn(void *user, nl_ctx *ctx, const nl_ffn_call *call, const 
     const int T = call->T, D = x->D, F = x->F, E = x->E, K = x->K, N = x->N;
     const int oracle = x->o.router == NL_MOE_ROUTER_ORACLE, dense = oracle || x->o.recall;
     float *A = call->pre; /* (T, F) dense activations in expert order, when needed */
+    const int fire = call->hooks && nl_hooks_wants(call->hooks, NL_HOOK_FFN_ACT, call->layer);
+    float *AP = fire ? call->up : NULL; /* (T, F) a' in original order, for the FFN_ACT hooks */
+    if (fire && !x->act0 && !(x->act0 = malloc((size_t)x->max_T * F * sizeof(float))))
+        return nl_errorf(ctx, NL_ENOMEM, "out of memory (expert FFN activations)");
     if (dense) {
         acts(x, y, xin, T, 0, F, A, call->up, F);
         for (int t = 0; t < T; t++)
@@ -235,6 +260,9 @@ nl_status nl_moe_ffn_fn(void *user, nl_ctx *ctx, const nl_ffn_call *call, const 
             x->stats.recall_n++;
         }
     }
+    if (fire)
+        for (int t = 0; t < T; t++)
+            for (int p = 0; p < F; p++) AP[(size_t)t * F + map->perm[p]] = y->r[p];
     /* 2. bias and fill */
     const float *bd = call->w ? call->w->b_down : NULL;
     for (int t = 0; t < T; t++) {
@@ -251,10 +279,13 @@ nl_status nl_moe_ffn_fn(void *user, nl_ctx *ctx, const nl_ffn_call *call, const 
     }
     /* 3. shared expert */
     if (N > 0) {
-        if (dense) down(x, y, A, F, T, 0, N, out, D);
-        else {
+        if (dense) {
+            down(x, y, A, F, T, 0, N, out, D);
+            if (fire) scatter(y, AP, F, A, F, T, NULL, 0, N);
+        } else {
             acts(x, y, xin, T, 0, N, x->h, x->u, N);
             down(x, y, x->h, N, T, 0, N, out, D);
+            if (fire) scatter(y, AP, F, x->h, N, T, NULL, 0, N);
         }
     }
     /* 4. routed experts */
@@ -265,10 +296,13 @@ nl_status nl_moe_ffn_fn(void *user, nl_ctx *ctx, const nl_ffn_call *call, const 
             int k2 = k + 1;
             while (k2 < K && sel[k2] == sel[k2 - 1] + 1) k2++;
             const int p0 = map->offset[sel[k]], n = map->offset[sel[k2 - 1] + 1] - p0;
-            if (dense) down(x, y, A + p0, F, 1, p0, n, out, D);
-            else {
+            if (dense) {
+                down(x, y, A + p0, F, 1, p0, n, out, D);
+                if (fire) scatter(y, AP, F, A + p0, F, 1, NULL, p0, n);
+            } else {
                 acts(x, y, xin, 1, p0, n, x->h, x->u, n);
                 down(x, y, x->h, n, 1, p0, n, out, D);
+                if (fire) scatter(y, AP, F, x->h, n, 1, NULL, p0, n);
             }
             neurons += n;
             k = k2;
@@ -290,6 +324,7 @@ nl_status nl_moe_ffn_fn(void *user, nl_ctx *ctx, const nl_ffn_call *call, const 
                 for (int j = 0; j < ne; j++) memcpy(x->xg + (size_t)j * D, xin + (size_t)lt[j] * D, (size_t)D * sizeof(float));
                 acts(x, y, x->xg, ne, p0, n, x->h, x->u, n);
             }
+            if (fire) scatter(y, AP, F, x->h, n, ne, lt, p0, n);
             if (ne == 1) {
                 memset(x->y, 0, (size_t)D * sizeof(float));
                 down(x, y, x->h, n, 1, p0, n, x->y, D);
@@ -302,6 +337,22 @@ nl_status nl_moe_ffn_fn(void *user, nl_ctx *ctx, const nl_ffn_call *call, const 
                 for (int d = 0; d < D; d++) o[d] += yy[d];
             }
             neurons += (double)ne * n;
+        }
+    }
+    /* 5. FFN_ACT hooks on a'; changed neurons correct the output */
+    if (fire) {
+        memcpy(x->act0, AP, (size_t)T * F * sizeof(float));
+        nl_status st = nl_ffn_fire(call, ctx, NL_HOOK_FFN_ACT, F, AP);
+        if (st != NL_OK) return st;
+        for (int t = 0; t < T; t++) {
+            const float *a0 = x->act0 + (size_t)t * F, *a1 = AP + (size_t)t * F;
+            float *o = out + (size_t)t * D;
+            for (int i = 0; i < F; i++) {
+                if (a1[i] == a0[i] || (a1[i] != a1[i] && a0[i] != a0[i])) continue;
+                const float dlt = a1[i] - a0[i];
+                const float *wrow = y->wd + (size_t)y->pos[i] * D;
+                for (int d = 0; d < D; d++) o[d] += dlt * wrow[d];
+            }
         }
     }
     const double rate = (x->gated ? 6.0 : 4.0) * D;
