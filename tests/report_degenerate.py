@@ -223,6 +223,16 @@ check_case("negative-constant", L3, [0, 1, 2], lambda i: -0.3, nodata=("activati
 check_case("integer", L3, [0, 1, 2], lambda i: i % 4)
 check_case("one-label", ["solo"], [0, 1, 2], lambda i: 0.1 + 0.01 * (i % 11), nodata=("overlap",))
 check_case("one-layer", L3, [0], lambda i: 0.1 + 0.01 * (i % 11))
+# tiny values (near-chance overlaps): a nonzero cell must not read "0.00" beside exact zeros
+out = check_case("tiny", L3, [0, 1, 2], lambda i: [0.0, 0.0049, 0.0002][i % 3], nodata=("perturbation",),
+                 note="not finite (NaN, ±Inf or text)")
+if out:
+    texts = {ln.split(",", 3)[2]: ln.split(",", 3)[3] for f in glob.glob(os.path.join(out, "overlap-*.cells"))
+             for ln in open(f, encoding="utf-8").read().splitlines() if ln.split(",", 3)[2] != "NaN"}
+    want = {"0": "0.00", "0.0049": "0.0049", "0.0002": "0.0002"}
+    result(all(texts.get(v) == t for v, t in want.items()),
+           "report: a tiny nonzero heatmap cell keeps two significant digits (0.0049), exact zeros read 0.00",
+           f"cell texts by value: {texts}")
 cyc = [0.25, float("inf"), None, -float("inf"), 0.5, "NaN", 0.75, "abc", 1.0]
 check_case("nan-inf", L3, [0, 1, 2], lambda i: cyc[i % len(cyc)], note="not a finite number")
 # the histogram of activation frequencies counts neurons per bin: finite even when every frequency is not

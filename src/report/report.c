@@ -426,6 +426,9 @@ static nl_status line_csvs(nl_ctx *ctx, const nl_report_opts *o, const nl_figure
 static void annotation(char *out, size_t n, const char *fmt, double v, double e) {
     char a[64], b[64];
     snprintf(a, sizeof a, fmt, v);
+    /* a nonzero value the format rounds to zero keeps two significant digits (0.0049, not 0.00),
+     * so a cell coloured as nonzero never reads as an exact zero */
+    if (v != 0 && strspn(a + (a[0] == '-'), "0.") == strlen(a + (a[0] == '-'))) snprintf(a, sizeof a, "%.2g", v);
     if (a[0] == '-' && strspn(a + 1, "0.") == strlen(a + 1)) memmove(a, a + 1, strlen(a));
     if (!isfinite(e)) { snprintf(out, n, "%s", a); return; }
     snprintf(b, sizeof b, fmt, fabs(e));
