@@ -108,8 +108,9 @@ void nl_moe_route(const nl_config *c, float *logits, int T, int *sel, float *wts
 /* The k largest of p (n values): idx (k) their indices, val (k, or NULL) their values, largest
  * first. Ties are resolved exactly as torch.topk(p, k) does on CPU (PyTorch's topk_impl_loop:
  * std::partial_sort when k·64 ≤ n, else std::nth_element then std::sort of the first k-1, with
- * libstdc++'s algorithms reproduced step by step), which is not "lowest index first": e.g.
- * eight equal values with k = 2 give indices 2, 3... NaN counts as the largest value. */
+ * libstdc++'s algorithms reproduced step by step), which is not "lowest index first": eight
+ * equal values with k = 2 give indices 6, 5; sixty with k = 4 give 39, 40, 41, 38. NaN counts
+ * as the largest value. */
 void nl_moe_topk(const float *p, int n, int k, int *idx, float *val);
 
 /* Fires hook point p (width columns, call->T rows) of call->layer on x, as the forward pass
