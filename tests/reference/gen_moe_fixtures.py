@@ -26,7 +26,8 @@ activation of the dense layers (expected.json "dense_layers"); router_logits.f32
 continuation of "Hello" (llama_bf16's tokenizer ids), recomputed over the whole sequence at
 each step, stopping before a near tie or EOS.
 Run: /usr/bin/python3 tests/reference/gen_moe_fixtures.py   (Debian python3-torch)
-Checked by: tests/test_moe_models.c, tests/moe_generate.sh.
+Checked by: tests/test_moe_models.c, tests/moe_generate.sh; check_fixtures.py re-runs the
+reference on these folders (check_case).
 """
 
 import json
@@ -331,6 +332,33 @@ def generate(case):
         json.dump({"prompt": PROMPT, "tokenizer": "llama_bf16", "prompt_tokens": prompt_ids, "greedy": cont}, f)
         f.write("\n")
     return folder, o
+
+
+def check_case(folder):
+    """Re-runs the reference on a stored case folder; raises when an output differs."""
+    cfg, tensors = nlref.load_folder(folder)
+    W = {k: v.float() for k, v in tensors.items()}
+    with open(os.path.join(folder, "expected.json")) as f:
+        exp = json.load(f)
+    o = forward(cfg, W, exp["tokens"])
+    report = []
+    for fn, key, dt in (("logits.f32", "logits", "<f4"), ("resid.f32", "resid", "<f4"), ("ffn_out.f32", "ffn_out", "<f4"),
+                        ("ffn_act.f32", "ffn_act", "<f4"), ("router_logits.f32", "router_logits", "<f4"),
+                        ("expert_weights.f32", "expert_weights", "<f4"), ("experts.i32", "experts", "<i4")):
+        path = os.path.join(folder, fn)
+        got = o[key]
+        if isinstance(got, list):
+            if not got:             # no dense (or no MoE) layers: no such file
+                continue
+            got = torch.stack(got)
+        if not os.path.exists(path):
+            raise ValueError(f"{fn} is missing")
+        stored = torch.from_numpy(__import__("numpy").fromfile(path, dtype=dt)).reshape(got.shape)
+        d = float((got.double() - stored.double()).abs().max())
+        if d > 1e-5:
+            raise ValueError(f"{fn}: re-run differs from stored by {d}")
+        report.append(f"{key} {d:.1e}")
+    return "; ".join(report)
 
 
 def topk_cases():
