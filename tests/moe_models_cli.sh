@@ -34,6 +34,11 @@ PY
   "$nl" info "$fx/$m" > "$tmp/info" 2> "$tmp/why"; ok $? "info $m"
 done
 
+grep -q "^experts      6 routed, top-2, width 24; shared expert width 48; 1 of 4 layers$" <("$nl" info "$fx/qwen2_moe" 2>&1) &&
+  grep -q "^experts      8 routed, top-2 renormalised, width 32; 2 of 2 layers$" <("$nl" info "$fx/mixtral" 2>&1) &&
+  grep -q "head dim 32, q/k RMSNorm per head$" <("$nl" info "$fx/qwen3" 2>&1)
+echo "info output differs" > "$tmp/why"; ok $? "info shows the experts (routed, top-k, widths, sparse layers) and q/k norms"
+
 # bad input: a copy of mixtral with one edit; one line on stderr matching the pattern, exit 1
 bad() { # what pattern edit-kind args...
   local what=$1 pat=$2; shift 2
