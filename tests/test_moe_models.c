@@ -440,6 +440,15 @@ Test(moe, bad_experts_per_token) {
     cr_assert_eq(open_edited("qwen2_moe", "num_experts_per_tok", "7", NULL, NULL, &ctx), NL_EFORMAT);
     cr_assert(strstr(ctx.msg, "num_experts_per_tok = 7 must be in 1..num_experts (6)"), "%s", ctx.msg);
     cr_assert_eq(open_edited("mixtral", "num_experts_per_tok", "8", NULL, NULL, &ctx), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(open_edited("mixtral", "num_local_experts", "1000000000", NULL, NULL, &ctx), NL_EUNSUPPORTED);
+    cr_assert(strstr(ctx.msg, "num_local_experts = 1000000000 is not supported (at most 1024 experts)"), "%s", ctx.msg);
+    cr_assert_eq(open_edited("mixtral", "num_local_experts", "-2", NULL, NULL, &ctx), NL_EFORMAT);
+    cr_assert(strstr(ctx.msg, "field 'num_local_experts' must be positive, got -2"), "%s", ctx.msg);
+    cr_assert_eq(open_edited("qwen2_moe", "mlp_only_layers", "\"1\"", NULL, NULL, &ctx), NL_EFORMAT);
+    cr_assert(strstr(ctx.msg, "field 'mlp_only_layers' must be a list of layer indices"), "%s", ctx.msg);
+    /* num_experts 0: Qwen-MoE without experts is dense everywhere, but the file has experts */
+    cr_assert_eq(open_edited("qwen2_moe", "num_experts", "0", NULL, NULL, &ctx), NL_EFORMAT);
+    cr_assert(strstr(ctx.msg, "missing tensor 'model.layers.1.mlp.gate_proj.weight'"), "%s", ctx.msg);
 }
 
 Test(moe, missing_expert_tensor_is_named) {

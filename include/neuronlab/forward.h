@@ -105,7 +105,7 @@ nl_status nl_ffn_moe(void *user, nl_ctx *ctx, const nl_ffn_call *call, const flo
  * c->norm_topk_prob. E = c->n_experts, k = c->n_experts_per_tok. */
 void nl_moe_route(const nl_config *c, float *logits, int T, int *sel, float *wts);
 
-/* The k largest of p (n values): idx (k) their indices, val (k, or NULL) their values, largest
+/* The k largest of p (n ≤ NL_MOE_MAX_EXPERTS values, 1 ≤ k ≤ n): idx (k) their indices, val (k, or NULL) their values, largest
  * first. Ties are resolved exactly as torch.topk(p, k) does on CPU (PyTorch's topk_impl_loop:
  * std::partial_sort when k·64 ≤ n, else std::nth_element then std::sort of the first k-1, with
  * libstdc++'s algorithms reproduced step by step), which is not "lowest index first": eight

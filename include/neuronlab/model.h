@@ -76,6 +76,8 @@ typedef enum { NL_NORM_RMS = 0, NL_NORM_LAYER } nl_norm;
 
 /* Layers whose mlp_only_layers flag nl_config can hold (layer indices 0 … 1023). */
 #define NL_MOE_MAX_LAYERS 1024
+/* Routed experts per layer a model may have (loaders refuse more). */
+#define NL_MOE_MAX_EXPERTS 1024
 typedef enum { NL_POS_ROPE = 0, NL_POS_LEARNED } nl_pos;
 typedef enum { NL_ROPE_SCALING_NONE = 0, NL_ROPE_SCALING_LLAMA3, NL_ROPE_SCALING_LINEAR } nl_rope_scaling;
 
@@ -121,7 +123,7 @@ typedef struct nl_config {
      * w_e = p_e (÷ Σ_S p when norm_topk_prob) and
      *     out = Σ_{e∈S} w_e·FFN_e(x) + sigmoid(x·w_shared_gate)·FFN_shared(x)
      * (the shared term only when d_shared > 0). FFN_e is the gated FFN of width d_expert. */
-    int n_experts;         /* E routed experts per MoE layer (0: dense model) */
+    int n_experts;         /* E routed experts per MoE layer (0: dense model), ≤ NL_MOE_MAX_EXPERTS */
     int n_experts_per_tok; /* k, 1 ≤ k ≤ E */
     int d_expert;          /* Fe: width of one routed expert */
     int d_shared;          /* Fs: width of the shared expert, 0 = none */

@@ -230,9 +230,8 @@ static void std_sort(kv *first, kv *last) {
 }
 
 void nl_moe_topk(const float *p, int n, int k, int *idx, float *val) {
-    NL_ASSERT(k >= 1 && k <= n);
-    kv stack[256], *q = n <= 256 ? stack : malloc((size_t)n * sizeof *q);
-    NL_ASSERT(q); /* a router has far fewer experts than this allocation could fail for */
+    NL_ASSERT(k >= 1 && k <= n && n <= NL_MOE_MAX_EXPERTS);
+    kv q[NL_MOE_MAX_EXPERTS];
     for (int j = 0; j < n; j++) q[j] = (kv){p[j], j};
     if ((int64_t)k * 64 <= n) {
         heap_select(q, k, n);
@@ -245,7 +244,6 @@ void nl_moe_topk(const float *p, int n, int k, int *idx, float *val) {
         idx[j] = q[j].i;
         if (val) val[j] = q[j].v;
     }
-    if (q != stack) free(q);
 }
 
 /* ---- routing ------------------------------------------------------------------------------ */

@@ -464,6 +464,9 @@ static nl_status parse_moe(hf_loader *L, nl_config *c) {
     if (c->n_experts < 0 || (c->n_experts == 0 && a->arch == NL_ARCH_MIXTRAL))
         return nl_errorf(L->ctx, NL_EFORMAT, "'%s': field '%s' must be %s, got %d", L->cfg_path, a->k_experts,
                          a->arch == NL_ARCH_MIXTRAL ? "positive" : ">= 0", c->n_experts);
+    if (c->n_experts > NL_MOE_MAX_EXPERTS)
+        return nl_errorf(L->ctx, NL_EUNSUPPORTED, "'%s': %s = %d is not supported (at most %d experts)", L->cfg_path,
+                         a->k_experts, c->n_experts, NL_MOE_MAX_EXPERTS);
     if (c->n_experts == 0) return NL_OK; /* HF: every layer dense */
     if ((st = cfg_int(L, a->k_topk, 1, a->topk_def, &c->n_experts_per_tok)) != NL_OK) return st;
     if (c->n_experts_per_tok < 1 || c->n_experts_per_tok > c->n_experts)
