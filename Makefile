@@ -92,6 +92,7 @@ bench: deps
 	@bash bench/tokenizer.sh $(BUILD)
 	@bash bench/sparsity.sh $(BUILD)
 	@bash bench/train.sh $(BUILD)
+	@/usr/bin/python3 bench/moe.py $(BUILD)
 
 check-slow: deps
 	@$(MAKE) --no-print-directory tests-build
