@@ -5,8 +5,10 @@
  * f16/bf16 tensors are converted into a per-model slot that holds one layer, so peak
  * memory is about file size + one layer in f32. Every loader (llama2.c, Hugging Face,
  * later GGUF) fills the same private struct (src/model/model_internal.h) and shares the
- * conversion code in src/model/model.c.
- * Checked by tests/test_model.c and tests/test_forward.c (PyTorch fixtures).
+ * conversion code in src/model/model.c. A mixture-of-experts layer's slot holds all its
+ * experts (like a dense layer's FFN); the forward pass then computes only the selected ones.
+ * Checked by tests/test_model.c, tests/test_forward.c and tests/test_moe_models.c (PyTorch
+ * fixtures).
  */
 #ifndef NEURONLAB_MODEL_H
 #define NEURONLAB_MODEL_H
