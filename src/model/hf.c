@@ -441,7 +441,7 @@ static nl_status check_router_options(hf_loader *L) {
                              L->a->model_type, strs[i].want);
     }
     static const struct { const char *key; double want; } nums[] = {
-        {"routed_scaling_factor", 1.0}, {"n_group", 1.0}, {"topk_group", 1.0}, {"n_routed_experts_groups", 1.0}};
+        {"routed_scaling_factor", 1.0}, {"n_group", 1.0}, {"topk_group", 1.0}};
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
         json_t *v = json_object_get(L->cfg, nums[i].key);
         if (!v || json_is_null(v)) continue;
