@@ -57,6 +57,47 @@ for i, dt in enumerate(["F32", "BF16", "F16"]):
     cfg, st = tiny_llama(dt, L=1 + i % 2)
     put("safetensors", f"tiny_{dt.lower()}.safetensors", st)
     put("model_hf", f"tiny_{dt.lower()}", json.dumps(cfg, indent=1).encode() + SEP + st)
+def tiny_moe(mt, dt, D=8, Fe=4, Fs=4, E=4, k=2, L=2, V=32):
+    """Mixture-of-experts seeds: mixtral (every layer sparse) and qwen2_moe (layer 0 dense by
+    decoder_sparse_step 2, layer 1 sparse with a shared expert)."""
+    t = {"model.embed_tokens.weight": (V, D), "model.norm.weight": (D,), "lm_head.weight": (V, D)}
+    for l in range(L):
+        p = f"model.layers.{l}."
+        t.update({p + "input_layernorm.weight": (D,), p + "post_attention_layernorm.weight": (D,),
+                  p + "self_attn.q_proj.weight": (D, D), p + "self_attn.k_proj.weight": (D, D),
+                  p + "self_attn.v_proj.weight": (D, D), p + "self_attn.o_proj.weight": (D, D)})
+        if mt == "qwen2_moe":
+            t.update({p + "self_attn.q_proj.bias": (D,), p + "self_attn.k_proj.bias": (D,), p + "self_attn.v_proj.bias": (D,)})
+        if mt == "qwen2_moe" and l == 0:
+            t.update({p + "mlp.gate_proj.weight": (16, D), p + "mlp.up_proj.weight": (16, D), p + "mlp.down_proj.weight": (D, 16)})
+            continue
+        moe = p + ("block_sparse_moe." if mt == "mixtral" else "mlp.")
+        t[moe + "gate.weight"] = (E, D)
+        names = ("w1", "w3", "w2") if mt == "mixtral" else ("gate_proj", "up_proj", "down_proj")
+        for e in range(E):
+            t.update({f"{moe}experts.{e}.{names[0]}.weight": (Fe, D), f"{moe}experts.{e}.{names[1]}.weight": (Fe, D),
+                      f"{moe}experts.{e}.{names[2]}.weight": (D, Fe)})
+        if mt == "qwen2_moe":
+            t.update({moe + "shared_expert.gate_proj.weight": (Fs, D), moe + "shared_expert.up_proj.weight": (Fs, D),
+                      moe + "shared_expert.down_proj.weight": (D, Fs), moe + "shared_expert_gate.weight": (1, D)})
+    out, r = {}, np.random.default_rng(2)  # its own stream: the other seeds stay as they were
+    for n, sh in t.items():
+        a = (r.standard_normal(sh) * 0.3).astype(np.float32)
+        out[n] = (dt, (a.view(np.uint32) >> 16).astype(np.uint16) if dt == "BF16" else a)
+    cfg = {"model_type": mt, "hidden_size": D, "intermediate_size": Fe if mt == "mixtral" else 16,
+           "num_hidden_layers": L, "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": V,
+           "rms_norm_eps": 1e-5, "hidden_act": "silu", "max_position_embeddings": 64, "tie_word_embeddings": False,
+           "num_experts_per_tok": k}
+    if mt == "mixtral":
+        cfg["num_local_experts"] = E
+    else:
+        cfg.update({"num_experts": E, "moe_intermediate_size": Fe, "shared_expert_intermediate_size": Fs,
+                    "decoder_sparse_step": 2, "mlp_only_layers": [], "norm_topk_prob": False})
+    return cfg, st_bytes(out)
+
+for mt, dt in (("mixtral", "F32"), ("qwen2_moe", "BF16")):
+    cfg, st = tiny_moe(mt, dt)
+    put("model_hf", f"tiny_{mt}", json.dumps(cfg, indent=1).encode() + SEP + st)
 put("safetensors", "empty.safetensors", st_bytes({}))
 put("safetensors", "meta.safetensors", st_bytes({"x": ("I64", np.arange(3, dtype=np.int64))}).replace(b"{", b'{"__metadata__": {"format": "pt"}, ', 1))
 cfg, _ = tiny_llama()

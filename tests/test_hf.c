@@ -807,7 +807,7 @@ Test(hf, unknown_model_type) {
     write_text(P("config.json"), "{\"model_type\": \"foo\", \"hidden_size\": 8}");
     char want[512];
     snprintf(want, sizeof want,
-             "'%s/config.json': unknown model_type 'foo' (supported: llama, mistral, qwen2, gpt2, gpt_neox, phi)", tmpdir);
+             "'%s/config.json': unknown model_type 'foo' (supported: llama, mistral, qwen2, gpt2, gpt_neox, phi, qwen3, mixtral, qwen2_moe, qwen3_moe)", tmpdir);
     open_fails(tmpdir, NL_EUNSUPPORTED, want, NULL);
 }
 

@@ -90,17 +90,43 @@ typedef nl_status (*nl_ffn_fn)(void *user, nl_ctx *ctx, const nl_ffn_call *call,
  * for some calls, or a test can check a replacement against it. */
 nl_status nl_ffn_dense(void *user, nl_ctx *ctx, const nl_ffn_call *call, const float *x, float *out);
 
+/* The native mixture-of-experts FFN (model.h, DESIGN §10) that the forward pass runs on every
+ * MoE layer of a model with n_experts > 0 (call->w->moe == 1): router GEMM, softmax, top-k
+ * (nl_moe_topk), tokens grouped by expert with one gated-FFN GEMM chain per selected expert
+ * (unselected experts are never computed), weighted scatter-add in increasing expert order,
+ * plus the sigmoid-gated shared expert when d_shared > 0. It fires no inner hook points
+ * (FFN_PRE, FFN_UP, FFN_ACT; see hooks.h). user: the forward pass's scratch, as returned by
+ * nl_forward_get_ffn for an MoE layer, or NULL (buffers are then allocated per call).
+ * NL_EINVAL when the layer is not an MoE layer. */
+nl_status nl_ffn_moe(void *user, nl_ctx *ctx, const nl_ffn_call *call, const float *x, float *out);
+
+/* Routing of T tokens: logits (T, E) router logits, replaced by p = softmax per row; sel (T, k)
+ * the chosen experts, largest p first; wts (T, k) their p, divided by their sum when
+ * c->norm_topk_prob. E = c->n_experts, k = c->n_experts_per_tok. */
+void nl_moe_route(const nl_config *c, float *logits, int T, int *sel, float *wts);
+
+/* The k largest of p (n ≤ NL_MOE_MAX_EXPERTS values, 1 ≤ k ≤ n): idx (k) their indices, val (k, or NULL) their values, largest
+ * first. Ties are resolved exactly as torch.topk(p, k) does on CPU (PyTorch's topk_impl_loop:
+ * std::partial_sort when k·64 ≤ n, else std::nth_element then std::sort of the first k-1, with
+ * libstdc++'s algorithms reproduced step by step), which is not "lowest index first": eight
+ * equal values with k = 2 give indices 6, 5; sixty with k = 4 give 39, 40, 41, 38. NaN counts
+ * as the largest value. */
+void nl_moe_topk(const float *p, int n, int k, int *idx, float *val);
+
 /* Fires hook point p (width columns, call->T rows) of call->layer on x, as the forward pass
  * does: interveners then observers, nothing when no hook wants it. For replacements that want
  * to expose FFN_PRE / FFN_UP / FFN_ACT. */
 nl_status nl_ffn_fire(const nl_ffn_call *call, nl_ctx *ctx, nl_hook_point p, int width, float *x);
 
 /* Replaces the FFN of one layer (0 ≤ layer < L) or of every layer (layer = -1) by fn, called
- * with user (borrowed: must outlive the runs or the next set). fn = NULL restores the dense FFN
- * (user ignored). NL_EINVAL for another layer. Only between runs. */
+ * with user (borrowed: must outlive the runs or the next set). fn = NULL restores the layer's own
+ * FFN: the dense FFN, or nl_ffn_moe on a mixture-of-experts layer (user ignored). NL_EINVAL for
+ * another layer. Only between runs. */
 nl_status nl_forward_set_ffn(nl_forward *f, nl_ctx *ctx, int layer, nl_ffn_fn fn, void *user);
 /* The replacement of layer l (0 ≤ l < L) and its user pointer, or NULL when the layer runs
- * the dense FFN (so a wrapper can chain to a previous replacement). user may be NULL. */
+ * the dense FFN (so a wrapper can chain to a previous replacement). user may be NULL. A
+ * mixture-of-experts layer that was not replaced returns nl_ffn_moe and its scratch, so code
+ * that needs the dense (T, F) activation sees that the layer is not dense. */
 nl_ffn_fn nl_forward_get_ffn(const nl_forward *f, int layer, void **user);
 
 #endif

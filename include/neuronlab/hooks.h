@@ -22,6 +22,14 @@
  * replacement fires them only if it chooses to (nl_ffn_fire), so an analysis that needs the
  * full (T, F) activation must check that the layer's FFN is dense (nl_forward_get_ffn).
  *
+ * Mixture-of-experts layers (model.h n_experts > 0, nl_config_is_moe_layer): FFN_IN (the
+ * router's input) and FFN_OUT (the whole block's output: weighted routed experts + gated shared
+ * expert) fire as on every layer; FFN_PRE, FFN_UP and FFN_ACT are NOT fired, because there is
+ * no single (T, F) activation — each token has k experts of width d_expert. Analyses of dense
+ * neurons (record, sparsity, perturb, prune) therefore refuse MoE layers: nl_model_w_out_norm
+ * fails with NL_EUNSUPPORTED naming the layer. Dense layers of an MoE model (Qwen-MoE
+ * mlp_only_layers / decoder_sparse_step) fire every point as usual.
+ *
  * Checked by tests/test_forward.c (hook identity, masking through an intervener, FFN input,
  * removal by handle).
  */

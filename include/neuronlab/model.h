@@ -5,8 +5,10 @@
  * f16/bf16 and GGUF's quantised tensors are converted into a per-model slot that holds one
  * layer, so peak memory is about file size + one layer in f32. Every loader (llama2.c,
  * Hugging Face, GGUF) fills the same private struct (src/model/model_internal.h) and shares the
- * conversion code in src/model/model.c.
- * Checked by tests/test_model.c and tests/test_forward.c (PyTorch fixtures).
+ * conversion code in src/model/model.c. A mixture-of-experts layer's slot holds all its
+ * experts (like a dense layer's FFN); the forward pass then computes only the selected ones.
+ * Checked by tests/test_model.c, tests/test_forward.c and tests/test_moe_models.c (PyTorch
+ * fixtures).
  */
 #ifndef NEURONLAB_MODEL_H
 #define NEURONLAB_MODEL_H
@@ -60,6 +62,10 @@ typedef enum {
     NL_ARCH_GPT2,
     NL_ARCH_GPT_NEOX,
     NL_ARCH_PHI,
+    NL_ARCH_QWEN3,     /* Qwen2 attention without q/k/v bias, with per-head q/k RMSNorm */
+    NL_ARCH_MIXTRAL,   /* Mistral with a routed-expert FFN in every layer */
+    NL_ARCH_QWEN2_MOE, /* Qwen2 with routed experts + a sigmoid-gated shared expert */
+    NL_ARCH_QWEN3_MOE, /* Qwen3 with routed experts */
 } nl_arch;
 const char *nl_arch_name(nl_arch a); /* "llama", "gpt_neox" … */
 
@@ -75,6 +81,11 @@ const char *nl_act_name(nl_act a);
 int nl_act_parse(const char *s);
 
 typedef enum { NL_NORM_RMS = 0, NL_NORM_LAYER } nl_norm;
+
+/* Layers whose mlp_only_layers flag nl_config can hold (layer indices 0 … 1023). */
+#define NL_MOE_MAX_LAYERS 1024
+/* Routed experts per layer a model may have (loaders refuse more). */
+#define NL_MOE_MAX_EXPERTS 1024
 typedef enum { NL_POS_ROPE = 0, NL_POS_LEARNED } nl_pos;
 typedef enum { NL_ROPE_SCALING_NONE = 0, NL_ROPE_SCALING_LLAMA3, NL_ROPE_SCALING_LINEAR } nl_rope_scaling;
 
@@ -112,7 +123,25 @@ typedef struct nl_config {
     int sliding_window;    /* 0 = full causal attention */
     int tie_embeddings;    /* LM head is the token embedding */
     int bos_id, eos_id;    /* -1 when unknown */
+    int qk_norm;           /* 1: RMSNorm over each head's q and k (Dh) before RoPE (Qwen3) */
+
+    /* Mixture of experts (DESIGN §10). n_experts == 0: every layer is dense (d_ff wide).
+     * An MoE layer computes, with x the normalised FFN input and z = x·W_routerᵀ (E),
+     * p = softmax(z), S = the k largest p (ties as torch.topk on CPU, nl_moe_topk),
+     * w_e = p_e (÷ Σ_S p when norm_topk_prob) and
+     *     out = Σ_{e∈S} w_e·FFN_e(x) + sigmoid(x·w_shared_gate)·FFN_shared(x)
+     * (the shared term only when d_shared > 0). FFN_e is the gated FFN of width d_expert. */
+    int n_experts;         /* E routed experts per MoE layer (0: dense model), ≤ NL_MOE_MAX_EXPERTS */
+    int n_experts_per_tok; /* k, 1 ≤ k ≤ E */
+    int d_expert;          /* Fe: width of one routed expert */
+    int d_shared;          /* Fs: width of the shared expert, 0 = none */
+    int norm_topk_prob;    /* 1: the k weights are divided by their sum */
+    int decoder_sparse_step; /* layer l is MoE when (l + 1) % step == 0 (and not mlp_only) */
+    unsigned char mlp_only[NL_MOE_MAX_LAYERS / 8]; /* bit l set: layer l is dense (mlp_only_layers) */
 } nl_config;
+
+/* 1 when layer l of c is a mixture-of-experts layer (see the fields above), else 0. */
+int nl_config_is_moe_layer(const nl_config *c, int l);
 
 /* A weight matrix in f32 for y = x·Wᵀ. trans == 0: stored (n_out, n_in) like torch.nn.Linear;
  * trans == 1: stored (n_in, n_out) like GPT-2's Conv1D. ld is the row stride in floats. */
@@ -122,6 +151,12 @@ typedef struct {
     int trans;
     int ld;
 } nl_mat;
+
+/* One routed expert's gated FFN in f32: a = act(x·W_gateᵀ) ⊙ (x·W_upᵀ), y = a·W_downᵀ. */
+typedef struct {
+    nl_mat w_gate, w_up; /* (Fe, D) */
+    nl_mat w_down;       /* (D, Fe) */
+} nl_expert_mats;
 
 /* One layer's weights in f32. Absent tensors are NULL / w == NULL. Borrowed from the model:
  * valid until the next nl_model_layer() call on the same model or nl_model_close(). */
@@ -140,6 +175,15 @@ typedef struct {
     const float *b_up;          /* (F) plain FFN bias or NULL */
     nl_mat w_down;              /* (D, F) W_out */
     const float *b_down;        /* (D) or NULL */
+    const float *q_norm, *k_norm; /* (Dh) per-head q/k RMSNorm weights (qk_norm) or NULL */
+
+    /* Mixture-of-experts layers (moe = 1): w_gate/w_up/w_down above are absent. */
+    int moe;
+    nl_mat router;              /* (E, D) W_router */
+    const nl_expert_mats *experts; /* (E) routed experts */
+    nl_mat sh_gate, sh_up;      /* (Fs, D) shared expert; w == NULL when d_shared == 0 */
+    nl_mat sh_down;             /* (D, Fs) */
+    nl_mat sh_router;           /* (1, D) shared_expert_gate */
 } nl_layer;
 
 /* The embedding, final norm and LM head in f32 (borrowed like nl_layer). */
@@ -195,7 +239,9 @@ nl_status nl_model_head(nl_ctx *ctx, nl_model *m, nl_head *out);
  * pos0+i when the model has them). Token ids must be checked by the caller. */
 void nl_model_embed(const nl_model *m, const int32_t *tokens, int n, int pos0, float *dst);
 
-/* ‖W_out[:, i]‖₂ for layer l: norms (F), caller-owned. */
+/* ‖W_out[:, i]‖₂ for layer l: norms (F), caller-owned. A mixture-of-experts layer has no
+ * single W_out: NL_EUNSUPPORTED with a message naming the layer and the model (so analyses
+ * of dense neurons refuse MoE layers instead of writing wrong data). */
 nl_status nl_model_w_out_norm(nl_ctx *ctx, nl_model *m, int l, float *norms);
 
 #endif

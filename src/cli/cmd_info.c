@@ -213,7 +213,16 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         printf("architecture %s (model_type %s)\n", nl_arch_name(c->arch), c->model_type);
         printf("layers       %d\nd_model      %d\nd_ff         %d (%s FFN, %s)\n", c->n_layers, c->d_model, c->d_ff,
                c->ffn_gated ? "gated" : "plain", nl_act_name(c->act));
-        printf("heads        %d query, %d key/value, head dim %d\n", c->n_heads, c->n_kv_heads, c->head_dim);
+        printf("heads        %d query, %d key/value, head dim %d%s\n", c->n_heads, c->n_kv_heads, c->head_dim,
+               c->qk_norm ? ", q/k RMSNorm per head" : "");
+        if (c->n_experts > 0) {
+            int n_moe = 0;
+            for (int l = 0; l < c->n_layers; l++) n_moe += nl_config_is_moe_layer(c, l);
+            printf("experts      %d routed, top-%d%s, width %d; ", c->n_experts, c->n_experts_per_tok,
+                   c->norm_topk_prob ? " renormalised" : "", c->d_expert);
+            if (c->d_shared > 0) printf("shared expert width %d; ", c->d_shared);
+            printf("%d of %d layers\n", n_moe, c->n_layers);
+        }
         printf("vocabulary   %d\ncontext      %d\n", c->vocab_size, c->max_pos);
         printf("norm         %s, eps %g\n", c->norm == NL_NORM_RMS ? "rmsnorm" : "layernorm", c->norm_eps);
         if (c->pos == NL_POS_ROPE)

@@ -277,6 +277,15 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         if (n_layers <= 0)
             st = nl_errorf(ctx, NL_EINVAL, "--layers '%s': expected a list like 0,2,5-7 of layers in 0..%d", layers_s, c->n_layers - 1);
     }
+    /* mixture-of-experts layers have no single (T, F) activation to record (hooks.h): refuse
+     * them before any file is written */
+    for (int j = 0; st == NL_OK && j < (layers_s ? n_layers : c->n_layers); j++) {
+        const int l = layers_s ? layers[j] : j;
+        if (nl_config_is_moe_layer(c, l))
+            st = nl_errorf(ctx, NL_EUNSUPPORTED,
+                           "layer %d of '%s' is a mixture-of-experts layer (%d experts): recording experts is not "
+                           "supported yet (record dense layers with --layers)", l, r.model, c->n_experts);
+    }
     if (st == NL_OK)
         st = check_output(ctx, outp, r.data, dbpath, r.tok ? nl_tokenizer_path(r.tok) : r.tokenizer, r.model, force || resume);
     struct stat so;

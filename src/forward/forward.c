@@ -7,7 +7,9 @@
  *   sequential:         h = x + attn(n1(x));  x = h + ffn(n2(h))        (Llama, GPT-2, …)
  *   parallel_residual:  x = x + attn(n1(x)) + ffn(n2(x))                (GPT-NeoX)
  *   shared_norm:        x = x + attn(n1(x)) + ffn(n1(x))                (Phi)
- * ffn() is the dense FFN (nl_ffn_dense) unless the layer's FFN was replaced (nl_forward_set_ffn);
+ * ffn() is the dense FFN (nl_ffn_dense), or the native MoE block (nl_ffn_moe, moe_block.c) on a
+ * mixture-of-experts layer, unless the layer's FFN was replaced (nl_forward_set_ffn);
+ * Qwen3-style models RMS-normalise each head's q and k before RoPE;
  * the FFN_IN hooks edit the normalised input in place (attention has already read it).
  * Checked by tests/test_forward.c against PyTorch fixtures and stories260K.
  */
@@ -18,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "forward/moe_block.h"
 #include "neuronlab/ops.h"
 
 #define NL_HEAD_BLOCK 32 /* rows of logits computed at once by nl_forward_nll */
@@ -42,8 +45,9 @@ struct nl_forward {
     float *v_cache;  /* (L, P, KV) */
     float *logits;   /* (NL_HEAD_BLOCK, V) */
     float *inv_freq; /* (rotary_dim / 2) */
-    nl_ffn_fn *ffn_fn; /* (L) replacement FFN per layer, NULL = dense */
+    nl_ffn_fn *ffn_fn; /* (L) replacement FFN per layer, NULL = dense; nl_ffn_moe on MoE layers */
     void **ffn_user;   /* (L) its user pointer */
+    nl_moe_scratch *moe; /* routing and expert buffers of the MoE layers (n_experts > 0), owned */
 };
 
 nl_status nl_forward_create(nl_ctx *ctx, nl_model *m, int max_T, int max_P, nl_forward **out) {
@@ -86,6 +90,14 @@ nl_status nl_forward_create(nl_ctx *ctx, nl_model *m, int max_T, int max_P, nl_f
         return nl_errorf(ctx, NL_ENOMEM, "cannot allocate the forward pass (batch %d, context %d): out of memory", max_T,
                          max_P);
     }
+    if (c->n_experts > 0) {
+        if (!(f->moe = nl_moe_scratch_create(c, max_T))) {
+            nl_forward_destroy(f);
+            return nl_errorf(ctx, NL_ENOMEM, "cannot allocate the expert buffers (batch %d): out of memory", max_T);
+        }
+        for (int l = 0; l < c->n_layers; l++)
+            if (nl_config_is_moe_layer(c, l)) f->ffn_fn[l] = nl_ffn_moe, f->ffn_user[l] = f->moe;
+    }
     if (c->pos == NL_POS_ROPE) nl_rope_inv_freq(c, f->inv_freq);
     *out = f;
     return NL_OK;
@@ -95,7 +107,7 @@ void nl_forward_destroy(nl_forward *f) {
     if (!f) return;
     free(f->x); free(f->xn); free(f->xn2); free(f->qkv); free(f->q); free(f->att); free(f->attn_out);
     free(f->pre); free(f->up); free(f->ffn_out); free(f->scores); free(f->k_cache); free(f->v_cache);
-    free(f->logits); free(f->inv_freq); free(f->ffn_fn); free(f->ffn_user);
+    free(f->logits); free(f->inv_freq); free(f->ffn_fn); free(f->ffn_user); nl_moe_scratch_destroy(f->moe);
     free(f);
 }
 
@@ -112,8 +124,9 @@ nl_status nl_forward_set_ffn(nl_forward *f, nl_ctx *ctx, int layer, nl_ffn_fn fn
         return nl_errorf(ctx, NL_EINVAL, "cannot replace the ffn of layer %d: the model has layers 0..%d (-1 = all)",
                          layer, L - 1);
     for (int l = layer < 0 ? 0 : layer; l < (layer < 0 ? L : layer + 1); l++) {
-        f->ffn_fn[l] = fn;
-        f->ffn_user[l] = fn ? user : NULL;
+        const int moe = !fn && nl_config_is_moe_layer(f->c, l); /* restore the layer's own FFN */
+        f->ffn_fn[l] = moe ? nl_ffn_moe : fn;
+        f->ffn_user[l] = moe ? (void *)f->moe : fn ? user : NULL;
     }
     return NL_OK;
 }
@@ -260,6 +273,11 @@ static nl_status blocks(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, int T
         if (st != NL_OK) return st;
         norm(c, f->xn, f->x, w.ln1_w, w.ln1_b, T);
         qkv_project(f, &w, l, T);
+        if (w.q_norm) { /* Qwen3: RMSNorm over each head's q and k (rows of Dh), before RoPE */
+            float *kc = f->k_cache + ((size_t)l * f->max_P + f->pos) * KV;
+            nl_rmsnorm(f->q, f->q, w.q_norm, T * c->n_heads, c->head_dim, c->norm_eps);
+            nl_rmsnorm(kc, kc, w.k_norm, T * c->n_kv_heads, c->head_dim, c->norm_eps);
+        }
         if (c->pos == NL_POS_ROPE) {
             float *kc = f->k_cache + ((size_t)l * f->max_P + f->pos) * KV;
             nl_rope(f->q, Q, T, c->n_heads, c->head_dim, c->rotary_dim, c->rope_interleaved, f->pos, f->inv_freq);

@@ -40,8 +40,23 @@ const nl_role_def nl_layer_roles[NL_R_COUNT] = {
     [NL_R_W_GATE] = {LS(w_gate), NL_DIM_F, NL_DIM_D},    [NL_R_W_UP] = {LS(w_up), NL_DIM_F, NL_DIM_D},
     [NL_R_B_UP] = {LS(b_up), NL_DIM_F, NL_DIM_NONE},     [NL_R_W_DOWN] = {LS(w_down), NL_DIM_D, NL_DIM_F},
     [NL_R_B_DOWN] = {LS(b_down), NL_DIM_D, NL_DIM_NONE},
+    [NL_R_Q_NORM] = {LS(q_norm), NL_DIM_DH, NL_DIM_NONE},  [NL_R_K_NORM] = {LS(k_norm), NL_DIM_DH, NL_DIM_NONE},
+    [NL_R_ROUTER] = {LS(router), NL_DIM_E, NL_DIM_D},
+    [NL_R_SH_GATE] = {LS(sh_gate), NL_DIM_FS, NL_DIM_D},   [NL_R_SH_UP] = {LS(sh_up), NL_DIM_FS, NL_DIM_D},
+    [NL_R_SH_DOWN] = {LS(sh_down), NL_DIM_D, NL_DIM_FS},   [NL_R_SH_ROUTER] = {LS(sh_router), NL_DIM_ONE, NL_DIM_D},
 };
 #undef LS
+
+/* Routed-expert matrices: gate (Fe, D), up (Fe, D), down (D, Fe) (off unused). */
+static const nl_role_def expert_roles[3] = {
+    {"expert gate", 0, NL_DIM_FE, NL_DIM_D}, {"expert up", 0, NL_DIM_FE, NL_DIM_D}, {"expert down", 0, NL_DIM_D, NL_DIM_FE},
+};
+
+int nl_config_is_moe_layer(const nl_config *c, int l) {
+    if (c->n_experts <= 0 || l < 0 || l >= c->n_layers) return 0;
+    if (l < NL_MOE_MAX_LAYERS && (c->mlp_only[l / 8] >> (l % 8) & 1)) return 0;
+    return c->decoder_sparse_step > 0 && (l + 1) % c->decoder_sparse_step == 0;
+}
 
 /* ---- Hugging Face names ------------------------------------------------------------------ */
 
@@ -83,6 +98,60 @@ static const nl_name_table hf_qwen2 = {
               [NL_R_BQ] = {"model.layers.%d.self_attn.q_proj.bias", NL_TN_REQ},
               [NL_R_BK] = {"model.layers.%d.self_attn.k_proj.bias", NL_TN_REQ},
               [NL_R_BV] = {"model.layers.%d.self_attn.v_proj.bias", NL_TN_REQ}},
+};
+
+/* Qwen3: q/k/v/o biases only with attention_bias; RMSNorm over each head's q and k. */
+#define HF_QWEN3_ATTN                                                                                     \
+    [NL_R_BQ] = {"model.layers.%d.self_attn.q_proj.bias", NL_TN_ATTN_BIAS},                               \
+    [NL_R_BK] = {"model.layers.%d.self_attn.k_proj.bias", NL_TN_ATTN_BIAS},                               \
+    [NL_R_BV] = {"model.layers.%d.self_attn.v_proj.bias", NL_TN_ATTN_BIAS},                               \
+    [NL_R_BO] = {"model.layers.%d.self_attn.o_proj.bias", NL_TN_ATTN_BIAS},                               \
+    [NL_R_Q_NORM] = {"model.layers.%d.self_attn.q_norm.weight", NL_TN_QK_NORM},                           \
+    [NL_R_K_NORM] = {"model.layers.%d.self_attn.k_norm.weight", NL_TN_QK_NORM}
+
+static const nl_name_table hf_qwen3 = {
+    .strip = "model.", .qkv = NL_QKV_SEPARATE,
+    .global = {HF_LLAMA_GLOBAL},
+    .layer = {HF_LLAMA_LAYER, HF_QWEN3_ATTN},
+};
+
+/* Mixtral: every layer is MoE; block_sparse_moe.gate is the router, experts.E.w1/w3/w2 are
+ * gate/up/down. */
+static const nl_name_table hf_mixtral = {
+    .strip = "model.", .qkv = NL_QKV_SEPARATE,
+    .global = {HF_LLAMA_GLOBAL},
+    .layer = {HF_LLAMA_LAYER, [NL_R_ROUTER] = {"model.layers.%d.block_sparse_moe.gate.weight", NL_TN_MOE}},
+    .expert = {"model.layers.%d.block_sparse_moe.experts.%d.w1.weight",
+               "model.layers.%d.block_sparse_moe.experts.%d.w3.weight",
+               "model.layers.%d.block_sparse_moe.experts.%d.w2.weight"},
+};
+
+#define HF_QWEN_MOE_EXPERTS                                                                               \
+    {"model.layers.%d.mlp.experts.%d.gate_proj.weight", "model.layers.%d.mlp.experts.%d.up_proj.weight",   \
+     "model.layers.%d.mlp.experts.%d.down_proj.weight"}
+
+/* Qwen2-MoE: Qwen2 attention (q/k/v bias with qkv_bias); MoE layers mlp.gate + experts + a
+ * shared expert gated by sigmoid(mlp.shared_expert_gate · x); other layers a dense mlp. */
+static const nl_name_table hf_qwen2_moe = {
+    .strip = "model.", .qkv = NL_QKV_SEPARATE,
+    .global = {HF_LLAMA_GLOBAL},
+    .layer = {HF_LLAMA_LAYER,
+              [NL_R_BQ] = {"model.layers.%d.self_attn.q_proj.bias", NL_TN_ATTN_BIAS},
+              [NL_R_BK] = {"model.layers.%d.self_attn.k_proj.bias", NL_TN_ATTN_BIAS},
+              [NL_R_BV] = {"model.layers.%d.self_attn.v_proj.bias", NL_TN_ATTN_BIAS},
+              [NL_R_ROUTER] = {"model.layers.%d.mlp.gate.weight", NL_TN_MOE},
+              [NL_R_SH_GATE] = {"model.layers.%d.mlp.shared_expert.gate_proj.weight", NL_TN_SHARED},
+              [NL_R_SH_UP] = {"model.layers.%d.mlp.shared_expert.up_proj.weight", NL_TN_SHARED},
+              [NL_R_SH_DOWN] = {"model.layers.%d.mlp.shared_expert.down_proj.weight", NL_TN_SHARED},
+              [NL_R_SH_ROUTER] = {"model.layers.%d.mlp.shared_expert_gate.weight", NL_TN_SHARED}},
+    .expert = HF_QWEN_MOE_EXPERTS,
+};
+
+static const nl_name_table hf_qwen3_moe = {
+    .strip = "model.", .qkv = NL_QKV_SEPARATE,
+    .global = {HF_LLAMA_GLOBAL},
+    .layer = {HF_LLAMA_LAYER, HF_QWEN3_ATTN, [NL_R_ROUTER] = {"model.layers.%d.mlp.gate.weight", NL_TN_MOE}},
+    .expert = HF_QWEN_MOE_EXPERTS,
 };
 
 static const nl_name_table hf_gpt2 = {
@@ -163,6 +232,14 @@ static const nl_arch_desc archs[] = {
                           "gelu", 0, 1, &hf_gpt_neox},
     [NL_ARCH_PHI] = {NL_ARCH_PHI, "phi", NL_NORM_LAYER, NL_POS_ROPE, 0, NL_BLOCK_SHARED_NORM, 0.5, "gelu_new", 0, 0,
                      &hf_phi},
+    [NL_ARCH_QWEN3] = {NL_ARCH_QWEN3, "qwen3", NL_NORM_RMS, NL_POS_ROPE, 1, NL_BLOCK_SEQUENTIAL, 1.0, "silu", 0, 0,
+                       &hf_qwen3},
+    [NL_ARCH_MIXTRAL] = {NL_ARCH_MIXTRAL, "mixtral", NL_NORM_RMS, NL_POS_ROPE, 1, NL_BLOCK_SEQUENTIAL, 1.0, "silu", 0,
+                         0, &hf_mixtral},
+    [NL_ARCH_QWEN2_MOE] = {NL_ARCH_QWEN2_MOE, "qwen2_moe", NL_NORM_RMS, NL_POS_ROPE, 1, NL_BLOCK_SEQUENTIAL, 1.0,
+                           "silu", 0, 1, &hf_qwen2_moe},
+    [NL_ARCH_QWEN3_MOE] = {NL_ARCH_QWEN3_MOE, "qwen3_moe", NL_NORM_RMS, NL_POS_ROPE, 1, NL_BLOCK_SEQUENTIAL, 1.0,
+                           "silu", 0, 0, &hf_qwen3_moe},
 };
 #define N_ARCHS ((int)(sizeof archs / sizeof archs[0]))
 
@@ -192,6 +269,11 @@ static int64_t dim_value(const nl_config *c, nl_dim_sym d) {
     case NL_DIM_KV: return KV;
     case NL_DIM_QKV: return Q + 2 * KV;
     case NL_DIM_P: return c->max_pos;
+    case NL_DIM_DH: return c->head_dim;
+    case NL_DIM_E: return c->n_experts;
+    case NL_DIM_FE: return c->d_expert;
+    case NL_DIM_FS: return c->d_shared;
+    case NL_DIM_ONE: return 1;
     case NL_DIM_NONE: break;
     }
     return -1;
@@ -222,6 +304,7 @@ static nl_status load_tensor(nl_ctx *ctx, nl_model *m, nl_resolver *r, const cha
     switch (flag) {
     case NL_TN_UNTIED: if (c->tie_embeddings) return NL_OK; break;
     case NL_TN_ATTN_BIAS: if (!r->attn_bias) return NL_OK; break;
+    case NL_TN_QK_NORM: if (!c->qk_norm) return NL_OK; break;
     default: break;
     }
     nl_source_tensor e;
@@ -230,8 +313,9 @@ static nl_status load_tensor(nl_ctx *ctx, nl_model *m, nl_resolver *r, const cha
     if (st != NL_OK) return st;
     if (!found) {
         if (flag == NL_TN_OPT) return NL_OK;
-        return nl_errorf(ctx, NL_EFORMAT, "'%s': missing tensor '%s' (model_type %s)", r->src->path, name,
-                         r->model_type);
+        return nl_errorf(ctx, NL_EFORMAT, "'%s': missing tensor '%s' (model_type %s%s)", r->src->path, name,
+                         r->model_type, flag == NL_TN_MOE || flag == NL_TN_SHARED || in_layer == 2
+                                            ? ", a mixture-of-experts layer" : "");
     }
     *dst = e.t;
     int64_t want[2] = {dim_value(c, rd->d0), dim_value(c, rd->d1)};
@@ -308,14 +392,35 @@ nl_status nl_arch_resolve(nl_ctx *ctx, nl_model *m, nl_resolver *r) {
     if (m->cfg.n_layers <= 0) return NL_EFORMAT; /* message set by check_layer_count */
     m->layers = calloc((size_t)m->cfg.n_layers, sizeof *m->layers);
     if (!m->layers) return nl_errorf(ctx, NL_ENOMEM, "cannot open '%s': out of memory", m->path);
-    for (int l = 0; l < m->cfg.n_layers; l++) {
+    const nl_config *c = &m->cfg;
+    if (c->n_experts > 0 && !t->expert[0])
+        NL_ASSERT(!"a mixture-of-experts config needs expert tensor names");
+    for (int l = 0; l < c->n_layers; l++) {
+        const int moe = nl_config_is_moe_layer(c, l);
         for (int s = 0; s < NL_R_COUNT; s++) {
             if (!t->layer[s].name) continue;
+            const nl_tn_flag fl = t->layer[s].flag;
+            if (moe && s >= NL_R_W_GATE && s <= NL_R_B_DOWN) continue; /* the dense FFN */
+            if ((fl == NL_TN_MOE || fl == NL_TN_SHARED) && !moe) continue;
+            if (fl == NL_TN_SHARED && c->d_shared <= 0) continue;
             char name[512];
             snprintf(name, sizeof name, t->layer[s].name, l);
             nl_tensor *dst = (nl_tensor *)((char *)&m->layers[l] + nl_layer_roles[s].off);
-            if ((st = load_tensor(ctx, m, r, name, t->layer[s].flag, &nl_layer_roles[s], 1, dst)) != NL_OK) return st;
+            if ((st = load_tensor(ctx, m, r, name, fl, &nl_layer_roles[s], 1, dst)) != NL_OK) return st;
         }
+        if (!moe) continue;
+        nl_stored_layer *sl = &m->layers[l];
+        sl->experts = calloc((size_t)c->n_experts * 3, sizeof *sl->experts);
+        sl->views = calloc((size_t)c->n_experts, sizeof *sl->views);
+        if (!sl->experts || !sl->views) return nl_errorf(ctx, NL_ENOMEM, "cannot open '%s': out of memory", m->path);
+        for (int e = 0; e < c->n_experts; e++)
+            for (int k = 0; k < 3; k++) {
+                char name[512];
+                snprintf(name, sizeof name, t->expert[k], l, e);
+                if ((st = load_tensor(ctx, m, r, name, NL_TN_REQ, &expert_roles[k], 2, &sl->experts[3 * e + k])) !=
+                    NL_OK)
+                    return st;
+            }
     }
     return NL_OK;
 }

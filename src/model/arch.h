@@ -22,15 +22,28 @@
 /* ---- canonical tensor roles ------------------------------------------------------------ */
 
 /* Dimension symbols of the shapes the config implies (see the nl_config glossary). */
-typedef enum { NL_DIM_NONE = 0, NL_DIM_D, NL_DIM_F, NL_DIM_V, NL_DIM_Q, NL_DIM_KV, NL_DIM_QKV, NL_DIM_P } nl_dim_sym;
+typedef enum {
+    NL_DIM_NONE = 0, NL_DIM_D, NL_DIM_F, NL_DIM_V, NL_DIM_Q, NL_DIM_KV, NL_DIM_QKV, NL_DIM_P,
+    NL_DIM_DH, /* head_dim */
+    NL_DIM_E,  /* n_experts */
+    NL_DIM_FE, /* d_expert */
+    NL_DIM_FS, /* d_shared */
+    NL_DIM_ONE /* 1 */
+} nl_dim_sym;
 
 /* Model-wide roles (fields of nl_model). */
 typedef enum { NL_G_TOK_EMB, NL_G_POS_EMB, NL_G_NORM_W, NL_G_NORM_B, NL_G_LM_HEAD, NL_G_LM_HEAD_B, NL_G_COUNT } nl_global_role;
 /* Per-layer roles (fields of nl_stored_layer). */
 typedef enum {
     NL_R_LN1_W, NL_R_LN1_B, NL_R_LN2_W, NL_R_LN2_B, NL_R_WQ, NL_R_WK, NL_R_WV, NL_R_BQ, NL_R_BK, NL_R_BV,
-    NL_R_WQKV, NL_R_BQKV, NL_R_WO, NL_R_BO, NL_R_W_GATE, NL_R_W_UP, NL_R_B_UP, NL_R_W_DOWN, NL_R_B_DOWN, NL_R_COUNT
+    NL_R_WQKV, NL_R_BQKV, NL_R_WO, NL_R_BO, NL_R_W_GATE, NL_R_W_UP, NL_R_B_UP, NL_R_W_DOWN, NL_R_B_DOWN,
+    NL_R_Q_NORM, NL_R_K_NORM,   /* per-head q/k RMSNorm (Dh) */
+    NL_R_ROUTER,                /* (E, D) MoE layers */
+    NL_R_SH_GATE, NL_R_SH_UP, NL_R_SH_DOWN, NL_R_SH_ROUTER, /* shared expert (Fs, D), (Fs, D), (D, Fs), (1, D) */
+    NL_R_COUNT
 } nl_layer_role;
+/* The dense-FFN roles (W_GATE … B_DOWN) are not loaded on MoE layers (nl_config_is_moe_layer);
+ * the routed experts are named by nl_name_table.expert (two %d: layer, expert). */
 
 typedef struct {
     const char *role;  /* "tok_emb", "wq" … */
@@ -49,6 +62,9 @@ typedef enum {
     NL_TN_OPT,       /* when present */
     NL_TN_UNTIED,    /* unless the embeddings are tied (then the token embedding is the LM head) */
     NL_TN_ATTN_BIAS, /* when the config's attention-bias flag is true */
+    NL_TN_QK_NORM,   /* when the config has per-head q/k norms (qk_norm) */
+    NL_TN_MOE,       /* on mixture-of-experts layers (required there) */
+    NL_TN_SHARED,    /* on mixture-of-experts layers when the config has a shared expert */
 } nl_tn_flag;
 
 typedef struct {
@@ -63,6 +79,9 @@ typedef struct {
     int rope_interleaved;      /* 1: rotate adjacent pairs; 0: rotate halves (HF rotate_half) */
     nl_tname global[NL_G_COUNT];
     nl_tname layer[NL_R_COUNT]; /* unnamed roles are absent */
+    /* Routed experts of MoE layers: printf patterns with two %d (layer, expert) for the gate
+     * (Fe, D), up (Fe, D) and down (D, Fe) projections; NULL when the format has none. */
+    const char *expert[3];
 } nl_name_table;
 
 /* ---- architectures ---------------------------------------------------------------------- */

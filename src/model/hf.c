@@ -51,6 +51,13 @@ typedef struct {
     int bos_def, eos_def;
     sw_kind sliding;
     struct { const char *key; int bad; } reject[3]; /* boolean fields whose value `bad` we cannot run */
+    int head_dim_def;   /* head_dim when k_head_dim is absent; 0 = hidden / heads */
+    int qk_norm;        /* per-head q/k RMSNorm (Qwen3) */
+
+    /* Mixture of experts: k_experts == NULL for dense model types. k_d_shared/k_norm_topk/
+     * k_sparse_step/k_mlp_only NULL: the default below always applies. */
+    const char *k_experts, *k_topk, *k_d_expert, *k_d_shared, *k_norm_topk, *k_sparse_step, *k_mlp_only;
+    int experts_def, topk_def, d_expert_def, d_shared_def, norm_topk_def;
 } hf_arch;
 
 static const hf_arch hf_configs[] = {
@@ -107,6 +114,51 @@ static const hf_arch hf_configs[] = {
         .k_rotary = "partial_rotary_factor", .k_theta = "rope_theta",
         .max_pos_def = 2048, .eps_def = 1e-5, .bos_def = 1, .eos_def = 2,
         .reject = {{"qk_layernorm", 1}},
+    },
+    {
+        .model_type = "qwen3", .arch = NL_ARCH_QWEN3,
+        .k_layers = "num_hidden_layers", .k_hidden = "hidden_size", .k_heads = "num_attention_heads",
+        .k_kv_heads = "num_key_value_heads", .k_ff = "intermediate_size", .k_vocab = "vocab_size",
+        .k_max_pos = "max_position_embeddings", .k_eps = "rms_norm_eps", .k_act = "hidden_act",
+        .k_head_dim = "head_dim", .k_theta = "rope_theta", .k_attn_bias = "attention_bias",
+        .kv_heads_def = 32, .max_pos_def = 32768, .eps_def = 1e-6, .bos_def = -1, .eos_def = -1,
+        .sliding = SW_QWEN2, .head_dim_def = 128, .qk_norm = 1,
+    },
+    {
+        .model_type = "mixtral", .arch = NL_ARCH_MIXTRAL,
+        .k_layers = "num_hidden_layers", .k_hidden = "hidden_size", .k_heads = "num_attention_heads",
+        .k_kv_heads = "num_key_value_heads", .k_ff = "intermediate_size", .k_vocab = "vocab_size",
+        .k_max_pos = "max_position_embeddings", .k_eps = "rms_norm_eps", .k_act = "hidden_act",
+        .k_head_dim = "head_dim", .k_theta = "rope_theta",
+        .kv_heads_def = 8, .max_pos_def = 4096 * 32, .eps_def = 1e-5, .bos_def = 1, .eos_def = 2,
+        .sliding = SW_MISTRAL,
+        .k_experts = "num_local_experts", .k_topk = "num_experts_per_tok", .k_d_expert = "intermediate_size",
+        .experts_def = 8, .topk_def = 2, .norm_topk_def = 1, /* Mixtral always renormalises */
+    },
+    {
+        .model_type = "qwen2_moe", .arch = NL_ARCH_QWEN2_MOE,
+        .k_layers = "num_hidden_layers", .k_hidden = "hidden_size", .k_heads = "num_attention_heads",
+        .k_kv_heads = "num_key_value_heads", .k_ff = "intermediate_size", .k_vocab = "vocab_size",
+        .k_max_pos = "max_position_embeddings", .k_eps = "rms_norm_eps", .k_act = "hidden_act",
+        .k_head_dim = "head_dim", .k_theta = "rope_theta", .k_attn_bias = "qkv_bias",
+        .kv_heads_def = 16, .max_pos_def = 32768, .eps_def = 1e-6, .bos_def = -1, .eos_def = -1,
+        .sliding = SW_QWEN2,
+        .k_experts = "num_experts", .k_topk = "num_experts_per_tok", .k_d_expert = "moe_intermediate_size",
+        .k_d_shared = "shared_expert_intermediate_size", .k_norm_topk = "norm_topk_prob",
+        .k_sparse_step = "decoder_sparse_step", .k_mlp_only = "mlp_only_layers",
+        .experts_def = 60, .topk_def = 4, .d_expert_def = 1408, .d_shared_def = 5632,
+    },
+    {
+        .model_type = "qwen3_moe", .arch = NL_ARCH_QWEN3_MOE,
+        .k_layers = "num_hidden_layers", .k_hidden = "hidden_size", .k_heads = "num_attention_heads",
+        .k_kv_heads = "num_key_value_heads", .k_ff = "intermediate_size", .k_vocab = "vocab_size",
+        .k_max_pos = "max_position_embeddings", .k_eps = "rms_norm_eps", .k_act = "hidden_act",
+        .k_head_dim = "head_dim", .k_theta = "rope_theta", .k_attn_bias = "attention_bias",
+        .kv_heads_def = 4, .max_pos_def = 32768, .eps_def = 1e-6, .bos_def = -1, .eos_def = -1,
+        .sliding = SW_QWEN2, .qk_norm = 1,
+        .k_experts = "num_experts", .k_topk = "num_experts_per_tok", .k_d_expert = "moe_intermediate_size",
+        .k_norm_topk = "norm_topk_prob", .k_sparse_step = "decoder_sparse_step", .k_mlp_only = "mlp_only_layers",
+        .experts_def = 128, .topk_def = 8, .d_expert_def = 768,
     },
 };
 #define N_ARCHS ((int)(sizeof hf_configs / sizeof hf_configs[0]))
@@ -375,6 +427,86 @@ static nl_status parse_sliding(hf_loader *L, nl_config *c) {
     return NL_OK;
 }
 
+/* Router options of other MoE families (DeepSeek, …) that change the routing rule: a
+ * config that sets one to anything but the value these model types compute is refused. */
+static nl_status check_router_options(hf_loader *L) {
+    static const struct { const char *key, *want; } strs[] = {{"scoring_func", "softmax"}, {"topk_method", "greedy"}};
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
+        json_t *v = json_object_get(L->cfg, strs[i].key);
+        if (!v || json_is_null(v)) continue;
+        if (!json_is_string(v) || strcmp(json_string_value(v), strs[i].want) != 0)
+            return nl_errorf(L->ctx, NL_EUNSUPPORTED, "'%s': router option %s = %s%s%s is not supported (model_type %s "
+                             "routes by %s)", L->cfg_path, strs[i].key, json_is_string(v) ? "'" : "",
+                             json_is_string(v) ? json_string_value(v) : "a non-string", json_is_string(v) ? "'" : "",
+                             L->a->model_type, strs[i].want);
+    }
+    static const struct { const char *key; double want; } nums[] = {
+        {"routed_scaling_factor", 1.0}, {"n_group", 1.0}, {"topk_group", 1.0}};
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+        json_t *v = json_object_get(L->cfg, nums[i].key);
+        if (!v || json_is_null(v)) continue;
+        if (!json_is_number(v) || json_number_value(v) != nums[i].want)
+            return nl_errorf(L->ctx, NL_EUNSUPPORTED, "'%s': router option %s = %s is not supported (model_type %s "
+                             "needs %g or no such field)", L->cfg_path, nums[i].key,
+                             json_is_number(v) ? "a value other than 1" : "a non-number", L->a->model_type, nums[i].want);
+    }
+    return NL_OK;
+}
+
+/* The mixture-of-experts fields (DESIGN §10): experts, top-k, widths, renormalisation,
+ * which layers are sparse. */
+static nl_status parse_moe(hf_loader *L, nl_config *c) {
+    const hf_arch *a = L->a;
+    nl_status st;
+    if (!a->k_experts) return NL_OK;
+    if ((st = check_router_options(L)) != NL_OK) return st;
+    if ((st = cfg_int(L, a->k_experts, 1, a->experts_def, &c->n_experts)) != NL_OK) return st;
+    if (c->n_experts < 0 || (c->n_experts == 0 && a->arch == NL_ARCH_MIXTRAL))
+        return nl_errorf(L->ctx, NL_EFORMAT, "'%s': field '%s' must be %s, got %d", L->cfg_path, a->k_experts,
+                         a->arch == NL_ARCH_MIXTRAL ? "positive" : ">= 0", c->n_experts);
+    if (c->n_experts > NL_MOE_MAX_EXPERTS)
+        return nl_errorf(L->ctx, NL_EUNSUPPORTED, "'%s': %s = %d is not supported (at most %d experts)", L->cfg_path,
+                         a->k_experts, c->n_experts, NL_MOE_MAX_EXPERTS);
+    if (c->n_experts == 0) return NL_OK; /* HF: every layer dense */
+    if ((st = cfg_int(L, a->k_topk, 1, a->topk_def, &c->n_experts_per_tok)) != NL_OK) return st;
+    if (c->n_experts_per_tok < 1 || c->n_experts_per_tok > c->n_experts)
+        return nl_errorf(L->ctx, NL_EFORMAT, "'%s': %s = %d must be in 1..%s (%d)", L->cfg_path, a->k_topk,
+                         c->n_experts_per_tok, a->k_experts, c->n_experts);
+    if ((st = cfg_dim(L, a->k_d_expert, a->d_expert_def > 0, a->d_expert_def, &c->d_expert)) != NL_OK) return st;
+    c->d_shared = a->d_shared_def;
+    if (a->k_d_shared) {
+        if ((st = cfg_int(L, a->k_d_shared, 1, a->d_shared_def, &c->d_shared)) != NL_OK) return st;
+        if (c->d_shared < 0)
+            return nl_errorf(L->ctx, NL_EFORMAT, "'%s': field '%s' must be >= 0, got %d", L->cfg_path, a->k_d_shared,
+                             c->d_shared);
+    }
+    if ((st = cfg_bool(L, a->k_norm_topk, a->norm_topk_def, &c->norm_topk_prob)) != NL_OK) return st;
+    if ((st = cfg_int(L, a->k_sparse_step, 1, 1, &c->decoder_sparse_step)) != NL_OK) return st;
+    if (c->decoder_sparse_step < 1)
+        return nl_errorf(L->ctx, NL_EFORMAT, "'%s': field '%s' must be positive, got %d", L->cfg_path,
+                         a->k_sparse_step, c->decoder_sparse_step);
+    json_t *mo = a->k_mlp_only ? json_object_get(L->cfg, a->k_mlp_only) : NULL;
+    if (mo && !json_is_null(mo)) {
+        if (!json_is_array(mo))
+            return nl_errorf(L->ctx, NL_EFORMAT, "'%s': field '%s' must be a list of layer indices", L->cfg_path,
+                             a->k_mlp_only);
+        size_t i;
+        json_t *e;
+        json_array_foreach(mo, i, e) {
+            if (!json_is_integer(e))
+                return nl_errorf(L->ctx, NL_EFORMAT, "'%s': field '%s' must be a list of layer indices (entry %zu)",
+                                 L->cfg_path, a->k_mlp_only, i);
+            json_int_t l = json_integer_value(e);
+            if (l < 0 || l >= c->n_layers) continue; /* HF tests membership: other values change nothing */
+            if (l >= NL_MOE_MAX_LAYERS)
+                return nl_errorf(L->ctx, NL_EUNSUPPORTED, "'%s': %s entry %lld: layers beyond %d are not supported",
+                                 L->cfg_path, a->k_mlp_only, (long long)l, NL_MOE_MAX_LAYERS - 1);
+            c->mlp_only[l / 8] |= (unsigned char)(1u << (l % 8));
+        }
+    }
+    return NL_OK;
+}
+
 static nl_status parse_config(hf_loader *L) {
     const hf_arch *a = L->a;
     const nl_arch_desc *d = L->d;
@@ -413,6 +545,8 @@ static nl_status parse_config(hf_loader *L) {
     if (a->k_kv_heads && json_is_null(json_object_get(L->cfg, a->k_kv_heads))) c->n_kv_heads = c->n_heads;
     if (a->k_head_dim && cfg_lookup(L->cfg, a->k_head_dim, (char[128]){0}, 128)) {
         if ((st = cfg_dim(L, a->k_head_dim, 0, 0, &c->head_dim)) != NL_OK) return st;
+    } else if (a->head_dim_def) {
+        c->head_dim = a->head_dim_def;
     } else {
         char kh[128], kn[128];
         cfg_lookup(L->cfg, a->k_hidden, kh, sizeof kh);
@@ -473,7 +607,8 @@ static nl_status parse_config(hf_loader *L) {
     if ((st = parse_sliding(L, c)) != NL_OK) return st;
     if ((st = cfg_token(L, "bos_token_id", a->bos_def, &c->bos_id)) != NL_OK) return st;
     if ((st = cfg_token(L, "eos_token_id", a->eos_def, &c->eos_id)) != NL_OK) return st;
-    return NL_OK;
+    c->qk_norm = a->qk_norm;
+    return parse_moe(L, c);
 }
 
 /* ---- weights ------------------------------------------------------------------------ */

@@ -152,6 +152,11 @@ nl_status nl_model_map(nl_ctx *ctx, nl_model *m, const char *path, const void **
 void nl_model_close(nl_model *m) {
     if (!m) return;
     for (int i = 0; i < m->n_maps; i++) munmap(m->maps[i].base, m->maps[i].size);
+    if (m->layers)
+        for (int l = 0; l < m->cfg.n_layers; l++) {
+            free(m->layers[l].experts);
+            free(m->layers[l].views);
+        }
     free(m->layers);
     free(m->slot);
     if (m->resident)
@@ -215,6 +220,7 @@ const char *nl_model_path(const nl_model *m) { return m->path; }
 
 nl_dtype nl_model_dtype(const nl_model *m) {
     if (m->cfg.n_layers > 0 && m->layers[0].w_up.data) return m->layers[0].w_up.dtype;
+    if (m->cfg.n_layers > 0 && m->layers[0].experts) return m->layers[0].experts[1].dtype; /* expert 0's W_up */
     return m->tok_emb.dtype;
 }
 
@@ -226,8 +232,14 @@ int64_t nl_model_bytes(const nl_model *m) {
 
 #define NL_LAYER_TENSORS(X)                                                                   \
     X(ln1_w) X(ln1_b) X(ln2_w) X(ln2_b) X(wq) X(wk) X(wv) X(bq) X(bk) X(bv) X(wqkv) X(bqkv)  \
-    X(wo) X(bo) X(w_gate) X(w_up) X(b_up) X(w_down) X(b_down)
-#define NL_LAYER_N_TENSORS 19
+    X(wo) X(bo) X(w_gate) X(w_up) X(b_up) X(w_down) X(b_down) X(q_norm) X(k_norm) X(router)  \
+    X(sh_gate) X(sh_up) X(sh_down) X(sh_router)
+#define NL_LAYER_N_TENSORS 26
+
+/* Routed-expert tensors of layer s: (E, 3) or none (dense layer). */
+static int64_t n_expert_tensors(const nl_model *m, const nl_stored_layer *s) {
+    return s->experts ? 3 * (int64_t)m->cfg.n_experts : 0;
+}
 
 int64_t nl_model_n_params(const nl_model *m) {
     int64_t n = nl_tensor_numel(&m->tok_emb) + nl_tensor_numel(&m->pos_emb) + nl_tensor_numel(&m->norm_w) +
@@ -237,6 +249,7 @@ int64_t nl_model_n_params(const nl_model *m) {
 #define X(f) n += nl_tensor_numel(&s->f);
         NL_LAYER_TENSORS(X)
 #undef X
+        for (int64_t e = 0; e < n_expert_tensors(m, s); e++) n += nl_tensor_numel(&s->experts[e]);
     }
     return n;
 }
@@ -263,17 +276,20 @@ nl_status nl_model_realign(nl_ctx *ctx, nl_model *m) {
         for (int i = 0; i < n_glob + m->cfg.n_layers; i++) {
             nl_tensor *one[NL_LAYER_N_TENSORS], **ts = one;
             int n = 1;
+            int64_t n_exp = 0;
+            nl_stored_layer *s = NULL;
             if (i < n_glob) {
                 one[0] = glob[i];
             } else {
-                nl_stored_layer *s = &m->layers[i - n_glob];
+                s = &m->layers[i - n_glob];
                 n = 0;
 #define X(f) one[n++] = &s->f;
                 NL_LAYER_TENSORS(X)
 #undef X
+                n_exp = n_expert_tensors(m, s);
             }
-            for (int k = 0; k < n; k++) {
-                nl_tensor *t = ts[k];
+            for (int64_t k = 0; k < n + n_exp; k++) {
+                nl_tensor *t = k < n ? ts[k] : &s->experts[k - n];
                 size_t es = t->data ? nl_dtype_size(t->dtype) : 0; /* block types are read bytewise */
                 if (!es || (uintptr_t)t->data % es == 0) continue;
                 size_t nb = nl_dtype_bytes(t->dtype, nl_tensor_numel(t)), padded = (nb + 63) & ~(size_t)63;
@@ -345,6 +361,11 @@ nl_status nl_model_validate(nl_ctx *ctx, const nl_model *m, const char *what) {
                          what, (double)c->rope_low_freq_factor, (double)c->rope_high_freq_factor, c->rope_orig_max_pos);
     const int64_t D = c->d_model, F = c->d_ff, V = c->vocab_size, Q = (int64_t)c->n_heads * c->head_dim,
                   KV = (int64_t)c->n_kv_heads * c->head_dim;
+    if (c->n_experts > 0 && (c->n_experts_per_tok < 1 || c->n_experts_per_tok > c->n_experts || c->d_expert <= 0 ||
+                             c->d_shared < 0 || c->decoder_sparse_step < 1))
+        return nl_errorf(ctx, NL_EFORMAT, "'%s': mixture of experts with %d experts, %d per token, expert width %d, "
+                         "shared width %d, sparse step %d is invalid", what, c->n_experts, c->n_experts_per_tok,
+                         c->d_expert, c->d_shared, c->decoder_sparse_step);
     if (Q + 2 * KV > INT_MAX) /* matrix widths are int (nl_mat) */
         return nl_errorf(ctx, NL_EFORMAT, "'%s': %d heads of dimension %d are too many for a matrix row count", what,
                          c->n_heads, c->head_dim);
@@ -378,11 +399,35 @@ nl_status nl_model_validate(nl_ctx *ctx, const nl_model *m, const char *what) {
         }
         CK("attention output projection", l, &s->wo, 1, tr ? Q : D, tr ? D : Q);
         CK("attention output bias", l, &s->bo, 0, D, -1);
-        CK("ffn gate projection", l, &s->w_gate, c->ffn_gated, tr ? D : F, tr ? F : D);
-        CK("ffn up projection", l, &s->w_up, 1, tr ? D : F, tr ? F : D);
-        CK("ffn up bias", l, &s->b_up, 0, F, -1);
-        CK("ffn down projection", l, &s->w_down, 1, tr ? F : D, tr ? D : F);
-        CK("ffn down bias", l, &s->b_down, 0, D, -1);
+        CK("q norm weight", l, &s->q_norm, c->qk_norm, c->head_dim, -1);
+        CK("k norm weight", l, &s->k_norm, c->qk_norm, c->head_dim, -1);
+        if (!nl_config_is_moe_layer(c, l)) {
+            CK("ffn gate projection", l, &s->w_gate, c->ffn_gated, tr ? D : F, tr ? F : D);
+            CK("ffn up projection", l, &s->w_up, 1, tr ? D : F, tr ? F : D);
+            CK("ffn up bias", l, &s->b_up, 0, F, -1);
+            CK("ffn down projection", l, &s->w_down, 1, tr ? F : D, tr ? D : F);
+            CK("ffn down bias", l, &s->b_down, 0, D, -1);
+            continue;
+        }
+        /* MoE layer: routed experts always gated, stored like torch.nn.Linear */
+        const int64_t E = c->n_experts, Fe = c->d_expert, Fs = c->d_shared;
+        if (s->w_up.data || s->w_down.data || tr || !c->ffn_gated || !s->experts || !s->views)
+            return nl_errorf(ctx, NL_EFORMAT, "'%s': layer %d is a mixture-of-experts layer with a dense ffn or "
+                             "no experts", what, l);
+        CK("router", l, &s->router, 1, E, D);
+        for (int64_t e = 0; e < E; e++) {
+            char nm[64];
+            snprintf(nm, sizeof nm, "expert %lld gate projection", (long long)e);
+            CK(nm, l, &s->experts[3 * e], 1, Fe, D);
+            snprintf(nm, sizeof nm, "expert %lld up projection", (long long)e);
+            CK(nm, l, &s->experts[3 * e + 1], 1, Fe, D);
+            snprintf(nm, sizeof nm, "expert %lld down projection", (long long)e);
+            CK(nm, l, &s->experts[3 * e + 2], 1, D, Fe);
+        }
+        CK("shared expert gate projection", l, &s->sh_gate, Fs > 0, Fs, D);
+        CK("shared expert up projection", l, &s->sh_up, Fs > 0, Fs, D);
+        CK("shared expert down projection", l, &s->sh_down, Fs > 0, D, Fs);
+        CK("shared expert gate", l, &s->sh_router, Fs > 0, 1, D);
     }
 #undef CK
     return NL_OK;
@@ -452,12 +497,13 @@ static nl_mat mat(nl_walk *w, const nl_tensor *t, int trans) { return mat_p(w, t
 #define PERM_Q(m) ((m)->rope_unpermute ? (m)->cfg.n_heads : 0)
 #define PERM_K(m) ((m)->rope_unpermute ? (m)->cfg.n_kv_heads : 0)
 
-/* Floats one layer needs in the slot. */
+/* Floats the slot needs for layer s (its tensors, then its routed experts). */
 static size_t layer_need(const nl_model *m, const nl_stored_layer *s) {
     size_t need = 0;
 #define X(f) need += slot_need(&s->f);
     NL_LAYER_TENSORS(X)
 #undef X
+    for (int64_t e = 0; e < n_expert_tensors(m, s); e++) need += slot_need(&s->experts[e]);
     if (m->rope_unpermute) /* permuted q/k are copied even when stored f32 */
         need += (s->wq.dtype == NL_DT_F32 ? slot_need_p(&s->wq, 1) : 0) + (s->wk.dtype == NL_DT_F32 ? slot_need_p(&s->wk, 1) : 0) +
                 (s->bq.dtype == NL_DT_F32 ? slot_need_p(&s->bq, 1) : 0) + (s->bk.dtype == NL_DT_F32 ? slot_need_p(&s->bk, 1) : 0);
@@ -466,8 +512,8 @@ static size_t layer_need(const nl_model *m, const nl_stored_layer *s) {
 
 nl_status nl_model_layer(nl_ctx *ctx, nl_model *m, int l, nl_layer *out) {
     NL_ASSERT(l >= 0 && l < m->cfg.n_layers);
-    const nl_stored_layer *s = &m->layers[l];
-    size_t need = layer_need(m, s);
+    nl_stored_layer *s = &m->layers[l];
+    const size_t need = layer_need(m, s);
     if (need > m->slot_cap) {
         free(m->slot);
         m->slot = malloc(need * sizeof(float));
@@ -495,6 +541,19 @@ nl_status nl_model_layer(nl_ctx *ctx, nl_model *m, int l, nl_layer *out) {
     out->wo = mat(&w, &s->wo, tr); out->bo = view(&w, &s->bo);
     out->w_gate = mat(&w, &s->w_gate, tr); out->w_up = mat(&w, &s->w_up, tr); out->b_up = view(&w, &s->b_up);
     out->w_down = mat(&w, &s->w_down, tr); out->b_down = view(&w, &s->b_down);
+    out->q_norm = view(&w, &s->q_norm); out->k_norm = view(&w, &s->k_norm);
+    out->router = mat(&w, &s->router, 0);
+    out->sh_gate = mat(&w, &s->sh_gate, 0); out->sh_up = mat(&w, &s->sh_up, 0);
+    out->sh_down = mat(&w, &s->sh_down, 0); out->sh_router = mat(&w, &s->sh_router, 0);
+    if (s->experts) {
+        out->moe = 1;
+        for (int e = 0; e < m->cfg.n_experts; e++) {
+            s->views[e].w_gate = mat(&w, &s->experts[3 * e], 0);
+            s->views[e].w_up = mat(&w, &s->experts[3 * e + 1], 0);
+            s->views[e].w_down = mat(&w, &s->experts[3 * e + 2], 0);
+        }
+        out->experts = s->views;
+    }
     out->qkv_layout = m->qkv_layout;
     if (!m->resident) m->slot_layer = need ? l : -1;
     return NL_OK;
@@ -503,9 +562,7 @@ nl_status nl_model_layer(nl_ctx *ctx, nl_model *m, int l, nl_layer *out) {
 int nl_model_keep_f32(nl_model *m, size_t max_bytes) {
     if (m->resident) return 1;
     size_t total = 0;
-    for (int l = 0; l < m->cfg.n_layers; l++) {
-        total += layer_need(m, &m->layers[l]);
-    }
+    for (int l = 0; l < m->cfg.n_layers; l++) total += layer_need(m, &m->layers[l]);
     if (total == 0 || total * sizeof(float) > max_bytes) return 0;
     m->resident = calloc((size_t)m->cfg.n_layers, sizeof *m->resident);
     return m->resident != NULL;
@@ -555,6 +612,10 @@ void nl_model_embed(const nl_model *m, const int32_t *tokens, int n, int pos0, f
 
 nl_status nl_model_w_out_norm(nl_ctx *ctx, nl_model *m, int l, float *norms) {
     nl_layer w;
+    if (m->layers[l].experts)
+        return nl_errorf(ctx, NL_EUNSUPPORTED,
+                         "layer %d of '%s' is a mixture-of-experts layer (%d experts): its neurons belong to experts "
+                         "and are not analysed yet (choose dense layers)", l, m->path, m->cfg.n_experts);
     nl_status st = nl_model_layer(ctx, m, l, &w);
     if (st != NL_OK) return st;
     const nl_mat *d = &w.w_down; /* (D, F) as y = a·W_downᵀ: column i of W_out is neuron i */

@@ -19,7 +19,12 @@ typedef struct {
     nl_tensor wq, wk, wv, bq, bk, bv; /* NL_QKV_SEPARATE */
     nl_tensor wqkv, bqkv;             /* fused layouts */
     nl_tensor wo, bo;
-    nl_tensor w_gate, w_up, b_up, w_down, b_down;
+    nl_tensor w_gate, w_up, b_up, w_down, b_down;  /* dense FFN; absent on MoE layers */
+    nl_tensor q_norm, k_norm;                      /* (Dh) qk_norm */
+    nl_tensor router;                              /* (E, D) MoE layers */
+    nl_tensor sh_gate, sh_up, sh_down, sh_router;  /* shared expert (Fs, D), (Fs, D), (D, Fs), (1, D) */
+    nl_tensor *experts;       /* MoE layers: (E, 3) gate (Fe, D), up (Fe, D), down (D, Fe); owned */
+    nl_expert_mats *views;    /* MoE layers: (E) f32 views handed out by nl_model_layer; owned */
 } nl_stored_layer;
 
 struct nl_model {

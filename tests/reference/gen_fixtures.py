@@ -501,6 +501,8 @@ def main():
         print(f"{case['name']:16s} max|logit| {out['logits'].abs().max():7.3f}  std(logit) "
               f"{out['logits'].std():6.3f}  std(a) {fa.std():6.3f}  frac(a>0) "
               f"{(fa > 0).float().mean():5.2f}  max|resid| {out['resid'].abs().max():6.3f}")
+    import gen_moe_fixtures                        # its folders (mixtral, qwen3 …) are not stale
+    keep.update(gen_moe_fixtures.CASES)
     for d in os.listdir(OUT):                      # stale cases from older generator versions
         if d not in keep and os.path.isdir(os.path.join(OUT, d)):
             shutil.rmtree(os.path.join(OUT, d))
