@@ -83,18 +83,6 @@ static double hist_quantile(const int64_t *h, int64_t total, double q) {
     return 1.0;
 }
 
-/* Float bounds that make comparisons of a float r with a real τ exact:
- * r < τ ⇔ r < f_ceil(τ);  r > τ ⇔ r > f_floor(τ). */
-static float f_ceil(double x) {
-    float f = (float)x;
-    if ((double)f < x) f = nextafterf(f, INFINITY);
-    return f;
-}
-static float f_floor(double x) {
-    float f = (float)x;
-    if ((double)f > x) f = nextafterf(f, -INFINITY);
-    return f;
-}
 
 /* ------------------------------------------------------------------------ state */
 
@@ -464,11 +452,11 @@ static nl_status sparsity_open(nl_ctx *ctx, const char *acts_path, const nl_spar
             s->out_k[s->n_out++] = k;
         }
 
-    s->c_below[0] = f_ceil(0.1);
-    s->c_below[1] = f_ceil(0.2);
-    for (int j = 0; j < s->ntau; j++) s->c_tau[j] = f_floor(s->o.thresholds[j]);
-    s->c_dead = f_floor(s->o.dead_threshold);
-    s->c_res = f_floor(s->o.resident_threshold);
+    s->c_below[0] = nl_float_ceil(0.1);
+    s->c_below[1] = nl_float_ceil(0.2);
+    for (int j = 0; j < s->ntau; j++) s->c_tau[j] = nl_float_floor(s->o.thresholds[j]);
+    s->c_dead = nl_float_floor(s->o.dead_threshold);
+    s->c_res = nl_float_floor(s->o.resident_threshold);
 
     /* Buffers. */
     size_t F = (size_t)s->F, K = (size_t)s->K, D = (size_t)s->D;

@@ -83,6 +83,11 @@ void *nl_calloc(size_t n, size_t size);
 /* Wall-clock seconds (monotonic). */
 double nl_now(void);
 
+/* Float bounds that make comparisons of a float r with a real x exact:
+ * r < x ⇔ r < nl_float_ceil(x);  r > x ⇔ r > nl_float_floor(x). */
+float nl_float_ceil(double x);
+float nl_float_floor(double x);
+
 /* Half-precision conversions (IEEE binary16 and bfloat16), round to nearest even. */
 float nl_f16_to_f32(uint16_t h);
 uint16_t nl_f32_to_f16(float f);

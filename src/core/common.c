@@ -52,6 +52,18 @@ void nl_assert_fail(const char *cond, const char *file, int line) {
 void *nl_malloc(size_t n) { return malloc(n ? n : 1); }
 void *nl_calloc(size_t n, size_t size) { return calloc(n ? n : 1, size ? size : 1); }
 
+float nl_float_ceil(double x) {
+    float f = (float)x;
+    if ((double)f < x) f = nextafterf(f, INFINITY);
+    return f;
+}
+
+float nl_float_floor(double x) {
+    float f = (float)x;
+    if ((double)f > x) f = nextafterf(f, -INFINITY);
+    return f;
+}
+
 double nl_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

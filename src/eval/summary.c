@@ -24,22 +24,6 @@ static inline float bitsf(uint32_t b) {
     memcpy(&f, &b, 4);
     return f;
 }
-/* r < τ ⇔ r < f_ceil(τ);  r > τ ⇔ r > f_floor(τ) (sparsity.c) */
-static float f_ceil(double x) {
-    float f = (float)x;
-    if ((double)f < x) f = nextafterf(f, INFINITY);
-    return f;
-}
-static float f_floor(double x) {
-    float f = (float)x;
-    if ((double)f > x) f = nextafterf(f, -INFINITY);
-    return f;
-}
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
@@ -230,8 +214,8 @@ nl_status nl_summary_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, nl_su
             return nl_errorf(ctx, NL_EINVAL, "document %d's label '%s' is not a group of the summary", d, ds->docs[d].label);
     const int F = s->d_ff, R = s->n_rec, G = s->n_groups;
     acc A = {.s = s, .F = F, .K = s->top_k, .nt = s->n_tau, .progress = progress};
-    for (int k = 0; k < s->n_tau; k++) A.c_tau[k] = f_floor(s->tau[k]);
-    A.c1 = f_ceil(0.1), A.c2 = f_ceil(0.2);
+    for (int k = 0; k < s->n_tau; k++) A.c_tau[k] = nl_float_floor(s->tau[k]);
+    A.c1 = nl_float_ceil(0.1), A.c2 = nl_float_ceil(0.2);
     A.thr = malloc((size_t)R * F * sizeof(float));
     A.count = calloc((size_t)R * G, sizeof(int64_t));
     A.pool = malloc((size_t)R * F * sizeof(float));
@@ -256,7 +240,7 @@ nl_status nl_summary_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, nl_su
     nl_hook_id hid = 0;
     if (st == NL_OK && nl_hooks_add_id(hooks, NL_HOOK_FFN_ACT, -1, NL_HOOK_OBSERVE, on_act, &A, &hid) != NL_OK)
         st = nl_errorf(ctx, NL_EINVAL, "too many hooks on the forward pass");
-    double last = now_s(), cost = 0;
+    double last = nl_now(), cost = 0;
     double every = commit ? (commit->seconds == 0 ? 2.0 : commit->seconds) : 0;
     for (int d = (int)s->n_docs; st == NL_OK && d < ds->n_docs; d++) {
         const nl_doc *doc = &ds->docs[d];
@@ -269,10 +253,10 @@ nl_status nl_summary_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, nl_su
         }
         if ((st = nl_summary_add_doc(ctx, s, doc->label, doc->n_tokens, doc->prompt_len, A.pool)) != NL_OK) break;
         if (commit && commit->fn && d + 1 < ds->n_docs) {
-            double t = now_s(), wait = every > 20 * cost ? every : 20 * cost;
+            double t = nl_now(), wait = every > 20 * cost ? every : 20 * cost;
             if (every < 0 || t - last >= wait) {
                 st = commit->fn(commit->user, ctx, s);
-                last = now_s();
+                last = nl_now();
                 cost = last - t;
             }
         }
