@@ -93,6 +93,7 @@ bench: deps
 	@bash bench/sparsity.sh $(BUILD)
 	@bash bench/train.sh $(BUILD)
 	@bash bench/moe.sh $(BUILD)
+	@bash bench/stats.sh $(BUILD)
 	@/usr/bin/python3 bench/moe.py $(BUILD)
 
 check-slow: deps
