@@ -94,6 +94,7 @@ bench: deps
 	@bash bench/train.sh $(BUILD)
 	@bash bench/moe.sh $(BUILD)
 	@bash bench/stats.sh $(BUILD)
+	@bash bench/gguf.sh $(BUILD)
 	@/usr/bin/python3 bench/moe.py $(BUILD)
 
 check-slow: deps
