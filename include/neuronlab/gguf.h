@@ -108,4 +108,45 @@ double nl_gguf_arr_num(const nl_gguf_kv *kv, uint64_t i);
 /* Element i of a string array (bounds were checked at parse time). O(1). */
 const char *nl_gguf_arr_str(const nl_gguf *g, const nl_gguf_kv *kv, uint64_t i, size_t *n);
 
+/* ---- writer --------------------------------------------------------------------------------
+ * Builds a GGUF v3 file: metadata in the order added, tensor infos in the order added, zero
+ * padding to the alignment, then each tensor's data padded to the alignment (the layout of
+ * gguf-py's GGUFWriter and ggml's gguf_write_to_file). general.alignment is written only when
+ * the alignment is not the default 32 (nl_gguf_writer_create). Tensor data are produced at
+ * write time, one tensor at a time, by a fill callback (or copied from a borrowed buffer), so
+ * a writer never holds the whole model. The file is written atomically (atomic_file.h): a
+ * crash leaves the old file or none, never a torn one.
+ * Rules: keys and tensor names are unique (a repeat is NL_EINVAL naming it); a tensor's type
+ * must be known (nl_ggml_type_block) and ne[0] a multiple of its block size.
+ * Checked by tests/test_gguf.c (round trips through nl_gguf_parse, the shared fixtures
+ * rewritten byte for byte). */
+typedef struct nl_gguf_writer nl_gguf_writer;
+
+/* Fills dst (nbytes, the tensor's stored size) with tensor i's data (0-based, order added). */
+typedef nl_status (*nl_gguf_fill_fn)(void *user, nl_ctx *ctx, int64_t i, void *dst, uint64_t nbytes);
+
+/* alignment: a power of two (0 = 32). */
+nl_status nl_gguf_writer_create(nl_ctx *ctx, uint32_t alignment, nl_gguf_writer **out);
+void nl_gguf_writer_destroy(nl_gguf_writer *w); /* NULL is a no-op */
+/* Scalar metadata (the value is copied). */
+nl_status nl_gguf_writer_str(nl_ctx *ctx, nl_gguf_writer *w, const char *key, const char *s, size_t n);
+nl_status nl_gguf_writer_u32(nl_ctx *ctx, nl_gguf_writer *w, const char *key, uint32_t v);
+nl_status nl_gguf_writer_i32(nl_ctx *ctx, nl_gguf_writer *w, const char *key, int32_t v);
+nl_status nl_gguf_writer_f32(nl_ctx *ctx, nl_gguf_writer *w, const char *key, float v);
+nl_status nl_gguf_writer_bool(nl_ctx *ctx, nl_gguf_writer *w, const char *key, int v);
+/* Arrays (copied): strings (s[i], len[i] bytes each; len NULL = NUL-terminated), int32, float32. */
+nl_status nl_gguf_writer_arr_str(nl_ctx *ctx, nl_gguf_writer *w, const char *key, const char *const *s, const size_t *len,
+                                 uint64_t n);
+nl_status nl_gguf_writer_arr_i32(nl_ctx *ctx, nl_gguf_writer *w, const char *key, const int32_t *v, uint64_t n);
+nl_status nl_gguf_writer_arr_f32(nl_ctx *ctx, nl_gguf_writer *w, const char *key, const float *v, uint64_t n);
+/* Copies metadata entry kv of the parsed file g (any type, arrays included) under its own key. */
+nl_status nl_gguf_writer_copy(nl_ctx *ctx, nl_gguf_writer *w, const nl_gguf *g, const nl_gguf_kv *kv);
+/* Adds tensor `name` (copied) of ggml type `type` and shape ne[0..n_dims) (ne[0] the row length).
+ * Its bytes come from fill(user, ctx, index, dst, nbytes) at write time, or, when fill is NULL,
+ * from data (borrowed until nl_gguf_writer_write, nbytes of the type and shape). */
+nl_status nl_gguf_writer_tensor(nl_ctx *ctx, nl_gguf_writer *w, const char *name, uint32_t type, int n_dims,
+                                const int64_t *ne, const void *data, nl_gguf_fill_fn fill, void *user);
+/* Writes everything to path atomically. */
+nl_status nl_gguf_writer_write(nl_ctx *ctx, nl_gguf_writer *w, const char *path);
+
 #endif

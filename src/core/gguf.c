@@ -10,11 +10,14 @@
  */
 #include "neuronlab/gguf.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "neuronlab/atomic_file.h"
 
 /* ---- ggml types --------------------------------------------------------------------------- */
 
@@ -521,4 +524,267 @@ const char *nl_gguf_arr_str(const nl_gguf *g, const nl_gguf_kv *kv, uint64_t i, 
     memcpy(&len, p, 8);
     *n = (size_t)len;
     return (const char *)p + 8;
+}
+
+/* ---- writer (gguf.h "writer") ----------------------------------------------------------------- */
+
+
+typedef struct {
+    char *name;
+    uint32_t type;
+    int n_dims;
+    int64_t ne[4];
+    uint64_t nbytes, offset;
+    const void *data;
+    nl_gguf_fill_fn fill;
+    void *user;
+} gw_tensor;
+
+struct nl_gguf_writer {
+    uint32_t alignment;
+    uint8_t *kv;             /* serialised key/value pairs */
+    size_t kv_n, kv_cap;
+    int64_t n_kv;
+    char **keys;             /* for the uniqueness check */
+    int64_t keys_cap;
+    gw_tensor *t;
+    int64_t n_t, t_cap;
+};
+
+nl_status nl_gguf_writer_create(nl_ctx *ctx, uint32_t alignment, nl_gguf_writer **out) {
+    *out = NULL;
+    if (alignment == 0) alignment = 32;
+    if (alignment & (alignment - 1))
+        return nl_errorf(ctx, NL_EINVAL, "GGUF alignment %u is not a power of two", alignment);
+    nl_gguf_writer *w = calloc(1, sizeof *w);
+    if (!w) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    w->alignment = alignment;
+    *out = w;
+    if (alignment != 32) return nl_gguf_writer_u32(ctx, w, "general.alignment", alignment);
+    return NL_OK;
+}
+
+void nl_gguf_writer_destroy(nl_gguf_writer *w) {
+    if (!w) return;
+    for (int64_t i = 0; i < w->n_kv; i++) free(w->keys[i]);
+    for (int64_t i = 0; i < w->n_t; i++) free(w->t[i].name);
+    free(w->keys);
+    free(w->kv);
+    free(w->t);
+    free(w);
+}
+
+static int gw_put(nl_gguf_writer *w, const void *p, size_t n) {
+    if (w->kv_n + n > w->kv_cap) {
+        size_t cap = w->kv_cap ? w->kv_cap : 4096;
+        while (cap < w->kv_n + n) cap *= 2;
+        uint8_t *q = realloc(w->kv, cap);
+        if (!q) return -1;
+        w->kv = q;
+        w->kv_cap = cap;
+    }
+    memcpy(w->kv + w->kv_n, p, n);
+    w->kv_n += n;
+    return 0;
+}
+
+static int gw_str(nl_gguf_writer *w, const char *s, size_t n) {
+    uint64_t len = n;
+    return gw_put(w, &len, 8) || gw_put(w, s, n);
+}
+
+/* Starts key/value pair `key` of value type t: checks uniqueness, writes key and type. */
+static nl_status gw_key(nl_ctx *ctx, nl_gguf_writer *w, const char *key, uint32_t t) {
+    for (int64_t i = 0; i < w->n_kv; i++)
+        if (!strcmp(w->keys[i], key)) return nl_errorf(ctx, NL_EINVAL, "GGUF writer: metadata key '%s' added twice", key);
+    if (w->n_kv == w->keys_cap) {
+        int64_t cap = w->keys_cap ? w->keys_cap * 2 : 32;
+        char **k = realloc(w->keys, (size_t)cap * sizeof *k);
+        if (!k) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+        w->keys = k;
+        w->keys_cap = cap;
+    }
+    if (!(w->keys[w->n_kv] = strdup(key)) || gw_str(w, key, strlen(key)) || gw_put(w, &t, 4))
+        return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    w->n_kv++;
+    return NL_OK;
+}
+
+static nl_status gw_scalar(nl_ctx *ctx, nl_gguf_writer *w, const char *key, uint32_t t, const void *v, size_t n) {
+    nl_status st = gw_key(ctx, w, key, t);
+    if (st == NL_OK && gw_put(w, v, n)) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    return st;
+}
+
+nl_status nl_gguf_writer_str(nl_ctx *ctx, nl_gguf_writer *w, const char *key, const char *s, size_t n) {
+    nl_status st = gw_key(ctx, w, key, NL_GGUF_STRING);
+    if (st == NL_OK && gw_str(w, s, n)) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    return st;
+}
+nl_status nl_gguf_writer_u32(nl_ctx *ctx, nl_gguf_writer *w, const char *key, uint32_t v) {
+    return gw_scalar(ctx, w, key, NL_GGUF_U32, &v, 4);
+}
+nl_status nl_gguf_writer_i32(nl_ctx *ctx, nl_gguf_writer *w, const char *key, int32_t v) {
+    return gw_scalar(ctx, w, key, NL_GGUF_I32, &v, 4);
+}
+nl_status nl_gguf_writer_f32(nl_ctx *ctx, nl_gguf_writer *w, const char *key, float v) {
+    return gw_scalar(ctx, w, key, NL_GGUF_F32, &v, 4);
+}
+nl_status nl_gguf_writer_bool(nl_ctx *ctx, nl_gguf_writer *w, const char *key, int v) {
+    uint8_t b = v != 0;
+    return gw_scalar(ctx, w, key, NL_GGUF_BOOL, &b, 1);
+}
+
+static nl_status gw_arr_head(nl_ctx *ctx, nl_gguf_writer *w, const char *key, uint32_t et, uint64_t n) {
+    nl_status st = gw_key(ctx, w, key, NL_GGUF_ARRAY);
+    if (st == NL_OK && (gw_put(w, &et, 4) || gw_put(w, &n, 8))) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    return st;
+}
+
+nl_status nl_gguf_writer_arr_str(nl_ctx *ctx, nl_gguf_writer *w, const char *key, const char *const *s, const size_t *len,
+                                 uint64_t n) {
+    nl_status st = gw_arr_head(ctx, w, key, NL_GGUF_STRING, n);
+    for (uint64_t i = 0; st == NL_OK && i < n; i++)
+        if (gw_str(w, s[i], len ? len[i] : strlen(s[i]))) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    return st;
+}
+nl_status nl_gguf_writer_arr_i32(nl_ctx *ctx, nl_gguf_writer *w, const char *key, const int32_t *v, uint64_t n) {
+    nl_status st = gw_arr_head(ctx, w, key, NL_GGUF_I32, n);
+    if (st == NL_OK && n && gw_put(w, v, (size_t)n * 4)) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    return st;
+}
+nl_status nl_gguf_writer_arr_f32(nl_ctx *ctx, nl_gguf_writer *w, const char *key, const float *v, uint64_t n) {
+    nl_status st = gw_arr_head(ctx, w, key, NL_GGUF_F32, n);
+    if (st == NL_OK && n && gw_put(w, v, (size_t)n * 4)) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    return st;
+}
+
+nl_status nl_gguf_writer_tensor(nl_ctx *ctx, nl_gguf_writer *w, const char *name, uint32_t type, int n_dims,
+                                const int64_t *ne, const void *data, nl_gguf_fill_fn fill, void *user) {
+    int bb = 0, be = nl_ggml_type_block(type, &bb);
+    if (!be) return nl_errorf(ctx, NL_EINVAL, "GGUF writer: tensor '%s' has unknown type id %u", name, type);
+    if (n_dims < 1 || n_dims > 4) return nl_errorf(ctx, NL_EINVAL, "GGUF writer: tensor '%s' has %d dimensions", name, n_dims);
+    if (!fill && !data) return nl_errorf(ctx, NL_EINVAL, "GGUF writer: tensor '%s' has no data", name);
+    uint64_t numel = 1;
+    for (int d = 0; d < n_dims; d++) {
+        if (ne[d] <= 0) return nl_errorf(ctx, NL_EINVAL, "GGUF writer: tensor '%s' dimension %d is %lld", name, d, (long long)ne[d]);
+        numel *= (uint64_t)ne[d];
+    }
+    if (ne[0] % be)
+        return nl_errorf(ctx, NL_EINVAL, "GGUF writer: tensor '%s' is %s but its row length %lld is not a multiple of %d", name,
+                         ggml_types[type].name, (long long)ne[0], be);
+    for (int64_t i = 0; i < w->n_t; i++)
+        if (!strcmp(w->t[i].name, name)) return nl_errorf(ctx, NL_EINVAL, "GGUF writer: tensor '%s' added twice", name);
+    if (w->n_t == w->t_cap) {
+        int64_t cap = w->t_cap ? w->t_cap * 2 : 64;
+        gw_tensor *t = realloc(w->t, (size_t)cap * sizeof *t);
+        if (!t) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+        w->t = t;
+        w->t_cap = cap;
+    }
+    gw_tensor *t = &w->t[w->n_t];
+    memset(t, 0, sizeof *t);
+    if (!(t->name = strdup(name))) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    t->type = type;
+    t->n_dims = n_dims;
+    for (int d = 0; d < 4; d++) t->ne[d] = d < n_dims ? ne[d] : 1;
+    t->nbytes = numel / (uint64_t)be * (uint64_t)bb;
+    t->data = data;
+    t->fill = fill;
+    t->user = user;
+    w->n_t++;
+    return NL_OK;
+}
+
+static int gw_pad(FILE *f, uint64_t pos, uint32_t align) {
+    static const uint8_t zero[64] = {0};
+    uint64_t pad = (align - pos % align) % align;
+    while (pad) {
+        size_t k = pad < sizeof zero ? (size_t)pad : sizeof zero;
+        if (fwrite(zero, 1, k, f) != k) return -1;
+        pad -= k;
+    }
+    return 0;
+}
+
+nl_status nl_gguf_writer_write(nl_ctx *ctx, nl_gguf_writer *w, const char *path) {
+    /* header + kv + tensor infos, in memory; then the data, tensor by tensor */
+    size_t kv_keep = w->kv_n;
+    uint64_t off = 0;
+    nl_status st = NL_OK;
+    for (int64_t i = 0; i < w->n_t; i++) {
+        gw_tensor *t = &w->t[i];
+        uint32_t nd = (uint32_t)t->n_dims;
+        uint64_t ne[4];
+        for (int d = 0; d < 4; d++) ne[d] = (uint64_t)t->ne[d];
+        t->offset = off;
+        if (gw_str(w, t->name, strlen(t->name)) || gw_put(w, &nd, 4) || gw_put(w, ne, 8 * nd) || gw_put(w, &t->type, 4) ||
+            gw_put(w, &off, 8)) {
+            w->kv_n = kv_keep;
+            return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+        }
+        off += (t->nbytes + w->alignment - 1) / w->alignment * w->alignment;
+    }
+    uint8_t head[24];
+    uint32_t version = 3;
+    uint64_t nt = (uint64_t)w->n_t, nk = (uint64_t)w->n_kv;
+    memcpy(head, "GGUF", 4);
+    memcpy(head + 4, &version, 4);
+    memcpy(head + 8, &nt, 8);
+    memcpy(head + 16, &nk, 8);
+    nl_atomic_file a = {0};
+    if ((st = nl_atomic_open(ctx, path, &a)) != NL_OK) {
+        w->kv_n = kv_keep;
+        return st;
+    }
+    uint64_t pos = 24 + w->kv_n;
+    void *buf = NULL;
+    uint64_t buf_cap = 0;
+    if (fwrite(head, 1, 24, a.f) != 24 || fwrite(w->kv, 1, w->kv_n, a.f) != w->kv_n || gw_pad(a.f, pos, w->alignment))
+        st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno ? errno : EIO));
+    for (int64_t i = 0; st == NL_OK && i < w->n_t; i++) {
+        gw_tensor *t = &w->t[i];
+        const void *src = t->data;
+        if (t->fill) {
+            if (t->nbytes > buf_cap) {
+                free(buf);
+                buf_cap = t->nbytes;
+                if (!(buf = malloc((size_t)buf_cap))) {
+                    st = nl_errorf(ctx, NL_ENOMEM, "out of memory writing '%s'", path);
+                    break;
+                }
+            }
+            memset(buf, 0, (size_t)t->nbytes);
+            if ((st = t->fill(t->user, ctx, i, buf, t->nbytes)) != NL_OK) break;
+            src = buf;
+        }
+        if (fwrite(src, 1, (size_t)t->nbytes, a.f) != t->nbytes || gw_pad(a.f, t->nbytes, w->alignment))
+            st = nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", path, strerror(errno ? errno : EIO));
+    }
+    free(buf);
+    w->kv_n = kv_keep; /* the tensor infos are rebuilt by the next write */
+    if (st != NL_OK) {
+        nl_atomic_abort(&a);
+        return st;
+    }
+    return nl_atomic_commit(ctx, &a);
+}
+
+nl_status nl_gguf_writer_copy(nl_ctx *ctx, nl_gguf_writer *w, const nl_gguf *g, const nl_gguf_kv *kv) {
+    if (kv->type == NL_GGUF_STRING) return nl_gguf_writer_str(ctx, w, kv->key, (const char *)kv->data, (size_t)kv->n);
+    if (kv->type != NL_GGUF_ARRAY) return gw_scalar(ctx, w, kv->key, kv->type, kv->data, (size_t)vtype_size[kv->type]);
+    nl_status st = gw_arr_head(ctx, w, kv->key, kv->arr_type, kv->n);
+    if (st != NL_OK) return st;
+    uint64_t bytes = 0;
+    if (kv->arr_type == NL_GGUF_STRING) {
+        if (kv->n) {
+            size_t n;
+            const char *last = nl_gguf_arr_str(g, kv, kv->n - 1, &n);
+            bytes = (uint64_t)(last - (const char *)kv->data) + n;
+        }
+    } else {
+        bytes = kv->n * (uint64_t)vtype_size[kv->arr_type];
+    }
+    if (bytes && gw_put(w, kv->data, (size_t)bytes)) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    return NL_OK;
 }

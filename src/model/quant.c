@@ -3,6 +3,7 @@
  * ggml-quants.c dequantize_row_*); each value is computed in float in ggml's order. */
 #include "model/quant.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "neuronlab/common.h"
@@ -191,5 +192,24 @@ void nl_dequant_q6_k(const void *src, float *y, int64_t n) {
                 y[l + 96] = d * (float)sc[is + 6] * (float)q4;
             }
         }
+    }
+}
+
+/* ---- quantisation ------------------------------------------------------------------------- */
+
+void nl_quant_q8_0(const float *x, void *dst, int64_t n) {
+    uint8_t *b = dst;
+    for (int64_t i = 0; i < n / 32; i++, b += 34, x += 32) {
+        float amax = 0.0f;
+        for (int j = 0; j < 32; j++) {
+            const float v = fabsf(x[j]);
+            if (v > amax) amax = v;
+        }
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const uint16_t h = nl_f32_to_f16(d);
+        memcpy(b, &h, 2);
+        int8_t *q = (int8_t *)(b + 2);
+        for (int j = 0; j < 32; j++) q[j] = (int8_t)roundf(x[j] * id);
     }
 }

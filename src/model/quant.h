@@ -35,4 +35,9 @@ void nl_dequant_q4_k(const void *src, float *dst, int64_t n);
 void nl_dequant_q5_k(const void *src, float *dst, int64_t n);
 void nl_dequant_q6_k(const void *src, float *dst, int64_t n);
 
+/* f32 → Q8_0 (ggml's quantize_row_q8_0_ref): per block of 32, d = amax / 127 (float),
+ * q = roundf(x · (1/d)) (half away from zero; 0 when d = 0), the scale stored as IEEE half of d.
+ * n a multiple of 32; dst holds n / 32 blocks of 34 bytes. */
+void nl_quant_q8_0(const float *src, void *dst, int64_t n);
+
 #endif
