@@ -31,4 +31,11 @@
 nl_status nl_record_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, nl_h5_writer *w, int pooled, int stride,
                         nl_progress *progress);
 
+/* nl_record_run that also calls rows(rows_user, skip) before each forward run, skip = the leading
+ * rows of that run which are context only (recorded from the previous window), so other
+ * observers of the same pass (record --imatrix, imatrix.h) count every token once as the dump does. */
+typedef void (*nl_record_rows_fn)(void *user, int skip);
+nl_status nl_record_run_rows(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, nl_h5_writer *w, int pooled, int stride,
+                             nl_progress *progress, nl_record_rows_fn rows, void *rows_user);
+
 #endif

@@ -23,7 +23,11 @@
  * --moe DIR --k K --fill zero|mean --router sim|oracle records the MoEfied model: ffn_act of an
  * MoE layer holds its effective activations (the computed value for the shared and selected
  * experts' neurons, the representative value 0 or μ for the others; moe_ffn.c), and the --db
- * run's params carry "moe". Checked by tests/moe_cli.sh. */
+ * run's params carry "moe". Checked by tests/moe_cli.sh.
+ * --imatrix OUT writes llama.cpp's importance matrix (imatrix.h; GGUF, or the legacy format when OUT
+ * ends in .dat) from the same forward pass as the dump (observers beside the recorder, every token
+ * once); without -o only the matrix is computed. Not with --stats, --resume or --moe.
+ * Checked by tests/imatrix.sh. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -32,6 +36,7 @@
 #include <sys/stat.h>
 
 #include "cli/cli.h"
+#include "neuronlab/imatrix.h"
 #include "neuronlab/results.h"
 #include "neuronlab/tokenizer.h"
 #include "neuronlab/recorder.h"
@@ -40,7 +45,7 @@
 
 static int run(nl_ctx *ctx, int argc, char **argv);
 const nl_command nl_cmd_record = {
-    "record", NL_CLI_RUN_USAGE " -o acts.h5 [--force | --resume] [--layers LIST] [--hook LIST] [--dtype f32|f16] [--pool] [--stats [--top-k K]] [--db results.db] [--moe DIR --k K --fill zero|mean --router sim|oracle]",
+    "record", NL_CLI_RUN_USAGE " -o acts.h5 [--imatrix OUT.gguf|OUT.dat] [--force | --resume] [--layers LIST] [--hook LIST] [--dtype f32|f16] [--pool] [--stats [--top-k K]] [--db results.db] [--moe DIR --k K --fill zero|mean --router sim|oracle]",
     "stream every FFN neuron's activation into an HDF5 file (LIST like 0,2,5-7; --pool adds per-document mean |a|; --db "
     "registers the run in a results database; an existing output is refused without --force, an input never replaced; --resume continues a cut-short file)", run};
 
@@ -194,11 +199,35 @@ static int parse_layers(const char *s, int L, int *out) {
 static nl_status record_stats(nl_ctx *ctx, nl_cli_run *r, const char *outp, const int *layers, int n_layers, int top_k,
                               int resume, const char *checksum, double commit_s, int log);
 
+/* ---- --imatrix ---- */
+
+static void imatrix_rows(void *user, int skip) { nl_imatrix_set_skip(user, skip); }
+
+/* record --imatrix OUT without -o: the forward pass over the dataset for the matrix alone. */
+static int record_imatrix_only(nl_ctx *ctx, nl_cli_run *r, const char *out, int force) {
+    nl_imatrix *im = NULL;
+    nl_status st = nl_cli_run_open(ctx, r);
+    if (st == NL_OK)
+        st = check_output(ctx, out, r->data, NULL, r->tok ? nl_tokenizer_path(r->tok) : r->tokenizer, r->model, force);
+    if (st == NL_OK) st = nl_imatrix_create(ctx, nl_model_config(r->m), &im);
+    if (st == NL_OK) {
+        nl_progress prog;
+        nl_progress_init(&prog, "imatrix", r->ds->n_tokens, "tok", ctx->progress);
+        st = nl_imatrix_run(ctx, r->f, r->ds, im, (int)r->stride, &prog);
+        nl_progress_end(&prog);
+    }
+    if (st == NL_OK) st = nl_imatrix_write(ctx, im, out, r->data, nl_forward_max_P(r->f));
+    if (st == NL_OK) fprintf(stderr, "wrote '%s': importance matrix of %d weight matrices\n", out, nl_imatrix_n_entries(im));
+    nl_imatrix_destroy(im);
+    nl_cli_run_close(r);
+    return nl_cli_finish(ctx, st, "interrupted: '%s' was not written", out);
+}
+
 static int run(nl_ctx *ctx, int argc, char **argv) {
     nl_cli_run r = {0};
     int stats = 0;
     long top_k = 20;
-    const char *outp = NULL, *layers_s = NULL, *v;
+    const char *outp = NULL, *layers_s = NULL, *v, *imat_out = NULL;
     nl_cli_common co = {0};
     int pool = 0, force = 0, resume = 0, hook_acts = 1;
     unsigned hook_streams = 0;
@@ -215,6 +244,10 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         else if (!strcmp(argv[i], "--force")) force = 1;
         else if (!strcmp(argv[i], "--resume")) resume = 1;
         else if (!strcmp(argv[i], "--stats")) stats = 1;
+        else if ((k = nl_cli_opt(argc, argv, &i, "--imatrix", &v))) {
+            if (k < 0 || !*v) return nl_cli_usage(&nl_cmd_record, "--imatrix needs the file to write (OUT.gguf, or OUT.dat for the legacy format)");
+            imat_out = v;
+        }
         else if ((k = nl_cli_opt(argc, argv, &i, "--top-k", &v))) {
             if (k < 0 || !nl_cli_int(v, 1, NL_SUMMARY_MAX_K, &top_k))
                 return nl_cli_usage(&nl_cmd_record, "--top-k needs a count in 1..%d", NL_SUMMARY_MAX_K);
@@ -245,7 +278,12 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         } else return nl_cli_usage(&nl_cmd_record, "unknown option '%s'", argv[i]);
     }
     if (nl_cli_run_check(&nl_cmd_record, &r) || nl_cli_moe_check(&nl_cmd_record, &mo)) return 2;
-    if (!outp) return nl_cli_usage(&nl_cmd_record, "missing -o OUTPUT.h5");
+    if (!outp && !imat_out) return nl_cli_usage(&nl_cmd_record, "missing -o OUTPUT.h5");
+    if (imat_out && (stats || resume || mo.dir))
+        return nl_cli_usage(&nl_cmd_record, "--imatrix is computed with the activation dump or alone, not with --%s",
+                            stats ? "stats" : resume ? "resume" : "moe");
+    if (imat_out && outp && !strcmp(imat_out, outp)) return nl_cli_usage(&nl_cmd_record, "--imatrix and -o name the same file");
+    if (!outp) return record_imatrix_only(ctx, &r, imat_out, force);
     if (force && resume) return nl_cli_usage(&nl_cmd_record, "--force and --resume exclude each other");
     if (resume && mo.dir)
         return nl_cli_usage(&nl_cmd_record, "--resume with --moe: the activation file does not record the MoE setting to check it against");
@@ -288,6 +326,11 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     }
     if (st == NL_OK)
         st = check_output(ctx, outp, r.data, dbpath, r.tok ? nl_tokenizer_path(r.tok) : r.tokenizer, r.model, force || resume);
+    nl_imatrix *imat = NULL;
+    if (st == NL_OK && imat_out)
+        st = check_output(ctx, imat_out, r.data, dbpath, r.tok ? nl_tokenizer_path(r.tok) : r.tokenizer, r.model, force);
+    if (st == NL_OK && imat_out) st = nl_imatrix_create(ctx, c, &imat);
+    if (st == NL_OK && imat) st = nl_imatrix_attach(ctx, imat, nl_forward_hooks(r.f));
     struct stat so;
     if (st == NL_OK && resume && stat(outp, &so) != 0)
         st = nl_errorf(ctx, NL_EIO, "cannot resume '%s': %s", outp, strerror(errno));
@@ -349,7 +392,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         long long skipped = (long long)nl_h5_writer_docs(w);
         if (resume) fprintf(stderr, "neuronlab: resuming '%s' after its %lld committed documents\n", outp, skipped);
         if (skipped > 0) nl_progress_add(&prog, nl_h5_writer_tokens(w));
-        st = nl_record_run(ctx, r.f, ds, w, pool, (int)r.stride, &prog);
+        st = nl_record_run_rows(ctx, r.f, ds, w, pool, (int)r.stride, &prog, imat ? imatrix_rows : NULL, imat);
         nl_progress_end(&prog);
         nl_ctx cctx; /* keep the first error's message */
         nl_ctx_init(&cctx);
@@ -359,6 +402,12 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         if (st == NL_EINTR) {
             fprintf(stderr, "neuronlab: interrupted: '%s' keeps the %lld finished documents (marked incomplete)\n", outp, kept);
         }
+    }
+    if (imat) {
+        nl_imatrix_detach(imat, nl_forward_hooks(r.f));
+        if (st == NL_OK) st = nl_imatrix_write(ctx, imat, imat_out, r.data, nl_forward_max_P(r.f));
+        if (st == NL_OK) fprintf(stderr, "wrote '%s': importance matrix of %d weight matrices\n", imat_out, nl_imatrix_n_entries(imat));
+        nl_imatrix_destroy(imat);
     }
     if (db && run_id > 0) st = nl_results_finish_run(ctx, db, run_id, st, NULL);
     nl_results_close(db);

@@ -16,6 +16,8 @@ typedef struct {
     int pooled, F, L;
     float *pool;         /* (L, F) running sums of |a| over prompt tokens */
     nl_progress *progress;
+    nl_record_rows_fn rows;
+    void *rows_user;
 } rec_state;
 
 static nl_status on_act(void *user, nl_ctx *ctx, const nl_hook_info *info, float *x) {
@@ -55,6 +57,7 @@ static nl_status rec_chunk(void *user, nl_ctx *ctx, nl_forward *f, const nl_doc 
     rec_state *s = user;
     s->start = start;
     s->new_from = new_from;
+    if (s->rows) s->rows(s->rows_user, new_from > start ? new_from - start : 0);
     nl_status st = nl_forward_run(f, ctx, doc->tokens + start, T, NULL);
     if (st != NL_OK) return st;
     int skip = new_from > start ? new_from - start : 0;
@@ -65,11 +68,16 @@ static nl_status rec_chunk(void *user, nl_ctx *ctx, nl_forward *f, const nl_doc 
 
 nl_status nl_record_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, nl_h5_writer *w, int pooled, int stride,
                         nl_progress *progress) {
+    return nl_record_run_rows(ctx, f, ds, w, pooled, stride, progress, NULL, NULL);
+}
+
+nl_status nl_record_run_rows(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, nl_h5_writer *w, int pooled, int stride,
+                             nl_progress *progress, nl_record_rows_fn rows, void *rows_user) {
     nl_model *m = nl_forward_model(f);
     const nl_config *c = nl_model_config(m);
     const int F = c->d_ff, L = c->n_layers;
     float *norms = malloc((size_t)F * sizeof(float));
-    rec_state s = {w, NULL, 0, 0, pooled, F, L, calloc((size_t)L * F, sizeof(float)), progress};
+    rec_state s = {w, NULL, 0, 0, pooled, F, L, calloc((size_t)L * F, sizeof(float)), progress, rows, rows_user};
     nl_status st = NL_OK;
     if (!norms || !s.pool) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
     for (int l = 0; st == NL_OK && l < L; l++) {

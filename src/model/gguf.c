@@ -4,7 +4,7 @@
  * (gguf-py constants.py / tensor_mapping.py) through a tensor source over the mapping.
  *
  * Architectures: llama (Mistral-style files too: llama.cpp converts them to `llama`), qwen2,
- * gpt2, phi2. Tensors stay in the mapping in their stored type (F32, F16, BF16, Q4_0, Q4_1,
+ * qwen3 (blk.N.attn_q_norm / attn_k_norm: per-head q/k RMSNorm), gpt2, phi2. Tensors stay in the mapping in their stored type (F32, F16, BF16, Q4_0, Q4_1,
  * Q5_0, Q5_1, Q8_0, Q2_K … Q6_K; each tensor its own type, whatever general.file_type says)
  * and model.c dequantises one layer at a time. llama's converter permutes the rows of q/k
  * (and their biases) into llama.cpp's RoPE order (LlamaModel.permute); the model keeps them
@@ -54,6 +54,14 @@ static const nl_name_table gg_qwen2 = {
     .global = {GG_LLAMA_GLOBAL},
     .layer = {GG_LLAMA_LAYER, [NL_R_BQ] = {"blk.%d.attn_q.bias", NL_TN_REQ}, [NL_R_BK] = {"blk.%d.attn_k.bias", NL_TN_REQ},
               [NL_R_BV] = {"blk.%d.attn_v.bias", NL_TN_REQ}},
+};
+
+/* qwen3: qwen2's names without q/k/v biases, with per-head q/k RMSNorm weights (Dh) */
+static const nl_name_table gg_qwen3 = {
+    .strip = "", .qkv = NL_QKV_SEPARATE,
+    .global = {GG_LLAMA_GLOBAL},
+    .layer = {GG_LLAMA_LAYER, [NL_R_Q_NORM] = {"blk.%d.attn_q_norm.weight", NL_TN_QK_NORM},
+              [NL_R_K_NORM] = {"blk.%d.attn_k_norm.weight", NL_TN_QK_NORM}},
 };
 
 /* GPT-2: the converter transposes Conv1D weights to (out, in) and writes output.weight as a
@@ -109,6 +117,7 @@ typedef struct {
 static const gg_arch gg_archs[] = {
     {"llama", NL_ARCH_LLAMA, &gg_llama, 1, "attention.layer_norm_rms_epsilon", "silu"},
     {"qwen2", NL_ARCH_QWEN2, &gg_qwen2, 0, "attention.layer_norm_rms_epsilon", "silu"},
+    {"qwen3", NL_ARCH_QWEN3, &gg_qwen3, 0, "attention.layer_norm_rms_epsilon", "silu"},
     {"gpt2", NL_ARCH_GPT2, &gg_gpt2, 0, "attention.layer_norm_epsilon", "gelu_tanh"},
     {"phi2", NL_ARCH_PHI, &gg_phi2, 0, "attention.layer_norm_epsilon", "gelu_tanh"},
 };
@@ -256,6 +265,7 @@ static nl_status parse_config(gg_loader *L, const gg_arch *a, const nl_model_opt
     c->pos = d->pos;
     c->ffn_gated = d->ffn_gated;
     c->shared_norm = d->block == NL_BLOCK_SHARED_NORM;
+    c->qk_norm = a->arch == NL_ARCH_QWEN3;
     c->parallel_residual = d->block != NL_BLOCK_SEQUENTIAL;
     if ((st = hp_dim(L, "block_count", 0, &c->n_layers)) != NL_OK) return st;
     if ((st = hp_dim(L, "embedding_length", 0, &c->d_model)) != NL_OK) return st;
@@ -348,8 +358,7 @@ nl_status nl_gguf_open(nl_ctx *ctx, const char *path, const nl_model_opts *opts,
         char list[128];
         size_t k = 0;
         for (int i = 0; i < N_GG; i++) k += (size_t)snprintf(list + k, sizeof list - k, "%s%s", i ? ", " : "", gg_archs[i].name);
-        st = nl_errorf(ctx, NL_EUNSUPPORTED, "'%s': architecture '%s' is not supported (supported: %s)%s", path, arch, list,
-                       !strcmp(arch, "qwen3") ? "; qwen3's per-head q/k norms are not in the forward pass yet" : "");
+        st = nl_errorf(ctx, NL_EUNSUPPORTED, "'%s': architecture '%s' is not supported (supported: %s)", path, arch, list);
         goto done;
     }
     gg_loader L = {ctx, path, g, arch};
