@@ -855,7 +855,7 @@ Test(gguf, unsupported_architecture_lists_the_supported) {
     gwriter w;
     tiny_llama(&w, "mamba");
     expect_fail(gw_write(&w, "mamba.gguf"), NL_EUNSUPPORTED,
-                "architecture 'mamba' is not supported (supported: llama, qwen2, gpt2, phi2)");
+                "architecture 'mamba' is not supported (supported: llama, qwen2, qwen3, gpt2, phi2)");
     gw_free(&w);
 }
 
