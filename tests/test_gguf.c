@@ -1143,3 +1143,442 @@ Test(gguf, tokenizer_absent_or_broken) {
     cr_assert(strstr(ctx.msg, "'tokenizer.ggml.tokens' is a string, expected an array of string"), "%s", ctx.msg);
     gw_free(&w);
 }
+
+/* ---- 5. the writer, the Q8_0 quantiser, export, the importance matrix (issue 15 items 3–5) ---- */
+
+#include "model/quant.h"
+#include "neuronlab/dataset.h"
+#include "neuronlab/export.h"
+#include "neuronlab/imatrix.h"
+
+static nl_gguf *parse_file(nl_ctx *ctx, const char *p, void **buf) {
+    size_t n = 0;
+    *buf = nl_read_all(p, &n);
+    cr_assert_not_null(*buf, "cannot read %s", p);
+    nl_gguf *g = NULL;
+    cr_assert_eq(nl_gguf_parse(ctx, p, *buf, n, &g), NL_OK, "%s", ctx->msg);
+    return g;
+}
+
+static nl_status fill_ramp(void *user, nl_ctx *ctx, int64_t i, void *dst, uint64_t nbytes) {
+    (void)ctx, (void)user;
+    float x[64];
+    for (int k = 0; k < 64; k++) x[k] = (float)(k - 20) * 0.125f + (float)i;
+    nl_quant_q8_0(x, dst, 64);
+    cr_assert_eq(nbytes, 2 * 34);
+    return NL_OK;
+}
+
+Test(gguf, writer_round_trip_every_value_type) {
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_gguf_writer *w = NULL;
+    cr_assert_eq(nl_gguf_writer_create(&ctx, 64, &w), NL_OK);
+    const char *strs[] = {"a", "", "ünï"};
+    const int32_t ints[] = {-3, 0, 7};
+    const float fl[] = {0.5f, -2.0f};
+    float data[12];
+    for (int i = 0; i < 12; i++) data[i] = (float)i * 1.5f - 3.0f;
+    int64_t ne[2] = {4, 3}, qne[2] = {64, 1};
+    cr_assert_eq(nl_gguf_writer_str(&ctx, w, "s", "hello", 5), NL_OK);
+    cr_assert_eq(nl_gguf_writer_u32(&ctx, w, "u", 4000000000u), NL_OK);
+    cr_assert_eq(nl_gguf_writer_i32(&ctx, w, "i", -12), NL_OK);
+    cr_assert_eq(nl_gguf_writer_f32(&ctx, w, "f", 0.25f), NL_OK);
+    cr_assert_eq(nl_gguf_writer_bool(&ctx, w, "b", 1), NL_OK);
+    cr_assert_eq(nl_gguf_writer_arr_str(&ctx, w, "as", strs, NULL, 3), NL_OK);
+    cr_assert_eq(nl_gguf_writer_arr_i32(&ctx, w, "ai", ints, 3), NL_OK);
+    cr_assert_eq(nl_gguf_writer_arr_f32(&ctx, w, "af", fl, 2), NL_OK);
+    cr_assert_eq(nl_gguf_writer_tensor(&ctx, w, "t.f32", NL_GGML_F32, 2, ne, data, NULL, NULL), NL_OK);
+    cr_assert_eq(nl_gguf_writer_tensor(&ctx, w, "t.q8", NL_GGML_Q8_0, 2, qne, NULL, fill_ramp, NULL), NL_OK);
+    /* refusals: a repeated key or tensor, a Q8_0 row that is not whole blocks */
+    cr_assert_eq(nl_gguf_writer_u32(&ctx, w, "u", 1), NL_EINVAL);
+    cr_assert(strstr(ctx.msg, "'u' added twice"), "%s", ctx.msg);
+    cr_assert_eq(nl_gguf_writer_tensor(&ctx, w, "t.f32", NL_GGML_F32, 2, ne, data, NULL, NULL), NL_EINVAL);
+    int64_t bad[1] = {33};
+    cr_assert_eq(nl_gguf_writer_tensor(&ctx, w, "t.bad", NL_GGML_Q8_0, 1, bad, data, NULL, NULL), NL_EINVAL);
+    cr_assert(strstr(ctx.msg, "row length 33 is not a multiple of 32"), "%s", ctx.msg);
+    const char *p = tmp_path("w.gguf");
+    cr_assert_eq(nl_gguf_writer_write(&ctx, w, p), NL_OK, "%s", ctx.msg);
+    nl_gguf_writer_destroy(w);
+    void *buf;
+    nl_gguf *g = parse_file(&ctx, p, &buf);
+    cr_assert_eq(nl_gguf_version(g), 3);
+    cr_assert_eq(nl_gguf_alignment(g), 64);
+    cr_assert_eq(nl_gguf_n_kv(g), 9); /* general.alignment first */
+    cr_assert_str_eq(nl_gguf_kv_at(g, 0)->key, "general.alignment");
+    const char *s;
+    size_t n;
+    uint64_t u;
+    int64_t i64;
+    double d;
+    int b;
+    cr_assert_eq(nl_gguf_get_str(&ctx, g, "s", &s, &n, NULL), NL_OK);
+    cr_assert(n == 5 && !memcmp(s, "hello", 5));
+    cr_assert_eq(nl_gguf_get_u64(&ctx, g, "u", &u, NULL), NL_OK);
+    cr_assert_eq(u, 4000000000u);
+    cr_assert_eq(nl_gguf_get_i64(&ctx, g, "i", &i64, NULL), NL_OK);
+    cr_assert_eq(i64, -12);
+    cr_assert_eq(nl_gguf_get_f64(&ctx, g, "f", &d, NULL), NL_OK);
+    cr_assert_eq(d, 0.25);
+    cr_assert_eq(nl_gguf_get_bool(&ctx, g, "b", &b, NULL), NL_OK);
+    cr_assert_eq(b, 1);
+    const nl_gguf_kv *kv;
+    cr_assert_eq(nl_gguf_get_arr(&ctx, g, "as", NL_GGUF_STRING, &kv, NULL), NL_OK);
+    cr_assert_eq(kv->n, 3);
+    for (int k = 0; k < 3; k++) {
+        s = nl_gguf_arr_str(g, kv, (uint64_t)k, &n);
+        cr_assert(n == strlen(strs[k]) && !memcmp(s, strs[k], n));
+    }
+    cr_assert_eq(nl_gguf_get_arr(&ctx, g, "ai", NL_GGUF_I32, &kv, NULL), NL_OK);
+    cr_assert(kv->arr_type == NL_GGUF_I32 && nl_gguf_arr_num(kv, 0) == -3 && nl_gguf_arr_num(kv, 2) == 7);
+    cr_assert_eq(nl_gguf_get_arr(&ctx, g, "af", NL_GGUF_F32, &kv, NULL), NL_OK);
+    cr_assert(nl_gguf_arr_num(kv, 1) == -2.0);
+    const nl_gguf_tensor *t = nl_gguf_find_tensor(g, "t.f32");
+    cr_assert(t && t->type == NL_GGML_F32 && t->n_dims == 2 && t->ne[0] == 4 && t->ne[1] == 3 && t->offset % 64 == 0);
+    cr_assert_eq(memcmp(t->data, data, sizeof data), 0);
+    t = nl_gguf_find_tensor(g, "t.q8");
+    cr_assert(t && t->type == NL_GGML_Q8_0 && t->nbytes == 68 && t->offset % 64 == 0);
+    float x[64], back[64];
+    for (int k = 0; k < 64; k++) x[k] = (float)(k - 20) * 0.125f + 1.0f; /* tensor index 1 */
+    nl_dequant_q8_0(t->data, back, 64);
+    for (int k = 0; k < 64; k++) cr_assert_leq(fabsf(back[k] - x[k]), 0.5f * (6.375f / 127.0f) * 1.01f + 1e-6f, "%d", k);
+    /* every entry copied into a new writer (plus the same tensors) gives the same file */
+    nl_gguf_writer *w2 = NULL;
+    cr_assert_eq(nl_gguf_writer_create(&ctx, 64, &w2), NL_OK);
+    for (int64_t k = 1; k < nl_gguf_n_kv(g); k++) cr_assert_eq(nl_gguf_writer_copy(&ctx, w2, g, nl_gguf_kv_at(g, k)), NL_OK);
+    cr_assert_eq(nl_gguf_writer_tensor(&ctx, w2, "t.f32", NL_GGML_F32, 2, ne, data, NULL, NULL), NL_OK);
+    cr_assert_eq(nl_gguf_writer_tensor(&ctx, w2, "t.q8", NL_GGML_Q8_0, 2, qne, NULL, fill_ramp, NULL), NL_OK);
+    const char *p2 = tmp_path("w2.gguf");
+    cr_assert_eq(nl_gguf_writer_write(&ctx, w2, p2), NL_OK, "%s", ctx.msg);
+    nl_gguf_writer_destroy(w2);
+    size_t n1 = 0, n2 = 0;
+    void *b1 = nl_read_all(p, &n1), *b2 = nl_read_all(p2, &n2);
+    cr_assert(n1 == n2 && !memcmp(b1, b2, n1), "copied file differs (%zu vs %zu bytes)", n1, n2);
+    free(b1), free(b2);
+    nl_gguf_close(g);
+    free(buf);
+}
+
+Test(gguf, q8_0_quantiser_rounds_as_ggml) {
+    /* amax 127 → d = 1, 1/d = 1: halves round away from zero (roundf), the scale is half 1.0 */
+    float x[32] = {127.0f, 0.5f, -0.5f, 2.5f, -2.5f, 1.49f, -1.51f, -127.0f, 63.5f};
+    uint8_t q[34];
+    nl_quant_q8_0(x, q, 32);
+    uint16_t h;
+    memcpy(&h, q, 2);
+    cr_assert_eq(h, 0x3C00);
+    const int8_t want[9] = {127, 1, -1, 3, -3, 1, -2, -127, 64};
+    for (int j = 0; j < 9; j++) cr_assert_eq((int8_t)q[2 + j], want[j], "element %d: %d", j, (int8_t)q[2 + j]);
+    for (int j = 9; j < 32; j++) cr_assert_eq(q[2 + j], 0);
+    /* an all-zero block: scale 0, codes 0 */
+    float z[32] = {0};
+    nl_quant_q8_0(z, q, 32);
+    for (int j = 0; j < 34; j++) cr_assert_eq(q[j], 0);
+    /* d = amax / 127 in float, codes from x·(1/d), not x / d */
+    float r[32];
+    for (int j = 0; j < 32; j++) r[j] = sinf((float)j * 0.7f) * 0.031f;
+    nl_quant_q8_0(r, q, 32);
+    float amax = 0;
+    for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(r[j]));
+    const float dd = amax / 127.0f, id = 1.0f / dd;
+    memcpy(&h, q, 2);
+    cr_assert_eq(h, nl_f32_to_f16(dd));
+    for (int j = 0; j < 32; j++) cr_assert_eq((int8_t)q[2 + j], (int8_t)roundf(r[j] * id), "element %d", j);
+}
+
+/* Source and exported model: every tensor in f32 (HF row order) equals the type's rounding of
+ * the source — exactly for F32, F16, BF16; within the Q8_0 per-block bound for Q8_0 rows (rows
+ * that are not whole blocks fall back to F16, exactly). */
+typedef struct {
+    nl_export_type type;
+    double worst; /* Q8_0: largest error / bound seen */
+} cmp_state;
+
+static void cmp_values(cmp_state *S, const char *what, const float *src, const float *got, int64_t rows, int64_t cols,
+                       int two_d) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *a = src + r * cols, *b = got + r * cols;
+        int q8 = two_d && S->type == NL_EXPORT_Q8_0 && cols % 32 == 0;
+        for (int64_t k = 0; k < cols; k++) {
+            float want = a[k];
+            if (two_d && !q8 && S->type != NL_EXPORT_F32)
+                want = S->type == NL_EXPORT_BF16 ? nl_bf16_to_f32(nl_f32_to_bf16(a[k])) : nl_f16_to_f32(nl_f32_to_f16(a[k]));
+            if (!q8) {
+                cr_assert(memcmp(&want, &b[k], 4) == 0, "%s [%lld, %lld]: %.9g, want %.9g", what, (long long)r, (long long)k,
+                          b[k], want);
+                continue;
+            }
+            if (k % 32 == 0) { /* the block's bound: d/2 + 127·|d − half(d)| */
+                float amax = 0;
+                for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(a[k + j]));
+                const float d = amax / 127.0f, d16 = nl_f16_to_f32(nl_f32_to_f16(d));
+                const double bound = 0.5 * d * (1 + 1e-6) + 127.0 * fabs((double)d - d16) + 1e-7 * amax;
+                for (int j = 0; j < 32; j++) {
+                    double e = fabs((double)b[k + j] - a[k + j]);
+                    cr_assert(e <= bound, "%s [%lld, %lld]: error %g > Q8_0 bound %g", what, (long long)r, (long long)(k + j),
+                              e, bound);
+                    if (bound > 0 && e / bound > S->worst) S->worst = e / bound;
+                }
+            }
+        }
+    }
+}
+
+static float *mat_copy(const nl_mat *w) {
+    float *o = malloc((size_t)w->n_out * w->n_in * sizeof(float));
+    for (int r = 0; r < w->n_out; r++)
+        for (int k = 0; k < w->n_in; k++) o[(size_t)r * w->n_in + k] = w->trans ? w->w[(size_t)k * w->ld + r] : w->w[(size_t)r * w->ld + k];
+    return o;
+}
+
+/* heads > 0: a's rows are in RoPE pair order (llama2.c), b's in HF's: compare in HF's. */
+static void cmp_mat_h(cmp_state *S, const char *what, int l, const nl_mat *a, const nl_mat *b, int heads) {
+    if (!a->w) { cr_assert_null(b->w, "%s of layer %d appeared", what, l); return; }
+    cr_assert(b->w && a->n_out == b->n_out && a->n_in == b->n_in, "%s of layer %d: shape", what, l);
+    float *x = mat_copy(a), *y = mat_copy(b);
+    if (heads) {
+        const int dh = a->n_out / heads, half = dh / 2, n = a->n_in;
+        float *t = malloc((size_t)a->n_out * n * sizeof(float));
+        for (int h = 0; h < heads; h++)
+            for (int i = 0; i < half; i++)
+                for (int j = 0; j < 2; j++)
+                    memcpy(t + (size_t)(h * dh + j * half + i) * n, x + (size_t)(h * dh + 2 * i + j) * n, (size_t)n * sizeof(float));
+        free(x);
+        x = t;
+    }
+    char name[64];
+    snprintf(name, sizeof name, "layer %d %s", l, what);
+    cmp_values(S, name, x, y, a->n_out, a->n_in, 1);
+    free(x), free(y);
+}
+static void cmp_mat(cmp_state *S, const char *what, int l, const nl_mat *a, const nl_mat *b) { cmp_mat_h(S, what, l, a, b, 0); }
+
+static void cmp_vec(cmp_state *S, const char *what, int l, const float *a, const float *b, int n) {
+    if (!a) { cr_assert_null(b, "%s of layer %d appeared", what, l); return; }
+    cr_assert_not_null(b, "%s of layer %d is missing", what, l);
+    char name[64];
+    snprintf(name, sizeof name, "layer %d %s", l, what);
+    cmp_values(S, name, a, b, 1, n, 0);
+}
+
+/* Compares every tensor of models a (source) and b (exported). */
+static double cmp_models(nl_model *a, nl_model *b, nl_export_type type) {
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    const nl_config *ca = nl_model_config(a), *cb = nl_model_config(b);
+    cr_assert(ca->n_layers == cb->n_layers && ca->d_model == cb->d_model && ca->d_ff == cb->d_ff && ca->n_heads == cb->n_heads &&
+              ca->n_kv_heads == cb->n_kv_heads && ca->head_dim == cb->head_dim && ca->vocab_size == cb->vocab_size &&
+              ca->act == cb->act && ca->norm_eps == cb->norm_eps && ca->rope_theta == cb->rope_theta &&
+              ca->tie_embeddings == cb->tie_embeddings && ca->qk_norm == cb->qk_norm && ca->max_pos == cb->max_pos);
+    cmp_state S = {type, 0};
+    const int D = ca->d_model, V = ca->vocab_size;
+    float *ea = malloc((size_t)V * D * sizeof(float)), *eb = malloc((size_t)V * D * sizeof(float));
+    int32_t *ids = malloc((size_t)V * sizeof(int32_t));
+    for (int i = 0; i < V; i++) ids[i] = i;
+    nl_model_embed(a, ids, V, 0, ea);
+    nl_model_embed(b, ids, V, 0, eb);
+    cmp_values(&S, "token embedding", ea, eb, V, D, 1);
+    free(ea), free(eb), free(ids);
+    const int Dh = ca->head_dim, H = ca->n_heads, Hk = ca->n_kv_heads;
+    for (int l = 0; l < ca->n_layers; l++) {
+        nl_layer x, y;
+        /* two models: each has its own slot, so both views stay valid */
+        cr_assert_eq(nl_model_layer(&ctx, a, l, &x), NL_OK, "%s", ctx.msg);
+        cr_assert_eq(nl_model_layer(&ctx, b, l, &y), NL_OK, "%s", ctx.msg);
+        cmp_vec(&S, "ln1", l, x.ln1_w, y.ln1_w, D);
+        cmp_vec(&S, "ln2", l, x.ln2_w, y.ln2_w, D);
+        const int pair = ca->rope_interleaved && !cb->rope_interleaved; /* llama2.c source */
+        cmp_mat_h(&S, "wq", l, &x.wq, &y.wq, pair ? H : 0);
+        cmp_mat_h(&S, "wk", l, &x.wk, &y.wk, pair ? Hk : 0);
+        cmp_mat(&S, "wv", l, &x.wv, &y.wv);
+        cmp_mat(&S, "wo", l, &x.wo, &y.wo);
+        cmp_vec(&S, "bq", l, x.bq, y.bq, H * Dh);
+        cmp_vec(&S, "bk", l, x.bk, y.bk, Hk * Dh);
+        cmp_vec(&S, "bv", l, x.bv, y.bv, Hk * Dh);
+        cmp_vec(&S, "bo", l, x.bo, y.bo, D);
+        cmp_vec(&S, "q_norm", l, x.q_norm, y.q_norm, Dh);
+        cmp_vec(&S, "k_norm", l, x.k_norm, y.k_norm, Dh);
+        cmp_mat(&S, "w_gate", l, &x.w_gate, &y.w_gate);
+        cmp_mat(&S, "w_up", l, &x.w_up, &y.w_up);
+        cmp_mat(&S, "w_down", l, &x.w_down, &y.w_down);
+    }
+    nl_head ha, hb;
+    cr_assert_eq(nl_model_head(&ctx, a, &ha), NL_OK);
+    cr_assert_eq(nl_model_head(&ctx, b, &hb), NL_OK);
+    cmp_values(&S, "final norm", ha.norm_w, hb.norm_w, 1, D, 0);
+    if (!ca->tie_embeddings) {
+        float *x = mat_copy(&ha.lm_head), *y = mat_copy(&hb.lm_head);
+        cmp_values(&S, "lm_head", x, y, V, D, 1);
+        free(x), free(y);
+    }
+    return S.worst;
+}
+
+static void export_round_trip(const char *src) {
+    if (!nl_path_exists(src)) cr_skip_test("%s is absent", src);
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_model *m = NULL;
+    cr_assert_eq(nl_model_open(&ctx, src, &m), NL_OK, "%s", ctx.msg);
+    static const char *tn[] = {"f32", "f16", "bf16", "q8_0"};
+    for (int t = 0; t < 4; t++) {
+        char name[64];
+        snprintf(name, sizeof name, "rt-%s.gguf", tn[t]);
+        const char *p = tmp_path(name);
+        cr_assert_eq(nl_export_gguf(&ctx, m, src, (nl_export_type)t, p, NULL), NL_OK, "%s: %s", tn[t], ctx.msg);
+        nl_model *g = NULL;
+        cr_assert_eq(nl_model_open(&ctx, p, &g), NL_OK, "%s", ctx.msg);
+        double worst = cmp_models(m, g, (nl_export_type)t);
+        if (t == NL_EXPORT_Q8_0) cr_assert_gt(worst, 0.3, "Q8_0 errors are suspiciously small (%g of the bound)", worst);
+        if (t == NL_EXPORT_F32) { /* → Hugging Face folder → the same f32 values */
+            snprintf(name, sizeof name, "rt-hf");
+            const char *dir = tmp_path(name);
+            cr_assert_eq(nl_export_hf(&ctx, g, p, NL_EXPORT_F32, dir), NL_OK, "%s", ctx.msg);
+            nl_model *h = NULL;
+            cr_assert_eq(nl_model_open(&ctx, dir, &h), NL_OK, "%s", ctx.msg);
+            cmp_models(m, h, NL_EXPORT_F32);
+            nl_model_close(h);
+            cr_assert_eq(nl_export_hf(&ctx, g, p, NL_EXPORT_F32, dir), NL_EINVAL); /* never replaced */
+            char cmd[600];
+            snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+            cr_assert_eq(system(cmd), 0);
+        }
+        nl_model_close(g);
+    }
+    nl_model_close(m);
+}
+
+Test(gguf, export_llama_fixture_round_trips) { export_round_trip("tests/fixtures/hf/llama"); }
+Test(gguf, export_llama_relu_fixture_round_trips) { export_round_trip("tests/fixtures/hf/llama_relu"); }
+Test(gguf, export_qwen2_fixture_round_trips) { export_round_trip("tests/fixtures/hf/qwen2"); }
+Test(gguf, export_qwen3_fixture_round_trips) { export_round_trip("tests/fixtures/hf/qwen3"); }
+Test(gguf, export_silu_zoo_round_trips) { export_round_trip("notebooks-data/models/silu"); }
+Test(gguf, export_stories260K_bin_round_trips) { export_round_trip(NL_SHARED "/models/stories260K/stories260K.bin"); }
+
+Test(gguf, export_refuses_what_it_cannot_write) {
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    static const struct { const char *dir, *needle; } cases[] = {
+        {"tests/fixtures/hf/gpt2", "architecture 'gpt2' cannot be exported (supported: llama, mistral, qwen2, qwen3)"},
+        {"tests/fixtures/hf/llama3_rope", "cannot export a model with llama3-style RoPE scaling"},
+        {"tests/fixtures/hf/mixtral", "architecture 'mixtral' cannot be exported"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        nl_model *m = NULL;
+        cr_assert_eq(nl_model_open(&ctx, cases[i].dir, &m), NL_OK, "%s", ctx.msg);
+        const char *p = tmp_path("no.gguf");
+        nl_status st = nl_export_gguf(&ctx, m, cases[i].dir, NL_EXPORT_F32, p, NULL);
+        cr_assert_eq(st, NL_EUNSUPPORTED, "%s: %s", cases[i].dir, ctx.msg);
+        cr_assert(strstr(ctx.msg, cases[i].needle) && strstr(ctx.msg, cases[i].dir), "%s", ctx.msg);
+        cr_assert(!nl_path_exists(p), "a refused export left a file");
+        nl_model_close(m);
+    }
+}
+
+/* record --imatrix's engine: per-column sums equal a brute-force pass over the hooks' rows, the
+ * file round trips in both formats, and the GGUF form is a GGUF file our reader opens. */
+typedef struct {
+    double *s2[64];
+    int64_t n[64];
+} brute_state;
+static nl_status brute(void *user, nl_ctx *ctx, const nl_hook_info *info, float *x) {
+    (void)ctx;
+    brute_state *b = user;
+    int slot = info->layer * 2 + (info->point == NL_HOOK_FFN_ACT);
+    for (int t = 0; t < info->T; t++)
+        for (int j = 0; j < info->width; j++) b->s2[slot][j] += (double)x[(size_t)t * info->width + j] * x[(size_t)t * info->width + j];
+    b->n[slot] += info->T;
+    return NL_OK;
+}
+
+Test(gguf, imatrix_sums_and_files) {
+    const char *src = "tests/fixtures/hf/llama";
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_model *m = NULL;
+    cr_assert_eq(nl_model_open(&ctx, src, &m), NL_OK, "%s", ctx.msg);
+    const nl_config *c = nl_model_config(m);
+    /* documents no longer than the context: every row is new, so a plain observer sees the same rows */
+    FILE *f = fopen(tmp_path("d.jsonl"), "w");
+    for (int d = 0; d < 5; d++) {
+        fprintf(f, "{\"tokens\": [");
+        for (int t = 0; t < 20 + 7 * d; t++) fprintf(f, "%s%d", t ? ", " : "", (t * 31 + d * 17) % c->vocab_size);
+        fprintf(f, "]}\n");
+    }
+    fclose(f);
+    nl_dataset *ds = NULL;
+    cr_assert_eq(nl_dataset_load(&ctx, tmp_path("d.jsonl"), NULL, c->vocab_size, &ds), NL_OK, "%s", ctx.msg);
+    nl_forward *fw = NULL;
+    cr_assert_eq(nl_forward_create(&ctx, m, 16, 64, &fw), NL_OK, "%s", ctx.msg);
+    brute_state b = {0};
+    for (int l = 0; l < c->n_layers; l++) b.s2[2 * l] = calloc((size_t)c->d_model, 8), b.s2[2 * l + 1] = calloc((size_t)c->d_ff, 8);
+    nl_hook_id h1, h2;
+    cr_assert_eq(nl_hooks_add_id(nl_forward_hooks(fw), NL_HOOK_FFN_IN, -1, NL_HOOK_OBSERVE, brute, &b, &h1), NL_OK);
+    cr_assert_eq(nl_hooks_add_id(nl_forward_hooks(fw), NL_HOOK_FFN_ACT, -1, NL_HOOK_OBSERVE, brute, &b, &h2), NL_OK);
+    nl_imatrix *im = NULL;
+    cr_assert_eq(nl_imatrix_create(&ctx, c, &im), NL_OK);
+    cr_assert_eq(nl_imatrix_run(&ctx, fw, ds, im, 0, NULL), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_imatrix_n_entries(im), 3 * c->n_layers);
+    for (int i = 0; i < nl_imatrix_n_entries(im); i++) {
+        const nl_imatrix_entry *e = nl_imatrix_entry_at(im, i);
+        int l;
+        char what[32];
+        cr_assert_eq(sscanf(e->name, "blk.%d.%31[a-z_]", &l, what), 2);
+        if (i) cr_assert_lt(strcmp(nl_imatrix_entry_at(im, i - 1)->name, e->name), 0, "entries not in name order");
+        int slot = 2 * l + !strcmp(what, "ffn_down");
+        cr_assert_eq(e->count, ds->n_tokens);
+        cr_assert_eq(e->count, b.n[slot]);
+        for (int j = 0; j < e->n_in; j++) cr_assert_eq(e->in_sum2[j], b.s2[slot][j], "%s column %d", e->name, j);
+    }
+    /* GGUF and legacy files, read back */
+    const int chunk = 40;
+    const char *pg = tmp_path("im.gguf"), *pd = tmp_path("im.dat");
+    cr_assert_eq(nl_imatrix_write(&ctx, im, pg, "d.jsonl", chunk), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_imatrix_write(&ctx, im, pd, "d.jsonl", chunk), NL_OK, "%s", ctx.msg);
+    void *buf;
+    nl_gguf *g = parse_file(&ctx, pg, &buf);
+    const char *s;
+    size_t n;
+    uint64_t u;
+    cr_assert_eq(nl_gguf_get_str(&ctx, g, "general.type", &s, &n, NULL), NL_OK);
+    cr_assert(n == 7 && !memcmp(s, "imatrix", 7));
+    cr_assert_eq(nl_gguf_get_u64(&ctx, g, "imatrix.chunk_size", &u, NULL), NL_OK);
+    cr_assert_eq(u, (uint64_t)chunk);
+    cr_assert_eq(nl_gguf_get_u64(&ctx, g, "imatrix.chunk_count", &u, NULL), NL_OK);
+    cr_assert_eq(u, (uint64_t)(ds->n_tokens / chunk));
+    cr_assert_eq(nl_gguf_n_tensors(g), 3 * nl_imatrix_n_entries(im));
+    nl_gguf_close(g);
+    free(buf);
+    nl_imatrix *rg = NULL, *rd = NULL;
+    cr_assert_eq(nl_imatrix_read(&ctx, pg, &rg), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_imatrix_read(&ctx, pd, &rd), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_imatrix_n_entries(rg), nl_imatrix_n_entries(im));
+    cr_assert_eq(nl_imatrix_n_entries(rd), nl_imatrix_n_entries(im));
+    const int64_t ncall = (ds->n_tokens + chunk - 1) / chunk;
+    for (int i = 0; i < nl_imatrix_n_entries(im); i++) {
+        const nl_imatrix_entry *e = nl_imatrix_entry_at(im, i), *a = nl_imatrix_entry_at(rg, i), *d = nl_imatrix_entry_at(rd, i);
+        cr_assert_str_eq(a->name, e->name);
+        cr_assert_str_eq(d->name, e->name);
+        cr_assert(a->n_in == e->n_in && d->n_in == e->n_in && a->count == e->count && d->count == ncall);
+        for (int j = 0; j < e->n_in; j++) {
+            cr_assert_eq((float)a->in_sum2[j], (float)e->in_sum2[j]);
+            cr_assert_eq((float)a->in_sum[j], (float)e->in_sum[j]);
+            cr_assert_eq((float)d->in_sum2[j], (float)(e->in_sum2[j] / (double)e->count * (double)ncall));
+        }
+    }
+    /* a file that is neither */
+    const char *junk = tmp_path("junk.dat");
+    f = fopen(junk, "wb");
+    fwrite("\x05\0\0\0\x09\0\0\0abc", 1, 11, f);
+    fclose(f);
+    nl_imatrix *rj = NULL;
+    cr_assert_eq(nl_imatrix_read(&ctx, junk, &rj), NL_EFORMAT);
+    cr_assert(strstr(ctx.msg, junk), "%s", ctx.msg);
+    nl_imatrix_destroy(rg), nl_imatrix_destroy(rd), nl_imatrix_destroy(im);
+    nl_hooks_remove(nl_forward_hooks(fw), h1);
+    nl_hooks_remove(nl_forward_hooks(fw), h2);
+    for (int l = 0; l < c->n_layers; l++) free(b.s2[2 * l]), free(b.s2[2 * l + 1]);
+    nl_forward_destroy(fw);
+    nl_dataset_destroy(ds);
+    nl_model_close(m);
+}
