@@ -15,8 +15,10 @@ static int run(nl_ctx *ctx, int argc, char **argv);
 
 const nl_cli_option nl_cli_opts_export[] = {
     {"MODEL", NULL, 1, "a Hugging Face folder, a GGUF file or a llama2.c .bin checkpoint (llama, mistral, qwen2, qwen3)", NULL},
-    {"--gguf", "OUT.gguf", 0, "write a GGUF file as llama.cpp's converter does (names, metadata, tokenizer, q/k order)", NULL},
-    {"--hf", "OUT_DIR", 0, "write a Hugging Face folder (config.json, model.safetensors, tokenizer.json)", NULL},
+    {"--gguf", "OUT.gguf", 0, "write a GGUF file as llama.cpp's converter does (names, metadata, tokenizer, q/k order)",
+     "none (give --gguf or --hf)"},
+    {"--hf", "OUT_DIR", 0, "write a Hugging Face folder (config.json, model.safetensors, tokenizer.json)",
+     "none (give --gguf or --hf)"},
     {"--type", "f32|f16|bf16|q8_0", 0, "stored type of the 2-D weights (q8_0: GGUF only; norms and biases stay f32 in GGUF)",
      "f16 for --gguf, f32 for --hf"},
     {"--hidden-act", "NAME", 0, "FFN activation of a GGUF model (llama.cpp's files do not store it)",

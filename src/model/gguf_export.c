@@ -30,7 +30,6 @@
 #include "neuronlab/atomic_file.h"
 #include "neuronlab/gguf.h"
 #include "neuronlab/st_writer.h"
-#include "neuronlab/tokenizer.h"
 
 /* llama.cpp's pre-tokenizer names and their split patterns (the same table as
  * src/tokenizer/gguf_vocab.c, which reads them back; tests/test_gguf.c checks that an exported
@@ -916,7 +915,7 @@ static nl_status copy_file(nl_ctx *ctx, const char *src, const char *dst) {
 
 static void remove_tree(const char *dir) {
     static const char *files[] = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json"};
-    char p[4200];
+    char p[4400];
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
         snprintf(p, sizeof p, "%s/%s", dir, files[i]);
         unlink(p);
