@@ -149,4 +149,19 @@ nl_status nl_gguf_writer_tensor(nl_ctx *ctx, nl_gguf_writer *w, const char *name
 /* Writes everything to path atomically. */
 nl_status nl_gguf_writer_write(nl_ctx *ctx, nl_gguf_writer *w, const char *path);
 
+/* llama.cpp's pre-tokenizer names (tokenizer.ggml.pre, src/llama-vocab.cpp) and their split
+ * patterns, one table for the reader (src/tokenizer/gguf_vocab.c) and the exporter
+ * (src/model/gguf_export.c). gpt2: the pattern is GPT-2's, which tokenizer.json writes as
+ * ByteLevel(use_regex = true) without a Split. ignore_merges: a whole word that is a token is
+ * taken as is (llama-3). Entries sharing a pattern list the name the exporter writes first. */
+typedef struct {
+    const char *name;
+    const char *re;
+    int gpt2;
+    int ignore_merges;
+} nl_gguf_pretok;
+/* The table (count in *n), and the entry named name[0..n) or NULL. */
+const nl_gguf_pretok *nl_gguf_pretoks(int *n);
+const nl_gguf_pretok *nl_gguf_pretok_find(const char *name, size_t n);
+
 #endif

@@ -788,3 +788,29 @@ nl_status nl_gguf_writer_copy(nl_ctx *ctx, nl_gguf_writer *w, const nl_gguf *g, 
     if (bytes && gw_put(w, kv->data, (size_t)bytes)) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
     return NL_OK;
 }
+
+/* ---- llama.cpp's pre-tokenizers ----------------------------------------------------------- */
+
+static const char GPT2_RE[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+static const char LLAMA3_RE[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+                                "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char QWEN2_RE[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+                               "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+static const nl_gguf_pretok PRETOKS[] = {
+    {"default", GPT2_RE, 1, 0},    {"gpt2", GPT2_RE, 1, 0},        {"gpt-2", GPT2_RE, 1, 0},        {"phi-2", GPT2_RE, 1, 0},
+    {"olmo", GPT2_RE, 1, 0},       {"mpt", GPT2_RE, 1, 0},         {"llama-bpe", LLAMA3_RE, 0, 1},  {"llama3", LLAMA3_RE, 0, 1},
+    {"llama-v3", LLAMA3_RE, 0, 1}, {"smaug-bpe", LLAMA3_RE, 0, 1}, {"qwen2", QWEN2_RE, 0, 0},       {"stablelm2", QWEN2_RE, 0, 0},
+    {"deepseek-r1-qwen", QWEN2_RE, 0, 0},
+};
+
+const nl_gguf_pretok *nl_gguf_pretoks(int *n) {
+    *n = (int)(sizeof PRETOKS / sizeof *PRETOKS);
+    return PRETOKS;
+}
+
+const nl_gguf_pretok *nl_gguf_pretok_find(const char *name, size_t n) {
+    for (size_t i = 0; i < sizeof PRETOKS / sizeof *PRETOKS; i++)
+        if (strlen(PRETOKS[i].name) == n && !memcmp(PRETOKS[i].name, name, n)) return &PRETOKS[i];
+    return NULL;
+}

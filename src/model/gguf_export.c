@@ -31,21 +31,6 @@
 #include "neuronlab/gguf.h"
 #include "neuronlab/st_writer.h"
 
-/* llama.cpp's pre-tokenizer names and their split patterns (the same table as
- * src/tokenizer/gguf_vocab.c, which reads them back; tests/test_gguf.c checks that an exported
- * tokenizer encodes as the source). NULL pattern: GPT-2's ByteLevel(use_regex = true). */
-static const char LLAMA3_RE[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
-                                "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-static const char QWEN2_RE[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
-                               "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-static const struct { const char *name; const char *re; int ignore_merges; } PRE[] = {
-    {"llama-bpe", LLAMA3_RE, 1}, {"llama3", LLAMA3_RE, 1}, {"llama-v3", LLAMA3_RE, 1}, {"smaug-bpe", LLAMA3_RE, 1},
-    {"qwen2", QWEN2_RE, 0},      {"stablelm2", QWEN2_RE, 0}, {"deepseek-r1-qwen", QWEN2_RE, 0},
-    {"gpt2", NULL, 0},           {"default", NULL, 0},     {"gpt-2", NULL, 0},         {"phi-2", NULL, 0},
-    {"olmo", NULL, 0},           {"mpt", NULL, 0},
-};
-#define N_PRE ((int)(sizeof PRE / sizeof PRE[0]))
-
 int nl_export_type_parse(const char *s) {
     if (!strcmp(s, "f32")) return NL_EXPORT_F32;
     if (!strcmp(s, "f16")) return NL_EXPORT_F16;
@@ -456,8 +441,10 @@ static nl_status tokenizer_from_json(nl_ctx *ctx, nl_gguf_writer *w, const char 
         }
     }
     if (byte_level && re && !bl_regex) {
-        for (int i = 0; i < N_PRE && !pre_name; i++)
-            if (PRE[i].re && !strcmp(PRE[i].re, re)) pre_name = PRE[i].name;
+        int n_pre;
+        const nl_gguf_pretok *all = nl_gguf_pretoks(&n_pre);
+        for (int i = 0; i < n_pre && !pre_name; i++)
+            if (!all[i].gpt2 && !strcmp(all[i].re, re)) pre_name = all[i].name;
     } else if (byte_level && !re && bl_regex) {
         pre_name = "gpt2";
     }
@@ -745,10 +732,8 @@ static nl_status tokenizer_to_json(nl_ctx *ctx, const nl_gguf *g, const char *gp
     size_t pn = 7;
     if ((st = nl_gguf_get_str(ctx, g, "tokenizer.ggml.pre", &pre, &pn, &found)) != NL_OK) return st;
     if (!found) pre = "default", pn = 7;
-    int pi = -1;
-    for (int i = 0; i < N_PRE && pi < 0; i++)
-        if (strlen(PRE[i].name) == pn && !memcmp(PRE[i].name, pre, pn)) pi = i;
-    if (pi < 0)
+    const nl_gguf_pretok *P = nl_gguf_pretok_find(pre, pn);
+    if (!P)
         return nl_errorf(ctx, NL_EUNSUPPORTED, "'%s': pre-tokenizer '%.*s' cannot be written as tokenizer.json", gpath,
                          (int)(pn < 40 ? pn : 40), pre);
     int64_t bos = -1, eos = -1;
@@ -812,10 +797,10 @@ static nl_status tokenizer_to_json(nl_ctx *ctx, const nl_gguf *g, const char *gp
         json_object_set_new(bl, "type", json_string("ByteLevel"));
         json_object_set_new(bl, "add_prefix_space", json_false());
         json_object_set_new(bl, "trim_offsets", json_true());
-        json_object_set_new(bl, "use_regex", json_boolean(PRE[pi].re == NULL));
-        if (PRE[pi].re) {
+        json_object_set_new(bl, "use_regex", json_boolean(P->gpt2));
+        if (!P->gpt2) {
             json_t *seq = json_object(), *list = json_array(), *sp = json_object(), *pat = json_object();
-            json_object_set_new(pat, "Regex", json_string(PRE[pi].re));
+            json_object_set_new(pat, "Regex", json_string(P->re));
             json_object_set_new(sp, "type", json_string("Split"));
             json_object_set_new(sp, "pattern", pat);
             json_object_set_new(sp, "behavior", json_string("Isolated"));
@@ -876,7 +861,7 @@ static nl_status tokenizer_to_json(nl_ctx *ctx, const nl_gguf *g, const char *gp
         json_object_set_new(model, "end_of_word_suffix", json_null());
         json_object_set_new(model, "fuse_unk", json_false());
         json_object_set_new(model, "byte_fallback", json_false());
-        json_object_set_new(model, "ignore_merges", json_boolean(PRE[pi].ignore_merges));
+        json_object_set_new(model, "ignore_merges", json_boolean(P->ignore_merges));
         json_object_set_new(model, "vocab", vocab);
         json_object_set_new(model, "merges", mj);
         vocab = mj = NULL;

@@ -35,20 +35,6 @@
 #include "neuronlab/gguf.h"
 #include "tokenizer/unicode.h"
 
-/* llama.cpp's pre-tokenizer names (src/llama-vocab.cpp) and their split patterns. */
-static const char GPT2_RE[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
-static const char LLAMA3_RE[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
-                                "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-static const char QWEN2_RE[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
-                               "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-
-static const struct { const char *name; const char *re; int ignore_merges; } PRE[] = {
-    {"default", GPT2_RE, 0},   {"gpt2", GPT2_RE, 0},        {"gpt-2", GPT2_RE, 0},        {"phi-2", GPT2_RE, 0},
-    {"olmo", GPT2_RE, 0},      {"mpt", GPT2_RE, 0},         {"llama-bpe", LLAMA3_RE, 1},  {"llama3", LLAMA3_RE, 1},
-    {"llama-v3", LLAMA3_RE, 1}, {"smaug-bpe", LLAMA3_RE, 1}, {"qwen2", QWEN2_RE, 0},      {"stablelm2", QWEN2_RE, 0},
-    {"deepseek-r1-qwen", QWEN2_RE, 0},
-};
-
 typedef struct {
     nl_ctx *ctx;
     const char *path;
@@ -136,20 +122,19 @@ static nl_status build_bpe(gv *G, const nl_gguf_kv *tokens, int n) {
     size_t pn = 7;
     if ((st = nl_gguf_get_str(G->ctx, G->g, "tokenizer.ggml.pre", &pre, &pn, &found)) != NL_OK) return st;
     if (!found) { pre = "default"; pn = 7; }
-    int pi = -1;
-    for (size_t i = 0; i < sizeof PRE / sizeof *PRE && pi < 0; i++)
-        if (strlen(PRE[i].name) == pn && !memcmp(PRE[i].name, pre, pn)) pi = (int)i;
-    if (pi < 0) {
+    const nl_gguf_pretok *P = nl_gguf_pretok_find(pre, pn);
+    if (!P) {
         char list[400];
         size_t k = 0;
-        for (size_t i = 0; i < sizeof PRE / sizeof *PRE; i++)
-            k += (size_t)snprintf(list + k, sizeof list - k, "%s%s", i ? ", " : "", PRE[i].name);
+        int np;
+        const nl_gguf_pretok *all = nl_gguf_pretoks(&np);
+        for (int i = 0; i < np; i++) k += (size_t)snprintf(list + k, sizeof list - k, "%s%s", i ? ", " : "", all[i].name);
         return nl_errorf(G->ctx, NL_EUNSUPPORTED, "'%s': pre-tokenizer '%.*s' (tokenizer.ggml.pre) is not supported (supported: %s)",
                          G->path, (int)(pn < 60 ? pn : 60), pre, list);
     }
     t->family = TK_RANKS;
     t->byte_level = 1;
-    t->ignore_merges = PRE[pi].ignore_merges;
+    t->ignore_merges = P->ignore_merges;
     int n_special = 0;
     for (int id = 0; types && id < n; id++) {
         int ty = (int)nl_gguf_arr_num(types, (uint64_t)id);
@@ -162,7 +147,7 @@ static nl_status build_bpe(gv *G, const nl_gguf_kv *tokens, int n) {
     t->pretok->kind = PT_BYTELEVEL;
     t->pretok->has_re = 1;
     char err[256];
-    if (nl_tk_regex_compile(&t->pretok->re, PRE[pi].re, strlen(PRE[pi].re), 0, err, sizeof err))
+    if (nl_tk_regex_compile(&t->pretok->re, P->re, strlen(P->re), 0, err, sizeof err))
         return nl_errorf(G->ctx, NL_EFORMAT, "'%s': pre-tokenizer pattern: %s", G->path, err);
     t->dec->kind = DC_BYTELEVEL;
     char stack[512];
