@@ -17,12 +17,16 @@
  *   Oracle score: s_e = Σ_{i∈e} ((a_i − r_i)·‖W_out[:, i]‖)²; the oracle router takes the top K.
  *   Sim router: score_e = x·ĉ_e, ĉ_e the L2-normalised centroid of the expert's L2-normalised
  *   router feature rows (W_gate rows for gated FFNs unless --feature up, W_in rows for plain).
+ *   MLP router (moefy --router mlp; the section "the MLP router" below): score = W2·tanh(W1·x̂),
+ *   x̂ = x/‖x‖, trained on the calibration tokens' FFN inputs against their oracle scores (with
+ *   the fill it was told, mean by default), W1 from ĉ, W2 from the identity.
  *   Top K: the K largest scores, ties to the lower expert index.
  *   Router recall on a token = Σ_{e∈S_router} s_e / Σ_{e∈S_oracle} s_e (1 when the oracle
  *   mass is 0); reported as the mean over tokens and MoE layers.
  *   FLOPs per token and layer (multiply-add = 2): dense gated 6·D·F, plain 4·D·F; MoE: the
- *   shared and the selected experts' neurons at the same rate per neuron, router 2·D·E (sim),
- *   fill mean D·K; the oracle costs the dense FFN (it ranks the dense activations).
+ *   shared and the selected experts' neurons at the same rate per neuron, router 2·D·E (sim) or
+ *   2·D·E + 2·E² (mlp; the normalisation of x is not counted), fill mean D·K; the oracle costs
+ *   the dense FFN (it ranks the dense activations).
  *
  * Splits:
  *   param: balanced k-means on L2-normalised feature rows (gated: [gate row ; up row] by
@@ -43,7 +47,14 @@
  * MOE_DIR (written atomically: a temporary folder beside it renamed into place):
  *   manifest.json  {"format":"neuronlab.moe","version":1, "model", "ffn_checksum" (FNV-1a 64
  *                  of every layer's FFN weights in f32), "arch", "n_layers", "d_model", "d_ff",
- *                  "layers" [..], "experts", "shared", "split", "feature", "router", "seed",
+ *                  "layers" [..], "experts", "shared", "split", "feature", "router" ("sim" or
+ *                  "mlp": the best router it carries), "routers" (["sim"] or ["sim", "mlp"];
+ *                  absent in folders written before the MLP router: sim only), "router_mlp"
+ *                  (with mlp: {"epochs", "lr", "batch", "holdout", "split", "fill", "max_tokens",
+ *                  "optimizer", "loss", "layers": [{"layer", "train_tokens", "heldout_tokens",
+ *                  "initial_heldout_loss", "train_loss", "heldout_loss", "k25",
+ *                  "heldout_recall_sim_k25", "heldout_recall_mlp_k25" [, "k",
+ *                  "heldout_recall_sim_k", "heldout_recall_mlp_k"]}]}), "seed",
  *                  "kmeans_iters", "kmeans_restarts", "active_top", "calibration" {"path",
  *                  "checksum", "documents", "tokens"}, "tensors", "created_by"}
  *   experts.safetensors, per MoE layer l (all F32; integer tensors hold exact integers):
@@ -51,12 +62,13 @@
  *     layers.{l}.mu (F)    μ by original neuron                layers.{l}.freq (F) active fraction
  *     layers.{l}.static (E, D) m_e                             layers.{l}.static_sum (D) M
  *     layers.{l}.router.sim (E, D) ĉ_e
+ *     layers.{l}.router.mlp.w1 (E, D), layers.{l}.router.mlp.w2 (E, E)   only with "mlp" in routers
  *   The FFN weights are not copied: the expert FFN permutes them at load (nl_moe_ffn_create)
  *   into contiguous per-expert blocks, after checking the model's FFN checksum.
  *
  * Checked by tests/test_moe.c (k-means against exhaustive optima, METIS balance and
  * determinism, the kernel against brute force, K = E against the dense model, FLOPs, recall,
- * bad folders) and tests/moe_cli.sh.
+ * bad folders), tests/test_moe_router.c (the MLP router) and tests/moe_cli.sh.
  */
 #ifndef NEURONLAB_MOE_H
 #define NEURONLAB_MOE_H
@@ -220,8 +232,10 @@ typedef struct {
 void nl_moefy_opts_init(nl_moefy_opts *o);
 
 /* Runs the calibration passes of f (over its model; its MoE layers must run the dense FFN)
- * on calib and builds every MoE layer; *out owns the result (nl_moe_close). Progress of the
- * passes and of the splits on stderr when ctx->progress. Errors: E outside [1, F − N], N
+ * on calib and builds every MoE layer (router mlp: one more pass keeps min(tokens,
+ * mlp_max_tokens) evenly spaced tokens' FFN inputs and oracle scores per layer — memory
+ * kept·(D + E) floats per MoE layer — and trains each layer's MLP router on them); *out owns the result (nl_moe_close). Progress of the
+ * passes, the splits and the router training on stderr when ctx->progress. Errors: E outside [1, F − N], N
  * outside [0, F), fewer calibration tokens than 4·E (naming the calibration file), a layer out
  * of range, co-activation counts beyond NL_MOE_COACT_MAX_BYTES, NL_EINTR. */
 nl_status nl_moefy_run(nl_ctx *ctx, const nl_moefy_opts *o, nl_forward *f, const nl_dataset *calib, nl_moe **out);
