@@ -12,6 +12,8 @@
  *     mlp routers); --router mlp on a folder without an mlp router is refused;
  *   - stories260K: one-neuron experts with the oracle router equal the masking perturbation of
  *     expected.json, and a pinned MoEfication perplexity;
+ *   - the MLP router's calibration pass keeps evenly spaced tokens' FFN inputs and oracle scores
+ *     equal to a dense pass's;
  *   - folders: round trip (with the mlp router; a folder written before it opens as sim-only),
  *     and every bad input refused with a message naming the file.
  */
@@ -23,6 +25,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "moe/moe_calib.h"
 #include "moe/moe_internal.h"
 #include "neuronlab/moe.h"
 #include "neuronlab/ops.h"
@@ -885,4 +888,77 @@ Test(moe, folder_mlp_router_round_trip_and_refusals) {
     rm_dir(dir2);
     nl_moe_close(moe);
     fx_close(&x);
+}
+
+/* The MLP router's calibration pass keeps evenly spaced tokens (each once, whatever the batch):
+ * their FFN inputs and oracle scores (mean fill) equal those of one dense pass per document. */
+typedef struct {
+    float *x, *a; /* (n, D), (n, F) of layer 1 */
+    int D, F, n, n_act;
+} io_capture;
+
+static nl_status cap_in(void *user, nl_ctx *ctx, const nl_hook_info *info, float *x) {
+    io_capture *c = user;
+    if (info->layer == 1) memcpy(c->x + (size_t)c->n * c->D, x, (size_t)info->T * c->D * sizeof(float)), c->n += info->T;
+    return NL_OK;
+}
+
+static nl_status cap_act(void *user, nl_ctx *ctx, const nl_hook_info *info, float *x) {
+    io_capture *c = user;
+    if (info->layer == 1) memcpy(c->a + (size_t)c->n_act * c->F, x, (size_t)info->T * c->F * sizeof(float)), c->n_act += info->T;
+    return NL_OK;
+}
+
+Test(moe, router_calibration_keeps_evenly_spaced_tokens) {
+    fx a, b;
+    fx_open(&a, FIX "/llama", NULL, 3, 50, 64, 64);
+    fx_open(&b, FIX "/llama", a.data, 3, 50, 7, 64); /* batches of 7 tokens */
+    const nl_config *cfg = nl_model_config(a.m);
+    const int D = cfg->d_model, F = cfg->d_ff, E = 4, keep = 7;
+    nl_moe *moe = moefy(&a, E, 0, NL_MOE_SPLIT_PARAM);
+    io_capture cap = {malloc(150 * (size_t)D * sizeof(float)), malloc(150 * (size_t)F * sizeof(float)), D, F, 0, 0};
+    nl_hook_id i1, i2;
+    cr_assert_eq(nl_hooks_add_id(nl_forward_hooks(a.f), NL_HOOK_FFN_IN, 1, NL_HOOK_OBSERVE, cap_in, &cap, &i1), NL_OK);
+    cr_assert_eq(nl_hooks_add_id(nl_forward_hooks(a.f), NL_HOOK_FFN_ACT, 1, NL_HOOK_OBSERVE, cap_act, &cap, &i2), NL_OK);
+    for (int d = 0; d < a.ds->n_docs; d++) {
+        nl_forward_reset(a.f);
+        cr_assert_eq(nl_forward_run(a.f, &a.ctx, a.ds->docs[d].tokens, a.ds->docs[d].n_tokens, NULL), NL_OK);
+    }
+    cr_assert_eq(cap.n, 150);
+    nl_moe_calib c;
+    const int layers[2] = {0, 1};
+    cr_assert_eq(nl_moe_calib_init(&b.ctx, &c, cfg->n_layers, F, layers, 2, nl_forward_max_T(b.f), 0), NL_OK);
+    cr_assert_eq(nl_moe_calib_pass(&b.ctx, &c, b.f, b.ds, 0, 1, 1, 2), NL_OK, "%s", b.ctx.msg);
+    cr_assert_eq(nl_moe_calib_router_init(&b.ctx, &c, b.m, moe, NL_MOE_FILL_MEAN, keep), NL_OK, "%s", b.ctx.msg);
+    cr_assert_eq(c.keep, keep);
+    cr_assert_eq(nl_moe_calib_pass(&b.ctx, &c, b.f, b.ds, 0, 3, 2, 2), NL_OK, "%s", b.ctx.msg);
+    const nl_moe_layer *y = nl_moe_get_layer(moe, 1);
+    nl_layer w;
+    cr_assert_eq(nl_model_layer(&b.ctx, b.m, 1, &w), NL_OK);
+    int seen = 0;
+    for (int g = 0; g < 150; g++) {
+        if ((g + 1) * keep / 150 == g * keep / 150) continue;
+        const int slot = (g + 1) * keep / 150 - 1;
+        cr_assert_eq(slot, seen++, "slots in token order");
+        nl_check_close(c.rx + ((size_t)keep + slot) * D, cap.x + (size_t)g * D, (size_t)D, 1e-5);
+        for (int e = 0; e < E; e++) {
+            double s = 0;
+            for (int p = y->offset[e]; p < y->offset[e + 1]; p++) {
+                const int i = y->perm[p];
+                double wn = 0;
+                for (int d = 0; d < D; d++) wn += (double)nl_moe_mat_at(&w.w_down, d, i) * nl_moe_mat_at(&w.w_down, d, i);
+                const double v = (cap.a[(size_t)g * F + i] - c.mu[(size_t)F + i]) * sqrt(wn);
+                s += v * v;
+            }
+            const double got = c.rs[((size_t)keep + slot) * E + e];
+            cr_assert(fabs(got - s) <= 1e-4 * (fabs(s) + 1e-6), "token %d expert %d: score %.7g, recomputed %.7g", g, e, got, s);
+        }
+    }
+    cr_assert_eq(seen, keep);
+    nl_moe_calib_release(&c);
+    free(cap.x), free(cap.a);
+    nl_moe_close(moe);
+    b.data[0] = 0;
+    fx_close(&b);
+    fx_close(&a);
 }
