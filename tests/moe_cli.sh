@@ -13,6 +13,11 @@
 # the expert FFN's GEMMs are blocked differently); with K < E they differ from it (the options
 # reach the forward pass; numbers of perturb/prune to 1e-5 relative), perturb/prune/record --db carry "moe" in the run's params; --k without
 # --moe is a usage error on each; record --resume --moe is a usage error.
+# MLP router: moefy --router mlp stores both routers (manifest "routers", router.mlp tensors) and
+# prints per layer its losses and held-out recall; ppl --router mlp with K = E prints the dense
+# perplexity, with K < E its recall; --router mlp on a sim-only folder is one line naming the
+# folder; --router-* without --router mlp is a usage error; on the zoo SiLU model
+# (notebooks-data/models/silu, skipped when absent) ppl --moe --router mlp runs and K = E is dense.
 # Prints PASS/FAIL lines (read by scripts/run-tests.sh).
 set -u
 cd "$(dirname "$0")/.."
@@ -91,6 +96,44 @@ expect "--k without --moe" 2 "need --moe" -- "$nl" ppl $model "$tmp/calib.jsonl"
 expect "moefy without -o" 2 "-o" -- "$nl" moefy $model "$tmp/calib.jsonl" --experts 2
 expect "moefy without --experts" 2 "--experts" -- "$nl" moefy $model "$tmp/calib.jsonl" -o "$tmp/x"
 expect "--split x" 2 "--split" -- "$nl" moefy $model "$tmp/calib.jsonl" --experts 2 --split x -o "$tmp/x"
+
+# ---- the MLP router ---------------------------------------------------------------------------
+mm=$tmp/moemlp
+if "$nl" moefy $model "$tmp/calib.jsonl" --experts 8 --router mlp --router-epochs 10 --router-k 4 -o "$mm" > "$tmp/out" 2> "$tmp/err" &&
+   $py - "$mm" "$tmp/err" <<'PY'
+import json, struct, sys
+d, err = sys.argv[1], open(sys.argv[2]).read()
+m = json.load(open(d + "/manifest.json"))
+assert m["routers"] == ["sim", "mlp"] and m["router"] == "mlp", m["routers"]
+r = m["router_mlp"]
+assert r["epochs"] == 10 and r["lr"] == 0.01 and r["batch"] == 512 and r["fill"] == "mean" and r["holdout"] == 0.1, r
+assert [x["layer"] for x in r["layers"]] == [0, 1] and all(x["k"] == 4 and x["train_tokens"] + x["heldout_tokens"] == 320 for x in r["layers"])
+b = open(d + "/experts.safetensors", "rb").read()
+h = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])
+for l in (0, 1):
+    assert h["layers.%d.router.mlp.w1" % l]["shape"] == [8, 64] and h["layers.%d.router.mlp.w2" % l]["shape"] == [8, 8]
+for l in (0, 1):
+    assert ("router layer %d:" % l) in err and "held-out recall K=2 sim" in err and "K=4 sim" in err, err
+PY
+then pass "moefy --router mlp: both routers, training report, per-layer stderr"; else fail "moefy --router mlp: both routers, training report, per-layer stderr" "$tmp/err"; fi
+full=$("$nl" ppl $model "$tmp/calib.jsonl" --moe "$mm" --k 8 --router mlp | sed -n 's/^overall  ppl \([0-9.]*\).*/\1/p')
+if [ -n "$dense" ] && [ "$dense" = "$full" ]; then pass "--router mlp: K = E prints the dense perplexity"; else fail "--router mlp: K = E prints the dense perplexity ($dense vs $full)"; fi
+"$nl" ppl $model "$tmp/calib.jsonl" --moe "$mm" --k 2 --router mlp --fill mean > "$tmp/out" 2> "$tmp/err"
+if grep -q 'router mlp, fill mean' "$tmp/out" && grep -q 'router recall vs oracle 0\.' "$tmp/out"; then pass "ppl --router mlp prints its recall"
+else fail "ppl --router mlp prints its recall" "$tmp/out"; fi
+expect "--router mlp on a sim-only folder" 1 "'$m' has no mlp router" -- "$nl" ppl $model "$tmp/calib.jsonl" --moe "$m" --router mlp
+expect "--router-epochs without --router mlp" 2 "--router mlp" -- "$nl" moefy $model "$tmp/calib.jsonl" --experts 2 --router-epochs 3 -o "$tmp/x"
+expect "moefy --router oracle" 2 "--router" -- "$nl" moefy $model "$tmp/calib.jsonl" --experts 2 --router oracle -o "$tmp/x"
+zoo=notebooks-data/models/silu
+if [ -f "$zoo/model.safetensors" ]; then
+  head -n 6 notebooks-data/eval/all.jsonl > "$tmp/zcal.jsonl"
+  "$nl" moefy $zoo "$tmp/zcal.jsonl" --experts 32 --router mlp --router-epochs 3 -o "$tmp/zmoe" --quiet > /dev/null 2> "$tmp/err"
+  zd=$("$nl" ppl $zoo "$tmp/zcal.jsonl" | sed -n 's/^overall  ppl \([0-9.]*\).*/\1/p')
+  zf=$("$nl" ppl $zoo "$tmp/zcal.jsonl" --moe "$tmp/zmoe" --router mlp --k 32 --fill mean 2>> "$tmp/err" | sed -n 's/^overall  ppl \([0-9.]*\).*/\1/p')
+  zq=$("$nl" ppl $zoo "$tmp/zcal.jsonl" --moe "$tmp/zmoe" --router mlp --k 25% 2>> "$tmp/err" | sed -n 's/^overall  ppl \([0-9.]*\).*/\1/p')
+  if [ -n "$zd" ] && [ "$zd" = "$zf" ] && [ -n "$zq" ] && [ "$zq" != "$zd" ]; then pass "zoo silu: --router mlp runs, K = E is dense ($zd), K = 25% $zq"
+  else fail "zoo silu: --router mlp runs, K = E is dense ($zd vs $zf), K = 25% ($zq)" "$tmp/err"; fi
+else echo "SKIP zoo silu --router mlp: $zoo is absent"; fi
 
 # ---- --moe on generate, perturb, prune, record ---------------------------------------------
 bf=tests/fixtures/hf/llama_bf16

@@ -2,16 +2,20 @@
  *   - balanced k-means equals the exhaustive optimum on tiny cases, with exactly balanced sizes;
  *   - METIS partitions are balanced, deterministic, and recover a planted partition;
  *   - the expert FFN equals brute force "compute every neuron, replace the unselected by r_i"
- *     (zero and mean fill, sim and oracle routers, with and without a shared expert, gated and
+ *     (zero and mean fill, sim, oracle and mlp routers, with and without a shared expert, gated and
  *     plain FFNs), the static-vector path equals summing the unselected m_e explicitly, batch-1
  *     calls equal grouped calls, and router recall equals a recomputation from the activations;
  *     FFN_ACT hooks see the layer's effective activations a' and an intervener's edits reach the
  *     output exactly (batch 1 and grouped);
  *   - the FLOP formula equals multiply-adds counted in a plain loop, and the kernel's count;
- *   - K = E reproduces the dense perplexity (fixtures, stories260K, the zoo SiLU model);
+ *   - K = E reproduces the dense perplexity (fixtures, stories260K, the zoo SiLU model; sim and
+ *     mlp routers); --router mlp on a folder without an mlp router is refused;
  *   - stories260K: one-neuron experts with the oracle router equal the masking perturbation of
  *     expected.json, and a pinned MoEfication perplexity;
- *   - folders: round trip, and every bad input refused with a message naming the file.
+ *   - the MLP router's calibration pass keeps evenly spaced tokens' FFN inputs and oracle scores
+ *     equal to a dense pass's;
+ *   - folders: round trip (with the mlp router; a folder written before it opens as sim-only),
+ *     and every bad input refused with a message naming the file.
  */
 #include <criterion/criterion.h>
 #include <jansson.h>
@@ -21,6 +25,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "moe/moe_calib.h"
 #include "moe/moe_internal.h"
 #include "neuronlab/moe.h"
 #include "neuronlab/ops.h"
@@ -75,10 +80,12 @@ static void fx_close(fx *x) {
     if (x->data[0]) unlink(x->data);
 }
 
+/* Every folder of these tests carries both routers (a short MLP router training). */
 static nl_moe *moefy(fx *x, int E, int N, nl_moe_split split) {
     nl_moefy_opts o;
     nl_moefy_opts_init(&o);
     o.E = E, o.n_shared = N, o.split = split, o.seed = 3;
+    o.router = NL_MOE_ROUTER_MLP, o.mlp.epochs = 5, o.mlp.batch = 64;
     nl_moe *moe = NULL;
     cr_assert_eq(nl_moefy_run(&x->ctx, &o, x->f, x->ds, &moe), NL_OK, "%s", x->ctx.msg);
     return moe;
@@ -291,7 +298,8 @@ static void check_kernel(fx *x, const nl_moe *moe, int layer, int K) {
         for (int e = 0; e < E; e++)
             if (pos_of[i] >= map->offset[e] && pos_of[i] < map->offset[e + 1]) expert_of[i] = e;
     }
-    for (int router = 0; router < 2; router++)
+    cr_assert(map->mlp_w1 && map->mlp_w2, "the folder has an mlp router");
+    for (int router = 0; router < 3; router++) /* sim, oracle, mlp (nl_moe_router values) */
         for (int fill = 0; fill < 2; fill++) {
             nl_moe_ffn_opts o = {K, (nl_moe_fill)fill, (nl_moe_router)router, 1};
             nl_moe_ffn *k;
@@ -316,9 +324,21 @@ static void check_kernel(fx *x, const nl_moe *moe, int layer, int K) {
                     double v = (at[i] - (fill ? map->mu[i] : 0)) * sqrt(wn);
                     s[expert_of[i]] += v * v;
                 }
-                for (int e = 0; e < E; e++)
-                    for (int d = 0; d < D; d++) z[e] += (double)X[(size_t)t * D + d] * map->router_sim[(size_t)e * D + d];
-                const double *score = router ? s : z;
+                if (router == NL_MOE_ROUTER_MLP) { /* W2·tanh(W1·x̂) */
+                    double nn = 0, hh[512];
+                    for (int d = 0; d < D; d++) nn += (double)X[(size_t)t * D + d] * X[(size_t)t * D + d];
+                    for (int e = 0; e < E; e++) {
+                        double acc = 0;
+                        for (int d = 0; d < D; d++) acc += (double)X[(size_t)t * D + d] / sqrt(nn) * map->mlp_w1[(size_t)e * D + d];
+                        hh[e] = tanh(acc);
+                    }
+                    for (int e = 0; e < E; e++)
+                        for (int j = 0; j < E; j++) z[e] += (double)map->mlp_w2[(size_t)e * E + j] * hh[j];
+                } else {
+                    for (int e = 0; e < E; e++)
+                        for (int d = 0; d < D; d++) z[e] += (double)X[(size_t)t * D + d] * map->router_sim[(size_t)e * D + d];
+                }
+                const double *score = router == NL_MOE_ROUTER_ORACLE ? s : z;
                 int chosen[512] = {0}, best[512] = {0};
                 for (int kk = 0; kk < K; kk++) {
                     int b = -1, o2 = -1;
@@ -353,8 +373,9 @@ static void check_kernel(fx *x, const nl_moe *moe, int layer, int K) {
                     for (int e = 0; e < E; e++)
                         if (!chosen[e])
                             for (int d = 0; d < D; d++) ex[d] += map->stat[(size_t)e * D + d];
-                madds += router ? 0 : (double)E * D;               /* sim router dot products */
-                flops_counted += 2 * madds + (fill && !router ? (double)D * K : 0); /* + the K vector subtractions */
+                if (router != NL_MOE_ROUTER_ORACLE) madds += (double)E * D;  /* sim router dot products, or W1·x̂ */
+                if (router == NL_MOE_ROUTER_MLP) madds += (double)E * E;     /* W2·h */
+                flops_counted += 2 * madds + (fill && router != NL_MOE_ROUTER_ORACLE ? (double)D * K : 0); /* + the K vector subtractions */
                 double scale = 0;
                 for (int d = 0; d < D; d++) scale = fmax(scale, fabs(bf[d]));
                 for (int d = 0; d < D; d++) {
@@ -367,10 +388,10 @@ static void check_kernel(fx *x, const nl_moe *moe, int layer, int K) {
             cr_assert(fabs(st.recall_sum / st.recall_n - recall / T) < 1e-5, "recall: kernel %.7f, recomputed %.7f",
                       st.recall_sum / st.recall_n, recall / T);
             cr_assert_eq(st.recall_n, T);
-            if (router) cr_assert(fabs(st.recall_sum / st.recall_n - 1) < 1e-6, "the oracle's recall is 1");
-            /* FLOPs: the kernel's count equals the counted multiply-adds (sim), the dense cost (oracle);
+            if (router == NL_MOE_ROUTER_ORACLE) cr_assert(fabs(st.recall_sum / st.recall_n - 1) < 1e-6, "the oracle's recall is 1");
+            /* FLOPs: the kernel's count equals the counted multiply-adds (sim, mlp), the dense cost (oracle);
              * the analytic formula equals both when experts have equal sizes */
-            const double want = router ? (double)T * nl_moe_flops_dense(cfg) : flops_counted;
+            const double want = router == NL_MOE_ROUTER_ORACLE ? (double)T * nl_moe_flops_dense(cfg) : flops_counted;
             cr_assert(fabs(st.flops - want) < 1e-6 * want, "router %d: kernel counted %.0f FLOPs, the loop %.0f", router, st.flops, want);
             if ((F - N) % E == 0)
                 cr_assert(fabs(nl_moe_flops_layer(cfg, E, N, K, (nl_moe_router)router, (nl_moe_fill)fill) * T - want) < 1e-6 * want,
@@ -473,15 +494,18 @@ static void check_k_equals_e(const char *model, const char *data, int E, int N, 
     fx_open(&x, model, data, 6, 48, batch, ctxlen);
     const double dense = ppl_of(&x);
     nl_moe *moe = moefy(&x, E, N, N ? NL_MOE_SPLIT_COACT : NL_MOE_SPLIT_PARAM);
-    for (int fill = 0; fill < 2; fill++) {
-        nl_moe_ffn_opts o = {E, (nl_moe_fill)fill, NL_MOE_ROUTER_SIM, 0};
+    for (int q = 0; q < 4; q++) {
+        const int fill = q % 2;
+        const nl_moe_router router = q < 2 ? NL_MOE_ROUTER_SIM : NL_MOE_ROUTER_MLP;
+        nl_moe_ffn_opts o = {E, (nl_moe_fill)fill, router, 0};
         nl_moe_ffn *k;
         cr_assert_eq(nl_moe_ffn_create(&x.ctx, moe, x.m, &o, nl_forward_max_T(x.f), &k), NL_OK, "%s", x.ctx.msg);
         cr_assert_eq(nl_moe_ffn_attach(k, &x.ctx, x.f), NL_OK);
         const double got = ppl_of(&x);
         nl_moe_ffn_detach(k, x.f);
         nl_moe_ffn_destroy(k);
-        cr_assert(fabs(got - dense) <= 1e-5 * dense, "%s fill %d: K = E perplexity %.7f, dense %.7f", model, fill, got, dense);
+        cr_assert(fabs(got - dense) <= 1e-5 * dense, "%s fill %d router %s: K = E perplexity %.7f, dense %.7f", model, fill,
+                  nl_moe_router_name(router), got, dense);
     }
     /* K < E changes something */
     nl_moe_ffn_opts o = {1, NL_MOE_FILL_ZERO, NL_MOE_ROUTER_SIM, 0};
@@ -773,6 +797,168 @@ Test(moe, calibration_mean_counts_each_token_once) {
     for (int i = 0; i < 128; i++) cr_assert(fabs(la->mu[i] - s.sum[i] / 150) < 1e-5, "mu[%d] %g vs %g", i, la->mu[i], s.sum[i] / 150);
     nl_moe_close(ma), nl_moe_close(mb);
     b.data[0] = 0; /* the file is a's: removed once */
+    fx_close(&b);
+    fx_close(&a);
+}
+
+/* The MLP router in folders: round trip of its weights and training report; a sim-only folder
+ * (and one written before the MLP router, without "routers") opens with has_mlp 0 and refuses
+ * --router mlp; a manifest listing mlp over tensors without it, a non-finite weight and a router
+ * field that contradicts the list are refused naming the file. */
+Test(moe, folder_mlp_router_round_trip_and_refusals) {
+    fx x;
+    fx_open(&x, FIX "/llama", NULL, 4, 40, 64, 64);
+    nl_moe *moe = moefy(&x, 4, 0, NL_MOE_SPLIT_PARAM);
+    const nl_config *c = nl_model_config(x.m);
+    const int D = c->d_model, E = 4;
+    cr_assert(nl_moe_get_info(moe)->has_mlp && nl_moe_get_info(moe)->router == NL_MOE_ROUTER_MLP);
+    char dir[256], dir2[256], p[512], p2[512];
+    tmpdir_path(dir, sizeof dir);
+    tmpdir_path(dir2, sizeof dir2);
+    strcat(dir2, "_sim");
+    cr_assert_eq(nl_moe_save(&x.ctx, moe, dir, 0), NL_OK, "%s", x.ctx.msg);
+    nl_moe *back;
+    cr_assert_eq(nl_moe_open(&x.ctx, dir, x.m, &back), NL_OK, "%s", x.ctx.msg);
+    const nl_moe_info *ib = nl_moe_get_info(back);
+    cr_assert(ib->has_mlp && ib->router == NL_MOE_ROUTER_MLP && ib->mlp.epochs == 5 && ib->mlp.batch == 64 && ib->mlp_fill == NL_MOE_FILL_MEAN);
+    for (int l = 0; l < c->n_layers; l++) {
+        const nl_moe_layer *a = nl_moe_get_layer(moe, l), *b = nl_moe_get_layer(back, l);
+        cr_assert_eq(memcmp(a->mlp_w1, b->mlp_w1, (size_t)E * D * 4), 0);
+        cr_assert_eq(memcmp(a->mlp_w2, b->mlp_w2, (size_t)E * E * 4), 0);
+        cr_assert(a->mlp.n_held > 0 && b->mlp.n_held == a->mlp.n_held && fabs(b->mlp.recall_mlp25 - a->mlp.recall_mlp25) < 1e-12);
+        cr_assert(memcmp(a->mlp_w1, a->router_sim, (size_t)E * D * 4) != 0, "training moved W1 away from the centroids");
+    }
+    nl_moe_close(back);
+    /* a sim-only folder */
+    nl_moe_info *in = (nl_moe_info *)nl_moe_get_info(moe);
+    in->has_mlp = 0, in->router = NL_MOE_ROUTER_SIM;
+    cr_assert_eq(nl_moe_save(&x.ctx, moe, dir2, 0), NL_OK, "%s", x.ctx.msg);
+    in->has_mlp = 1, in->router = NL_MOE_ROUTER_MLP;
+    cr_assert_eq(nl_moe_open(&x.ctx, dir2, x.m, &back), NL_OK, "%s", x.ctx.msg);
+    cr_assert(!nl_moe_get_info(back)->has_mlp && !nl_moe_get_layer(back, 0)->mlp_w1);
+    nl_moe_ffn *k;
+    nl_moe_ffn_opts o = {2, NL_MOE_FILL_ZERO, NL_MOE_ROUTER_MLP, 0};
+    cr_assert_eq(nl_moe_ffn_create(&x.ctx, back, x.m, &o, 8, &k), NL_EINVAL);
+    cr_assert(strstr(x.ctx.msg, "no mlp router"), "%s", x.ctx.msg);
+    o.router = NL_MOE_ROUTER_SIM;
+    cr_assert_eq(nl_moe_ffn_create(&x.ctx, back, x.m, &o, 8, &k), NL_OK, "%s", x.ctx.msg);
+    nl_moe_ffn_destroy(k);
+    nl_moe_close(back);
+    /* written before the MLP router: no "routers" key */
+    snprintf(p, sizeof p, "%s/manifest.json", dir2);
+    size_t n = 0;
+    char *txt = nl_read_all(p, &n);
+    txt = realloc(txt, n + 1);
+    txt[n] = 0;
+    char *r0 = strstr(txt, "\"routers\"");
+    cr_assert(r0);
+    char *r1 = strchr(r0, ']') + 2; /* "],\n" */
+    memmove(r0, r1, strlen(r1) + 1);
+    write_text(p, txt);
+    cr_assert(!strstr(txt, "routers"));
+    cr_assert_eq(nl_moe_open(&x.ctx, dir2, x.m, &back), NL_OK, "%s", x.ctx.msg);
+    cr_assert(!nl_moe_get_info(back)->has_mlp);
+    nl_moe_close(back);
+    free(txt);
+    /* the mlp manifest over sim-only tensors */
+    snprintf(p, sizeof p, "%s/manifest.json", dir);
+    snprintf(p2, sizeof p2, "%s/manifest.json", dir2);
+    txt = nl_read_all(p, &n);
+    txt = realloc(txt, n + 1);
+    txt[n] = 0;
+    write_text(p2, txt);
+    cr_assert_eq(nl_moe_open(&x.ctx, dir2, x.m, &back), NL_EFORMAT);
+    cr_assert(strstr(x.ctx.msg, "experts.safetensors") && strstr(x.ctx.msg, "router.mlp.w1"), "%s", x.ctx.msg);
+    /* "router": "sim" while listing mlp */
+    char *bad = strdup(txt);
+    memcpy(strstr(bad, "\"router\": \"mlp\""), "\"router\": \"sim\"", 15);
+    write_text(p, bad);
+    cr_assert_eq(nl_moe_open(&x.ctx, dir, x.m, &back), NL_EFORMAT);
+    cr_assert(strstr(x.ctx.msg, "manifest.json") && strstr(x.ctx.msg, "router"), "%s", x.ctx.msg);
+    free(bad);
+    write_text(p, txt);
+    /* a non-finite W2 weight */
+    nl_moe_get_layer(moe, 1)->mlp_w2[3] = NAN;
+    cr_assert_eq(nl_moe_save(&x.ctx, moe, dir, 1), NL_OK, "%s", x.ctx.msg);
+    cr_assert_eq(nl_moe_open(&x.ctx, dir, x.m, &back), NL_EFORMAT);
+    cr_assert(strstr(x.ctx.msg, "experts.safetensors") && strstr(x.ctx.msg, "layers.1.router.mlp.w2") && strstr(x.ctx.msg, "non-finite"),
+              "%s", x.ctx.msg);
+    free(txt);
+    rm_dir(dir);
+    rm_dir(dir2);
+    nl_moe_close(moe);
+    fx_close(&x);
+}
+
+/* The MLP router's calibration pass keeps evenly spaced tokens (each once, whatever the batch):
+ * their FFN inputs and oracle scores (mean fill) equal those of one dense pass per document. */
+typedef struct {
+    float *x, *a; /* (n, D), (n, F) of layer 1 */
+    int D, F, n, n_act;
+} io_capture;
+
+static nl_status cap_in(void *user, nl_ctx *ctx, const nl_hook_info *info, float *x) {
+    io_capture *c = user;
+    if (info->layer == 1) memcpy(c->x + (size_t)c->n * c->D, x, (size_t)info->T * c->D * sizeof(float)), c->n += info->T;
+    return NL_OK;
+}
+
+static nl_status cap_act(void *user, nl_ctx *ctx, const nl_hook_info *info, float *x) {
+    io_capture *c = user;
+    if (info->layer == 1) memcpy(c->a + (size_t)c->n_act * c->F, x, (size_t)info->T * c->F * sizeof(float)), c->n_act += info->T;
+    return NL_OK;
+}
+
+Test(moe, router_calibration_keeps_evenly_spaced_tokens) {
+    fx a, b;
+    fx_open(&a, FIX "/llama", NULL, 3, 50, 64, 64);
+    fx_open(&b, FIX "/llama", a.data, 3, 50, 7, 64); /* batches of 7 tokens */
+    const nl_config *cfg = nl_model_config(a.m);
+    const int D = cfg->d_model, F = cfg->d_ff, E = 4, keep = 7;
+    nl_moe *moe = moefy(&a, E, 0, NL_MOE_SPLIT_PARAM);
+    io_capture cap = {malloc(150 * (size_t)D * sizeof(float)), malloc(150 * (size_t)F * sizeof(float)), D, F, 0, 0};
+    nl_hook_id i1, i2;
+    cr_assert_eq(nl_hooks_add_id(nl_forward_hooks(a.f), NL_HOOK_FFN_IN, 1, NL_HOOK_OBSERVE, cap_in, &cap, &i1), NL_OK);
+    cr_assert_eq(nl_hooks_add_id(nl_forward_hooks(a.f), NL_HOOK_FFN_ACT, 1, NL_HOOK_OBSERVE, cap_act, &cap, &i2), NL_OK);
+    for (int d = 0; d < a.ds->n_docs; d++) {
+        nl_forward_reset(a.f);
+        cr_assert_eq(nl_forward_run(a.f, &a.ctx, a.ds->docs[d].tokens, a.ds->docs[d].n_tokens, NULL), NL_OK);
+    }
+    cr_assert_eq(cap.n, 150);
+    nl_moe_calib c;
+    const int layers[2] = {0, 1};
+    cr_assert_eq(nl_moe_calib_init(&b.ctx, &c, cfg->n_layers, F, layers, 2, nl_forward_max_T(b.f), 0), NL_OK);
+    cr_assert_eq(nl_moe_calib_pass(&b.ctx, &c, b.f, b.ds, 0, 1, 1, 2), NL_OK, "%s", b.ctx.msg);
+    cr_assert_eq(nl_moe_calib_router_init(&b.ctx, &c, b.m, moe, NL_MOE_FILL_MEAN, keep), NL_OK, "%s", b.ctx.msg);
+    cr_assert_eq(c.keep, keep);
+    cr_assert_eq(nl_moe_calib_pass(&b.ctx, &c, b.f, b.ds, 0, 3, 2, 2), NL_OK, "%s", b.ctx.msg);
+    const nl_moe_layer *y = nl_moe_get_layer(moe, 1);
+    nl_layer w;
+    cr_assert_eq(nl_model_layer(&b.ctx, b.m, 1, &w), NL_OK);
+    int seen = 0;
+    for (int g = 0; g < 150; g++) {
+        if ((g + 1) * keep / 150 == g * keep / 150) continue;
+        const int slot = (g + 1) * keep / 150 - 1;
+        cr_assert_eq(slot, seen++, "slots in token order");
+        nl_check_close(c.rx + ((size_t)keep + slot) * D, cap.x + (size_t)g * D, (size_t)D, 1e-5);
+        for (int e = 0; e < E; e++) {
+            double s = 0;
+            for (int p = y->offset[e]; p < y->offset[e + 1]; p++) {
+                const int i = y->perm[p];
+                double wn = 0;
+                for (int d = 0; d < D; d++) wn += (double)nl_moe_mat_at(&w.w_down, d, i) * nl_moe_mat_at(&w.w_down, d, i);
+                const double v = (cap.a[(size_t)g * F + i] - c.mu[(size_t)F + i]) * sqrt(wn);
+                s += v * v;
+            }
+            const double got = c.rs[((size_t)keep + slot) * E + e];
+            cr_assert(fabs(got - s) <= 1e-4 * (fabs(s) + 1e-6), "token %d expert %d: score %.7g, recomputed %.7g", g, e, got, s);
+        }
+    }
+    cr_assert_eq(seen, keep);
+    nl_moe_calib_release(&c);
+    free(cap.x), free(cap.a);
+    nl_moe_close(moe);
+    b.data[0] = 0;
     fx_close(&b);
     fx_close(&a);
 }

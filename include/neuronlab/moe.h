@@ -17,12 +17,16 @@
  *   Oracle score: s_e = Σ_{i∈e} ((a_i − r_i)·‖W_out[:, i]‖)²; the oracle router takes the top K.
  *   Sim router: score_e = x·ĉ_e, ĉ_e the L2-normalised centroid of the expert's L2-normalised
  *   router feature rows (W_gate rows for gated FFNs unless --feature up, W_in rows for plain).
+ *   MLP router (moefy --router mlp; the section "the MLP router" below): score = W2·tanh(W1·x̂),
+ *   x̂ = x/‖x‖, trained on the calibration tokens' FFN inputs against their oracle scores (with
+ *   the fill it was told, mean by default), W1 from ĉ, W2 from the identity.
  *   Top K: the K largest scores, ties to the lower expert index.
  *   Router recall on a token = Σ_{e∈S_router} s_e / Σ_{e∈S_oracle} s_e (1 when the oracle
  *   mass is 0); reported as the mean over tokens and MoE layers.
  *   FLOPs per token and layer (multiply-add = 2): dense gated 6·D·F, plain 4·D·F; MoE: the
- *   shared and the selected experts' neurons at the same rate per neuron, router 2·D·E (sim),
- *   fill mean D·K; the oracle costs the dense FFN (it ranks the dense activations).
+ *   shared and the selected experts' neurons at the same rate per neuron, router 2·D·E (sim) or
+ *   2·D·E + 2·E² (mlp; the normalisation of x is not counted), fill mean D·K; the oracle costs
+ *   the dense FFN (it ranks the dense activations).
  *
  * Splits:
  *   param: balanced k-means on L2-normalised feature rows (gated: [gate row ; up row] by
@@ -43,7 +47,14 @@
  * MOE_DIR (written atomically: a temporary folder beside it renamed into place):
  *   manifest.json  {"format":"neuronlab.moe","version":1, "model", "ffn_checksum" (FNV-1a 64
  *                  of every layer's FFN weights in f32), "arch", "n_layers", "d_model", "d_ff",
- *                  "layers" [..], "experts", "shared", "split", "feature", "router", "seed",
+ *                  "layers" [..], "experts", "shared", "split", "feature", "router" ("sim" or
+ *                  "mlp": the best router it carries), "routers" (["sim"] or ["sim", "mlp"];
+ *                  absent in folders written before the MLP router: sim only), "router_mlp"
+ *                  (with mlp: {"epochs", "lr", "batch", "holdout", "split", "fill", "max_tokens",
+ *                  "optimizer", "loss", "layers": [{"layer", "train_tokens", "heldout_tokens",
+ *                  "initial_heldout_loss", "train_loss", "heldout_loss", "k25",
+ *                  "heldout_recall_sim_k25", "heldout_recall_mlp_k25" [, "k",
+ *                  "heldout_recall_sim_k", "heldout_recall_mlp_k"]}]}), "seed",
  *                  "kmeans_iters", "kmeans_restarts", "active_top", "calibration" {"path",
  *                  "checksum", "documents", "tokens"}, "tensors", "created_by"}
  *   experts.safetensors, per MoE layer l (all F32; integer tensors hold exact integers):
@@ -51,12 +62,13 @@
  *     layers.{l}.mu (F)    μ by original neuron                layers.{l}.freq (F) active fraction
  *     layers.{l}.static (E, D) m_e                             layers.{l}.static_sum (D) M
  *     layers.{l}.router.sim (E, D) ĉ_e
+ *     layers.{l}.router.mlp.w1 (E, D), layers.{l}.router.mlp.w2 (E, E)   only with "mlp" in routers
  *   The FFN weights are not copied: the expert FFN permutes them at load (nl_moe_ffn_create)
  *   into contiguous per-expert blocks, after checking the model's FFN checksum.
  *
  * Checked by tests/test_moe.c (k-means against exhaustive optima, METIS balance and
  * determinism, the kernel against brute force, K = E against the dense model, FLOPs, recall,
- * bad folders) and tests/moe_cli.sh.
+ * bad folders), tests/test_moe_router.c (the MLP router) and tests/moe_cli.sh.
  */
 #ifndef NEURONLAB_MOE_H
 #define NEURONLAB_MOE_H
@@ -73,12 +85,12 @@
 
 typedef enum { NL_MOE_SPLIT_PARAM = 0, NL_MOE_SPLIT_COACT } nl_moe_split;
 typedef enum { NL_MOE_FEATURE_BOTH = 0, NL_MOE_FEATURE_GATE, NL_MOE_FEATURE_UP } nl_moe_feature;
-typedef enum { NL_MOE_ROUTER_SIM = 0, NL_MOE_ROUTER_ORACLE } nl_moe_router;
+typedef enum { NL_MOE_ROUTER_SIM = 0, NL_MOE_ROUTER_ORACLE = 1, NL_MOE_ROUTER_MLP = 2 } nl_moe_router;
 typedef enum { NL_MOE_FILL_ZERO = 0, NL_MOE_FILL_MEAN } nl_moe_fill;
 
 const char *nl_moe_split_name(nl_moe_split s);     /* "param", "coact" */
 const char *nl_moe_feature_name(nl_moe_feature f); /* "both", "gate", "up" */
-const char *nl_moe_router_name(nl_moe_router r);   /* "sim", "oracle" */
+const char *nl_moe_router_name(nl_moe_router r);   /* "sim", "oracle", "mlp" */
 const char *nl_moe_fill_name(nl_moe_fill f);       /* "zero", "mean" */
 /* Name → value; -1 when unknown. */
 int nl_moe_split_parse(const char *s);
@@ -108,6 +120,57 @@ nl_status nl_moe_partition(nl_ctx *ctx, const float *W, int n, int E, uint64_t s
 /* Σ of W over pairs in different parts (the edge cut), for tests and reports. */
 double nl_moe_edge_cut(const float *W, int n, const int *assign);
 
+/* ---- the MLP router (router_mlp.c) ----------------------------------------------------------
+ * score = W2·tanh(W1·x̂), x̂ = x/‖x‖₂ (a zero x stays zero), W1 (E, D), W2 (E, E), no bias.
+ * Training (nl_moe_mlp_train): W1 starts at the sim router's ĉ rows, W2 at the identity (so the
+ * untrained router ranks experts exactly as sim does). The n calibration tokens are shuffled
+ * (seed) and the last round(holdout·n) (at least 1, at most n − 1) are held out. Each epoch
+ * reshuffles the training tokens and takes minibatches of `batch` rows; a batch's targets are
+ * y_te = s_te / max over the batch's (t, e) of s (all 0 when that max is 0), s the oracle
+ * scores; the loss is BCE with logits averaged over the batch's B·E entries; one Adam step per
+ * batch (β 0.9, 0.999, ε 1e-8, no weight decay: torch.optim.Adam's defaults). Computed in
+ * double. Checked by tests/test_moe_router.c (finite differences, a PyTorch fixture
+ * tests/fixtures/moe/router_mlp.json from tests/reference/gen_router_mlp.py, a learnable case). */
+typedef struct {
+    int epochs;       /* 30 */
+    double lr;        /* 1e-2 */
+    int batch;        /* 512 */
+    double holdout;   /* 0.1 */
+    uint64_t seed;    /* 0 */
+    int K;            /* recall also reported at this K (0: only at K25) */
+} nl_moe_mlp_opts;
+void nl_moe_mlp_opts_init(nl_moe_mlp_opts *o);
+
+/* What training measured (held-out = the held-out tokens). Losses are means over each split's
+ * batches taken in order (targets normalised per batch as in training). */
+typedef struct {
+    int64_t n_train, n_held;
+    double init_held_loss;           /* held-out loss of the initial (sim-equivalent) router */
+    double train_loss, held_loss;    /* after the last epoch */
+    int K25, K;                      /* K25 = max(1, round(E/4)); K as asked (0: none) */
+    double recall_sim25, recall_mlp25, recall_sim_k, recall_mlp_k; /* held-out router recall */
+} nl_moe_mlp_report;
+
+/* Doubles of scratch that nl_moe_mlp_loss_grad needs for a batch of B. */
+size_t nl_moe_mlp_work_size(int B, int D, int E);
+/* Loss of one batch (the mean BCE described above) and, when g1/g2 are non-NULL, its gradients
+ * g1 (E, D), g2 (E, E). X (B, D) raw FFN inputs (normalised here), S (B, E) oracle scores;
+ * work: nl_moe_mlp_work_size doubles. */
+double nl_moe_mlp_loss_grad(const double *W1, const double *W2, int D, int E, const float *X, const float *S, int B, double *g1,
+                            double *g2, double *work);
+/* One Adam step (torch.optim.Adam defaults, bias-corrected, t ≥ 1 the step number) on n weights. */
+void nl_moe_adam_step(double *w, const double *g, double *m, double *v, size_t n, double lr, int64_t t);
+/* Scores z (n, E) of the router (W1, W2 as float, like the folder) on X (n, D). */
+void nl_moe_mlp_scores(const float *W1, const float *W2, int D, int E, const float *X, int n, float *z);
+/* Mean over the n tokens of the router recall of scores z (n, E) against oracle scores s (n, E)
+ * at K (top K ties to the lower index; a token with oracle mass 0 counts 1). */
+double nl_moe_recall(const float *z, const float *s, int n, int E, int K);
+/* Trains the router of one layer on X (n, D), S (n, E) from sim (E, D) into W1 (E, D), W2 (E, E)
+ * and fills *rep. NL_EINVAL when n < 2 or an option is out of range; NL_EINTR. Progress on
+ * stderr as "router L" when ctx->progress (what names the layer). */
+nl_status nl_moe_mlp_train(nl_ctx *ctx, const nl_moe_mlp_opts *o, int D, int E, int64_t n, const float *X, const float *S,
+                           const float *sim, const char *what, float *W1, float *W2, nl_moe_mlp_report *rep);
+
 /* ---- expert maps ------------------------------------------------------------------------- */
 
 /* One MoE layer, as built by moefy and read back from MOE_DIR. Arrays owned by the nl_moe. */
@@ -120,6 +183,9 @@ typedef struct {
     float *stat;       /* (E, D) m_e */
     float *stat_sum;   /* (D) M */
     float *router_sim; /* (E, D) ĉ_e */
+    float *mlp_w1;     /* (E, D) MLP router first layer, or NULL when the folder has no mlp router */
+    float *mlp_w2;     /* (E, E) MLP router second layer, or NULL */
+    nl_moe_mlp_report mlp; /* its training (zeros when absent or not stored) */
 } nl_moe_layer;
 
 /* What a folder says about itself (the manifest). Strings owned by the nl_moe. */
@@ -127,7 +193,11 @@ typedef struct {
     int E, n_shared;
     nl_moe_split split;
     nl_moe_feature feature;
-    nl_moe_router router;   /* the trained router the folder carries (phase 1: sim) */
+    nl_moe_router router;   /* the trained router the folder carries: sim, or mlp (then sim too) */
+    int has_mlp;            /* 1: every MoE layer has mlp_w1/mlp_w2 */
+    nl_moe_mlp_opts mlp;    /* how they were trained (when has_mlp) */
+    nl_moe_fill mlp_fill;   /* the fill of the oracle scores the mlp router learned (mean) */
+    int64_t mlp_max_tokens; /* calibration tokens per layer kept for training at most */
     uint64_t seed;
     int kmeans_iters, kmeans_restarts;
     int n_layers, d_model, d_ff; /* of the base model */
@@ -154,12 +224,18 @@ typedef struct {
     int n_layers;
     int stride;             /* sliding-window stride of the calibration walk (0 = ctx/2) */
     const char *model_name, *calib_name; /* provenance in the manifest (NULL: the paths) */
+    nl_moe_router router;   /* sim; mlp also trains the MLP router (the folder then has both) */
+    nl_moe_mlp_opts mlp;    /* nl_moe_mlp_opts_init defaults; mlp.seed is set from seed */
+    nl_moe_fill mlp_fill;   /* mean: the fill of the oracle scores the router learns */
+    int64_t mlp_max_tokens; /* 65536: calibration tokens kept per layer for training (evenly spaced) */
 } nl_moefy_opts;
 void nl_moefy_opts_init(nl_moefy_opts *o);
 
 /* Runs the calibration passes of f (over its model; its MoE layers must run the dense FFN)
- * on calib and builds every MoE layer; *out owns the result (nl_moe_close). Progress of the
- * passes and of the splits on stderr when ctx->progress. Errors: E outside [1, F − N], N
+ * on calib and builds every MoE layer (router mlp: one more pass keeps min(tokens,
+ * mlp_max_tokens) evenly spaced tokens' FFN inputs and oracle scores per layer — memory
+ * kept·(D + E) floats per MoE layer — and trains each layer's MLP router on them); *out owns the result (nl_moe_close). Progress of the
+ * passes, the splits and the router training on stderr when ctx->progress. Errors: E outside [1, F − N], N
  * outside [0, F), fewer calibration tokens than 4·E (naming the calibration file), a layer out
  * of range, co-activation counts beyond NL_MOE_COACT_MAX_BYTES, NL_EINTR. */
 nl_status nl_moefy_run(nl_ctx *ctx, const nl_moefy_opts *o, nl_forward *f, const nl_dataset *calib, nl_moe **out);

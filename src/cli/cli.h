@@ -149,7 +149,7 @@ void nl_cli_run_close(nl_cli_run *r);
 /* ---- MoE options of the forward commands (options.c parses, moe_run.c opens) ---------- */
 #include "neuronlab/moe.h"
 
-/* --moe MOE_DIR --k K|P% --fill zero|mean --router sim|oracle: the experts of a moefy folder
+/* --moe MOE_DIR --k K|P% --fill zero|mean --router sim|oracle|mlp: the experts of a moefy folder
  * replace the FFNs of its layers. Zero-initialise; the defaults are K = 25 %, fill zero, router
  * sim. Any of --k/--fill/--router without --moe is a usage error (nl_cli_moe_check). */
 typedef struct {
@@ -168,7 +168,7 @@ typedef struct {
     {"--moe", "MOE_DIR", 0, "replace the FFNs of the folder's layers by its experts (a `neuronlab moefy` folder)", "dense"}, \
         {"--k", "K|P%", 0, "experts per token with --moe: a count or a percentage of the folder's experts", "25%"},    \
         {"--fill", "zero|mean", 0, "with --moe: unselected experts contribute 0 or their neurons' mean (static vectors)", "zero"}, \
-        {"--router", "sim|oracle", 0, "with --moe: centroid similarity, or the oracle top-K of the true expert scores", "sim"}
+        {"--router", "sim|oracle|mlp", 0, "with --moe: centroid similarity, the oracle top-K of the true expert scores, or the trained MLP (moefy --router mlp)", "sim"}
 
 /* Consumes argv[*i] when it is one of the options above: 1 consumed, 0 not, 2 usage error. */
 int nl_cli_moe_arg(const nl_command *cmd, nl_cli_moe *o, int argc, char **argv, int *i);

@@ -21,6 +21,9 @@ nl_status nl_cli_moe_open(nl_ctx *ctx, nl_cli_moe *o, nl_model *m, nl_forward *f
     }
     if (o->K < 1)
         return nl_errorf(ctx, NL_EINVAL, "--k %ld is outside 1..%d: '%s/manifest.json' has %d experts per layer", o->k, E, o->dir, E);
+    if (o->router == NL_MOE_ROUTER_MLP && !nl_moe_get_info(o->moe)->has_mlp)
+        return nl_errorf(ctx, NL_EINVAL, "--router mlp: '%s' has no mlp router (made by moefy --router sim; rerun moefy with --router mlp)",
+                         o->dir);
     nl_moe_ffn_opts fo = {o->K, (nl_moe_fill)o->fill, (nl_moe_router)o->router, recall};
     if ((st = nl_moe_ffn_create(ctx, o->moe, m, &fo, nl_forward_max_T(f), &o->ffn)) != NL_OK) return st;
     return nl_moe_ffn_attach(o->ffn, ctx, f);

@@ -148,7 +148,7 @@ int nl_cli_moe_arg(const nl_command *cmd, nl_cli_moe *o, int argc, char **argv, 
     }
     if ((k = nl_cli_opt(argc, argv, i, "--router", &v))) {
         o->given = 1;
-        if (k < 0 || nl_moe_router_parse(v) < 0) return nl_cli_usage(cmd, "--router must be sim or oracle");
+        if (k < 0 || nl_moe_router_parse(v) < 0) return nl_cli_usage(cmd, "--router must be sim, oracle or mlp");
         o->router = nl_moe_router_parse(v);
         return 1;
     }

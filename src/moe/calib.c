@@ -2,13 +2,17 @@
  * documents (each token counted once, whatever the sliding windows) that sums each neuron's
  * activation (pass 1: μ), then counts how often each neuron is active and, for the coact
  * split, how often every two are active together (pass 2; active as in moe.h, counts through
- * one SYRK per layer and call). Private to src/moe (moe_calib.h). Checked by tests/test_moe.c. */
+ * one SYRK per layer and call); pass 3 (moefy --router mlp) keeps, for evenly spaced tokens, the
+ * FFN input x (an FFN_IN observer) and the oracle scores s_e of the built experts, the MLP
+ * router's training data. Private to src/moe (moe_calib.h). Checked by tests/test_moe.c and
+ * tests/test_moe_router.c. */
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "moe/moe_calib.h"
+#include "moe/moe_internal.h"
 #include "neuronlab/walk.h"
 
 static void swapf(float *a, float *b) { float t = *a; *a = *b; *b = t; }
@@ -46,6 +50,48 @@ void nl_moe_active_row(const float *a, const float *r, int F, int ktop, float *t
 
 int nl_moe_active_k(int F) { return (int)ceil(NL_MOE_ACTIVE_TOP * F - 1e-9); }
 
+/* Slot of calibration token g among the kept ones, or -1. */
+static int64_t kept_slot(const nl_moe_calib *c, int64_t g) {
+    const int64_t n = c->n_tokens;
+    if (n <= c->keep) return g < n ? g : -1;
+    const int64_t a = (int64_t)((__int128)g * c->keep / n), b = (int64_t)((__int128)(g + 1) * c->keep / n);
+    return b > a ? b - 1 : -1;
+}
+
+static nl_status observe_in(void *user, nl_ctx *ctx, const nl_hook_info *info, float *x) {
+    nl_moe_calib *c = user;
+    if (c->index_of[info->layer] < 0) return NL_OK;
+    memcpy(c->xin, x, (size_t)info->T * c->D * sizeof(float));
+    c->xin_layer = info->layer;
+    return NL_OK;
+}
+
+/* Pass 3 on layer li's activations a (rows after skip): x and s_e of the kept tokens. */
+static nl_status router_rows(nl_moe_calib *c, nl_ctx *ctx, int layer, int li, const float *a, int rows) {
+    if (c->xin_layer != layer)
+        return nl_errorf(ctx, NL_EINVAL, "internal: layer %d's FFN input was not seen before its activations", layer);
+    const nl_moe_layer *y = nl_moe_get_layer(c->moe, layer);
+    const int F = c->F, D = c->D, E = c->E;
+    const float *r = c->r + (size_t)li * F, *wn = c->wn + (size_t)li * F;
+    for (int t = 0; t < rows; t++) {
+        const int64_t slot = kept_slot(c, c->tok + t);
+        if (slot < 0) continue;
+        memcpy(c->rx + ((size_t)li * c->keep + slot) * D, c->xin + (size_t)(c->skip + t) * D, (size_t)D * sizeof(float));
+        float *s = c->rs + ((size_t)li * c->keep + slot) * E;
+        const float *at = a + (size_t)t * F;
+        for (int e = 0; e < E; e++) {
+            double sum = 0;
+            for (int p = y->offset[e]; p < y->offset[e + 1]; p++) {
+                const int i = y->perm[p];
+                const double v = ((double)at[i] - r[i]) * wn[i];
+                sum += v * v;
+            }
+            s[e] = (float)sum;
+        }
+    }
+    return NL_OK;
+}
+
 static nl_status observe(void *user, nl_ctx *ctx, const nl_hook_info *info, float *x) {
     nl_moe_calib *c = user;
     const int li = c->index_of[info->layer];
@@ -53,6 +99,7 @@ static nl_status observe(void *user, nl_ctx *ctx, const nl_hook_info *info, floa
     const int F = c->F, rows = info->T - c->skip;
     if (rows <= 0) return NL_OK;
     const float *a = x + (size_t)c->skip * F;
+    if (c->pass == 3) return router_rows(c, ctx, info->layer, li, a, rows);
     if (c->pass == 1) {
         double *s = c->sum + (size_t)li * F;
         for (int t = 0; t < rows; t++)
@@ -82,24 +129,35 @@ static nl_status chunk(void *user, nl_ctx *ctx, nl_forward *f, const nl_doc *doc
     if (w->c->skip > T) w->c->skip = T;
     nl_status st = nl_forward_run(f, ctx, doc->tokens + start, T, NULL);
     if (st == NL_OK && w->c->pass == 1) w->c->n_tokens += T - w->c->skip;
+    w->c->tok += T - w->c->skip;
     nl_progress_add(w->prog, T - w->c->skip);
     if (st == NL_OK && nl_interrupted) st = nl_errorf(ctx, NL_EINTR, "interrupted");
     return st;
 }
 
-nl_status nl_moe_calib_pass(nl_ctx *ctx, nl_moe_calib *c, nl_forward *f, const nl_dataset *ds, int stride, int pass, int n_passes) {
-    c->pass = pass;
-    nl_hook_id id = 0;
+nl_status nl_moe_calib_pass(nl_ctx *ctx, nl_moe_calib *c, nl_forward *f, const nl_dataset *ds, int stride, int pass, int shown,
+                            int n_passes) {
+    c->pass = pass, c->tok = 0, c->xin_layer = -1;
+    nl_hook_id id = 0, id_in = 0;
+    if (pass == 3 && !c->rx) return nl_errorf(ctx, NL_EINVAL, "internal: calibration pass 3 without nl_moe_calib_router_init");
     nl_status st = nl_hooks_add_id(nl_forward_hooks(f), NL_HOOK_FFN_ACT, -1, NL_HOOK_OBSERVE, observe, c, &id);
+    if (st == NL_OK && pass == 3) {
+        st = nl_hooks_add_id(nl_forward_hooks(f), NL_HOOK_FFN_IN, -1, NL_HOOK_OBSERVE, observe_in, c, &id_in);
+        if (st != NL_OK) nl_hooks_remove(nl_forward_hooks(f), id);
+    }
     if (st != NL_OK) return nl_errorf(ctx, st, "too many hooks on the forward pass");
     char what[32];
-    snprintf(what, sizeof what, "calibration %d/%d", pass, n_passes);
+    snprintf(what, sizeof what, "calibration %d/%d", shown, n_passes);
     nl_progress prog;
     nl_progress_init(&prog, what, ds->n_tokens, "tok", ctx->progress);
     walk_state w = {c, &prog};
     for (int d = 0; d < ds->n_docs && st == NL_OK; d++) st = nl_forward_doc(f, ctx, &ds->docs[d], stride, chunk, &w);
     nl_progress_end(&prog);
     nl_hooks_remove(nl_forward_hooks(f), id);
+    if (id_in) nl_hooks_remove(nl_forward_hooks(f), id_in);
+    if (st == NL_OK && pass == 3 && c->tok != c->n_tokens)
+        st = nl_errorf(ctx, NL_EINVAL, "internal: calibration pass 3 saw %lld tokens, pass 1 %lld", (long long)c->tok,
+                       (long long)c->n_tokens);
     if (st == NL_OK && pass == 1) {
         for (int li = 0; li < c->n_layers; li++)
             for (int i = 0; i < c->F; i++)
@@ -119,7 +177,7 @@ nl_status nl_moe_calib_pass(nl_ctx *ctx, nl_moe_calib *c, nl_forward *f, const n
 nl_status nl_moe_calib_init(nl_ctx *ctx, nl_moe_calib *c, int L, int F, const int *layers, int n_layers, int max_T,
                             int want_coact) {
     memset(c, 0, sizeof *c);
-    c->F = F, c->n_layers = n_layers, c->ktop = nl_moe_active_k(F);
+    c->F = F, c->n_layers = n_layers, c->ktop = nl_moe_active_k(F), c->max_T = max_T, c->xin_layer = -1;
     c->index_of = malloc((size_t)L * sizeof(int));
     c->sum = calloc((size_t)n_layers * F, sizeof(double));
     c->mu = calloc((size_t)n_layers * F, sizeof(float));
@@ -136,7 +194,41 @@ nl_status nl_moe_calib_init(nl_ctx *ctx, nl_moe_calib *c, int L, int F, const in
     return NL_OK;
 }
 
+nl_status nl_moe_calib_router_init(nl_ctx *ctx, nl_moe_calib *c, nl_model *m, const nl_moe *moe, nl_moe_fill fill,
+                                   int64_t max_tokens) {
+    const nl_config *cfg = nl_model_config(m);
+    const int F = c->F, D = cfg->d_model, E = nl_moe_get_info(moe)->E, nl = c->n_layers;
+    c->D = D, c->E = E, c->moe = moe;
+    c->keep = c->n_tokens < max_tokens ? c->n_tokens : max_tokens;
+    c->r = calloc((size_t)nl * F, sizeof(float));
+    c->wn = malloc((size_t)nl * F * sizeof(float));
+    c->xin = malloc((size_t)c->max_T * D * sizeof(float));
+    c->rx = malloc((size_t)nl * (size_t)c->keep * D * sizeof(float));
+    c->rs = malloc((size_t)nl * (size_t)c->keep * E * sizeof(float));
+    if (!c->r || !c->wn || !c->xin || !c->rx || !c->rs)
+        return nl_errorf(ctx, NL_ENOMEM, "out of memory (MLP router data: %lld tokens × %d layers × (%d + %d) floats; lower --router-tokens)",
+                         (long long)c->keep, nl, D, E);
+    for (int li = 0; li < nl; li++) {
+        const int l = nl_moe_layer_index(moe, li);
+        if (c->index_of[l] != li) return nl_errorf(ctx, NL_EINVAL, "internal: the MoE layers differ from the calibrated ones");
+        nl_layer w;
+        nl_status st = nl_model_layer(ctx, m, l, &w);
+        if (st != NL_OK) return st;
+        for (int i = 0; i < F; i++) {
+            double s = 0;
+            for (int d = 0; d < D; d++) {
+                const double v = nl_moe_mat_at(&w.w_down, d, i);
+                s += v * v;
+            }
+            c->wn[(size_t)li * F + i] = (float)sqrt(s);
+            if (fill == NL_MOE_FILL_MEAN) c->r[(size_t)li * F + i] = c->mu[(size_t)li * F + i];
+        }
+    }
+    return NL_OK;
+}
+
 void nl_moe_calib_release(nl_moe_calib *c) {
     free(c->index_of), free(c->sum), free(c->mu), free(c->freq), free(c->B), free(c->tmp), free(c->coact);
+    free(c->r), free(c->wn), free(c->rx), free(c->rs), free(c->xin);
     memset(c, 0, sizeof *c);
 }

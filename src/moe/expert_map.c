@@ -9,7 +9,7 @@
 
 static const char *split_names[] = {"param", "coact"};
 static const char *feature_names[] = {"both", "gate", "up"};
-static const char *router_names[] = {"sim", "oracle"};
+static const char *router_names[] = {"sim", "oracle", "mlp"};
 static const char *fill_names[] = {"zero", "mean"};
 
 static int parse(const char *s, const char **names, int n) {
@@ -20,11 +20,11 @@ static int parse(const char *s, const char **names, int n) {
 
 const char *nl_moe_split_name(nl_moe_split s) { return (unsigned)s < 2 ? split_names[s] : "?"; }
 const char *nl_moe_feature_name(nl_moe_feature f) { return (unsigned)f < 3 ? feature_names[f] : "?"; }
-const char *nl_moe_router_name(nl_moe_router r) { return (unsigned)r < 2 ? router_names[r] : "?"; }
+const char *nl_moe_router_name(nl_moe_router r) { return (unsigned)r < 3 ? router_names[r] : "?"; }
 const char *nl_moe_fill_name(nl_moe_fill f) { return (unsigned)f < 2 ? fill_names[f] : "?"; }
 int nl_moe_split_parse(const char *s) { return parse(s, split_names, 2); }
 int nl_moe_feature_parse(const char *s) { return parse(s, feature_names, 3); }
-int nl_moe_router_parse(const char *s) { return parse(s, router_names, 2); }
+int nl_moe_router_parse(const char *s) { return parse(s, router_names, 3); }
 int nl_moe_fill_parse(const char *s) { return parse(s, fill_names, 2); }
 
 void nl_moe_part_sizes(int n, int E, int *sizes) {
@@ -66,6 +66,7 @@ void nl_moe_close(nl_moe *m) {
     for (int i = 0; m->layers && i < m->n_moe; i++) {
         nl_moe_layer *y = &m->layers[i];
         free(y->perm), free(y->offset), free(y->mu), free(y->freq), free(y->stat), free(y->stat_sum), free(y->router_sim);
+        free(y->mlp_w1), free(y->mlp_w2);
     }
     free(m->layers), free(m->layer_ids), free(m->index_of);
     free(m->info.model), free(m->info.calib_path), free(m->info.created_by);

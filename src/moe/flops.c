@@ -12,7 +12,8 @@ double nl_moe_flops_layer(const nl_config *c, int E, int n_shared, int K, nl_moe
     if (E <= 0 || r == NL_MOE_ROUTER_ORACLE) return nl_moe_flops_dense(c);
     const double D = c->d_model;
     double f = per_neuron(c) * (n_shared + (double)K * (c->d_ff - n_shared) / E);
-    f += 2.0 * D * E; /* sim router: x·W_rᵀ */
+    f += 2.0 * D * E; /* sim router: x·W_rᵀ; mlp: W1·x̂ */
+    if (r == NL_MOE_ROUTER_MLP) f += 2.0 * E * E; /* mlp: W2·h */
     if (fill == NL_MOE_FILL_MEAN) f += D * K;
     return f;
 }

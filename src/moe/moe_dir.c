@@ -3,6 +3,8 @@
  * (an existing MoE folder is replaced only with force); nl_moe_open reads them back and checks
  * everything a later run relies on (format, version, shapes, permutations, balanced offsets,
  * finite values, the base model's FFN checksum), each failure one message naming the file.
+ * The MLP router (layers.{l}.router.mlp.w1/w2, manifest "routers" and "router_mlp") is optional:
+ * folders written before it (no "routers") open as sim-only folders.
  * Checked by tests/test_moe.c (round trip, corrupt and foreign folders) and tests/moe_cli.sh. */
 #include <errno.h>
 #include <jansson.h>
@@ -53,6 +55,43 @@ static char *manifest_text(const nl_moe *moe) {
     json_object_set_new(j, "split", json_string(nl_moe_split_name(in->split)));
     json_object_set_new(j, "feature", json_string(nl_moe_feature_name(in->feature)));
     json_object_set_new(j, "router", json_string(nl_moe_router_name(in->router)));
+    json_t *routers = json_array();
+    json_array_append_new(routers, json_string("sim"));
+    if (in->has_mlp) json_array_append_new(routers, json_string("mlp"));
+    json_object_set_new(j, "routers", routers);
+    if (in->has_mlp) {
+        json_t *r = json_object(), *rl = json_array();
+        json_object_set_new(r, "epochs", json_integer(in->mlp.epochs));
+        json_object_set_new(r, "lr", json_real(in->mlp.lr));
+        json_object_set_new(r, "batch", json_integer(in->mlp.batch));
+        json_object_set_new(r, "holdout", json_real(in->mlp.holdout));
+        json_object_set_new(r, "split", json_string("by token, shuffled from seed"));
+        json_object_set_new(r, "fill", json_string(nl_moe_fill_name(in->mlp_fill)));
+        json_object_set_new(r, "max_tokens", json_integer(in->mlp_max_tokens));
+        json_object_set_new(r, "optimizer", json_string("adam(0.9, 0.999, 1e-8)"));
+        json_object_set_new(r, "loss", json_string("bce_with_logits, target s_e / max over the batch"));
+        for (int i = 0; i < moe->n_moe; i++) {
+            const nl_moe_mlp_report *q = &moe->layers[i].mlp;
+            json_t *o = json_object();
+            json_object_set_new(o, "layer", json_integer(moe->layer_ids[i]));
+            json_object_set_new(o, "train_tokens", json_integer(q->n_train));
+            json_object_set_new(o, "heldout_tokens", json_integer(q->n_held));
+            json_object_set_new(o, "initial_heldout_loss", json_real(q->init_held_loss));
+            json_object_set_new(o, "train_loss", json_real(q->train_loss));
+            json_object_set_new(o, "heldout_loss", json_real(q->held_loss));
+            json_object_set_new(o, "k25", json_integer(q->K25));
+            json_object_set_new(o, "heldout_recall_sim_k25", json_real(q->recall_sim25));
+            json_object_set_new(o, "heldout_recall_mlp_k25", json_real(q->recall_mlp25));
+            if (q->K) {
+                json_object_set_new(o, "k", json_integer(q->K));
+                json_object_set_new(o, "heldout_recall_sim_k", json_real(q->recall_sim_k));
+                json_object_set_new(o, "heldout_recall_mlp_k", json_real(q->recall_mlp_k));
+            }
+            json_array_append_new(rl, o);
+        }
+        json_object_set_new(r, "layers", rl);
+        json_object_set_new(j, "router_mlp", r);
+    }
     if (in->seed <= (uint64_t)INT64_MAX) json_object_set_new(j, "seed", json_integer((json_int_t)in->seed));
     else {
         char s[32];
@@ -122,6 +161,8 @@ nl_status nl_moe_save(nl_ctx *ctx, const nl_moe *moe, const char *dir, int force
         if (st == NL_OK) st = add(ctx, w, l, "static", 2, E, D, y->stat);
         if (st == NL_OK) st = add(ctx, w, l, "static_sum", 1, D, 0, y->stat_sum);
         if (st == NL_OK) st = add(ctx, w, l, "router.sim", 2, E, D, y->router_sim);
+        if (st == NL_OK && in->has_mlp) st = add(ctx, w, l, "router.mlp.w1", 2, E, D, y->mlp_w1);
+        if (st == NL_OK && in->has_mlp) st = add(ctx, w, l, "router.mlp.w2", 2, E, E, y->mlp_w2);
     }
     if (st == NL_OK) {
         snprintf(mpath, sizeof mpath, "%s/" TENSORS, tmpl);
@@ -245,6 +286,8 @@ static nl_status load_layer(nl_ctx *ctx, const nl_safetensors *st, const char *p
     if (s == NL_OK) s = load_tensor(ctx, st, path, l, "static", E, D, y->stat);
     if (s == NL_OK) s = load_tensor(ctx, st, path, l, "static_sum", D, 0, y->stat_sum);
     if (s == NL_OK) s = load_tensor(ctx, st, path, l, "router.sim", E, D, y->router_sim);
+    if (s == NL_OK && in->has_mlp) s = load_tensor(ctx, st, path, l, "router.mlp.w1", E, D, y->mlp_w1);
+    if (s == NL_OK && in->has_mlp) s = load_tensor(ctx, st, path, l, "router.mlp.w2", E, E, y->mlp_w2);
     free(tmp), free(seen);
     return s;
 }
@@ -296,6 +339,37 @@ nl_status nl_moe_open(nl_ctx *ctx, const char *dir, nl_model *m, nl_moe **out) {
                                         "ffn_checksum, model, split, feature, router, seed, calibration, kmeans_*)", mpath);
         goto done;
     }
+    /* routers: absent in folders written before the MLP router (sim only) */
+    int has_mlp = 0;
+    json_t *jr = json_object_get(j, "routers"), *jm = json_object_get(j, "router_mlp");
+    long m_epochs = 0, m_batch = 0, m_max = 0;
+    double m_lr = 0, m_hold = 0;
+    const char *m_fill = NULL;
+    if (jr) {
+        int ok = json_is_array(jr) && json_array_size(jr) >= 1 && json_array_size(jr) <= 2 &&
+                 json_is_string(json_array_get(jr, 0)) && !strcmp(json_string_value(json_array_get(jr, 0)), "sim");
+        if (ok && json_array_size(jr) == 2)
+            ok = json_is_string(json_array_get(jr, 1)) && !strcmp(json_string_value(json_array_get(jr, 1)), "mlp"), has_mlp = 1;
+        if (!ok) {
+            st = nl_errorf(ctx, NL_EFORMAT, "'%s': routers must be [\"sim\"] or [\"sim\", \"mlp\"]", mpath);
+            goto done;
+        }
+    }
+    if (nl_moe_router_parse(router) == NL_MOE_ROUTER_ORACLE || (nl_moe_router_parse(router) == NL_MOE_ROUTER_MLP) != has_mlp) {
+        st = nl_errorf(ctx, NL_EFORMAT, "'%s': router \"%s\" does not match the routers the folder lists", mpath, router);
+        goto done;
+    }
+    if (has_mlp) {
+        json_t *jlr = json_object_get(jm, "lr"), *jho = json_object_get(jm, "holdout");
+        if (!json_is_object(jm) || !get_int(jm, "epochs", 0, 1 << 30, &m_epochs) || !get_int(jm, "batch", 1, 1 << 30, &m_batch) ||
+            !get_int(jm, "max_tokens", 2, LONG_MAX, &m_max) || !json_is_number(jlr) || !json_is_number(jho) ||
+            !(m_fill = get_str(jm, "fill")) || nl_moe_fill_parse(m_fill) < 0) {
+            st = nl_errorf(ctx, NL_EFORMAT, "'%s': router_mlp is missing or a field of it is out of range (epochs, lr, batch, holdout, "
+                                            "fill, max_tokens)", mpath);
+            goto done;
+        }
+        m_lr = json_number_value(jlr), m_hold = json_number_value(jho);
+    }
     if (json_is_integer(js)) seed = (uint64_t)json_integer_value(js);
     else seed = strtoull(json_string_value(js), NULL, 10);
     if (L != c->n_layers || D != c->d_model || F != c->d_ff) {
@@ -326,6 +400,30 @@ nl_status nl_moe_open(nl_ctx *ctx, const char *dir, nl_model *m, nl_moe **out) {
     in->n_shared = (int)N, in->split = nl_moe_split_parse(split), in->feature = nl_moe_feature_parse(feature);
     in->router = nl_moe_router_parse(router), in->seed = seed, in->kmeans_iters = (int)iters, in->kmeans_restarts = (int)restarts;
     in->ffn_checksum = ffn_sum, in->calib_checksum = cal_sum, in->calib_docs = docs, in->calib_tokens = toks;
+    if (has_mlp) {
+        in->has_mlp = 1, in->mlp_fill = nl_moe_fill_parse(m_fill), in->mlp_max_tokens = m_max;
+        nl_moe_mlp_opts_init(&in->mlp);
+        in->mlp.epochs = (int)m_epochs, in->mlp.batch = (int)m_batch, in->mlp.lr = m_lr, in->mlp.holdout = m_hold, in->mlp.seed = seed;
+        if (nl_moe_alloc_mlp(moe) != 0) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); goto done; }
+        json_t *rl = json_object_get(jm, "layers");
+        for (size_t i = 0; json_is_array(rl) && i < json_array_size(rl); i++) { /* the training report, as written */
+            json_t *o = json_array_get(rl, i);
+            const nl_moe_layer *y0 = nl_moe_get_layer(moe, (int)json_integer_value(json_object_get(o, "layer")));
+            if (!json_is_integer(json_object_get(o, "layer")) || !y0) continue;
+            nl_moe_mlp_report *q = &moe->layers[moe->index_of[y0->layer]].mlp;
+            q->n_train = json_integer_value(json_object_get(o, "train_tokens"));
+            q->n_held = json_integer_value(json_object_get(o, "heldout_tokens"));
+            q->init_held_loss = json_number_value(json_object_get(o, "initial_heldout_loss"));
+            q->train_loss = json_number_value(json_object_get(o, "train_loss"));
+            q->held_loss = json_number_value(json_object_get(o, "heldout_loss"));
+            q->K25 = (int)json_integer_value(json_object_get(o, "k25"));
+            q->recall_sim25 = json_number_value(json_object_get(o, "heldout_recall_sim_k25"));
+            q->recall_mlp25 = json_number_value(json_object_get(o, "heldout_recall_mlp_k25"));
+            q->K = (int)json_integer_value(json_object_get(o, "k"));
+            q->recall_sim_k = json_number_value(json_object_get(o, "heldout_recall_sim_k"));
+            q->recall_mlp_k = json_number_value(json_object_get(o, "heldout_recall_mlp_k"));
+        }
+    }
     in->model = strdup(get_str(j, "model"));
     in->calib_path = strdup(get_str(cal, "path"));
     in->created_by = strdup(get_str(j, "created_by") ? get_str(j, "created_by") : "");

@@ -2,8 +2,9 @@
  * router selects per token. At creation every MoE layer's FFN weights are copied in f32 in the
  * expert order of the folder's permutation — gate and up rows (F, D) and the down projection
  * transposed (F, D), so expert e's weights are three contiguous row blocks. A call:
- *   1. routes: sim scores x·ĉ_eᵀ (one GEMM), or the oracle scores s_e of the dense activations
- *      (computed only for the oracle router or when recall is measured); top K per token;
+ *   1. routes: sim scores x·ĉ_eᵀ (one GEMM), mlp scores W2·tanh(W1·x̂) (two GEMMs on the
+ *      L2-normalised inputs), or the oracle scores s_e of the dense activations (computed only
+ *      for the oracle router or when recall is measured); top K per token;
  *   2. starts each output row at b_down (+ M − Σ_{e∈S} m_e for fill mean);
  *   3. adds the shared expert for every token (one GEMM per projection);
  *   4. adds the selected experts: a batch of one token runs GEMVs over the selected experts'
@@ -48,6 +49,7 @@ struct nl_moe_ffn {
     rt_layer *ly;      /* (n MoE layers) */
     int n;
     float *z;          /* (max_T, E) router scores */
+    float *hz;         /* (max_T, E) mlp router hidden layer */
     float *s;          /* (max_T, E) oracle scores */
     float *xg;         /* (max_T, D) gathered inputs */
     float *h, *u;      /* (max(max_T·max(max_e, N), F)) per-expert activations */
@@ -72,7 +74,7 @@ static void free_layers(nl_moe_ffn *x) {
 void nl_moe_ffn_destroy(nl_moe_ffn *x) {
     if (!x) return;
     free_layers(x);
-    free(x->index_of), free(x->z), free(x->s), free(x->xg), free(x->h), free(x->u), free(x->y), free(x->cnt), free(x->list);
+    free(x->index_of), free(x->z), free(x->hz), free(x->s), free(x->xg), free(x->h), free(x->u), free(x->y), free(x->cnt), free(x->list);
     free(x->tmp), free(x->best), free(x->act0);
     free(x);
 }
@@ -96,6 +98,7 @@ nl_status nl_moe_ffn_create(nl_ctx *ctx, const nl_moe *moe, nl_model *m, const n
     x->index_of = malloc((size_t)x->L * sizeof(int));
     x->ly = calloc((size_t)x->n + 1, sizeof(rt_layer));
     x->z = malloc((size_t)max_T * E * sizeof(float));
+    x->hz = malloc((size_t)max_T * E * sizeof(float));
     x->s = malloc((size_t)max_T * E * sizeof(float));
     x->xg = malloc((size_t)max_T * D * sizeof(float));
     /* batch 1 merges adjacent selected experts into one block of up to F neurons */
@@ -108,7 +111,7 @@ nl_status nl_moe_ffn_create(nl_ctx *ctx, const nl_moe *moe, nl_model *m, const n
     x->tmp = malloc((size_t)E * sizeof(float));
     x->best = malloc((size_t)x->K * sizeof(int32_t));
     nl_status st = NL_OK;
-    if (!x->index_of || !x->ly || !x->z || !x->s || !x->xg || !x->h || !x->u || !x->y || !x->cnt || !x->list || !x->tmp || !x->best)
+    if (!x->index_of || !x->ly || !x->z || !x->hz || !x->s || !x->xg || !x->h || !x->u || !x->y || !x->cnt || !x->list || !x->tmp || !x->best)
         goto oom;
     for (int l = 0; l < x->L; l++) x->index_of[l] = -1;
     for (int i = 0; i < x->n; i++) {
@@ -116,6 +119,10 @@ nl_status nl_moe_ffn_create(nl_ctx *ctx, const nl_moe *moe, nl_model *m, const n
         rt_layer *y = &x->ly[i];
         y->map = nl_moe_get_layer(moe, l);
         y->last_T = -1;
+        if (o->router == NL_MOE_ROUTER_MLP && (!y->map->mlp_w1 || !y->map->mlp_w2)) {
+            st = nl_errorf(ctx, NL_EINVAL, "--router mlp: the MoE folder has no mlp router (it was made by moefy --router sim)");
+            goto fail;
+        }
         x->index_of[l] = i;
         nl_layer w;
         if ((st = nl_model_layer(ctx, m, l, &w)) != NL_OK) goto fail;
@@ -243,7 +250,20 @@ nl_status nl_moe_ffn_fn(void *user, nl_ctx *ctx, const nl_ffn_call *call, const 
             }
     }
     const float *z = x->s;
-    if (!oracle) {
+    if (x->o.router == NL_MOE_ROUTER_MLP) { /* x̂ into xg (free until step 4), h = tanh(x̂·W1ᵀ), z = h·W2ᵀ */
+        for (int t = 0; t < T; t++) {
+            const float *xt = xin + (size_t)t * D;
+            float *xn = x->xg + (size_t)t * D;
+            double ss = 0;
+            for (int d = 0; d < D; d++) ss += (double)xt[d] * xt[d];
+            const double inv = ss > 0 ? 1.0 / sqrt(ss) : 0.0;
+            for (int d = 0; d < D; d++) xn[d] = (float)(xt[d] * inv);
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, E, D, 1.0f, x->xg, D, map->mlp_w1, D, 0.0f, x->hz, E);
+        for (size_t i = 0; i < (size_t)T * E; i++) x->hz[i] = tanhf(x->hz[i]);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, E, E, 1.0f, x->hz, E, map->mlp_w2, E, 0.0f, x->z, E);
+        z = x->z;
+    } else if (!oracle) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, E, D, 1.0f, xin, D, map->router_sim, D, 0.0f, x->z, E);
         z = x->z;
     }
@@ -358,7 +378,8 @@ nl_status nl_moe_ffn_fn(void *user, nl_ctx *ctx, const nl_ffn_call *call, const 
     const double rate = (x->gated ? 6.0 : 4.0) * D;
     x->stats.tokens += T;
     if (oracle) x->stats.flops += (double)T * rate * F;
-    else x->stats.flops += rate * (neurons + (double)T * N) + (double)T * 2.0 * D * E + (x->o.fill == NL_MOE_FILL_MEAN ? (double)T * D * K : 0);
+    else x->stats.flops += rate * (neurons + (double)T * N) + (double)T * 2.0 * D * E + (x->o.fill == NL_MOE_FILL_MEAN ? (double)T * D * K : 0) +
+                           (x->o.router == NL_MOE_ROUTER_MLP ? (double)T * 2.0 * E * E : 0);
     return NL_OK;
 }
 

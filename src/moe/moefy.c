@@ -2,8 +2,10 @@
  * then per MoE layer the shared expert (the N most often active neurons), the split of the
  * others into E balanced experts (param: kmeans.c; coact: partition.c), the canonical
  * permutation (experts ordered by their lowest neuron, neurons ascending inside), μ, the static
- * vectors m_e and M (summed in double), and the sim router's centroids. See moe.h. Checked by
- * tests/test_moe.c and tests/moe_cli.sh. */
+ * vectors m_e and M (summed in double), and the sim router's centroids; with --router mlp a
+ * further calibration pass collects the FFN inputs and oracle scores of up to mlp_max_tokens
+ * tokens per layer and trains each layer's MLP router (router_mlp.c). See moe.h. Checked by
+ * tests/test_moe.c, tests/test_moe_router.c and tests/moe_cli.sh. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +21,10 @@ void nl_moefy_opts_init(nl_moefy_opts *o) {
     o->feature = NL_MOE_FEATURE_BOTH;
     o->kmeans_iters = 30;
     o->kmeans_restarts = 4;
+    o->router = NL_MOE_ROUTER_SIM;
+    nl_moe_mlp_opts_init(&o->mlp);
+    o->mlp_fill = NL_MOE_FILL_MEAN;
+    o->mlp_max_tokens = 65536;
 }
 
 static int by_freq_desc(const void *a, const void *b, void *freq) {
@@ -192,7 +198,16 @@ nl_status nl_moefy_run(nl_ctx *ctx, const nl_moefy_opts *o, nl_forward *f, const
             return nl_errorf(ctx, NL_EINVAL, "layer %d of '%s' does not run the dense FFN: moefy needs the dense model", layers[i],
                              nl_model_path(m));
         }
-    const int coact = o->split == NL_MOE_SPLIT_COACT, pass2 = coact || o->n_shared > 0;
+    if (o->router != NL_MOE_ROUTER_SIM && o->router != NL_MOE_ROUTER_MLP) {
+        free(layers);
+        return nl_errorf(ctx, NL_EINVAL, "--router %s: moefy trains sim or mlp (the oracle needs no weights)", nl_moe_router_name(o->router));
+    }
+    const int mlp = o->router == NL_MOE_ROUTER_MLP;
+    if (mlp && (o->mlp_max_tokens < 2 || o->mlp.K < 0 || o->mlp.K > o->E)) {
+        free(layers);
+        return nl_errorf(ctx, NL_EINVAL, "--router-tokens must be at least 2 and --router-k in 1..E (%d)", o->E);
+    }
+    const int coact = o->split == NL_MOE_SPLIT_COACT, pass2 = coact || o->n_shared > 0, n_passes = 1 + pass2 + mlp;
     if (coact && (size_t)nl * F * F * sizeof(float) > NL_MOE_COACT_MAX_BYTES) {
         free(layers);
         return nl_errorf(ctx, NL_EINVAL, "the co-activation counts of %d layers of %d neurons need %.1f GiB (limit %.0f GiB): "
@@ -207,8 +222,8 @@ nl_status nl_moefy_run(nl_ctx *ctx, const nl_moefy_opts *o, nl_forward *f, const
     nl_moe_calib c;
     nl_status st = nl_moe_calib_init(ctx, &c, L, F, layers, nl, nl_forward_max_T(f), coact);
     nl_moe *moe = NULL;
-    if (st == NL_OK) st = nl_moe_calib_pass(ctx, &c, f, calib, o->stride, 1, pass2 ? 2 : 1);
-    if (st == NL_OK && pass2) st = nl_moe_calib_pass(ctx, &c, f, calib, o->stride, 2, 2);
+    if (st == NL_OK) st = nl_moe_calib_pass(ctx, &c, f, calib, o->stride, 1, 1, n_passes);
+    if (st == NL_OK && pass2) st = nl_moe_calib_pass(ctx, &c, f, calib, o->stride, 2, 2, n_passes);
     if (st == NL_OK && !(moe = nl_moe_alloc(L, D, F, o->E, layers, nl))) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
     if (st == NL_OK) {
         nl_progress prog;
@@ -220,10 +235,25 @@ nl_status nl_moefy_run(nl_ctx *ctx, const nl_moefy_opts *o, nl_forward *f, const
         }
         nl_progress_end(&prog);
     }
+    nl_moe_mlp_opts mo = o->mlp;
+    mo.seed = o->seed;
+    if (st == NL_OK && mlp) {
+        if (nl_moe_alloc_mlp(moe) != 0) st = nl_errorf(ctx, NL_ENOMEM, "out of memory (MLP routers)");
+        if (st == NL_OK) st = nl_moe_calib_router_init(ctx, &c, m, moe, o->mlp_fill, o->mlp_max_tokens);
+        if (st == NL_OK) st = nl_moe_calib_pass(ctx, &c, f, calib, o->stride, 3, n_passes, n_passes);
+        for (int i = 0; i < nl && st == NL_OK; i++) {
+            nl_moe_layer *y = &moe->layers[i];
+            char what[32];
+            snprintf(what, sizeof what, "router layer %d", y->layer);
+            st = nl_moe_mlp_train(ctx, &mo, D, o->E, c.keep, c.rx + (size_t)i * c.keep * D, c.rs + (size_t)i * c.keep * o->E,
+                                  y->router_sim, what, y->mlp_w1, y->mlp_w2, &y->mlp);
+        }
+    }
     if (st == NL_OK) {
         nl_moe_info *in = &moe->info;
         in->n_shared = o->n_shared, in->split = o->split, in->feature = o->feature, in->router = NL_MOE_ROUTER_SIM;
         in->seed = o->seed, in->kmeans_iters = o->kmeans_iters, in->kmeans_restarts = o->kmeans_restarts;
+        if (mlp) in->router = NL_MOE_ROUTER_MLP, in->has_mlp = 1, in->mlp = mo, in->mlp_fill = o->mlp_fill, in->mlp_max_tokens = o->mlp_max_tokens;
         in->model = strdup(o->model_name ? o->model_name : nl_model_path(m));
         in->calib_path = strdup(o->calib_name ? o->calib_name : calib->path);
         in->calib_checksum = file_checksum(calib->path);
