@@ -7,8 +7,9 @@
 #   - `info` loads each; bad input is one line naming config.json or the tensor, exit 1:
 #     an unknown router option, num_experts_per_tok beyond the experts, a missing expert tensor,
 #     an expert tensor of the wrong shape;
-#   - `record` refuses a mixture-of-experts layer with a clear message (exit 1, no file written)
-#     and records the dense layers of qwen2_moe.
+#   - `record` stores the routing of MoE layers (router logits, experts, weights, expert and shared
+#     activations) equal to the PyTorch reference, read with h5py; --layers, f16, --pool, resume;
+#     --stats refuses MoE layers.
 # Prints PASS/FAIL/SKIP lines (read by scripts/run-tests.sh).
 set -u
 cd "$(dirname "$0")/.."
@@ -68,16 +69,79 @@ bad "expert tensor of the wrong shape" "tensor 'model\.layers\.0\.block_sparse_m
   '"model.layers.0.block_sparse_moe.experts.2.w3.weight":{"dtype":"F32","shape":[32,64]' \
   '"model.layers.0.block_sparse_moe.experts.2.w3.weight":{"dtype":"F32","shape":[64,32]'
 
-# record: MoE layers are refused by name; the dense layers of qwen2_moe (0, 2, 3) record
-printf '{"tokens":[1,15,200,37,99],"label":"a"}\n{"tokens":[3,128,77,5],"label":"b"}\n' > "$tmp/d.jsonl"
-"$nl" record "$fx/mixtral" "$tmp/d.jsonl" -o "$tmp/m.h5" > /dev/null 2> "$tmp/err"; rc=$?
+# record on MoE models (DESIGN §10): one document of the fixture's tokens; h5py reads the routing
+# datasets and compares them with the PyTorch reference (gen_moe_fixtures.py): router logits and
+# expert activations 1e-4, experts identical (torch.topk order), weights 1e-5, shared expert
+# activations and gate; qwen2_moe's dense layers keep ffn_act (= ffn_act.f32); check_h5.py passes.
+$py -c "import json,sys; print(json.dumps({'tokens': json.load(open(sys.argv[1]))['tokens'], 'label': 'a'}))" \
+  "$fx/mixtral/expected.json" > "$tmp/fx.jsonl"
+for m in mixtral qwen2_moe qwen3_moe; do
+  "$nl" record "$fx/$m" "$tmp/fx.jsonl" -o "$tmp/$m.h5" > /dev/null 2> "$tmp/why" &&
+  $py - "$tmp/$m.h5" "$fx/$m" >> "$tmp/why" 2>&1 <<'PY'
+import h5py, json, numpy as np, sys
+f, d = h5py.File(sys.argv[1], "r"), sys.argv[2]
+e = json.load(open(d + "/expected.json"))
+T, E, k, nm = e["T"], e["E"], e["k"], len(e["moe_layers"])
+assert list(f.attrs["moe_layers"]) == e["moe_layers"], f.attrs["moe_layers"]
+assert list(f.attrs["layers"]) == e["dense_layers"], f.attrs["layers"]
+Fe = int(f.attrs["d_expert"]); Fs = int(f.attrs["d_shared"])
+rd = lambda n, dt="<f4": np.fromfile(f"{d}/{n}", dtype=dt)
+z, ex, w = rd("router_logits.f32").reshape(nm, T, E), rd("experts.i32", "<i4").reshape(nm, T, k), rd("expert_weights.f32").reshape(nm, T, k)
+act = rd("expert_act.f32").reshape(nm, T, k, Fe)
+for i, l in enumerate(e["moe_layers"]):
+    g = f[f"layers/{l}"]
+    assert "ffn_act" not in g
+    assert np.abs(g["router_logits"][...] - z[i]).max() <= 1e-4, "router_logits"
+    assert g["experts"].dtype == np.int16 and np.array_equal(g["experts"][...], ex[i]), "experts differ"
+    assert np.abs(g["expert_weights"][...] - w[i]).max() <= 1e-5, "expert_weights"
+    assert np.abs(g["expert_act"][...] - act[i]).max() <= 1e-4, "expert_act"
+    if Fs:
+        assert np.abs(g["shared_act"][...] - rd("shared_act.f32").reshape(nm, T, Fs)[i]).max() <= 1e-4, "shared_act"
+        assert np.abs(g["shared_gate"][...] - rd("shared_gate.f32").reshape(nm, T)[i]).max() <= 1e-5, "shared_gate"
+    else:
+        assert "shared_act" not in g and "shared_gate" not in g
+if e["dense_layers"]:
+    fa = rd("ffn_act.f32").reshape(len(e["dense_layers"]), T, -1)
+    for i, l in enumerate(e["dense_layers"]):
+        assert np.abs(f[f"layers/{l}/ffn_act"][...] - fa[i]).max() <= 1e-4, f"ffn_act {l}"
+PY
+  ok $? "record on $m stores router logits, experts, weights, expert and shared activations as the PyTorch reference"
+  /usr/bin/python3 tests/check_h5.py "$tmp/$m.h5" > "$tmp/why" 2>&1; ok $? "check_h5.py accepts the $m recording"
+done
+
+# --layers picks MoE and dense layers; f16 + --pool over three documents; a cut-short file resumed
+# equals the uninterrupted one; --stats refuses MoE layers
+printf '{"tokens":[1,15,200,37,99],"label":"a"}\n{"tokens":[3,128,77,5],"label":"b"}\n{"tokens":[3,18,77,5,9,9,100],"label":"a"}\n' > "$tmp/d.jsonl"
+"$nl" record "$fx/qwen2_moe" "$tmp/d.jsonl" -o "$tmp/l1.h5" --layers 1 > /dev/null 2> "$tmp/why" &&
+  $py -c "import h5py,sys; f=h5py.File(sys.argv[1]); assert list(f.attrs['layers'])==[] and list(f.attrs['moe_layers'])==[1] and list(f['layers'])==['1'], dict(f.attrs)" "$tmp/l1.h5" >> "$tmp/why" 2>&1
+ok $? "record --layers 1 on qwen2_moe records only the MoE layer"
+"$nl" record "$fx/qwen2_moe" "$tmp/d.jsonl" -o "$tmp/q2.h5" --layers 0,2,3 > /dev/null 2> "$tmp/why" &&
+  $py -c "import h5py,sys; f=h5py.File(sys.argv[1]); assert 'moe_layers' not in f.attrs and list(f.attrs['layers'])==[0,2,3]" "$tmp/q2.h5" >> "$tmp/why" 2>&1
+ok $? "record --layers 0,2,3 on qwen2_moe records the dense layers as before"
+"$nl" record "$fx/qwen2_moe" "$tmp/d.jsonl" -o "$tmp/full.h5" --dtype f16 --pool > /dev/null 2> "$tmp/why" &&
+  NEURONLAB_COMMIT_SECONDS=-1 "$nl" record "$fx/qwen2_moe" "$tmp/d.jsonl" -o "$tmp/r.h5" --dtype f16 --pool > /dev/null 2>> "$tmp/why" &&
+  $py - "$tmp/r.h5" >> "$tmp/why" 2>&1 <<'PY' &&
+import h5py, sys
+f = h5py.File(sys.argv[1], "r+")   # as a kill after the first document's commit leaves it (rows past it are cut)
+n = int(f["doc_offsets"][1])
+def cut(name, o):
+    if isinstance(o, h5py.Dataset) and o.maxshape[0] is None:
+        o.resize(2 if name == "doc_offsets" else 1 if name.startswith("pooled") or name in ("doc_labels", "prompt_len") else n, axis=0)
+f.visititems(cut); f.attrs["complete"] = 0; f.close()
+PY
+  "$nl" record "$fx/qwen2_moe" "$tmp/d.jsonl" -o "$tmp/r.h5" --dtype f16 --pool --resume > /dev/null 2>> "$tmp/why" &&
+  $py - "$tmp/full.h5" "$tmp/r.h5" >> "$tmp/why" 2>&1 <<'PY'
+import h5py, numpy as np, sys
+a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
+assert a["layers/1/expert_act"].dtype == np.float16 and a["layers/1/shared_act"].dtype == np.float16
+assert "1" not in a["pooled"] and list(a["pooled"]) == ["0", "2", "3"]
+bad = []
+a.visititems(lambda n, o: bad.append(n) if isinstance(o, h5py.Dataset) and not np.array_equal(o[...], b[n][...]) else None)
+assert not bad and b.attrs["complete"] == 1, bad
+PY
+ok $? "record --dtype f16 --pool on qwen2_moe, cut after one document and resumed, equals the uninterrupted file"
+"$nl" record "$fx/mixtral" "$tmp/d.jsonl" -o "$tmp/s.h5" --stats > /dev/null 2> "$tmp/err"; rc=$?
 { echo "exit $rc"; cat "$tmp/err"; } > "$tmp/why"
-[ "$rc" -eq 1 ] && grep -q "layer 0 of '.*mixtral' is a mixture-of-experts layer (8 experts)" "$tmp/err" && [ ! -e "$tmp/m.h5" ]
-ok $? "record on mixtral refuses its MoE layers, writing no file ($(head -c 150 "$tmp/err"))"
-"$nl" record "$fx/qwen2_moe" "$tmp/d.jsonl" -o "$tmp/q.h5" > /dev/null 2> "$tmp/err"; rc=$?
-{ echo "exit $rc"; cat "$tmp/err"; } > "$tmp/why"
-[ "$rc" -eq 1 ] && grep -q "layer 1 of '.*qwen2_moe' is a mixture-of-experts layer (6 experts)" "$tmp/err"
-ok $? "record on qwen2_moe refuses its MoE layer 1"
-"$nl" record "$fx/qwen2_moe" "$tmp/d.jsonl" -o "$tmp/q2.h5" --layers 0,2,3 > /dev/null 2> "$tmp/why"
-ok $? "record --layers 0,2,3 on qwen2_moe records the dense layers"
+[ "$rc" -eq 1 ] && grep -q "layer 0 of '.*mixtral' is a mixture-of-experts layer (8 experts): --stats" "$tmp/err" && [ ! -e "$tmp/s.h5" ]
+ok $? "record --stats refuses MoE layers, writing no file"
 exit 0
