@@ -144,4 +144,74 @@ ok $? "record --dtype f16 --pool on qwen2_moe, cut after one document and resume
 { echo "exit $rc"; cat "$tmp/err"; } > "$tmp/why"
 [ "$rc" -eq 1 ] && grep -q "layer 0 of '.*mixtral' is a mixture-of-experts layer (8 experts): --stats" "$tmp/err" && [ ! -e "$tmp/s.h5" ]
 ok $? "record --stats refuses MoE layers, writing no file"
+
+# experts: the four tables of analyses/experts.h against a numpy recomputation from `record`'s
+# routing datasets (themselves checked against PyTorch above): load per label (tokens, weights,
+# the shared expert's gate as expert -1), entropy and margin, co-selection, expert ability AP
+cat > "$tmp/lab.jsonl" <<'EOF'
+{"tokens":[1,15,200,37,99,249,3],"label":"code"}
+{"tokens":[3,128,77,5,42,19,20],"label":"math"}
+{"tokens":[1,15,201,37,98,250,3,9],"label":"code"}
+{"tokens":[3,129,76,5,41,18,21],"label":"math"}
+{"tokens":[7,7,8,9,10],"label":""}
+{"tokens":[1,3,5,7,11,13,17,19,23],"label":"code"}
+EOF
+for m in mixtral qwen2_moe; do
+  rm -f "$tmp/e.db"
+  "$nl" record "$fx/$m" "$tmp/lab.jsonl" -o "$tmp/lab_$m.h5" > /dev/null 2> "$tmp/why" &&
+  "$nl" experts "$fx/$m" "$tmp/lab.jsonl" --db "$tmp/e.db" --seed 5 > "$tmp/out" 2>> "$tmp/why" &&
+  $py - "$tmp/lab_$m.h5" "$tmp/e.db" >> "$tmp/why" 2>&1 <<'PY'
+import h5py, numpy as np, sqlite3, sys
+f, db = h5py.File(sys.argv[1], "r"), sqlite3.connect(sys.argv[2])
+off, labs = f["doc_offsets"][...], [x.decode() if isinstance(x, bytes) else x for x in f["doc_labels"][...]]
+E, k, Fs = int(f.attrs["n_experts"]), int(f.attrs["experts_per_tok"]), int(f.attrs["d_shared"])
+tlab = np.concatenate([[labs[d]] * (off[d + 1] - off[d]) for d in range(len(labs))])
+def ap(v, y):   # ties form one step (ability.h)
+    P, tp, n, s, prev_r = y.sum(), 0, 0, 0.0, 0.0
+    for t in sorted(set(v), reverse=True):
+        m = v == t; tp += y[m].sum(); n += m.sum(); r = tp / P; s += (r - prev_r) * tp / n; prev_r = r
+    return s
+close = lambda a, b: abs(a - b) <= 1e-6 * max(1, abs(b))
+for l in f.attrs["moe_layers"]:
+    g = f[f"layers/{l}"]
+    z, ex, w = g["router_logits"][...].astype(np.float64), g["experts"][...], g["expert_weights"][...].astype(np.float64)
+    p = np.exp(z - z.max(1, keepdims=True)); p /= p.sum(1, keepdims=True)
+    W = np.zeros((len(z), E)); np.put_along_axis(W, ex.astype(np.int64), w, 1)
+    for lab in ["*", "code", "math"]:
+        sel = np.ones(len(z), bool) if lab == "*" else tlab == lab
+        n = sel.sum()
+        rows = {e: (t, tf, ws, wf) for e, t, tf, ws, wf in db.execute(
+            "SELECT expert, tokens, token_frac, weight_sum, weight_frac FROM expert_load WHERE layer=? AND label=?", (int(l), lab))}
+        assert len(rows) == E + (1 if Fs else 0), (lab, len(rows))
+        for e in range(E):
+            t = int(((ex[sel] == e).any(1)).sum()); ws = W[sel, e].sum()
+            assert rows[e][0] == t and close(rows[e][1], t / n) and close(rows[e][2], ws) and close(rows[e][3], ws / W[sel].sum()), (lab, e, rows[e])
+        if Fs:
+            gs = g["shared_gate"][...][sel].astype(np.float64)
+            assert rows[-1][0] == n and close(rows[-1][2], gs.sum()) and close(rows[-1][3], gs.mean()), rows[-1]
+        H = -(p[sel] * np.log(p[sel])).sum(1).mean(); srt = -np.sort(-p[sel], 1)
+        ent, mar = db.execute("SELECT entropy, margin FROM expert_routing WHERE layer=? AND label=?", (int(l), lab)).fetchone()
+        assert close(ent, H) and close(mar, (srt[:, 0] - srt[:, 1]).mean()), (lab, ent, H, mar)
+    co = {(a, b): c for a, b, c in db.execute("SELECT expert_a, expert_b, tokens FROM expert_coselect WHERE layer=?", (int(l),))}
+    for a in range(E):
+        for b in range(a, E):
+            c = int(((ex == a).any(1) & (ex == b).any(1)).sum())
+            assert co.get((a, b), 0) == c, (a, b, co.get((a, b)), c)
+    pl = f["prompt_len"][...]
+    lab_docs = [d for d in range(len(labs)) if labs[d]]
+    for ab in ("code", "math"):
+        y = np.array([labs[d] == ab for d in lab_docs])
+        for e in range(E):
+            v = np.array([W[off[d]:off[d] + pl[d], e].mean() for d in lab_docs]).astype(np.float32)
+            a_db, base = db.execute("SELECT ap, baseline FROM expert_ability WHERE layer=? AND ability=? AND expert=?",
+                                    (int(l), ab, e)).fetchone()
+            assert close(a_db, ap(v, y)) and close(base, y.mean()), (ab, e, a_db, ap(v, y))
+assert db.execute("SELECT count(*) FROM runs WHERE kind='experts' AND status='complete'").fetchone()[0] == 1
+PY
+  ok $? "experts on $m: load, entropy/margin, co-selection and ability AP equal a numpy recomputation from record"
+done
+"$nl" experts "$fx/qwen3" "$tmp/lab.jsonl" --db "$tmp/e2.db" > /dev/null 2> "$tmp/err"; rc=$?
+{ echo "exit $rc"; cat "$tmp/err"; } > "$tmp/why"
+[ "$rc" -eq 1 ] && [ "$(wc -l < "$tmp/err")" -eq 1 ] && grep -q "has no mixture-of-experts layer" "$tmp/err"
+ok $? "experts on a dense model: one line, exit 1"
 exit 0

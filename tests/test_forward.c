@@ -382,7 +382,8 @@ Test(hooks, remove_by_handle_keeps_order_and_refills) {
 }
 
 Test(hooks, point_names) {
-    const char *want[NL_HOOK_COUNT] = {"ffn_pre", "ffn_up", "ffn_act", "ffn_out", "attn_out", "resid", "ffn_in"};
+    const char *want[NL_HOOK_COUNT] = {"ffn_pre", "ffn_up", "ffn_act", "ffn_out", "attn_out", "resid", "ffn_in",
+                                        "router_logits", "routing"};
     for (int p = 0; p < NL_HOOK_COUNT; p++) cr_assert_str_eq(nl_hook_point_name((nl_hook_point)p), want[p]);
     cr_assert_str_eq(nl_hook_point_name(NL_HOOK_COUNT), "?");
     cr_assert_str_eq(nl_hook_point_name(NL_HOOK_FFN_IN), "ffn_in");
