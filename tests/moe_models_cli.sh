@@ -214,4 +214,34 @@ done
 { echo "exit $rc"; cat "$tmp/err"; } > "$tmp/why"
 [ "$rc" -eq 1 ] && [ "$(wc -l < "$tmp/err")" -eq 1 ] && grep -q "has no mixture-of-experts layer" "$tmp/err"
 ok $? "experts on a dense model: one line, exit 1"
+# record --moe DIR (MoEfied, issue 12): moe_experts int16 [N, K] beside ffn_act = the top-K of the
+# sim router's scores x·router_simᵀ (x = the stored ffn_in), ascending ids; K = E gives every expert
+$py - "$tmp" <<'PY'
+import json, random, sys
+random.seed(3)
+with open(sys.argv[1] + "/calib.jsonl", "w") as f:
+    for d in range(8):
+        f.write(json.dumps({"tokens": [1] + [random.randrange(2, 256) for _ in range(39)], "label": "ab"[d % 2]}) + "\n")
+PY
+"$nl" moefy "$fx/llama" "$tmp/calib.jsonl" --experts 8 -o "$tmp/moe" --quiet > /dev/null 2> "$tmp/why" &&
+  "$nl" record "$fx/llama" "$tmp/calib.jsonl" -o "$tmp/mf.h5" --moe "$tmp/moe" --k 3 --hook ffn_act,ffn_in > /dev/null 2>> "$tmp/why" &&
+  "$nl" record "$fx/llama" "$tmp/calib.jsonl" -o "$tmp/mf8.h5" --moe "$tmp/moe" --k 8 > /dev/null 2>> "$tmp/why" &&
+  $py - "$tmp/mf.h5" "$tmp/mf8.h5" "$tmp/moe/experts.safetensors" >> "$tmp/why" 2>&1 <<'PY'
+import h5py, json, numpy as np, struct, sys
+f, f8 = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
+b = open(sys.argv[3], "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n])
+def tensor(name):
+    t = h[name]; a, z = t["data_offsets"]; assert t["dtype"] == "F32"
+    return np.frombuffer(b[8 + n + a:8 + n + z], dtype="<f4").reshape(t["shape"])
+assert list(f.attrs["moefied_layers"]) == [0, 1] and int(f.attrs["moe_k"]) == 3 and "moe_layers" not in f.attrs
+for l in (0, 1):
+    sel = f[f"layers/{l}/moe_experts"][...]
+    assert sel.dtype == np.int16 and sel.shape == (len(f["tokens"]), 3) and f[f"layers/{l}/ffn_act"].shape[0] == len(sel)
+    z = f[f"layers/{l}/ffn_in"][...].astype(np.float32) @ tensor(f"layers.{l}.router.sim").T
+    want = np.sort(np.argsort(-z, axis=1, kind="stable")[:, :3], axis=1)
+    assert np.array_equal(sel, want), (l, np.argwhere(sel != want)[:5])
+    assert np.array_equal(f8[f"layers/{l}/moe_experts"][...], np.tile(np.arange(8), (len(sel), 1)))
+PY
+ok $? "record --moe stores moe_experts: the sim router's top-K (ascending), all experts at K = E"
+/usr/bin/python3 tests/check_h5.py "$tmp/mf.h5" > "$tmp/why" 2>&1; ok $? "check_h5.py accepts the MoEfied recording"
 exit 0
