@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <sqlite3.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -248,5 +249,207 @@ nl_status nl_experts_run(nl_ctx *ctx, const nl_experts_opts *o, nl_forward *f, c
     if (st == NL_OK) st = write_tables(ctx, &s, o, db, run_id);
     free(s.lidx), free(s.mlayer), free(s.doc_lab), free(s.ntok), free(s.ent), free(s.marg), free(s.shg), free(s.tok);
     free(s.wsum), free(s.cos), free(s.docw);
+    return st;
+}
+
+/* ---- removing experts ------------------------------------------------------------------------ */
+
+#include "neuronlab/ops.h"
+#include "neuronlab/perplexity.h"
+
+typedef struct {
+    int L, E, D, Fs, maxT;
+    uint8_t *rm;      /* (L, E) 1 = routed expert removed */
+    uint8_t *rm_sh;   /* (L) 1 = shared expert removed */
+    nl_model *m;
+    float *xin;       /* (maxT, D) FFN input of the current layer (shared removal) */
+    float *g, *u, *y, *sg; /* shared expert scratch */
+} rm_state;
+
+static nl_status rm_logits(void *user, nl_ctx *ctx, const nl_hook_info *info, float *x) {
+    (void)ctx;
+    const rm_state *s = user;
+    const uint8_t *r = s->rm + (size_t)info->layer * s->E;
+    for (int e = 0; e < info->width; e++)
+        if (r[e])
+            for (int t = 0; t < info->T; t++) x[(size_t)t * info->width + e] = -INFINITY;
+    return NL_OK;
+}
+
+static nl_status rm_in(void *user, nl_ctx *ctx, const nl_hook_info *info, float *x) {
+    (void)ctx;
+    rm_state *s = user;
+    if (s->rm_sh[info->layer]) memcpy(s->xin, x, (size_t)info->T * s->D * sizeof(float));
+    return NL_OK;
+}
+
+/* out -= sigmoid(x·w_sg) · FFN_shared(x) for a layer whose shared expert is removed */
+static nl_status rm_out(void *user, nl_ctx *ctx, const nl_hook_info *info, float *x) {
+    rm_state *s = user;
+    if (!s->rm_sh[info->layer]) return NL_OK;
+    nl_layer w;
+    nl_status st = nl_model_layer(ctx, s->m, info->layer, &w);
+    if (st != NL_OK) return st;
+    const nl_config *c = nl_model_config(s->m);
+    const int T = info->T, D = s->D, Fs = s->Fs;
+    nl_matmul(s->g, Fs, s->xin, D, T, &w.sh_gate, NULL);
+    nl_matmul(s->u, Fs, s->xin, D, T, &w.sh_up, NULL);
+    for (size_t i = 0; i < (size_t)T * Fs; i++) s->g[i] = nl_act_scalar(s->g[i], c->act) * s->u[i];
+    nl_matmul(s->y, D, s->g, Fs, T, &w.sh_down, NULL);
+    nl_matmul(s->sg, 1, s->xin, D, T, &w.sh_router, NULL);
+    for (int t = 0; t < T; t++) {
+        const float gate = 1.0f / (1.0f + expf(-s->sg[t]));
+        for (int i = 0; i < D; i++) x[(size_t)t * D + i] -= gate * s->y[(size_t)t * D + i];
+    }
+    return NL_OK;
+}
+
+nl_status nl_expert_sets_all(nl_ctx *ctx, const nl_config *c, nl_expert_set **sets, int *n, int **store, char **names) {
+    int cnt = 0;
+    for (int l = 0; l < c->n_layers; l++)
+        if (c->n_experts > 0 && nl_config_is_moe_layer(c, l)) cnt += c->n_experts + (c->d_shared > 0);
+    *sets = calloc((size_t)(cnt ? cnt : 1), sizeof **sets);
+    *store = malloc(sizeof(int) * 2 * (size_t)(cnt ? cnt : 1));
+    *names = malloc(32 * (size_t)(cnt ? cnt : 1));
+    if (!*sets || !*store || !*names) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    int i = 0; /* per MoE layer: its routed experts, then its shared expert */
+    for (int l = 0; l < c->n_layers; l++) {
+        if (!(c->n_experts > 0 && nl_config_is_moe_layer(c, l))) continue;
+        for (int e = 0; e <= c->n_experts; e++) {
+            if (e == c->n_experts && c->d_shared <= 0) break;
+            const int ex = e == c->n_experts ? -1 : e;
+            (*store)[2 * i] = l, (*store)[2 * i + 1] = ex;
+            char *nm = *names + 32 * (size_t)i;
+            if (ex < 0) snprintf(nm, 32, "%d:shared", l);
+            else snprintf(nm, 32, "%d:%d", l, ex);
+            (*sets)[i] = (nl_expert_set){nm, 1, &(*store)[2 * i], &(*store)[2 * i + 1]};
+            i++;
+        }
+    }
+    *n = i;
+    return NL_OK;
+}
+
+static nl_status insert_rows(nl_ctx *ctx, nl_results *db, int64_t run_id, const char *removed, const char *control, int seed,
+                             int experts, const nl_ppl_result *p, const nl_ppl_result *base, const nl_dataset *ds) {
+    nl_status st = nl_results_begin(ctx, db);
+    if (st != NL_OK) return st;
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(nl_results_db(db), "INSERT INTO expert_prune VALUES (?,?,?,?,?,?,?,?,?,?)", -1, &q, NULL);
+    for (int k = 0; rc == SQLITE_OK && k <= ds->n_labels; k++) {
+        if (k < ds->n_labels && !ds->labels[k][0]) continue;
+        const nl_nll_sum sm = k < ds->n_labels ? p->by_label[k] : p->total;
+        const nl_nll_sum sb = k < ds->n_labels ? base->by_label[k] : base->total;
+        const double ppl = nl_nll_ppl(sm), pb = nl_nll_ppl(sb);
+        sqlite3_bind_int64(q, 1, run_id);
+        sqlite3_bind_text(q, 2, removed, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(q, 3, control, -1, SQLITE_STATIC);
+        sqlite3_bind_int(q, 4, seed);
+        sqlite3_bind_text(q, 5, k < ds->n_labels ? ds->labels[k] : "", -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int(q, 6, experts);
+        sqlite3_bind_int64(q, 7, sm.n);
+        bind_real(q, 8, sm.n > 0 ? nl_nll_mean(sm) : NAN);
+        bind_real(q, 9, sm.n > 0 ? ppl : NAN);
+        bind_real(q, 10, sm.n > 0 && sb.n > 0 ? (ppl - pb) / pb : NAN);
+        rc = step(q);
+    }
+    sqlite3_finalize(q);
+    if (rc != SQLITE_OK) {
+        st = nl_results_error(ctx, db, "cannot write the expert_prune rows");
+        nl_results_rollback(db);
+        return st;
+    }
+    return nl_results_commit(ctx, db);
+}
+
+nl_status nl_expert_prune_run(nl_ctx *ctx, const nl_expert_prune_opts *o, nl_forward *f, const nl_dataset *ds,
+                              nl_results *db, int64_t run_id, nl_progress *progress) {
+    nl_model *m = nl_forward_model(f);
+    const nl_config *c = nl_model_config(m);
+    const int L = c->n_layers, E = c->n_experts, maxT = nl_forward_max_T(f);
+    rm_state s = {L, E, c->d_model, c->d_shared, maxT, NULL, NULL, m, NULL, NULL, NULL, NULL, NULL};
+    nl_status st = nl_results_exec(ctx, db,
+        "CREATE TABLE IF NOT EXISTS expert_prune(run_id INTEGER NOT NULL REFERENCES runs(id), removed TEXT NOT NULL,"
+        " control TEXT NOT NULL CHECK (control IN ('none','expert','shared','random')), seed INTEGER NOT NULL,"
+        " label TEXT NOT NULL, experts INTEGER NOT NULL, tokens INTEGER NOT NULL, nll REAL, ppl REAL, rel_change REAL,"
+        " PRIMARY KEY (run_id, removed, control, seed, label)) WITHOUT ROWID;");
+    if (st != NL_OK) return st;
+    if (E <= 0) return nl_errorf(ctx, NL_EINVAL, "the model has no mixture-of-experts layer");
+    for (int i = 0; i < o->n_sets; i++)
+        for (int j = 0; j < o->sets[i].n; j++) {
+            const int l = o->sets[i].layer[j], e = o->sets[i].expert[j];
+            if (l < 0 || l >= L || !nl_config_is_moe_layer(c, l))
+                return nl_errorf(ctx, NL_EINVAL, "expert set '%s': layer %d is not a mixture-of-experts layer", o->sets[i].name, l);
+            if (e >= E || (e < 0 && c->d_shared <= 0))
+                return nl_errorf(ctx, NL_EINVAL, "expert set '%s': layer %d has %d experts%s", o->sets[i].name, l, E,
+                                 c->d_shared > 0 ? "" : " and no shared expert");
+        }
+    s.rm = calloc((size_t)L * E, 1), s.rm_sh = calloc((size_t)L, 1);
+    const size_t T = (size_t)maxT, Fs = (size_t)(c->d_shared > 0 ? c->d_shared : 1), D = (size_t)c->d_model;
+    s.xin = malloc(T * D * 4), s.g = malloc(T * Fs * 4), s.u = malloc(T * Fs * 4), s.y = malloc(T * D * 4), s.sg = malloc(T * 4);
+    int *cnt = calloc((size_t)L, sizeof(int)), *perm = malloc(sizeof(int) * (size_t)E);
+    /* random passes already made, by count vector: (n_done, L) counts and (n_done, seeds) results */
+    int n_done = 0;
+    int *done_cnt = malloc(sizeof(int) * (size_t)L * (size_t)(o->n_sets + 1));
+    nl_ppl_result *done_res = calloc((size_t)(o->n_sets + 1) * (size_t)(o->seeds > 0 ? o->seeds : 1), sizeof *done_res);
+    if (!s.rm || !s.rm_sh || !s.xin || !s.g || !s.u || !s.y || !s.sg || !cnt || !perm || !done_cnt || !done_res)
+        st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    nl_hooks *h = nl_forward_hooks(f);
+    nl_hook_id ids[3] = {0, 0, 0};
+    if (st == NL_OK && (nl_hooks_add_id(h, NL_HOOK_ROUTER_LOGITS, -1, NL_HOOK_INTERVENE, rm_logits, &s, &ids[0]) != NL_OK ||
+                        nl_hooks_add_id(h, NL_HOOK_FFN_IN, -1, NL_HOOK_OBSERVE, rm_in, &s, &ids[1]) != NL_OK ||
+                        nl_hooks_add_id(h, NL_HOOK_FFN_OUT, -1, NL_HOOK_INTERVENE, rm_out, &s, &ids[2]) != NL_OK))
+        st = nl_errorf(ctx, NL_EINVAL, "too many hooks on the forward pass");
+    nl_ppl_result base = {0}, p = {0};
+    if (progress) progress->total = (int64_t)(1 + o->n_sets * (1 + (o->seeds > 0 ? o->seeds : 0))) * ds->n_tokens;
+    if (st == NL_OK) st = nl_ppl_run(ctx, f, ds, o->stride, progress, &base);
+    if (st == NL_OK) st = insert_rows(ctx, db, run_id, "", "none", -1, 0, &base, &base, ds);
+    for (int i = 0; st == NL_OK && i < o->n_sets; i++) {
+        const nl_expert_set *set = &o->sets[i];
+        memset(s.rm, 0, (size_t)L * E), memset(s.rm_sh, 0, (size_t)L), memset(cnt, 0, sizeof(int) * (size_t)L);
+        int routed = 0, shared = 0;
+        for (int j = 0; j < set->n; j++) {
+            const int l = set->layer[j], e = set->expert[j];
+            if (e < 0) shared += !s.rm_sh[l], s.rm_sh[l] = 1;
+            else if (!s.rm[(size_t)l * E + e]) s.rm[(size_t)l * E + e] = 1, cnt[l]++, routed++;
+        }
+        for (int l = 0; l < L; l++)
+            if (cnt[l] >= E) st = nl_errorf(ctx, NL_EINVAL, "expert set '%s' removes every expert of layer %d", set->name, l);
+        if (st == NL_OK) st = nl_ppl_run(ctx, f, ds, o->stride, progress, &p);
+        if (st == NL_OK)
+            st = insert_rows(ctx, db, run_id, set->name, routed ? "expert" : "shared", -1, routed + shared, &p, &base, ds);
+        nl_ppl_result_release(&p);
+        if (st != NL_OK || !routed || o->seeds <= 0) continue;
+        /* random control: same counts per layer, shared with earlier sets of the same counts */
+        int g = -1;
+        for (int q = 0; q < n_done && g < 0; q++)
+            if (!memcmp(done_cnt + (size_t)q * L, cnt, sizeof(int) * (size_t)L)) g = q;
+        if (g < 0) {
+            g = n_done++;
+            memcpy(done_cnt + (size_t)g * L, cnt, sizeof(int) * (size_t)L);
+            for (int sd = 0; st == NL_OK && sd < o->seeds; sd++) {
+                memset(s.rm, 0, (size_t)L * E), memset(s.rm_sh, 0, (size_t)L);
+                for (int l = 0; l < L; l++) {
+                    if (!cnt[l]) continue;
+                    nl_rng r;
+                    nl_rng_derive(&r, o->seed, (uint64_t)sd, (uint64_t)l);
+                    for (int e = 0; e < E; e++) perm[e] = e;
+                    for (int j = 0; j < cnt[l]; j++) { /* Fisher–Yates prefix */
+                        const int q = j + (int)nl_rng_below(&r, (uint64_t)(E - j));
+                        const int tmp = perm[j]; perm[j] = perm[q]; perm[q] = tmp;
+                        s.rm[(size_t)l * E + perm[j]] = 1;
+                    }
+                }
+                st = nl_ppl_run(ctx, f, ds, o->stride, progress, &done_res[(size_t)g * o->seeds + sd]);
+            }
+        }
+        for (int sd = 0; st == NL_OK && sd < o->seeds; sd++)
+            st = insert_rows(ctx, db, run_id, set->name, "random", sd, routed, &done_res[(size_t)g * o->seeds + sd], &base, ds);
+    }
+    for (int k = 0; k < 3; k++) nl_hooks_remove(h, ids[k]);
+    nl_ppl_result_release(&base);
+    for (int q = 0; q < n_done * (o->seeds > 0 ? o->seeds : 0); q++) nl_ppl_result_release(&done_res[q]);
+    free(done_res), free(done_cnt), free(cnt), free(perm);
+    free(s.rm), free(s.rm_sh), free(s.xin), free(s.g), free(s.u), free(s.y), free(s.sg);
     return st;
 }

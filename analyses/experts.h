@@ -53,4 +53,53 @@ nl_status nl_experts_create_tables(nl_ctx *ctx, nl_results *db);
 nl_status nl_experts_run(nl_ctx *ctx, const nl_experts_opts *o, nl_forward *f, const nl_dataset *ds, nl_results *db,
                          int64_t run_id, nl_progress *progress);
 
+
+
+/* ---- removing experts (`neuronlab prune --experts`) --------------------------------------------
+ *
+ * Definition. Removing routed expert e of layer l: its router logit is set to −∞ before the
+ * softmax (a ROUTER_LOGITS intervener, hooks.h), for every token. The softmax then runs over the
+ * remaining E−1 experts, every token takes its k best remaining experts (a token that had chosen e
+ * takes its next-best expert), and their weights are renormalised when the model renormalises
+ * (Mixtral, norm_topk_prob) — exactly the model whose router never had row e. Removing the shared
+ * expert of layer l (Qwen2-MoE): its gated output sigmoid(x·w_shared_gate)·FFN_shared(x) is
+ * subtracted from the block's output (FFN_IN observer + FFN_OUT intervener; equal to the block
+ * without it up to float rounding, ~1e-7 relative).
+ * Sets. Each removal set is one row: one expert ("1:3"), one shared expert ("1:shared"), or a
+ * group (an ability's top experts, named "top:ABILITY"). Random control: for a set with c_l routed
+ * experts in layer l, seed s = 0 … S−1 draws c_l experts of layer l uniformly without repetition
+ * (seeded Fisher–Yates over the E experts: nl_rng_derive(seed, s, l)); sets with the same counts
+ * share their random passes. Shared-expert rows have no random control.
+ * Metric as prune.h: per evaluated label (the dataset's non-empty labels, then '' = all), ppl and
+ * rel_change = (ppl − ppl_base) / ppl_base.
+ * Table:
+ *   expert_prune(run_id, removed TEXT ('' base), control TEXT ('none' | 'expert' | 'shared' |
+ *       'random'), seed INTEGER (-1 unless random), label TEXT, experts INTEGER (routed experts
+ *       removed + shared experts removed), tokens INTEGER, nll REAL, ppl REAL, rel_change REAL,
+ *       PRIMARY KEY (run_id, removed, control, seed, label))
+ */
+typedef struct {
+    const char *name;   /* "1:3", "1:shared", "top:code" */
+    int n;              /* entries */
+    const int *layer;   /* (n) model layers (MoE layers) */
+    const int *expert;  /* (n) expert ids, -1 = the layer's shared expert */
+} nl_expert_set;
+
+typedef struct {
+    int n_sets;
+    const nl_expert_set *sets;
+    int seeds;      /* random control passes per count vector (≥ 0) */
+    uint64_t seed;  /* base seed of the random sets */
+    int stride;
+} nl_expert_prune_opts;
+
+/* The sets of "every expert in turn" of the model (each routed expert of each MoE layer, then the
+ * layer's shared expert when it has one), into *sets (n) with their storage in *store: both
+ * caller-owned (free *sets, *store). */
+nl_status nl_expert_sets_all(nl_ctx *ctx, const nl_config *c, nl_expert_set **sets, int *n, int **store, char **names);
+
+/* Runs the base pass and one pass per set plus the random passes, writing expert_prune rows of
+ * run_id (each pass committed at once). The sets' layers must be MoE layers of f's model. */
+nl_status nl_expert_prune_run(nl_ctx *ctx, const nl_expert_prune_opts *o, nl_forward *f, const nl_dataset *ds,
+                              nl_results *db, int64_t run_id, nl_progress *progress);
 #endif

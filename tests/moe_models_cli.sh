@@ -244,4 +244,73 @@ for l in (0, 1):
 PY
 ok $? "record --moe stores moe_experts: the sim router's top-K (ascending), all experts at K = E"
 /usr/bin/python3 tests/check_h5.py "$tmp/mf.h5" > "$tmp/why" 2>&1; ok $? "check_h5.py accepts the MoEfied recording"
+# prune --experts: removing routed expert 3 of qwen2_moe's layer 1 (its logit -inf: tokens take
+# their next-best expert) and the layer's shared expert give the perplexities of the PyTorch
+# reference forward with the same removal (softmax over the other experts; shared down_proj zeroed);
+# random-expert control rows; top:ABILITY removes the experts run's best experts; bad input
+rm -f "$tmp/p.db"
+"$nl" prune "$fx/qwen2_moe" "$tmp/lab.jsonl" --db "$tmp/p.db" --experts 1:3,1:shared --seeds 2 > "$tmp/out" 2> "$tmp/why" &&
+  $py - "$fx/qwen2_moe" "$tmp/lab.jsonl" "$tmp/p.db" >> "$tmp/why" 2>&1 <<'PY'
+import json, math, sqlite3, sys, types
+sys.path.insert(0, "tests/reference")
+import torch
+import gen_moe_fixtures as gen
+import nlref
+cfg, tensors = nlref.load_folder(sys.argv[1])
+W0 = {k: v.float() for k, v in tensors.items()}
+docs = [json.loads(l) for l in open(sys.argv[2])]
+db = sqlite3.connect(sys.argv[3])
+def ppl(W, drop=None):
+    F0 = torch.nn.functional
+    def softmax(x, dim=None, dtype=None):
+        if drop is not None:
+            x = x.clone(); x[:, drop] = -math.inf
+        return F0.softmax(x, dim=dim, dtype=dtype)
+    gen.F = types.SimpleNamespace(**{k: getattr(F0, k) for k in dir(F0) if not k.startswith("__")})
+    gen.F.softmax = softmax
+    s, n, by = 0.0, 0, {}
+    for d in docs:
+        lg = gen.forward(cfg, W, d["tokens"])["logits"].double()
+        lp = torch.log_softmax(lg, -1)
+        t = torch.tensor(d["tokens"])
+        nll = -lp[torch.arange(len(t) - 1), t[1:]]
+        s += float(nll.sum()); n += len(t) - 1
+        a = by.setdefault(d["label"], [0.0, 0]); a[0] += float(nll.sum()); a[1] += len(t) - 1
+    return math.exp(s / n), {k: math.exp(v[0] / v[1]) for k, v in by.items() if k}
+def row(removed, control, label=""):
+    return db.execute("SELECT ppl, rel_change FROM expert_prune WHERE removed=? AND control=? AND seed=-1 AND label=?",
+                      (removed, control, label)).fetchone()
+base, bl = ppl(W0)
+rm3, rl = ppl(W0, drop=3)
+W1 = dict(W0); W1["model.layers.1.mlp.shared_expert.down_proj.weight"] = torch.zeros_like(W0["model.layers.1.mlp.shared_expert.down_proj.weight"])
+sh, sl = ppl(W1)
+for (name, ctl, want, wl) in (("", "none", base, bl), ("1:3", "expert", rm3, rl), ("1:shared", "shared", sh, sl)):
+    got = row(name, ctl)
+    assert abs(got[0] - want) <= 1e-4 * want, (name, got, want)
+    assert abs(got[1] - (want - base) / base) <= 1e-4, (name, got, want, base)
+    for lab, v in wl.items():
+        assert abs(row(name, ctl, lab)[0] - v) <= 1e-4 * v, (name, lab)
+assert abs(rm3 - base) > 1e-3 * base   # the removal changes something
+r = db.execute("SELECT count(*), count(DISTINCT seed) FROM expert_prune WHERE removed='1:3' AND control='random'").fetchone()
+assert r == (2 * 3, 2), r    # 2 seeds x (code, math, all)
+assert db.execute("SELECT count(*) FROM expert_prune WHERE removed='1:shared' AND control='random'").fetchone()[0] == 0
+PY
+ok $? "prune --experts 1:3,1:shared on qwen2_moe equals the PyTorch reference with the expert removed (1e-4), random control rows"
+"$nl" experts "$fx/qwen2_moe" "$tmp/lab.jsonl" --db "$tmp/p.db" > /dev/null 2> "$tmp/why" &&
+  "$nl" prune "$fx/qwen2_moe" "$tmp/lab.jsonl" --db "$tmp/p.db" --experts top:code:2 --seeds 1 > "$tmp/out" 2>> "$tmp/why" &&
+  $py - "$tmp/p.db" >> "$tmp/why" 2>&1 <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+er = db.execute("SELECT max(id) FROM runs WHERE kind='experts'").fetchone()[0]
+top = db.execute("SELECT expert FROM expert_ability WHERE run_id=? AND ability='code' ORDER BY ap DESC, expert LIMIT 2", (er,)).fetchall()
+pr = db.execute("SELECT max(id) FROM runs WHERE kind='prune_experts'").fetchone()[0]
+r = db.execute("SELECT experts FROM expert_prune WHERE run_id=? AND removed='top:code:2' AND control='expert' AND label=''", (pr,)).fetchone()
+assert r == (2,), r
+assert len(top) == 2
+PY
+ok $? "prune --experts top:code:2 removes the experts run's two best experts for code"
+"$nl" prune "$fx/qwen2_moe" "$tmp/lab.jsonl" --db "$tmp/p.db" --experts 1:9 > /dev/null 2> "$tmp/err"; rc=$?
+{ echo "exit $rc"; cat "$tmp/err"; } > "$tmp/why"
+[ "$rc" -eq 1 ] && [ "$(wc -l < "$tmp/err")" -eq 1 ] && grep -q "expert in 0..5 or 'shared'" "$tmp/err"
+ok $? "prune --experts with an expert beyond the layer's: one line, exit 1"
 exit 0
