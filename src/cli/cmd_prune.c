@@ -22,14 +22,19 @@
 static int run(nl_ctx *ctx, int argc, char **argv);
 const nl_command nl_cmd_prune = {
     "prune", NL_CLI_RUN_USAGE " --db results.db (--scores RUN|latest [--top F] | --neurons FILE) [--eval FILE] [--seeds N] "
-    "[--abilities a,b,...] [--json] [--moe DIR --k K --fill zero|mean --router sim|oracle]",
+    "[--abilities a,b,...] [--json] [--moe DIR --k K --fill zero|mean --router sim|oracle] | " NL_CLI_RUN_USAGE
+    " --db results.db --experts all|L:E,L:shared,...|top:ABILITY[:N] [--scores RUN|latest] [--seeds N] [--seed S]",
     "perplexity on every label with one ability's top neurons zeroed, beside N same-size random sets: relative change per "
     "pruned ability x label. --scores RUN|latest: the ability run whose top sets are pruned (--top F re-chooses them from its "
     "scores, default the run's fraction); --neurons FILE: prune your own neurons instead (CSV header layer,neuron[,set] or a "
     "JSON list of {\"layer\":L,\"neuron\":I[,\"set\":NAME]}; one row per set, default set name 'neurons'); evaluated "
     "documents: by default the documents the scores run held out (ability --split), else all of DATA (for a run without a "
     "split these are the documents the neurons were selected on, and the output says so); --eval FILE: evaluate on another "
-    "JSONL instead; --seeds N: random sets per row (default 3); --abilities: prune only these (default all); --json",
+    "JSONL instead; --seeds N: random sets per row (default 3); --abilities: prune only these (default all); --json. "
+    "On a mixture-of-experts model, --experts removes experts instead (the router's choice is excluded: the token takes its "
+    "next-best expert; L:shared subtracts the shared expert): all = every expert in turn and each shared expert, a list = "
+    "each in turn, top:ABILITY[:N] = the N best experts per layer by the AP of the experts run --scores RUN|latest; "
+    "random-expert control of the same counts (--seeds N, --seed S); table expert_prune",
     run};
 
 #define MAX_ABILITIES 256

@@ -39,6 +39,10 @@ static const nl_cli_option prune[] = {
     {"--abilities", "a,b,...", 0, "the abilities to prune (labels of the run that DATA has)", "every ability of the run"},
     {"--json", NULL, 0, "print the matrix as JSON", NULL},
     NL_CLI_MOE_OPTIONS,
+    {"--experts", "SPEC", 0, "mixture-of-experts models: remove experts instead of neurons (router choice excluded, the token "
+                             "takes its next-best expert): all, a list like 1:3,1:shared (each in turn), or top:ABILITY[:N] (the N "
+                             "best experts per layer of the experts run --scores RUN|latest); table expert_prune", "neurons"},
+    {"--seed", "S", 0, "with --experts: seed of the random-expert control", "0"},
     {NULL, NULL, 0, NULL, NULL}};
 
 static const nl_cli_option perturb[] = {
