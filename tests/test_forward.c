@@ -316,7 +316,7 @@ static nl_status order_fn(void *user, nl_ctx *ctx, const nl_hook_info *info, flo
 /* Fires FFN_ACT at layer 0 on a dummy tensor and returns how many hooks ran (tags in g_order). */
 static int fire_order(const nl_hooks *h) {
     float x[4] = {0};
-    nl_hook_info info = {NL_HOOK_FFN_ACT, 0, 1, 4, 0, NULL};
+    nl_hook_info info = {NL_HOOK_FFN_ACT, 0, 1, 4, 0, NULL, NULL};
     g_norder = 0;
     cr_assert_eq(nl_hooks_fire(h, NULL, &info, x), NL_OK);
     return g_norder;
