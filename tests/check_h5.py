@@ -141,8 +141,52 @@ def check_file(path):
         if lg is None:
             return c.failed
         names = list(lg.keys())
-        c.check("/layers holds exactly the recorded layers, in creation order",
-                names == [str(l) for l in layers], f"{names} vs {list(layers)}")
+        moe = [int(l) for l in np.asarray(a.get("moe_layers", []))]
+        c.check("/layers holds exactly the recorded layers (dense and MoE), in creation order",
+                names == [str(l) for l in sorted(set(int(l) for l in layers) | set(moe))],
+                f"{names} vs {list(layers)} + moe {moe}")
+        if moe:   # native mixture-of-experts layers (DESIGN §10)
+            E, k, Fe, Fs = (int(a[x]) for x in ("n_experts", "experts_per_tok", "d_expert", "d_shared"))
+            c.check("MoE layers are not in attr layers", not set(moe) & set(int(l) for l in layers), "overlap")
+            for l in moe:
+                shapes = {"router_logits": ((N, E), np.float32), "experts": ((N, k), np.int16),
+                          "expert_weights": ((N, k), np.float32), "expert_act": ((N, k, Fe), want)}
+                if Fs:
+                    shapes.update({"shared_act": ((N, Fs), want), "shared_gate": ((N,), np.float32)})
+                for name, (shape, dt) in shapes.items():
+                    p = f"layers/{l}/{name}"
+                    if c.check(f"/{p} exists", p in f, "missing"):
+                        ds = f[p]
+                        c.check(f"/{p} {np.dtype(dt).name} {shape}", ds.dtype == dt and ds.shape == shape,
+                                f"got {ds.dtype} {ds.shape}")
+                        appendable(c, ds, f"/{p}")
+                c.check(f"/layers/{l} has no ffn_act (MoE layer)", f"layers/{l}/ffn_act" not in f, "present")
+                if all(f"layers/{l}/{n}" in f for n in shapes) and N:
+                    z = f[f"layers/{l}/router_logits"][...].astype(np.float64)
+                    ex = f[f"layers/{l}/experts"][...].astype(np.int64)
+                    w = f[f"layers/{l}/expert_weights"][...].astype(np.float64)
+                    pr = np.exp(z - z.max(1, keepdims=True))
+                    pr /= pr.sum(1, keepdims=True)
+                    c.check(f"/layers/{l}/experts in 0..E-1, distinct per token",
+                            bool(np.all((ex >= 0) & (ex < E))) and all(len(set(r)) == k for r in ex), "bad ids")
+                    ps = np.take_along_axis(pr, np.clip(ex, 0, E - 1), 1)
+                    top = -np.sort(-pr, 1)[:, :k]
+                    c.check(f"/layers/{l}/experts are the top-k of softmax(router_logits)",
+                            bool(np.allclose(ps, top, rtol=1e-4, atol=1e-6)), "not the top-k")
+                    r = w / ps
+                    c.check(f"/layers/{l}/expert_weights = p of the experts (renormalised or not)",
+                            bool(np.allclose(r, r[:, :1], rtol=1e-4)) and
+                            bool(np.allclose(r[:, 0], 1, rtol=1e-4) or np.allclose(w.sum(1), 1, rtol=1e-4)),
+                            "weights do not match the router")
+        for l in [int(x) for x in np.asarray(a.get("moefied_layers", []))]:   # record --moe DIR
+            p = f"layers/{l}/moe_experts"
+            K = int(a["moe_k"])
+            if c.check(f"/{p} exists", p in f, "missing"):
+                ds = f[p]
+                c.check(f"/{p} int16 (N, K)", ds.dtype == np.int16 and ds.shape == (N, K), f"got {ds.dtype} {ds.shape}")
+                v = ds[...]
+                c.check(f"/{p} ascending distinct ids", bool(np.all(np.diff(v, axis=1) > 0)) and bool(np.all(v >= 0)),
+                        "not ascending")
         n_acts = sum(1 for l in layers if f"layers/{l}/ffn_act" in f)
         c.check("ffn_act in all recorded layers or none (pooled-only)", n_acts in (0, len(layers)),
                 f"{n_acts} of {len(layers)}")

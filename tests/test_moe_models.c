@@ -220,6 +220,164 @@ Test(moe, routing_mixtral) { check_routing("mixtral"); }
 Test(moe, routing_qwen2_moe) { check_routing("qwen2_moe"); }
 Test(moe, routing_qwen3_moe) { check_routing("qwen3_moe"); }
 
+/* ---- the ROUTING hook (hooks.h): what `record` stores, against the PyTorch reference ---------- */
+
+typedef struct {
+    int T, E, k, Fe, Fs, calls;
+    int lidx[16];        /* layer → index among the MoE layers */
+    float *z, *w, *act, *sh, *sg; /* (n_moe, T, …) */
+    int32_t *sel;
+} rcap;
+
+static nl_status routing_fn(void *user, nl_ctx *ctx, const nl_hook_info *info, float *x) {
+    (void)ctx;
+    rcap *c = user;
+    const nl_moe_routing *r = info->moe;
+    cr_assert(r && info->point == NL_HOOK_ROUTING && info->width == c->k && x == r->weights);
+    cr_assert(r->E == c->E && r->k == c->k && r->d_expert == c->Fe && r->d_shared == c->Fs);
+    cr_assert(r->experts && r->weights && r->logits && r->probs && r->expert_act);
+    cr_assert_eq(r->shared_act != NULL, c->Fs > 0);
+    c->calls++;
+    const int i = c->lidx[info->layer], T = c->T, E = c->E, k = c->k;
+    for (int t = 0; t < info->T; t++) {
+        const size_t row = (size_t)i * T + info->pos0 + t;
+        double ps = 0;
+        for (int e = 0; e < E; e++) ps += r->probs[(size_t)t * E + e];
+        cr_assert(fabs(ps - 1) < 1e-5, "probabilities sum to %g", ps);
+        memcpy(c->z + row * E, r->logits + (size_t)t * E, (size_t)E * 4);
+        memcpy(c->w + row * k, r->weights + (size_t)t * k, (size_t)k * 4);
+        memcpy(c->sel + row * k, r->experts + (size_t)t * k, (size_t)k * 4);
+        memcpy(c->act + row * k * c->Fe, r->expert_act + (size_t)t * k * c->Fe, (size_t)k * c->Fe * 4);
+        if (c->Fs) {
+            memcpy(c->sh + row * c->Fs, r->shared_act + (size_t)t * c->Fs, (size_t)c->Fs * 4);
+            c->sg[row] = r->shared_gate[t];
+        }
+    }
+    return NL_OK;
+}
+
+/* The ROUTING observer sees the reference's router logits, experts (same order), weights, expert
+ * activations by slot and the shared expert's activations and gate, in one batch and by chunks of
+ * 3 (rows through the KV cache); the logits of the forward pass are unchanged by observing. */
+static void check_routing_hook(const char *name) {
+    char dir[256];
+    snprintf(dir, sizeof dir, FX "/%s", name);
+    fixture x;
+    fixture_load(&x, dir);
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_model *m;
+    cr_assert_eq(nl_model_open(&ctx, dir, &m), NL_OK, "%s", ctx.msg);
+    const nl_config *c = nl_model_config(m);
+    const int T = x.T, E = x.E, k = x.k, Fe = c->d_expert, Fs = c->d_shared, nm = x.n_moe;
+    float *want_z = read_f32(dir, "router_logits.f32", (size_t)nm * T * E);
+    float *want_w = read_f32(dir, "expert_weights.f32", (size_t)nm * T * k);
+    float *want_act = read_f32(dir, "expert_act.f32", (size_t)nm * T * k * Fe);
+    float *want_sh = Fs ? read_f32(dir, "shared_act.f32", (size_t)nm * T * Fs) : NULL;
+    float *want_sg = Fs ? read_f32(dir, "shared_gate.f32", (size_t)nm * T) : NULL;
+    char p[512];
+    size_t nb;
+    snprintf(p, sizeof p, "%s/experts.i32", dir);
+    int32_t *want_sel = nl_read_all(p, &nb);
+    cr_assert(want_sel && nb == (size_t)nm * T * k * 4);
+    const int chunks[2] = {T, 3};
+    float *plain = malloc((size_t)T * x.V * 4), *seen = malloc((size_t)T * x.V * 4);
+    for (int ci = 0; ci < 2; ci++) {
+        rcap rc = {T, E, k, Fe, Fs, 0, {0}, calloc((size_t)nm * T * E, 4), calloc((size_t)nm * T * k, 4),
+                   calloc((size_t)nm * T * k * Fe, 4), calloc((size_t)nm * T * (Fs ? Fs : 1), 4), calloc((size_t)nm * T, 4),
+                   calloc((size_t)nm * T * k, 4)};
+        for (int i = 0; i < nm; i++) rc.lidx[x.moe[i]] = i;
+        nl_forward *f;
+        cr_assert_eq(nl_forward_create(&ctx, m, chunks[ci], 64, &f), NL_OK, "%s", ctx.msg);
+        for (int pass = 0; pass < 2; pass++) { /* 0: no observer; 1: with the ROUTING observer */
+            nl_hook_id id = 0;
+            if (pass) cr_assert_eq(nl_hooks_add_id(nl_forward_hooks(f), NL_HOOK_ROUTING, -1, NL_HOOK_OBSERVE, routing_fn, &rc, &id), NL_OK);
+            nl_forward_reset(f);
+            for (int t0 = 0; t0 < T; t0 += chunks[ci]) {
+                const int n = T - t0 < chunks[ci] ? T - t0 : chunks[ci];
+                cr_assert_eq(nl_forward_run(f, &ctx, x.tokens + t0, n, (pass ? seen : plain) + (size_t)t0 * x.V), NL_OK, "%s", ctx.msg);
+            }
+            if (pass) nl_hooks_remove(nl_forward_hooks(f), id);
+        }
+        cr_assert(!memcmp(plain, seen, (size_t)T * x.V * 4), "%s: observing the routing changed the logits", name);
+        cr_assert_eq(rc.calls, nm * ((T + chunks[ci] - 1) / chunks[ci]));
+        nl_check_close(rc.z, want_z, (size_t)nm * T * E, 1e-4);
+        cr_assert(!memcmp(rc.sel, want_sel, (size_t)nm * T * k * 4), "%s: routing differs from the reference", name);
+        nl_check_close(rc.w, want_w, (size_t)nm * T * k, 1e-5);
+        nl_check_close(rc.act, want_act, (size_t)nm * T * k * Fe, 1e-4);
+        if (Fs) {
+            nl_check_close(rc.sh, want_sh, (size_t)nm * T * Fs, 1e-4);
+            nl_check_close(rc.sg, want_sg, (size_t)nm * T, 1e-5);
+        }
+        free(rc.z), free(rc.w), free(rc.act), free(rc.sh), free(rc.sg), free(rc.sel);
+        nl_forward_destroy(f);
+    }
+    free(plain), free(seen), free(want_z), free(want_w), free(want_act), free(want_sh), free(want_sg), free(want_sel);
+    json_decref(x.e);
+    nl_model_close(m);
+}
+
+Test(moe, routing_hook_mixtral) { check_routing_hook("mixtral"); }
+Test(moe, routing_hook_qwen2_moe) { check_routing_hook("qwen2_moe"); }
+Test(moe, routing_hook_qwen3_moe) { check_routing_hook("qwen3_moe"); }
+
+/* Removing expert e through a ROUTER_LOGITS intervener (z[:, e] = -inf): no token chooses e, and
+ * each token's experts are the reference's ranking without e (the next-best expert moves in). */
+typedef struct { int e; } rm_expert;
+static nl_status remove_fn(void *user, nl_ctx *ctx, const nl_hook_info *info, float *x) {
+    (void)ctx;
+    const rm_expert *r = user;
+    for (int t = 0; t < info->T; t++) x[(size_t)t * info->width + r->e] = -INFINITY;
+    return NL_OK;
+}
+
+Test(moe, router_logits_intervener_removes_an_expert) {
+    const char *name = "mixtral";
+    char dir[256];
+    snprintf(dir, sizeof dir, FX "/%s", name);
+    fixture x;
+    fixture_load(&x, dir);
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_model *m;
+    cr_assert_eq(nl_model_open(&ctx, dir, &m), NL_OK, "%s", ctx.msg);
+    const nl_config *c = nl_model_config(m);
+    const int T = x.T, E = x.E, k = x.k, Fe = c->d_expert, nm = x.n_moe, l = x.moe[0];
+    float *want_z = read_f32(dir, "router_logits.f32", (size_t)nm * T * E);
+    for (int e = 0; e < E; e++) {
+        rcap rc = {T, E, k, Fe, 0, 0, {0}, calloc((size_t)nm * T * E, 4), calloc((size_t)nm * T * k, 4),
+                   calloc((size_t)nm * T * k * Fe, 4), calloc(1, 4), calloc(1, 4), calloc((size_t)nm * T * k, 4)};
+        for (int i = 0; i < nm; i++) rc.lidx[x.moe[i]] = i;
+        rm_expert rm = {e};
+        nl_forward *f;
+        cr_assert_eq(nl_forward_create(&ctx, m, T, 64, &f), NL_OK, "%s", ctx.msg);
+        nl_hooks_add(nl_forward_hooks(f), NL_HOOK_ROUTER_LOGITS, l, NL_HOOK_INTERVENE, remove_fn, &rm);
+        nl_hooks_add(nl_forward_hooks(f), NL_HOOK_ROUTING, l, NL_HOOK_OBSERVE, routing_fn, &rc);
+        cr_assert_eq(nl_forward_run(f, &ctx, x.tokens, T, NULL), NL_OK, "%s", ctx.msg);
+        const int i = rc.lidx[l];
+        for (int t = 0; t < T; t++) { /* the first layer's input is unchanged: rank the reference logits */
+            const float *z = want_z + ((size_t)i * T + t) * E;
+            int used[64] = {0};
+            used[e] = 1;
+            for (int j = 0; j < k; j++) {
+                int best = -1;
+                for (int q = 0; q < E; q++)
+                    if (!used[q] && (best < 0 || z[q] > z[best])) best = q;
+                used[best] = 1;
+                cr_assert_eq(rc.sel[((size_t)i * T + t) * k + j], best, "expert %d removed: token %d slot %d", e, t, j);
+            }
+            double ws = 0;
+            for (int j = 0; j < k; j++) ws += rc.w[((size_t)i * T + t) * k + j];
+            cr_assert(fabs(ws - 1) < 1e-5); /* mixtral renormalises over the k chosen */
+        }
+        free(rc.z), free(rc.w), free(rc.act), free(rc.sh), free(rc.sg), free(rc.sel);
+        nl_forward_destroy(f);
+    }
+    free(want_z);
+    json_decref(x.e);
+    nl_model_close(m);
+}
+
 /* nl_moe_topk against torch.topk on rows full of exact ties (both algorithm branches). */
 Test(moe, topk_ties_as_torch) {
     json_error_t jerr;

@@ -18,6 +18,19 @@
  *   /layers/{l}/ffn_in    f32|f16 [N, D]   normalised FFN input (what the gate/up projections read)
  *   /layers/{l}/w_out_norm f32    [F]      ‖W_out[:, i]‖₂
  *   /pooled/{l}/mean_abs  f32     [Dc, F]  mean |a| over the prompt tokens (when meta.pooled)
+ * Mixture-of-experts layers (meta.moe_layers, DESIGN §10), instead of ffn_act / w_out_norm / mean_abs:
+ *   /layers/{l}/router_logits  f32     [N, E]           router logits before the softmax
+ *   /layers/{l}/experts        int16   [N, k]           chosen experts, torch.topk order
+ *   /layers/{l}/expert_weights f32     [N, k]           their weights in the block's output
+ *   /layers/{l}/expert_act     f32|f16 [N, k, d_expert] slot j = activations of expert experts[t, j]
+ *   /layers/{l}/shared_act     f32|f16 [N, d_shared]    shared expert's activations (d_shared > 0)
+ *   /layers/{l}/shared_gate    f32     [N]              sigmoid(x·w_shared_gate) (d_shared > 0)
+ *   root attrs moe_layers (int32 [n_moe]), n_experts, experts_per_tok, d_expert, d_shared; the
+ *   "layers" attribute then lists only the other (dense) recorded layers, so readers of ffn_act
+ *   see a file of dense layers.
+ * MoEfied layers (meta.moefied_layers, `record --moe DIR`), beside ffn_act:
+ *   /layers/{l}/moe_experts    int16   [N, K]           the K selected experts, ascending ids
+ *   root attrs moefied_layers (int32), moe_k.
  *   /vocab                string  [V]      optional (nl_h5_writer_put_vocab): UTF-8 variable-length
  *                                          text of token id t at index t (see put_vocab)
  *   /vocab_bytes          vlen u8 [V]      optional: the exact bytes of token id t (a character split
@@ -124,6 +137,14 @@ typedef struct {
                              * recorded layer, same dtype, chunking and filter as ffn_act (chunk rows:
                              * chunk_rows when given, else automatic for d_model); 0 = none.
                              * Writer only (the reader leaves it 0); checked by resume. */
+    /* Writer only (checked by resume): native mixture-of-experts layers among the recorded layers
+     * (each listed layer must be recorded), with the model's shape; and MoEfied layers. */
+    const int *moe_layers;  /* (n_moe) NULL/0 = none */
+    int n_moe;
+    int moe_E, moe_k, d_expert, d_shared; /* n_experts, experts per token, widths (d_shared 0 = none) */
+    const int *moefied_layers; /* (n_moefied) recorded dense layers that get moe_experts [N, moe_K] */
+    int n_moefied;
+    int moe_K;
 } nl_h5_meta;
 
 /* Per-token datasets of width d_model a file can hold beside ffn_act (`record --hook`), named
@@ -177,6 +198,19 @@ nl_status nl_h5_writer_append_acts(nl_h5_writer *w, nl_ctx *ctx, int layer, cons
  * f16 when meta.dtype is NL_H5_F16). A stream not in meta.streams, or a layer not recorded, is
  * accepted and ignored; a stream outside the enum is NL_EINVAL. */
 nl_status nl_h5_writer_append_stream(nl_h5_writer *w, nl_ctx *ctx, nl_h5_stream s, int layer, const float *x, int T);
+
+/* Appends the routing of T tokens of native MoE layer `layer` (hooks.h nl_moe_routing: experts
+ * (T, k) int32 stored as int16, weights (T, k), logits (T, E), expert_act (T, k, d_expert),
+ * shared_act (T, d_shared) and shared_gate (T) when d_shared > 0; all borrowed). A layer that is not
+ * a recorded MoE layer is accepted and ignored. MoEfied: nl_h5_writer_append_moe_experts appends
+ * sel (T, moe_K) to moe_experts of a recorded MoEfied layer (others ignored). */
+nl_status nl_h5_writer_append_routing(nl_h5_writer *w, nl_ctx *ctx, int layer, const int32_t *experts, const float *weights,
+                                      const float *logits, const float *expert_act, const float *shared_act,
+                                      const float *shared_gate, int T);
+nl_status nl_h5_writer_append_moe_experts(nl_h5_writer *w, nl_ctx *ctx, int layer, const int32_t *sel, int T);
+/* 1 when layer is a recorded native MoE layer / a recorded MoEfied layer of this writer. */
+int nl_h5_writer_is_moe_layer(const nl_h5_writer *w, int layer);
+int nl_h5_writer_is_moefied_layer(const nl_h5_writer *w, int layer);
 
 /* Appends the open document's row mean_abs: (F), borrowed, to /pooled/{layer}/mean_abs.
  * At most one row per layer per document. */

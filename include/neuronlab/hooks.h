@@ -26,9 +26,23 @@
  * router's input) and FFN_OUT (the whole block's output: weighted routed experts + gated shared
  * expert) fire as on every layer; FFN_PRE, FFN_UP and FFN_ACT are NOT fired, because there is
  * no single (T, F) activation — each token has k experts of width d_expert. Analyses of dense
- * neurons (record, sparsity, perturb, prune) therefore refuse MoE layers: nl_model_w_out_norm
+ * neurons (sparsity, perturb, prune) therefore refuse MoE layers: nl_model_w_out_norm
  * fails with NL_EUNSUPPORTED naming the layer. Dense layers of an MoE model (Qwen-MoE
- * mlp_only_layers / decoder_sparse_step) fire every point as usual.
+ * mlp_only_layers / decoder_sparse_step) fire every point as usual. Instead, MoE layers fire:
+ *   ROUTER_LOGITS (T, E)  the router logits z = x·W_routerᵀ before the softmax. Interveners may
+ *                         edit them (setting z[t, e] = -INFINITY removes expert e for token t:
+ *                         the token takes its next-best expert; `prune --experts` does this);
+ *                         the routing is computed from the edited values.
+ *   ROUTING              the selection, after the block has computed: x = the routing weights
+ *                         (T, k), width = k, and info->moe (nl_moe_routing below) holds every
+ *                         part of the selection. Observers only: x and info->moe are read-only,
+ *                         an intervener's changes to x have no effect on the output.
+ * MoEfied layers (src/moe/moe_ffn.c, `--moe DIR`) fire ROUTING too, with the one observer API:
+ * there info->moe->experts holds the K selected experts of each token in ascending order,
+ * weights / probs / logits / expert_act / shared_* are NULL (every selected expert counts fully;
+ * the effective activations are on FFN_ACT), and x is NULL. They do not fire ROUTER_LOGITS.
+ * Cost: the MoE block asks nl_hooks_wants once per call; with no ROUTING observer it copies
+ * nothing and its work is exactly what it was (no expert-activation buffer is touched).
  *
  * Checked by tests/test_forward.c (hook identity, masking through an intervener, FFN input,
  * removal by handle).
@@ -49,12 +63,33 @@ typedef enum {
                           * projections; an intervener's changes are what the FFN computes on
                           * (edited in place; with a shared norm (Phi) attention has already
                           * read this buffer, so only the FFN sees the change) */
+    NL_HOOK_ROUTER_LOGITS, /* (T, E) MoE layers: router logits before the softmax (see above) */
+    NL_HOOK_ROUTING,       /* (T, k) MoE and MoEfied layers: routing weights, and info->moe */
     NL_HOOK_COUNT
 } nl_hook_point;
 
 const char *nl_hook_point_name(nl_hook_point p);
 
 typedef enum { NL_HOOK_OBSERVE = 0, NL_HOOK_INTERVENE = 1 } nl_hook_kind;
+
+/* The routing of T tokens through one mixture-of-experts layer (NL_HOOK_ROUTING). Pointers are
+ * borrowed for the duration of the hook call; rows are the call's T tokens in order. */
+typedef struct {
+    int E;                    /* routed experts of the layer */
+    int k;                    /* experts chosen per token (columns of experts / weights) */
+    const int32_t *experts;   /* (T, k) chosen experts: native MoE in torch.topk order (largest
+                               * probability first, ties as nl_moe_topk); MoEfied ascending ids */
+    const float *weights;     /* (T, k) weight of each chosen expert in the output: p, divided by the
+                               * sum of the k when the config renormalises; NULL on MoEfied layers */
+    const float *logits;      /* (T, E) router logits (after ROUTER_LOGITS interveners); NULL MoEfied */
+    const float *probs;       /* (T, E) softmax of logits; NULL on MoEfied layers */
+    int d_expert;             /* width of one routed expert (native); 0 on MoEfied layers */
+    const float *expert_act;  /* (T, k, d_expert) slot j of token t = the neuron activations
+                               * act(x·W_gateᵀ) ⊙ (x·W_upᵀ) of expert experts[t, j]; NULL MoEfied */
+    int d_shared;             /* width of the shared expert, 0 when the layer has none */
+    const float *shared_act;  /* (T, d_shared) shared expert's activations, NULL when none */
+    const float *shared_gate; /* (T) sigmoid(x·w_shared_gate), NULL when none */
+} nl_moe_routing;
 
 typedef struct {
     nl_hook_point point;
@@ -63,6 +98,7 @@ typedef struct {
     int width;             /* columns of x */
     int pos0;              /* sequence position of row 0 */
     const int32_t *tokens; /* (T) token ids of the rows */
+    const nl_moe_routing *moe; /* NL_HOOK_ROUTING only: the selection; NULL at every other point */
 } nl_hook_info;
 
 /* x: (T, width) row-major. Observers must not write to it. */

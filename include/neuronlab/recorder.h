@@ -10,6 +10,10 @@
  * every document ended so far stays in the file; a writer opened with nl_h5_writer_resume
  * continues after the documents it holds.
  * Checked by tests/test_recorder.c (stories260K activations, w_out_norm, pooling).
+ * Mixture-of-experts: the writer's native MoE layers (meta.moe_layers) get their routing datasets
+ * from an NL_HOOK_ROUTING observer (router_logits, experts, expert_weights, expert_act, shared_act,
+ * shared_gate; no ffn_act, w_out_norm or mean_abs: pooling skips them), its MoEfied layers
+ * moe_experts beside ffn_act; the same rows as ffn_act. Checked by tests/moe_models_cli.sh.
  */
 #ifndef NEURONLAB_RECORDER_H
 #define NEURONLAB_RECORDER_H

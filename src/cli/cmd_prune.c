@@ -10,24 +10,31 @@
  * error after the run started marks it 'failed'. Bad option values are usage errors (exit 2).
  * Checked by tests/prune_cli.sh. */
 #include <math.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "analyses/experts.h"
 #include "analyses/prune.h"
 #include "cli/cli.h"
 
 static int run(nl_ctx *ctx, int argc, char **argv);
 const nl_command nl_cmd_prune = {
     "prune", NL_CLI_RUN_USAGE " --db results.db (--scores RUN|latest [--top F] | --neurons FILE) [--eval FILE] [--seeds N] "
-    "[--abilities a,b,...] [--json] [--moe DIR --k K --fill zero|mean --router sim|oracle]",
+    "[--abilities a,b,...] [--json] [--moe DIR --k K --fill zero|mean --router sim|oracle] | " NL_CLI_RUN_USAGE
+    " --db results.db --experts all|L:E,L:shared,...|top:ABILITY[:N] [--scores RUN|latest] [--seeds N] [--seed S]",
     "perplexity on every label with one ability's top neurons zeroed, beside N same-size random sets: relative change per "
     "pruned ability x label. --scores RUN|latest: the ability run whose top sets are pruned (--top F re-chooses them from its "
     "scores, default the run's fraction); --neurons FILE: prune your own neurons instead (CSV header layer,neuron[,set] or a "
     "JSON list of {\"layer\":L,\"neuron\":I[,\"set\":NAME]}; one row per set, default set name 'neurons'); evaluated "
     "documents: by default the documents the scores run held out (ability --split), else all of DATA (for a run without a "
     "split these are the documents the neurons were selected on, and the output says so); --eval FILE: evaluate on another "
-    "JSONL instead; --seeds N: random sets per row (default 3); --abilities: prune only these (default all); --json",
+    "JSONL instead; --seeds N: random sets per row (default 3); --abilities: prune only these (default all); --json. "
+    "On a mixture-of-experts model, --experts removes experts instead (the router's choice is excluded: the token takes its "
+    "next-best expert; L:shared subtracts the shared expert): all = every expert in turn and each shared expert, a list = "
+    "each in turn, top:ABILITY[:N] = the N best experts per layer by the AP of the experts run --scores RUN|latest; "
+    "random-expert control of the same counts (--seeds N, --seed S); table expert_prune",
     run};
 
 #define MAX_ABILITIES 256
@@ -281,9 +288,163 @@ static void print_json(const nl_cli_run *cr, const nl_dataset *ds, const nl_prun
     printf("]}\n");
 }
 
+/* ---- prune --experts SPEC (analyses/experts.h: removal = the router's choice excluded) --------- */
+
+/* The latest complete experts run of db (0 when none). */
+static int64_t latest_experts_run(nl_results *db) {
+    sqlite3_stmt *q = NULL;
+    int64_t id = 0;
+    if (sqlite3_prepare_v2(nl_results_db(db), "SELECT max(id) FROM runs WHERE kind = 'experts' AND status = 'complete'", -1, &q,
+                           NULL) == SQLITE_OK &&
+        sqlite3_step(q) == SQLITE_ROW)
+        id = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    return id;
+}
+
+/* SPEC: "all" (every expert in turn, and each layer's shared expert), "L:E,L:shared,…" (each in
+ * turn), or "top:ABILITY[:N]" (one set: the N experts of each MoE layer with the highest AP for
+ * ABILITY in the experts run --scores RUN|latest, ties to the lower expert id; N default 1). */
+static int prune_experts(nl_ctx *ctx, int argc, char **argv) {
+    const nl_command *cmd = &nl_cmd_prune;
+    nl_cli_run cr = {0};
+    nl_cli_common co = {0};
+    const char *spec = NULL, *v;
+    long seeds = 3;
+    for (int i = 1; i < argc; i++) {
+        int k = nl_cli_run_arg(cmd, &cr, argc, argv, &i);
+        if (k == 1) continue;
+        if (k) return k;
+        if ((k = nl_cli_common_arg(cmd, ctx, NL_CLI_DB | NL_CLI_SCORES | NL_CLI_SEED, &co, argc, argv, &i))) {
+            if (k != 1) return k;
+        } else if ((k = nl_cli_opt(argc, argv, &i, "--experts", &v))) {
+            if (k < 0 || !*v) return nl_cli_usage(cmd, "--experts needs all, a list like 1:3,1:shared, or top:ABILITY[:N]");
+            spec = v;
+        } else if ((k = nl_cli_opt(argc, argv, &i, "--seeds", &v))) {
+            if (k < 0 || !nl_cli_int(v, 0, 1000, &seeds)) return nl_cli_usage(cmd, "--seeds needs a number of random sets, 0..1000");
+        } else return nl_cli_usage(cmd, "unknown option '%s' (with --experts)", argv[i]);
+    }
+    if (nl_cli_run_check(cmd, &cr)) return 2;
+    if (!co.db) return nl_cli_usage(cmd, "--db is required");
+    nl_results *db = NULL;
+    int64_t run_id = 0, scores = 0;
+    nl_expert_set *sets = NULL;
+    int n_sets = 0, *store = NULL;
+    char *names = NULL;
+    nl_status st = nl_results_open(ctx, co.db, 0, &db);
+    if (st == NL_OK) st = nl_cli_run_open(ctx, &cr);
+    const nl_config *c = cr.m ? nl_model_config(cr.m) : NULL;
+    if (st == NL_OK && c->n_experts <= 0)
+        st = nl_errorf(ctx, NL_EINVAL, "'%s' has no mixture-of-experts layer: --experts needs an MoE model", cr.model);
+    if (st == NL_OK && !strcmp(spec, "all")) {
+        st = nl_expert_sets_all(ctx, c, &sets, &n_sets, &store, &names);
+    } else if (st == NL_OK && !strncmp(spec, "top:", 4)) {
+        char ability[256];
+        long topn = 1;
+        snprintf(ability, sizeof ability, "%s", spec + 4);
+        char *colon = strrchr(ability, ':');
+        if (colon && nl_cli_int(colon + 1, 1, NL_MOE_MAX_EXPERTS, &topn)) *colon = 0;
+        scores = co.scores > 0 ? co.scores : latest_experts_run(db);
+        if (scores <= 0) st = nl_errorf(ctx, NL_EINVAL, "'%s' holds no complete experts run (run `neuronlab experts` first)", co.db);
+        sqlite3_stmt *q = NULL;
+        int cap = c->n_layers * (int)topn;
+        store = malloc(sizeof(int) * 2 * (size_t)(cap > 0 ? cap : 1));
+        sets = calloc(1, sizeof *sets);
+        names = malloc(strlen(spec) + 1);
+        if (st == NL_OK && (!store || !sets || !names)) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+        if (st == NL_OK &&
+            sqlite3_prepare_v2(nl_results_db(db),
+                               "SELECT layer, expert FROM (SELECT layer, expert, row_number() OVER (PARTITION BY layer "
+                               "ORDER BY ap DESC, expert) AS r FROM expert_ability WHERE run_id = ? AND ability = ? AND ap IS NOT NULL) "
+                               "WHERE r <= ? ORDER BY layer, r", -1, &q, NULL) != SQLITE_OK)
+            st = nl_results_error(ctx, db, "cannot read the expert_ability rows");
+        int n = 0;
+        if (st == NL_OK) {
+            sqlite3_bind_int64(q, 1, scores);
+            sqlite3_bind_text(q, 2, ability, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_int(q, 3, (int)topn);
+            while (sqlite3_step(q) == SQLITE_ROW && n < cap) {
+                store[n] = sqlite3_column_int(q, 0), store[cap + n] = sqlite3_column_int(q, 1);
+                n++;
+            }
+        }
+        sqlite3_finalize(q);
+        if (st == NL_OK && n == 0) st = nl_errorf(ctx, NL_EINVAL, "experts run %lld has no ability '%s'", (long long)scores, ability);
+        if (st == NL_OK) {
+            strcpy(names, spec);
+            sets[0] = (nl_expert_set){names, n, store, store + cap};
+            n_sets = 1;
+        }
+    } else if (st == NL_OK) { /* L:E,L:shared,... each in turn */
+        int cap = 1;
+        for (const char *p = spec; *p; p++) cap += *p == ',';
+        store = malloc(sizeof(int) * 2 * (size_t)cap);
+        sets = calloc((size_t)cap, sizeof *sets);
+        names = malloc(strlen(spec) + 1);
+        if (!store || !sets || !names) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+        else strcpy(names, spec);
+        for (char *tok = st == NL_OK ? strtok(names, ",") : NULL; tok && st == NL_OK; tok = strtok(NULL, ",")) {
+            char *colon = strchr(tok, ':');
+            long l = -1, e = -1;
+            if (!colon) st = nl_errorf(ctx, NL_EINVAL, "--experts '%s': expected LAYER:EXPERT or LAYER:shared", tok);
+            else {
+                *colon = 0;
+                if (!nl_cli_int(tok, 0, c->n_layers - 1, &l) || (strcmp(colon + 1, "shared") && !nl_cli_int(colon + 1, 0, c->n_experts - 1, &e)))
+                    st = nl_errorf(ctx, NL_EINVAL, "--experts '%s:%s': layer in 0..%d and expert in 0..%d or 'shared'", tok, colon + 1,
+                                   c->n_layers - 1, c->n_experts - 1);
+                *colon = ':';
+            }
+            if (st != NL_OK) break;
+            store[2 * n_sets] = (int)l, store[2 * n_sets + 1] = (int)e;
+            sets[n_sets] = (nl_expert_set){tok, 1, &store[2 * n_sets], &store[2 * n_sets + 1]};
+            n_sets++;
+        }
+    }
+    if (st == NL_OK) {
+        char params[512];
+        snprintf(params, sizeof params, "{\"experts\":\"%.200s\",\"scores_run\":%lld,\"seeds\":%ld,\"seed\":%llu,\"ctx\":%ld,\"stride\":%ld,\"batch\":%ld}",
+                 spec, (long long)scores, seeds, (unsigned long long)co.seed, cr.ctx, cr.stride ? cr.stride : cr.ctx / 2, cr.batch);
+        nl_run_info info = {.kind = "prune_experts", .model = cr.model, .dataset = cr.data, .params = params};
+        st = nl_results_begin_run(ctx, db, &info, &run_id);
+    }
+    if (st == NL_OK) {
+        nl_progress prog;
+        nl_progress_init(&prog, "prune", cr.ds->n_tokens, "tok", ctx->progress);
+        nl_expert_prune_opts o = {n_sets, sets, (int)seeds, co.seed, (int)cr.stride};
+        st = nl_expert_prune_run(ctx, &o, cr.f, cr.ds, db, run_id, &prog);
+        nl_progress_end(&prog);
+    }
+    if (db && run_id > 0) st = nl_results_finish_run(ctx, db, run_id, st, NULL);
+    if (st == NL_OK) { /* the effect on all documents, with the random control's mean */
+        sqlite3_stmt *q = NULL;
+        printf("run %lld: removed  ppl(all)  rel_change  random mean (%ld seeds)\n", (long long)run_id, seeds);
+        if (sqlite3_prepare_v2(nl_results_db(db),
+                               "SELECT e.removed, e.ppl, e.rel_change, (SELECT avg(r.rel_change) FROM expert_prune r WHERE "
+                               "r.run_id = e.run_id AND r.removed = e.removed AND r.control = 'random' AND r.label = '') "
+                               "FROM expert_prune e WHERE e.run_id = ? AND e.label = '' AND e.control != 'random' ORDER BY e.control != 'none', e.removed",
+                               -1, &q, NULL) != SQLITE_OK)
+            q = NULL;
+        if (q) sqlite3_bind_int64(q, 1, run_id);
+        while (q && sqlite3_step(q) == SQLITE_ROW) {
+            const char *rm = (const char *)sqlite3_column_text(q, 0);
+            printf("  %-12s %9.4f  %+9.5f", rm[0] ? rm : "(none)", sqlite3_column_double(q, 1), sqlite3_column_double(q, 2));
+            if (sqlite3_column_type(q, 3) != SQLITE_NULL) printf("  %+9.5f", sqlite3_column_double(q, 3));
+            printf("\n");
+        }
+        sqlite3_finalize(q);
+    }
+    nl_results_close(db);
+    free(sets), free(store), free(names);
+    int rc = nl_cli_finish(ctx, st, NULL);
+    nl_cli_run_close(&cr);
+    return rc;
+}
+
 /* ---- the command ------------------------------------------------------------------------------ */
 
 static int run(nl_ctx *ctx, int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--experts")) return prune_experts(ctx, argc, argv);
     nl_cli_run cr = {0};
     const nl_command *cmd = &nl_cmd_prune;
     nl_prune_opts opt;

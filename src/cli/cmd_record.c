@@ -315,15 +315,27 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         if (n_layers <= 0)
             st = nl_errorf(ctx, NL_EINVAL, "--layers '%s': expected a list like 0,2,5-7 of layers in 0..%d", layers_s, c->n_layers - 1);
     }
-    /* mixture-of-experts layers have no single (T, F) activation to record (hooks.h): refuse
-     * them before any file is written */
+    /* mixture-of-experts layers have no single (T, F) activation (hooks.h): they record their
+     * routing instead (DESIGN §10: router_logits, experts, expert_weights, expert_act, shared_*);
+     * MoEfied layers (--moe) record moe_experts beside ffn_act */
+    int *moe_l = NULL, n_moe_l = 0, *moefied_l = NULL, n_moefied_l = 0;
+    if (st == NL_OK && c) {
+        moe_l = malloc((size_t)c->n_layers * sizeof(int));
+        moefied_l = malloc((size_t)c->n_layers * sizeof(int));
+        if (!moe_l || !moefied_l) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    }
     for (int j = 0; st == NL_OK && j < (layers_s ? n_layers : c->n_layers); j++) {
         const int l = layers_s ? layers[j] : j;
-        if (nl_config_is_moe_layer(c, l))
-            st = nl_errorf(ctx, NL_EUNSUPPORTED,
-                           "layer %d of '%s' is a mixture-of-experts layer (%d experts): recording experts is not "
-                           "supported yet (record dense layers with --layers)", l, r.model, c->n_experts);
+        if (nl_config_is_moe_layer(c, l)) moe_l[n_moe_l++] = l;
+        else if (mo.dir && mo.moe)
+            for (int i = 0; i < nl_moe_n_layers(mo.moe); i++)
+                if (nl_moe_layer_index(mo.moe, i) == l) moefied_l[n_moefied_l++] = l;
     }
+    if (st == NL_OK && stats && n_moe_l)
+        st = nl_errorf(ctx, NL_EUNSUPPORTED,
+                       "layer %d of '%s' is a mixture-of-experts layer (%d experts): --stats summarises ffn_act of dense "
+                       "layers only (record the routing without --stats, or pick dense layers with --layers)",
+                       moe_l[0], r.model, c->n_experts);
     if (st == NL_OK)
         st = check_output(ctx, outp, r.data, dbpath, r.tok ? nl_tokenizer_path(r.tok) : r.tokenizer, r.model, force || resume);
     nl_imatrix *imat = NULL;
@@ -377,6 +389,10 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         meta.pooled = pool;
         meta.no_acts = !hook_acts;
         meta.streams = hook_streams;
+        meta.moe_layers = moe_l, meta.n_moe = n_moe_l;
+        if (n_moe_l)
+            meta.moe_E = c->n_experts, meta.moe_k = c->n_experts_per_tok, meta.d_expert = c->d_expert, meta.d_shared = c->d_shared;
+        meta.moefied_layers = moefied_l, meta.n_moefied = n_moefied_l, meta.moe_K = mo.K;
         meta.dataset_checksum = checksum;
         meta.commit_seconds = commit_s;
         if (clog && clog[0] && strcmp(clog, "0")) meta.on_commit = log_commit, meta.on_commit_user = (void *)outp;
@@ -414,6 +430,8 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     int rc = nl_cli_finish(ctx, st, NULL); /* the interruption was reported above */
     if (st == NL_OK) fprintf(stderr, "wrote '%s': %d documents, %lld tokens\n", outp, ds->n_docs, (long long)ds->n_tokens);
     free(layers);
+    free(moe_l);
+    free(moefied_l);
     nl_cli_moe_close(&mo, r.f);
     nl_cli_run_close(&r);
     return rc;

@@ -39,6 +39,10 @@ static const nl_cli_option prune[] = {
     {"--abilities", "a,b,...", 0, "the abilities to prune (labels of the run that DATA has)", "every ability of the run"},
     {"--json", NULL, 0, "print the matrix as JSON", NULL},
     NL_CLI_MOE_OPTIONS,
+    {"--experts", "SPEC", 0, "mixture-of-experts models: remove experts instead of neurons (router choice excluded, the token "
+                             "takes its next-best expert): all, a list like 1:3,1:shared (each in turn), or top:ABILITY[:N] (the N "
+                             "best experts per layer of the experts run --scores RUN|latest); table expert_prune", "neurons"},
+    {"--seed", "S", 0, "with --experts: seed of the random-expert control", "0"},
     {NULL, NULL, 0, NULL, NULL}};
 
 static const nl_cli_option perturb[] = {
@@ -80,7 +84,7 @@ static const nl_cli_option record[] = {
     {NULL, NULL, 0, NULL, NULL}};
 
 extern const nl_cli_option nl_cli_opts_info[], nl_cli_opts_ppl[], nl_cli_opts_generate[], nl_cli_opts_train[],
-    nl_cli_opts_tokenizer_train[], nl_cli_opts_tokenize[], nl_cli_opts_runs[], nl_cli_opts_report[], nl_cli_opts_sparsity[], nl_cli_opts_moefy[], nl_cli_opts_export[];
+    nl_cli_opts_tokenizer_train[], nl_cli_opts_tokenize[], nl_cli_opts_runs[], nl_cli_opts_report[], nl_cli_opts_sparsity[], nl_cli_opts_moefy[], nl_cli_opts_export[], nl_cli_opts_experts[];
 
 const nl_cli_option *nl_cli_help_table(const char *name) {
     static const struct {
@@ -101,7 +105,8 @@ const nl_cli_option *nl_cli_help_table(const char *name) {
                   {"report", nl_cli_opts_report},
                   {"sparsity", nl_cli_opts_sparsity},
                   {"moefy", nl_cli_opts_moefy},
-                  {"export", nl_cli_opts_export}};
+                  {"export", nl_cli_opts_export},
+                  {"experts", nl_cli_opts_experts}};
     for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
         if (!strcmp(name, tables[i].name)) return tables[i].table;
     return NULL;

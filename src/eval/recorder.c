@@ -53,6 +53,25 @@ static nl_status on_stream(void *user, nl_ctx *ctx, const nl_hook_info *info, fl
     return nl_h5_writer_append_stream(s->w, ctx, rs->stream, info->layer, x + (size_t)skip * info->width, info->T - skip);
 }
 
+/* Observer of ROUTING (hooks.h): the same new rows, into the routing datasets of a native MoE
+ * layer or the moe_experts of a MoEfied layer. */
+static nl_status on_routing(void *user, nl_ctx *ctx, const nl_hook_info *info, float *x) {
+    (void)x;
+    rec_state *s = user;
+    const nl_moe_routing *r = info->moe;
+    int skip = s->new_from > s->start ? s->new_from - s->start : 0;
+    if (!r || skip >= info->T) return NL_OK;
+    const int n = info->T - skip;
+    const size_t k = (size_t)r->k, sk = (size_t)skip;
+    if (nl_h5_writer_is_moefied_layer(s->w, info->layer))
+        return nl_h5_writer_append_moe_experts(s->w, ctx, info->layer, r->experts + sk * k, n);
+    if (!nl_h5_writer_is_moe_layer(s->w, info->layer)) return NL_OK;
+    return nl_h5_writer_append_routing(s->w, ctx, info->layer, r->experts + sk * k, r->weights + sk * k,
+                                       r->logits + sk * (size_t)r->E, r->expert_act + sk * k * (size_t)r->d_expert,
+                                       r->shared_act ? r->shared_act + sk * (size_t)r->d_shared : NULL,
+                                       r->shared_gate ? r->shared_gate + sk : NULL, n);
+}
+
 static nl_status rec_chunk(void *user, nl_ctx *ctx, nl_forward *f, const nl_doc *doc, int start, int T, int new_from) {
     rec_state *s = user;
     s->start = start;
@@ -81,12 +100,18 @@ nl_status nl_record_run_rows(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, n
     nl_status st = NL_OK;
     if (!norms || !s.pool) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
     for (int l = 0; st == NL_OK && l < L; l++) {
-        if (!nl_h5_writer_has_layer(w, l)) continue;
+        if (!nl_h5_writer_has_layer(w, l) || nl_h5_writer_is_moe_layer(w, l)) continue;
         if ((st = nl_model_w_out_norm(ctx, m, l, norms)) == NL_OK) st = nl_h5_writer_put_w_out_norm(w, ctx, l, norms);
     }
     nl_hooks *hooks = nl_forward_hooks(f);
     nl_hook_id hook_id = 0;
     if (st == NL_OK && nl_hooks_add_id(hooks, NL_HOOK_FFN_ACT, -1, NL_HOOK_OBSERVE, on_act, &s, &hook_id) != NL_OK)
+        st = nl_errorf(ctx, NL_EINVAL, "too many hooks on the forward pass");
+    /* The routing of MoE / MoEfied layers, only when the writer records some (no cost otherwise). */
+    nl_hook_id routing_id = 0;
+    int any_moe = 0;
+    for (int l = 0; l < L; l++) any_moe |= nl_h5_writer_is_moe_layer(w, l) || nl_h5_writer_is_moefied_layer(w, l);
+    if (st == NL_OK && any_moe && nl_hooks_add_id(hooks, NL_HOOK_ROUTING, -1, NL_HOOK_OBSERVE, on_routing, &s, &routing_id) != NL_OK)
         st = nl_errorf(ctx, NL_EINVAL, "too many hooks on the forward pass");
     /* The streams the writer records, each from its hook point (hooks.h). */
     static const nl_hook_point stream_point[NL_H5_N_STREAMS] = {NL_HOOK_RESID, NL_HOOK_ATTN_OUT, NL_HOOK_FFN_IN};
@@ -110,7 +135,7 @@ nl_status nl_record_run_rows(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, n
         if ((st = nl_forward_doc(f, ctx, doc, stride, rec_chunk, &s)) != NL_OK) break;
         if (s.pooled) {
             for (int l = 0; st == NL_OK && l < L; l++) {
-                if (!nl_h5_writer_has_layer(w, l)) continue;
+                if (!nl_h5_writer_has_layer(w, l) || nl_h5_writer_is_moe_layer(w, l)) continue;
                 float *acc = s.pool + (size_t)l * F;
                 for (int i = 0; i < F; i++) acc[i] /= (float)doc->prompt_len;
                 st = nl_h5_writer_append_pooled(w, ctx, l, acc);
@@ -119,6 +144,7 @@ nl_status nl_record_run_rows(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, n
         if (st == NL_OK) st = nl_h5_writer_end_doc(w, ctx);
     }
     nl_hooks_remove(hooks, hook_id); /* remove our observers (removing id 0 is a harmless no-op) */
+    nl_hooks_remove(hooks, routing_id);
     for (int k = 0; k < NL_H5_N_STREAMS; k++) nl_hooks_remove(hooks, stream_id[k]);
     free(norms);
     free(s.pool);

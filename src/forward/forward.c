@@ -145,7 +145,7 @@ static void norm(const nl_config *c, float *out, const float *x, const float *w,
 static nl_status fire(nl_forward *f, nl_ctx *ctx, nl_hook_point p, int l, int T, int width, const int32_t *tokens,
                       float *x) {
     if (!nl_hooks_wants(&f->hooks, p, l)) return NL_OK;
-    nl_hook_info info = {p, l, T, width, f->pos, tokens};
+    nl_hook_info info = {p, l, T, width, f->pos, tokens, NULL};
     return nl_hooks_fire(&f->hooks, ctx, &info, x);
 }
 
@@ -217,7 +217,7 @@ static void attention(nl_forward *f, int l, int T) {
 
 nl_status nl_ffn_fire(const nl_ffn_call *call, nl_ctx *ctx, nl_hook_point p, int width, float *x) {
     if (!nl_hooks_wants(call->hooks, p, call->layer)) return NL_OK;
-    nl_hook_info info = {p, call->layer, call->T, width, call->pos0, call->tokens};
+    nl_hook_info info = {p, call->layer, call->T, width, call->pos0, call->tokens, NULL};
     return nl_hooks_fire(call->hooks, ctx, &info, x);
 }
 

@@ -8,7 +8,11 @@
  * their token in increasing expert order (the order Hugging Face's index_add_ loop uses).
  * Qwen2-MoE's shared expert runs on every token and adds sigmoid(x·w_shared_gate)·FFN_s(x).
  * Hook points: the forward pass fires FFN_IN and FFN_OUT around this block; FFN_PRE, FFN_UP and
- * FFN_ACT are not fired on MoE layers (hooks.h).
+ * FFN_ACT are not fired on MoE layers (hooks.h). The block fires ROUTER_LOGITS on the logits
+ * before the softmax (interveners may edit them) and, when an observer wants ROUTING, keeps a
+ * copy of the logits, scatters each expert's activation rows into (T, k, d_expert) by slot, keeps
+ * the shared expert's activations and gate, and fires ROUTING with nl_moe_routing; without such
+ * an observer none of these buffers is allocated or written.
  * Checked by tests/test_moe_models.c (PyTorch fixtures for mixtral, qwen2_moe, qwen3_moe,
  * routing identical to the reference, top-k ties against torch.topk).
  */
@@ -33,6 +37,12 @@ struct nl_moe_scratch {
     float *g, *u;  /* (T, Fmax) gate / up (then activation) of one expert or of the shared expert */
     float *y;      /* (T, D) output of one expert or of the shared expert */
     float *sg;     /* (T) shared-expert gate logits */
+    int *rslot;    /* (T·k) slot j of each grouped row (experts[t, j]) */
+    /* ROUTING observers only, allocated at the first call that has one: */
+    float *zc;     /* (T, E) router logits (before the softmax overwrites them) */
+    float *act;    /* (T, k, Fe) expert activations by slot */
+    float *shact;  /* (T, Fs) shared expert activations */
+    float *shg;    /* (T) shared expert gate sigmoid(x·w_shared_gate) */
 };
 
 nl_moe_scratch *nl_moe_scratch_create(const nl_config *c, int max_T) {
@@ -52,7 +62,8 @@ nl_moe_scratch *nl_moe_scratch_create(const nl_config *c, int max_T) {
     s->u = malloc(T * (size_t)Fmax * sizeof(float));
     s->y = malloc(T * D * sizeof(float));
     s->sg = malloc(T * sizeof(float));
-    if (!s->logits || !s->sel || !s->wts || !s->count || !s->rows || !s->rw || !s->xg || !s->g || !s->u || !s->y ||
+    s->rslot = malloc(T * k * sizeof(int));
+    if (!s->rslot || !s->logits || !s->sel || !s->wts || !s->count || !s->rows || !s->rw || !s->xg || !s->g || !s->u || !s->y ||
         !s->sg) {
         nl_moe_scratch_destroy(s);
         return NULL;
@@ -63,7 +74,8 @@ nl_moe_scratch *nl_moe_scratch_create(const nl_config *c, int max_T) {
 void nl_moe_scratch_destroy(nl_moe_scratch *s) {
     if (!s) return;
     free(s->logits); free(s->sel); free(s->wts); free(s->count); free(s->rows); free(s->rw);
-    free(s->xg); free(s->g); free(s->u); free(s->y); free(s->sg);
+    free(s->xg); free(s->g); free(s->u); free(s->y); free(s->sg); free(s->rslot);
+    free(s->zc); free(s->act); free(s->shact); free(s->shg);
     free(s);
 }
 
@@ -291,6 +303,24 @@ nl_status nl_ffn_moe(void *user, nl_ctx *ctx, const nl_ffn_call *call, const flo
     const int E = c->n_experts, k = c->n_experts_per_tok, Fe = c->d_expert, Fs = c->d_shared;
 
     nl_matmul(s->logits, E, x, D, T, &w->router, NULL);
+    nl_status st = NL_OK;
+    if (call->hooks && (st = nl_ffn_fire(call, ctx, NL_HOOK_ROUTER_LOGITS, E, s->logits)) != NL_OK) goto done;
+    /* a ROUTING observer gets the logits, the expert activations by slot and the shared part */
+    const int obs = call->hooks && nl_hooks_wants(call->hooks, NL_HOOK_ROUTING, call->layer);
+    if (obs && !s->zc) {
+        const size_t mT = (size_t)s->max_T;
+        s->zc = malloc(mT * E * sizeof(float));
+        s->act = malloc(mT * k * (size_t)(Fe > 0 ? Fe : 1) * sizeof(float));
+        s->shact = malloc(mT * (size_t)(Fs > 0 ? Fs : 1) * sizeof(float));
+        s->shg = malloc(mT * sizeof(float));
+        if (!s->zc || !s->act || !s->shact || !s->shg) {
+            free(s->zc), free(s->act), free(s->shact), free(s->shg);
+            s->zc = s->act = s->shact = s->shg = NULL;
+            st = nl_errorf(ctx, NL_ENOMEM, "layer %d: out of memory keeping the routing of %d tokens", call->layer, T);
+            goto done;
+        }
+    }
+    if (obs) memcpy(s->zc, s->logits, (size_t)T * E * sizeof(float));
     nl_moe_route(c, s->logits, T, s->sel, s->wts);
 
     /* group the (token, slot) pairs by expert: counting sort, tokens ascending within an expert */
@@ -302,6 +332,7 @@ nl_status nl_ffn_moe(void *user, nl_ctx *ctx, const nl_ffn_call *call, const flo
             const int e = s->sel[(size_t)t * k + j], r = s->count[e]++;
             s->rows[r] = t;
             s->rw[r] = s->wts[(size_t)t * k + j];
+            s->rslot[r] = j;
         }
     for (int e = E; e > 0; e--) s->count[e] = s->count[e - 1]; /* back to offsets: count[e] = first row of e */
     s->count[0] = 0;
@@ -315,6 +346,10 @@ nl_status nl_ffn_moe(void *user, nl_ctx *ctx, const nl_ffn_call *call, const flo
         nl_matmul(s->g, Fe, s->xg, D, n, &ex->w_gate, NULL);
         nl_matmul(s->u, Fe, s->xg, D, n, &ex->w_up, NULL);
         glu(s->g, s->u, (int64_t)n * Fe, c->act);
+        if (obs)
+            for (int r = 0; r < n; r++)
+                memcpy(s->act + ((size_t)s->rows[r0 + r] * k + (size_t)s->rslot[r0 + r]) * Fe, s->g + (size_t)r * Fe,
+                       (size_t)Fe * sizeof(float));
         nl_matmul(s->y, D, s->g, Fe, n, &ex->w_down, NULL);
         /* one row per token within an expert: rows never collide, so the scatter runs in parallel */
 #pragma omp parallel for schedule(static) if ((int64_t)n * D > NL_PAR_MIN)
@@ -328,6 +363,7 @@ nl_status nl_ffn_moe(void *user, nl_ctx *ctx, const nl_ffn_call *call, const flo
         nl_matmul(s->g, Fs, x, D, T, &w->sh_gate, NULL);
         nl_matmul(s->u, Fs, x, D, T, &w->sh_up, NULL);
         glu(s->g, s->u, (int64_t)T * Fs, c->act);
+        if (obs) memcpy(s->shact, s->g, (size_t)T * Fs * sizeof(float));
         nl_matmul(s->y, D, s->g, Fs, T, &w->sh_down, NULL);
         nl_matmul(s->sg, 1, x, D, T, &w->sh_router, NULL);
 #pragma omp parallel for schedule(static) if ((int64_t)T * D > NL_PAR_MIN)
@@ -336,8 +372,16 @@ nl_status nl_ffn_moe(void *user, nl_ctx *ctx, const nl_ffn_call *call, const flo
             float *o = out + (size_t)t * D;
             const float *yr = s->y + (size_t)t * D;
             for (int i = 0; i < D; i++) o[i] += gate * yr[i];
+            if (obs) s->shg[t] = gate;
         }
     }
+    if (obs) {
+        const nl_moe_routing mr = {E, k, (const int32_t *)s->sel, s->wts, s->zc, s->logits, Fe, s->act,
+                                   Fs > 0 ? Fs : 0, Fs > 0 ? s->shact : NULL, Fs > 0 ? s->shg : NULL};
+        nl_hook_info info = {NL_HOOK_ROUTING, call->layer, T, k, call->pos0, call->tokens, &mr};
+        st = nl_hooks_fire(call->hooks, ctx, &info, s->wts);
+    }
+done:
     nl_moe_scratch_destroy(own);
-    return NL_OK;
+    return st;
 }

@@ -380,6 +380,12 @@ nl_status nl_moe_ffn_fn(void *user, nl_ctx *ctx, const nl_ffn_call *call, const 
     if (oracle) x->stats.flops += (double)T * rate * F;
     else x->stats.flops += rate * (neurons + (double)T * N) + (double)T * 2.0 * D * E + (x->o.fill == NL_MOE_FILL_MEAN ? (double)T * D * K : 0) +
                            (x->o.router == NL_MOE_ROUTER_MLP ? (double)T * 2.0 * E * E : 0);
+    /* 6. ROUTING observers (hooks.h): the selection (T, K), ascending ids; no weights */
+    if (call->hooks && nl_hooks_wants(call->hooks, NL_HOOK_ROUTING, call->layer)) {
+        const nl_moe_routing mr = {E, K, y->sel, NULL, NULL, NULL, 0, NULL, 0, NULL, NULL};
+        nl_hook_info info = {NL_HOOK_ROUTING, call->layer, T, K, call->pos0, call->tokens, &mr};
+        return nl_hooks_fire(call->hooks, ctx, &info, NULL);
+    }
     return NL_OK;
 }
 

@@ -198,8 +198,9 @@ static int attr_int(hid_t obj, const char *name, int v) { return attr_ints(obj, 
 typedef struct {
     hid_t ds;         /* dataset, -1 when unused */
     hid_t mtype;      /* memory type (borrowed) */
-    int rank;         /* 1 or 2 */
-    hsize_t cols;     /* columns (1 for rank 1) */
+    int rank;         /* 1, 2 or 3 */
+    hsize_t cols;     /* values per row (1 for rank 1, d1·d2 for rank 3) */
+    hsize_t d1, d2;   /* dims after the first (rank 2: cols, 1; rank 3: both) */
     size_t row_bytes; /* bytes per row in memory type */
     hsize_t chunk;    /* rows per chunk */
     hsize_t disk;     /* rows on disk */
@@ -225,19 +226,21 @@ static hid_t app_dapl(void) {
 }
 
 /* Creates dataset name under loc with rows 0 and maxdims (unlimited, cols). */
-static int app_create(nl_app *a, hid_t loc, const char *name, hid_t ftype, hid_t mtype, size_t elsize,
-                      int rank, hsize_t cols, hsize_t chunk, nl_h5_filter filter) {
+static int app_create3(nl_app *a, hid_t loc, const char *name, hid_t ftype, hid_t mtype, size_t elsize,
+                       int rank, hsize_t d1, hsize_t d2, hsize_t chunk, nl_h5_filter filter) {
     memset(a, 0, sizeof *a);
     a->ds = -1;
     a->mtype = mtype;
     a->rank = rank;
-    a->cols = rank == 2 ? cols : 1;
+    a->d1 = rank >= 2 ? d1 : 1;
+    a->d2 = rank == 3 ? d2 : 1;
+    a->cols = a->d1 * a->d2;
     a->row_bytes = elsize * a->cols;
     a->chunk = chunk;
     a->vlen = H5Tis_variable_str(mtype) > 0;
     a->buf = malloc(chunk * a->row_bytes);
     if (!a->buf) return -1;
-    hsize_t dims[2] = {0, cols}, maxd[2] = {H5S_UNLIMITED, cols}, ch[2] = {chunk, cols};
+    hsize_t dims[3] = {0, a->d1, a->d2}, maxd[3] = {H5S_UNLIMITED, a->d1, a->d2}, ch[3] = {chunk, a->d1, a->d2};
     hid_t s = H5Screate_simple(rank, dims, maxd), p = H5Pcreate(H5P_DATASET_CREATE);
     int rc = -1;
     if (s >= 0 && p >= 0 && H5Pset_chunk(p, rank, ch) >= 0) {
@@ -256,13 +259,18 @@ static int app_create(nl_app *a, hid_t loc, const char *name, hid_t ftype, hid_t
     return rc;
 }
 
+static int app_create(nl_app *a, hid_t loc, const char *name, hid_t ftype, hid_t mtype, size_t elsize,
+                      int rank, hsize_t cols, hsize_t chunk, nl_h5_filter filter) {
+    return app_create3(a, loc, name, ftype, mtype, elsize, rank, cols, 1, chunk, filter);
+}
+
 /* Writes n rows from src at row `disk`, growing the extent. */
 static int app_write(nl_app *a, const void *src, hsize_t n) {
     if (n == 0) return 0;
-    hsize_t ext[2] = {a->disk + n, a->cols};
+    hsize_t ext[3] = {a->disk + n, a->d1, a->d2};
     if (H5Dset_extent(a->ds, ext) < 0) return -1;
     hid_t fs = H5Dget_space(a->ds);
-    hsize_t start[2] = {a->disk, 0}, count[2] = {n, a->cols};
+    hsize_t start[3] = {a->disk, 0, 0}, count[3] = {n, a->d1, a->d2};
     hid_t ms = H5Screate_simple(a->rank, count, NULL);
     herr_t e = (fs < 0 || ms < 0) ? -1 : H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
     if (e >= 0) e = H5Dwrite(a->ds, a->mtype, ms, fs, H5P_DEFAULT, src);
@@ -322,7 +330,7 @@ static int app_truncate(nl_app *a, hsize_t rows) {
         NL_ASSERT(rows - a->disk <= a->nbuf);
         rc = app_write(a, a->buf, rows - a->disk);
     } else if (rows < a->disk) {
-        hsize_t ext[2] = {rows, a->cols};
+        hsize_t ext[3] = {rows, a->d1, a->d2};
         if (H5Dset_extent(a->ds, ext) < 0) rc = -1;
         else a->disk = rows;
     }
@@ -402,6 +410,11 @@ struct nl_h5_writer {
     int d_model;
     unsigned streams;       /* meta.streams */
     nl_app *xs;             /* (n_rec, NL_H5_N_STREAMS) stream datasets; ds -1 when not recorded */
+    unsigned char *kind;    /* (n_rec) 0 dense, 1 native MoE layer (routing datasets, no ffn_act), 2 MoEfied */
+    int n_moe, n_moefied, moe_E, moe_k, d_expert, d_shared, moe_K;
+    nl_app *mx;             /* (n_rec, NL_MX) MoE datasets; ds -1 when not recorded */
+    int16_t *i16;           /* (i16_cap) int32 → int16 conversion buffer */
+    size_t i16_cap;
     unsigned char *wnorm;   /* (n_rec) 1 once w_out_norm is written */
     int in_doc;
     char *label;            /* owned, of the open document */
@@ -431,6 +444,56 @@ const char *nl_h5_stream_name(nl_h5_stream s) { return (unsigned)s < NL_H5_N_STR
 
 static nl_app *w_stream(nl_h5_writer *w, int slot, int s) { return &w->xs[(size_t)slot * NL_H5_N_STREAMS + (size_t)s]; }
 
+/* ---- MoE datasets (meta.moe_layers / moefied_layers), handled like the streams. */
+enum { MX_LOGITS = 0, MX_EXPERTS, MX_WEIGHTS, MX_ACT, MX_SHARED, MX_GATE, MX_SEL, NL_MX };
+static const char *const mx_names[NL_MX] = {"router_logits", "experts", "expert_weights", "expert_act",
+                                            "shared_act", "shared_gate", "moe_experts"};
+static nl_app *w_mx(nl_h5_writer *w, int slot, int j) { return &w->mx[(size_t)slot * NL_MX + (size_t)j]; }
+
+/* Shape of MoE dataset j of this writer: rank and dims after the first; file/memory type; bytes
+ * per value. Returns 0 when the dataset is not part of a slot of kind kd. */
+static int mx_shape(const nl_h5_writer *w, int kd, int j, int *rank, hsize_t *d1, hsize_t *d2, hid_t *ft, hid_t *mt, size_t *el) {
+    const int f16 = w->dtype == NL_H5_F16;
+    *d2 = 1;
+    if (kd == 2) {
+        if (j != MX_SEL) return 0;
+        *rank = 2, *d1 = (hsize_t)w->moe_K, *ft = H5T_STD_I16LE, *mt = H5T_NATIVE_INT16, *el = 2;
+        return 1;
+    }
+    if (kd != 1 || j == MX_SEL || ((j == MX_SHARED || j == MX_GATE) && w->d_shared <= 0)) return 0;
+    switch (j) {
+    case MX_LOGITS: *rank = 2, *d1 = (hsize_t)w->moe_E, *ft = H5T_IEEE_F32LE, *mt = H5T_NATIVE_FLOAT, *el = 4; break;
+    case MX_EXPERTS: *rank = 2, *d1 = (hsize_t)w->moe_k, *ft = H5T_STD_I16LE, *mt = H5T_NATIVE_INT16, *el = 2; break;
+    case MX_WEIGHTS: *rank = 2, *d1 = (hsize_t)w->moe_k, *ft = H5T_IEEE_F32LE, *mt = H5T_NATIVE_FLOAT, *el = 4; break;
+    case MX_ACT:
+        *rank = 3, *d1 = (hsize_t)w->moe_k, *d2 = (hsize_t)w->d_expert;
+        *ft = f16 ? w->half : H5T_IEEE_F32LE, *mt = f16 ? w->half : H5T_NATIVE_FLOAT, *el = f16 ? 2 : 4;
+        break;
+    case MX_SHARED:
+        *rank = 2, *d1 = (hsize_t)w->d_shared;
+        *ft = f16 ? w->half : H5T_IEEE_F32LE, *mt = f16 ? w->half : H5T_NATIVE_FLOAT, *el = f16 ? 2 : 4;
+        break;
+    default: *rank = 1, *d1 = 1, *ft = H5T_IEEE_F32LE, *mt = H5T_NATIVE_FLOAT, *el = 4; break; /* MX_GATE */
+    }
+    return 1;
+}
+
+/* Creates slot i's MoE datasets in its group g (chunk rows ≈ NL_H5_CHUNK_BYTES as the streams). */
+static int w_mx_create(nl_h5_writer *w, hid_t g, int i, const nl_h5_meta *meta) {
+    for (int j = 0; j < NL_MX; j++) {
+        int rank;
+        hsize_t d1, d2;
+        hid_t ft, mt;
+        size_t el;
+        if (!mx_shape(w, w->kind[i], j, &rank, &d1, &d2, &ft, &mt, &el)) continue;
+        hsize_t rows = 16;
+        while (rows < 4096 && (rows * 2) * d1 * d2 * el <= NL_H5_CHUNK_BYTES) rows *= 2;
+        if (meta->chunk_rows > 0) rows = (hsize_t)meta->chunk_rows;
+        if (app_create3(w_mx(w, i, j), g, mx_names[j], ft, mt, el, rank, d1, d2, rows, meta->filter) != 0) return -1;
+    }
+    return 0;
+}
+
 /* Creates slot i's stream datasets in its group g. */
 static int w_streams_create(nl_h5_writer *w, hid_t g, int i, const nl_h5_meta *meta) {
     size_t el = w->dtype == NL_H5_F16 ? 2 : 4;
@@ -452,11 +515,16 @@ static int w_streams_each(nl_h5_writer *w, int64_t rows) {
         if (w->xs[k].ds < 0) continue;
         if ((rows < 0 ? app_flush(&w->xs[k]) : app_truncate(&w->xs[k], (hsize_t)rows)) != 0) rc = -1;
     }
+    for (size_t k = 0; w->mx && k < (size_t)w->n_rec * NL_MX; k++) { /* and the MoE datasets */
+        if (w->mx[k].ds < 0) continue;
+        if ((rows < 0 ? app_flush(&w->mx[k]) : app_truncate(&w->mx[k], (hsize_t)rows)) != 0) rc = -1;
+    }
     return rc;
 }
 
 static void w_streams_free(nl_h5_writer *w) {
     for (size_t k = 0; w->xs && k < (size_t)w->n_rec * NL_H5_N_STREAMS; k++) app_free(&w->xs[k]);
+    for (size_t k = 0; w->mx && k < (size_t)w->n_rec * NL_MX; k++) app_free(&w->mx[k]);
 }
 
 /* File access of a writer: the metadata cache never evicts (never writes) dirty metadata
@@ -543,6 +611,9 @@ static void writer_free(nl_h5_writer *w) {
     free(w->acts);
     free(w->pool);
     free(w->xs);
+    free(w->mx);
+    free(w->kind);
+    free(w->i16);
     free(w->wnorm);
     free(w->rec);
     free(w->slot);
@@ -567,8 +638,8 @@ static int w_flush_rows(nl_h5_writer *w) {
     int ok = app_flush(&w->tokens) == 0 && app_flush(&w->offsets) == 0 && app_flush(&w->labels) == 0 &&
              app_flush(&w->plen) == 0;
     for (int i = 0; i < w->n_rec && ok; i++) {
-        if (!w->no_acts) ok = app_flush(&w->acts[i]) == 0;
-        if (ok && w->pooled) ok = app_flush(&w->pool[i]) == 0;
+        if (!w->no_acts && w->kind[i] != 1) ok = app_flush(&w->acts[i]) == 0;
+        if (ok && w->pooled && w->kind[i] != 1) ok = app_flush(&w->pool[i]) == 0;
     }
     if (ok) ok = w_streams_each(w, -1) == 0;
     return ok ? 0 : -1;
@@ -653,7 +724,11 @@ static nl_status writer_alloc(nl_ctx *ctx, const char *path, const nl_h5_meta *m
     w->pool = calloc((size_t)n_rec, sizeof(nl_app));
     w->wnorm = calloc((size_t)n_rec, 1);
     w->xs = calloc((size_t)n_rec * NL_H5_N_STREAMS, sizeof(nl_app));
-    if (!w->path || !w->rec || !w->slot || !w->acts || !w->pool || !w->wnorm || !w->xs) {
+    w->mx = calloc((size_t)n_rec * NL_MX, sizeof(nl_app));
+    w->kind = calloc((size_t)n_rec, 1);
+    w->moe_E = meta->moe_E, w->moe_k = meta->moe_k, w->d_expert = meta->d_expert, w->d_shared = meta->d_shared;
+    w->moe_K = meta->moe_K;
+    if (!w->path || !w->rec || !w->slot || !w->acts || !w->pool || !w->wnorm || !w->xs || !w->mx || !w->kind) {
         writer_free(w);
         return nl_errorf(ctx, NL_ENOMEM, "cannot %s '%s': out of memory", verb, path);
     }
@@ -661,6 +736,7 @@ static nl_status writer_alloc(nl_ctx *ctx, const char *path, const nl_h5_meta *m
         w->rec[i] = (meta->n_rec > 0 && meta->layers) ? meta->layers[i] : i;
         w->acts[i].ds = w->pool[i].ds = -1;
         for (int s = 0; s < NL_H5_N_STREAMS; s++) w->xs[(size_t)i * NL_H5_N_STREAMS + (size_t)s].ds = -1;
+        for (int j = 0; j < NL_MX; j++) w->mx[(size_t)i * NL_MX + (size_t)j].ds = -1;
     }
     w->n_rec = n_rec;
     qsort(w->rec, (size_t)n_rec, sizeof(int), cmp_int);
@@ -673,8 +749,37 @@ static nl_status writer_alloc(nl_ctx *ctx, const char *path, const nl_h5_meta *m
         }
         w->slot[w->rec[i]] = i;
     }
+    /* MoE and MoEfied layers: each must be recorded; the kinds exclude each other */
+    for (int pass = 0; pass < 2; pass++) {
+        const int *lv = pass ? meta->moefied_layers : meta->moe_layers, n = pass ? meta->n_moefied : meta->n_moe;
+        for (int j = 0; lv && j < n; j++) {
+            const int l = lv[j], i = l >= 0 && l < meta->n_layers ? w->slot[l] : -1;
+            if (i < 0 || w->kind[i]) {
+                writer_free(w);
+                return nl_errorf(ctx, NL_EINVAL, "cannot %s '%s': %s layer %d is not a recorded layer (or listed twice)", verb,
+                                 path, pass ? "MoEfied" : "mixture-of-experts", l);
+            }
+            w->kind[i] = (unsigned char)(pass + 1);
+            if (pass) w->n_moefied++;
+            else w->n_moe++;
+        }
+    }
+    if ((w->n_moe && (w->moe_E < 1 || w->moe_k < 1 || w->moe_k > w->moe_E || w->moe_E > 32767 || w->d_expert < 1 ||
+                      w->d_shared < 0)) ||
+        (w->n_moefied && (w->moe_K < 1 || w->moe_K > 32767))) {
+        writer_free(w);
+        return nl_errorf(ctx, NL_EINVAL, "cannot %s '%s': bad mixture-of-experts shape", verb, path);
+    }
     *out = w;
     return NL_OK;
+}
+
+/* The recorded layers of one kind (0 dense incl. MoEfied, 1 MoE, 2 MoEfied) into out (n_rec); returns the count. */
+static int w_layers_of(const nl_h5_writer *w, int kd, int *out) {
+    int n = 0;
+    for (int i = 0; i < w->n_rec; i++)
+        if (kd == 0 ? w->kind[i] != 1 : w->kind[i] == kd) out[n++] = w->rec[i];
+    return n;
 }
 
 nl_status nl_h5_writer_create(nl_ctx *ctx, const char *path, const nl_h5_meta *meta, nl_h5_writer **out) {
@@ -742,9 +847,18 @@ nl_status nl_h5_writer_create(nl_ctx *ctx, const char *path, const nl_h5_meta *m
          attr_str(w->file, "dtype", nl_h5_dtype_name(meta->dtype)) == 0 &&
          attr_str(w->file, "dataset", S(meta->dataset)) == 0 && attr_str(w->file, "tokenizer", S(meta->tokenizer)) == 0 &&
          attr_str(w->file, "created_by", meta->created_by ? meta->created_by : created_by) == 0 &&
-         attr_ints(w->file, "layers", w->rec, n_rec, 0) == 0 && attr_int(w->file, "complete", 0) == 0 &&
-         attr_str(w->file, "dataset_checksum", S(meta->dataset_checksum)) == 0;
+         attr_int(w->file, "complete", 0) == 0 && attr_str(w->file, "dataset_checksum", S(meta->dataset_checksum)) == 0;
 #undef S
+    /* "layers" lists the recorded layers with ffn_act; MoE layers are listed in "moe_layers" */
+    int *lbuf = malloc(sizeof(int) * (size_t)(n_rec ? n_rec : 1));
+    ok = ok && lbuf && attr_ints(w->file, "layers", lbuf, w_layers_of(w, 0, lbuf), 0) == 0;
+    if (ok && w->n_moe)
+        ok = attr_ints(w->file, "moe_layers", lbuf, w_layers_of(w, 1, lbuf), 0) == 0 &&
+             attr_int(w->file, "n_experts", w->moe_E) == 0 && attr_int(w->file, "experts_per_tok", w->moe_k) == 0 &&
+             attr_int(w->file, "d_expert", w->d_expert) == 0 && attr_int(w->file, "d_shared", w->d_shared) == 0;
+    if (ok && w->n_moefied)
+        ok = attr_ints(w->file, "moefied_layers", lbuf, w_layers_of(w, 2, lbuf), 0) == 0 && attr_int(w->file, "moe_k", w->moe_K) == 0;
+    free(lbuf);
 
     /* Token and document datasets. */
     ok = ok && app_create(&w->tokens, w->file, "tokens", H5T_STD_I32LE, H5T_NATIVE_INT32, 4, 1, 1, TOKENS_CHUNK, 0) == 0;
@@ -768,10 +882,12 @@ nl_status nl_h5_writer_create(nl_ctx *ctx, const char *path, const nl_h5_meta *m
         ok = top >= 0;
         for (int i = 0; i < n_rec && ok; i++) {
             char name[16];
+            if (pass == 1 && w->kind[i] == 1) continue; /* MoE layers have no mean_abs */
             snprintf(name, sizeof name, "%d", w->rec[i]);
             hid_t g = H5Gcreate2(top, name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
             ok = g >= 0;
-            if (ok && pass == 0 && !w->no_acts) {
+            if (ok && pass == 0) ok = w_mx_create(w, g, i, meta) == 0;
+            if (ok && pass == 0 && !w->no_acts && w->kind[i] != 1) {
                 hid_t t = w->dtype == NL_H5_F16 ? w->half : H5T_IEEE_F32LE;
                 hid_t mt = w->dtype == NL_H5_F16 ? w->half : H5T_NATIVE_FLOAT;
                 ok = app_create(&w->acts[i], g, "ffn_act", t, mt, el, 2, (hsize_t)w->d_ff, crows, meta->filter) == 0;
@@ -847,7 +963,7 @@ nl_status nl_h5_writer_append_acts(nl_h5_writer *w, nl_ctx *ctx, int layer, cons
     if (st == NL_OK) st = w_layer(w, ctx, layer, &s);
     if (st != NL_OK) return st;
     if (T < 0) return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': negative row count %d", w->path, T);
-    if (s < 0 || w->no_acts || T == 0) return NL_OK;
+    if (s < 0 || w->no_acts || w->kind[s] == 1 || T == 0) return NL_OK;
     if (app_push(&w->acts[s], a, (hsize_t)T, w->dtype == NL_H5_F16 ? conv_f16 : NULL) < 0) return w_ioerr(w, ctx);
     return NL_OK;
 }
@@ -863,6 +979,61 @@ nl_status nl_h5_writer_append_stream(nl_h5_writer *w, nl_ctx *ctx, nl_h5_stream 
     if (slot < 0 || !((w->streams >> s) & 1u) || T == 0) return NL_OK;
     if (app_push(w_stream(w, slot, s), x, (hsize_t)T, w->dtype == NL_H5_F16 ? conv_f16 : NULL) < 0) return w_ioerr(w, ctx);
     return NL_OK;
+}
+
+/* int32 → int16 rows into w->i16 (values checked to fit), then pushed. */
+static nl_status w_push_i16(nl_h5_writer *w, nl_ctx *ctx, nl_app *a, const int32_t *v, size_t n, int T) {
+    if (n > w->i16_cap) {
+        int16_t *p = realloc(w->i16, n * sizeof *p);
+        if (!p) return nl_errorf(ctx, NL_ENOMEM, "cannot write '%s': out of memory", w->path);
+        w->i16 = p, w->i16_cap = n;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] < -32768 || v[i] > 32767)
+            return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': expert id %d does not fit int16", w->path, (int)v[i]);
+        w->i16[i] = (int16_t)v[i];
+    }
+    if (app_push(a, w->i16, (hsize_t)T, NULL) < 0) return w_ioerr(w, ctx);
+    return NL_OK;
+}
+
+nl_status nl_h5_writer_append_routing(nl_h5_writer *w, nl_ctx *ctx, int layer, const int32_t *experts, const float *weights,
+                                      const float *logits, const float *expert_act, const float *shared_act,
+                                      const float *shared_gate, int T) {
+    int slot = -1;
+    nl_status st = w_check(w, ctx, "routing rows", 1);
+    if (st == NL_OK) st = w_layer(w, ctx, layer, &slot);
+    if (st != NL_OK) return st;
+    if (T < 0) return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': negative row count %d", w->path, T);
+    if (slot < 0 || w->kind[slot] != 1 || T == 0) return NL_OK;
+    if (!experts || !weights || !logits || !expert_act || (w->d_shared > 0 && (!shared_act || !shared_gate)))
+        return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': layer %d: incomplete routing", w->path, layer);
+    nl_conv_fn cv = w->dtype == NL_H5_F16 ? conv_f16 : NULL;
+    if ((st = w_push_i16(w, ctx, w_mx(w, slot, MX_EXPERTS), experts, (size_t)T * w->moe_k, T)) != NL_OK) return st;
+    if (app_push(w_mx(w, slot, MX_LOGITS), logits, (hsize_t)T, NULL) < 0 ||
+        app_push(w_mx(w, slot, MX_WEIGHTS), weights, (hsize_t)T, NULL) < 0 ||
+        app_push(w_mx(w, slot, MX_ACT), expert_act, (hsize_t)T, cv) < 0 ||
+        (w->d_shared > 0 && (app_push(w_mx(w, slot, MX_SHARED), shared_act, (hsize_t)T, cv) < 0 ||
+                             app_push(w_mx(w, slot, MX_GATE), shared_gate, (hsize_t)T, NULL) < 0)))
+        return w_ioerr(w, ctx);
+    return NL_OK;
+}
+
+nl_status nl_h5_writer_append_moe_experts(nl_h5_writer *w, nl_ctx *ctx, int layer, const int32_t *sel, int T) {
+    int slot = -1;
+    nl_status st = w_check(w, ctx, "moe_experts rows", 1);
+    if (st == NL_OK) st = w_layer(w, ctx, layer, &slot);
+    if (st != NL_OK) return st;
+    if (T < 0) return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': negative row count %d", w->path, T);
+    if (slot < 0 || w->kind[slot] != 2 || T == 0) return NL_OK;
+    return w_push_i16(w, ctx, w_mx(w, slot, MX_SEL), sel, (size_t)T * w->moe_K, T);
+}
+
+int nl_h5_writer_is_moe_layer(const nl_h5_writer *w, int layer) {
+    return nl_h5_writer_has_layer(w, layer) && w->kind[w->slot[layer]] == 1;
+}
+int nl_h5_writer_is_moefied_layer(const nl_h5_writer *w, int layer) {
+    return nl_h5_writer_has_layer(w, layer) && w->kind[w->slot[layer]] == 2;
 }
 
 nl_status nl_h5_writer_put_vocab(nl_h5_writer *w, nl_ctx *ctx, const char *const *pieces, const char *const *raw,
@@ -906,7 +1077,7 @@ nl_status nl_h5_writer_append_pooled(nl_h5_writer *w, nl_ctx *ctx, int layer, co
     nl_status st = w_check(w, ctx, "pooled row", 1);
     if (st == NL_OK) st = w_layer(w, ctx, layer, &s);
     if (st != NL_OK) return st;
-    if (s < 0 || !w->pooled) return NL_OK;
+    if (s < 0 || !w->pooled || w->kind[s] == 1) return NL_OK;
     if ((int64_t)app_rows(&w->pool[s]) > w->n_docs)
         return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': layer %d already has a pooled row for document %lld", w->path,
                          layer, (long long)w->n_docs);
@@ -918,8 +1089,14 @@ nl_status nl_h5_writer_end_doc(nl_h5_writer *w, nl_ctx *ctx) {
     nl_status st = w_check(w, ctx, "end_doc", 1);
     if (st != NL_OK) return st;
     int64_t n_tok = (int64_t)app_rows(&w->tokens), len = n_tok - w->doc_start;
+    for (int i = 0; i < w->n_rec; i++)
+        for (int j = 0; j < NL_MX; j++)
+            if (w_mx(w, i, j)->ds >= 0 && (int64_t)app_rows(w_mx(w, i, j)) != n_tok)
+                return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': document %lld: layer %d has %lld %s rows but there are %lld tokens",
+                                 w->path, (long long)w->n_docs, w->rec[i], (long long)app_rows(w_mx(w, i, j)), mx_names[j],
+                                 (long long)n_tok);
     for (int i = 0; i < w->n_rec && !w->no_acts; i++)
-        if ((int64_t)app_rows(&w->acts[i]) != n_tok)
+        if (w->kind[i] != 1 && (int64_t)app_rows(&w->acts[i]) != n_tok)
             return nl_errorf(ctx, NL_EINVAL,
                              "cannot write '%s': document %lld: layer %d has %lld activation rows but there are %lld tokens",
                              w->path, (long long)w->n_docs, w->rec[i], (long long)app_rows(&w->acts[i]), (long long)n_tok);
@@ -930,7 +1107,7 @@ nl_status nl_h5_writer_end_doc(nl_h5_writer *w, nl_ctx *ctx) {
                                  w->path, (long long)w->n_docs, w->rec[i], (long long)app_rows(w_stream(w, i, s)),
                                  stream_names[s], (long long)n_tok);
     for (int i = 0; i < w->n_rec; i++) {
-        if (w->pooled && (int64_t)app_rows(&w->pool[i]) != w->n_docs + 1)
+        if (w->pooled && w->kind[i] != 1 && (int64_t)app_rows(&w->pool[i]) != w->n_docs + 1)
             return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': document %lld: layer %d has no pooled row", w->path,
                              (long long)w->n_docs, w->rec[i]);
     }
@@ -953,7 +1130,7 @@ nl_status nl_h5_writer_put_w_out_norm(nl_h5_writer *w, nl_ctx *ctx, int layer, c
     int s = -1;
     nl_status st = w_check(w, ctx, "w_out_norm", 0);
     if (st == NL_OK) st = w_layer(w, ctx, layer, &s);
-    if (st != NL_OK || s < 0) return st;
+    if (st != NL_OK || s < 0 || w->kind[s] == 1) return st;
     char name[64];
     snprintf(name, sizeof name, "/layers/%d/w_out_norm", layer);
     hid_t ds;
@@ -994,7 +1171,7 @@ nl_status nl_h5_writer_close(nl_h5_writer *w, nl_ctx *ctx, int complete) {
         complete = 0;
     }
     for (int i = 0; complete && i < w->n_rec; i++)
-        if (!w->wnorm[i]) {
+        if (!w->wnorm[i] && w->kind[i] != 1) {
             st = nl_errorf(ctx, NL_EINVAL, "'%s' left incomplete: layer %d has no w_out_norm", w->path, w->rec[i]);
             complete = 0;
         }
@@ -1003,8 +1180,8 @@ nl_status nl_h5_writer_close(nl_h5_writer *w, nl_ctx *ctx, int complete) {
     int ok = app_truncate(&w->tokens, N) == 0 && app_truncate(&w->offsets, D + 1) == 0 &&
              app_truncate(&w->labels, D) == 0 && app_truncate(&w->plen, D) == 0;
     for (int i = 0; i < w->n_rec; i++) {
-        if (!w->no_acts && app_truncate(&w->acts[i], N) != 0) ok = 0;
-        if (w->pooled && app_truncate(&w->pool[i], D) != 0) ok = 0;
+        if (!w->no_acts && w->kind[i] != 1 && app_truncate(&w->acts[i], N) != 0) ok = 0;
+        if (w->pooled && w->kind[i] != 1 && app_truncate(&w->pool[i], D) != 0) ok = 0;
     }
     if (w_streams_each(w, (int64_t)N) != 0) ok = 0;
     if (!ok) h5_err(m, sizeof m);
@@ -2384,28 +2561,36 @@ nl_status nl_h5_reader_read_w_out_norm(nl_h5_reader *r, nl_ctx *ctx, int layer, 
 /* ------------------------------------------------------------------ resume */
 
 /* Opens an existing appendable dataset into a: its extent is the rows on disk. */
-static int app_open(nl_app *a, hid_t loc, const char *name, hid_t mtype, size_t elsize, int rank, hsize_t cols) {
+static int app_open3(nl_app *a, hid_t loc, const char *name, hid_t mtype, size_t elsize, int rank, hsize_t d1, hsize_t d2) {
     memset(a, 0, sizeof *a);
     a->ds = -1;
     a->mtype = mtype;
     a->rank = rank;
-    a->cols = rank == 2 ? cols : 1;
+    a->d1 = rank >= 2 ? d1 : 1;
+    a->d2 = rank == 3 ? d2 : 1;
+    a->cols = a->d1 * a->d2;
     a->row_bytes = elsize * a->cols;
     a->vlen = H5Tis_variable_str(mtype) > 0;
     hid_t dapl = app_dapl();
     a->ds = dapl >= 0 ? H5Dopen2(loc, name, dapl) : -1;
     if (dapl >= 0) H5Pclose(dapl);
     if (a->ds < 0) return -1;
-    hsize_t dims[2] = {0, 0}, ch[2] = {0, 0};
-    hid_t dcpl = H5Dget_create_plist(a->ds);
-    int ok = dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pget_chunk(dcpl, 2, ch) == rank && ch[0] > 0 &&
-             ds_shape(a->ds, dims) == rank && (rank == 1 || dims[1] == cols);
+    hsize_t dims[3] = {0, 0, 0}, ch[3] = {0, 0, 0};
+    hid_t dcpl = H5Dget_create_plist(a->ds), sp = H5Dget_space(a->ds);
+    int ok = dcpl >= 0 && sp >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pget_chunk(dcpl, 3, ch) == rank && ch[0] > 0 &&
+             H5Sget_simple_extent_ndims(sp) == rank && H5Sget_simple_extent_dims(sp, dims, NULL) == rank &&
+             (rank == 1 || dims[1] == a->d1) && (rank < 3 || dims[2] == a->d2);
+    if (sp >= 0) H5Sclose(sp);
     if (dcpl >= 0) H5Pclose(dcpl);
     if (!ok) return -1;
     a->disk = dims[0];
     a->chunk = ch[0];
     a->buf = malloc(a->chunk * a->row_bytes);
     return a->buf ? 0 : -1;
+}
+
+static int app_open(nl_app *a, hid_t loc, const char *name, hid_t mtype, size_t elsize, int rank, hsize_t cols) {
+    return app_open3(a, loc, name, mtype, elsize, rank, cols, 1);
 }
 
 /* Compares a string attribute with what the resumed run would write. */
@@ -2466,14 +2651,33 @@ nl_status nl_h5_writer_resume(nl_ctx *ctx, const char *path, const nl_h5_meta *m
         (st = resume_int(ctx, f, path, "d_model", meta->d_model)) != NL_OK ||
         (st = resume_int(ctx, f, path, "d_ff", meta->d_ff)) != NL_OK)
         goto fail;
-    int64_t nl = read_attr_ints(f, "layers", meta->n_layers, &lv);
-    int same = nl == n_rec;
-    for (int i = 0; same && i < n_rec; i++) same = lv[i] == w->rec[i];
-    if (!same) {
-        st = nl_errorf(ctx, NL_EINVAL, "cannot resume '%s': it records %lld layers (attribute 'layers'), not this run's %d", path,
-                       (long long)(nl < 0 ? 0 : nl), n_rec);
+    int *lbuf = malloc(sizeof(int) * (size_t)(n_rec ? n_rec : 1));
+    if (!lbuf) {
+        st = nl_errorf(ctx, NL_ENOMEM, "cannot resume '%s': out of memory", path);
         goto fail;
     }
+    for (int kd = 0; kd < 3; kd++) { /* dense "layers", "moe_layers", "moefied_layers" as this run would write them */
+        static const char *an[3] = {"layers", "moe_layers", "moefied_layers"};
+        const int n = w_layers_of(w, kd, lbuf);
+        int64_t nl = 0;
+        free(lv), lv = NULL;
+        if (kd == 0 || has_attr(f, an[kd])) nl = read_attr_ints(f, an[kd], meta->n_layers, &lv);
+        int same = nl == n;
+        for (int i = 0; same && i < n; i++) same = lv[i] == lbuf[i];
+        if (!same) {
+            free(lbuf);
+            st = nl_errorf(ctx, NL_EINVAL, "cannot resume '%s': it records %lld layers (attribute '%s'), not this run's %d", path,
+                           (long long)(nl < 0 ? 0 : nl), an[kd], n);
+            goto fail;
+        }
+    }
+    free(lbuf);
+    if (w->n_moe && ((st = resume_int(ctx, f, path, "n_experts", w->moe_E)) != NL_OK ||
+                     (st = resume_int(ctx, f, path, "experts_per_tok", w->moe_k)) != NL_OK ||
+                     (st = resume_int(ctx, f, path, "d_expert", w->d_expert)) != NL_OK ||
+                     (st = resume_int(ctx, f, path, "d_shared", w->d_shared)) != NL_OK))
+        goto fail;
+    if (w->n_moefied && (st = resume_int(ctx, f, path, "moe_k", w->moe_K)) != NL_OK) goto fail;
     if (has_link(f, "pooled") != w->pooled) {
         st = nl_errorf(ctx, NL_EINVAL, "cannot resume '%s': it was recorded %s --pool, this run %s", path,
                        w->pooled ? "without" : "with", w->pooled ? "has it" : "has not");
@@ -2492,12 +2696,24 @@ nl_status nl_h5_writer_resume(nl_ctx *ctx, const char *path, const nl_h5_meta *m
     hsize_t D1 = w->offsets.disk, minN = w->tokens.disk, minD = w->labels.disk < w->plen.disk ? w->labels.disk : w->plen.disk;
     for (int i = 0; i < n_rec; i++) {
         char name[64];
+        const int moe = w->kind[i] == 1, no_acts = w->no_acts || moe;
+        for (int j = 0; j < NL_MX; j++) {
+            int rank;
+            hsize_t d1, d2;
+            hid_t ft, mt;
+            size_t el2;
+            if (!mx_shape(w, w->kind[i], j, &rank, &d1, &d2, &ft, &mt, &el2)) continue;
+            snprintf(name, sizeof name, "layers/%d/%s", w->rec[i], mx_names[j]);
+            nl_app *a = w_mx(w, i, j);
+            if (app_open3(a, f, name, mt, el2, rank, d1, d2) < 0) goto h5fail;
+            if (a->disk < minN) minN = a->disk;
+        }
         snprintf(name, sizeof name, "layers/%d/ffn_act", w->rec[i]);
-        if (has_link(f, name) == w->no_acts) {
-            st = nl_errorf(ctx, NL_EINVAL, "cannot resume '%s': /%s is %s", path, name, w->no_acts ? "present" : "missing");
+        if (has_link(f, name) == no_acts) {
+            st = nl_errorf(ctx, NL_EINVAL, "cannot resume '%s': /%s is %s", path, name, no_acts ? "present" : "missing");
             goto fail;
         }
-        if (!w->no_acts) {
+        if (!no_acts) {
             if (app_open(&w->acts[i], f, name, w->dtype == NL_H5_F16 ? w->half : H5T_NATIVE_FLOAT, el, 2, (hsize_t)w->d_ff) < 0)
                 goto h5fail;
             if (w->acts[i].disk < minN) minN = w->acts[i].disk;
@@ -2516,7 +2732,7 @@ nl_status nl_h5_writer_resume(nl_ctx *ctx, const char *path, const nl_h5_meta *m
                 goto h5fail;
             if (a->disk < minN) minN = a->disk;
         }
-        if (w->pooled) {
+        if (w->pooled && !moe) {
             snprintf(name, sizeof name, "pooled/%d/mean_abs", w->rec[i]);
             if (app_open(&w->pool[i], f, name, H5T_NATIVE_FLOAT, 4, 2, (hsize_t)w->d_ff) < 0) goto h5fail;
             if (w->pool[i].disk < minD) minD = w->pool[i].disk;
@@ -2586,8 +2802,8 @@ nl_status nl_h5_writer_resume(nl_ctx *ctx, const char *path, const nl_h5_meta *m
     ok = ok && app_truncate(&w->tokens, N) == 0 && app_truncate(&w->offsets, D + 1) == 0 &&
          app_truncate(&w->labels, D) == 0 && app_truncate(&w->plen, D) == 0;
     for (int i = 0; ok && i < n_rec; i++) {
-        if (!w->no_acts) ok = app_truncate(&w->acts[i], N) == 0;
-        if (ok && w->pooled) ok = app_truncate(&w->pool[i], D) == 0;
+        if (!w->no_acts && w->kind[i] != 1) ok = app_truncate(&w->acts[i], N) == 0;
+        if (ok && w->pooled && w->kind[i] != 1) ok = app_truncate(&w->pool[i], D) == 0;
     }
     if (ok) ok = w_streams_each(w, (int64_t)N) == 0;
     hid_t a = ok ? H5Aopen(f, "complete", H5P_DEFAULT) : -1;

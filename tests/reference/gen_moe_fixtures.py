@@ -22,7 +22,10 @@ Outputs per case (raw little-endian, row-major): logits.f32 (T, V); resid.f32 (L
 ffn_out.f32 (L, T, D) the FFN/MoE block output; ffn_act.f32 (n_dense, T, F) the neuron
 activation of the dense layers (expected.json "dense_layers"); router_logits.f32
 (n_moe, T, E), experts.i32 (n_moe, T, k) and expert_weights.f32 (n_moe, T, k) of the MoE layers
-(expected.json "moe_layers"; experts in torch.topk order); generate.json the greedy
+(expected.json "moe_layers"; experts in torch.topk order); expert_act.f32 (n_moe, T, k, Fe): slot j
+of token t holds act(x·W1ᵀ) ⊙ (x·W3ᵀ) of expert experts[t, j] (what `record` stores as
+/layers/{l}/expert_act); for qwen2_moe shared_act.f32 (n_moe, T, Fs) and shared_gate.f32 (n_moe, T)
+= sigmoid(x·shared_expert_gateᵀ); generate.json the greedy
 continuation of "Hello" (llama_bf16's tokenizer ids), recomputed over the whole sequence at
 each step, stopping before a near tie or EOS.
 Run: /usr/bin/python3 tests/reference/gen_moe_fixtures.py   (Debian python3-torch)
@@ -199,7 +202,8 @@ def forward(cfg, W, tokens):
     T = len(tokens)
     cos, sin = nlref.rope_cos_sin(nlref.rope_inv_freq(cfg, hd, cfg.get("rope_theta", 10000.0)), T)
     x = W["model.embed_tokens.weight"][torch.tensor(tokens)]
-    out = {"resid": [], "ffn_out": [], "ffn_act": [], "router_logits": [], "experts": [], "expert_weights": []}
+    out = {"resid": [], "ffn_out": [], "ffn_act": [], "router_logits": [], "experts": [], "expert_weights": [],
+           "expert_act": [], "shared_act": [], "shared_gate": []}
     for l in range(L):
         p = f"model.layers.{l}."
         g = lambda n: W.get(p + n)
@@ -234,6 +238,14 @@ def forward(cfg, W, tokens):
             if mt == "mixtral" or cfg.get("norm_topk_prob", False):
                 rw = rw / rw.sum(dim=-1, keepdim=True)
             y = torch.zeros_like(h)
+            Fe = g(f"{pre}experts.0.{names[0]}.weight").shape[0]
+            ea = torch.zeros(T, k, Fe)
+            for t in range(T):          # slot-aligned activations, computed per (token, slot)
+                for j in range(k):
+                    e = int(sel[t, j])
+                    ex = [g(f"{pre}experts.{e}.{n}.weight") for n in names]
+                    ea[t, j] = act(F.linear(h[t], ex[0])) * F.linear(h[t], ex[1])
+            out["expert_act"].append(ea)
             mask = F.one_hot(sel, num_classes=E).permute(2, 1, 0)      # (E, k, T)
             for e in range(E):
                 idx, tok = torch.where(mask[e])
@@ -245,7 +257,11 @@ def forward(cfg, W, tokens):
             if mt == "qwen2_moe" and cfg.get("shared_expert_intermediate_size", 0):
                 s = gated_mlp(h, g("mlp.shared_expert.gate_proj.weight"), g("mlp.shared_expert.up_proj.weight"),
                               g("mlp.shared_expert.down_proj.weight"), act)
-                y = y + torch.sigmoid(F.linear(h, g("mlp.shared_expert_gate.weight"))) * s
+                sg = torch.sigmoid(F.linear(h, g("mlp.shared_expert_gate.weight")))
+                y = y + sg * s
+                out["shared_act"].append(act(F.linear(h, g("mlp.shared_expert.gate_proj.weight"))) *
+                                         F.linear(h, g("mlp.shared_expert.up_proj.weight")))
+                out["shared_gate"].append(sg[:, 0])
             out["router_logits"].append(logits)
             out["experts"].append(sel.to(torch.int32))
             out["expert_weights"].append(rw)
@@ -314,6 +330,10 @@ def generate(case):
         write_raw(os.path.join(folder, "router_logits.f32"), torch.stack(o["router_logits"]))
         write_raw(os.path.join(folder, "experts.i32"), torch.stack(o["experts"]), "<i4")
         write_raw(os.path.join(folder, "expert_weights.f32"), torch.stack(o["expert_weights"]))
+        write_raw(os.path.join(folder, "expert_act.f32"), torch.stack(o["expert_act"]))
+    if o["shared_act"]:
+        write_raw(os.path.join(folder, "shared_act.f32"), torch.stack(o["shared_act"]))
+        write_raw(os.path.join(folder, "shared_gate.f32"), torch.stack(o["shared_gate"]))
     D, H = cfg["hidden_size"], cfg["num_attention_heads"]
     E = cfg.get("num_local_experts", cfg.get("num_experts", 0)) if sparse else 0
     exp = {"case": name, "model_type": cfg["model_type"], "tokens": TOKENS, "T": len(TOKENS),
@@ -344,7 +364,9 @@ def check_case(folder):
     report = []
     for fn, key, dt in (("logits.f32", "logits", "<f4"), ("resid.f32", "resid", "<f4"), ("ffn_out.f32", "ffn_out", "<f4"),
                         ("ffn_act.f32", "ffn_act", "<f4"), ("router_logits.f32", "router_logits", "<f4"),
-                        ("expert_weights.f32", "expert_weights", "<f4"), ("experts.i32", "experts", "<i4")):
+                        ("expert_weights.f32", "expert_weights", "<f4"), ("experts.i32", "experts", "<i4"),
+                        ("expert_act.f32", "expert_act", "<f4"), ("shared_act.f32", "shared_act", "<f4"),
+                        ("shared_gate.f32", "shared_gate", "<f4")):
         path = os.path.join(folder, fn)
         got = o[key]
         if isinstance(got, list):
