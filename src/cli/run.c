@@ -101,6 +101,7 @@ static nl_status run_open(nl_ctx *ctx, nl_cli_run *r) {
     nl_status st = nl_model_open_opts(ctx, r->model, &mo, &r->m);
     if (st != NL_OK) return st;
     const nl_config *c = nl_model_config(r->m);
+    if (nl_mpi_pipeline() > 1 && (st = nl_mpi_check_pipeline(ctx, c->n_layers)) != NL_OK) return st;
     st = r->tokenizer ? nl_tokenizer_open(ctx, r->tokenizer, &r->tok) : nl_tokenizer_for_model(ctx, r->model, &r->tok);
     if (st != NL_OK) return st;
     if (r->tok && nl_tokenizer_warning(r->tok)[0] && nl_mpi_is_root()) fprintf(stderr, "neuronlab: warning: %s\n", nl_tokenizer_warning(r->tok));
@@ -120,7 +121,6 @@ static nl_status run_open(nl_ctx *ctx, nl_cli_run *r) {
     }
     if (c->pos == NL_POS_LEARNED && r->ctx > c->max_pos) r->ctx = c->max_pos;
     if (r->stride > r->ctx) return nl_errorf(ctx, NL_EINVAL, "--stride %ld exceeds the context %ld", r->stride, r->ctx);
-    if (nl_mpi_pipeline() > 1 && (st = nl_mpi_check_pipeline(ctx, c->n_layers)) != NL_OK) return st;
     return nl_forward_create(ctx, r->m, (int)(r->batch < r->ctx ? r->batch : r->ctx), (int)r->ctx, &r->f);
 }
 
