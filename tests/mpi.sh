@@ -6,7 +6,8 @@
 #   REAL compared exactly) equal the serial build's; record --pool (f32) and --dtype f16 give
 #   files whose datasets are bit for bit the serial file's; record --stats gives the serial
 #   summary (counts, histograms, extremes, top-K and pooled values exactly, the Chan-merged
-#   moments within 1e-9 relative); record --db registers one run, from rank 0.
+#   moments within 1e-9 relative), also with more ranks than documents; record --db registers
+#   one run, from rank 0.
 #   Pipeline parallel: ppl and perturb --pipeline 2 and 3 equal one process; the peak RSS of each
 #   rank of ppl --pipeline 2 on a 151 MB float32 model (bench/make_model.py, made in a temporary
 #   folder) is printed and must stay within half the file + 64 MiB (one process: the whole file).
@@ -120,6 +121,16 @@ for n in 1 2 3; do
 done
 [ $ok = 1 ] && pass "record --stats over 1/2/3 ranks: counts, histograms, top-K, pooled exact; moments within 1e-9" ||
   fail "record --stats over ranks" "$tmp/err"
+
+# 3b. More ranks than documents (3 ranks, 2 documents): the empty rank adds nothing.
+head -2 "$d" > "$tmp/d2.jsonl"
+"$S" record "$model" "$tmp/d2.jsonl" -o "$tmp/e1.h5" --pool --threads 1 --quiet 2> "$tmp/err"
+"$S" record "$model" "$tmp/d2.jsonl" -o "$tmp/es1.h5" --stats --threads 1 --quiet 2>> "$tmp/err"
+if run 3 "$P" record "$model" "$tmp/d2.jsonl" -o "$tmp/e3.h5" --pool --threads 1 > /dev/null 2>> "$tmp/err" &&
+   run 3 "$P" record "$model" "$tmp/d2.jsonl" -o "$tmp/es3.h5" --stats --threads 1 > /dev/null 2>> "$tmp/err" &&
+   $py "$tmp/cmp.py" "$tmp/e1.h5" "$tmp/e3.h5" >> "$tmp/err" 2>&1 && $py "$tmp/cmp.py" "$tmp/es1.h5" "$tmp/es3.h5" stats >> "$tmp/err" 2>&1; then
+  pass "record and record --stats with 3 ranks for 2 documents: the one-process files"
+else fail "more ranks than documents" "$tmp/err"; fi
 
 # 4. record --db over 3 ranks: one run, complete, from rank 0.
 if run 3 "$P" record "$model" "$d" -o "$tmp/db.h5" --db "$tmp/rec.db" --threads 1 > /dev/null 2> "$tmp/err" &&

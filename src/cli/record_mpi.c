@@ -123,10 +123,15 @@ nl_status nl_cli_record_summary(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds
     nl_status st = nl_summary_run(ctx, f, &view, s, stride, progress, NULL);
     char p[4200];
     part_path(p, sizeof p, outp, nl_mpi_rank());
-    if (st == NL_OK && !nl_mpi_is_root()) st = nl_summary_write(ctx, s, p);
+    /* a rank without documents (more ranks than documents) has no part: a summary file holds
+     * at least one document */
+    if (st == NL_OK && !nl_mpi_is_root() && hi > lo) st = nl_summary_write(ctx, s, p);
     st = nl_mpi_agree(ctx, st);
     for (int r = 1; st == NL_OK && nl_mpi_is_root() && r < S; r++) {
         nl_summary *part = NULL;
+        int rlo, rhi;
+        nl_mpi_block_of(ds->n_docs, r, S, &rlo, &rhi);
+        if (rhi == rlo) continue;
         part_path(p, sizeof p, outp, r);
         if ((st = nl_summary_read(ctx, p, &part)) == NL_OK) st = nl_summary_merge(ctx, s, part);
         nl_summary_destroy(part);
