@@ -30,9 +30,11 @@
  * stdout and stderr to /dev/null (their errors are agreed on, or printed at finalize).
  * Returns 0, or -1 when MPI could not start (message on stderr). Serial build: returns 0. */
 int nl_mpi_init(int *argc, char ***argv);
-/* Ends MPI with the command's exit code rc and returns it. rc == 0 or an agreed failure:
- * MPI_Finalize. A failure of this rank alone (the others did not arrive within a few
- * seconds): prints ctx->msg on the real stderr with the rank, then MPI_Abort(rc). */
+/* Ends MPI with the command's exit code rc and returns it. Every rank meets in a barrier of
+ * its own (polled every 20 ms, so a rank that is done does not spin while rank 0 writes), then
+ * MPI_Finalize. A failure that was not agreed on waits only 5 s: when the others do not come
+ * (they wait in a collective for this rank), it prints ctx->msg on the real stderr with the
+ * rank (rank 0 has printed it already) and calls MPI_Abort(rc). */
 int nl_mpi_finalize(int rc, const nl_ctx *ctx);
 
 int nl_mpi_rank(void);      /* 0 in the serial build */

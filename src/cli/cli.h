@@ -47,8 +47,8 @@ void nl_cli_print_help(FILE *out, const nl_command *cmd);
         {"--ctx", "N", 0, "context length; longer documents are scored in sliding windows", "the model's context"},       \
         {"--stride", "N", 0, "step between sliding windows", "ctx/2"},                                                    \
         {"--threads", "N", 0, "worker threads (1..1024)", "all cores"},                                                   \
-        {"--pipeline", "P", 0, "MPI build, ppl/perturb/prune: P ranks (mpirun -np P) each hold a block of layers",      \
-         "off: ranks split the documents"},                                                                             \
+        {"--pipeline", "P", 0, "MPI build, ppl/perturb/prune (record refuses it): P ranks (mpirun -np P) each hold a "   \
+         "block of layers", "off: ranks split the documents"},                                                          \
         {"--tokenizer", "PATH", 0, "tokenizer for \"text\" and \"prompt\"/\"response\" rows", "the model's own"},         \
         {"--hidden-act", "NAME", 0, "FFN activation of a GGUF model (llama.cpp's files do not store it)",                  \
          "config.json beside the file, else its neuronlab.hidden_act, else silu"}

@@ -69,13 +69,16 @@ int nl_mpi_init(int *argc, char ***argv) {
 int nl_mpi_finalize(int rc, const nl_ctx *ctx) {
     if (!g_init) return rc;
     fflush(stdout), fflush(stderr);
-    if (rc != 0 && rc != 2 && !g_agreed && g_size > 1) {
-        /* did every rank end too? (a failure they all reached, e.g. a bad path) */
+    if (g_size > 1) {
+        /* Every rank meets here on its own communicator. A rank that failed without an
+         * agreement waits 5 s for the others (they all failed alike, e.g. a bad --moe folder,
+         * or finished); if they do not come (they wait in a collective for it), it aborts. */
         MPI_Request req;
         MPI_Ibarrier(g_exit_comm, &req);
+        const int patient = rc == 0 || rc == 2 || g_agreed;
         int done = 0;
-        struct timespec ts = {0, 20 * 1000 * 1000};
-        for (int i = 0; i < 250 && !done; i++) { /* 5 s */
+        struct timespec ts = {0, 20 * 1000 * 1000}; /* poll politely: rank 0 may still be writing */
+        for (int i = 0; (patient || i < 250) && !done; i++) { /* 5 s when impatient */
             MPI_Test(&req, &done, MPI_STATUS_IGNORE);
             if (!done) nanosleep(&ts, NULL);
         }
