@@ -4,6 +4,7 @@
 #   make demo       install, build, run the main job on the bundled default model and data
 #   make bench      benchmarks (tokens/s, GB/s, peak RSS, ratios against baselines)
 #   make debug      build/debug/ with -g -fsanitize=address,undefined
+#   make mpi        build-mpi/neuronlab: mpicc, -DNL_MPI, parallel HDF5 (README "Running on a cluster")
 #   make check-slow heavy checks kept out of `make test` (incl. 10 min of fuzzing per harness)
 #   make fuzz       libFuzzer harnesses of fuzz/ (clang), each run NL_FUZZ_SECONDS (default 60)
 #   make clean
@@ -32,7 +33,7 @@ TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 DEPS    := $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
 
-.PHONY: all deps test demo bench debug debug-cli check-slow clean tests-build fuzz fuzz-build fuzz-corpus
+.PHONY: all deps test demo bench debug debug-cli check-slow clean tests-build fuzz fuzz-build fuzz-corpus mpi
 all: $(BUILD)/neuronlab
 
 # Installs missing Debian packages (idempotent; prints the command when not root).
@@ -76,10 +77,12 @@ $(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libneuronlab.a
 tests-build: $(BUILD)/neuronlab $(TEST_BIN)
 
 # Every Criterion suite and every tests/*.sh script; ends with "N passed, M failed".
-# The sanitizer build of the CLI runs the bad-input script too (tests/cli_errors.sh).
+# The sanitizer build of the CLI runs the bad-input script too (tests/cli_errors.sh); the MPI
+# build is made when Open MPI and the parallel HDF5 are installed (tests/mpi.sh runs it).
 test: deps
 	@$(MAKE) --no-print-directory tests-build
 	@$(MAKE) --no-print-directory debug-cli
+	@if $(MPI_PRESENT); then $(MAKE) --no-print-directory mpi; fi
 	@bash scripts/run-tests.sh $(BUILD)
 
 demo: deps
@@ -135,7 +138,20 @@ fuzz-corpus:
 fuzz: fuzz-build
 	@bash fuzz/run.sh build/fuzz $(NL_FUZZ_SECONDS) $(FUZZ_NAMES)
 
+# The MPI build: the same sources with mpicc and -DNL_MPI (src/core/mpi.c is the only MPI code)
+# against Debian's parallel HDF5 (libhdf5-openmpi-dev), into build-mpi/. The serial build
+# above stays the default and does not change.
+MPI_BUILD       := build-mpi
+MPI_PRESENT      = command -v mpicc >/dev/null 2>&1 && [ -d /usr/include/hdf5/openmpi ]
+MPI_HDF5_CFLAGS  = $(shell pkg-config --cflags hdf5-openmpi 2>/dev/null || echo -I/usr/include/hdf5/openmpi)
+MPI_HDF5_LIBS    = $(shell pkg-config --libs hdf5-openmpi 2>/dev/null || echo -L/usr/lib/x86_64-linux-gnu/hdf5/openmpi -lhdf5)
+
+mpi:
+	@$(MPI_PRESENT) || { echo "make mpi needs Open MPI and the parallel HDF5: apt-get install libopenmpi-dev openmpi-bin libhdf5-openmpi-dev (make deps)" >&2; exit 1; }
+	@$(MAKE) --no-print-directory BUILD=$(MPI_BUILD) CC=mpicc HDF5_CFLAGS="$(MPI_HDF5_CFLAGS) -DNL_MPI" \
+	    HDF5_LIBS="$(MPI_HDF5_LIBS)" $(MPI_BUILD)/neuronlab
+
 clean:
-	rm -rf build
+	rm -rf build $(MPI_BUILD)
 
 -include $(DEPS)

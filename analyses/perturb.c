@@ -14,7 +14,9 @@
 #include <string.h>
 
 #include "neuronlab/ops.h"
+#include "neuronlab/mpi.h"
 #include "neuronlab/rng.h"
+#include "neuronlab/walk.h"
 #include "neuronlab/model.h"
 
 static const char *METRIC_NAMES[NL_MASK_N_METRICS] = {"value", "norm", "random"};
@@ -335,6 +337,23 @@ static nl_status check_opts(nl_ctx *ctx, const nl_perturb_opts *opt) {
     return NL_OK;
 }
 
+/* Under MPI (mpi.h) nl_ppl_run scores this rank's block of documents: the random metric's row
+ * stream must start where the documents before the block end, as in one process. A walk
+ * that only counts the rows the forward pass would see (nothing runs). */
+static nl_status count_rows(void *user, nl_ctx *ctx, nl_forward *f, const nl_doc *doc, int start, int T, int new_from) {
+    (void)ctx, (void)f, (void)doc, (void)start, (void)new_from;
+    *(int64_t *)user += T;
+    return NL_OK;
+}
+
+static int64_t rows_before_block(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, int stride) {
+    int lo, hi;
+    int64_t n = 0;
+    nl_mpi_block(ds->n_docs, &lo, &hi);
+    for (int d = 0; d < lo; d++) nl_forward_doc(f, ctx, &ds->docs[d], stride, count_rows, &n);
+    return n;
+}
+
 /* The passes of a validated opt into cells (n_metrics × n_ratios), rows under run_id when db. */
 static nl_status run_passes(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, const nl_perturb_opts *opt, nl_results *db,
                             int64_t run_id, nl_progress *progress, nl_perturb_cell *cells) {
@@ -359,6 +378,7 @@ static nl_status run_passes(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, co
         nl_mask_destroy(mask);
         return nl_errorf(ctx, NL_EINVAL, "too many hooks on the forward pass");
     }
+    const int64_t skip_rows = rows_before_block(ctx, f, ds, opt->stride);
     /* The unmasked pass (k = 0: the hook leaves a untouched), shared by every k = 0 setting. */
     if (any_zero) {
         nl_ppl_result base;
@@ -372,6 +392,7 @@ static nl_status run_passes(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, co
     for (int i = 0; st == NL_OK && i < NC; i++) {
         if (cells[i].masked == 0) continue;
         if ((st = nl_mask_set(ctx, mask, cells[i].metric, cells[i].ratio)) != NL_OK) break;
+        for (int l = 0; l < mask->L; l++) mask->rows[l] = skip_rows;
         if ((st = nl_ppl_run(ctx, f, ds, opt->stride, progress, &cells[i].ppl)) != NL_OK) break;
         st = finish_cell(ctx, db, run_id, ds, &cells[i]);
     }

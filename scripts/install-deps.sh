@@ -5,7 +5,8 @@ set -euo pipefail
 pkgs=(build-essential pkg-config libhdf5-dev libopenblas-dev libopenblas0-openmp libjansson-dev libsqlite3-dev
       libpcre2-dev libcriterion-dev gnuplot-nox sqlite3 libmetis-dev
       python3-torch python3-numpy python3-h5py python3-sentencepiece
-      clang libclang-rt-14-dev) # clang + libFuzzer: the harnesses of fuzz/ (make fuzz, tests/fuzz_smoke.sh)
+      clang libclang-rt-14-dev # clang + libFuzzer: the harnesses of fuzz/ (make fuzz, tests/fuzz_smoke.sh)
+      libopenmpi-dev openmpi-bin libhdf5-openmpi-dev) # make mpi: build-mpi/neuronlab (tests/mpi.sh)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

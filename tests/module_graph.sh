@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 # header (public, include/neuronlab/) -> module
 declare -A HMOD=(
-  [common.h]=core [progress.h]=core [rng.h]=core [atomic_file.h]=core [gguf.h]=core
+  [common.h]=core [mpi.h]=core [progress.h]=core [rng.h]=core [atomic_file.h]=core [gguf.h]=core
   [tokenizer.h]=tokenizer
   [model.h]=model [safetensors.h]=model [st_writer.h]=model [export.h]=model
   [forward.h]=forward [hooks.h]=forward [ops.h]=forward [sampler.h]=forward

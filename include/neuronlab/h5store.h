@@ -252,7 +252,7 @@ nl_status nl_h5_writer_flush(nl_h5_writer *w, nl_ctx *ctx);
  * NULL is a no-op returning NL_OK. */
 nl_status nl_h5_writer_close(nl_h5_writer *w, nl_ctx *ctx, int complete);
 
-/* Documents ended so far, and tokens appended so far (including an open document). */
+/* Documents ended so far, and tokens appended so far (including an open document); 0 for NULL. */
 int64_t nl_h5_writer_docs(const nl_h5_writer *w);
 int64_t nl_h5_writer_tokens(const nl_h5_writer *w);
 /* 1 when layer is recorded by this writer. */

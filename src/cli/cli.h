@@ -47,6 +47,8 @@ void nl_cli_print_help(FILE *out, const nl_command *cmd);
         {"--ctx", "N", 0, "context length; longer documents are scored in sliding windows", "the model's context"},       \
         {"--stride", "N", 0, "step between sliding windows", "ctx/2"},                                                    \
         {"--threads", "N", 0, "worker threads (1..1024)", "all cores"},                                                   \
+        {"--pipeline", "P", 0, "MPI build, ppl/perturb/prune (record refuses it): P ranks (mpirun -np P) each hold a "   \
+         "block of layers", "off: ranks split the documents"},                                                          \
         {"--tokenizer", "PATH", 0, "tokenizer for \"text\" and \"prompt\"/\"response\" rows", "the model's own"},         \
         {"--hidden-act", "NAME", 0, "FFN activation of a GGUF model (llama.cpp's files do not store it)",                  \
          "config.json beside the file, else its neuronlab.hidden_act, else silu"}
@@ -129,12 +131,13 @@ typedef struct {
     const char *hidden_act; /* --hidden-act NAME: the FFN activation of a GGUF file (nl_model_opts) */
     nl_tokenizer *tok; /* owned after nl_cli_run_open; NULL when the model has none */
     long batch, ctx, stride, threads;
+    long pipeline;   /* --pipeline P (mpi.h): 0 = not given */
     nl_model *m;     /* owned after nl_cli_run_open */
     nl_dataset *ds;  /* owned */
     nl_forward *f;   /* owned */
 } nl_cli_run;
 
-#define NL_CLI_RUN_USAGE "MODEL DATA.jsonl [--batch N] [--ctx N] [--stride N] [--threads N] [--tokenizer PATH]"
+#define NL_CLI_RUN_USAGE "MODEL DATA.jsonl [--batch N] [--ctx N] [--stride N] [--threads N] [--pipeline P] [--tokenizer PATH]"
 
 /* Consumes argv[*i] when it is one of the options above or a positional argument.
  * Returns 1 when consumed, 0 when not, or a usage exit code (2) after printing it. */

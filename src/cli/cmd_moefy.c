@@ -36,6 +36,7 @@ const nl_cli_option nl_cli_opts_moefy[] = {
     {"--ctx", "N", 0, "context length; longer documents are read in sliding windows", "the model's context"},
     {"--stride", "N", 0, "step between sliding windows", "ctx/2"},
     {"--threads", "N", 0, "worker threads (1..1024)", "all cores"},
+    {"--pipeline", "P", 0, "shared with ppl (MPI build); moefy runs in one process, so only 1 is accepted", "1"},
     {"--tokenizer", "PATH", 0, "tokenizer for \"text\" and \"prompt\"/\"response\" rows", "the model's own"},
     {"--hidden-act", "NAME", 0, "FFN activation of a GGUF model (llama.cpp's files do not store it)",
      "config.json beside the file, else its neuronlab.hidden_act, else silu"},

@@ -14,6 +14,7 @@
 
 #include "analyses/perturb.h"
 #include "cli/cli.h"
+#include "neuronlab/mpi.h"
 
 static int run(nl_ctx *ctx, int argc, char **argv);
 const nl_command nl_cmd_perturb = {
@@ -226,8 +227,9 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     /* The database first, so a bad one fails before the model is read. */
     nl_results *db = NULL;
     nl_perturb_result res = {0};
-    nl_status st = co.db ? nl_results_open(ctx, co.db, 0, &db) : NL_OK;
+    nl_status st = co.db && nl_mpi_is_root() ? nl_results_open(ctx, co.db, 0, &db) : NL_OK; /* MPI: rank 0 writes */
     if (st == NL_OK && db) st = nl_perturb_create_tables(ctx, db);
+    st = nl_mpi_agree(ctx, st);
     if (st == NL_OK) st = nl_cli_run_open(ctx, &r);
     if (st == NL_OK) st = nl_cli_moe_open(ctx, &mo, r.m, r.f, 0);
     if (st == NL_OK) {

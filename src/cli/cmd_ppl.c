@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "neuronlab/mpi.h"
 #include "neuronlab/perplexity.h"
 #include "neuronlab/unigram.h"
 
@@ -69,7 +70,8 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     const nl_dataset *ds = r.ds;
     const char *paths[2] = {r.model, r.data};
     const long clen = r.ctx, stride = r.stride;
-    if (st == NL_OK) st = nl_cli_moe_open(ctx, &mo, r.m, r.f, 1);
+    /* the router recall is counted where the MoE layers run: with one process only (mpi.h) */
+    if (st == NL_OK) st = nl_cli_moe_open(ctx, &mo, r.m, r.f, nl_mpi_size() == 1);
     if (st == NL_OK) {
         nl_progress prog;
         nl_progress_init(&prog, "ppl", ds->n_tokens, "tok", ctx->progress);

@@ -18,6 +18,7 @@
 #include "analyses/experts.h"
 #include "analyses/prune.h"
 #include "cli/cli.h"
+#include "neuronlab/mpi.h"
 
 static int run(nl_ctx *ctx, int argc, char **argv);
 const nl_command nl_cmd_prune = {
@@ -510,6 +511,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     char *nparams = NULL;
     nl_status st = nl_results_open(ctx, co.db, 0, &db);
     if (st == NL_OK && !neurons) st = nl_ability_sets_load(ctx, db, co.scores, co.top, &sets);
+    st = nl_mpi_agree(ctx, st);
     if (st == NL_OK) st = nl_cli_run_open(ctx, &cr);
     if (st == NL_OK) st = nl_cli_moe_open(ctx, &mo, cr.m, cr.f, 0);
     opt.moe_json = nl_cli_moe_params(&mo, moe_params, sizeof moe_params);
@@ -531,7 +533,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         opt.stride = (int)cr.stride, opt.batch = (int)cr.batch, opt.model = cr.model, opt.dataset = eval_file ? eval_file : cr.data;
         nl_progress prog;
         nl_progress_init(&prog, "prune", 0, "tok", ctx->progress);
-        st = nl_prune_run(ctx, &opt, cr.f, eval_ds, &sets, db, &prog, &res);
+        st = nl_prune_run(ctx, &opt, cr.f, eval_ds, &sets, nl_mpi_is_root() ? db : NULL, &prog, &res); /* MPI: rank 0 writes */
         nl_progress_end(&prog);
     }
     const int passes = nl_prune_passes(&res);

@@ -36,7 +36,9 @@
 #include <sys/stat.h>
 
 #include "cli/cli.h"
+#include "cli/record_mpi.h"
 #include "neuronlab/imatrix.h"
+#include "neuronlab/mpi.h"
 #include "neuronlab/results.h"
 #include "neuronlab/tokenizer.h"
 #include "neuronlab/recorder.h"
@@ -298,13 +300,14 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     if (cs && cs[0] && !nl_cli_double(cs, &commit_s))
         return nl_cli_usage(&nl_cmd_record, "NEURONLAB_COMMIT_SECONDS='%s' is not a number", cs);
     const char *clog = getenv("NEURONLAB_COMMIT_LOG");
-    const char *dbpath = co.db;
+    const char *dbpath = nl_mpi_is_root() ? co.db : NULL; /* MPI (record_mpi.h): rank 0 writes the database */
     const char *paths[2] = {r.model, r.data};
     nl_h5_writer *w = NULL;
     int *layers = NULL, n_layers = 0;
     nl_results *db = NULL; /* --db: the run is registered once the inputs are valid */
     int64_t run_id = 0;
     nl_status st = dbpath ? nl_results_open(ctx, dbpath, 0, &db) : NL_OK;
+    st = nl_mpi_agree(ctx, st);
     if (st == NL_OK) st = nl_cli_run_open(ctx, &r);
     if (st == NL_OK) st = nl_cli_moe_open(ctx, &mo, r.m, r.f, 0);
     nl_dataset *ds = r.ds;
@@ -336,7 +339,10 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
                        "layer %d of '%s' is a mixture-of-experts layer (%d experts): --stats summarises ffn_act of dense "
                        "layers only (record the routing without --stats, or pick dense layers with --layers)",
                        moe_l[0], r.model, c->n_experts);
-    if (st == NL_OK)
+    if (st == NL_OK) st = nl_cli_record_mpi_check(ctx, resume, hook_streams);
+    if (st == NL_OK && imat_out && nl_mpi_data_size() > 1)
+        st = nl_errorf(ctx, NL_EUNSUPPORTED, "'%s': --imatrix runs in one process (its sums are not merged across MPI ranks yet)", imat_out);
+    if (st == NL_OK && nl_mpi_is_root())
         st = check_output(ctx, outp, r.data, dbpath, r.tok ? nl_tokenizer_path(r.tok) : r.tokenizer, r.model, force || resume);
     nl_imatrix *imat = NULL;
     if (st == NL_OK && imat_out)
@@ -370,6 +376,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         nl_run_info info = {.kind = "record", .model = paths[0], .dataset = paths[1], .source = outp, .params = params};
         st = nl_results_begin_run(ctx, db, &info, &run_id);
     }
+    st = nl_mpi_agree(ctx, st);
     if (st == NL_OK && stats)
         st = record_stats(ctx, &r, outp, layers, n_layers, (int)top_k, resume, checksum, commit_s, clog && clog[0] && strcmp(clog, "0"));
     else if (st == NL_OK) {
@@ -396,8 +403,8 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         meta.dataset_checksum = checksum;
         meta.commit_seconds = commit_s;
         if (clog && clog[0] && strcmp(clog, "0")) meta.on_commit = log_commit, meta.on_commit_user = (void *)outp;
-        st = resume ? nl_h5_writer_resume(ctx, outp, &meta, &w) : nl_h5_writer_create(ctx, outp, &meta, &w);
-        if (st == NL_OK && r.tok && (st = put_vocab(ctx, w, r.tok)) != NL_OK) {
+        st = resume ? nl_h5_writer_resume(ctx, outp, &meta, &w) : nl_cli_record_create(ctx, outp, &meta, &w);
+        if (st == NL_OK && r.tok && nl_mpi_is_root() && (st = put_vocab(ctx, w, r.tok)) != NL_OK) {
             nl_h5_writer_close(w, NULL, 0); /* the file keeps what it had; the vocabulary error is reported */
             w = NULL;
         }
@@ -408,7 +415,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         long long skipped = (long long)nl_h5_writer_docs(w);
         if (resume) fprintf(stderr, "neuronlab: resuming '%s' after its %lld committed documents\n", outp, skipped);
         if (skipped > 0) nl_progress_add(&prog, nl_h5_writer_tokens(w));
-        st = nl_record_run_rows(ctx, r.f, ds, w, pool, (int)r.stride, &prog, imat ? imatrix_rows : NULL, imat);
+        st = nl_cli_record_dump(ctx, r.f, ds, &w, pool, (int)r.stride, &prog, outp, imat ? imatrix_rows : NULL, imat);
         nl_progress_end(&prog);
         nl_ctx cctx; /* keep the first error's message */
         nl_ctx_init(&cctx);
@@ -492,9 +499,9 @@ static nl_status record_stats(nl_ctx *ctx, nl_cli_run *r, const char *outp, cons
         }
         stats_commit sc = {outp, log};
         nl_summary_commit cm = {stats_commit_fn, &sc, commit_s};
-        st = nl_summary_run(ctx, r->f, r->ds, s, (int)r->stride, &prog, &cm);
+        st = nl_cli_record_summary(ctx, r->f, r->ds, s, (int)r->stride, &prog, &cm, outp);
         nl_progress_end(&prog);
-        if (st == NL_OK) {
+        if (st == NL_OK && nl_mpi_is_root()) {
             s->complete = 1;
             st = nl_summary_write(ctx, s, outp);
         } else if (st == NL_EINTR) {

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "neuronlab/mpi.h"
 
 extern const nl_command nl_cmd_info, nl_cmd_ppl, nl_cmd_record, nl_cmd_tokenize, nl_cmd_generate, nl_cmd_tokenizer_train, nl_cmd_train, nl_cmd_report, nl_cmd_perturb, nl_cmd_sparsity, nl_cmd_ability, nl_cmd_overlap, nl_cmd_prune, nl_cmd_runs, nl_cmd_moefy, nl_cmd_export, nl_cmd_experts;
 
@@ -207,7 +208,12 @@ int main(int argc, char **argv) {
         }
         argv[n] = NULL;
         running = c;
-        return c->run(&ctx, n - 1, argv + 1);
+        /* the MPI build: the commands that split work over ranks run under MPI (one rank
+         * without mpirun); ranks > 0 are silent (mpi.h). The serial build: no-ops. */
+        const int par = c == &nl_cmd_record || c == &nl_cmd_ppl || c == &nl_cmd_perturb || c == &nl_cmd_prune;
+        if (par && nl_mpi_init(NULL, NULL) != 0) return 1;
+        if (!nl_mpi_is_root()) ctx.progress = 0;
+        return nl_mpi_finalize(c->run(&ctx, n - 1, argv + 1), &ctx);
     }
     fprintf(stderr, "neuronlab: unknown command '%s'\n", argv[1]);
     usage(stderr);

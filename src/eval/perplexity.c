@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "neuronlab/mpi.h"
+
 double nl_nll_mean(nl_nll_sum s) { return s.n > 0 ? s.nll / (double)s.n : NAN; }
 double nl_nll_ppl(nl_nll_sum s) { return exp(nl_nll_mean(s)); }
 
@@ -63,17 +65,27 @@ nl_status nl_ppl_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, int strid
     out->n_docs = ds->n_docs;
     nl_status st = NL_OK;
     if (!s.targets || !s.nll || !out->by_label || !out->by_doc) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
-    for (int d = 0; st == NL_OK && d < ds->n_docs; d++) {
+    /* Under MPI (mpi.h) this rank scores its block of documents, the blocks are gathered, and
+     * every rank sums the per-document results in document order: the sums of one process. */
+    int lo = 0, hi = ds->n_docs;
+    nl_mpi_block(ds->n_docs, &lo, &hi);
+    for (int d = lo; st == NL_OK && d < hi; d++) {
         s.sum = (nl_nll_sum){0, 0};
         s.doc_index = d;
         st = nl_forward_doc(f, ctx, &ds->docs[d], stride, ppl_chunk, &s);
         if (st != NL_OK) break;
         out->by_doc[d] = s.sum;
+    }
+    st = nl_mpi_agree(ctx, st);
+    if (st == NL_OK) st = nl_mpi_allgather_blocks(ctx, out->by_doc, sizeof *out->by_doc, ds->n_docs);
+    for (int d = 0; st == NL_OK && d < ds->n_docs; d++) {
+        const nl_nll_sum x = out->by_doc[d];
         int li = nl_dataset_label_index(ds, ds->docs[d].label);
-        out->by_label[li].nll += s.sum.nll;
-        out->by_label[li].n += s.sum.n;
-        out->total.nll += s.sum.nll;
-        out->total.n += s.sum.n;
+        out->by_label[li].nll += x.nll;
+        out->by_label[li].n += x.n;
+        out->total.nll += x.nll;
+        out->total.n += x.n;
+        if (progress && (d < lo || d >= hi)) nl_progress_add(progress, ds->docs[d].n_tokens); /* the other ranks' share */
     }
     free(s.targets);
     free(s.nll);

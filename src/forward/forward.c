@@ -11,7 +11,10 @@
  * mixture-of-experts layer, unless the layer's FFN was replaced (nl_forward_set_ffn);
  * Qwen3-style models RMS-normalise each head's q and k before RoPE;
  * the FFN_IN hooks edit the normalised input in place (attention has already read it).
- * Checked by tests/test_forward.c against PyTorch fixtures and stories260K.
+ * Pipeline mode of the MPI build (mpi.h): this rank runs only its block of layers; the residual
+ * (T, D) comes from the previous rank instead of the embedding and goes to the next one, and
+ * nl_forward_nll's losses come from the last rank (no-ops in the serial build).
+ * Checked by tests/test_forward.c against PyTorch fixtures and stories260K, and tests/mpi.sh.
  */
 #include "neuronlab/forward.h"
 
@@ -21,6 +24,7 @@
 #include <string.h>
 
 #include "forward/moe_block.h"
+#include "neuronlab/mpi.h"
 #include "neuronlab/ops.h"
 
 #define NL_HEAD_BLOCK 32 /* rows of logits computed at once by nl_forward_nll */
@@ -265,8 +269,11 @@ static nl_status ffn(nl_forward *f, nl_ctx *ctx, const nl_layer *w, int l, int T
 static nl_status blocks(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, int T) {
     const nl_config *c = f->c;
     const int D = c->d_model, Q = c->n_heads * c->head_dim, KV = c->n_kv_heads * c->head_dim;
-    nl_model_embed(f->m, tokens, T, f->pos, f->x);
-    for (int l = 0; l < c->n_layers; l++) {
+    int lo, hi;
+    nl_mpi_stage(c->n_layers, &lo, &hi); /* all layers unless in pipeline mode */
+    if (lo == 0) nl_model_embed(f->m, tokens, T, f->pos, f->x);
+    else nl_mpi_recv_prev(f->x, (size_t)T * D);
+    for (int l = lo; l < hi; l++) {
         if (nl_interrupted) return nl_errorf(ctx, NL_EINTR, "interrupted");
         nl_layer w;
         nl_status st = nl_model_layer(ctx, f->m, l, &w);
@@ -306,6 +313,7 @@ static nl_status blocks(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, int T
         for (size_t i = 0; i < n; i++) x[i] += (par ? ao[i] : 0.0f) + fo[i];
         if ((st = fire(f, ctx, NL_HOOK_RESID, l, T, D, tokens, f->x)) != NL_OK) return st;
     }
+    if (hi < c->n_layers) nl_mpi_send_next(f->x, (size_t)T * D);
     return NL_OK;
 }
 
@@ -349,6 +357,13 @@ nl_status nl_forward_nll(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, cons
     for (int t = 0; t < T; t++)
         if (targets[t] >= V)
             return nl_errorf(ctx, NL_EINVAL, "token id %d is outside the vocabulary (size %d)", targets[t], V);
+    int lo, hi;
+    nl_mpi_stage(f->c->n_layers, &lo, &hi);
+    if (hi < f->c->n_layers) { /* pipeline mode, not the last rank: the losses come from it */
+        nl_mpi_bcast_last(nll, (size_t)T);
+        f->pos += T;
+        return NL_OK;
+    }
     nl_head h;
     if ((st = final_norm(f, ctx, T, &h)) != NL_OK) return st;
     for (int t0 = 0; t0 < T; t0 += NL_HEAD_BLOCK) {
@@ -369,6 +384,7 @@ nl_status nl_forward_nll(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, cons
             nll[t0 + i] = log(s) + mx - z[tg];
         }
     }
+    nl_mpi_bcast_last(nll, (size_t)T);
     f->pos += T;
     return NL_OK;
 }

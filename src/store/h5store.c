@@ -1220,8 +1220,8 @@ nl_status nl_h5_writer_close(nl_h5_writer *w, nl_ctx *ctx, int complete) {
     return st;
 }
 
-int64_t nl_h5_writer_docs(const nl_h5_writer *w) { return w->n_docs; }
-int64_t nl_h5_writer_tokens(const nl_h5_writer *w) { return (int64_t)app_rows(&w->tokens); }
+int64_t nl_h5_writer_docs(const nl_h5_writer *w) { return w ? w->n_docs : 0; }
+int64_t nl_h5_writer_tokens(const nl_h5_writer *w) { return w ? (int64_t)app_rows(&w->tokens) : 0; }
 int nl_h5_writer_has_layer(const nl_h5_writer *w, int layer) {
     return layer >= 0 && layer < w->n_layers && w->slot[layer] >= 0;
 }
