@@ -128,10 +128,11 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
                 info.n_params / 1e6, info.n_active_params / 1e6);
     if (!v.quiet)
         fprintf(stderr,
-                "train %s: %.2fM parameters (%s, %d layers, d_model %d, d_ff %d, vocab %d); %lld training tokens "
+                "train %s: %.2fM parameters (%s, %d layers, d_model %d, %s %d, vocab %d); %lld training tokens "
                 "(%lld windows of %d), %lld validation tokens; micro-batch %d x %d, %d steps of %d windows; "
                 "activations %.0f MiB; OpenBLAS %s, %d threads\n",
-                cfg.out, info.n_params / 1e6, nl_act_name(cfg.hidden_act), cfg.n_layers, cfg.d_model, cfg.d_ff,
+                cfg.out, info.n_params / 1e6, nl_act_name(cfg.hidden_act), cfg.n_layers, cfg.d_model,
+                cfg.moe_type ? "d_expert" : "d_ff", cfg.moe_type ? cfg.moe_d_expert : cfg.d_ff,
                 info.vocab_size, (long long)info.train_tokens, (long long)info.train_windows, cfg.seq_len + 1,
                 (long long)info.val_tokens, info.micro_batch, cfg.seq_len, cfg.steps, cfg.batch_size,
                 info.act_bytes / 1048576.0, info.blas_core ? info.blas_core : "?", info.threads);
