@@ -31,6 +31,7 @@ static void load_fixture(fixture *fx) {
     fx->meta = json_load_file(FX "/cases.json", 0, &jerr);
     cr_assert(fx->meta, "cannot read " FX "/cases.json: %s", jerr.text);
     json_t *d = json_object_get(fx->meta, "dims");
+    memset(&fx->dims, 0, sizeof fx->dims); /* dense: the moe fields are 0 */
     fx->dims.d_model = (int)json_integer_value(json_object_get(d, "d_model"));
     fx->dims.n_layers = (int)json_integer_value(json_object_get(d, "n_layers"));
     fx->dims.n_heads = (int)json_integer_value(json_object_get(d, "n_heads"));
@@ -134,7 +135,7 @@ Test(train_model, gradients_match_pytorch_autograd) {
         nl_train_model *m = make_model(&fx, act, tied);
         nl_train_model_zero_grad(m);
         double ce, l1m;
-        nl_train_model_forward_backward(m, fx.windows, fx.B, l1, 1.0f, &ce, &l1m);
+        nl_train_model_forward_backward(m, fx.windows, fx.B, l1, 0.0f, 1.0f, &ce, &l1m, NULL);
         double want_loss = json_number_value(json_object_get(cs, "loss"));
         double want_l1 = json_number_value(json_object_get(cs, "l1_mean"));
         cr_assert(fabs(ce - want_loss) <= 1e-4 * fabs(want_loss), "%s: loss %.7f, torch %.7f", name, ce, want_loss);
@@ -183,7 +184,7 @@ Test(train_model, adamw_steps_match_torch_optim) {
         for (int s = 1; s <= fx.steps_ref; s++) {
             nl_train_model_zero_grad(m);
             double ce;
-            nl_train_model_forward_backward(m, fx.windows + (size_t)(s - 1) * fx.B * (fx.S + 1), fx.B, l1, 1.0f, &ce, NULL);
+            nl_train_model_forward_backward(m, fx.windows + (size_t)(s - 1) * fx.B * (fx.S + 1), fx.B, l1, 0.0f, 1.0f, &ce, NULL, NULL);
             double want = json_number_value(json_array_get(json_object_get(cs, "losses"), s - 1));
             cr_assert(fabs(ce - want) <= 1e-4 * fabs(want), "%s step %d: loss %.7f, torch %.7f", name, s, ce, want);
             double gn_want = json_number_value(json_array_get(json_object_get(cs, "grad_norms"), s - 1));
@@ -219,16 +220,16 @@ Test(train_model, l1_penalty_changes_gradients_and_accumulation_splits) {
     int64_t n = nl_train_model_n_params(m);
     float *g0 = malloc(n * 4), *g1 = malloc(n * 4);
     nl_train_model_zero_grad(m);
-    nl_train_model_forward_backward(m, fx.windows, fx.B, 0.0f, 1.0f, NULL, NULL);
+    nl_train_model_forward_backward(m, fx.windows, fx.B, 0.0f, 0.0f, 1.0f, NULL, NULL, NULL);
     memcpy(g0, nl_train_model_grads(m), n * 4);
     nl_train_model_zero_grad(m);
-    nl_train_model_forward_backward(m, fx.windows, fx.B, 5.0f, 1.0f, NULL, NULL);
+    nl_train_model_forward_backward(m, fx.windows, fx.B, 5.0f, 0.0f, 1.0f, NULL, NULL, NULL);
     memcpy(g1, nl_train_model_grads(m), n * 4);
     cr_assert_gt(rel_diff(g1, g0, n), 1e-2, "the L1 penalty should change the gradients");
     /* two micro-batches of one window with grad_scale 1/2 = one batch of two */
     nl_train_model_zero_grad(m);
-    nl_train_model_forward_backward(m, fx.windows, 1, 0.0f, 0.5f, NULL, NULL);
-    nl_train_model_forward_backward(m, fx.windows + fx.S + 1, 1, 0.0f, 0.5f, NULL, NULL);
+    nl_train_model_forward_backward(m, fx.windows, 1, 0.0f, 0.0f, 0.5f, NULL, NULL, NULL);
+    nl_train_model_forward_backward(m, fx.windows + fx.S + 1, 1, 0.0f, 0.0f, 0.5f, NULL, NULL, NULL);
     cr_assert_leq(rel_diff(nl_train_model_grads(m), g0, n), 1e-5);
     free(g0);
     free(g1);
@@ -246,7 +247,7 @@ Test(train_model, finite_differences) {
         int64_t n = nl_train_model_n_params(m);
         float *p = nl_train_model_params(m);
         nl_train_model_zero_grad(m);
-        nl_train_model_forward_backward(m, fx.windows, fx.B, 1.0f, 1.0f, NULL, NULL);
+        nl_train_model_forward_backward(m, fx.windows, fx.B, 1.0f, 0.0f, 1.0f, NULL, NULL, NULL);
         float *g = malloc(n * 4);
         memcpy(g, nl_train_model_grads(m), n * 4);
         for (int i = 0; i < nl_train_model_n_tensors(m); i++) {
@@ -260,7 +261,7 @@ Test(train_model, finite_differences) {
                 float save = p[k];
                 p[k] = save + (sgn ? -h : h);
                 double ce, l1m;
-                nl_train_model_forward_backward(m, fx.windows, fx.B, 1.0f, 1.0f, &ce, &l1m);
+                nl_train_model_forward_backward(m, fx.windows, fx.B, 1.0f, 0.0f, 1.0f, &ce, &l1m, NULL);
                 lp[sgn] = ce + 1.0 * l1m;
                 p[k] = save;
             }

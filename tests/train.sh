@@ -5,6 +5,10 @@
 #   - a run stopped half way (--stop-at) and resumed equals an uninterrupted run bit for bit
 #     (every logged loss and the saved weights); so does a run stopped by Ctrl-C (exit 130);
 #   - save_dtype bf16 loads and scores close to f32;
+#   - mixture of experts (Mixtral-style top-2, Qwen2-MoE-style with a shared expert): the saved folders
+#     load with the mixtral / qwen2_moe loaders and their ppl equals the trainer's evaluation (1e-4), the
+#     log carries the balancing loss, stop + resume equals an uninterrupted run; bad moe configs
+#     (unknown router option, top_k > experts, d_ff with moe, shared expert with mixtral);
 #   - every bad input stops with exit 1 and one stderr line naming the file, and leaves the
 #     previous checkpoint byte for byte (empty or short corpus, unknown activation, vocab_size
 #     below the tokenizer, token id >= vocab_size, typo key, changed model key on resume, fresh
@@ -168,6 +172,54 @@ else
   fail "save_dtype bf16"
 fi
 
+# --- mixture of experts: Mixtral-style and Qwen2-MoE-style (shared expert) ----------------------------
+# Each saved folder loads with the mixtral / qwen2_moe loader and its ppl equals the trainer's evaluation;
+# the log carries the balancing loss; a stopped and resumed MoE run equals the uninterrupted one.
+moe_ppl_check() { # NAME TYPE: info names the architecture, ppl == val_loss
+  local name=$1 type=$2
+  if "$nl" info "$tmp/$name" > "$tmp/$name.info" 2>&1 && grep -q "architecture $type" "$tmp/$name.info" &&
+     "$nl" ppl "$tmp/$name" "$tmp/val.jsonl" --stride 80 --json > "$tmp/$name.ppl.json" 2>&1 &&
+     "$PY" - "$tmp/$name/training.json" "$tmp/$name.ppl.json" "$tmp/$name/config.json" "$type" <<'PY'
+import json, sys
+t = json.load(open(sys.argv[1]))["final"]
+p = json.load(open(sys.argv[2]))
+c = json.load(open(sys.argv[3]))
+d = abs(t["val_loss"] - p["nll"])
+print(f"  {sys.argv[4]}: trainer val_loss {t['val_loss']:.6f} ({t['val_predictions']} predictions), "
+      f"ppl nll {p['nll']:.6f} ({p['tokens']} predictions), |diff| {d:.2e}")
+sys.exit(0 if d <= 1e-4 and t["val_predictions"] == p["tokens"] and c["model_type"] == sys.argv[4] else 1)
+PY
+  then pass "$type: the saved folder loads ($type) and its ppl equals the trainer's evaluation (1e-4)"
+  else fail "$type: info/ppl of the saved folder:"; tail -3 "$tmp/$name.info"
+  fi
+}
+mkcfg M d_ff=DEL l1=0 'moe={"experts": 4, "top_k": 2, "d_expert": 24, "aux_loss": 0.02}'
+if "$nl" train --config "$tmp/M.json" > "$tmp/M.out" 2> "$tmp/M.err" &&
+   "$PY" - "$tmp/M/train_log.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+aux = [r["aux"] for r in rows if "loss" in r]
+print(f"  mixtral: {len(aux)} log rows, aux loss {aux[0]:.4f} -> {aux[-1]:.4f} (2 = balanced top-2), "
+      f"loss {rows[0]['loss']:.3f} -> {[r for r in rows if 'loss' in r][-1]['loss']:.3f}")
+sys.exit(0 if len(aux) == 30 and all(1.99 < a < 8 for a in aux) else 1)
+PY
+then pass "mixtral-style run: 30 log rows with the balancing loss"; else fail "mixtral-style run:"; tail -3 "$tmp/M.err"; fi
+moe_ppl_check M mixtral
+mkcfg Q d_ff=DEL l1=0 'moe={"experts": 4, "top_k": 1, "d_expert": 24, "shared_d": 24}'
+if "$nl" train --config "$tmp/Q.json" --quiet > /dev/null 2> "$tmp/Q.err"; then
+  pass "qwen2_moe-style run (shared expert, top-1)"
+else
+  fail "qwen2_moe-style run:"; tail -3 "$tmp/Q.err"
+fi
+moe_ppl_check Q qwen2_moe
+mkcfg MB d_ff=DEL l1=0 'moe={"experts": 4, "top_k": 2, "d_expert": 24, "aux_loss": 0.02}'
+if "$nl" train --config "$tmp/MB.json" --stop-at 12 --quiet > /dev/null 2>&1 &&
+   "$nl" train --config "$tmp/MB.json" --resume --quiet > /dev/null 2>&1 && compare_runs "$tmp/M" "$tmp/MB"; then
+  pass "mixtral-style: stopped at 12 of 30 and resumed: same losses and weights"
+else
+  fail "mixtral-style resume"
+fi
+
 # --- bad inputs: exit 1, one line naming the file, previous checkpoint untouched ------------------
 cp "$tmp/A/checkpoint.bin" "$tmp/A.ckpt.orig"
 expect_bad() { # NAME PATTERN CONFIG [ARGS...]: resumes into folder A with a bad config
@@ -193,6 +245,16 @@ mkcfg A steps=40 train_data="\"$tmp/bigid.jsonl\""
 expect_bad "token id >= vocab_size in the data" "bigid.jsonl' line 1: token id 300 is outside the vocabulary \(size 257\)" "$tmp/A.json" --resume
 mkcfg A steps=40 learnig_rate=0.1
 expect_bad "typo in a key" "A.json': unknown key 'learnig_rate'" "$tmp/A.json" --resume
+mkcfg A steps=40 d_ff=DEL l1=0 'moe={"experts": 4, "d_expert": 16, "router_jitter": 0.1}'
+expect_bad "unknown router option" "A.json': unknown router option 'moe.router_jitter'" "$tmp/A.json" --resume
+mkcfg A steps=40 d_ff=DEL l1=0 'moe={"experts": 4, "top_k": 5, "d_expert": 16}'
+expect_bad "moe top_k above the experts" "A.json': moe.top_k 5 exceeds moe.experts 4" "$tmp/A.json" --resume
+mkcfg A steps=40 l1=0 'moe={"experts": 4, "d_expert": 16}'
+expect_bad "d_ff with moe" "A.json': key 'd_ff' must be left out with 'moe'" "$tmp/A.json" --resume
+mkcfg A steps=40 d_ff=DEL l1=0 'moe={"type": "mixtral", "experts": 4, "d_expert": 16, "shared_d": 8}'
+expect_bad "shared expert with type mixtral" "A.json': moe.shared_d 8 needs type qwen2_moe" "$tmp/A.json" --resume
+mkcfg A steps=40 d_ff=DEL l1=0 'moe={"experts": 4, "d_expert": 16}'
+expect_bad "resume a dense checkpoint with moe" "A.json': key '(d_ff|moe)' differs from checkpoint" "$tmp/A.json" --resume
 mkcfg A steps=40 d_model=64
 expect_bad "resume with a changed model key" "A.json': key 'd_model' differs from checkpoint '.*A/checkpoint.bin'" "$tmp/A.json" --resume
 mkcfg A steps=40

@@ -9,7 +9,7 @@
  *               tokenizer      tokenizer.json (or any tokenizer nl_tokenizer_open reads); copied into
  *                              the output folder. Needed for text rows; optional when every row is
  *                              {"tokens"} and vocab_size is given.
- *   model       d_model*, n_layers*, n_heads*, d_ff*
+ *   model       d_model*, n_layers*, n_heads*, d_ff* (left out with moe)
  *               n_kv_heads     default n_heads (must divide n_heads)
  *               vocab_size     default the tokenizer's size; smaller than the tokenizer's ids is an error
  *               max_seq_len    max_position_embeddings of the saved model, default seq_len (≥ seq_len)
@@ -17,6 +17,17 @@
  *               norm_eps       default 1e-5
  *               tie_word_embeddings  default false (as LlamaConfig)
  *               hidden_act     silu (default), gelu (exact erf), relu, relu2
+ *               moe            a mixture-of-experts FFN in every layer (absent or null: dense), an object:
+ *                 type         "mixtral" (default when shared_d is 0) or "qwen2_moe" (default when
+ *                              shared_d > 0): the saved folder's model_type and tensor names
+ *                 experts*     E routed experts per layer (1..1024)
+ *                 top_k        k experts per token, default 2 (1..E)
+ *                 d_expert*    neurons per routed expert
+ *                 shared_d     neurons of the shared expert, default 0 (none; > 0 needs qwen2_moe)
+ *                 norm_topk    renormalise the k weights to sum 1: mixtral true (required), qwen2_moe
+ *                              default false (norm_topk_prob)
+ *                 aux_loss     coefficient of the load-balancing loss, default 0.01 (router_aux_loss_coef)
+ *               With moe, d_ff must be left out and l1 must be 0. Unknown moe keys are errors.
  *   training    seq_len*       tokens per window (the model sees positions 0..seq_len-1)
  *               batch_size*    windows per optimizer step
  *               grad_accum     micro-batches per step, default 1 (divides batch_size; a micro-batch is
@@ -49,6 +60,8 @@
 
 #include "neuronlab/model.h"
 
+typedef enum { NL_TRAIN_MOE_NONE = 0, NL_TRAIN_MOE_MIXTRAL, NL_TRAIN_MOE_QWEN2 } nl_train_moe_type;
+
 typedef struct {
     char path[4096];                 /* the config file (named in messages) */
     /* data */
@@ -60,6 +73,10 @@ typedef struct {
     double rope_theta, norm_eps;
     int tie_word_embeddings;
     nl_act hidden_act;
+    /* mixture of experts: moe_type NL_TRAIN_MOE_NONE = dense (the other moe_* are then 0) */
+    int moe_type;                    /* nl_train_moe_type */
+    int moe_experts, moe_top_k, moe_d_expert, moe_shared_d, moe_norm_topk;
+    double moe_aux_loss;
     /* training */
     int seq_len, batch_size, grad_accum, steps, warmup_steps;
     double lr, min_lr, weight_decay, beta1, beta2, eps, grad_clip, l1;

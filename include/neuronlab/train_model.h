@@ -25,6 +25,22 @@
  * (GPT-2's scaling of the projections that write into the residual stream); norm weights 1. Each
  * tensor draws from its own stream nl_rng_derive(seed, 1, tensor index), in row-major order.
  *
+ * Mixture of experts (moe != 0; DESIGN.md §10, Hugging Face MixtralSparseMoeBlock / Qwen2MoeSparseMoeBlock):
+ * every layer's FFN is  out = Σ_{e∈S} w_e·FFN_e(n) [+ sigmoid(n·w_sg)·FFN_shared(n)],  n = rmsnorm₂(h),
+ * with router logits z = n·W_routerᵀ (E), p = softmax(z) (as nl_moe_route: f32, sum in double),
+ * S = the top_k of p (nl_moe_topk: ties as torch.topk), w_e = p_e / Σ_S p (norm_topk) or p_e. Tokens are
+ * grouped by expert and each expert runs one GEMM over its own tokens; unselected experts cost nothing.
+ * Gradients flow through the selected experts, the weights (renormalisation), the softmax into the
+ * router, the shared expert and its sigmoid gate; the selection itself has no gradient (as in PyTorch).
+ * Load-balancing loss (HF load_balancing_loss_func with the router probabilities of all layers
+ * concatenated, N = L·T rows): aux = E · Σ_e (C_e / N) · (Σ_rows p_e / N), C_e = token-slots routed to
+ * e over all layers (Σ_e C_e = k·N); the objective adds aux_coef · aux (per micro-batch).
+ * Tensor names: mixtral  model.layers.N.block_sparse_moe.gate.weight (E, D),
+ *               model.layers.N.block_sparse_moe.experts.E.{w1,w3,w2}.weight (gate, up, down);
+ *               qwen2_moe model.layers.N.mlp.gate.weight, model.layers.N.mlp.experts.E.{gate,up,down}_proj.weight,
+ *               model.layers.N.mlp.shared_expert.{gate,up,down}_proj.weight, model.layers.N.mlp.shared_expert_gate.weight (1, D).
+ * Init: router, expert gate/up and the shared gate N(0, 0.02²); expert and shared down N(0, (0.02/√(2L))²).
+ *
  * Activations needed by the backward pass are kept in buffers sized once at create for B windows of
  * S tokens: about L·(7·T·D + 2·T·W + 3·T·F + B·H·S²) + T·V floats (see nl_train_model_act_bytes).
  * Checked by tests/test_train_model.c (PyTorch autograd fixtures, every activation, tied and untied,
@@ -45,6 +61,13 @@ typedef struct {
     float rope_theta, norm_eps;
     int tie_embeddings;
     nl_act act;     /* silu, gelu, relu, relu2 */
+    /* mixture of experts (d_ff unused when moe != 0) */
+    int moe;        /* nl_train_moe_type (train_config.h): 0 dense, 1 mixtral, 2 qwen2_moe */
+    int n_experts;  /* E */
+    int top_k;      /* k ≤ E */
+    int d_expert;   /* Fe */
+    int d_shared;   /* Fs, 0 = no shared expert (qwen2_moe only) */
+    int norm_topk;  /* renormalise the k weights */
 } nl_train_dims;
 
 /* One named tensor inside the parameter vector. */
@@ -83,10 +106,15 @@ void nl_train_model_init(nl_train_model *m, uint64_t seed);
 void nl_train_model_zero_grad(nl_train_model *m);
 
 /* Forward and backward over B ≤ the create-time B windows (B, S+1) token ids in [0, V).
- * Adds grad_scale · ∇loss (objective above) to the gradients. *ce gets the mean cross-entropy,
- * *l1_mean the mean |a| (before the l1 coefficient); either may be NULL. */
-void nl_train_model_forward_backward(nl_train_model *m, const int32_t *windows, int B, float l1, float grad_scale,
-                                     double *ce, double *l1_mean);
+ * Adds grad_scale · ∇loss (objective above, with aux_coef · aux for MoE models) to the gradients.
+ * *ce gets the mean cross-entropy, *l1_mean the mean |a| (before the l1 coefficient; 0 for MoE),
+ * *aux the load-balancing loss (before aux_coef; 0 for dense models); any may be NULL. */
+void nl_train_model_forward_backward(nl_train_model *m, const int32_t *windows, int B, float l1, float aux_coef,
+                                     float grad_scale, double *ce, double *l1_mean, double *aux);
+
+/* Routing of layer l in the last pass (MoE only, else NULL): sel (T, k) the chosen experts, largest
+ * probability first, and wts (T, k) their weights; borrowed, valid until the next pass. */
+const int *nl_train_model_routing(const nl_train_model *m, int l, const float **wts);
 
 /* Forward only: inputs (B, S) in [0, V), targets (B, S) (< 0: not counted). Adds the summed
  * cross-entropy (nats, double) to *nll and the number of counted targets to *n. */

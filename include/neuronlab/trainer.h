@@ -1,6 +1,9 @@
 /* trainer.h — `neuronlab train`: trains a Llama-architecture decoder from a JSON config
  * (train_config.h) and writes a Hugging Face model folder that every neuronlab command loads.
  *
+ * With "moe" in the config the model is a mixture of experts (train_model.h) saved as a Hugging Face
+ * mixtral or qwen2_moe folder, and the log rows carry "aux" (the load-balancing loss) instead of "l1".
+ *
  * A run: load the tokenizer and the splits as token streams (token_stream.h), build the model
  * (train_model.h, init from the seed) and AdamW (adamw.h), then for each step s = start+1 … steps:
  * the batch of step s (batch_size windows of seq_len+1 tokens, deterministic in (seed, s)) in
@@ -10,7 +13,8 @@
  *
  * Output folder `out` (created with its parents):
  *   checkpoint.bin     resumable state (checkpoint.h), replaced atomically
- *   config.json        LlamaForCausalLM config (model_type "llama", torch_dtype of save_dtype)
+ *   config.json        LlamaForCausalLM config (model_type "llama", torch_dtype of save_dtype); with moe
+ *                      MixtralForCausalLM ("mixtral") or Qwen2MoeForCausalLM ("qwen2_moe")
  *   model.safetensors  HF tensor names (lm_head.weight only when untied), save_dtype, atomic
  *   tokenizer.json     copy of the config's tokenizer (tokenizer.model for a SentencePiece model)
  *   train_log.jsonl    one row per log step {"step","loss","l1","lr","grad_norm","tokens_per_s",
@@ -50,6 +54,7 @@ typedef struct {
     int64_t step, steps;
     double loss;        /* STEP/TICK: mean cross-entropy of the step; EVAL: validation loss */
     double l1_mean;     /* mean |a| of the step */
+    double aux;         /* STEP/TICK of an MoE model: the load-balancing loss (before its coefficient); else NaN */
     double lr, grad_norm;
     double tok_per_s;   /* training tokens per second of this session (steps only) */
     double elapsed;     /* wall-clock seconds of training over all sessions (evaluations included) */
@@ -62,6 +67,7 @@ typedef void (*nl_train_cb)(void *user, const nl_train_event *ev);
 
 typedef struct {
     int64_t n_params, start_step;
+    int64_t n_active_params;  /* parameters a token uses: n_params minus the unselected experts (= n_params dense) */
     int64_t train_tokens, val_tokens, train_windows;
     int vocab_size;           /* V (resolved: the tokenizer's when the config leaves it out) */
     int micro_batch;          /* windows per forward/backward */

@@ -2,7 +2,8 @@
 # train.sh [ACT...] — (re)builds the zoo from nothing: the corpus (notebooks-data/corpus/build.sh,
 # when build/corpus/ is missing), the 8192-id tokenizer (neuronlab tokenizer-train on the
 # training split → build/zoo/tokenizer.json, deterministic), then trains each model of
-# notebooks-data/zoo/<act>.json (default: silu gelu relu) one after the other into
+# notebooks-data/zoo/<act>.json (default: silu gelu relu; moe_mixtral moe_qwen for the MoE
+# models) one after the other into
 # notebooks-data/models/<act>/, resuming from its checkpoint when one is there (a session cut
 # short loses nothing). Logs go to build/zoo/<act>.log. Run from anywhere; takes ~35 min per
 # model on the 2-core machine when nothing else runs.

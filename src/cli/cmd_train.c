@@ -17,13 +17,16 @@
 
 static int run(nl_ctx *ctx, int argc, char **argv);
 const nl_cli_option nl_cli_opts_train[] = {
-    {"--config", "FILE", 1, "the training config (JSON; format in notebooks-data/zoo/README.md)", NULL},
+    {"--config", "FILE", 1,
+     "the training config (JSON; format in notebooks-data/zoo/README.md); \"moe\": {\"experts\", \"top_k\", \"d_expert\", "
+     "\"shared_d\", \"norm_topk\", \"aux_loss\", \"type\": mixtral|qwen2_moe} trains a mixture of experts",
+     NULL},
     {"--resume", NULL, 0, "continue from the output folder's checkpoint, bit for bit", NULL},
     {"--stop-at", "STEP", 0, "stop after this step with a checkpoint (continue later with --resume)", "the config's steps"},
     {"--threads", "N", 0, "worker threads (1..1024)", "all cores"},
     {NULL, NULL, 0, NULL, NULL}};
 const nl_command nl_cmd_train = {"train", NULL,
-                                 "train a Llama-architecture model from a JSON config into a Hugging Face folder (checkpoints, resume, logs)",
+                                 "train a Llama-architecture model (dense, or Mixtral / Qwen2-MoE mixture of experts) from a JSON config into a Hugging Face folder (checkpoints, resume, logs)",
                                  run};
 
 typedef struct {
@@ -55,16 +58,23 @@ static void on_event(void *user, const nl_train_event *ev) {
     case NL_TRAIN_EV_TICK:
         if (!v->tty || (nl_now() - v->last < 0.2 && ev->step != ev->steps)) return;
         v->last = nl_now();
-        fprintf(stderr, "\r\033[Ktrain %lld/%lld  loss %.4f  lr %.2e  |g| %.3f  %.0f tok/s  elapsed %s  ETA %s",
-                (long long)ev->step, (long long)ev->steps, ev->loss, ev->lr, ev->grad_norm, ev->tok_per_s, el, eta);
+        fprintf(stderr, "\r\033[Ktrain %lld/%lld  loss %.4f", (long long)ev->step, (long long)ev->steps, ev->loss);
+        if (!isnan(ev->aux)) fprintf(stderr, "  aux %.3f", ev->aux);
+        fprintf(stderr, "  lr %.2e  |g| %.3f  %.0f tok/s  elapsed %s  ETA %s", ev->lr, ev->grad_norm, ev->tok_per_s, el,
+                eta);
         fflush(stderr);
         v->drawn = 1;
         return;
     case NL_TRAIN_EV_STEP:
         if (v->tty) return;
-        fprintf(stderr, "step %lld/%lld loss %.4f l1 %.4g lr %.3e grad_norm %.4f tok/s %.0f elapsed %s eta %s\n",
-                (long long)ev->step, (long long)ev->steps, ev->loss, ev->l1_mean, ev->lr, ev->grad_norm, ev->tok_per_s,
-                el, eta);
+        if (isnan(ev->aux))
+            fprintf(stderr, "step %lld/%lld loss %.4f l1 %.4g lr %.3e grad_norm %.4f tok/s %.0f elapsed %s eta %s\n",
+                    (long long)ev->step, (long long)ev->steps, ev->loss, ev->l1_mean, ev->lr, ev->grad_norm,
+                    ev->tok_per_s, el, eta);
+        else
+            fprintf(stderr, "step %lld/%lld loss %.4f aux %.4f lr %.3e grad_norm %.4f tok/s %.0f elapsed %s eta %s\n",
+                    (long long)ev->step, (long long)ev->steps, ev->loss, ev->aux, ev->lr, ev->grad_norm, ev->tok_per_s,
+                    el, eta);
         return;
     case NL_TRAIN_EV_EVAL:
         clear_line(v);
@@ -111,12 +121,18 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     if ((st = nl_trainer_create(ctx, &cfg, resume, &t)) != NL_OK) return nl_cli_fail(ctx, st);
     nl_trainer_info info;
     nl_trainer_get_info(t, &info);
+    if (!v.quiet && cfg.moe_type)
+        fprintf(stderr, "train %s: %s, %d experts of %d top-%d%s, shared expert %d; %.2fM parameters, %.2fM active per "
+                "token\n", cfg.out, cfg.moe_type == NL_TRAIN_MOE_MIXTRAL ? "mixtral" : "qwen2_moe", cfg.moe_experts,
+                cfg.moe_d_expert, cfg.moe_top_k, cfg.moe_norm_topk ? " renormalised" : "", cfg.moe_shared_d,
+                info.n_params / 1e6, info.n_active_params / 1e6);
     if (!v.quiet)
         fprintf(stderr,
-                "train %s: %.2fM parameters (%s, %d layers, d_model %d, d_ff %d, vocab %d); %lld training tokens "
+                "train %s: %.2fM parameters (%s, %d layers, d_model %d, %s %d, vocab %d); %lld training tokens "
                 "(%lld windows of %d), %lld validation tokens; micro-batch %d x %d, %d steps of %d windows; "
                 "activations %.0f MiB; OpenBLAS %s, %d threads\n",
-                cfg.out, info.n_params / 1e6, nl_act_name(cfg.hidden_act), cfg.n_layers, cfg.d_model, cfg.d_ff,
+                cfg.out, info.n_params / 1e6, nl_act_name(cfg.hidden_act), cfg.n_layers, cfg.d_model,
+                cfg.moe_type ? "d_expert" : "d_ff", cfg.moe_type ? cfg.moe_d_expert : cfg.d_ff,
                 info.vocab_size, (long long)info.train_tokens, (long long)info.train_windows, cfg.seq_len + 1,
                 (long long)info.val_tokens, info.micro_batch, cfg.seq_len, cfg.steps, cfg.batch_size,
                 info.act_bytes / 1048576.0, info.blas_core ? info.blas_core : "?", info.threads);

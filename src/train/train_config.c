@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { K_STR, K_INT, K_I64, K_NUM, K_BOOL, K_ACT, K_DTYPE } key_kind;
+typedef enum { K_STR, K_INT, K_I64, K_NUM, K_BOOL, K_ACT, K_DTYPE, K_MOE } key_kind;
 enum { G_RUN = 1, G_OTHER = 2 }; /* G_RUN: must match when resuming */
 
 typedef struct {
@@ -39,13 +39,14 @@ static const key_def keys[] = {
     {"n_layers", K_INT, OFF(n_layers), 1, 0, 1, 1024, 0, G_RUN, 0},
     {"n_heads", K_INT, OFF(n_heads), 1, 0, 1, 4096, 0, G_RUN, 0},
     {"n_kv_heads", K_INT, OFF(n_kv_heads), 0, 0, 1, 4096, 0, G_RUN, 0}, /* default n_heads */
-    {"d_ff", K_INT, OFF(d_ff), 1, 0, 1, 1 << 20, 0, G_RUN, 0},
+    {"d_ff", K_INT, OFF(d_ff), 0, 0, 1, 1 << 20, 0, G_RUN, 0}, /* required unless moe */
     {"vocab_size", K_INT, OFF(vocab_size), 0, 0, 1, 1 << 24, 0, G_RUN, 0}, /* default: tokenizer's */
     {"max_seq_len", K_INT, OFF(max_seq_len), 0, 0, 1, 1 << 24, 0, G_RUN, 0}, /* default seq_len */
     {"rope_theta", K_NUM, OFF(rope_theta), 0, 10000, 0, BIG, 1, G_RUN, 0},
     {"norm_eps", K_NUM, OFF(norm_eps), 0, 1e-5, 0, 1, 1, G_RUN, 0},
     {"tie_word_embeddings", K_BOOL, OFF(tie_word_embeddings), 0, 0, 0, 1, 0, G_RUN, 0},
     {"hidden_act", K_ACT, OFF(hidden_act), 0, 0, 0, 0, 0, G_RUN, 0},
+    {"moe", K_MOE, OFF(moe_type), 0, 0, 0, 0, 0, G_RUN, 0}, /* the object; aux_loss compared as G_OTHER */
     {"seq_len", K_INT, OFF(seq_len), 1, 0, 1, 1 << 16, 0, G_RUN, 0},
     {"batch_size", K_INT, OFF(batch_size), 1, 0, 1, 1 << 20, 0, G_RUN, 0},
     {"grad_accum", K_INT, OFF(grad_accum), 0, 1, 1, 1 << 20, 0, G_RUN, 0},
@@ -102,6 +103,7 @@ static const char *kind_text(const key_def *k) {
     case K_BOOL: return "true or false";
     case K_ACT: return "one of \"silu\", \"gelu\", \"relu\", \"relu2\"";
     case K_DTYPE: return "one of \"f32\", \"bf16\", \"f16\"";
+    case K_MOE: return "an object";
     }
     return "?";
 }
@@ -118,11 +120,105 @@ static void show_value(json_t *v, char *buf, size_t cap) {
     free(s);
 }
 
+/* The "moe" object (train_config.h): every sub-key checked, unknown ones refused. */
+static const char *moe_keys[] = {"type", "experts", "top_k", "d_expert", "shared_d", "norm_topk", "aux_loss"};
+#define N_MOE_KEYS ((int)(sizeof moe_keys / sizeof moe_keys[0]))
+
+static int edit_distance(const char *a, const char *b);
+
+static nl_status moe_int(nl_ctx *ctx, const char *path, json_t *o, const char *key, int required, int def, int lo,
+                         int hi, int *out) {
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) {
+        if (required) return nl_errorf(ctx, NL_EINVAL, "'%s': missing key 'moe.%s'", path, key);
+        *out = def;
+        return NL_OK;
+    }
+    char got[96];
+    show_value(v, got, sizeof got);
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+        return nl_errorf(ctx, NL_EINVAL, "'%s': key 'moe.%s' must be an integer in [%d, %d], got %s", path, key, lo, hi,
+                         got);
+    *out = (int)json_integer_value(v);
+    return NL_OK;
+}
+
+static nl_status read_moe(nl_ctx *ctx, const char *path, json_t *o, nl_train_config *c) {
+    char got[96];
+    show_value(o, got, sizeof got);
+    if (!json_is_object(o))
+        return nl_errorf(ctx, NL_EINVAL, "'%s': key 'moe' must be an object (or null for a dense model), got %s", path,
+                         got);
+    const char *name;
+    json_t *v;
+    json_object_foreach(o, name, v) {
+        int known = name[0] == '_', bd = 99;
+        const char *best = NULL;
+        for (int i = 0; i < N_MOE_KEYS && !known; i++) {
+            if (!strcmp(name, moe_keys[i])) known = 1;
+            int d = edit_distance(name, moe_keys[i]);
+            if (d < bd) { bd = d; best = moe_keys[i]; }
+        }
+        if (known) continue;
+        if (best && bd <= 3)
+            return nl_errorf(ctx, NL_EINVAL, "'%s': unknown router option 'moe.%s' (did you mean 'moe.%s'?)", path, name,
+                             best);
+        return nl_errorf(ctx, NL_EINVAL, "'%s': unknown router option 'moe.%s' (known: type, experts, top_k, d_expert, "
+                         "shared_d, norm_topk, aux_loss)", path, name);
+    }
+    nl_status st;
+    if ((st = moe_int(ctx, path, o, "experts", 1, 0, 1, NL_MOE_MAX_EXPERTS, &c->moe_experts)) != NL_OK) return st;
+    if ((st = moe_int(ctx, path, o, "top_k", 0, 2, 1, NL_MOE_MAX_EXPERTS, &c->moe_top_k)) != NL_OK) return st;
+    if (c->moe_top_k > c->moe_experts)
+        return nl_errorf(ctx, NL_EINVAL, "'%s': moe.top_k %d exceeds moe.experts %d", path, c->moe_top_k, c->moe_experts);
+    if ((st = moe_int(ctx, path, o, "d_expert", 1, 0, 1, 1 << 20, &c->moe_d_expert)) != NL_OK) return st;
+    if ((st = moe_int(ctx, path, o, "shared_d", 0, 0, 0, 1 << 20, &c->moe_shared_d)) != NL_OK) return st;
+    json_t *ty = json_object_get(o, "type");
+    if (!ty || json_is_null(ty)) c->moe_type = c->moe_shared_d > 0 ? NL_TRAIN_MOE_QWEN2 : NL_TRAIN_MOE_MIXTRAL;
+    else if (json_is_string(ty) && !strcmp(json_string_value(ty), "mixtral")) c->moe_type = NL_TRAIN_MOE_MIXTRAL;
+    else if (json_is_string(ty) && !strcmp(json_string_value(ty), "qwen2_moe")) c->moe_type = NL_TRAIN_MOE_QWEN2;
+    else {
+        show_value(ty, got, sizeof got);
+        return nl_errorf(ctx, NL_EINVAL, "'%s': key 'moe.type' must be \"mixtral\" or \"qwen2_moe\", got %s", path, got);
+    }
+    json_t *nt = json_object_get(o, "norm_topk");
+    if (!nt || json_is_null(nt)) c->moe_norm_topk = c->moe_type == NL_TRAIN_MOE_MIXTRAL;
+    else if (json_is_boolean(nt)) c->moe_norm_topk = json_is_true(nt);
+    else {
+        show_value(nt, got, sizeof got);
+        return nl_errorf(ctx, NL_EINVAL, "'%s': key 'moe.norm_topk' must be true or false, got %s", path, got);
+    }
+    if (c->moe_type == NL_TRAIN_MOE_MIXTRAL && !c->moe_norm_topk)
+        return nl_errorf(ctx, NL_EINVAL, "'%s': moe.norm_topk false is not possible with type mixtral (Mixtral always "
+                         "renormalises; use type qwen2_moe)", path);
+    if (c->moe_type == NL_TRAIN_MOE_MIXTRAL && c->moe_shared_d > 0)
+        return nl_errorf(ctx, NL_EINVAL, "'%s': moe.shared_d %d needs type qwen2_moe (Mixtral has no shared expert)", path,
+                         c->moe_shared_d);
+    json_t *ax = json_object_get(o, "aux_loss");
+    c->moe_aux_loss = 0.01;
+    if (ax && !json_is_null(ax)) {
+        if (!json_is_number(ax) || !isfinite(json_number_value(ax)) || json_number_value(ax) < 0) {
+            show_value(ax, got, sizeof got);
+            return nl_errorf(ctx, NL_EINVAL, "'%s': key 'moe.aux_loss' must be a number >= 0, got %s", path, got);
+        }
+        c->moe_aux_loss = json_number_value(ax);
+    }
+    return NL_OK;
+}
+
+static json_t *moe_to_json(const nl_train_config *c) {
+    if (c->moe_type == NL_TRAIN_MOE_NONE) return json_null();
+    return json_pack("{s:s,s:i,s:i,s:i,s:i,s:b,s:f}", "type", c->moe_type == NL_TRAIN_MOE_MIXTRAL ? "mixtral" : "qwen2_moe",
+                     "experts", c->moe_experts, "top_k", c->moe_top_k, "d_expert", c->moe_d_expert, "shared_d",
+                     c->moe_shared_d, "norm_topk", c->moe_norm_topk, "aux_loss", c->moe_aux_loss);
+}
+
 static nl_status read_key(nl_ctx *ctx, const char *path, const key_def *k, json_t *v, nl_train_config *c) {
     void *dst = (char *)c + k->off;
     char got[96];
     show_value(v, got, sizeof got);
     switch (k->kind) {
+    case K_MOE: return read_moe(ctx, path, v, c);
     case K_STR:
         if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) >= 4096)
             return nl_errorf(ctx, NL_EINVAL, "'%s': key '%s' must be %s, got %s", path, k->name, kind_text(k), got);
@@ -182,6 +278,7 @@ static void set_default(const key_def *k, nl_train_config *c) {
     case K_NUM: *(double *)dst = k->def; break;
     case K_ACT: *(nl_act *)dst = NL_ACT_SILU; break;
     case K_DTYPE: *(nl_dtype *)dst = NL_DT_F32; break;
+    case K_MOE: c->moe_type = NL_TRAIN_MOE_NONE; break;
     }
 }
 
@@ -218,6 +315,14 @@ nl_status nl_train_config_from_json(nl_ctx *ctx, const char *path, json_t *obj, 
     if (!json_object_get(obj, "n_kv_heads") || json_is_null(json_object_get(obj, "n_kv_heads"))) c->n_kv_heads = c->n_heads;
     if (!json_object_get(obj, "max_seq_len") || json_is_null(json_object_get(obj, "max_seq_len"))) c->max_seq_len = c->seq_len;
     if (c->min_lr < 0) c->min_lr = c->lr / 10;
+    if (c->moe_type == NL_TRAIN_MOE_NONE && c->d_ff == 0)
+        return nl_errorf(ctx, NL_EINVAL, "'%s': missing key 'd_ff'", path);
+    if (c->moe_type != NL_TRAIN_MOE_NONE && c->d_ff != 0)
+        return nl_errorf(ctx, NL_EINVAL, "'%s': key 'd_ff' must be left out with 'moe' (the experts' width is "
+                         "moe.d_expert, the shared expert's moe.shared_d)", path);
+    if (c->moe_type != NL_TRAIN_MOE_NONE && c->l1 != 0)
+        return nl_errorf(ctx, NL_EINVAL, "'%s': key 'l1' must be 0 with 'moe' (the L1 penalty is defined on dense FFNs)",
+                         path);
     if (c->d_model % c->n_heads)
         return nl_errorf(ctx, NL_EINVAL, "'%s': d_model %d is not divisible by n_heads %d", path, c->d_model, c->n_heads);
     if ((c->d_model / c->n_heads) % 2)
@@ -284,8 +389,10 @@ json_t *nl_train_config_to_json(const nl_train_config *c) {
         json_t *v = NULL;
         switch (k->kind) {
         case K_STR: v = ((const char *)src)[0] ? json_string((const char *)src) : json_null(); break;
-        case K_INT: /* vocab_size 0 = "the tokenizer's" is written as null (absent) */
-            v = !strcmp(k->name, "vocab_size") && *(const int *)src == 0 ? json_null() : json_integer(*(const int *)src);
+        case K_INT: /* vocab_size 0 = "the tokenizer's", d_ff 0 (moe) are written as null (absent) */
+            v = (!strcmp(k->name, "vocab_size") || !strcmp(k->name, "d_ff")) && *(const int *)src == 0
+                    ? json_null()
+                    : json_integer(*(const int *)src);
             break;
         case K_I64: v = json_integer(*(const int64_t *)src); break;
         case K_NUM: v = json_real(*(const double *)src); break;
@@ -296,6 +403,7 @@ json_t *nl_train_config_to_json(const nl_train_config *c) {
             v = json_string(d == NL_DT_F32 ? "f32" : d == NL_DT_BF16 ? "bf16" : "f16");
             break;
         }
+        case K_MOE: v = moe_to_json(c); break;
         }
         json_object_set_new(o, k->name, v);
     }
@@ -311,6 +419,10 @@ static int key_equal(const key_def *k, const nl_train_config *a, const nl_train_
     case K_NUM: return *(const double *)x == *(const double *)y;
     case K_ACT: return *(const nl_act *)x == *(const nl_act *)y;
     case K_DTYPE: return *(const nl_dtype *)x == *(const nl_dtype *)y;
+    case K_MOE:
+        return a->moe_type == b->moe_type && a->moe_experts == b->moe_experts && a->moe_top_k == b->moe_top_k &&
+               a->moe_d_expert == b->moe_d_expert && a->moe_shared_d == b->moe_shared_d &&
+               a->moe_norm_topk == b->moe_norm_topk;
     }
     return 0;
 }
@@ -324,5 +436,6 @@ const char *nl_train_config_run_diff(const nl_train_config *a, const nl_train_co
 const char *nl_train_config_other_diff(const nl_train_config *a, const nl_train_config *b) {
     for (int i = 0; i < N_KEYS; i++)
         if (keys[i].group == G_OTHER && !key_equal(&keys[i], a, b)) return keys[i].name;
+    if (a->moe_aux_loss != b->moe_aux_loss) return "moe.aux_loss";
     return NULL;
 }

@@ -5,8 +5,11 @@
  * and writes activations, gradients and scratch. Activations kept per layer for the backward pass:
  * the block input x, rmsnorm₁ output and rstd, q|k|v after RoPE, attention probabilities, head
  * outputs, the residual h after attention, rmsnorm₂ output and rstd, gate|up pre-activations and
- * the FFN activation a.
- * Checked by tests/test_train_model.c.
+ * the FFN activation a. MoE layers keep instead: router probabilities, chosen experts and weights,
+ * the grouping of (token, slot) pairs by expert, each pair's gate|up pre-activations, activation and
+ * expert output (grouped rows), and the shared expert's pre-activations, activation, output and gate
+ * logit. A grouped row r of expert e is token rows[r], slot slot[r] (= t·k + j); experts in order.
+ * Checked by tests/test_train_model.c and tests/test_train_moe.c.
  */
 #include "neuronlab/train_model.h"
 
@@ -16,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "neuronlab/forward.h"
 #include "neuronlab/ops.h"
 #include "neuronlab/rng.h"
 #include "neuronlab/train_ops.h"
@@ -25,8 +29,14 @@ typedef struct {
     float *wqkv; /* (W, D) = [q_proj (Q, D); k_proj (KV, D); v_proj (KV, D)] */
     float *wo;   /* (D, Q) */
     float *ln2;  /* (D) */
-    float *wgu;  /* (2F, D) = [gate_proj (F, D); up_proj (F, D)] */
+    float *wgu;  /* (2F, D) = [gate_proj (F, D); up_proj (F, D)] (dense layers) */
     float *wd;   /* (D, F) */
+    /* MoE layers */
+    float *router; /* (E, D) */
+    float *ex;     /* E blocks of 3·Fe·D: [gate (Fe, D); up (Fe, D); down (D, Fe)] */
+    float *sh_gu;  /* (2Fs, D) shared expert gate|up */
+    float *sh_d;   /* (D, Fs) */
+    float *sh_g;   /* (1, D) shared_expert_gate */
 } layer_view;
 
 struct nl_train_model {
@@ -55,18 +65,46 @@ struct nl_train_model {
     int32_t *inp, *tgt;          /* (T) */
     float *block;                /* every activation buffer above, one allocation */
     int64_t act_bytes;
+    /* mixture of experts (NULL lists for dense models); per layer */
+    int Fmax;                    /* max(F, Fe, Fs): rows of da/dgu */
+    float **prob;                /* (T, E) router probabilities */
+    float **wts;                 /* (T, k) routing weights (renormalised when norm_topk) */
+    float **psum;                /* (T) Σ of the k chosen probabilities */
+    float **ys;                  /* (T·k, D) expert outputs, grouped rows */
+    float **sgu, **sa, **sy;     /* shared expert (T, 2Fs), (T, Fs), (T, D) */
+    float **sgl;                 /* (T) shared gate logits */
+    int **sel;                   /* (T, k) chosen experts */
+    int **off;                   /* (E + 1) first grouped row of each expert */
+    int **rows, **slot;          /* (T·k) token and slot of each grouped row */
+    float *xg, *dyg, *dxg;       /* (T, D) scratch: gathered rows; dxg is also the forward's MoE output */
+    float *dprob;                /* (T, E) */
+    float *dw;                   /* (T·k) gradient of each slot's weight */
+    double *count;               /* (E) token-slots per expert over all layers (last pass) */
+    double *psum_e;              /* (E) Σ of router probabilities per expert over all layers */
+    int *iblock;
 };
 
 static layer_view layer_of(const nl_train_model *m, float *base, int l) {
     const int64_t D = m->d.d_model, F = m->d.d_ff;
-    layer_view v;
+    layer_view v = {0};
     float *p = base + m->off_layer[l];
     v.ln1 = p; p += D;
     v.wqkv = p; p += (int64_t)m->W * D;
     v.wo = p; p += D * m->Q;
     v.ln2 = p; p += D;
-    v.wgu = p; p += 2 * F * D;
-    v.wd = p;
+    if (!m->d.moe) {
+        v.wgu = p; p += 2 * F * D;
+        v.wd = p;
+        return v;
+    }
+    const int64_t E = m->d.n_experts, Fe = m->d.d_expert, Fs = m->d.d_shared;
+    v.router = p; p += E * D;
+    v.ex = p; p += E * 3 * Fe * D;
+    if (Fs > 0) {
+        v.sh_gu = p; p += 2 * Fs * D;
+        v.sh_d = p; p += D * Fs;
+        v.sh_g = p;
+    }
     return v;
 }
 
@@ -86,7 +124,7 @@ static void add_tensor(nl_train_model *m, const char *name, int64_t *off, int nd
 
 nl_status nl_train_model_create(nl_ctx *ctx, const nl_train_dims *d, int B, int S, nl_train_model **out) {
     *out = NULL;
-    if (d->d_model <= 0 || d->n_layers <= 0 || d->n_heads <= 0 || d->n_kv_heads <= 0 || d->d_ff <= 0 ||
+    if (d->d_model <= 0 || d->n_layers <= 0 || d->n_heads <= 0 || d->n_kv_heads <= 0 || (!d->moe && d->d_ff <= 0) ||
         d->vocab_size <= 0 || B <= 0 || S <= 0)
         return nl_errorf(ctx, NL_EINVAL, "model dimensions and batch must be positive");
     if (d->d_model % d->n_heads)
@@ -101,6 +139,10 @@ nl_status nl_train_model_create(nl_ctx *ctx, const nl_train_dims *d, int B, int 
                          nl_act_name(d->act));
     if (!(d->rope_theta > 0) || !(d->norm_eps >= 0))
         return nl_errorf(ctx, NL_EINVAL, "rope_theta must be positive and norm_eps >= 0");
+    if (d->moe && (d->n_experts < 1 || d->n_experts > NL_MOE_MAX_EXPERTS || d->top_k < 1 || d->top_k > d->n_experts ||
+                   d->d_expert < 1 || d->d_shared < 0 || (d->d_shared > 0 && d->moe != 2)))
+        return nl_errorf(ctx, NL_EINVAL, "bad mixture of experts: %d experts, top_k %d, d_expert %d, shared %d",
+                         d->n_experts, d->top_k, d->d_expert, d->d_shared);
     nl_train_model *m = calloc(1, sizeof *m);
     if (!m) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
     m->d = *d;
@@ -115,7 +157,9 @@ nl_status nl_train_model_create(nl_ctx *ctx, const nl_train_dims *d, int B, int 
     m->W = m->Q + 2 * m->KV;
     const int64_t T = m->T, Q = m->Q, KV = m->KV, W = m->W;
 
-    m->tensors = calloc((size_t)(9 * L + 3), sizeof *m->tensors);
+    const int moe = d->moe, E = moe ? d->n_experts : 0, K = moe ? d->top_k : 0;
+    const int64_t Fe = moe ? d->d_expert : 0, Fs = moe ? d->d_shared : 0, FF = moe ? 0 : F;
+    m->tensors = calloc((size_t)((11 + 3 * E) * L + 3), sizeof *m->tensors); /* moe: 6 + router + 3E + 4 shared */
     m->off_layer = calloc((size_t)L, sizeof *m->off_layer);
     if (!m->tensors || !m->off_layer) goto oom;
     const float std = 0.02f, std_out = (float)(0.02 / sqrt(2.0 * L));
@@ -134,9 +178,41 @@ nl_status nl_train_model_create(nl_ctx *ctx, const nl_train_dims *d, int B, int 
         T_("self_attn.v_proj.weight", 2, KV, D, std);
         T_("self_attn.o_proj.weight", 2, D, Q, std_out);
         T_("post_attention_layernorm.weight", 1, D, 1, 0.0f);
-        T_("mlp.gate_proj.weight", 2, F, D, std);
-        T_("mlp.up_proj.weight", 2, F, D, std);
-        T_("mlp.down_proj.weight", 2, D, F, std_out);
+        if (!moe) {
+            T_("mlp.gate_proj.weight", 2, F, D, std);
+            T_("mlp.up_proj.weight", 2, F, D, std);
+            T_("mlp.down_proj.weight", 2, D, F, std_out);
+        } else if (moe == 1) { /* mixtral */
+            T_("block_sparse_moe.gate.weight", 2, E, D, std);
+            for (int e = 0; e < E; e++) {
+                char x[64];
+#define X_(suffix, a, b, s_)                                                     \
+    snprintf(x, sizeof x, "block_sparse_moe.experts.%d." suffix, e);            \
+    T_(x, 2, a, b, s_)
+                X_("w1.weight", Fe, D, std);
+                X_("w3.weight", Fe, D, std);
+                X_("w2.weight", D, Fe, std_out);
+#undef X_
+            }
+        } else { /* qwen2_moe */
+            T_("mlp.gate.weight", 2, E, D, std);
+            for (int e = 0; e < E; e++) {
+                char x[64];
+#define X_(suffix, a, b, s_)                                                     \
+    snprintf(x, sizeof x, "mlp.experts.%d." suffix, e);                         \
+    T_(x, 2, a, b, s_)
+                X_("gate_proj.weight", Fe, D, std);
+                X_("up_proj.weight", Fe, D, std);
+                X_("down_proj.weight", D, Fe, std_out);
+#undef X_
+            }
+            if (Fs > 0) {
+                T_("mlp.shared_expert.gate_proj.weight", 2, Fs, D, std);
+                T_("mlp.shared_expert.up_proj.weight", 2, Fs, D, std);
+                T_("mlp.shared_expert.down_proj.weight", 2, D, Fs, std_out);
+                T_("mlp.shared_expert_gate.weight", 2, 1, D, std);
+            }
+        }
 #undef T_
     }
     m->off_normf = off;
@@ -155,10 +231,20 @@ nl_status nl_train_model_create(nl_ctx *ctx, const nl_train_dims *d, int B, int 
     m->n_scratch = omp_get_max_threads();
     if (m->n_scratch < 1) m->n_scratch = 1;
     const int64_t BH = (int64_t)B * d->n_heads, SS = (int64_t)S * S, half = m->Dh / 2;
-    const int64_t per_layer = 3 * T * D + 2 * T + T * W + BH * SS + T * Q + T * D + 2 * T * F + T * F;
+    int64_t Fmax = FF > Fe ? FF : Fe;
+    if (Fs > Fmax) Fmax = Fs;
+    m->Fmax = (int)Fmax;
+    const int64_t TK = T * K;
+    const int64_t ffn_layer = moe ? T * E + TK + T + TK * (2 * Fe + Fe + D) + (Fs > 0 ? T * (3 * Fs + D + 1) : 0)
+                                  : 2 * T * FF + T * FF;
+    const int64_t per_layer = 3 * T * D + 2 * T + T * W + BH * SS + T * Q + T * D + ffn_layer;
+    const int64_t moe_scratch = moe ? 3 * T * D + T * E + TK : 0;
     const int64_t total = (int64_t)L * per_layer + T * D /* x[L] */ + T * D + T + T * V /* head */ +
-                          2 * T * D + T * F + 2 * T * F + T * Q + T * W + 2 * T * Q + m->n_scratch * SS + 2 * S * half;
-    m->act_bytes = total * (int64_t)sizeof(float) + T * (int64_t)(sizeof(double) + 2 * sizeof(int32_t));
+                          2 * T * D + T * Fmax + 2 * T * Fmax + T * Q + T * W + 2 * T * Q + m->n_scratch * SS +
+                          2 * S * half + moe_scratch;
+    const int64_t itotal = moe ? (int64_t)L * (TK + E + 1 + 2 * TK) : 0;
+    m->act_bytes = total * (int64_t)sizeof(float) + itotal * (int64_t)sizeof(int) +
+                   T * (int64_t)(sizeof(double) + 2 * sizeof(int32_t));
     m->block = malloc((size_t)total * sizeof(float));
     m->rowbuf = malloc((size_t)T * sizeof(double));
     m->inp = malloc((size_t)T * sizeof(int32_t));
@@ -167,6 +253,26 @@ nl_status nl_train_model_create(nl_ctx *ctx, const nl_train_dims *d, int B, int 
     for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++)
         if (!(*lists[i] = calloc((size_t)L + 1, sizeof(float *)))) goto oom;
     if (!m->block || !m->rowbuf || !m->inp || !m->tgt) goto oom;
+    if (moe) {
+        float ***ml[] = {&m->prob, &m->wts, &m->psum, &m->ys, &m->sgu, &m->sa, &m->sy, &m->sgl};
+        for (size_t i = 0; i < sizeof ml / sizeof ml[0]; i++)
+            if (!(*ml[i] = calloc((size_t)L, sizeof(float *)))) goto oom;
+        int ***il[] = {&m->sel, &m->off, &m->rows, &m->slot};
+        for (size_t i = 0; i < sizeof il / sizeof il[0]; i++)
+            if (!(*il[i] = calloc((size_t)L, sizeof(int *)))) goto oom;
+        m->iblock = malloc((size_t)itotal * sizeof(int));
+        m->count = calloc((size_t)E, sizeof(double));
+        m->psum_e = calloc((size_t)E, sizeof(double));
+        if (!m->iblock || !m->count || !m->psum_e) goto oom;
+        int *ip = m->iblock;
+        for (int l = 0; l < L; l++) {
+            m->sel[l] = ip; ip += TK;
+            m->off[l] = ip; ip += E + 1;
+            m->rows[l] = ip; ip += TK;
+            m->slot[l] = ip; ip += TK;
+        }
+        NL_ASSERT(ip == m->iblock + itotal);
+    }
     float *p = m->block;
 #define TAKE(n) (p += (n), p - (n))
     for (int l = 0; l < L; l++) {
@@ -179,8 +285,23 @@ nl_status nl_train_model_create(nl_ctx *ctx, const nl_train_dims *d, int B, int 
         m->h[l] = TAKE(T * D);
         m->xn2[l] = TAKE(T * D);
         m->rstd2[l] = TAKE(T);
-        m->gu[l] = TAKE(2 * T * F);
-        m->a[l] = TAKE(T * F);
+        if (!moe) {
+            m->gu[l] = TAKE(2 * T * F);
+            m->a[l] = TAKE(T * F);
+            continue;
+        }
+        m->prob[l] = TAKE(T * E);
+        m->wts[l] = TAKE(TK);
+        m->psum[l] = TAKE(T);
+        m->gu[l] = TAKE(TK * 2 * Fe);
+        m->a[l] = TAKE(TK * Fe);
+        m->ys[l] = TAKE(TK * D);
+        if (Fs > 0) {
+            m->sgu[l] = TAKE(T * 2 * Fs);
+            m->sa[l] = TAKE(T * Fs);
+            m->sy[l] = TAKE(T * D);
+            m->sgl[l] = TAKE(T);
+        }
     }
     m->x[L] = TAKE(T * D);
     m->xnf = TAKE(T * D);
@@ -188,14 +309,21 @@ nl_status nl_train_model_create(nl_ctx *ctx, const nl_train_dims *d, int B, int 
     m->logits = TAKE(T * V);
     m->dx = TAKE(T * D);
     m->dxn = TAKE(T * D);
-    m->da = TAKE(T * F);
-    m->dgu = TAKE(2 * T * F);
+    m->da = TAKE(T * Fmax);
+    m->dgu = TAKE(2 * T * Fmax);
     m->datt = TAKE(T * Q);
     m->dqkv = TAKE(T * W);
     m->dkv = TAKE(2 * T * Q);
     m->dp = TAKE(m->n_scratch * SS);
     m->cs = TAKE(S * half);
     m->sn = TAKE(S * half);
+    if (moe) {
+        m->xg = TAKE(T * D);
+        m->dyg = TAKE(T * D);
+        m->dxg = TAKE(T * D);
+        m->dprob = TAKE(T * E);
+        m->dw = TAKE(TK);
+    }
 #undef TAKE
     NL_ASSERT(p == m->block + total);
     {
@@ -222,6 +350,8 @@ void nl_train_model_destroy(nl_train_model *m) {
     free(m->inp); free(m->tgt);
     free(m->x); free(m->xn1); free(m->rstd1); free(m->qkv); free(m->P); free(m->att); free(m->h); free(m->xn2);
     free(m->rstd2); free(m->gu); free(m->a);
+    free(m->prob); free(m->wts); free(m->psum); free(m->ys); free(m->sgu); free(m->sa); free(m->sy); free(m->sgl);
+    free(m->sel); free(m->off); free(m->rows); free(m->slot); free(m->iblock); free(m->count); free(m->psum_e);
     free(m);
 }
 
@@ -241,7 +371,11 @@ const nl_train_tensor *nl_train_model_find(const nl_train_model *m, const char *
 
 double nl_train_model_flops_per_window(const nl_train_model *m) {
     const double S = m->S, D = m->d.d_model, F = m->d.d_ff, V = m->d.vocab_size, L = m->d.n_layers;
-    const double mats = L * (m->W * D + D * m->Q + 3 * F * D) + V * D; /* weights in GEMMs */
+    /* weights in GEMMs per token; an MoE layer counts its router, k experts and the shared expert */
+    const double ffn = m->d.moe ? (double)m->d.n_experts * D + m->d.top_k * 3.0 * m->d.d_expert * D +
+                                      (m->d.d_shared > 0 ? 3.0 * m->d.d_shared * D + D : 0)
+                                : 3 * F * D;
+    const double mats = L * (m->W * D + D * m->Q + ffn) + V * D;
     double blk = 0; /* Σ over query blocks of rows × keys read (train_ops.h: NL_ATT_BLOCK) */
     for (int r0 = 0; r0 < m->S; r0 += NL_ATT_BLOCK) {
         const int r1 = m->S - r0 < NL_ATT_BLOCK ? m->S : r0 + NL_ATT_BLOCK;
@@ -268,6 +402,182 @@ void nl_train_model_init(nl_train_model *m, uint64_t seed) {
 
 void nl_train_model_zero_grad(nl_train_model *m) { memset(m->grads, 0, (size_t)m->n_params * sizeof(float)); }
 
+/* ---- mixture-of-experts FFN ------------------------------------------------------------------ */
+
+/* Forward of MoE layer l over T rows of xn2[l]: routing, grouping, the selected experts and the
+ * shared expert; x[l+1] = h + out with out summed as nl_ffn_moe does (experts in increasing order,
+ * then the shared expert). Adds the layer's slot counts and probability sums to m->count, m->psum_e. */
+static void moe_forward(nl_train_model *m, int l, int T) {
+    const nl_train_dims *d = &m->d;
+    const int D = d->d_model, E = d->n_experts, k = d->top_k, Fe = d->d_expert, Fs = d->d_shared;
+    layer_view w = layer_of(m, m->params, l);
+    const float *xn = m->xn2[l];
+    float *prob = m->prob[l], *wts = m->wts[l], *psum = m->psum[l], *out = m->dxg;
+    int *sel = m->sel[l], *off = m->off[l], *rows = m->rows[l], *slot = m->slot[l];
+    nl_linear_fwd(prob, xn, w.router, T, D, E, 0);
+#pragma omp parallel for schedule(static) if ((int64_t)T * E > NL_PAR_MIN)
+    for (int t = 0; t < T; t++) { /* as nl_moe_route */
+        float *z = prob + (size_t)t * E;
+        float mx = z[0];
+        for (int e = 1; e < E; e++) mx = z[e] > mx ? z[e] : mx;
+        double sum = 0;
+        for (int e = 0; e < E; e++) sum += (double)expf(z[e] - mx);
+        const float inv = (float)(1.0 / sum);
+        for (int e = 0; e < E; e++) z[e] = expf(z[e] - mx) * inv;
+        float *wt = wts + (size_t)t * k;
+        nl_moe_topk(z, E, k, sel + (size_t)t * k, wt);
+        float s = 0;
+        for (int j = 0; j < k; j++) s += wt[j];
+        psum[t] = s;
+        if (d->norm_topk)
+            for (int j = 0; j < k; j++) wt[j] /= s;
+    }
+    /* group the (token, slot) pairs by expert: counting sort, tokens ascending within an expert */
+    memset(off, 0, (size_t)(E + 1) * sizeof(int));
+    for (int64_t i = 0; i < (int64_t)T * k; i++) off[sel[i] + 1]++;
+    for (int e = 0; e < E; e++) off[e + 1] += off[e];
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < k; j++) {
+            const int e = sel[(size_t)t * k + j], r = off[e]++;
+            rows[r] = t;
+            slot[r] = t * k + j;
+        }
+    for (int e = E; e > 0; e--) off[e] = off[e - 1];
+    off[0] = 0;
+    for (int e = 0; e < E; e++) m->count[e] += off[e + 1] - off[e];
+    for (int e = 0; e < E; e++) {
+        double s = 0;
+        for (int t = 0; t < T; t++) s += prob[(size_t)t * E + e];
+        m->psum_e[e] += s;
+    }
+    memset(out, 0, (size_t)T * D * sizeof(float));
+    for (int e = 0; e < E; e++) {
+        const int r0 = off[e], n = off[e + 1] - r0;
+        if (n == 0) continue;
+        const float *wgu = w.ex + (size_t)e * 3 * Fe * D, *wd = wgu + (size_t)2 * Fe * D;
+        float *gu = m->gu[l] + (size_t)r0 * 2 * Fe, *a = m->a[l] + (size_t)r0 * Fe, *y = m->ys[l] + (size_t)r0 * D;
+        for (int r = 0; r < n; r++) memcpy(m->xg + (size_t)r * D, xn + (size_t)rows[r0 + r] * D, (size_t)D * sizeof(float));
+        nl_linear_fwd(gu, m->xg, wgu, n, D, 2 * Fe, 0);
+        nl_gated_act_fwd(a, gu, n, Fe, d->act);
+        nl_linear_fwd(y, a, wd, n, Fe, D, 0);
+#pragma omp parallel for schedule(static) if ((int64_t)n * D > NL_PAR_MIN)
+        for (int r = 0; r < n; r++) { /* one row per token within an expert: no collisions */
+            float *o = out + (size_t)rows[r0 + r] * D;
+            const float *yr = y + (size_t)r * D, wt = wts[slot[r0 + r]];
+            for (int i = 0; i < D; i++) o[i] += yr[i] * wt;
+        }
+    }
+    if (Fs > 0) {
+        nl_linear_fwd(m->sgu[l], xn, w.sh_gu, T, D, 2 * Fs, 0);
+        nl_gated_act_fwd(m->sa[l], m->sgu[l], T, Fs, d->act);
+        nl_linear_fwd(m->sy[l], m->sa[l], w.sh_d, T, Fs, D, 0);
+        nl_linear_fwd(m->sgl[l], xn, w.sh_g, T, D, 1, 0);
+#pragma omp parallel for schedule(static) if ((int64_t)T * D > NL_PAR_MIN)
+        for (int t = 0; t < T; t++) {
+            const float gate = 1.0f / (1.0f + expf(-m->sgl[l][t]));
+            float *o = out + (size_t)t * D;
+            const float *yr = m->sy[l] + (size_t)t * D;
+            for (int i = 0; i < D; i++) o[i] += gate * yr[i];
+        }
+    }
+    float *xo = m->x[l + 1];
+    const float *h = m->h[l];
+#pragma omp parallel for schedule(static) if ((int64_t)T * D > NL_PAR_MIN)
+    for (int64_t i = 0; i < (int64_t)T * D; i++) xo[i] = h[i] + out[i];
+}
+
+/* Backward of MoE layer l: m->dx holds ∂/∂out (= ∂/∂x[l+1]); writes ∂/∂xn2 into m->dxn and adds
+ * the parameter gradients. aux_g = grad_scale · aux_coef · E / N² (the gradient of the balancing
+ * loss w.r.t. p[t, e] is aux_g · C_e). */
+static void moe_backward(nl_train_model *m, int l, int T, double aux_g) {
+    const nl_train_dims *d = &m->d;
+    const int D = d->d_model, E = d->n_experts, k = d->top_k, Fe = d->d_expert, Fs = d->d_shared;
+    layer_view w = layer_of(m, m->params, l), g = layer_of(m, m->grads, l);
+    const float *xn = m->xn2[l], *dx = m->dx, *prob = m->prob[l], *wts = m->wts[l];
+    const int *sel = m->sel[l], *off = m->off[l], *rows = m->rows[l], *slot = m->slot[l];
+    float *dxn = m->dxn;
+    memset(dxn, 0, (size_t)T * D * sizeof(float));
+    if (Fs > 0) {
+        /* out += σ(s)·ys:  ∂s = σ(1−σ)·(dx·ys),  ∂ys = σ·dx */
+        float *dsg = m->dw; /* (T) ≤ (T·k) */
+        const float *sy = m->sy[l], *sgl = m->sgl[l];
+#pragma omp parallel for schedule(static) if ((int64_t)T * D > NL_PAR_MIN)
+        for (int t = 0; t < T; t++) {
+            const float sg = 1.0f / (1.0f + expf(-sgl[t]));
+            const float *dr = dx + (size_t)t * D, *yr = sy + (size_t)t * D;
+            float *o = m->dyg + (size_t)t * D;
+            double dot = 0;
+            for (int i = 0; i < D; i++) {
+                dot += (double)dr[i] * yr[i];
+                o[i] = sg * dr[i];
+            }
+            dsg[t] = (float)(dot * sg * (1.0 - sg));
+        }
+        nl_linear_bwd(m->da, 0, g.sh_d, m->dyg, m->sa[l], w.sh_d, T, Fs, D);
+        nl_gated_act_bwd(m->dgu, m->da, m->sgu[l], T, Fs, d->act);
+        nl_linear_bwd(dxn, 1, g.sh_gu, m->dgu, xn, w.sh_gu, T, D, 2 * Fs);
+        nl_linear_bwd(dxn, 1, g.sh_g, dsg, xn, w.sh_g, T, D, 1);
+    }
+    float *dw = m->dw;
+    for (int e = 0; e < E; e++) {
+        const int r0 = off[e], n = off[e + 1] - r0;
+        if (n == 0) continue;
+        const float *wgu = w.ex + (size_t)e * 3 * Fe * D, *wd = wgu + (size_t)2 * Fe * D;
+        float *ggu = g.ex + (size_t)e * 3 * Fe * D, *gd = ggu + (size_t)2 * Fe * D;
+        const float *gu = m->gu[l] + (size_t)r0 * 2 * Fe, *a = m->a[l] + (size_t)r0 * Fe, *y = m->ys[l] + (size_t)r0 * D;
+        /* out[t] += w·y[r]:  ∂w = dx[t]·y[r],  ∂y[r] = w·dx[t] */
+#pragma omp parallel for schedule(static) if ((int64_t)n * D > NL_PAR_MIN)
+        for (int r = 0; r < n; r++) {
+            const int t = rows[r0 + r], sl = slot[r0 + r];
+            const float *dr = dx + (size_t)t * D, *yr = y + (size_t)r * D, wt = wts[sl];
+            float *o = m->dyg + (size_t)r * D;
+            double dot = 0;
+            for (int i = 0; i < D; i++) {
+                dot += (double)dr[i] * yr[i];
+                o[i] = wt * dr[i];
+            }
+            dw[sl] = (float)dot;
+            memcpy(m->xg + (size_t)r * D, xn + (size_t)t * D, (size_t)D * sizeof(float));
+        }
+        nl_linear_bwd(m->da, 0, gd, m->dyg, a, wd, n, Fe, D);
+        nl_gated_act_bwd(m->dgu, m->da, gu, n, Fe, d->act);
+        nl_linear_bwd(m->dxg, 0, ggu, m->dgu, m->xg, wgu, n, D, 2 * Fe);
+#pragma omp parallel for schedule(static) if ((int64_t)n * D > NL_PAR_MIN)
+        for (int r = 0; r < n; r++) {
+            float *o = dxn + (size_t)rows[r0 + r] * D;
+            const float *src = m->dxg + (size_t)r * D;
+            for (int i = 0; i < D; i++) o[i] += src[i];
+        }
+    }
+    /* weights → probabilities (renormalisation), balancing loss, softmax → logits */
+    float *dp = m->dprob;
+#pragma omp parallel for schedule(static) if ((int64_t)T * E > NL_PAR_MIN)
+    for (int t = 0; t < T; t++) {
+        float *dr = dp + (size_t)t * E;
+        const float *pr = prob + (size_t)t * E, *wt = wts + (size_t)t * k, *dwt = dw + (size_t)t * k;
+        const int *st = sel + (size_t)t * k;
+        for (int e = 0; e < E; e++) dr[e] = (float)(aux_g * m->count[e]);
+        if (d->norm_topk) { /* w_j = p_j / s:  ∂p_j = (∂w_j − Σ_i ∂w_i·w_i) / s */
+            double dot = 0;
+            for (int j = 0; j < k; j++) dot += (double)dwt[j] * wt[j];
+            const double s = m->psum[l][t];
+            for (int j = 0; j < k; j++) dr[st[j]] += (float)((dwt[j] - dot) / s);
+        } else {
+            for (int j = 0; j < k; j++) dr[st[j]] += dwt[j];
+        }
+        double dot = 0;
+        for (int e = 0; e < E; e++) dot += (double)pr[e] * dr[e];
+        for (int e = 0; e < E; e++) dr[e] = (float)(pr[e] * (dr[e] - dot));
+    }
+    nl_linear_bwd(dxn, 1, g.router, dp, xn, w.router, T, D, E);
+}
+
+const int *nl_train_model_routing(const nl_train_model *m, int l, const float **wts) {
+    if (!m->d.moe || l < 0 || l >= m->d.n_layers) return NULL;
+    if (wts) *wts = m->wts[l];
+    return m->sel[l];
+}
+
 /* Forward over B windows of m->inp into logits; keeps the activations. Returns Σ|a| over layers. */
 static double forward(nl_train_model *m, int B) {
     const nl_train_dims *d = &m->d;
@@ -276,6 +586,10 @@ static double forward(nl_train_model *m, int B) {
 #pragma omp parallel for schedule(static) if ((int64_t)T * D > NL_PAR_MIN)
     for (int t = 0; t < T; t++) memcpy(m->x[0] + (size_t)t * D, E + (size_t)m->inp[t] * D, (size_t)D * sizeof(float));
     double abs_sum = 0;
+    if (d->moe) {
+        memset(m->count, 0, (size_t)d->n_experts * sizeof(double));
+        memset(m->psum_e, 0, (size_t)d->n_experts * sizeof(double));
+    }
     for (int l = 0; l < L; l++) {
         layer_view w = layer_of(m, m->params, l);
         nl_rmsnorm_fwd(m->xn1[l], m->rstd1[l], m->x[l], w.ln1, T, D, d->norm_eps);
@@ -285,6 +599,10 @@ static double forward(nl_train_model *m, int B) {
         memcpy(m->h[l], m->x[l], (size_t)T * D * sizeof(float));
         nl_linear_fwd(m->h[l], m->att[l], w.wo, T, Q, D, 1);
         nl_rmsnorm_fwd(m->xn2[l], m->rstd2[l], m->h[l], w.ln2, T, D, d->norm_eps);
+        if (d->moe) {
+            moe_forward(m, l, T);
+            continue;
+        }
         nl_linear_fwd(m->gu[l], m->xn2[l], w.wgu, T, D, 2 * F, 0);
         nl_gated_act_fwd(m->a[l], m->gu[l], T, F, d->act);
         memcpy(m->x[l + 1], m->h[l], (size_t)T * D * sizeof(float));
@@ -297,8 +615,8 @@ static double forward(nl_train_model *m, int B) {
     return abs_sum;
 }
 
-void nl_train_model_forward_backward(nl_train_model *m, const int32_t *windows, int B, float l1, float grad_scale,
-                                     double *ce, double *l1_mean) {
+void nl_train_model_forward_backward(nl_train_model *m, const int32_t *windows, int B, float l1, float aux_coef,
+                                     float grad_scale, double *ce, double *l1_mean, double *aux) {
     NL_ASSERT(B > 0 && B <= m->B);
     const nl_train_dims *d = &m->d;
     const int S = m->S, T = B * S, D = d->d_model, F = d->d_ff, L = d->n_layers, Q = m->Q, W = m->W,
@@ -311,7 +629,16 @@ void nl_train_model_forward_backward(nl_train_model *m, const int32_t *windows, 
             m->tgt[b * S + s] = tg;
         }
     const double abs_sum = forward(m, B);
-    if (l1_mean) *l1_mean = abs_sum / ((double)L * T * F);
+    if (l1_mean) *l1_mean = F > 0 && !d->moe ? abs_sum / ((double)L * T * F) : 0.0;
+    double aux_g = 0;
+    if (aux) *aux = 0;
+    if (d->moe) { /* balancing loss over the L·T router rows of this micro-batch */
+        const double N = (double)L * T, E = d->n_experts;
+        double sum = 0;
+        for (int e = 0; e < d->n_experts; e++) sum += (m->count[e] / N) * (m->psum_e[e] / N);
+        if (aux) *aux = E * sum;
+        aux_g = (double)grad_scale * aux_coef * E / (N * N);
+    }
     nl_cross_entropy(m->logits, m->rowbuf, m->tgt, T, V, grad_scale / (float)T);
     if (ce) {
         double s = 0;
@@ -322,14 +649,18 @@ void nl_train_model_forward_backward(nl_train_model *m, const int32_t *windows, 
     nl_linear_bwd(m->dxn, 0, m->grads + m->off_lm, m->logits, m->xnf, m->params + m->off_lm, T, D, V);
     memset(m->dx, 0, (size_t)T * D * sizeof(float));
     nl_rmsnorm_bwd(m->dx, m->grads + m->off_normf, m->dxn, m->x[L], m->rstdf, m->params + m->off_normf, T, D);
-    const float c1 = l1 != 0.0f ? (float)((double)grad_scale * l1 / ((double)L * T * F)) : 0.0f;
+    const float c1 = l1 != 0.0f && !d->moe ? (float)((double)grad_scale * l1 / ((double)L * T * F)) : 0.0f;
     for (int l = L - 1; l >= 0; l--) {
         layer_view w = layer_of(m, m->params, l), g = layer_of(m, m->grads, l);
-        /* x[l+1] = h + a · downᵀ ; dx holds ∂/∂x[l+1] */
-        nl_linear_bwd(m->da, 0, g.wd, m->dx, m->a[l], w.wd, T, F, D);
-        if (c1 != 0.0f) nl_l1_bwd(m->da, m->a[l], (int64_t)T * F, c1);
-        nl_gated_act_bwd(m->dgu, m->da, m->gu[l], T, F, d->act);
-        nl_linear_bwd(m->dxn, 0, g.wgu, m->dgu, m->xn2[l], w.wgu, T, D, 2 * F);
+        if (d->moe) {
+            moe_backward(m, l, T, aux_g); /* dxn = ∂/∂xn2 */
+        } else {
+            /* x[l+1] = h + a · downᵀ ; dx holds ∂/∂x[l+1] */
+            nl_linear_bwd(m->da, 0, g.wd, m->dx, m->a[l], w.wd, T, F, D);
+            if (c1 != 0.0f) nl_l1_bwd(m->da, m->a[l], (int64_t)T * F, c1);
+            nl_gated_act_bwd(m->dgu, m->da, m->gu[l], T, F, d->act);
+            nl_linear_bwd(m->dxn, 0, g.wgu, m->dgu, m->xn2[l], w.wgu, T, D, 2 * F);
+        }
         nl_rmsnorm_bwd(m->dx, g.ln2, m->dxn, m->h[l], m->rstd2[l], w.ln2, T, D); /* dx = ∂/∂h */
         /* h = x[l] + att · o_projᵀ */
         nl_linear_bwd(m->datt, 0, g.wo, m->dx, m->att[l], w.wo, T, Q, D);

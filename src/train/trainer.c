@@ -101,6 +101,12 @@ static nl_train_dims dims_of(const nl_train_config *c) {
     d.norm_eps = (float)c->norm_eps;
     d.tie_embeddings = c->tie_word_embeddings;
     d.act = c->hidden_act;
+    d.moe = c->moe_type;
+    d.n_experts = c->moe_experts;
+    d.top_k = c->moe_top_k;
+    d.d_expert = c->moe_d_expert;
+    d.d_shared = c->moe_shared_d;
+    d.norm_topk = c->moe_norm_topk;
     return d;
 }
 
@@ -302,6 +308,9 @@ void nl_trainer_destroy(nl_trainer *t) {
 void nl_trainer_get_info(const nl_trainer *t, nl_trainer_info *o) {
     memset(o, 0, sizeof *o);
     o->n_params = nl_train_model_n_params(t->model);
+    /* a token uses top_k of the E routed experts of each layer */
+    o->n_active_params = o->n_params - (int64_t)t->cfg.n_layers * (t->cfg.moe_experts - t->cfg.moe_top_k) * 3 *
+                                           t->cfg.moe_d_expert * t->cfg.d_model;
     o->start_step = t->step;
     o->train_tokens = t->train.n;
     o->val_tokens = t->has_val ? t->val.n : 0;
@@ -337,10 +346,36 @@ nl_status nl_trainer_eval(nl_trainer *t, nl_ctx *ctx, double *nll, int64_t *n) {
 static nl_status write_config_json(nl_ctx *ctx, nl_trainer *t) {
     const nl_train_config *c = &t->cfg;
     json_t *o = json_object();
-    json_object_set_new(o, "architectures", json_pack("[s]", "LlamaForCausalLM"));
-    json_object_set_new(o, "model_type", json_string("llama"));
+    const int moe = c->moe_type;
+    json_object_set_new(o, "architectures", json_pack("[s]", moe == NL_TRAIN_MOE_MIXTRAL ? "MixtralForCausalLM"
+                                                           : moe == NL_TRAIN_MOE_QWEN2 ? "Qwen2MoeForCausalLM"
+                                                                                       : "LlamaForCausalLM"));
+    json_object_set_new(o, "model_type", json_string(moe == NL_TRAIN_MOE_MIXTRAL ? "mixtral"
+                                                     : moe == NL_TRAIN_MOE_QWEN2 ? "qwen2_moe"
+                                                                                 : "llama"));
     json_object_set_new(o, "hidden_size", json_integer(c->d_model));
-    json_object_set_new(o, "intermediate_size", json_integer(c->d_ff));
+    /* mixtral: intermediate_size is the experts' width; qwen2_moe: the (unused) dense width, set the same */
+    json_object_set_new(o, "intermediate_size", json_integer(moe ? c->moe_d_expert : c->d_ff));
+    if (moe == NL_TRAIN_MOE_MIXTRAL) {
+        json_object_set_new(o, "num_local_experts", json_integer(c->moe_experts));
+        json_object_set_new(o, "num_experts_per_tok", json_integer(c->moe_top_k));
+        json_object_set_new(o, "sliding_window", json_null());
+        json_object_set_new(o, "router_jitter_noise", json_real(0));
+    } else if (moe == NL_TRAIN_MOE_QWEN2) {
+        json_object_set_new(o, "num_experts", json_integer(c->moe_experts));
+        json_object_set_new(o, "num_experts_per_tok", json_integer(c->moe_top_k));
+        json_object_set_new(o, "moe_intermediate_size", json_integer(c->moe_d_expert));
+        json_object_set_new(o, "shared_expert_intermediate_size", json_integer(c->moe_shared_d));
+        json_object_set_new(o, "norm_topk_prob", json_boolean(c->moe_norm_topk));
+        json_object_set_new(o, "decoder_sparse_step", json_integer(1));
+        json_object_set_new(o, "mlp_only_layers", json_array());
+        json_object_set_new(o, "qkv_bias", json_false());
+        json_object_set_new(o, "use_sliding_window", json_false());
+    }
+    if (moe) {
+        json_object_set_new(o, "router_aux_loss_coef", json_real(c->moe_aux_loss));
+        json_object_set_new(o, "output_router_logits", json_false());
+    }
     json_object_set_new(o, "num_hidden_layers", json_integer(c->n_layers));
     json_object_set_new(o, "num_attention_heads", json_integer(c->n_heads));
     json_object_set_new(o, "num_key_value_heads", json_integer(c->n_kv_heads));
@@ -352,8 +387,10 @@ static nl_status write_config_json(nl_ctx *ctx, nl_trainer *t) {
     json_object_set_new(o, "rope_scaling", json_null());
     json_object_set_new(o, "hidden_act", json_string(nl_act_name(c->hidden_act)));
     json_object_set_new(o, "tie_word_embeddings", json_boolean(c->tie_word_embeddings));
-    json_object_set_new(o, "attention_bias", json_false());
-    json_object_set_new(o, "mlp_bias", json_false());
+    if (!moe) {
+        json_object_set_new(o, "attention_bias", json_false());
+        json_object_set_new(o, "mlp_bias", json_false());
+    }
     json_object_set_new(o, "initializer_range", json_real(0.02));
     const int bos = t->tok ? nl_tokenizer_bos(t->tok) : -1, eos = t->tok ? nl_tokenizer_eos(t->tok) : -1;
     json_object_set_new(o, "bos_token_id", bos >= 0 ? json_integer(bos) : json_null());
@@ -434,6 +471,7 @@ static nl_status write_training_json(nl_ctx *ctx, nl_trainer *t, int complete) {
     json_object_set_new(o, "config", nl_train_config_to_json(c));
     json_t *m = json_object();
     json_object_set_new(m, "n_params", json_integer(info.n_params));
+    json_object_set_new(m, "n_active_params", json_integer(info.n_active_params));
     json_object_set_new(m, "flops_per_token", json_real(info.flops_per_token));
     json_object_set_new(o, "model", m);
     json_t *d = json_object();
@@ -539,15 +577,16 @@ nl_status nl_trainer_run(nl_trainer *t, nl_ctx *ctx, nl_train_cb cb, void *user)
         if ((st = nl_token_stream_batch(ctx, &t->train, S, (uint64_t)c->seed, s, c->batch_size, t->wins)) != NL_OK)
             return st;
         nl_train_model_zero_grad(t->model);
-        double ce = 0, l1m = 0;
+        double ce = 0, l1m = 0, aux = 0;
         int stopped = 0;
         for (int j = 0; j < accum; j++) {
             if (nl_interrupted) { stopped = 1; break; }
-            double ce_j, l1_j;
-            nl_train_model_forward_backward(t->model, t->wins + (size_t)j * t->Bm * (S + 1), t->Bm, (float)c->l1, gscale,
-                                            &ce_j, &l1_j);
+            double ce_j, l1_j, aux_j;
+            nl_train_model_forward_backward(t->model, t->wins + (size_t)j * t->Bm * (S + 1), t->Bm, (float)c->l1,
+                                            (float)c->moe_aux_loss, gscale, &ce_j, &l1_j, &aux_j);
             ce += ce_j / accum;
             l1m += l1_j / accum;
+            aux += aux_j / accum;
         }
         if (stopped) break;
         if (!isfinite(ce)) return bad_step(ctx, t, s, "the loss", ce);
@@ -569,7 +608,8 @@ nl_status nl_trainer_run(nl_trainer *t, nl_ctx *ctx, nl_train_cb cb, void *user)
         const double tps = t->session_tokens / t->step_time;
         const double eta = (c->steps - s) * (t->step_time / t->session_steps);
         nl_train_event ev = {.kind = NL_TRAIN_EV_TICK, .step = s, .steps = c->steps, .loss = ce, .l1_mean = l1m, .lr = lr,
-                             .grad_norm = gn, .tok_per_s = tps, .elapsed = now_elapsed(t), .eta = eta};
+                             .grad_norm = gn, .tok_per_s = tps, .elapsed = now_elapsed(t), .eta = eta,
+                             .aux = c->moe_type ? aux : NAN};
         emit(cb, user, &ev);
         if (s % c->log_every == 0 || s == c->steps || s == 1) {
             t->last_train_loss = win_loss / win_n;
@@ -577,8 +617,11 @@ nl_status nl_trainer_run(nl_trainer *t, nl_ctx *ctx, nl_train_cb cb, void *user)
             win_n = 0;
             ev.kind = NL_TRAIN_EV_STEP;
             emit(cb, user, &ev);
-            json_t *row = json_pack("{s:I,s:f,s:f,s:f,s:f,s:f,s:f}", "step", (json_int_t)s, "loss", ce, "l1", l1m, "lr", lr,
-                                    "grad_norm", gn, "tokens_per_s", tps, "elapsed", now_elapsed(t));
+            json_t *row = c->moe_type
+                              ? json_pack("{s:I,s:f,s:f,s:f,s:f,s:f,s:f}", "step", (json_int_t)s, "loss", ce, "aux", aux,
+                                          "lr", lr, "grad_norm", gn, "tokens_per_s", tps, "elapsed", now_elapsed(t))
+                              : json_pack("{s:I,s:f,s:f,s:f,s:f,s:f,s:f}", "step", (json_int_t)s, "loss", ce, "l1", l1m,
+                                          "lr", lr, "grad_norm", gn, "tokens_per_s", tps, "elapsed", now_elapsed(t));
             append_log(t, row);
             json_decref(row);
         }
