@@ -35,6 +35,8 @@
  *       tokens INTEGER (predictions), nll REAL, ppl REAL (NULL when tokens = 0),
  *       ffn_flops REAL (FFN FLOPs per token summed over all layers: dense layers, MoE layers
  *       with router and static adds, nl_moe_flops_layer), ffn_frac REAL (÷ the dense model's),
+ *       expert_frac REAL (the shared and selected experts' FLOPs alone, no router and no fill,
+ *       ÷ the dense FFN's: where the oracle would sit if its selection were free; 1 for dense),
  *       model_flops REAL, model_frac REAL (whole model per token, above, at the dataset's keys),
  *       tokens_per_s REAL (dataset tokens ÷ wall seconds of the scoring pass), recall REAL
  *       (router recall, mean over the token × MoE-layer rows of the pass; NULL for dense),

@@ -4,6 +4,12 @@
 # default) against the dense FFN at batch 1 and batch 64, with the ratios and the BLAS kernel.
 # Builds bench/moe_speed.c against BUILD/libneuronlab.a and writes the one-layer model once
 # under BUILD/bench/moe/ (about 0.8 GB, written by bench/sparsity_gen). Called by `make bench`.
+# Then the whole model: the bench's ~100M random-weight Llama (bench/make_model.py: 12 layers,
+# d 768, d_ff 2048, vocab 32000; written once under BUILD/bench/moe_model/) MoEfied with E = 16
+# experts per layer (param split, calibrated on its 4 documents of 512 tokens) and run by
+# `neuronlab moe-sweep` on the same 4 documents: tokens/s of the dense model and of K/E = 25 % and
+# 50 % (sim router, fill zero and mean), with the analytic FFN and whole-model FLOP ratios beside
+# them (--no-recall: the timed pass is the only pass). NL_BENCH_MOE_LAYER=0 skips the layer part.
 # Threads: OMP_NUM_THREADS / OPENBLAS_NUM_THREADS as set (default: all cores).
 set -euo pipefail
 BUILD=${1:-build}
@@ -25,4 +31,23 @@ if [ ! -f "$dir/model/model.safetensors" ]; then
   cc "${CF[@]}" bench/sparsity_gen.c -o "$dir/sparsity_gen" "${LINK[@]}"
   "$dir/sparsity_gen" model "$dir/model" 4096 11008 1
 fi
-exec "$dir/moe_speed" "$dir/model" "$@"
+if [ "${NL_BENCH_MOE_LAYER:-1}" != 0 ]; then "$dir/moe_speed" "$dir/model" "$@"; fi
+
+# ---- whole model -------------------------------------------------------------------------------
+wm=$BUILD/bench/moe_model
+/usr/bin/python3 bench/make_model.py "$wm" --docs 4 > /dev/null
+model=$wm/llama100m data=$wm/data_4.jsonl
+if [ ! -f "$wm/moe16/manifest.json" ]; then
+  "$BUILD/neuronlab" moefy "$model" "$data" --experts 16 -o "$wm/moe16" --force --quiet
+fi
+rm -f "$wm/sweep.db"
+echo
+echo "== whole model: $model, dense vs MoEfied (16 experts per layer), $data"
+"$BUILD/neuronlab" moe-sweep "$model" "$data" --moe "$wm/moe16" --db "$wm/sweep.db" --k 25%,50% --router sim --fill zero,mean \
+  --no-recall --quiet
+echo
+echo "tokens/s against dense (same run):"
+sqlite3 -separator ' ' "$wm/sweep.db" "SELECT printf('  K/E %3.0f%% fill %-4s  %8.1f tok/s  %.2fx dense   FFN FLOPs %.3f  model FLOPs %.3f of dense',
+  100 * s.k_frac, s.fill, s.tokens_per_s, s.tokens_per_s / d.tokens_per_s, s.ffn_frac, s.model_frac)
+  FROM moe_sweep s JOIN moe_sweep d ON d.run_id = s.run_id AND d.dense = 1 AND d.label = ''
+  WHERE s.dense = 0 AND s.label = '' ORDER BY s.k, s.fill DESC"

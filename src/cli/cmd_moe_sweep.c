@@ -166,7 +166,7 @@ static void drop_ffn(nl_moe_ffn **x, nl_forward *f) {
 typedef struct {
     int K, router, fill, dense;
     nl_ppl_result res;
-    double ffn_flops, model_flops, tps, recall; /* recall NaN: not measured */
+    double ffn_flops, expert_flops, model_flops, tps, recall; /* recall NaN: not measured */
 } config;
 
 static nl_status write_config(nl_ctx *ctx, nl_results *db, int64_t run, const config *c, const nl_dataset *ds, int E,
@@ -174,7 +174,7 @@ static nl_status write_config(nl_ctx *ctx, nl_results *db, int64_t run, const co
     sqlite3_stmt *q = NULL;
     nl_status st = nl_results_begin(ctx, db);
     if (st != NL_OK) return st;
-    if (sqlite3_prepare_v2(nl_results_db(db), "INSERT INTO moe_sweep VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
+    if (sqlite3_prepare_v2(nl_results_db(db), "INSERT INTO moe_sweep VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?17,?12,?13,?14,?15,?16)",
                            -1, &q, NULL) != SQLITE_OK)
         st = nl_results_error(ctx, db, "cannot prepare the moe_sweep rows");
     for (int l = -1; st == NL_OK && l < ds->n_labels; l++) {
@@ -202,6 +202,7 @@ static nl_status write_config(nl_ctx *ctx, nl_results *db, int64_t run, const co
         if (isfinite(c->recall)) sqlite3_bind_double(q, 15, c->recall);
         else sqlite3_bind_null(q, 15);
         sqlite3_bind_int(q, 16, c->dense);
+        sqlite3_bind_double(q, 17, c->expert_flops / dense_ffn);
         if (sqlite3_step(q) != SQLITE_DONE) st = nl_results_error(ctx, db, "cannot write the moe_sweep rows");
         sqlite3_reset(q);
     }
@@ -389,6 +390,11 @@ static int run_sweep(nl_ctx *ctx, int argc, char **argv) {
         g->ffn_flops = 0;
         for (int l = 0; l < L; l++) g->ffn_flops += ffn[l];
         g->model_flops = nl_model_flops_token(c, ffn, keys);
+        g->expert_flops = 0; /* the experts alone: the sim router's layer without its router term */
+        for (int l = 0; l < L; l++)
+            g->expert_flops += g->dense || !nl_moe_get_layer(moe, l)
+                                   ? nl_moe_flops_dense(c)
+                                   : nl_moe_flops_layer(c, E, in->n_shared, g->K, NL_MOE_ROUTER_SIM, NL_MOE_FILL_ZERO) - 2.0 * c->d_model * E;
         if (g->dense) {
             dense_ppl = nl_nll_ppl(g->res.total);
             nl_progress_end(&prog);
