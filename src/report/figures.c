@@ -221,7 +221,7 @@ const nl_figure nl_figures[] = {
      "ability analysis applied to experts instead of neurons. Left: the real labels; right: the same with the labels "
      "randomly shuffled, what the best of E experts reaches by chance. Chance level of a single expert: the label's "
      "share of the documents.",
-     "SELECT CASE k WHEN 0 THEN 'best expert AP' ELSE 'best expert AP, shuffled labels' END, label, printf('layer %d', layer), v"
+     "SELECT CASE k WHEN 0 THEN 'best expert AP' ELSE 'best expert AP, shuffled labels' END, label, printf('%d', layer), v"
      " FROM (SELECT 0 AS k, label, layer, MAX(ap) AS v FROM expert_ap WHERE run_id = ?1 GROUP BY label, layer"
      "   UNION ALL SELECT 1, label, layer, MAX(ap_shuffled) FROM expert_ap WHERE run_id = ?1 GROUP BY label, layer)"
      " ORDER BY k, label, layer",
