@@ -185,7 +185,7 @@ nl_status nl_moe_sweep_create_tables(nl_ctx *ctx, nl_results *db) {
                            "CREATE TABLE IF NOT EXISTS moe_sweep(run_id INTEGER NOT NULL REFERENCES runs(id), router TEXT NOT NULL,"
                            " fill TEXT NOT NULL, k INTEGER NOT NULL, k_frac REAL, label TEXT NOT NULL, tokens INTEGER NOT NULL,"
                            " nll REAL, ppl REAL, ffn_flops REAL, ffn_frac REAL, expert_frac REAL, model_flops REAL, model_frac REAL, tokens_per_s REAL,"
-                           " recall REAL, dense INTEGER NOT NULL, PRIMARY KEY (run_id, router, fill, k, label)) WITHOUT ROWID;"
+                           " recall REAL, dense INTEGER NOT NULL, cpu_s REAL, PRIMARY KEY (run_id, router, fill, k, label)) WITHOUT ROWID;"
                            "CREATE TABLE IF NOT EXISTS expert_usage(run_id INTEGER NOT NULL REFERENCES runs(id), layer INTEGER NOT NULL,"
                            " expert INTEGER NOT NULL, label TEXT NOT NULL, token_frac REAL,"
                            " PRIMARY KEY (run_id, layer, expert, label)) WITHOUT ROWID;"

@@ -40,7 +40,9 @@
  *       model_flops REAL, model_frac REAL (whole model per token, above, at the dataset's keys),
  *       tokens_per_s REAL (dataset tokens ÷ wall seconds of the scoring pass), recall REAL
  *       (router recall, mean over the token × MoE-layer rows of the pass; NULL for dense),
- *       dense INTEGER (1: the dense baseline row),
+ *       dense INTEGER (1: the dense baseline row), cpu_s REAL (CPU seconds of this process during
+ *       the scoring pass, all threads: tokens / cpu_s is the throughput per busy core, which a
+ *       machine shared with other jobs changes far less than the wall-clock tokens_per_s),
  *       PRIMARY KEY (run_id, router, fill, k, label))
  *   expert_usage(run_id, layer, expert, label, token_frac)      PK (run_id, layer, expert, label)
  *   expert_usage_doc(run_id, doc, layer, expert, frac)          PK (run_id, doc, layer, expert)

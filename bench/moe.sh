@@ -7,9 +7,11 @@
 # Then the whole model: the bench's ~100M random-weight Llama (bench/make_model.py: 12 layers,
 # d 768, d_ff 2048, vocab 32000; written once under BUILD/bench/moe_model/) MoEfied with E = 16
 # experts per layer (param split, calibrated on its 4 documents of 512 tokens) and run by
-# `neuronlab moe-sweep` on the same 4 documents: tokens/s of the dense model and of K/E = 25 % and
-# 50 % (sim router, fill zero and mean), with the analytic FFN and whole-model FLOP ratios beside
-# them (--no-recall: the timed pass is the only pass). NL_BENCH_MOE_LAYER=0 skips the layer part.
+# `neuronlab moe-sweep` on NL_BENCH_MOE_DOCS (default 2) of them: tokens/s of the dense model and
+# of K/E = 25 % and 50 % (sim router, fill zero and mean) — wall clock, and per CPU second of the
+# process (moe_sweep.cpu_s: what a machine shared with other jobs disturbs least) — with the
+# analytic FFN and whole-model FLOP ratios beside them (--no-recall: the timed pass is the only
+# pass). NL_BENCH_MOE_LAYER=0 skips the layer part.
 # Threads: OMP_NUM_THREADS / OPENBLAS_NUM_THREADS as set (default: all cores).
 set -euo pipefail
 BUILD=${1:-build}
@@ -36,9 +38,10 @@ if [ "${NL_BENCH_MOE_LAYER:-1}" != 0 ]; then "$dir/moe_speed" "$dir/model" "$@";
 # ---- whole model -------------------------------------------------------------------------------
 wm=$BUILD/bench/moe_model
 /usr/bin/python3 bench/make_model.py "$wm" --docs 4 > /dev/null
-model=$wm/llama100m data=$wm/data_4.jsonl
+model=$wm/llama100m data=$wm/data_${NL_BENCH_MOE_DOCS:-2}docs.jsonl
+head -n "${NL_BENCH_MOE_DOCS:-2}" "$wm/data_4.jsonl" > "$data"
 if [ ! -f "$wm/moe16/manifest.json" ]; then
-  "$BUILD/neuronlab" moefy "$model" "$data" --experts 16 -o "$wm/moe16" --force --quiet
+  "$BUILD/neuronlab" moefy "$model" "$wm/data_4.jsonl" --experts 16 -o "$wm/moe16" --force --quiet   # calibrated on all 4 documents
 fi
 rm -f "$wm/sweep.db"
 echo
@@ -46,8 +49,9 @@ echo "== whole model: $model, dense vs MoEfied (16 experts per layer), $data"
 "$BUILD/neuronlab" moe-sweep "$model" "$data" --moe "$wm/moe16" --db "$wm/sweep.db" --k 25%,50% --router sim --fill zero,mean \
   --no-recall --quiet
 echo
-echo "tokens/s against dense (same run):"
-sqlite3 -separator ' ' "$wm/sweep.db" "SELECT printf('  K/E %3.0f%% fill %-4s  %8.1f tok/s  %.2fx dense   FFN FLOPs %.3f  model FLOPs %.3f of dense',
-  100 * s.k_frac, s.fill, s.tokens_per_s, s.tokens_per_s / d.tokens_per_s, s.ffn_frac, s.model_frac)
+echo "against dense (same run; OMP_NUM_THREADS=${OMP_NUM_THREADS:-all cores}; load average: $(cut -d' ' -f1-3 /proc/loadavg)):"
+sqlite3 -separator ' ' "$wm/sweep.db" "SELECT printf('  %-26s %8.1f tok/s (%.2fx)  %8.1f predictions/CPU-s (%.2fx)   FLOPs/token: FFN %.3f, model %.3f of dense',
+  CASE WHEN s.dense THEN 'dense' ELSE printf('K/E %.0f%% sim, fill %s', 100 * s.k_frac, s.fill) END,
+  s.tokens_per_s, s.tokens_per_s / d.tokens_per_s, s.tokens / s.cpu_s, (s.tokens / s.cpu_s) / (d.tokens / d.cpu_s), s.ffn_frac, s.model_frac)
   FROM moe_sweep s JOIN moe_sweep d ON d.run_id = s.run_id AND d.dense = 1 AND d.label = ''
-  WHERE s.dense = 0 AND s.label = '' ORDER BY s.k, s.fill DESC"
+  WHERE s.label = '' ORDER BY s.dense DESC, s.k, s.fill DESC"

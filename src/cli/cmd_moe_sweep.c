@@ -2,7 +2,7 @@
  * [--router LIST] [--fill LIST] [--no-recall]`: the dense model once, then every K × router × fill of the folder: perplexity overall
  * and per label (nl_ppl_run, as `ppl`), FFN and whole-model FLOPs per token (analytic, moe.h and
  * analyses/moe_sweep.h), tokens/s of the scoring pass (measured, the expert FFN without recall
- * measurement), and router recall from a second pass with the dense activations computed (skipped
+ * measurement; its CPU seconds beside), and router recall from a second pass with the dense activations computed (skipped
  * by --no-recall; the oracle's recall is 1 by definition, measured in its own pass). K values are
  * counts or percentages of E (rounded like --k of ppl, at least 1; duplicates after rounding are
  * run once). Default routers: sim, the folder's own trained router when it is another, and oracle.
@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli/moe_sweep_cli.h"
 #include "neuronlab/perplexity.h"
@@ -71,12 +72,18 @@ static int resolve_k(const kspec *k, int E) {
     return K < 1 ? 1 : K;
 }
 
+/* CPU seconds of this process (every thread). */
+static double cpu_seconds(void) {
+    struct timespec t;
+    return clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t) == 0 ? (double)t.tv_sec + 1e-9 * (double)t.tv_nsec : NAN;
+}
+
 /* ---- moe-sweep ------------------------------------------------------------------------------ */
 
 typedef struct {
     int K, router, fill, dense;
     nl_ppl_result res;
-    double ffn_flops, expert_flops, model_flops, tps, recall; /* recall NaN: not measured */
+    double ffn_flops, expert_flops, model_flops, tps, cpu_s, recall; /* recall NaN: not measured */
 } config;
 
 static nl_status write_config(nl_ctx *ctx, nl_results *db, int64_t run, const config *c, const nl_dataset *ds, int E,
@@ -84,7 +91,7 @@ static nl_status write_config(nl_ctx *ctx, nl_results *db, int64_t run, const co
     sqlite3_stmt *q = NULL;
     nl_status st = nl_results_begin(ctx, db);
     if (st != NL_OK) return st;
-    if (sqlite3_prepare_v2(nl_results_db(db), "INSERT INTO moe_sweep VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?17,?12,?13,?14,?15,?16)",
+    if (sqlite3_prepare_v2(nl_results_db(db), "INSERT INTO moe_sweep VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?17,?12,?13,?14,?15,?16,?18)",
                            -1, &q, NULL) != SQLITE_OK)
         st = nl_results_error(ctx, db, "cannot prepare the moe_sweep rows");
     for (int l = -1; st == NL_OK && l < ds->n_labels; l++) {
@@ -113,6 +120,7 @@ static nl_status write_config(nl_ctx *ctx, nl_results *db, int64_t run, const co
         else sqlite3_bind_null(q, 15);
         sqlite3_bind_int(q, 16, c->dense);
         sqlite3_bind_double(q, 17, c->expert_flops / dense_ffn);
+        sqlite3_bind_double(q, 18, c->cpu_s);
         if (sqlite3_step(q) != SQLITE_DONE) st = nl_results_error(ctx, db, "cannot write the moe_sweep rows");
         sqlite3_reset(q);
     }
@@ -273,9 +281,10 @@ static int run_sweep(nl_ctx *ctx, int argc, char **argv) {
             st = nl_cli_moe_make_ffn(ctx, moe, r.m, r.f, g->K, g->router, g->fill, 0, &x);
         }
         if (st != NL_OK) break;
-        const double t0 = nl_now();
+        const double t0 = nl_now(), c0 = cpu_seconds();
         st = nl_ppl_run(ctx, r.f, r.ds, stride, &prog, &g->res);
         const double secs = nl_now() - t0;
+        g->cpu_s = cpu_seconds() - c0;
         g->tps = secs > 0 ? (double)r.ds->n_tokens / secs : NAN;
         if (st == NL_OK && x) {
             nl_moe_ffn_stats s = nl_moe_ffn_get_stats(x);
