@@ -244,6 +244,8 @@ static int run_sweep(nl_ctx *ctx, int argc, char **argv) {
         for (int i = 0; i < nf; i++) o += (size_t)snprintf(ftxt + o, sizeof ftxt - o, "%s\"%s\"", i ? "," : "", nl_moe_fill_name((nl_moe_fill)fills[i]));
         nl_cli_moe mo = {.dir = dir, .moe = moe, .K = E};
         nl_cli_moe_params(&mo, mp, sizeof mp);
+        char *kk = strstr(mp, ",\"k\":"); /* the sweep's K, routers and fills are lists of their own below */
+        if (kk) kk[0] = '}', kk[1] = 0;
         snprintf(params, sizeof params,
                  "{\"moe\":%s,\"split\":\"%s\",\"k\":[%s],\"routers\":[%s],\"fills\":[%s],\"recall\":%s,\"ctx\":%ld,\"stride\":%d,"
                  "\"batch\":%d,\"keys\":%.6g}",
