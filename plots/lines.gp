@@ -4,7 +4,8 @@
 #   csvs     space-separated panel CSV files (header: x,series…)
 #   titles   a file with the panel titles, one per line, same order
 #   out      output path without extension (writes out.png and out.pdf)
-#   xlabel, ylabel, logx (0/1), logy (0/1), style ("lines", "linespoints", "histeps")
+#   xlabel, ylabel, logx (0/1), logy (0/1), style ("lines", "linespoints", "histeps", "points": a
+#            scatter, one marker per row; the PCA of expert usage)
 #   symlog   > 0: symmetric logarithmic y axis, asinh(y / symlog) (linear within ±symlog)
 #   ymin, ymax     the smallest and largest finite value of all panels: one y range for the figure
 #   yfloor, yceil  (optional) a y range the axis always covers (a score axis covers 0..1)
@@ -18,7 +19,8 @@
 # against dashed), PNG at 150 dpi equivalent and vector PDF. The y range is shared by the panels
 # with 5 % headroom at both ends (a histogram stands on 0), so a curve at the edge (a score of
 # 1.0, a CDF at 0) is not hidden under the border;
-# x is fitted to the data drawn. "random baseline" is drawn as a grey dashed line (chance level).
+# x is fitted to the data drawn. "random baseline" is drawn as a grey dashed line (chance level),
+# and so is "dense model" (the reference an MoE sweep is measured against).
 # Odd data: titles and legend entries are drawn without enhanced-text markup; a panel with a
 # single x value draws its points even in the "lines" style (a line needs two); constant data
 # gets a unit-wide range.
@@ -40,7 +42,7 @@ array palette[7] = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B
 array ptypes[8] = [7, 4, 9, 6, 5, 8, 13, 10]      # filled circle, open square, filled triangle, open circle, …
 array dtypes[4] = [1, 2, 4, 5]                     # solid, dashed, dot-dash, dot-dot-dash
 isagg(g) = snames[g] eq "all layers"
-isbase(g) = snames[g] eq "random baseline"
+isbase(g) = snames[g] eq "random baseline" || snames[g] eq "dense model"
 scol(g) = isagg(g) ? "#000000" : (isbase(g) ? "#777777" : palette[(g - 1) % 7 + 1])
 spt(g) = ptypes[(g - 1) % 8 + 1]
 sps(g) = isbase(g) ? 0.01 : 0.7
@@ -124,6 +126,9 @@ do for [pass = 1:2] {
       set xtics autofreq
     }
     o = soff[p]
+    if (pstyle eq "points") {
+      plot for [c = 2:ncol] f using 1:c with points pt spt(sidx[o + c - 1]) ps 0.9 lc rgb scol(sidx[o + c - 1]) title columnhead(c)
+    } else {
     if (pstyle eq "histeps") {
       plot for [c = 2:ncol] f using 1:c with histeps lw slw(sidx[o + c - 1]) dt sdt(sidx[o + c - 1]) \
            lc rgb scol(sidx[o + c - 1]) title columnhead(c)
@@ -135,6 +140,7 @@ do for [pass = 1:2] {
         plot for [c = 2:ncol] f using 1:c with lines lw slw(sidx[o + c - 1]) dt sdt(sidx[o + c - 1]) \
              lc rgb scol(sidx[o + c - 1]) title columnhead(c)
       }
+    }
     }
   }
   if (sharedkey && nser > 0) {   # the legend alone: an empty plot whose key holds every series
@@ -149,10 +155,14 @@ do for [pass = 1:2] {
       set size 1, band / H
       set key at graph 0.5, graph 0.5 center center horizontal maxcols perline noenhanced Left reverse box lc rgb "#bbbbbb" samplen 4 spacing 1.2 font ",11"
     }
+    if (style eq "points") {
+      plot NaN notitle, for [g = 1:nser] keyentry with points pt spt(g) ps 1.1 lc rgb scol(g) title snames[g]
+    } else {
     if (style eq "linespoints") {
       plot NaN notitle, for [g = 1:nser] keyentry with linespoints lw slw(g) dt sdt(g) pt spt(g) ps sps(g) lc rgb scol(g) title snames[g]
     } else {
       plot NaN notitle, for [g = 1:nser] keyentry with lines lw slw(g) dt sdt(g) lc rgb scol(g) title snames[g]
+    }
     }
   }
   unset multiplot

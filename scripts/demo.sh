@@ -7,6 +7,10 @@
 # falls back to stories260K from ../shared (a real pretrained llama2.c checkpoint), and
 # without ../shared to the tiny random-weight Llama fixture.
 # NL_DEMO_DOCS (default 40) documents per ability keep the demo within a few minutes.
+# The MoEfication step splits every FFN into 16 experts (moefy, calibrated on other documents of
+# the eval sets than the ones scored), sweeps K/E 25 % and 50 % with the sim and oracle routers
+# and both fills against the dense model (moe-sweep) on NL_DEMO_MOE_DOCS (default 4) documents
+# per ability, and measures which experts each ability uses (moe-usage); about half a minute.
 # NL_DEMO_MODEL picks another zoo model (gelu, relu) or any model folder; its outputs go to
 # build/demo-<name>/ (the default SiLU model's to build/demo/).
 set -euo pipefail
@@ -51,9 +55,26 @@ if grep -q '"label": *"[^"]' "$data"; then
 else
   echo; echo "demo: '$data' has no document labels: skipping ability, overlap and prune"
 fi
+# MoEfication: experts from other documents than the scored ones (lines 101-110 of each eval set)
+moe_per=${NL_DEMO_MOE_DOCS:-4}
+if [ -f "$zoo/config.json" ]; then
+  for f in notebooks-data/eval/*.jsonl; do [ "$(basename "$f")" = all.jsonl ] || sed -n '101,110p' "$f"; done > "$out/moe_calib.jsonl"
+  for f in notebooks-data/eval/*.jsonl; do [ "$(basename "$f")" = all.jsonl ] || head -n "$moe_per" "$f"; done > "$out/moe_eval.jsonl"
+else
+  cp "$data" "$out/moe_calib.jsonl"
+  cp "$data" "$out/moe_eval.jsonl"
+fi
+step moefy "$model" "$out/moe_calib.jsonl" --experts 16 -o "$out/moe" --force
+step moe-sweep "$model" "$out/moe_eval.jsonl" --moe "$out/moe" --db "$out/results.db" --k 25%,50% --router sim,oracle --fill zero,mean
+if grep -q '"label": *"[^"]' "$out/moe_eval.jsonl"; then
+  step moe-usage "$model" "$out/moe_eval.jsonl" --moe "$out/moe" --db "$out/results.db" --k 25% --router sim --fill mean
+else
+  echo; echo "demo: '$out/moe_eval.jsonl' has no document labels: skipping moe-usage"
+fi
 step report --db "$out/results.db" -o "$out/report"
 echo
 echo "demo outputs:"
 echo "  $out/acts.h5      activations (h5py.File('$out/acts.h5')['layers/0/ffn_act'])"
 echo "  $out/results.db   results (sqlite3 $out/results.db < notebooks-data/sql/layer_sparsity.sql)"
+echo "  $out/moe/         the MoEfied FFNs (16 experts per layer; neuronlab ppl MODEL DATA --moe $out/moe --k 25%)"
 echo "  $out/report/index.html   the figures"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # report.sh — `neuronlab report` end to end on the fixture model: record → sparsity → perturb →
-# report, then ability / prune / overlap runs of the real commands (so every table has the
+# report, then ability / prune / overlap / moe-sweep / moe-usage runs of the real commands (so every table has the
 # analyses' real schema) whose rows are replaced by synthetic ones with the sqlite3 CLI, for
 # the ability figures and the heatmaps with known values; every figure's
 # PNG, PDF, gnuplot script and CSV exist (each gnuplot call exited 0, or report fails), the PNGs
@@ -117,11 +117,16 @@ INSERT INTO prune_control(run_id, pruned, label, seeds, mean, sd, min, max)
 SQL
 } | sqlite3 "$tmp/r.db" > "$tmp/why" 2>&1
 ok $? "synthetic ability, prune and overlap rows inserted into the real tables with the sqlite3 CLI"
+# the MoE figures: a real moefy, moe-sweep and moe-usage on the fixture model
+{ "$nl" moefy $fx "$tmp/d.jsonl" --experts 4 -o "$tmp/moe" --quiet && "$nl" moe-sweep $fx "$tmp/d.jsonl" --moe "$tmp/moe" \
+    --db "$tmp/r.db" --k 1,2 --no-recall --quiet && "$nl" moe-usage $fx "$tmp/d.jsonl" --moe "$tmp/moe" --db "$tmp/r.db" --k 1 --quiet
+} > /dev/null 2> "$tmp/why"
+ok $? "moefy, moe-sweep and moe-usage for the MoE figures"
 "$nl" report --db "$tmp/r.db" -o "$tmp/rep" > "$tmp/out" 2> "$tmp/why"
 rc=$?
 cat "$tmp/out" >> "$tmp/why"
-grep -q '(9 figures drawn, 0 without data)' "$tmp/out"
-ok $(( rc | $? )) "report with every analysis exits 0 and draws all 9 figures (every gnuplot call exited 0)"
+grep -q '(14 figures drawn, 0 without data)' "$tmp/out"
+ok $(( rc | $? )) "report with every analysis exits 0 and draws all 14 figures (every gnuplot call exited 0)"
 $py - "$tmp/rep" >> "$tmp/why" 2>&1 <<'PY'
 import glob, os, re, sys
 d = sys.argv[1]

@@ -84,7 +84,8 @@ static const nl_cli_option record[] = {
     {NULL, NULL, 0, NULL, NULL}};
 
 extern const nl_cli_option nl_cli_opts_info[], nl_cli_opts_ppl[], nl_cli_opts_generate[], nl_cli_opts_train[],
-    nl_cli_opts_tokenizer_train[], nl_cli_opts_tokenize[], nl_cli_opts_runs[], nl_cli_opts_report[], nl_cli_opts_sparsity[], nl_cli_opts_moefy[], nl_cli_opts_export[], nl_cli_opts_experts[];
+    nl_cli_opts_tokenizer_train[], nl_cli_opts_tokenize[], nl_cli_opts_runs[], nl_cli_opts_report[], nl_cli_opts_sparsity[], nl_cli_opts_moefy[], nl_cli_opts_export[], nl_cli_opts_experts[],
+    nl_cli_opts_moe_sweep[], nl_cli_opts_moe_usage[];
 
 const nl_cli_option *nl_cli_help_table(const char *name) {
     static const struct {
@@ -106,7 +107,9 @@ const nl_cli_option *nl_cli_help_table(const char *name) {
                   {"sparsity", nl_cli_opts_sparsity},
                   {"moefy", nl_cli_opts_moefy},
                   {"export", nl_cli_opts_export},
-                  {"experts", nl_cli_opts_experts}};
+                  {"experts", nl_cli_opts_experts},
+                  {"moe-sweep", nl_cli_opts_moe_sweep},
+                  {"moe-usage", nl_cli_opts_moe_usage}};
     for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
         if (!strcmp(name, tables[i].name)) return tables[i].table;
     return NULL;

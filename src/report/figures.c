@@ -156,5 +156,75 @@ const nl_figure nl_figures[] = {
      " ORDER BY k, a, b",
      "heatmap", "B (column ability); A = row ability", "overlap of the top sets", 0, 0, "%.2f", NULL, NULL, NULL, 0, 0.01, NULL,
      NULL},
+    {"moe_sweep_ppl", "moe-sweep", "MoEfication: perplexity against FFN compute",
+     "Perplexity on all documents of the sweep's dataset against the FFN FLOPs per token as a fraction of the "
+     "dense model's (all layers: the experts computed, the router and the static vectors of fill mean; analytic, a "
+     "multiply-add = 2), one curve per router and fill, for K/E = the sweep's values; the grey dashed line is the dense "
+     "model. The oracle router ranks the experts by their true contribution, which needs the dense FFN (so its real cost is "
+     "the dense FFN's): it is drawn at the FLOPs of its selected experts alone, as the upper bound of what a router "
+     "could reach at that cost. Fill zero drops the unselected experts (MoEfication); fill mean replaces them by their "
+     "neurons' mean activations folded into static vectors (G-MoEfication). One panel per model: the run drawn and "
+     "the latest complete sweep of every other model in the database (the zoo side by side).",
+     "WITH me AS (SELECT model FROM runs WHERE id = ?1),"
+     " r AS (SELECT id, model, params FROM runs WHERE id = ?1 OR id IN (SELECT MAX(id) FROM runs WHERE kind = 'moe-sweep'"
+     "   AND status = 'complete' AND model IS NOT (SELECT model FROM me) GROUP BY model)),"
+     " p AS (SELECT id, (CASE WHEN instr(model, '/') THEN substr(model, length(rtrim(model, replace(model, '/', ''))) + 1)"
+     "   ELSE model END) || printf(' (%d experts per layer, split %s)', json_extract(params, '$.moe.experts'),"
+     "   json_extract(params, '$.split')) AS name, id = ?1 AS mine FROM r)"
+     " SELECT name, series, x, y FROM ("
+     " SELECT p.name AS name, p.mine AS mine, s.router || ' router · ' || s.fill || ' fill' AS series,"
+     "   CASE WHEN s.router = 'oracle' THEN s.expert_frac ELSE s.ffn_frac END AS x, s.ppl AS y"
+     " FROM moe_sweep s JOIN p ON p.id = s.run_id WHERE s.label = '' AND NOT s.dense"
+     " UNION ALL"
+     " SELECT p.name, p.mine, 'dense model', x.v, d.ppl FROM moe_sweep d JOIN p ON p.id = d.run_id"
+     "   JOIN (SELECT run_id, CASE WHEN router = 'oracle' THEN expert_frac ELSE ffn_frac END AS v FROM moe_sweep WHERE label = '') x"
+     "   ON x.run_id = d.run_id WHERE d.dense AND d.label = '')"
+     " ORDER BY mine DESC, name, series = 'dense model', series LIKE 'oracle%', series, x",
+     "lines", "FFN FLOPs per token / dense (oracle: its experts alone)", "perplexity (all documents)", 0, 0, "linespoints", NULL,
+     "top right", NULL, 0, 0, NULL,
+     "SELECT printf('Run %d: %s, context %d tokens (stride %d); tokens/s and router recall per configuration are in the moe_sweep "
+     "table (neuronlab moe-sweep prints them).', id, dataset, json_extract(params, '$.ctx'), json_extract(params, '$.stride'))"
+     " FROM runs WHERE id = ?1"},
+    {"moe_sweep_labels", "moe-sweep", "MoEfication: which abilities lose most",
+     "Relative perplexity change against the dense model (percent, symmetric logarithmic axis) per label of the dataset "
+     "(one panel per router and fill) as K/E grows: abilities whose curve stays high need experts the router does not "
+     "give them.",
+     "SELECT s.router || ' router · ' || s.fill || ' fill', s.label, 100.0 * s.k_frac, 100.0 * (s.ppl / d.ppl - 1)"
+     " FROM moe_sweep s JOIN moe_sweep d ON d.run_id = s.run_id AND d.dense AND d.label = s.label"
+     " WHERE s.run_id = ?1 AND NOT s.dense AND s.label <> '' ORDER BY s.router = 'oracle', s.router, s.fill DESC, s.label, s.k",
+     "lines", "K/E (% of the experts per token)", "perplexity change vs. dense (%)", 0, 0, "linespoints", NULL, NULL, NULL, 1, 1.0,
+     NULL, NULL},
+    {"expert_usage", "moe-usage", "Expert usage by ability",
+     "For each MoE layer (one panel), the share of each label's tokens routed to each expert (percent; every token "
+     "takes K experts, so a row sums to 100·K %; uniform routing gives 100·K/E % in every cell). Experts that one "
+     "label uses far more than the others are the ability's experts.",
+     "SELECT printf('layer %d', layer), label, expert, 100.0 * token_frac FROM expert_usage WHERE run_id = ?1"
+     " ORDER BY layer, label, expert",
+     "heatmap", "expert", "share of the label's tokens routed to the expert (%)", 0, 0, "%.0f", NULL, NULL, NULL, 0, 0,
+     "SELECT printf('share of the label''s tokens routed to the expert (%%); K = %d of %d experts, router %s, fill %s: uniform %.1f %%',"
+     " json_extract(params, '$.moe.k'), json_extract(params, '$.moe.experts'), json_extract(params, '$.moe.router'),"
+     " json_extract(params, '$.moe.fill'), 100.0 * json_extract(params, '$.moe.k') / json_extract(params, '$.moe.experts'))"
+     " FROM runs WHERE id = ?1", NULL},
+    {"expert_usage_pca", "moe-usage", "Documents by their expert usage (PCA)",
+     "Each labelled document as its expert-usage vector (the share of its tokens routed to each expert, every MoE layer "
+     "concatenated), projected on the two leading principal components of all documents' vectors, coloured by label. "
+     "Labels that form separate clusters are routed to different experts (the \"experts by language family\" figure of "
+     "MoEfication, here by ability).",
+     "SELECT printf('%d documents, %d usage values each', (SELECT COUNT(*) FROM expert_usage_pca WHERE run_id = ?1),"
+     "   (SELECT COUNT(*) FROM expert_usage_doc WHERE run_id = ?1 AND doc = (SELECT MIN(doc) FROM expert_usage_doc WHERE run_id = ?1))),"
+     " label, pc1, pc2 FROM expert_usage_pca WHERE run_id = ?1 ORDER BY label, doc",
+     "lines", "principal component 1", "principal component 2", 0, 0, "points", NULL, "outside right top vertical", NULL, 0, 0,
+     NULL, NULL},
+    {"expert_ap", "moe-usage", "Expert usage as an ability detector",
+     "For each label and MoE layer, the best average precision (AP) over the layer's experts of a document's usage of "
+     "the expert (share of its tokens routed there) as a score for 'this document has the label' — the FuncScore of the "
+     "ability analysis applied to experts instead of neurons. Left: the real labels; right: the same with the labels "
+     "randomly shuffled, what the best of E experts reaches by chance. Chance level of a single expert: the label's "
+     "share of the documents.",
+     "SELECT CASE k WHEN 0 THEN 'best expert AP' ELSE 'best expert AP, shuffled labels' END, label, printf('%d', layer), v"
+     " FROM (SELECT 0 AS k, label, layer, MAX(ap) AS v FROM expert_ap WHERE run_id = ?1 GROUP BY label, layer"
+     "   UNION ALL SELECT 1, label, layer, MAX(ap_shuffled) FROM expert_ap WHERE run_id = ?1 GROUP BY label, layer)"
+     " ORDER BY k, label, layer",
+     "heatmap", "MoE layer", "average precision of the best expert", 0, 0, "%.2f", NULL, NULL, NULL, 0, 0, NULL, NULL},
 };
 const int nl_n_figures = sizeof nl_figures / sizeof nl_figures[0];
