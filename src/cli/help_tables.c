@@ -78,7 +78,8 @@ static const nl_cli_option record[] = {
     {NULL, NULL, 0, NULL, NULL}};
 
 extern const nl_cli_option nl_cli_opts_info[], nl_cli_opts_ppl[], nl_cli_opts_generate[], nl_cli_opts_train[],
-    nl_cli_opts_tokenizer_train[], nl_cli_opts_tokenize[], nl_cli_opts_runs[], nl_cli_opts_report[], nl_cli_opts_sparsity[], nl_cli_opts_moefy[];
+    nl_cli_opts_tokenizer_train[], nl_cli_opts_tokenize[], nl_cli_opts_runs[], nl_cli_opts_report[], nl_cli_opts_sparsity[], nl_cli_opts_moefy[],
+    nl_cli_opts_neurons[];
 
 const nl_cli_option *nl_cli_help_table(const char *name) {
     static const struct {
@@ -98,7 +99,8 @@ const nl_cli_option *nl_cli_help_table(const char *name) {
                   {"runs", nl_cli_opts_runs},
                   {"report", nl_cli_opts_report},
                   {"sparsity", nl_cli_opts_sparsity},
-                  {"moefy", nl_cli_opts_moefy}};
+                  {"moefy", nl_cli_opts_moefy},
+                  {"neurons", nl_cli_opts_neurons}};
     for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
         if (!strcmp(name, tables[i].name)) return tables[i].table;
     return NULL;
