@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """gen_7b.py — writes a random-weight Llama-2-7B-shaped bf16 model as sharded safetensors.
 
-Usage: gen_7b.py OUTDIR [--shard-gb 5] [--seed 7] [--layers 32] [--docs 4] [--doc-len 128]
+Usage: gen_7b.py OUTDIR [--shard-gb 5] [--seed 7] [--layers 32] [--docs 2] [--doc-len 512]
 
-Writes, once (skipped when OUTDIR/.done matches the requested shape):
+Writes, once (the model is skipped when OUTDIR/.done matches the requested model; the dataset,
+which is cheap, is rewritten every time):
   OUTDIR/model/config.json                       LlamaConfig field names, torch_dtype bfloat16
   OUTDIR/model/model-0000i-of-0000n.safetensors  BF16 tensors, at most --shard-gb GB each
   OUTDIR/model/model.safetensors.index.json      {"metadata": {"total_size"}, "weight_map"}
@@ -90,16 +91,21 @@ def main():
     ap.add_argument("--shard-gb", type=float, default=5.0)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--layers", type=int, default=32)
-    ap.add_argument("--docs", type=int, default=4)
-    ap.add_argument("--doc-len", type=int, default=128)
+    ap.add_argument("--docs", type=int, default=2)
+    ap.add_argument("--doc-len", type=int, default=512)
     a = ap.parse_args()
     D, F, L, H, Hk, V = 4096, 11008, a.layers, 32, 32, 32000
 
-    stamp = json.dumps(vars(a), sort_keys=True)
+    os.makedirs(a.outdir, exist_ok=True)
+    drng = np.random.default_rng(a.seed + 1)
+    with open(os.path.join(a.outdir, "data.jsonl"), "w") as f:
+        for _ in range(a.docs):
+            f.write(json.dumps({"tokens": drng.integers(0, V, size=a.doc_len).tolist()}) + "\n")
+    stamp = json.dumps({k: getattr(a, k) for k in ("shard_gb", "seed", "layers")}, sort_keys=True)
     done = os.path.join(a.outdir, ".done")
     mdir = os.path.join(a.outdir, "model")
     if os.path.exists(done) and open(done).read() == stamp:
-        print(f"gen_7b: cached in {mdir}", file=sys.stderr)
+        print(f"gen_7b: model cached in {mdir}; wrote {a.docs} x {a.doc_len} tokens", file=sys.stderr)
         return
     if os.path.exists(done):
         os.remove(done)
@@ -144,10 +150,6 @@ def main():
     with open(os.path.join(mdir, "model.safetensors.index.json"), "w") as f:
         json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=1)
 
-    drng = np.random.default_rng(a.seed + 1)
-    with open(os.path.join(a.outdir, "data.jsonl"), "w") as f:
-        for _ in range(a.docs):
-            f.write(json.dumps({"tokens": drng.integers(0, V, size=a.doc_len).tolist()}) + "\n")
     with open(done, "w") as f:
         f.write(stamp)
     n_params = total // 2
