@@ -2,7 +2,7 @@
 # 7b.sh BUILD [--run] — the 7B-class benchmark (issue 14): a random-weight Llama-2-7B-shaped
 # bf16 model in sharded safetensors (13.5 GB, written once by bench/gen_7b.py into
 # $NL_BENCH_7B_DIR, default BUILD/bench-7b; never in the repository), then `ppl` and
-# `record --stats` on a short dataset ($NL_BENCH_7B_DOCS documents, default 2, x 512 random ids: the
+# `record --stats` on a short dataset ($NL_BENCH_7B_DOCS documents, default 2, x $NL_BENCH_7B_LEN = 512 random ids: the
 # CFM document length), and `ppl` on one 2-token document (start-up + the per-document conversion).
 # Prints tokens/s, GFLOP/s against the machine's measured sgemm peak (bench/sgemm_peak.c),
 # peak RSS against the acceptance bound (file size + 1 GiB: bf16 weights stay mmapped, one
@@ -23,7 +23,7 @@ need=$((15 * 1024 * 1024)) # KiB: the model plus headroom
 if [ ! -f "$dir/.done" ] && [ "$(df -Pk "$dir" | awk 'NR == 2 { print $4 }')" -lt $need ]; then
   echo "bench 7b: less than 15 GiB free under $dir (set NL_BENCH_7B_DIR): skipped"; exit 0
 fi
-/usr/bin/python3 bench/gen_7b.py "$dir" --docs "${NL_BENCH_7B_DOCS:-2}" || { echo "bench 7b: the generator failed"; exit 1; }
+/usr/bin/python3 bench/gen_7b.py "$dir" --docs "${NL_BENCH_7B_DOCS:-2}" --doc-len "${NL_BENCH_7B_LEN:-512}" || { echo "bench 7b: the generator failed"; exit 1; }
 m=$dir/model; data=$dir/data.jsonl
 head -c 200 "$data" | /usr/bin/python3 -c 'import json, re, sys; print(json.dumps({"tokens": [int(x) for x in re.findall(r"\d+", sys.stdin.read())[:2]]}))' \
   > "$dir/data_tiny.jsonl"
@@ -58,7 +58,7 @@ import sys
 B, N, peak, threads, core = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
 wp, rp, ws, rs, fp, fs = float(sys.argv[6]), int(sys.argv[7]), float(sys.argv[8]), int(sys.argv[9]), sys.argv[10], sys.argv[11]
 wt, rt, ndocs = float(sys.argv[12]), int(sys.argv[13]), int(sys.argv[14])
-L, D, F, V, T = 32, 4096, 11008, 32000, 512
+L, D, F, V, T = 32, 4096, 11008, 32000, N / ndocs
 # FLOPs per token as executed: 2 per weight of the projections (attention 4·D², FFN 3·D·F) and of the
 # LM head (ppl only), plus causal attention scores and values 2·2·D per earlier position (mean T/2).
 layer = 2 * (4 * D * D + 3 * D * F) + 4 * D * (T + 1) / 2
