@@ -14,7 +14,7 @@ nl=${NL_BUILD:-build}/neuronlab
 py=/usr/bin/python3
 m=notebooks-data/models/silu
 tmp=$(mktemp -d /tmp/nl_neurons.XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
+trap '[ -n "${NL_KEEP:-}" ] || rm -rf "$tmp"' EXIT
 export OMP_NUM_THREADS=1
 
 pass() { echo "PASS $1"; }
@@ -196,7 +196,7 @@ for l, i, b, t, a in rows:
     page = open(os.path.join(rep, "neurons", f"layer-{l}.html"), encoding="utf-8").read()
     sec = page[page.index(f'<section id="n{i}">'):]
     sec = sec[:sec.index("</section>")]
-    m = re.search(r'<td class="b">' + re.escape(esc(b)) + r'</td><td><mark[^>]*>' + re.escape(esc(t)) + r'</mark></td><td class="a">'
+    m = re.search(r'<td class="b">' + re.escape(esc(b)) + r'</td><td[^>]*><mark[^>]*>' + re.escape(esc(t)) + r'</mark></td><td class="a">'
                   + re.escape(esc(a)) + "</td>", sec)
     assert m, f"context of layer {l} neuron {i} not found escaped: {b!r} {t!r} {a!r}"
 assert len(seen) >= 4, seen
