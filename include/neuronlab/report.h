@@ -68,6 +68,8 @@
 #ifndef NEURONLAB_REPORT_H
 #define NEURONLAB_REPORT_H
 
+#include <stdio.h>
+
 #include "neuronlab/results.h"
 
 typedef struct {
@@ -111,6 +113,8 @@ typedef struct {
     const int64_t *runs;   /* optional: run id per figure kind, looked up by kind via kinds */
     const char *const *kinds;
     int n_runs;
+    int neurons;           /* 1: also write the neuron pages (nl_report_neurons) of the latest complete
+                              "neurons" run, or the run given for kind "neurons" */
 } nl_report_opts;
 
 typedef struct {
@@ -141,5 +145,13 @@ typedef struct {
  * Release sum with nl_report_summary_release in every case. */
 nl_status nl_report_write(nl_ctx *ctx, nl_results *db, const nl_report_opts *opts, nl_report_summary *sum);
 void nl_report_summary_release(nl_report_summary *sum); /* NULL or zeroed: no-op */
+
+/* The neuron pages (src/report/neurons_html.c) of run `run` (kind "neurons"; < 0: none, which
+ * index.html states): OUT_DIR/neurons/index.html and OUT_DIR/neurons/layer-L.html per layer, a
+ * section with the anchor #nI per neuron (statistics, frequencies, |a| histogram as inline SVG,
+ * ability scores, the top contexts with the token marked, every database string HTML-escaped);
+ * writes into idx the section of index.html that links them. Pages are written whole.
+ * Errors: the database (a run that is not a neurons run), an unwritable directory, NL_EINTR. */
+nl_status nl_report_neurons(nl_ctx *ctx, nl_results *db, const char *out_dir, int64_t run, FILE *idx);
 
 #endif

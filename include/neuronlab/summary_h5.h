@@ -131,6 +131,9 @@ typedef struct {
 nl_status nl_summary_create(nl_ctx *ctx, const nl_summary_desc *desc, nl_summary **out);
 void nl_summary_destroy(nl_summary *s); /* NULL is a no-op */
 
+/* The range of abs_hist bin b (0 … NL_SUMMARY_ABS_BINS − 1), as /bins/abs_edges states it:
+ * bin 0 is a = 0 (*lo = *hi = 0), bin b in 1 … 81 is (*lo, *hi], bin 82 is (2^16, +inf]. */
+void nl_summary_abs_bin(int b, double *lo, double *hi);
 /* Index of the group labelled label, or −1. */
 int nl_summary_group(const nl_summary *s, const char *label);
 /* Index in s->layers of model layer l, or −1. */

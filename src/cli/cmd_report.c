@@ -1,6 +1,7 @@
-/* cmd_report.c — `neuronlab report --db results.db -o report/ [--run KIND=ID]… [--gnuplot PROG]`:
- * draws every figure of the results database as PNG + PDF with its CSV and gnuplot script,
- * and writes index.html (contract in report.h).
+/* cmd_report.c — `neuronlab report --db results.db -o report/ [--run KIND=ID]… [--gnuplot PROG]
+ * [--neurons]`: draws every figure of the results database as PNG + PDF with its CSV and gnuplot
+ * script, and writes index.html (contract in report.h); --neurons adds the neuron pages of a
+ * `neuronlab neurons` run (report/neurons/, nl_report_neurons).
  * Exit status: 0 when every figure that has data was drawn (figures without data are listed in
  * index.html and do not count); 1 when a figure with data could not be drawn — the others are
  * still drawn, index.html is written and lists the failure, and stderr gets one line per failed
@@ -22,6 +23,8 @@ const nl_cli_option nl_cli_opts_report[] = {
     {"-o, --out", "DIR", 1, "output folder: NAME.png, NAME.pdf, NAME-<panel>.csv, NAME.gp and index.html", NULL},
     {"--run", "KIND=ID", 0, "draw run ID for the analysis KIND (sparsity=3); repeat for several kinds", "the latest complete run of each kind"},
     {"--gnuplot", "PROG", 0, "the gnuplot program to run", "gnuplot"},
+    {"--neurons", NULL, 0, "also write the neuron pages (DIR/neurons/) of a `neuronlab neurons` run, linked from index.html",
+     "off; --run neurons=ID picks the run, else the latest"},
     {NULL, NULL, 0, NULL, NULL}};
 const nl_command nl_cmd_report = {"report", NULL,
                                   "draw the figures of a results database (PNG, PDF, CSV, gnuplot script) and an index.html", run};
@@ -34,7 +37,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     const char *kinds[MAX_RUNS];
     char kind_buf[MAX_RUNS][64];
     int64_t runs[MAX_RUNS];
-    int n_runs = 0, k;
+    int n_runs = 0, k, neurons = 0;
     for (int i = 1; i < argc; i++) {
         if ((k = nl_cli_opt(argc, argv, &i, "--db", &v)) != 0) {
             if (k < 0) return nl_cli_usage(cmd, "--db needs a database path");
@@ -45,6 +48,8 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         } else if ((k = nl_cli_opt(argc, argv, &i, "--gnuplot", &v)) != 0) {
             if (k < 0) return nl_cli_usage(cmd, "--gnuplot needs a program");
             gnuplot = v;
+        } else if (!strcmp(argv[i], "--neurons")) {
+            neurons = 1;
         } else if ((k = nl_cli_opt(argc, argv, &i, "--run", &v)) != 0) {
             const char *eq = k > 0 ? strchr(v, '=') : NULL;
             long id;
@@ -63,7 +68,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     nl_results *db;
     nl_status st = nl_results_open(ctx, db_path, 1, &db);
     if (st != NL_OK) return nl_cli_fail(ctx, st);
-    nl_report_opts o = {.out_dir = out, .gnuplot = gnuplot, .runs = runs, .kinds = kinds, .n_runs = n_runs};
+    nl_report_opts o = {.out_dir = out, .gnuplot = gnuplot, .runs = runs, .kinds = kinds, .n_runs = n_runs, .neurons = neurons};
     nl_report_summary sum;
     st = nl_report_write(ctx, db, &o, &sum);
     nl_results_close(db);

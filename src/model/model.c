@@ -143,6 +143,7 @@ nl_status nl_model_map(nl_ctx *ctx, nl_model *m, const char *path, const void **
     if (p == MAP_FAILED) return nl_errorf(ctx, NL_EIO, "cannot map '%s': %s", path, strerror(errno));
     m->maps[m->n_maps].base = p;
     m->maps[m->n_maps].size = (size_t)st.st_size;
+    m->maps[m->n_maps].file = 1;
     m->n_maps++;
     *base = p;
     *size = (size_t)st.st_size;
@@ -270,6 +271,7 @@ nl_status nl_model_realign(nl_ctx *ctx, nl_model *m) {
                                  m->path, total);
             m->maps[m->n_maps].base = p;
             m->maps[m->n_maps].size = total;
+            m->maps[m->n_maps].file = 0;
             m->n_maps++;
             dst = p;
         }
@@ -458,6 +460,24 @@ static void convert_unpermute(const nl_tensor *t, int heads, float *dst) {
     }
 }
 
+/* After t was converted into the slot: its stored bytes are not needed until the next
+ * conversion, so the whole pages they span in a file mapping are dropped from the process
+ * (MADV_DONTNEED; the kernel's page cache keeps them, so the next conversion refaults them
+ * without reading the disk). Without this a 7B bf16 model has every mapped page resident
+ * next to the f32 slot and head: peak RSS = file + slot + head > file + 1 GiB (bench/7b.sh).
+ * Only file mappings: on the anonymous realignment copy DONTNEED would zero the data. */
+static void drop_source(const nl_model *m, const nl_tensor *t) {
+    if (!t->data || t->dtype == NL_DT_F32) return;
+    const uintptr_t a = (uintptr_t)t->data, e = a + nl_dtype_bytes(t->dtype, nl_tensor_numel(t));
+    for (int i = 0; i < m->n_maps; i++) {
+        const uintptr_t b = (uintptr_t)m->maps[i].base;
+        if (!m->maps[i].file || a < b || e > b + m->maps[i].size) continue;
+        const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), lo = (a + pg - 1) / pg * pg, hi = e / pg * pg;
+        if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+        return;
+    }
+}
+
 /* Floats needed in the slot for t (0 when it can be used in place). */
 static size_t slot_need_p(const nl_tensor *t, int perm) {
     return (t->data && (t->dtype != NL_DT_F32 || perm)) ? (size_t)nl_tensor_numel(t) : 0;
@@ -555,6 +575,12 @@ nl_status nl_model_layer(nl_ctx *ctx, nl_model *m, int l, nl_layer *out) {
         out->experts = s->views;
     }
     out->qkv_layout = m->qkv_layout;
+    if (!m->resident && w.do_convert) { /* the stored bytes of what was converted leave the process (drop_source) */
+#define X(f) drop_source(m, &s->f);
+        NL_LAYER_TENSORS(X)
+#undef X
+        for (int64_t e = 0; e < n_expert_tensors(m, s); e++) drop_source(m, &s->experts[e]);
+    }
     if (!m->resident) m->slot_layer = need ? l : -1;
     return NL_OK;
 }
@@ -582,6 +608,10 @@ nl_status nl_model_head(nl_ctx *ctx, nl_model *m, nl_head *out) {
     out->norm_b = view(&w, &m->norm_b);
     out->lm_head = mat(&w, lm, 0); /* the LM head and a tied embedding are both (V, D) */
     out->lm_head_b = view(&w, &m->lm_head_b);
+    if (first) { /* converted once: the stored head is not read again (drop_source) */
+        drop_source(m, &m->norm_w), drop_source(m, &m->norm_b), drop_source(m, &m->lm_head_b);
+        if (m->lm_head.data) drop_source(m, &m->lm_head); /* a tied head is the embedding, still read per token */
+    }
     return NL_OK;
 }
 

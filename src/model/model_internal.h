@@ -36,7 +36,7 @@ struct nl_model {
                                * for n_kv_heads (GGUF llama); nl_model_layer restores HF's order */
     const char *act_source;   /* where cfg.act came from (static string; NULL: "config") */
 
-    struct { void *base; size_t size; } maps[NL_MAX_MAPS];
+    struct { void *base; size_t size; int file; } maps[NL_MAX_MAPS]; /* file: a read-only file mapping (nl_model_map) */
     int n_maps;
 
     nl_tensor tok_emb;        /* (V, D) */

@@ -867,6 +867,17 @@ nl_status nl_report_write(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, 
     html(idx, nl_results_path(db));
     fprintf(idx, "</code>, drawn by neuronlab %s. Each figure has its data as CSV and its gnuplot script beside it.</p>\n",
             NL_VERSION);
+    if (o->neurons) { /* the neuron pages: a link section at the top of the index */
+        int64_t nrun = -1;
+        for (int k = 0; k < o->n_runs; k++)
+            if (!strcmp(o->kinds[k], "neurons")) nrun = o->runs[k];
+        if (nrun < 0) nrun = latest_run(nl_results_db(db), "neurons");
+        nl_status nst = nl_report_neurons(ctx, db, o->out_dir, nrun, idx);
+        if (nst != NL_OK) {
+            nl_atomic_abort(&af);
+            return nst;
+        }
+    }
     /* the figures go to memory first: the list of failures goes above them, so it is not overlooked */
     char *body = NULL;
     size_t nbody = 0;

@@ -141,6 +141,23 @@ nl_status nl_summary_create(nl_ctx *ctx, const nl_summary_desc *d, nl_summary **
     return NL_OK;
 }
 
+/* e(j) = 2^(-24 + j/2) as write_all stores it: the float bits (206 + j) << 22, i.e. 2^k and
+ * 1.5·2^k (j = 0 … 80). */
+static double abs_edge(int j) {
+    uint32_t b = (206u + (uint32_t)j) << 22;
+    float x;
+    memcpy(&x, &b, 4);
+    return x;
+}
+
+void nl_summary_abs_bin(int b, double *lo, double *hi) {
+    NL_ASSERT(b >= 0 && b < NL_SUMMARY_ABS_BINS);
+    if (b == 0) *lo = *hi = 0;
+    else if (b == 1) *lo = 0, *hi = abs_edge(0);
+    else if (b < NL_SUMMARY_ABS_BINS - 1) *lo = abs_edge(b - 2), *hi = abs_edge(b - 1);
+    else *lo = abs_edge(80), *hi = INFINITY;
+}
+
 int nl_summary_group(const nl_summary *s, const char *label) {
     int lo = 0, hi = s->n_groups - 1;
     while (lo <= hi) {
