@@ -122,10 +122,10 @@ do for [pass = 1:2] {
       xmaxv = real(system(sprintf("tail -n +2 '%s' | cut -d, -f1 | sort -g | tail -1", f)))
       set xtics 0, (xmaxv > 12 ? ceil(xmaxv / 12.0) : 1)
       set format x "%.0f"
-      set offsets 0.25, 0.25, 0, 0   # the first and last layer's markers clear of the border
+      xminv = real(system(sprintf("tail -n +2 '%s' | cut -d, -f1 | sort -g | head -1", f)))
+      set xrange [xminv - 0.4:xmaxv + 0.4]   # the first and last layer's markers clear of the border
     } else {
       set xtics autofreq
-      set offsets 0, 0, 0, 0
     }
     o = soff[p]
     if (pstyle eq "points") {
