@@ -19,7 +19,8 @@
 # The first CSV row is drawn at the top, column names are the x tics (rotated by 45° when they
 # do not fit under a cell), row names the y tics; one horizontal colour box under the panels.
 # Each cell is annotated with its text from `cells`, dark text on light cells and
-# white on dark ones; cells without a value are grey with a dash. Cells are drawn as boxes
+# white on dark ones; cells without a value are grey with a dash. A figure whose widest panel has
+# more than 32 columns (64 experts) is coloured only, with narrow cells: no number fits there. Cells are drawn as boxes
 # rather than `with image`, which needs at least 2 x 2 cells. The layout is computed in PNG
 # pixels (9 px per character, 17 px per line at 11 pt); the PDF keeps the same proportions.
 # Odd data: names are drawn without enhanced-text markup (a label "x_y" stays "x_y"), a row
@@ -52,12 +53,15 @@ textcolor(v) = (v != v) ? 0x555555 : (darkcell(v) ? 0xFFFFFF : 0x1A1A1A)
 
 # ---- layout (PNG pixels) ---------------------------------------------------------------------
 hc = 9.0; vc = 17.0
-cw = mx(46, (annotchars + 2) * 8.0)             # cell width: the annotation at 10 pt with room
+maxc = 1
+do for [p = 1:n] { maxc = mx(maxc, pcols[p]) }
+annot = (maxc <= 32)                             # wider panels (64 experts) are coloured only: no number would fit
+cw = annot ? mx(46, (annotchars + 2) * 8.0) : 18.0   # cell width: the annotation at 10 pt with room
 do for [p = 1:n] { cw = mx(cw, (tchars[p] * hc + 8) / pcols[p]) }   # a title never overhangs its panel
 rot = (colchars * hc + 8 > cw)                   # column names that do not fit are rotated by 45°
 maxr = 1
 do for [p = 1:n] { maxr = mx(maxr, prows[p]) }
-ch = mx(28, 120.0 / maxr)                        # cell height; small matrices get taller cells
+ch = annot ? mx(28, 120.0 / maxr) : mx(18, 120.0 / maxr)   # cell height; small matrices get taller cells
 lm = mx(rowchars * hc + 16, rot ? colchars * hc * 0.71 - cw / 2 + 14 : 0)
 bm = 10 + (rot ? colchars * hc * 0.71 + vc * 0.71 : vc) + (xlabel ne "" ? vc + 10 : 0) + 8
 tm = vc + 18
@@ -159,8 +163,12 @@ do for [pass = 1:2] {
       unset colorbox
     }
     # cells as boxes, not `with image`: an image needs at least 2 x 2 cells
-    plot f matrix rowheaders columnheaders using 1:2:($3 == $3 ? 0.5 : 0):($3 == $3 ? 0.5 : 0):3 with boxxyerror fc palette fs solid 1.0 noborder, \
-         cf using 1:2:4:(textcolor($3)) with labels tc rgb variable font ",10" noenhanced
+    if (annot) {
+      plot f matrix rowheaders columnheaders using 1:2:($3 == $3 ? 0.5 : 0):($3 == $3 ? 0.5 : 0):3 with boxxyerror fc palette fs solid 1.0 noborder, \
+           cf using 1:2:4:(textcolor($3)) with labels tc rgb variable font ",10" noenhanced
+    } else {
+      plot f matrix rowheaders columnheaders using 1:2:($3 == $3 ? 0.5 : 0):($3 == $3 ? 0.5 : 0):3 with boxxyerror fc palette fs solid 1.0 noborder
+    }
   }
   unset multiplot
   set output

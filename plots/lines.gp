@@ -14,7 +14,7 @@
 #            (column c of panel p is series sidx[soff[p] + c - 1]), so a series has one style
 #            in every panel and in the shared legend
 # Paper style: sans-serif 11 pt, labelled axes, light grid, a colour-blind safe palette
-# (Okabe–Ito without black, which is kept for the aggregate "all layers"), a marker and a dash
+# (Okabe–Ito without black, which is kept for the aggregates "all layers" and "all tokens"), a marker and a dash
 # pattern per series (curves that overlap stay apart: filled against open markers, solid
 # against dashed), PNG at 150 dpi equivalent and vector PDF. The y range is shared by the panels
 # with 5 % headroom at both ends (a histogram stands on 0), so a curve at the edge (a score of
@@ -41,7 +41,7 @@ mn(a, b) = a < b ? a : b
 array palette[7] = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#8C6D1F"]
 array ptypes[8] = [7, 4, 9, 6, 5, 8, 13, 10]      # filled circle, open square, filled triangle, open circle, …
 array dtypes[4] = [1, 2, 4, 5]                     # solid, dashed, dot-dash, dot-dot-dash
-isagg(g) = snames[g] eq "all layers"
+isagg(g) = snames[g] eq "all layers" || snames[g] eq "all tokens"
 isbase(g) = snames[g] eq "random baseline" || snames[g] eq "dense model"
 scol(g) = isagg(g) ? "#000000" : (isbase(g) ? "#777777" : palette[(g - 1) % 7 + 1])
 spt(g) = ptypes[(g - 1) % 8 + 1]
@@ -122,6 +122,8 @@ do for [pass = 1:2] {
       xmaxv = real(system(sprintf("tail -n +2 '%s' | cut -d, -f1 | sort -g | tail -1", f)))
       set xtics 0, (xmaxv > 12 ? ceil(xmaxv / 12.0) : 1)
       set format x "%.0f"
+      xminv = real(system(sprintf("tail -n +2 '%s' | cut -d, -f1 | sort -g | head -1", f)))
+      set xrange [xminv - 0.4:xmaxv + 0.4]   # the first and last layer's markers clear of the border
     } else {
       set xtics autofreq
     }

@@ -122,11 +122,16 @@ ok $? "synthetic ability, prune and overlap rows inserted into the real tables w
     --db "$tmp/r.db" --k 1,2 --no-recall --quiet && "$nl" moe-usage $fx "$tmp/d.jsonl" --moe "$tmp/moe" --db "$tmp/r.db" --k 1 --quiet
 } > /dev/null 2> "$tmp/why"
 ok $? "moefy, moe-sweep and moe-usage for the MoE figures"
+# the expert figures: a real experts run and prune --experts all on the mixtral fixture (2 MoE layers, 8 experts, top-2)
+mx=tests/fixtures/hf/mixtral
+{ "$nl" experts $mx "$tmp/d.jsonl" --db "$tmp/r.db" --quiet && "$nl" prune $mx "$tmp/d.jsonl" --db "$tmp/r.db" --experts all --seeds 2 --quiet
+} > /dev/null 2> "$tmp/why"
+ok $? "experts and prune --experts all on mixtral for the expert figures"
 "$nl" report --db "$tmp/r.db" -o "$tmp/rep" > "$tmp/out" 2> "$tmp/why"
 rc=$?
 cat "$tmp/out" >> "$tmp/why"
-grep -q '(14 figures drawn, 0 without data)' "$tmp/out"
-ok $(( rc | $? )) "report with every analysis exits 0 and draws all 14 figures (every gnuplot call exited 0)"
+grep -q '(19 figures drawn, 0 without data)' "$tmp/out"
+ok $(( rc | $? )) "report with every analysis exits 0 and draws all 19 figures (every gnuplot call exited 0)"
 $py - "$tmp/rep" >> "$tmp/why" 2>&1 <<'PY'
 import glob, os, re, sys
 d = sys.argv[1]
@@ -292,6 +297,120 @@ cp "$tmp/r.db" "$tmp/nobase.db" && sqlite3 "$tmp/nobase.db" "DELETE FROM perturb
 ok $? "a perturb run without ratio 0 has no baseline: the perturbation figure is listed as not drawn"
 (cd "$tmp/rep" && gnuplot perturbation.gp && gnuplot prune_matrix.gp && gnuplot overlap.gp) > "$tmp/why" 2>&1
 ok $? "a figure's gnuplot script redraws it in place (lines and heatmaps)"
+
+# the expert figures (figures_experts.c) from the real mixtral runs: every cell recomputed from the
+# database another way (load from token counts, co-selection from the pair counts, the random
+# control's mean and sd with numpy), the layer the one-layer figures show chosen by its label
+# spread, the PNGs real pictures (not a blank canvas)
+$py - "$tmp/rep" "$tmp/r.db" > "$tmp/why" 2>&1 <<'PY'
+import glob, math, os, sqlite3, sys
+import numpy as np
+d, con = sys.argv[1], sqlite3.connect(sys.argv[2])
+q = lambda sql, *a: con.execute(sql, a).fetchall()
+run = q("SELECT MAX(id) FROM runs WHERE kind = 'experts' AND status = 'complete'")[0][0]
+def matrix(f):
+    rows = [r.split(",") for r in open(f, encoding="utf-8").read().splitlines()]
+    return rows[0][1:], [r[0] for r in rows[1:]], np.array([[float(v) for v in r[1:]] for r in rows[1:]])
+def close(a, b, what):
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    assert a.shape == b.shape and np.array_equal(np.isnan(a), np.isnan(b)) and np.allclose(a[~np.isnan(a)], b[~np.isnan(b)], atol=1e-6), (what, a, b)
+layers = [l for (l,) in q("SELECT DISTINCT layer FROM expert_load WHERE run_id = ? AND expert >= 0 ORDER BY layer", run)]
+E = q("SELECT COUNT(*) FROM expert_load WHERE run_id = ? AND layer = ? AND label = '*' AND expert >= 0", run, layers[0])[0][0]
+labels = [l for (l,) in q("SELECT DISTINCT label FROM expert_routing WHERE run_id = ? AND label <> '*' ORDER BY label", run)]
+assert layers == [0, 1] and E == 8 and labels == ["code", "math", "prose"], (layers, E, labels)
+tok = {(l, e, lab): t for l, e, lab, t in q("SELECT layer, expert, label, tokens FROM expert_load WHERE run_id = ?", run)}
+ntok = {(l, lab): t for l, lab, t in q("SELECT layer, label, tokens FROM expert_routing WHERE run_id = ?", run)}
+# load by ability: one panel per layer (2 MoE layers), rows = labels then all tokens, 100 x tokens / the label's tokens
+for p, l in enumerate(layers):
+    h, rows, m = matrix(os.path.join(d, f"expert_load-{p + 1}-layer-{l}.csv"))
+    assert h == [str(e) for e in range(E)] and rows == labels + ["all tokens"], (h, rows)
+    close(m, [[100.0 * tok[(l, e, lab)] / ntok[(l, lab)] for e in range(E)] for lab in labels + ["*"]], f"load layer {l}")
+    assert abs(m[-1].sum() - 200.0) < 1e-6, "top-2: the all-token row sums to 200 %"
+# load across layers: 100 x (share / (k/E) - 1), k from the token counts
+h, rows, m = matrix(glob.glob(os.path.join(d, "expert_load_layers-1-*.csv"))[0])
+want = []
+for l in layers:
+    k = sum(tok[(l, e, "*")] for e in range(E)) / ntok[(l, "*")]
+    want.append([100.0 * (tok[(l, e, "*")] / ntok[(l, "*")] / (k / E) - 1) for e in range(E)])
+close(m, want, "load across layers"); assert rows == ["layer 0", "layer 1"], rows
+# the layer of the co-selection figure: the largest mean squared difference of the labels' load from all tokens'
+spread = {l: np.mean([(tok[(l, e, lab)] / ntok[(l, lab)] - tok[(l, e, "*")] / ntok[(l, "*")]) ** 2 for lab in labels for e in range(E)]) for l in layers}
+L = max(layers, key=lambda l: (spread[l], -l))
+f = glob.glob(os.path.join(d, "expert_coselect-1-*.csv")); assert len(f) == 1, f
+assert os.path.basename(f[0]).startswith(f"expert_coselect-1-layer-{L}-of-2-moe-layers"), (f, spread)
+pair = {(a, b): t for a, b, t in q("SELECT expert_a, expert_b, tokens FROM expert_coselect WHERE run_id = ? AND layer = ?", run, L)}
+h, rows, m = matrix(f[0])
+want = [[math.nan if a == b else 100.0 * pair.get((min(a, b), max(a, b)), 0) / pair[(a, a)] for b in range(E)] for a in range(E)]
+close(m, want, "co-selection"); assert abs(np.nansum(m[0]) - 100.0) < 1e-6, "top-2: a row sums to 100 %"
+# routing: entropy / ln E and the margin per label and layer
+for p, col in ((1, "entropy / entropy_max"), (2, "margin")):
+    rows = [r.split(",") for r in open(glob.glob(os.path.join(d, f"expert_routing-{p}-*.csv"))[0], encoding="utf-8").read().splitlines()]
+    assert rows[0] == ["layer", "all tokens"] + labels, rows[0]
+    got = np.array([[float(v) for v in r] for r in rows[1:]])
+    close(got, [[l] + [q(f"SELECT {col} FROM expert_routing WHERE run_id = ? AND layer = ? AND label = ?", run, l, lab)[0][0]
+                       for lab in ["*"] + labels] for l in layers], f"routing {col}")
+# prune --experts all: rows layer · expert in numeric order, random control = numpy mean and sd (ddof 1) over the seeds
+pr = q("SELECT MAX(id) FROM runs WHERE kind = 'prune_experts' AND status = 'complete'")[0][0]
+names = [f"{l}:{e}" for l in layers for e in range(E)]
+cols = labels + [""]
+h, rows, m1 = matrix(glob.glob(os.path.join(d, "expert_prune-1-*.csv"))[0])
+assert rows == [f"layer {l} · expert {e}" for l in layers for e in range(E)] and h == labels + ["all"], (rows, h)
+rel = lambda n, c, ctl: [r for (r,) in q("SELECT rel_change FROM expert_prune WHERE run_id = ? AND removed = ? AND label = ? AND control = ?"
+                                          " ORDER BY seed", pr, n, c, ctl)]
+close(m1, [[100 * rel(n, c, "expert")[0] for c in cols] for n in names], "expert removed")
+h, rows, m2 = matrix(glob.glob(os.path.join(d, "expert_prune-2-*-seeds.csv"))[0])
+close(m2, [[100 * np.mean(rel(n, c, "random")) for c in cols] for n in names], "random mean")
+h, rows, s2 = matrix(glob.glob(os.path.join(d, "expert_prune-2-*-spread.csv"))[0])
+close(s2, [[100 * np.std(rel(n, c, "random"), ddof=1) for c in cols] for n in names], "random sd")
+h, rows, m3 = matrix(glob.glob(os.path.join(d, "expert_prune-3-*.csv"))[0])
+close(m3, m1 - m2, "difference")
+# real pictures: a PNG of a blank or near-blank canvas compresses to a few kB
+for name in ("expert_load", "expert_load_layers", "expert_routing", "expert_coselect", "expert_prune"):
+    assert os.path.getsize(os.path.join(d, name + ".png")) > 15000, (name, os.path.getsize(os.path.join(d, name + ".png")))
+print(f"expert figures: layer {L} chosen (spread {spread}), every cell recomputed")
+PY
+ok $? "expert figures (mixtral): load, load across layers, co-selection of the layer whose labels differ most, routing, expert removal with its random control (mean, sd) recomputed from the database"
+# a larger model (synthetic rows in the real tables): 30 MoE layers x 64 experts, top-4, layer 17 label-specific;
+# 100 removals. The label x expert load shows layer 17 alone, so does the co-selection (64 x 64, coloured only:
+# no numbers), the removals the 48 largest; every gnuplot call exits 0
+cp "$tmp/r.db" "$tmp/big.db"
+$py - "$tmp/big.db" > "$tmp/why" 2>&1 <<'PY' && "$nl" report --db "$tmp/big.db" -o "$tmp/big" > /dev/null 2>> "$tmp/why" &&
+import json, math, random, sqlite3, sys
+con, rnd, L, E, k, hot = sqlite3.connect(sys.argv[1]), random.Random(3), 30, 64, 4, 17
+def run(kind):
+    return con.execute("INSERT INTO runs(kind, model, dataset, source, params, tool_version, started_at, ended_at, status) VALUES"
+                       " (?, 'synthetic', 'd.jsonl', '', '{}', 'test', '2026-01-01T00:00:00Z', '2026-01-01T00:01:00Z', 'complete')", (kind,)).lastrowid
+r, labels, T = run("experts"), ["code", "math", "prose"], 300
+for l in range(L):
+    tot = [0] * E
+    for li, lab in enumerate(labels):
+        w = [(1.0 + 0.3 * rnd.random()) * (6.0 if l == hot and e % 3 == li else 1.0) for e in range(E)]
+        for e in range(E):
+            t = round(k * T * w[e] / sum(w)); tot[e] += t
+            con.execute("INSERT INTO expert_load VALUES (?,?,?,?,?,?,?,?)", (r, l, e, lab, t, t / T, t * 0.5, 1.0 / E))
+    for e in range(E):
+        con.execute("INSERT INTO expert_load VALUES (?,?,?,?,?,?,?,?)", (r, l, e, "*", tot[e], tot[e] / (3 * T), tot[e] * 0.5, 1.0 / E))
+    for lab in labels + ["*"]:
+        con.execute("INSERT INTO expert_routing VALUES (?,?,?,?,?,?,?)", (r, l, lab, T, 0.5 * math.log(E), math.log(E), 0.4))
+    for a in range(E):
+        for b in range(a, E):
+            con.execute("INSERT INTO expert_coselect VALUES (?,?,?,?,?)", (r, l, a, b, tot[a] if a == b else rnd.randrange(1, 8)))
+p = run("prune_experts")
+for i in range(-1, 100):
+    for lab in labels + [""]:
+        name, ctl = ("", "none") if i < 0 else (f"{i // E}:{i % E}", "expert")
+        con.execute("INSERT INTO expert_prune VALUES (?,?,?,-1,?,1,100,5.0,150.0,?)", (p, name, ctl, lab, 0.0 if i < 0 else 0.001 * i))
+        for s in range(2 if i >= 0 else 0):
+            con.execute("INSERT INTO expert_prune VALUES (?,?,'random',?,?,1,100,5.0,149.0,?)", (p, name, s, lab, 0.01 * (s + 1)))
+con.commit()
+PY
+  [ "$(cat "$tmp/big/expert_load.titles")" = "layer 17: of the 30 MoE layers, the one whose labels differ most" ] &&
+  [ "$(cat "$tmp/big/expert_coselect.titles")" = "layer 17 (of 30 MoE layers: the one whose labels differ most)" ] &&
+  [ "$(head -1 "$tmp/big/expert_prune.titles")" = "expert removed (the 48 of 100 removals with the largest effect on all documents)" ] &&
+  [ "$(tail -n +2 "$tmp"/big/expert_prune-1-*.csv | wc -l)" -eq 48 ] && [ "$(head -2 "$tmp"/big/expert_prune-1-*.csv | tail -1 | cut -d, -f1)" = "layer 0 · expert 52" ] &&
+  [ "$(tail -n +2 "$tmp"/big/expert_load_layers-1-*.csv | wc -l)" -eq 30 ] && [ "$(tail -n +2 "$tmp"/big/expert_coselect-1-*.csv | wc -l)" -eq 64 ] &&
+  grep -q '^annot = (maxc <= 32)' "$tmp/big/expert_coselect.gp" && [ -s "$tmp/big/expert_coselect.png" ] && [ -s "$tmp/big/expert_load_layers.pdf" ]
+ok $? "30 MoE layers x 64 experts: the load and co-selection figures show the layer whose labels differ most (17), 30 x 64 overview, 48 of 100 removals"
 
 # bad input: one line naming the file, exit 1
 expect() {

@@ -12,6 +12,12 @@
 #                      documents, unmasked, with the lowest 50% |a| (or |a|·‖W_out‖) zeroed per
 #                      token, and with each ability's recomputed top sets zeroed; random-control
 #                      mean/sd from the seed rows;
+#   experts            (a second database) the top expert per layer and label recounted from the
+#                      routing `record` stores on the mixtral fixture;
+#   moe_sweep          perplexities from `ppl --moe` (and the dense `ppl`) at the same K, router, fill;
+#   expert_usage       the most used expert recounted from `record --moe`'s selections;
+#   neurons            the top neurons by mean |a|, mean and max |a|, top context value, from the
+#                      activation file;
 #   runs               the six runs in order, all complete, naming the dataset and the file by
 #                      canonical path, with content checksums recomputed here from their
 #                      definition (results.h); runs_by_file groups the runs by those checksums.
@@ -36,10 +42,24 @@ if ! { "$nl" record tests/fixtures/hf/llama "$tmp/d.jsonl" -o "$tmp/a.h5" --pool
        "$nl" prune tests/fixtures/hf/llama "$tmp/d.jsonl" --db "$tmp/r.db" --scores latest; } > "$tmp/log" 2>&1; then
   echo "FAIL building the database for the cookbook:"; sed 's/^/    /' "$tmp/log" | tail -5; exit 0
 fi
+# the MoE and neuron tables go to a second database (the first one's runs are checked one by one):
+# experts on the mixtral fixture (with the routing that `record` stores, to recount), a MoEfied
+# llama swept and its usage (with `ppl --moe` and `record --moe` to recompute), and neuron pages
+mx=tests/fixtures/hf/mixtral m=tests/fixtures/hf/llama
+if ! { "$nl" record $mx "$tmp/d.jsonl" -o "$tmp/mx.h5" && "$nl" experts $mx "$tmp/d.jsonl" --db "$tmp/r2.db" &&
+       "$nl" moefy $m "$tmp/d.jsonl" --experts 4 -o "$tmp/moe" &&
+       "$nl" moe-sweep $m "$tmp/d.jsonl" --moe "$tmp/moe" --db "$tmp/r2.db" --k 1,2 --router sim --fill zero --no-recall &&
+       "$nl" moe-usage $m "$tmp/d.jsonl" --moe "$tmp/moe" --db "$tmp/r2.db" --k 1 --router sim --fill mean &&
+       "$nl" ppl $m "$tmp/d.jsonl" --json > "$tmp/ppl_dense.json" &&
+       for k in 1 2; do "$nl" ppl $m "$tmp/d.jsonl" --moe "$tmp/moe" --k $k --router sim --fill zero --json > "$tmp/ppl_k$k.json" || exit 1; done &&
+       "$nl" record $m "$tmp/d.jsonl" --moe "$tmp/moe" --k 1 --router sim --fill mean -o "$tmp/mu.h5" &&
+       "$nl" record $m "$tmp/d.jsonl" -o "$tmp/s.h5" --stats --top-k 8 && "$nl" neurons "$tmp/s.h5" --db "$tmp/r2.db"; } > "$tmp/log" 2>&1; then
+  echo "FAIL building the MoE and neuron database for the cookbook:"; sed 's/^/    /' "$tmp/log" | tail -5; exit 0
+fi
 cat > "$tmp/check.py" <<'PY'
 # values of every cookbook query against independent recomputations (see sql_cookbook.sh)
 import json, math, os, sqlite3, sys, traceback
-root, db, h5, jsonl = sys.argv[1:5]
+root, db, h5, jsonl, tmpdir = sys.argv[1:6]
 try:
     import numpy as np
     import h5py
@@ -141,8 +161,8 @@ pruned = {a: ppl_by_label(prune(a))[0] for a in abilities}
 
 def close(x, y, tol, what):
     assert x is not None and abs(x - y) <= tol, f"{what}: query {x}, expected {y} (tolerance {tol})"
-def rows(q):
-    cur = con.execute(open(q).read()); cols = [c[0] for c in cur.description]
+def rows(q, c=None):
+    cur = (c or con).execute(open(q).read()); cols = [c[0] for c in cur.description]
     return [dict(zip(cols, r)) for r in cur.fetchall()]
 
 def fnv_sum_file(path, h):
@@ -327,21 +347,77 @@ def check_prune_specificity(R):
         assert (r["eval_set"], r["eval_docs"]) == ("selection", D), (r["eval_set"], r["eval_docs"])
     return f"{len(R)} abilities: own and others' change from PyTorch"
 
+# ---- the second database: experts, moe_sweep, expert_usage, neurons ----
+con2 = sqlite3.connect(os.path.join(tmpdir, "r2.db"))
+def tok_labels(g):
+    o = g["doc_offsets"][:]; lab = [x.decode() if isinstance(x, bytes) else x for x in g["doc_labels"][:]]
+    return np.repeat(np.array(lab, dtype=object), np.diff(o))
+def check_expert_load_by_label(R):  # recount from the routing record stores (layers/L/experts: k experts per token)
+    g = h5py.File(os.path.join(tmpdir, "mx.h5"), "r"); tl = tok_labels(g); E = int(g.attrs["n_experts"]); n = 0
+    for l in range(int(g.attrs["n_layers"])):
+        ex = g[f"layers/{l}/experts"][:]
+        allc = np.bincount(ex.ravel(), minlength=E)
+        for lab in sorted(set(tl) - {""}):
+            c = np.bincount(ex[tl == lab].ravel(), minlength=E); e = int(np.argmax(c))  # argmax: the lowest id on ties
+            r = [r for r in R if r["layer"] == l and r["label"] == lab]
+            assert len(r) == 1 and r[0]["expert"] == e and r[0]["tokens"] == c[e], (l, lab, r, c)
+            close(r[0]["share_pct"], 100 * c[e] / (tl == lab).sum(), 0.006, f"layer {l} {lab} share")
+            close(r[0]["all_tokens_pct"], 100 * allc[e] / len(tl), 0.006, f"layer {l} {lab} all-token share"); n += 1
+    assert n == len(R), (n, len(R))
+    return f"{n} rows: the top expert per layer and label and its shares recounted from record's routing"
+def check_moe_sweep_tradeoff(R):  # the same perplexities from `ppl --moe` and the dense `ppl`
+    dense = json.load(open(os.path.join(tmpdir, "ppl_dense.json")))["ppl"]
+    assert [(r["router"], r["fill"], r["k"]) for r in R] == [("sim", "zero", 1), ("sim", "zero", 2)], R
+    for r in R:
+        p = json.load(open(os.path.join(tmpdir, f"ppl_k{r['k']}.json")))["ppl"]
+        close(r["ppl"], p, 1e-4 * p, f"k {r['k']} ppl"); close(r["change_vs_dense_pct"], 100 * (p / dense - 1), 0.006, f"k {r['k']} change")
+        close(r["k_pct"], 100 * r["k"] / 4, 0.05, "k_pct")
+    assert R[0]["ffn_frac"] < R[1]["ffn_frac"] < 1, R
+    return f"{len(R)} rows: ppl and change vs dense equal ppl --moe ({R[0]['ppl']}, {R[1]['ppl']}) and dense ppl ({dense:.4f})"
+def check_expert_usage_by_label(R):  # recount from record --moe's selections (layers/L/moe_experts)
+    g = h5py.File(os.path.join(tmpdir, "mu.h5"), "r"); tl = tok_labels(g); n = 0
+    for l in sorted({r["layer"] for r in R}):
+        sel = g[f"layers/{l}/moe_experts"][:]
+        for lab in sorted(set(tl) - {""}):
+            c = np.bincount(sel[tl == lab].ravel(), minlength=4); e = int(np.argmax(c))
+            r = [r for r in R if r["layer"] == l and r["label"] == lab]
+            assert len(r) == 1 and r[0]["expert"] == e, (l, lab, r, c)
+            close(r[0]["share_pct"], 100 * c[e] / (tl == lab).sum(), 0.006, f"layer {l} {lab} share")
+            close(r[0]["uniform_pct"], 25.0, 1e-9, "uniform"); n += 1
+    assert n == len(R) == L * len(abilities), (n, len(R))
+    return f"{n} rows: the most used expert per layer and label recounted from record --moe"
+def check_neuron_top_contexts(R):  # mean and max |a| from the activation file, the ranking by mean |a|
+    for l in range(L):
+        ma = np.abs(act[l]).astype(np.float64).mean(axis=0); mx = np.abs(act[l]).max(axis=0)
+        got = [r for r in R if r["layer"] == l]
+        want = sorted(range(F), key=lambda i: (-ma[i], i))[:5]
+        assert [r["neuron"] for r in got] == want, (l, [r["neuron"] for r in got], want)
+        for r in got:
+            i = r["neuron"]
+            close(r["mean_abs"], ma[i], 1e-5 + 1e-4 * ma[i], f"layer {l} neuron {i} mean_abs")
+            close(r["max_abs"], float(mx[i]), 1e-5 + 1e-5 * mx[i], f"layer {l} neuron {i} max_abs")
+            close(abs(r["top_value"]), float(mx[i]), 1e-5 + 1e-5 * mx[i], f"layer {l} neuron {i} top context value")
+            assert "[" in r["top_context"], r
+    return f"{len(R)} rows: the top 5 by mean |a|, mean and max |a| and the top context's value recomputed from the activation file"
+second = {"expert_load_by_label", "moe_sweep_tradeoff", "expert_usage_by_label", "neuron_top_contexts"}
+
 checks = {"runs": check_runs, "runs_by_file": check_runs_by_file, "layer_sparsity": check_layer_sparsity, "label_sparsity": check_label_sparsity,
           "quantiles": check_quantiles, "most_active_neurons": check_most_active, "least_active_neurons": check_least_active,
           "ability_by_layer": check_ability_by_layer, "ability_top_neurons": check_ability_top, "overlap_pairs": check_overlap,
           "perturbation_table": check_perturb_table, "perturbation_by_label": check_perturb_by_label,
-          "prune_matrix": check_prune_matrix, "prune_specificity": check_prune_specificity}
+          "prune_matrix": check_prune_matrix, "prune_specificity": check_prune_specificity,
+          "expert_load_by_label": check_expert_load_by_label, "moe_sweep_tradeoff": check_moe_sweep_tradeoff,
+          "expert_usage_by_label": check_expert_usage_by_label, "neuron_top_contexts": check_neuron_top_contexts}
 for q in sorted(os.listdir(os.path.join(root, "notebooks-data/sql"))):
     if not q.endswith(".sql"): continue
     name = q[:-4]
     try:
-        R = rows(os.path.join(root, "notebooks-data/sql", q))
+        R = rows(os.path.join(root, "notebooks-data/sql", q), con2 if name in second else con)
         assert R, "no rows"
         if name not in checks: raise AssertionError("no value check for this query (add one to tests/sql_cookbook.sh)")
         print(f"PASS sql cookbook {q}: {checks[name](R)}")
     except Exception as e:
         print(f"FAIL sql cookbook {q}: {type(e).__name__}: {e}")
 PY
-$py "$tmp/check.py" "$PWD" "$tmp/r.db" "$tmp/a.h5" "$tmp/d.jsonl" 2>&1 || echo "FAIL sql cookbook: the checker stopped (exit $?)"
+$py "$tmp/check.py" "$PWD" "$tmp/r.db" "$tmp/a.h5" "$tmp/d.jsonl" "$tmp" 2>&1 || echo "FAIL sql cookbook: the checker stopped (exit $?)"
 exit 0

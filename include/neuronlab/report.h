@@ -40,7 +40,7 @@
  * sharedkey: one legend for the whole figure (in an empty panel slot, else above the panels)
  * instead of one per panel. Series styles: colours (Okabe–Ito without black), point types and
  * dash patterns differ per series, so overlapping curves stay distinguishable; a series named
- * "all layers" is black and thicker (the aggregate), one named "random baseline" is a grey
+ * "all layers" or "all tokens" is black and thicker (the aggregate), one named "random baseline" is a grey
  * dashed line without points (the chance level).
  *
  * Odd data (the templates must draw it, or the figure is listed as failed, never misdrawn):
@@ -103,9 +103,13 @@ typedef struct {
 extern const nl_plot_template nl_plot_templates[];
 extern const int nl_n_plot_templates;
 
-/* The figures neuronlab draws, in report order (report.c). */
+/* The figures neuronlab draws, in report order (report.c): nl_figures (figures.c), then the
+ * expert figures of a native mixture-of-experts model (figures_experts.c: kinds "experts" and
+ * "prune_experts"). */
 extern const nl_figure nl_figures[];
 extern const int nl_n_figures;
+extern const nl_figure nl_expert_figures[];
+extern const int nl_n_expert_figures;
 
 typedef struct {
     const char *out_dir;   /* created if missing */

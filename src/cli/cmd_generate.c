@@ -1,5 +1,5 @@
 /* cmd_generate.c — `neuronlab generate MODEL --prompt TEXT [-n N] [--temp T] [--top-p P]
- * [--seed S] [--moe DIR --k K --fill zero|mean --router sim|oracle]`: continues a prompt with the KV-cached forward pass and streams the text as it
+ * [--seed S] [--moe DIR --k K --fill zero|mean --router sim|oracle|mlp]`: continues a prompt with the KV-cached forward pass and streams the text as it
  * is produced — a quick way to see that a checkpoint and its tokenizer load right.
  *
  * The prompt is encoded without special tokens and preceded by the template's leading ids

@@ -1,6 +1,6 @@
 /* cmd_perturb.c — `neuronlab perturb MODEL DATA.jsonl [--metric value,norm,random]
  * [--ratios 0,0.1,…,0.9] [--layers LIST] [--seed N] [--db results.db] [--json]` plus the forward-pass options
- * of ppl and --moe DIR --k K --fill zero|mean --router sim|oracle (masking then acts on the MoE
+ * of ppl and --moe DIR --k K --fill zero|mean --router sim|oracle|mlp (masking then acts on the MoE
  * layers' effective activations, the run's params carry "moe"): perplexity with the lowest-indicator FFN neurons masked (analyses/perturb.h), a table
  * metric × ratio overall and per label on stdout, one run with its perturb rows in the
  * database. Ctrl-C keeps the finished settings (run 'interrupted', exit 130); an error after the
@@ -19,7 +19,7 @@
 static int run(nl_ctx *ctx, int argc, char **argv);
 const nl_command nl_cmd_perturb = {
     "perturb", NL_CLI_RUN_USAGE " [--metric value,norm,random] [--ratios 0,0.1,...,0.9] [--layers LIST] [--seed N] "
-    "[--db results.db] [--json] [--moe DIR --k K --fill zero|mean --router sim|oracle]",
+    "[--db results.db] [--json] [--moe DIR --k K --fill zero|mean --router sim|oracle|mlp]",
     "perplexity with the floor(ratio x d_ff) lowest-indicator FFN neurons zeroed per token and layer (value |a|, norm "
     "|a|*||W_out[:,i]||, random control; defaults: all metrics, ratios 0,0.1,...,0.9, seed 0), overall and per label; "
     "--layers 0,2,5: mask only these model layers (default all); --db stores a run",

@@ -1,5 +1,5 @@
 /* cmd_ppl.c — `neuronlab ppl MODEL DATA.jsonl [--json] [--batch N] [--ctx N] [--moe DIR --k K
- * --fill zero|mean --router sim|oracle]`: perplexity overall, per label and per document
+ * --fill zero|mean --router sim|oracle|mlp]`: perplexity overall, per label and per document
  * (contract in perplexity.h); with --moe, of the MoEfied model, with the analytic FFN FLOPs
  * fraction and the router recall against the oracle. --json never
  * writes NaN or Infinity (null and a warning instead). Checked by tests/cli_errors.sh. */

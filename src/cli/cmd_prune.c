@@ -1,6 +1,6 @@
 /* cmd_prune.c — `neuronlab prune MODEL DATA.jsonl --db results.db --scores RUN|latest [--top F]
  * [--neurons FILE] [--eval FILE] [--seeds N] [--abilities a,b,...] [--json]` plus the forward-pass options of ppl and
- * --moe DIR --k K --fill zero|mean --router sim|oracle (pruning then acts on the MoE layers'
+ * --moe DIR --k K --fill zero|mean --router sim|oracle|mlp (pruning then acts on the MoE layers'
  * effective activations; the run's params carry "moe"): perplexity
  * on every label with one ability's top set (from ability run RUN, or the latest complete one)
  * zeroed, beside same-size random sets (analyses/prune.h). Prints the matrix pruned ability × evaluated label of relative
@@ -23,7 +23,7 @@
 static int run(nl_ctx *ctx, int argc, char **argv);
 const nl_command nl_cmd_prune = {
     "prune", NL_CLI_RUN_USAGE " --db results.db (--scores RUN|latest [--top F] | --neurons FILE) [--eval FILE] [--seeds N] "
-    "[--abilities a,b,...] [--json] [--moe DIR --k K --fill zero|mean --router sim|oracle] | " NL_CLI_RUN_USAGE
+    "[--abilities a,b,...] [--json] [--moe DIR --k K --fill zero|mean --router sim|oracle|mlp] | " NL_CLI_RUN_USAGE
     " --db results.db --experts all|L:E,L:shared,...|top:ABILITY[:N] [--scores RUN|latest] [--seeds N] [--seed S]",
     "perplexity on every label with one ability's top neurons zeroed, beside N same-size random sets: relative change per "
     "pruned ability x label. --scores RUN|latest: the ability run whose top sets are pruned (--top F re-chooses them from its "

@@ -20,7 +20,7 @@
  * --stats [--top-k K] writes the streaming summary of include/neuronlab/summary.h instead of
  * the dump: rewritten whole at document boundaries (complete = 0) and at the end, so Ctrl-C
  * keeps the last commit and --resume continues it. Checked by tests/summary_cli.sh.
- * --moe DIR --k K --fill zero|mean --router sim|oracle records the MoEfied model: ffn_act of an
+ * --moe DIR --k K --fill zero|mean --router sim|oracle|mlp records the MoEfied model: ffn_act of an
  * MoE layer holds its effective activations (the computed value for the shared and selected
  * experts' neurons, the representative value 0 or μ for the others; moe_ffn.c), and the --db
  * run's params carry "moe". Checked by tests/moe_cli.sh.
@@ -47,7 +47,7 @@
 
 static int run(nl_ctx *ctx, int argc, char **argv);
 const nl_command nl_cmd_record = {
-    "record", NL_CLI_RUN_USAGE " -o acts.h5 [--imatrix OUT.gguf|OUT.dat] [--force | --resume] [--layers LIST] [--hook LIST] [--dtype f32|f16] [--pool] [--stats [--top-k K]] [--db results.db] [--moe DIR --k K --fill zero|mean --router sim|oracle]",
+    "record", NL_CLI_RUN_USAGE " -o acts.h5 [--imatrix OUT.gguf|OUT.dat] [--force | --resume] [--layers LIST] [--hook LIST] [--dtype f32|f16] [--pool] [--stats [--top-k K]] [--db results.db] [--moe DIR --k K --fill zero|mean --router sim|oracle|mlp]",
     "stream every FFN neuron's activation into an HDF5 file (LIST like 0,2,5-7; --pool adds per-document mean |a|; --db "
     "registers the run in a results database; an existing output is refused without --force, an input never replaced; --resume continues a cut-short file)", run};
 

@@ -846,7 +846,7 @@ nl_status nl_report_write(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, 
     memset(sum, 0, sizeof *sum);
     if (mkdir(o->out_dir, 0777) != 0 && errno != EEXIST)
         return nl_errorf(ctx, NL_EIO, "cannot create '%s': %s", o->out_dir, strerror(errno));
-    if (!(sum->failures = calloc((size_t)nl_n_figures + 1, sizeof *sum->failures))) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    if (!(sum->failures = calloc((size_t)(nl_n_figures + nl_n_expert_figures) + 1, sizeof *sum->failures))) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
     char path[4096];
     snprintf(path, sizeof path, "%s/index.html", o->out_dir);
     nl_atomic_file af;
@@ -886,8 +886,8 @@ nl_status nl_report_write(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, 
     strlist files = {0};
     outcome *r = malloc(sizeof *r);
     if (!r && st == NL_OK) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
-    for (int i = 0; (st == NL_OK || st == NL_EINTR) && i < nl_n_figures; i++) {
-        const nl_figure *fig = &nl_figures[i];
+    for (int i = 0; (st == NL_OK || st == NL_EINTR) && i < nl_n_figures + nl_n_expert_figures; i++) {
+        const nl_figure *fig = i < nl_n_figures ? &nl_figures[i] : &nl_expert_figures[i - nl_n_figures];
         int64_t run = -1;
         int before = files.n;
         memset(r, 0, sizeof *r);
