@@ -4,7 +4,10 @@ activation dump of the same run (record --hook ffn_in,ffn_act) and the two file 
 GGUF (tests/gguf_read.py, an independent reader): general.type "imatrix", imatrix.datasets [DATASET],
 imatrix.chunk_size = CHUNK, imatrix.chunk_count = N // CHUNK; per layer l, for ffn_gate and ffn_up
 in_sum2 = sum over tokens of ffn_in², in_sum = sum of ffn_in, counts = N; for ffn_down the same over
-ffn_act; tensors in sorted name order, each entry in_sum2, counts, in_sum; nothing else.
+ffn_act; per layer the attention entries attn_q, attn_k, attn_v (d_model columns, identical sums:
+one input) and attn_output (one width on every layer), counts N, in_sum2 positive (their values are
+checked against PyTorch by tests/imatrix_attn_ref.py; the dump has no attention input); tensors in
+sorted name order, each entry in_sum2, counts, in_sum; nothing else.
 Legacy .dat: n_entries, (len, name, ncall = ceil(N / CHUNK), nval, in_sum2 / N * ncall) per entry
 in sorted order, then chunk_count, len, DATASET, and the end of the file.
 Sums compare within 1e-5 relative of the per-column sum of |x|² (float32 output of float64 sums).
@@ -32,7 +35,9 @@ with h5py.File(acts, 'r') as h:
     layers = [int(x) for x in h.attrs['layers']]
     gated = h.attrs['ffn_kind'] == 'gated' if not isinstance(h.attrs['ffn_kind'], bytes) else h.attrs['ffn_kind'] == b'gated'
     N = int(h['tokens'].shape[0])
+    D = int(h.attrs['d_model'])
     want = {}
+    attn = {'blk.%d.%s.weight' % (l, w) for l in layers for w in ('attn_q', 'attn_k', 'attn_v', 'attn_output')}
     for l in layers:
         x = h['layers/%d/ffn_in' % l][:].astype(np.float64)
         a = h['layers/%d/ffn_act' % l][:].astype(np.float64)
@@ -40,6 +45,7 @@ with h5py.File(acts, 'r') as h:
             want['blk.%d.%s.weight' % (l, w)] = ((x * x).sum(0), x.sum(0))
         want['blk.%d.ffn_down.weight' % l] = ((a * a).sum(0), a.sum(0))
 names = sorted(want)
+alln = sorted(set(names) | attn)
 
 
 def close(got, exp, scale):
@@ -58,7 +64,7 @@ if kv['imatrix.datasets'][1] != [dataset.encode()]:
     fail('datasets %r' % (kv['imatrix.datasets'],))
 if kv['imatrix.chunk_size'] != (4, chunk) or kv['imatrix.chunk_count'] != (4, N // chunk):
     fail('chunk_size/count %r %r (N=%d)' % (kv['imatrix.chunk_size'], kv['imatrix.chunk_count'], N))
-order = [n + s for n in names for s in ('.in_sum2', '.counts', '.in_sum')]
+order = [n + s for n in alln for s in ('.in_sum2', '.counts', '.in_sum')]
 if list(ts) != order:
     fail('tensor order %s ... expected %s ...' % (list(ts)[:4], order[:4]))
 for n in names:
@@ -75,9 +81,29 @@ for n in names:
         fail('%s in_sum differs from the dump by %g' % (n, np.abs(t1['f32'] - s1).max()))
     if tc['f32'][0] != N:
         fail('%s counts %g, expected %d' % (n, tc['f32'][0], N))
+o_width = set()
+for l in layers:
+    q = ['blk.%d.%s.weight' % (l, w) for w in ('attn_q', 'attn_k', 'attn_v')]
+    o = 'blk.%d.attn_output.weight' % l
+    if any(n + '.in_sum2' not in ts for n in q + [o]):
+        fail('layer %d lacks attention entries' % l)
+        continue
+    t = [ts[n + '.in_sum2'] for n in q]
+    if any(x['ne'] != [D] for x in t) or any(ts[n + '.counts']['f32'][0] != N for n in q + [o]):
+        fail('layer %d attention q/k/v widths %s or counts' % (l, [x['ne'] for x in t]))
+    elif any(x['data'] != t[0]['data'] or ts[n + '.in_sum']['data'] != ts[q[0] + '.in_sum']['data']
+             for x, n in zip(t, q)):
+        fail('layer %d attn_q/k/v sums differ (one input)' % l)
+    if not (np.all(t[0]['f32'] > 0) and np.all(ts[o + '.in_sum2']['f32'] > 0)):
+        fail('layer %d attention in_sum2 not positive' % l)
+    o_width.add(ts[o + '.in_sum2']['ne'][0])
+if len(o_width) != 1:
+    fail('attn_output widths %s' % o_width)
 if ok:
-    print('PASS imatrix GGUF: %d entries (%s) equal the sums over the dump of %d tokens, layout as llama.cpp writes it'
-          % (len(names), ', '.join(sorted({n.split('.')[2] for n in names})), N))
+    print('PASS imatrix GGUF: %d entries (%s) equal the sums over the dump of %d tokens, %d attention entries (%s) '
+          'one input for q/k/v, layout as llama.cpp writes it'
+          % (len(names), ', '.join(sorted({n.split('.')[2] for n in names})), N, len(attn),
+             ', '.join(sorted({n.split('.')[2] for n in attn}))))
 
 # ---- legacy .dat
 ok_before = ok
@@ -94,8 +120,8 @@ def rd(fmt):
 
 try:
     n, = rd('<i')
-    if n != len(names):
-        fail('.dat has %d entries, expected %d' % (n, len(names)))
+    if n != len(alln):
+        fail('.dat has %d entries, expected %d' % (n, len(alln)))
     ncall_want = -(-N // chunk)
     for i in range(n):
         ln, = rd('<i')
@@ -103,10 +129,13 @@ try:
         o += ln
         ncall, nval = rd('<ii')
         vals = np.array(rd('<%df' % nval), np.float64)
-        if name != names[i]:
-            fail('.dat entry %d is %s, expected %s' % (i, name, names[i]))
+        if name != alln[i]:
+            fail('.dat entry %d is %s, expected %s' % (i, name, alln[i]))
             continue
-        s2 = want[name][0]
+        if name in attn:  # against the GGUF of the same pass
+            s2 = np.asarray(ts[name + '.in_sum2']['f32'], np.float64)
+        else:
+            s2 = want[name][0]
         if ncall != ncall_want or nval != len(s2):
             fail('.dat %s ncall %d nval %d, expected %d %d' % (name, ncall, nval, ncall_want, len(s2)))
             continue
@@ -122,4 +151,4 @@ except struct.error as e:
     fail('.dat truncated: %s' % e)
 if ok and ok_before:
     print('PASS imatrix legacy .dat: %d entries field by field (ncall %d, values in_sum2/count*ncall), dataset name and end'
-          % (len(names), -(-N // chunk)))
+          % (len(alln), -(-N // chunk)))

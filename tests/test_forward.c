@@ -383,10 +383,76 @@ Test(hooks, remove_by_handle_keeps_order_and_refills) {
 
 Test(hooks, point_names) {
     const char *want[NL_HOOK_COUNT] = {"ffn_pre", "ffn_up", "ffn_act", "ffn_out", "attn_out", "resid", "ffn_in",
-                                        "router_logits", "routing"};
+                                        "router_logits", "routing", "attn_in", "attn_pre_o"};
     for (int p = 0; p < NL_HOOK_COUNT; p++) cr_assert_str_eq(nl_hook_point_name((nl_hook_point)p), want[p]);
     cr_assert_str_eq(nl_hook_point_name(NL_HOOK_COUNT), "?");
     cr_assert_str_eq(nl_hook_point_name(NL_HOOK_FFN_IN), "ffn_in");
+    cr_assert_str_eq(nl_hook_point_name(NL_HOOK_ATTN_IN), "attn_in");
+    cr_assert_str_eq(nl_hook_point_name(NL_HOOK_ATTN_PRE_O), "attn_pre_o");
+}
+
+/* ---- the attention hook points ----------------------------------------------------------- */
+
+/* Phi (shared norm): ATTN_IN and FFN_IN are the same normalised input, bit for bit, on every
+ * layer; widths are D and H·Dh. */
+Test(hooks, attn_in_equals_ffn_in_with_a_shared_norm) {
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_model *m;
+    cr_assert_eq(nl_model_open(&ctx, "tests/fixtures/hf/phi", &m), NL_OK, "%s", ctx.msg);
+    const nl_config *c = nl_model_config(m);
+    cr_assert(c->shared_norm);
+    const int T = 7, L = c->n_layers, D = c->d_model, Q = c->n_heads * c->head_dim;
+    nl_forward *f;
+    cr_assert_eq(nl_forward_create(&ctx, m, T, 16, &f), NL_OK, "%s", ctx.msg);
+    capture ain = {calloc((size_t)L * T * D, 4), T, D, L, 0}, fin = {calloc((size_t)L * T * D, 4), T, D, L, 0},
+            pre_o = {calloc((size_t)L * T * Q, 4), T, Q, L, 0};
+    nl_hooks_add(nl_forward_hooks(f), NL_HOOK_ATTN_IN, -1, NL_HOOK_OBSERVE, capture_fn, &ain);
+    nl_hooks_add(nl_forward_hooks(f), NL_HOOK_FFN_IN, -1, NL_HOOK_OBSERVE, capture_fn, &fin);
+    nl_hooks_add(nl_forward_hooks(f), NL_HOOK_ATTN_PRE_O, -1, NL_HOOK_OBSERVE, capture_fn, &pre_o);
+    int32_t toks[7] = {3, 17, 99, 4, 250, 8, 60};
+    cr_assert_eq(nl_forward_run(f, &ctx, toks, T, NULL), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(memcmp(ain.buf, fin.buf, (size_t)L * T * D * 4), 0);
+    float zero = 0;
+    cr_assert_gt(nl_max_abs_diff(pre_o.buf, &zero, 1) + nl_max_abs_diff(pre_o.buf + (size_t)L * T * Q - 1, &zero, 1), 0.0);
+    free(ain.buf), free(fin.buf), free(pre_o.buf);
+    nl_forward_destroy(f);
+    nl_model_close(m);
+}
+
+/* Llama (no q/k/v/o biases): zeroing ATTN_IN of layer 0 zeroes q, k and v, so the heads' output
+ * (ATTN_PRE_O) is exactly 0; zeroing ATTN_PRE_O of layer 1 makes the attention output exactly 0;
+ * both change the logits. */
+Test(hooks, attention_interveners_act_on_q_k_v_and_w_o) {
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_model *m;
+    cr_assert_eq(nl_model_open(&ctx, "tests/fixtures/hf/llama", &m), NL_OK, "%s", ctx.msg);
+    const nl_config *c = nl_model_config(m);
+    const int T = 6, V = c->vocab_size;
+    nl_forward *f;
+    cr_assert_eq(nl_forward_create(&ctx, m, T, 16, &f), NL_OK, "%s", ctx.msg);
+    int32_t toks[6] = {1, 15, 200, 37, 99, 249};
+    float *base = malloc((size_t)T * V * 4), *lg = malloc((size_t)T * V * 4);
+    cr_assert_eq(nl_forward_run(f, &ctx, toks, T, base), NL_OK, "%s", ctx.msg);
+    float seen_pre_o = -1, seen_out = -1;
+    nl_hook_id a, b;
+    nl_hooks_add_id(nl_forward_hooks(f), NL_HOOK_ATTN_PRE_O, 0, NL_HOOK_OBSERVE, max_abs_fn, &seen_pre_o, &a);
+    nl_hooks_add_id(nl_forward_hooks(f), NL_HOOK_ATTN_IN, 0, NL_HOOK_INTERVENE, zero_fn, NULL, &b);
+    nl_forward_reset(f);
+    cr_assert_eq(nl_forward_run(f, &ctx, toks, T, lg), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(seen_pre_o, 0.0f);
+    cr_assert_gt(nl_max_abs_diff(base, lg, (size_t)T * V), 1e-4);
+    nl_hooks_remove(nl_forward_hooks(f), a), nl_hooks_remove(nl_forward_hooks(f), b);
+    nl_hooks_add(nl_forward_hooks(f), NL_HOOK_ATTN_OUT, 1, NL_HOOK_OBSERVE, max_abs_fn, &seen_out);
+    nl_hooks_add(nl_forward_hooks(f), NL_HOOK_ATTN_PRE_O, 1, NL_HOOK_INTERVENE, zero_fn, NULL);
+    nl_forward_reset(f);
+    cr_assert_eq(nl_forward_run(f, &ctx, toks, T, lg), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(seen_out, 0.0f);
+    cr_assert_gt(nl_max_abs_diff(base, lg, (size_t)T * V), 1e-4);
+    free(base), free(lg);
+    nl_forward_destroy(f);
+    nl_model_close(m);
 }
 
 /* ---- FFN input hook and FFN replacement, on the PyTorch fixtures ------------------------ */

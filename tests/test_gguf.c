@@ -1475,8 +1475,9 @@ Test(gguf, export_refuses_what_it_cannot_write) {
     }
 }
 
-/* record --imatrix's engine: per-column sums equal a brute-force pass over the hooks' rows, the
- * file round trips in both formats, and the GGUF form is a GGUF file our reader opens. */
+/* record --imatrix's engine: per-column sums equal a brute-force pass over the hooks' rows (FFN
+ * and attention inputs), the file round trips in both formats, and the GGUF form is a GGUF file
+ * our reader opens. */
 typedef struct {
     double *s2[64];
     int64_t n[64];
@@ -1484,7 +1485,8 @@ typedef struct {
 static nl_status brute(void *user, nl_ctx *ctx, const nl_hook_info *info, float *x) {
     (void)ctx;
     brute_state *b = user;
-    int slot = info->layer * 2 + (info->point == NL_HOOK_FFN_ACT);
+    int slot = info->layer * 4 + (info->point == NL_HOOK_FFN_ACT ? 1 : info->point == NL_HOOK_ATTN_IN ? 2
+                                  : info->point == NL_HOOK_ATTN_PRE_O ? 3 : 0);
     for (int t = 0; t < info->T; t++)
         for (int j = 0; j < info->width; j++) b->s2[slot][j] += (double)x[(size_t)t * info->width + j] * x[(size_t)t * info->width + j];
     b->n[slot] += info->T;
@@ -1511,21 +1513,27 @@ Test(gguf, imatrix_sums_and_files) {
     nl_forward *fw = NULL;
     cr_assert_eq(nl_forward_create(&ctx, m, 16, 64, &fw), NL_OK, "%s", ctx.msg);
     brute_state b = {0};
-    for (int l = 0; l < c->n_layers; l++) b.s2[2 * l] = calloc((size_t)c->d_model, 8), b.s2[2 * l + 1] = calloc((size_t)c->d_ff, 8);
-    nl_hook_id h1, h2;
+    const int Q = c->n_heads * c->head_dim;
+    for (int l = 0; l < c->n_layers; l++)
+        b.s2[4 * l] = calloc((size_t)c->d_model, 8), b.s2[4 * l + 1] = calloc((size_t)c->d_ff, 8),
+        b.s2[4 * l + 2] = calloc((size_t)c->d_model, 8), b.s2[4 * l + 3] = calloc((size_t)Q, 8);
+    nl_hook_id h1, h2, h3, h4;
+    cr_assert_eq(nl_hooks_add_id(nl_forward_hooks(fw), NL_HOOK_ATTN_IN, -1, NL_HOOK_OBSERVE, brute, &b, &h3), NL_OK);
+    cr_assert_eq(nl_hooks_add_id(nl_forward_hooks(fw), NL_HOOK_ATTN_PRE_O, -1, NL_HOOK_OBSERVE, brute, &b, &h4), NL_OK);
     cr_assert_eq(nl_hooks_add_id(nl_forward_hooks(fw), NL_HOOK_FFN_IN, -1, NL_HOOK_OBSERVE, brute, &b, &h1), NL_OK);
     cr_assert_eq(nl_hooks_add_id(nl_forward_hooks(fw), NL_HOOK_FFN_ACT, -1, NL_HOOK_OBSERVE, brute, &b, &h2), NL_OK);
     nl_imatrix *im = NULL;
     cr_assert_eq(nl_imatrix_create(&ctx, c, &im), NL_OK);
     cr_assert_eq(nl_imatrix_run(&ctx, fw, ds, im, 0, NULL), NL_OK, "%s", ctx.msg);
-    cr_assert_eq(nl_imatrix_n_entries(im), 3 * c->n_layers);
+    cr_assert_eq(nl_imatrix_n_entries(im), 7 * c->n_layers); /* q k v output gate up down */
     for (int i = 0; i < nl_imatrix_n_entries(im); i++) {
         const nl_imatrix_entry *e = nl_imatrix_entry_at(im, i);
         int l;
         char what[32];
         cr_assert_eq(sscanf(e->name, "blk.%d.%31[a-z_]", &l, what), 2);
         if (i) cr_assert_lt(strcmp(nl_imatrix_entry_at(im, i - 1)->name, e->name), 0, "entries not in name order");
-        int slot = 2 * l + !strcmp(what, "ffn_down");
+        int slot = 4 * l + (!strcmp(what, "ffn_down") ? 1 : !strcmp(what, "attn_output") ? 3 : !strncmp(what, "attn_", 5) ? 2 : 0);
+        cr_assert_eq(e->n_in, slot % 4 == 1 ? c->d_ff : slot % 4 == 3 ? Q : c->d_model, "%s", e->name);
         cr_assert_eq(e->count, ds->n_tokens);
         cr_assert_eq(e->count, b.n[slot]);
         for (int j = 0; j < e->n_in; j++) cr_assert_eq(e->in_sum2[j], b.s2[slot][j], "%s column %d", e->name, j);
@@ -1577,8 +1585,40 @@ Test(gguf, imatrix_sums_and_files) {
     nl_imatrix_destroy(rg), nl_imatrix_destroy(rd), nl_imatrix_destroy(im);
     nl_hooks_remove(nl_forward_hooks(fw), h1);
     nl_hooks_remove(nl_forward_hooks(fw), h2);
-    for (int l = 0; l < c->n_layers; l++) free(b.s2[2 * l]), free(b.s2[2 * l + 1]);
+    nl_hooks_remove(nl_forward_hooks(fw), h3);
+    nl_hooks_remove(nl_forward_hooks(fw), h4);
+    for (int k = 0; k < 4 * c->n_layers; k++) free(b.s2[k]);
     nl_forward_destroy(fw);
     nl_dataset_destroy(ds);
     nl_model_close(m);
+}
+
+/* The q/k/v entries follow the model's layout: fused W_qkv (GPT-NeoX) gives one attn_qkv entry per
+ * layer, separate q/k/v (Phi from HF, Llama) three; plain FFNs have no ffn_gate. */
+Test(gguf, imatrix_entry_names_follow_the_layout) {
+    static const struct { const char *dir; int per_layer; const char *l0[8]; } cases[] = {
+        {"tests/fixtures/hf/gpt_neox", 4, {"attn_output", "attn_qkv", "ffn_down", "ffn_up"}},
+        {"tests/fixtures/hf/phi", 6, {"attn_k", "attn_output", "attn_q", "attn_v", "ffn_down", "ffn_up"}},
+        {"tests/fixtures/hf/llama", 7, {"attn_k", "attn_output", "attn_q", "attn_v", "ffn_down", "ffn_gate", "ffn_up"}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        nl_ctx ctx;
+        nl_ctx_init(&ctx);
+        nl_model *m = NULL;
+        cr_assert_eq(nl_model_open(&ctx, cases[i].dir, &m), NL_OK, "%s", ctx.msg);
+        const nl_config *c = nl_model_config(m);
+        nl_imatrix *im = NULL, *ic = NULL;
+        cr_assert_eq(nl_imatrix_create_model(&ctx, m, &im), NL_OK, "%s", ctx.msg);
+        cr_assert_eq(nl_imatrix_create(&ctx, c, &ic), NL_OK, "%s", ctx.msg);
+        cr_assert_eq(nl_imatrix_n_entries(im), cases[i].per_layer * c->n_layers, "%s", cases[i].dir);
+        cr_assert_eq(nl_imatrix_n_entries(ic), nl_imatrix_n_entries(im), "%s", cases[i].dir);
+        for (int k = 0; k < cases[i].per_layer; k++) {
+            char want[64];
+            snprintf(want, sizeof want, "blk.0.%s.weight", cases[i].l0[k]);
+            cr_assert_str_eq(nl_imatrix_entry_at(im, k)->name, want, "%s", cases[i].dir);
+            cr_assert_str_eq(nl_imatrix_entry_at(ic, k)->name, want, "%s", cases[i].dir);
+        }
+        nl_imatrix_destroy(im), nl_imatrix_destroy(ic);
+        nl_model_close(m);
+    }
 }

@@ -44,6 +44,9 @@
  * Cost: the MoE block asks nl_hooks_wants once per call; with no ROUTING observer it copies
  * nothing and its work is exactly what it was (no expert-activation buffer is touched).
  *
+ * Every point is fired only when a hook wants it (nl_hooks_wants, one scan of the registry), so
+ * a point nobody observes costs nothing; ATTN_IN and ATTN_PRE_O fire on every layer, MoE or not.
+ *
  * Checked by tests/test_forward.c (hook identity, masking through an intervener, FFN input,
  * removal by handle).
  */
@@ -65,6 +68,12 @@ typedef enum {
                           * read this buffer, so only the FFN sees the change) */
     NL_HOOK_ROUTER_LOGITS, /* (T, E) MoE layers: router logits before the softmax (see above) */
     NL_HOOK_ROUTING,       /* (T, k) MoE and MoEfied layers: routing weights, and info->moe */
+    NL_HOOK_ATTN_IN,       /* (T, D) normalised attention input, what W_q/W_k/W_v (or the fused W_qkv)
+                            * read; an intervener's changes are what q, k and v are computed from
+                            * (with a shared norm (Phi) the FFN reads the same buffer after them) */
+    NL_HOOK_ATTN_PRE_O,    /* (T, H·Dh) attention heads' outputs concatenated (head h in columns
+                            * h·Dh … h·Dh+Dh-1), the input of the output projection W_o; an
+                            * intervener's changes (e.g. zeroing a head) are what W_o projects */
     NL_HOOK_COUNT
 } nl_hook_point;
 

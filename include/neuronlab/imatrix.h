@@ -3,14 +3,21 @@
  *
  * For every weight matrix W whose input the forward pass exposes, llama.cpp's tools/imatrix keeps
  * per input column j the sum of squared inputs in_sum2[j] = Σ_rows x[row][j]², the plain sum
- * in_sum[j] = Σ x[row][j] and the number of rows (count). Covered here, per dense layer l:
+ * in_sum[j] = Σ x[row][j] and the number of rows (count). Covered here, per layer l (GGUF names):
+ *   blk.l.attn_q.weight, blk.l.attn_k.weight,    input = the normalised attention input
+ *   blk.l.attn_v.weight                          (NL_HOOK_ATTN_IN, D): one entry per matrix with
+ *                                                the same sums, as llama.cpp stores them; fused
+ *                                                layouts (GPT-2, GPT-NeoX, Phi's Wqkv) have one
+ *                                                blk.l.attn_qkv.weight instead
+ *   blk.l.attn_output.weight                     input = the heads' concatenated output before W_o
+ *                                                (NL_HOOK_ATTN_PRE_O, H·Dh)
+ * and, on dense (non-MoE) layers:
  *   blk.l.ffn_gate.weight, blk.l.ffn_up.weight   input x = the normalised FFN input (NL_HOOK_FFN_IN, D)
  *                                                (gated FFNs have both, plain ones only ffn_up)
  *   blk.l.ffn_down.weight                        input a = the FFN activation (NL_HOOK_FFN_ACT, F)
- * Not covered: attn_q/k/v (their input, the normalised attention input, has no hook point),
- * attn_output (the attention context before W_o has none either) and output.weight (llama.cpp
- * skips it by default); mixture-of-experts layers (their expert matrices are 3-D and FFN_ACT does
- * not fire). Rows: every token once — the forward driver says before each run how many leading
+ * Not covered: output.weight (llama.cpp skips it by default) and the expert matrices of
+ * mixture-of-experts layers (3-D, and FFN_ACT does not fire there; their attention entries are
+ * covered). Rows: every token once — the forward driver says before each run how many leading
  * rows were already counted in the previous sliding window (nl_imatrix_set_skip), so the sums
  * equal the ones over the activation dump of the same run. llama.cpp also counts batches of any
  * size here, where its collector ignores matrix products of fewer than 16 rows.
@@ -45,8 +52,13 @@ typedef struct {
     int64_t count;      /* rows */
 } nl_imatrix_entry;
 
-/* An empty matrix for the dense layers of m's configuration. *out owned (nl_imatrix_destroy). */
+/* An empty matrix for the layers of configuration c; the q/k/v entries are named by the
+ * architecture (attn_qkv for GPT-2 and GPT-NeoX, separate otherwise). *out owned
+ * (nl_imatrix_destroy). */
 nl_status nl_imatrix_create(nl_ctx *ctx, const nl_config *c, nl_imatrix **out);
+/* The same for model m, naming the q/k/v entries by its own layout (layer 0's qkv_layout: a fused
+ * one, e.g. a Phi-2 GGUF from the original Wqkv checkpoint, gives attn_qkv). Loads layer 0. */
+nl_status nl_imatrix_create_model(nl_ctx *ctx, nl_model *m, nl_imatrix **out);
 void nl_imatrix_destroy(nl_imatrix *im); /* NULL is a no-op */
 
 /* Registers the observers on hooks (removed by nl_imatrix_detach; both between forward runs). */

@@ -211,7 +211,7 @@ static int record_imatrix_only(nl_ctx *ctx, nl_cli_run *r, const char *out, int 
     nl_status st = nl_cli_run_open(ctx, r);
     if (st == NL_OK)
         st = check_output(ctx, out, r->data, NULL, r->tok ? nl_tokenizer_path(r->tok) : r->tokenizer, r->model, force);
-    if (st == NL_OK) st = nl_imatrix_create(ctx, nl_model_config(r->m), &im);
+    if (st == NL_OK) st = nl_imatrix_create_model(ctx, r->m, &im);
     if (st == NL_OK) {
         nl_progress prog;
         nl_progress_init(&prog, "imatrix", r->ds->n_tokens, "tok", ctx->progress);
@@ -347,7 +347,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     nl_imatrix *imat = NULL;
     if (st == NL_OK && imat_out)
         st = check_output(ctx, imat_out, r.data, dbpath, r.tok ? nl_tokenizer_path(r.tok) : r.tokenizer, r.model, force);
-    if (st == NL_OK && imat_out) st = nl_imatrix_create(ctx, c, &imat);
+    if (st == NL_OK && imat_out) st = nl_imatrix_create_model(ctx, r.m, &imat);
     if (st == NL_OK && imat) st = nl_imatrix_attach(ctx, imat, nl_forward_hooks(r.f));
     struct stat so;
     if (st == NL_OK && resume && stat(outp, &so) != 0)

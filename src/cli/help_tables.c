@@ -67,7 +67,7 @@ static const nl_cli_option overlap[] = {
 static const nl_cli_option record[] = {
     NL_CLI_RUN_OPTIONS,
     {"-o, --output", "acts.h5", 1, "the HDF5 activation file to write (optional with --imatrix)", NULL},
-    {"--imatrix", "OUT.gguf|OUT.dat", 0, "also write llama.cpp's importance matrix (ffn_gate/up/down inputs' sums of squares "
+    {"--imatrix", "OUT.gguf|OUT.dat", 0, "also write llama.cpp's importance matrix (attn_q/k/v/output, ffn_gate/up/down inputs' sums of squares "
                                         "and counts) from the same pass: GGUF, or the legacy format for a name ending in .dat", "none"},
     {"--force", NULL, 0, "replace an existing output file (never one of the command's inputs)", "refuse"},
     {"--resume", NULL, 0, "continue a cut-short file (same model, dataset, layers, dtype, pooling) to the content of an uninterrupted run", NULL},

@@ -17,13 +17,20 @@
 #include "neuronlab/gguf.h"
 #include "neuronlab/walk.h"
 
+/* Slots: the weight matrices of one layer, by the hook point that gives their input. The first
+ * slot of a point (UP, Q or QKV) accumulates; the others read the same input (GATE; K, V) and get
+ * a copy of its sums after every call, so one input is summed once however many matrices read it. */
+enum { S_UP, S_GATE, S_DOWN, S_Q, S_K, S_V, S_QKV, S_O, NS };
+static const char *const slot_name[NS] = {"ffn_up", "ffn_gate", "ffn_down", "attn_q",
+                                          "attn_k", "attn_v", "attn_qkv", "attn_output"};
+
 struct nl_imatrix {
     nl_imatrix_entry *e;
     int n;
     int n_layers;
-    int *ent_in, *ent_gate, *ent_down; /* per layer: entry index or -1 */
+    int *ent; /* (n_layers, NS) entry index or -1 */
     int skip;
-    nl_hook_id hook_in, hook_act;
+    nl_hook_id hook[4]; /* FFN_IN, FFN_ACT, ATTN_IN, ATTN_PRE_O */
 };
 
 static int cmp_entry(const void *a, const void *b) {
@@ -49,45 +56,43 @@ void nl_imatrix_destroy(nl_imatrix *im) {
     if (!im) return;
     for (int i = 0; i < im->n; i++) free(im->e[i].in_sum2), free(im->e[i].in_sum);
     free(im->e);
-    free(im->ent_in);
-    free(im->ent_gate);
-    free(im->ent_down);
+    free(im->ent);
     free(im);
 }
 
-nl_status nl_imatrix_create(nl_ctx *ctx, const nl_config *c, nl_imatrix **out) {
+static nl_status add_entry(nl_ctx *ctx, nl_imatrix *im, int l, int slot, int n_in) {
+    char name[64];
+    snprintf(name, sizeof name, "blk.%d.%s.weight", l, slot_name[slot]);
+    return init_entry(ctx, &im->e[im->n++], name, n_in);
+}
+
+static nl_status create(nl_ctx *ctx, const nl_config *c, int fused_qkv, nl_imatrix **out) {
     *out = NULL;
     nl_imatrix *im = calloc(1, sizeof *im);
     if (!im) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
-    const int L = c->n_layers;
+    const int L = c->n_layers, Q = c->n_heads * c->head_dim;
     im->n_layers = L;
-    im->ent_in = malloc((size_t)L * sizeof(int));
-    im->ent_gate = malloc((size_t)L * sizeof(int));
-    im->ent_down = malloc((size_t)L * sizeof(int));
-    nl_status st = im->ent_in && im->ent_gate && im->ent_down ? alloc_entries(ctx, im, 3 * L)
-                                                                 : nl_errorf(ctx, NL_ENOMEM, "out of memory");
-    char name[64];
+    im->ent = malloc((size_t)(L > 0 ? L : 1) * NS * sizeof(int));
+    nl_status st = im->ent ? alloc_entries(ctx, im, NS * L) : nl_errorf(ctx, NL_ENOMEM, "out of memory");
     for (int l = 0; st == NL_OK && l < L; l++) {
+        if (fused_qkv) st = add_entry(ctx, im, l, S_QKV, c->d_model);
+        else
+            for (int s = S_Q; st == NL_OK && s <= S_V; s++) st = add_entry(ctx, im, l, s, c->d_model);
+        if (st == NL_OK) st = add_entry(ctx, im, l, S_O, Q);
         if (nl_config_is_moe_layer(c, l)) continue;
-        if (c->ffn_gated) {
-            snprintf(name, sizeof name, "blk.%d.ffn_gate.weight", l);
-            st = init_entry(ctx, &im->e[im->n++], name, c->d_model);
-        }
-        snprintf(name, sizeof name, "blk.%d.ffn_up.weight", l);
-        if (st == NL_OK) st = init_entry(ctx, &im->e[im->n++], name, c->d_model);
-        snprintf(name, sizeof name, "blk.%d.ffn_down.weight", l);
-        if (st == NL_OK) st = init_entry(ctx, &im->e[im->n++], name, c->d_ff);
+        if (st == NL_OK && c->ffn_gated) st = add_entry(ctx, im, l, S_GATE, c->d_model);
+        if (st == NL_OK) st = add_entry(ctx, im, l, S_UP, c->d_model);
+        if (st == NL_OK) st = add_entry(ctx, im, l, S_DOWN, c->d_ff);
     }
     if (st == NL_OK) {
         qsort(im->e, (size_t)im->n, sizeof *im->e, cmp_entry);
-        for (int l = 0; l < L; l++) im->ent_in[l] = im->ent_gate[l] = im->ent_down[l] = -1;
+        for (int k = 0; k < L * NS; k++) im->ent[k] = -1;
         for (int i = 0; i < im->n; i++) {
             int l;
             char what[32];
-            if (sscanf(im->e[i].name, "blk.%d.%31[a-z_]", &l, what) != 2) continue;
-            if (!strcmp(what, "ffn_up")) im->ent_in[l] = i;
-            else if (!strcmp(what, "ffn_gate")) im->ent_gate[l] = i;
-            else if (!strcmp(what, "ffn_down")) im->ent_down[l] = i;
+            if (sscanf(im->e[i].name, "blk.%d.%31[a-z_]", &l, what) != 2 || l < 0 || l >= L) continue;
+            for (int s = 0; s < NS; s++)
+                if (!strcmp(what, slot_name[s])) im->ent[l * NS + s] = i;
         }
     }
     if (st != NL_OK) {
@@ -96,6 +101,23 @@ nl_status nl_imatrix_create(nl_ctx *ctx, const nl_config *c, nl_imatrix **out) {
     }
     *out = im;
     return NL_OK;
+}
+
+nl_status nl_imatrix_create(nl_ctx *ctx, const nl_config *c, nl_imatrix **out) {
+    return create(ctx, c, c->arch == NL_ARCH_GPT2 || c->arch == NL_ARCH_GPT_NEOX, out);
+}
+
+nl_status nl_imatrix_create_model(nl_ctx *ctx, nl_model *m, nl_imatrix **out) {
+    *out = NULL;
+    const nl_config *c = nl_model_config(m);
+    int fused = 0;
+    if (c->n_layers > 0) {
+        nl_layer w;
+        nl_status st = nl_model_layer(ctx, m, 0, &w);
+        if (st != NL_OK) return st;
+        fused = w.qkv_layout != NL_QKV_SEPARATE;
+    }
+    return create(ctx, c, fused, out);
 }
 
 static void accumulate(nl_imatrix_entry *e, const float *x, int T, int width) {
@@ -111,7 +133,14 @@ static void accumulate(nl_imatrix_entry *e, const float *x, int T, int width) {
     e->count += T;
 }
 
-static nl_status on_ffn(void *user, nl_ctx *ctx, const nl_hook_info *info, float *x) {
+static void copy_sums(nl_imatrix_entry *dst, const nl_imatrix_entry *src) {
+    if (dst->n_in != src->n_in) return;
+    memcpy(dst->in_sum2, src->in_sum2, (size_t)src->n_in * sizeof(double));
+    memcpy(dst->in_sum, src->in_sum, (size_t)src->n_in * sizeof(double));
+    dst->count = src->count;
+}
+
+static nl_status on_input(void *user, nl_ctx *ctx, const nl_hook_info *info, float *x) {
     nl_imatrix *im = user;
     const int l = info->layer;
     if (l < 0 || l >= im->n_layers) return NL_OK;
@@ -119,28 +148,39 @@ static nl_status on_ffn(void *user, nl_ctx *ctx, const nl_hook_info *info, float
     const float *rows = x + (size_t)skip * info->width;
     const int T = info->T - skip;
     if (T <= 0) return NL_OK;
-    if (info->point == NL_HOOK_FFN_IN) {
-        if (im->ent_in[l] >= 0) accumulate(&im->e[im->ent_in[l]], rows, T, info->width);
-        if (im->ent_gate[l] >= 0) accumulate(&im->e[im->ent_gate[l]], rows, T, info->width);
-    } else if (im->ent_down[l] >= 0) {
-        accumulate(&im->e[im->ent_down[l]], rows, T, info->width);
+    int first, lo, hi; /* the accumulating slot, and the slots [lo, hi) that copy it */
+    switch (info->point) {
+    case NL_HOOK_FFN_IN: first = S_UP, lo = S_GATE, hi = S_GATE + 1; break;
+    case NL_HOOK_FFN_ACT: first = S_DOWN, lo = hi = 0; break;
+    case NL_HOOK_ATTN_IN:
+        first = im->ent[l * NS + S_QKV] >= 0 ? S_QKV : S_Q, lo = S_K, hi = S_V + 1;
+        break;
+    case NL_HOOK_ATTN_PRE_O: first = S_O, lo = hi = 0; break;
+    default: return NL_OK;
     }
+    const int *ent = im->ent + (size_t)l * NS;
+    if (ent[first] < 0) return NL_OK;
+    accumulate(&im->e[ent[first]], rows, T, info->width);
+    for (int s = lo; s < hi; s++)
+        if (ent[s] >= 0) copy_sums(&im->e[ent[s]], &im->e[ent[first]]);
     return NL_OK;
 }
 
 nl_status nl_imatrix_attach(nl_ctx *ctx, nl_imatrix *im, nl_hooks *hooks) {
-    if (nl_hooks_add_id(hooks, NL_HOOK_FFN_IN, -1, NL_HOOK_OBSERVE, on_ffn, im, &im->hook_in) != NL_OK ||
-        nl_hooks_add_id(hooks, NL_HOOK_FFN_ACT, -1, NL_HOOK_OBSERVE, on_ffn, im, &im->hook_act) != NL_OK) {
-        nl_imatrix_detach(im, hooks);
-        return nl_errorf(ctx, NL_EINVAL, "too many hooks on the forward pass");
-    }
+    static const nl_hook_point pts[4] = {NL_HOOK_FFN_IN, NL_HOOK_FFN_ACT, NL_HOOK_ATTN_IN, NL_HOOK_ATTN_PRE_O};
+    for (int k = 0; k < 4; k++)
+        if (nl_hooks_add_id(hooks, pts[k], -1, NL_HOOK_OBSERVE, on_input, im, &im->hook[k]) != NL_OK) {
+            nl_imatrix_detach(im, hooks);
+            return nl_errorf(ctx, NL_EINVAL, "too many hooks on the forward pass");
+        }
     return NL_OK;
 }
 
 void nl_imatrix_detach(nl_imatrix *im, nl_hooks *hooks) {
-    nl_hooks_remove(hooks, im->hook_in);
-    nl_hooks_remove(hooks, im->hook_act);
-    im->hook_in = im->hook_act = 0;
+    for (int k = 0; k < 4; k++) {
+        if (im->hook[k]) nl_hooks_remove(hooks, im->hook[k]);
+        im->hook[k] = 0;
+    }
 }
 
 void nl_imatrix_set_skip(nl_imatrix *im, int skip) { im->skip = skip > 0 ? skip : 0; }

@@ -10,7 +10,9 @@
  * ffn() is the dense FFN (nl_ffn_dense), or the native MoE block (nl_ffn_moe, moe_block.c) on a
  * mixture-of-experts layer, unless the layer's FFN was replaced (nl_forward_set_ffn);
  * Qwen3-style models RMS-normalise each head's q and k before RoPE;
- * the FFN_IN hooks edit the normalised input in place (attention has already read it).
+ * the FFN_IN hooks edit the normalised input in place (attention has already read it); ATTN_IN
+ * fires on the normalised attention input before the q/k/v projections and ATTN_PRE_O on the
+ * concatenated heads before W_o.
  * Pipeline mode of the MPI build (mpi.h): this rank runs only its block of layers; the residual
  * (T, D) comes from the previous rank instead of the embedding and goes to the next one, and
  * nl_forward_nll's losses come from the last rank (no-ops in the serial build).
@@ -279,6 +281,7 @@ static nl_status blocks(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, int T
         nl_status st = nl_model_layer(ctx, f->m, l, &w);
         if (st != NL_OK) return st;
         norm(c, f->xn, f->x, w.ln1_w, w.ln1_b, T);
+        if ((st = fire(f, ctx, NL_HOOK_ATTN_IN, l, T, D, tokens, f->xn)) != NL_OK) return st;
         qkv_project(f, &w, l, T);
         if (w.q_norm) { /* Qwen3: RMSNorm over each head's q and k (rows of Dh), before RoPE */
             float *kc = f->k_cache + ((size_t)l * f->max_P + f->pos) * KV;
@@ -291,6 +294,7 @@ static nl_status blocks(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, int T
             nl_rope(kc, KV, T, c->n_kv_heads, c->head_dim, c->rotary_dim, c->rope_interleaved, f->pos, f->inv_freq);
         }
         attention(f, l, T);
+        if ((st = fire(f, ctx, NL_HOOK_ATTN_PRE_O, l, T, Q, tokens, f->att)) != NL_OK) return st;
         nl_matmul(f->attn_out, D, f->att, Q, T, &w.wo, w.bo);
         if ((st = fire(f, ctx, NL_HOOK_ATTN_OUT, l, T, D, tokens, f->attn_out)) != NL_OK) return st;
         float *ffn_in;
