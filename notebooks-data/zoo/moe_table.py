@@ -1,23 +1,23 @@
 #!/usr/bin/python3
-"""moe_table.py [DB] — the README's MoEfication tables from the moe-sweep runs that
+"""moe_table.py [DB...] — the README's MoEfication tables from the moe-sweep runs that
 notebooks-data/zoo/moe_table.sh writes (default build/zoo-moe/moe.db): per zoo model, the
 overall perplexity of every split x router x fill at each K/E beside the dense model, then the
 mean-fill / zero-fill ratio and the held-out router recall that moefy stored in each folder's
 manifest (mlp router training report)."""
 import json, os, sqlite3, sys
 
-db = sys.argv[1] if len(sys.argv) > 1 else "build/zoo-moe/moe.db"
-con = sqlite3.connect(db)
-runs = con.execute("SELECT id, model, params FROM runs WHERE kind = 'moe-sweep' ORDER BY id").fetchall()
+dbs = sys.argv[1:] or ["build/zoo-moe/moe.db"]
 by_model = {}
-for rid, model, params in runs:
-    p = json.loads(params)
-    by_model.setdefault(os.path.basename(model.rstrip("/")), []).append((rid, p))
+for db in dbs:
+    con = sqlite3.connect(db)
+    for rid, model, params in con.execute("SELECT id, model, params FROM runs WHERE kind = 'moe-sweep' AND status = 'complete' "
+                                          "ORDER BY id").fetchall():
+        by_model.setdefault(os.path.basename(model.rstrip("/")), []).append((con, rid, json.loads(params)))
 for model in ("silu", "gelu", "relu"):
     if model not in by_model:
         continue
     rows, dense, ks = {}, None, set()
-    for rid, p in by_model[model]:
+    for con, rid, p in by_model[model]:
         split = p.get("split", "?")
         for router, fill, k, kf, ppl, is_dense in con.execute(
                 "SELECT router, fill, k, k_frac, ppl, dense FROM moe_sweep WHERE run_id = ? AND label = ''", (rid,)):
@@ -45,8 +45,9 @@ for model in ("silu", "gelu", "relu"):
               f"mean fill better in {wins}")
 print("\n| folder | held-out recall at K/E 25 %: sim | mlp |")
 print("|---|---:|---:|")
-for d in sorted(os.listdir(os.path.dirname(db) or ".")):
-    m = os.path.join(os.path.dirname(db) or ".", d, "manifest.json")
+top = os.path.dirname(dbs[0]) or "."
+for d in sorted(os.listdir(top)):
+    m = os.path.join(top, d, "manifest.json")
     if not os.path.exists(m):
         continue
     j = json.load(open(m)).get("router_mlp")
