@@ -42,3 +42,7 @@ for m in "${models[@]}"; do
       --k 12.5%,25%,50% --router sim,mlp,oracle --fill zero,mean --no-recall
   done
 done
+# expert usage by ability (README: "Abilities route to distinct experts"): silu, coact split
+"$nl" moe-usage notebooks-data/models/silu "$eval_set" --moe "$out/silu-coact" --db "$out/usage.db" \
+  --k 25% --router mlp --fill zero
+"$py" notebooks-data/zoo/moe_table.py "$out/moe.db"
