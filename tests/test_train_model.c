@@ -93,17 +93,6 @@ static nl_train_model *make_model(const fixture *fx, const char *act, int tied) 
     return m;
 }
 
-/* max|a − b| / max|b| over one tensor. */
-static double rel_diff(const float *a, const float *b, int64_t n) {
-    double md = 0, mb = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (d != d) return INFINITY;
-        if (d > md) md = d;
-        if (fabs(b[i]) > mb) mb = fabs(b[i]);
-    }
-    return mb > 0 ? md / mb : md;
-}
 
 static void optimizer_step(nl_train_model *m, nl_adamw *opt, json_t *hp, double clip, int step, int steps) {
     float *p = nl_train_model_params(m), *g = nl_train_model_grads(m);
@@ -147,7 +136,7 @@ Test(train_model, gradients_match_pytorch_autograd) {
         const char *worst_name = "";
         for (int i = 0; i < nl_train_model_n_tensors(m); i++) {
             const nl_train_tensor *t = nl_train_model_tensor(m, i);
-            double r = rel_diff(g + t->offset, ref + t->offset, t->numel);
+            double r = nl_rel_diff(g + t->offset, ref + t->offset, t->numel);
             cr_assert(r <= 1e-4, "%s: gradient of %s: relative difference %.3g > 1e-4", name, t->name, r);
             if (r >= worst) { worst = r; worst_name = t->name; }
         }
@@ -225,12 +214,12 @@ Test(train_model, l1_penalty_changes_gradients_and_accumulation_splits) {
     nl_train_model_zero_grad(m);
     nl_train_model_forward_backward(m, fx.windows, fx.B, 5.0f, 0.0f, 1.0f, NULL, NULL, NULL);
     memcpy(g1, nl_train_model_grads(m), n * 4);
-    cr_assert_gt(rel_diff(g1, g0, n), 1e-2, "the L1 penalty should change the gradients");
+    cr_assert_gt(nl_rel_diff(g1, g0, n), 1e-2, "the L1 penalty should change the gradients");
     /* two micro-batches of one window with grad_scale 1/2 = one batch of two */
     nl_train_model_zero_grad(m);
     nl_train_model_forward_backward(m, fx.windows, 1, 0.0f, 0.0f, 0.5f, NULL, NULL, NULL);
     nl_train_model_forward_backward(m, fx.windows + fx.S + 1, 1, 0.0f, 0.0f, 0.5f, NULL, NULL, NULL);
-    cr_assert_leq(rel_diff(nl_train_model_grads(m), g0, n), 1e-5);
+    cr_assert_leq(nl_rel_diff(nl_train_model_grads(m), g0, n), 1e-5);
     free(g0);
     free(g1);
     nl_train_model_destroy(m);

@@ -101,17 +101,6 @@ static nl_train_model *make_model(const fixture *fx, json_t *cs) {
     return m;
 }
 
-/* max|a − b| / max|b| over one tensor. */
-static double rel_diff(const float *a, const float *b, int64_t n) {
-    double md = 0, mb = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (d != d) return INFINITY;
-        if (d > md) md = d;
-        if (fabs(b[i]) > mb) mb = fabs(b[i]);
-    }
-    return mb > 0 ? md / mb : md;
-}
 
 Test(train_moe, gradients_match_pytorch_autograd) {
     fixture fx;
@@ -158,7 +147,7 @@ Test(train_moe, gradients_match_pytorch_autograd) {
         const char *worst_name = "";
         for (int i = 0; i < nl_train_model_n_tensors(m); i++) {
             const nl_train_tensor *t = nl_train_model_tensor(m, i);
-            double r = rel_diff(g + t->offset, ref + t->offset, t->numel);
+            double r = nl_rel_diff(g + t->offset, ref + t->offset, t->numel);
             cr_assert(r <= TOL, "%s: gradient of %s: relative difference %.3g > %g", name, t->name, r, TOL);
             if (r >= worst) { worst = r; worst_name = t->name; }
         }
@@ -189,7 +178,7 @@ Test(train_moe, aux_loss_reaches_the_router_only) {
     int routers = 0;
     for (int i = 0; i < nl_train_model_n_tensors(a); i++) {
         const nl_train_tensor *t = nl_train_model_tensor(a, i);
-        double r = rel_diff(ga + t->offset, gb + t->offset, t->numel);
+        double r = nl_rel_diff(ga + t->offset, gb + t->offset, t->numel);
         if (strstr(t->name, ".gate.weight")) {
             routers++;
             cr_assert(r > 1e-3, "%s: the aux loss changed the router gradient by only %.3g", t->name, r);
@@ -255,7 +244,7 @@ Test(train_moe, one_expert_is_the_dense_model) {
         }
         const nl_train_tensor *t = nl_train_model_find(dense, name);
         cr_assert(t, "no tensor %s in the dense model", name);
-        double r = rel_diff(gm, nl_train_model_grads(dense) + t->offset, t->numel);
+        double r = nl_rel_diff(gm, nl_train_model_grads(dense) + t->offset, t->numel);
         cr_assert(r <= 1e-5, "%s: gradient differs from the dense model's by %.3g", u->name, r);
     }
     nl_train_model_destroy(dense);

@@ -5,6 +5,7 @@
 
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,18 @@ static inline double nl_max_abs_diff(const float *a, const float *b, size_t n) {
 
 /* ../shared/… resolved from the repository root (tests run from there). */
 #define NL_SHARED "../shared"
+
+/* max|a − b| / max|b| over one tensor (max|a − b| when b is all zero); INFINITY on a NaN. */
+static inline double nl_rel_diff(const float *a, const float *b, int64_t n) {
+    double md = 0, mb = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (d != d) return INFINITY;
+        if (d > md) md = d;
+        if (fabs(b[i]) > mb) mb = fabs(b[i]);
+    }
+    return mb > 0 ? md / mb : md;
+}
 
 static inline int nl_path_exists(const char *p) {
     struct stat st;
