@@ -75,14 +75,18 @@ int nl_config_is_moe_layer(const nl_config *c, int l) {
     [NL_G_TOK_EMB] = {"model.embed_tokens.weight", NL_TN_REQ}, [NL_G_NORM_W] = {"model.norm.weight", NL_TN_REQ}, \
     [NL_G_LM_HEAD] = {"lm_head.weight", NL_TN_UNTIED}
 
+/* q/k/v/o biases present only when the config says attention_bias (Llama, Qwen3). */
+#define HF_ATTN_BIAS_OPT                                                                                  \
+    [NL_R_BQ] = {"model.layers.%d.self_attn.q_proj.bias", NL_TN_ATTN_BIAS},                               \
+    [NL_R_BK] = {"model.layers.%d.self_attn.k_proj.bias", NL_TN_ATTN_BIAS},                               \
+    [NL_R_BV] = {"model.layers.%d.self_attn.v_proj.bias", NL_TN_ATTN_BIAS},                               \
+    [NL_R_BO] = {"model.layers.%d.self_attn.o_proj.bias", NL_TN_ATTN_BIAS}
+
 static const nl_name_table hf_llama = {
     .strip = "model.", .qkv = NL_QKV_SEPARATE,
     .global = {HF_LLAMA_GLOBAL},
     .layer = {HF_LLAMA_LAYER,
-              [NL_R_BQ] = {"model.layers.%d.self_attn.q_proj.bias", NL_TN_ATTN_BIAS},
-              [NL_R_BK] = {"model.layers.%d.self_attn.k_proj.bias", NL_TN_ATTN_BIAS},
-              [NL_R_BV] = {"model.layers.%d.self_attn.v_proj.bias", NL_TN_ATTN_BIAS},
-              [NL_R_BO] = {"model.layers.%d.self_attn.o_proj.bias", NL_TN_ATTN_BIAS}},
+              HF_ATTN_BIAS_OPT},
 };
 
 static const nl_name_table hf_mistral = {
@@ -102,10 +106,7 @@ static const nl_name_table hf_qwen2 = {
 
 /* Qwen3: q/k/v/o biases only with attention_bias; RMSNorm over each head's q and k. */
 #define HF_QWEN3_ATTN                                                                                     \
-    [NL_R_BQ] = {"model.layers.%d.self_attn.q_proj.bias", NL_TN_ATTN_BIAS},                               \
-    [NL_R_BK] = {"model.layers.%d.self_attn.k_proj.bias", NL_TN_ATTN_BIAS},                               \
-    [NL_R_BV] = {"model.layers.%d.self_attn.v_proj.bias", NL_TN_ATTN_BIAS},                               \
-    [NL_R_BO] = {"model.layers.%d.self_attn.o_proj.bias", NL_TN_ATTN_BIAS},                               \
+    HF_ATTN_BIAS_OPT,                                                                                     \
     [NL_R_Q_NORM] = {"model.layers.%d.self_attn.q_norm.weight", NL_TN_QK_NORM},                           \
     [NL_R_K_NORM] = {"model.layers.%d.self_attn.k_norm.weight", NL_TN_QK_NORM}
 
