@@ -18,6 +18,7 @@ aims at).
 import argparse
 import json
 import os
+import resource
 import struct
 import subprocess
 import sys
@@ -99,21 +100,32 @@ def main():
             f.write(json.dumps({"tokens": [int(x) for x in rng.integers(0, 8000, 512)]}) + "\n")
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
     nl = os.path.join(a.build, "neuronlab")
-    rate = {}
+    # Wall time is what a user waits for on an idle machine; on a shared machine it measures the
+    # other jobs, so the ratios use the CPU time of the process (user + system, its own threads
+    # only), which load changes far less. Both are printed, best of --repeat each.
+    rate, crate = {}, {}
     for name in models:
-        best = None
+        best = cbest = None
         for _ in range(a.repeat):
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.perf_counter()
             out = subprocess.run([nl, "ppl", os.path.join(root, name), data, "--threads", str(a.threads), "--ctx", "512",
                                   "--batch", "512", "--json", "--quiet"], env=env, check=True, capture_output=True, text=True)
             dt = time.perf_counter() - t0
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            ct = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
             best = dt if best is None else min(best, dt)
+            cbest = ct if cbest is None else min(cbest, ct)
         n = json.loads(out.stdout)["tokens"]
-        rate[name] = n / best
-        print(f"{name:13s} {rate[name]:9.0f} tok/s  ({n} tokens, {best:.2f} s)")
-    r1, r2 = rate["mixtral"] / rate["dense_active"], rate["mixtral"] / rate["dense_total"]
-    print(f"MoE {a.experts} experts top-{a.topk} vs dense, same active parameters: {r1:.2f}x (target >= 0.8)")
-    print(f"MoE {a.experts} experts top-{a.topk} vs dense, same total parameters:  {r2:.2f}x (target >= 2.5)")
+        rate[name], crate[name] = n / best, n / cbest
+        print(f"{name:13s} {rate[name]:9.0f} tok/s wall  {crate[name]:9.0f} tok per CPU s  ({n} tokens, {best:.2f} s wall, "
+              f"{cbest:.2f} s CPU)")
+    load = os.getloadavg()[0]
+    print(f"load average {load:.2f} on {os.cpu_count()} cores; ratios in tokens per CPU second (wall ratios in brackets)")
+    r1, r2 = crate["mixtral"] / crate["dense_active"], crate["mixtral"] / crate["dense_total"]
+    w1, w2 = rate["mixtral"] / rate["dense_active"], rate["mixtral"] / rate["dense_total"]
+    print(f"MoE {a.experts} experts top-{a.topk} vs dense, same active parameters: {r1:.2f}x [{w1:.2f}x] (target >= 0.8)")
+    print(f"MoE {a.experts} experts top-{a.topk} vs dense, same total parameters:  {r2:.2f}x [{w2:.2f}x] (target >= 2.5)")
     return 0
 
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# test-runner: alone (timing-, RSS- or process-count-sensitive: run by itself after the parallel lanes)
 # interrupt_cli.sh — SIGTERM (as sent by timeout, kill, a batch scheduler) stops `sparsity` and
 # `ability` like Ctrl-C: on a large generated activation file, the signal is delivered while the
 # run is in progress (the process is stopped with SIGSTOP as soon as its run row says 'running',

@@ -309,6 +309,20 @@ assert r == (2,), r
 assert len(top) == 2
 PY
 ok $? "prune --experts top:code:2 removes the experts run's two best experts for code"
+# --eval FILE: perplexity measured on FILE (here the code documents only), as when FILE is DATA
+grep '"code"' "$tmp/lab.jsonl" > "$tmp/code.jsonl"
+rm -f "$tmp/ev.db" "$tmp/ev2.db"
+"$nl" prune "$fx/qwen2_moe" "$tmp/lab.jsonl" --db "$tmp/ev.db" --experts 1:3 --eval "$tmp/code.jsonl" --seeds 1 > /dev/null 2> "$tmp/why" &&
+  "$nl" prune "$fx/qwen2_moe" "$tmp/code.jsonl" --db "$tmp/ev2.db" --experts 1:3 --seeds 1 > /dev/null 2>> "$tmp/why" &&
+  $py - "$tmp/ev.db" "$tmp/ev2.db" "$tmp/code.jsonl" >> "$tmp/why" 2>&1 <<'PY'
+import sqlite3, sys
+q = "SELECT removed, control, seed, label, tokens, ppl FROM expert_prune ORDER BY 1, 2, 3, 4"
+a, b = (sqlite3.connect(p).execute(q).fetchall() for p in sys.argv[1:3])
+assert a == b and len(a) > 0, (a, b)
+assert {r[3] for r in a} == {"", "code"}, a
+assert sqlite3.connect(sys.argv[1]).execute("SELECT dataset FROM runs WHERE kind='prune_experts'").fetchone()[0] == sys.argv[3]
+PY
+ok $? "prune --experts --eval FILE measures perplexity on FILE (equal to FILE as DATA), recorded as the run's dataset"
 "$nl" prune "$fx/qwen2_moe" "$tmp/lab.jsonl" --db "$tmp/p.db" --experts 1:9 > /dev/null 2> "$tmp/err"; rc=$?
 { echo "exit $rc"; cat "$tmp/err"; } > "$tmp/why"
 [ "$rc" -eq 1 ] && [ "$(wc -l < "$tmp/err")" -eq 1 ] && grep -q "expert in 0..5 or 'shared'" "$tmp/err"

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# test-runner: alone (timing-, RSS- or process-count-sensitive: run by itself after the parallel lanes)
 # mpi.sh — the MPI build (make mpi → build-mpi/neuronlab) against one process.
 #   Data parallel, `mpirun --oversubscribe -np 1/2/3` on the zoo model (notebooks-data/models/silu)
 #   with 7 small documents of 3 labels: ppl --json, perturb (value and random masks: the random

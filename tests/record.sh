@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# test-runner: alone (timing-, RSS- or process-count-sensitive: run by itself after the parallel lanes)
 # record.sh — the CLI end to end: `ppl --json` on stories260K matches llama2.c's perplexity,
 # `record` writes a file h5py reads with the whole documented schema, Ctrl-C leaves a valid
 # (incomplete) file, the output is never an input and is replaced only with --force, a

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# test-runner: alone (timing-, RSS- or process-count-sensitive: run by itself after the parallel lanes)
 # record_kill.sh — crash-safe recording: `record` runs of a 300-document dataset on the
 # fixture model are SIGKILLed at seeded random moments (20 kills, a quarter of them in the first
 # 60 ms, during start-up and file creation; NL_SLOW=1: 100). After each kill the output is

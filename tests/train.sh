@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# test-runner: alone (timing-, RSS- or process-count-sensitive: run by itself after the parallel lanes)
 # train.sh — `neuronlab train` end to end on tiny configs (a few seconds in all):
 #   - a run writes a Hugging Face folder that info, generate, record and ppl load;
 #   - ppl of the saved folder on the validation stream equals the trainer's own evaluation (1e-4);

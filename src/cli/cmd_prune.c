@@ -24,7 +24,7 @@ static int run(nl_ctx *ctx, int argc, char **argv);
 const nl_command nl_cmd_prune = {
     "prune", NL_CLI_RUN_USAGE " --db results.db (--scores RUN|latest [--top F] | --neurons FILE) [--eval FILE] [--seeds N] "
     "[--abilities a,b,...] [--json] [--moe DIR --k K --fill zero|mean --router sim|oracle|mlp] | " NL_CLI_RUN_USAGE
-    " --db results.db --experts all|L:E,L:shared,...|top:ABILITY[:N] [--scores RUN|latest] [--seeds N] [--seed S]",
+    " --db results.db --experts all|L:E,L:shared,...|top:ABILITY[:N] [--scores RUN|latest] [--eval FILE] [--seeds N] [--seed S]",
     "perplexity on every label with one ability's top neurons zeroed, beside N same-size random sets: relative change per "
     "pruned ability x label. --scores RUN|latest: the ability run whose top sets are pruned (--top F re-chooses them from its "
     "scores, default the run's fraction); --neurons FILE: prune your own neurons instead (CSV header layer,neuron[,set] or a "
@@ -35,7 +35,8 @@ const nl_command nl_cmd_prune = {
     "On a mixture-of-experts model, --experts removes experts instead (the router's choice is excluded: the token takes its "
     "next-best expert; L:shared subtracts the shared expert): all = every expert in turn and each shared expert, a list = "
     "each in turn, top:ABILITY[:N] = the N best experts per layer by the AP of the experts run --scores RUN|latest; "
-    "random-expert control of the same counts (--seeds N, --seed S); table expert_prune",
+    "random-expert control of the same counts (--seeds N, --seed S); --eval FILE measures perplexity on FILE instead of DATA "
+    "(choose experts with `experts` on one set, evaluate on another); table expert_prune",
     run};
 
 #define MAX_ABILITIES 256
@@ -310,7 +311,7 @@ static int prune_experts(nl_ctx *ctx, int argc, char **argv) {
     const nl_command *cmd = &nl_cmd_prune;
     nl_cli_run cr = {0};
     nl_cli_common co = {0};
-    const char *spec = NULL, *v;
+    const char *spec = NULL, *v, *eval_file = NULL;
     long seeds = 3;
     for (int i = 1; i < argc; i++) {
         int k = nl_cli_run_arg(cmd, &cr, argc, argv, &i);
@@ -323,6 +324,9 @@ static int prune_experts(nl_ctx *ctx, int argc, char **argv) {
             spec = v;
         } else if ((k = nl_cli_opt(argc, argv, &i, "--seeds", &v))) {
             if (k < 0 || !nl_cli_int(v, 0, 1000, &seeds)) return nl_cli_usage(cmd, "--seeds needs a number of random sets, 0..1000");
+        } else if ((k = nl_cli_opt(argc, argv, &i, "--eval", &v))) {
+            if (k < 0 || !*v) return nl_cli_usage(cmd, "--eval needs a JSONL dataset");
+            eval_file = v;
         } else return nl_cli_usage(cmd, "unknown option '%s' (with --experts)", argv[i]);
     }
     if (nl_cli_run_check(cmd, &cr)) return 2;
@@ -332,9 +336,12 @@ static int prune_experts(nl_ctx *ctx, int argc, char **argv) {
     nl_expert_set *sets = NULL;
     int n_sets = 0, *store = NULL;
     char *names = NULL;
+    nl_dataset *eds = NULL; /* --eval FILE: the documents perplexity is measured on (default DATA) */
     nl_status st = nl_results_open(ctx, co.db, 0, &db);
     if (st == NL_OK) st = nl_cli_run_open(ctx, &cr);
     const nl_config *c = cr.m ? nl_model_config(cr.m) : NULL;
+    if (st == NL_OK && eval_file) st = nl_dataset_load(ctx, eval_file, cr.tok, c->vocab_size, &eds);
+    const nl_dataset *eval_ds = eds ? eds : cr.ds;
     if (st == NL_OK && c->n_experts <= 0)
         st = nl_errorf(ctx, NL_EINVAL, "'%s' has no mixture-of-experts layer: --experts needs an MoE model", cr.model);
     if (st == NL_OK && !strcmp(spec, "all")) {
@@ -405,14 +412,14 @@ static int prune_experts(nl_ctx *ctx, int argc, char **argv) {
         char params[512];
         snprintf(params, sizeof params, "{\"experts\":\"%.200s\",\"scores_run\":%lld,\"seeds\":%ld,\"seed\":%llu,\"ctx\":%ld,\"stride\":%ld,\"batch\":%ld}",
                  spec, (long long)scores, seeds, (unsigned long long)co.seed, cr.ctx, cr.stride ? cr.stride : cr.ctx / 2, cr.batch);
-        nl_run_info info = {.kind = "prune_experts", .model = cr.model, .dataset = cr.data, .params = params};
+        nl_run_info info = {.kind = "prune_experts", .model = cr.model, .dataset = eval_file ? eval_file : cr.data, .params = params};
         st = nl_results_begin_run(ctx, db, &info, &run_id);
     }
     if (st == NL_OK) {
         nl_progress prog;
-        nl_progress_init(&prog, "prune", cr.ds->n_tokens, "tok", ctx->progress);
+        nl_progress_init(&prog, "prune", eval_ds->n_tokens, "tok", ctx->progress);
         nl_expert_prune_opts o = {n_sets, sets, (int)seeds, co.seed, (int)cr.stride};
-        st = nl_expert_prune_run(ctx, &o, cr.f, cr.ds, db, run_id, &prog);
+        st = nl_expert_prune_run(ctx, &o, cr.f, eval_ds, db, run_id, &prog);
         nl_progress_end(&prog);
     }
     if (db && run_id > 0) st = nl_results_finish_run(ctx, db, run_id, st, NULL);
@@ -435,6 +442,7 @@ static int prune_experts(nl_ctx *ctx, int argc, char **argv) {
         sqlite3_finalize(q);
     }
     nl_results_close(db);
+    nl_dataset_destroy(eds);
     free(sets), free(store), free(names);
     int rc = nl_cli_finish(ctx, st, NULL);
     nl_cli_run_close(&cr);
