@@ -1,15 +1,16 @@
 #!/usr/bin/python3
 """moe.py — speed of the native mixture-of-experts block against dense models.
 
-Usage: moe.py BUILD [--threads 1] [--repeat 2] [--layers 4] [--hidden 512] [--experts 8] [--topk 2]
-                    [--expert-ffn 1792]
+Usage: moe.py BUILD [--threads 1] [--repeat 2] [--layers 8] [--hidden 512] [--experts 8] [--topk 2]
+                    [--expert-ffn 1792] [--ctx 1024] [--docs 8]
 
 Writes once under BUILD/bench/moe/ three random-weight float32 Hugging Face folders with the
 same attention, embeddings and depth:
   mixtral       E experts of width Fe, top-k (model_type mixtral)
   dense_active  a mistral whose FFN width is k·Fe (the same parameters per token)
   dense_total   a mistral whose FFN width is E·Fe (the same parameters in all)
-and a token dataset (16 documents of 512 random ids). Runs `neuronlab ppl` on each (best of
+and a token dataset (--docs documents of --ctx random ids, scored in one window each, so each
+forward call routes --ctx tokens and an expert sees about ctx·k/E of them). Runs `neuronlab ppl` on each (best of
 --repeat wall times, OMP_NUM_THREADS = --threads) and prints tokens/s and the two ratios the
 issue sets as targets: MoE ≥ 0.8× dense_active, ≥ 2.5× dense_total. Router weights are random,
 so the tokens spread over the experts about evenly (what a trained router's load balancing
@@ -51,7 +52,7 @@ def make(folder, a, ffn, moe):
     w = lambda *s: (rng.standard_normal(s, dtype=np.float32) * 0.02)
     cfg = {"model_type": "mixtral" if moe else "mistral", "hidden_size": D, "num_hidden_layers": L,
            "num_attention_heads": H, "num_key_value_heads": Hkv, "intermediate_size": a.expert_ffn if moe else ffn,
-           "vocab_size": V, "max_position_embeddings": 1024, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+           "vocab_size": V, "max_position_embeddings": max(1024, a.ctx), "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
            "hidden_act": "silu", "tie_word_embeddings": False, "torch_dtype": "float32", "sliding_window": None}
     if moe:
         cfg.update({"num_local_experts": a.experts, "num_experts_per_tok": a.topk})
@@ -81,11 +82,13 @@ def main():
     ap.add_argument("build")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--experts", type=int, default=8)
     ap.add_argument("--topk", type=int, default=2)
     ap.add_argument("--expert-ffn", type=int, default=1792)  # 3.5 x hidden, as Mixtral
+    ap.add_argument("--ctx", type=int, default=1024)
+    ap.add_argument("--docs", type=int, default=8)
     a = ap.parse_args()
     root = os.path.join(a.build, "bench", "moe")
     os.makedirs(root, exist_ok=True)
@@ -96,8 +99,8 @@ def main():
     data = os.path.join(root, "data.jsonl")
     rng = np.random.default_rng(1234)
     with open(data, "w") as f:
-        for _ in range(16):
-            f.write(json.dumps({"tokens": [int(x) for x in rng.integers(0, 8000, 512)]}) + "\n")
+        for _ in range(a.docs):
+            f.write(json.dumps({"tokens": [int(x) for x in rng.integers(0, 8000, a.ctx)]}) + "\n")
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
     nl = os.path.join(a.build, "neuronlab")
     # Wall time is what a user waits for on an idle machine; on a shared machine it measures the
@@ -109,8 +112,8 @@ def main():
         for _ in range(a.repeat):
             r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.perf_counter()
-            out = subprocess.run([nl, "ppl", os.path.join(root, name), data, "--threads", str(a.threads), "--ctx", "512",
-                                  "--batch", "512", "--json", "--quiet"], env=env, check=True, capture_output=True, text=True)
+            out = subprocess.run([nl, "ppl", os.path.join(root, name), data, "--threads", str(a.threads), "--ctx", str(a.ctx),
+                                  "--batch", str(a.ctx), "--json", "--quiet"], env=env, check=True, capture_output=True, text=True)
             dt = time.perf_counter() - t0
             r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             ct = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)

@@ -5,7 +5,8 @@
 # training tokens (`ppl --unigram build/corpus/train.jsonl`, the same predictions), and checks
 # the issue's bar: on every set, model ppl ≤ ½ unigram ppl. Prints a Markdown table and one
 # PASS/FAIL line per model; exits 1 when a model misses the bar.
-# Default models: every notebooks-data/models/*/ with a config.json.
+# Default models: every notebooks-data/models/*/ with a config.json (a Hugging Face folder) or a
+# model-*.gguf (the MoE zoo models, committed as Q8_0 GGUF); rows are named by the folder.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 nl=build/neuronlab
@@ -14,17 +15,22 @@ train=build/corpus/train.jsonl
 [ -f "$train" ] || { echo "ppl_table: $train is missing: run notebooks-data/corpus/build.sh" >&2; exit 1; }
 models=("$@")
 if [ ${#models[@]} -eq 0 ]; then
-  for d in notebooks-data/models/*/; do [ -f "$d/config.json" ] && models+=("${d%/}"); done
+  for d in notebooks-data/models/*/; do
+    if [ -f "$d/config.json" ]; then models+=("${d%/}")
+    else for g in "$d"model-*.gguf; do [ -f "$g" ] && models+=("$g"); done; fi
+  done
 fi
 [ ${#models[@]} -gt 0 ] || { echo "ppl_table: no models in notebooks-data/models/" >&2; exit 1; }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 for m in "${models[@]}"; do
-  "$nl" ppl "$m" notebooks-data/eval/all.jsonl --unigram "$train" --json > "$tmp/$(basename "$m").json"
+  name=$(basename "$m"); [ -f "$m" ] && name=$(basename "$(dirname "$m")")
+  "$nl" ppl "$m" notebooks-data/eval/all.jsonl --unigram "$train" --json > "$tmp/$name.json"
 done
 "$py" - "$tmp" "${models[@]}" <<'PY'
 import json, os, sys
 tmp, models = sys.argv[1], sys.argv[2:]
-rows = {os.path.basename(m): json.load(open(os.path.join(tmp, os.path.basename(m) + ".json"))) for m in models}
+name = lambda m: os.path.basename(os.path.dirname(m)) if os.path.isfile(m) else os.path.basename(m)
+rows = {name(m): json.load(open(os.path.join(tmp, name(m) + ".json"))) for m in models}
 labels = sorted(next(iter(rows.values()))["by_label"])
 print("| model | " + " | ".join(labels) + " | all |")
 print("|---|" + "---|" * (len(labels) + 1))
