@@ -7,7 +7,8 @@
 # model notebooks-data/models/silu and checks their numbers against the CLI's: ablate_neuron's base
 # NLL = `neuronlab ppl`, its ablated NLL = `neuronlab prune --neurons` (the database's value), its
 # residual norm = the one computed from `record --hook resid`; neuron_stats's mean |a| and active
-# fraction = those computed from `record` (ffn_act). NL_BUILD gives the build folder.
+# fraction = those computed from `record` (ffn_act); and that a changed CFLAGS recompiles (cflags
+# stamp). NL_BUILD gives the build folder.
 # Prints PASS/FAIL/SKIP lines (read by scripts/run-tests.sh).
 set -u
 cd "$(dirname "$0")/.."
@@ -49,6 +50,13 @@ if [ -z "$extra" ] && grep -qx nl_api_open "$tmp/dyn" && grep -qx nl_forward_run
 else
   fail "exports: $(wc -w <<<"$extra") symbols outside the public headers: $(head -c 300 <<<"$extra")"
 fi
+
+# a changed compile line rebuilds (BUILD/cflags.stamp), an unchanged one does not
+obj=$tmp/b/obj/src/core/rng.o counts=""
+for opt in "" "" "-O1"; do
+  counts="$counts $(make --no-print-directory BUILD="$tmp/b" ${opt:+OPT=$opt} "$obj" 2>&1 | grep -c 'rng\.c')"
+done
+if [ "$counts" = " 1 0 1" ]; then pass "cflags stamp: built, up to date, rebuilt after OPT=-O1"; else fail "cflags stamp: compiles per make run were$counts, expected 1 0 1"; fi
 
 export PKG_CONFIG_PATH=$prefix/lib/pkgconfig LD_LIBRARY_PATH=$prefix/lib
 if [ "$(pkg-config --modversion neuronlab)" = "$ver" ]; then pass "pkg-config --modversion neuronlab = $ver"; else fail "pkg-config neuronlab"; fi
