@@ -7,6 +7,7 @@
 #   make mpi        build-mpi/neuronlab: mpicc, -DNL_MPI, parallel HDF5 (README "Running on a cluster")
 #   make check-slow heavy checks kept out of `make test` (incl. 10 min of fuzzing per harness)
 #   make fuzz       libFuzzer harnesses of fuzz/ (clang), each run NL_FUZZ_SECONDS (default 60)
+#   make install    PREFIX=/usr/local: libneuronlab.so/.a, include/neuronlab/, neuronlab.pc (see the block below)
 #   make clean
 
 CC      ?= cc
@@ -151,6 +152,59 @@ mpi:
 	@$(MPI_PRESENT) || { echo "make mpi needs Open MPI and the parallel HDF5: apt-get install libopenmpi-dev openmpi-bin libhdf5-openmpi-dev (make deps)" >&2; exit 1; }
 	@$(MAKE) --no-print-directory BUILD=$(MPI_BUILD) CC=mpicc HDF5_CFLAGS="$(MPI_HDF5_CFLAGS) -DNL_MPI" \
 	    HDF5_LIBS="$(MPI_HDF5_LIBS)" $(MPI_BUILD)/neuronlab
+
+# ---- shared library, `make install`, the C API and the Python package -----------------------
+# build/libneuronlab.so (beside the .a, from the same objects, all compiled -fPIC) exports only
+# the public API: the functions and data declared in include/neuronlab/*.h (a linker version
+# script generated from the headers and the library's defined symbols). Its soname carries the
+# version of include/neuronlab/common.h (0.1.0 → libneuronlab.so.0.1). A change of CC or CFLAGS
+# rebuilds every object (build/cflags.stamp). `make install PREFIX=/usr/local [DESTDIR=]` installs
+# the .so, the .a, the public headers and lib/pkgconfig/neuronlab.pc; examples/ and python/ use them
+# (tests/examples.sh, tests/python.sh).
+CFLAGS      += -fPIC
+PREFIX      ?= /usr/local
+NL_VER      := $(shell sed -n 's/^\#define NL_VERSION "\(.*\)"/\1/p' include/neuronlab/common.h)
+NL_SOVER    := $(word 1,$(subst ., ,$(NL_VER))).$(word 2,$(subst ., ,$(NL_VER)))
+NL_SO       := $(BUILD)/libneuronlab.so
+NL_PUB_H    := $(sort $(wildcard include/neuronlab/*.h))
+
+.PHONY: install nl-cflags-force
+all: $(NL_SO)
+tests-build: $(NL_SO)
+
+# Rewritten only when the compile line changes, so objects rebuild exactly then (git's GIT-CFLAGS).
+$(BUILD)/cflags.stamp: nl-cflags-force
+	@mkdir -p $(BUILD)
+	@printf '%s\n' '$(CC) $(CFLAGS)' | cmp -s - $@ 2>/dev/null || printf '%s\n' '$(CC) $(CFLAGS)' > $@
+$(LIB_OBJ) $(CLI_OBJ) $(TEST_BIN): $(BUILD)/cflags.stamp
+
+# The version script: symbols the library defines that a public header names; all else is local.
+$(BUILD)/neuronlab.map: $(BUILD)/libneuronlab.a $(NL_PUB_H)
+	@nm -g --defined-only $(BUILD)/libneuronlab.a | awk 'NF == 3 { print $$3 }' | sort -u > $@.defs
+	@grep -ho '\bnl_[A-Za-z0-9_]*' $(NL_PUB_H) | sort -u | comm -12 - $@.defs > $@.syms
+	@{ echo 'NEURONLAB_$(NL_SOVER) {'; echo '  global:'; sed 's/.*/    &;/' $@.syms; echo '  local: *;'; echo '};'; } > $@
+	@rm -f $@.defs $@.syms
+
+$(NL_SO).$(NL_VER): $(LIB_OBJ) $(BUILD)/neuronlab.map
+	$(CC) -shared -Wl,-soname,libneuronlab.so.$(NL_SOVER) -Wl,--version-script=$(BUILD)/neuronlab.map -Wl,-z,defs \
+	    -o $@ $(LIB_OBJ) $(LDLIBS)
+
+$(NL_SO): $(NL_SO).$(NL_VER)
+	@ln -sf libneuronlab.so.$(NL_VER) $(NL_SO).$(NL_SOVER)
+	@ln -sf libneuronlab.so.$(NL_SOVER) $@
+
+install: $(NL_SO) $(BUILD)/libneuronlab.a
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/neuronlab
+	install -m 644 $(BUILD)/libneuronlab.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(NL_SO).$(NL_VER) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libneuronlab.so.$(NL_VER) $(DESTDIR)$(PREFIX)/lib/libneuronlab.so.$(NL_SOVER)
+	ln -sf libneuronlab.so.$(NL_SOVER) $(DESTDIR)$(PREFIX)/lib/libneuronlab.so
+	install -m 644 $(NL_PUB_H) $(DESTDIR)$(PREFIX)/include/neuronlab/
+	@{ echo 'prefix=$(PREFIX)'; echo 'libdir=$${prefix}/lib'; echo 'includedir=$${prefix}/include'; echo; \
+	   echo 'Name: neuronlab'; echo 'Description: neuron-level analysis of transformer language models'; \
+	   echo 'Version: $(NL_VER)'; echo 'Cflags: -I$${includedir}'; echo 'Libs: -L$${libdir} -lneuronlab'; \
+	   echo 'Libs.private: $(LDLIBS)'; } > $(DESTDIR)$(PREFIX)/lib/pkgconfig/neuronlab.pc
+	@echo "installed neuronlab $(NL_VER) into $(DESTDIR)$(PREFIX) (pkg-config: $(PREFIX)/lib/pkgconfig/neuronlab.pc)"
 
 clean:
 	rm -rf build $(MPI_BUILD)

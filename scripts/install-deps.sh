@@ -5,6 +5,7 @@ set -euo pipefail
 pkgs=(build-essential pkg-config libhdf5-dev libopenblas-dev libopenblas0-openmp libjansson-dev libsqlite3-dev
       libpcre2-dev libcriterion-dev gnuplot-nox sqlite3 libmetis-dev
       python3-torch python3-numpy python3-h5py python3-sentencepiece
+      python3-pytest # tests/python.sh: the Python package (python/tests)
       clang libclang-rt-14-dev # clang + libFuzzer: the harnesses of fuzz/ (make fuzz, tests/fuzz_smoke.sh)
       libopenmpi-dev openmpi-bin libhdf5-openmpi-dev) # make mpi: build-mpi/neuronlab (tests/mpi.sh)
 missing=()

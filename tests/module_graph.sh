@@ -20,6 +20,7 @@ declare -A HMOD=(
   [adamw.h]=train [checkpoint.h]=train [token_stream.h]=train [bpe_train.h]=train
   [report.h]=report
   [moe.h]=moe
+  [capi.h]=capi
 )
 # module -> modules it may use (besides itself)
 declare -A ALLOW=(
@@ -35,6 +36,7 @@ declare -A ALLOW=(
   [moe]="core model forward data eval"
   [analyses]="core model forward data store eval moe"
   [cli]="core tokenizer model forward data store eval train report analyses moe"
+  [capi]="core tokenizer model forward data eval analyses"
 )
 # file -> module
 module_of_file() {
@@ -42,7 +44,7 @@ module_of_file() {
     include/neuronlab/*) echo "${HMOD[$(basename "$1")]:-unknown}" ;;
     src/core/*) echo core ;; src/tokenizer/*) echo tokenizer ;; src/model/*) echo model ;;
     src/forward/*) echo forward ;; src/data/*) echo data ;; src/store/*) echo store ;;
-    src/eval/*) echo eval ;; src/train/*) echo train ;; src/report/*) echo report ;; src/moe/*) echo moe ;;
+    src/eval/*) echo eval ;; src/train/*) echo train ;; src/report/*) echo report ;; src/moe/*) echo moe ;; src/capi/*) echo capi ;;
     src/cli/*) echo cli ;; analyses/*) echo analyses ;;
     *) echo unknown ;;
   esac
@@ -82,7 +84,7 @@ for f in $files; do
     fi
   done < <(grep -n '^[[:space:]]*#[[:space:]]*include[[:space:]]*"' "$f")
 done
-for m in core tokenizer model forward data store eval train report moe analyses cli; do
+for m in core tokenizer model forward data store eval train report moe analyses cli capi; do
   if [ -n "${BAD[$m]:-}" ]; then echo "FAIL module-graph $m"; else echo "PASS module-graph $m"; fi
 done
 # every public header is in the map
