@@ -1365,6 +1365,19 @@ static void cmp_vec(cmp_state *S, const char *what, int l, const float *a, const
     cmp_values(S, name, a, b, 1, n, 0);
 }
 
+static void same_moe_config(const nl_config *a, const nl_config *b);
+
+/* f32 in both (GGUF keeps the router and the shared expert's gate F32) */
+static void cmp_mat_f32(cmp_state *S, const char *what, int l, const nl_mat *a, const nl_mat *b) {
+    if (!a->w) { cr_assert_null(b->w, "%s of layer %d appeared", what, l); return; }
+    cr_assert(b->w && a->n_out == b->n_out && a->n_in == b->n_in, "%s of layer %d: shape", what, l);
+    float *x = mat_copy(a), *y = mat_copy(b);
+    char name[64];
+    snprintf(name, sizeof name, "layer %d %s", l, what);
+    cmp_values(S, name, x, y, a->n_out, a->n_in, 0);
+    free(x), free(y);
+}
+
 /* Compares every tensor of models a (source) and b (exported). */
 static double cmp_models(nl_model *a, nl_model *b, nl_export_type type) {
     nl_ctx ctx;
@@ -1405,7 +1418,24 @@ static double cmp_models(nl_model *a, nl_model *b, nl_export_type type) {
         cmp_mat(&S, "w_gate", l, &x.w_gate, &y.w_gate);
         cmp_mat(&S, "w_up", l, &x.w_up, &y.w_up);
         cmp_mat(&S, "w_down", l, &x.w_down, &y.w_down);
+        cr_assert_eq(x.moe, y.moe, "layer %d: mixture of experts in one model only", l);
+        if (!x.moe) continue;
+        cmp_mat_f32(&S, "router", l, &x.router, &y.router);
+        for (int e = 0; e < ca->n_experts; e++) {
+            char nm[48];
+            snprintf(nm, sizeof nm, "expert %d gate", e);
+            cmp_mat(&S, nm, l, &x.experts[e].w_gate, &y.experts[e].w_gate);
+            snprintf(nm, sizeof nm, "expert %d up", e);
+            cmp_mat(&S, nm, l, &x.experts[e].w_up, &y.experts[e].w_up);
+            snprintf(nm, sizeof nm, "expert %d down", e);
+            cmp_mat(&S, nm, l, &x.experts[e].w_down, &y.experts[e].w_down);
+        }
+        cmp_mat(&S, "shared gate_proj", l, &x.sh_gate, &y.sh_gate);
+        cmp_mat(&S, "shared up_proj", l, &x.sh_up, &y.sh_up);
+        cmp_mat(&S, "shared down_proj", l, &x.sh_down, &y.sh_down);
+        cmp_mat_f32(&S, "shared expert gate", l, &x.sh_router, &y.sh_router);
     }
+    if (ca->n_experts > 0 || cb->n_experts > 0) same_moe_config(ca, cb);
     nl_head ha, hb;
     cr_assert_eq(nl_model_head(&ctx, a, &ha), NL_OK);
     cr_assert_eq(nl_model_head(&ctx, b, &hb), NL_OK);
@@ -1463,9 +1493,8 @@ Test(gguf, export_refuses_what_it_cannot_write) {
     nl_ctx ctx;
     nl_ctx_init(&ctx);
     static const struct { const char *dir, *needle; } cases[] = {
-        {"tests/fixtures/hf/gpt2", "architecture 'gpt2' cannot be exported (supported: llama, mistral, qwen2, qwen3)"},
+        {"tests/fixtures/hf/gpt2", "architecture 'gpt2' cannot be exported (supported: llama, mistral, qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe)"},
         {"tests/fixtures/hf/llama3_rope", "cannot export a model with llama3-style RoPE scaling"},
-        {"tests/fixtures/hf/mixtral", "architecture 'mixtral' cannot be exported"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         nl_model *m = NULL;
@@ -1849,3 +1878,69 @@ Test(gguf, moe_bad_files_name_the_problem) {
     expect_fail(gw_write(&w, "mixtral.gguf"), NL_EUNSUPPORTED, "architecture 'mixtral' is not supported");
     gw_free(&w);
 }
+
+/* mean next-token NLL of logits (T × V) on the tokens */
+static double mean_nll(const float *lg, json_t *ex, int T, int V) {
+    json_t *toks = json_object_get(ex, "tokens");
+    double s = 0;
+    for (int t = 0; t + 1 < T; t++) {
+        const float *z = lg + (size_t)t * V;
+        double mx = z[0], se = 0;
+        for (int v = 1; v < V; v++) mx = fmax(mx, z[v]);
+        for (int v = 0; v < V; v++) se += exp(z[v] - mx);
+        s += mx + log(se) - z[json_integer_value(json_array_get(toks, (size_t)t + 1))];
+    }
+    return s / (T - 1);
+}
+
+/* HF MoE fixture → export (every type, tensor by tensor, and back to a folder: export_round_trip)
+ * → load: f32 logits equal the folder's (≤ 1e-6), q8_0 logits within the quantisation's reach and
+ * the NLL close; the MoE configuration (experts, widths, renormalisation, which layers are dense)
+ * survives GGUF and GGUF → Hugging Face. */
+static void moe_export_round_trip(const char *name) {
+    char dir[256];
+    snprintf(dir, sizeof dir, "tests/fixtures/hf/%s", name);
+    if (!nl_path_exists(dir)) cr_skip_test("fixture %s is absent", dir);
+    export_round_trip(dir);
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_model *hf = NULL;
+    cr_assert_eq(nl_model_open(&ctx, dir, &hf), NL_OK, "%s", ctx.msg);
+    const nl_config *c = nl_model_config(hf);
+    json_t *ex = load_json(dir, "expected.json");
+    int T;
+    float *ref = fixture_logits(hf, ex, &T);
+    const int V = c->vocab_size;
+    const double nll_ref = mean_nll(ref, ex, T, V);
+    for (int q = 0; q < 2; q++) {
+        char out[64];
+        snprintf(out, sizeof out, "%s-%s.gguf", name, q ? "q8_0" : "f32");
+        const char *p = tmp_path(out);
+        cr_assert_eq(nl_export_gguf(&ctx, hf, dir, q ? NL_EXPORT_Q8_0 : NL_EXPORT_F32, p, NULL), NL_OK, "%s", ctx.msg);
+        nl_model *g = NULL;
+        cr_assert_eq(nl_model_open(&ctx, p, &g), NL_OK, "%s", ctx.msg);
+        const nl_config *cg = nl_model_config(g);
+        same_moe_config(c, cg);
+        cr_assert(cg->decoder_sparse_step == c->decoder_sparse_step && !memcmp(cg->mlp_only, c->mlp_only, sizeof c->mlp_only),
+                  "decoder_sparse_step %d vs %d or mlp_only_layers differ", cg->decoder_sparse_step, c->decoder_sparse_step);
+        float *got = fixture_logits(g, ex, &T);
+        const double d = nl_max_abs_diff(got, ref, (size_t)T * V), nll = mean_nll(got, ex, T, V);
+        cr_log_info("%s %s: max |logit diff| %.3g, NLL %.6f vs %.6f", name, q ? "q8_0" : "f32", d, nll, nll_ref);
+        if (!q) cr_assert_leq(d, 1e-6, "%s f32: logits differ by %g", name, d);
+        else {
+            /* each tensor is within its Q8_0 bound (export_round_trip); a token whose top-k changes
+             * under the rounding moves its logits by a step, so the logits get a wider margin */
+            cr_assert(d > 0 && d < 0.5, "%s q8_0: logits differ by %g", name, d);
+            cr_assert_leq(fabs(nll - nll_ref), 2e-3 * nll_ref, "%s q8_0: NLL %g vs %g", name, nll, nll_ref);
+        }
+        free(got);
+        nl_model_close(g);
+    }
+    free(ref);
+    json_decref(ex);
+    nl_model_close(hf);
+}
+
+Test(gguf, moe_export_mixtral_round_trips) { moe_export_round_trip("mixtral"); }
+Test(gguf, moe_export_qwen2_moe_round_trips) { moe_export_round_trip("qwen2_moe"); }
+Test(gguf, moe_export_qwen3_moe_round_trips) { moe_export_round_trip("qwen3_moe"); }
