@@ -9,7 +9,8 @@
 #    [D, Fe, E] (gate, up) and [Fe, D, E] (down), the router F32, the shared expert's gate a
 #    vector [D] in F32, Q8_0 experts unless their rows are not whole blocks (then F16, as the
 #    converter falls back); `generate --temp 0` on the f32 file continues "Hello" exactly as the
-#    PyTorch greedy reference (generate.json).
+#    PyTorch greedy reference (generate.json); `record` on the f32 file writes the same datasets
+#    (router logits, experts, weights, expert / shared / dense activations) as on the folder.
 # 2. GGUF → --hf folder: config.json carries the MoE keys of the source (qwen2_moe's
 #    decoder_sparse_step 2 and mlp_only_layers [3] included) and generates the same tokens.
 # 3. Size: a random mixtral folder of the MoE zoo's shape (d_model 256, 6 layers, 8 experts of
@@ -89,6 +90,27 @@ PY
     ok $? "$m $t: llama.cpp's names, metadata, 3-D expert shapes and types ($(tail -1 "$tmp/why"))"
   done
   greedy "$tmp/$m-f32.gguf" "$m"; ok $? "generate --temp 0 on the f32 GGUF of $m continues as the PyTorch greedy reference"
+  if $py -c "import h5py" 2>/dev/null; then
+    $py -c "import json,sys; print(json.dumps({'tokens': json.load(open(sys.argv[1]))['tokens']}))" \
+      "$fx/$m/expected.json" > "$tmp/fx.jsonl"
+    "$nl" record "$fx/$m" "$tmp/fx.jsonl" -o "$tmp/$m-a.h5" > /dev/null 2> "$tmp/why" &&
+    "$nl" record "$tmp/$m-f32.gguf" "$tmp/fx.jsonl" -o "$tmp/$m-b.h5" > /dev/null 2>> "$tmp/why" &&
+    $py - "$tmp/$m-a.h5" "$tmp/$m-b.h5" > "$tmp/why" 2>&1 <<'PY'
+import sys
+import h5py, numpy as np
+a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
+names = []
+a["layers"].visit(lambda n: names.append(n) if isinstance(a["layers"][n], h5py.Dataset) else None)
+assert any(n.endswith("router_logits") for n in names) and any(n.endswith("expert_act") for n in names), names
+for n in names:
+    x, y = a["layers"][n][()], b["layers"][n][()]
+    assert x.shape == y.shape and np.array_equal(x, y), (n, x.shape, y.shape, float(np.max(np.abs(x - y))))
+print(len(names), "datasets")
+PY
+    ok $? "record on the f32 GGUF of $m equals record on the folder ($(tail -1 "$tmp/why"): router logits, experts, weights, activations)"
+  else
+    echo "SKIP record comparison on $m: h5py is missing"
+  fi
   "$nl" export "$tmp/$m-f32.gguf" --hf "$tmp/$m-hf" > /dev/null 2> "$tmp/why"; ok $? "export the $m GGUF --hf"
   $py - "$tmp/$m-hf/config.json" "$fx/$m/config.json" > "$tmp/why" 2>&1 <<'PY'
 import json, sys
