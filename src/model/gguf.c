@@ -102,7 +102,10 @@ static const nl_name_table gg_qwen3moe = {
     .strip = "", .qkv = NL_QKV_SEPARATE,
     .global = {GG_LLAMA_GLOBAL},
     .layer = {GG_LLAMA_LAYER, [NL_R_Q_NORM] = {"blk.%d.attn_q_norm.weight", NL_TN_QK_NORM},
-              [NL_R_K_NORM] = {"blk.%d.attn_k_norm.weight", NL_TN_QK_NORM}, GG_MOE_ROUTER},
+              [NL_R_K_NORM] = {"blk.%d.attn_k_norm.weight", NL_TN_QK_NORM}, GG_MOE_ROUTER,
+              /* attention_bias = true (transformers' Qwen3-MoE option) */
+              [NL_R_BQ] = {"blk.%d.attn_q.bias", NL_TN_OPT}, [NL_R_BK] = {"blk.%d.attn_k.bias", NL_TN_OPT},
+              [NL_R_BV] = {"blk.%d.attn_v.bias", NL_TN_OPT}, [NL_R_BO] = {"blk.%d.attn_output.bias", NL_TN_OPT}},
     .expert = GG_MOE_EXPERTS,
 };
 
