@@ -218,6 +218,28 @@ put("gguf", "vocab_llama.gguf", tiny_llama(32, 64, len(MINI), (0,) * 8, [
     gstr("tokenizer.ggml.model", "llama"), garr("tokenizer.ggml.tokens", 8, [p for p, _, _ in MINI]),
     garr("tokenizer.ggml.scores", 6, [float(s) for _, s, _ in MINI]), garr("tokenizer.ggml.token_type", 5, [t for _, _, t in MINI]),
     gu32("tokenizer.ggml.bos_token_id", 1), gu32("tokenizer.ggml.eos_token_id", 2), gu32("tokenizer.ggml.unknown_token_id", 0)]))
+# mixture-of-experts layers as llama.cpp writes them (router, stacked 3-D experts): Mixtral as
+# llama in Q8_0, qwen2moe with a shared expert and F16 down experts (rows of 16, not whole blocks)
+def tiny_moe(arch, E, Fe, types, shared=0):
+    D, V = 32, 8
+    kv = [gstr("general.architecture", arch), gu32(arch + ".block_count", 1), gu32(arch + ".embedding_length", D),
+          gu32(arch + ".feed_forward_length", Fe if arch == "llama" else 64), gu32(arch + ".attention.head_count", 2),
+          gu32(arch + ".attention.head_count_kv", 1), gf32(arch + ".attention.layer_norm_rms_epsilon", 1e-5),
+          gu32(arch + ".expert_count", E), gu32(arch + ".expert_used_count", 2)]
+    if arch != "llama": kv.append(gu32(arch + ".expert_feed_forward_length", Fe))
+    if shared: kv.append(gu32(arch + ".expert_shared_feed_forward_length", shared))
+    g, d = types
+    ts = [("token_embd.weight", [D, V], 0), ("output_norm.weight", [D], 0), ("blk.0.attn_norm.weight", [D], 0),
+          ("blk.0.ffn_norm.weight", [D], 0), ("blk.0.attn_q.weight", [D, D], 0), ("blk.0.attn_k.weight", [D, D // 2], 0),
+          ("blk.0.attn_v.weight", [D, D // 2], 0), ("blk.0.attn_output.weight", [D, D], 0),
+          ("blk.0.ffn_gate_inp.weight", [D, E], 0), ("blk.0.ffn_gate_exps.weight", [D, Fe, E], g),
+          ("blk.0.ffn_up_exps.weight", [D, Fe, E], g), ("blk.0.ffn_down_exps.weight", [Fe, D, E], d)]
+    if shared:
+        ts += [("blk.0.ffn_gate_inp_shexp.weight", [D], 0), ("blk.0.ffn_gate_shexp.weight", [D, shared], 0),
+               ("blk.0.ffn_up_shexp.weight", [D, shared], 0), ("blk.0.ffn_down_shexp.weight", [shared, D], 0)]
+    return gguf_file(kv, ts)
+put("gguf", "moe_llama_q8.gguf", tiny_moe("llama", 4, 32, (8, 8)))
+put("gguf", "moe_qwen2moe.gguf", tiny_moe("qwen2moe", 4, 16, (8, 1), shared=24))
 
 # --- JSONL dataset rows
 put("dataset", "tokens.jsonl", '{"tokens": [1, 4, 5, 6], "label": "math"}\n{"tokens": [2, 3], "prompt_len": 1}\n\n')

@@ -164,7 +164,7 @@ expect "GGUF: unsupported version" "unsupported GGUF version 7 \(supported: 2, 3
 expect "GGUF: tensor past the end of the file" "tensor 'blk.0.ffn_down.weight' data .* runs past the end of the file" past_end.gguf
 expect "GGUF: unknown tensor type named" "tensor 'blk.0.attn_q.weight' has unknown tensor type id 77" type77.gguf
 expect "GGUF: a type without a dequantiser named" "tensor 'blk.0.attn_q.weight' has type IQ2_XXS, which neuronlab cannot dequantise" iq2.gguf
-expect "GGUF: unsupported architecture lists the supported" "architecture 'mamba' is not supported \(supported: llama, qwen2, qwen3, gpt2, phi2\)" mamba.gguf
+expect "GGUF: unsupported architecture lists the supported" "architecture 'mamba' is not supported \(supported: llama, qwen2, qwen3, gpt2, phi2, qwen2moe, qwen3moe\)" mamba.gguf
 expect "GGUF: metadata of the wrong type" "metadata key 'llama.block_count' is a string, expected an integer" wrongtype.gguf
 expect "GGUF: absurd tensor count" "header claims 1152921504606846976 tensors .* more than the file's" ntensors.gguf
 expect "GGUF: absurd key count" "1099511627776 metadata keys, more than the file's" nkv.gguf
@@ -258,7 +258,7 @@ else echo "FAIL qwen3 round trip (folder ppl $qref)"; sed 's/^/    /' "$tmp/err"
 for bin in "${bins[@]}"; do
   tag=""; [ "$bin" = "$asan" ] && tag=" (asan)"
   "$bin" export tests/fixtures/hf/gpt2 --gguf "$tmp/g.gguf" >"$tmp/out" 2>"$tmp/err"; rc=$?
-  if [ $rc = 1 ] && [ "$(wc -l <"$tmp/err")" = 1 ] && grep -q "tests/fixtures/hf/gpt2': architecture 'gpt2' cannot be exported (supported: llama, mistral, qwen2, qwen3)" "$tmp/err" &&
+  if [ $rc = 1 ] && [ "$(wc -l <"$tmp/err")" = 1 ] && grep -q "tests/fixtures/hf/gpt2': architecture 'gpt2' cannot be exported (supported: llama, mistral, qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe)" "$tmp/err" &&
      [ ! -e "$tmp/g.gguf" ]; then echo "PASS export of an unsupported architecture: one line naming the folder$tag"
   else echo "FAIL export of gpt2: exit $rc$tag"; sed 's/^/    /' "$tmp/err" | head -3; fi
 done

@@ -12,6 +12,10 @@
  *    the way convert_hf_to_gguf.py writes them (names, q/k permutation for llama, Conv1D
  *    weights transposed for gpt2), in F32 and F16: logits equal the PyTorch reference.
  * 4. Bad files: one NL_E* status and a one-line message naming the file for each.
+ * 5. Mixture of experts: the Mixtral / Qwen2-MoE / Qwen3-MoE fixtures written as llama.cpp's
+ *    converter writes them (stacked 3-D experts) load with the folder's config and logits; MoE
+ *    exports round-trip; a missing expert tensor, a wrong 3-D shape, expert_used_count >
+ *    expert_count and a missing router each fail with one line naming the file.
  */
 #include <ftw.h>
 #include <jansson.h>
@@ -855,7 +859,7 @@ Test(gguf, unsupported_architecture_lists_the_supported) {
     gwriter w;
     tiny_llama(&w, "mamba");
     expect_fail(gw_write(&w, "mamba.gguf"), NL_EUNSUPPORTED,
-                "architecture 'mamba' is not supported (supported: llama, qwen2, qwen3, gpt2, phi2)");
+                "architecture 'mamba' is not supported (supported: llama, qwen2, qwen3, gpt2, phi2, qwen2moe, qwen3moe)");
     gw_free(&w);
 }
 
@@ -1361,6 +1365,19 @@ static void cmp_vec(cmp_state *S, const char *what, int l, const float *a, const
     cmp_values(S, name, a, b, 1, n, 0);
 }
 
+static void same_moe_config(const nl_config *a, const nl_config *b);
+
+/* f32 in both (GGUF keeps the router and the shared expert's gate F32) */
+static void cmp_mat_f32(cmp_state *S, const char *what, int l, const nl_mat *a, const nl_mat *b) {
+    if (!a->w) { cr_assert_null(b->w, "%s of layer %d appeared", what, l); return; }
+    cr_assert(b->w && a->n_out == b->n_out && a->n_in == b->n_in, "%s of layer %d: shape", what, l);
+    float *x = mat_copy(a), *y = mat_copy(b);
+    char name[64];
+    snprintf(name, sizeof name, "layer %d %s", l, what);
+    cmp_values(S, name, x, y, a->n_out, a->n_in, 0);
+    free(x), free(y);
+}
+
 /* Compares every tensor of models a (source) and b (exported). */
 static double cmp_models(nl_model *a, nl_model *b, nl_export_type type) {
     nl_ctx ctx;
@@ -1401,7 +1418,24 @@ static double cmp_models(nl_model *a, nl_model *b, nl_export_type type) {
         cmp_mat(&S, "w_gate", l, &x.w_gate, &y.w_gate);
         cmp_mat(&S, "w_up", l, &x.w_up, &y.w_up);
         cmp_mat(&S, "w_down", l, &x.w_down, &y.w_down);
+        cr_assert_eq(x.moe, y.moe, "layer %d: mixture of experts in one model only", l);
+        if (!x.moe) continue;
+        cmp_mat_f32(&S, "router", l, &x.router, &y.router);
+        for (int e = 0; e < ca->n_experts; e++) {
+            char nm[48];
+            snprintf(nm, sizeof nm, "expert %d gate", e);
+            cmp_mat(&S, nm, l, &x.experts[e].w_gate, &y.experts[e].w_gate);
+            snprintf(nm, sizeof nm, "expert %d up", e);
+            cmp_mat(&S, nm, l, &x.experts[e].w_up, &y.experts[e].w_up);
+            snprintf(nm, sizeof nm, "expert %d down", e);
+            cmp_mat(&S, nm, l, &x.experts[e].w_down, &y.experts[e].w_down);
+        }
+        cmp_mat(&S, "shared gate_proj", l, &x.sh_gate, &y.sh_gate);
+        cmp_mat(&S, "shared up_proj", l, &x.sh_up, &y.sh_up);
+        cmp_mat(&S, "shared down_proj", l, &x.sh_down, &y.sh_down);
+        cmp_mat_f32(&S, "shared expert gate", l, &x.sh_router, &y.sh_router);
     }
+    if (ca->n_experts > 0 || cb->n_experts > 0) same_moe_config(ca, cb);
     nl_head ha, hb;
     cr_assert_eq(nl_model_head(&ctx, a, &ha), NL_OK);
     cr_assert_eq(nl_model_head(&ctx, b, &hb), NL_OK);
@@ -1459,9 +1493,8 @@ Test(gguf, export_refuses_what_it_cannot_write) {
     nl_ctx ctx;
     nl_ctx_init(&ctx);
     static const struct { const char *dir, *needle; } cases[] = {
-        {"tests/fixtures/hf/gpt2", "architecture 'gpt2' cannot be exported (supported: llama, mistral, qwen2, qwen3)"},
+        {"tests/fixtures/hf/gpt2", "architecture 'gpt2' cannot be exported (supported: llama, mistral, qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe)"},
         {"tests/fixtures/hf/llama3_rope", "cannot export a model with llama3-style RoPE scaling"},
-        {"tests/fixtures/hf/mixtral", "architecture 'mixtral' cannot be exported"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         nl_model *m = NULL;
@@ -1622,3 +1655,292 @@ Test(gguf, imatrix_entry_names_follow_the_layout) {
         nl_model_close(m);
     }
 }
+
+/* ---- 5. mixture-of-experts files --------------------------------------------------------------- */
+
+/* The MoE fixtures of tests/fixtures/hf written as convert_hf_to_gguf.py writes them, from the
+ * Hugging Face load's f32 tensors (this writer is the test's, not the exporter): Mixtral as arch
+ * llama (q/k rows permuted, llama.expert_count), Qwen2-MoE as qwen2moe (shared expert, the shared
+ * gate a vector), Qwen3-MoE as qwen3moe; experts stacked into blk.N.ffn_{gate,up,down}_exps (ggml
+ * ne [D, Fe, E] / [Fe, D, E]); layers a config makes dense keep ffn_gate/up/down and are named by
+ * neuronlab.decoder_sparse_step / neuronlab.mlp_only_layers. `bad` breaks one thing. */
+enum { MOE_OK, MOE_NO_EXPERT, MOE_BAD_SHAPE, MOE_TOO_MANY_USED, MOE_NO_ROUTER };
+
+static void kv_arr_i32(gwriter *w, const char *k, const int32_t *v, uint64_t n) {
+    kv_key(w, k, NL_GGUF_ARRAY);
+    put_u32(&w->kv, NL_GGUF_I32);
+    put_u64(&w->kv, n);
+    put(&w->kv, v, n * 4);
+}
+
+static void add_mat(gwriter *w, const char *name, const float *v, int64_t rows, int64_t cols) {
+    uint64_t ne[2] = {(uint64_t)cols, (uint64_t)rows};
+    add_tensor(w, name, NL_GGML_F32, rows == 1 && strstr(name, "_shexp") ? 1 : 2, ne, v, (size_t)(rows * cols) * 4);
+}
+
+static const char *moe_as_gguf(nl_model *m, const char *out, int bad) {
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    const nl_config *c = nl_model_config(m);
+    const char *arch = c->arch == NL_ARCH_MIXTRAL ? "llama" : c->arch == NL_ARCH_QWEN2_MOE ? "qwen2moe" : "qwen3moe";
+    const int D = c->d_model, V = c->vocab_size, H = c->n_heads, Hk = c->n_kv_heads, Dh = c->head_dim, E = c->n_experts;
+    gwriter w = {0};
+    char key[128], nm[96];
+#define K(s) (snprintf(key, sizeof key, "%s." s, arch), key)
+    kv_str(&w, "general.architecture", arch);
+    kv_u32(&w, K("block_count"), (uint32_t)c->n_layers);
+    kv_u32(&w, K("context_length"), (uint32_t)c->max_pos);
+    kv_u32(&w, K("embedding_length"), (uint32_t)D);
+    kv_u32(&w, K("feed_forward_length"), (uint32_t)c->d_ff);
+    kv_u32(&w, K("attention.head_count"), (uint32_t)H);
+    kv_u32(&w, K("attention.head_count_kv"), (uint32_t)Hk);
+    kv_f32(&w, K("rope.freq_base"), c->rope_theta);
+    kv_f32(&w, K("attention.layer_norm_rms_epsilon"), c->norm_eps);
+    kv_u32(&w, K("expert_count"), (uint32_t)E);
+    kv_u32(&w, K("expert_used_count"), (uint32_t)(bad == MOE_TOO_MANY_USED ? E + 1 : c->n_experts_per_tok));
+    kv_u32(&w, K("attention.key_length"), (uint32_t)Dh);
+    kv_u32(&w, K("attention.value_length"), (uint32_t)Dh);
+    if (c->arch != NL_ARCH_MIXTRAL) kv_u32(&w, K("expert_feed_forward_length"), (uint32_t)c->d_expert);
+    if (c->arch == NL_ARCH_QWEN2_MOE) kv_u32(&w, K("expert_shared_feed_forward_length"), (uint32_t)c->d_shared);
+    int32_t dense[64];
+    int nd = 0;
+    for (int l = 0; l < c->n_layers && l < 64; l++)
+        if (c->mlp_only[l / 8] >> (l % 8) & 1) dense[nd++] = l;
+    if (c->decoder_sparse_step != 1 || nd) {
+        kv_u32(&w, "neuronlab.decoder_sparse_step", (uint32_t)c->decoder_sparse_step);
+        kv_arr_i32(&w, "neuronlab.mlp_only_layers", dense, (uint64_t)nd);
+    }
+#undef K
+    float *emb = malloc((size_t)V * D * sizeof(float));
+    int32_t *ids = malloc((size_t)V * sizeof(int32_t));
+    for (int i = 0; i < V; i++) ids[i] = i;
+    nl_model_embed(m, ids, V, 0, emb);
+    add_mat(&w, "token_embd.weight", emb, V, D);
+    free(emb), free(ids);
+    for (int l = 0; l < c->n_layers; l++) {
+        nl_layer y;
+        cr_assert_eq(nl_model_layer(&ctx, m, l, &y), NL_OK, "%s", ctx.msg);
+        struct { const char *n; const nl_mat *w; const float *v; int perm; } ts[] = {
+            {"attn_norm.weight", NULL, y.ln1_w, 0}, {"ffn_norm.weight", NULL, y.ln2_w, 0},
+            {"attn_q.weight", &y.wq, NULL, H}, {"attn_k.weight", &y.wk, NULL, Hk}, {"attn_v.weight", &y.wv, NULL, 0},
+            {"attn_output.weight", &y.wo, NULL, 0}, {"attn_q.bias", NULL, y.bq, 0}, {"attn_k.bias", NULL, y.bk, 0},
+            {"attn_v.bias", NULL, y.bv, 0}, {"attn_q_norm.weight", NULL, y.q_norm, 0}, {"attn_k_norm.weight", NULL, y.k_norm, 0},
+            {"ffn_gate.weight", &y.w_gate, NULL, 0}, {"ffn_up.weight", &y.w_up, NULL, 0}, {"ffn_down.weight", &y.w_down, NULL, 0},
+            {bad == MOE_NO_ROUTER ? "ffn_gate_inpx.weight" : "ffn_gate_inp.weight", &y.router, NULL, 0},
+            {"ffn_gate_shexp.weight", &y.sh_gate, NULL, 0}, {"ffn_up_shexp.weight", &y.sh_up, NULL, 0},
+            {"ffn_down_shexp.weight", &y.sh_down, NULL, 0}, {"ffn_gate_inp_shexp.weight", &y.sh_router, NULL, 0}};
+        for (size_t i = 0; i < sizeof ts / sizeof *ts; i++) {
+            snprintf(nm, sizeof nm, "blk.%d.%s", l, ts[i].n);
+            if (ts[i].v) {
+                int n = 0;
+                if (!strcmp(ts[i].n, "attn_q_norm.weight") || !strcmp(ts[i].n, "attn_k_norm.weight")) n = Dh;
+                if (!strcmp(ts[i].n, "attn_q.bias")) n = H * Dh;
+                if (!strcmp(ts[i].n, "attn_k.bias") || !strcmp(ts[i].n, "attn_v.bias")) n = Hk * Dh;
+                if (!strcmp(ts[i].n, "attn_norm.weight") || !strcmp(ts[i].n, "ffn_norm.weight")) n = D;
+                float *v = malloc((size_t)n * sizeof(float));
+                for (int r = 0; r < n; r++) { /* llama: bias rows in RoPE pair order like the weights */
+                    int hh = r / Dh, kk = r % Dh;
+                    int perm = c->arch == NL_ARCH_MIXTRAL && (ts[i].n[5] == 'q' || ts[i].n[5] == 'k') && strstr(ts[i].n, "bias");
+                    v[r] = perm ? ts[i].v[hh * Dh + (kk % 2) * (Dh / 2) + kk / 2] : ts[i].v[r];
+                }
+                uint64_t ne[1] = {(uint64_t)n};
+                add_tensor(&w, nm, NL_GGML_F32, 1, ne, v, (size_t)n * 4);
+                free(v);
+            } else if (ts[i].w && ts[i].w->w) {
+                float *x = mat_copy(ts[i].w);
+                const int rows = ts[i].w->n_out, cols = ts[i].w->n_in;
+                if (ts[i].perm && c->arch == NL_ARCH_MIXTRAL) { /* LlamaModel.permute */
+                    float *p = malloc((size_t)rows * cols * sizeof(float));
+                    for (int r = 0; r < rows; r++) {
+                        int hh = r / Dh, kk = r % Dh;
+                        memcpy(p + (size_t)r * cols, x + (size_t)(hh * Dh + (kk % 2) * (Dh / 2) + kk / 2) * cols,
+                               (size_t)cols * sizeof(float));
+                    }
+                    free(x);
+                    x = p;
+                }
+                add_mat(&w, nm, x, rows, cols);
+                free(x);
+            }
+        }
+        if (!y.moe) continue;
+        static const char *exps[3] = {"ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
+        for (int k = 0; k < 3; k++) {
+            if (bad == MOE_NO_EXPERT && k == 2) continue;
+            const nl_mat *m0 = k == 0 ? &y.experts[0].w_gate : k == 1 ? &y.experts[0].w_up : &y.experts[0].w_down;
+            const int64_t rows = m0->n_out, cols = m0->n_in, per = rows * cols;
+            float *all = malloc((size_t)(E * per) * sizeof(float));
+            for (int e = 0; e < E; e++) {
+                float *x = mat_copy(k == 0 ? &y.experts[e].w_gate : k == 1 ? &y.experts[e].w_up : &y.experts[e].w_down);
+                memcpy(all + e * per, x, (size_t)per * sizeof(float));
+                free(x);
+            }
+            uint64_t ne[3] = {(uint64_t)cols, (uint64_t)rows, (uint64_t)(bad == MOE_BAD_SHAPE && k == 1 ? E - 1 : E)};
+            snprintf(nm, sizeof nm, "blk.%d.%s.weight", l, exps[k]);
+            add_tensor(&w, nm, NL_GGML_F32, 3, ne, all, (size_t)ne[0] * ne[1] * ne[2] * 4);
+            free(all);
+        }
+    }
+    nl_head hd;
+    cr_assert_eq(nl_model_head(&ctx, m, &hd), NL_OK, "%s", ctx.msg);
+    uint64_t ne1[1] = {(uint64_t)D};
+    add_tensor(&w, "output_norm.weight", NL_GGML_F32, 1, ne1, hd.norm_w, (size_t)D * 4);
+    if (!c->tie_embeddings) {
+        float *x = mat_copy(&hd.lm_head);
+        add_mat(&w, "output.weight", x, V, D);
+        free(x);
+    }
+    const char *p = gw_write(&w, out);
+    gw_free(&w);
+    return p;
+}
+
+/* logits of m on the fixture's tokens (T × V, caller frees) */
+static float *fixture_logits(nl_model *m, json_t *ex, int *T_out) {
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    json_t *toks = json_object_get(ex, "tokens");
+    int T = (int)json_array_size(toks), V = nl_model_config(m)->vocab_size;
+    int32_t *ids = malloc((size_t)T * sizeof *ids);
+    for (int i = 0; i < T; i++) ids[i] = (int32_t)json_integer_value(json_array_get(toks, (size_t)i));
+    nl_forward *f = NULL;
+    cr_assert_eq(nl_forward_create(&ctx, m, T, T, &f), NL_OK, "%s", ctx.msg);
+    float *lg = malloc((size_t)T * V * sizeof(float));
+    cr_assert_eq(nl_forward_run(f, &ctx, ids, T, lg), NL_OK, "%s", ctx.msg);
+    nl_forward_destroy(f);
+    free(ids);
+    *T_out = T;
+    return lg;
+}
+
+static void same_moe_config(const nl_config *a, const nl_config *b) {
+    cr_assert(a->arch == b->arch, "arch %s vs %s", nl_arch_name(a->arch), nl_arch_name(b->arch));
+    cr_assert(a->n_experts == b->n_experts && a->n_experts_per_tok == b->n_experts_per_tok && a->d_expert == b->d_expert &&
+                  a->d_shared == b->d_shared && a->norm_topk_prob == b->norm_topk_prob && a->qk_norm == b->qk_norm,
+              "experts %d/%d k %d/%d Fe %d/%d Fs %d/%d norm %d/%d", a->n_experts, b->n_experts, a->n_experts_per_tok,
+              b->n_experts_per_tok, a->d_expert, b->d_expert, a->d_shared, b->d_shared, a->norm_topk_prob, b->norm_topk_prob);
+    for (int l = 0; l < a->n_layers; l++)
+        cr_assert_eq(nl_config_is_moe_layer(a, l), nl_config_is_moe_layer(b, l), "layer %d", l);
+}
+
+static void moe_fixture_reads(const char *name) {
+    char dir[256];
+    snprintf(dir, sizeof dir, "tests/fixtures/hf/%s", name);
+    if (!nl_path_exists(dir)) cr_skip_test("fixture %s is absent", dir);
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_model *hf = NULL, *g = NULL;
+    cr_assert_eq(nl_model_open(&ctx, dir, &hf), NL_OK, "%s", ctx.msg);
+    char out[64];
+    snprintf(out, sizeof out, "%s-moe.gguf", name);
+    const char *p = moe_as_gguf(hf, out, MOE_OK);
+    cr_assert_eq(nl_model_open(&ctx, p, &g), NL_OK, "%s", ctx.msg);
+    same_moe_config(nl_model_config(hf), nl_model_config(g));
+    json_t *ex = load_json(dir, "expected.json");
+    int T;
+    float *a = fixture_logits(hf, ex, &T), *b = fixture_logits(g, ex, &T);
+    const size_t n = (size_t)T * nl_model_config(hf)->vocab_size;
+    cr_assert_leq(nl_max_abs_diff(a, b, n), 1e-6, "%s: GGUF logits differ from the folder's by %g", name, nl_max_abs_diff(a, b, n));
+    size_t ln;
+    char lp[300];
+    snprintf(lp, sizeof lp, "%s/logits.f32", dir);
+    float *want = nl_read_all(lp, &ln);
+    cr_assert(want && ln == n * 4);
+    nl_check_close(b, want, n, json_number_value(json_object_get(ex, "tolerance"))); /* the PyTorch reference */
+    free(a), free(b), free(want);
+    json_decref(ex);
+    nl_model_close(g);
+    nl_model_close(hf);
+}
+
+Test(gguf, moe_mixtral_as_llama_reads) { moe_fixture_reads("mixtral"); }
+Test(gguf, moe_qwen2_moe_reads) { moe_fixture_reads("qwen2_moe"); }
+Test(gguf, moe_qwen3_moe_reads) { moe_fixture_reads("qwen3_moe"); }
+
+Test(gguf, moe_bad_files_name_the_problem) {
+    const char *dir = "tests/fixtures/hf/qwen2_moe";
+    if (!nl_path_exists(dir)) cr_skip_test("fixture %s is absent", dir);
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_model *hf = NULL;
+    cr_assert_eq(nl_model_open(&ctx, dir, &hf), NL_OK, "%s", ctx.msg);
+    /* the fixture's only MoE layer is layer 1 (decoder_sparse_step 2, mlp_only_layers [3]) */
+    expect_fail(moe_as_gguf(hf, "noexp.gguf", MOE_NO_EXPERT), NL_EFORMAT,
+                "missing tensor 'blk.1.ffn_down_exps.weight' (model_type gguf:qwen2moe, a mixture-of-experts layer)");
+    expect_fail(moe_as_gguf(hf, "shape.gguf", MOE_BAD_SHAPE), NL_EFORMAT,
+                "tensor 'blk.1.ffn_up_exps.weight' has shape [5, 24, 64], the file's metadata implies [6, 24, 64]");
+    expect_fail(moe_as_gguf(hf, "used.gguf", MOE_TOO_MANY_USED), NL_EFORMAT,
+                "metadata key 'qwen2moe.expert_used_count' is 7, more than expert_count 6");
+    expect_fail(moe_as_gguf(hf, "norouter.gguf", MOE_NO_ROUTER), NL_EFORMAT, "missing tensor 'blk.1.ffn_gate_inp.weight'");
+    nl_model_close(hf);
+    gwriter w;
+    tiny_llama(&w, "mixtral"); /* llama.cpp writes Mixtral as llama */
+    expect_fail(gw_write(&w, "mixtral.gguf"), NL_EUNSUPPORTED, "architecture 'mixtral' is not supported");
+    gw_free(&w);
+}
+
+/* mean next-token NLL of logits (T × V) on the tokens */
+static double mean_nll(const float *lg, json_t *ex, int T, int V) {
+    json_t *toks = json_object_get(ex, "tokens");
+    double s = 0;
+    for (int t = 0; t + 1 < T; t++) {
+        const float *z = lg + (size_t)t * V;
+        double mx = z[0], se = 0;
+        for (int v = 1; v < V; v++) mx = fmax(mx, z[v]);
+        for (int v = 0; v < V; v++) se += exp(z[v] - mx);
+        s += mx + log(se) - z[json_integer_value(json_array_get(toks, (size_t)t + 1))];
+    }
+    return s / (T - 1);
+}
+
+/* HF MoE fixture → export (every type, tensor by tensor, and back to a folder: export_round_trip)
+ * → load: f32 logits equal the folder's (≤ 1e-6), q8_0 logits within the quantisation's reach and
+ * the NLL close; the MoE configuration (experts, widths, renormalisation, which layers are dense)
+ * survives GGUF and GGUF → Hugging Face. */
+static void moe_export_round_trip(const char *name) {
+    char dir[256];
+    snprintf(dir, sizeof dir, "tests/fixtures/hf/%s", name);
+    if (!nl_path_exists(dir)) cr_skip_test("fixture %s is absent", dir);
+    export_round_trip(dir);
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_model *hf = NULL;
+    cr_assert_eq(nl_model_open(&ctx, dir, &hf), NL_OK, "%s", ctx.msg);
+    const nl_config *c = nl_model_config(hf);
+    json_t *ex = load_json(dir, "expected.json");
+    int T;
+    float *ref = fixture_logits(hf, ex, &T);
+    const int V = c->vocab_size;
+    const double nll_ref = mean_nll(ref, ex, T, V);
+    for (int q = 0; q < 2; q++) {
+        char out[64];
+        snprintf(out, sizeof out, "%s-%s.gguf", name, q ? "q8_0" : "f32");
+        const char *p = tmp_path(out);
+        cr_assert_eq(nl_export_gguf(&ctx, hf, dir, q ? NL_EXPORT_Q8_0 : NL_EXPORT_F32, p, NULL), NL_OK, "%s", ctx.msg);
+        nl_model *g = NULL;
+        cr_assert_eq(nl_model_open(&ctx, p, &g), NL_OK, "%s", ctx.msg);
+        const nl_config *cg = nl_model_config(g);
+        same_moe_config(c, cg);
+        cr_assert(cg->decoder_sparse_step == c->decoder_sparse_step && !memcmp(cg->mlp_only, c->mlp_only, sizeof c->mlp_only),
+                  "decoder_sparse_step %d vs %d or mlp_only_layers differ", cg->decoder_sparse_step, c->decoder_sparse_step);
+        float *got = fixture_logits(g, ex, &T);
+        const double d = nl_max_abs_diff(got, ref, (size_t)T * V), nll = mean_nll(got, ex, T, V);
+        cr_log_info("%s %s: max |logit diff| %.3g, NLL %.6f vs %.6f", name, q ? "q8_0" : "f32", d, nll, nll_ref);
+        if (!q) cr_assert_leq(d, 1e-6, "%s f32: logits differ by %g", name, d);
+        else {
+            /* each tensor is within its Q8_0 bound (export_round_trip); a token whose top-k changes
+             * under the rounding moves its logits by a step, so the logits get a wider margin */
+            cr_assert(d > 0 && d < 0.5, "%s q8_0: logits differ by %g", name, d);
+            cr_assert_leq(fabs(nll - nll_ref), 2e-3 * nll_ref, "%s q8_0: NLL %g vs %g", name, nll, nll_ref);
+        }
+        free(got);
+        nl_model_close(g);
+    }
+    free(ref);
+    json_decref(ex);
+    nl_model_close(hf);
+}
+
+Test(gguf, moe_export_mixtral_round_trips) { moe_export_round_trip("mixtral"); }
+Test(gguf, moe_export_qwen2_moe_round_trips) { moe_export_round_trip("qwen2_moe"); }
+Test(gguf, moe_export_qwen3_moe_round_trips) { moe_export_round_trip("qwen3_moe"); }

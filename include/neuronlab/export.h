@@ -3,7 +3,17 @@
  * GGUF (nl_export_gguf), as llama.cpp's convert_hf_to_gguf.py writes it:
  *   architectures  llama (also Mistral without an active sliding window, and the zoo's GELU/ReLU
  *                  llama-style models, whose activation goes to `neuronlab.hidden_act` because
- *                  llama.cpp always runs SiLU), qwen2, qwen3; anything else is refused listing these;
+ *                  llama.cpp always runs SiLU), qwen2, qwen3, and the mixture-of-experts types:
+ *                  mixtral (as llama), qwen2_moe (qwen2moe), qwen3_moe (qwen3moe); anything else is
+ *                  refused listing these;
+ *   experts        per MoE layer blk.N.ffn_gate_inp (router, F32 at every type), the experts
+ *                  stacked as 3-D blk.N.ffn_{down,gate,up}_exps (ggml ne [Fe, D, E] / [D, Fe, E]),
+ *                  qwen2moe's shared expert ffn_{gate,up,down}_shexp and its gate ffn_gate_inp_shexp
+ *                  (a vector, F32); keys {arch}.expert_count, expert_used_count (+ qwen:
+ *                  expert_feed_forward_length, expert_shared_feed_forward_length),
+ *                  {arch}.expert_weights_norm when the renormalisation differs from what llama.cpp
+ *                  runs for the arch, neuronlab.decoder_sparse_step / neuronlab.mlp_only_layers when
+ *                  some layers are dense; general.size_label "E x N" (gguf-py);
  *   metadata       general.architecture, general.type, general.name (the folder's name, title-cased
  *                  when all lower case), general.size_label, {arch}.block_count, context_length,
  *                  embedding_length, feed_forward_length, attention.head_count(_kv), rope.freq_base,
@@ -24,7 +34,8 @@
  *                  add_sep_token from a TemplateProcessing post-processor; a GGUF source's
  *                  tokenizer.* keys are copied; no tokenizer → tokenizer.ggml.model "none".
  * Hugging Face (nl_export_hf): config.json, generation_config.json, model.safetensors (F32, F16 or
- *   BF16) with llama/qwen2/qwen3 names and Hugging Face's q/k row order, and tokenizer.json when
+ *   BF16) with llama/qwen2/qwen3 names (MoE: the config's expert keys and one tensor per expert,
+ *   mixtral's block_sparse_moe.* or Qwen-MoE's mlp.experts.E.*) and Hugging Face's q/k row order, and tokenizer.json when
  *   the model has a "gpt2" GGUF tokenizer or a tokenizer.json (copied). The folder is made under a
  *   temporary name beside OUT_DIR and renamed into place; an existing OUT_DIR is refused.
  * Messages name the file. Checked by tests/test_gguf.c and tests/gguf_cli.sh (round trips).

@@ -197,7 +197,7 @@ typedef struct nl_model nl_model;
 
 /* Opens a checkpoint, choosing the loader by what `path` is, never by its name: a directory
  * is a Hugging Face folder (config.json + safetensors files); a file starting with "GGUF" is
- * a GGUF file (src/model/gguf.c: llama, qwen2, gpt2, phi2; quantised tensors stay quantised
+ * a GGUF file (src/model/gguf.c: llama, qwen2, qwen3, gpt2, phi2, qwen2moe, qwen3moe; quantised tensors stay quantised
  * in the mapping and are dequantised one layer at a time); a bare safetensors file (8-byte
  * header length, then '{') fails with NL_EINVAL asking for its folder; any other file is a
  * llama2.c checkpoint, whose header is validated. Messages name the path. On success *out

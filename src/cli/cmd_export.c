@@ -14,7 +14,9 @@
 static int run(nl_ctx *ctx, int argc, char **argv);
 
 const nl_cli_option nl_cli_opts_export[] = {
-    {"MODEL", NULL, 1, "a Hugging Face folder, a GGUF file or a llama2.c .bin checkpoint (llama, mistral, qwen2, qwen3)", NULL},
+    {"MODEL", NULL, 1,
+     "a Hugging Face folder, a GGUF file or a llama2.c .bin checkpoint (llama, mistral, qwen2, qwen3, mixtral, qwen2_moe, "
+     "qwen3_moe)", NULL},
     {"--gguf", "OUT.gguf", 0, "write a GGUF file as llama.cpp's converter does (names, metadata, tokenizer, q/k order)",
      "none (give --gguf or --hf)"},
     {"--hf", "OUT_DIR", 0, "write a Hugging Face folder (config.json, model.safetensors, tokenizer.json)",

@@ -41,7 +41,10 @@ int nl_export_type_parse(const char *s) {
 
 /* ---- what can be exported ------------------------------------------------------------------- */
 
-typedef enum { W_LN1, W_LN2, W_Q, W_K, W_V, W_O, W_BQ, W_BK, W_BV, W_BO, W_QN, W_KN, W_GATE, W_UP, W_DOWN } lwhat;
+typedef enum {
+    W_LN1, W_LN2, W_Q, W_K, W_V, W_O, W_BQ, W_BK, W_BV, W_BO, W_QN, W_KN, W_GATE, W_UP, W_DOWN,
+    W_ROUTER, W_EGATE, W_EUP, W_EDOWN, W_SHGATE, W_SHUP, W_SHDOWN, W_SHROUTER /* mixture-of-experts layers */
+} lwhat;
 typedef enum { K_EMB, K_NORM, K_HEAD, K_LAYER } tkind;
 
 static const struct { const char *gguf, *hf; } LNAMES[] = {
@@ -60,6 +63,19 @@ static const struct { const char *gguf, *hf; } LNAMES[] = {
     [W_GATE] = {"ffn_gate.weight", "mlp.gate_proj.weight"},
     [W_UP] = {"ffn_up.weight", "mlp.up_proj.weight"},
     [W_DOWN] = {"ffn_down.weight", "mlp.down_proj.weight"},
+    /* MoE (HF: Qwen-MoE names; Mixtral's are in MIXTRAL_HF) */
+    [W_ROUTER] = {"ffn_gate_inp.weight", "mlp.gate.weight"},
+    [W_EGATE] = {"ffn_gate_exps.weight", "mlp.experts.%d.gate_proj.weight"},
+    [W_EUP] = {"ffn_up_exps.weight", "mlp.experts.%d.up_proj.weight"},
+    [W_EDOWN] = {"ffn_down_exps.weight", "mlp.experts.%d.down_proj.weight"},
+    [W_SHGATE] = {"ffn_gate_shexp.weight", "mlp.shared_expert.gate_proj.weight"},
+    [W_SHUP] = {"ffn_up_shexp.weight", "mlp.shared_expert.up_proj.weight"},
+    [W_SHDOWN] = {"ffn_down_shexp.weight", "mlp.shared_expert.down_proj.weight"},
+    [W_SHROUTER] = {"ffn_gate_inp_shexp.weight", "mlp.shared_expert_gate.weight"},
+};
+static const char *const MIXTRAL_HF[] = {
+    [W_ROUTER] = "block_sparse_moe.gate.weight", [W_EGATE] = "block_sparse_moe.experts.%d.w1.weight",
+    [W_EUP] = "block_sparse_moe.experts.%d.w3.weight", [W_EDOWN] = "block_sparse_moe.experts.%d.w2.weight",
 };
 
 typedef struct {
@@ -68,15 +84,17 @@ typedef struct {
     int layer;
     int64_t rows, cols;   /* HF shape (rows, cols); 1-D: cols = 0 */
     int perm_heads;       /* > 0: q/k rows to permute between HF and RoPE pair order (heads) */
+    int expert;           /* HF: the routed expert of W_EGATE/W_EUP/W_EDOWN */
+    int64_t n_exp;        /* GGUF: > 0: the experts stacked, (n_exp, rows, cols) */
     uint32_t gtype;       /* GGUF: stored type */
-    char name[96];
+    char name[128];
 } ex_tensor;
 
 typedef struct {
     nl_ctx *ctx;
     nl_model *m;
     const nl_config *c;
-    const char *gg_arch;  /* "llama", "qwen2", "qwen3" */
+    const char *gg_arch;  /* "llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe" */
     const char *hf_type;  /* model_type */
     ex_tensor *t;
     int n;
@@ -96,12 +114,19 @@ static nl_status check_model(ex_state *S, const char *path) {
     case NL_ARCH_MISTRAL: S->gg_arch = "llama", S->hf_type = "mistral"; break;
     case NL_ARCH_QWEN2: S->gg_arch = "qwen2", S->hf_type = "qwen2"; break;
     case NL_ARCH_QWEN3: S->gg_arch = "qwen3", S->hf_type = "qwen3"; break;
+    case NL_ARCH_MIXTRAL: S->gg_arch = "llama", S->hf_type = "mixtral"; break;
+    case NL_ARCH_QWEN2_MOE: S->gg_arch = "qwen2moe", S->hf_type = "qwen2_moe"; break;
+    case NL_ARCH_QWEN3_MOE: S->gg_arch = "qwen3moe", S->hf_type = "qwen3_moe"; break;
     default:
         return nl_errorf(S->ctx, NL_EUNSUPPORTED,
-                         "'%s': architecture '%s' cannot be exported (supported: llama, mistral, qwen2, qwen3)", path,
-                         nl_arch_name(c->arch));
+                         "'%s': architecture '%s' cannot be exported (supported: llama, mistral, qwen2, qwen3, mixtral, "
+                         "qwen2_moe, qwen3_moe)", path, nl_arch_name(c->arch));
     }
-    if (c->n_experts > 0) what = "mixture-of-experts layers";
+    const int moe_arch = c->arch == NL_ARCH_MIXTRAL || c->arch == NL_ARCH_QWEN2_MOE || c->arch == NL_ARCH_QWEN3_MOE;
+    if (c->n_experts > 0 && !moe_arch) what = "mixture-of-experts layers outside mixtral, qwen2_moe and qwen3_moe";
+    else if (c->arch == NL_ARCH_MIXTRAL && (c->n_experts <= 0 || !c->norm_topk_prob || c->d_shared > 0))
+        what = "a mixtral configuration other than renormalised top-k experts in every layer";
+    else if (c->n_experts > 0 && c->arch != NL_ARCH_QWEN2_MOE && c->d_shared > 0) what = "a shared expert outside qwen2_moe";
     else if (c->norm != NL_NORM_RMS || c->pos != NL_POS_ROPE || !c->ffn_gated || c->parallel_residual || c->shared_norm)
         what = "a block layout other than llama's";
     else if (c->rope_scaling != NL_ROPE_SCALING_NONE && c->rope_scaling != NL_ROPE_SCALING_LINEAR)
@@ -119,7 +144,7 @@ static nl_status check_model(ex_state *S, const char *path) {
                          path);
     if (c->arch == NL_ARCH_QWEN2 && (!ly.bq || !ly.bk || !ly.bv))
         return nl_errorf(S->ctx, NL_EUNSUPPORTED, "'%s': a qwen2 model without q/k/v biases cannot be written as qwen2", path);
-    if (c->arch == NL_ARCH_QWEN3 && (!ly.q_norm || !ly.k_norm))
+    if ((c->arch == NL_ARCH_QWEN3 || c->arch == NL_ARCH_QWEN3_MOE) && (!ly.q_norm || !ly.k_norm))
         return nl_errorf(S->ctx, NL_EUNSUPPORTED, "'%s': a qwen3 model without q/k norms", path);
     return NL_OK;
 }
@@ -131,17 +156,19 @@ static nl_status plan(ex_state *S, int gguf, nl_export_type type) {
     nl_layer ly;
     nl_status st = nl_model_layer(S->ctx, S->m, 0, &ly);
     if (st != NL_OK) return st;
-    S->t = calloc((size_t)L * 16 + 4, sizeof *S->t);
+    const int E = c->n_experts, Fe = c->d_expert, Fs = c->d_shared;
+    S->t = calloc((size_t)L * (24 + 3 * (size_t)(E > 0 ? E : 0)) + 4, sizeof *S->t);
     if (!S->t) return oom(S->ctx);
     int n = 0;
     /* RoPE pair order: GGUF llama stores it; HF wants halves. A source in pair order
      * (rope_interleaved, llama2.c) needs the permutation for HF, one in HF order for GGUF. */
-    const int perm = c->arch == NL_ARCH_LLAMA || c->arch == NL_ARCH_MISTRAL ? (gguf ? !c->rope_interleaved : c->rope_interleaved)
-                                                                          : 0;
+    const int perm = c->arch == NL_ARCH_LLAMA || c->arch == NL_ARCH_MISTRAL || c->arch == NL_ARCH_MIXTRAL
+                         ? (gguf ? !c->rope_interleaved : c->rope_interleaved)
+                         : 0;
 #define ADD(K, W, LAY, R, C, P)                                                                                           \
     do {                                                                                                              \
         ex_tensor *x = &S->t[n++];                                                                                    \
-        x->kind = K, x->what = W, x->layer = LAY, x->rows = R, x->cols = C, x->perm_heads = P;                       \
+        x->kind = K, x->what = W, x->layer = LAY, x->rows = R, x->cols = C, x->perm_heads = P, x->expert = -1;       \
     } while (0)
     ADD(K_EMB, 0, -1, c->vocab_size, D, 0);
     snprintf(S->t[n - 1].name, sizeof S->t[0].name, "%s", gguf ? "token_embd.weight" : "model.embed_tokens.weight");
@@ -159,13 +186,36 @@ static nl_status plan(ex_state *S, int gguf, nl_export_type type) {
         ADD(K_LAYER, W_O, l, D, (int64_t)H * Dh, 0);
         if (ly.bo) ADD(K_LAYER, W_BO, l, D, 0, 0);
         ADD(K_LAYER, W_LN2, l, D, 0, 0);
-        ADD(K_LAYER, W_GATE, l, F, D, 0);
-        ADD(K_LAYER, W_UP, l, F, D, 0);
-        ADD(K_LAYER, W_DOWN, l, D, F, 0);
+        if (!nl_config_is_moe_layer(c, l)) {
+            ADD(K_LAYER, W_GATE, l, F, D, 0);
+            ADD(K_LAYER, W_UP, l, F, D, 0);
+            ADD(K_LAYER, W_DOWN, l, D, F, 0);
+        } else {
+            /* the router; the experts stacked (GGUF: down, gate, up as the converter merges them) or one
+             * by one (HF); the shared expert and its gate */
+            ADD(K_LAYER, W_ROUTER, l, E, D, 0);
+            static const lwhat ew[3] = {W_EDOWN, W_EGATE, W_EUP};
+            for (int k = 0; k < 3; k++)
+                for (int e = 0; e < (gguf ? 1 : E); e++) {
+                    ADD(K_LAYER, ew[k], l, ew[k] == W_EDOWN ? D : Fe, ew[k] == W_EDOWN ? Fe : D, 0);
+                    S->t[n - 1].expert = gguf ? -1 : e;
+                    S->t[n - 1].n_exp = gguf ? E : 0;
+                }
+            if (Fs > 0) {
+                ADD(K_LAYER, W_SHROUTER, l, 1, D, 0);
+                ADD(K_LAYER, W_SHGATE, l, Fs, D, 0);
+                ADD(K_LAYER, W_SHUP, l, Fs, D, 0);
+                ADD(K_LAYER, W_SHDOWN, l, D, Fs, 0);
+            }
+        }
         for (int i = first; i < n; i++) {
             ex_tensor *x = &S->t[i];
+            char hf[96];
+            const char *pat = c->arch == NL_ARCH_MIXTRAL && x->what >= W_ROUTER && x->what <= W_EDOWN ? MIXTRAL_HF[x->what]
+                                                                                                      : LNAMES[x->what].hf;
+            snprintf(hf, sizeof hf, pat, x->expert);
             if (gguf) snprintf(x->name, sizeof x->name, "blk.%d.%s", l, LNAMES[x->what].gguf);
-            else snprintf(x->name, sizeof x->name, "model.layers.%d.%s", l, LNAMES[x->what].hf);
+            else snprintf(x->name, sizeof x->name, "model.layers.%d.%s", l, hf);
         }
     }
     ADD(K_NORM, 0, -1, D, 0, 0);
@@ -178,12 +228,14 @@ static nl_status plan(ex_state *S, int gguf, nl_export_type type) {
     S->n = n;
     for (int i = 0; gguf && i < n; i++) {
         ex_tensor *x = &S->t[i];
-        if (!x->cols) { x->gtype = NL_GGML_F32; continue; } /* 1-D tensors and norms stay F32 */
+        /* 1-D tensors, norms, the router and the shared expert's gate stay F32 */
+        if (!x->cols || x->what == W_ROUTER || x->what == W_SHROUTER) { x->gtype = NL_GGML_F32; continue; }
         switch (type) {
         case NL_EXPORT_F32: x->gtype = NL_GGML_F32; break;
         case NL_EXPORT_F16: x->gtype = NL_GGML_F16; break;
         case NL_EXPORT_BF16: x->gtype = NL_GGML_BF16; break;
-        case NL_EXPORT_Q8_0: x->gtype = x->cols % 32 ? NL_GGML_F16 : NL_GGML_Q8_0; break; /* the converter's fallback */
+        /* the converter's fallback: rows (of each expert) not whole blocks → F16 */
+        case NL_EXPORT_Q8_0: x->gtype = x->cols % 32 ? NL_GGML_F16 : NL_GGML_Q8_0; break;
         }
     }
     return NL_OK;
@@ -237,6 +289,26 @@ static nl_status get_f32(ex_state *S, const ex_tensor *x, float *dst) {
     case W_GATE: w = &ly.w_gate; break;
     case W_UP: w = &ly.w_up; break;
     case W_DOWN: w = &ly.w_down; break;
+    case W_ROUTER: w = &ly.router; break;
+    case W_SHGATE: w = &ly.sh_gate; break;
+    case W_SHUP: w = &ly.sh_up; break;
+    case W_SHDOWN: w = &ly.sh_down; break;
+    case W_SHROUTER: w = &ly.sh_router; break;
+    case W_EGATE: case W_EUP: case W_EDOWN: {
+        if (!ly.moe || !ly.experts)
+            return nl_errorf(ctx, NL_EUNSUPPORTED, "'%s': layer %d has no experts", nl_model_path(S->m), x->layer);
+        const int e0 = x->n_exp > 0 ? 0 : x->expert, e1 = x->n_exp > 0 ? (int)x->n_exp : x->expert + 1;
+        for (int e = e0; e < e1; e++) {
+            const nl_expert_mats *em = &ly.experts[e];
+            const nl_mat *ew = x->what == W_EGATE ? &em->w_gate : x->what == W_EUP ? &em->w_up : &em->w_down;
+            if (!ew->w || ew->n_out != x->rows || ew->n_in != x->cols)
+                return nl_errorf(ctx, NL_EUNSUPPORTED, "'%s': layer %d expert %d has no %s of the expected shape (%lld, %lld)",
+                                 nl_model_path(S->m), x->layer, e, LNAMES[x->what].gguf, (long long)x->rows,
+                                 (long long)x->cols);
+            copy_mat(ew, dst + (size_t)(e - e0) * (size_t)x->rows * (size_t)x->cols);
+        }
+        return NL_OK;
+    }
     }
     if (w && w->w && w->n_out == x->rows && w->n_in == x->cols) copy_mat(w, dst);
     else if (!w && v) memcpy(dst, v, (size_t)x->rows * sizeof(float));
@@ -261,7 +333,7 @@ static void permute_rows(const float *src, float *dst, int64_t rows, int64_t col
 
 /* Tensor x in f32 in the target's row order into S->tmp (returned). */
 static nl_status target_f32(ex_state *S, const ex_tensor *x, int to_pairs, float **out) {
-    const size_t n = (size_t)x->rows * (size_t)(x->cols ? x->cols : 1);
+    const size_t n = (size_t)x->rows * (size_t)(x->cols ? x->cols : 1) * (size_t)(x->n_exp > 0 ? x->n_exp : 1);
     const size_t need = x->perm_heads ? 2 * n : n;
     if (need > S->tmp_cap) {
         free(S->tmp);
@@ -287,7 +359,7 @@ static nl_status fill(void *user, nl_ctx *ctx, int64_t i, void *dst, uint64_t nb
     float *f;
     nl_status st = target_f32(S, x, 1, &f);
     if (st != NL_OK) return st;
-    const int64_t n = x->rows * (x->cols ? x->cols : 1);
+    const int64_t n = x->rows * (x->cols ? x->cols : 1) * (x->n_exp > 0 ? x->n_exp : 1);
     switch (x->gtype) {
     case NL_GGML_F32: memcpy(dst, f, (size_t)n * 4); break;
     case NL_GGML_F16:
@@ -553,9 +625,20 @@ nl_status nl_export_gguf(nl_ctx *ctx, nl_model *m, const char *model_path, nl_ex
         model_name(model_path, buf, sizeof buf);
         TRY(nl_gguf_writer_str(ctx, w, "general.name", buf, strlen(buf)));
     }
-    int64_t params = 0;
-    for (int i = 0; i < S.n; i++) params += S.t[i].rows * (S.t[i].cols ? S.t[i].cols : 1);
-    size_label(params, buf, sizeof buf);
+    /* gguf-py: size_label(total, shared, expert, E) — "E x (shared + one expert's)" for MoE */
+    int64_t params = 0, expert_params = 0;
+    for (int i = 0; i < S.n; i++) {
+        const int64_t k = S.t[i].rows * (S.t[i].cols ? S.t[i].cols : 1);
+        if (S.t[i].n_exp > 0) expert_params += k; /* one expert's share of a stacked tensor */
+        else params += k;
+    }
+    if (c->n_experts > 0) {
+        char one[64];
+        size_label(params + expert_params, one, sizeof one);
+        snprintf(buf, sizeof buf, "%dx%s", c->n_experts, one);
+    } else {
+        size_label(params, buf, sizeof buf);
+    }
     TRY(nl_gguf_writer_str(ctx, w, "general.size_label", buf, strlen(buf)));
     TRY(nl_gguf_writer_u32(ctx, w, KEY("block_count"), (uint32_t)c->n_layers));
     TRY(nl_gguf_writer_u32(ctx, w, KEY("context_length"), (uint32_t)c->max_pos));
@@ -569,6 +652,10 @@ nl_status nl_export_gguf(nl_ctx *ctx, nl_model *m, const char *model_path, nl_ex
         TRY(nl_gguf_writer_str(ctx, w, KEY("rope.scaling.type"), "linear", 6));
         TRY(nl_gguf_writer_f32(ctx, w, KEY("rope.scaling.factor"), c->rope_factor));
     }
+    if (c->n_experts > 0) {
+        TRY(nl_gguf_writer_u32(ctx, w, KEY("expert_count"), (uint32_t)c->n_experts));
+        TRY(nl_gguf_writer_u32(ctx, w, KEY("expert_used_count"), (uint32_t)c->n_experts_per_tok));
+    }
     TRY(nl_gguf_writer_u32(ctx, w, KEY("attention.key_length"), (uint32_t)c->head_dim));
     TRY(nl_gguf_writer_u32(ctx, w, KEY("attention.value_length"), (uint32_t)c->head_dim));
     static const uint32_t ftype[] = {[NL_EXPORT_F32] = 0, [NL_EXPORT_F16] = 1, [NL_EXPORT_BF16] = 32, [NL_EXPORT_Q8_0] = 7};
@@ -576,6 +663,14 @@ nl_status nl_export_gguf(nl_ctx *ctx, nl_model *m, const char *model_path, nl_ex
     if (!strcmp(A, "llama")) {
         TRY(nl_gguf_writer_u32(ctx, w, KEY("vocab_size"), (uint32_t)c->vocab_size));
         TRY(nl_gguf_writer_u32(ctx, w, KEY("rope.dimension_count"), (uint32_t)c->rotary_dim));
+    }
+    if (c->n_experts > 0 && c->arch != NL_ARCH_MIXTRAL) { /* Qwen2MoeModel.set_gguf_parameters */
+        TRY(nl_gguf_writer_u32(ctx, w, KEY("expert_feed_forward_length"), (uint32_t)c->d_expert));
+        if (c->arch == NL_ARCH_QWEN2_MOE)
+            TRY(nl_gguf_writer_u32(ctx, w, KEY("expert_shared_feed_forward_length"), (uint32_t)c->d_shared));
+        /* llama.cpp renormalises for qwen3moe, not for qwen2moe; a model that differs says so */
+        if (c->norm_topk_prob != (c->arch == NL_ARCH_QWEN3_MOE))
+            TRY(nl_gguf_writer_bool(ctx, w, KEY("expert_weights_norm"), c->norm_topk_prob));
     }
     TRY(nl_gguf_writer_u32(ctx, w, "general.quantization_version", 2));
     /* tokenizer: a GGUF source's keys, a folder's tokenizer.json, or none */
@@ -602,10 +697,26 @@ nl_status nl_export_gguf(nl_ctx *ctx, nl_model *m, const char *model_path, nl_ex
         const char *an = nl_act_name(c->act);
         TRY(nl_gguf_writer_str(ctx, w, "neuronlab.hidden_act", an, strlen(an)));
     }
+    /* dense layers among the MoE ones (llama.cpp's qwen2moe has none): which, as the config says */
+    if (c->n_experts > 0) {
+        int32_t *dense = calloc((size_t)c->n_layers + 1, sizeof *dense);
+        int nd = 0;
+        if (!dense) TRY(oom(ctx));
+        for (int l = 0; l < c->n_layers && l < NL_MOE_MAX_LAYERS; l++)
+            if (c->mlp_only[l / 8] >> (l % 8) & 1) dense[nd++] = l;
+        if (c->decoder_sparse_step != 1 || nd) {
+            st = nl_gguf_writer_u32(ctx, w, "neuronlab.decoder_sparse_step", (uint32_t)c->decoder_sparse_step);
+            if (st == NL_OK) st = nl_gguf_writer_arr_i32(ctx, w, "neuronlab.mlp_only_layers", dense, (uint64_t)nd);
+        }
+        free(dense);
+        if (st != NL_OK) goto done;
+    }
     for (int i = 0; i < S.n; i++) {
         const ex_tensor *x = &S.t[i];
-        int64_t ne[2] = {x->cols ? x->cols : x->rows, x->rows};
-        TRY(nl_gguf_writer_tensor(ctx, w, x->name, x->gtype, x->cols ? 2 : 1, ne, NULL, fill, &S));
+        int64_t ne[3] = {x->cols ? x->cols : x->rows, x->rows, x->n_exp};
+        /* the converter squeezes the shared expert's (1, D) gate to a vector */
+        const int nd = x->n_exp > 0 ? 3 : x->cols && x->what != W_SHROUTER ? 2 : 1;
+        TRY(nl_gguf_writer_tensor(ctx, w, x->name, x->gtype, nd, ne, NULL, fill, &S));
     }
 #undef KEY
 #undef TRY
@@ -656,7 +767,9 @@ static nl_status write_json(nl_ctx *ctx, json_t *j, const char *path) {
 static nl_status write_config(nl_ctx *ctx, const ex_state *S, nl_export_type type, const char *dir) {
     const nl_config *c = S->c;
     static const char *arch_cls[] = {[NL_ARCH_LLAMA] = "LlamaForCausalLM", [NL_ARCH_MISTRAL] = "MistralForCausalLM",
-                                     [NL_ARCH_QWEN2] = "Qwen2ForCausalLM", [NL_ARCH_QWEN3] = "Qwen3ForCausalLM"};
+                                     [NL_ARCH_QWEN2] = "Qwen2ForCausalLM", [NL_ARCH_QWEN3] = "Qwen3ForCausalLM",
+                                     [NL_ARCH_MIXTRAL] = "MixtralForCausalLM", [NL_ARCH_QWEN2_MOE] = "Qwen2MoeForCausalLM",
+                                     [NL_ARCH_QWEN3_MOE] = "Qwen3MoeForCausalLM"};
     json_t *j = json_object(), *archs = json_array();
     json_array_append_new(archs, json_string(arch_cls[c->arch]));
     json_object_set_new(j, "architectures", archs);
@@ -689,7 +802,29 @@ static nl_status write_config(nl_ctx *ctx, const ex_state *S, nl_export_type typ
         json_object_set_new(j, "mlp_bias", json_false());
     }
     if (c->arch == NL_ARCH_QWEN3) json_object_set_new(j, "attention_bias", json_false());
-    if (c->arch == NL_ARCH_QWEN2 || c->arch == NL_ARCH_QWEN3) json_object_set_new(j, "use_sliding_window", json_false());
+    if (c->arch == NL_ARCH_QWEN2 || c->arch == NL_ARCH_QWEN3 || c->arch == NL_ARCH_QWEN2_MOE || c->arch == NL_ARCH_QWEN3_MOE)
+        json_object_set_new(j, "use_sliding_window", json_false());
+    if (c->arch == NL_ARCH_MIXTRAL) { /* intermediate_size is the experts' width */
+        json_object_set_new(j, "intermediate_size", json_integer(c->d_expert));
+        json_object_set_new(j, "num_local_experts", json_integer(c->n_experts));
+        json_object_set_new(j, "num_experts_per_tok", json_integer(c->n_experts_per_tok));
+        json_object_set_new(j, "sliding_window", json_null());
+    } else if (c->arch == NL_ARCH_QWEN2_MOE || c->arch == NL_ARCH_QWEN3_MOE) {
+        int bias = 0;
+        for (int i = 0; i < S->n; i++) bias |= S->t[i].what == W_BQ && S->t[i].kind == K_LAYER;
+        json_object_set_new(j, c->arch == NL_ARCH_QWEN2_MOE ? "qkv_bias" : "attention_bias", json_boolean(bias));
+        json_object_set_new(j, "num_experts", json_integer(c->n_experts));
+        json_object_set_new(j, "num_experts_per_tok", json_integer(c->n_experts_per_tok));
+        json_object_set_new(j, "moe_intermediate_size", json_integer(c->d_expert));
+        if (c->arch == NL_ARCH_QWEN2_MOE)
+            json_object_set_new(j, "shared_expert_intermediate_size", json_integer(c->d_shared));
+        json_object_set_new(j, "norm_topk_prob", json_boolean(c->norm_topk_prob));
+        json_object_set_new(j, "decoder_sparse_step", json_integer(c->decoder_sparse_step));
+        json_t *mo = json_array();
+        for (int l = 0; l < c->n_layers && l < NL_MOE_MAX_LAYERS; l++)
+            if (c->mlp_only[l / 8] >> (l % 8) & 1) json_array_append_new(mo, json_integer(l));
+        json_object_set_new(j, "mlp_only_layers", mo);
+    }
     if (c->bos_id >= 0) json_object_set_new(j, "bos_token_id", json_integer(c->bos_id));
     if (c->eos_id >= 0) json_object_set_new(j, "eos_token_id", json_integer(c->eos_id));
     static const char *dt[] = {[NL_EXPORT_F32] = "float32", [NL_EXPORT_F16] = "float16", [NL_EXPORT_BF16] = "bfloat16",
