@@ -86,6 +86,7 @@ static const nl_cli_option record[] = {
 extern const nl_cli_option nl_cli_opts_info[], nl_cli_opts_ppl[], nl_cli_opts_generate[], nl_cli_opts_train[],
     nl_cli_opts_tokenizer_train[], nl_cli_opts_tokenize[], nl_cli_opts_runs[], nl_cli_opts_report[], nl_cli_opts_sparsity[], nl_cli_opts_moefy[], nl_cli_opts_export[], nl_cli_opts_experts[],
     nl_cli_opts_moe_sweep[], nl_cli_opts_moe_usage[], nl_cli_opts_neurons[];
+extern const nl_cli_option nl_cli_opts_lens[], nl_cli_opts_attribute[];
 
 const nl_cli_option *nl_cli_help_table(const char *name) {
     static const struct {
@@ -110,7 +111,9 @@ const nl_cli_option *nl_cli_help_table(const char *name) {
                   {"experts", nl_cli_opts_experts},
                   {"moe-sweep", nl_cli_opts_moe_sweep},
                   {"moe-usage", nl_cli_opts_moe_usage},
-                  {"neurons", nl_cli_opts_neurons}};
+                  {"neurons", nl_cli_opts_neurons},
+                  {"lens", nl_cli_opts_lens},
+                  {"attribute", nl_cli_opts_attribute}};
     for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
         if (!strcmp(name, tables[i].name)) return tables[i].table;
     return NULL;
