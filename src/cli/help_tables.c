@@ -76,6 +76,8 @@ static const nl_cli_option record[] = {
                         "(residual stream after the block), attn_out (attention output), ffn_in (normalised FFN input), each "
                         "[N, d_model]; sparsity needs ffn_act stored, --pool is computed from the activations either way", "ffn_act"},
     {"--dtype", "f32|f16", 0, "stored type of ffn_act and the --hook datasets", "f32"},
+    {"--attn", "LIST", 0, "also store these layers' attention probabilities, /attn/layer_{l}/doc_{d} f32 [heads, n, n] "
+                        "(every document within --ctx; not with --stats or --resume)", "none"},
     {"--pool", NULL, 0, "also store each document's mean |a| over its prompt tokens (/pooled, for ability)", NULL},
     {"--stats", NULL, 0, "write a streaming summary (README \"Streaming summaries\") instead of the per-token dump", NULL},
     {"--top-k", "K", 0, "with --stats: top-activating tokens kept per neuron, 1..1024", "20"},
