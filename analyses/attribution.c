@@ -66,25 +66,6 @@ nl_status nl_attribution_create_tables(nl_ctx *ctx, nl_results *db) {
                            " token TEXT, logit REAL NOT NULL, PRIMARY KEY (run_id, layer, neuron, rank)) WITHOUT ROWID;");
 }
 
-/* The token's text mid-text (as record's /vocab): special tokens their own text. */
-static char *token_text(const nl_tokenizer *tok, int id) {
-    if (!tok || id >= nl_tokenizer_vocab_size(tok)) return NULL;
-    size_t n = 0, rn;
-    if (nl_tokenizer_is_special(tok, id)) {
-        const char *p = nl_tokenizer_token(tok, id, &n);
-        return nl_utf8_repair(p ? p : "", p ? n : 0, &rn);
-    }
-    char small[256];
-    n = nl_tokenizer_piece(tok, id, id, small, sizeof small);
-    if (n <= sizeof small) return nl_utf8_repair(small, n, &rn);
-    char *big = malloc(n);
-    if (!big) return NULL;
-    nl_tokenizer_piece(tok, id, id, big, n);
-    char *r = nl_utf8_repair(big, n, &rn);
-    free(big);
-    return r;
-}
-
 /* idx (k): the k largest (dir = 1) or smallest (dir = −1) of z (V), in order, ties by lower id.
  * Insertion into a sorted list of k: O(V·k) worst case, O(V) typical for small k. */
 static void top_k(const float *z, int V, int k, int dir, int *idx) {
@@ -122,8 +103,7 @@ static nl_status store(nl_ctx *ctx, nl_results *db, int64_t run_id, const nl_att
     return st;
 }
 
-nl_status nl_attribution_run(nl_ctx *ctx, const nl_attribution_opts *opts, nl_model *m, const nl_tokenizer *tok,
-                             const nl_neuron_ref *neurons, int n, nl_results *db, nl_attribution_result *out) {
+nl_status nl_attribution_run(nl_ctx *ctx, const nl_attribution_opts *opts, nl_model *m, const nl_neuron_ref *neurons, int n, nl_results *db, nl_attribution_result *out) {
     memset(out, 0, sizeof *out);
     out->run_id = -1;
     nl_attribution_opts def;
@@ -155,7 +135,7 @@ nl_status nl_attribution_run(nl_ctx *ctx, const nl_attribution_opts *opts, nl_mo
             top_k(z, V, k, dir, idx);
             for (int r = 0; r < k; r++) {
                 nl_attribution_row *x = &out->rows[out->n_rows++];
-                *x = (nl_attribution_row){neurons[j].layer, neurons[j].neuron, dir * (r + 1), idx[r], z[idx[r]], token_text(tok, idx[r])};
+                *x = (nl_attribution_row){neurons[j].layer, neurons[j].neuron, dir * (r + 1), idx[r], z[idx[r]], opts->decode ? opts->decode(opts->decode_user, idx[r]) : NULL};
             }
         }
     }

@@ -29,7 +29,9 @@
 
 #include "neuronlab/model.h"
 #include "neuronlab/results.h"
-#include "neuronlab/tokenizer.h"
+
+/* The text of token id (malloc'd, owned by the caller), or NULL when unknown. */
+typedef char *(*nl_attribution_decode_fn)(void *user, int id);
 
 typedef struct {
     int top;                 /* promoted and suppressed tokens kept per neuron, ≥ 1; default 20 */
@@ -37,6 +39,8 @@ typedef struct {
     const char *model;       /* provenance (NULL: the model's path) */
     const char *source;      /* provenance: runs.source (NULL: none) */
     const char *extra_params;/* NULL, or JSON members appended to params (",\"ability_run\":3") */
+    nl_attribution_decode_fn decode; /* NULL: no token texts (token NULL) */
+    void *decode_user;
 } nl_attribution_opts;
 void nl_attribution_opts_init(nl_attribution_opts *o);
 
@@ -63,9 +67,8 @@ nl_status nl_attribution_logits(nl_ctx *ctx, nl_model *m, int layer, int neuron,
 
 nl_status nl_attribution_create_tables(nl_ctx *ctx, nl_results *db);
 
-/* Attributes n neurons (each checked first: nothing is written for a bad one). tok (may be
- * NULL) decodes the tokens. db may be NULL. */
-nl_status nl_attribution_run(nl_ctx *ctx, const nl_attribution_opts *opts, nl_model *m, const nl_tokenizer *tok,
-                             const nl_neuron_ref *neurons, int n, nl_results *db, nl_attribution_result *out);
+/* Attributes n neurons (each checked first: nothing is written for a bad one); opts->decode
+ * gives the token texts. db may be NULL. */
+nl_status nl_attribution_run(nl_ctx *ctx, const nl_attribution_opts *opts, nl_model *m, const nl_neuron_ref *neurons, int n, nl_results *db, nl_attribution_result *out);
 
 #endif

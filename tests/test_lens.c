@@ -165,7 +165,7 @@ Test(attribution, equals_brute_force_and_pytorch) {
         o.top = 5, o.norm_weight = nw;
         nl_neuron_ref ref = {l, n};
         nl_attribution_result r = {0};
-        cr_assert_eq(nl_attribution_run(&ctx, &o, m, NULL, &ref, 1, NULL, &r), NL_OK, "%s", ctx.msg);
+        cr_assert_eq(nl_attribution_run(&ctx, &o, m, &ref, 1, NULL, &r), NL_OK, "%s", ctx.msg);
         cr_assert_eq(r.n_rows, 10);
         for (int k = 0; k < 10; k++) {
             json_t *pair = json_array_get(json_object_get(a, k < 5 ? "top" : "bottom"), (size_t)(k % 5));

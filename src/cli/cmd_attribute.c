@@ -13,8 +13,30 @@
 #include "analyses/ability.h"
 #include "analyses/attribution.h"
 #include "cli/cli.h"
+#include "neuronlab/tokenizer.h"
 
 static int run(nl_ctx *ctx, int argc, char **argv);
+
+/* The token's text mid-text (as record's /vocab): special tokens their own text. */
+static char *token_text(void *user, int id) {
+    const nl_tokenizer *tok = user;
+    if (!tok || id >= nl_tokenizer_vocab_size(tok)) return NULL;
+    size_t n = 0, rn;
+    if (nl_tokenizer_is_special(tok, id)) {
+        const char *p = nl_tokenizer_token(tok, id, &n);
+        return nl_utf8_repair(p ? p : "", p ? n : 0, &rn);
+    }
+    char small[256];
+    n = nl_tokenizer_piece(tok, id, id, small, sizeof small);
+    if (n <= sizeof small) return nl_utf8_repair(small, n, &rn);
+    char *big = malloc(n);
+    if (!big) return NULL;
+    nl_tokenizer_piece(tok, id, id, big, n);
+    char *r = nl_utf8_repair(big, n, &rn);
+    free(big);
+    return r;
+}
+
 const nl_cli_option nl_cli_opts_attribute[] = {
     {"MODEL", NULL, 1, "a Hugging Face folder, a GGUF file or a llama2.c .bin checkpoint", NULL},
     {"--layer", "L", 0, "the neuron's layer (with --neuron)", NULL},
@@ -133,7 +155,8 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         nl_attribution_opts_init(&o);
         o.top = (int)top, o.norm_weight = norm_w, o.model = model;
         if (arun) o.source = source, o.extra_params = extra;
-        st = nl_attribution_run(ctx, &o, m, tok, list, n, db, &res);
+        o.decode = tok ? token_text : NULL, o.decode_user = tok;
+        st = nl_attribution_run(ctx, &o, m, list, n, db, &res);
     }
     if (st == NL_OK) {
         printf("model    %s\nlogit    W_U . %sW_out[:, i] (direct effect per unit of activation)\n", model,
