@@ -339,6 +339,11 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         n_attn = attn_l ? parse_layers(attn_s, c->n_layers, attn_l) : -1;
         if (n_attn <= 0)
             st = nl_errorf(ctx, NL_EINVAL, "--attn '%s': '%s' has no such layer (its layers are 0..%d)", attn_s, r.model, c->n_layers - 1);
+        for (int d = 0; st == NL_OK && d < r.ds->n_docs; d++) /* before the output is made (the recorder checks it too) */
+            if (r.ds->docs[d].n_tokens > nl_forward_max_P(r.f))
+                st = nl_errorf(ctx, NL_EINVAL, "'%s': document %d (line %d) has %d tokens, more than the context %d: --attn stores whole "
+                               "documents of one window (raise --ctx or shorten the document)", r.data, d + 1, r.ds->docs[d].line,
+                               r.ds->docs[d].n_tokens, nl_forward_max_P(r.f));
     }
     int *moe_l = NULL, n_moe_l = 0, *moefied_l = NULL, n_moefied_l = 0;
     if (st == NL_OK && c) {
