@@ -39,9 +39,9 @@ static char *token_text(void *user, int id) {
 
 const nl_cli_option nl_cli_opts_attribute[] = {
     {"MODEL", NULL, 1, "a Hugging Face folder, a GGUF file or a llama2.c .bin checkpoint", NULL},
-    {"--layer", "L", 0, "the neuron's layer (with --neuron)", NULL},
-    {"--neuron", "I", 0, "the neuron's index in the layer, 0..d_ff-1 (with --layer)", NULL},
-    {"--ability-run", "RUN|latest", 0, "instead of --layer/--neuron: the top neurons of an ability run of --db", NULL},
+    {"--layer", "L", 0, "the neuron's layer (with --neuron)", "none: required without --ability-run"},
+    {"--neuron", "I", 0, "the neuron's index in the layer, 0..d_ff-1 (with --layer)", "none: required without --ability-run"},
+    {"--ability-run", "RUN|latest", 0, "instead of --layer/--neuron: the top neurons of an ability run of --db", "none"},
     {"--per-ability", "K", 0, "with --ability-run: neurons per ability, the K highest scores of its top set", "3"},
     {"--top", "N", 0, "promoted and suppressed tokens listed and stored per neuron", "20"},
     {"--norm-weight", NULL, 0, "multiply W_out[:, i] elementwise by the final norm's weight before the unembedding", NULL},
