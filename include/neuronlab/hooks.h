@@ -48,7 +48,8 @@
  * a point nobody observes costs nothing; ATTN_IN, ATTN_PROBS and ATTN_PRE_O fire on every layer, MoE or not.
  *
  * Checked by tests/test_forward.c (hook identity, masking through an intervener, FFN input,
- * removal by handle).
+ * removal by handle) and tests/test_lens.c (ATTN_PROBS: rows sum to 1, equal PyTorch in chunks of
+ * any batch size, observing leaves the logits bit for bit, an intervener's edit changes them).
  */
 #ifndef NEURONLAB_HOOKS_H
 #define NEURONLAB_HOOKS_H
