@@ -127,11 +127,15 @@ mx=tests/fixtures/hf/mixtral
 { "$nl" experts $mx "$tmp/d.jsonl" --db "$tmp/r.db" --quiet && "$nl" prune $mx "$tmp/d.jsonl" --db "$tmp/r.db" --experts all --seeds 2 --quiet
 } > /dev/null 2> "$tmp/why"
 ok $? "experts and prune --experts all on mixtral for the expert figures"
+# the logit lens figures and the attention heatmap: a lens run and a record --attn run
+{ "$nl" lens $fx "$tmp/d.jsonl" --db "$tmp/r.db" --quiet && "$nl" record $fx "$tmp/d.jsonl" -o "$tmp/at.h5" --attn 1 --db "$tmp/r.db" --quiet
+} > /dev/null 2> "$tmp/why"
+ok $? "lens and record --attn for the lens and attention figures"
 "$nl" report --db "$tmp/r.db" -o "$tmp/rep" > "$tmp/out" 2> "$tmp/why"
 rc=$?
 cat "$tmp/out" >> "$tmp/why"
-grep -q '(19 figures drawn, 0 without data)' "$tmp/out"
-ok $(( rc | $? )) "report with every analysis exits 0 and draws all 19 figures (every gnuplot call exited 0)"
+grep -q '(22 figures drawn, 0 without data)' "$tmp/out"
+ok $(( rc | $? )) "report with every analysis exits 0 and draws all 22 figures (every gnuplot call exited 0)"
 $py - "$tmp/rep" >> "$tmp/why" 2>&1 <<'PY'
 import glob, os, re, sys
 d = sys.argv[1]

@@ -53,7 +53,8 @@ if ! { "$nl" record $mx "$tmp/d.jsonl" -o "$tmp/mx.h5" && "$nl" experts $mx "$tm
        "$nl" ppl $m "$tmp/d.jsonl" --json > "$tmp/ppl_dense.json" &&
        for k in 1 2; do "$nl" ppl $m "$tmp/d.jsonl" --moe "$tmp/moe" --k $k --router sim --fill zero --json > "$tmp/ppl_k$k.json" || exit 1; done &&
        "$nl" record $m "$tmp/d.jsonl" --moe "$tmp/moe" --k 1 --router sim --fill mean -o "$tmp/mu.h5" &&
-       "$nl" record $m "$tmp/d.jsonl" -o "$tmp/s.h5" --stats --top-k 8 && "$nl" neurons "$tmp/s.h5" --db "$tmp/r2.db"; } > "$tmp/log" 2>&1; then
+       "$nl" record $m "$tmp/d.jsonl" -o "$tmp/s.h5" --stats --top-k 8 && "$nl" neurons "$tmp/s.h5" --db "$tmp/r2.db" &&
+       "$nl" lens $m "$tmp/d.jsonl" --db "$tmp/r2.db" && "$nl" attribute $m --layer 1 --neuron 5 --top 5 --db "$tmp/r2.db"; } > "$tmp/log" 2>&1; then
   echo "FAIL building the MoE and neuron database for the cookbook:"; sed 's/^/    /' "$tmp/log" | tail -5; exit 0
 fi
 cat > "$tmp/check.py" <<'PY'
@@ -399,7 +400,53 @@ def check_neuron_top_contexts(R):  # mean and max |a| from the activation file, 
             close(abs(r["top_value"]), float(mx[i]), 1e-5 + 1e-5 * mx[i], f"layer {l} neuron {i} top context value")
             assert "[" in r["top_context"], r
     return f"{len(R)} rows: the top 5 by mean |a|, mean and max |a| and the top context's value recomputed from the activation file"
-second = {"expert_load_by_label", "moe_sweep_tradeoff", "expert_usage_by_label", "neuron_top_contexts"}
+def check_lens_by_layer(R):
+    # the lens recomputed from the PyTorch reference's residual streams (nlref.forward), final norm, lm_head
+    cfg, W = nlref.load_folder(os.path.join(root, "tests/fixtures/hf/llama"))
+    W = {k: v.float() for k, v in W.items()}
+    sums = {}
+    for line in open(jsonl):
+        d = json.loads(line)
+        t = d["tokens"]
+        o = nlref.forward(cfg, W, t)
+        res = [W["model.embed_tokens.weight"][torch.tensor(t)]] + list(o["resid"])
+        z = [nlref.rms_norm(r, W["model.norm.weight"], cfg["rms_norm_eps"]) @ W["lm_head.weight"].T for r in res]
+        fin = torch.log_softmax(z[-1].double(), -1)[:-1]
+        for j, zj in enumerate(z):
+            lp = torch.log_softmax(zj.double(), -1)[:-1]
+            nll = -lp.gather(1, torch.tensor(t[1:])[:, None])[:, 0]
+            kl = (fin.exp() * (fin - lp)).sum(-1)
+            ag = (lp.argmax(-1) == fin.argmax(-1)).double()
+            for lab in ("", d["label"]):
+                s = sums.setdefault((lab, j - 1), [0, 0.0, 0.0, 0.0])
+                s[0] += len(t) - 1; s[1] += nll.sum().item(); s[2] += ag.sum().item(); s[3] += kl.sum().item()
+    assert len(R) == len(sums), (len(R), len(sums))
+    for r in R:
+        n, loss, ag, kl = sums[(r["label"], r["layer"])]
+        assert r["tokens"] == n, r
+        close(r["loss"], loss / n, 2e-4, f"lens loss {r['label']!r} layer {r['layer']}")
+        close(r["kl"], kl / n, 2e-4, f"lens kl {r['label']!r} layer {r['layer']}")
+        close(r["top1_agree"], ag / n, 1e-3, f"lens top1 {r['label']!r} layer {r['layer']}")
+        if r["layer"] == cfg["num_hidden_layers"] - 1:
+            assert r["loss_gap"] == 0 and r["kl"] == 0 and r["top1_agree"] == 1, r
+    dense = json.load(open(os.path.join(tmpdir, "ppl_dense.json")))
+    last = [r for r in R if r["label"] == "" and r["layer"] == cfg["num_hidden_layers"] - 1][0]
+    close(last["loss"], dense["nll"], 2e-5, "lens last layer = ppl")
+    return f"{len(R)} rows: loss, KL and top-1 agreement per label and depth recomputed from the PyTorch residual streams; last layer = ppl"
+
+def check_neuron_logit_attribution(R):
+    cfg, W = nlref.load_folder(os.path.join(root, "tests/fixtures/hf/llama"))
+    z = W["lm_head.weight"].double() @ W["model.layers.1.mlp.down_proj.weight"][:, 5].double()
+    order = sorted(range(len(z)), key=lambda v: (-z[v].item(), v))
+    assert [(r["layer"], r["neuron"], r["direction"]) for r in R] == [(1, 5, "promotes"), (1, 5, "suppresses")], R
+    for r, ids in ((R[0], order[:5]), (R[1], order[::-1][:5])):
+        got = [p.split(" (") for p in r["tokens"].split(", ")]
+        assert [int(g[0][1:]) for g in got] == ids, (got, ids)
+        for g, v in zip(got, ids):
+            close(float(g[1].rstrip(")")), z[v].item(), 1e-3, f"attribution logit of token {v}")
+    return "2 rows: the top and bottom 5 token ids and logits of layer 1 neuron 5 recomputed from the weights"
+second = {"expert_load_by_label", "moe_sweep_tradeoff", "expert_usage_by_label", "neuron_top_contexts", "lens_by_layer",
+          "neuron_logit_attribution"}
 
 checks = {"runs": check_runs, "runs_by_file": check_runs_by_file, "layer_sparsity": check_layer_sparsity, "label_sparsity": check_label_sparsity,
           "quantiles": check_quantiles, "most_active_neurons": check_most_active, "least_active_neurons": check_least_active,
@@ -407,7 +454,8 @@ checks = {"runs": check_runs, "runs_by_file": check_runs_by_file, "layer_sparsit
           "perturbation_table": check_perturb_table, "perturbation_by_label": check_perturb_by_label,
           "prune_matrix": check_prune_matrix, "prune_specificity": check_prune_specificity,
           "expert_load_by_label": check_expert_load_by_label, "moe_sweep_tradeoff": check_moe_sweep_tradeoff,
-          "expert_usage_by_label": check_expert_usage_by_label, "neuron_top_contexts": check_neuron_top_contexts}
+          "expert_usage_by_label": check_expert_usage_by_label, "neuron_top_contexts": check_neuron_top_contexts,
+          "lens_by_layer": check_lens_by_layer, "neuron_logit_attribution": check_neuron_logit_attribution}
 for q in sorted(os.listdir(os.path.join(root, "notebooks-data/sql"))):
     if not q.endswith(".sql"): continue
     name = q[:-4]

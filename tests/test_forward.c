@@ -316,7 +316,7 @@ static nl_status order_fn(void *user, nl_ctx *ctx, const nl_hook_info *info, flo
 /* Fires FFN_ACT at layer 0 on a dummy tensor and returns how many hooks ran (tags in g_order). */
 static int fire_order(const nl_hooks *h) {
     float x[4] = {0};
-    nl_hook_info info = {NL_HOOK_FFN_ACT, 0, 1, 4, 0, NULL, NULL};
+    nl_hook_info info = {NL_HOOK_FFN_ACT, 0, 1, 4, 0, NULL, NULL, 0};
     g_norder = 0;
     cr_assert_eq(nl_hooks_fire(h, NULL, &info, x), NL_OK);
     return g_norder;
@@ -383,7 +383,7 @@ Test(hooks, remove_by_handle_keeps_order_and_refills) {
 
 Test(hooks, point_names) {
     const char *want[NL_HOOK_COUNT] = {"ffn_pre", "ffn_up", "ffn_act", "ffn_out", "attn_out", "resid", "ffn_in",
-                                        "router_logits", "routing", "attn_in", "attn_pre_o"};
+                                        "router_logits", "routing", "attn_in", "attn_pre_o", "attn_probs"};
     for (int p = 0; p < NL_HOOK_COUNT; p++) cr_assert_str_eq(nl_hook_point_name((nl_hook_point)p), want[p]);
     cr_assert_str_eq(nl_hook_point_name(NL_HOOK_COUNT), "?");
     cr_assert_str_eq(nl_hook_point_name(NL_HOOK_FFN_IN), "ffn_in");

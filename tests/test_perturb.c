@@ -23,7 +23,7 @@
 static void apply(nl_mask *k, int l, float *x, int T, int F) {
     nl_ctx ctx;
     nl_ctx_init(&ctx);
-    nl_hook_info info = {NL_HOOK_FFN_ACT, l, T, F, 0, NULL, NULL};
+    nl_hook_info info = {NL_HOOK_FFN_ACT, l, T, F, 0, NULL, NULL, 0};
     cr_assert_eq(nl_mask_hook(k, &ctx, &info, x), NL_OK, "%s", ctx.msg);
 }
 

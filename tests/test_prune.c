@@ -80,7 +80,7 @@ Test(prune, hook_zeroes_exactly_the_listed_columns) {
     for (int i = 0; i < T * F; i++) x[i] = orig[i] = (float)(i % 7) - 3.5f + 0.25f * (float)i;
     for (int l = 0; l < L; l++) {
         memcpy(x, orig, sizeof x);
-        nl_hook_info info = {NL_HOOK_FFN_ACT, l, T, F, 0, NULL, NULL};
+        nl_hook_info info = {NL_HOOK_FFN_ACT, l, T, F, 0, NULL, NULL, 0};
         cr_assert_eq(nl_prune_hook(&m, &ctx, &info, x), NL_OK);
         for (int t = 0; t < T; t++)
             for (int i = 0; i < F; i++) {
@@ -91,7 +91,7 @@ Test(prune, hook_zeroes_exactly_the_listed_columns) {
     }
     /* NaN and -0 elsewhere are left alone; listed NaNs become 0 */
     float y[F] = {NAN, -0.0f, NAN, 1, 2, 3, 4, 5, 6, NAN};
-    nl_hook_info one = {NL_HOOK_FFN_ACT, 1, 1, F, 0, NULL, NULL};
+    nl_hook_info one = {NL_HOOK_FFN_ACT, 1, 1, F, 0, NULL, NULL, 0};
     nl_prune_hook(&m, &ctx, &one, y);
     cr_assert(y[0] == 0.0f && !signbit(y[0]) && y[9] == 0.0f && isnan(y[2]) && signbit(y[1]));
     nl_prune_mask_clear(&m);

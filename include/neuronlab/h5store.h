@@ -35,7 +35,12 @@
  *                                          text of token id t at index t (see put_vocab)
  *   /vocab_bytes          vlen u8 [V]      optional: the exact bytes of token id t (a character split
  *                                          over tokens is whole only when the bytes are joined)
- * for every recorded layer l. Group names are decimal ("0", "1", … "31") and iterate in
+ * for every recorded layer l. With meta.attn_layers (`record --attn`):
+ *   /attn                 attrs layers (int32 [n_attn]), n_heads (H)
+ *   /attn/layer_{l}/doc_{d}  f32 [H, n, n]  attention probabilities of document d (n tokens, one
+ *                                          context window): [h, t, j] = weight of query t on key j
+ *                                          (0 for j > t); chunked (1, min(n, 64), n), deflate 1
+ * Group names are decimal ("0", "1", … "31") and iterate in
  * creation order; every 1-D/2-D dataset is chunked along its first axis and extendible.
  *
  * Rules:
@@ -145,6 +150,11 @@ typedef struct {
     const int *moefied_layers; /* (n_moefied) recorded dense layers that get moe_experts [N, moe_K] */
     int n_moefied;
     int moe_K;
+    /* Writer only: attention probabilities (`record --attn`), /attn/layer_{l}/doc_{d} for these
+     * model layers (any layer, recorded or not); 0 = none. Not resumable (resume refuses them). */
+    const int *attn_layers; /* (n_attn) distinct, in [0, L) */
+    int n_attn;
+    int attn_heads;         /* H (> 0 with n_attn) */
 } nl_h5_meta;
 
 /* Per-token datasets of width d_model a file can hold beside ffn_act (`record --hook`), named
@@ -211,6 +221,21 @@ nl_status nl_h5_writer_append_moe_experts(nl_h5_writer *w, nl_ctx *ctx, int laye
 /* 1 when layer is a recorded native MoE layer / a recorded MoEfied layer of this writer. */
 int nl_h5_writer_is_moe_layer(const nl_h5_writer *w, int layer);
 int nl_h5_writer_is_moefied_layer(const nl_h5_writer *w, int layer);
+
+/* Writes rows [row0, row0+T) of the open document's /attn/layer_{layer}/doc_{d} (d = the
+ * document's index, shape (H, n, n), created at the document's first call for the layer):
+ * p (H, T, P) row-major, borrowed, P = keys of those rows (columns P..n−1 stay 0), as the
+ * NL_HOOK_ATTN_PROBS point gives them. A layer not in meta.attn_layers is accepted and ignored.
+ * NL_EINVAL: rows beyond n, P > n, or n different from the document's first call. end_doc checks
+ * that every attention layer got all n rows; close drops the datasets of an open document. */
+nl_status nl_h5_writer_append_attn(nl_h5_writer *w, nl_ctx *ctx, int layer, int n, int row0, const float *p, int T, int P);
+/* 1 when the writer records layer's attention probabilities. */
+int nl_h5_writer_has_attn(const nl_h5_writer *w, int layer);
+
+/* Reads /attn/layer_{layer}/doc_{doc} head `head` of an activation file: *out (n, n) malloc'd,
+ * owned by the caller; *n its size. NL_EINVAL when the file has no such dataset ("'a.h5' has no
+ * /attn/layer_3/doc_0"), head out of range; NL_EFORMAT for a dataset that is not f32 (H, n, n). */
+nl_status nl_h5_read_attn(nl_ctx *ctx, const char *path, int layer, int doc, int head, float **out, int *n, int *heads);
 
 /* Appends the open document's row mean_abs: (F), borrowed, to /pooled/{layer}/mean_abs.
  * At most one row per layer per document. */

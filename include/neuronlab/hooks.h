@@ -45,10 +45,11 @@
  * nothing and its work is exactly what it was (no expert-activation buffer is touched).
  *
  * Every point is fired only when a hook wants it (nl_hooks_wants, one scan of the registry), so
- * a point nobody observes costs nothing; ATTN_IN and ATTN_PRE_O fire on every layer, MoE or not.
+ * a point nobody observes costs nothing; ATTN_IN, ATTN_PROBS and ATTN_PRE_O fire on every layer, MoE or not.
  *
  * Checked by tests/test_forward.c (hook identity, masking through an intervener, FFN input,
- * removal by handle).
+ * removal by handle) and tests/test_lens.c (ATTN_PROBS: rows sum to 1, equal PyTorch in chunks of
+ * any batch size, observing leaves the logits bit for bit, an intervener's edit changes them).
  */
 #ifndef NEURONLAB_HOOKS_H
 #define NEURONLAB_HOOKS_H
@@ -74,6 +75,12 @@ typedef enum {
     NL_HOOK_ATTN_PRE_O,    /* (T, H·Dh) attention heads' outputs concatenated (head h in columns
                             * h·Dh … h·Dh+Dh-1), the input of the output projection W_o; an
                             * intervener's changes (e.g. zeroing a head) are what W_o projects */
+    NL_HOOK_ATTN_PROBS,    /* (H, T, P) attention probabilities of every head: x[(h·T + t)·P + j] =
+                            * softmax weight of query row t (position pos0 + t) on key position j,
+                            * P = pos0 + T keys of the cache, 0 for j > pos0 + t and outside a sliding
+                            * window; each row sums to 1. info->heads = H, width = P. Interveners'
+                            * changes are what the values are mixed with (attention knockout). The
+                            * (H, T, P) buffer is allocated at the first call that wants it. */
     NL_HOOK_COUNT
 } nl_hook_point;
 
@@ -108,6 +115,7 @@ typedef struct {
     int pos0;              /* sequence position of row 0 */
     const int32_t *tokens; /* (T) token ids of the rows */
     const nl_moe_routing *moe; /* NL_HOOK_ROUTING only: the selection; NULL at every other point */
+    int heads;             /* NL_HOOK_ATTN_PROBS: attention heads H (x holds H blocks of T rows); 0 elsewhere */
 } nl_hook_info;
 
 /* x: (T, width) row-major. Observers must not write to it. */

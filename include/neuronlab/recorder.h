@@ -28,6 +28,9 @@
  * point — resid from NL_HOOK_RESID, attn_out from NL_HOOK_ATTN_OUT, ffn_in from
  * NL_HOOK_FFN_IN — with the same rows (each token once, from its first window); pooled = 1 adds
  * each document's mean |a| over its prompt tokens (the writer must have meta.pooled).
+ * Layers the writer records attention of (nl_h5_writer_has_attn) get their (H, n, n) matrix per
+ * document from NL_HOOK_ATTN_PROBS; every document must then fit one window (n ≤ the forward
+ * pass's context), else NL_EINVAL naming the document and its line before anything is run.
  * f's hooks get one observer for the duration of the call (removed before returning).
  * stride as in nl_forward_doc. progress may be NULL. w stays owned by the caller.
  * Starts at document nl_h5_writer_docs(w): a writer from nl_h5_writer_resume continues where

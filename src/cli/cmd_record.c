@@ -27,7 +27,10 @@
  * --imatrix OUT writes llama.cpp's importance matrix (imatrix.h; GGUF, or the legacy format when OUT
  * ends in .dat) from the same forward pass as the dump (observers beside the recorder, every token
  * once); without -o only the matrix is computed. Not with --stats, --resume or --moe.
- * Checked by tests/imatrix.sh. */
+ * Checked by tests/imatrix.sh.
+ * --attn LIST stores each listed layer's attention probabilities per document,
+ * /attn/layer_{l}/doc_{d} f32 (heads, n, n) (h5store.h; documents must fit one --ctx window; not
+ * with --stats or --resume). Checked by tests/lens_cli.sh. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -47,7 +50,7 @@
 
 static int run(nl_ctx *ctx, int argc, char **argv);
 const nl_command nl_cmd_record = {
-    "record", NL_CLI_RUN_USAGE " -o acts.h5 [--imatrix OUT.gguf|OUT.dat] [--force | --resume] [--layers LIST] [--hook LIST] [--dtype f32|f16] [--pool] [--stats [--top-k K]] [--db results.db] [--moe DIR --k K --fill zero|mean --router sim|oracle|mlp]",
+    "record", NL_CLI_RUN_USAGE " -o acts.h5 [--imatrix OUT.gguf|OUT.dat] [--force | --resume] [--layers LIST] [--hook LIST] [--dtype f32|f16] [--attn LIST] [--pool] [--stats [--top-k K]] [--db results.db] [--moe DIR --k K --fill zero|mean --router sim|oracle|mlp]",
     "stream every FFN neuron's activation into an HDF5 file (LIST like 0,2,5-7; --pool adds per-document mean |a|; --db "
     "registers the run in a results database; an existing output is refused without --force, an input never replaced; --resume continues a cut-short file)", run};
 
@@ -229,7 +232,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     nl_cli_run r = {0};
     int stats = 0;
     long top_k = 20;
-    const char *outp = NULL, *layers_s = NULL, *v, *imat_out = NULL;
+    const char *outp = NULL, *layers_s = NULL, *v, *imat_out = NULL, *attn_s = NULL;
     nl_cli_common co = {0};
     int pool = 0, force = 0, resume = 0, hook_acts = 1;
     unsigned hook_streams = 0;
@@ -270,6 +273,13 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
             int ok = tmp && parse_layers(v, MAXL, tmp) > 0;
             free(tmp);
             if (!ok) return nl_cli_usage(&nl_cmd_record, "--layers '%s': expected a list like 0,2,5-7 (ranges a-b with a <= b)", v);
+        } else if ((k = nl_cli_opt(argc, argv, &i, "--attn", &v))) {
+            enum { MAXA = 1 << 16 };
+            int *tmp = k > 0 ? malloc(MAXA * sizeof *tmp) : NULL;
+            int ok = tmp && parse_layers(v, MAXA, tmp) > 0;
+            free(tmp);
+            if (!ok) return nl_cli_usage(&nl_cmd_record, "--attn needs a list of layers like 0,2,5-7");
+            attn_s = v;
         } else if ((k = nl_cli_opt(argc, argv, &i, "--hook", &v))) {
             if (k < 0 || parse_hooks(v, &hook_acts, &hook_streams) != 0)
                 return nl_cli_usage(&nl_cmd_record, "--hook is a comma list of ffn_act, resid, attn_out, ffn_in (got '%s')",
@@ -290,6 +300,8 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     if (resume && mo.dir)
         return nl_cli_usage(&nl_cmd_record, "--resume with --moe: the activation file does not record the MoE setting to check it against");
     if (stats == 2) return nl_cli_usage(&nl_cmd_record, "--top-k is for --stats");
+    if (attn_s && (stats || resume))
+        return nl_cli_usage(&nl_cmd_record, "--attn is for the activation dump of a new file, not with --%s", stats ? "stats" : "resume");
     if (stats && (pool || dtype != NL_H5_F32))
         return nl_cli_usage(&nl_cmd_record, "--%s is for the activation dump: a --stats summary always holds the pooled values in f32",
                             pool ? "pool" : "dtype");
@@ -321,6 +333,18 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     /* mixture-of-experts layers have no single (T, F) activation (hooks.h): they record their
      * routing instead (DESIGN §10: router_logits, experts, expert_weights, expert_act, shared_*);
      * MoEfied layers (--moe) record moe_experts beside ffn_act */
+    int *attn_l = NULL, n_attn = 0;
+    if (st == NL_OK && attn_s) {
+        attn_l = malloc((size_t)c->n_layers * sizeof(int));
+        n_attn = attn_l ? parse_layers(attn_s, c->n_layers, attn_l) : -1;
+        if (n_attn <= 0)
+            st = nl_errorf(ctx, NL_EINVAL, "--attn '%s': '%s' has no such layer (its layers are 0..%d)", attn_s, r.model, c->n_layers - 1);
+        for (int d = 0; st == NL_OK && d < r.ds->n_docs; d++) /* before the output is made (the recorder checks it too) */
+            if (r.ds->docs[d].n_tokens > nl_forward_max_P(r.f))
+                st = nl_errorf(ctx, NL_EINVAL, "'%s': document %d (line %d) has %d tokens, more than the context %d: --attn stores whole "
+                               "documents of one window (raise --ctx or shorten the document)", r.data, d + 1, r.ds->docs[d].line,
+                               r.ds->docs[d].n_tokens, nl_forward_max_P(r.f));
+    }
     int *moe_l = NULL, n_moe_l = 0, *moefied_l = NULL, n_moefied_l = 0;
     if (st == NL_OK && c) {
         moe_l = malloc((size_t)c->n_layers * sizeof(int));
@@ -370,6 +394,9 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         o += snprintf(params + o, sizeof params - (size_t)o, "]");
         snprintf(params + o, sizeof params - (size_t)o, ",\"dtype\":\"%s\",\"pool\":%s,\"ctx\":%ld,\"stride\":%ld,\"batch\":%ld}",
                  dtype == NL_H5_F16 ? "f16" : "f32", pool ? "true" : "false", r.ctx, r.stride ? r.stride : r.ctx / 2, r.batch);
+        for (int l = 0; l < n_attn && strlen(params) < sizeof params - 64; l++)
+            snprintf(params + strlen(params) - 1, sizeof params - strlen(params) + 1, "%s%d%s}", l ? "," : ",\"attn\":[", attn_l[l],
+                     l == n_attn - 1 ? "]" : "");
         if (stats) snprintf(params + strlen(params) - 1, sizeof params - strlen(params) + 1, ",\"stats\":true,\"top_k\":%ld}", top_k);
         const char *mj = nl_cli_moe_params(&mo, moe_params, sizeof moe_params);
         if (mj) snprintf(params + strlen(params) - 1, sizeof params - strlen(params) + 1, ",\"moe\":%s}", mj);
@@ -401,6 +428,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
             meta.moe_E = c->n_experts, meta.moe_k = c->n_experts_per_tok, meta.d_expert = c->d_expert, meta.d_shared = c->d_shared;
         meta.moefied_layers = moefied_l, meta.n_moefied = n_moefied_l, meta.moe_K = mo.K;
         meta.dataset_checksum = checksum;
+        meta.attn_layers = attn_l, meta.n_attn = n_attn, meta.attn_heads = c->n_heads;
         meta.commit_seconds = commit_s;
         if (clog && clog[0] && strcmp(clog, "0")) meta.on_commit = log_commit, meta.on_commit_user = (void *)outp;
         st = resume ? nl_h5_writer_resume(ctx, outp, &meta, &w) : nl_cli_record_create(ctx, outp, &meta, &w);
@@ -439,6 +467,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
     free(layers);
     free(moe_l);
     free(moefied_l);
+    free(attn_l);
     nl_cli_moe_close(&mo, r.f);
     nl_cli_run_close(&r);
     return rc;

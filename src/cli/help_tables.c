@@ -76,6 +76,8 @@ static const nl_cli_option record[] = {
                         "(residual stream after the block), attn_out (attention output), ffn_in (normalised FFN input), each "
                         "[N, d_model]; sparsity needs ffn_act stored, --pool is computed from the activations either way", "ffn_act"},
     {"--dtype", "f32|f16", 0, "stored type of ffn_act and the --hook datasets", "f32"},
+    {"--attn", "LIST", 0, "also store these layers' attention probabilities, /attn/layer_{l}/doc_{d} f32 [heads, n, n] "
+                        "(every document within --ctx; not with --stats or --resume)", "none"},
     {"--pool", NULL, 0, "also store each document's mean |a| over its prompt tokens (/pooled, for ability)", NULL},
     {"--stats", NULL, 0, "write a streaming summary (README \"Streaming summaries\") instead of the per-token dump", NULL},
     {"--top-k", "K", 0, "with --stats: top-activating tokens kept per neuron, 1..1024", "20"},
@@ -86,6 +88,7 @@ static const nl_cli_option record[] = {
 extern const nl_cli_option nl_cli_opts_info[], nl_cli_opts_ppl[], nl_cli_opts_generate[], nl_cli_opts_train[],
     nl_cli_opts_tokenizer_train[], nl_cli_opts_tokenize[], nl_cli_opts_runs[], nl_cli_opts_report[], nl_cli_opts_sparsity[], nl_cli_opts_moefy[], nl_cli_opts_export[], nl_cli_opts_experts[],
     nl_cli_opts_moe_sweep[], nl_cli_opts_moe_usage[], nl_cli_opts_neurons[];
+extern const nl_cli_option nl_cli_opts_lens[], nl_cli_opts_attribute[];
 
 const nl_cli_option *nl_cli_help_table(const char *name) {
     static const struct {
@@ -110,7 +113,9 @@ const nl_cli_option *nl_cli_help_table(const char *name) {
                   {"experts", nl_cli_opts_experts},
                   {"moe-sweep", nl_cli_opts_moe_sweep},
                   {"moe-usage", nl_cli_opts_moe_usage},
-                  {"neurons", nl_cli_opts_neurons}};
+                  {"neurons", nl_cli_opts_neurons},
+                  {"lens", nl_cli_opts_lens},
+                  {"attribute", nl_cli_opts_attribute}};
     for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
         if (!strcmp(name, tables[i].name)) return tables[i].table;
     return NULL;

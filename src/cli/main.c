@@ -16,10 +16,12 @@
 #include "neuronlab/mpi.h"
 
 extern const nl_command nl_cmd_info, nl_cmd_ppl, nl_cmd_record, nl_cmd_tokenize, nl_cmd_generate, nl_cmd_tokenizer_train, nl_cmd_train, nl_cmd_report, nl_cmd_perturb, nl_cmd_sparsity, nl_cmd_ability, nl_cmd_overlap, nl_cmd_prune, nl_cmd_runs, nl_cmd_moefy, nl_cmd_export, nl_cmd_experts, nl_cmd_moe_sweep, nl_cmd_moe_usage, nl_cmd_neurons;
+extern const nl_command nl_cmd_lens, nl_cmd_attribute;
 
 static const nl_command *commands[] = {&nl_cmd_info, &nl_cmd_ppl, &nl_cmd_record, &nl_cmd_tokenize, &nl_cmd_generate,
                                           &nl_cmd_tokenizer_train, &nl_cmd_train, &nl_cmd_report, &nl_cmd_perturb, &nl_cmd_sparsity, &nl_cmd_ability, &nl_cmd_overlap, &nl_cmd_prune, &nl_cmd_runs, &nl_cmd_moefy, &nl_cmd_export, &nl_cmd_experts, &nl_cmd_moe_sweep,
-                                          &nl_cmd_moe_usage, &nl_cmd_neurons};
+                                          &nl_cmd_moe_usage, &nl_cmd_neurons,
+                                          &nl_cmd_lens, &nl_cmd_attribute};
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
 static const nl_command *running; /* the command being run, for the hints of nl_cli_fail */

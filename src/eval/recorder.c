@@ -72,6 +72,14 @@ static nl_status on_routing(void *user, nl_ctx *ctx, const nl_hook_info *info, f
                                        r->shared_gate ? r->shared_gate + sk : NULL, n);
 }
 
+/* Observer of ATTN_PROBS (hooks.h): the chunk's rows of the document's attention matrix. The
+ * document is one window (checked before the run), so the rows are new and row 0 is token start. */
+static nl_status on_attn(void *user, nl_ctx *ctx, const nl_hook_info *info, float *x) {
+    rec_state *s = user;
+    if (!nl_h5_writer_has_attn(s->w, info->layer)) return NL_OK;
+    return nl_h5_writer_append_attn(s->w, ctx, info->layer, s->doc->n_tokens, s->start, x, info->T, info->width);
+}
+
 static nl_status rec_chunk(void *user, nl_ctx *ctx, nl_forward *f, const nl_doc *doc, int start, int T, int new_from) {
     rec_state *s = user;
     s->start = start;
@@ -123,6 +131,17 @@ nl_status nl_record_run_rows(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, n
         if (nl_hooks_add_id(hooks, stream_point[k], -1, NL_HOOK_OBSERVE, on_stream, &rs[k], &stream_id[k]) != NL_OK)
             st = nl_errorf(ctx, NL_EINVAL, "too many hooks on the forward pass");
     }
+    /* Attention probabilities (record --attn): each document must be one context window. */
+    nl_hook_id attn_id = 0;
+    int any_attn = 0;
+    for (int l = 0; l < L; l++) any_attn |= nl_h5_writer_has_attn(w, l);
+    for (int d = 0; st == NL_OK && any_attn && d < ds->n_docs; d++)
+        if (ds->docs[d].n_tokens > nl_forward_max_P(f))
+            st = nl_errorf(ctx, NL_EINVAL, "'%s': document %d (line %d) has %d tokens, more than the context %d: --attn stores whole "
+                           "documents of one window (raise --ctx or shorten the document)", ds->path, d + 1, ds->docs[d].line,
+                           ds->docs[d].n_tokens, nl_forward_max_P(f));
+    if (st == NL_OK && any_attn && nl_hooks_add_id(hooks, NL_HOOK_ATTN_PROBS, -1, NL_HOOK_OBSERVE, on_attn, &s, &attn_id) != NL_OK)
+        st = nl_errorf(ctx, NL_EINVAL, "too many hooks on the forward pass");
     int64_t done = nl_h5_writer_docs(w); /* > 0 when resuming a cut-short file */
     if (st == NL_OK && done > ds->n_docs)
         st = nl_errorf(ctx, NL_EINVAL, "the activation file holds %lld documents but the dataset has only %d", (long long)done,
@@ -145,6 +164,7 @@ nl_status nl_record_run_rows(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, n
     }
     nl_hooks_remove(hooks, hook_id); /* remove our observers (removing id 0 is a harmless no-op) */
     nl_hooks_remove(hooks, routing_id);
+    nl_hooks_remove(hooks, attn_id);
     for (int k = 0; k < NL_H5_N_STREAMS; k++) nl_hooks_remove(hooks, stream_id[k]);
     free(norms);
     free(s.pool);

@@ -11,7 +11,8 @@
  * mixture-of-experts layer, unless the layer's FFN was replaced (nl_forward_set_ffn);
  * Qwen3-style models RMS-normalise each head's q and k before RoPE;
  * the FFN_IN hooks edit the normalised input in place (attention has already read it); ATTN_IN
- * fires on the normalised attention input before the q/k/v projections and ATTN_PRE_O on the
+ * fires on the normalised attention input before the q/k/v projections, ATTN_PROBS on every
+ * head's softmax probabilities (H, T, P) before they mix the values, and ATTN_PRE_O on the
  * concatenated heads before W_o.
  * Pipeline mode of the MPI build (mpi.h): this rank runs only its block of layers; the residual
  * (T, D) comes from the previous rank instead of the embedding and goes to the next one, and
@@ -47,6 +48,7 @@ struct nl_forward {
     float *up;       /* (T, F) gated FFN: x·W_up */
     float *ffn_out;  /* (T, D) */
     float *scores;   /* (T, P) attention scores of one head */
+    float *probs;    /* (H, T, P) every head's probabilities, allocated when ATTN_PROBS is wanted */
     float *k_cache;  /* (L, P, KV) */
     float *v_cache;  /* (L, P, KV) */
     float *logits;   /* (NL_HEAD_BLOCK, V) */
@@ -112,7 +114,7 @@ nl_status nl_forward_create(nl_ctx *ctx, nl_model *m, int max_T, int max_P, nl_f
 void nl_forward_destroy(nl_forward *f) {
     if (!f) return;
     free(f->x); free(f->xn); free(f->xn2); free(f->qkv); free(f->q); free(f->att); free(f->attn_out);
-    free(f->pre); free(f->up); free(f->ffn_out); free(f->scores); free(f->k_cache); free(f->v_cache);
+    free(f->pre); free(f->up); free(f->ffn_out); free(f->scores); free(f->probs); free(f->k_cache); free(f->v_cache);
     free(f->logits); free(f->inv_freq); free(f->ffn_fn); free(f->ffn_user); nl_moe_scratch_destroy(f->moe);
     free(f);
 }
@@ -151,7 +153,7 @@ static void norm(const nl_config *c, float *out, const float *x, const float *w,
 static nl_status fire(nl_forward *f, nl_ctx *ctx, nl_hook_point p, int l, int T, int width, const int32_t *tokens,
                       float *x) {
     if (!nl_hooks_wants(&f->hooks, p, l)) return NL_OK;
-    nl_hook_info info = {p, l, T, width, f->pos, tokens, NULL};
+    nl_hook_info info = {p, l, T, width, f->pos, tokens, NULL, 0};
     return nl_hooks_fire(&f->hooks, ctx, &info, x);
 }
 
@@ -188,22 +190,30 @@ static void qkv_project(nl_forward *f, const nl_layer *w, int l, int T) {
     }
 }
 
-/* Causal grouped-query attention of this call's T queries against the P = pos+T cached keys. */
-static void attention(nl_forward *f, int l, int T) {
+/* Causal grouped-query attention of this call's T queries against the P = pos+T cached keys.
+ * With an ATTN_PROBS hook, every head's probabilities go to f->probs (H, T, P), the hook fires
+ * on them, then the values are mixed with the (possibly edited) probabilities; without one, one
+ * (T, P) buffer is reused head by head (the computation is the same). */
+static nl_status attention(nl_forward *f, nl_ctx *ctx, int l, int T, const int32_t *tokens) {
     const nl_config *c = f->c;
     const int Dh = c->head_dim, H = c->n_heads, Hk = c->n_kv_heads, Q = H * Dh, KV = Hk * Dh;
     const int P = f->pos + T, group = H / Hk, win = c->sliding_window;
     const float scale = 1.0f / sqrtf((float)Dh);
     const float *kc = f->k_cache + (size_t)l * f->max_P * KV;
     const float *vc = f->v_cache + (size_t)l * f->max_P * KV;
+    const int all = nl_hooks_wants(&f->hooks, NL_HOOK_ATTN_PROBS, l);
+    if (all && !f->probs && !(f->probs = malloc((size_t)H * f->max_T * f->max_P * sizeof(float))))
+        return nl_errorf(ctx, NL_ENOMEM, "cannot allocate the attention probabilities (%d heads, batch %d, context %d): out of memory",
+                         H, f->max_T, f->max_P);
     for (int h = 0; h < H; h++) {
         const int g = h / group;
+        float *sc = all ? f->probs + (size_t)h * T * P : f->scores;
         /* scores (T, P) = q_h (T, Dh) · k_g (P, Dh)ᵀ · scale */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, P, Dh, scale, f->q + h * Dh, Q, kc + g * Dh, KV, 0.0f,
-                    f->scores, P);
+                    sc, P);
 #pragma omp parallel for schedule(static) if ((int64_t)T * P > NL_PAR_MIN)
         for (int t = 0; t < T; t++) {
-            float *s = f->scores + (size_t)t * P;
+            float *s = sc + (size_t)t * P;
             const int p = f->pos + t;
             const int lo = win > 0 && p - win + 1 > 0 ? p - win + 1 : 0;
             float mx = -INFINITY;
@@ -215,15 +225,24 @@ static void attention(nl_forward *f, int l, int T) {
             for (int j = lo; j <= p; j++) s[j] *= inv;
             for (int j = p + 1; j < P; j++) s[j] = 0.0f;
         }
-        /* att_h (T, Dh) = scores (T, P) · v_g (P, Dh) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, Dh, P, 1.0f, f->scores, P, vc + g * Dh, KV, 0.0f,
-                    f->att + h * Dh, Q);
+        /* att_h (T, Dh) = scores (T, P) · v_g (P, Dh); with the hook, after it (below) */
+        if (!all)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, Dh, P, 1.0f, sc, P, vc + g * Dh, KV, 0.0f,
+                        f->att + h * Dh, Q);
     }
+    if (!all) return NL_OK;
+    nl_hook_info info = {NL_HOOK_ATTN_PROBS, l, T, P, f->pos, tokens, NULL, H};
+    nl_status st = nl_hooks_fire(&f->hooks, ctx, &info, f->probs);
+    if (st != NL_OK) return st;
+    for (int h = 0; h < H; h++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, Dh, P, 1.0f, f->probs + (size_t)h * T * P, P,
+                    vc + (h / group) * Dh, KV, 0.0f, f->att + h * Dh, Q);
+    return NL_OK;
 }
 
 nl_status nl_ffn_fire(const nl_ffn_call *call, nl_ctx *ctx, nl_hook_point p, int width, float *x) {
     if (!nl_hooks_wants(call->hooks, p, call->layer)) return NL_OK;
-    nl_hook_info info = {p, call->layer, call->T, width, call->pos0, call->tokens, NULL};
+    nl_hook_info info = {p, call->layer, call->T, width, call->pos0, call->tokens, NULL, 0};
     return nl_hooks_fire(call->hooks, ctx, &info, x);
 }
 
@@ -293,7 +312,7 @@ static nl_status blocks(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, int T
             nl_rope(f->q, Q, T, c->n_heads, c->head_dim, c->rotary_dim, c->rope_interleaved, f->pos, f->inv_freq);
             nl_rope(kc, KV, T, c->n_kv_heads, c->head_dim, c->rotary_dim, c->rope_interleaved, f->pos, f->inv_freq);
         }
-        attention(f, l, T);
+        if ((st = attention(f, ctx, l, T, tokens)) != NL_OK) return st;
         if ((st = fire(f, ctx, NL_HOOK_ATTN_PRE_O, l, T, Q, tokens, f->att)) != NL_OK) return st;
         nl_matmul(f->attn_out, D, f->att, Q, T, &w.wo, w.bo);
         if ((st = fire(f, ctx, NL_HOOK_ATTN_OUT, l, T, D, tokens, f->attn_out)) != NL_OK) return st;

@@ -9,7 +9,7 @@
 const char *nl_hook_point_name(nl_hook_point p) {
     static const char *names[NL_HOOK_COUNT] = {"ffn_pre", "ffn_up", "ffn_act", "ffn_out", "attn_out", "resid",
                                                  "ffn_in", "router_logits", "routing", "attn_in",
-                                                 "attn_pre_o"};
+                                                 "attn_pre_o", "attn_probs"};
     return (p >= 0 && p < NL_HOOK_COUNT) ? names[p] : "?";
 }
 

@@ -378,7 +378,7 @@ nl_status nl_ffn_moe(void *user, nl_ctx *ctx, const nl_ffn_call *call, const flo
     if (obs) {
         const nl_moe_routing mr = {E, k, (const int32_t *)s->sel, s->wts, s->zc, s->logits, Fe, s->act,
                                    Fs > 0 ? Fs : 0, Fs > 0 ? s->shact : NULL, Fs > 0 ? s->shg : NULL};
-        nl_hook_info info = {NL_HOOK_ROUTING, call->layer, T, k, call->pos0, call->tokens, &mr};
+        nl_hook_info info = {NL_HOOK_ROUTING, call->layer, T, k, call->pos0, call->tokens, &mr, 0};
         st = nl_hooks_fire(call->hooks, ctx, &info, s->wts);
     }
 done:

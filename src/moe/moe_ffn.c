@@ -383,7 +383,7 @@ nl_status nl_moe_ffn_fn(void *user, nl_ctx *ctx, const nl_ffn_call *call, const 
     /* 6. ROUTING observers (hooks.h): the selection (T, K), ascending ids; no weights */
     if (call->hooks && nl_hooks_wants(call->hooks, NL_HOOK_ROUTING, call->layer)) {
         const nl_moe_routing mr = {E, K, y->sel, NULL, NULL, NULL, 0, NULL, 0, NULL, NULL};
-        nl_hook_info info = {NL_HOOK_ROUTING, call->layer, T, K, call->pos0, call->tokens, &mr};
+        nl_hook_info info = {NL_HOOK_ROUTING, call->layer, T, K, call->pos0, call->tokens, &mr, 0};
         return nl_hooks_fire(call->hooks, ctx, &info, NULL);
     }
     return NL_OK;

@@ -226,5 +226,29 @@ const nl_figure nl_figures[] = {
      "   UNION ALL SELECT 1, label, layer, MAX(ap_shuffled) FROM expert_ap WHERE run_id = ?1 GROUP BY label, layer)"
      " ORDER BY k, label, layer",
      "heatmap", "MoE layer", "average precision of the best expert", 0, 0, "%.2f", NULL, NULL, NULL, 0, 0, NULL, NULL},
+    /* the logit lens (analyses/lens.h) and the attention probabilities of `record --attn` */
+    {"lens_loss", "lens", "The logit lens: next-token loss by depth",
+     "The residual stream after each layer (layer -1: the embedding) read out through the model's final norm and "
+     "unembedding: the mean next-token loss over the predicted positions, one curve per label (all documents black). "
+     "The last layer is the model's own loss; where a curve reaches it early, the later layers add little to the "
+     "prediction of that label's tokens.",
+     "SELECT 'mean loss (nats)', CASE WHEN label = '' THEN 'all tokens' ELSE label END, layer, loss FROM lens"
+     " WHERE run_id = ?1 ORDER BY label <> '', label, layer",
+     "lines", "layer (-1 = embedding)", "lens loss (nats)", 0, 0, "linespoints", NULL, "outside right top vertical", NULL, 0, 0, NULL, NULL},
+    {"lens_kl", "lens", "The logit lens: distance to the final prediction by depth",
+     "KL(final ‖ lens): how far each layer's read-out distribution is from the model's output distribution (0 at the "
+     "last layer), and the share of positions whose top-1 token already equals the model's, one curve per label (all "
+     "documents black).",
+     "SELECT p, s, x, y FROM (SELECT 0 AS k, 'KL(final || lens) (nats)' AS p, label, CASE WHEN label = '' THEN 'all tokens'"
+     " ELSE label END AS s, layer AS x, kl AS y FROM lens WHERE run_id = ?1 UNION ALL SELECT 1, 'top-1 agreement with the"
+     " final layer', label, CASE WHEN label = '' THEN 'all tokens' ELSE label END, layer, top1_agree FROM lens WHERE run_id = ?1)"
+     " ORDER BY k, label <> '', label, x",
+     "lines", "layer (-1 = embedding)", "nats / share of positions", 0, 0, "linespoints", NULL, NULL, NULL, 1, 0, NULL, NULL},
+    {"attention", "record", "Attention pattern of one head",
+     "The attention probabilities of head 0 in the first layer stored by `record --attn`, on the first document of the "
+     "activation file: row t (query position) holds the weights the token at t puts on each earlier position (columns; "
+     "every row sums to 1, the upper triangle is 0 by causality). Read from /attn/layer_{l}/doc_0 of the run's file.",
+     "SELECT panel, row, col, value FROM temp.nl_attn_fig ORDER BY rowid",
+     "heatmap", "key position", "attention probability", 0, 0, "%.2f", NULL, NULL, NULL, 0, 0, NULL, NULL},
 };
 const int nl_n_figures = sizeof nl_figures / sizeof nl_figures[0];

@@ -145,11 +145,12 @@ static void histogram(FILE *f, sqlite3_stmt *q, int64_t run, int l, int i, int64
 
 typedef struct {
     sqlite3_stmt *stat, *freq, *hist, *ctx, *abil, *over;
+    sqlite3_stmt *attr; /* NULL when the database has no neuron_attribution table */
 } queries;
 
 static void queries_free(queries *Q) {
     sqlite3_finalize(Q->stat), sqlite3_finalize(Q->freq), sqlite3_finalize(Q->hist);
-    sqlite3_finalize(Q->ctx), sqlite3_finalize(Q->abil), sqlite3_finalize(Q->over);
+    sqlite3_finalize(Q->ctx), sqlite3_finalize(Q->abil), sqlite3_finalize(Q->over), sqlite3_finalize(Q->attr);
 }
 
 static void context_row(FILE *f, sqlite3_stmt *q) {
@@ -211,6 +212,23 @@ static void neuron_section(FILE *f, queries *Q, int64_t run, int l, int i) {
         fputs(top ? " \xe2\x98\x85</span>" : "</span>", f);
     }
     if (n_ab && same && !isnan(chance)) fprintf(f, " <span class=\"note\">(chance %.2f for each)</span>", chance);
+    /* direct logit attribution (neuronlab attribute): the latest complete run of the same model with rows for it */
+    if ((q = Q->attr)) {
+        sqlite3_reset(q);
+        sqlite3_bind_int64(q, 1, run), sqlite3_bind_int(q, 2, l), sqlite3_bind_int(q, 3, i);
+        int k = 0, side = 0;
+        while (sqlite3_step(q) == SQLITE_ROW) {
+            const int rank = sqlite3_column_int(q, 0), s2 = rank > 0 ? 1 : 2;
+            if (!k++) fprintf(f, "<div class=\"ab\">logit attribution (W_U\xc2\xb7W_out[:, i], run %lld): ", (long long)sqlite3_column_int64(q, 4));
+            if (s2 != side) fputs(s2 == 1 ? "promotes " : " \xc2\xb7 suppresses ", f), side = s2;
+            else fputs(", ", f);
+            fputs("<code>", f);
+            if (sqlite3_column_type(q, 2) == SQLITE_NULL) fprintf(f, "#%d", sqlite3_column_int(q, 1));
+            else esc_ctx(f, col_text(q, 2));
+            fprintf(f, "</code> %+.3f", sqlite3_column_double(q, 3));
+        }
+        if (k) fputs("</div>", f);
+    }
     fputs(n_ab ? "</div></div>\n" : "</div>\n", f); /* .ab, then the left column */
     histogram(f, Q->hist, run, l, i, tokens);
     q = Q->ctx;
@@ -358,6 +376,15 @@ nl_status nl_report_neurons(nl_ctx *ctx, nl_results *db, const char *out_dir, in
                            " (SELECT max(score) FROM neuron_ability a WHERE a.run_id = s.run_id AND a.layer = s.layer AND a.neuron = s.neuron)"
                            " FROM neuron_stat s WHERE s.run_id = ?1 AND s.layer = ?2 ORDER BY s.neuron",
                   &Q.over);
+    int has_attr = 0;
+    if (st == NL_OK && sqlite3_prepare_v2(h, "SELECT 1 FROM sqlite_master WHERE name = 'neuron_attribution'", -1, &q, NULL) == SQLITE_OK)
+        has_attr = sqlite3_step(q) == SQLITE_ROW, sqlite3_finalize(q);
+    if (st == NL_OK && has_attr)
+        st = prep(ctx, db, "SELECT a.rank, a.token_id, a.token, a.logit, a.run_id FROM neuron_attribution a WHERE a.layer = ?2 AND"
+                           " a.neuron = ?3 AND ABS(a.rank) <= 8 AND a.run_id = (SELECT MAX(b.run_id) FROM neuron_attribution b"
+                           " JOIN runs r ON r.id = b.run_id WHERE r.status = 'complete' AND b.layer = ?2 AND b.neuron = ?3 AND"
+                           " r.model IS (SELECT model FROM runs WHERE id = ?1)) ORDER BY a.rank < 0, ABS(a.rank)",
+                  &Q.attr);
     for (int k = 0; st == NL_OK && k < nl; k++)
         st = layer_page(ctx, db, &Q, dir, run, layers[k], k ? layers[k - 1] : -1, k + 1 < nl ? layers[k + 1] : -1, F);
     /* neurons/index.html */

@@ -12,6 +12,7 @@
 #include "neuronlab/report.h"
 
 #include "neuronlab/atomic_file.h"
+#include "neuronlab/h5store.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -842,6 +843,54 @@ void nl_report_summary_release(nl_report_summary *sum) {
     memset(sum, 0, sizeof *sum);
 }
 
+/* The data of the "attention" figure: the record run drawn (the one given for kind "record", else
+ * the latest complete one), when its params list --attn layers and its file (runs.source) holds
+ * them, gives head 0 of the first listed layer on document 0 as rows (panel, row, col, value) of
+ * the temporary table nl_attn_fig (the database is open read-only; temp tables are the
+ * connection's own). Without it the table does not exist and the figure is listed as missing. */
+static void attn_table(nl_results *db, const nl_report_opts *o) {
+    sqlite3 *h = nl_results_db(db);
+    int64_t run = -1;
+    for (int k = 0; k < o->n_runs; k++)
+        if (!strcmp(o->kinds[k], "record")) run = o->runs[k];
+    if (run < 0) run = latest_run(h, "record");
+    sqlite3_stmt *s;
+    if (run < 0 || sqlite3_prepare_v2(h, "SELECT source, json_extract(params, '$.attn[0]') FROM runs WHERE id = ?1", -1, &s, NULL) != SQLITE_OK)
+        return;
+    sqlite3_bind_int64(s, 1, run);
+    char path[4096] = "";
+    int layer = -1;
+    if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0) && sqlite3_column_type(s, 1) == SQLITE_INTEGER) {
+        snprintf(path, sizeof path, "%s", (const char *)sqlite3_column_text(s, 0));
+        layer = sqlite3_column_int(s, 1);
+    }
+    sqlite3_finalize(s);
+    float *a = NULL;
+    int n = 0, heads = 0;
+    nl_ctx c;
+    nl_ctx_init(&c);
+    if (layer < 0 || nl_h5_read_attn(&c, path, layer, 0, 0, &a, &n, &heads) != NL_OK) return;
+    if (sqlite3_exec(h, "CREATE TEMP TABLE IF NOT EXISTS nl_attn_fig(panel TEXT, row TEXT, col TEXT, value REAL);"
+                        "DELETE FROM temp.nl_attn_fig; BEGIN", NULL, NULL, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(h, "INSERT INTO temp.nl_attn_fig VALUES (?1, ?2, ?3, ?4)", -1, &s, NULL) == SQLITE_OK) {
+        char panel[128], r[16], col[16];
+        snprintf(panel, sizeof panel, "layer %d, head 0 of %d, document 0 (%d tokens)", layer, heads, n);
+        for (int t = 0; t < n; t++)
+            for (int j = 0; j < n; j++) {
+                snprintf(r, sizeof r, "%d", t), snprintf(col, sizeof col, "%d", j);
+                sqlite3_reset(s);
+                sqlite3_bind_text(s, 1, panel, -1, SQLITE_TRANSIENT);
+                sqlite3_bind_text(s, 2, r, -1, SQLITE_TRANSIENT);
+                sqlite3_bind_text(s, 3, col, -1, SQLITE_TRANSIENT);
+                sqlite3_bind_double(s, 4, a[(size_t)t * n + j]);
+                sqlite3_step(s);
+            }
+        sqlite3_finalize(s);
+    }
+    sqlite3_exec(h, "COMMIT", NULL, NULL, NULL);
+    free(a);
+}
+
 nl_status nl_report_write(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, nl_report_summary *sum) {
     memset(sum, 0, sizeof *sum);
     if (mkdir(o->out_dir, 0777) != 0 && errno != EEXIST)
@@ -878,6 +927,7 @@ nl_status nl_report_write(nl_ctx *ctx, nl_results *db, const nl_report_opts *o, 
             return nst;
         }
     }
+    attn_table(db, o);
     /* the figures go to memory first: the list of failures goes above them, so it is not overlooked */
     char *body = NULL;
     size_t nbody = 0;

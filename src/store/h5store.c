@@ -427,6 +427,11 @@ struct nl_h5_writer {
     double last_commit;     /* monotonic time of the last commit */
     void (*on_commit)(void *user, int64_t docs);
     void *on_commit_user;
+    int n_attn, attn_H;     /* attention layers (meta.attn_layers), heads */
+    int *attn_l;            /* (n_attn) their model layers */
+    hid_t *attn_ds;         /* (n_attn) the open document's dataset, -1 before its first rows */
+    int64_t *attn_rows;     /* (n_attn) rows written to it */
+    int attn_n;             /* the open document's size as the first call gave it */
 };
 
 static double now_s(void) {
@@ -605,6 +610,8 @@ static void writer_free(nl_h5_writer *w) {
         if (w->pool) app_free(&w->pool[i]);
     }
     w_streams_free(w);
+    for (int i = 0; w->attn_ds && i < w->n_attn; i++)
+        if (w->attn_ds[i] >= 0) H5Dclose(w->attn_ds[i]);
     if (w->half >= 0) H5Tclose(w->half);
     if (w->vstr >= 0) H5Tclose(w->vstr);
     if (w->file >= 0) H5Fclose(w->file);
@@ -619,6 +626,9 @@ static void writer_free(nl_h5_writer *w) {
     free(w->slot);
     free(w->label);
     free(w->path);
+    free(w->attn_l);
+    free(w->attn_ds);
+    free(w->attn_rows);
     free(w);
 }
 
@@ -717,6 +727,17 @@ static nl_status writer_alloc(nl_ctx *ctx, const char *path, const nl_h5_meta *m
     w->commit_s = meta->commit_seconds != 0 ? meta->commit_seconds : NL_H5_COMMIT_SECONDS;
     w->on_commit = meta->on_commit;
     w->on_commit_user = meta->on_commit_user;
+    if (meta->n_attn > 0 && meta->attn_layers) {
+        w->n_attn = meta->n_attn, w->attn_H = meta->attn_heads;
+        w->attn_l = malloc((size_t)w->n_attn * sizeof(int));
+        w->attn_ds = malloc((size_t)w->n_attn * sizeof(hid_t));
+        w->attn_rows = calloc((size_t)w->n_attn, sizeof(int64_t));
+        if (!w->attn_l || !w->attn_ds || !w->attn_rows) {
+            writer_free(w);
+            return nl_errorf(ctx, NL_ENOMEM, "cannot %s '%s': out of memory", verb, path);
+        }
+        for (int i = 0; i < w->n_attn; i++) w->attn_l[i] = meta->attn_layers[i], w->attn_ds[i] = -1;
+    }
     int n_rec = (meta->n_rec > 0 && meta->layers) ? meta->n_rec : meta->n_layers;
     w->rec = malloc(sizeof(int) * (size_t)n_rec);
     w->slot = malloc(sizeof(int) * (size_t)meta->n_layers);
@@ -900,6 +921,11 @@ nl_status nl_h5_writer_create(nl_ctx *ctx, const char *path, const nl_h5_meta *m
         }
         if (top >= 0) H5Gclose(top);
     }
+    if (ok && w->n_attn) {
+        hid_t g = H5Gcreate2(w->file, "attn", H5P_DEFAULT, gcpl, H5P_DEFAULT);
+        ok = g >= 0 && attr_ints(g, "layers", w->attn_l, w->n_attn, 0) == 0 && attr_int(g, "n_heads", w->attn_H) == 0;
+        if (g >= 0) H5Gclose(g);
+    }
     if (gcpl >= 0) H5Pclose(gcpl);
     if (!ok) h5_err(m, sizeof m);
     else if (w_commit_raw(w, m, sizeof m) < 0) ok = 0; /* the empty file is the first commit */
@@ -1072,6 +1098,110 @@ nl_status nl_h5_writer_put_vocab(nl_h5_writer *w, nl_ctx *ctx, const char *const
     return w_commit(w, ctx);
 }
 
+int nl_h5_writer_has_attn(const nl_h5_writer *w, int layer) {
+    for (int i = 0; w && i < w->n_attn; i++)
+        if (w->attn_l[i] == layer) return 1;
+    return 0;
+}
+
+#define ATTN_CHUNK_ROWS 64
+#define ATTN_CACHE_BYTES ((size_t)256 << 20) /* chunk cache of one open attention dataset, at most */
+
+/* Creates /attn/layer_{l}/doc_{d} (H, n, n) f32, chunks (1, min(n, 64), n), deflate 1. Its
+ * chunk cache holds the whole document when that fits ATTN_CACHE_BYTES, so each compressed
+ * chunk is normally written once, when the dataset is closed at end_doc. */
+static hid_t attn_create(nl_h5_writer *w, int layer, int n) {
+    char name[64];
+    snprintf(name, sizeof name, "/attn/layer_%d", layer);
+    if (H5Lexists(w->file, name, H5P_DEFAULT) <= 0) {
+        hid_t g = H5Gcreate2(w->file, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        if (g < 0) return -1;
+        H5Gclose(g);
+    }
+    snprintf(name, sizeof name, "/attn/layer_%d/doc_%lld", layer, (long long)w->n_docs);
+    const hsize_t H = (hsize_t)w->attn_H, N = (hsize_t)n, cr = N < ATTN_CHUNK_ROWS ? N : ATTN_CHUNK_ROWS;
+    hsize_t dims[3] = {H, N, N}, ch[3] = {1, cr, N};
+    hid_t sp = H5Screate_simple(3, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE), dapl = H5Pcreate(H5P_DATASET_ACCESS);
+    hid_t ds = -1;
+    size_t whole = (size_t)H * N * N * sizeof(float);
+    if (sp >= 0 && dcpl >= 0 && dapl >= 0 && H5Pset_chunk(dcpl, 3, ch) >= 0 && H5Pset_deflate(dcpl, 1) >= 0 &&
+        H5Pset_chunk_cache(dapl, 10007, whole + 4096 < ATTN_CACHE_BYTES ? whole + 4096 : ATTN_CACHE_BYTES, 1.0) >= 0)
+        ds = H5Dcreate2(w->file, name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, dcpl, dapl);
+    if (sp >= 0) H5Sclose(sp);
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (dapl >= 0) H5Pclose(dapl);
+    return ds;
+}
+
+nl_status nl_h5_writer_append_attn(nl_h5_writer *w, nl_ctx *ctx, int layer, int n, int row0, const float *p, int T, int P) {
+    nl_status st = w_check(w, ctx, "attention rows", 1);
+    if (st != NL_OK) return st;
+    int i = 0;
+    while (i < w->n_attn && w->attn_l[i] != layer) i++;
+    if (i == w->n_attn) return NL_OK;
+    if (w->attn_ds[i] < 0 && w->attn_rows[i] == 0) {
+        int first = 1;
+        for (int j = 0; j < w->n_attn; j++) first &= w->attn_ds[j] < 0;
+        if (first) w->attn_n = n;
+    }
+    if (n != w->attn_n || n <= 0 || row0 < 0 || T <= 0 || row0 + T > n || P <= 0 || P > n)
+        return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': attention rows %d..%d with %d keys do not fit document %lld of %d tokens",
+                         w->path, row0, row0 + T - 1, P, (long long)w->n_docs, w->attn_n);
+    if (w->attn_ds[i] < 0 && (w->attn_ds[i] = attn_create(w, layer, n)) < 0) return w_ioerr(w, ctx);
+    hsize_t start[3] = {0, (hsize_t)row0, 0}, count[3] = {(hsize_t)w->attn_H, (hsize_t)T, (hsize_t)P};
+    hid_t fs = H5Dget_space(w->attn_ds[i]), ms = H5Screate_simple(3, count, NULL);
+    herr_t e = (fs < 0 || ms < 0) ? -1 : H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+    if (e >= 0) e = H5Dwrite(w->attn_ds[i], H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, p);
+    if (ms >= 0) H5Sclose(ms);
+    if (fs >= 0) H5Sclose(fs);
+    if (e < 0) return w_ioerr(w, ctx);
+    w->attn_rows[i] += T;
+    return NL_OK;
+}
+
+nl_status nl_h5_read_attn(nl_ctx *ctx, const char *path, int layer, int doc, int head, float **out, int *n, int *heads) {
+    *out = NULL, *n = 0, *heads = 0;
+    h5_quiet();
+    char name[64], m[512];
+    snprintf(name, sizeof name, "/attn/layer_%d/doc_%d", layer, doc);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) return nl_errorf(ctx, NL_EIO, "cannot open '%s': %s", path, h5_err(m, sizeof m));
+    nl_status st = NL_OK;
+    hid_t ds = -1, sp = -1, ty = -1;
+    if (H5Lexists(f, "attn", H5P_DEFAULT) <= 0 || H5Lexists(f, name, H5P_DEFAULT) <= 0 ||
+        (ds = H5Dopen2(f, name, H5P_DEFAULT)) < 0)
+        st = nl_errorf(ctx, NL_EINVAL, "'%s' has no %s", path, name);
+    hsize_t d[3] = {0, 0, 0};
+    if (st == NL_OK) {
+        sp = H5Dget_space(ds), ty = H5Dget_type(ds);
+        if (sp < 0 || ty < 0 || H5Sget_simple_extent_ndims(sp) != 3 || H5Sget_simple_extent_dims(sp, d, NULL) != 3 ||
+            H5Tget_class(ty) != H5T_FLOAT || H5Tget_size(ty) != 4 || d[1] != d[2] || d[0] < 1 || d[1] < 1 || d[1] > (1u << 20))
+            st = nl_errorf(ctx, NL_EFORMAT, "'%s' is corrupt: %s is not f32 (heads, n, n)", path, name);
+    }
+    if (st == NL_OK && (head < 0 || (hsize_t)head >= d[0]))
+        st = nl_errorf(ctx, NL_EINVAL, "head %d is outside the %llu heads of %s in '%s'", head, (unsigned long long)d[0], name, path);
+    float *buf = NULL;
+    if (st == NL_OK && !(buf = malloc((size_t)d[1] * d[2] * sizeof(float)))) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    if (st == NL_OK) {
+        hsize_t start[3] = {(hsize_t)head, 0, 0}, count[3] = {1, d[1], d[2]};
+        hid_t ms = H5Screate_simple(3, count, NULL);
+        herr_t e = ms < 0 ? -1 : H5Sselect_hyperslab(sp, H5S_SELECT_SET, start, NULL, count, NULL);
+        if (e >= 0) e = H5Dread(ds, H5T_NATIVE_FLOAT, ms, sp, H5P_DEFAULT, buf);
+        if (ms >= 0) H5Sclose(ms);
+        if (e < 0) st = nl_errorf(ctx, NL_EIO, "cannot read %s of '%s': %s", name, path, h5_err(m, sizeof m));
+    }
+    if (ty >= 0) H5Tclose(ty);
+    if (sp >= 0) H5Sclose(sp);
+    if (ds >= 0) H5Dclose(ds);
+    H5Fclose(f);
+    if (st != NL_OK) {
+        free(buf);
+        return st;
+    }
+    *out = buf, *n = (int)d[1], *heads = (int)d[0];
+    return NL_OK;
+}
+
 nl_status nl_h5_writer_append_pooled(nl_h5_writer *w, nl_ctx *ctx, int layer, const float *mean_abs) {
     int s = -1;
     nl_status st = w_check(w, ctx, "pooled row", 1);
@@ -1110,6 +1240,14 @@ nl_status nl_h5_writer_end_doc(nl_h5_writer *w, nl_ctx *ctx) {
         if (w->pooled && w->kind[i] != 1 && (int64_t)app_rows(&w->pool[i]) != w->n_docs + 1)
             return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': document %lld: layer %d has no pooled row", w->path,
                              (long long)w->n_docs, w->rec[i]);
+    }
+    for (int i = 0; i < w->n_attn; i++)
+        if (w->attn_rows[i] != len)
+            return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': document %lld: layer %d has %lld attention rows but there are %lld tokens",
+                             w->path, (long long)w->n_docs, w->attn_l[i], (long long)w->attn_rows[i], (long long)len);
+    for (int i = 0; i < w->n_attn; i++) {
+        if (H5Dclose(w->attn_ds[i]) < 0) return w_ioerr(w, ctx);
+        w->attn_ds[i] = -1, w->attn_rows[i] = 0;
     }
     int32_t pl = w->prompt_len < 0 ? (int32_t)len : w->prompt_len;
     if (pl > len)
@@ -1174,6 +1312,15 @@ nl_status nl_h5_writer_close(nl_h5_writer *w, nl_ctx *ctx, int complete) {
         if (!w->wnorm[i] && w->kind[i] != 1) {
             st = nl_errorf(ctx, NL_EINVAL, "'%s' left incomplete: layer %d has no w_out_norm", w->path, w->rec[i]);
             complete = 0;
+        }
+    /* The open document's attention datasets go (they are not in any commit yet). */
+    for (int i = 0; i < w->n_attn; i++)
+        if (w->attn_ds[i] >= 0) {
+            char name[64];
+            snprintf(name, sizeof name, "/attn/layer_%d/doc_%lld", w->attn_l[i], (long long)w->n_docs);
+            H5Dclose(w->attn_ds[i]);
+            w->attn_ds[i] = -1;
+            H5Ldelete(w->file, name, H5P_DEFAULT);
         }
     /* Cut back to the last ended document so every length agrees, and commit that. */
     hsize_t N = (hsize_t)w->doc_start, D = (hsize_t)w->n_docs;
@@ -2621,6 +2768,7 @@ nl_status nl_h5_writer_resume(nl_ctx *ctx, const char *path, const nl_h5_meta *m
     h5_quiet();
     nl_status st = check_meta(ctx, path, meta);
     if (st != NL_OK) return st;
+    if (meta->n_attn > 0) return nl_errorf(ctx, NL_EINVAL, "cannot resume '%s': attention probabilities (--attn) are not resumable", path);
     char m[512];
     struct stat sb;
     if (stat(path, &sb) != 0) return nl_errorf(ctx, NL_EIO, "cannot resume '%s': %s", path, strerror(errno));
