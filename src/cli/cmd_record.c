@@ -402,7 +402,9 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         meta.commit_seconds = commit_s;
         if (clog && clog[0] && strcmp(clog, "0")) meta.on_commit = log_commit, meta.on_commit_user = (void *)outp;
         st = resume ? nl_h5_writer_resume(ctx, outp, &meta, &w) : nl_cli_record_create(ctx, outp, &meta, ds, &w);
-        if (st == NL_OK && r.tok && nl_mpi_is_root() && (st = put_vocab(ctx, w, r.tok)) != NL_OK) {
+        if (st == NL_OK && r.tok && nl_mpi_is_root()) st = put_vocab(ctx, w, r.tok);
+        st = nl_mpi_agree(ctx, st); /* over MPI ranks the writer closes collectively */
+        if (st != NL_OK && w) {
             nl_h5_writer_close(w, NULL, 0); /* the file keeps what it had; the vocabulary error is reported */
             w = NULL;
         }

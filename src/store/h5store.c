@@ -1,6 +1,7 @@
 /* h5store.c — the HDF5 activation file (schema v1): streaming writer and validating reader.
  *
- * Rules: see include/neuronlab/h5store.h. Every appendable dataset goes through one small
+ * Rules: see include/neuronlab/h5store.h. In the MPI build, h5store_mpi.inc (included at the
+ * end; contract in h5store_mpi.h) adds the writer the ranks of a job share. Every appendable dataset goes through one small
  * "appender" that buffers up to the next chunk boundary and writes whole, chunk-aligned
  * slabs (large f32 appends are written straight from the caller's array), so HDF5 never
  * reads back or re-filters a chunk while recording. nl_h5_writer_close cuts every dataset back to
