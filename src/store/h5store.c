@@ -290,6 +290,18 @@ static int app_create(nl_app *a, hid_t loc, const char *name, hid_t ftype, hid_t
     return app_create3(a, loc, name, ftype, mtype, elsize, rank, cols, 1, chunk, filter);
 }
 
+/* Writes n rows from src at row row0 of the dataset's extent. */
+static herr_t app_write_at(nl_app *a, const void *src, hsize_t row0, hsize_t n) {
+    hid_t fs = H5Dget_space(a->ds);
+    hsize_t start[3] = {row0, 0, 0}, count[3] = {n, a->d1, a->d2};
+    hid_t ms = H5Screate_simple(a->rank, count, NULL);
+    herr_t e = (fs < 0 || ms < 0) ? -1 : H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+    if (e >= 0) e = H5Dwrite(a->ds, a->mtype, ms, fs, H5P_DEFAULT, src);
+    if (ms >= 0) H5Sclose(ms);
+    if (fs >= 0) H5Sclose(fs);
+    return e;
+}
+
 /* Writes n rows from src at row `disk`, growing the extent. */
 static int app_write(nl_app *a, const void *src, hsize_t n) {
     if (n == 0) return 0;
@@ -298,14 +310,7 @@ static int app_write(nl_app *a, const void *src, hsize_t n) {
 #endif
     hsize_t ext[3] = {a->disk + n, a->d1, a->d2};
     if (H5Dset_extent(a->ds, ext) < 0) return -1;
-    hid_t fs = H5Dget_space(a->ds);
-    hsize_t start[3] = {a->disk, 0, 0}, count[3] = {n, a->d1, a->d2};
-    hid_t ms = H5Screate_simple(a->rank, count, NULL);
-    herr_t e = (fs < 0 || ms < 0) ? -1 : H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
-    if (e >= 0) e = H5Dwrite(a->ds, a->mtype, ms, fs, H5P_DEFAULT, src);
-    if (ms >= 0) H5Sclose(ms);
-    if (fs >= 0) H5Sclose(fs);
-    if (e < 0) return -1;
+    if (app_write_at(a, src, a->disk, n) < 0) return -1;
     a->disk += n;
     return 0;
 }
