@@ -13,8 +13,9 @@
 #   registers one run, from rank 0.
 #   Pipeline parallel: ppl and perturb --pipeline 2 and 3, and record --pool --pipeline 2 (each
 #   rank writes its layers' rows) equal one process. With NL_SLOW=1 (make check-slow) also the
-#   peak RSS of each rank of ppl --pipeline 2 on a 151 MB float32 model (bench/make_model.py, made
-#   in a temporary folder), printed and within half the file + 64 MiB (one process: the whole file).
+#   peak RSS of each rank of ppl --pipeline 2 and record --pipeline 2 on a 151 MB float32 model
+#   (bench/make_model.py, made in a temporary folder), printed and within half the file + 64 MiB
+#   (one process: the whole file); the record's file is the one-process file.
 #   Bad input and failures, each one line from rank 0 and exit 1: ranks given different models (an
 #   env-var trick on OMPI_COMM_WORLD_RANK), different datasets, a dataset missing on one rank; a
 #   pipeline split leaving a rank no layer (3 ranks, 2 layers; ppl and record), --pipeline P with
@@ -215,6 +216,15 @@ elif $py bench/make_model.py "$tmp/big" --layers 8 --hidden 512 --heads 8 --kv-h
   if [ -n "$r0p" ] && [ -n "$r1p" ] && cmp -s "$tmp/b.1" "$tmp/b.2" && [ "$r0p" -le $lim ] && [ "$r1p" -le $lim ]; then
     pass "ppl --pipeline 2 on a $((fsize / 1048576)) MiB model: same output, peak RSS per rank ${r0p} / ${r1p} KB <= half the file + 64 MiB (one process ${r1} KB)"
   else fail "pipeline RSS per rank" "$tmp/err"; fi
+  # record --pipeline 2: each rank writes its 4 layers' rows into the one file (+ its chunk buffers)
+  /usr/bin/time -f "%M" -o "$tmp/rrss.1" "$S" record "$big" "$tmp/bd.jsonl" -o "$tmp/bs.h5" --threads 1 --quiet 2>> "$tmp/err"
+  run 2 bash -c 'exec /usr/bin/time -f "%M" -o "$0.$OMPI_COMM_WORLD_RANK" "$@"' "$tmp/rrssp" "$P" record "$big" "$tmp/bd.jsonl" \
+    -o "$tmp/bp.h5" --threads 1 --pipeline 2 > /dev/null 2>> "$tmp/err"
+  r1=$(cat "$tmp/rrss.1" 2>/dev/null); r0p=$(cat "$tmp/rrssp.0" 2>/dev/null); r1p=$(cat "$tmp/rrssp.1" 2>/dev/null)
+  echo "  peak RSS of record: one process ${r1:-?} KB; --pipeline 2: rank 0 ${r0p:-?} KB, rank 1 ${r1p:-?} KB (limit per rank $lim KB)"
+  if [ -n "$r0p" ] && [ -n "$r1p" ] && [ "$r0p" -le $lim ] && [ "$r1p" -le $lim ] && $py "$tmp/cmp.py" "$tmp/bs.h5" "$tmp/bp.h5" >> "$tmp/err" 2>&1; then
+    pass "record --pipeline 2 on the $((fsize / 1048576)) MiB model: the one-process file, peak RSS per rank ${r0p} / ${r1p} KB <= half the model + 64 MiB (one process ${r1} KB)"
+  else fail "record --pipeline RSS per rank" "$tmp/err"; fi
 else fail "bench/make_model.py for the RSS check" "$tmp/err"; fi
 
 # 9. Bad input: one line from rank 0 (mpirun -q adds nothing), exit 1.
