@@ -140,7 +140,7 @@ fuzz-corpus:
 fuzz: fuzz-build
 	@bash fuzz/run.sh build/fuzz $(NL_FUZZ_SECONDS) $(FUZZ_NAMES)
 
-# The MPI build: the same sources with mpicc and -DNL_MPI (src/core/mpi.c is the only MPI code)
+# The MPI build: the same sources with mpicc and -DNL_MPI (the MPI code: src/core/mpi.c, src/store/h5store_mpi.inc)
 # against Debian's parallel HDF5 (libhdf5-openmpi-dev), into build-mpi/. The serial build
 # above stays the default and does not change.
 MPI_BUILD       := build-mpi

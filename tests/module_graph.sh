@@ -14,7 +14,7 @@ declare -A HMOD=(
   [model.h]=model [safetensors.h]=model [st_writer.h]=model [export.h]=model
   [forward.h]=forward [hooks.h]=forward [ops.h]=forward [sampler.h]=forward
   [dataset.h]=data
-  [h5store.h]=store [results.h]=store [summary_h5.h]=store
+  [h5store.h]=store [h5store_mpi.h]=store [results.h]=store [summary_h5.h]=store
   [walk.h]=eval [perplexity.h]=eval [unigram.h]=eval [recorder.h]=eval [summary.h]=eval [imatrix.h]=eval
   [trainer.h]=train [train_config.h]=train [train_model.h]=train [train_ops.h]=train
   [adamw.h]=train [checkpoint.h]=train [token_stream.h]=train [bpe_train.h]=train

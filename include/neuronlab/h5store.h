@@ -81,8 +81,10 @@
  *    HDF5's atexit teardown is disabled (H5dont_atexit); every id is closed on every path.
  *  - HDF5's own error-stack printing is silenced; failures become one-line messages in
  *    ctx ("cannot create 'acts.h5': Permission denied").
- *  - The HDF5 library in use is serial and not thread-safe: call this module from one
- *    thread at a time.
+ *  - The HDF5 library in use is not thread-safe: call this module from one thread at a time.
+ *  - The MPI build (`make mpi`) adds a writer the ranks of one job share, writing one file
+ *    together through MPI-IO (h5store_mpi.h); the writer calls below apply to it too, with the
+ *    differences listed there (no commits: the file takes its name whole at close).
  * Checked by tests/test_h5store.c (round trips, interrupted close, reader errors),
  * tests/test_h5streams.c (/vocab, the streams: round trips, interrupted close, resume) and
  * tests/check_h5.py via tests/h5_schema.sh and tests/h5_hooks.sh (the schema as h5py sees it).

@@ -65,6 +65,16 @@ void nl_mpi_block_of(int n, int rank, int size, int *lo, int *hi);
  * afterwards every rank holds all n items. No-op with one data rank. */
 nl_status nl_mpi_allgather_blocks(nl_ctx *ctx, void *base, size_t elem, int n);
 
+/* Collective sums over every rank: of the ranks below this one (0 on rank 0), and of all. */
+int64_t nl_mpi_exscan(int64_t v);
+int64_t nl_mpi_sum(int64_t v);
+/* Collective: n bytes of buf from rank 0 to every rank (n the same on every rank). */
+void nl_mpi_bcast_bytes(void *buf, size_t n);
+/* Collective: rank 0 gets the n bytes of every rank, concatenated in rank order, in *all
+ * (malloc'd, caller frees; *total bytes); other ranks get NULL and 0. NL_ENOMEM, or NL_EINVAL
+ * beyond 2 GiB in all, on every rank alike. Serial: a copy of mine. */
+nl_status nl_mpi_gather_bytes(nl_ctx *ctx, const void *mine, size_t n, char **all, size_t *total);
+
 /* ---- pipeline parallel ---- */
 
 /* Pipeline mode over P ranks: P must equal the number of ranks (NL_EINVAL otherwise) and be

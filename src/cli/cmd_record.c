@@ -363,9 +363,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
                        "layer %d of '%s' is a mixture-of-experts layer (%d experts): --stats summarises ffn_act of dense "
                        "layers only (record the routing without --stats, or pick dense layers with --layers)",
                        moe_l[0], r.model, c->n_experts);
-    if (st == NL_OK) st = nl_cli_record_mpi_check(ctx, resume, hook_streams);
-    if (st == NL_OK && imat_out && nl_mpi_data_size() > 1)
-        st = nl_errorf(ctx, NL_EUNSUPPORTED, "'%s': --imatrix runs in one process (its sums are not merged across MPI ranks yet)", imat_out);
+    if (st == NL_OK) st = nl_cli_record_mpi_check(ctx, resume, stats, imat_out != NULL, attn_s != NULL);
     if (st == NL_OK && nl_mpi_is_root())
         st = check_output(ctx, outp, r.data, dbpath, r.tok ? nl_tokenizer_path(r.tok) : r.tokenizer, r.model, force || resume);
     nl_imatrix *imat = NULL;
@@ -431,8 +429,10 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         meta.attn_layers = attn_l, meta.n_attn = n_attn, meta.attn_heads = c->n_heads;
         meta.commit_seconds = commit_s;
         if (clog && clog[0] && strcmp(clog, "0")) meta.on_commit = log_commit, meta.on_commit_user = (void *)outp;
-        st = resume ? nl_h5_writer_resume(ctx, outp, &meta, &w) : nl_cli_record_create(ctx, outp, &meta, &w);
-        if (st == NL_OK && r.tok && nl_mpi_is_root() && (st = put_vocab(ctx, w, r.tok)) != NL_OK) {
+        st = resume ? nl_h5_writer_resume(ctx, outp, &meta, &w) : nl_cli_record_create(ctx, outp, &meta, ds, &w);
+        if (st == NL_OK && r.tok && nl_mpi_is_root()) st = put_vocab(ctx, w, r.tok);
+        st = nl_mpi_agree(ctx, st); /* over MPI ranks the writer closes collectively */
+        if (st != NL_OK && w) {
             nl_h5_writer_close(w, NULL, 0); /* the file keeps what it had; the vocabulary error is reported */
             w = NULL;
         }
@@ -443,14 +443,16 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         long long skipped = (long long)nl_h5_writer_docs(w);
         if (resume) fprintf(stderr, "neuronlab: resuming '%s' after its %lld committed documents\n", outp, skipped);
         if (skipped > 0) nl_progress_add(&prog, nl_h5_writer_tokens(w));
-        st = nl_cli_record_dump(ctx, r.f, ds, &w, pool, (int)r.stride, &prog, outp, imat ? imatrix_rows : NULL, imat);
+        st = nl_cli_record_dump(ctx, r.f, ds, &w, pool, (int)r.stride, &prog, imat ? imatrix_rows : NULL, imat);
         nl_progress_end(&prog);
         nl_ctx cctx; /* keep the first error's message */
         nl_ctx_init(&cctx);
         long long kept = (long long)nl_h5_writer_docs(w);
         nl_status cst = nl_h5_writer_close(w, &cctx, st == NL_OK);
         if (st == NL_OK && cst != NL_OK) { st = cst; memcpy(ctx->msg, cctx.msg, sizeof ctx->msg); }
-        if (st == NL_EINTR) {
+        if (st == NL_EINTR && nl_mpi_size() > 1) /* record_mpi.h: the ranks' file is written whole or not at all */
+            fprintf(stderr, "neuronlab: interrupted: nothing written to '%s' (a record over MPI ranks keeps no partial file)\n", outp);
+        else if (st == NL_EINTR) {
             fprintf(stderr, "neuronlab: interrupted: '%s' keeps the %lld finished documents (marked incomplete)\n", outp, kept);
         }
     }

@@ -1,8 +1,12 @@
-/* record_mpi.c — `record` over MPI ranks (contract in record_mpi.h). Each rank records its
- * contiguous block of documents (mpi.h nl_mpi_block) with the single-process code; rank r > 0
- * into a part file beside the output, and rank 0 then appends the parts in rank order. The
- * parts are whole neuronlab files, so what rank 0 appends is read back by the validating
- * reader, and a rank's memory stays one batch of rows. Checked by tests/mpi.sh. */
+/* record_mpi.c — `record` over MPI ranks (contract in record_mpi.h). The activation dump is
+ * one HDF5 file written by every rank together (h5store_mpi.h: parallel HDF5 over MPI-IO):
+ * data parallel, rank r records its contiguous block of documents (mpi.h nl_mpi_block) with the
+ * single-process code, its rows going straight to their place in the shared datasets (token and
+ * document offsets from an exscan of the ranks' counts); pipeline parallel, every rank walks
+ * every document and writes the rows of the layers it holds (rank 0 the tokens and documents).
+ * A rank's memory stays one batch of rows plus its writer's chunk buffers. --stats: each rank
+ * summarises its block and rank 0 merges the summaries (part files beside the output).
+ * Checked by tests/mpi.sh. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +14,7 @@
 #include <unistd.h>
 
 #include "cli/record_mpi.h"
+#include "neuronlab/h5store_mpi.h"
 #include "neuronlab/mpi.h"
 #include "neuronlab/recorder.h"
 
@@ -25,91 +30,63 @@ static nl_dataset block_view(const nl_dataset *ds, int lo, int hi) {
     return v;
 }
 
-nl_status nl_cli_record_mpi_check(nl_ctx *ctx, int resume, unsigned streams) {
-    if (nl_mpi_pipeline() > 1)
-        return nl_errorf(ctx, NL_EUNSUPPORTED, "record --pipeline is not supported (ppl, perturb and prune run pipelined; "
-                                               "record splits the documents over the ranks)");
-    if (nl_mpi_data_size() <= 1) return NL_OK;
+nl_status nl_cli_record_mpi_check(nl_ctx *ctx, int resume, int stats, int imatrix, int attn) {
+    if (nl_mpi_size() <= 1) return NL_OK;
+    if (attn)
+        return nl_errorf(ctx, NL_EUNSUPPORTED, "record --attn runs in one process (its per-document datasets are made as the "
+                                               "documents come, which the collective writer does not do): run it without mpirun");
     if (resume)
         return nl_errorf(ctx, NL_EUNSUPPORTED, "record --resume runs in one process (the file holds its documents in order): "
                                                "run it without mpirun");
-    if (streams)
-        return nl_errorf(ctx, NL_EUNSUPPORTED, "record --hook resid/attn_out/ffn_in over %d MPI ranks is not supported: "
-                                               "record the streams in one process", nl_mpi_size());
+    if (imatrix)
+        return nl_errorf(ctx, NL_EUNSUPPORTED, "--imatrix runs in one process (its sums are not merged across MPI ranks yet)");
+    if (stats && nl_mpi_pipeline() > 1)
+        return nl_errorf(ctx, NL_EUNSUPPORTED, "record --stats --pipeline is not supported (the summaries merge over documents, "
+                                               "not layers): run --stats data parallel, without --pipeline");
     return NL_OK;
 }
 
-nl_status nl_cli_record_create(nl_ctx *ctx, const char *outp, const nl_h5_meta *meta, nl_h5_writer **w) {
-    if (nl_mpi_data_size() <= 1 || nl_mpi_is_root()) return nl_h5_writer_create(ctx, outp, meta, w);
-    char p[4200];
-    part_path(p, sizeof p, outp, nl_mpi_rank());
-    nl_h5_meta m = *meta;
-    m.on_commit = NULL; /* the commit log is the output's */
-    return nl_h5_writer_create(ctx, p, &m, w);
-}
-
-/* Appends the documents of the part file at path to w (rank 0). buf: (B, d_ff) rows. */
-static nl_status append_part(nl_ctx *ctx, nl_h5_writer *w, const char *path, int B, float *buf, nl_progress *progress) {
-    nl_h5_reader *r = NULL;
-    nl_status st = nl_h5_reader_open(ctx, path, &r);
-    if (st != NL_OK) return st;
-    const nl_h5_info *in = nl_h5_reader_info(r);
-    const nl_h5_meta *m = &in->meta;
-    const int L = m->n_layers;
-    for (int64_t d = 0; st == NL_OK && d < in->n_docs; d++) {
-        const int64_t a = in->doc_offsets[d], n = in->doc_offsets[d + 1] - a;
-        if ((st = nl_h5_writer_begin_doc(w, ctx, in->doc_labels[d], in->prompt_len[d])) != NL_OK) break;
-        st = nl_h5_writer_append_tokens(w, ctx, in->tokens + a, (int)n);
-        for (int l = 0; st == NL_OK && l < L; l++) {
-            if (!nl_h5_reader_has_layer(r, l)) continue;
-            for (int64_t o = 0; !m->no_acts && st == NL_OK && o < n; o += B) {
-                const int k = (int)(n - o < B ? n - o : B);
-                if ((st = nl_h5_reader_read_acts(r, ctx, l, a + o, k, buf)) == NL_OK) st = nl_h5_writer_append_acts(w, ctx, l, buf, k);
-            }
-            if (st == NL_OK && m->pooled && (st = nl_h5_reader_read_pooled(r, ctx, l, d, 1, buf)) == NL_OK)
-                st = nl_h5_writer_append_pooled(w, ctx, l, buf);
-        }
-        if (st == NL_OK) st = nl_h5_writer_end_doc(w, ctx);
-        if (st == NL_OK && progress) nl_progress_add(progress, n);
+nl_status nl_cli_record_create(nl_ctx *ctx, const char *outp, const nl_h5_meta *meta, const nl_dataset *ds, nl_h5_writer **w) {
+    if (nl_mpi_size() <= 1) return nl_h5_writer_create(ctx, outp, meta, w);
+#ifdef NL_MPI
+    nl_h5_part part = {0};
+    if (nl_mpi_pipeline() > 1) { /* every rank walks every document; rank 0 writes them, each rank its layers */
+        part.n_tokens = ds->n_tokens, part.n_docs = ds->n_docs;
+        part.docs = nl_mpi_is_root();
+        nl_mpi_stage(meta->n_layers, &part.layer_lo, &part.layer_hi);
+        part.w_out_norm = 1;
+    } else { /* block r of the documents; its offsets are the counts of the blocks before it */
+        int lo, hi;
+        nl_mpi_block(ds->n_docs, &lo, &hi);
+        const int64_t t = block_view(ds, lo, hi).n_tokens, d = hi - lo;
+        part.tok0 = nl_mpi_exscan(t), part.doc0 = nl_mpi_exscan(d);
+        part.n_tokens = nl_mpi_sum(t), part.n_docs = nl_mpi_sum(d);
+        NL_ASSERT(part.doc0 == lo && part.n_docs == ds->n_docs && part.n_tokens == ds->n_tokens);
+        part.docs = 1;
+        part.layer_lo = 0, part.layer_hi = meta->n_layers;
+        part.w_out_norm = nl_mpi_is_root(); /* every rank computes the same norms */
     }
-    nl_h5_reader_close(r);
-    return st;
+    return nl_h5_writer_create_mpi(ctx, outp, meta, &part, w);
+#else
+    NL_ASSERT(!"several ranks in the serial build");
+    return NL_EUNSUPPORTED;
+#endif
 }
 
 nl_status nl_cli_record_dump(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, nl_h5_writer **w, int pooled, int stride,
-                             nl_progress *progress, const char *outp, nl_record_rows_fn rows, void *rows_user) {
-    const int S = nl_mpi_data_size();
-    if (S <= 1) return nl_record_run_rows(ctx, f, ds, *w, pooled, stride, progress, rows, rows_user);
+                             nl_progress *progress, nl_record_rows_fn rows, void *rows_user) {
+    if (nl_mpi_size() <= 1) return nl_record_run_rows(ctx, f, ds, *w, pooled, stride, progress, rows, rows_user);
     int lo, hi;
-    nl_mpi_block(ds->n_docs, &lo, &hi);
+    nl_mpi_block(ds->n_docs, &lo, &hi); /* all of them in pipeline mode */
     nl_dataset view = block_view(ds, lo, hi);
     nl_status st = nl_record_run_rows(ctx, f, &view, *w, pooled, stride, progress, rows, rows_user);
-    if (!nl_mpi_is_root()) { /* the part is whole (complete) or this rank failed */
-        nl_ctx c2;
-        nl_ctx_init(&c2);
-        nl_status cst = nl_h5_writer_close(*w, &c2, st == NL_OK);
-        *w = NULL;
-        if (st == NL_OK && cst != NL_OK) st = cst, memcpy(ctx->msg, c2.msg, sizeof ctx->msg);
-    }
     st = nl_mpi_agree(ctx, st);
-    if (st == NL_OK && nl_mpi_is_root()) {
-        const nl_config *c = nl_model_config(nl_forward_model(f));
-        const int B = nl_forward_max_T(f);
-        float *buf = malloc((size_t)B * (size_t)c->d_ff * sizeof(float));
-        if (!buf) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
-        for (int r = 1; st == NL_OK && r < S; r++) {
-            char p[4200];
-            part_path(p, sizeof p, outp, r);
-            st = append_part(ctx, *w, p, B, buf, progress);
-        }
-        free(buf);
-    }
-    st = nl_mpi_agree(ctx, st);
-    if (!nl_mpi_is_root()) { /* the part is appended (or the run failed): remove it */
-        char p[4200];
-        part_path(p, sizeof p, outp, nl_mpi_rank());
-        unlink(p);
-    }
+    nl_ctx c2; /* keep the run's message when it failed */
+    nl_ctx_init(&c2);
+    nl_status cst = nl_h5_writer_close(*w, &c2, st == NL_OK); /* collective: the file is renamed into place, or removed */
+    *w = NULL;
+    if (st == NL_OK && cst != NL_OK) st = cst, memcpy(ctx->msg, c2.msg, sizeof ctx->msg);
+    if (st == NL_OK && progress && nl_mpi_data_size() > 1) nl_progress_add(progress, ds->n_tokens - view.n_tokens); /* the other ranks' share */
     return st;
 }
 

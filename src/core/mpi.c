@@ -3,6 +3,7 @@
 #include "neuronlab/mpi.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int pipe_P = 1; /* pipeline ranks (1: off) */
@@ -34,10 +35,13 @@ nl_status nl_mpi_check_pipeline(nl_ctx *ctx, int n_layers) {
 #ifdef NL_MPI
 
 #include <fcntl.h>
+#include <limits.h>
 #include <mpi.h>
-#include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
+
+/* MPI counts are int: long messages go in pieces of at most 2^30 elements */
+#define NL_MPI_PIECE ((size_t)1 << 30)
 
 static int g_rank = 0, g_size = 1, g_init = 0, g_agreed = 0, g_stderr = -1;
 static MPI_Comm g_exit_comm = MPI_COMM_NULL; /* finalize's timed barrier: never mixed with the work's collectives */
@@ -177,6 +181,58 @@ nl_status nl_mpi_allgather_blocks(nl_ctx *ctx, void *base, size_t elem, int n) {
     return NL_OK;
 }
 
+int64_t nl_mpi_exscan(int64_t v) {
+    long long in = v, out = 0;
+    if (!g_init || g_size == 1) return 0;
+    MPI_Exscan(&in, &out, 1, MPI_LONG_LONG, MPI_SUM, MPI_COMM_WORLD);
+    return g_rank == 0 ? 0 : (int64_t)out; /* MPI leaves rank 0's result undefined */
+}
+
+int64_t nl_mpi_sum(int64_t v) {
+    long long in = v, out = 0;
+    if (!g_init || g_size == 1) return v;
+    MPI_Allreduce(&in, &out, 1, MPI_LONG_LONG, MPI_SUM, MPI_COMM_WORLD);
+    return (int64_t)out;
+}
+
+void nl_mpi_bcast_bytes(void *buf, size_t n) {
+    if (!g_init || g_size == 1) return;
+    for (size_t o = 0; o < n; o += NL_MPI_PIECE)
+        MPI_Bcast((char *)buf + o, (int)(n - o < NL_MPI_PIECE ? n - o : NL_MPI_PIECE), MPI_BYTE, 0, MPI_COMM_WORLD);
+}
+
+nl_status nl_mpi_gather_bytes(nl_ctx *ctx, const void *mine, size_t n, char **all, size_t *total) {
+    *all = NULL, *total = 0;
+    if (!g_init || g_size == 1) {
+        if (!(*all = malloc(n ? n : 1))) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+        if (n) memcpy(*all, mine, n);
+        *total = n;
+        return NL_OK;
+    }
+    long long len = (long long)n, *lens = g_rank == 0 ? malloc((size_t)g_size * sizeof *lens) : NULL;
+    int *counts = g_rank == 0 ? malloc((size_t)g_size * sizeof(int)) : NULL, *displs = g_rank == 0 ? malloc((size_t)g_size * sizeof(int)) : NULL;
+    nl_status st = g_rank == 0 && (!lens || !counts || !displs) ? NL_ENOMEM : NL_OK;
+    MPI_Gather(&len, 1, MPI_LONG_LONG, lens, 1, MPI_LONG_LONG, 0, MPI_COMM_WORLD);
+    long long sum = 0;
+    for (int r = 0; st == NL_OK && g_rank == 0 && r < g_size; r++) {
+        counts[r] = (int)lens[r], displs[r] = (int)sum;
+        sum += lens[r];
+        if (sum > INT_MAX) st = NL_EINVAL;
+    }
+    if (st == NL_OK && g_rank == 0 && !(*all = malloc(sum ? (size_t)sum : 1))) st = NL_ENOMEM;
+    int s = (int)st;
+    MPI_Bcast(&s, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (s == NL_OK) MPI_Gatherv(mine, (int)n, MPI_BYTE, *all, counts, displs, MPI_BYTE, 0, MPI_COMM_WORLD);
+    free(lens), free(counts), free(displs);
+    if (s != NL_OK) {
+        free(*all);
+        *all = NULL;
+        return nl_errorf(ctx, (nl_status)s, s == NL_ENOMEM ? "out of memory" : "more than 2 GiB to gather on rank 0");
+    }
+    *total = g_rank == 0 ? (size_t)sum : 0;
+    return NL_OK;
+}
+
 nl_status nl_mpi_set_pipeline(nl_ctx *ctx, int P) {
     if (P < 1) return nl_errorf(ctx, NL_EINVAL, "--pipeline needs at least 1 rank");
     if (P != g_size)
@@ -185,8 +241,6 @@ nl_status nl_mpi_set_pipeline(nl_ctx *ctx, int P) {
     return NL_OK;
 }
 
-/* MPI counts are int: long messages go in pieces of at most 2^30 elements */
-#define NL_MPI_PIECE ((size_t)1 << 30)
 
 void nl_mpi_send_next(const float *x, size_t n) {
     if (pipe_P <= 1 || g_rank + 1 >= pipe_P) return;
@@ -239,6 +293,19 @@ nl_status nl_mpi_allgather_blocks(nl_ctx *ctx, void *base, size_t elem, int n) {
 nl_status nl_mpi_set_pipeline(nl_ctx *ctx, int P) {
     if (P != 1)
         return nl_errorf(ctx, NL_EUNSUPPORTED, "--pipeline %d needs the MPI build (make mpi; mpirun -np %d build-mpi/neuronlab ...)", P, P);
+    return NL_OK;
+}
+int64_t nl_mpi_exscan(int64_t v) {
+    (void)v;
+    return 0;
+}
+int64_t nl_mpi_sum(int64_t v) { return v; }
+void nl_mpi_bcast_bytes(void *buf, size_t n) { (void)buf, (void)n; }
+nl_status nl_mpi_gather_bytes(nl_ctx *ctx, const void *mine, size_t n, char **all, size_t *total) {
+    *total = 0;
+    if (!(*all = malloc(n ? n : 1))) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    if (n) memcpy(*all, mine, n);
+    *total = n;
     return NL_OK;
 }
 void nl_mpi_send_next(const float *x, size_t n) { (void)x, (void)n; }

@@ -1,6 +1,7 @@
 /* h5store.c — the HDF5 activation file (schema v1): streaming writer and validating reader.
  *
- * Rules: see include/neuronlab/h5store.h. Every appendable dataset goes through one small
+ * Rules: see include/neuronlab/h5store.h. In the MPI build, h5store_mpi.inc (included at the
+ * end; contract in h5store_mpi.h) adds the writer the ranks of a job share. Every appendable dataset goes through one small
  * "appender" that buffers up to the next chunk boundary and writes whole, chunk-aligned
  * slabs (large f32 appends are written straight from the caller's array), so HDF5 never
  * reads back or re-filters a chunk while recording. nl_h5_writer_close cuts every dataset back to
@@ -192,6 +193,19 @@ static int attr_int(hid_t obj, const char *name, int v) { return attr_ints(obj, 
 
 /* ------------------------------------------------------------------ appender */
 
+#ifdef NL_MPI
+/* An appender of the collective writer (h5store_mpi.inc): mode 0 = serial (extendible, grows
+ * with each write); 1 = the extent is final (ext rows) and this rank's rows go to base + disk;
+ * 2 = another rank writes these rows, this one only counts them; 3 = as 2, and the strings of
+ * a variable-length appender are kept (keep, n_keep) for rank 0 to write at close. */
+typedef struct {
+    int mode;
+    unsigned long long base, ext;
+    char **keep;
+    size_t n_keep, cap_keep;
+} nl_app_mpi;
+#endif
+
 /* An extendible dataset chunked along axis 0, written in chunk-aligned slabs. Rows
  * [0, disk) are on disk (= the extent); rows [disk, disk+nbuf) wait in buf, which holds at
  * most up to the next chunk boundary. */
@@ -207,12 +221,21 @@ typedef struct {
     unsigned char *buf; /* (chunk, row_bytes) */
     hsize_t nbuf;
     int vlen;         /* buf holds owned char* (strings) */
+#ifdef NL_MPI
+    nl_app_mpi m;     /* the collective writer's part of it (h5store_mpi.inc); zero in a serial writer */
+#endif
 } nl_app;
 
 typedef void (*nl_conv_fn)(void *dst, const float *src, size_t n);
 
 static hsize_t app_rows(const nl_app *a) { return a->disk + a->nbuf; }
+#ifdef NL_MPI /* chunk boundaries of the file: a rank's rows start at row base */
+static hsize_t app_cap(const nl_app *a) { return a->chunk - (a->m.base + a->disk) % a->chunk; }
+static int g_mpi_early; /* 1 while the collective writer's file is laid out: chunks allocated at creation */
+static int app_write_mpi(nl_app *a, const void *src, hsize_t n);
+#else
 static hsize_t app_cap(const nl_app *a) { return a->chunk - a->disk % a->chunk; }
+#endif
 
 /* Dataset access of an appendable dataset: no raw-data chunk cache, so every H5Dwrite
  * reaches the file at once and a commit (H5Fflush) has only metadata left to write. */
@@ -247,6 +270,9 @@ static int app_create3(nl_app *a, hid_t loc, const char *name, hid_t ftype, hid_
         herr_t e = 0;
         if (filter == NL_H5_FILTER_SHUFFLE_DEFLATE) e = H5Pset_shuffle(p);
         if (e >= 0 && filter != NL_H5_FILTER_NONE) e = H5Pset_deflate(p, 1);
+#ifdef NL_MPI
+        if (e >= 0 && g_mpi_early) e = H5Pset_alloc_time(p, H5D_ALLOC_TIME_EARLY);
+#endif
         hid_t dapl = e >= 0 ? app_dapl() : -1;
         if (dapl >= 0) {
             a->ds = H5Dcreate2(loc, name, ftype, s, H5P_DEFAULT, p, dapl);
@@ -264,19 +290,27 @@ static int app_create(nl_app *a, hid_t loc, const char *name, hid_t ftype, hid_t
     return app_create3(a, loc, name, ftype, mtype, elsize, rank, cols, 1, chunk, filter);
 }
 
-/* Writes n rows from src at row `disk`, growing the extent. */
-static int app_write(nl_app *a, const void *src, hsize_t n) {
-    if (n == 0) return 0;
-    hsize_t ext[3] = {a->disk + n, a->d1, a->d2};
-    if (H5Dset_extent(a->ds, ext) < 0) return -1;
+/* Writes n rows from src at row row0 of the dataset's extent. */
+static herr_t app_write_at(nl_app *a, const void *src, hsize_t row0, hsize_t n) {
     hid_t fs = H5Dget_space(a->ds);
-    hsize_t start[3] = {a->disk, 0, 0}, count[3] = {n, a->d1, a->d2};
+    hsize_t start[3] = {row0, 0, 0}, count[3] = {n, a->d1, a->d2};
     hid_t ms = H5Screate_simple(a->rank, count, NULL);
     herr_t e = (fs < 0 || ms < 0) ? -1 : H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
     if (e >= 0) e = H5Dwrite(a->ds, a->mtype, ms, fs, H5P_DEFAULT, src);
     if (ms >= 0) H5Sclose(ms);
     if (fs >= 0) H5Sclose(fs);
-    if (e < 0) return -1;
+    return e;
+}
+
+/* Writes n rows from src at row `disk`, growing the extent. */
+static int app_write(nl_app *a, const void *src, hsize_t n) {
+    if (n == 0) return 0;
+#ifdef NL_MPI
+    if (a->m.mode) return app_write_mpi(a, src, n);
+#endif
+    hsize_t ext[3] = {a->disk + n, a->d1, a->d2};
+    if (H5Dset_extent(a->ds, ext) < 0) return -1;
+    if (app_write_at(a, src, a->disk, n) < 0) return -1;
     a->disk += n;
     return 0;
 }
@@ -432,6 +466,9 @@ struct nl_h5_writer {
     hid_t *attn_ds;         /* (n_attn) the open document's dataset, -1 before its first rows */
     int64_t *attn_rows;     /* (n_attn) rows written to it */
     int attn_n;             /* the open document's size as the first call gave it */
+#ifdef NL_MPI
+    struct w_mpi *mpi;      /* the collective writer's state (h5store_mpi.inc); NULL for a serial writer */
+#endif
 };
 
 static double now_s(void) {
@@ -598,8 +635,20 @@ static int auto_chunk_rows(int d_ff, size_t elsize) {
     return (int)r;
 }
 
+#ifdef NL_MPI /* the collective writer (h5store_mpi.inc, included at the end of this file) */
+static void w_mpi_free(nl_h5_writer *w);
+static int64_t w_mpi_tok0(const nl_h5_writer *w);
+static nl_status w_mpi_put_w_out_norm(nl_h5_writer *w, nl_ctx *ctx, int slot, const float *norms);
+static nl_status w_mpi_put_vocab(nl_h5_writer *w, nl_ctx *ctx, const char *const *pieces, const char *const *raw,
+                                 const size_t *raw_len, int n);
+static nl_status w_mpi_close(nl_h5_writer *w, nl_ctx *ctx, int complete);
+#endif
+
 static void writer_free(nl_h5_writer *w) {
     if (!w) return;
+#ifdef NL_MPI
+    w_mpi_free(w); /* closes the collective writer's ids (its close has closed the file) */
+#endif
     if (w->file >= 0 && w->failed) writer_abandon(w->file); /* before any id is closed */
     app_free(&w->tokens);
     app_free(&w->offsets);
@@ -634,6 +683,9 @@ static void writer_free(nl_h5_writer *w) {
 
 static nl_status w_ioerr_msg(nl_h5_writer *w, nl_ctx *ctx, const char *why) {
     w->failed = 1;
+#ifdef NL_MPI
+    if (w->mpi) return nl_errorf(ctx, NL_EIO, "cannot write '%s': %s", w->path, why); /* it keeps no partial file */
+#endif
     return nl_errorf(ctx, NL_EIO, "cannot write '%s': %s (the file keeps the %lld document%s committed before)", w->path,
                      why, (long long)w->committed, w->committed == 1 ? "" : "s");
 }
@@ -803,55 +855,25 @@ static int w_layers_of(const nl_h5_writer *w, int kd, int *out) {
     return n;
 }
 
-nl_status nl_h5_writer_create(nl_ctx *ctx, const char *path, const nl_h5_meta *meta, nl_h5_writer **out) {
-    NL_ASSERT(path && meta && out);
-    *out = NULL;
-    h5_quiet();
-    nl_status st = check_meta(ctx, path, meta);
-    if (st != NL_OK) return st;
-
-    nl_h5_writer *w;
-    if ((st = writer_alloc(ctx, path, meta, "create", &w)) != NL_OK) return st;
-    const int n_rec = w->n_rec;
-
-    /* The file is made under a temporary name in the same folder ("PATH.tmp-PID") and renamed
-     * to PATH once it holds its first commit, so PATH is never a half-made file: it is absent
-     * (or the file it replaces, with --force) until then, and a valid file from then on. A
-     * kill inside create leaves only the temporary file; a clean error removes it. */
-    char *tmp = malloc(strlen(path) + 32);
-    if (!tmp) {
-        writer_free(w);
-        return nl_errorf(ctx, NL_ENOMEM, "cannot create '%s': out of memory", path);
-    }
-    sprintf(tmp, "%s.tmp-%ld", path, (long)getpid());
-    /* The OS says best why a path cannot be created (missing directory, permissions …). */
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0666);
-    if (fd < 0) {
-        int e = errno;
-        writer_free(w);
-        free(tmp);
-        return nl_errorf(ctx, NL_EIO, "cannot create '%s': %s", path, strerror(e));
-    }
-    close(fd);
-
-    char m[512];
+/* Creates (truncates) the file at path with the writer's file access, or -1. */
+static hid_t writer_fcreate(const char *path) {
     hid_t fapl = writer_fapl(), fcpl = H5Pcreate(H5P_FILE_CREATE);
     /* Attributes and links iterate in creation order in h5py (format, version, … ; 0, 1, … 10). */
     if (fcpl >= 0) {
         H5Pset_attr_creation_order(fcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED);
         H5Pset_link_creation_order(fcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED);
     }
-    w->file = H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, fapl);
+    hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, fcpl, fapl);
     if (fapl >= 0) H5Pclose(fapl);
     if (fcpl >= 0) H5Pclose(fcpl);
-    if (w->file < 0) {
-        nl_errorf(ctx, NL_EIO, "cannot create '%s': %s", path, h5_err(m, sizeof m));
-        writer_free(w);
-        unlink(tmp); /* no half-made file left behind */
-        free(tmp);
-        return NL_EIO;
-    }
+    return file;
+}
+
+/* Lays out a new file w->file: the root attributes (complete = 0) and every dataset, empty
+ * (the per-layer groups and datasets of meta). Returns 1, or 0 when HDF5 failed (h5_err). */
+static int writer_layout(nl_h5_writer *w, const nl_h5_meta *meta) {
     int ok = 1;
+    const int n_rec = w->n_rec;
     w->vstr = h5_vstr_type();
     if (w->dtype == NL_H5_F16) w->half = h5_half_type();
     ok = w->vstr >= 0 && (w->dtype != NL_H5_F16 || w->half >= 0);
@@ -927,6 +949,49 @@ nl_status nl_h5_writer_create(nl_ctx *ctx, const char *path, const nl_h5_meta *m
         if (g >= 0) H5Gclose(g);
     }
     if (gcpl >= 0) H5Pclose(gcpl);
+    return ok;
+}
+
+nl_status nl_h5_writer_create(nl_ctx *ctx, const char *path, const nl_h5_meta *meta, nl_h5_writer **out) {
+    NL_ASSERT(path && meta && out);
+    *out = NULL;
+    h5_quiet();
+    nl_status st = check_meta(ctx, path, meta);
+    if (st != NL_OK) return st;
+
+    nl_h5_writer *w;
+    if ((st = writer_alloc(ctx, path, meta, "create", &w)) != NL_OK) return st;
+
+    /* The file is made under a temporary name in the same folder ("PATH.tmp-PID") and renamed
+     * to PATH once it holds its first commit, so PATH is never a half-made file: it is absent
+     * (or the file it replaces, with --force) until then, and a valid file from then on. A
+     * kill inside create leaves only the temporary file; a clean error removes it. */
+    char *tmp = malloc(strlen(path) + 32);
+    if (!tmp) {
+        writer_free(w);
+        return nl_errorf(ctx, NL_ENOMEM, "cannot create '%s': out of memory", path);
+    }
+    sprintf(tmp, "%s.tmp-%ld", path, (long)getpid());
+    /* The OS says best why a path cannot be created (missing directory, permissions …). */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+    if (fd < 0) {
+        int e = errno;
+        writer_free(w);
+        free(tmp);
+        return nl_errorf(ctx, NL_EIO, "cannot create '%s': %s", path, strerror(e));
+    }
+    close(fd);
+
+    char m[512];
+    w->file = writer_fcreate(tmp);
+    if (w->file < 0) {
+        nl_errorf(ctx, NL_EIO, "cannot create '%s': %s", path, h5_err(m, sizeof m));
+        writer_free(w);
+        unlink(tmp); /* no half-made file left behind */
+        free(tmp);
+        return NL_EIO;
+    }
+    int ok = writer_layout(w, meta);
     if (!ok) h5_err(m, sizeof m);
     else if (w_commit_raw(w, m, sizeof m) < 0) ok = 0; /* the empty file is the first commit */
     else if (rename(tmp, path) != 0) { /* ... and now takes the final name */
@@ -1068,6 +1133,9 @@ nl_status nl_h5_writer_put_vocab(nl_h5_writer *w, nl_ctx *ctx, const char *const
     if (st != NL_OK) return st;
     if (n < 0 || (n > 0 && !pieces) || (raw && !raw_len))
         return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': bad vocabulary (%d pieces)", w->path, n);
+#ifdef NL_MPI
+    if (w->mpi) return w_mpi_put_vocab(w, ctx, pieces, raw, raw_len, n);
+#endif
     if (H5Lexists(w->file, "vocab", H5P_DEFAULT) > 0) return NL_OK; /* a resumed file keeps its own */
     const char **v = malloc(sizeof(char *) * (size_t)(n > 0 ? n : 1));
     hvl_t *b = raw ? malloc(sizeof(hvl_t) * (size_t)(n > 0 ? n : 1)) : NULL;
@@ -1253,13 +1321,20 @@ nl_status nl_h5_writer_end_doc(nl_h5_writer *w, nl_ctx *ctx) {
     if (pl > len)
         return nl_errorf(ctx, NL_EINVAL, "cannot write '%s': document %lld: prompt_len %d exceeds its %lld tokens", w->path,
                          (long long)w->n_docs, pl, (long long)len);
-    if (app_push(&w->offsets, &n_tok, 1, NULL) < 0) return w_ioerr(w, ctx);
+    int64_t end = n_tok; /* doc_offsets[n_docs + 1] */
+#ifdef NL_MPI
+    if (w->mpi) end += w_mpi_tok0(w); /* a rank's tokens start at its token offset */
+#endif
+    if (app_push(&w->offsets, &end, 1, NULL) < 0) return w_ioerr(w, ctx);
     char *label = w->label;
     w->label = NULL; /* the labels appender owns it from here, even when its write fails */
     if (app_push(&w->labels, &label, 1, NULL) < 0 || app_push(&w->plen, &pl, 1, NULL) < 0) return w_ioerr(w, ctx);
     w->n_docs++;
     w->doc_start = n_tok;
     w->in_doc = 0;
+#ifdef NL_MPI
+    if (w->mpi) return NL_OK; /* no commits: the file takes its name whole at close */
+#endif
     if (w->commit_s < 0 || now_s() - w->last_commit >= w->commit_s) return w_commit(w, ctx);
     return NL_OK;
 }
@@ -1269,6 +1344,9 @@ nl_status nl_h5_writer_put_w_out_norm(nl_h5_writer *w, nl_ctx *ctx, int layer, c
     nl_status st = w_check(w, ctx, "w_out_norm", 0);
     if (st == NL_OK) st = w_layer(w, ctx, layer, &s);
     if (st != NL_OK || s < 0 || w->kind[s] == 1) return st;
+#ifdef NL_MPI
+    if (w->mpi) return w_mpi_put_w_out_norm(w, ctx, s, norms);
+#endif
     char name[64];
     snprintf(name, sizeof name, "/layers/%d/w_out_norm", layer);
     hid_t ds;
@@ -1290,11 +1368,17 @@ nl_status nl_h5_writer_put_w_out_norm(nl_h5_writer *w, nl_ctx *ctx, int layer, c
 nl_status nl_h5_writer_flush(nl_h5_writer *w, nl_ctx *ctx) {
     nl_status st = w_check(w, ctx, "flush", 0);
     if (st != NL_OK) return st;
+#ifdef NL_MPI
+    if (w->mpi) return w_flush_rows(w) == 0 ? NL_OK : w_ioerr(w, ctx); /* H5Fflush would be collective */
+#endif
     return w_commit(w, ctx);
 }
 
 nl_status nl_h5_writer_close(nl_h5_writer *w, nl_ctx *ctx, int complete) {
     if (!w) return NL_OK;
+#ifdef NL_MPI
+    if (w->mpi) return w_mpi_close(w, ctx, complete); /* collective */
+#endif
     nl_status st = NL_OK;
     char m[512];
     if (w->failed) { /* the file keeps the last commit; write nothing more */
@@ -2978,3 +3062,7 @@ fail:
     writer_free(w);
     return st;
 }
+
+#ifdef NL_MPI
+#include "h5store_mpi.inc"
+#endif
