@@ -12,7 +12,7 @@
 #   Chan-merged moments within 1e-9 relative), also with more ranks than documents; record --db
 #   registers one run, from rank 0.
 #   Pipeline parallel: ppl and perturb --pipeline 2 and 3, and record --pool --pipeline 2 (each
-#   rank writes its layers' rows) equal one process. With NL_SLOW=1 (make check-slow) also the
+#   rank writes its layers' rows) equal one process. Also the
 #   peak RSS of each rank of ppl --pipeline 2 and record --pipeline 2 on a 151 MB float32 model
 #   (bench/make_model.py, made in a temporary folder), printed and within half the file + 64 MiB
 #   (one process: the whole file); the record's file is the one-process file.
@@ -200,9 +200,7 @@ run 2 "$P" perturb "$model" "$d" "${args[@]}" --db "$tmp/ptp.db" --pipeline 2 > 
 [ $ok = 1 ] && pass "ppl --pipeline 2/3 and perturb --pipeline 2: the one-process output" || fail "pipeline" "$tmp/err"
 
 # 8. RSS per rank: ppl --pipeline 2 on a 151 MB float32 model (mapped, each rank touches its layers).
-if [ "${NL_SLOW:-0}" != 1 ]; then
-  echo "SKIP pipeline RSS per rank: makes a 151 MB model, runs with NL_SLOW=1 (make check-slow)"
-elif $py bench/make_model.py "$tmp/big" --layers 8 --hidden 512 --heads 8 --kv-heads 8 --ffn 2048 --vocab 4096 --docs 4 --doc-len 256 \
+if $py bench/make_model.py "$tmp/big" --layers 8 --hidden 512 --heads 8 --kv-heads 8 --ffn 2048 --vocab 4096 --docs 4 --doc-len 256 \
      > "$tmp/err" 2>&1; then
   big=$tmp/big/llama100m
   head -2 "$tmp/big/data_4.jsonl" > "$tmp/bd.jsonl"
@@ -238,6 +236,8 @@ one_line() { # name expected-substring command...
 models=$(realpath notebooks-data/models)
 one_line "ranks with different models" "ranks disagree about the model: rank 1 has '$models/gelu'" \
   run 2 bash -c 'm=silu; [ "$OMPI_COMM_WORLD_RANK" = 1 ] && m=gelu; exec "$0" ppl "$1/$m" "$2" --threads 1' "$P" "$models" "$d"
+one_line "record --attn over 2 ranks" "record --attn runs in one process" \
+  run 2 "$P" record "$model" "$d" -o "$tmp/xa.h5" --attn 0 --ctx 512 --threads 1
 one_line "ranks with different datasets" "ranks disagree about the dataset: rank 2 has '$tmp/d5.jsonl'" \
   run 3 bash -c 'x=$2; [ "$OMPI_COMM_WORLD_RANK" = 2 ] && x=$3; exec "$0" record "$1" "$x" -o "$4" --threads 1' "$P" "$model" "$d" "$tmp/d5.jsonl" "$tmp/x.h5"
 one_line "a dataset missing on one rank" "rank 1: cannot open '$tmp/none.jsonl'" \

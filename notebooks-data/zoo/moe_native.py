@@ -59,7 +59,7 @@ def main(dbs):
         prow = c.execute("SELECT DISTINCT run_id FROM expert_prune WHERE removed LIKE 'top:%'").fetchall()
         if prow:
             print("Removing an ability's best expert in every layer (`prune --experts top:ABILITY:1`, chosen on the scored "
-                  "documents, perplexity on 20 other documents per ability; the router's choice is excluded and the token takes "
+                  "documents, perplexity on 10 other documents per ability; the router's choice is excluded and the token takes "
                   "its next-best expert): relative perplexity change on the ability's own documents and on the others (mean), "
                   "beside the same number of random experts per layer (mean of 3 seeds).\n")
             print("| removed | own ability | other abilities | random experts, own | random experts, others |")
