@@ -97,3 +97,29 @@ def test_hook_zeroing_ability_neurons_equals_prune(silu, tmp_path):
     for lab, s in r.by_label.items():
         assert s["nll"] == pytest.approx(want[lab][0], rel=1e-12), lab
     assert r.by_label["math"]["nll"] > silu.ppl(data).by_label["math"]["nll"] + 0.05  # the math neurons matter for math
+
+
+@pytest.mark.parametrize("layer,neuron,norm", [(0, 7, False), (5, 448, False), (3, 100, True)])
+def test_attribute_equals_numpy(silu, tmp_path, layer, neuron, norm):
+    """`neuronlab attribute` = W_U · W_out[:, i] (optionally times the final norm's weight) computed in
+    numpy from the weights the package reads: the same top/bottom token ids in order, the same logits."""
+    db = tmp_path / "attr.db"
+    args = ["attribute", SILU, "--layer", layer, "--neuron", neuron, "--top", 15, "--db", db]
+    cli(*(args + (["--norm-weight"] if norm else [])))
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT rank, token_id, logit FROM neuron_attribution WHERE layer = ? AND neuron = ? ORDER BY rank",
+                       (layer, neuron)).fetchall()
+    con.close()
+    w = silu.w_out(layer)[:, neuron].astype(np.float64)
+    if norm:
+        w = w * silu.weight("final_norm").astype(np.float64)
+    logits = silu.w_u.astype(np.float64) @ w
+    order = np.argsort(-logits, kind="stable")
+    up = {r: (t, x) for r, t, x in rows if r > 0}
+    down = {-r: (t, x) for r, t, x in rows if r < 0}
+    assert len(up) == 15 and len(down) == 15
+    for k in range(15):
+        for got, want_id in ((up[k + 1], order[k]), (down[k + 1], order[-1 - k])):
+            assert got[1] == pytest.approx(logits[want_id], rel=1e-5, abs=1e-6)
+            # ids agree unless two logits tie within float32 rounding
+            assert got[0] == want_id or abs(logits[got[0]] - logits[want_id]) < 1e-5
