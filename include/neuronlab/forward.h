@@ -27,7 +27,10 @@
 typedef struct nl_forward nl_forward;
 
 /* max_T: most tokens per call; max_P: KV-cache capacity (context). The model is borrowed
- * and must outlive the forward state. */
+ * and must outlive the forward state. A small f16/bf16 model (all layers in f32 within
+ * NL_KEEP_F32_BYTES) keeps its layers converted after their first use (nl_model_keep_f32)
+ * instead of converting each layer on every call; larger ones stream one layer at a time. */
+#define NL_KEEP_F32_BYTES ((size_t)256 << 20)
 nl_status nl_forward_create(nl_ctx *ctx, nl_model *m, int max_T, int max_P, nl_forward **out);
 void nl_forward_destroy(nl_forward *f); /* NULL is a no-op */
 
