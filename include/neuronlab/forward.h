@@ -46,6 +46,19 @@ int nl_forward_max_T(const nl_forward *f);
 int nl_forward_max_P(const nl_forward *f);
 nl_model *nl_forward_model(const nl_forward *f);
 
+/* Document-parallel scoring of small models. For a model whose GEMMs are too small to split
+ * well over threads (stored weights and f32 layers within NL_KEEP_F32_BYTES, no experts) and a
+ * plain forward state (no hooks, no replaced FFN, not in MPI pipeline mode), returns how many
+ * independent forward states are worth running side by side (omp_get_max_threads()); 1
+ * otherwise. Each state then runs its own documents with single-threaded kernels: no barrier
+ * inside a document, which is also what keeps a machine shared with other busy processes
+ * from stalling the run. */
+int nl_forward_doc_threads(const nl_forward *f);
+/* A new forward state over f's model with f's limits and no hooks (caller owns it). Converts
+ * every layer and the head first, so the states can then run concurrently (the model's f32
+ * layers are only read). */
+nl_status nl_forward_create_like(nl_ctx *ctx, nl_forward *f, nl_forward **out);
+
 /* Runs tokens (T ≤ max_T) after the cached ones. logits: (T, V) or NULL to skip the head.
  * Fails with NL_EINVAL when a token id is outside [0, V) or the cache would overflow. */
 nl_status nl_forward_run(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, int T, float *logits);

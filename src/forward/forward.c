@@ -136,6 +136,29 @@ int nl_forward_max_T(const nl_forward *f) { return f->max_T; }
 int nl_forward_max_P(const nl_forward *f) { return f->max_P; }
 nl_model *nl_forward_model(const nl_forward *f) { return f->m; }
 
+int nl_forward_doc_threads(const nl_forward *f) {
+    const nl_config *c = f->c;
+    const int n = omp_get_max_threads();
+    if (n <= 1 || omp_in_parallel() || f->hooks.n > 0 || c->n_experts > 0 || nl_mpi_pipeline() > 1) return 1;
+    for (int l = 0; l < c->n_layers; l++)
+        if (f->ffn_fn[l]) return 1;
+    if ((size_t)nl_model_bytes(f->m) > NL_KEEP_F32_BYTES) return 1;
+    const size_t conv = nl_model_f32_layer_bytes(f->m);
+    if (conv > NL_KEEP_F32_BYTES || (conv > 0 && !nl_model_keep_f32(f->m, NL_KEEP_F32_BYTES))) return 1;
+    return n;
+}
+
+nl_status nl_forward_create_like(nl_ctx *ctx, nl_forward *f, nl_forward **out) {
+    *out = NULL;
+    nl_layer w;
+    nl_head h;
+    nl_status st;
+    for (int l = 0; l < f->c->n_layers; l++)
+        if ((st = nl_model_layer(ctx, f->m, l, &w)) != NL_OK) return st;
+    if ((st = nl_model_head(ctx, f->m, &h)) != NL_OK) return st;
+    return nl_forward_create(ctx, f->m, f->max_T, f->max_P, out);
+}
+
 nl_status nl_forward_set_ffn(nl_forward *f, nl_ctx *ctx, int layer, nl_ffn_fn fn, void *user) {
     const int L = f->c->n_layers;
     if (layer < -1 || layer >= L)
