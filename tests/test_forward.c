@@ -758,11 +758,16 @@ Test(forward, removed_hook_does_not_run) {
 
 /* ---- documents in parallel (nl_forward_doc_threads) ------------------------------------- */
 
-static nl_status noop_hook(void *user, nl_ctx *ctx, const nl_hook_info *info, float *x) { return NL_OK; }
+/* Zeroes neuron 3 of every row (reads nothing but x). */
+static nl_status zero_neuron_hook(void *user, nl_ctx *ctx, const nl_hook_info *info, float *x) {
+    for (int t = 0; t < info->T; t++) x[(size_t)t * info->width + 3] = 0.0f;
+    return NL_OK;
+}
 
 /* A small bf16 model (layers kept in f32) scores 9 documents, some longer than the context of
  * 16 (windows every 8), with one thread and with two forward states side by side: the same
- * losses per document. A hook turns the document-parallel path off. */
+ * losses per document. A hook turns the document-parallel path off unless declared read-only
+ * (nl_forward_hooks_concurrent), when the copies run it as well. */
 Test(perplexity, documents_in_parallel_equal_serial) {
     nl_ctx ctx;
     nl_ctx_init(&ctx);
@@ -797,10 +802,23 @@ Test(perplexity, documents_in_parallel_equal_serial) {
                   one.by_doc[d].nll, two.by_doc[d].nll);
     }
     cr_assert(one.total.nll > 0);
-    nl_hooks_add(nl_forward_hooks(f), NL_HOOK_FFN_ACT, -1, NL_HOOK_OBSERVE, noop_hook, NULL);
+    nl_hooks_add(nl_forward_hooks(f), NL_HOOK_FFN_ACT, -1, NL_HOOK_INTERVENE, zero_neuron_hook, NULL);
     cr_assert_eq(nl_forward_doc_threads(f), 1);
+    /* declared read-only: the copies run it too (the losses change, and equal the serial ones) */
+    nl_forward_hooks_concurrent(f, 1);
+    cr_assert_eq(nl_forward_doc_threads(f), 2);
+    nl_ppl_result par, ser;
+    cr_assert_eq(nl_ppl_run(&ctx, f, &ds, 0, NULL, &par), NL_OK, "%s", ctx.msg);
+    omp_set_num_threads(1);
+    cr_assert_eq(nl_ppl_run(&ctx, f, &ds, 0, NULL, &ser), NL_OK, "%s", ctx.msg);
+    cr_assert(fabs(par.total.nll - one.total.nll) > 1e-6 * one.total.nll, "the hook changed nothing");
+    for (int d = 0; d < 9; d++)
+        cr_assert(fabs(par.by_doc[d].nll - ser.by_doc[d].nll) <= 1e-6 * fabs(ser.by_doc[d].nll), "doc %d: %.9g vs %.9g", d,
+                  par.by_doc[d].nll, ser.by_doc[d].nll);
     nl_ppl_result_release(&one);
     nl_ppl_result_release(&two);
+    nl_ppl_result_release(&par);
+    nl_ppl_result_release(&ser);
     nl_forward_destroy(f);
     nl_model_close(m);
 }

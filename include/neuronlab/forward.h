@@ -58,6 +58,10 @@ int nl_forward_doc_threads(const nl_forward *f);
  * every layer and the head first, so the states can then run concurrently (the model's f32
  * layers are only read). */
 nl_status nl_forward_create_like(nl_ctx *ctx, nl_forward *f, nl_forward **out);
+/* yes = 1 declares that the hooks registered on f only read their user data, so several
+ * forward states may run them at once: nl_forward_doc_threads then allows them and
+ * nl_forward_create_like copies them. Set it after registering, clear it (0) on removal. */
+void nl_forward_hooks_concurrent(nl_forward *f, int yes);
 
 /* Runs tokens (T ≤ max_T) after the cached ones. logits: (T, V) or NULL to skip the head.
  * Fails with NL_EINVAL when a token id is outside [0, V) or the cache would overflow. */

@@ -57,6 +57,7 @@ struct nl_forward {
     float *v_cache;  /* (L, P, KV) */
     float *logits;   /* (head_rows, V) */
     int head_rows;   /* rows of logits per LM-head GEMM in nl_forward_nll */
+    int hooks_concurrent; /* the hooks only read their user data (nl_forward_hooks_concurrent) */
     float *inv_freq; /* (rotary_dim / 2) */
     nl_ffn_fn *ffn_fn; /* (L) replacement FFN per layer, NULL = dense; nl_ffn_moe on MoE layers */
     void **ffn_user;   /* (L) its user pointer */
@@ -139,7 +140,9 @@ nl_model *nl_forward_model(const nl_forward *f) { return f->m; }
 int nl_forward_doc_threads(const nl_forward *f) {
     const nl_config *c = f->c;
     const int n = omp_get_max_threads();
-    if (n <= 1 || omp_in_parallel() || f->hooks.n > 0 || c->n_experts > 0 || nl_mpi_pipeline() > 1) return 1;
+    if (n <= 1 || omp_in_parallel() || (f->hooks.n > 0 && !f->hooks_concurrent) || c->n_experts > 0 ||
+        nl_mpi_pipeline() > 1)
+        return 1;
     for (int l = 0; l < c->n_layers; l++)
         if (f->ffn_fn[l]) return 1;
     if ((size_t)nl_model_bytes(f->m) > NL_KEEP_F32_BYTES) return 1;
@@ -156,8 +159,12 @@ nl_status nl_forward_create_like(nl_ctx *ctx, nl_forward *f, nl_forward **out) {
     for (int l = 0; l < f->c->n_layers; l++)
         if ((st = nl_model_layer(ctx, f->m, l, &w)) != NL_OK) return st;
     if ((st = nl_model_head(ctx, f->m, &h)) != NL_OK) return st;
-    return nl_forward_create(ctx, f->m, f->max_T, f->max_P, out);
+    if ((st = nl_forward_create(ctx, f->m, f->max_T, f->max_P, out)) != NL_OK) return st;
+    if (f->hooks_concurrent) (*out)->hooks = f->hooks, (*out)->hooks_concurrent = 1;
+    return NL_OK;
 }
+
+void nl_forward_hooks_concurrent(nl_forward *f, int yes) { f->hooks_concurrent = yes; }
 
 nl_status nl_forward_set_ffn(nl_forward *f, nl_ctx *ctx, int layer, nl_ffn_fn fn, void *user) {
     const int L = f->c->n_layers;
