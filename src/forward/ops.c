@@ -76,7 +76,6 @@ void nl_layernorm(float *out, const float *x, const float *w, const float *b, in
 
 /* Eight floats at a time in GCC vector extensions (one AVX register, two SSE ones); casts
  * between the float and int vector types reinterpret the bits. */
-#pragma GCC diagnostic ignored "-Wpsabi" /* the v8 helpers are always inlined: no ABI crossing */
 #define NL_V8 static inline __attribute__((always_inline))
 typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
