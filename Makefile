@@ -45,6 +45,10 @@ $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
+# ops.c passes 8-float vectors between always-inlined helpers: GCC's note about the AVX
+# argument ABI (-Wpsabi) concerns calls that never happen.
+$(BUILD)/obj/src/forward/ops.o: CFLAGS += -Wno-psabi
+
 # The gnuplot templates of plots/ compiled into the library (include/neuronlab/report.h).
 $(BUILD)/gen/plots.c: $(PLOTS) Makefile
 	@mkdir -p $(dir $@)

@@ -294,7 +294,7 @@ static nl_status rm_out(void *user, nl_ctx *ctx, const nl_hook_info *info, float
     const int T = info->T, D = s->D, Fs = s->Fs;
     nl_matmul(s->g, Fs, s->xin, D, T, &w.sh_gate, NULL);
     nl_matmul(s->u, Fs, s->xin, D, T, &w.sh_up, NULL);
-    for (size_t i = 0; i < (size_t)T * Fs; i++) s->g[i] = nl_act_scalar(s->g[i], c->act) * s->u[i];
+    nl_act_glu(s->g, s->u, (int64_t)T * Fs, c->act);
     nl_matmul(s->y, D, s->g, Fs, T, &w.sh_down, NULL);
     nl_matmul(s->sg, 1, s->xin, D, T, &w.sh_router, NULL);
     for (int t = 0; t < T; t++) {

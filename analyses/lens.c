@@ -3,7 +3,7 @@
  * is unembedded at the last layer and at every depth in turn, and the sums per label and depth
  * are stored in one transaction.
  * Rules: library code (statuses, no printing); the last layer reuses the code path of
- * nl_forward_nll (norm, 32-row GEMM blocks, log-sum-exp in double), so it equals `ppl` exactly.
+ * nl_forward_nll (norm, GEMM, nl_sum_exp_shift in double), so it equals `ppl` exactly.
  * Checked by tests/test_lens.c and tests/lens_cli.sh. */
 #include "analyses/lens.h"
 
@@ -78,10 +78,8 @@ static double lse_arg(const float *z, int V, int *arg) {
     int a = 0;
     for (int v = 1; v < V; v++)
         if (z[v] > mx) mx = z[v], a = v;
-    double sum = 0;
-    for (int v = 0; v < V; v++) sum += exp((double)z[v] - mx);
     *arg = a;
-    return log(sum) + mx;
+    return log(nl_sum_exp_shift(z, V, mx)) + mx; /* the sum nl_forward_nll takes (ops.h) */
 }
 
 static nl_status lens_chunk(void *user, nl_ctx *ctx, nl_forward *f, const nl_doc *doc, int start, int T, int new_from) {

@@ -458,6 +458,7 @@ static nl_status run_passes(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, co
         nl_prune_mask_release(&mask);
         return nl_errorf(ctx, NL_EINVAL, "too many hooks on the forward pass");
     }
+    nl_forward_hooks_concurrent(f, 1); /* nl_prune_hook only reads the mask: documents may run in parallel */
     /* base: the empty mask */
     st = score(ctx, f, ds, o->stride, progress, r, r->base);
     if (st == NL_OK && db) st = write_pass(ctx, db, run_id, sets, ds, r, PASS_BASE, 0, 0, 0);
@@ -484,6 +485,7 @@ static nl_status run_passes(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, co
     }
     free(seen);
     nl_hooks_remove(hooks, hook_id); /* remove our intervener */
+    nl_forward_hooks_concurrent(f, 0);
     nl_prune_mask_release(&mask);
     return st;
 }

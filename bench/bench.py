@@ -169,6 +169,9 @@ def main():
     ap.add_argument("--repeat", type=int, default=2, help="runs per timed row; the fastest is shown (default 2)")
     ap.add_argument("--no-threads-exp", action="store_true", help="skip the thread-settings experiment")
     ap.add_argument("--keep", action="store_true", help="keep the recorded .h5 files")
+    ap.add_argument("--zoo-docs", type=int, default=0, help="documents of the zoo rows (default all 200 of the code set)")
+    ap.add_argument("--no-zoo", action="store_true", help="skip the zoo-model rows (speed, threads, under load)")
+    ap.add_argument("--only-zoo", action="store_true", help="only the zoo-model rows")
     a = ap.parse_args()
     t_start = time.perf_counter()
     build = os.path.abspath(a.build)
@@ -197,6 +200,8 @@ def main():
         print(f"     core = {ob.get('core_in_process', ob['core'])}, threads = {ob['threads']}, "
               f"threading = {ob['parallel']}")
 
+    if a.only_zoo:
+        return zoo_bench(a, nl, work, outdir)
     # ---- models and data ---------------------------------------------------------------
     gen = run([PY, os.path.join(HERE, "make_model.py"), work, "--docs", str(max(a.docs, 4))], label="make_model")
     if gen["rc"] != 0:
@@ -497,6 +502,8 @@ def main():
                   f"{b['openblas'].get('threads')} threads")
         for lib in b.get("libs", []):
             print(f"    mapped: {lib}")
+    if not a.no_zoo:
+        zoo_bench(a, nl, work, outdir)
     load_end = os.getloadavg()[0]
     if load_end > 1.0 + (load1 if load1 > 0.5 else 0):
         print(f"\nwarning: load average at the end {load_end:.2f} (other processes ran during the bench)")
@@ -505,6 +512,130 @@ def main():
           f"{sum(1 for _, ok in verdicts if ok)} checks passed, {n_fail} failed, "
           f"{sum(1 for _, ok in verdicts if ok is None)} informational")
     return 0
+
+# ---- the zoo model: speed, thread scaling and a loaded machine --------------------------------
+
+BUSY = "import time\nend = time.time() + {secs}\nwhile time.time() < end:\n    pass\n"
+
+
+def zoo_bench(a, nl, work, outdir):
+    """The silu zoo model (6.8M parameters, f16, tied embeddings, context 256) on the code eval
+    set, tokenized once by neuronlab so both engines read the same ids; documents longer than
+    the context go through in windows of 256 every 128 tokens in both. Rows: ppl and record
+    against PyTorch (+ hooks + h5py), ppl with one thread, and ppl of both engines beside two
+    CPU-bound busy loops of this script's own (started before, killed after). Wall and CPU
+    seconds (user + sys of the child, from wait4) are printed; the targets are on wall time."""
+    model = os.path.join(ROOT, "notebooks-data", "models", "silu")
+    evalset = os.path.join(ROOT, "notebooks-data", "eval", "code.jsonl")
+    if not os.path.exists(os.path.join(model, "model.safetensors")) or not os.path.exists(evalset):
+        print(f"\n-- zoo: skipped ({model} or {evalset} is absent)")
+        return 0
+    data = os.path.join(work, "zoo_code.jsonl")
+    r = run([nl, "tokenize", model, evalset, "--quiet"], label="tokenize")
+    if r["rc"] != 0:
+        print(f"\n-- zoo: tokenize failed: {first_line(r['err'])}")
+        return 1
+    lines = [ln for ln in r["out"].splitlines() if ln.strip()]
+    if a.zoo_docs > 0:
+        lines = lines[:a.zoo_docs]
+    with open(data, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    tokens, docs = count_tokens(data)
+    tl = os.path.join(HERE, "torch_llama.py")
+    h5n, h5t = os.path.join(outdir, "zoo.neuronlab.h5"), os.path.join(outdir, "zoo.torch.h5")
+    load0 = os.getloadavg()
+    print(f"\n-- zoo: silu model on the code eval set: {docs} documents, {tokens} tokens "
+          f"(load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f})")
+    rows = [
+        ("ppl-neuronlab", [nl, "ppl", model, data, "--json", "--quiet"]),
+        ("ppl-torch", [PY, tl, "ppl", model, data, "--threads", str(NPROC)]),
+        ("record-neuronlab", [nl, "record", model, data, "-o", h5n, "--force", "--dtype", "f16", "--quiet"]),
+        ("record-torch+h5py", [PY, tl, "record", model, data, "-o", h5t, "--dtype", "f16", "--threads", str(NPROC)]),
+        ("ppl-neuronlab-1thr", [nl, "ppl", model, data, "--json", "--quiet", "--threads", "1"]),
+        ("ppl-torch-1thr", [PY, tl, "ppl", model, data, "--threads", "1"]),
+    ]
+    R = {}
+    for _ in range(max(1, a.repeat)):
+        for key, cmd in rows:
+            r = run(cmd, label=key)
+            if key not in R or (r["rc"], r["wall"]) < (R[key]["rc"], R[key]["wall"]):
+                R[key] = r
+    # beside two busy loops of our own: both engines, in alternation, best of --repeat
+    busy = [subprocess.Popen([PY, "-c", BUSY.format(secs=1800)]) for _ in range(2)]
+    try:
+        time.sleep(1.0)
+        for _ in range(max(1, a.repeat)):
+            for key, cmd in rows[:2]:
+                r = run(cmd, label=key + "-loaded")
+                k = key + " (loaded)"
+                if k not in R or (r["rc"], r["wall"]) < (R[k]["rc"], R[k]["wall"]):
+                    R[k] = r
+    finally:
+        for b in busy:
+            b.kill()
+            b.wait()
+    cmp = None
+    if R["record-neuronlab"]["rc"] == 0 and R["record-torch+h5py"]["rc"] == 0 and os.path.exists(h5n) and os.path.exists(h5t):
+        c = run([PY, os.path.join(HERE, "compare_h5.py"), h5n, h5t], label="compare")
+        cmp = parse_json(c["out"]) if c["rc"] == 0 else {"error": first_line(c["err"]) or c["out"][:200]}
+    if not a.keep:
+        for f in (h5n, h5t):
+            if os.path.exists(f):
+                os.remove(f)
+    load1 = os.getloadavg()
+    print(f"\nZOO MODEL (silu, code set, {tokens} tokens; wall = whole process, fastest of {a.repeat}; "
+          f"CPU = user+sys of that run; load average before {load0[0]:.2f}, after {load1[0]:.2f})")
+    hdr = f"{'run':30s} {'tok/s':>9s} {'wall s':>8s} {'CPU s':>8s}  note"
+    print(hdr)
+    print("-" * len(hdr))
+    for key in R:
+        r = R[key]
+        if r["rc"] != 0:
+            print(f"{key:30s} {'-':>9s} {'-':>8s} {'-':>8s}  FAILED (exit {r['rc']}): {first_line(r['err'])[:70]}")
+            continue
+        j = parse_json(r["out"])
+        note = f"nll {j['nll']:.6f}" if j and j.get("nll") is not None else ""
+        if r["other"] > 0.05 and "loaded" not in key:
+            note = f"*{100 * r['other']:.0f}% busy  " + note
+        print(f"{key:30s} {tokens / r['wall']:9.1f} {r['wall']:8.2f} {r['cpu_s']:8.2f}  {note}")
+    print("-" * len(hdr))
+
+    def ratio(x, y):
+        rx, ry = R.get(x), R.get(y)
+        if not rx or not ry or rx["rc"] != 0 or ry["rc"] != 0:
+            return None, None
+        return ry["wall"] / rx["wall"], ry["cpu_s"] / rx["cpu_s"]
+
+    def check(text, x, y, target):
+        w, c = ratio(x, y)
+        if w is None:
+            print(f"  [FAIL] {text}: a run failed")
+            return
+        print(f"  [{'PASS' if w >= target else 'FAIL'}] {text} = {w:.2f}x wall ({c:.2f}x CPU) [target >= {target}]")
+
+    check("ppl: neuronlab / torch tokens per second", "ppl-neuronlab", "ppl-torch", 1.3)
+    check("record: neuronlab / torch + hooks + h5py", "record-neuronlab", "record-torch+h5py", 2.0)
+    check(f"threads: neuronlab ppl {NPROC} threads / 1 thread", "ppl-neuronlab", "ppl-neuronlab-1thr", 1.7)
+    w, c = ratio("ppl-torch", "ppl-torch-1thr")
+    if w is not None:
+        print(f"  [n/a ] threads: torch ppl {NPROC} threads / 1 thread = {w:.2f}x wall")
+    check("under load (2 busy loops): neuronlab / torch ppl", "ppl-neuronlab (loaded)", "ppl-torch (loaded)", 1.0)
+    jn, jt = parse_json(R["ppl-neuronlab"]["out"]), parse_json(R["ppl-torch"]["out"])
+    if jn and jt:
+        rel = abs(jn["nll"] - jt["nll"]) / abs(jt["nll"])
+        dd = [abs(x["score"]["nll"] - y) / abs(y) for x, y in zip(jn["docs"], jt["docs"])
+              if x["score"]["nll"] is not None and y]
+        print(f"  [{'PASS' if rel < 1e-5 else 'FAIL'}] exactness: nll neuronlab {jn['nll']:.6f} vs torch {jt['nll']:.6f}: "
+              f"relative {rel:.1e} (per document max {max(dd) if dd else float('nan'):.1e}; neuronlab prints 6 decimals) "
+              f"[target < 1e-5]")
+    if cmp:
+        if "error" in cmp:
+            print(f"  [FAIL] activations: comparison failed: {cmp['error']}")
+        else:
+            print(f"  [{'PASS' if cmp['ok'] else 'FAIL'}] activations vs torch (f16 files, {cmp['layers']} layers, "
+                  f"{cmp['rows']} rows): max |diff|/max|a| {cmp['max_rel']:.2e} [target < 1e-2: f16 rounding]")
+    return 0
+
 
 
 if __name__ == "__main__":

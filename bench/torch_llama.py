@@ -10,7 +10,11 @@ llama2.c legacy checkpoint (.bin, adjacent-pair RoPE). Weights are read with our
 safetensors reader (numpy memmap + torch.from_numpy: no copy, like neuronlab's mmap).
 Documents go through one at a time as a (1, T) batch under torch.inference_mode(); the
 loss is the mean NLL of every next-token prediction (token i predicts token i+1), the same
-contract as `neuronlab ppl` for documents that fit the context.
+contract as `neuronlab ppl`: a document longer than the context (--ctx, default the model's)
+goes through in windows of that length every --stride tokens (default half of it), each
+scoring (recording) only the tokens after the previous window, as neuronlab's walk.c does.
+Tied embeddings (tie_word_embeddings, or no lm_head tensor) and f16/bf16 weights (converted to
+f32 once at load) are supported, so the zoo models run as they are.
 `record` registers a forward pre-hook on every layer's mlp.down_proj (its input is the FFN
 activation a = silu(x W_gate) * (x W_up)) and appends it to /layers/{l}/ffn_act, a chunked,
 resizable h5py dataset, in the requested dtype — the "obvious" PyTorch + h5py recorder.
@@ -209,6 +213,7 @@ class H5Recorder:
         rows = max(1, min(n_tokens_hint, (1 << 20) // (F * np.dtype(self.np_dtype).itemsize)))  # ~1 MiB chunks
         self.f.attrs["format"] = "torch-baseline"
         self.sets, self.tokens, self.offsets = [], [], [0]
+        self.keep_from = 0  # rows of the current window already recorded by the previous one
         for l, layer in enumerate(model.layers):
             ds = self.f.create_dataset(f"layers/{l}/ffn_act", shape=(0, F), maxshape=(None, F),
                                        chunks=(rows, F), dtype=self.np_dtype)
@@ -217,7 +222,7 @@ class H5Recorder:
 
     def hook(self, l):
         def fn(module, inputs):
-            a = inputs[0].reshape(-1, inputs[0].shape[-1]).to(self.torch_dtype).numpy()
+            a = inputs[0].reshape(-1, inputs[0].shape[-1])[self.keep_from:].to(self.torch_dtype).numpy()
             ds = self.sets[l]
             n = ds.shape[0]
             ds.resize(n + a.shape[0], axis=0)
@@ -265,6 +270,8 @@ def main():
     ap.add_argument("-o", "--out")
     ap.add_argument("--dtype", choices=["f16", "f32"], default="f16")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--ctx", type=int, default=0, help="window length (default: the model's context)")
+    ap.add_argument("--stride", type=int, default=0, help="window stride (default: half the window, as neuronlab)")
     a = ap.parse_args()
     if a.mode == "record" and not a.out:
         ap.error("record needs -o OUT.h5")
@@ -275,30 +282,45 @@ def main():
     c, w = load_hf(a.model) if os.path.isdir(a.model) else load_llama2c(a.model)
     model = Llama(c, w).eval()
     docs = [json.loads(ln)["tokens"] for ln in open(a.data) if ln.strip()]
-    for d in docs:
-        if len(d) > c["max_pos"]:
-            sys.exit(f"torch_llama: document of {len(d)} tokens exceeds the context {c['max_pos']} (not supported here)")
-    rec = H5Recorder(model, a.out, a.dtype, max(len(d) for d in docs)) if a.mode == "record" else None
+    C = min(a.ctx or c["max_pos"], c["max_pos"])
+    S = a.stride if 0 < a.stride <= C else max(1, C // 2)
+    rec = H5Recorder(model, a.out, a.dtype, min(C, max(len(d) for d in docs))) if a.mode == "record" else None
     t_load = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     per_doc, tot, n_pred, n_tok = [], 0.0, 0, 0
     with torch.inference_mode():
         for d in docs:
-            toks = torch.tensor(d, dtype=torch.long).unsqueeze(0)
             n_tok += len(d)
             if rec:
                 rec.add_doc(d)
-                model(toks, head=False)  # the hooks do the work; like `neuronlab record`, no LM head
-                continue
-            logits = model(toks)[0, :-1].float()
-            if len(d) < 2:
-                per_doc.append(None)
-                continue
-            nll = Fn.cross_entropy(logits, toks[0, 1:], reduction="sum").item()
-            per_doc.append(nll / (len(d) - 1))
-            tot += nll
-            n_pred += len(d) - 1
+            doc_nll, doc_n = 0.0, 0
+            # windows as `neuronlab ppl` walks a document longer than the context (walk.c): C tokens
+            # from w0 = 0, S, 2S, ...; each window scores (records) only the rows after the previous one
+            prev_end, w0 = 0, 0
+            while True:
+                wend = min(w0 + C, len(d))
+                if wend > prev_end:
+                    toks = torch.tensor(d[w0:wend], dtype=torch.long).unsqueeze(0)
+                    first = max(prev_end, w0) - w0  # first new row of this window
+                    if rec:
+                        rec.keep_from = first
+                        model(toks, head=False)  # the hooks do the work; like `neuronlab record`, no LM head
+                    else:
+                        last = min(wend, len(d) - 1) - w0  # rows first..last-1 have a next token
+                        if last > first:
+                            logits = model(toks)[0, first:last].float()
+                            tgt = torch.tensor(d[w0 + first + 1: w0 + last + 1], dtype=torch.long)
+                            doc_nll += Fn.cross_entropy(logits, tgt, reduction="sum").item()
+                            doc_n += last - first
+                    prev_end = wend
+                if wend == len(d):
+                    break
+                w0 += S
+            if not rec:
+                per_doc.append(doc_nll / doc_n if doc_n else None)
+                tot += doc_nll
+                n_pred += doc_n
     if rec:
         rec.close()
     t_compute = time.perf_counter() - t0

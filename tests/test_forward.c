@@ -7,6 +7,7 @@
  *     half the neurons by smaller GEMMs equal to masking the other half).
  */
 #include <jansson.h>
+#include <omp.h>
 
 #include "neuronlab/forward.h"
 #include "neuronlab/ops.h"
@@ -753,4 +754,71 @@ Test(forward, removed_hook_does_not_run) {
     free(fixture_logits(&x));
     cr_assert_gt(seen, 0.0f);
     fixture_close(&x);
+}
+
+/* ---- documents in parallel (nl_forward_doc_threads) ------------------------------------- */
+
+/* Zeroes neuron 3 of every row (reads nothing but x). */
+static nl_status zero_neuron_hook(void *user, nl_ctx *ctx, const nl_hook_info *info, float *x) {
+    for (int t = 0; t < info->T; t++) x[(size_t)t * info->width + 3] = 0.0f;
+    return NL_OK;
+}
+
+/* A small bf16 model (layers kept in f32) scores 9 documents, some longer than the context of
+ * 16 (windows every 8), with one thread and with two forward states side by side: the same
+ * losses per document. A hook turns the document-parallel path off unless declared read-only
+ * (nl_forward_hooks_concurrent), when the copies run it as well. */
+Test(perplexity, documents_in_parallel_equal_serial) {
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_model *m;
+    cr_assert_eq(nl_model_open(&ctx, "tests/fixtures/hf/llama_bf16", &m), NL_OK, "%s", ctx.msg);
+    const int V = nl_model_config(m)->vocab_size;
+    int32_t toks[9][40];
+    nl_doc docs[9];
+    char *labels[1] = {"a"};
+    unsigned s = 3;
+    int total = 0;
+    for (int d = 0; d < 9; d++) {
+        const int n = 2 + (d * 7) % 38;
+        for (int i = 0; i < n; i++) s = s * 1103515245u + 12345u, toks[d][i] = (int32_t)((s >> 8) % (unsigned)V);
+        docs[d] = (nl_doc){toks[d], n, n, 1, "a", d + 1};
+        total += n;
+    }
+    nl_dataset ds = {docs, 9, total, "mem", labels, 1, 0};
+    nl_forward *f;
+    cr_assert_eq(nl_forward_create(&ctx, m, 16, 16, &f), NL_OK, "%s", ctx.msg);
+    nl_ppl_result one, two;
+    omp_set_num_threads(1);
+    cr_assert_eq(nl_forward_doc_threads(f), 1);
+    cr_assert_eq(nl_ppl_run(&ctx, f, &ds, 0, NULL, &one), NL_OK, "%s", ctx.msg);
+    omp_set_num_threads(2);
+    cr_assert_eq(nl_forward_doc_threads(f), 2);
+    cr_assert_eq(nl_ppl_run(&ctx, f, &ds, 0, NULL, &two), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(one.total.n, two.total.n);
+    for (int d = 0; d < 9; d++) {
+        cr_assert_eq(one.by_doc[d].n, two.by_doc[d].n);
+        cr_assert(fabs(one.by_doc[d].nll - two.by_doc[d].nll) <= 1e-6 * fabs(one.by_doc[d].nll), "doc %d: %.9g vs %.9g", d,
+                  one.by_doc[d].nll, two.by_doc[d].nll);
+    }
+    cr_assert(one.total.nll > 0);
+    nl_hooks_add(nl_forward_hooks(f), NL_HOOK_FFN_ACT, -1, NL_HOOK_INTERVENE, zero_neuron_hook, NULL);
+    cr_assert_eq(nl_forward_doc_threads(f), 1);
+    /* declared read-only: the copies run it too (the losses change, and equal the serial ones) */
+    nl_forward_hooks_concurrent(f, 1);
+    cr_assert_eq(nl_forward_doc_threads(f), 2);
+    nl_ppl_result par, ser;
+    cr_assert_eq(nl_ppl_run(&ctx, f, &ds, 0, NULL, &par), NL_OK, "%s", ctx.msg);
+    omp_set_num_threads(1);
+    cr_assert_eq(nl_ppl_run(&ctx, f, &ds, 0, NULL, &ser), NL_OK, "%s", ctx.msg);
+    cr_assert(fabs(par.total.nll - one.total.nll) > 1e-6 * one.total.nll, "the hook changed nothing");
+    for (int d = 0; d < 9; d++)
+        cr_assert(fabs(par.by_doc[d].nll - ser.by_doc[d].nll) <= 1e-6 * fabs(ser.by_doc[d].nll), "doc %d: %.9g vs %.9g", d,
+                  par.by_doc[d].nll, ser.by_doc[d].nll);
+    nl_ppl_result_release(&one);
+    nl_ppl_result_release(&two);
+    nl_ppl_result_release(&par);
+    nl_ppl_result_release(&ser);
+    nl_forward_destroy(f);
+    nl_model_close(m);
 }

@@ -106,3 +106,78 @@ Test(ops, half_precision_round_trips) {
     cr_assert_float_eq(nl_bf16_to_f32(0x4049), 3.140625f, 0);
     cr_assert_eq(nl_f32_to_bf16(nl_bf16_to_f32(0x1234)), 0x1234);
 }
+
+/* Our exp against libm's double exp: within 2 ulp on the normal range, within one ulp of the
+ * smallest subnormal below it, and the special values. */
+Test(ops, expf_polynomial_accuracy) {
+    double worst = 0;
+    for (int i = 0; i <= 2000000; i++) {
+        const float x = -103.0f + (float)i * (191.7f / 2000000.0f); /* [-103, 88.7] */
+        const double want = exp((double)x), got = nl_expf(x);
+        const double ulp = want >= 1.1754944e-38 ? want * 5.960464477539063e-8 : 1.401298464e-45;
+        const double e = fabs(got - want) / ulp;
+        if (e > worst) worst = e;
+    }
+    cr_assert(worst <= 2.0, "exp error %.2f ulp > 2", worst);
+    cr_assert_eq(nl_expf(0.0f), 1.0f);
+    cr_assert(isinf(nl_expf(89.0f)) && nl_expf(89.0f) > 0);
+    cr_assert(isinf(nl_expf(INFINITY)));
+    cr_assert_eq(nl_expf(-INFINITY), 0.0f);
+    cr_assert_eq(nl_expf(-200.0f), 0.0f);
+    cr_assert(isnan(nl_expf(NAN)));
+    cr_assert(nl_expf(88.7f) < INFINITY);
+}
+
+/* The vector kernels (every length up to 41: the blocks of 8 and the tail) equal the scalar
+ * ones, which equal the closed forms to f32 precision. */
+Test(ops, vector_activations_match_scalar_and_closed_form) {
+    const nl_act acts[] = {NL_ACT_SILU, NL_ACT_GELU, NL_ACT_GELU_TANH, NL_ACT_RELU, NL_ACT_RELU2};
+    unsigned s = 11;
+    float g[41], u[41], v[41];
+    for (int a = 0; a < 5; a++)
+        for (int n = 0; n <= 41; n++)
+            for (int gated = 0; gated < 2; gated++) {
+                for (int i = 0; i < n; i++) g[i] = 8.0f * frand(&s), u[i] = frand(&s);
+                memcpy(v, g, sizeof g);
+                nl_act_vec(v, gated ? u : NULL, n, acts[a]);
+                for (int i = 0; i < n; i++) {
+                    const float want = nl_act_scalar(g[i], acts[a]) * (gated ? u[i] : 1.0f);
+                    cr_assert_eq(v[i], want, "act %d n %d i %d: %g vs %g", a, n, i, v[i], want);
+                    const double x = g[i];
+                    double ref = acts[a] == NL_ACT_SILU       ? x / (1 + exp(-x))
+                                 : acts[a] == NL_ACT_GELU      ? 0.5 * x * (1 + erf(x / sqrt(2.0)))
+                                 : acts[a] == NL_ACT_GELU_TANH ? 0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
+                                 : acts[a] == NL_ACT_RELU      ? (x > 0 ? x : 0)
+                                                               : (x > 0 ? x * x : 0);
+                    cr_assert(fabs(nl_act_scalar(g[i], acts[a]) - ref) <= 1e-6 * (1 + fabs(ref)), "act %d x %g: %.9g vs %.9g",
+                              a, x, nl_act_scalar(g[i], acts[a]), ref);
+                }
+            }
+    float big[10000];
+    for (int i = 0; i < 10000; i++) big[i] = 8.0f * frand(&s);
+    float par[10000];
+    memcpy(par, big, sizeof big);
+    nl_activate(par, 10000, NL_ACT_SILU); /* chunked over threads: the same numbers */
+    nl_act_vec(big, NULL, 10000, NL_ACT_SILU);
+    cr_assert(memcmp(par, big, sizeof big) == 0);
+}
+
+/* Softmax helpers against plain double loops, with a tail and a -inf entry. */
+Test(ops, exp_sums_and_max) {
+    unsigned s = 5;
+    float z[77], e[77];
+    for (int n = 1; n <= 77; n++) {
+        for (int i = 0; i < n; i++) z[i] = 20.0f * frand(&s);
+        if (n > 3) z[2] = -INFINITY;
+        float mx = z[0];
+        for (int i = 1; i < n; i++) mx = z[i] > mx ? z[i] : mx;
+        cr_assert_eq(nl_max_vec(z, n), mx);
+        double want = 0;
+        for (int i = 0; i < n; i++) want += exp((double)z[i] - mx);
+        const double got = nl_sum_exp_shift(z, n, mx);
+        cr_assert(fabs(got - want) <= 3e-7 * want, "n %d: %.9g vs %.9g", n, got, want);
+        memcpy(e, z, sizeof z);
+        cr_assert_eq(nl_exp_shift_sum(e, n, mx), got);
+        for (int i = 0; i < n; i++) cr_assert_eq(e[i], nl_expf(z[i] - mx));
+    }
+}

@@ -27,7 +27,10 @@
 typedef struct nl_forward nl_forward;
 
 /* max_T: most tokens per call; max_P: KV-cache capacity (context). The model is borrowed
- * and must outlive the forward state. */
+ * and must outlive the forward state. A small f16/bf16 model (all layers in f32 within
+ * NL_KEEP_F32_BYTES) keeps its layers converted after their first use (nl_model_keep_f32)
+ * instead of converting each layer on every call; larger ones stream one layer at a time. */
+#define NL_KEEP_F32_BYTES ((size_t)256 << 20)
 nl_status nl_forward_create(nl_ctx *ctx, nl_model *m, int max_T, int max_P, nl_forward **out);
 void nl_forward_destroy(nl_forward *f); /* NULL is a no-op */
 
@@ -42,6 +45,23 @@ int nl_forward_pos(const nl_forward *f);
 int nl_forward_max_T(const nl_forward *f);
 int nl_forward_max_P(const nl_forward *f);
 nl_model *nl_forward_model(const nl_forward *f);
+
+/* Document-parallel scoring of small models. For a model whose GEMMs are too small to split
+ * well over threads (stored weights and f32 layers within NL_KEEP_F32_BYTES, no experts) and a
+ * plain forward state (no hooks, no replaced FFN, not in MPI pipeline mode), returns how many
+ * independent forward states are worth running side by side (omp_get_max_threads()); 1
+ * otherwise. Each state then runs its own documents with single-threaded kernels: no barrier
+ * inside a document, which is also what keeps a machine shared with other busy processes
+ * from stalling the run. */
+int nl_forward_doc_threads(const nl_forward *f);
+/* A new forward state over f's model with f's limits and no hooks (caller owns it). Converts
+ * every layer and the head first, so the states can then run concurrently (the model's f32
+ * layers are only read). */
+nl_status nl_forward_create_like(nl_ctx *ctx, nl_forward *f, nl_forward **out);
+/* yes = 1 declares that the hooks registered on f only read their user data, so several
+ * forward states may run them at once: nl_forward_doc_threads then allows them and
+ * nl_forward_create_like copies them. Set it after registering, clear it (0) on removal. */
+void nl_forward_hooks_concurrent(nl_forward *f, int yes);
 
 /* Runs tokens (T ≤ max_T) after the cached ones. logits: (T, V) or NULL to skip the head.
  * Fails with NL_EINVAL when a token id is outside [0, V) or the cache would overflow. */

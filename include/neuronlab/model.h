@@ -233,6 +233,8 @@ nl_status nl_model_layer(nl_ctx *ctx, nl_model *m, int l, nl_layer *out);
  * the layers are (or will be) kept, 0 when the model is stored f32 or too large (streaming as
  * before). */
 int nl_model_keep_f32(nl_model *m, size_t max_bytes);
+/* Bytes all layers take in f32 beyond what is used in place (0 for a model stored in f32). */
+size_t nl_model_f32_layer_bytes(const nl_model *m);
 /* Final norm and LM head in f32; valid until nl_model_close (converted once if needed). */
 nl_status nl_model_head(nl_ctx *ctx, nl_model *m, nl_head *out);
 /* Token embedding rows: dst (n, D) = embedding[tokens[i]] in f32 (+ learned position

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "neuronlab/mpi.h"
@@ -172,7 +173,22 @@ static const nl_command *find(const char *name) {
     return NULL;
 }
 
+/* OpenMP wait policy (bench/README.md "Threads under load"). libgomp reads it when it is
+ * loaded, before main: by default a worker that waits for the next parallel region (or for
+ * OpenBLAS's threads, which are the same pool) spins 300000 rounds first, which on a machine
+ * shared with other busy processes takes the CPU from the thread that has the work (measured:
+ * record 4x slower than with a short spin). Unless the user chose a policy (OMP_WAIT_POLICY or
+ * GOMP_SPINCOUNT), the program runs itself again once, at once, with GOMP_SPINCOUNT=1000
+ * (tens of microseconds: back-to-back regions still find their workers awake). */
+static void omp_wait_policy(char **argv) {
+    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
+    if (setenv("GOMP_SPINCOUNT", "1000", 1) != 0) return;
+    execv("/proc/self/exe", argv);
+    unsetenv("GOMP_SPINCOUNT"); /* no /proc: run with libgomp's default */
+}
+
 int main(int argc, char **argv) {
+    omp_wait_policy(argv);
     if (argc >= 3 && !strcmp(argv[1], "help")) {
         const nl_command *c = find(argv[2]);
         if (!c) {

@@ -5,6 +5,7 @@
 #include "neuronlab/perplexity.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,7 +44,10 @@ static nl_status ppl_chunk(void *user, nl_ctx *ctx, nl_forward *f, const nl_doc 
     /* progress counts each token once (windows overlap by their context when stride < length),
      * so a total of ds->n_tokens per pass ends at 100 % */
     int fresh = start + T - (new_from > start ? new_from : start);
-    if (s->progress && fresh > 0) nl_progress_add(s->progress, fresh);
+    if (s->progress && fresh > 0) {
+#pragma omp critical(nl_ppl_progress)
+        nl_progress_add(s->progress, fresh);
+    }
     return NL_OK;
 }
 
@@ -52,6 +56,49 @@ void nl_ppl_result_release(nl_ppl_result *r) {
     free(r->by_label);
     free(r->by_doc);
     memset(r, 0, sizeof *r);
+}
+
+/* Documents lo..hi-1 scored by n independent forward states (f and n-1 like it), one per
+ * thread, each taking the next document when done (nl_forward_doc_threads). by_doc[d] is what
+ * the serial loop computes: each document runs the same kernels, single-threaded. On errors the
+ * first one (in time) is reported and the other threads stop at their next document. */
+static nl_status ppl_docs_parallel(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, int stride, nl_progress *progress,
+                                   int lo, int hi, int n, nl_nll_sum *by_doc) {
+    nl_forward **fs = calloc((size_t)n, sizeof *fs);
+    if (!fs) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    nl_status st = NL_OK;
+    fs[0] = f;
+    for (int i = 1; i < n && st == NL_OK; i++) st = nl_forward_create_like(ctx, f, &fs[i]);
+    const int B = nl_forward_max_T(f);
+    volatile int failed = st != NL_OK;
+#pragma omp parallel num_threads(n) if (st == NL_OK)
+    {
+        nl_ctx local = *ctx;
+        local.msg[0] = 0;
+        nl_forward *mine = fs[omp_get_thread_num()];
+        ppl_state s = {malloc((size_t)B * sizeof(int32_t)), malloc((size_t)B * sizeof(double)), {0, 0}, progress, 0};
+        nl_status my = s.targets && s.nll ? NL_OK : nl_errorf(&local, NL_ENOMEM, "out of memory");
+#pragma omp for schedule(dynamic, 1)
+        for (int d = lo; d < hi; d++) {
+            if (failed || my != NL_OK) continue;
+            s.sum = (nl_nll_sum){0, 0};
+            s.doc_index = d;
+            if ((my = nl_forward_doc(mine, &local, &ds->docs[d], stride, ppl_chunk, &s)) == NL_OK) by_doc[d] = s.sum;
+        }
+        if (my != NL_OK) {
+#pragma omp critical(nl_ppl_error)
+            if (!failed) {
+                failed = 1;
+                st = my;
+                memcpy(ctx->msg, local.msg, sizeof ctx->msg);
+            }
+        }
+        free(s.targets);
+        free(s.nll);
+    }
+    for (int i = 1; i < n; i++) nl_forward_destroy(fs[i]);
+    free(fs);
+    return st;
 }
 
 nl_status nl_ppl_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, int stride, nl_progress *progress,
@@ -69,7 +116,9 @@ nl_status nl_ppl_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, int strid
      * every rank sums the per-document results in document order: the sums of one process. */
     int lo = 0, hi = ds->n_docs;
     nl_mpi_block(ds->n_docs, &lo, &hi);
-    for (int d = lo; st == NL_OK && d < hi; d++) {
+    const int n_par = st == NL_OK && hi - lo > 1 ? nl_forward_doc_threads(f) : 1;
+    if (n_par > 1) st = ppl_docs_parallel(ctx, f, ds, stride, progress, lo, hi, n_par, out->by_doc);
+    for (int d = lo; n_par <= 1 && st == NL_OK && d < hi; d++) {
         s.sum = (nl_nll_sum){0, 0};
         s.doc_index = d;
         st = nl_forward_doc(f, ctx, &ds->docs[d], stride, ppl_chunk, &s);

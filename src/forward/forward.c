@@ -23,6 +23,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,7 +31,11 @@
 #include "neuronlab/mpi.h"
 #include "neuronlab/ops.h"
 
-#define NL_HEAD_BLOCK 32 /* rows of logits computed at once by nl_forward_nll */
+/* Rows of logits nl_forward_nll computes at once: as many as fit NL_HEAD_FLOATS (at least
+ * 32, at most the batch), so the LM head's weights are packed by the GEMM once per block of
+ * rows rather than once per 32 rows (which cost a fifth of a small model's time). */
+#define NL_HEAD_FLOATS ((size_t)4 << 20)
+#define NL_ATT_ROWS 64   /* query rows of one attention task */
 
 struct nl_forward {
     nl_model *m;
@@ -47,11 +52,14 @@ struct nl_forward {
     float *pre;      /* (T, F) FFN pre-activation, then the activation a */
     float *up;       /* (T, F) gated FFN: x·W_up */
     float *ffn_out;  /* (T, D) */
-    float *scores;   /* (T, P) attention scores of one head */
+    float *scores;   /* (n_score_bufs, NL_ATT_ROWS, P) attention scores, one block per thread */
+    int n_score_bufs; /* threads the score buffer has room for (omp_get_max_threads() at creation) */
     float *probs;    /* (H, T, P) every head's probabilities, allocated when ATTN_PROBS is wanted */
     float *k_cache;  /* (L, P, KV) */
     float *v_cache;  /* (L, P, KV) */
-    float *logits;   /* (NL_HEAD_BLOCK, V) */
+    float *logits;   /* (head_rows, V) */
+    int head_rows;   /* rows of logits per LM-head GEMM in nl_forward_nll */
+    int hooks_concurrent; /* the hooks only read their user data (nl_forward_hooks_concurrent) */
     float *inv_freq; /* (rotary_dim / 2) */
     nl_ffn_fn *ffn_fn; /* (L) replacement FFN per layer, NULL = dense; nl_ffn_moe on MoE layers */
     void **ffn_user;   /* (L) its user pointer */
@@ -85,10 +93,14 @@ nl_status nl_forward_create(nl_ctx *ctx, nl_model *m, int max_T, int max_P, nl_f
     f->pre = malloc(T * F * sizeof(float));
     f->up = malloc(T * F * sizeof(float));
     f->ffn_out = malloc(T * D * sizeof(float));
-    f->scores = malloc(T * P * sizeof(float));
+    f->n_score_bufs = omp_get_max_threads() > 0 ? omp_get_max_threads() : 1;
+    f->scores = malloc((size_t)f->n_score_bufs * NL_ATT_ROWS * P * sizeof(float));
     f->k_cache = malloc(L * P * KV * sizeof(float));
     f->v_cache = malloc(L * P * KV * sizeof(float));
-    f->logits = malloc((size_t)NL_HEAD_BLOCK * c->vocab_size * sizeof(float));
+    f->head_rows = (int)(NL_HEAD_FLOATS / (size_t)(c->vocab_size > 0 ? c->vocab_size : 1));
+    if (f->head_rows < 32) f->head_rows = 32;
+    if (f->head_rows > max_T) f->head_rows = max_T;
+    f->logits = malloc((size_t)f->head_rows * c->vocab_size * sizeof(float));
     f->inv_freq = malloc((size_t)(c->rotary_dim / 2 + 1) * sizeof(float));
     f->ffn_fn = calloc(L ? L : 1, sizeof *f->ffn_fn);
     f->ffn_user = calloc(L ? L : 1, sizeof *f->ffn_user);
@@ -107,6 +119,7 @@ nl_status nl_forward_create(nl_ctx *ctx, nl_model *m, int max_T, int max_P, nl_f
             if (nl_config_is_moe_layer(c, l)) f->ffn_fn[l] = nl_ffn_moe, f->ffn_user[l] = f->moe;
     }
     if (c->pos == NL_POS_ROPE) nl_rope_inv_freq(c, f->inv_freq);
+    nl_model_keep_f32(m, NL_KEEP_F32_BYTES);
     *out = f;
     return NL_OK;
 }
@@ -125,6 +138,35 @@ int nl_forward_pos(const nl_forward *f) { return f->pos; }
 int nl_forward_max_T(const nl_forward *f) { return f->max_T; }
 int nl_forward_max_P(const nl_forward *f) { return f->max_P; }
 nl_model *nl_forward_model(const nl_forward *f) { return f->m; }
+
+int nl_forward_doc_threads(const nl_forward *f) {
+    const nl_config *c = f->c;
+    const int n = omp_get_max_threads();
+    if (n <= 1 || omp_in_parallel() || (f->hooks.n > 0 && !f->hooks_concurrent) || c->n_experts > 0 ||
+        nl_mpi_pipeline() > 1)
+        return 1;
+    for (int l = 0; l < c->n_layers; l++)
+        if (f->ffn_fn[l]) return 1;
+    if ((size_t)nl_model_bytes(f->m) > NL_KEEP_F32_BYTES) return 1;
+    const size_t conv = nl_model_f32_layer_bytes(f->m);
+    if (conv > NL_KEEP_F32_BYTES || (conv > 0 && !nl_model_keep_f32(f->m, NL_KEEP_F32_BYTES))) return 1;
+    return n;
+}
+
+nl_status nl_forward_create_like(nl_ctx *ctx, nl_forward *f, nl_forward **out) {
+    *out = NULL;
+    nl_layer w;
+    nl_head h;
+    nl_status st;
+    for (int l = 0; l < f->c->n_layers; l++)
+        if ((st = nl_model_layer(ctx, f->m, l, &w)) != NL_OK) return st;
+    if ((st = nl_model_head(ctx, f->m, &h)) != NL_OK) return st;
+    if ((st = nl_forward_create(ctx, f->m, f->max_T, f->max_P, out)) != NL_OK) return st;
+    if (f->hooks_concurrent) (*out)->hooks = f->hooks, (*out)->hooks_concurrent = 1;
+    return NL_OK;
+}
+
+void nl_forward_hooks_concurrent(nl_forward *f, int yes) { f->hooks_concurrent = yes; }
 
 nl_status nl_forward_set_ffn(nl_forward *f, nl_ctx *ctx, int layer, nl_ffn_fn fn, void *user) {
     const int L = f->c->n_layers;
@@ -191,13 +233,19 @@ static void qkv_project(nl_forward *f, const nl_layer *w, int l, int T) {
 }
 
 /* Causal grouped-query attention of this call's T queries against the P = pos+T cached keys.
- * With an ATTN_PROBS hook, every head's probabilities go to f->probs (H, T, P), the hook fires
- * on them, then the values are mixed with the (possibly edited) probabilities; without one, one
- * (T, P) buffer is reused head by head (the computation is the same). */
+ * One OpenMP region for the whole layer: tasks of (head, block of NL_ATT_ROWS query rows),
+ * the blocks with the most keys first, each on the calling thread's own score rows with
+ * single-threaded GEMMs (OpenBLAS runs serially inside a parallel region). A block reads only
+ * the keys its rows can see (causal, and the sliding window).
+ * With an ATTN_PROBS hook, each block's probabilities are written into f->probs (H, T, P) instead
+ * (zero outside the keys the row sees), the hook fires on all of them, then a second region mixes
+ * the values with the (possibly edited) probabilities, block by block with the same GEMM shapes:
+ * an observer leaves the output bit for bit as without it; an intervener's edits outside a
+ * block's keys [k_lo, k_hi) are not read (those keys are masked for every row of the block). */
 static nl_status attention(nl_forward *f, nl_ctx *ctx, int l, int T, const int32_t *tokens) {
     const nl_config *c = f->c;
     const int Dh = c->head_dim, H = c->n_heads, Hk = c->n_kv_heads, Q = H * Dh, KV = Hk * Dh;
-    const int P = f->pos + T, group = H / Hk, win = c->sliding_window;
+    const int P = f->pos + T, group = H / Hk, win = c->sliding_window, pos = f->pos;
     const float scale = 1.0f / sqrtf((float)Dh);
     const float *kc = f->k_cache + (size_t)l * f->max_P * KV;
     const float *vc = f->v_cache + (size_t)l * f->max_P * KV;
@@ -205,38 +253,63 @@ static nl_status attention(nl_forward *f, nl_ctx *ctx, int l, int T, const int32
     if (all && !f->probs && !(f->probs = malloc((size_t)H * f->max_T * f->max_P * sizeof(float))))
         return nl_errorf(ctx, NL_ENOMEM, "cannot allocate the attention probabilities (%d heads, batch %d, context %d): out of memory",
                          H, f->max_T, f->max_P);
-    for (int h = 0; h < H; h++) {
-        const int g = h / group;
-        float *sc = all ? f->probs + (size_t)h * T * P : f->scores;
-        /* scores (T, P) = q_h (T, Dh) · k_g (P, Dh)ᵀ · scale */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, P, Dh, scale, f->q + h * Dh, Q, kc + g * Dh, KV, 0.0f,
-                    sc, P);
-#pragma omp parallel for schedule(static) if ((int64_t)T * P > NL_PAR_MIN)
-        for (int t = 0; t < T; t++) {
-            float *s = sc + (size_t)t * P;
-            const int p = f->pos + t;
-            const int lo = win > 0 && p - win + 1 > 0 ? p - win + 1 : 0;
-            float mx = -INFINITY;
-            for (int j = lo; j <= p; j++) mx = s[j] > mx ? s[j] : mx;
-            double sum = 0;
-            for (int j = lo; j <= p; j++) { s[j] = expf(s[j] - mx); sum += s[j]; }
-            const float inv = (float)(1.0 / sum);
-            for (int j = 0; j < lo; j++) s[j] = 0.0f;
-            for (int j = lo; j <= p; j++) s[j] *= inv;
-            for (int j = p + 1; j < P; j++) s[j] = 0.0f;
+    const int nb = (T + NL_ATT_ROWS - 1) / NL_ATT_ROWS, tasks = H * nb;
+    int nthr = omp_get_max_threads();
+    if (nthr > f->n_score_bufs) nthr = f->n_score_bufs;
+    if (nthr > tasks) nthr = tasks;
+    const float *q = f->q;
+    float *att = f->att, *scores = f->scores, *probs = all ? f->probs : NULL;
+    const size_t per_thread = (size_t)NL_ATT_ROWS * f->max_P;
+#pragma omp parallel num_threads(nthr) if (nthr > 1 && (int64_t)T * P * Dh * H > NL_PAR_MIN)
+    {
+        float *own = scores + (size_t)omp_get_thread_num() * per_thread;
+#pragma omp for schedule(dynamic, 1)
+        for (int k = 0; k < tasks; k++) {
+            const int b = nb - 1 - k / H, h = k % H, g = h / group;
+            const int t0 = b * NL_ATT_ROWS, n = T - t0 < NL_ATT_ROWS ? T - t0 : NL_ATT_ROWS;
+            const int k_hi = pos + t0 + n; /* keys [k_lo, k_hi) */
+            const int k_lo = win > 0 && pos + t0 - win + 1 > 0 ? pos + t0 - win + 1 : 0;
+            const int nk = k_hi - k_lo;
+            /* the block's scores: own rows (n, nk), or its place in probs (row stride P) */
+            float *sc = probs ? probs + ((size_t)h * T + t0) * P + k_lo : own;
+            const int ld = probs ? P : nk;
+            /* scores (n, nk) = q_h (n, Dh) · k_g (nk, Dh)ᵀ · scale */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, nk, Dh, scale, q + (size_t)t0 * Q + h * Dh, Q,
+                        kc + (size_t)k_lo * KV + g * Dh, KV, 0.0f, sc, ld);
+            for (int i = 0; i < n; i++) {
+                float *s = sc + (size_t)i * ld;
+                const int p = pos + t0 + i;
+                const int lo = (win > 0 && p - win + 1 > 0 ? p - win + 1 : 0) - k_lo, hi = p - k_lo; /* [lo, hi] */
+                const float mx = nl_max_vec(s + lo, hi - lo + 1);
+                const float inv = (float)(1.0 / nl_exp_shift_sum(s + lo, hi - lo + 1, mx));
+                for (int j = 0; j < lo; j++) s[j] = 0.0f;
+                for (int j = lo; j <= hi; j++) s[j] *= inv;
+                for (int j = hi + 1; j < nk; j++) s[j] = 0.0f;
+                if (probs) { /* the rest of the row: keys the block does not read */
+                    float *row = probs + ((size_t)h * T + t0 + i) * P;
+                    memset(row, 0, (size_t)k_lo * sizeof(float));
+                    memset(row + k_hi, 0, (size_t)(P - k_hi) * sizeof(float));
+                }
+            }
+            /* att_h (n, Dh) = scores (n, nk) · v_g (nk, Dh); with the hook, after it (below) */
+            if (!probs)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, Dh, nk, 1.0f, sc, nk,
+                            vc + (size_t)k_lo * KV + g * Dh, KV, 0.0f, att + (size_t)t0 * Q + h * Dh, Q);
         }
-        /* att_h (T, Dh) = scores (T, P) · v_g (P, Dh); with the hook, after it (below) */
-        if (!all)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, Dh, P, 1.0f, sc, P, vc + g * Dh, KV, 0.0f,
-                        f->att + h * Dh, Q);
     }
     if (!all) return NL_OK;
     nl_hook_info info = {NL_HOOK_ATTN_PROBS, l, T, P, f->pos, tokens, NULL, H};
     nl_status st = nl_hooks_fire(&f->hooks, ctx, &info, f->probs);
     if (st != NL_OK) return st;
-    for (int h = 0; h < H; h++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, Dh, P, 1.0f, f->probs + (size_t)h * T * P, P,
-                    vc + (h / group) * Dh, KV, 0.0f, f->att + h * Dh, Q);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthr) if (nthr > 1 && (int64_t)T * P * Dh * H > NL_PAR_MIN)
+    for (int k = 0; k < tasks; k++) {
+        const int b = nb - 1 - k / H, h = k % H, g = h / group;
+        const int t0 = b * NL_ATT_ROWS, n = T - t0 < NL_ATT_ROWS ? T - t0 : NL_ATT_ROWS;
+        const int k_hi = pos + t0 + n;
+        const int k_lo = win > 0 && pos + t0 - win + 1 > 0 ? pos + t0 - win + 1 : 0;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, Dh, k_hi - k_lo, 1.0f, probs + ((size_t)h * T + t0) * P + k_lo, P,
+                    vc + (size_t)k_lo * KV + g * Dh, KV, 0.0f, att + (size_t)t0 * Q + h * Dh, Q);
+    }
     return NL_OK;
 }
 
@@ -257,12 +330,7 @@ nl_status nl_ffn_dense(void *user, nl_ctx *ctx, const nl_ffn_call *call, const f
         if ((st = nl_ffn_fire(call, ctx, NL_HOOK_FFN_PRE, F, call->pre)) != NL_OK) return st;
         nl_matmul(call->up, F, x, D, T, &w->w_up, NULL);
         if ((st = nl_ffn_fire(call, ctx, NL_HOOK_FFN_UP, F, call->up)) != NL_OK) return st;
-        const int64_t n = (int64_t)T * F;
-        const nl_act act = c->act;
-        float *pre = call->pre;
-        const float *up = call->up;
-#pragma omp parallel for schedule(static) if (n > NL_PAR_MIN)
-        for (int64_t i = 0; i < n; i++) pre[i] = nl_act_scalar(pre[i], act) * up[i];
+        nl_act_glu(call->pre, call->up, (int64_t)T * F, c->act);
     } else {
         nl_matmul(call->pre, F, x, D, T, &w->w_up, w->b_up);
         if ((st = nl_ffn_fire(call, ctx, NL_HOOK_FFN_PRE, F, call->pre)) != NL_OK) return st;
@@ -389,22 +457,21 @@ nl_status nl_forward_nll(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, cons
     }
     nl_head h;
     if ((st = final_norm(f, ctx, T, &h)) != NL_OK) return st;
-    for (int t0 = 0; t0 < T; t0 += NL_HEAD_BLOCK) {
-        int n = T - t0 < NL_HEAD_BLOCK ? T - t0 : NL_HEAD_BLOCK;
-        int any = 0;
-        for (int t = t0; t < t0 + n; t++) any |= targets[t] >= 0;
-        if (!any) { for (int t = t0; t < t0 + n; t++) nll[t] = 0; continue; }
+    const int HB = f->head_rows;
+    /* blocks of up to HB rows, from the next row with a target to the last one with a target
+     * (rows without one — the context part of an overlapping window — cost nothing) */
+    for (int t0 = 0, n; t0 < T; t0 += n) {
+        if (targets[t0] < 0) { nll[t0] = 0; n = 1; continue; }
+        n = T - t0 < HB ? T - t0 : HB;
+        while (targets[t0 + n - 1] < 0) n--;
         nl_matmul(f->logits, V, f->xn + (size_t)t0 * D, D, n, &h.lm_head, h.lm_head_b);
 #pragma omp parallel for schedule(static) if ((int64_t)n * V > NL_PAR_MIN)
         for (int i = 0; i < n; i++) {
             const int tg = targets[t0 + i];
             if (tg < 0) { nll[t0 + i] = 0; continue; }
             const float *z = f->logits + (size_t)i * V;
-            float mx = z[0];
-            for (int v = 1; v < V; v++) mx = z[v] > mx ? z[v] : mx;
-            double s = 0;
-            for (int v = 0; v < V; v++) s += exp((double)z[v] - mx);
-            nll[t0 + i] = log(s) + mx - z[tg];
+            const float mx = nl_max_vec(z, V);
+            nll[t0 + i] = log(nl_sum_exp_shift(z, V, mx)) + mx - z[tg];
         }
     }
     nl_mpi_bcast_last(nll, (size_t)T);

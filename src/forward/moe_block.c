@@ -285,8 +285,7 @@ void nl_moe_route(const nl_config *c, float *logits, int T, int *sel, float *wts
 
 /* g (n, F) = act(g) ⊙ u */
 static void glu(float *g, const float *u, int64_t n, nl_act act) {
-#pragma omp parallel for schedule(static) if (n > NL_PAR_MIN)
-    for (int64_t i = 0; i < n; i++) g[i] = nl_act_scalar(g[i], act) * u[i];
+    nl_act_glu(g, u, n, act);
 }
 
 nl_status nl_ffn_moe(void *user, nl_ctx *ctx, const nl_ffn_call *call, const float *x, float *out) {

@@ -581,8 +581,14 @@ nl_status nl_model_layer(nl_ctx *ctx, nl_model *m, int l, nl_layer *out) {
 #undef X
         for (int64_t e = 0; e < n_expert_tensors(m, s); e++) drop_source(m, &s->experts[e]);
     }
-    if (!m->resident) m->slot_layer = need ? l : -1;
+    if (!m->resident && m->slot_layer != (need ? l : -1)) m->slot_layer = need ? l : -1; /* no write when in place */
     return NL_OK;
+}
+
+size_t nl_model_f32_layer_bytes(const nl_model *m) {
+    size_t total = 0;
+    for (int l = 0; l < m->cfg.n_layers; l++) total += layer_need(m, &m->layers[l]);
+    return total * sizeof(float);
 }
 
 int nl_model_keep_f32(nl_model *m, size_t max_bytes) {

@@ -180,10 +180,12 @@ static void acts(const nl_moe_ffn *x, const rt_layer *y, const float *X, int T, 
     for (int t = 0; t < T; t++) {
         float *at = a + (size_t)t * lda;
         const float *bt = b + (size_t)t * lda;
-        if (x->gated)
-            for (int i = 0; i < n; i++) at[i] = nl_act_scalar(at[i], x->act) * bt[i];
-        else
-            for (int i = 0; i < n; i++) at[i] = nl_act_scalar(at[i] + (y->bu ? y->bu[p0 + i] : 0.0f), x->act);
+        if (x->gated) {
+            nl_act_vec(at, bt, n, x->act);
+        } else {
+            if (y->bu) for (int i = 0; i < n; i++) at[i] += y->bu[p0 + i];
+            nl_act_vec(at, NULL, n, x->act);
+        }
     }
 }
 
