@@ -137,14 +137,14 @@ ls "$tmp"/*.part-* "$tmp"/*.tmp-* > /dev/null 2>&1 && { ok=0; echo "part or temp
 [ $ok = 1 ] && pass "record --pool over 1/2/3 ranks, --dtype f16 over 3, --hook ffn_act,resid over 2, --pool --pipeline 2: one file, every dataset and attribute bit for bit the one-process file's (ability reads it alike)" ||
   fail "record over ranks" "$tmp/err"
 
-# 3. record --stats over 2/3 ranks: the one-process summary.
+# 3. record --stats over 1/2/3 ranks: the one-process summary.
 "$S" record "$model" "$d" -o "$tmp/ss.h5" --stats --threads 1 --quiet 2> "$tmp/err"
 ok=1
-for n in 2 3; do
+for n in 1 2 3; do
   run $n "$P" record "$model" "$d" -o "$tmp/ms$n.h5" --stats --threads 1 > /dev/null 2>> "$tmp/err" || { ok=0; echo "np $n failed" >> "$tmp/err"; }
 done
-$py "$tmp/cmp.py" --stats "$tmp/ss.h5" "$tmp/ms2.h5" "$tmp/ss.h5" "$tmp/ms3.h5" >> "$tmp/err" 2>&1 || ok=0
-[ $ok = 1 ] && pass "record --stats over 2/3 ranks: counts, histograms, top-K, pooled exact; moments within 1e-9" ||
+$py "$tmp/cmp.py" --stats "$tmp/ss.h5" "$tmp/ms1.h5" "$tmp/ss.h5" "$tmp/ms2.h5" "$tmp/ss.h5" "$tmp/ms3.h5" >> "$tmp/err" 2>&1 || ok=0
+[ $ok = 1 ] && pass "record --stats over 1/2/3 ranks: counts, histograms, top-K, pooled exact; moments within 1e-9" ||
   fail "record --stats over ranks" "$tmp/err"
 
 # 3b. More ranks than documents (3 ranks, 2 documents): the empty rank adds nothing.
@@ -174,17 +174,17 @@ done
 [ $ok = 1 ] && pass "perturb value/random over 3 ranks: --json and every perturb row (REALs exactly) as one process" ||
   fail "perturb over ranks" "$tmp/err"
 
-# 6. prune over 2/3 ranks (scores: record --pool + ability): --json and its rows exactly.
+# 6. prune over 1/2/3 ranks (scores: record --pool + ability): --json and its rows exactly.
 if [ -s "$tmp/ab.db" ]; then
-  for x in s 2 3; do cp "$tmp/ab.db" "$tmp/pr$x.db"; done
+  for x in s 1 2 3; do cp "$tmp/ab.db" "$tmp/pr$x.db"; done
   "$S" prune "$model" "$d" --db "$tmp/prs.db" --scores latest --seeds 1 --threads 1 --json --quiet > "$tmp/pr.s" 2>> "$tmp/err"
   ok=1
-  for n in 2 3; do
+  for n in 1 2 3; do
     run $n "$P" prune "$model" "$d" --db "$tmp/pr$n.db" --scores latest --seeds 1 --threads 1 --json > "$tmp/pr.$n" 2>> "$tmp/err" &&
       cmp -s "$tmp/pr.s" "$tmp/pr.$n" && $py "$tmp/cmpdb.py" "$tmp/prs.db" "$tmp/pr$n.db" prune_effect prune_control >> "$tmp/err" 2>&1 ||
       { ok=0; echo "np $n differs" >> "$tmp/err"; }
   done
-  [ $ok = 1 ] && [ -s "$tmp/pr.s" ] && pass "prune over 2/3 ranks: --json and the prune_effect/prune_control rows as one process" ||
+  [ $ok = 1 ] && [ -s "$tmp/pr.s" ] && pass "prune over 1/2/3 ranks: --json and the prune_effect/prune_control rows as one process" ||
     fail "prune over ranks" "$tmp/err"
 else fail "ability for prune" "$tmp/err"; fi
 
