@@ -23,9 +23,9 @@ def main(dbs):
         labels = [r[0] for r in c.execute("SELECT DISTINCT label FROM expert_routing WHERE run_id = ? AND label NOT IN ('', '*') "
                                           "ORDER BY label", (run,))]
         layers = [r[0] for r in c.execute("SELECT DISTINCT layer FROM expert_routing WHERE run_id = ? ORDER BY layer", (run,))]
-        E = one(c, "SELECT count(DISTINCT expert) FROM expert_load WHERE run_id = ?", run)
+        E = one(c, "SELECT count(DISTINCT expert) FROM expert_load WHERE run_id = ? AND expert >= 0", run)  # -1 = shared
         k = one(c, "SELECT round(sum(tokens) * 1.0 / (SELECT tokens FROM expert_routing WHERE run_id = ?1 AND layer = ?2 "
-                   "AND label = ?3)) FROM expert_load WHERE run_id = ?1 AND layer = ?2 AND label = ?3", run, layers[0], labels[0])
+                   "AND label = ?3)) FROM expert_load WHERE run_id = ?1 AND layer = ?2 AND label = ?3 AND expert >= 0", run, layers[0], labels[0])
         # 1. routing peakedness by layer (all labels)
         print("Routing by layer (all documents): entropy of the router's softmax over the "
               f"{E} experts (maximum ln {E} = {one(c, 'SELECT entropy_max FROM expert_routing WHERE run_id = ? LIMIT 1', run):.3f}), "
@@ -38,7 +38,7 @@ def main(dbs):
                                  "WHERE run_id = ? AND layer = ? AND label NOT IN ('', '*')", (run, l)).fetchone()
             shares = []
             for lab in labels:
-                sh = one(c, "SELECT max(token_frac) FROM expert_load WHERE run_id = ? AND layer = ? AND label = ?", run, l, lab)
+                sh = one(c, "SELECT max(token_frac) FROM expert_load WHERE run_id = ? AND layer = ? AND label = ? AND expert >= 0", run, l, lab)
                 shares.append(f"{sh:.3f}")
             print(f"| {l} | {ent:.3f} | {mar:.3f} | " + " | ".join(shares) + " |")
         print()
