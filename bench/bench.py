@@ -125,6 +125,50 @@ def path_bytes(p):
     return os.path.getsize(p)
 
 
+def sgemm_peak(work):
+    """Builds bench/sgemm_peak.c against the OpenBLAS neuronlab uses (OpenMP build) and returns its
+    key=value output as a dict (gflops_all, gflops_1, core, threads), or None when it cannot be built."""
+    blas = "/usr/lib/x86_64-linux-gnu/openblas-openmp"
+    exe = os.path.join(work, "sgemm_peak")
+    cc = os.environ.get("CC", "cc")
+    b = subprocess.run([cc, "-O2", "-fopenmp", os.path.join(HERE, "sgemm_peak.c"),
+                        "-I/usr/include/x86_64-linux-gnu/openblas-pthread", os.path.join(blas, "libopenblas.so.0"),
+                        f"-Wl,-rpath,{blas}", "-o", exe], capture_output=True, text=True)
+    if b.returncode != 0:
+        print(f"   sgemm peak: cannot build bench/sgemm_peak.c: {first_line(b.stderr)}")
+        return None
+    r = subprocess.run([exe, "2048", "6"], capture_output=True, text=True)
+    kv = dict(line.split("=", 1) for line in r.stdout.split() if "=" in line)
+    try:
+        return {"gflops_all": float(kv["gflops_all"]), "gflops_1": float(kv["gflops_1"]), "core": kv["core"],
+                "threads": kv["threads"]}
+    except (KeyError, ValueError):
+        return None
+
+
+def model_flops(path, js):
+    """FLOPs a ppl run on the HF Llama folder `path` executes, from its config and the per-document
+    token counts of neuronlab's JSON: every projection 2·n_in·n_out per token, causal attention
+    (QKᵀ and ·V: 4·Dh per head per visible key; key j visible to query t when j <= t), the LM head on
+    every token that has a target (n - 1 per document). Documents are assumed to fit one window."""
+    try:
+        c = json.load(open(os.path.join(path, "config.json")))
+    except (OSError, ValueError):
+        return None
+    D, F, V, L = c["hidden_size"], c["intermediate_size"], c["vocab_size"], c["num_hidden_layers"]
+    H = c["num_attention_heads"]
+    KV = c.get("num_key_value_heads", H)
+    Dh = D // H
+    per_tok = L * 2 * (D * D + 2 * D * KV * Dh + D * D + 3 * D * F)
+    total = 0
+    for d in js.get("docs", []):
+        n = d.get("n_tokens") or d.get("tokens") or 0
+        if isinstance(n, list):
+            n = len(n)
+        total += n * per_tok + L * H * 4 * Dh * n * (n + 1) / 2 + 2 * D * V * max(n - 1, 0)
+    return total or None
+
+
 def openblas_of(binary):
     """The OpenBLAS the binary links (via ldd) and what it reports about itself."""
     info = {"lib": None}
@@ -346,6 +390,12 @@ def main():
             exp_rows.append((name, r, rt))
             print(f"   {name:34s} neuronlab {r['wall']:6.2f} s" + (f"   torch {rt['wall']:6.2f} s" if rt else ""))
 
+    # ---- the sgemm peak: what fraction of it does whole-run scoring reach (issue: >= 90 %) --
+    peak = sgemm_peak(work)
+    if peak:
+        print(f"\n-- sgemm peak (bench/sgemm_peak.c, 2048^3, core {peak['core']}): {peak['gflops_all']:.1f} GFLOP/s "
+              f"with {peak['threads']} threads, {peak['gflops_1']:.1f} with one")
+
     # ---- report ------------------------------------------------------------------------
     print("\n" + "=" * 100)
     print("FORWARD PASS BENCHMARK (wall time of the whole process, fastest of "
@@ -410,6 +460,17 @@ def main():
             t = (f"ppl speed neuronlab / torch = {ratio:.2f}x (wall)"
                  + (f", {comp_ratio:.2f}x (compute only)" if comp_ratio else "") + (" [target >= 1.0]" if target else ""))
             verdict(f"{m['name']} speed", (ratio >= 1.0) if target else None, t)
+        if target and peak and pn["rc"] == 0 and pn.get("json"):
+            fl = model_flops(m["path"], pn["json"])
+            if fl:
+                whole = fl / pn["wall"] / 1e9
+                comp = fl / (pn["wall"] - R["startup"]) / 1e9 if R.get("startup") and pn["wall"] > R["startup"] else None
+                verdict(f"{m['name']} sgemm peak", whole >= 0.9 * peak["gflops_all"],
+                        f"ppl executes {fl / 1e9:.0f} GFLOP ({fl / m['tokens'] / 1e6:.0f} MFLOP/token: projections, "
+                        f"causal attention, LM head): {whole:.1f} GFLOP/s whole process = "
+                        f"{100 * whole / peak['gflops_all']:.0f}% of the sgemm peak {peak['gflops_all']:.1f}"
+                        + (f"; {comp:.1f} GFLOP/s = {100 * comp / peak['gflops_all']:.0f}% without start-up" if comp else "")
+                        + " [target >= 90%]")
         if pn.get("json") and pt.get("json"):
             a_nll, b_nll = pn["json"]["nll"], pt["json"]["nll"]
             rel = abs(a_nll - b_nll) / abs(b_nll)
@@ -554,10 +615,14 @@ def zoo_bench(a, nl, work, outdir):
         ("ppl-neuronlab-1thr", [nl, "ppl", model, data, "--json", "--quiet", "--threads", "1"]),
         ("ppl-torch-1thr", [PY, tl, "ppl", model, data, "--threads", "1"]),
     ]
+    # Debian's torch links the pthread OpenBLAS: its GEMM threads and torch's OpenMP threads share
+    # the cores. The row with OPENBLAS_NUM_THREADS=1 is torch as a user could tune it (informational).
+    tuned_env = {"OPENBLAS_NUM_THREADS": "1"}
+    rows.append(("ppl-torch OPENBLAS_NUM_THREADS=1", [PY, tl, "ppl", model, data, "--threads", str(NPROC)]))
     R = {}
     for _ in range(max(1, a.repeat)):
         for key, cmd in rows:
-            r = run(cmd, label=key)
+            r = run(cmd, tuned_env if "OPENBLAS_NUM_THREADS" in key else None, label=key)
             if key not in R or (r["rc"], r["wall"]) < (R[key]["rc"], R[key]["wall"]):
                 R[key] = r
     # beside two busy loops of our own: both engines, in alternation, best of --repeat
@@ -620,6 +685,10 @@ def zoo_bench(a, nl, work, outdir):
     if w is not None:
         print(f"  [n/a ] threads: torch ppl {NPROC} threads / 1 thread = {w:.2f}x wall")
     check("under load (2 busy loops): neuronlab / torch ppl", "ppl-neuronlab (loaded)", "ppl-torch (loaded)", 1.0)
+    w, c = ratio("ppl-neuronlab", "ppl-torch OPENBLAS_NUM_THREADS=1")
+    if w is not None:
+        print(f"  [n/a ] ppl: neuronlab / torch with OPENBLAS_NUM_THREADS=1 (torch's GEMMs not fighting its OpenMP "
+              f"pool) = {w:.2f}x wall ({c:.2f}x CPU)")
     jn, jt = parse_json(R["ppl-neuronlab"]["out"]), parse_json(R["ppl-torch"]["out"])
     if jn and jt:
         rel = abs(jn["nll"] - jt["nll"]) / abs(jt["nll"])

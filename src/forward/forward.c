@@ -31,10 +31,10 @@
 #include "neuronlab/mpi.h"
 #include "neuronlab/ops.h"
 
-/* Rows of logits nl_forward_nll computes at once: as many as fit NL_HEAD_FLOATS (at least
+/* Rows of logits nl_forward_nll computes at once: as many as fit NL_HEAD_FLOATS (64 MiB; at least
  * 32, at most the batch), so the LM head's weights are packed by the GEMM once per block of
  * rows rather than once per 32 rows (which cost a fifth of a small model's time). */
-#define NL_HEAD_FLOATS ((size_t)4 << 20)
+#define NL_HEAD_FLOATS ((size_t)16 << 20)
 #define NL_ATT_ROWS 64   /* query rows of one attention task */
 
 struct nl_forward {
