@@ -99,6 +99,12 @@ do for [pass = 1:2] {
     unset logscale y; unset nonlinear y
     set ytics autofreq; set format y "% h"
     if (logy) { set logscale y; set format y "10^{%L}" }
+    if (logy && yhi / ylo < 300) {   # under ~2 decades: plain numbers, with 2 and 5 between the decades
+      set format y "%g"
+      do for [k = int(floor(log10(ylo))):int(ceil(log10(yhi)))] {
+        do for [m in "2 5"] { v = real(m) * 10.0 ** k; if (v >= ylo && v <= yhi) { set ytics add (sprintf("%g", v) v) } }
+      }
+    }
     if (symlog > 0) {
       set nonlinear y via asinh(y / symlog) inverse symlog * sinh(y)
       set ytics ("0" 0)

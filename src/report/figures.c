@@ -231,10 +231,10 @@ const nl_figure nl_figures[] = {
      "The residual stream after each layer (layer -1: the embedding) read out through the model's final norm and "
      "unembedding: the mean next-token loss over the predicted positions, one curve per label (all documents black). "
      "The last layer is the model's own loss; where a curve reaches it early, the later layers add little to the "
-     "prediction of that label's tokens.",
+     "prediction of that label's tokens. Log y axis: the embedding's read-out is often far above the rest.",
      "SELECT 'mean loss (nats)', CASE WHEN label = '' THEN 'all tokens' ELSE label END, layer, loss FROM lens"
      " WHERE run_id = ?1 ORDER BY label <> '', label, layer",
-     "lines", "layer (-1 = embedding)", "lens loss (nats)", 0, 0, "linespoints", NULL, "outside right top vertical", NULL, 0, 0, NULL, NULL},
+     "lines", "layer (-1 = embedding)", "lens loss (nats, log scale)", 0, 1, "linespoints", NULL, "outside right top vertical", NULL, 0, 0, NULL, NULL},
     {"lens_kl", "lens", "The logit lens: distance to the final prediction by depth",
      "KL(final ‖ lens): how far each layer's read-out distribution is from the model's output distribution (0 at the "
      "last layer), and the share of positions whose top-1 token already equals the model's, one curve per label (all "
