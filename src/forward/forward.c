@@ -52,7 +52,8 @@ struct nl_forward {
     float *pre;      /* (T, F) FFN pre-activation, then the activation a */
     float *up;       /* (T, F) gated FFN: x·W_up */
     float *ffn_out;  /* (T, D) */
-    float *scores;   /* (n_score_bufs, NL_ATT_ROWS, P) attention scores, one block per thread */
+    float *scores;   /* (n_score_bufs, group · NL_ATT_ROWS, P + 2 Dh) attention scores (and the grouped
+                        queries and outputs), one block per thread; group = n_heads / n_kv_heads */
     int n_score_bufs; /* threads the score buffer has room for (omp_get_max_threads() at creation) */
     float *probs;    /* (H, T, P) every head's probabilities, allocated when ATTN_PROBS is wanted */
     float *k_cache;  /* (L, P, KV) */
@@ -94,7 +95,8 @@ nl_status nl_forward_create(nl_ctx *ctx, nl_model *m, int max_T, int max_P, nl_f
     f->up = malloc(T * F * sizeof(float));
     f->ffn_out = malloc(T * D * sizeof(float));
     f->n_score_bufs = omp_get_max_threads() > 0 ? omp_get_max_threads() : 1;
-    f->scores = malloc((size_t)f->n_score_bufs * NL_ATT_ROWS * P * sizeof(float));
+    const size_t group = c->n_kv_heads > 0 ? (size_t)(c->n_heads / c->n_kv_heads) : 1;
+    f->scores = malloc((size_t)f->n_score_bufs * group * NL_ATT_ROWS * (P + 2 * (size_t)c->head_dim) * sizeof(float));
     f->k_cache = malloc(L * P * KV * sizeof(float));
     f->v_cache = malloc(L * P * KV * sizeof(float));
     f->head_rows = (int)(NL_HEAD_FLOATS / (size_t)(c->vocab_size > 0 ? c->vocab_size : 1));
@@ -232,6 +234,42 @@ static void qkv_project(nl_forward *f, const nl_layer *w, int l, int T) {
     }
 }
 
+/* Row block b of KV head g for all G query heads that read it (heads g·G .. g·G+G-1): the
+ * queries gathered into qg (G·n, Dh), scores (G·n, nk) = qg · k_gᵀ · scale as one GEMM, the
+ * causal softmax of each row, out (G·n, Dh) = scores · v_g, scattered to each head's columns of
+ * att. The same values, softmax and GEMM shapes along k as the per-head path: a row's result does
+ * not depend on how many rows share the GEMM. own holds G·NL_ATT_ROWS·(max_P + 2 Dh) floats. */
+static void attention_group(const float *q, const float *kc, const float *vc, float *att, float *own, int b, int g, int T,
+                            int pos, int win, int G, int Dh, int Q, int KV, int max_P, float scale) {
+    const int t0 = b * NL_ATT_ROWS, n = T - t0 < NL_ATT_ROWS ? T - t0 : NL_ATT_ROWS;
+    const int k_hi = pos + t0 + n;
+    const int k_lo = win > 0 && pos + t0 - win + 1 > 0 ? pos + t0 - win + 1 : 0;
+    const int nk = k_hi - k_lo, M = G * n;
+    float *qg = own;                                           /* (G·n, Dh) */
+    float *sc = qg + (size_t)G * NL_ATT_ROWS * Dh;             /* (G·n, nk) */
+    float *og = sc + (size_t)G * NL_ATT_ROWS * max_P;          /* (G·n, Dh) */
+    for (int j = 0; j < G; j++)
+        for (int i = 0; i < n; i++)
+            memcpy(qg + ((size_t)j * n + i) * Dh, q + (size_t)(t0 + i) * Q + (size_t)(g * G + j) * Dh, Dh * sizeof(float));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, nk, Dh, scale, qg, Dh, kc + (size_t)k_lo * KV + g * Dh, KV,
+                0.0f, sc, nk);
+    for (int r = 0; r < M; r++) {
+        float *s = sc + (size_t)r * nk;
+        const int p = pos + t0 + r % n;
+        const int lo = (win > 0 && p - win + 1 > 0 ? p - win + 1 : 0) - k_lo, hi = p - k_lo; /* [lo, hi] */
+        const float mx = nl_max_vec(s + lo, hi - lo + 1);
+        const float inv = (float)(1.0 / nl_exp_shift_sum(s + lo, hi - lo + 1, mx));
+        for (int j = 0; j < lo; j++) s[j] = 0.0f;
+        for (int j = lo; j <= hi; j++) s[j] *= inv;
+        for (int j = hi + 1; j < nk; j++) s[j] = 0.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, Dh, nk, 1.0f, sc, nk, vc + (size_t)k_lo * KV + g * Dh, KV,
+                0.0f, og, Dh);
+    for (int j = 0; j < G; j++)
+        for (int i = 0; i < n; i++)
+            memcpy(att + (size_t)(t0 + i) * Q + (size_t)(g * G + j) * Dh, og + ((size_t)j * n + i) * Dh, Dh * sizeof(float));
+}
+
 /* Causal grouped-query attention of this call's T queries against the P = pos+T cached keys.
  * One OpenMP region for the whole layer: tasks of (head, block of NL_ATT_ROWS query rows),
  * the blocks with the most keys first, each on the calling thread's own score rows with
@@ -253,18 +291,26 @@ static nl_status attention(nl_forward *f, nl_ctx *ctx, int l, int T, const int32
     if (all && !f->probs && !(f->probs = malloc((size_t)H * f->max_T * f->max_P * sizeof(float))))
         return nl_errorf(ctx, NL_ENOMEM, "cannot allocate the attention probabilities (%d heads, batch %d, context %d): out of memory",
                          H, f->max_T, f->max_P);
-    const int nb = (T + NL_ATT_ROWS - 1) / NL_ATT_ROWS, tasks = H * nb;
+    /* Grouped-query models without the probabilities hook: one task per (KV head, row block)
+     * computes all `group` query heads that read that KV head as one GEMM of group·n rows. */
+    const int grouped = group > 1 && !all;
+    const int nb = (T + NL_ATT_ROWS - 1) / NL_ATT_ROWS, tasks = (grouped ? Hk : H) * nb;
     int nthr = omp_get_max_threads();
     if (nthr > f->n_score_bufs) nthr = f->n_score_bufs;
     if (nthr > tasks) nthr = tasks;
     const float *q = f->q;
     float *att = f->att, *scores = f->scores, *probs = all ? f->probs : NULL;
-    const size_t per_thread = (size_t)NL_ATT_ROWS * f->max_P;
+    const size_t per_thread = (size_t)group * NL_ATT_ROWS * (f->max_P + 2 * (size_t)Dh);
 #pragma omp parallel num_threads(nthr) if (nthr > 1 && (int64_t)T * P * Dh * H > NL_PAR_MIN)
     {
         float *own = scores + (size_t)omp_get_thread_num() * per_thread;
 #pragma omp for schedule(dynamic, 1)
         for (int k = 0; k < tasks; k++) {
+            if (grouped) {
+                attention_group(q, kc, vc, att, own, nb - 1 - k / Hk, k % Hk, T, pos, win, group, Dh, Q, KV, f->max_P,
+                                scale);
+                continue;
+            }
             const int b = nb - 1 - k / H, h = k % H, g = h / group;
             const int t0 = b * NL_ATT_ROWS, n = T - t0 < NL_ATT_ROWS ? T - t0 : NL_ATT_ROWS;
             const int k_hi = pos + t0 + n; /* keys [k_lo, k_hi) */
