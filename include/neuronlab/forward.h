@@ -46,9 +46,11 @@ int nl_forward_max_T(const nl_forward *f);
 int nl_forward_max_P(const nl_forward *f);
 nl_model *nl_forward_model(const nl_forward *f);
 
-/* Document-parallel scoring of small models. For a model whose GEMMs are too small to split
- * well over threads (stored weights and f32 layers within NL_KEEP_F32_BYTES, no experts) and a
- * plain forward state (no hooks, no replaced FFN, not in MPI pipeline mode), returns how many
+/* Document-parallel scoring. For a model whose GEMMs are too small to split well over threads
+ * (stored weights and f32 layers within NL_KEEP_F32_BYTES), or a larger one whose weights are
+ * used as stored (f32, nothing converted) when the extra states fit NL_KEEP_F32_BYTES — split
+ * GEMMs synchronise the threads at every product; whole documents per thread do not — with no
+ * experts and a plain forward state (no hooks, no replaced FFN, not in MPI pipeline mode), returns how many
  * independent forward states are worth running side by side (omp_get_max_threads()); 1
  * otherwise. Each state then runs its own documents with single-threaded kernels: no barrier
  * inside a document, which is also what keeps a machine shared with other busy processes

@@ -116,7 +116,10 @@ nl_status nl_ppl_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, int strid
      * every rank sums the per-document results in document order: the sums of one process. */
     int lo = 0, hi = ds->n_docs;
     nl_mpi_block(ds->n_docs, &lo, &hi);
-    const int n_par = st == NL_OK && hi - lo > 1 ? nl_forward_doc_threads(f) : 1;
+    int n_par = st == NL_OK && hi - lo > 1 ? nl_forward_doc_threads(f) : 1;
+    /* a large model's document takes long on one thread: side by side only with at least two
+     * documents per state, so the last round does not leave most threads idle */
+    if (n_par > 1 && (size_t)nl_model_bytes(nl_forward_model(f)) > NL_KEEP_F32_BYTES && hi - lo < 2 * n_par) n_par = 1;
     if (n_par > 1) st = ppl_docs_parallel(ctx, f, ds, stride, progress, lo, hi, n_par, out->by_doc);
     for (int d = lo; n_par <= 1 && st == NL_OK && d < hi; d++) {
         s.sum = (nl_nll_sum){0, 0};

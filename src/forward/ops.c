@@ -36,18 +36,6 @@ void nl_matmul_ref(float *y, int ldy, const float *x, int ldx, int T, const nl_m
         }
 }
 
-void nl_rmsnorm(float *out, const float *x, const float *w, int T, int D, float eps) {
-#pragma omp parallel for schedule(static) if ((int64_t)T * D > NL_PAR_MIN)
-    for (int t = 0; t < T; t++) {
-        const float *xr = x + (size_t)t * D;
-        float *o = out + (size_t)t * D;
-        double ss = 0;
-        for (int i = 0; i < D; i++) ss += (double)xr[i] * xr[i];
-        float r = (float)(1.0 / sqrt(ss / D + eps));
-        for (int i = 0; i < D; i++) o[i] = w[i] * (xr[i] * r);
-    }
-}
-
 void nl_layernorm(float *out, const float *x, const float *w, const float *b, int T, int D, float eps) {
 #pragma omp parallel for schedule(static) if ((int64_t)T * D > NL_PAR_MIN)
     for (int t = 0; t < T; t++) {
@@ -198,6 +186,26 @@ NL_CLONES float nl_max_vec(const float *z, int64_t n) {
     }
     for (; i < n; i++) mx = z[i] > mx ? z[i] : mx;
     return mx;
+}
+
+/* One row of RMSNorm: Σ x² in double over eight lanes (summed pairwise at the end), then
+ * o = w · (x · r). */
+NL_CLONES static void rms_row(float *o, const float *x, const float *w, int D, float eps) {
+    v8d acc = {0};
+    int i = 0;
+    for (; i + 8 <= D; i += 8) {
+        const v8d v = __builtin_convertvector(v8_load(x + i), v8d);
+        acc += v * v;
+    }
+    double ss = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; i < D; i++) ss += (double)x[i] * x[i];
+    const float r = (float)(1.0 / sqrt(ss / D + eps));
+    for (i = 0; i < D; i++) o[i] = w[i] * (x[i] * r);
+}
+
+void nl_rmsnorm(float *out, const float *x, const float *w, int T, int D, float eps) {
+#pragma omp parallel for schedule(static) if ((int64_t)T * D > NL_PAR_MIN)
+    for (int t = 0; t < T; t++) rms_row(out + (size_t)t * D, x + (size_t)t * D, w, D, eps);
 }
 
 #define NL_ACT_CHUNK 4096 /* elements per OpenMP task of the activation loops */
