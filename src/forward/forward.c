@@ -139,10 +139,10 @@ int nl_forward_max_T(const nl_forward *f) { return f->max_T; }
 int nl_forward_max_P(const nl_forward *f) { return f->max_P; }
 nl_model *nl_forward_model(const nl_forward *f) { return f->m; }
 
-int nl_forward_doc_threads(const nl_forward *f) {
+static int doc_threads(const nl_forward *f, int own_hooks) {
     const nl_config *c = f->c;
     const int n = omp_get_max_threads();
-    if (n <= 1 || omp_in_parallel() || (f->hooks.n > 0 && !f->hooks_concurrent) || c->n_experts > 0 ||
+    if (n <= 1 || omp_in_parallel() || (f->hooks.n > 0 && !f->hooks_concurrent && !own_hooks) || c->n_experts > 0 ||
         nl_mpi_pipeline() > 1)
         return 1;
     for (int l = 0; l < c->n_layers; l++)
@@ -152,6 +152,9 @@ int nl_forward_doc_threads(const nl_forward *f) {
     if (conv > NL_KEEP_F32_BYTES || (conv > 0 && !nl_model_keep_f32(f->m, NL_KEEP_F32_BYTES))) return 1;
     return n;
 }
+
+int nl_forward_doc_threads(const nl_forward *f) { return doc_threads(f, 0); }
+int nl_forward_doc_threads_own(const nl_forward *f) { return doc_threads(f, 1); }
 
 nl_status nl_forward_create_like(nl_ctx *ctx, nl_forward *f, nl_forward **out) {
     *out = NULL;
