@@ -55,9 +55,9 @@ nl_model *nl_forward_model(const nl_forward *f);
  * from stalling the run. */
 int nl_forward_doc_threads(const nl_forward *f);
 /* The same rule for a caller that runs the documents on states made by nl_forward_create_like and
- * installs its own hooks on each of them (perplexity.h nl_ppl_run_states, recorder.h): f's
- * hooks are not counted (they do not run on those states unless declared concurrent). */
-int nl_forward_doc_threads_own(const nl_forward *f);
+ * installs its own hooks on each of them (perplexity.h nl_ppl_run_states): f may hold the
+ * caller's own `own` hooks (which the serial loop runs) and no other (none declared concurrent). */
+int nl_forward_doc_threads_own(const nl_forward *f, int own);
 /* A new forward state over f's model with f's limits and no hooks (caller owns it). Converts
  * every layer and the head first, so the states can then run concurrently (the model's f32
  * layers are only read). */

@@ -53,10 +53,13 @@ typedef struct {
     void (*doc)(void *state, int d);
     void (*detach)(void *user, nl_forward *g, void *state);
     void *user;
+    int n_hooks;   /* hooks the caller registered on f for the serial loop (attach's counterpart) */
 } nl_ppl_states;
 
 /* nl_ppl_run with the caller's hooks given twice: registered on f (the serial loop runs them),
- * and as ps, which the documents in parallel use when nl_forward_doc_threads_own(f) allows them.
+ * and as ps, which the documents in parallel use when nl_forward_doc_threads_own(f, ps->n_hooks)
+ * allows them (f holds no hook but those: any other, e.g. an observer of the caller's caller,
+ * keeps the serial loop, so it sees every row).
  * The two must compute the same thing: by_doc (summed in document order) is then the same
  * whichever runs, and the same as with one thread. */
 nl_status nl_ppl_run_states(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, int stride, nl_progress *progress,
