@@ -433,7 +433,7 @@ static nl_status run_passes(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, co
     int lo, hi;
     nl_mpi_block(ds->n_docs, &lo, &hi);
     const mask_states ms = {mask, row0};
-    const nl_ppl_states ps = {mask_attach, mask_doc, mask_detach, (void *)&ms, 1};
+    const nl_ppl_states ps = {mask_attach, mask_doc, mask_detach, (void *)&ms, 1, 0};
     /* The unmasked pass (k = 0: the hook leaves a untouched), shared by every k = 0 setting. */
     if (st == NL_OK && any_zero) {
         nl_ppl_result base;

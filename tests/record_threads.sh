@@ -6,7 +6,7 @@
 #   - a --threads 2 record interrupted by SIGINT after a commit keeps a prefix of whole documents
 #     equal to the full run's, and --resume completes it to the same datasets;
 #   - `perturb` with --threads 1 and --threads 2 stores the same perturb rows (value and random
-#     masking), and prints the same table.
+#     masking), and prints the same table; `moe-sweep` stores the same rows but the measured speed.
 # Prints PASS/FAIL/SKIP lines (read by scripts/run-tests.sh).
 set -u
 cd "$(dirname "$0")/.."
@@ -52,14 +52,14 @@ for dt in f32 f16; do
 done
 
 # Interrupt a --threads 2 run after its second commit, then resume it.
-for i in 1 2 3; do cat "$tmp/d.jsonl"; done > "$tmp/d24.jsonl"
-"$nl" record $model "$tmp/d24.jsonl" -o "$tmp/full.h5" --pool --threads 1 --quiet 2>"$tmp/err" || echo "FAIL record of 24 documents: $(cat "$tmp/err")"
+for i in 1 2; do cat "$tmp/d.jsonl"; done > "$tmp/d16.jsonl"
+"$nl" record $model "$tmp/d16.jsonl" -o "$tmp/full.h5" --pool --threads 1 --quiet 2>"$tmp/err" || echo "FAIL record of 16 documents: $(cat "$tmp/err")"
 $py - "$nl" $model "$tmp" <<'PY'
 import os, signal, subprocess, sys, h5py, numpy as np
 nl, model, tmp = sys.argv[1:4]
 out = os.path.join(tmp, "int.h5")
 env = dict(os.environ, NEURONLAB_COMMIT_LOG="1", NEURONLAB_COMMIT_SECONDS="-1")
-p = subprocess.Popen([nl, "record", model, tmp + "/d24.jsonl", "-o", out, "--pool", "--threads", "2", "--quiet"], env=env,
+p = subprocess.Popen([nl, "record", model, tmp + "/d16.jsonl", "-o", out, "--pool", "--threads", "2", "--quiet"], env=env,
                      stderr=subprocess.PIPE, text=True)
 commits = 0
 for line in p.stderr:
@@ -76,7 +76,7 @@ def load(path):
 R, _ = load(tmp + "/full.h5")
 A, complete = load(out)
 d, n = len(A["doc_offsets"]) - 1, int(A["doc_offsets"][-1])
-ok = rc == 130 and complete == 0 and 0 < d < 24 and "interrupted" in rest
+ok = rc == 130 and complete == 0 and 0 < d < 16 and "interrupted" in rest
 for k, v in A.items():
     whole = k.endswith("w_out_norm") or k.startswith("vocab")
     rows = d + 1 if k == "doc_offsets" else d if k in ("doc_labels", "prompt_len") or k.startswith("pooled/") else None if whole else n
@@ -85,7 +85,7 @@ for k, v in A.items():
     ok = ok and len(v) == rows and np.array_equal(v, R[k][:rows])
 if not ok:
     print(f"FAIL record --threads 2 interrupted: exit {rc}, complete {complete}, {d} documents: {rest.strip()[-300:]}"); sys.exit(0)
-r = subprocess.run([nl, "record", model, tmp + "/d24.jsonl", "-o", out, "--pool", "--threads", "2", "--resume", "--quiet"],
+r = subprocess.run([nl, "record", model, tmp + "/d16.jsonl", "-o", out, "--pool", "--threads", "2", "--resume", "--quiet"],
                    capture_output=True, text=True)
 B, complete = load(out)
 eq = lambda x, y: all(np.array_equal(u, w) for u, w in zip(x, y)) if x.dtype == object else np.array_equal(x, y)
@@ -96,7 +96,7 @@ PY
 
 # perturb: the same rows with one thread and two
 for t in 1 2; do
-  "$nl" perturb $model "$tmp/d.jsonl" --metric value,random --ratios 0,0.3,0.6 --db "$tmp/p$t.db" --threads $t --quiet >"$tmp/p$t.out" 2>"$tmp/err" ||
+  "$nl" perturb $model "$tmp/d.jsonl" --metric value,random --ratios 0,0.5 --db "$tmp/p$t.db" --threads $t --quiet >"$tmp/p$t.out" 2>"$tmp/err" ||
     echo "FAIL perturb --threads $t: $(cat "$tmp/err")"
 done
 $py - "$tmp/p1.db" "$tmp/p2.db" <<'PY' && cmp -s "$tmp/p1.out" "$tmp/p2.out" && echo "PASS perturb --threads 2 stores and prints the results of --threads 1" || { echo "FAIL perturb --threads 2 against 1"; diff "$tmp/p1.out" "$tmp/p2.out" | head -5; }
@@ -104,5 +104,18 @@ import sqlite3, sys
 q = "select metric, ratio, label, tokens, nll, ppl, masked from perturb order by metric, ratio, label"
 a, b = (sqlite3.connect(p).execute(q).fetchall() for p in sys.argv[1:3])
 assert a == b and len(a) > 0, (a[:3], b[:3])
+PY
+
+# moe-sweep: the same rows (but the measured speed) with one thread and two
+"$nl" moefy $model "$tmp/d.jsonl" --experts 8 -o "$tmp/moe" --quiet >/dev/null 2>"$tmp/err" || echo "FAIL moefy: $(cat "$tmp/err")"
+for t in 1 2; do
+  "$nl" moe-sweep $model "$tmp/d.jsonl" --moe "$tmp/moe" --db "$tmp/s$t.db" --k 25% --router sim,oracle --fill zero,mean --no-recall \
+    --threads $t --quiet >/dev/null 2>"$tmp/err" || echo "FAIL moe-sweep --threads $t: $(cat "$tmp/err")"
+done
+$py - "$tmp/s1.db" "$tmp/s2.db" <<'PY' && echo "PASS moe-sweep --threads 2 stores the perplexities and recall of --threads 1" || echo "FAIL moe-sweep --threads 2 against 1"
+import sqlite3, sys
+q = "select router, fill, k, label, tokens, nll, ppl, ffn_flops, recall, dense from moe_sweep order by 1, 2, 3, 4"
+a, b = (sqlite3.connect(p).execute(q).fetchall() for p in sys.argv[1:3])
+assert a == b and len(a) == 5 * 4, (len(a), len(b))  # dense + 4 configurations, labels "" code math writing
 PY
 exit 0

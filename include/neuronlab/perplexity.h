@@ -54,10 +54,11 @@ typedef struct {
     void (*detach)(void *user, nl_forward *g, void *state);
     void *user;
     int n_hooks;   /* hooks the caller registered on f for the serial loop (attach's counterpart) */
+    int own_ffn;   /* 1: f's replaced FFNs are the caller's, and attach installs them on g too */
 } nl_ppl_states;
 
 /* nl_ppl_run with the caller's hooks given twice: registered on f (the serial loop runs them),
- * and as ps, which the documents in parallel use when nl_forward_doc_threads_own(f, ps->n_hooks)
+ * and as ps, which the documents in parallel use when nl_forward_doc_threads_own(f, ps->n_hooks, ps->own_ffn)
  * allows them (f holds no hook but those: any other, e.g. an observer of the caller's caller,
  * keeps the serial loop, so it sees every row).
  * The two must compute the same thing: by_doc (summed in document order) is then the same

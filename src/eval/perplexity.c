@@ -133,7 +133,7 @@ nl_status nl_ppl_run_states(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, in
      * every rank sums the per-document results in document order: the sums of one process. */
     int lo = 0, hi = ds->n_docs;
     nl_mpi_block(ds->n_docs, &lo, &hi);
-    const int n_par = st == NL_OK && hi - lo > 1 ? ps ? nl_forward_doc_threads_own(f, ps->n_hooks) : nl_forward_doc_threads(f) : 1;
+    const int n_par = st == NL_OK && hi - lo > 1 ? ps ? nl_forward_doc_threads_own(f, ps->n_hooks, ps->own_ffn) : nl_forward_doc_threads(f) : 1;
     if (n_par > 1) st = ppl_docs_parallel(ctx, f, ds, stride, progress, lo, hi, n_par, out->by_doc, ps);
     for (int d = lo; n_par <= 1 && st == NL_OK && d < hi; d++) {
         s.sum = (nl_nll_sum){0, 0};

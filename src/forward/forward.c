@@ -139,15 +139,16 @@ int nl_forward_max_T(const nl_forward *f) { return f->max_T; }
 int nl_forward_max_P(const nl_forward *f) { return f->max_P; }
 nl_model *nl_forward_model(const nl_forward *f) { return f->m; }
 
-/* own < 0: f's hooks must be none or concurrent; own ≥ 0: exactly own hooks, not concurrent. */
-static int doc_threads(const nl_forward *f, int own) {
+/* own < 0: f's hooks must be none or concurrent; own ≥ 0: exactly own hooks, not concurrent.
+ * own_ffn: f's replaced FFNs are the caller's own too (else f must have none). */
+static int doc_threads(const nl_forward *f, int own, int own_ffn) {
     const nl_config *c = f->c;
     const int n = omp_get_max_threads();
     const int hooks_ok = own < 0 ? f->hooks.n == 0 || f->hooks_concurrent : f->hooks.n == own && !f->hooks_concurrent;
     if (n <= 1 || omp_in_parallel() || !hooks_ok || c->n_experts > 0 ||
         nl_mpi_pipeline() > 1)
         return 1;
-    for (int l = 0; l < c->n_layers; l++)
+    for (int l = 0; l < c->n_layers && !own_ffn; l++)
         if (f->ffn_fn[l]) return 1;
     if ((size_t)nl_model_bytes(f->m) > NL_KEEP_F32_BYTES) return 1;
     const size_t conv = nl_model_f32_layer_bytes(f->m);
@@ -155,8 +156,8 @@ static int doc_threads(const nl_forward *f, int own) {
     return n;
 }
 
-int nl_forward_doc_threads(const nl_forward *f) { return doc_threads(f, -1); }
-int nl_forward_doc_threads_own(const nl_forward *f, int own) { return doc_threads(f, own < 0 ? 0 : own); }
+int nl_forward_doc_threads(const nl_forward *f) { return doc_threads(f, -1, 0); }
+int nl_forward_doc_threads_own(const nl_forward *f, int own, int own_ffn) { return doc_threads(f, own < 0 ? 0 : own, own_ffn); }
 
 nl_status nl_forward_create_like(nl_ctx *ctx, nl_forward *f, nl_forward **out) {
     *out = NULL;
