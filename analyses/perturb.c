@@ -346,12 +346,61 @@ static nl_status count_rows(void *user, nl_ctx *ctx, nl_forward *f, const nl_doc
     return NL_OK;
 }
 
-static int64_t rows_before_block(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, int stride) {
-    int lo, hi;
-    int64_t n = 0;
-    nl_mpi_block(ds->n_docs, &lo, &hi);
-    for (int d = 0; d < lo; d++) nl_forward_doc(f, ctx, &ds->docs[d], stride, count_rows, &n);
-    return n;
+/* row0 (n_docs + 1): row0[d] = the rows of the documents before d, where the random stream of
+ * document d starts (every document of a one-process run, in order). */
+static void rows_before_docs(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, int stride, int64_t *row0) {
+    row0[0] = 0;
+    for (int d = 0; d < ds->n_docs; d++) {
+        row0[d + 1] = row0[d];
+        nl_forward_doc(f, ctx, &ds->docs[d], stride, count_rows, &row0[d + 1]);
+    }
+}
+
+/* Documents in parallel (perplexity.h nl_ppl_states): each forward state masks with its own copy
+ * of the mask (own row counters and scratch; norms and layer choice shared, read-only), whose
+ * random stream restarts at each document's first row, row0[d], as the serial loop reaches it. */
+typedef struct {
+    const nl_mask *mask;  /* the pass's mask, registered on f for the serial loop */
+    const int64_t *row0;  /* (n_docs + 1) */
+} mask_states;
+typedef struct {
+    nl_mask m;            /* shallow copy: rows and scratch its own */
+    const int64_t *row0;
+    nl_hooks *hooks;
+    nl_hook_id id;
+} mask_state;
+
+static nl_status mask_attach(void *user, nl_ctx *ctx, nl_forward *g, void **state) {
+    const mask_states *ms = user;
+    mask_state *s = calloc(1, sizeof *s);
+    int64_t *rows = s ? calloc((size_t)ms->mask->L, sizeof *rows) : NULL;
+    if (!rows) {
+        free(s);
+        return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    }
+    s->m = *ms->mask;
+    s->m.rows = rows, s->m.scratch = NULL, s->m.n_scratch = 0;
+    s->row0 = ms->row0;
+    s->hooks = nl_forward_hooks(g);
+    if (nl_hooks_add_id(s->hooks, NL_HOOK_FFN_ACT, -1, NL_HOOK_INTERVENE, nl_mask_hook, &s->m, &s->id) != NL_OK) {
+        free(rows);
+        free(s);
+        return nl_errorf(ctx, NL_EINVAL, "too many hooks on the forward pass");
+    }
+    *state = s;
+    return NL_OK;
+}
+static void mask_doc(void *state, int d) {
+    mask_state *s = state;
+    for (int l = 0; l < s->m.L; l++) s->m.rows[l] = s->row0[d];
+}
+static void mask_detach(void *user, nl_forward *g, void *state) {
+    (void)user, (void)g;
+    mask_state *s = state;
+    nl_hooks_remove(s->hooks, s->id);
+    free(s->m.rows);
+    free(s->m.scratch);
+    free(s);
 }
 
 /* The passes of a validated opt into cells (n_metrics × n_ratios), rows under run_id when db. */
@@ -378,11 +427,17 @@ static nl_status run_passes(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, co
         nl_mask_destroy(mask);
         return nl_errorf(ctx, NL_EINVAL, "too many hooks on the forward pass");
     }
-    const int64_t skip_rows = rows_before_block(ctx, f, ds, opt->stride);
+    int64_t *row0 = malloc(((size_t)ds->n_docs + 1) * sizeof *row0);
+    if (!row0) st = nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    else rows_before_docs(ctx, f, ds, opt->stride, row0);
+    int lo, hi;
+    nl_mpi_block(ds->n_docs, &lo, &hi);
+    const mask_states ms = {mask, row0};
+    const nl_ppl_states ps = {mask_attach, mask_doc, mask_detach, (void *)&ms, 1, 0};
     /* The unmasked pass (k = 0: the hook leaves a untouched), shared by every k = 0 setting. */
-    if (any_zero) {
+    if (st == NL_OK && any_zero) {
         nl_ppl_result base;
-        st = nl_ppl_run(ctx, f, ds, opt->stride, progress, &base);
+        st = nl_ppl_run_states(ctx, f, ds, opt->stride, progress, &ps, &base);
         for (int i = 0; st == NL_OK && i < NC; i++) {
             if (cells[i].masked != 0) continue;
             if ((st = copy_result(ctx, &base, &cells[i].ppl)) == NL_OK) st = finish_cell(ctx, db, run_id, ds, &cells[i]);
@@ -392,12 +447,13 @@ static nl_status run_passes(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, co
     for (int i = 0; st == NL_OK && i < NC; i++) {
         if (cells[i].masked == 0) continue;
         if ((st = nl_mask_set(ctx, mask, cells[i].metric, cells[i].ratio)) != NL_OK) break;
-        for (int l = 0; l < mask->L; l++) mask->rows[l] = skip_rows;
-        if ((st = nl_ppl_run(ctx, f, ds, opt->stride, progress, &cells[i].ppl)) != NL_OK) break;
+        for (int l = 0; l < mask->L; l++) mask->rows[l] = row0[lo]; /* the serial loop: this rank's first document */
+        if ((st = nl_ppl_run_states(ctx, f, ds, opt->stride, progress, &ps, &cells[i].ppl)) != NL_OK) break;
         st = finish_cell(ctx, db, run_id, ds, &cells[i]);
     }
     nl_hooks_remove(hooks, hook_id); /* remove our intervener */
     nl_mask_destroy(mask);
+    free(row0);
     return st;
 }
 

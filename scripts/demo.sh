@@ -39,7 +39,9 @@ else
   data=$out/random_tokens.jsonl
   awk 'BEGIN { srand(1); for (d = 0; d < 8; d++) { printf "{\"tokens\": [1"; for (i = 0; i < 63; i++) printf ", %d", 2 + int(rand() * 250); print "], \"label\": \"" (d % 2 ? "a" : "b") "\"}" } }' > "$data"
 fi
-step() { echo; echo "== neuronlab $*"; "$nl" "$@"; }
+# each step prints its wall and CPU seconds (bash's time keyword, on stderr)
+TIMEFORMAT='(%R s wall, %U s user + %S s sys)'
+step() { echo; echo "== neuronlab $*"; time "$nl" "$@"; }
 step info "$model"
 step ppl "$model" "$data"
 step record "$model" "$data" -o "$out/acts.h5" --pool --db "$out/results.db"

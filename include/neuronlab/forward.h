@@ -56,6 +56,12 @@ nl_model *nl_forward_model(const nl_forward *f);
  * inside a document, which is also what keeps a machine shared with other busy processes
  * from stalling the run. */
 int nl_forward_doc_threads(const nl_forward *f);
+/* The same rule for a caller that runs the documents on states made by nl_forward_create_like and
+ * installs its own hooks on each of them (perplexity.h nl_ppl_run_states): f may hold the
+ * caller's own `own` hooks (which the serial loop runs) and no other (none declared concurrent);
+ * own_ffn = 1: f's replaced FFNs are the caller's own too, installed on each state by the caller
+ * (else a replaced FFN keeps the serial loop, as in nl_forward_doc_threads). */
+int nl_forward_doc_threads_own(const nl_forward *f, int own, int own_ffn);
 /* A new forward state over f's model with f's limits and no hooks (caller owns it). Converts
  * every layer and the head first, so the states can then run concurrently (the model's f32
  * layers are only read). */

@@ -286,6 +286,8 @@ int64_t nl_h5_writer_tokens(const nl_h5_writer *w);
 int nl_h5_writer_has_layer(const nl_h5_writer *w, int layer);
 /* meta.streams of this writer (bit 1u << s per recorded nl_h5_stream s). */
 unsigned nl_h5_writer_streams(const nl_h5_writer *w);
+/* 1 when the writer stores ffn_act (meta.no_acts was 0), 0 when it ignores nl_h5_writer_append_acts. */
+int nl_h5_writer_has_acts(const nl_h5_writer *w);
 
 /* ---------------------------------------------------------------- reader */
 

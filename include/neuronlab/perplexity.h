@@ -43,4 +43,27 @@ nl_status nl_ppl_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, int strid
                      nl_ppl_result *out);
 void nl_ppl_result_release(nl_ppl_result *r);
 
+/* Hooks of the caller's own per forward state, so that commands whose hooks keep state (perturb's
+ * random stream) score documents in parallel too. attach installs this state's hooks on g (a
+ * state made like the caller's f, without f's hooks) and sets *state (its data); doc(state, d) is
+ * called on g's thread before document d runs through g; detach removes the hooks and frees the
+ * data. All three are called on one state at a time; user is passed to attach and detach. */
+typedef struct {
+    nl_status (*attach)(void *user, nl_ctx *ctx, nl_forward *g, void **state);
+    void (*doc)(void *state, int d);
+    void (*detach)(void *user, nl_forward *g, void *state);
+    void *user;
+    int n_hooks;   /* hooks the caller registered on f for the serial loop (attach's counterpart) */
+    int own_ffn;   /* 1: f's replaced FFNs are the caller's, and attach installs them on g too */
+} nl_ppl_states;
+
+/* nl_ppl_run with the caller's hooks given twice: registered on f (the serial loop runs them),
+ * and as ps, which the documents in parallel use when nl_forward_doc_threads_own(f, ps->n_hooks, ps->own_ffn)
+ * allows them (f holds no hook but those: any other, e.g. an observer of the caller's caller,
+ * keeps the serial loop, so it sees every row).
+ * The two must compute the same thing: by_doc (summed in document order) is then the same
+ * whichever runs, and the same as with one thread. */
+nl_status nl_ppl_run_states(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, int stride, nl_progress *progress,
+                            const nl_ppl_states *ps, nl_ppl_result *out);
+
 #endif

@@ -9,7 +9,15 @@
  * On an interrupt (NL_EINTR) or error the caller closes the writer with complete = 0;
  * every document ended so far stays in the file; a writer opened with nl_h5_writer_resume
  * continues after the documents it holds.
- * Checked by tests/test_recorder.c (stories260K activations, w_out_norm, pooling).
+ * Threads: a small model (nl_forward_doc_threads) records documents side by side, each thread on
+ * its own forward state (nl_forward_create_like) with its own observers; a document's rows are
+ * captured in memory and written in document order by one thread at a time, so the file holds
+ * exactly the datasets of the serial run, whatever the thread count. Captures in flight are at
+ * most 2 documents and 64 MiB per thread; a dataset with a document whose rows exceed 64 MiB,
+ * a rows callback, routing or attention datasets, and MPI ranks use the serial loop, which
+ * streams each batch's rows (its GEMMs use the threads).
+ * Checked by tests/test_recorder.c (stories260K activations, w_out_norm, pooling) and
+ * tests/record_threads.sh (--threads 1 and 2 write the same datasets).
  * Mixture-of-experts: the writer's native MoE layers (meta.moe_layers) get their routing datasets
  * from an NL_HOOK_ROUTING observer (router_logits, experts, expert_weights, expert_act, shared_act,
  * shared_gate; no ffn_act, w_out_norm or mean_abs: pooling skips them), its MoEfied layers

@@ -25,6 +25,30 @@
 
 static int run_sweep(nl_ctx *ctx, int argc, char **argv);
 
+/* Documents in parallel (perplexity.h nl_ppl_states): each forward state gets its own expert FFN
+ * of the configuration; their statistics are summed when they are dropped. */
+typedef struct {
+    const nl_moe *moe;
+    nl_model *m;
+    int K, router, fill;
+    nl_moe_ffn_stats sum;
+} sweep_states;
+
+static nl_status sweep_attach(void *user, nl_ctx *ctx, nl_forward *g, void **state) {
+    sweep_states *ss = user;
+    nl_moe_ffn *x = NULL;
+    nl_status st = nl_cli_moe_make_ffn(ctx, ss->moe, ss->m, g, ss->K, ss->router, ss->fill, 0, &x);
+    *state = x;
+    return st;
+}
+static void sweep_detach(void *user, nl_forward *g, void *state) {
+    sweep_states *ss = user;
+    nl_moe_ffn *x = state;
+    nl_moe_ffn_stats s = nl_moe_ffn_get_stats(x);
+    ss->sum.tokens += s.tokens, ss->sum.recall_sum += s.recall_sum, ss->sum.recall_n += s.recall_n, ss->sum.flops += s.flops;
+    nl_cli_moe_drop_ffn(&x, g);
+}
+
 const nl_cli_option nl_cli_opts_moe_sweep[] = {
     NL_CLI_RUN_OPTIONS,
     {"--moe", "MOE_DIR", 1, "the expert folder (a `neuronlab moefy` folder of MODEL)", NULL},
@@ -283,13 +307,16 @@ static int run_sweep(nl_ctx *ctx, int argc, char **argv) {
             st = nl_cli_moe_make_ffn(ctx, moe, r.m, r.f, g->K, g->router, g->fill, 0, &x);
         }
         if (st != NL_OK) break;
+        sweep_states ss = {moe, r.m, g->K, g->router, g->fill, {0, 0, 0, 0}};
+        const nl_ppl_states ps = {sweep_attach, NULL, sweep_detach, &ss, 0, 1};
         const double t0 = nl_now(), c0 = cpu_seconds();
-        st = nl_ppl_run(ctx, r.f, r.ds, stride, &prog, &g->res);
+        st = x ? nl_ppl_run_states(ctx, r.f, r.ds, stride, &prog, &ps, &g->res) : nl_ppl_run(ctx, r.f, r.ds, stride, &prog, &g->res);
         const double secs = nl_now() - t0;
         g->cpu_s = cpu_seconds() - c0;
         g->tps = secs > 0 ? (double)r.ds->n_tokens / secs : NAN;
-        if (st == NL_OK && x) {
+        if (st == NL_OK && x) { /* the serial loop's FFN or the states' */
             nl_moe_ffn_stats s = nl_moe_ffn_get_stats(x);
+            s.recall_sum += ss.sum.recall_sum, s.recall_n += ss.sum.recall_n;
             if (s.recall_n > 0) g->recall = s.recall_sum / s.recall_n;
         }
         nl_cli_moe_drop_ffn(&x, r.f);

@@ -63,12 +63,20 @@ void nl_ppl_result_release(nl_ppl_result *r) {
  * the serial loop computes: each document runs the same kernels, single-threaded. On errors the
  * first one (in time) is reported and the other threads stop at their next document. */
 static nl_status ppl_docs_parallel(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, int stride, nl_progress *progress,
-                                   int lo, int hi, int n, nl_nll_sum *by_doc) {
+                                   int lo, int hi, int n, nl_nll_sum *by_doc, const nl_ppl_states *ps) {
     nl_forward **fs = calloc((size_t)n, sizeof *fs);
-    if (!fs) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    void **state = calloc((size_t)n, sizeof *state);
+    if (!fs || !state) {
+        free(fs);
+        free(state);
+        return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    }
     nl_status st = NL_OK;
-    fs[0] = f;
-    for (int i = 1; i < n && st == NL_OK; i++) st = nl_forward_create_like(ctx, f, &fs[i]);
+    fs[0] = ps ? NULL : f; /* with per-state hooks every state is new (f keeps its own hooks) */
+    for (int i = ps ? 0 : 1; i < n && st == NL_OK; i++) st = nl_forward_create_like(ctx, f, &fs[i]);
+    int attached = 0;
+    for (; ps && st == NL_OK && attached < n; attached++)
+        if ((st = ps->attach(ps->user, ctx, fs[attached], &state[attached])) != NL_OK) break;
     const int B = nl_forward_max_T(f);
     volatile int failed = st != NL_OK;
 #pragma omp parallel num_threads(n) if (st == NL_OK)
@@ -76,6 +84,7 @@ static nl_status ppl_docs_parallel(nl_ctx *ctx, nl_forward *f, const nl_dataset 
         nl_ctx local = *ctx;
         local.msg[0] = 0;
         nl_forward *mine = fs[omp_get_thread_num()];
+        void *my_state = state[omp_get_thread_num()];
         ppl_state s = {malloc((size_t)B * sizeof(int32_t)), malloc((size_t)B * sizeof(double)), {0, 0}, progress, 0};
         nl_status my = s.targets && s.nll ? NL_OK : nl_errorf(&local, NL_ENOMEM, "out of memory");
 #pragma omp for schedule(dynamic, 1)
@@ -83,6 +92,7 @@ static nl_status ppl_docs_parallel(nl_ctx *ctx, nl_forward *f, const nl_dataset 
             if (failed || my != NL_OK) continue;
             s.sum = (nl_nll_sum){0, 0};
             s.doc_index = d;
+            if (ps && ps->doc) ps->doc(my_state, d);
             if ((my = nl_forward_doc(mine, &local, &ds->docs[d], stride, ppl_chunk, &s)) == NL_OK) by_doc[d] = s.sum;
         }
         if (my != NL_OK) {
@@ -96,13 +106,20 @@ static nl_status ppl_docs_parallel(nl_ctx *ctx, nl_forward *f, const nl_dataset 
         free(s.targets);
         free(s.nll);
     }
-    for (int i = 1; i < n; i++) nl_forward_destroy(fs[i]);
+    for (int i = 0; ps && i < attached; i++) ps->detach(ps->user, fs[i], state[i]);
+    for (int i = ps ? 0 : 1; i < n; i++) nl_forward_destroy(fs[i]);
     free(fs);
+    free(state);
     return st;
 }
 
 nl_status nl_ppl_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, int stride, nl_progress *progress,
                      nl_ppl_result *out) {
+    return nl_ppl_run_states(ctx, f, ds, stride, progress, NULL, out);
+}
+
+nl_status nl_ppl_run_states(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, int stride, nl_progress *progress,
+                            const nl_ppl_states *ps, nl_ppl_result *out) {
     memset(out, 0, sizeof *out);
     const int B = nl_forward_max_T(f);
     ppl_state s = {malloc((size_t)B * sizeof(int32_t)), malloc((size_t)B * sizeof(double)), {0, 0}, progress, 0};
@@ -116,11 +133,11 @@ nl_status nl_ppl_run(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, int strid
      * every rank sums the per-document results in document order: the sums of one process. */
     int lo = 0, hi = ds->n_docs;
     nl_mpi_block(ds->n_docs, &lo, &hi);
-    int n_par = st == NL_OK && hi - lo > 1 ? nl_forward_doc_threads(f) : 1;
+    int n_par = st == NL_OK && hi - lo > 1 ? ps ? nl_forward_doc_threads_own(f, ps->n_hooks, ps->own_ffn) : nl_forward_doc_threads(f) : 1;
     /* a large model's document takes long on one thread: side by side only with at least two
      * documents per state, so the last round does not leave most threads idle */
     if (n_par > 1 && (size_t)nl_model_bytes(nl_forward_model(f)) > NL_KEEP_F32_BYTES && hi - lo < 2 * n_par) n_par = 1;
-    if (n_par > 1) st = ppl_docs_parallel(ctx, f, ds, stride, progress, lo, hi, n_par, out->by_doc);
+    if (n_par > 1) st = ppl_docs_parallel(ctx, f, ds, stride, progress, lo, hi, n_par, out->by_doc, ps);
     for (int d = lo; n_par <= 1 && st == NL_OK && d < hi; d++) {
         s.sum = (nl_nll_sum){0, 0};
         s.doc_index = d;

@@ -152,13 +152,16 @@ static size_t state_bytes(const nl_forward *f) {
     return floats * sizeof(float);
 }
 
-int nl_forward_doc_threads(const nl_forward *f) {
+/* own < 0: f's hooks must be none or concurrent; own ≥ 0: exactly own hooks, not concurrent.
+ * own_ffn: f's replaced FFNs are the caller's own too (else f must have none). */
+static int doc_threads(const nl_forward *f, int own, int own_ffn) {
     const nl_config *c = f->c;
     const int n = omp_get_max_threads();
-    if (n <= 1 || omp_in_parallel() || (f->hooks.n > 0 && !f->hooks_concurrent) || c->n_experts > 0 ||
+    const int hooks_ok = own < 0 ? f->hooks.n == 0 || f->hooks_concurrent : f->hooks.n == own && !f->hooks_concurrent;
+    if (n <= 1 || omp_in_parallel() || !hooks_ok || c->n_experts > 0 ||
         nl_mpi_pipeline() > 1)
         return 1;
-    for (int l = 0; l < c->n_layers; l++)
+    for (int l = 0; l < c->n_layers && !own_ffn; l++)
         if (f->ffn_fn[l]) return 1;
     const size_t conv = nl_model_f32_layer_bytes(f->m);
     /* Larger models: when their weights are read as stored (f32, nothing converted) and the other
@@ -170,6 +173,9 @@ int nl_forward_doc_threads(const nl_forward *f) {
     if (conv > NL_KEEP_F32_BYTES || (conv > 0 && !nl_model_keep_f32(f->m, NL_KEEP_F32_BYTES))) return 1;
     return n;
 }
+
+int nl_forward_doc_threads(const nl_forward *f) { return doc_threads(f, -1, 0); }
+int nl_forward_doc_threads_own(const nl_forward *f, int own, int own_ffn) { return doc_threads(f, own < 0 ? 0 : own, own_ffn); }
 
 nl_status nl_forward_create_like(nl_ctx *ctx, nl_forward *f, nl_forward **out) {
     *out = NULL;

@@ -1457,6 +1457,7 @@ int nl_h5_writer_has_layer(const nl_h5_writer *w, int layer) {
     return layer >= 0 && layer < w->n_layers && w->slot[layer] >= 0;
 }
 unsigned nl_h5_writer_streams(const nl_h5_writer *w) { return w->streams; }
+int nl_h5_writer_has_acts(const nl_h5_writer *w) { return !w->no_acts; }
 
 /* ------------------------------------------------------------------ reader */
 
