@@ -143,6 +143,8 @@ typedef struct nl_config {
 /* 1 when layer l of c is a mixture-of-experts layer (see the fields above), else 0. */
 int nl_config_is_moe_layer(const nl_config *c, int l);
 
+struct nl_bf16_mat; /* gemm_bf16.h */
+
 /* A weight matrix in f32 for y = x·Wᵀ. trans == 0: stored (n_out, n_in) like torch.nn.Linear;
  * trans == 1: stored (n_in, n_out) like GPT-2's Conv1D. ld is the row stride in floats. */
 typedef struct {
@@ -150,6 +152,9 @@ typedef struct {
     int n_out, n_in;
     int trans;
     int ld;
+    /* The same matrix packed in bf16 (gemm_bf16.h) when the forward pass computes in bf16
+     * (nl_forward_set_compute, nl_model_layer_bf16); NULL: nl_matmul computes in f32. */
+    const struct nl_bf16_mat *bf16;
 } nl_mat;
 
 /* One routed expert's gated FFN in f32: a = act(x·W_gateᵀ) ⊙ (x·W_upᵀ), y = a·W_downᵀ. */

@@ -6,6 +6,8 @@
  */
 #include "neuronlab/ops.h"
 
+#include "neuronlab/gemm_bf16.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -13,6 +15,7 @@
 void nl_matmul(float *y, int ldy, const float *x, int ldx, int T, const nl_mat *w, const float *b) {
     NL_ASSERT(w->w);
     if (T <= 0) return;
+    if (w->bf16 && nl_matmul_bf16(y, ldy, x, ldx, T, w->bf16, b)) return; /* --compute bf16 (gemm_bf16.h) */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, w->trans ? CblasNoTrans : CblasTrans, T, w->n_out, w->n_in, 1.0f, x, ldx,
                 w->w, w->ld, 0.0f, y, ldy);
     if (b) {

@@ -1,0 +1,175 @@
+/* gemm_bf16.c — the AVX512-BF16 matrix product of `--compute bf16` (contract in gemm_bf16.h).
+ *
+ * Micro-kernel: NL_BF16_MR rows × NL_BF16_NR (32) columns of f32 accumulators (2 zmm per
+ * row), over the whole inner dimension: per pair of inputs, two 64-byte loads of the packed
+ * panel and one broadcast activation pair (vpbroadcastd) per row, 2·MR vdpbf16ps. Tasks are
+ * (column panel, block of NL_BF16_RB rows), panel-major so that a thread keeps its panel in
+ * L2 across the row blocks. Only the functions marked NL_BF16_TARGET use AVX-512: the rest of
+ * the file is plain x86-64 and decides at run time (nl_bf16_supported).
+ */
+#include "neuronlab/gemm_bf16.h"
+
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define NL_BF16_HAVE_KERNEL 1
+#define NL_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+#else
+#define NL_BF16_HAVE_KERNEL 0
+#endif
+
+#define NL_BF16_MR 8    /* rows of the micro-kernel: 16 accumulators + 2 panel registers */
+#define NL_BF16_RB 128  /* rows of one task */
+
+int nl_bf16_supported(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        int ok = 0;
+#if NL_BF16_HAVE_KERNEL
+        __builtin_cpu_init();
+        ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+#endif
+        const char *force = getenv("NL_BF16_FORCE_FALLBACK");
+        if (force && *force && strcmp(force, "0")) ok = 0;
+        cached = ok;
+    }
+    return cached;
+}
+
+size_t nl_bf16_pack_elems(int n_out, int n_in) {
+    const size_t panels = ((size_t)n_out + NL_BF16_NR - 1) / NL_BF16_NR, kp = ((size_t)n_in + 1) / 2;
+    return panels * kp * NL_BF16_NR * 2;
+}
+
+void nl_bf16_pack(struct nl_bf16_mat *out, uint16_t *dst, const nl_mat *w) {
+    const int N = w->n_out, K = w->n_in, kp = (K + 1) / 2, panels = (N + NL_BF16_NR - 1) / NL_BF16_NR;
+    out->p = dst, out->n_out = N, out->n_in = K, out->kp = kp;
+#pragma omp parallel for schedule(static) if ((int64_t)N * K > (1 << 16))
+    for (int pn = 0; pn < panels; pn++) {
+        uint16_t *p = dst + (size_t)pn * kp * NL_BF16_NR * 2;
+        for (int k = 0; k < kp; k++)
+            for (int j = 0; j < NL_BF16_NR; j++)
+                for (int e = 0; e < 2; e++) {
+                    const int o = pn * NL_BF16_NR + j, i = 2 * k + e;
+                    float v = 0.0f;
+                    if (o < N && i < K) v = w->trans ? w->w[(size_t)i * w->ld + o] : w->w[(size_t)o * w->ld + i];
+                    p[((size_t)k * NL_BF16_NR + j) * 2 + e] = nl_f32_to_bf16(v);
+                }
+    }
+}
+
+#if NL_BF16_HAVE_KERNEL
+
+/* row a (kp pairs) = bf16(x[0..K)), the last pair's high half 0 when K is odd */
+NL_BF16_TARGET static void round_row(uint32_t *a, const float *x, int K) {
+    int i = 0;
+    for (; i + 32 <= K; i += 32) {
+        const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i));
+        _mm512_storeu_si512((void *)(a + i / 2), (__m512i)v);
+    }
+    for (; i < K; i += 16) {
+        const int n = K - i < 16 ? K - i : 16;
+        const __mmask16 m = (__mmask16)((1u << n) - 1);
+        const __m256bh v = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, x + i));
+        uint16_t tmp[16];
+        _mm256_storeu_si256((__m256i *)tmp, (__m256i)v);
+        if (n & 1) tmp[n] = 0;
+        memcpy(a + i / 2, tmp, (size_t)(n + 1) / 2 * 4);
+    }
+}
+
+/* y (mr, ncols ≤ 32) = a (mr rows of kp pairs, stride lda) · panel (+ bias) */
+NL_BF16_TARGET static inline __attribute__((always_inline)) void
+kernel(const int mr, const uint32_t *a, int lda, const uint16_t *panel, int kp, float *y, int ldy, int ncols,
+       const float *bias) {
+    __m512 c0[NL_BF16_MR], c1[NL_BF16_MR];
+#pragma GCC unroll 8
+    for (int r = 0; r < mr; r++) c0[r] = _mm512_setzero_ps(), c1[r] = _mm512_setzero_ps();
+    const uint16_t *b = panel;
+    for (int k = 0; k < kp; k++, b += 2 * NL_BF16_NR) {
+        const __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)b);
+        const __m512bh b1 = (__m512bh)_mm512_loadu_si512((const void *)(b + NL_BF16_NR));
+#pragma GCC unroll 8
+        for (int r = 0; r < mr; r++) {
+            const __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[(size_t)r * lda + k]);
+            c0[r] = _mm512_dpbf16_ps(c0[r], av, b0);
+            c1[r] = _mm512_dpbf16_ps(c1[r], av, b1);
+        }
+    }
+    const __mmask16 m0 = ncols >= 16 ? 0xffff : (__mmask16)((1u << ncols) - 1);
+    const __mmask16 m1 = ncols >= 32 ? 0xffff : ncols <= 16 ? 0 : (__mmask16)((1u << (ncols - 16)) - 1);
+    __m512 bias0 = _mm512_setzero_ps(), bias1 = _mm512_setzero_ps();
+    if (bias) bias0 = _mm512_maskz_loadu_ps(m0, bias), bias1 = _mm512_maskz_loadu_ps(m1, bias + 16);
+#pragma GCC unroll 8
+    for (int r = 0; r < mr; r++) {
+        _mm512_mask_storeu_ps(y + (size_t)r * ldy, m0, _mm512_add_ps(c0[r], bias0));
+        _mm512_mask_storeu_ps(y + (size_t)r * ldy + 16, m1, _mm512_add_ps(c1[r], bias1));
+    }
+}
+
+/* rows [t0, t1) of y for panel pn */
+NL_BF16_TARGET static void task(float *y, int ldy, const uint32_t *a, int kp, int t0, int t1, const struct nl_bf16_mat *w,
+                                int pn, const float *bias) {
+    const uint16_t *panel = w->p + (size_t)pn * kp * NL_BF16_NR * 2;
+    const int c0 = pn * NL_BF16_NR, ncols = w->n_out - c0 < NL_BF16_NR ? w->n_out - c0 : NL_BF16_NR;
+    const float *bb = bias ? bias + c0 : NULL;
+    for (int t = t0; t < t1; t += NL_BF16_MR) {
+        const uint32_t *ar = a + (size_t)t * kp;
+        float *yr = y + (size_t)t * ldy + c0;
+        switch (t1 - t < NL_BF16_MR ? t1 - t : NL_BF16_MR) {
+        case 1: kernel(1, ar, kp, panel, kp, yr, ldy, ncols, bb); break;
+        case 2: kernel(2, ar, kp, panel, kp, yr, ldy, ncols, bb); break;
+        case 3: kernel(3, ar, kp, panel, kp, yr, ldy, ncols, bb); break;
+        case 4: kernel(4, ar, kp, panel, kp, yr, ldy, ncols, bb); break;
+        case 5: kernel(5, ar, kp, panel, kp, yr, ldy, ncols, bb); break;
+        case 6: kernel(6, ar, kp, panel, kp, yr, ldy, ncols, bb); break;
+        case 7: kernel(7, ar, kp, panel, kp, yr, ldy, ncols, bb); break;
+        default: kernel(NL_BF16_MR, ar, kp, panel, kp, yr, ldy, ncols, bb); break;
+        }
+    }
+}
+
+/* The calling thread's rounded activations (kept between calls; never freed: one per thread). */
+static _Thread_local uint32_t *tl_buf;
+static _Thread_local size_t tl_cap;
+
+int nl_matmul_bf16(float *y, int ldy, const float *x, int ldx, int T, const struct nl_bf16_mat *w, const float *b) {
+    if (T <= 0) return 1;
+    const int K = w->n_in, kp = w->kp;
+    const size_t need = (size_t)T * kp + 16;
+    if (need > tl_cap) {
+        free(tl_buf);
+        tl_buf = aligned_alloc(64, (need * sizeof(uint32_t) + 63) / 64 * 64);
+        tl_cap = tl_buf ? need : 0;
+        if (!tl_buf) return 0;
+    }
+    uint32_t *a = tl_buf;
+    const int panels = (w->n_out + NL_BF16_NR - 1) / NL_BF16_NR, rblocks = (T + NL_BF16_RB - 1) / NL_BF16_RB;
+    const int tasks = panels * rblocks;
+    const int par = !omp_in_parallel() && omp_get_max_threads() > 1 && (int64_t)T * w->n_out * K > (1 << 18);
+#pragma omp parallel if (par)
+    {
+#pragma omp for schedule(static)
+        for (int t = 0; t < T; t++) round_row(a + (size_t)t * kp, x + (size_t)t * ldx, K);
+#pragma omp for schedule(static)
+        for (int k = 0; k < tasks; k++) {
+            const int pn = k / rblocks, rb = k % rblocks;
+            const int t0 = rb * NL_BF16_RB, t1 = t0 + NL_BF16_RB < T ? t0 + NL_BF16_RB : T;
+            task(y, ldy, a, kp, t0, t1, w, pn, b);
+        }
+    }
+    return 1;
+}
+
+#else
+
+int nl_matmul_bf16(float *y, int ldy, const float *x, int ldx, int T, const struct nl_bf16_mat *w, const float *b) {
+    (void)y, (void)ldy, (void)x, (void)ldx, (void)T, (void)w, (void)b;
+    return 0;
+}
+
+#endif
