@@ -242,6 +242,21 @@ int nl_model_keep_f32(nl_model *m, size_t max_bytes);
 size_t nl_model_f32_layer_bytes(const nl_model *m);
 /* Final norm and LM head in f32; valid until nl_model_close (converted once if needed). */
 nl_status nl_model_head(nl_ctx *ctx, nl_model *m, nl_head *out);
+/* bf16 packed copies for `--compute bf16` (model_bf16.c, layout in gemm_bf16.h).
+ * nl_model_layer_bf16: given w from nl_model_layer(l), packs its attention and dense-FFN
+ * matrices into bf16 (from their f32 views, so every stored type works: quantised GGUF
+ * tensors are dequantised to f32 and rounded) and points their nl_mat.bf16 at the packs.
+ * Packed once per layer and kept when nl_model_keep_bf16 said so, else one layer at a time
+ * (a slot repacked when the layer changes). nl_model_head_bf16 does the same for h->lm_head
+ * (packed once). Norms, biases and MoE experts stay f32. */
+nl_status nl_model_layer_bf16(nl_ctx *ctx, nl_model *m, int l, nl_layer *w);
+nl_status nl_model_head_bf16(nl_ctx *ctx, nl_model *m, nl_head *h);
+/* Keeps each layer's bf16 packs after first use when all of them need at most max_bytes;
+ * returns 1 when kept (or already), 0 when too large (one layer at a time). */
+int nl_model_keep_bf16(nl_model *m, size_t max_bytes);
+/* Bytes of all layers' bf16 packs. */
+size_t nl_model_bf16_bytes(const nl_model *m);
+
 /* Token embedding rows: dst (n, D) = embedding[tokens[i]] in f32 (+ learned position
  * pos0+i when the model has them). Token ids must be checked by the caller. */
 void nl_model_embed(const nl_model *m, const int32_t *tokens, int n, int pos0, float *dst);

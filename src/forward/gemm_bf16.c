@@ -21,8 +21,8 @@
 #define NL_BF16_HAVE_KERNEL 0
 #endif
 
-#define NL_BF16_MR 8    /* rows of the micro-kernel: 16 accumulators + 2 panel registers */
-#define NL_BF16_RB 128  /* rows of one task */
+#define NL_BF16_MR 12   /* rows of the micro-kernel: 24 accumulators + 2 panel registers + 1 broadcast */
+#define NL_BF16_RB 96   /* rows of one task (a multiple of NL_BF16_MR) */
 
 int nl_bf16_supported(void) {
     static int cached = -1;
@@ -87,13 +87,13 @@ NL_BF16_TARGET static inline __attribute__((always_inline)) void
 kernel(const int mr, const uint32_t *a, int lda, const uint16_t *panel, int kp, float *y, int ldy, int ncols,
        const float *bias) {
     __m512 c0[NL_BF16_MR], c1[NL_BF16_MR];
-#pragma GCC unroll 8
+#pragma GCC unroll 12
     for (int r = 0; r < mr; r++) c0[r] = _mm512_setzero_ps(), c1[r] = _mm512_setzero_ps();
     const uint16_t *b = panel;
     for (int k = 0; k < kp; k++, b += 2 * NL_BF16_NR) {
         const __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)b);
         const __m512bh b1 = (__m512bh)_mm512_loadu_si512((const void *)(b + NL_BF16_NR));
-#pragma GCC unroll 8
+#pragma GCC unroll 12
         for (int r = 0; r < mr; r++) {
             const __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[(size_t)r * lda + k]);
             c0[r] = _mm512_dpbf16_ps(c0[r], av, b0);
@@ -104,7 +104,7 @@ kernel(const int mr, const uint32_t *a, int lda, const uint16_t *panel, int kp, 
     const __mmask16 m1 = ncols >= 32 ? 0xffff : ncols <= 16 ? 0 : (__mmask16)((1u << (ncols - 16)) - 1);
     __m512 bias0 = _mm512_setzero_ps(), bias1 = _mm512_setzero_ps();
     if (bias) bias0 = _mm512_maskz_loadu_ps(m0, bias), bias1 = _mm512_maskz_loadu_ps(m1, bias + 16);
-#pragma GCC unroll 8
+#pragma GCC unroll 12
     for (int r = 0; r < mr; r++) {
         _mm512_mask_storeu_ps(y + (size_t)r * ldy, m0, _mm512_add_ps(c0[r], bias0));
         _mm512_mask_storeu_ps(y + (size_t)r * ldy + 16, m1, _mm512_add_ps(c1[r], bias1));
@@ -121,13 +121,9 @@ NL_BF16_TARGET static void task(float *y, int ldy, const uint32_t *a, int kp, in
         const uint32_t *ar = a + (size_t)t * kp;
         float *yr = y + (size_t)t * ldy + c0;
         switch (t1 - t < NL_BF16_MR ? t1 - t : NL_BF16_MR) {
-        case 1: kernel(1, ar, kp, panel, kp, yr, ldy, ncols, bb); break;
-        case 2: kernel(2, ar, kp, panel, kp, yr, ldy, ncols, bb); break;
-        case 3: kernel(3, ar, kp, panel, kp, yr, ldy, ncols, bb); break;
-        case 4: kernel(4, ar, kp, panel, kp, yr, ldy, ncols, bb); break;
-        case 5: kernel(5, ar, kp, panel, kp, yr, ldy, ncols, bb); break;
-        case 6: kernel(6, ar, kp, panel, kp, yr, ldy, ncols, bb); break;
-        case 7: kernel(7, ar, kp, panel, kp, yr, ldy, ncols, bb); break;
+#define K_(r) case r: kernel(r, ar, kp, panel, kp, yr, ldy, ncols, bb); break;
+            K_(1) K_(2) K_(3) K_(4) K_(5) K_(6) K_(7) K_(8) K_(9) K_(10) K_(11)
+#undef K_
         default: kernel(NL_BF16_MR, ar, kp, panel, kp, yr, ldy, ncols, bb); break;
         }
     }
