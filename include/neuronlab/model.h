@@ -143,7 +143,18 @@ typedef struct nl_config {
 /* 1 when layer l of c is a mixture-of-experts layer (see the fields above), else 0. */
 int nl_config_is_moe_layer(const nl_config *c, int l);
 
-struct nl_bf16_mat; /* gemm_bf16.h */
+/* A weight matrix packed in bf16 for the `--compute bf16` products (the kernel is
+ * nl_matmul_bf16, gemm_bf16.h). Column panels of NL_BF16_NR outputs:
+ *     p[panel][k/2][NL_BF16_NR columns][2]   (uint16 bf16, round to nearest even)
+ * i.e. for each pair of inputs (2k, 2k+1) the panel's 32 columns as adjacent pairs, which is what
+ * one vdpbf16ps multiplies against a broadcast pair of activations. Outputs beyond n_out and an
+ * odd last input are zero. p is borrowed from whoever packed it (the model's bf16 copies, a test). */
+#define NL_BF16_NR 32 /* output columns per panel (two zmm registers of f32) */
+struct nl_bf16_mat {
+    const uint16_t *p; /* (panels, kp, NL_BF16_NR, 2) */
+    int n_out, n_in;
+    int kp; /* (n_in + 1) / 2 */
+};
 
 /* A weight matrix in f32 for y = x·Wᵀ. trans == 0: stored (n_out, n_in) like torch.nn.Linear;
  * trans == 1: stored (n_in, n_out) like GPT-2's Conv1D. ld is the row stride in floats. */
@@ -256,6 +267,11 @@ nl_status nl_model_head_bf16(nl_ctx *ctx, nl_model *m, nl_head *h);
 int nl_model_keep_bf16(nl_model *m, size_t max_bytes);
 /* Bytes of all layers' bf16 packs. */
 size_t nl_model_bf16_bytes(const nl_model *m);
+/* uint16 elements of the packed form of an (n_out, n_in) matrix. */
+size_t nl_bf16_pack_elems(int n_out, int n_in);
+/* Packs w (f32, either storage order) into dst (nl_bf16_pack_elems of w's shape; 64-byte
+ * aligned for speed) and describes it in *out (out->p = dst). OpenMP over panels. */
+void nl_bf16_pack(struct nl_bf16_mat *out, uint16_t *dst, const nl_mat *w);
 
 /* Token embedding rows: dst (n, D) = embedding[tokens[i]] in f32 (+ learned position
  * pos0+i when the model has them). Token ids must be checked by the caller. */

@@ -40,28 +40,6 @@ int nl_bf16_supported(void) {
     return cached;
 }
 
-size_t nl_bf16_pack_elems(int n_out, int n_in) {
-    const size_t panels = ((size_t)n_out + NL_BF16_NR - 1) / NL_BF16_NR, kp = ((size_t)n_in + 1) / 2;
-    return panels * kp * NL_BF16_NR * 2;
-}
-
-void nl_bf16_pack(struct nl_bf16_mat *out, uint16_t *dst, const nl_mat *w) {
-    const int N = w->n_out, K = w->n_in, kp = (K + 1) / 2, panels = (N + NL_BF16_NR - 1) / NL_BF16_NR;
-    out->p = dst, out->n_out = N, out->n_in = K, out->kp = kp;
-#pragma omp parallel for schedule(static) if ((int64_t)N * K > (1 << 16))
-    for (int pn = 0; pn < panels; pn++) {
-        uint16_t *p = dst + (size_t)pn * kp * NL_BF16_NR * 2;
-        for (int k = 0; k < kp; k++)
-            for (int j = 0; j < NL_BF16_NR; j++)
-                for (int e = 0; e < 2; e++) {
-                    const int o = pn * NL_BF16_NR + j, i = 2 * k + e;
-                    float v = 0.0f;
-                    if (o < N && i < K) v = w->trans ? w->w[(size_t)i * w->ld + o] : w->w[(size_t)o * w->ld + i];
-                    p[((size_t)k * NL_BF16_NR + j) * 2 + e] = nl_f32_to_bf16(v);
-                }
-    }
-}
-
 #if NL_BF16_HAVE_KERNEL
 
 /* row a (kp pairs) = bf16(x[0..K)), the last pair's high half 0 when K is odd */

@@ -1,5 +1,6 @@
 /* model_bf16.c — the bf16 packed copies of a model's matrices for `--compute bf16`
- * (nl_model_layer_bf16, nl_model_head_bf16 in model.h; the packed layout is gemm_bf16.h).
+ * (nl_model_layer_bf16, nl_model_head_bf16, the packed layout nl_bf16_mat: model.h; the kernel that
+ * reads them is nl_matmul_bf16 in src/forward/gemm_bf16.c).
  *
  * Rules: a layer is packed from its f32 view (nl_model_layer: stored f32 in place, f16/bf16 and
  * GGUF's quantised types converted first, so every stored type goes through the same dequant
@@ -10,12 +11,33 @@
  * f32. Checked by tests/bf16.sh (perplexity and activations against f32).
  */
 #include "model/model_internal.h"
-#include "neuronlab/gemm_bf16.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #define NL_BF16_MATS 8
+
+size_t nl_bf16_pack_elems(int n_out, int n_in) {
+    const size_t panels = ((size_t)n_out + NL_BF16_NR - 1) / NL_BF16_NR, kp = ((size_t)n_in + 1) / 2;
+    return panels * kp * NL_BF16_NR * 2;
+}
+
+void nl_bf16_pack(struct nl_bf16_mat *out, uint16_t *dst, const nl_mat *w) {
+    const int N = w->n_out, K = w->n_in, kp = (K + 1) / 2, panels = (N + NL_BF16_NR - 1) / NL_BF16_NR;
+    out->p = dst, out->n_out = N, out->n_in = K, out->kp = kp;
+#pragma omp parallel for schedule(static) if ((int64_t)N * K > (1 << 16))
+    for (int pn = 0; pn < panels; pn++) {
+        uint16_t *p = dst + (size_t)pn * kp * NL_BF16_NR * 2;
+        for (int k = 0; k < kp; k++)
+            for (int j = 0; j < NL_BF16_NR; j++)
+                for (int e = 0; e < 2; e++) {
+                    const int o = pn * NL_BF16_NR + j, i = 2 * k + e;
+                    float v = 0.0f;
+                    if (o < N && i < K) v = w->trans ? w->w[(size_t)i * w->ld + o] : w->w[(size_t)o * w->ld + i];
+                    p[((size_t)k * NL_BF16_NR + j) * 2 + e] = nl_f32_to_bf16(v);
+                }
+    }
+}
 
 struct nl_bf16_layer {
     struct nl_bf16_mat mats[NL_BF16_MATS];
