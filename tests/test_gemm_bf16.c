@@ -112,3 +112,28 @@ Test(gemm_bf16, pack_layout) {
                     cr_assert_eq(nl_bf16_to_f32(p[((pn * 2 + k) * 32 + j) * 2 + e]), want, "panel %d pair %d col %d elem %d", pn, k, j, e);
                 }
 }
+
+/* A copy of a packed view narrowed to its leading outputs (how an FFN replacement takes a
+ * sub-matrix) no longer matches the pack: nl_matmul computes it in f32, exactly as without the
+ * pack, and writes only the narrowed columns. */
+Test(gemm_bf16, narrowed_view_stays_f32) {
+    skip_without_bf16();
+    unsigned s = 3;
+    const int T = 9, nout = 40, nin = 24, K = 13;
+    float w[40 * 24], x[9 * 24], y1[9 * 16], y2[9 * 16];
+    for (int i = 0; i < nout * nin; i++) w[i] = frand(&s);
+    for (int i = 0; i < T * nin; i++) x[i] = frand(&s);
+    nl_mat m = {w, nout, nin, 0, nin, NULL};
+    uint16_t *p = aligned_alloc(64, (nl_bf16_pack_elems(nout, nin) * 2 + 63) / 64 * 64);
+    struct nl_bf16_mat pk;
+    nl_bf16_pack(&pk, p, &m);
+    nl_mat narrow = m, plain = m;
+    narrow.bf16 = &pk, narrow.n_out = K, plain.n_out = K;
+    for (int i = 0; i < T * 16; i++) y1[i] = y2[i] = -7.0f;
+    nl_matmul(y1, 16, x, nin, T, &narrow, NULL);
+    nl_matmul(y2, 16, x, nin, T, &plain, NULL);
+    cr_assert(memcmp(y1, y2, sizeof y1) == 0, "the narrowed view did not compute exactly as f32");
+    for (int t = 0; t < T; t++)
+        for (int o = K; o < 16; o++) cr_assert(y1[t * 16 + o] == -7.0f);
+    free(p);
+}

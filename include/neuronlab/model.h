@@ -164,7 +164,8 @@ typedef struct {
     int trans;
     int ld;
     /* The same matrix packed in bf16 (gemm_bf16.h) when the forward pass computes in bf16
-     * (nl_forward_set_compute, nl_model_layer_bf16); NULL: nl_matmul computes in f32. */
+     * (nl_forward_set_compute, nl_model_layer_bf16); NULL: nl_matmul computes in f32. A copy
+     * narrowed to fewer outputs or inputs no longer matches the pack's shape: f32 again. */
     const struct nl_bf16_mat *bf16;
 } nl_mat;
 
