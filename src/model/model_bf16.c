@@ -31,24 +31,50 @@ static inline uint16_t to_bf16(float f) {
     return (uint16_t)(x >> 16);
 }
 
+/* The NaN-free form of to_bf16 over a row, written so that it vectorises (NaN rows take the
+ * scalar path). */
+static void row_to_bf16(uint16_t *dst, const float *src, int n) {
+    int nan = 0;
+    for (int i = 0; i < n; i++) {
+        uint32_t x;
+        memcpy(&x, src + i, 4);
+        nan |= (x & 0x7fffffff) > 0x7f800000;
+        dst[i] = (uint16_t)((x + 0x7fff + ((x >> 16) & 1)) >> 16);
+    }
+    if (nan)
+        for (int i = 0; i < n; i++) dst[i] = to_bf16(src[i]);
+}
+
 void nl_bf16_pack(struct nl_bf16_mat *out, uint16_t *dst, const nl_mat *w) {
     const int N = w->n_out, K = w->n_in, kp = (K + 1) / 2, panels = (N + NL_BF16_NR - 1) / NL_BF16_NR;
     out->p = dst, out->n_out = N, out->n_in = K, out->kp = kp;
-#pragma omp parallel for schedule(static) if ((int64_t)N * K > (1 << 16))
-    for (int pn = 0; pn < panels; pn++) {
-        uint16_t *p = dst + (size_t)pn * kp * NL_BF16_NR * 2;
-        for (int j = 0; j < NL_BF16_NR; j++) { /* column j of the panel: output o */
-            const int o = pn * NL_BF16_NR + j;
-            uint16_t *col = p + 2 * j; /* element (k, e) at col[k * 2 * NL_BF16_NR + e] */
-            if (o >= N) {
-                for (int k = 0; k < kp; k++) col[(size_t)k * 2 * NL_BF16_NR] = col[(size_t)k * 2 * NL_BF16_NR + 1] = 0;
-                continue;
-            }
-            for (int i = 0; i < 2 * kp; i++) {
-                const float v = i >= K ? 0.0f : w->trans ? w->w[(size_t)i * w->ld + o] : w->w[(size_t)o * w->ld + i];
-                col[(size_t)(i >> 1) * 2 * NL_BF16_NR + (i & 1)] = to_bf16(v);
+#pragma omp parallel if ((int64_t)N * K > (1 << 16))
+    {
+        uint16_t *row = w->trans ? NULL : malloc((size_t)2 * kp * sizeof(uint16_t)); /* one output's inputs in bf16 */
+#pragma omp for schedule(static)
+        for (int pn = 0; pn < panels; pn++) {
+            uint16_t *p = dst + (size_t)pn * kp * NL_BF16_NR * 2;
+            for (int j = 0; j < NL_BF16_NR; j++) { /* column j of the panel: output o */
+                const int o = pn * NL_BF16_NR + j;
+                uint32_t *col = (uint32_t *)(void *)p + j; /* pair k at col[k * NL_BF16_NR] */
+                if (o >= N) {
+                    for (int k = 0; k < kp; k++) col[(size_t)k * NL_BF16_NR] = 0;
+                } else if (row) { /* stored (n_out, n_in): row o converted at once, then its pairs placed */
+                    row_to_bf16(row, w->w + (size_t)o * w->ld, K);
+                    if (K & 1) row[K] = 0;
+                    for (int k = 0; k < kp; k++) memcpy(col + (size_t)k * NL_BF16_NR, row + 2 * k, 4);
+                } else { /* stored (n_in, n_out), or no memory for the row: element by element */
+                    const size_t si = w->trans ? (size_t)w->ld : 1, so = w->trans ? 1 : (size_t)w->ld;
+                    const float *wo = w->w + (size_t)o * so; /* input i at wo[i * si] */
+                    for (int k = 0; k < kp; k++) {
+                        const uint16_t lo = to_bf16(wo[(size_t)(2 * k) * si]);
+                        const uint16_t hi = 2 * k + 1 < K ? to_bf16(wo[(size_t)(2 * k + 1) * si]) : 0;
+                        col[(size_t)k * NL_BF16_NR] = (uint32_t)lo | (uint32_t)hi << 16;
+                    }
+                }
             }
         }
+        free(row);
     }
 }
 
