@@ -6,12 +6,13 @@
  *   onednn : (built with -DNL_WITH_DNNL, bench/README "bf16") oneDNN's dnnl_matmul, bf16 src and
  *            weights (weights reordered once into the layout the primitive asks for), f32 dst;
  *            the activations are already bf16, so its time leaves out the rounding
- * Built and run by bench/bf16.sh:  bf16_peak [n] [repeats]
+ * Built and run by bench/bf16.sh:  bf16_peak [n] [repeats] [sgemm|own|onednn (only that one)]
  * Output: key=value lines (threads, n, <kernel>_all, <kernel>_1 in GFLOP/s, onednn_impl). */
 #include <cblas.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "neuronlab/common.h"
@@ -123,7 +124,7 @@ int main(int argc, char **argv) {
     const int nt = omp_get_max_threads();
     printf("threads=%d\nn=%d\nbf16_cpu=%d\n", nt, n, have);
     for (int k = 0; k < kinds; k++) {
-        if (k > 0 && !have) continue;
+        if ((k > 0 && !have) || (argc > 3 && strcmp(argv[3], names[k]))) continue;
         omp_set_num_threads(nt);
         best_gflops(&s, k, 1); /* warm up: thread pool, page faults */
         double all = best_gflops(&s, k, reps);

@@ -2,7 +2,9 @@
  *
  * Micro-kernel: NL_BF16_MR rows × NL_BF16_NR (32) columns of f32 accumulators (2 zmm per
  * row), over the whole inner dimension: per pair of inputs, two 64-byte loads of the packed
- * panel and one broadcast activation pair (vpbroadcastd) per row, 2·MR vdpbf16ps. Tasks are
+ * panel and one broadcast activation pair (vpbroadcastd) per row, 2·MR vdpbf16ps. The rounded
+ * activations are stored in blocks of MR rows interleaved per pair (the MR broadcasts of one
+ * step read 48 adjacent bytes; rows 4 KiB apart would alias in L1). Tasks are
  * (column panel, block of NL_BF16_RB rows), panel-major so that a thread keeps its panel in
  * L2 across the row blocks. Only the functions marked NL_BF16_TARGET use AVX-512: the rest of
  * the file is plain x86-64 and decides at run time (nl_bf16_supported).
@@ -42,28 +44,24 @@ int nl_bf16_supported(void) {
 
 #if NL_BF16_HAVE_KERNEL
 
-/* row a (kp pairs) = bf16(x[0..K)), the last pair's high half 0 when K is odd */
+/* Row t of the rounded activations: pair k (bf16(x[2k]) low, bf16(x[2k+1]) high, 0 past K) goes
+ * to a[k * NL_BF16_MR] with a = the row's place in its block of NL_BF16_MR rows (rows
+ * interleaved per pair, so the micro-kernel's broadcasts of one k read one cache line). */
 NL_BF16_TARGET static void round_row(uint32_t *a, const float *x, int K) {
-    int i = 0;
-    for (; i + 32 <= K; i += 32) {
-        const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i));
-        _mm512_storeu_si512((void *)(a + i / 2), (__m512i)v);
-    }
-    for (; i < K; i += 16) {
-        const int n = K - i < 16 ? K - i : 16;
-        const __mmask16 m = (__mmask16)((1u << n) - 1);
-        const __m256bh v = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, x + i));
-        uint16_t tmp[16];
-        _mm256_storeu_si256((__m256i *)tmp, (__m256i)v);
-        if (n & 1) tmp[n] = 0;
-        memcpy(a + i / 2, tmp, (size_t)(n + 1) / 2 * 4);
+    uint32_t tmp[16];
+    for (int i = 0; i < K; i += 32) {
+        const int n = K - i < 32 ? K - i : 32;
+        const __mmask16 m0 = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
+        const __mmask16 m1 = n >= 32 ? 0xffff : n <= 16 ? 0 : (__mmask16)((1u << (n - 16)) - 1);
+        const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, x + i + 16), _mm512_maskz_loadu_ps(m0, x + i));
+        _mm512_storeu_si512((void *)tmp, (__m512i)v); /* zeros past K: the masked loads */
+        for (int k = 0; k < (n + 1) / 2; k++) a[(size_t)(i / 2 + k) * NL_BF16_MR] = tmp[k];
     }
 }
 
-/* y (mr, ncols ≤ 32) = a (mr rows of kp pairs, stride lda) · panel (+ bias) */
+/* y (mr, ncols ≤ 32) = a (a block: pair k of row r at a[k * NL_BF16_MR + r]) · panel (+ bias) */
 NL_BF16_TARGET static inline __attribute__((always_inline)) void
-kernel(const int mr, const uint32_t *a, int lda, const uint16_t *panel, int kp, float *y, int ldy, int ncols,
-       const float *bias) {
+kernel(const int mr, const uint32_t *a, const uint16_t *panel, int kp, float *y, int ldy, int ncols, const float *bias) {
     __m512 c0[NL_BF16_MR], c1[NL_BF16_MR];
 #pragma GCC unroll 12
     for (int r = 0; r < mr; r++) c0[r] = _mm512_setzero_ps(), c1[r] = _mm512_setzero_ps();
@@ -73,7 +71,7 @@ kernel(const int mr, const uint32_t *a, int lda, const uint16_t *panel, int kp, 
         const __m512bh b1 = (__m512bh)_mm512_loadu_si512((const void *)(b + NL_BF16_NR));
 #pragma GCC unroll 12
         for (int r = 0; r < mr; r++) {
-            const __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[(size_t)r * lda + k]);
+            const __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[(size_t)k * NL_BF16_MR + r]);
             c0[r] = _mm512_dpbf16_ps(c0[r], av, b0);
             c1[r] = _mm512_dpbf16_ps(c1[r], av, b1);
         }
@@ -96,13 +94,13 @@ NL_BF16_TARGET static void task(float *y, int ldy, const uint32_t *a, int kp, in
     const int c0 = pn * NL_BF16_NR, ncols = w->n_out - c0 < NL_BF16_NR ? w->n_out - c0 : NL_BF16_NR;
     const float *bb = bias ? bias + c0 : NULL;
     for (int t = t0; t < t1; t += NL_BF16_MR) {
-        const uint32_t *ar = a + (size_t)t * kp;
+        const uint32_t *ar = a + (size_t)t * kp; /* t is a multiple of NL_BF16_MR: its block */
         float *yr = y + (size_t)t * ldy + c0;
         switch (t1 - t < NL_BF16_MR ? t1 - t : NL_BF16_MR) {
-#define K_(r) case r: kernel(r, ar, kp, panel, kp, yr, ldy, ncols, bb); break;
+#define K_(r) case r: kernel(r, ar, panel, kp, yr, ldy, ncols, bb); break;
             K_(1) K_(2) K_(3) K_(4) K_(5) K_(6) K_(7) K_(8) K_(9) K_(10) K_(11)
 #undef K_
-        default: kernel(NL_BF16_MR, ar, kp, panel, kp, yr, ldy, ncols, bb); break;
+        default: kernel(NL_BF16_MR, ar, panel, kp, yr, ldy, ncols, bb); break;
         }
     }
 }
@@ -114,7 +112,7 @@ static _Thread_local size_t tl_cap;
 int nl_matmul_bf16(float *y, int ldy, const float *x, int ldx, int T, const struct nl_bf16_mat *w, const float *b) {
     if (T <= 0) return 1;
     const int K = w->n_in, kp = w->kp;
-    const size_t need = (size_t)T * kp + 16;
+    const size_t need = (size_t)(T + NL_BF16_MR - 1) / NL_BF16_MR * NL_BF16_MR * kp; /* whole blocks */
     if (need > tl_cap) {
         free(tl_buf);
         tl_buf = aligned_alloc(64, (need * sizeof(uint32_t) + 63) / 64 * 64);
@@ -128,7 +126,8 @@ int nl_matmul_bf16(float *y, int ldy, const float *x, int ldx, int T, const stru
 #pragma omp parallel if (par)
     {
 #pragma omp for schedule(static)
-        for (int t = 0; t < T; t++) round_row(a + (size_t)t * kp, x + (size_t)t * ldx, K);
+        for (int t = 0; t < T; t++)
+            round_row(a + (size_t)(t / NL_BF16_MR) * NL_BF16_MR * kp + t % NL_BF16_MR, x + (size_t)t * ldx, K);
 #pragma omp for schedule(static)
         for (int k = 0; k < tasks; k++) {
             const int pn = k / rblocks, rb = k % rblocks;
