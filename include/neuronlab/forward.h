@@ -38,7 +38,8 @@ void nl_forward_destroy(nl_forward *f); /* NULL is a no-op */
  * NL_COMPUTE_BF16 (`--compute bf16`, approximate): the attention projections, the dense FFN and
  * the LM head multiply bf16-rounded activations by bf16 packed weights with f32 accumulation
  * (AVX512-BF16, gemm_bf16.h); attention scores/softmax/values, norms, RoPE, activations,
- * MoE experts and every hooked activation stay f32. Perplexity moves by ~1e-4 relative. */
+ * MoE experts and every hooked activation stay f32. Approximate: the NLL moved by 1.1e-5 relative
+ * on the SiLU zoo model, 2.7e-6 on the bench 100M model, 1.35e-3 on stories260K (tests/bf16.sh). */
 typedef enum { NL_COMPUTE_F32 = 0, NL_COMPUTE_BF16 } nl_compute;
 /* Layers' bf16 packs are kept after first use when all of them fit in this many bytes
  * (nl_model_keep_bf16), else packed one layer at a time on every call. */
