@@ -104,6 +104,7 @@ bench: deps
 	@bash bench/stats.sh $(BUILD)
 	@bash bench/gguf.sh $(BUILD)
 	@/usr/bin/python3 bench/moe.py $(BUILD)
+	@bash bench/bf16.sh $(BUILD)
 	@bash bench/7b.sh $(BUILD)   # the 7B-shaped bf16 run: only with NL_BENCH_7B=1 (13.5 GB, long)
 
 check-slow: deps

@@ -363,6 +363,8 @@ def main():
             for f in (h5, h5t):
                 if os.path.exists(f):
                     os.remove(f)
+        if m["name"] == "llama100m":
+            R["bf16"] = bf16_rows(a, nl, m)
 
     # ---- thread-settings experiment ----------------------------------------------------
     exp_rows = []
@@ -535,6 +537,9 @@ def main():
             else:
                 verdict(f"{m['name']} rss flat", False, f"record on {n4} docs failed: {first_line(r4['err'])}")
 
+        if "bf16" in R:
+            bf16_verdicts(R["bf16"], verdict)
+
     if exp_rows:
         print(f"\nthread settings ({big['name']}, ppl, 4 documents, wall s):")
         base = exp_rows[0][1]["wall"]
@@ -573,6 +578,50 @@ def main():
           f"{sum(1 for _, ok in verdicts if ok)} checks passed, {n_fail} failed, "
           f"{sum(1 for _, ok in verdicts if ok is None)} informational")
     return 0
+
+# ---- --compute bf16 on the 100M model (issue 18 item 3) ------------------------------------------
+
+BF16_FALLBACK = "--compute bf16: this CPU has no AVX512-BF16; computing in f32"
+
+
+def bf16_rows(a, nl, m):
+    """ppl at context 512 in f32 and with --compute bf16, in alternating rounds (fastest of each kept)."""
+    base = [nl, "ppl", m["path"], m["data"], "--json", "--batch", "512", "--ctx", "512"]
+    got = {"f32": [], "bf16": []}
+    for _ in range(max(1, a.repeat)):
+        got["f32"].append(run(base, label="ppl f32"))
+        got["bf16"].append(run(base + ["--compute", "bf16"], label="ppl bf16"))
+    out = {}
+    for k, rs in got.items():
+        r = dict(min(rs, key=lambda r: (r["rc"] != 0, r["wall"])))
+        r["json"] = parse_json(r["out"]) if r["rc"] == 0 else None
+        out[k] = r
+    cpu = open("/proc/cpuinfo").read().split()
+    b = out["bf16"]
+    out["kernel"] = ("fallback (f32: " + BF16_FALLBACK.split(": ", 1)[1] + ")" if BF16_FALLBACK in b["err"] else
+                     "own AVX512-BF16 (src/forward/gemm_bf16.c)" if "avx512_bf16" in cpu else "?")
+    for k in ("f32", "bf16"):
+        r = out[k]
+        print(f"   ppl-neuronlab-{k:4s}  {r['wall']:7.2f} s  " +
+              (f"nll {r['json']['nll']:.6f}" if r["json"] else f"FAILED (exit {r['rc']}): {first_line(r['err'])}") +
+              (f"  *{100 * r['other']:.0f}% busy" if r["other"] > 0.05 else ""))
+    print(f"   bf16 kernel: {out['kernel']}")
+    return out
+
+
+def bf16_verdicts(B, verdict):
+    f, b = B["f32"], B["bf16"]
+    if not (f["json"] and b["json"]):
+        verdict("bf16", False, "ppl-neuronlab-bf16: a run failed: " + first_line((b if not b["json"] else f)["err"]))
+        return
+    speed = f["wall"] / b["wall"]
+    busy = "  (* timed on a busy machine)" if max(f["other"], b["other"]) > 0.05 else ""
+    verdict("bf16 speed", speed >= 1.6, f"bf16 speed: f32 seconds / bf16 seconds = {f['wall']:.2f} / {b['wall']:.2f} = "
+            f"{speed:.2f}x, kernel {B['kernel']} [target >= 1.6]{busy}")
+    rel = abs(b["json"]["nll"] - f["json"]["nll"]) / abs(f["json"]["nll"])
+    verdict("bf16 nll", rel <= 1e-3, f"bf16 nll {b['json']['nll']:.6f} vs f32 {f['json']['nll']:.6f}: relative "
+            f"difference {rel:.2e} [target <= 1e-3]")
+
 
 # ---- the zoo model: speed, thread scaling and a loaded machine --------------------------------
 

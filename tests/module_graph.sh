@@ -12,7 +12,7 @@ declare -A HMOD=(
   [common.h]=core [mpi.h]=core [progress.h]=core [rng.h]=core [atomic_file.h]=core [gguf.h]=core
   [tokenizer.h]=tokenizer
   [model.h]=model [safetensors.h]=model [st_writer.h]=model [export.h]=model
-  [forward.h]=forward [hooks.h]=forward [ops.h]=forward [sampler.h]=forward
+  [forward.h]=forward [hooks.h]=forward [ops.h]=forward [sampler.h]=forward [gemm_bf16.h]=forward
   [dataset.h]=data
   [h5store.h]=store [h5store_mpi.h]=store [results.h]=store [summary_h5.h]=store
   [walk.h]=eval [perplexity.h]=eval [unigram.h]=eval [recorder.h]=eval [summary.h]=eval [imatrix.h]=eval

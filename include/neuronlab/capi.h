@@ -50,13 +50,17 @@ void nl_api_close(nl_api *h); /* NULL is a no-op */
 const char *nl_api_errmsg(const nl_api *h);
 /* Worker threads of the forward pass (0 = all cores). */
 int nl_api_set_threads(nl_api *h, int n_threads);
+/* Number format of the forward pass's matrix products: "f32" (default) or "bf16" (AVX512-BF16,
+ * approximate: --compute bf16 of the CLI). On a CPU without AVX512-BF16, "bf16" leaves f32 in
+ * effect and returns NL_OK: nl_api_str(h, "compute") says which one runs. */
+int nl_api_set_compute(nl_api *h, const char *compute);
 
 /* Integer facts of the model: "n_layers", "d_model", "d_ff", "n_heads", "n_kv_heads", "head_dim",
  * "vocab_size", "max_pos", "n_experts", "gated" (1: gated FFN), "ctx", "batch",
  * "bos", "eos" (the tokenizer's, else the model's; -1 when none), "has_tokenizer".
  * -1 for an unknown name. */
 int64_t nl_api_dim(const nl_api *h, const char *name);
-/* Strings: "arch", "model_type", "act", "path", "tokenizer" ("" when none). NULL when unknown.
+/* Strings: "arch", "model_type", "act", "path", "tokenizer" ("" when none), "compute" ("f32" or "bf16"). NULL when unknown.
  * Borrowed until nl_api_close. */
 const char *nl_api_str(const nl_api *h, const char *name);
 

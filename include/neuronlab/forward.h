@@ -34,6 +34,22 @@ typedef struct nl_forward nl_forward;
 nl_status nl_forward_create(nl_ctx *ctx, nl_model *m, int max_T, int max_P, nl_forward **out);
 void nl_forward_destroy(nl_forward *f); /* NULL is a no-op */
 
+/* Number format of the matrix products. NL_COMPUTE_F32 (the default): everything in f32.
+ * NL_COMPUTE_BF16 (`--compute bf16`, approximate): the attention projections, the dense FFN and
+ * the LM head multiply bf16-rounded activations by bf16 packed weights with f32 accumulation
+ * (AVX512-BF16, gemm_bf16.h); attention scores/softmax/values, norms, RoPE, activations,
+ * MoE experts and every hooked activation stay f32. Approximate: the NLL moved by 1.1e-5 relative
+ * on the SiLU zoo model, 2.7e-6 on the bench 100M model, 1.35e-3 on stories260K (tests/bf16.sh). */
+typedef enum { NL_COMPUTE_F32 = 0, NL_COMPUTE_BF16 } nl_compute;
+/* Layers' bf16 packs are kept after first use when all of them fit in this many bytes
+ * (nl_model_keep_bf16), else packed one layer at a time on every call. */
+#define NL_KEEP_BF16_BYTES ((size_t)1 << 30)
+/* Chooses the compute format for the next calls; returns the one in effect: NL_COMPUTE_F32
+ * when bf16 was asked for and the CPU has no AVX512-BF16 (nl_bf16_supported; the caller tells
+ * the user). Set it before nl_forward_create_like / running. */
+nl_compute nl_forward_set_compute(nl_forward *f, nl_compute c);
+nl_compute nl_forward_compute(const nl_forward *f);
+
 /* Hook registry (borrowed; add hooks before running). */
 nl_hooks *nl_forward_hooks(nl_forward *f);
 

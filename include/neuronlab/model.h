@@ -143,6 +143,19 @@ typedef struct nl_config {
 /* 1 when layer l of c is a mixture-of-experts layer (see the fields above), else 0. */
 int nl_config_is_moe_layer(const nl_config *c, int l);
 
+/* A weight matrix packed in bf16 for the `--compute bf16` products (the kernel is
+ * nl_matmul_bf16, gemm_bf16.h). Column panels of NL_BF16_NR outputs:
+ *     p[panel][k/2][NL_BF16_NR columns][2]   (uint16 bf16, round to nearest even)
+ * i.e. for each pair of inputs (2k, 2k+1) the panel's 32 columns as adjacent pairs, which is what
+ * one vdpbf16ps multiplies against a broadcast pair of activations. Outputs beyond n_out and an
+ * odd last input are zero. p is borrowed from whoever packed it (the model's bf16 copies, a test). */
+#define NL_BF16_NR 32 /* output columns per panel (two zmm registers of f32) */
+struct nl_bf16_mat {
+    const uint16_t *p; /* (panels, kp, NL_BF16_NR, 2) */
+    int n_out, n_in;
+    int kp; /* (n_in + 1) / 2 */
+};
+
 /* A weight matrix in f32 for y = x·Wᵀ. trans == 0: stored (n_out, n_in) like torch.nn.Linear;
  * trans == 1: stored (n_in, n_out) like GPT-2's Conv1D. ld is the row stride in floats. */
 typedef struct {
@@ -150,6 +163,10 @@ typedef struct {
     int n_out, n_in;
     int trans;
     int ld;
+    /* The same matrix packed in bf16 (gemm_bf16.h) when the forward pass computes in bf16
+     * (nl_forward_set_compute, nl_model_layer_bf16); NULL: nl_matmul computes in f32. A copy
+     * narrowed to fewer outputs or inputs no longer matches the pack's shape: f32 again. */
+    const struct nl_bf16_mat *bf16;
 } nl_mat;
 
 /* One routed expert's gated FFN in f32: a = act(x·W_gateᵀ) ⊙ (x·W_upᵀ), y = a·W_downᵀ. */
@@ -237,6 +254,26 @@ int nl_model_keep_f32(nl_model *m, size_t max_bytes);
 size_t nl_model_f32_layer_bytes(const nl_model *m);
 /* Final norm and LM head in f32; valid until nl_model_close (converted once if needed). */
 nl_status nl_model_head(nl_ctx *ctx, nl_model *m, nl_head *out);
+/* bf16 packed copies for `--compute bf16` (model_bf16.c, layout in gemm_bf16.h).
+ * nl_model_layer_bf16: given w from nl_model_layer(l), packs its attention and dense-FFN
+ * matrices into bf16 (from their f32 views, so every stored type works: quantised GGUF
+ * tensors are dequantised to f32 and rounded) and points their nl_mat.bf16 at the packs.
+ * Packed once per layer and kept when nl_model_keep_bf16 said so, else one layer at a time
+ * (a slot repacked when the layer changes). nl_model_head_bf16 does the same for h->lm_head
+ * (packed once). Norms, biases and MoE experts stay f32. */
+nl_status nl_model_layer_bf16(nl_ctx *ctx, nl_model *m, int l, nl_layer *w);
+nl_status nl_model_head_bf16(nl_ctx *ctx, nl_model *m, nl_head *h);
+/* Keeps each layer's bf16 packs after first use when all of them need at most max_bytes;
+ * returns 1 when kept (or already), 0 when too large (one layer at a time). */
+int nl_model_keep_bf16(nl_model *m, size_t max_bytes);
+/* Bytes of all layers' bf16 packs. */
+size_t nl_model_bf16_bytes(const nl_model *m);
+/* uint16 elements of the packed form of an (n_out, n_in) matrix. */
+size_t nl_bf16_pack_elems(int n_out, int n_in);
+/* Packs w (f32, either storage order) into dst (nl_bf16_pack_elems of w's shape; 64-byte
+ * aligned for speed) and describes it in *out (out->p = dst). OpenMP over panels. */
+void nl_bf16_pack(struct nl_bf16_mat *out, uint16_t *dst, const nl_mat *w);
+
 /* Token embedding rows: dst (n, D) = embedding[tokens[i]] in f32 (+ learned position
  * pos0+i when the model has them). Token ids must be checked by the caller. */
 void nl_model_embed(const nl_model *m, const int32_t *tokens, int n, int pos0, float *dst);

@@ -12,7 +12,8 @@
  * fork/join costs more than the work (measured on stories260K). */
 #define NL_PAR_MIN (1 << 16)
 
-/* y (T, w.n_out; row stride ldy) = x (T, w.n_in; row stride ldx) · Wᵀ (+ b (n_out) if b). */
+/* y (T, w.n_out; row stride ldy) = x (T, w.n_in; row stride ldx) · Wᵀ (+ b (n_out) if b).
+ * When w->bf16 is set the product is computed in bf16 by nl_matmul_bf16 (approximate). */
 void nl_matmul(float *y, int ldy, const float *x, int ldx, int T, const nl_mat *w, const float *b);
 /* Plain triple loop version of nl_matmul (the slow reference for tests). */
 void nl_matmul_ref(float *y, int ldy, const float *x, int ldx, int T, const nl_mat *w, const float *b);

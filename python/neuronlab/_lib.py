@@ -28,6 +28,7 @@ _PROTOS = {
     "nl_api_close": (None, [c_void_p]),
     "nl_api_errmsg": (c_char_p, [c_void_p]),
     "nl_api_set_threads": (c_int, [c_void_p, c_int]),
+    "nl_api_set_compute": (c_int, [c_void_p, c_char_p]),
     "nl_api_dim": (c_int64, [c_void_p, c_char_p]),
     "nl_api_str": (c_char_p, [c_void_p, c_char_p]),
     "nl_api_tokenize": (c_int, [c_void_p, c_char_p, c_size_t, c_int, P(c_int32), c_int, P(c_int)]),

@@ -7,6 +7,7 @@ import ctypes
 import inspect
 import math
 import os
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -97,13 +98,15 @@ class Dataset:
 class Model:
     """A model (Hugging Face folder, GGUF file or llama2.c .bin) with its tokenizer.
 
-    Model(path, tokenizer=None, hidden_act=None, ctx=0, batch=0, threads=None):
+    Model(path, tokenizer=None, hidden_act=None, ctx=0, batch=0, threads=None, compute="f32"):
     ctx = tokens per sequence (0: the model's context, at most 4096); batch = rows per forward
     call (0: ctx, so a hook sees a whole sequence at once); threads = worker threads (None: all
-    cores, or OMP_NUM_THREADS).
+    cores, or OMP_NUM_THREADS); compute = "f32" or "bf16" (the matrix products in bf16 with
+    AVX512-BF16: faster, approximate; on a CPU without it a warning and f32; self.compute says
+    which one runs).
     """
 
-    def __init__(self, path, tokenizer=None, hidden_act=None, ctx=0, batch=0, threads=None):
+    def __init__(self, path, tokenizer=None, hidden_act=None, ctx=0, batch=0, threads=None, compute="f32"):
         L = _lib.lib()
         self._h = ctypes.c_void_p()
         st = L.nl_api_open(_enc(path), _enc(tokenizer), _enc(hidden_act), int(ctx), int(batch), ctypes.byref(self._h))
@@ -118,6 +121,10 @@ class Model:
         self._tramp = _lib.HOOK_FN(self._trampoline)  # kept alive as long as the model
         if threads is not None:
             self._check(L.nl_api_set_threads(self._h, int(threads)))
+        self._check(L.nl_api_set_compute(self._h, _enc(compute)))
+        self.compute = L.nl_api_str(self._h, b"compute").decode()
+        if compute == "bf16" and self.compute != "bf16":
+            warnings.warn("neuronlab: compute='bf16': this CPU has no AVX512-BF16; computing in f32")
         d = lambda k: int(L.nl_api_dim(self._h, k.encode()))
         s = lambda k: L.nl_api_str(self._h, k.encode()).decode()
         self.n_layers, self.d_model, self.d_ff = d("n_layers"), d("d_model"), d("d_ff")

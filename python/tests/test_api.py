@@ -120,3 +120,32 @@ def test_weights(silu):
     a = silu.record(ids, layers=3)
     out = silu.record(ids, layers=3, point="ffn_out")
     np.testing.assert_allclose(a @ w.T, out, atol=1e-4)
+
+
+def test_compute_bf16_is_close_to_f32():
+    """compute="bf16": the same NLLs within bf16's precision (f32 accumulation), not identical;
+    on a CPU without AVX512-BF16 a warning and exactly f32."""
+    f32 = neuronlab.Model(SILU)
+    try:
+        ids = f32.tokenize("The quick brown fox jumps over the lazy dog, then runs into the forest.")
+        want = f32.nll(ids)
+    finally:
+        f32.close()
+    cpu = open("/proc/cpuinfo").read().split()
+    if "avx512_bf16" in cpu:
+        m = neuronlab.Model(SILU, compute="bf16")
+    else:
+        with pytest.warns(UserWarning, match="no AVX512-BF16"):
+            m = neuronlab.Model(SILU, compute="bf16")
+    try:
+        got = m.nll(ids)
+        if m.compute == "bf16":
+            assert not np.array_equal(got, want)
+            assert abs(got.mean() - want.mean()) <= 1e-2 * abs(want.mean())
+            np.testing.assert_allclose(got, want, atol=0.05)
+        else:
+            assert np.array_equal(got, want)
+    finally:
+        m.close()
+    with pytest.raises(neuronlab.Error, match="compute must be f32 or bf16"):
+        neuronlab.Model(SILU, compute="fp8")

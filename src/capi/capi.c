@@ -120,6 +120,14 @@ int nl_api_set_threads(nl_api *h, int n_threads) {
     return NL_OK;
 }
 
+int nl_api_set_compute(nl_api *h, const char *compute) {
+    READY(h);
+    if (!compute || (strcmp(compute, "f32") && strcmp(compute, "bf16")))
+        return nl_errorf(&h->ctx, NL_EINVAL, "compute must be f32 or bf16 (got '%s')", compute ? compute : "(null)");
+    nl_forward_set_compute(h->f, !strcmp(compute, "bf16") ? NL_COMPUTE_BF16 : NL_COMPUTE_F32);
+    return NL_OK;
+}
+
 int64_t nl_api_dim(const nl_api *h, const char *name) {
     if (!h || !h->f || !name) return -1;
     const nl_config *c = h->c;
@@ -143,6 +151,7 @@ const char *nl_api_str(const nl_api *h, const char *name) {
     if (!strcmp(name, "act")) return nl_act_name(h->c->act);
     if (!strcmp(name, "path")) return nl_model_path(h->m);
     if (!strcmp(name, "tokenizer")) return h->tok ? nl_tokenizer_path(h->tok) : "";
+    if (!strcmp(name, "compute")) return nl_forward_compute(h->f) == NL_COMPUTE_BF16 ? "bf16" : "f32";
     return NULL;
 }
 

@@ -51,7 +51,9 @@ void nl_cli_print_help(FILE *out, const nl_command *cmd);
          "block of layers", "off: ranks split the documents"},                                                          \
         {"--tokenizer", "PATH", 0, "tokenizer for \"text\" and \"prompt\"/\"response\" rows", "the model's own"},         \
         {"--hidden-act", "NAME", 0, "FFN activation of a GGUF model (llama.cpp's files do not store it)",                  \
-         "config.json beside the file, else its neuronlab.hidden_act, else silu"}
+         "config.json beside the file, else its neuronlab.hidden_act, else silu"},                                        \
+        {"--compute", "f32|bf16", 0, "number format of the matrix products: bf16 (AVX512-BF16, f32 accumulation) is "     \
+         "faster and approximate (perplexity within ~1e-3 relative); activations stay f32", "f32"}
 
 /* Prints "neuronlab: <ctx->msg>" (or the status name) to stderr; returns 1. When the message is
  * one an option of the running command fixes (a label the data does not have → --abilities),
@@ -124,7 +126,8 @@ int nl_cli_finish(nl_ctx *ctx, nl_status st, const char *interrupted_fmt, ...) _
  * default 512), --ctx N (context, default the model's), --stride N (sliding-window step,
  * default ctx/2), --threads N (default all cores), --tokenizer PATH (for "text" and
  * "prompt"/"response" rows; default the model's own, nl_tokenizer_for_model), --hidden-act
- * NAME (GGUF files, which do not store it; nl_model_opts).
+ * NAME (GGUF files, which do not store it; nl_model_opts), --compute f32|bf16 (the matrix
+ * products' number format, nl_forward_set_compute; without AVX512-BF16 one line on stderr and f32).
  * Zero-initialise, parse, open, close. */
 typedef struct {
     const char *model, *data, *tokenizer;
@@ -132,12 +135,13 @@ typedef struct {
     nl_tokenizer *tok; /* owned after nl_cli_run_open; NULL when the model has none */
     long batch, ctx, stride, threads;
     long pipeline;   /* --pipeline P (mpi.h): 0 = not given */
+    nl_compute compute; /* --compute f32|bf16 (nl_forward_set_compute) */
     nl_model *m;     /* owned after nl_cli_run_open */
     nl_dataset *ds;  /* owned */
     nl_forward *f;   /* owned */
 } nl_cli_run;
 
-#define NL_CLI_RUN_USAGE "MODEL DATA.jsonl [--batch N] [--ctx N] [--stride N] [--threads N] [--pipeline P] [--tokenizer PATH]"
+#define NL_CLI_RUN_USAGE "MODEL DATA.jsonl [--batch N] [--ctx N] [--stride N] [--threads N] [--pipeline P] [--tokenizer PATH] [--compute f32|bf16]"
 
 /* Consumes argv[*i] when it is one of the options above or a positional argument.
  * Returns 1 when consumed, 0 when not, or a usage exit code (2) after printing it. */

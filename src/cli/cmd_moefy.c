@@ -40,6 +40,7 @@ const nl_cli_option nl_cli_opts_moefy[] = {
     {"--tokenizer", "PATH", 0, "tokenizer for \"text\" and \"prompt\"/\"response\" rows", "the model's own"},
     {"--hidden-act", "NAME", 0, "FFN activation of a GGUF model (llama.cpp's files do not store it)",
      "config.json beside the file, else its neuronlab.hidden_act, else silu"},
+    {"--compute", "f32|bf16", 0, "number format of the calibration forward pass's matrix products (bf16: approximate)", "f32"},
     {NULL, NULL, 0, NULL, NULL}};
 const nl_command nl_cmd_moefy = {"moefy", NULL,
                                  "MoEfication: split each FFN into E experts from calibration data (param or coact split, optional "

@@ -29,6 +29,10 @@ int nl_cli_run_arg(const nl_command *cmd, nl_cli_run *r, int argc, char **argv, 
         return nl_cli_usage(cmd, "--hidden-act needs one of silu, swish, gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, "
                             "gelu_tanh, relu, relu2");
     if (ha) { r->hidden_act = v; return 1; }
+    int cp = nl_cli_opt(argc, argv, i, "--compute", &v);
+    if (cp < 0 || (cp && strcmp(v, "f32") && strcmp(v, "bf16")))
+        return nl_cli_usage(cmd, "--compute must be f32 or bf16 (got '%s')", cp > 0 ? v : "");
+    if (cp) { r->compute = !strcmp(v, "bf16") ? NL_COMPUTE_BF16 : NL_COMPUTE_F32; return 1; }
     for (size_t k = 0; k < sizeof opts / sizeof opts[0]; k++) {
         int got = nl_cli_opt(argc, argv, i, opts[k].name, &v);
         if (!got) continue;
@@ -121,7 +125,11 @@ static nl_status run_open(nl_ctx *ctx, nl_cli_run *r) {
     }
     if (c->pos == NL_POS_LEARNED && r->ctx > c->max_pos) r->ctx = c->max_pos;
     if (r->stride > r->ctx) return nl_errorf(ctx, NL_EINVAL, "--stride %ld exceeds the context %ld", r->stride, r->ctx);
-    return nl_forward_create(ctx, r->m, (int)(r->batch < r->ctx ? r->batch : r->ctx), (int)r->ctx, &r->f);
+    if ((st = nl_forward_create(ctx, r->m, (int)(r->batch < r->ctx ? r->batch : r->ctx), (int)r->ctx, &r->f)) != NL_OK)
+        return st;
+    if (r->compute == NL_COMPUTE_BF16 && nl_forward_set_compute(r->f, NL_COMPUTE_BF16) != NL_COMPUTE_BF16 && nl_mpi_is_root())
+        fprintf(stderr, "neuronlab: --compute bf16: this CPU has no AVX512-BF16; computing in f32\n");
+    return NL_OK;
 }
 
 void nl_cli_run_close(nl_cli_run *r) {

@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "forward/moe_block.h"
+#include "neuronlab/gemm_bf16.h"
 #include "neuronlab/mpi.h"
 #include "neuronlab/ops.h"
 
@@ -65,6 +66,7 @@ struct nl_forward {
     nl_ffn_fn *ffn_fn; /* (L) replacement FFN per layer, NULL = dense; nl_ffn_moe on MoE layers */
     void **ffn_user;   /* (L) its user pointer */
     nl_moe_scratch *moe; /* routing and expert buffers of the MoE layers (n_experts > 0), owned */
+    nl_compute compute;  /* NL_COMPUTE_BF16: the layers' and the head's GEMMs in bf16 (nl_forward_set_compute) */
 };
 
 nl_status nl_forward_create(nl_ctx *ctx, nl_model *m, int max_T, int max_P, nl_forward **out) {
@@ -141,6 +143,14 @@ int nl_forward_max_T(const nl_forward *f) { return f->max_T; }
 int nl_forward_max_P(const nl_forward *f) { return f->max_P; }
 nl_model *nl_forward_model(const nl_forward *f) { return f->m; }
 
+nl_compute nl_forward_set_compute(nl_forward *f, nl_compute c) {
+    f->compute = c == NL_COMPUTE_BF16 && nl_bf16_supported() ? NL_COMPUTE_BF16 : NL_COMPUTE_F32;
+    if (f->compute == NL_COMPUTE_BF16) nl_model_keep_bf16(f->m, NL_KEEP_BF16_BYTES);
+    return f->compute;
+}
+
+nl_compute nl_forward_compute(const nl_forward *f) { return f->compute; }
+
 /* Bytes nl_forward_create allocates for one state of f's limits (without the ATTN_PROBS buffer). */
 static size_t state_bytes(const nl_forward *f) {
     const nl_config *c = f->c;
@@ -171,6 +181,7 @@ static int doc_threads(const nl_forward *f, int own, int own_ffn) {
     if ((size_t)nl_model_bytes(f->m) > NL_KEEP_F32_BYTES && (conv > 0 || (size_t)(n - 1) * state_bytes(f) > NL_KEEP_F32_BYTES))
         return 1;
     if (conv > NL_KEEP_F32_BYTES || (conv > 0 && !nl_model_keep_f32(f->m, NL_KEEP_F32_BYTES))) return 1;
+    if (f->compute == NL_COMPUTE_BF16 && !nl_model_keep_bf16(f->m, NL_KEEP_BF16_BYTES)) return 1;
     return n;
 }
 
@@ -182,10 +193,13 @@ nl_status nl_forward_create_like(nl_ctx *ctx, nl_forward *f, nl_forward **out) {
     nl_layer w;
     nl_head h;
     nl_status st;
+    const int bf16 = f->compute == NL_COMPUTE_BF16; /* the packs are made here too: then only read */
     for (int l = 0; l < f->c->n_layers; l++)
-        if ((st = nl_model_layer(ctx, f->m, l, &w)) != NL_OK) return st;
-    if ((st = nl_model_head(ctx, f->m, &h)) != NL_OK) return st;
+        if ((st = nl_model_layer(ctx, f->m, l, &w)) != NL_OK || (bf16 && (st = nl_model_layer_bf16(ctx, f->m, l, &w)) != NL_OK))
+            return st;
+    if ((st = nl_model_head(ctx, f->m, &h)) != NL_OK || (bf16 && (st = nl_model_head_bf16(ctx, f->m, &h)) != NL_OK)) return st;
     if ((st = nl_forward_create(ctx, f->m, f->max_T, f->max_P, out)) != NL_OK) return st;
+    (*out)->compute = f->compute;
     if (f->hooks_concurrent) (*out)->hooks = f->hooks, (*out)->hooks_concurrent = 1;
     return NL_OK;
 }
@@ -434,6 +448,7 @@ static nl_status blocks(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, int T
         if (nl_interrupted) return nl_errorf(ctx, NL_EINTR, "interrupted");
         nl_layer w;
         nl_status st = nl_model_layer(ctx, f->m, l, &w);
+        if (st == NL_OK && f->compute == NL_COMPUTE_BF16) st = nl_model_layer_bf16(ctx, f->m, l, &w);
         if (st != NL_OK) return st;
         norm(c, f->xn, f->x, w.ln1_w, w.ln1_b, T);
         if ((st = fire(f, ctx, NL_HOOK_ATTN_IN, l, T, D, tokens, f->xn)) != NL_OK) return st;
@@ -489,6 +504,7 @@ static nl_status check_input(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, 
 /* Final norm into f->xn and the head; returns the head via *h. */
 static nl_status final_norm(nl_forward *f, nl_ctx *ctx, int T, nl_head *h) {
     nl_status st = nl_model_head(ctx, f->m, h);
+    if (st == NL_OK && f->compute == NL_COMPUTE_BF16) st = nl_model_head_bf16(ctx, f->m, h);
     if (st != NL_OK) return st;
     norm(f->c, f->xn, f->x, h->norm_w, h->norm_b, T);
     return NL_OK;

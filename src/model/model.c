@@ -164,6 +164,7 @@ void nl_model_close(nl_model *m) {
         for (int l = 0; l < m->cfg.n_layers; l++) free(m->resident[l]);
     free(m->resident);
     free(m->head_buf);
+    nl_model_bf16_free(m);
     free(m);
 }
 

@@ -52,7 +52,16 @@ struct nl_model {
     float **resident;         /* (n_layers) f32 copies kept by nl_model_keep_f32, owned; NULL: streaming */
     float *head_buf;          /* converted head, owned, or NULL */
     int head_ready;
+
+    /* bf16 packed copies for --compute bf16 (model_bf16.c), owned */
+    struct nl_bf16_layer **bf16;     /* (n_layers) kept per layer (nl_model_keep_bf16); NULL: one slot */
+    struct nl_bf16_layer *bf16_slot; /* the one-layer slot when not kept */
+    int bf16_slot_layer;             /* layer in bf16_slot + 1, 0 none */
+    struct nl_bf16_layer *head_bf16; /* the LM head, packed once */
 };
+
+/* Frees the bf16 packed copies (model_bf16.c); nl_model_close calls it. */
+void nl_model_bf16_free(nl_model *m);
 
 /* Maps a whole file read-only; the mapping is owned by m and released by nl_model_close.
  * On success base and size describe it. Errors name the file. */
