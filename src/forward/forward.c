@@ -270,6 +270,17 @@ static void qkv_project(nl_forward *f, const nl_layer *w, int l, int T) {
     }
 }
 
+/* Softmax of the scores s[0..nk) of the query at position p over keys k_lo + j: the keys it sees
+ * (causal, within the sliding window win) normalised, the others set to 0. */
+static void causal_softmax_row(float *s, int p, int win, int k_lo, int nk) {
+    const int lo = (win > 0 && p - win + 1 > 0 ? p - win + 1 : 0) - k_lo, hi = p - k_lo; /* [lo, hi] */
+    const float mx = nl_max_vec(s + lo, hi - lo + 1);
+    const float inv = (float)(1.0 / nl_exp_shift_sum(s + lo, hi - lo + 1, mx));
+    for (int j = 0; j < lo; j++) s[j] = 0.0f;
+    for (int j = lo; j <= hi; j++) s[j] *= inv;
+    for (int j = hi + 1; j < nk; j++) s[j] = 0.0f;
+}
+
 /* Row block b of KV head g for all G query heads that read it (heads g·G .. g·G+G-1): the
  * queries gathered into qg (G·n, Dh), scores (G·n, nk) = qg · k_gᵀ · scale as one GEMM, the
  * causal softmax of each row, out (G·n, Dh) = scores · v_g, scattered to each head's columns of
@@ -290,14 +301,7 @@ static void attention_group(const float *q, const float *kc, const float *vc, fl
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, nk, Dh, scale, qg, Dh, kc + (size_t)k_lo * KV + g * Dh, KV,
                 0.0f, sc, nk);
     for (int r = 0; r < M; r++) {
-        float *s = sc + (size_t)r * nk;
-        const int p = pos + t0 + r % n;
-        const int lo = (win > 0 && p - win + 1 > 0 ? p - win + 1 : 0) - k_lo, hi = p - k_lo; /* [lo, hi] */
-        const float mx = nl_max_vec(s + lo, hi - lo + 1);
-        const float inv = (float)(1.0 / nl_exp_shift_sum(s + lo, hi - lo + 1, mx));
-        for (int j = 0; j < lo; j++) s[j] = 0.0f;
-        for (int j = lo; j <= hi; j++) s[j] *= inv;
-        for (int j = hi + 1; j < nk; j++) s[j] = 0.0f;
+        causal_softmax_row(sc + (size_t)r * nk, pos + t0 + r % n, win, k_lo, nk);
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, Dh, nk, 1.0f, sc, nk, vc + (size_t)k_lo * KV + g * Dh, KV,
                 0.0f, og, Dh);
@@ -359,14 +363,7 @@ static nl_status attention(nl_forward *f, nl_ctx *ctx, int l, int T, const int32
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, nk, Dh, scale, q + (size_t)t0 * Q + h * Dh, Q,
                         kc + (size_t)k_lo * KV + g * Dh, KV, 0.0f, sc, ld);
             for (int i = 0; i < n; i++) {
-                float *s = sc + (size_t)i * ld;
-                const int p = pos + t0 + i;
-                const int lo = (win > 0 && p - win + 1 > 0 ? p - win + 1 : 0) - k_lo, hi = p - k_lo; /* [lo, hi] */
-                const float mx = nl_max_vec(s + lo, hi - lo + 1);
-                const float inv = (float)(1.0 / nl_exp_shift_sum(s + lo, hi - lo + 1, mx));
-                for (int j = 0; j < lo; j++) s[j] = 0.0f;
-                for (int j = lo; j <= hi; j++) s[j] *= inv;
-                for (int j = hi + 1; j < nk; j++) s[j] = 0.0f;
+                causal_softmax_row(sc + (size_t)i * ld, pos + t0 + i, win, k_lo, nk);
                 if (probs) { /* the rest of the row: keys the block does not read */
                     float *row = probs + ((size_t)h * T + t0 + i) * P;
                     memset(row, 0, (size_t)k_lo * sizeof(float));
