@@ -873,7 +873,8 @@ nl_status nl_ability_run(nl_ctx *ctx, const nl_ability_opts *opts, const char *a
     if (s.o.split > 0) snprintf(p + strlen(p), sizeof p - strlen(p), "%.17g,\"heldout_docs\":%d}", s.o.split, s.n_eval);
     else strncat(p, "null}", sizeof p - strlen(p) - 1);
     if (s.sum) snprintf(p + strlen(p) - 1, sizeof p - strlen(p) + 1, ",\"input\":\"summary\"}");
-    nl_run_info info = {"ability", s.in->meta.model, s.in->meta.dataset, acts_path, p};
+    /* activations recorded with --compute bf16 make this an approximate run too */
+    nl_run_info info = {"ability", s.in->meta.model, s.in->meta.dataset, acts_path, p, s.in->meta.compute};
     int64_t run;
     st = nl_results_begin_run(ctx, db, &info, &run);
     if (st != NL_OK) {

@@ -126,7 +126,7 @@ nl_status nl_attribution_run(nl_ctx *ctx, const nl_attribution_opts *opts, nl_mo
                                     opts->norm_weight ? "true" : "false");
         for (int j = 0; j < n; j++) o += (size_t)snprintf(params + o, cap - o, "%s[%d,%d]", j ? "," : "", neurons[j].layer, neurons[j].neuron);
         snprintf(params + o, cap - o, "]%s}", opts->extra_params ? opts->extra_params : "");
-        nl_run_info info = {"attribute", opts->model ? opts->model : nl_model_path(m), NULL, opts->source, params};
+        nl_run_info info = {"attribute", opts->model ? opts->model : nl_model_path(m), NULL, opts->source, params, NULL};
         if (db && (st = nl_attribution_create_tables(ctx, db)) == NL_OK) st = nl_results_begin_run(ctx, db, &info, &out->run_id);
     }
     for (int j = 0; st == NL_OK && j < n; j++) {

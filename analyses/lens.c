@@ -206,7 +206,7 @@ nl_status nl_lens_run(nl_ctx *ctx, const nl_lens_opts *opts, nl_forward *f, cons
     snprintf(params, sizeof params, "{\"ctx\":%d,\"stride\":%d,\"batch\":%d,\"embedding_layer\":-1}", C,
              opts->stride > 0 ? opts->stride : (C > 1 ? C / 2 : 1), opts->batch > 0 ? opts->batch : s.B);
     nl_run_info info = {"lens", opts->model ? opts->model : nl_model_path(s.m), opts->dataset ? opts->dataset : ds->path, NULL,
-                        params};
+                        params, nl_compute_name(nl_forward_compute(f))};
     if (st == NL_OK && db && (st = nl_lens_create_tables(ctx, db)) == NL_OK) st = nl_results_begin_run(ctx, db, &info, &out->run_id);
     const int began = out->run_id > 0;
     nl_hooks *hooks = nl_forward_hooks(f);

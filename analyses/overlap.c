@@ -140,7 +140,7 @@ nl_status nl_overlap_run(nl_ctx *ctx, const nl_overlap_opts *opts, int64_t score
              s->global ? "global" : "layer");
     char dataset[64];
     snprintf(dataset, sizeof dataset, "ability run %lld", (long long)s->run_id);
-    nl_run_info info = {"overlap", s->model, dataset, s->source, params};
+    nl_run_info info = {"overlap", s->model, dataset, s->source, params, NULL};
     if ((st = nl_results_begin_run(ctx, db, &info, &out->run_id)) != NL_OK) return st;
     if (prog) prog->total = 1;
     st = write_rows(ctx, db, out->run_id, s, out->cells, out->n_cells);

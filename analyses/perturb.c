@@ -511,7 +511,8 @@ nl_status nl_perturb_run(nl_ctx *ctx, const nl_perturb_opts *opts, nl_forward *f
         nl_run_info info = {.kind = "perturb",
                             .model = opts->model ? opts->model : nl_model_path(m),
                             .dataset = opts->dataset ? opts->dataset : ds->path,
-                            .params = params};
+                            .params = params,
+                            .compute = nl_compute_name(nl_forward_compute(f))};
         if ((st = nl_perturb_create_tables(ctx, db)) != NL_OK) return st;
         if ((st = nl_results_begin_run(ctx, db, &info, &out->run_id)) != NL_OK) return st;
     }

@@ -551,7 +551,8 @@ static nl_status prune_run(nl_ctx *ctx, const nl_prune_opts *opts, nl_forward *f
                             .model = opts->model ? opts->model : nl_model_path(m),
                             .dataset = opts->dataset ? opts->dataset : ds->path,
                             .source = sets->source,
-                            .params = params};
+                            .params = params,
+                            .compute = nl_compute_name(nl_forward_compute(f))};
         if ((st = nl_prune_create_tables(ctx, db)) != NL_OK) return st;
         if ((st = nl_results_begin_run(ctx, db, &info, &r->run_id)) != NL_OK) return st;
     }

@@ -1611,7 +1611,8 @@ static nl_status run_analysis(nl_ctx *ctx, nl_sparsity *s, nl_results *db, nl_pr
     for (int i = 0; i < s->n_rec; i++) JCAT("%s%d", i ? "," : "", s->in->meta.layers[i]);
     JCAT("],\"tokens\":%lld,\"file_complete\":%d,\"bins_per_octave\":32", (long long)s->N, s->in->complete);
     JCAT(s->sum ? ",\"input\":\"summary\"}" : "}");
-    nl_run_info info = {"sparsity", s->m ? s->model_path : s->in->meta.model, s->in->meta.dataset, s->path, p};
+    /* activations recorded with --compute bf16 make this an approximate run too */
+    nl_run_info info = {"sparsity", s->m ? s->model_path : s->in->meta.model, s->in->meta.dataset, s->path, p, s->in->meta.compute};
     nl_status st = nl_results_begin_run(ctx, db, &info, &s->run_id);
     if (st != NL_OK) return st;
     st = nl_sparsity_create_tables(ctx, db);

@@ -12,6 +12,9 @@
 #    exactly one line "neuronlab: --compute bf16: this CPU has no AVX512-BF16; computing in f32"
 #    and the f32 result bit for bit. On a CPU without AVX512-BF16 the same line without forcing.
 # 4. --compute fp8: one error line (then the command's usage line, as every usage error), exit 2.
+# 5. Provenance: record --compute bf16 --db writes the root attribute compute="bf16" (f32 runs:
+#    "f32") and the run's params gain "compute":"bf16" (f32 runs: no key); record --stats the
+#    same in the summary file; with the forced fallback the run computed in f32 and says so.
 # Items 1-2 are skipped with a message when the CPU has no AVX512-BF16.
 # Prints PASS/FAIL/SKIP lines. NL_BUILD selects the build (default build).
 set -u
@@ -97,6 +100,52 @@ if [ $have = 0 ]; then
   if [ "$a" = "$b" ] && [ "$(grep -cxF "$msg" "$tmp/err")" = 1 ]; then echo "PASS --compute bf16 on this CPU: the fallback line and f32"
   else echo "FAIL --compute bf16 on a CPU without AVX512-BF16: NLL $b against $a"; fi
 fi
+
+# 5. what the files and the database say
+prov() { # NAME EXPECT_ATTR EXPECT_PARAM(f32 = no key) H5 DB
+  $py - "$@" <<'PY'
+import json, sqlite3, sys
+import h5py
+name, want_attr, want_param, h5, db = sys.argv[1:6]
+attr = h5py.File(h5, "r").attrs.get("compute")
+attr = attr.decode() if isinstance(attr, bytes) else attr
+params = json.loads(sqlite3.connect(db).execute("SELECT params FROM runs ORDER BY id DESC LIMIT 1").fetchone()[0])
+got = params.get("compute", "f32")
+if attr == want_attr and got == want_param and ("compute" in params) == (want_param != "f32"):
+    print(f"PASS {name}: file attribute compute={attr!r}, run params compute={params.get('compute')!r}")
+else:
+    print(f"FAIL {name}: file attribute compute={attr!r} (want {want_attr!r}), params {params} (want compute {want_param!r})")
+PY
+}
+head -n 6 "$tmp/code.jsonl" >"$tmp/six.jsonl"
+if "$nl" record "$zoo" "$tmp/six.jsonl" -o "$tmp/p32.h5" --db "$tmp/p.db" --ctx 64 --quiet 2>"$tmp/err"; then
+  prov "record (f32) provenance" f32 f32 "$tmp/p32.h5" "$tmp/p.db"
+else echo "FAIL record --db (f32):"; sed 's/^/    /' "$tmp/err" | head -3; fi
+if [ $have = 1 ]; then
+  if "$nl" record "$zoo" "$tmp/six.jsonl" -o "$tmp/pbf.h5" --db "$tmp/p.db" --ctx 64 --compute bf16 --quiet 2>"$tmp/err"; then
+    prov "record --compute bf16 provenance" bf16 bf16 "$tmp/pbf.h5" "$tmp/p.db"
+    if "$nl" sparsity "$tmp/pbf.h5" --db "$tmp/p.db" --no-cett >/dev/null 2>"$tmp/err"; then
+      prov "sparsity of a bf16 activation file: the run says bf16" bf16 bf16 "$tmp/pbf.h5" "$tmp/p.db"
+    else echo "FAIL sparsity of the bf16 file:"; sed 's/^/    /' "$tmp/err" | head -3; fi
+  else echo "FAIL record --compute bf16 --db:"; sed 's/^/    /' "$tmp/err" | head -3; fi
+  if "$nl" record "$zoo" "$tmp/six.jsonl" -o "$tmp/sbf.h5" --stats --db "$tmp/p.db" --ctx 64 --compute bf16 --quiet 2>"$tmp/err"; then
+    prov "record --stats --compute bf16 provenance" bf16 bf16 "$tmp/sbf.h5" "$tmp/p.db"
+  else echo "FAIL record --stats --compute bf16 --db:"; sed 's/^/    /' "$tmp/err" | head -3; fi
+  # --resume in the other format: one line naming the file and both formats, exit 1; the file
+  # still resumes in its own format
+  for f in p32 sbf; do
+    case $f in p32) want="its compute is 'f32' but this run's is 'bf16'" more=(--compute bf16) own=();;
+               sbf) want="its compute is 'bf16' but this run's is 'f32'" more=(--stats) own=(--stats --compute bf16);; esac
+    "$nl" record "$zoo" "$tmp/six.jsonl" -o "$tmp/$f.h5" --ctx 64 --resume "${more[@]}" --quiet >/dev/null 2>"$tmp/err"; rc=$?
+    if [ $rc = 1 ] && [ "$(cat "$tmp/err")" = "neuronlab: cannot resume '$tmp/$f.h5': $want" ] &&
+       "$nl" record "$zoo" "$tmp/six.jsonl" -o "$tmp/$f.h5" --ctx 64 --resume "${own[@]}" --quiet >/dev/null 2>>"$tmp/err"; then
+      echo "PASS record --resume ${more[*]} on a file computed in the other format: refused in one line; resumes in its own"
+    else echo "FAIL record --resume ${more[*]} in the other format: exit $rc:"; sed 's/^/    /' "$tmp/err" | head -3; fi
+  done
+fi
+if NL_BF16_FORCE_FALLBACK=1 "$nl" record "$zoo" "$tmp/six.jsonl" -o "$tmp/pfb.h5" --db "$tmp/p.db" --ctx 64 --compute bf16 --quiet 2>"$tmp/err"; then
+  prov "record --compute bf16 with the forced fallback provenance (computed in f32)" f32 f32 "$tmp/pfb.h5" "$tmp/p.db"
+else echo "FAIL record --compute bf16 (forced fallback) --db:"; sed 's/^/    /' "$tmp/err" | head -3; fi
 
 # 4. a bad value
 "$nl" ppl "$zoo" "$tmp/code.jsonl" --compute fp8 >"$tmp/out" 2>"$tmp/err"; rc=$?

@@ -12,7 +12,7 @@ Test(ops, matmul_matches_reference_both_layouts) {
     for (int i = 0; i < T * ldx; i++) x[i] = frand(&s);
     for (int i = 0; i < nout; i++) b[i] = frand(&s);
     for (int trans = 0; trans < 2; trans++) {
-        nl_mat m = {w, nout, nin, trans, ld};
+        nl_mat m = {.w = w, .n_out = nout, .n_in = nin, .trans = trans, .ld = ld};
         float y1[T * ldy], y2[T * ldy];
         memset(y1, 0, sizeof y1);
         memset(y2, 0, sizeof y2);

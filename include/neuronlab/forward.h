@@ -49,6 +49,9 @@ typedef enum { NL_COMPUTE_F32 = 0, NL_COMPUTE_BF16 } nl_compute;
  * the user). Set it before nl_forward_create_like / running. */
 nl_compute nl_forward_set_compute(nl_forward *f, nl_compute c);
 nl_compute nl_forward_compute(const nl_forward *f);
+/* "f32" or "bf16": the --compute spelling, stored with results (nl_run_info.compute, the
+ * activation and summary files' "compute" attribute). */
+const char *nl_compute_name(nl_compute c);
 
 /* Hook registry (borrowed; add hooks before running). */
 nl_hooks *nl_forward_hooks(nl_forward *f);

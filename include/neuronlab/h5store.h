@@ -124,6 +124,9 @@ typedef struct {
     const char *dataset;    /* dataset path or name; NULL → "" */
     const char *tokenizer;  /* tokenizer that turned the dataset's text into ids; NULL → "" (ids given) */
     const char *created_by; /* NULL → "neuronlab " NL_VERSION */
+    const char *compute;    /* number format of the forward pass's matrix products (nl_compute_name):
+                             * "f32" or "bf16" (approximate); NULL → "f32". The reader gives "f32"
+                             * for files without the attribute. Checked by resume. */
     const int *layers;      /* (n_rec) recorded layers, distinct, in [0, L); NULL → all.
                              * Stored sorted. */
     int n_rec;              /* entries of layers; 0 → all L layers */

@@ -70,6 +70,9 @@ typedef struct {
     const char *dataset; /* dataset path */
     const char *source;  /* input file the analysis read (activation file), if any */
     const char *params;  /* JSON text of the parameters */
+    const char *compute; /* number format of the forward pass's matrix products (nl_compute_name):
+                          * NULL or "f32" stores params as given; otherwise params gain
+                          * "compute":<this> (an approximate run says so in the database) */
 } nl_run_info;
 
 /* Content checksum of a file or a model folder, "fnv1a64:<16 hex digits>:<bytes>" (at most

@@ -34,6 +34,7 @@
  *   /                        attrs format="neuronlab.summary", kind="summary", version=1,
  *                            model, arch, n_layers, d_model, d_ff, ffn_kind, act_fn,
  *                            dataset, tokenizer, dataset_checksum, created_by,
+ *                            compute ("f32"/"bf16"; absent in older files = "f32"),
  *                            layers int32 [R], complete int32 (0 = a committed part of an
  *                            interrupted run: the n_docs documents it holds are whole),
  *                            n_docs int64, n_tokens int64, top_k int32, thresholds f64 [n_tau]
@@ -89,6 +90,7 @@ typedef struct {
 typedef struct {
     /* description (strings never NULL) */
     char *model, *arch, *ffn_kind, *act_fn, *dataset, *tokenizer, *dataset_checksum, *created_by;
+    char *compute;                 /* "f32" or "bf16" (nl_compute_name of the forward pass) */
     int n_layers, d_model, d_ff;   /* L, D, F */
     int n_rec;                     /* R */
     int *layers;                   /* (R) ascending */
@@ -124,6 +126,7 @@ typedef struct {
     int n_tau;
     const char *const *group_labels; /* (n_groups) distinct; sorted and copied; NULL → {""} */
     int n_groups;
+    const char *compute;           /* NULL → "f32" */
 } nl_summary_desc;
 
 /* An empty summary (no documents): counts 0, min +inf, max −inf, max_r 0, w_out_norm 0.

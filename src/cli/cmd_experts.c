@@ -73,7 +73,8 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         char params[256];
         snprintf(params, sizeof params, "{\"seed\":%llu,\"ctx\":%ld,\"stride\":%ld,\"batch\":%ld}",
                  (unsigned long long)co.seed, r.ctx, r.stride ? r.stride : r.ctx / 2, r.batch);
-        nl_run_info info = {.kind = "experts", .model = r.model, .dataset = r.data, .params = params};
+        nl_run_info info = {.kind = "experts", .model = r.model, .dataset = r.data, .params = params,
+                            .compute = nl_compute_name(nl_forward_compute(r.f))};
         st = nl_results_begin_run(ctx, db, &info, &run_id);
     }
     if (st == NL_OK) {

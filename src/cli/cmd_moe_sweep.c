@@ -275,7 +275,8 @@ static int run_sweep(nl_ctx *ctx, int argc, char **argv) {
                  "\"batch\":%d,\"keys\":%.6g}",
                  mp, nl_moe_split_name(in->split), ktxt, rtxt, ftxt, recall ? "true" : "false", r.ctx, stride > 0 ? stride : (int)r.ctx / 2,
                  nl_forward_max_T(r.f), keys);
-        nl_run_info info = {.kind = "moe-sweep", .model = r.model, .dataset = r.data, .source = dir, .params = params};
+        nl_run_info info = {.kind = "moe-sweep", .model = r.model, .dataset = r.data, .source = dir, .params = params,
+                            .compute = nl_compute_name(nl_forward_compute(r.f))};
         st = nl_results_begin_run(ctx, db, &info, &run);
         if (st != NL_OK) run = -1;
     }

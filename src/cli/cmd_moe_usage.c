@@ -73,7 +73,8 @@ static int run_usage(nl_ctx *ctx, int argc, char **argv) {
         nl_cli_moe_params(&mo, mp, sizeof mp);
         snprintf(params, sizeof params, "{\"moe\":%s,\"seed\":%llu,\"ctx\":%ld,\"stride\":%ld}", mp, (unsigned long long)co.seed, r.ctx,
                  r.stride > 0 ? r.stride : r.ctx / 2);
-        nl_run_info info = {.kind = "moe-usage", .model = r.model, .dataset = r.data, .source = mo.dir, .params = params};
+        nl_run_info info = {.kind = "moe-usage", .model = r.model, .dataset = r.data, .source = mo.dir, .params = params,
+                            .compute = nl_compute_name(nl_forward_compute(r.f))};
         if ((st = nl_results_begin_run(ctx, db, &info, &run)) != NL_OK) run = -1;
     }
     if (st == NL_OK) {

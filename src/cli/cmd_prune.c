@@ -412,7 +412,8 @@ static int prune_experts(nl_ctx *ctx, int argc, char **argv) {
         char params[512];
         snprintf(params, sizeof params, "{\"experts\":\"%.200s\",\"scores_run\":%lld,\"seeds\":%ld,\"seed\":%llu,\"ctx\":%ld,\"stride\":%ld,\"batch\":%ld}",
                  spec, (long long)scores, seeds, (unsigned long long)co.seed, cr.ctx, cr.stride ? cr.stride : cr.ctx / 2, cr.batch);
-        nl_run_info info = {.kind = "prune_experts", .model = cr.model, .dataset = eval_file ? eval_file : cr.data, .params = params};
+        nl_run_info info = {.kind = "prune_experts", .model = cr.model, .dataset = eval_file ? eval_file : cr.data, .params = params,
+                            .compute = nl_compute_name(nl_forward_compute(cr.f))};
         st = nl_results_begin_run(ctx, db, &info, &run_id);
     }
     if (st == NL_OK) {

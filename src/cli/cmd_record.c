@@ -398,7 +398,8 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         if (stats) snprintf(params + strlen(params) - 1, sizeof params - strlen(params) + 1, ",\"stats\":true,\"top_k\":%ld}", top_k);
         const char *mj = nl_cli_moe_params(&mo, moe_params, sizeof moe_params);
         if (mj) snprintf(params + strlen(params) - 1, sizeof params - strlen(params) + 1, ",\"moe\":%s}", mj);
-        nl_run_info info = {.kind = "record", .model = paths[0], .dataset = paths[1], .source = outp, .params = params};
+        nl_run_info info = {.kind = "record", .model = paths[0], .dataset = paths[1], .source = outp, .params = params,
+                            .compute = nl_compute_name(nl_forward_compute(r.f))};
         st = nl_results_begin_run(ctx, db, &info, &run_id);
     }
     st = nl_mpi_agree(ctx, st);
@@ -416,6 +417,7 @@ static int run(nl_ctx *ctx, int argc, char **argv) {
         meta.dtype = dtype;
         meta.dataset = paths[1];
         meta.tokenizer = r.tok && r.ds->n_text ? nl_tokenizer_path(r.tok) : NULL;
+        meta.compute = nl_compute_name(nl_forward_compute(r.f));
         meta.layers = layers;
         meta.n_rec = n_layers;
         meta.pooled = pool;
@@ -491,14 +493,15 @@ static nl_status stats_commit_fn(void *user, nl_ctx *ctx, const nl_summary *s) {
 
 /* Checks that the summary at outp was written for this model, dataset and layers (--resume). */
 static nl_status stats_check_resume(nl_ctx *ctx, const nl_summary *s, const char *outp, const char *model, const nl_config *c,
-                                    const char *data, const char *tok, const char *checksum, const int *layers, int n_layers,
-                                    int top_k) {
+                                    const char *data, const char *tok, const char *checksum, const char *compute,
+                                    const int *layers, int n_layers, int top_k) {
     const char *what = NULL, *was = "", *now = "";
     if (strcmp(s->model, model)) what = "model", was = s->model, now = model;
     else if (s->n_layers != c->n_layers || s->d_model != c->d_model || s->d_ff != c->d_ff) what = "model shape";
     else if (strcmp(s->dataset, data)) what = "dataset", was = s->dataset, now = data;
     else if (strcmp(s->tokenizer, tok ? tok : "")) what = "tokenizer", was = s->tokenizer, now = tok ? tok : "";
     else if (strcmp(s->dataset_checksum, checksum)) what = "dataset_checksum", was = s->dataset_checksum, now = checksum;
+    else if (strcmp(s->compute, compute)) what = "compute", was = s->compute, now = compute;
     else if (s->top_k != top_k) what = "top-K";
     else if (n_layers > 0 ? (s->n_rec != n_layers || memcmp(s->layers, layers, (size_t)n_layers * sizeof(int))) : s->n_rec != c->n_layers)
         what = "recorded layers";
@@ -515,10 +518,12 @@ static nl_status record_stats(nl_ctx *ctx, nl_cli_run *r, const char *outp, cons
     if (resume) {
         st = nl_summary_read(ctx, outp, &s);
         if (st == NL_OK)
-            st = stats_check_resume(ctx, s, outp, r->model, c, r->data, tok, checksum, layers, n_layers, top_k);
+            st = stats_check_resume(ctx, s, outp, r->model, c, r->data, tok, checksum, nl_compute_name(nl_forward_compute(r->f)),
+                                    layers, n_layers, top_k);
     } else {
         nl_summary_desc d = {r->model, nl_arch_name(c->arch), c->ffn_gated ? "gated" : "plain", nl_act_name(c->act), r->data,
-                             tok, checksum, c->n_layers, c->d_model, c->d_ff, layers, n_layers, top_k, NULL, 0, NULL, 0};
+                             tok, checksum, c->n_layers, c->d_model, c->d_ff, layers, n_layers, top_k, NULL, 0, NULL, 0,
+                             nl_compute_name(nl_forward_compute(r->f))};
         st = nl_summary_create_for(ctx, &d, r->ds, &s);
     }
     if (st == NL_OK) {

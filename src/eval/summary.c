@@ -353,6 +353,7 @@ nl_status nl_summary_merge(nl_ctx *ctx, nl_summary *a, const nl_summary *b) {
     else if (strcmp(a->model, b->model) || strcmp(a->arch, b->arch) || strcmp(a->ffn_kind, b->ffn_kind) || strcmp(a->act_fn, b->act_fn))
         what = "model";
     else if (a->n_rec != b->n_rec || memcmp(a->layers, b->layers, (size_t)a->n_rec * sizeof(int))) what = "recorded layers";
+    else if (strcmp(a->compute, b->compute)) what = "compute formats (f32/bf16)";
     else if (a->top_k != b->top_k) what = "top-K";
     else if (a->n_tau != b->n_tau || memcmp(a->tau, b->tau, (size_t)a->n_tau * sizeof(double))) what = "thresholds";
     for (int j = 0; !what && j < a->n_rec; j++)
@@ -368,7 +369,7 @@ nl_status nl_summary_merge(nl_ctx *ctx, nl_summary *a, const nl_summary *b) {
         if (nl_summary_group(a, b->group_labels[g]) < 0) u[n++] = b->group_labels[g];
     nl_summary_desc d = {a->model, a->arch, a->ffn_kind, a->act_fn, a->dataset, a->tokenizer, a->dataset_checksum,
                          a->n_layers, a->d_model, a->d_ff, a->layers, a->n_rec, a->top_k, a->tau, a->n_tau,
-                         (const char *const *)u, n};
+                         (const char *const *)u, n, a->compute};
     nl_summary *m = NULL;
     nl_status st = nl_summary_create(ctx, &d, &m);
     free(u);

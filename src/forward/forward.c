@@ -150,6 +150,7 @@ nl_compute nl_forward_set_compute(nl_forward *f, nl_compute c) {
 }
 
 nl_compute nl_forward_compute(const nl_forward *f) { return f->compute; }
+const char *nl_compute_name(nl_compute c) { return c == NL_COMPUTE_BF16 ? "bf16" : "f32"; }
 
 /* Bytes nl_forward_create allocates for one state of f's limits (without the ATTN_PROBS buffer). */
 static size_t state_bytes(const nl_forward *f) {

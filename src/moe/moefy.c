@@ -194,8 +194,9 @@ nl_status nl_moefy_run(nl_ctx *ctx, const nl_moefy_opts *o, nl_forward *f, const
     }
     for (int i = 0; i < nl; i++)
         if (nl_forward_get_ffn(f, layers[i], NULL)) {
+            const int bad = layers[i];
             free(layers);
-            return nl_errorf(ctx, NL_EINVAL, "layer %d of '%s' does not run the dense FFN: moefy needs the dense model", layers[i],
+            return nl_errorf(ctx, NL_EINVAL, "layer %d of '%s' does not run the dense FFN: moefy needs the dense model", bad,
                              nl_model_path(m));
         }
     if (o->router != NL_MOE_ROUTER_SIM && o->router != NL_MOE_ROUTER_MLP) {

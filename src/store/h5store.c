@@ -890,6 +890,7 @@ static int writer_layout(nl_h5_writer *w, const nl_h5_meta *meta) {
          attr_str(w->file, "dtype", nl_h5_dtype_name(meta->dtype)) == 0 &&
          attr_str(w->file, "dataset", S(meta->dataset)) == 0 && attr_str(w->file, "tokenizer", S(meta->tokenizer)) == 0 &&
          attr_str(w->file, "created_by", meta->created_by ? meta->created_by : created_by) == 0 &&
+         attr_str(w->file, "compute", meta->compute ? meta->compute : "f32") == 0 &&
          attr_int(w->file, "complete", 0) == 0 && attr_str(w->file, "dataset_checksum", S(meta->dataset_checksum)) == 0;
 #undef S
     /* "layers" lists the recorded layers with ffn_act; MoE layers are listed in "moe_layers" */
@@ -1470,7 +1471,7 @@ struct nl_h5_reader {
     char *path;
     hid_t file, half;
     nl_h5_info info;
-    char *strs[7];          /* owned meta strings */
+    char *strs[8];          /* owned meta strings */
     int *layers;            /* (n_rec) */
     int *slot;              /* (n_layers) */
     int32_t *tokens;        /* (N) */
@@ -1493,7 +1494,7 @@ void nl_h5_reader_close(nl_h5_reader *r) {
     }
     if (r->half >= 0) H5Tclose(r->half);
     if (r->file >= 0) H5Fclose(r->file);
-    for (int i = 0; i < 7; i++) free(r->strs[i]);
+    for (int i = 0; i < 8; i++) free(r->strs[i]);
     if (r->labels)
         for (int64_t d = 0; d < r->info.n_docs; d++) free(r->labels[d]);
     free(r->labels);
@@ -2428,10 +2429,11 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
     }
     in->version = (int)v;
 
-    const char *snames[7] = {"model", "arch", "ffn_kind", "act_fn", "dtype", "dataset", "created_by"};
-    for (int i = 0; i < 7; i++) {
+    const char *snames[8] = {"model", "arch", "ffn_kind", "act_fn", "dtype", "dataset", "created_by", "compute"};
+    for (int i = 0; i < 8; i++) {
         if (!has_attr(f, snames[i])) {
-            r->strs[i] = strdup(""); /* descriptive; files converted by other tools may lack it */
+            /* descriptive; files converted by other tools (or older neuronlab: compute) may lack it */
+            r->strs[i] = strdup(i == 7 ? "f32" : "");
         } else if (read_attr_str_h(r->heap, f, snames[i], &r->strs[i], m, sizeof m) != 0) {
             CORRUPT("'%s' is corrupt: attribute '%s' %s", path, snames[i], m);
         }
@@ -2443,6 +2445,7 @@ nl_status nl_h5_reader_open(nl_ctx *ctx, const char *path, nl_h5_reader **out) {
     me->act_fn = r->strs[3];
     me->dataset = r->strs[5];
     me->created_by = r->strs[6];
+    me->compute = r->strs[7];
     const char *inames[3] = {"n_layers", "d_model", "d_ff"};
     int *ivals[3] = {&me->n_layers, &me->d_model, &me->d_ff};
     for (int i = 0; i < 3; i++) {
@@ -2880,6 +2883,13 @@ nl_status nl_h5_writer_resume(nl_ctx *ctx, const char *path, const nl_h5_meta *m
 #undef S
     for (int i = 0; i < 8; i++)
         if ((st = resume_str(ctx, f, path, sn[i], sv[i])) != NL_OK) goto fail;
+    /* files written before the attribute existed were computed in f32 */
+    const char *want_compute = meta->compute ? meta->compute : "f32";
+    if (has_attr(f, "compute") ? (st = resume_str(ctx, f, path, "compute", want_compute)) != NL_OK
+                               : strcmp(want_compute, "f32") &&
+                                     (st = nl_errorf(ctx, NL_EINVAL, "cannot resume '%s': its compute is 'f32' but this run's is '%s'",
+                                                     path, want_compute)) != NL_OK)
+        goto fail;
     if ((st = resume_int(ctx, f, path, "n_layers", meta->n_layers)) != NL_OK ||
         (st = resume_int(ctx, f, path, "d_model", meta->d_model)) != NL_OK ||
         (st = resume_int(ctx, f, path, "d_ff", meta->d_ff)) != NL_OK)

@@ -375,11 +375,29 @@ nl_status nl_results_begin_run(nl_ctx *ctx, nl_results *r, const nl_run_info *in
         bind_text(s, 2 + i, given[i] ? paths[i] : NULL);
         if (r->has_sum) bind_text(s, 10 + i, has[i] ? sums[i] : NULL);
     }
-    bind_text(s, 5, info->params);
+    char *merged = NULL; /* params + "compute" for a run that did not compute in f32 */
+    if (info->compute && strcmp(info->compute, "f32")) {
+        const char *p = info->params && *info->params ? info->params : "{}";
+        size_t n = strlen(p);
+        while (n && (p[n - 1] == ' ' || p[n - 1] == '\n')) n--;
+        if (n < 2 || p[n - 1] != '}') {
+            sqlite3_finalize(s);
+            return nl_errorf(ctx, NL_EINVAL, "cannot record the run: params are not a JSON object");
+        }
+        int empty = 1;
+        for (size_t i = 1; i + 1 < n; i++) empty &= p[i] == ' ' || p[i] == '\n';
+        if (!(merged = malloc(n + strlen(info->compute) + 16))) {
+            sqlite3_finalize(s);
+            return nl_errorf(ctx, NL_ENOMEM, "cannot record the run: out of memory");
+        }
+        sprintf(merged, "%.*s%s\"compute\":\"%s\"}", (int)(n - 1), p, empty ? "" : ",", info->compute);
+    }
+    bind_text(s, 5, merged ? merged : info->params);
     bind_text(s, 6, ver);
     bind_text(s, 7, t);
     int rc = sqlite3_step(s);
     sqlite3_finalize(s);
+    free(merged);
     if (rc != SQLITE_DONE) return nl_results_error(ctx, r, "cannot record the run");
     *run_id = sqlite3_last_insert_rowid(r->db);
     return NL_OK;

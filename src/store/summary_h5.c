@@ -34,7 +34,7 @@ static void layer_free(nl_summary_layer *y) {
 void nl_summary_destroy(nl_summary *s) {
     if (!s) return;
     free(s->model), free(s->arch), free(s->ffn_kind), free(s->act_fn), free(s->dataset), free(s->tokenizer);
-    free(s->dataset_checksum), free(s->created_by), free(s->layers);
+    free(s->dataset_checksum), free(s->created_by), free(s->compute), free(s->layers);
     for (int64_t d = 0; s->doc_labels && d < s->n_docs; d++) free(s->doc_labels[d]);
     free(s->doc_offsets), free(s->doc_labels), free(s->prompt_len), free(s->doc_group);
     for (int g = 0; s->group_labels && g < s->n_groups; g++) free(s->group_labels[g]);
@@ -94,6 +94,7 @@ nl_status nl_summary_create(nl_ctx *ctx, const nl_summary_desc *d, nl_summary **
     s->model = dupz(d->model), s->arch = dupz(d->arch), s->ffn_kind = dupz(d->ffn_kind), s->act_fn = dupz(d->act_fn);
     s->dataset = dupz(d->dataset), s->tokenizer = dupz(d->tokenizer), s->dataset_checksum = dupz(d->dataset_checksum);
     s->created_by = dupz("neuronlab " NL_VERSION);
+    s->compute = dupz(d->compute ? d->compute : "f32");
     int R = d->layers && d->n_rec > 0 ? d->n_rec : d->n_layers;
     s->layers = malloc((size_t)R * sizeof(int));
     int G = d->group_labels && d->n_groups > 0 ? d->n_groups : 1;
@@ -106,7 +107,7 @@ nl_status nl_summary_create(nl_ctx *ctx, const nl_summary_desc *d, nl_summary **
     s->doc_group = calloc((size_t)s->cap_docs, sizeof(int32_t));
     s->lay = calloc((size_t)R, sizeof(nl_summary_layer));
     if (!s->model || !s->arch || !s->ffn_kind || !s->act_fn || !s->dataset || !s->tokenizer || !s->dataset_checksum ||
-        !s->created_by || !s->layers || !s->group_labels || !s->group_tokens || !s->doc_offsets || !s->doc_labels ||
+        !s->created_by || !s->compute || !s->layers || !s->group_labels || !s->group_tokens || !s->doc_offsets || !s->doc_labels ||
         !s->prompt_len || !s->doc_group || !s->lay) {
         nl_summary_destroy(s);
         return nl_errorf(ctx, NL_ENOMEM, "out of memory");
@@ -223,7 +224,7 @@ void nl_summary_sync_info(nl_summary *s) {
     nl_h5_meta *m = &in->meta;
     m->model = s->model, m->arch = s->arch, m->n_layers = s->n_layers, m->d_model = s->d_model, m->d_ff = s->d_ff;
     m->ffn_kind = s->ffn_kind, m->act_fn = s->act_fn, m->dtype = NL_H5_F32, m->dataset = s->dataset;
-    m->tokenizer = s->tokenizer, m->created_by = s->created_by, m->layers = s->layers, m->n_rec = s->n_rec;
+    m->tokenizer = s->tokenizer, m->created_by = s->created_by, m->compute = s->compute, m->layers = s->layers, m->n_rec = s->n_rec;
     m->pooled = 1, m->no_acts = 1, m->dataset_checksum = s->dataset_checksum;
     in->version = NL_SUMMARY_VERSION;
     in->complete = s->complete;
@@ -347,6 +348,7 @@ static int write_all(hid_t f, const nl_summary *s) {
     e |= attr_str(f, "tokenizer", s->tokenizer);
     e |= attr_str(f, "dataset_checksum", s->dataset_checksum);
     e |= attr_str(f, "created_by", s->created_by);
+    e |= attr_str(f, "compute", s->compute);
     e |= attr_write(f, "layers", H5T_STD_I32LE, H5T_NATIVE_INT, s->n_rec, 0, s->layers);
     e |= attr_i32(f, "complete", s->complete);
     e |= attr_i64(f, "n_docs", s->n_docs);
@@ -708,7 +710,7 @@ nl_status nl_summary_read(nl_ctx *ctx, const char *path, nl_summary **out) {
     if (!glab) { st = nl_errorf(ctx, NL_ENOMEM, "out of memory"); goto out; }
     if (get_strs(&r, f, "groups/labels", "/groups/labels", G, glab) != 0) { st = NL_EFORMAT; goto out; }
     nl_summary_desc d = {str[0], str[1], str[2], str[3], str[4], str[5], str[6], nl, dm, dff, layers, (int)R, K, tau, (int)nt,
-                         (const char *const *)glab, (int)G};
+                         (const char *const *)glab, (int)G, NULL};
     if ((st = nl_summary_create(ctx, &d, &s)) != NL_OK) {
         if (st == NL_EINVAL) {
             char m[sizeof ctx->msg];
@@ -721,6 +723,12 @@ nl_status nl_summary_read(nl_ctx *ctx, const char *path, nl_summary **out) {
         if (strcmp(s->group_labels[g], glab[g])) FAIL("'%s' is corrupt: /groups/labels is not in byte order", path);
     free(s->created_by);
     s->created_by = str[7], str[7] = NULL;
+    if (H5Aexists(f, "compute") > 0) { /* older files lack it: computed in f32 */
+        char *cv = NULL;
+        if (read_str_attr(f, "compute", &cv) != 0) FAIL("'%s' is corrupt: string attribute 'compute' unreadable", path);
+        free(s->compute);
+        s->compute = cv;
+    }
     s->complete = cpl != 0;
     /* documents: grow the per-document arrays to Dc */
     {
