@@ -137,7 +137,7 @@ def sgemm_peak(work):
     if b.returncode != 0:
         print(f"   sgemm peak: cannot build bench/sgemm_peak.c: {first_line(b.stderr)}")
         return None
-    r = subprocess.run([exe, "2048", "6"], capture_output=True, text=True)
+    r = subprocess.run([exe, "2048", "10"], capture_output=True, text=True)
     kv = dict(line.split("=", 1) for line in r.stdout.split() if "=" in line)
     try:
         return {"gflops_all": float(kv["gflops_all"]), "gflops_1": float(kv["gflops_1"]), "core": kv["core"],
@@ -270,6 +270,9 @@ def main():
 
     torch_info = None
     results = {}
+    # the sgemm peak is measured here and again after the runs; the higher of the two counts
+    # (it varies by about 10 % between runs on this kind of machine: a low one would flatter the fraction)
+    peak0 = sgemm_peak(work)
     for m in models:
         m["bytes"] = path_bytes(m["path"])
         m["embed_mb"] = 0.0
@@ -393,10 +396,16 @@ def main():
             print(f"   {name:34s} neuronlab {r['wall']:6.2f} s" + (f"   torch {rt['wall']:6.2f} s" if rt else ""))
 
     # ---- the sgemm peak: what fraction of it does whole-run scoring reach (issue: >= 90 %) --
-    peak = sgemm_peak(work)
+    peak1 = sgemm_peak(work)
+    peak = None
+    for p in (peak0, peak1):
+        if p and (not peak or p["gflops_all"] > peak["gflops_all"]):
+            peak = dict(p)
     if peak:
-        print(f"\n-- sgemm peak (bench/sgemm_peak.c, 2048^3, core {peak['core']}): {peak['gflops_all']:.1f} GFLOP/s "
-              f"with {peak['threads']} threads, {peak['gflops_1']:.1f} with one")
+        peak["gflops_1"] = max(p["gflops_1"] for p in (peak0, peak1) if p)
+        both = ", ".join(f"{p['gflops_all']:.1f}" for p in (peak0, peak1) if p)
+        print(f"\n-- sgemm peak (bench/sgemm_peak.c, 2048^3, best of 10, before and after the runs: {both}; core {peak['core']}): "
+              f"{peak['gflops_all']:.1f} GFLOP/s with {peak['threads']} threads, {peak['gflops_1']:.1f} with one")
 
     # ---- report ------------------------------------------------------------------------
     print("\n" + "=" * 100)

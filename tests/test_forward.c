@@ -8,11 +8,14 @@
  */
 #include <jansson.h>
 #include <omp.h>
+#include <unistd.h>
 
 #include "neuronlab/forward.h"
 #include "neuronlab/ops.h"
 #include "neuronlab/perplexity.h"
 #include "neuronlab/progress.h"
+#include "neuronlab/rng.h"
+#include "neuronlab/walk.h"
 #include "neuronlab/unigram.h"
 #include "testutil.h"
 
@@ -820,5 +823,120 @@ Test(perplexity, documents_in_parallel_equal_serial) {
     nl_ppl_result_release(&par);
     nl_ppl_result_release(&ser);
     nl_forward_destroy(f);
+    nl_model_close(m);
+}
+
+/* ---- several windows in one pass (forward.h: nl_forward_nll_windows) ------------------------ */
+
+/* Windows of different lengths (1 … B) concatenated give each row the nll of its window alone,
+ * on positions from 0 in every window (RoPE, learned positions, sliding window, q/k norms,
+ * parallel residual). */
+static void check_windows(const char *dir) {
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_model *m;
+    cr_assert_eq(nl_model_open(&ctx, dir, &m), NL_OK, "%s", ctx.msg);
+    const nl_config *c = nl_model_config(m);
+    const int B = 12, n_win = 4, lens[4] = {5, 12, 1, 9}, V = c->vocab_size;
+    nl_forward *f, *fw;
+    cr_assert_eq(nl_forward_create(&ctx, m, B, c->max_pos < 24 ? c->max_pos : 24, &f), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_forward_create_windows(&ctx, f, 3, &fw), NL_OK, "%s", ctx.msg);
+    int32_t tok[27], tg[27];
+    double want[27], got[27];
+    nl_rng r;
+    nl_rng_derive(&r, 7, 0, 0);
+    for (int t = 0; t < 27; t++) tok[t] = (int32_t)nl_rng_below(&r, (uint64_t)V), tg[t] = t % 4 == 3 ? -1 : (int32_t)nl_rng_below(&r, (uint64_t)V);
+    for (int w = 0, off = 0; w < n_win; off += lens[w++]) {
+        nl_forward_reset(f);
+        cr_assert_eq(nl_forward_nll(f, &ctx, tok + off, tg + off, lens[w], want + off), NL_OK, "%s", ctx.msg);
+    }
+    cr_assert_eq(nl_forward_nll_windows(fw, &ctx, tok, tg, lens, n_win, got), NL_OK, "%s", ctx.msg);
+    for (int t = 0; t < 27; t++) {
+        if (tg[t] < 0) cr_assert_eq(got[t], 0.0, "%s row %d", dir, t);
+        cr_assert(fabs(got[t] - want[t]) <= 1e-5 * (1 + fabs(want[t])), "%s row %d: windows %.9g, alone %.9g", dir, t, got[t],
+                  want[t]);
+    }
+    /* the same state again gives the same rows (it starts every pass from position 0) */
+    double again[27];
+    cr_assert_eq(nl_forward_nll_windows(fw, &ctx, tok, tg, lens, n_win, again), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(memcmp(again, got, sizeof got), 0, "%s: a second pass differs", dir);
+    /* a window longer than the batch, more rows than the state holds, the other scoring calls */
+    int long_win[2] = {13, 2}, many[4] = {12, 12, 12, 1};
+    cr_assert_eq(nl_forward_nll_windows(fw, &ctx, tok, tg, long_win, 2, got), NL_EINVAL);
+    cr_assert(strstr(ctx.msg, "window 0 has 13 tokens, outside 1..12"), "%s", ctx.msg);
+    int32_t tok37[37] = {0}, tg37[37];
+    for (int t = 0; t < 37; t++) tg37[t] = -1;
+    double nll37[37];
+    cr_assert_eq(nl_forward_nll_windows(fw, &ctx, tok37, tg37, many, 4, nll37), NL_EINVAL);
+    cr_assert(strstr(ctx.msg, "batch of 37 tokens"), "%s", ctx.msg);
+    cr_assert_eq(nl_forward_nll(fw, &ctx, tok, tg, 4, got), NL_EINVAL);
+    cr_assert(strstr(ctx.msg, "nl_forward_nll_windows only"), "%s", ctx.msg);
+    cr_assert_eq(nl_forward_nll_windows(f, &ctx, tok, tg, lens, n_win, got), NL_EINVAL);
+    nl_forward_destroy(fw);
+    nl_forward_destroy(f);
+    nl_model_close(m);
+}
+
+Test(forward, windows_score_each_window_as_alone) {
+    const char *dirs[] = {"tests/fixtures/hf/llama", "tests/fixtures/hf/gpt2", "tests/fixtures/hf/mistral_sharded",
+                          "tests/fixtures/hf/qwen3", "tests/fixtures/hf/phi", "tests/fixtures/hf/gpt_neox",
+                          "tests/fixtures/hf/llama_bf16"};
+    for (int i = 0; i < 7; i++) check_windows(dirs[i]);
+}
+
+/* nl_ppl_run on two threads (windows mode: bundles of documents, several windows per pass)
+ * gives every document the serial loop's sums, with overlapping windows (stride 7), one-token
+ * documents and documents shorter than a window; the progress ends at 100 %. Within 1e-7
+ * relative, not bit for bit: this fixture's matrices are so small that OpenBLAS takes its
+ * small-matrix kernels, whose rounding depends on the row count (measured 5e-9). On the zoo and
+ * the bench 100M models the ppl JSON is byte-identical to one window per pass. */
+Test(perplexity, windows_mode_equals_the_serial_loop) {
+    nl_ctx ctx;
+    nl_ctx_init(&ctx);
+    nl_model *m;
+    cr_assert_eq(nl_model_open(&ctx, "tests/fixtures/hf/llama", &m), NL_OK, "%s", ctx.msg);
+    const int V = nl_model_config(m)->vocab_size;
+    char path[] = "/tmp/nl_windows_XXXXXX.jsonl";
+    int fd = mkstemps(path, 6);
+    cr_assert_geq(fd, 0);
+    FILE *fp = fdopen(fd, "w");
+    nl_rng r;
+    nl_rng_derive(&r, 11, 0, 0);
+    for (int d = 0; d < 40; d++) {
+        const int n = d % 9 == 0 ? 1 : 1 + (int)nl_rng_below(&r, 70);
+        fprintf(fp, "{\"tokens\": [");
+        for (int t = 0; t < n; t++) fprintf(fp, "%s%d", t ? "," : "", (int)nl_rng_below(&r, (uint64_t)V));
+        fprintf(fp, "], \"label\": \"%s\"}\n", d % 3 ? "a" : "b");
+    }
+    fclose(fp);
+    nl_dataset *ds;
+    cr_assert_eq(nl_dataset_load(&ctx, path, NULL, V, &ds), NL_OK, "%s", ctx.msg);
+    const int strides[2] = {0, 7};
+    for (int k = 0; k < 2; k++) {
+        nl_forward *f;
+        cr_assert_eq(nl_forward_create(&ctx, m, 16, 16, &f), NL_OK, "%s", ctx.msg);
+        nl_ppl_result one, two;
+        omp_set_num_threads(1);
+        cr_assert_eq(nl_ppl_run(&ctx, f, ds, strides[k], NULL, &one), NL_OK, "%s", ctx.msg);
+        omp_set_num_threads(2);
+        cr_assert(nl_forward_doc_threads(f) == 2 && nl_forward_windows_fit(f, 2, 4), "windows mode is not chosen");
+        nl_progress prog;
+        nl_progress_init(&prog, "ppl", ds->n_tokens, "tok", 0);
+        cr_assert_eq(nl_ppl_run(&ctx, f, ds, strides[k], &prog, &two), NL_OK, "%s", ctx.msg);
+        cr_assert_eq(prog.done, ds->n_tokens, "stride %d: progress %lld of %lld", strides[k], (long long)prog.done,
+                     (long long)ds->n_tokens);
+        nl_progress_end(&prog);
+        for (int d = 0; d < ds->n_docs; d++) {
+            cr_assert_eq(two.by_doc[d].n, one.by_doc[d].n, "stride %d doc %d", strides[k], d);
+            cr_assert(fabs(two.by_doc[d].nll - one.by_doc[d].nll) <= 1e-7 * fabs(one.by_doc[d].nll),
+                      "stride %d doc %d: %.17g against the serial %.17g", strides[k], d, two.by_doc[d].nll, one.by_doc[d].nll);
+        }
+        cr_assert_eq(two.total.n, one.total.n);
+        nl_ppl_result_release(&one);
+        nl_ppl_result_release(&two);
+        nl_forward_destroy(f);
+    }
+    nl_dataset_destroy(ds);
+    unlink(path);
     nl_model_close(m);
 }

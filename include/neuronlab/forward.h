@@ -100,6 +100,28 @@ nl_status nl_forward_run(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, int 
 nl_status nl_forward_nll(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, const int32_t *targets,
                          int T, double *nll);
 
+/* ---- several windows in one pass ----------------------------------------------------------
+ *
+ * Scoring a dataset runs many short independent windows (each from position 0). A windows state
+ * takes n of them at once, concatenated: every matrix product runs once over all their rows (a
+ * GEMM of n·T rows packs each weight matrix once instead of n times), while positions, RoPE and
+ * attention stay per window. Each row gets the same nll as its window alone gives.
+ *
+ * nl_forward_windows_fit: 1 when n_states windows states of n_windows windows each fit in
+ * NL_WINDOWS_BYTES, and f allows them: no hooks, no replaced FFN, no MoE layers, no pipeline.
+ * nl_forward_create_windows: a state of f's model and compute format for n_windows windows of up
+ * to nl_forward_max_T(f) tokens each (a window is one batch: its own max_T and max_P are
+ * n_windows · max_T(f)); owned by the caller (nl_forward_destroy). It scores with
+ * nl_forward_nll_windows only.
+ * nl_forward_nll_windows: windows w = 0 … n_win-1 of lens[w] tokens (1 … max_T(f)), concatenated
+ * in tokens and targets (Σ lens ≤ the state's max_T); nll and targets as nl_forward_nll, row by
+ * row. NL_EINVAL for a length or token id out of range. */
+#define NL_WINDOWS_BYTES ((size_t)512 << 20)
+int nl_forward_windows_fit(const nl_forward *f, int n_states, int n_windows);
+nl_status nl_forward_create_windows(nl_ctx *ctx, nl_forward *f, int n_windows, nl_forward **out);
+nl_status nl_forward_nll_windows(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, const int32_t *targets, const int *lens,
+                                 int n_win, double *nll);
+
 /* ---- FFN replacement ----------------------------------------------------------------------
  *
  * Per layer, the forward pass computes

@@ -23,4 +23,13 @@ typedef nl_status (*nl_chunk_fn)(void *user, nl_ctx *ctx, nl_forward *f, const n
  * means C/2) and chunks of its batch size, resetting the KV cache at each window start. */
 nl_status nl_forward_doc(nl_forward *f, nl_ctx *ctx, const nl_doc *doc, int stride, nl_chunk_fn fn, void *user);
 
+/* The windows nl_forward_doc walks, one at a time: tokens [w0, wend) of a document of n tokens,
+ * those before new_from already scored by the previous window. Start from a zeroed struct;
+ * nl_window_next returns 0 after the last window (at once when n ≤ 0). */
+typedef struct {
+    int w0, wend, new_from;
+    int started, last; /* private */
+} nl_window;
+int nl_window_next(nl_window *w, int n, int C, int stride);
+
 #endif

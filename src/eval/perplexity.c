@@ -10,6 +10,13 @@
 #include <string.h>
 
 #include "neuronlab/mpi.h"
+#include "neuronlab/walk.h"
+
+/* Windows per pass in windows mode: 2 halves the weight packing per token of 512-token
+ * windows (bench/README.md, "windows"). */
+#ifndef NL_PPL_WINDOWS
+#define NL_PPL_WINDOWS 4
+#endif
 
 double nl_nll_mean(nl_nll_sum s) { return s.n > 0 ? s.nll / (double)s.n : NAN; }
 double nl_nll_ppl(nl_nll_sum s) { return exp(nl_nll_mean(s)); }
@@ -56,6 +63,129 @@ void nl_ppl_result_release(nl_ppl_result *r) {
     free(r->by_label);
     free(r->by_doc);
     memset(r, 0, sizeof *r);
+}
+
+/* ---- windows mode: several windows per forward pass ------------------------------------------
+ * Each thread scores bundles of consecutive documents on a windows state (forward.h): their
+ * windows in document order, as many per pass as its rows hold. A document's windows all
+ * belong to one bundle and are summed in the serial loop's order, so by_doc[d] is the serial
+ * loop's (each row's nll is its window's alone). */
+typedef struct {
+    int32_t *tokens, *targets; /* (rows) the pass's windows, concatenated */
+    double *nll;               /* (rows) */
+    int *lens, *doc, *w0, *new_from; /* (rows) per window of the pass: length, document, start, first new token */
+    int n, used;               /* windows and rows in the pass */
+} win_pass;
+
+/* Scores the pass's windows and adds their rows with a target to by_doc, in order. */
+static nl_status win_flush(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, win_pass *p, nl_nll_sum *by_doc,
+                           nl_progress *progress) {
+    if (!p->n) return NL_OK;
+    nl_status st = nl_forward_nll_windows(f, ctx, p->tokens, p->targets, p->lens, p->n, p->nll);
+    for (int w = 0, off = 0; st == NL_OK && w < p->n; off += p->lens[w++]) {
+        const nl_doc *doc = &ds->docs[p->doc[w]];
+        nl_nll_sum *sum = &by_doc[p->doc[w]];
+        for (int t = 0; t < p->lens[w]; t++)
+            if (p->targets[off + t] >= 0) {
+                const double v = p->nll[off + t];
+                if (!isfinite(v))
+                    return nl_errorf(ctx, NL_EFORMAT,
+                                     "'%s': the loss is not finite (%s) at document %d (line %d), token %d: the weights or "
+                                     "the config give NaN/Inf", nl_model_path(nl_forward_model(f)), isnan(v) ? "nan" : "inf",
+                                     p->doc[w] + 1, doc->line, p->w0[w] + t + 1);
+                sum->nll += v;
+                sum->n++;
+            }
+        const int fresh = p->w0[w] + p->lens[w] - (p->new_from[w] > p->w0[w] ? p->new_from[w] : p->w0[w]);
+        if (progress && fresh > 0) {
+#pragma omp critical(nl_ppl_progress)
+            nl_progress_add(progress, fresh);
+        }
+    }
+    p->n = p->used = 0;
+    return st;
+}
+
+/* Documents lo..hi-1 of one bundle through the windows state f (C: the window, stride). */
+static nl_status win_bundle(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, int C, int stride, int lo, int hi, win_pass *p,
+                            nl_nll_sum *by_doc, nl_progress *progress) {
+    const int rows = nl_forward_max_T(f);
+    nl_status st = NL_OK;
+    for (int d = lo; st == NL_OK && d < hi; d++) {
+        const nl_doc *doc = &ds->docs[d];
+        by_doc[d] = (nl_nll_sum){0, 0};
+        nl_window w = {0};
+        while (st == NL_OK && nl_window_next(&w, doc->n_tokens, C, stride)) {
+            const int T = w.wend - w.w0;
+            if (p->used + T > rows && (st = win_flush(ctx, f, ds, p, by_doc, progress)) != NL_OK) break;
+            memcpy(p->tokens + p->used, doc->tokens + w.w0, (size_t)T * sizeof(int32_t));
+            for (int t = 0; t < T; t++) { /* as ppl_chunk */
+                const int j = w.w0 + t + 1;
+                p->targets[p->used + t] = (w.w0 + t >= w.new_from && j < doc->n_tokens && j >= doc->score_from) ? doc->tokens[j] : -1;
+            }
+            p->lens[p->n] = T, p->doc[p->n] = d, p->w0[p->n] = w.w0, p->new_from[p->n] = w.new_from;
+            p->n++, p->used += T;
+        }
+    }
+    return st == NL_OK ? win_flush(ctx, f, ds, p, by_doc, progress) : st;
+}
+
+/* Bundles of consecutive documents of lo..hi-1 whose windows fill at most `rows` rows (a longer
+ * document alone); start[b] … start[b+1]-1 is bundle b. Returns the count; 0 when a window is
+ * longer than B (it needs several passes: not for windows mode), -1 without memory. */
+static int win_bundles(const nl_dataset *ds, int C, int B, int stride, int lo, int hi, int rows, int **start) {
+    int n = 0, acc = 0;
+    if (!(*start = malloc((size_t)(hi - lo + 1) * sizeof **start))) return -1;
+    for (int d = lo; d < hi; d++) {
+        int r = 0;
+        nl_window w = {0};
+        while (nl_window_next(&w, ds->docs[d].n_tokens, C, stride)) {
+            if (w.wend - w.w0 > B) return 0;
+            r += w.wend - w.w0;
+        }
+        if (n == 0 || acc + r > rows) (*start)[n++] = d, acc = 0;
+        acc += r;
+    }
+    (*start)[n] = hi;
+    return n;
+}
+
+/* Documents lo..hi-1 in windows mode on n threads (nl_forward_windows_fit(f, n, nw)). */
+static nl_status ppl_windows_parallel(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, int stride, nl_progress *progress,
+                                      int nb, const int *bstart, int n, int nw, nl_nll_sum *by_doc) {
+    nl_forward **fs = calloc((size_t)n, sizeof *fs);
+    if (!fs) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
+    nl_status st = NL_OK;
+    for (int i = 0; i < n && st == NL_OK; i++) st = nl_forward_create_windows(ctx, f, nw, &fs[i]);
+    const int C = nl_forward_max_P(f), R = nl_forward_max_T(f) * nw;
+    volatile int failed = st != NL_OK;
+#pragma omp parallel num_threads(n) if (st == NL_OK)
+    {
+        nl_ctx local = *ctx;
+        local.msg[0] = 0;
+        win_pass p = {malloc((size_t)R * sizeof(int32_t)), malloc((size_t)R * sizeof(int32_t)), malloc((size_t)R * sizeof(double)),
+                      malloc((size_t)R * sizeof(int)), malloc((size_t)R * sizeof(int)), malloc((size_t)R * sizeof(int)),
+                      malloc((size_t)R * sizeof(int)), 0, 0};
+        nl_status my = p.tokens && p.targets && p.nll && p.lens && p.doc && p.w0 && p.new_from
+                           ? NL_OK : nl_errorf(&local, NL_ENOMEM, "out of memory");
+#pragma omp for schedule(dynamic, 1)
+        for (int b = 0; b < nb; b++) {
+            if (failed || my != NL_OK) continue;
+            my = win_bundle(&local, fs[omp_get_thread_num()], ds, C, stride, bstart[b], bstart[b + 1], &p, by_doc, progress);
+        }
+        if (my != NL_OK) {
+#pragma omp critical(nl_ppl_error)
+            if (!failed) {
+                failed = 1;
+                st = my;
+                memcpy(ctx->msg, local.msg, sizeof ctx->msg);
+            }
+        }
+        free(p.tokens), free(p.targets), free(p.nll), free(p.lens), free(p.doc), free(p.w0), free(p.new_from);
+    }
+    for (int i = 0; i < n; i++) nl_forward_destroy(fs[i]);
+    free(fs);
+    return st;
 }
 
 /* Documents lo..hi-1 scored by n independent forward states (f and n-1 like it), one per
@@ -137,7 +267,16 @@ nl_status nl_ppl_run_states(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, in
     /* a large model's document takes long on one thread: side by side only with at least two
      * documents per state, so the last round does not leave most threads idle */
     if (n_par > 1 && (size_t)nl_model_bytes(nl_forward_model(f)) > NL_KEEP_F32_BYTES && hi - lo < 2 * n_par) n_par = 1;
-    if (n_par > 1) st = ppl_docs_parallel(ctx, f, ds, stride, progress, lo, hi, n_par, out->by_doc, ps);
+    /* several windows per pass when the states fit and there are at least two bundles per thread */
+    int nw = n_par > 1 && !ps ? NL_PPL_WINDOWS : 1, *bstart = NULL, nb = 0;
+    while (nw > 1 && !nl_forward_windows_fit(f, n_par, nw)) nw /= 2;
+    if (nw > 1) {
+        const int C = nl_forward_max_P(f), Bw = nl_forward_max_T(f);
+        if ((nb = win_bundles(ds, C, Bw, stride, lo, hi, Bw * nw, &bstart)) < 2 * n_par) nw = 1;
+    }
+    if (nw > 1) st = ppl_windows_parallel(ctx, f, ds, stride, progress, nb, bstart, n_par, nw, out->by_doc);
+    else if (n_par > 1) st = ppl_docs_parallel(ctx, f, ds, stride, progress, lo, hi, n_par, out->by_doc, ps);
+    free(bstart);
     for (int d = lo; n_par <= 1 && st == NL_OK && d < hi; d++) {
         s.sum = (nl_nll_sum){0, 0};
         s.doc_index = d;

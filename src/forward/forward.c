@@ -67,7 +67,10 @@ struct nl_forward {
     void **ffn_user;   /* (L) its user pointer */
     nl_moe_scratch *moe; /* routing and expert buffers of the MoE layers (n_experts > 0), owned */
     nl_compute compute;  /* NL_COMPUTE_BF16: the layers' and the head's GEMMs in bf16 (nl_forward_set_compute) */
+    int win_P;           /* > 0: a windows state (nl_forward_create_windows): each window ≤ win_P tokens */
 };
+
+static nl_status forward_new(nl_ctx *ctx, nl_model *m, int max_T, int max_P, nl_forward **out);
 
 nl_status nl_forward_create(nl_ctx *ctx, nl_model *m, int max_T, int max_P, nl_forward **out) {
     *out = NULL;
@@ -77,6 +80,13 @@ nl_status nl_forward_create(nl_ctx *ctx, nl_model *m, int max_T, int max_P, nl_f
     if (c->pos == NL_POS_LEARNED && max_P > c->max_pos)
         return nl_errorf(ctx, NL_EINVAL, "context %d exceeds the %d learned positions of '%s'", max_P, c->max_pos,
                          nl_model_path(m));
+    return forward_new(ctx, m, max_T, max_P, out);
+}
+
+/* The state of nl_forward_create, limits checked (a windows state's max_P is the rows of all
+ * its windows, not a position limit). */
+static nl_status forward_new(nl_ctx *ctx, nl_model *m, int max_T, int max_P, nl_forward **out) {
+    const nl_config *c = nl_model_config(m);
     nl_forward *f = calloc(1, sizeof *f);
     if (!f) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
     f->m = m;
@@ -189,7 +199,9 @@ static int doc_threads(const nl_forward *f, int own, int own_ffn) {
 int nl_forward_doc_threads(const nl_forward *f) { return doc_threads(f, -1, 0); }
 int nl_forward_doc_threads_own(const nl_forward *f, int own, int own_ffn) { return doc_threads(f, own < 0 ? 0 : own, own_ffn); }
 
-nl_status nl_forward_create_like(nl_ctx *ctx, nl_forward *f, nl_forward **out) {
+/* A state for another thread, of f's model and compute format, max_T × max_P (bf16 packs made
+ * here, so the threads only read them). */
+static nl_status create_like(nl_ctx *ctx, nl_forward *f, int max_T, int max_P, nl_forward **out) {
     *out = NULL;
     nl_layer w;
     nl_head h;
@@ -199,10 +211,32 @@ nl_status nl_forward_create_like(nl_ctx *ctx, nl_forward *f, nl_forward **out) {
         if ((st = nl_model_layer(ctx, f->m, l, &w)) != NL_OK || (bf16 && (st = nl_model_layer_bf16(ctx, f->m, l, &w)) != NL_OK))
             return st;
     if ((st = nl_model_head(ctx, f->m, &h)) != NL_OK || (bf16 && (st = nl_model_head_bf16(ctx, f->m, &h)) != NL_OK)) return st;
-    if ((st = nl_forward_create(ctx, f->m, f->max_T, f->max_P, out)) != NL_OK) return st;
+    if ((st = forward_new(ctx, f->m, max_T, max_P, out)) != NL_OK) return st;
     (*out)->compute = f->compute;
-    if (f->hooks_concurrent) (*out)->hooks = f->hooks, (*out)->hooks_concurrent = 1;
     return NL_OK;
+}
+
+nl_status nl_forward_create_like(nl_ctx *ctx, nl_forward *f, nl_forward **out) {
+    nl_status st = create_like(ctx, f, f->max_T, f->max_P, out);
+    if (st == NL_OK && f->hooks_concurrent) (*out)->hooks = f->hooks, (*out)->hooks_concurrent = 1;
+    return st;
+}
+
+int nl_forward_windows_fit(const nl_forward *f, int n_states, int n_windows) {
+    if (n_windows < 2 || f->hooks.n > 0 || f->c->n_experts > 0 || nl_mpi_pipeline() > 1) return 0;
+    for (int l = 0; l < f->c->n_layers; l++)
+        if (f->ffn_fn[l]) return 0;
+    nl_forward big = *f; /* only its limits, for state_bytes */
+    big.max_T = big.max_P = f->max_T * n_windows;
+    return (size_t)n_states * state_bytes(&big) <= NL_WINDOWS_BYTES;
+}
+
+nl_status nl_forward_create_windows(nl_ctx *ctx, nl_forward *f, int n_windows, nl_forward **out) {
+    *out = NULL;
+    if (n_windows < 1 || f->hooks.n > 0) return nl_errorf(ctx, NL_EINVAL, "a windows state needs a state without hooks");
+    nl_status st = create_like(ctx, f, f->max_T * n_windows, f->max_T * n_windows, out);
+    if (st == NL_OK) (*out)->win_P = f->max_T;
+    return st;
 }
 
 void nl_forward_hooks_concurrent(nl_forward *f, int yes) { f->hooks_concurrent = yes; }
@@ -321,14 +355,17 @@ static void attention_group(const float *q, const float *kc, const float *vc, fl
  * the values with the (possibly edited) probabilities, block by block with the same GEMM shapes:
  * an observer leaves the output bit for bit as without it; an intervener's edits outside a
  * block's keys [k_lo, k_hi) are not read (those keys are masked for every row of the block). */
-static nl_status attention(nl_forward *f, nl_ctx *ctx, int l, int T, const int32_t *tokens) {
+/* Attention of layer l for the T rows from row `off` of f->q / f->att, whose keys and values
+ * are rows off … of the layer's cache, at positions pos … pos+T-1 (f->pos, or 0 for each window
+ * of a windows state, whose windows lie one after another in the cache). */
+static nl_status attention(nl_forward *f, nl_ctx *ctx, int l, int off, int T, int pos, const int32_t *tokens) {
     const nl_config *c = f->c;
     const int Dh = c->head_dim, H = c->n_heads, Hk = c->n_kv_heads, Q = H * Dh, KV = Hk * Dh;
-    const int P = f->pos + T, group = H / Hk, win = c->sliding_window, pos = f->pos;
+    const int P = pos + T, group = H / Hk, win = c->sliding_window;
     const float scale = 1.0f / sqrtf((float)Dh);
-    const float *kc = f->k_cache + (size_t)l * f->max_P * KV;
-    const float *vc = f->v_cache + (size_t)l * f->max_P * KV;
-    const int all = nl_hooks_wants(&f->hooks, NL_HOOK_ATTN_PROBS, l);
+    const float *kc = f->k_cache + ((size_t)l * f->max_P + off) * KV;
+    const float *vc = f->v_cache + ((size_t)l * f->max_P + off) * KV;
+    const int all = !off && nl_hooks_wants(&f->hooks, NL_HOOK_ATTN_PROBS, l); /* windows states have no hooks */
     if (all && !f->probs && !(f->probs = malloc((size_t)H * f->max_T * f->max_P * sizeof(float))))
         return nl_errorf(ctx, NL_ENOMEM, "cannot allocate the attention probabilities (%d heads, batch %d, context %d): out of memory",
                          H, f->max_T, f->max_P);
@@ -339,8 +376,8 @@ static nl_status attention(nl_forward *f, nl_ctx *ctx, int l, int T, const int32
     int nthr = omp_get_max_threads();
     if (nthr > f->n_score_bufs) nthr = f->n_score_bufs;
     if (nthr > tasks) nthr = tasks;
-    const float *q = f->q;
-    float *att = f->att, *scores = f->scores, *probs = all ? f->probs : NULL;
+    const float *q = f->q + (size_t)off * Q;
+    float *att = f->att + (size_t)off * Q, *scores = f->scores, *probs = all ? f->probs : NULL;
     const size_t per_thread = (size_t)group * NL_ATT_ROWS * (f->max_P + 2 * (size_t)Dh);
 #pragma omp parallel num_threads(nthr) if (nthr > 1 && (int64_t)T * P * Dh * H > NL_PAR_MIN)
     {
@@ -378,7 +415,7 @@ static nl_status attention(nl_forward *f, nl_ctx *ctx, int l, int T, const int32
         }
     }
     if (!all) return NL_OK;
-    nl_hook_info info = {NL_HOOK_ATTN_PROBS, l, T, P, f->pos, tokens, NULL, H};
+    nl_hook_info info = {NL_HOOK_ATTN_PROBS, l, T, P, pos, tokens, NULL, H};
     nl_status st = nl_hooks_fire(&f->hooks, ctx, &info, f->probs);
     if (st != NL_OK) return st;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthr) if (nthr > 1 && (int64_t)T * P * Dh * H > NL_PAR_MIN)
@@ -434,13 +471,20 @@ static nl_status ffn(nl_forward *f, nl_ctx *ctx, const nl_layer *w, int l, int T
     return fire(f, ctx, NL_HOOK_FFN_OUT, l, T, c->d_model, tokens, f->ffn_out);
 }
 
-/* Runs the blocks; leaves the final residual in f->x. Does not advance f->pos. */
-static nl_status blocks(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, int T) {
+/* Runs the blocks; leaves the final residual in f->x. Does not advance f->pos.
+ * lens == NULL: the T rows are positions f->pos … of one sequence. Else (a windows state, no
+ * hooks, pos 0, all layers) they are n_win windows of lens[w] rows each, every one at positions
+ * 0 … lens[w]-1: positions, RoPE and attention per window, everything else row by row for all. */
+static nl_status blocks(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, int T, const int *lens, int n_win) {
     const nl_config *c = f->c;
     const int D = c->d_model, Q = c->n_heads * c->head_dim, KV = c->n_kv_heads * c->head_dim;
+    const int one = T; /* the single window's length */
+    if (!lens) lens = &one, n_win = 1;
     int lo, hi;
     nl_mpi_stage(c->n_layers, &lo, &hi); /* all layers unless in pipeline mode */
-    if (lo == 0) nl_model_embed(f->m, tokens, T, f->pos, f->x);
+    if (lo == 0)
+        for (int w = 0, off = 0; w < n_win; off += lens[w++])
+            nl_model_embed(f->m, tokens + off, lens[w], f->pos, f->x + (size_t)off * D);
     else nl_mpi_recv_prev(f->x, (size_t)T * D);
     for (int l = lo; l < hi; l++) {
         if (nl_interrupted) return nl_errorf(ctx, NL_EINTR, "interrupted");
@@ -456,12 +500,14 @@ static nl_status blocks(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, int T
             nl_rmsnorm(f->q, f->q, w.q_norm, T * c->n_heads, c->head_dim, c->norm_eps);
             nl_rmsnorm(kc, kc, w.k_norm, T * c->n_kv_heads, c->head_dim, c->norm_eps);
         }
-        if (c->pos == NL_POS_ROPE) {
-            float *kc = f->k_cache + ((size_t)l * f->max_P + f->pos) * KV;
-            nl_rope(f->q, Q, T, c->n_heads, c->head_dim, c->rotary_dim, c->rope_interleaved, f->pos, f->inv_freq);
-            nl_rope(kc, KV, T, c->n_kv_heads, c->head_dim, c->rotary_dim, c->rope_interleaved, f->pos, f->inv_freq);
+        for (int s = 0, off = 0; c->pos == NL_POS_ROPE && s < n_win; off += lens[s++]) {
+            float *kc = f->k_cache + ((size_t)l * f->max_P + f->pos + off) * KV;
+            nl_rope(f->q + (size_t)off * Q, Q, lens[s], c->n_heads, c->head_dim, c->rotary_dim, c->rope_interleaved, f->pos,
+                    f->inv_freq);
+            nl_rope(kc, KV, lens[s], c->n_kv_heads, c->head_dim, c->rotary_dim, c->rope_interleaved, f->pos, f->inv_freq);
         }
-        if ((st = attention(f, ctx, l, T, tokens)) != NL_OK) return st;
+        for (int s = 0, off = 0; s < n_win; off += lens[s++])
+            if ((st = attention(f, ctx, l, off, lens[s], f->pos, tokens + off)) != NL_OK) return st;
         if ((st = fire(f, ctx, NL_HOOK_ATTN_PRE_O, l, T, Q, tokens, f->att)) != NL_OK) return st;
         nl_matmul(f->attn_out, D, f->att, Q, T, &w.wo, w.bo);
         if ((st = fire(f, ctx, NL_HOOK_ATTN_OUT, l, T, D, tokens, f->attn_out)) != NL_OK) return st;
@@ -510,7 +556,8 @@ static nl_status final_norm(nl_forward *f, nl_ctx *ctx, int T, nl_head *h) {
 
 nl_status nl_forward_run(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, int T, float *logits) {
     nl_status st = check_input(f, ctx, tokens, T);
-    if (st == NL_OK) st = blocks(f, ctx, tokens, T);
+    if (st == NL_OK && f->win_P) st = nl_errorf(ctx, NL_EINVAL, "a windows state scores with nl_forward_nll_windows only");
+    if (st == NL_OK) st = blocks(f, ctx, tokens, T, NULL, 0);
     if (st != NL_OK) return st;
     if (logits) {
         nl_head h;
@@ -521,23 +568,18 @@ nl_status nl_forward_run(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, int 
     return NL_OK;
 }
 
-nl_status nl_forward_nll(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, const int32_t *targets, int T,
-                         double *nll) {
-    nl_status st = check_input(f, ctx, tokens, T);
-    if (st == NL_OK) st = blocks(f, ctx, tokens, T);
-    if (st != NL_OK) return st;
-    const int V = f->c->vocab_size, D = f->c->d_model;
+static nl_status check_targets(nl_forward *f, nl_ctx *ctx, const int32_t *targets, int T) {
     for (int t = 0; t < T; t++)
-        if (targets[t] >= V)
-            return nl_errorf(ctx, NL_EINVAL, "token id %d is outside the vocabulary (size %d)", targets[t], V);
-    int lo, hi;
-    nl_mpi_stage(f->c->n_layers, &lo, &hi);
-    if (hi < f->c->n_layers) { /* pipeline mode, not the last rank: the losses come from it */
-        nl_mpi_bcast_last(nll, (size_t)T);
-        f->pos += T;
-        return NL_OK;
-    }
+        if (targets[t] >= f->c->vocab_size)
+            return nl_errorf(ctx, NL_EINVAL, "token id %d is outside the vocabulary (size %d)", targets[t], f->c->vocab_size);
+    return NL_OK;
+}
+
+/* nll[t] of the T rows of f->x (the final residual) with a target; 0 elsewhere. */
+static nl_status head_nll(nl_forward *f, nl_ctx *ctx, const int32_t *targets, int T, double *nll) {
+    const int V = f->c->vocab_size, D = f->c->d_model;
     nl_head h;
+    nl_status st;
     if ((st = final_norm(f, ctx, T, &h)) != NL_OK) return st;
     const int HB = f->head_rows;
     /* blocks of up to HB rows, from the next row with a target to the last one with a target
@@ -556,6 +598,41 @@ nl_status nl_forward_nll(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, cons
             nll[t0 + i] = log(nl_sum_exp_shift(z, V, mx)) + mx - z[tg];
         }
     }
+    return NL_OK;
+}
+
+nl_status nl_forward_nll_windows(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, const int32_t *targets, const int *lens,
+                                 int n_win, double *nll) {
+    if (!f->win_P) return nl_errorf(ctx, NL_EINVAL, "nl_forward_nll_windows needs a windows state (nl_forward_create_windows)");
+    int T = 0;
+    for (int w = 0; w < n_win; w++) {
+        if (lens[w] < 1 || lens[w] > f->win_P)
+            return nl_errorf(ctx, NL_EINVAL, "window %d has %d tokens, outside 1..%d", w, lens[w], f->win_P);
+        T += lens[w];
+    }
+    f->pos = 0;
+    nl_status st = check_input(f, ctx, tokens, T);
+    if (st == NL_OK) st = check_targets(f, ctx, targets, T);
+    if (st == NL_OK) st = blocks(f, ctx, tokens, T, lens, n_win);
+    if (st == NL_OK) st = head_nll(f, ctx, targets, T, nll);
+    return st;
+}
+
+nl_status nl_forward_nll(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, const int32_t *targets, int T,
+                         double *nll) {
+    nl_status st = check_input(f, ctx, tokens, T);
+    if (st == NL_OK && f->win_P) st = nl_errorf(ctx, NL_EINVAL, "a windows state scores with nl_forward_nll_windows only");
+    if (st == NL_OK) st = blocks(f, ctx, tokens, T, NULL, 0);
+    if (st == NL_OK) st = check_targets(f, ctx, targets, T);
+    if (st != NL_OK) return st;
+    int lo, hi;
+    nl_mpi_stage(f->c->n_layers, &lo, &hi);
+    if (hi < f->c->n_layers) { /* pipeline mode, not the last rank: the losses come from it */
+        nl_mpi_bcast_last(nll, (size_t)T);
+        f->pos += T;
+        return NL_OK;
+    }
+    if ((st = head_nll(f, ctx, targets, T, nll)) != NL_OK) return st;
     nl_mpi_bcast_last(nll, (size_t)T);
     f->pos += T;
     return NL_OK;
