@@ -186,9 +186,11 @@ static int doc_threads(const nl_forward *f, int own, int own_ffn) {
         if (f->ffn_fn[l]) return 1;
     const size_t conv = nl_model_f32_layer_bytes(f->m);
     /* Larger models: when their weights are read as stored (f32, nothing converted) and the other
-     * states fit NL_KEEP_F32_BYTES. Measured on the bench's 124.7M-parameter f32 Llama (16
-     * documents of 512 tokens, 2 threads): 10.2 s against 11.6 s with each GEMM split over both
-     * threads, i.e. 88 % instead of 77 % of the sgemm peak. */
+     * states fit NL_KEEP_F32_BYTES. Measured by hand on the bench's 124.7M-parameter f32 Llama
+     * (16 documents of 512 tokens, 2 threads): 10.2 s against 11.6 s with each GEMM split over
+     * both threads; ppl then also runs several windows per pass (nl_forward_create_windows:
+     * 11.15 → 10.13 s, mean of 3 alternating runs). The fraction of the sgemm peak is in
+     * make bench's output (bench/README.md). */
     if ((size_t)nl_model_bytes(f->m) > NL_KEEP_F32_BYTES && (conv > 0 || (size_t)(n - 1) * state_bytes(f) > NL_KEEP_F32_BYTES))
         return 1;
     if (conv > NL_KEEP_F32_BYTES || (conv > 0 && !nl_model_keep_f32(f->m, NL_KEEP_F32_BYTES))) return 1;
