@@ -919,7 +919,7 @@ Test(perplexity, windows_mode_equals_the_serial_loop) {
         omp_set_num_threads(1);
         cr_assert_eq(nl_ppl_run(&ctx, f, ds, strides[k], NULL, &one), NL_OK, "%s", ctx.msg);
         omp_set_num_threads(2);
-        cr_assert(nl_forward_doc_threads(f) == 2 && nl_forward_windows_fit(f, 2, 4), "windows mode is not chosen");
+        cr_assert(nl_forward_doc_threads(f) == 2 && nl_forward_windows_fit(f, 2, 2), "windows mode is not chosen");
         nl_progress prog;
         nl_progress_init(&prog, "ppl", ds->n_tokens, "tok", 0);
         cr_assert_eq(nl_ppl_run(&ctx, f, ds, strides[k], &prog, &two), NL_OK, "%s", ctx.msg);

@@ -112,7 +112,8 @@ nl_status nl_forward_nll(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, cons
  * nl_forward_create_windows: a state of f's model and compute format for n_windows windows of up
  * to nl_forward_max_T(f) tokens each (a window is one batch: its own max_T and max_P are
  * n_windows · max_T(f)); owned by the caller (nl_forward_destroy). It scores with
- * nl_forward_nll_windows only.
+ * nl_forward_nll_windows only, and keeps the keys and values of one layer at a time (every
+ * pass starts at position 0).
  * nl_forward_nll_windows: windows w = 0 … n_win-1 of lens[w] tokens (1 … max_T(f)), concatenated
  * in tokens and targets (Σ lens ≤ the state's max_T); nll and targets as nl_forward_nll, row by
  * row. NL_EINVAL for a length or token id out of range. */

@@ -15,7 +15,7 @@
 /* Windows per pass in windows mode: 2 halves the weight packing per token of 512-token
  * windows (bench/README.md, "windows"). */
 #ifndef NL_PPL_WINDOWS
-#define NL_PPL_WINDOWS 4
+#define NL_PPL_WINDOWS 2
 #endif
 
 double nl_nll_mean(nl_nll_sum s) { return s.n > 0 ? s.nll / (double)s.n : NAN; }

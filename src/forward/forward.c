@@ -57,8 +57,10 @@ struct nl_forward {
                         queries and outputs), one block per thread; group = n_heads / n_kv_heads */
     int n_score_bufs; /* threads the score buffer has room for (omp_get_max_threads() at creation) */
     float *probs;    /* (H, T, P) every head's probabilities, allocated when ATTN_PROBS is wanted */
-    float *k_cache;  /* (L, P, KV) */
-    float *v_cache;  /* (L, P, KV) */
+    float *k_cache;  /* (Lc, P, KV) */
+    float *v_cache;  /* (Lc, P, KV) */
+    int cache_layers; /* Lc: L, or 1 in a windows state (each pass starts at position 0, so a
+                       * layer's keys and values are needed only while that layer runs) */
     float *logits;   /* (head_rows, V) */
     int head_rows;   /* rows of logits per LM-head GEMM in nl_forward_nll */
     int hooks_concurrent; /* the hooks only read their user data (nl_forward_hooks_concurrent) */
@@ -70,7 +72,7 @@ struct nl_forward {
     int win_P;           /* > 0: a windows state (nl_forward_create_windows): each window ≤ win_P tokens */
 };
 
-static nl_status forward_new(nl_ctx *ctx, nl_model *m, int max_T, int max_P, nl_forward **out);
+static nl_status forward_new(nl_ctx *ctx, nl_model *m, int max_T, int max_P, int cache_layers, nl_forward **out);
 
 nl_status nl_forward_create(nl_ctx *ctx, nl_model *m, int max_T, int max_P, nl_forward **out) {
     *out = NULL;
@@ -80,12 +82,12 @@ nl_status nl_forward_create(nl_ctx *ctx, nl_model *m, int max_T, int max_P, nl_f
     if (c->pos == NL_POS_LEARNED && max_P > c->max_pos)
         return nl_errorf(ctx, NL_EINVAL, "context %d exceeds the %d learned positions of '%s'", max_P, c->max_pos,
                          nl_model_path(m));
-    return forward_new(ctx, m, max_T, max_P, out);
+    return forward_new(ctx, m, max_T, max_P, c->n_layers, out);
 }
 
 /* The state of nl_forward_create, limits checked (a windows state's max_P is the rows of all
  * its windows, not a position limit). */
-static nl_status forward_new(nl_ctx *ctx, nl_model *m, int max_T, int max_P, nl_forward **out) {
+static nl_status forward_new(nl_ctx *ctx, nl_model *m, int max_T, int max_P, int cache_layers, nl_forward **out) {
     const nl_config *c = nl_model_config(m);
     nl_forward *f = calloc(1, sizeof *f);
     if (!f) return nl_errorf(ctx, NL_ENOMEM, "out of memory");
@@ -93,6 +95,7 @@ static nl_status forward_new(nl_ctx *ctx, nl_model *m, int max_T, int max_P, nl_
     f->c = c;
     f->max_T = max_T;
     f->max_P = max_P;
+    f->cache_layers = cache_layers;
     nl_hooks_init(&f->hooks);
     const size_t T = (size_t)max_T, D = c->d_model, F = c->d_ff, Q = (size_t)c->n_heads * c->head_dim,
                  KV = (size_t)c->n_kv_heads * c->head_dim, P = (size_t)max_P, L = c->n_layers;
@@ -109,8 +112,8 @@ static nl_status forward_new(nl_ctx *ctx, nl_model *m, int max_T, int max_P, nl_
     f->n_score_bufs = omp_get_max_threads() > 0 ? omp_get_max_threads() : 1;
     const size_t group = c->n_kv_heads > 0 ? (size_t)(c->n_heads / c->n_kv_heads) : 1;
     f->scores = malloc((size_t)f->n_score_bufs * group * NL_ATT_ROWS * (P + 2 * (size_t)c->head_dim) * sizeof(float));
-    f->k_cache = malloc(L * P * KV * sizeof(float));
-    f->v_cache = malloc(L * P * KV * sizeof(float));
+    f->k_cache = malloc((size_t)cache_layers * P * KV * sizeof(float));
+    f->v_cache = malloc((size_t)cache_layers * P * KV * sizeof(float));
     f->head_rows = (int)(NL_HEAD_FLOATS / (size_t)(c->vocab_size > 0 ? c->vocab_size : 1));
     if (f->head_rows < 32) f->head_rows = 32;
     if (f->head_rows > max_T) f->head_rows = max_T;
@@ -166,9 +169,9 @@ const char *nl_compute_name(nl_compute c) { return c == NL_COMPUTE_BF16 ? "bf16"
 static size_t state_bytes(const nl_forward *f) {
     const nl_config *c = f->c;
     const size_t T = (size_t)f->max_T, P = (size_t)f->max_P, D = c->d_model, F = c->d_ff, Dh = c->head_dim,
-                 Q = (size_t)c->n_heads * Dh, KV = (size_t)c->n_kv_heads * Dh, L = c->n_layers;
+                 Q = (size_t)c->n_heads * Dh, KV = (size_t)c->n_kv_heads * Dh;
     const size_t group = c->n_kv_heads > 0 ? (size_t)(c->n_heads / c->n_kv_heads) : 1;
-    const size_t floats = T * (5 * D + 2 * Q + Q + 2 * KV + 2 * F) + 2 * L * P * KV + (size_t)f->head_rows * c->vocab_size +
+    const size_t floats = T * (5 * D + 2 * Q + Q + 2 * KV + 2 * F) + 2 * (size_t)f->cache_layers * P * KV + (size_t)f->head_rows * c->vocab_size +
                           (size_t)f->n_score_bufs * group * NL_ATT_ROWS * (P + 2 * Dh);
     return floats * sizeof(float);
 }
@@ -203,7 +206,7 @@ int nl_forward_doc_threads_own(const nl_forward *f, int own, int own_ffn) { retu
 
 /* A state for another thread, of f's model and compute format, max_T × max_P (bf16 packs made
  * here, so the threads only read them). */
-static nl_status create_like(nl_ctx *ctx, nl_forward *f, int max_T, int max_P, nl_forward **out) {
+static nl_status create_like(nl_ctx *ctx, nl_forward *f, int max_T, int max_P, int cache_layers, nl_forward **out) {
     *out = NULL;
     nl_layer w;
     nl_head h;
@@ -213,13 +216,13 @@ static nl_status create_like(nl_ctx *ctx, nl_forward *f, int max_T, int max_P, n
         if ((st = nl_model_layer(ctx, f->m, l, &w)) != NL_OK || (bf16 && (st = nl_model_layer_bf16(ctx, f->m, l, &w)) != NL_OK))
             return st;
     if ((st = nl_model_head(ctx, f->m, &h)) != NL_OK || (bf16 && (st = nl_model_head_bf16(ctx, f->m, &h)) != NL_OK)) return st;
-    if ((st = forward_new(ctx, f->m, max_T, max_P, out)) != NL_OK) return st;
+    if ((st = forward_new(ctx, f->m, max_T, max_P, cache_layers, out)) != NL_OK) return st;
     (*out)->compute = f->compute;
     return NL_OK;
 }
 
 nl_status nl_forward_create_like(nl_ctx *ctx, nl_forward *f, nl_forward **out) {
-    nl_status st = create_like(ctx, f, f->max_T, f->max_P, out);
+    nl_status st = create_like(ctx, f, f->max_T, f->max_P, f->cache_layers, out);
     if (st == NL_OK && f->hooks_concurrent) (*out)->hooks = f->hooks, (*out)->hooks_concurrent = 1;
     return st;
 }
@@ -230,13 +233,14 @@ int nl_forward_windows_fit(const nl_forward *f, int n_states, int n_windows) {
         if (f->ffn_fn[l]) return 0;
     nl_forward big = *f; /* only its limits, for state_bytes */
     big.max_T = big.max_P = f->max_T * n_windows;
+    big.cache_layers = 1;
     return (size_t)n_states * state_bytes(&big) <= NL_WINDOWS_BYTES;
 }
 
 nl_status nl_forward_create_windows(nl_ctx *ctx, nl_forward *f, int n_windows, nl_forward **out) {
     *out = NULL;
     if (n_windows < 1 || f->hooks.n > 0) return nl_errorf(ctx, NL_EINVAL, "a windows state needs a state without hooks");
-    nl_status st = create_like(ctx, f, f->max_T * n_windows, f->max_T * n_windows, out);
+    nl_status st = create_like(ctx, f, f->max_T * n_windows, f->max_T * n_windows, 1, out);
     if (st == NL_OK) (*out)->win_P = f->max_T;
     return st;
 }
@@ -274,13 +278,16 @@ static nl_status fire(nl_forward *f, nl_ctx *ctx, nl_hook_point p, int l, int T,
     return nl_hooks_fire(&f->hooks, ctx, &info, x);
 }
 
+/* The slot of layer l in the KV cache (f->cache_layers). */
+static size_t cache_layer(const nl_forward *f, int l) { return f->cache_layers > 1 ? (size_t)l : 0; }
+
 /* Projects xn into queries (f->q) and this call's rows of the KV cache for layer l. */
 static void qkv_project(nl_forward *f, const nl_layer *w, int l, int T) {
     const nl_config *c = f->c;
     const int D = c->d_model, Dh = c->head_dim, H = c->n_heads, Hk = c->n_kv_heads;
     const int Q = H * Dh, KV = Hk * Dh;
-    float *kc = f->k_cache + ((size_t)l * f->max_P + f->pos) * KV;
-    float *vc = f->v_cache + ((size_t)l * f->max_P + f->pos) * KV;
+    float *kc = f->k_cache + (cache_layer(f, l) * f->max_P + f->pos) * KV;
+    float *vc = f->v_cache + (cache_layer(f, l) * f->max_P + f->pos) * KV;
     if (w->qkv_layout == NL_QKV_SEPARATE) {
         nl_matmul(f->q, Q, f->xn, D, T, &w->wq, w->bq);
         nl_matmul(kc, KV, f->xn, D, T, &w->wk, w->bk);
@@ -365,8 +372,8 @@ static nl_status attention(nl_forward *f, nl_ctx *ctx, int l, int off, int T, in
     const int Dh = c->head_dim, H = c->n_heads, Hk = c->n_kv_heads, Q = H * Dh, KV = Hk * Dh;
     const int P = pos + T, group = H / Hk, win = c->sliding_window;
     const float scale = 1.0f / sqrtf((float)Dh);
-    const float *kc = f->k_cache + ((size_t)l * f->max_P + off) * KV;
-    const float *vc = f->v_cache + ((size_t)l * f->max_P + off) * KV;
+    const float *kc = f->k_cache + (cache_layer(f, l) * f->max_P + off) * KV;
+    const float *vc = f->v_cache + (cache_layer(f, l) * f->max_P + off) * KV;
     const int all = !off && nl_hooks_wants(&f->hooks, NL_HOOK_ATTN_PROBS, l); /* windows states have no hooks */
     if (all && !f->probs && !(f->probs = malloc((size_t)H * f->max_T * f->max_P * sizeof(float))))
         return nl_errorf(ctx, NL_ENOMEM, "cannot allocate the attention probabilities (%d heads, batch %d, context %d): out of memory",
@@ -498,12 +505,12 @@ static nl_status blocks(nl_forward *f, nl_ctx *ctx, const int32_t *tokens, int T
         if ((st = fire(f, ctx, NL_HOOK_ATTN_IN, l, T, D, tokens, f->xn)) != NL_OK) return st;
         qkv_project(f, &w, l, T);
         if (w.q_norm) { /* Qwen3: RMSNorm over each head's q and k (rows of Dh), before RoPE */
-            float *kc = f->k_cache + ((size_t)l * f->max_P + f->pos) * KV;
+            float *kc = f->k_cache + (cache_layer(f, l) * f->max_P + f->pos) * KV;
             nl_rmsnorm(f->q, f->q, w.q_norm, T * c->n_heads, c->head_dim, c->norm_eps);
             nl_rmsnorm(kc, kc, w.k_norm, T * c->n_kv_heads, c->head_dim, c->norm_eps);
         }
         for (int s = 0, off = 0; c->pos == NL_POS_ROPE && s < n_win; off += lens[s++]) {
-            float *kc = f->k_cache + ((size_t)l * f->max_P + f->pos + off) * KV;
+            float *kc = f->k_cache + (cache_layer(f, l) * f->max_P + f->pos + off) * KV;
             nl_rope(f->q + (size_t)off * Q, Q, lens[s], c->n_heads, c->head_dim, c->rotary_dim, c->rope_interleaved, f->pos,
                     f->inv_freq);
             nl_rope(kc, KV, lens[s], c->n_kv_heads, c->head_dim, c->rotary_dim, c->rope_interleaved, f->pos, f->inv_freq);
