@@ -29,6 +29,13 @@ typedef struct {
     int doc_index;    /* the document being scored (messages) */
 } ppl_state;
 
+/* The error of a loss v that is not finite at document d (0-based), token `token` (1-based). */
+static nl_status not_finite(nl_ctx *ctx, nl_forward *f, double v, int d, int line, int token) {
+    return nl_errorf(ctx, NL_EFORMAT,
+                     "'%s': the loss is not finite (%s) at document %d (line %d), token %d: the weights or the config give "
+                     "NaN/Inf", nl_model_path(nl_forward_model(f)), isnan(v) ? "nan" : "inf", d + 1, line, token);
+}
+
 static nl_status ppl_chunk(void *user, nl_ctx *ctx, nl_forward *f, const nl_doc *doc, int start, int T,
                            int new_from) {
     ppl_state *s = user;
@@ -40,11 +47,7 @@ static nl_status ppl_chunk(void *user, nl_ctx *ctx, nl_forward *f, const nl_doc 
     if (st != NL_OK) return st;
     for (int t = 0; t < T; t++)
         if (s->targets[t] >= 0) {
-            if (!isfinite(s->nll[t]))
-                return nl_errorf(ctx, NL_EFORMAT,
-                                 "'%s': the loss is not finite (%s) at document %d (line %d), token %d: the weights or "
-                                 "the config give NaN/Inf", nl_model_path(nl_forward_model(f)),
-                                 isnan(s->nll[t]) ? "nan" : "inf", s->doc_index + 1, doc->line, start + t + 1);
+            if (!isfinite(s->nll[t])) return not_finite(ctx, f, s->nll[t], s->doc_index, doc->line, start + t + 1);
             s->sum.nll += s->nll[t];
             s->sum.n++;
         }
@@ -88,11 +91,7 @@ static nl_status win_flush(nl_ctx *ctx, nl_forward *f, const nl_dataset *ds, win
         for (int t = 0; t < p->lens[w]; t++)
             if (p->targets[off + t] >= 0) {
                 const double v = p->nll[off + t];
-                if (!isfinite(v))
-                    return nl_errorf(ctx, NL_EFORMAT,
-                                     "'%s': the loss is not finite (%s) at document %d (line %d), token %d: the weights or "
-                                     "the config give NaN/Inf", nl_model_path(nl_forward_model(f)), isnan(v) ? "nan" : "inf",
-                                     p->doc[w] + 1, doc->line, p->w0[w] + t + 1);
+                if (!isfinite(v)) return not_finite(ctx, f, v, p->doc[w], doc->line, p->w0[w] + t + 1);
                 sum->nll += v;
                 sum->n++;
             }
