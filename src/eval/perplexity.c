@@ -68,6 +68,17 @@ void nl_ppl_result_release(nl_ppl_result *r) {
     memset(r, 0, sizeof *r);
 }
 
+/* A worker thread's error my (message in local): the first one in time becomes the run's (st,
+ * ctx->msg) and tells the other threads to stop at their next document or bundle. */
+static void keep_first_error(nl_ctx *ctx, const nl_ctx *local, nl_status my, volatile int *failed, nl_status *st) {
+#pragma omp critical(nl_ppl_error)
+    if (!*failed) {
+        *failed = 1;
+        *st = my;
+        memcpy(ctx->msg, local->msg, sizeof ctx->msg);
+    }
+}
+
 /* ---- windows mode: several windows per forward pass ------------------------------------------
  * Each thread scores bundles of consecutive documents on a windows state (forward.h): their
  * windows in document order, as many per pass as its rows hold. A document's windows all
@@ -172,14 +183,7 @@ static nl_status ppl_windows_parallel(nl_ctx *ctx, nl_forward *f, const nl_datas
             if (failed || my != NL_OK) continue;
             my = win_bundle(&local, fs[omp_get_thread_num()], ds, C, stride, bstart[b], bstart[b + 1], &p, by_doc, progress);
         }
-        if (my != NL_OK) {
-#pragma omp critical(nl_ppl_error)
-            if (!failed) {
-                failed = 1;
-                st = my;
-                memcpy(ctx->msg, local.msg, sizeof ctx->msg);
-            }
-        }
+        if (my != NL_OK) keep_first_error(ctx, &local, my, &failed, &st);
         free(p.tokens), free(p.targets), free(p.nll), free(p.lens), free(p.doc), free(p.w0), free(p.new_from);
     }
     for (int i = 0; i < n; i++) nl_forward_destroy(fs[i]);
@@ -224,14 +228,7 @@ static nl_status ppl_docs_parallel(nl_ctx *ctx, nl_forward *f, const nl_dataset 
             if (ps && ps->doc) ps->doc(my_state, d);
             if ((my = nl_forward_doc(mine, &local, &ds->docs[d], stride, ppl_chunk, &s)) == NL_OK) by_doc[d] = s.sum;
         }
-        if (my != NL_OK) {
-#pragma omp critical(nl_ppl_error)
-            if (!failed) {
-                failed = 1;
-                st = my;
-                memcpy(ctx->msg, local.msg, sizeof ctx->msg);
-            }
-        }
+        if (my != NL_OK) keep_first_error(ctx, &local, my, &failed, &st);
         free(s.targets);
         free(s.nll);
     }
