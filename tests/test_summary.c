@@ -495,6 +495,16 @@ Test(summary, each_kind_where_the_other_is_needed_names_what_is_missing) {
     cr_assert_eq(nl_summary_create(&ctx, &d, &one), NL_OK, "%s", ctx.msg);
     cr_assert_eq(nl_summary_merge(&ctx, s, one), NL_EINVAL);
     cr_assert(strstr(ctx.msg, "cannot merge the summaries: their recorded layers differ"), "%s", ctx.msg);
+    /* nor an f32 summary and a bf16 one (--compute): approximate statistics stay apart */
+    nl_summary *f32, *bf16;
+    cr_assert_eq(nl_summary_create(&ctx, &d, &f32), NL_OK, "%s", ctx.msg);
+    cr_assert_str_eq(f32->compute, "f32");
+    d.compute = "bf16";
+    cr_assert_eq(nl_summary_create(&ctx, &d, &bf16), NL_OK, "%s", ctx.msg);
+    cr_assert_eq(nl_summary_merge(&ctx, f32, bf16), NL_EINVAL);
+    cr_assert(strstr(ctx.msg, "cannot merge the summaries: their compute formats (f32/bf16) differ"), "%s", ctx.msg);
+    nl_summary_destroy(f32);
+    nl_summary_destroy(bf16);
     nl_summary_destroy(one);
     nl_summary_destroy(s);
     runner_close(&r);
